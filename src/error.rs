@@ -1,0 +1,296 @@
+//! The crate's one public error type and its classification.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+
+use crate::submission::{SubmissionId, SubmissionState};
+
+/// A boxed underlying cause, kept so [`std::error::Error::source`] returns the
+/// real driver error instead of a string.
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Everything that can go wrong in `liaison`.
+///
+/// Match on [`Error::kind`] (or use the `is_*` methods) to decide what to do;
+/// the variants carry the details a caller needs to act (which field was
+/// invalid, which submission holds a key, which state refused a transition).
+/// Driver errors (SQLite, I/O) are never part of the public signature: they are
+/// reachable through [`std::error::Error::source`].
+///
+/// ```
+/// use liaison::{Error, ErrorKind};
+///
+/// fn explain(err: &Error) -> &'static str {
+///     match err.kind() {
+///         ErrorKind::IdempotencyConflict => "that key was used for a different payload",
+///         ErrorKind::InvalidInput | ErrorKind::PayloadTooLarge => "fix the request",
+///         _ if err.is_retryable() => "try again shortly",
+///         _ => "see the logs",
+///     }
+/// }
+/// # let _ = explain;
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An argument failed validation; nothing was written.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// The field or argument that was refused.
+        field: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A payload (or other body) is above the configured size cap; nothing was written.
+    #[error("payload of {size} bytes is above the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// Size of the refused payload in bytes (canonical JSON encoding).
+        size: usize,
+        /// The configured cap in bytes.
+        limit: usize,
+    },
+
+    /// The idempotency key is already recorded for this partner with a
+    /// different payload fingerprint.
+    #[error(
+        "idempotency key {key:?} of partner {partner:?} already belongs to submission {existing} with a different payload"
+    )]
+    IdempotencyConflict {
+        /// The partner the key belongs to.
+        partner: String,
+        /// The key that was reused.
+        key: String,
+        /// The submission that holds the key.
+        existing: SubmissionId,
+    },
+
+    /// The requested state change is not in the transition table (or not
+    /// allowed through this operation); nothing was changed.
+    #[error("submission {id}: cannot go from {from} to {to}: {reason}")]
+    InvalidTransition {
+        /// The submission.
+        id: SubmissionId,
+        /// Its current state.
+        from: SubmissionState,
+        /// The state that was asked for.
+        to: SubmissionState,
+        /// Why the change is refused.
+        reason: &'static str,
+    },
+
+    /// A result was reported under a lease token that is no longer the
+    /// submission's current one (the lease expired and the work was claimed
+    /// again, or it was cancelled). Nothing was changed; the attempt is
+    /// journaled on the timeline.
+    #[error("submission {id}: lease token is stale; the result was journaled and not applied")]
+    StaleLease {
+        /// The submission.
+        id: SubmissionId,
+    },
+
+    /// No such submission (or other record).
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// What was looked up ("submission", ...).
+        what: &'static str,
+        /// The identifier that was looked up.
+        id: String,
+    },
+
+    /// The database was written by a newer version of liaison.
+    #[error(
+        "database schema version {found} is newer than this build of liaison supports ({supported}); upgrade liaison"
+    )]
+    SchemaTooNew {
+        /// The schema version recorded in the database.
+        found: i64,
+        /// The newest schema version this build knows.
+        supported: i64,
+    },
+
+    /// The database stayed locked by another connection longer than the busy
+    /// timeout. Safe to retry.
+    #[error("database is busy ({operation}); retry later")]
+    Busy {
+        /// What was being done.
+        operation: &'static str,
+        /// The driver error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The storage layer failed (I/O, corruption, constraint, driver error).
+    #[error("storage error during {operation}")]
+    Storage {
+        /// What was being done.
+        operation: &'static str,
+        /// The driver error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The store has been shut down (its writer is gone).
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// The class of an [`Error`], for matching without caring about details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// See [`Error::InvalidInput`].
+    InvalidInput,
+    /// See [`Error::PayloadTooLarge`].
+    PayloadTooLarge,
+    /// See [`Error::IdempotencyConflict`].
+    IdempotencyConflict,
+    /// See [`Error::InvalidTransition`].
+    InvalidTransition,
+    /// See [`Error::StaleLease`].
+    StaleLease,
+    /// See [`Error::NotFound`].
+    NotFound,
+    /// See [`Error::SchemaTooNew`].
+    SchemaTooNew,
+    /// See [`Error::Busy`].
+    Busy,
+    /// See [`Error::Storage`].
+    Storage,
+    /// See [`Error::Closed`].
+    Closed,
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Error::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            Error::IdempotencyConflict { .. } => ErrorKind::IdempotencyConflict,
+            Error::InvalidTransition { .. } => ErrorKind::InvalidTransition,
+            Error::StaleLease { .. } => ErrorKind::StaleLease,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::SchemaTooNew { .. } => ErrorKind::SchemaTooNew,
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Storage { .. } => ErrorKind::Storage,
+            Error::Closed => ErrorKind::Closed,
+        }
+    }
+
+    /// The caller's input was refused (invalid field or too large); fix it
+    /// rather than retrying.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::InvalidInput | ErrorKind::PayloadTooLarge
+        )
+    }
+
+    /// An idempotency key was reused with a different payload.
+    pub fn is_conflict(&self) -> bool {
+        self.kind() == ErrorKind::IdempotencyConflict
+    }
+
+    /// A state change was refused by the transition table.
+    pub fn is_invalid_transition(&self) -> bool {
+        self.kind() == ErrorKind::InvalidTransition
+    }
+
+    /// A result came in under a lease that is no longer current.
+    pub fn is_stale_lease(&self) -> bool {
+        self.kind() == ErrorKind::StaleLease
+    }
+
+    /// The record does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.kind() == ErrorKind::NotFound
+    }
+
+    /// The storage layer failed or is unavailable (including busy and closed).
+    pub fn is_storage(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::Storage | ErrorKind::Busy | ErrorKind::Closed | ErrorKind::SchemaTooNew
+        )
+    }
+
+    /// Retrying the same call later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind() == ErrorKind::Busy
+    }
+
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn not_found(what: &'static str, id: impl ToString) -> Self {
+        Error::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+
+    /// Build a storage error whose cause can be shared by several callers
+    /// (one failed group commit answers every caller in the group).
+    pub(crate) fn shared_storage(
+        operation: &'static str,
+        source: Arc<dyn StdError + Send + Sync + 'static>,
+        busy: bool,
+    ) -> Self {
+        let source: BoxError = Box::new(SharedCause(source));
+        if busy {
+            Error::Busy { operation, source }
+        } else {
+            Error::Storage { operation, source }
+        }
+    }
+}
+
+/// A cause shared between several errors; displays and chains as the original.
+#[derive(Debug)]
+struct SharedCause(Arc<dyn StdError + Send + Sync + 'static>);
+
+impl std::fmt::Display for SharedCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl StdError for SharedCause {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.source()
+    }
+}
+
+/// `Result` with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_matches_kind() {
+        let e = Error::invalid("idempotency_key", "empty");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.is_invalid_input());
+        assert!(!e.is_retryable());
+        let e = Error::PayloadTooLarge { size: 2, limit: 1 };
+        assert!(e.is_invalid_input());
+        assert!(!Error::Closed.is_invalid_input());
+        assert!(Error::Closed.is_storage());
+    }
+
+    #[test]
+    fn storage_errors_keep_their_cause() {
+        let io = std::io::Error::other("disk on fire");
+        let e = Error::shared_storage("commit", Arc::new(io), true);
+        assert!(e.is_retryable());
+        let cause = StdError::source(&e).expect("cause kept");
+        assert_eq!(cause.to_string(), "disk on fire");
+    }
+}

@@ -1,0 +1,82 @@
+//! # liaison
+//!
+//! Reliable partner integrations, embedded in your application: a
+//! transactional outbox on SQLite, an idempotency-key ledger, leases that
+//! survive crashes, and a timeline of everything that happened to each
+//! submission.
+//!
+//! This release holds the durable core: the [`Submission`] model and its
+//! transition table, and the [`store::OutboxStore`] with its default
+//! [`store::SqliteStore`]. The dispatcher, callbacks and operations surface
+//! build on it (see the repository's `docs/`).
+//!
+//! ```
+//! use liaison::store::{ClaimRequest, OutboxStore, SqliteStore, StateChange, AttemptReport};
+//! use liaison::{AttemptOutcome, NewSubmission, SubmissionState};
+//! use serde_json::json;
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> liaison::Result<()> {
+//! let store = SqliteStore::open_temporary()?;
+//! store
+//!     .enqueue(NewSubmission::new("clearinghouse", "claim.submit", json!({"claim": "C-7"}))
+//!         .idempotency_key("C-7"))
+//!     .await?;
+//!
+//! // A worker claims due work under a lease and reports what the partner said.
+//! let leases = store
+//!     .claim(ClaimRequest::new("clearinghouse", 10, Duration::from_secs(30)))
+//!     .await?;
+//! let lease = &leases[0];
+//! let done = store
+//!     .complete(
+//!         lease,
+//!         AttemptReport::new(AttemptOutcome::Accepted).http_status(202),
+//!         StateChange::to(SubmissionState::AwaitingResult).external_ref("CH-889"),
+//!     )
+//!     .await?;
+//! assert_eq!(done.state, SubmissionState::AwaitingResult);
+//! assert_eq!(store.timeline(done.id).await?.len(), 3); // enqueued, claimed, accepted
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `sqlite` | yes | [`store::SqliteStore`], with SQLite compiled in (no system library) |
+//! | `postgres` | no | reserved for the PostgreSQL store |
+//! | `http` | no | reserved for the axum callback and ops routes |
+//! | `cli` | no | reserved for the `liaison` command-line tool |
+//! | `mock` | no | reserved for `testing::MockPartner` |
+//! | `full` | no | all of the above |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+mod error;
+mod event;
+mod fingerprint;
+pub mod store;
+mod submission;
+
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
+pub use fingerprint::Fingerprint;
+pub use submission::{
+    MAX_CORRELATION_BYTES, MAX_CORRELATION_FIELDS, MAX_KEY_BYTES, MAX_KIND_BYTES,
+    MAX_PARTNER_BYTES, NewSubmission, Submission, SubmissionId, SubmissionState,
+};
+
+/// The rusqlite version liaison is built with, for
+/// [`store::SqliteStore::enqueue_in_transaction`].
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use rusqlite;
+
+// The README's code must keep compiling.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

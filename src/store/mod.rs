@@ -1,0 +1,99 @@
+//! Durable storage: the [`OutboxStore`] trait and its SQLite implementation.
+//!
+//! Everything liaison must not lose lives behind this trait: submissions and
+//! their idempotency ledger, attempts, the event timeline, and (as later
+//! capabilities land) callbacks, alerts and shared partner state. The schema
+//! for all of them is created by the first migration.
+
+mod types;
+pub use types::{
+    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, StateChange,
+};
+
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::{SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+use crate::event::{Attempt, Event};
+use crate::submission::{NewSubmission, Submission, SubmissionId};
+
+/// The durable core. Every state change is one transaction that also appends
+/// its event to the timeline; a change that is not in the transition table
+/// ([`crate::SubmissionState::can_become`]) is refused and changes nothing.
+///
+/// Implementations: [`SqliteStore`] (default). The trait is object-safe, so
+/// the engine holds an `Arc<dyn OutboxStore>`.
+#[async_trait]
+pub trait OutboxStore: Send + Sync + std::fmt::Debug {
+    /// Write one submission, or return the one already holding its
+    /// idempotency key when the payload fingerprint matches
+    /// ([`Enqueued::deduplicated`]). Returns after the commit.
+    ///
+    /// Errors: [`crate::Error::InvalidInput`], [`crate::Error::PayloadTooLarge`],
+    /// [`crate::Error::IdempotencyConflict`]; in each case nothing is written.
+    async fn enqueue(&self, new: NewSubmission) -> Result<Enqueued>;
+
+    /// Write several submissions in one transaction: all of them or, on any
+    /// error, none. Results are in input order.
+    async fn enqueue_batch(&self, batch: Vec<NewSubmission>) -> Result<Vec<Enqueued>>;
+
+    /// One submission by id.
+    async fn get(&self, id: SubmissionId) -> Result<Submission>;
+
+    /// Submissions matching a filter, oldest first.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Submission>>;
+
+    /// A submission's events, in the order they were written.
+    async fn timeline(&self, id: SubmissionId) -> Result<Vec<Event>>;
+
+    /// A submission's attempts, first to last.
+    async fn attempts(&self, id: SubmissionId) -> Result<Vec<Attempt>>;
+
+    /// Claim up to `limit` due submissions of one partner: each moves to
+    /// `InFlight` under a fresh lease token, starts an attempt and is journaled.
+    /// Submissions sharing an ordering key are claimed one at a time, in
+    /// enqueue order. Two concurrent claims never return the same submission.
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Lease>>;
+
+    /// Finish the lease's attempt and apply the state change it led to, if
+    /// the lease is still the submission's current one.
+    ///
+    /// With a stale token nothing changes: the late result is journaled as
+    /// [`crate::EventKind::StaleResultIgnored`] and
+    /// [`crate::Error::StaleLease`] is returned.
+    async fn complete(
+        &self,
+        lease: &Lease,
+        report: AttemptReport,
+        change: StateChange,
+    ) -> Result<Submission>;
+
+    /// Apply a state change that no lease governs (deadline passed, result
+    /// received, replay, manual resolution, cancel). Refused with
+    /// [`crate::Error::InvalidTransition`] when not in the table, when it
+    /// would put work in flight (only a claim does), or when it would settle an
+    /// attempt in flight (only the lease holder does; cancelling is allowed).
+    async fn transition(&self, id: SubmissionId, change: StateChange) -> Result<Submission>;
+
+    /// Return submissions whose lease ended before `now` to `Queued`, due at
+    /// once, journaling [`crate::EventKind::LeaseExpired`]. Returns their ids.
+    async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<SubmissionId>>;
+
+    /// Remove idempotency keys whose retention ended before `now` and whose
+    /// submission is terminal. Returns how many were removed.
+    async fn prune_ledger(&self, now: DateTime<Utc>) -> Result<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OutboxStore;
+
+    // Hosts and the engine hold stores as trait objects: keep that possible.
+    fn _object_safe(_: std::sync::Arc<dyn OutboxStore>) {}
+}

@@ -1,0 +1,454 @@
+//! [`SqliteStore`]: the embedded default store.
+
+mod migrate;
+mod reader;
+pub(crate) mod sql;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+
+use self::reader::ReadPool;
+use self::sql::{Completion, EnqueueRules, db_err};
+use self::writer::Writer;
+use super::{AttemptReport, ClaimRequest, Enqueued, Lease, ListFilter, OutboxStore, StateChange};
+use crate::error::{Error, Result};
+use crate::event::{Attempt, Event};
+use crate::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
+
+pub use self::migrate::SCHEMA_VERSION;
+
+/// SQLite's `synchronous` setting for the store's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// Every commit is on stable storage before it returns: a committed
+    /// enqueue survives power loss. The default.
+    #[default]
+    Full,
+    /// In WAL mode, commits survive a crash of the process but the last ones
+    /// may be lost on power loss or an OS crash. Several times faster per
+    /// commit; choose it only when the host can re-create what it enqueued.
+    Normal,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// Settings for [`SqliteStore`]. `Default` is what we recommend.
+///
+/// ```
+/// use liaison::store::{SqliteConfig, Synchronous};
+/// use std::time::Duration;
+///
+/// let config = SqliteConfig::default()
+///     .synchronous(Synchronous::Full)
+///     .busy_timeout(Duration::from_secs(5))
+///     .max_payload_bytes(256 * 1024)
+///     .ledger_retention(Some(Duration::from_secs(90 * 24 * 3600)));
+/// assert_eq!(config.max_payload_bytes, 256 * 1024);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteConfig {
+    /// Durability of each commit. Default [`Synchronous::Full`].
+    pub synchronous: Synchronous,
+    /// How long a statement waits for another connection's lock. Default 5 s.
+    pub busy_timeout: Duration,
+    /// Largest payload accepted, in bytes of canonical JSON. Default 1 MiB.
+    pub max_payload_bytes: usize,
+    /// How long an idempotency key stays in the ledger after its enqueue
+    /// (it is removed only once its submission is terminal). `None` keeps
+    /// keys until they are pruned otherwise. Default 30 days.
+    pub ledger_retention: Option<Duration>,
+    /// Read connections kept open. Default 4.
+    pub read_connections: usize,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            max_payload_bytes: 1024 * 1024,
+            ledger_retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            read_connections: 4,
+        }
+    }
+}
+
+impl SqliteConfig {
+    /// Set [`SqliteConfig::synchronous`].
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// Set [`SqliteConfig::busy_timeout`].
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Set [`SqliteConfig::max_payload_bytes`].
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
+    }
+
+    /// Set [`SqliteConfig::ledger_retention`].
+    pub fn ledger_retention(mut self, retention: Option<Duration>) -> Self {
+        self.ledger_retention = retention;
+        self
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.max_payload_bytes == 0 {
+            return Err(Error::invalid("max_payload_bytes", "must be above zero"));
+        }
+        if self.read_connections == 0 {
+            return Err(Error::invalid("read_connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn rules(&self) -> EnqueueRules {
+        EnqueueRules {
+            ledger_retention: self.ledger_retention,
+        }
+    }
+}
+
+/// The outbox on an SQLite file: WAL, `BEGIN IMMEDIATE` writes through one
+/// writer thread that groups concurrent operations into one commit, and a
+/// small pool of read connections.
+///
+/// Cloning is cheap; clones share the writer. Tables are named `liaison_*`,
+/// so the store can share the host's own database file — which is what makes
+/// [`SqliteStore::enqueue_in_transaction`] possible.
+///
+/// ```
+/// use liaison::store::{OutboxStore, SqliteStore};
+/// use liaison::NewSubmission;
+/// use serde_json::json;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> liaison::Result<()> {
+/// let store = SqliteStore::open_temporary()?;
+/// let first = store
+///     .enqueue(NewSubmission::new("bank", "payment", json!({"cents": 500})).idempotency_key("pay-1"))
+///     .await?;
+/// let again = store
+///     .enqueue(NewSubmission::new("bank", "payment", json!({"cents": 500})).idempotency_key("pay-1"))
+///     .await?;
+/// assert!(again.deduplicated);
+/// assert_eq!(first.submission.id, again.submission.id);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    // Field order is drop order: the writer finishes before the temporary
+    // directory (if any) is removed.
+    writer: Writer,
+    readers: Arc<ReadPool>,
+    config: SqliteConfig,
+    path: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl SqliteStore {
+    /// Open (creating if missing) the database at `path` with the recommended settings.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, SqliteConfig::default())
+    }
+
+    /// Open (creating if missing) the database at `path`.
+    ///
+    /// Applies pending migrations; refuses with [`Error::SchemaTooNew`] a
+    /// database written by a newer liaison.
+    pub fn open_with(path: impl AsRef<Path>, config: SqliteConfig) -> Result<Self> {
+        Self::open_inner(path.as_ref().to_path_buf(), config, None)
+    }
+
+    /// A store on a fresh database in a temporary directory, removed when the
+    /// last clone is dropped. For tests and examples: it behaves exactly like
+    /// a file store (WAL, separate readers), it just does not outlive you.
+    pub fn open_temporary() -> Result<Self> {
+        Self::open_temporary_with(SqliteConfig::default())
+    }
+
+    /// Like [`SqliteStore::open_temporary`], with settings.
+    pub fn open_temporary_with(config: SqliteConfig) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("liaison-")
+            .tempdir()
+            .map_err(|e| Error::Storage {
+                operation: "create temporary directory",
+                source: Box::new(e),
+            })?;
+        let path = dir.path().join("liaison.db");
+        Self::open_inner(path, config, Some(dir))
+    }
+
+    fn open_inner(
+        path: PathBuf,
+        config: SqliteConfig,
+        temp: Option<tempfile::TempDir>,
+    ) -> Result<Self> {
+        config.check()?;
+        let conn = connect(&path, &config)?;
+        migrate::migrate(&conn)?;
+        let readers = Arc::new(ReadPool::new(path.clone(), config.clone()));
+        let writer = Writer::spawn(conn)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writer,
+                readers,
+                config,
+                path,
+                _temp: temp,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &SqliteConfig {
+        &self.inner.config
+    }
+
+    /// A new connection to the same file, set up as the store's own are (WAL,
+    /// the same `synchronous`, the busy timeout). Use it for the host's
+    /// business writes that must commit together with an enqueue.
+    pub fn connect(&self) -> Result<Connection> {
+        connect(&self.inner.path, &self.inner.config)
+    }
+
+    /// Enqueue inside the host's own transaction on the same database file:
+    /// the host's business write and the submission commit or roll back
+    /// together. Start the transaction with
+    /// [`rusqlite::TransactionBehavior::Immediate`] so it takes the write lock
+    /// up front (a deferred transaction that reads first can fail with
+    /// `SQLITE_BUSY` when it starts writing).
+    ///
+    /// The enqueue is visible to dispatchers once the host commits.
+    ///
+    /// ```
+    /// use liaison::rusqlite::TransactionBehavior;
+    /// use liaison::store::{OutboxStore, SqliteStore};
+    /// use liaison::NewSubmission;
+    /// use serde_json::json;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = SqliteStore::open_temporary()?;
+    /// let mut conn = store.connect()?;
+    /// conn.execute_batch("CREATE TABLE claims (id TEXT PRIMARY KEY, amount INTEGER)")?;
+    ///
+    /// let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    /// tx.execute("INSERT INTO claims VALUES ('C-1', 12500)", [])?;
+    /// let enqueued = store.enqueue_in_transaction(
+    ///     &tx,
+    ///     NewSubmission::new("clearinghouse", "claim.submit", json!({"claim": "C-1"}))
+    ///         .idempotency_key("C-1"),
+    /// )?;
+    /// tx.commit()?; // both rows, or neither
+    ///
+    /// assert_eq!(store.get(enqueued.submission.id).await?.idempotency_key, "C-1");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn enqueue_in_transaction(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        new: NewSubmission,
+    ) -> Result<Enqueued> {
+        let mut all = self.enqueue_batch_in_transaction(tx, vec![new])?;
+        Ok(all.remove(0))
+    }
+
+    /// Like [`SqliteStore::enqueue_in_transaction`] for several submissions.
+    pub fn enqueue_batch_in_transaction(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        batch: Vec<NewSubmission>,
+    ) -> Result<Vec<Enqueued>> {
+        self.check_same_database(tx)?;
+        let valid = self.validate(batch)?;
+        sql::enqueue_on(tx, valid, self.inner.config.rules(), Utc::now())
+    }
+
+    fn check_same_database(&self, conn: &Connection) -> Result<()> {
+        let theirs = conn.path().filter(|p| !p.is_empty()).map(PathBuf::from);
+        let same = match theirs {
+            Some(theirs) => same_file(&theirs, &self.inner.path),
+            None => false,
+        };
+        if same {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "transaction",
+                format!(
+                    "it is not on the store's database file {}",
+                    self.inner.path.display()
+                ),
+            ))
+        }
+    }
+
+    fn validate(&self, batch: Vec<NewSubmission>) -> Result<Vec<ValidSubmission>> {
+        let cap = self.inner.config.max_payload_bytes;
+        batch
+            .into_iter()
+            .enumerate()
+            .map(|(i, new)| {
+                new.validate(cap).map_err(|e| match e {
+                    Error::InvalidInput { field, reason } if i > 0 => Error::InvalidInput {
+                        field,
+                        reason: format!("batch item {i}: {reason}"),
+                    },
+                    other => other,
+                })
+            })
+            .collect()
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.inner.readers.read(f).await
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Open a connection with the store's pragmas.
+pub(super) fn connect(path: &Path, config: &SqliteConfig) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(db_err("open database"))?;
+    conn.busy_timeout(config.busy_timeout)
+        .map_err(db_err("set busy timeout"))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(db_err("enable WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Storage {
+            operation: "enable WAL",
+            source: format!("journal_mode stayed {mode}").into(),
+        });
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
+        config.synchronous.pragma()
+    ))
+    .map_err(db_err("set pragmas"))?;
+    Ok(conn)
+}
+
+#[async_trait]
+impl OutboxStore for SqliteStore {
+    async fn enqueue(&self, new: NewSubmission) -> Result<Enqueued> {
+        let mut all = self.enqueue_batch(vec![new]).await?;
+        Ok(all.remove(0))
+    }
+
+    async fn enqueue_batch(&self, batch: Vec<NewSubmission>) -> Result<Vec<Enqueued>> {
+        let valid = self.validate(batch)?;
+        let rules = self.inner.config.rules();
+        self.inner
+            .writer
+            .write(move |conn| sql::enqueue_on(conn, valid, rules, Utc::now()))
+            .await
+    }
+
+    async fn get(&self, id: SubmissionId) -> Result<Submission> {
+        self.read(move |conn| sql::get_on(conn, id)).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Submission>> {
+        let filter = filter.clone();
+        self.read(move |conn| sql::list_on(conn, &filter)).await
+    }
+
+    async fn timeline(&self, id: SubmissionId) -> Result<Vec<Event>> {
+        self.read(move |conn| sql::timeline_on(conn, id)).await
+    }
+
+    async fn attempts(&self, id: SubmissionId) -> Result<Vec<Attempt>> {
+        self.read(move |conn| sql::attempts_on(conn, id)).await
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Lease>> {
+        crate::submission::validate_partner(&request.partner)?;
+        self.inner
+            .writer
+            .write(move |conn| sql::claim_on(conn, &request))
+            .await
+    }
+
+    async fn complete(
+        &self,
+        lease: &Lease,
+        report: AttemptReport,
+        change: StateChange,
+    ) -> Result<Submission> {
+        let lease = lease.clone();
+        let id = lease.submission.id;
+        let done = self
+            .inner
+            .writer
+            .write(move |conn| sql::complete_on(conn, &lease, &report, &change, Utc::now()))
+            .await?;
+        match done {
+            Completion::Applied(submission) => Ok(*submission),
+            Completion::Stale => Err(Error::StaleLease { id }),
+        }
+    }
+
+    async fn transition(&self, id: SubmissionId, change: StateChange) -> Result<Submission> {
+        self.inner
+            .writer
+            .write(move |conn| sql::transition_on(conn, id, &change, Utc::now()))
+            .await
+    }
+
+    async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<SubmissionId>> {
+        self.inner
+            .writer
+            .write(move |conn| sql::reap_on(conn, now))
+            .await
+    }
+
+    async fn prune_ledger(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.inner
+            .writer
+            .write(move |conn| sql::prune_ledger_on(conn, now))
+            .await
+    }
+}

@@ -1,0 +1,177 @@
+//! The single writer: one thread owns the write connection and groups the
+//! operations waiting for it into one `BEGIN IMMEDIATE` transaction.
+//!
+//! Each operation runs inside its own savepoint, so one operation's error
+//! rolls back only its own changes. Callers are answered after the commit,
+//! so a returned `Ok` is durable (at the configured `synchronous` level).
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::sql::{db_err, is_busy};
+use crate::error::{Error, Result};
+
+/// Largest number of operations grouped into one transaction.
+const MAX_GROUP: usize = 256;
+
+/// Why a group's transaction failed, shared by every caller in the group.
+#[derive(Clone)]
+struct GroupFailure {
+    operation: &'static str,
+    cause: Arc<rusqlite::Error>,
+}
+
+impl GroupFailure {
+    fn to_error(&self) -> Error {
+        Error::shared_storage(self.operation, self.cause.clone(), is_busy(&self.cause))
+    }
+}
+
+/// Called once the group's commit is known: `None` when committed.
+type Reply = Box<dyn FnOnce(Option<&GroupFailure>) + Send>;
+
+/// One queued write operation.
+trait Job: Send {
+    /// Run inside the open transaction; the reply is called after the commit.
+    fn run(self: Box<Self>, conn: &Connection) -> Reply;
+    /// The transaction could not begin: answer without running.
+    fn fail(self: Box<Self>, failure: &GroupFailure);
+}
+
+struct Op<T, F> {
+    op: F,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job for Op<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> Reply {
+        let Op { op, reply } = *self;
+        let result = in_savepoint(conn, op);
+        Box::new(move |failure: Option<&GroupFailure>| {
+            let answer = match (result, failure) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Some(failure)) => Err(failure.to_error()),
+                (Ok(v), None) => Ok(v),
+            };
+            // The caller may have gone away; what committed stays committed.
+            let _ = reply.send(answer);
+        })
+    }
+
+    fn fail(self: Box<Self>, failure: &GroupFailure) {
+        let _ = self.reply.send(Err(failure.to_error()));
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Writer {
+    sender: Option<mpsc::Sender<Box<dyn Job>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    pub(crate) fn spawn(conn: Connection) -> Result<Self> {
+        let (sender, receiver) = mpsc::channel::<Box<dyn Job>>(4 * MAX_GROUP);
+        let thread = std::thread::Builder::new()
+            .name("liaison-sqlite-writer".into())
+            .spawn(move || run(conn, receiver))
+            .map_err(|e| Error::Storage {
+                operation: "start writer thread",
+                source: Box::new(e),
+            })?;
+        Ok(Writer {
+            sender: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    /// Run `op` in the writer's next transaction and return its result once
+    /// that transaction has committed.
+    pub(crate) async fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(Op { op, reply });
+        let sender = self.sender.as_ref().ok_or(Error::Closed)?;
+        sender.send(job).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel lets the thread finish what is queued and exit.
+        self.sender.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn in_savepoint<T>(conn: &Connection, op: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("SAVEPOINT liaison_op")
+        .map_err(db_err("savepoint"))?;
+    match op(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE liaison_op")
+                .map_err(db_err("release savepoint"))?;
+            Ok(v)
+        }
+        Err(e) => {
+            // Undo this operation only; the rest of the group stays.
+            if let Err(rollback) = conn.execute_batch("ROLLBACK TO liaison_op; RELEASE liaison_op")
+            {
+                tracing::error!(error = %rollback, "rolling back a failed operation failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn run(conn: Connection, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
+    let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = receiver.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(cause) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let failure = GroupFailure {
+                operation: "begin write transaction",
+                cause: Arc::new(cause),
+            };
+            for job in group.drain(..) {
+                job.fail(&failure);
+            }
+            continue;
+        }
+        let replies: Vec<Reply> = group.drain(..).map(|job| job.run(&conn)).collect();
+        let failure = match conn.execute_batch("COMMIT") {
+            Ok(()) => None,
+            Err(cause) => {
+                if let Err(e) = conn.execute_batch("ROLLBACK") {
+                    tracing::error!(error = %e, "rollback after a failed commit failed");
+                }
+                Some(GroupFailure {
+                    operation: "commit",
+                    cause: Arc::new(cause),
+                })
+            }
+        };
+        for reply in replies {
+            reply(failure.as_ref());
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Values exchanged with an [`super::OutboxStore`].
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{Actor, AttemptOutcome, EventKind};
+use crate::submission::{Submission, SubmissionState};
+
+/// What an enqueue returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enqueued {
+    /// The stored submission (the existing one when deduplicated).
+    pub submission: Submission,
+    /// `true` when the key was already in the ledger with the same payload,
+    /// so nothing new was written.
+    pub deduplicated: bool,
+}
+
+/// A request for due work.
+///
+/// ```
+/// use liaison::store::ClaimRequest;
+/// use std::time::Duration;
+///
+/// let request = ClaimRequest::new("clearinghouse", 32, Duration::from_secs(30));
+/// assert_eq!(request.limit, 32);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// Whose work to claim.
+    pub partner: String,
+    /// At most this many submissions.
+    pub limit: usize,
+    /// How long the lease lasts; a worker that has not reported by then is
+    /// presumed dead and the work is returned to the queue.
+    pub lease_for: Duration,
+    /// The time the claim is made at (work due at or before it is claimed).
+    pub now: DateTime<Utc>,
+    /// When `true` (the default), a dead-lettered submission holds back later
+    /// submissions with its ordering key until it is replayed or resolved.
+    pub dead_letter_blocks_ordering: bool,
+}
+
+impl ClaimRequest {
+    /// Claim up to `limit` of `partner`'s due work under leases of `lease_for`, now.
+    pub fn new(partner: impl Into<String>, limit: usize, lease_for: Duration) -> Self {
+        ClaimRequest {
+            partner: partner.into(),
+            limit,
+            lease_for,
+            now: Utc::now(),
+            dead_letter_blocks_ordering: true,
+        }
+    }
+
+    /// Make the claim as of `now` (tests and simulations).
+    pub fn at(mut self, now: DateTime<Utc>) -> Self {
+        self.now = now;
+        self
+    }
+}
+
+/// The token that proves a worker still holds a submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseToken(Uuid);
+
+impl LeaseToken {
+    pub(crate) fn fresh() -> Self {
+        LeaseToken(Uuid::new_v4())
+    }
+}
+
+impl fmt::Display for LeaseToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.as_hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for LeaseToken {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Uuid::parse_str(s)
+            .map(LeaseToken)
+            .map_err(|e| Error::invalid("lease token", e.to_string()))
+    }
+}
+
+/// A claimed submission: the work, and the lease under which to report on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    /// The submission as it was when claimed (state `InFlight`).
+    pub submission: Submission,
+    /// The lease token; results are accepted only under it.
+    pub token: LeaseToken,
+    /// The attempt number this claim started (1 for the first).
+    pub attempt: u32,
+    /// When the lease ends.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// How an attempt ended, as the worker reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptReport {
+    /// The outcome.
+    pub outcome: AttemptOutcome,
+    /// The partner's HTTP status, if there was one.
+    pub http_status: Option<u16>,
+    /// The error text, if it failed (truncated to a bounded length when stored).
+    pub error: Option<String>,
+    /// When the attempt finished.
+    pub finished_at: DateTime<Utc>,
+}
+
+impl AttemptReport {
+    /// An attempt that ended with `outcome` now.
+    pub fn new(outcome: AttemptOutcome) -> Self {
+        AttemptReport {
+            outcome,
+            http_status: None,
+            error: None,
+            finished_at: Utc::now(),
+        }
+    }
+
+    /// The partner's HTTP status.
+    pub fn http_status(mut self, status: u16) -> Self {
+        self.http_status = Some(status);
+        self
+    }
+
+    /// The error text.
+    pub fn error(mut self, error: impl Into<String>) -> Self {
+        self.error = Some(error.into());
+        self
+    }
+}
+
+/// A requested state change and what to record with it.
+///
+/// ```
+/// use liaison::{Actor, SubmissionState};
+/// use liaison::store::StateChange;
+///
+/// let cancel = StateChange::to(SubmissionState::Cancelled)
+///     .actor(Actor::person("alice"))
+///     .reason("customer withdrew the claim");
+/// assert_eq!(cancel.target, SubmissionState::Cancelled);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateChange {
+    /// The state to move to.
+    pub target: SubmissionState,
+    /// Who asks for it. Default: `system:liaison`.
+    pub actor: Actor,
+    /// Why, in words.
+    pub reason: Option<String>,
+    /// The event to record; by default derived from the two states.
+    pub event: Option<EventKind>,
+    /// Structured details for the event.
+    pub data: Option<Value>,
+    /// When the submission is next due (for a move to `Queued`; default now).
+    pub due_at: Option<DateTime<Utc>>,
+    /// The partner's reference (for a move to `AwaitingResult`).
+    pub external_ref: Option<String>,
+    /// When the partner's result is due (for a move to `AwaitingResult`).
+    pub result_deadline: Option<DateTime<Utc>>,
+    /// The error or partner reason to keep as `last_error`.
+    pub error: Option<String>,
+    /// When the change happens. Default: the time the store applies it.
+    pub at: Option<DateTime<Utc>>,
+}
+
+impl StateChange {
+    /// A change to `target`.
+    pub fn to(target: SubmissionState) -> Self {
+        StateChange {
+            target,
+            actor: Actor::system("liaison"),
+            reason: None,
+            event: None,
+            data: None,
+            due_at: None,
+            external_ref: None,
+            result_deadline: None,
+            error: None,
+            at: None,
+        }
+    }
+
+    /// Who asks for it.
+    pub fn actor(mut self, actor: Actor) -> Self {
+        self.actor = actor;
+        self
+    }
+
+    /// Why.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Record this event instead of the one derived from the states.
+    pub fn event(mut self, event: EventKind) -> Self {
+        self.event = Some(event);
+        self
+    }
+
+    /// Structured details for the event.
+    pub fn data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    /// When it is next due (for `Queued`).
+    pub fn due_at(mut self, at: DateTime<Utc>) -> Self {
+        self.due_at = Some(at);
+        self
+    }
+
+    /// The partner's reference (for `AwaitingResult`).
+    pub fn external_ref(mut self, reference: impl Into<String>) -> Self {
+        self.external_ref = Some(reference.into());
+        self
+    }
+
+    /// When the result is due (for `AwaitingResult`).
+    pub fn result_deadline(mut self, at: DateTime<Utc>) -> Self {
+        self.result_deadline = Some(at);
+        self
+    }
+
+    /// The error or partner reason to keep.
+    pub fn error(mut self, error: impl Into<String>) -> Self {
+        self.error = Some(error.into());
+        self
+    }
+
+    /// Apply as of `at` instead of the current time.
+    pub fn at(mut self, at: DateTime<Utc>) -> Self {
+        self.at = Some(at);
+        self
+    }
+}
+
+/// Which submissions [`super::OutboxStore::list`] returns. Empty fields match
+/// everything; results are oldest first, at most `limit` (default 100, at most
+/// 10,000).
+///
+/// ```
+/// use liaison::SubmissionState;
+/// use liaison::store::ListFilter;
+///
+/// let stuck = ListFilter::default().partner("clearinghouse").state(SubmissionState::Stuck);
+/// assert_eq!(stuck.states, vec![SubmissionState::Stuck]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListFilter {
+    /// Only this partner.
+    pub partner: Option<String>,
+    /// Only these states (any of them).
+    pub states: Vec<SubmissionState>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Only this ordering key.
+    pub ordering_key: Option<String>,
+    /// Only created at or after this time.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Only created before this time.
+    pub created_until: Option<DateTime<Utc>>,
+    /// Page after this submission (by enqueue order).
+    pub after: Option<crate::SubmissionId>,
+    /// At most this many (default 100, at most 10,000).
+    pub limit: Option<usize>,
+}
+
+impl ListFilter {
+    /// Largest page `list` returns.
+    pub const MAX_LIMIT: usize = 10_000;
+
+    /// Only this partner.
+    pub fn partner(mut self, partner: impl Into<String>) -> Self {
+        self.partner = Some(partner.into());
+        self
+    }
+
+    /// Also match this state.
+    pub fn state(mut self, state: SubmissionState) -> Self {
+        self.states.push(state);
+        self
+    }
+
+    /// Only this kind.
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// Only this idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// At most `limit`.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// The page size to use.
+    pub(crate) fn effective_limit(&self) -> usize {
+        self.limit.unwrap_or(100).clamp(1, Self::MAX_LIMIT)
+    }
+}

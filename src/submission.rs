@@ -1,0 +1,557 @@
+//! Submissions: what the host asks liaison to deliver, and the states they go through.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::fingerprint::Fingerprint;
+
+/// Longest accepted idempotency key, in bytes.
+pub const MAX_KEY_BYTES: usize = 255;
+/// Longest accepted partner name, in bytes.
+pub const MAX_PARTNER_BYTES: usize = 64;
+/// Longest accepted submission kind, in bytes.
+pub const MAX_KIND_BYTES: usize = 128;
+/// Most correlation fields one submission may carry.
+pub const MAX_CORRELATION_FIELDS: usize = 16;
+/// Longest accepted correlation field name or value, in bytes.
+pub const MAX_CORRELATION_BYTES: usize = 255;
+
+/// A submission's identifier: a UUIDv7, so ids sort by creation time.
+///
+/// ```
+/// use liaison::SubmissionId;
+///
+/// let id = SubmissionId::new();
+/// let parsed: SubmissionId = id.to_string().parse()?;
+/// assert_eq!(id, parsed);
+/// # Ok::<(), liaison::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SubmissionId(Uuid);
+
+impl SubmissionId {
+    /// A fresh, time-ordered id.
+    pub fn new() -> Self {
+        SubmissionId(Uuid::now_v7())
+    }
+
+    /// The underlying UUID.
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl Default for SubmissionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for SubmissionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.as_hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for SubmissionId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Uuid::parse_str(s)
+            .map(SubmissionId)
+            .map_err(|e| Error::invalid("submission id", e.to_string()))
+    }
+}
+
+/// Where a submission is in its life.
+///
+/// ```text
+/// Queued --claim--> InFlight --accepted--> AwaitingResult --result--> Succeeded | Failed
+///                   InFlight --completed synchronously--> Succeeded | Failed
+///                   InFlight --transient error / lease expired--> Queued
+///                   InFlight --permanent error / retries exhausted--> DeadLettered
+///                   AwaitingResult --deadline passed--> Stuck --late result--> Succeeded | Failed
+/// Failed | DeadLettered | Stuck --replay--> Queued;  --resolve--> ResolvedManually
+/// any state that is not terminal --cancel--> Cancelled
+/// ```
+///
+/// [`SubmissionState::can_become`] is the table; every store refuses a change
+/// that is not in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubmissionState {
+    /// Waiting to be sent (first time, or for a retry once `due_at` passes).
+    Queued,
+    /// Claimed by a worker holding a lease; an attempt is under way.
+    InFlight,
+    /// The partner accepted it and will report the result later.
+    AwaitingResult,
+    /// The partner reported success.
+    Succeeded,
+    /// The partner reported that it could not process it.
+    Failed,
+    /// liaison gave up sending it (permanent error or retries exhausted).
+    DeadLettered,
+    /// The result did not arrive before its deadline.
+    Stuck,
+    /// Cancelled by an actor.
+    Cancelled,
+    /// Settled by a person outside the partner flow.
+    ResolvedManually,
+}
+
+impl SubmissionState {
+    /// Every state, in the order of the table above.
+    pub const ALL: [SubmissionState; 9] = [
+        SubmissionState::Queued,
+        SubmissionState::InFlight,
+        SubmissionState::AwaitingResult,
+        SubmissionState::Succeeded,
+        SubmissionState::Failed,
+        SubmissionState::DeadLettered,
+        SubmissionState::Stuck,
+        SubmissionState::Cancelled,
+        SubmissionState::ResolvedManually,
+    ];
+
+    /// The transition table: may a submission in `self` move to `to`?
+    ///
+    /// ```
+    /// use liaison::SubmissionState::*;
+    ///
+    /// assert!(Queued.can_become(InFlight));
+    /// assert!(Stuck.can_become(Succeeded)); // a late but real result still counts
+    /// assert!(!Succeeded.can_become(Queued)); // success is final
+    /// ```
+    pub fn can_become(self, to: SubmissionState) -> bool {
+        use SubmissionState::*;
+        match (self, to) {
+            (Queued, InFlight) => true,
+            (InFlight, AwaitingResult | Succeeded | Failed | Queued | DeadLettered) => true,
+            (AwaitingResult, Succeeded | Failed | Stuck) => true,
+            (Stuck, Succeeded | Failed) => true,
+            (Failed | DeadLettered | Stuck, Queued | ResolvedManually) => true,
+            (from, Cancelled) => !from.is_terminal(),
+            _ => false,
+        }
+    }
+
+    /// Terminal states see no further automatic progress. `Failed` and
+    /// `DeadLettered` can still be replayed by an actor; `Succeeded`,
+    /// `Cancelled` and `ResolvedManually` are final.
+    pub fn is_terminal(self) -> bool {
+        use SubmissionState::*;
+        matches!(
+            self,
+            Succeeded | Failed | DeadLettered | Cancelled | ResolvedManually
+        )
+    }
+
+    /// The stable lower-case name used in the database, logs and JSON.
+    pub fn as_str(self) -> &'static str {
+        use SubmissionState::*;
+        match self {
+            Queued => "queued",
+            InFlight => "in_flight",
+            AwaitingResult => "awaiting_result",
+            Succeeded => "succeeded",
+            Failed => "failed",
+            DeadLettered => "dead_lettered",
+            Stuck => "stuck",
+            Cancelled => "cancelled",
+            ResolvedManually => "resolved_manually",
+        }
+    }
+}
+
+impl fmt::Display for SubmissionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for SubmissionState {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        SubmissionState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| Error::invalid("state", format!("unknown state {s:?}")))
+    }
+}
+
+/// A request to deliver one payload to one partner.
+///
+/// Build it with [`NewSubmission::new`] and the chained setters; validation
+/// happens when it is enqueued, so a bad value is an error there, never a panic.
+///
+/// ```
+/// use liaison::NewSubmission;
+/// use serde_json::json;
+///
+/// let claim = NewSubmission::new("clearinghouse", "claim.submit", json!({"claim": "C-1042"}))
+///     .idempotency_key("C-1042") // the host's own business key
+///     .ordering_key("patient-77")
+///     .correlation("claim_id", "C-1042")
+///     .business_value(125_00) // minor units: 125.00
+///     .priority(5);
+/// assert_eq!(claim.key(), Some("C-1042"));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSubmission {
+    pub(crate) partner: String,
+    pub(crate) kind: String,
+    pub(crate) payload: Value,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) ordering_key: Option<String>,
+    pub(crate) correlation: BTreeMap<String, String>,
+    pub(crate) business_value: Option<i64>,
+    pub(crate) priority: i32,
+    pub(crate) not_before: Option<DateTime<Utc>>,
+}
+
+impl NewSubmission {
+    /// A submission of `kind` to `partner` carrying `payload`.
+    pub fn new(partner: impl Into<String>, kind: impl Into<String>, payload: Value) -> Self {
+        NewSubmission {
+            partner: partner.into(),
+            kind: kind.into(),
+            payload,
+            idempotency_key: None,
+            ordering_key: None,
+            correlation: BTreeMap::new(),
+            business_value: None,
+            priority: 0,
+            not_before: None,
+        }
+    }
+
+    /// Like [`NewSubmission::new`], serializing any `Serialize` payload.
+    pub fn from_serialize<T: Serialize + ?Sized>(
+        partner: impl Into<String>,
+        kind: impl Into<String>,
+        payload: &T,
+    ) -> Result<Self> {
+        let value =
+            serde_json::to_value(payload).map_err(|e| Error::invalid("payload", e.to_string()))?;
+        Ok(Self::new(partner, kind, value))
+    }
+
+    /// The idempotency key: the host's own business key (a claim id, an order
+    /// number). Without one, a fresh key is generated at enqueue, which makes
+    /// every enqueue a new submission. Keys are per partner, non-empty, at most
+    /// 255 bytes, without control characters.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Submissions of one partner with the same ordering key are sent one at a
+    /// time, in enqueue order.
+    pub fn ordering_key(mut self, key: impl Into<String>) -> Self {
+        self.ordering_key = Some(key.into());
+        self
+    }
+
+    /// A field the host wants to find this submission by (and that a partner's
+    /// callback may name), e.g. `("claim_id", "C-1042")`.
+    pub fn correlation(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.correlation.insert(name.into(), value.into());
+        self
+    }
+
+    /// What this submission is worth to the business, in minor units (cents),
+    /// used to report value at risk.
+    pub fn business_value(mut self, minor_units: i64) -> Self {
+        self.business_value = Some(minor_units);
+        self
+    }
+
+    /// Higher is claimed first among due work. Default 0.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Do not send before this time.
+    pub fn not_before(mut self, at: DateTime<Utc>) -> Self {
+        self.not_before = Some(at);
+        self
+    }
+
+    /// The partner name.
+    pub fn partner(&self) -> &str {
+        &self.partner
+    }
+
+    /// The idempotency key, if the host gave one.
+    pub fn key(&self) -> Option<&str> {
+        self.idempotency_key.as_deref()
+    }
+
+    /// Check every field and compute what the store needs. Nothing here
+    /// touches storage, so a refused submission writes nothing.
+    pub(crate) fn validate(self, max_payload_bytes: usize) -> Result<ValidSubmission> {
+        validate_name("partner", &self.partner, MAX_PARTNER_BYTES)?;
+        validate_name("kind", &self.kind, MAX_KIND_BYTES)?;
+        let key = match self.idempotency_key {
+            Some(key) => {
+                validate_key("idempotency_key", &key)?;
+                key
+            }
+            None => Uuid::now_v7().to_string(),
+        };
+        if let Some(ordering) = &self.ordering_key {
+            validate_key("ordering_key", ordering)?;
+        }
+        if self.correlation.len() > MAX_CORRELATION_FIELDS {
+            return Err(Error::invalid(
+                "correlation",
+                format!(
+                    "{} fields; at most {MAX_CORRELATION_FIELDS} are allowed",
+                    self.correlation.len()
+                ),
+            ));
+        }
+        for (name, value) in &self.correlation {
+            validate_name("correlation field name", name, MAX_CORRELATION_BYTES)?;
+            validate_text("correlation field value", value, MAX_CORRELATION_BYTES)?;
+        }
+        if let Some(value) = self.business_value
+            && value < 0
+        {
+            return Err(Error::invalid(
+                "business_value",
+                "must not be negative (minor units)",
+            ));
+        }
+        let (fingerprint, canonical_len) = Fingerprint::of_json(&self.payload);
+        if canonical_len > max_payload_bytes {
+            return Err(Error::PayloadTooLarge {
+                size: canonical_len,
+                limit: max_payload_bytes,
+            });
+        }
+        let payload_json = serde_json::to_string(&self.payload)
+            .map_err(|e| Error::invalid("payload", e.to_string()))?;
+        Ok(ValidSubmission {
+            partner: self.partner,
+            kind: self.kind,
+            payload_json,
+            fingerprint,
+            idempotency_key: key,
+            ordering_key: self.ordering_key,
+            correlation: self.correlation,
+            business_value: self.business_value,
+            priority: self.priority,
+            not_before: self.not_before,
+        })
+    }
+}
+
+/// A [`NewSubmission`] that passed validation.
+#[derive(Debug, Clone)]
+pub(crate) struct ValidSubmission {
+    pub(crate) partner: String,
+    pub(crate) kind: String,
+    pub(crate) payload_json: String,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) idempotency_key: String,
+    pub(crate) ordering_key: Option<String>,
+    pub(crate) correlation: BTreeMap<String, String>,
+    pub(crate) business_value: Option<i64>,
+    pub(crate) priority: i32,
+    pub(crate) not_before: Option<DateTime<Utc>>,
+}
+
+/// A name: non-empty, bounded, printable ASCII without spaces.
+fn validate_name(field: &'static str, value: &str, max: usize) -> Result<()> {
+    validate_text(field, value, max)?;
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/')))
+    {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "character {c:?} is not allowed; use letters, digits, '_', '-', '.', ':' or '/'"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An idempotency or ordering key: non-empty, at most 255 bytes, no control characters.
+fn validate_key(field: &'static str, value: &str) -> Result<()> {
+    validate_text(field, value, MAX_KEY_BYTES)
+}
+
+fn validate_text(field: &'static str, value: &str, max: usize) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(Error::invalid(
+            field,
+            format!("{} bytes; at most {max} are allowed", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "control characters are not allowed"));
+    }
+    Ok(())
+}
+
+/// Validate a partner name the way enqueue does (for APIs that take one).
+pub(crate) fn validate_partner(partner: &str) -> Result<()> {
+    validate_name("partner", partner, MAX_PARTNER_BYTES)
+}
+
+/// One submission as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Submission {
+    /// Its id.
+    pub id: SubmissionId,
+    /// The partner it goes to.
+    pub partner: String,
+    /// What kind of request it is (the host's name, e.g. `claim.submit`).
+    pub kind: String,
+    /// The payload; `None` once retention purged it.
+    pub payload: Option<Value>,
+    /// SHA-256 of the canonical payload, kept after a purge.
+    pub fingerprint: Fingerprint,
+    /// The idempotency key sent on every attempt.
+    pub idempotency_key: String,
+    /// The ordering key, if any.
+    pub ordering_key: Option<String>,
+    /// Correlation fields given at enqueue.
+    pub correlation: BTreeMap<String, String>,
+    /// The partner's reference, once it accepted the submission.
+    pub external_ref: Option<String>,
+    /// Value to the business in minor units.
+    pub business_value: Option<i64>,
+    /// Claim priority (higher first).
+    pub priority: i32,
+    /// Current state.
+    pub state: SubmissionState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// When it is next due to be sent (meaningful while `Queued`).
+    pub due_at: DateTime<Utc>,
+    /// Not to be sent before this time.
+    pub not_before: Option<DateTime<Utc>>,
+    /// When the current lease ends (while `InFlight`).
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// When the partner's result is due (while `AwaitingResult`).
+    pub result_deadline: Option<DateTime<Utc>>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When it entered its current terminal state, if it is in one.
+    pub terminal_at: Option<DateTime<Utc>>,
+    /// The last error recorded (attempt failure or partner reason).
+    pub last_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use SubmissionState::*;
+    use serde_json::json;
+
+    #[test]
+    fn table_matches_design() {
+        let allowed: Vec<(SubmissionState, SubmissionState)> = SubmissionState::ALL
+            .into_iter()
+            .flat_map(|from| SubmissionState::ALL.into_iter().map(move |to| (from, to)))
+            .filter(|(from, to)| from.can_become(*to))
+            .collect();
+        let expected = vec![
+            (Queued, InFlight),
+            (Queued, Cancelled),
+            (InFlight, Queued),
+            (InFlight, AwaitingResult),
+            (InFlight, Succeeded),
+            (InFlight, Failed),
+            (InFlight, DeadLettered),
+            (InFlight, Cancelled),
+            (AwaitingResult, Succeeded),
+            (AwaitingResult, Failed),
+            (AwaitingResult, Stuck),
+            (AwaitingResult, Cancelled),
+            (Failed, Queued),
+            (Failed, ResolvedManually),
+            (DeadLettered, Queued),
+            (DeadLettered, ResolvedManually),
+            (Stuck, Queued),
+            (Stuck, Succeeded),
+            (Stuck, Failed),
+            (Stuck, Cancelled),
+            (Stuck, ResolvedManually),
+        ];
+        assert_eq!(allowed, expected);
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for state in SubmissionState::ALL {
+            assert_eq!(state.as_str().parse::<SubmissionState>().unwrap(), state);
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+        }
+        assert!("nope".parse::<SubmissionState>().is_err());
+    }
+
+    #[test]
+    fn keys_are_validated() {
+        let base = || NewSubmission::new("p", "k", json!({}));
+        let too_long = "x".repeat(256);
+        for (bad, field) in [
+            (base().idempotency_key(""), "idempotency_key"),
+            (base().idempotency_key(too_long.clone()), "idempotency_key"),
+            (base().idempotency_key("a\nb"), "idempotency_key"),
+            (base().idempotency_key("nul\0"), "idempotency_key"),
+            (base().ordering_key(""), "ordering_key"),
+            (NewSubmission::new("", "k", json!({})), "partner"),
+            (NewSubmission::new("a b", "k", json!({})), "partner"),
+            (NewSubmission::new("p", "", json!({})), "kind"),
+            (base().business_value(-1), "business_value"),
+        ] {
+            match bad.validate(1024) {
+                Err(Error::InvalidInput { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("expected invalid {field}, got {other:?}"),
+            }
+        }
+        let max = "é".repeat(127); // 254 bytes, multi-byte characters are fine
+        assert!(base().idempotency_key(max).validate(1024).is_ok());
+        assert!(
+            base()
+                .idempotency_key("x".repeat(255))
+                .validate(1024)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn payload_cap_counts_canonical_bytes() {
+        let s = NewSubmission::new("p", "k", json!({"a": "x".repeat(100)}));
+        match s.clone().validate(50) {
+            Err(Error::PayloadTooLarge { size, limit }) => {
+                assert_eq!(limit, 50);
+                assert!(size > 100);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(s.validate(200).is_ok());
+    }
+}

@@ -1,0 +1,125 @@
+//! What is committed survives closing and reopening; schema versions are checked.
+
+use liaison::rusqlite;
+use liaison::store::{
+    AttemptReport, ClaimRequest, ListFilter, OutboxStore, SCHEMA_VERSION, SqliteStore, StateChange,
+};
+use liaison::{AttemptOutcome, ErrorKind, SubmissionState};
+
+use crate::support::{LEASE, submission};
+
+#[tokio::test]
+async fn everything_is_there_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let (ids, accepted) = {
+        let store = SqliteStore::open(&path).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            ids.push(
+                store
+                    .enqueue(submission("bank", &format!("k{i}")))
+                    .await
+                    .unwrap()
+                    .submission
+                    .id,
+            );
+        }
+        let lease = store
+            .claim(ClaimRequest::new("bank", 1, LEASE))
+            .await
+            .unwrap()
+            .remove(0);
+        let accepted = store
+            .complete(
+                &lease,
+                AttemptReport::new(AttemptOutcome::Accepted).http_status(202),
+                StateChange::to(SubmissionState::AwaitingResult).external_ref("REF-1"),
+            )
+            .await
+            .unwrap();
+        (ids, accepted)
+    }; // the store is dropped here: its writer finishes and closes
+
+    let store = SqliteStore::open(&path).unwrap();
+    let all = store.list(&ListFilter::default().limit(100)).await.unwrap();
+    assert_eq!(all.iter().map(|s| s.id).collect::<Vec<_>>(), ids);
+    let again = store.get(accepted.id).await.unwrap();
+    assert_eq!(again, accepted);
+    assert_eq!(again.external_ref.as_deref(), Some("REF-1"));
+    assert_eq!(store.timeline(accepted.id).await.unwrap().len(), 3);
+    assert_eq!(
+        store.attempts(accepted.id).await.unwrap()[0].http_status,
+        Some(202)
+    );
+    // The ledger survived too.
+    assert!(
+        store
+            .enqueue(submission("bank", "k3"))
+            .await
+            .unwrap()
+            .deduplicated
+    );
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("SELECT MAX(version) FROM liaison_migrations", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.enqueue(submission("bank", "k")).await.unwrap();
+    }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO liaison_migrations (version, name, applied_at) VALUES (?1, 'from the future', 0)",
+        [SCHEMA_VERSION + 1],
+    )
+    .unwrap();
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SchemaTooNew);
+    assert!(err.to_string().contains("upgrade liaison"), "{err}");
+    let count: i64 = conn
+        .query_row("SELECT COUNT(*) FROM liaison_submissions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 1, "refusing must not touch the data");
+}
+
+#[tokio::test]
+async fn opening_twice_applies_migrations_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    drop(SqliteStore::open(&path).unwrap());
+    drop(SqliteStore::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT COUNT(*) FROM liaison_migrations", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, SCHEMA_VERSION);
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn an_unwritable_path_is_a_storage_error() {
+    let err = SqliteStore::open("/nonexistent-dir/for/liaison/outbox.db").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Storage);
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the driver cause is kept"
+    );
+}

@@ -1,0 +1,107 @@
+//! Shared helpers: real SQLite files in temporary directories.
+
+use std::time::Duration;
+
+use liaison::store::{
+    AttemptReport, ClaimRequest, Lease, OutboxStore, SqliteConfig, SqliteStore, StateChange,
+};
+use liaison::{AttemptOutcome, NewSubmission, SubmissionId, SubmissionState};
+use serde_json::json;
+use tempfile::TempDir;
+
+/// A store on a fresh file; keep the directory alive as long as the store.
+pub fn store() -> (TempDir, SqliteStore) {
+    store_with(SqliteConfig::default())
+}
+
+pub fn store_with(config: SqliteConfig) -> (TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open_with(dir.path().join("outbox.db"), config).expect("open store");
+    (dir, store)
+}
+
+pub fn submission(partner: &str, key: &str) -> NewSubmission {
+    NewSubmission::new(
+        partner,
+        "claim.submit",
+        json!({ "claim": key, "amount": 12500 }),
+    )
+    .idempotency_key(key)
+}
+
+pub const LEASE: Duration = Duration::from_secs(30);
+
+pub async fn claim_one(store: &SqliteStore, partner: &str) -> Lease {
+    let mut leases = store
+        .claim(ClaimRequest::new(partner, 1, LEASE))
+        .await
+        .expect("claim");
+    assert_eq!(leases.len(), 1, "expected one due submission for {partner}");
+    leases.remove(0)
+}
+
+/// Drive a fresh submission of `partner` into `state` through the store's
+/// own operations. Returns its id and, for `InFlight`, the lease.
+pub async fn drive_to(
+    store: &SqliteStore,
+    partner: &str,
+    state: SubmissionState,
+) -> (SubmissionId, Option<Lease>) {
+    use SubmissionState::*;
+    let id = store
+        .enqueue(submission(partner, &format!("{partner}-key")))
+        .await
+        .expect("enqueue")
+        .submission
+        .id;
+    if state == Queued {
+        return (id, None);
+    }
+    if state == Cancelled {
+        store
+            .transition(id, StateChange::to(Cancelled))
+            .await
+            .expect("cancel");
+        return (id, None);
+    }
+    let lease = claim_one(store, partner).await;
+    let settle = |outcome, target| {
+        let lease = lease.clone();
+        async move {
+            store
+                .complete(&lease, AttemptReport::new(outcome), StateChange::to(target))
+                .await
+                .expect("complete")
+        }
+    };
+    match state {
+        InFlight => return (id, Some(lease)),
+        AwaitingResult | Stuck => {
+            settle(AttemptOutcome::Accepted, AwaitingResult).await;
+            if state == Stuck {
+                store
+                    .transition(id, StateChange::to(Stuck))
+                    .await
+                    .expect("stuck");
+            }
+        }
+        Succeeded => {
+            settle(AttemptOutcome::Succeeded, Succeeded).await;
+        }
+        Failed | ResolvedManually => {
+            settle(AttemptOutcome::Failed, Failed).await;
+            if state == ResolvedManually {
+                store
+                    .transition(id, StateChange::to(ResolvedManually))
+                    .await
+                    .expect("resolve");
+            }
+        }
+        DeadLettered => {
+            settle(AttemptOutcome::Permanent, DeadLettered).await;
+        }
+        Queued | Cancelled => unreachable!(),
+    }
+    assert_eq!(store.get(id).await.unwrap().state, state);
+    (id, None)
+}

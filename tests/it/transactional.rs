@@ -1,0 +1,113 @@
+//! Enqueue inside the host's own transaction.
+
+use liaison::rusqlite::{self, TransactionBehavior};
+use liaison::store::{ListFilter, OutboxStore, SqliteStore};
+
+use crate::support::{store, submission};
+
+fn business_rows(conn: &rusqlite::Connection) -> i64 {
+    conn.query_row("SELECT COUNT(*) FROM claims", [], |row| row.get(0))
+        .unwrap()
+}
+
+fn host(store: &SqliteStore) -> rusqlite::Connection {
+    let conn = store.connect().unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS claims (id TEXT PRIMARY KEY, cents INTEGER NOT NULL)",
+    )
+    .unwrap();
+    conn
+}
+
+#[tokio::test]
+async fn host_commit_keeps_both_rows() {
+    let (_dir, store) = store();
+    let mut conn = host(&store);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .unwrap();
+    tx.execute("INSERT INTO claims VALUES ('C-1', 12500)", [])
+        .unwrap();
+    let enqueued = store
+        .enqueue_in_transaction(&tx, submission("clearinghouse", "C-1"))
+        .unwrap();
+    tx.commit().unwrap();
+
+    assert_eq!(business_rows(&conn), 1);
+    let stored = store.get(enqueued.submission.id).await.unwrap();
+    assert_eq!(stored.idempotency_key, "C-1");
+    assert_eq!(store.timeline(stored.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn host_rollback_keeps_neither() {
+    let (_dir, store) = store();
+    let mut conn = host(&store);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .unwrap();
+    tx.execute("INSERT INTO claims VALUES ('C-2', 100)", [])
+        .unwrap();
+    let enqueued = store
+        .enqueue_in_transaction(&tx, submission("clearinghouse", "C-2"))
+        .unwrap();
+    tx.rollback().unwrap();
+
+    assert_eq!(business_rows(&conn), 0);
+    assert!(
+        store
+            .get(enqueued.submission.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(store.list(&ListFilter::default()).await.unwrap().is_empty());
+    // The key was rolled back with it: enqueueing it again creates the submission.
+    let again = store
+        .enqueue(submission("clearinghouse", "C-2"))
+        .await
+        .unwrap();
+    assert!(!again.deduplicated);
+}
+
+#[tokio::test]
+async fn a_failed_enqueue_leaves_the_host_transaction_usable() {
+    let (_dir, store) = store();
+    store
+        .enqueue(submission("clearinghouse", "C-3"))
+        .await
+        .unwrap();
+    let mut conn = host(&store);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .unwrap();
+    tx.execute("INSERT INTO claims VALUES ('C-3', 100)", [])
+        .unwrap();
+    let conflicting = liaison::NewSubmission::new(
+        "clearinghouse",
+        "claim.submit",
+        serde_json::json!({"changed": 1}),
+    )
+    .idempotency_key("C-3");
+    let err = store.enqueue_in_transaction(&tx, conflicting).unwrap_err();
+    assert!(err.is_conflict());
+    // The host decides: here it commits its own row anyway.
+    tx.commit().unwrap();
+    assert_eq!(business_rows(&conn), 1);
+    assert_eq!(store.list(&ListFilter::default()).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_transaction_on_another_database_is_refused() {
+    let (_dir, store) = store();
+    let (_other_dir, other) = crate::support::store();
+    let mut conn = other.connect().unwrap();
+    let tx = conn.transaction().unwrap();
+    let err = store
+        .enqueue_in_transaction(&tx, submission("clearinghouse", "C-4"))
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    drop(tx);
+    assert!(store.list(&ListFilter::default()).await.unwrap().is_empty());
+    assert!(other.list(&ListFilter::default()).await.unwrap().is_empty());
+}
