@@ -59,12 +59,17 @@
 mod error;
 mod event;
 mod fingerprint;
+mod partner;
 pub mod store;
 mod submission;
 
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
 pub use fingerprint::Fingerprint;
+pub use partner::{
+    AttemptContext, MAX_RETRY_AFTER, Outcome, PartnerAdapter, PartnerError, PollError, PollStatus,
+    SubmitOutcome,
+};
 pub use submission::{
     MAX_CORRELATION_BYTES, MAX_CORRELATION_FIELDS, MAX_KEY_BYTES, MAX_KIND_BYTES,
     MAX_PARTNER_BYTES, NewSubmission, Submission, SubmissionId, SubmissionState,
