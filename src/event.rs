@@ -82,6 +82,8 @@ pub enum EventKind {
     ResolvedManually,
     /// An enqueue with the same key and payload returned this submission.
     Deduplicated,
+    /// A shutdown released the lease before the attempt finished.
+    Released,
     /// Any other event name (from a newer version or a host extension).
     #[serde(untagged)]
     Other(String),
@@ -105,13 +107,14 @@ impl EventKind {
             EventKind::Replayed => "replayed",
             EventKind::ResolvedManually => "resolved_manually",
             EventKind::Deduplicated => "deduplicated",
+            EventKind::Released => "released",
             EventKind::Other(name) => name,
         }
     }
 
     /// Parse a stored name.
     pub fn from_name(name: &str) -> Self {
-        const KNOWN: [EventKind; 14] = [
+        const KNOWN: [EventKind; 15] = [
             EventKind::Enqueued,
             EventKind::Claimed,
             EventKind::Accepted,
@@ -126,6 +129,7 @@ impl EventKind {
             EventKind::Replayed,
             EventKind::ResolvedManually,
             EventKind::Deduplicated,
+            EventKind::Released,
         ];
         KNOWN
             .into_iter()
@@ -203,6 +207,8 @@ pub enum AttemptOutcome {
     LeaseExpired,
     /// The submission was cancelled while the attempt ran.
     Cancelled,
+    /// The engine shut down before the attempt finished; its lease was released.
+    Interrupted,
 }
 
 impl AttemptOutcome {
@@ -218,6 +224,7 @@ impl AttemptOutcome {
             AttemptOutcome::Timeout => "timeout",
             AttemptOutcome::LeaseExpired => "lease_expired",
             AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::Interrupted => "interrupted",
         }
     }
 
@@ -233,6 +240,7 @@ impl AttemptOutcome {
             Timeout,
             LeaseExpired,
             Cancelled,
+            Interrupted,
         ]
         .into_iter()
         .find(|o| o.as_str() == name)

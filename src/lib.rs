@@ -56,13 +56,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+pub mod engine;
 mod error;
 mod event;
 mod fingerprint;
 mod partner;
+pub mod retry;
 pub mod store;
 mod submission;
 
+pub use engine::{Handle, Liaison, Partner};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
 pub use fingerprint::Fingerprint;

@@ -1,0 +1,363 @@
+//! The per-partner dispatch loop, one attempt's life, and the lease reaper.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::json;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::Shared;
+use super::circuit::{Admit, Circuit, CircuitState, Signal};
+use super::partner_config::Partner;
+use crate::event::{Actor, AttemptOutcome, EventKind};
+use crate::partner::{AttemptContext, Outcome, PartnerError, SubmitOutcome};
+use crate::retry::{RetryDecision, decide};
+use crate::store::{AttemptReport, ClaimRequest, Lease, StateChange};
+use crate::submission::SubmissionState;
+
+/// A registered partner's live state.
+#[derive(Debug)]
+pub(crate) struct PartnerRuntime {
+    pub(crate) config: Partner,
+    pub(crate) wake: Notify,
+    permits: Arc<Semaphore>,
+    circuit: Mutex<Circuit>,
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+impl PartnerRuntime {
+    pub(crate) fn new(config: Partner, rate: Option<NonZeroU32>) -> Self {
+        PartnerRuntime {
+            permits: Arc::new(Semaphore::new(config.concurrency)),
+            circuit: Mutex::new(Circuit::new(config.circuit)),
+            limiter: rate.map(|r| RateLimiter::direct(Quota::per_second(r))),
+            wake: Notify::new(),
+            config,
+        }
+    }
+
+    pub(crate) fn circuit_state(&self) -> CircuitState {
+        self.circuit().state()
+    }
+
+    fn circuit(&self) -> std::sync::MutexGuard<'_, Circuit> {
+        self.circuit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lease_for(&self, margin: Duration) -> Duration {
+        self.config.attempt_timeout.saturating_add(margin)
+    }
+}
+
+/// Claim and start work for one partner until told to stop claiming.
+pub(crate) async fn run_partner(
+    shared: Arc<Shared>,
+    rt: Arc<PartnerRuntime>,
+    stop: CancellationToken,
+    abandon: CancellationToken,
+    attempts: TaskTracker,
+) {
+    let name = rt.config.name.clone();
+    while !stop.is_cancelled() {
+        let admit = rt.circuit().admit(Instant::now());
+        let probe = match admit {
+            Admit::Normal => false,
+            Admit::Probe => true,
+            Admit::WaitUntil(until) => {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = rt.wake.notified() => {}
+                }
+                continue;
+            }
+        };
+
+        // Capacity: wait for one permit, then take what else is free.
+        let first = tokio::select! {
+            _ = stop.cancelled() => {
+                if probe { rt.circuit().probe_unused(); }
+                break;
+            }
+            permit = Arc::clone(&rt.permits).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break, // the semaphore is never closed
+            },
+        };
+        let mut want = if probe {
+            1
+        } else {
+            shared
+                .settings
+                .claim_batch
+                .min(rt.permits.available_permits() + 1)
+        };
+        if let Some(limiter) = &rt.limiter {
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    if probe { rt.circuit().probe_unused(); }
+                    break;
+                }
+                _ = limiter.until_ready() => {}
+            }
+            want = 1;
+        }
+
+        let request = ClaimRequest {
+            partner: name.clone(),
+            limit: want,
+            lease_for: rt.lease_for(shared.settings.lease_margin),
+            now: Utc::now(),
+            dead_letter_blocks_ordering: rt.config.dead_letter_blocks_ordering,
+        };
+        let leases = match shared.store.claim(request).await {
+            Ok(leases) => leases,
+            Err(error) => {
+                tracing::warn!(partner = %name, %error, "claiming due work failed; retrying after the poll interval");
+                Vec::new()
+            }
+        };
+        if leases.is_empty() {
+            drop(first);
+            if probe {
+                rt.circuit().probe_unused();
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = rt.wake.notified() => {}
+                _ = tokio::time::sleep(shared.settings.poll_interval) => {}
+            }
+            continue;
+        }
+        let mut first = Some(first);
+        for lease in leases {
+            let permit = match first.take() {
+                Some(p) => p,
+                None => match Arc::clone(&rt.permits).try_acquire_owned() {
+                    Ok(p) => p,
+                    // Cannot happen: only this loop takes permits and it
+                    // claimed no more than were free. Release the lease.
+                    Err(_) => {
+                        release(&shared, &lease, "no capacity for claimed work").await;
+                        continue;
+                    }
+                },
+            };
+            attempts.spawn(run_attempt(
+                Arc::clone(&shared),
+                Arc::clone(&rt),
+                lease,
+                permit,
+                abandon.clone(),
+            ));
+        }
+    }
+}
+
+/// One attempt: call the adapter under the timeout, record the result.
+async fn run_attempt(
+    shared: Arc<Shared>,
+    rt: Arc<PartnerRuntime>,
+    lease: Lease,
+    permit: OwnedSemaphorePermit,
+    abandon: CancellationToken,
+) {
+    let submission = &lease.submission;
+    let span = tracing::info_span!(
+        "liaison.attempt",
+        submission_id = %submission.id,
+        partner = %submission.partner,
+        attempt = lease.attempt,
+        key = %submission.idempotency_key,
+    );
+    async {
+        let timeout = rt.config.attempt_timeout;
+        let ctx = AttemptContext {
+            submission_id: submission.id,
+            partner: submission.partner.clone(),
+            idempotency_key: submission.idempotency_key.clone(),
+            attempt: lease.attempt,
+            deadline: Utc::now()
+                + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX),
+        };
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = tokio::time::timeout(timeout, rt.config.adapter.submit(&ctx, submission)) => r,
+            _ = abandon.cancelled() => {
+                release(&shared, &lease, "the engine shut down before the attempt finished").await;
+                return;
+            }
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => Err(PartnerError::Timeout { after: timeout }),
+        };
+        let elapsed = started.elapsed();
+        let signal = match &result {
+            Err(e) if e.is_unavailability() => Signal::Unavailable,
+            _ => Signal::Reachable,
+        };
+        if let Some(state) = rt.circuit().record(signal, Instant::now()) {
+            tracing::warn!(circuit = state.as_str(), "partner circuit changed state");
+        }
+        let (report, change) = match result {
+            Ok(outcome) => settle_success(&rt, outcome),
+            Err(error) => settle_failure(&rt, &lease, error),
+        };
+        tracing::debug!(
+            outcome = report.outcome.as_str(),
+            ?elapsed,
+            "attempt finished"
+        );
+        record(&shared, &lease, report, change).await;
+    }
+    .instrument(span)
+    .await;
+    drop(permit);
+    rt.wake.notify_one();
+    shared.activity.notify_waiters();
+}
+
+fn settle_success(rt: &PartnerRuntime, outcome: SubmitOutcome) -> (AttemptReport, StateChange) {
+    let actor = Actor::system("dispatcher");
+    match outcome {
+        SubmitOutcome::AwaitResult { external_ref } => {
+            let deadline = Utc::now()
+                + chrono::Duration::from_std(rt.config.result_timeout)
+                    .unwrap_or(chrono::Duration::MAX);
+            let mut change = StateChange::to(SubmissionState::AwaitingResult)
+                .actor(actor)
+                .result_deadline(deadline);
+            if let Some(reference) = external_ref {
+                change = change.external_ref(reference);
+            }
+            (AttemptReport::new(AttemptOutcome::Accepted), change)
+        }
+        SubmitOutcome::Completed(Outcome::Succeeded) => (
+            AttemptReport::new(AttemptOutcome::Succeeded),
+            StateChange::to(SubmissionState::Succeeded).actor(actor),
+        ),
+        SubmitOutcome::Completed(Outcome::Failed { reason }) => (
+            AttemptReport::new(AttemptOutcome::Failed),
+            StateChange::to(SubmissionState::Failed)
+                .actor(actor)
+                .error(reason),
+        ),
+    }
+}
+
+fn settle_failure(
+    rt: &PartnerRuntime,
+    lease: &Lease,
+    error: PartnerError,
+) -> (AttemptReport, StateChange) {
+    let now = Utc::now();
+    let age = (now - lease.submission.created_at)
+        .to_std()
+        .unwrap_or(Duration::ZERO);
+    let (decision, why) = decide(
+        rt.config.retry.as_ref(),
+        &rt.config.limits,
+        lease.attempt,
+        age,
+        &error,
+    );
+    let text = error.to_string();
+    let mut report = AttemptReport::new(error.attempt_outcome()).error(text.clone());
+    if let Some(status) = error.status() {
+        report = report.http_status(status);
+    }
+    let actor = Actor::system("dispatcher");
+    let change = match decision {
+        RetryDecision::RetryAfter(delay) => {
+            tracing::info!(?delay, error = %text, "attempt failed; retry scheduled");
+            StateChange::to(SubmissionState::Queued)
+                .actor(actor)
+                .due_at(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX))
+                .error(text)
+                .data(
+                    json!({ "retry_in_ms": u64::try_from(delay.as_millis()).unwrap_or(u64::MAX) }),
+                )
+        }
+        RetryDecision::GiveUp => {
+            tracing::warn!(error = %text, why, "attempt failed; dead-lettered");
+            StateChange::to(SubmissionState::DeadLettered)
+                .actor(actor)
+                .reason(format!("{why}: {text}"))
+                .error(text)
+        }
+    };
+    (report, change)
+}
+
+/// Store an attempt's result. A stale lease means the work was taken over
+/// (our lease expired): the store journaled it and nothing else is to do.
+async fn record(shared: &Shared, lease: &Lease, report: AttemptReport, change: StateChange) {
+    match shared
+        .store
+        .complete(lease, report.clone(), change.clone())
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.is_stale_lease() => {
+            tracing::warn!(
+                "the lease expired before the result was recorded; the result was journaled and not applied"
+            );
+        }
+        Err(e) if e.is_invalid_input() && change.external_ref.is_some() => {
+            // The partner's reference already belongs to another submission:
+            // record the acceptance without it (correlate by id or key).
+            tracing::error!(error = %e, "partner returned a reference that is already in use");
+            let mut change = change;
+            change.external_ref = None;
+            change.data = Some(json!({ "rejected_external_ref": e.to_string() }));
+            if let Err(e) = shared.store.complete(lease, report, change).await {
+                tracing::error!(error = %e, "recording the attempt failed; the lease will expire and the work be retried");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "recording the attempt failed; the lease will expire and the work be retried");
+        }
+    }
+}
+
+/// Give a claimed submission back without counting a result.
+async fn release(shared: &Shared, lease: &Lease, why: &str) {
+    let report = AttemptReport::new(AttemptOutcome::Interrupted).error(why);
+    let change = StateChange::to(SubmissionState::Queued)
+        .actor(Actor::system("dispatcher"))
+        .event(EventKind::Released)
+        .reason(why);
+    match shared.store.complete(lease, report, change).await {
+        Ok(_) => {}
+        Err(e) if e.is_stale_lease() => {}
+        Err(e) => tracing::error!(error = %e, "releasing a lease failed; it will expire instead"),
+    }
+}
+
+/// Return expired leases to the queue periodically.
+pub(crate) async fn run_reaper(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        match shared.store.reap_expired_leases(Utc::now()).await {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::warn!(count = ids.len(), "expired leases returned to the queue");
+                for partner in shared.partners.values() {
+                    partner.wake.notify_one();
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "reaping expired leases failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(shared.settings.reap_interval) => {}
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The engine: the [`Liaison`] hub, its builder, and the tasks that move
+//! work to partners.
+//!
+//! One dispatcher task per partner claims due work in batches, wakes at once
+//! when the host enqueues through [`Liaison::enqueue`] (and otherwise polls),
+//! enforces the partner's concurrency and rate limits and its circuit
+//! breaker, and runs each attempt in its own task under a timeout and a
+//! `tracing` span. A reaper returns the work of crashed workers.
+
+mod circuit;
+mod dispatcher;
+mod partner_config;
+
+pub use circuit::{CircuitSettings, CircuitState};
+pub use partner_config::Partner;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::{Error, Result};
+use crate::store::{Enqueued, ListFilter, OutboxStore};
+use crate::submission::{NewSubmission, SubmissionState};
+
+use self::dispatcher::PartnerRuntime;
+
+/// Engine-wide settings. `Default` is what we recommend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// How often an idle dispatcher looks for due work it was not woken for
+    /// (retries coming due, enqueues by other processes). Default 500 ms.
+    pub poll_interval: Duration,
+    /// How often expired leases are returned to the queue. Default 5 s.
+    pub reap_interval: Duration,
+    /// Most submissions claimed in one transaction. Default 32.
+    pub claim_batch: usize,
+    /// Added to the attempt timeout to get the lease length, so a lease
+    /// outlives a slow but live attempt. Default 10 s.
+    pub lease_margin: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            poll_interval: Duration::from_millis(500),
+            reap_interval: Duration::from_secs(5),
+            claim_batch: 32,
+            lease_margin: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The hub: the store, the registered partners and their policies.
+///
+/// Cloning is cheap and clones share everything.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use liaison::engine::{Liaison, Partner};
+/// use liaison::store::{OutboxStore, SqliteStore};
+/// use liaison::{AttemptContext, NewSubmission, Outcome, PartnerAdapter, PartnerError};
+/// use liaison::{Submission, SubmissionState, SubmitOutcome};
+/// use serde_json::json;
+///
+/// #[derive(Debug)]
+/// struct AlwaysOk;
+///
+/// #[async_trait]
+/// impl PartnerAdapter for AlwaysOk {
+///     async fn submit(&self, _: &AttemptContext, _: &Submission) -> Result<SubmitOutcome, PartnerError> {
+///         Ok(SubmitOutcome::Completed(Outcome::Succeeded))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> liaison::Result<()> {
+/// let liaison = Liaison::builder(SqliteStore::open_temporary()?)
+///     .partner(Partner::new("ledger", AlwaysOk))
+///     .build()?;
+/// let id = liaison
+///     .enqueue(NewSubmission::new("ledger", "entry", json!({"cents": 10})))
+///     .await?
+///     .submission
+///     .id;
+/// liaison.run_until_idle().await?; // for tests: no sleeps
+/// assert_eq!(liaison.store().get(id).await?.state, SubmissionState::Succeeded);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Liaison {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn OutboxStore>,
+    pub(crate) partners: BTreeMap<String, Arc<PartnerRuntime>>,
+    pub(crate) settings: EngineSettings,
+    /// Notified whenever an attempt finishes.
+    pub(crate) activity: tokio::sync::Notify,
+}
+
+/// Builds a [`Liaison`].
+#[derive(Debug)]
+pub struct LiaisonBuilder {
+    store: Arc<dyn OutboxStore>,
+    partners: Vec<Partner>,
+    settings: EngineSettings,
+}
+
+impl LiaisonBuilder {
+    /// Register a partner.
+    pub fn partner(mut self, partner: Partner) -> Self {
+        self.partners.push(partner);
+        self
+    }
+
+    /// Engine-wide settings.
+    pub fn settings(mut self, settings: EngineSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Check the configuration and build the hub.
+    pub fn build(self) -> Result<Liaison> {
+        if self.settings.claim_batch == 0 {
+            return Err(Error::invalid("claim_batch", "must be at least 1"));
+        }
+        if self.settings.poll_interval.is_zero() || self.settings.reap_interval.is_zero() {
+            return Err(Error::invalid(
+                "poll_interval",
+                "poll and reap intervals must be above zero",
+            ));
+        }
+        let mut partners = BTreeMap::new();
+        for partner in self.partners {
+            let rate = partner.check()?;
+            let name = partner.name.clone();
+            if partners.contains_key(&name) {
+                return Err(Error::invalid(
+                    "partner",
+                    format!("{name:?} is registered twice"),
+                ));
+            }
+            partners.insert(name, Arc::new(PartnerRuntime::new(partner, rate)));
+        }
+        Ok(Liaison {
+            shared: Arc::new(Shared {
+                store: self.store,
+                partners,
+                settings: self.settings,
+                activity: tokio::sync::Notify::new(),
+            }),
+        })
+    }
+}
+
+impl Liaison {
+    /// Start building a hub on `store`.
+    pub fn builder(store: impl OutboxStore + 'static) -> LiaisonBuilder {
+        Self::builder_arc(Arc::new(store))
+    }
+
+    /// Like [`Liaison::builder`] with a store already behind an `Arc`.
+    pub fn builder_arc(store: Arc<dyn OutboxStore>) -> LiaisonBuilder {
+        LiaisonBuilder {
+            store,
+            partners: Vec::new(),
+            settings: EngineSettings::default(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn OutboxStore> {
+        &self.shared.store
+    }
+
+    /// Enqueue for a registered partner and wake its dispatcher. Returns
+    /// after the commit. An unregistered partner is refused.
+    pub async fn enqueue(&self, new: NewSubmission) -> Result<Enqueued> {
+        let partner = self.registered(new.partner())?;
+        let enqueued = self.shared.store.enqueue(new).await?;
+        partner.wake.notify_one();
+        Ok(enqueued)
+    }
+
+    /// Enqueue several (all or none) and wake their dispatchers.
+    pub async fn enqueue_batch(&self, batch: Vec<NewSubmission>) -> Result<Vec<Enqueued>> {
+        for new in &batch {
+            self.registered(new.partner())?;
+        }
+        let enqueued = self.shared.store.enqueue_batch(batch).await?;
+        self.notify();
+        Ok(enqueued)
+    }
+
+    /// Wake every dispatcher now: call it after committing a transaction in
+    /// which you used `enqueue_in_transaction`, so the work goes out without
+    /// waiting for the next poll.
+    pub fn notify(&self) {
+        for partner in self.shared.partners.values() {
+            partner.wake.notify_one();
+        }
+    }
+
+    /// The circuit state of a registered partner.
+    pub fn circuit_state(&self, partner: &str) -> Option<CircuitState> {
+        self.shared.partners.get(partner).map(|p| p.circuit_state())
+    }
+
+    /// Names of the registered partners.
+    pub fn partners(&self) -> impl Iterator<Item = &str> {
+        self.shared.partners.keys().map(String::as_str)
+    }
+
+    fn registered(&self, partner: &str) -> Result<&Arc<PartnerRuntime>> {
+        self.shared.partners.get(partner).ok_or_else(|| {
+            Error::invalid(
+                "partner",
+                format!("{partner:?} is not registered with this Liaison"),
+            )
+        })
+    }
+
+    /// Start the dispatchers and the lease reaper. Stop them with
+    /// [`Handle::shutdown`].
+    pub fn start(&self) -> Handle {
+        let stop_claiming = CancellationToken::new();
+        let abandon = CancellationToken::new();
+        let attempts = TaskTracker::new();
+        let mut loops = Vec::new();
+        for runtime in self.shared.partners.values() {
+            loops.push(tokio::spawn(dispatcher::run_partner(
+                Arc::clone(&self.shared),
+                Arc::clone(runtime),
+                stop_claiming.clone(),
+                abandon.clone(),
+                attempts.clone(),
+            )));
+        }
+        loops.push(tokio::spawn(dispatcher::run_reaper(
+            Arc::clone(&self.shared),
+            stop_claiming.clone(),
+        )));
+        Handle {
+            liaison: self.clone(),
+            stop_claiming,
+            abandon,
+            attempts,
+            loops,
+        }
+    }
+
+    /// Run the engine until no submission of a registered partner is
+    /// `Queued` or `InFlight`, then shut it down. Meant for host tests: it
+    /// waits out scheduled retries (configure short ones in tests), so a
+    /// partner that never recovers keeps it running until its retry limits
+    /// end the work. Wrap it in `tokio::time::timeout` to bound it.
+    pub async fn run_until_idle(&self) -> Result<()> {
+        let handle = self.start();
+        let outcome = loop {
+            match self.has_open_work().await {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+            // Attempts finishing wake us; the tick catches retries coming due.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(20), self.shared.activity.notified())
+                    .await;
+        };
+        handle.shutdown(Duration::from_secs(5)).await?;
+        outcome
+    }
+
+    async fn has_open_work(&self) -> Result<bool> {
+        for name in self.shared.partners.keys() {
+            let filter = ListFilter::default()
+                .partner(name.clone())
+                .state(SubmissionState::Queued)
+                .state(SubmissionState::InFlight)
+                .limit(1);
+            if !self.shared.store.list(&filter).await?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The running engine. Dropping it without [`Handle::shutdown`] leaves the
+/// tasks running until the runtime ends; leases then expire and the work is
+/// claimed again on the next start, so nothing is lost either way.
+#[derive(Debug)]
+pub struct Handle {
+    liaison: Liaison,
+    stop_claiming: CancellationToken,
+    abandon: CancellationToken,
+    attempts: TaskTracker,
+    loops: Vec<JoinHandle<()>>,
+}
+
+/// What a shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Every attempt in flight finished within the grace period.
+    pub drained: bool,
+    /// Attempts that were cut off and whose leases were released.
+    pub released: usize,
+}
+
+impl Handle {
+    /// The hub this handle runs.
+    pub fn liaison(&self) -> &Liaison {
+        &self.liaison
+    }
+
+    /// Stop claiming, let attempts in flight finish for up to `grace`, then
+    /// cut off the rest and release their leases (back to `Queued`, due at
+    /// once, journaled). No submission is left `InFlight` by this engine.
+    pub async fn shutdown(self, grace: Duration) -> Result<ShutdownReport> {
+        self.stop_claiming.cancel();
+        for task in self.loops {
+            let _ = task.await;
+        }
+        self.attempts.close();
+        let drained = tokio::time::timeout(grace, self.attempts.wait())
+            .await
+            .is_ok();
+        let mut released = 0;
+        if !drained {
+            released = self.attempts.len();
+            self.abandon.cancel();
+            self.attempts.wait().await;
+        }
+        Ok(ShutdownReport { drained, released })
+    }
+}

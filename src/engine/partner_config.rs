@@ -1,0 +1,164 @@
+//! Registering a partner: its adapter and the policies the engine applies.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::partner::PartnerAdapter;
+use crate::retry::{Exponential, RetryLimits, RetryPolicy};
+use crate::submission::validate_partner;
+
+use super::circuit::CircuitSettings;
+
+/// One partner as the engine runs it. `Partner::new` gives the recommended
+/// settings; change what your partner's contract says.
+///
+/// ```
+/// use liaison::engine::{CircuitSettings, Partner};
+/// use liaison::retry::{Exponential, RetryLimits};
+/// # use liaison::{AttemptContext, PartnerAdapter, PartnerError, Submission, SubmitOutcome};
+/// use std::time::Duration;
+///
+/// # #[derive(Debug)] struct MyAdapter;
+/// # #[async_trait::async_trait]
+/// # impl PartnerAdapter for MyAdapter {
+/// #     async fn submit(&self, _: &AttemptContext, _: &Submission) -> Result<SubmitOutcome, PartnerError> {
+/// #         Ok(SubmitOutcome::AwaitResult { external_ref: None })
+/// #     }
+/// # }
+/// # let adapter = MyAdapter;
+/// let partner = Partner::new("clearinghouse", adapter)
+///     .retry(Exponential::new(Duration::from_millis(500), Duration::from_secs(60))?)
+///     .limits(RetryLimits::new(8, Duration::from_secs(6 * 3600))?)
+///     .attempt_timeout(Duration::from_secs(10))
+///     .concurrency(4)
+///     .rate_limit_per_second(20)
+///     .circuit(CircuitSettings::new(5, Duration::from_secs(30))?)
+///     .result_timeout(Duration::from_secs(3600));
+/// # let _ = partner;
+/// # Ok::<(), liaison::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Partner {
+    pub(crate) name: String,
+    pub(crate) adapter: Arc<dyn PartnerAdapter>,
+    pub(crate) retry: Arc<dyn RetryPolicy>,
+    pub(crate) limits: RetryLimits,
+    pub(crate) attempt_timeout: Duration,
+    pub(crate) concurrency: usize,
+    pub(crate) rate_limit: Option<u32>,
+    pub(crate) circuit: Option<CircuitSettings>,
+    pub(crate) result_timeout: Duration,
+    pub(crate) dead_letter_blocks_ordering: bool,
+}
+
+impl Partner {
+    /// A partner named `name` served by `adapter`, with: exponential retries
+    /// (1 s base, 5 min cap, full jitter), 10 attempts within 24 h, a 30 s
+    /// attempt timeout, 8 concurrent attempts, no rate limit, a circuit that
+    /// opens after 5 consecutive failures for 30 s, a 24 h result deadline,
+    /// and dead letters holding back their ordering key.
+    pub fn new(name: impl Into<String>, adapter: impl PartnerAdapter) -> Self {
+        Self::from_arc(name, Arc::new(adapter))
+    }
+
+    /// Like [`Partner::new`] with an adapter already behind an `Arc`.
+    pub fn from_arc(name: impl Into<String>, adapter: Arc<dyn PartnerAdapter>) -> Self {
+        Partner {
+            name: name.into(),
+            adapter,
+            retry: Arc::new(Exponential::default()),
+            limits: RetryLimits::default(),
+            attempt_timeout: Duration::from_secs(30),
+            concurrency: 8,
+            rate_limit: None,
+            circuit: Some(CircuitSettings::default()),
+            result_timeout: Duration::from_secs(24 * 3600),
+            dead_letter_blocks_ordering: true,
+        }
+    }
+
+    /// The retry policy.
+    pub fn retry(mut self, policy: impl RetryPolicy + 'static) -> Self {
+        self.retry = Arc::new(policy);
+        self
+    }
+
+    /// Maximum attempts and maximum age: retries always end.
+    pub fn limits(mut self, limits: RetryLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long one attempt may take before it counts as a timeout.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// Most attempts in flight at once for this partner.
+    pub fn concurrency(mut self, limit: usize) -> Self {
+        self.concurrency = limit;
+        self
+    }
+
+    /// Most attempts started per second.
+    pub fn rate_limit_per_second(mut self, per_second: u32) -> Self {
+        self.rate_limit = Some(per_second);
+        self
+    }
+
+    /// Circuit breaker settings.
+    pub fn circuit(mut self, settings: CircuitSettings) -> Self {
+        self.circuit = Some(settings);
+        self
+    }
+
+    /// Never open the circuit for this partner.
+    pub fn without_circuit(mut self) -> Self {
+        self.circuit = None;
+        self
+    }
+
+    /// How long after acceptance the partner's result is due.
+    pub fn result_timeout(mut self, timeout: Duration) -> Self {
+        self.result_timeout = timeout;
+        self
+    }
+
+    /// Whether a dead-lettered submission holds back later submissions with
+    /// its ordering key (default `true`) or lets them pass.
+    pub fn dead_letter_holds_ordering(mut self, holds: bool) -> Self {
+        self.dead_letter_blocks_ordering = holds;
+        self
+    }
+
+    /// The partner's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn check(&self) -> Result<NonZeroU32Opt> {
+        validate_partner(&self.name)?;
+        if self.concurrency == 0 {
+            return Err(Error::invalid("concurrency", "must be at least 1"));
+        }
+        if self.attempt_timeout.is_zero() {
+            return Err(Error::invalid("attempt_timeout", "must be above zero"));
+        }
+        if self.result_timeout.is_zero() {
+            return Err(Error::invalid("result_timeout", "must be above zero"));
+        }
+        match self.rate_limit {
+            Some(0) => Err(Error::invalid(
+                "rate_limit",
+                "must be at least 1 per second",
+            )),
+            Some(n) => Ok(NonZeroU32::new(n)),
+            None => Ok(None),
+        }
+    }
+}
+
+type NonZeroU32Opt = Option<NonZeroU32>;
