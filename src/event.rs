@@ -84,6 +84,9 @@ pub enum EventKind {
     Deduplicated,
     /// A shutdown released the lease before the attempt finished.
     Released,
+    /// Held back behind an earlier submission with the same ordering key
+    /// that was dead-lettered.
+    Held,
     /// Any other event name (from a newer version or a host extension).
     #[serde(untagged)]
     Other(String),
@@ -108,13 +111,14 @@ impl EventKind {
             EventKind::ResolvedManually => "resolved_manually",
             EventKind::Deduplicated => "deduplicated",
             EventKind::Released => "released",
+            EventKind::Held => "held",
             EventKind::Other(name) => name,
         }
     }
 
     /// Parse a stored name.
     pub fn from_name(name: &str) -> Self {
-        const KNOWN: [EventKind; 15] = [
+        const KNOWN: [EventKind; 16] = [
             EventKind::Enqueued,
             EventKind::Claimed,
             EventKind::Accepted,
@@ -130,6 +134,7 @@ impl EventKind {
             EventKind::ResolvedManually,
             EventKind::Deduplicated,
             EventKind::Released,
+            EventKind::Held,
         ];
         KNOWN
             .into_iter()

@@ -50,7 +50,8 @@
 //! | `postgres` | no | reserved for the PostgreSQL store |
 //! | `http` | no | reserved for the axum callback and ops routes |
 //! | `cli` | no | reserved for the `liaison` command-line tool |
-//! | `mock` | no | reserved for `testing::MockPartner` |
+//! | `rustls` | yes | TLS for the HTTP client (rustls), so `https://` partners work |
+//! | `mock` | no | [`testing::MockPartner`]: a scripted partner over real HTTP, for tests and examples |
 //! | `full` | no | all of the above |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
@@ -60,15 +61,20 @@ pub mod engine;
 mod error;
 mod event;
 mod fingerprint;
+mod http_adapter;
 mod partner;
 pub mod retry;
 pub mod store;
 mod submission;
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub mod testing;
 
 pub use engine::{Handle, Liaison, Partner};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
 pub use fingerprint::Fingerprint;
+pub use http_adapter::{HttpJsonAdapter, ResultMapping};
 pub use partner::{
     AttemptContext, MAX_RETRY_AFTER, Outcome, PartnerAdapter, PartnerError, PollError, PollStatus,
     SubmitOutcome,

@@ -19,7 +19,7 @@ use super::partner_config::Partner;
 use crate::event::{Actor, AttemptOutcome, EventKind};
 use crate::partner::{AttemptContext, Outcome, PartnerError, SubmitOutcome};
 use crate::retry::{RetryDecision, decide};
-use crate::store::{AttemptReport, ClaimRequest, Lease, StateChange};
+use crate::store::{AttemptReport, ClaimRequest, Lease, ListFilter, Note, StateChange};
 use crate::submission::SubmissionState;
 
 /// A registered partner's live state.
@@ -66,11 +66,22 @@ pub(crate) async fn run_partner(
 ) {
     let name = rt.config.name.clone();
     while !stop.is_cancelled() {
+        // Capacity first: wait for one permit...
+        let first = tokio::select! {
+            _ = stop.cancelled() => break,
+            permit = Arc::clone(&rt.permits).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break, // the semaphore is never closed
+            },
+        };
+        // ...then ask the circuit, which the attempt that freed the permit
+        // may just have opened.
         let admit = rt.circuit().admit(Instant::now());
         let probe = match admit {
             Admit::Normal => false,
             Admit::Probe => true,
             Admit::WaitUntil(until) => {
+                drop(first);
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep_until(until) => {}
@@ -78,18 +89,6 @@ pub(crate) async fn run_partner(
                 }
                 continue;
             }
-        };
-
-        // Capacity: wait for one permit, then take what else is free.
-        let first = tokio::select! {
-            _ = stop.cancelled() => {
-                if probe { rt.circuit().probe_unused(); }
-                break;
-            }
-            permit = Arc::clone(&rt.permits).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break, // the semaphore is never closed
-            },
         };
         let mut want = if probe {
             1
@@ -216,7 +215,13 @@ async fn run_attempt(
             ?elapsed,
             "attempt finished"
         );
-        record(&shared, &lease, report, change).await;
+        let dead_lettered = change.target == SubmissionState::DeadLettered;
+        if record(&shared, &lease, report, change).await
+            && dead_lettered
+            && rt.config.dead_letter_blocks_ordering
+        {
+            journal_held(&shared, &lease).await;
+        }
     }
     .instrument(span)
     .await;
@@ -297,19 +302,59 @@ fn settle_failure(
     (report, change)
 }
 
-/// Store an attempt's result. A stale lease means the work was taken over
-/// (our lease expired): the store journaled it and nothing else is to do.
-async fn record(shared: &Shared, lease: &Lease, report: AttemptReport, change: StateChange) {
+/// Note on the timeline of each queued successor with the same ordering key
+/// that it now waits behind a dead letter.
+async fn journal_held(shared: &Shared, lease: &Lease) {
+    let Some(ordering_key) = lease.submission.ordering_key.clone() else {
+        return;
+    };
+    let filter = ListFilter {
+        ordering_key: Some(ordering_key),
+        ..ListFilter::default()
+            .partner(lease.submission.partner.clone())
+            .state(SubmissionState::Queued)
+            .limit(ListFilter::MAX_LIMIT)
+    };
+    let successors = match shared.store.list(&filter).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list submissions held behind a dead letter");
+            return;
+        }
+    };
+    let blocker = lease.submission.id;
+    for successor in successors.into_iter().filter(|s| s.id > blocker) {
+        let note = Note::new(EventKind::Held, Actor::system("dispatcher"))
+            .reason(format!(
+                "held back behind dead-lettered submission {blocker} (same ordering key) until it is replayed, resolved or cancelled"
+            ))
+            .data(json!({ "blocked_by": blocker.to_string() }));
+        if let Err(e) = shared.store.note(successor.id, note).await {
+            tracing::warn!(error = %e, "could not journal a held submission");
+        }
+    }
+}
+
+/// Store an attempt's result; `true` when it was applied. A stale lease
+/// means the work was taken over (our lease expired): the store journaled it
+/// and nothing else is to do.
+async fn record(
+    shared: &Shared,
+    lease: &Lease,
+    report: AttemptReport,
+    change: StateChange,
+) -> bool {
     match shared
         .store
         .complete(lease, report.clone(), change.clone())
         .await
     {
-        Ok(_) => {}
+        Ok(_) => true,
         Err(e) if e.is_stale_lease() => {
             tracing::warn!(
                 "the lease expired before the result was recorded; the result was journaled and not applied"
             );
+            false
         }
         Err(e) if e.is_invalid_input() && change.external_ref.is_some() => {
             // The partner's reference already belongs to another submission:
@@ -318,12 +363,17 @@ async fn record(shared: &Shared, lease: &Lease, report: AttemptReport, change: S
             let mut change = change;
             change.external_ref = None;
             change.data = Some(json!({ "rejected_external_ref": e.to_string() }));
-            if let Err(e) = shared.store.complete(lease, report, change).await {
-                tracing::error!(error = %e, "recording the attempt failed; the lease will expire and the work be retried");
+            match shared.store.complete(lease, report, change).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "recording the attempt failed; the lease will expire and the work be retried");
+                    false
+                }
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "recording the attempt failed; the lease will expire and the work be retried");
+            false
         }
     }
 }

@@ -7,7 +7,7 @@
 
 mod types;
 pub use types::{
-    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, StateChange,
+    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, StateChange,
 };
 
 #[cfg(feature = "sqlite")]
@@ -80,6 +80,9 @@ pub trait OutboxStore: Send + Sync + std::fmt::Debug {
     /// would put work in flight (only a claim does), or when it would settle an
     /// attempt in flight (only the lease holder does; cancelling is allowed).
     async fn transition(&self, id: SubmissionId, change: StateChange) -> Result<Submission>;
+
+    /// Append a note to a submission's timeline; its state is not touched.
+    async fn note(&self, id: SubmissionId, note: Note) -> Result<()>;
 
     /// Return submissions whose lease ended before `now` to `Queued`, due at
     /// once, journaling [`crate::EventKind::LeaseExpired`]. Returns their ids.

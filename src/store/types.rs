@@ -323,3 +323,49 @@ impl ListFilter {
         self.limit.unwrap_or(100).clamp(1, Self::MAX_LIMIT)
     }
 }
+
+/// A line for a submission's timeline that changes no state (a submission
+/// held back, a progress report, an operator's comment).
+///
+/// ```
+/// use liaison::{Actor, EventKind};
+/// use liaison::store::Note;
+///
+/// let note = Note::new(EventKind::Held, Actor::system("dispatcher")).reason("waiting behind C-1");
+/// assert_eq!(note.kind, EventKind::Held);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    /// What it records.
+    pub kind: EventKind,
+    /// Who writes it.
+    pub actor: Actor,
+    /// Why, in words.
+    pub reason: Option<String>,
+    /// Structured details.
+    pub data: Option<Value>,
+}
+
+impl Note {
+    /// A note of `kind` by `actor`.
+    pub fn new(kind: EventKind, actor: Actor) -> Self {
+        Note {
+            kind,
+            actor,
+            reason: None,
+            data: None,
+        }
+    }
+
+    /// Why.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Structured details.
+    pub fn data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+}

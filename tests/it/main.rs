@@ -1,6 +1,8 @@
 //! Integration tests: one binary, a module per capability.
 
 mod claims;
+#[cfg(feature = "mock")]
+mod dispatch;
 mod durability;
 mod input;
 mod ledger;

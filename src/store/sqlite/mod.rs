@@ -16,7 +16,9 @@ use rusqlite::Connection;
 use self::reader::ReadPool;
 use self::sql::{Completion, EnqueueRules, db_err};
 use self::writer::Writer;
-use super::{AttemptReport, ClaimRequest, Enqueued, Lease, ListFilter, OutboxStore, StateChange};
+use super::{
+    AttemptReport, ClaimRequest, Enqueued, Lease, ListFilter, Note, OutboxStore, StateChange,
+};
 use crate::error::{Error, Result};
 use crate::event::{Attempt, Event};
 use crate::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
@@ -435,6 +437,13 @@ impl OutboxStore for SqliteStore {
         self.inner
             .writer
             .write(move |conn| sql::transition_on(conn, id, &change, Utc::now()))
+            .await
+    }
+
+    async fn note(&self, id: SubmissionId, note: Note) -> Result<()> {
+        self.inner
+            .writer
+            .write(move |conn| sql::note_on(conn, id, &note, Utc::now()))
             .await
     }
 

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
 use crate::fingerprint::Fingerprint;
 use crate::store::{
-    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, StateChange,
+    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, StateChange,
 };
 use crate::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 
@@ -758,6 +758,28 @@ fn apply_change(
         },
     )?;
     get_on(conn, current.id)
+}
+
+pub(crate) fn note_on(
+    conn: &Connection,
+    id: SubmissionId,
+    note: &Note,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    get_on(conn, id)?;
+    append_event(
+        conn,
+        NewEvent {
+            id,
+            at: now,
+            kind: &note.kind,
+            from: None,
+            to: None,
+            actor: &note.actor,
+            reason: note.reason.as_deref(),
+            data: note.data.as_ref(),
+        },
+    )
 }
 
 /// Return expired leases to the queue (at most 1,000 per call).

@@ -1,0 +1,289 @@
+//! What the mock partner does with a request: [`Behavior`] and [`MockOutcome`].
+
+use std::time::Duration;
+
+/// How a [`MockPartner`](super::MockPartner) answers `POST /submit`.
+///
+/// Wrapping behaviours ([`Flaky`](Behavior::Flaky), [`Slow`](Behavior::Slow),
+/// [`RateLimited`](Behavior::RateLimited)) act in front of the one they wrap, the
+/// way a load balancer or gateway answers before the partner's application sees
+/// the request: `Behavior::flaky(3, Behavior::slow(d, Behavior::Healthy))` answers
+/// every third request 503 at once and sleeps before accepting the others.
+///
+/// Requests are counted from the moment the behaviour is set (with
+/// [`MockPartner::start_with`](super::MockPartner::start_with) or
+/// [`MockPartner::set_behavior`](super::MockPartner::set_behavior)), 1-based, and
+/// every request that reaches the partner counts, whatever it was answered.
+///
+/// Only [`Healthy`](Behavior::Healthy), [`AcceptAndComplete`](Behavior::AcceptAndComplete),
+/// [`CompleteWithFailure`](Behavior::CompleteWithFailure) and
+/// [`CallbackLater`](Behavior::CallbackLater) reach the partner's idempotency layer:
+/// they need an `Idempotency-Key`, record a side effect the first time a key is
+/// processed, and replay the stored answer after that. The failure answers (503,
+/// 429, [`Reject`](Behavior::Reject), [`Failing`](Behavior::Failing)) have no
+/// effect and are not remembered.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Behavior {
+    /// Accept asynchronously: 202 `{"reference": "..."}`; the result is never
+    /// reported (use [`CallbackLater`](Behavior::CallbackLater) for a partner
+    /// that calls back).
+    Healthy,
+    /// Process synchronously: 200 `{"reference": "...", "status": "succeeded"}`.
+    AcceptAndComplete,
+    /// Process synchronously but report failure: 200
+    /// `{"reference": "...", "status": "failed", "reason": "..."}`. The side
+    /// effect is recorded: the partner did process the request.
+    CompleteWithFailure {
+        /// The reason given in the answer.
+        reason: String,
+    },
+    /// Every `every`-th request (`every`, `2 * every`, ...) is answered 503 with
+    /// no effect; the others are handled by `then`. `every: 0` never fails.
+    Flaky {
+        /// Fail one request in this many.
+        every: u32,
+        /// What answers the other requests.
+        then: Box<Behavior>,
+    },
+    /// Sleep `delay`, then let `then` answer. The request counts as in progress
+    /// (for its idempotency key and for `max_concurrent`) during the sleep; a
+    /// request abandoned by its client during the sleep has no effect.
+    Slow {
+        /// How long to sleep first.
+        delay: Duration,
+        /// What answers after the sleep.
+        then: Box<Behavior>,
+    },
+    /// Answer 429 with `Retry-After: <seconds>` (whole seconds, rounded up) to
+    /// the first `times` requests, then let `then` answer.
+    RateLimited {
+        /// The wait announced in `Retry-After`.
+        retry_after: Duration,
+        /// How many requests are refused.
+        times: u32,
+        /// What answers after that.
+        then: Box<Behavior>,
+    },
+    /// Answer `status` (for example 422) with `{"error": "..."}`; no effect. A
+    /// number that is not an HTTP status is answered as 500.
+    Reject {
+        /// The status to answer.
+        status: u16,
+    },
+    /// Answer 500 to everything: the server is up but processing is broken.
+    Failing,
+    /// Accept with 202 `{"reference": "..."}`, then, `delay` later, POST the
+    /// result to the callback URL (see
+    /// [`MockPartner::set_callback_url`](super::MockPartner::set_callback_url))
+    /// with `content-type: application/json`:
+    ///
+    /// ```json
+    /// {"event_id": "<uuid>", "reference": "MP-1", "idempotency_key": "<key>",
+    ///  "status": "succeeded", "reason": null}
+    /// ```
+    ///
+    /// (`"status": "failed"` with the reason for [`MockOutcome::Failed`]). One
+    /// attempt, counted in [`MockStats`](super::MockStats)' `callbacks_sent`, and
+    /// in `callbacks_failed` too if it was not answered 2xx. The URL is read when
+    /// the callback is due; with none set, nothing is sent or counted. A replayed
+    /// answer (same key again) sends no second callback.
+    CallbackLater {
+        /// How long after accepting the callback is sent.
+        delay: Duration,
+        /// The result reported.
+        outcome: MockOutcome,
+    },
+}
+
+impl Behavior {
+    /// [`Behavior::Flaky`]: every `every`-th request fails with 503.
+    pub fn flaky(every: u32, then: Behavior) -> Behavior {
+        Behavior::Flaky {
+            every,
+            then: Box::new(then),
+        }
+    }
+
+    /// [`Behavior::Slow`]: sleep `delay` before `then` answers.
+    pub fn slow(delay: Duration, then: Behavior) -> Behavior {
+        Behavior::Slow {
+            delay,
+            then: Box::new(then),
+        }
+    }
+
+    /// [`Behavior::RateLimited`]: the first `times` requests get 429 with
+    /// `Retry-After`.
+    pub fn rate_limited(retry_after: Duration, times: u32, then: Behavior) -> Behavior {
+        Behavior::RateLimited {
+            retry_after,
+            times,
+            then: Box::new(then),
+        }
+    }
+
+    /// [`Behavior::Reject`] with `status`.
+    pub fn reject(status: u16) -> Behavior {
+        Behavior::Reject { status }
+    }
+
+    /// [`Behavior::CompleteWithFailure`] with `reason`.
+    pub fn complete_with_failure(reason: impl Into<String>) -> Behavior {
+        Behavior::CompleteWithFailure {
+            reason: reason.into(),
+        }
+    }
+
+    /// [`Behavior::CallbackLater`]: accept, and report `outcome` to the
+    /// callback URL `delay` later.
+    pub fn callback_later(delay: Duration, outcome: MockOutcome) -> Behavior {
+        Behavior::CallbackLater { delay, outcome }
+    }
+}
+
+/// The result a [`Behavior::CallbackLater`] partner reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MockOutcome {
+    /// `"status": "succeeded"`.
+    Succeeded,
+    /// `"status": "failed"` with the reason.
+    Failed {
+        /// The reason reported.
+        reason: String,
+    },
+}
+
+impl MockOutcome {
+    /// [`MockOutcome::Failed`] with `reason`.
+    pub fn failed(reason: impl Into<String>) -> MockOutcome {
+        MockOutcome::Failed {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What the behaviour chain says about request number `number` (1-based,
+/// counted since the behaviour was set).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Step {
+    /// Answer this failure now; no effect.
+    Fail(Failure),
+    /// Sleep, then look at the rest of the chain.
+    Sleep(Duration, Box<Behavior>),
+    /// Hand the request to the idempotency layer.
+    Process(Terminal),
+}
+
+/// A behaviour that processes the request (and so has an effect).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Terminal {
+    /// [`Behavior::Healthy`].
+    Accept,
+    /// [`Behavior::AcceptAndComplete`].
+    Complete,
+    /// [`Behavior::CompleteWithFailure`].
+    CompleteWithFailure { reason: String },
+    /// [`Behavior::CallbackLater`].
+    CallbackLater {
+        delay: Duration,
+        outcome: MockOutcome,
+    },
+}
+
+/// A failure answer that never reaches the idempotency layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// 503 from [`Behavior::Flaky`].
+    Unavailable,
+    /// 429 with this many `Retry-After` seconds.
+    RateLimited { retry_after_secs: u64 },
+    /// [`Behavior::Reject`].
+    Reject { status: u16 },
+    /// [`Behavior::Failing`].
+    Broken,
+}
+
+impl Behavior {
+    /// Walk the wrappers until a sleep, a failure or a terminal behaviour.
+    pub(crate) fn step(self, number: u64) -> Step {
+        let mut behavior = self;
+        loop {
+            behavior = match behavior {
+                Behavior::Flaky { every, then } => {
+                    if every != 0 && number.is_multiple_of(u64::from(every)) {
+                        return Step::Fail(Failure::Unavailable);
+                    }
+                    *then
+                }
+                Behavior::RateLimited {
+                    retry_after,
+                    times,
+                    then,
+                } => {
+                    if number <= u64::from(times) {
+                        return Step::Fail(Failure::RateLimited {
+                            retry_after_secs: whole_seconds_up(retry_after),
+                        });
+                    }
+                    *then
+                }
+                Behavior::Slow { delay, then } => return Step::Sleep(delay, then),
+                Behavior::Reject { status } => return Step::Fail(Failure::Reject { status }),
+                Behavior::Failing => return Step::Fail(Failure::Broken),
+                Behavior::Healthy => return Step::Process(Terminal::Accept),
+                Behavior::AcceptAndComplete => return Step::Process(Terminal::Complete),
+                Behavior::CompleteWithFailure { reason } => {
+                    return Step::Process(Terminal::CompleteWithFailure { reason });
+                }
+                Behavior::CallbackLater { delay, outcome } => {
+                    return Step::Process(Terminal::CallbackLater { delay, outcome });
+                }
+            };
+        }
+    }
+}
+
+/// `Retry-After` seconds: whole seconds, rounded up.
+fn whole_seconds_up(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(whole_seconds_up(Duration::ZERO), 0);
+        assert_eq!(whole_seconds_up(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds_up(Duration::from_secs(2)), 2);
+        assert_eq!(whole_seconds_up(Duration::from_millis(2001)), 3);
+    }
+
+    #[test]
+    fn wrappers_apply_outside_in() {
+        let b = Behavior::flaky(
+            2,
+            Behavior::rate_limited(Duration::from_millis(1500), 3, Behavior::AcceptAndComplete),
+        );
+        let limited = Step::Fail(Failure::RateLimited {
+            retry_after_secs: 2,
+        });
+        assert_eq!(b.clone().step(1), limited);
+        assert_eq!(b.clone().step(2), Step::Fail(Failure::Unavailable));
+        assert_eq!(b.clone().step(3), limited);
+        assert_eq!(b.clone().step(4), Step::Fail(Failure::Unavailable));
+        assert_eq!(b.step(5), Step::Process(Terminal::Complete));
+
+        assert_eq!(
+            Behavior::flaky(0, Behavior::Healthy).step(7),
+            Step::Process(Terminal::Accept)
+        );
+        let slow = Behavior::slow(Duration::from_millis(5), Behavior::Failing);
+        assert_eq!(
+            slow.step(1),
+            Step::Sleep(Duration::from_millis(5), Box::new(Behavior::Failing))
+        );
+    }
+}

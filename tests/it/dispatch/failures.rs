@@ -1,0 +1,267 @@
+//! Each partner failure mode: unavailable, flaky, rate limited, permanent
+//! refusal, slow, and retries that must end.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use liaison::retry::{Fixed, RetryLimits};
+use liaison::store::OutboxStore;
+use liaison::testing::{Behavior, MockPartner};
+use liaison::{AttemptOutcome, EventKind, SubmissionState};
+
+use super::{all, claim, count_in, drain, engine, eventually, partner};
+use crate::support;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_partner_gets_everything_once_it_is_back() {
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start().await.unwrap();
+    mock.go_down().await;
+    let liaison = engine(
+        &store,
+        partner("lab", &mock).retry(Fixed::new(Duration::from_millis(100)).unwrap()),
+    );
+    for i in 0..40 {
+        liaison.enqueue(claim("lab", i)).await.unwrap();
+    }
+    let handle = liaison.start();
+    // Every submission fails at least twice while the partner is down...
+    eventually(
+        "two failed attempts each",
+        Duration::from_secs(30),
+        || async { all(&store, "lab").await.iter().all(|s| s.attempts >= 2) },
+    )
+    .await;
+    assert_eq!(
+        mock.stats().requests,
+        0,
+        "nothing can reach a partner that is down"
+    );
+    // ...and nothing is lost: it is all still queued (or being tried).
+    assert_eq!(
+        count_in(&store, "lab", SubmissionState::DeadLettered).await,
+        0
+    );
+    mock.come_back().await.unwrap();
+    eventually("all accepted", Duration::from_secs(30), || async {
+        count_in(&store, "lab", SubmissionState::AwaitingResult).await == 40
+    })
+    .await;
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+
+    let stats = mock.stats();
+    assert_eq!(stats.side_effects, 40);
+    assert_eq!(stats.distinct_keys, 40);
+    // Retries were spaced by the policy: each retry started no earlier than
+    // 100 ms after the previous attempt finished.
+    for s in all(&store, "lab").await {
+        let attempts = store.attempts(s.id).await.unwrap();
+        for pair in attempts.windows(2) {
+            let gap = pair[1].started_at - pair[0].finished_at.unwrap();
+            assert!(
+                gap >= chrono::Duration::milliseconds(99),
+                "retry after {gap:?}"
+            );
+        }
+        assert_eq!(
+            attempts.last().unwrap().outcome,
+            Some(AttemptOutcome::Accepted)
+        );
+        assert!(
+            attempts[..attempts.len() - 1]
+                .iter()
+                .all(|a| a.outcome == Some(AttemptOutcome::Transient))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_partner_sees_the_same_key_on_every_retry_and_one_side_effect() {
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start_with(Behavior::flaky(3, Behavior::Healthy))
+        .await
+        .unwrap();
+    let liaison = engine(&store, partner("lab", &mock).concurrency(4));
+    for i in 0..60 {
+        liaison.enqueue(claim("lab", i)).await.unwrap();
+    }
+    drain(&liaison).await;
+
+    assert_eq!(
+        count_in(&store, "lab", SubmissionState::AwaitingResult).await,
+        60
+    );
+    let stats = mock.stats();
+    assert_eq!(stats.side_effects, 60);
+    assert_eq!(stats.distinct_keys, 60);
+    assert!(stats.requests > 60, "some requests failed and were retried");
+    let mut per_key: HashMap<String, u32> = HashMap::new();
+    for r in mock.received() {
+        *per_key
+            .entry(r.idempotency_key.expect("key sent"))
+            .or_default() += 1;
+    }
+    let mut retried = 0;
+    for s in all(&store, "lab").await {
+        assert_eq!(
+            per_key[&s.idempotency_key], s.attempts,
+            "{}",
+            s.idempotency_key
+        );
+        retried += usize::from(s.attempts > 1);
+    }
+    assert!(retried > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_over_the_policy() {
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start_with(Behavior::rate_limited(
+        Duration::from_secs(1),
+        1,
+        Behavior::Healthy,
+    ))
+    .await
+    .unwrap();
+    // The policy alone would retry after 20 ms.
+    let liaison = engine(&store, partner("lab", &mock));
+    liaison.enqueue(claim("lab", 1)).await.unwrap();
+    drain(&liaison).await;
+
+    let received = mock.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].status, 429);
+    let waited = received[1].at - received[0].at;
+    assert!(
+        waited >= chrono::Duration::milliseconds(990),
+        "retried after {waited:?}"
+    );
+    let s = &all(&store, "lab").await[0];
+    assert_eq!(s.state, SubmissionState::AwaitingResult);
+    let attempts = store.attempts(s.id).await.unwrap();
+    assert_eq!(attempts[0].outcome, Some(AttemptOutcome::RateLimited));
+    assert_eq!(attempts[0].http_status, Some(429));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_refusal_dead_letters_after_one_attempt() {
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start_with(Behavior::Reject { status: 422 })
+        .await
+        .unwrap();
+    let liaison = engine(&store, partner("lab", &mock));
+    let id = liaison
+        .enqueue(claim("lab", 1))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    drain(&liaison).await;
+
+    let s = store.get(id).await.unwrap();
+    assert_eq!(s.state, SubmissionState::DeadLettered);
+    assert_eq!(s.attempts, 1);
+    assert_eq!(mock.stats().requests, 1);
+    let attempts = store.attempts(id).await.unwrap();
+    assert_eq!(attempts[0].http_status, Some(422));
+    assert_eq!(attempts[0].outcome, Some(AttemptOutcome::Permanent));
+    let last = store.timeline(id).await.unwrap().pop().unwrap();
+    assert_eq!(last.kind, EventKind::DeadLettered);
+    let reason = last.reason.unwrap();
+    assert!(reason.contains("422"), "{reason}");
+    assert!(reason.contains("refused"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_partner_times_out_and_is_retried_with_the_same_key() {
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start_with(Behavior::slow(Duration::from_secs(2), Behavior::Healthy))
+        .await
+        .unwrap();
+    let liaison = engine(
+        &store,
+        partner("lab", &mock).attempt_timeout(Duration::from_millis(150)),
+    );
+    let id = liaison
+        .enqueue(claim("lab", 1))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let handle = liaison.start();
+    eventually("a timed-out attempt", Duration::from_secs(20), || async {
+        store
+            .attempts(id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.outcome == Some(AttemptOutcome::Timeout))
+    })
+    .await;
+    mock.set_behavior(Behavior::Healthy);
+    eventually("accepted", Duration::from_secs(20), || async {
+        store.get(id).await.unwrap().state == SubmissionState::AwaitingResult
+    })
+    .await;
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+
+    let keys: Vec<_> = mock
+        .received()
+        .into_iter()
+        .map(|r| r.idempotency_key)
+        .collect();
+    assert!(!keys.is_empty());
+    assert!(keys.iter().all(|k| k.as_deref() == Some("C-1")), "{keys:?}");
+    assert_eq!(
+        mock.stats().side_effects,
+        1,
+        "timed-out requests had no effect"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_attempts_end_retries() {
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start_with(Behavior::Failing).await.unwrap();
+    let liaison = engine(
+        &store,
+        partner("lab", &mock).limits(RetryLimits::new(3, Duration::from_secs(60)).unwrap()),
+    );
+    let id = liaison
+        .enqueue(claim("lab", 1))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    drain(&liaison).await;
+    let s = store.get(id).await.unwrap();
+    assert_eq!(s.state, SubmissionState::DeadLettered);
+    assert_eq!(s.attempts, 3);
+    assert_eq!(mock.stats().requests, 3);
+    let last = store.timeline(id).await.unwrap().pop().unwrap();
+    assert!(last.reason.unwrap().contains("max attempts"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_ends_retries() {
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start_with(Behavior::Failing).await.unwrap();
+    let liaison = engine(
+        &store,
+        partner("lab", &mock)
+            .retry(Fixed::new(Duration::from_millis(100)).unwrap())
+            .limits(RetryLimits::new(1000, Duration::from_millis(350)).unwrap()),
+    );
+    let id = liaison
+        .enqueue(claim("lab", 1))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    drain(&liaison).await;
+    let s = store.get(id).await.unwrap();
+    assert_eq!(s.state, SubmissionState::DeadLettered);
+    assert!(s.attempts <= 4, "attempts {}", s.attempts);
+    let last = store.timeline(id).await.unwrap().pop().unwrap();
+    assert!(last.reason.unwrap().contains("max age"));
+}

@@ -1,0 +1,95 @@
+//! Concurrency limit and circuit breaker.
+
+use std::time::Duration;
+
+use liaison::SubmissionState;
+use liaison::engine::{CircuitSettings, CircuitState};
+use liaison::testing::{Behavior, MockPartner};
+
+use super::{claim, count_in, drain, engine, eventually, partner};
+use crate::support;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrency_limit_is_never_exceeded() {
+    let (_dir, store) = support::store();
+    let mock =
+        MockPartner::start_with(Behavior::slow(Duration::from_millis(60), Behavior::Healthy))
+            .await
+            .unwrap();
+    let liaison = engine(&store, partner("lab", &mock).concurrency(3));
+    for i in 0..30 {
+        liaison.enqueue(claim("lab", i)).await.unwrap();
+    }
+    drain(&liaison).await;
+    assert_eq!(
+        count_in(&store, "lab", SubmissionState::AwaitingResult).await,
+        30
+    );
+    let max = mock.stats().max_concurrent;
+    assert!(
+        max <= 3,
+        "partner saw {max} concurrent requests with a limit of 3"
+    );
+    assert!(max >= 2, "attempts did run in parallel ({max})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_opens_sends_nothing_probes_once_and_closes_on_success() {
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start_with(Behavior::Failing).await.unwrap();
+    let open_for = Duration::from_millis(1500);
+    let liaison = engine(
+        &store,
+        partner("lab", &mock)
+            .concurrency(1)
+            .circuit(CircuitSettings::new(3, open_for).unwrap()),
+    );
+    for i in 0..5 {
+        liaison.enqueue(claim("lab", i)).await.unwrap();
+    }
+    assert_eq!(liaison.circuit_state("lab"), Some(CircuitState::Closed));
+    let handle = liaison.start();
+
+    eventually("circuit open", Duration::from_secs(10), || async {
+        liaison.circuit_state("lab") == Some(CircuitState::Open)
+    })
+    .await;
+    assert_eq!(mock.stats().requests, 3, "it opened after the threshold");
+    // While open nothing reaches the partner (well inside the open period).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mock.stats().requests, 3);
+    assert_eq!(liaison.circuit_state("lab"), Some(CircuitState::Open));
+
+    // After the period, exactly one probe; it fails and the circuit re-opens.
+    eventually("one probe", Duration::from_secs(10), || async {
+        mock.stats().requests >= 4
+    })
+    .await;
+    eventually("open again", Duration::from_secs(10), || async {
+        liaison.circuit_state("lab") == Some(CircuitState::Open)
+    })
+    .await;
+    assert_eq!(
+        mock.stats().requests,
+        4,
+        "a half-open circuit lets one probe through"
+    );
+
+    // The partner recovers: the next probe succeeds, the circuit closes, all goes.
+    mock.set_behavior(Behavior::Healthy);
+    eventually("closed", Duration::from_secs(10), || async {
+        liaison.circuit_state("lab") == Some(CircuitState::Closed)
+    })
+    .await;
+    eventually("all delivered", Duration::from_secs(10), || async {
+        count_in(&store, "lab", SubmissionState::AwaitingResult).await == 5
+    })
+    .await;
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        count_in(&store, "lab", SubmissionState::DeadLettered).await,
+        0,
+        "nothing lost"
+    );
+    assert_eq!(mock.stats().side_effects, 5);
+}
