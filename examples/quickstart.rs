@@ -1,147 +1,215 @@
-//! Enqueue claims into an SQLite outbox, work them as a dispatcher would, and
-//! print each submission's timeline.
+//! A few hundred claims through a flaky partner that also goes down for a
+//! while: nothing is lost, nothing is sent twice.
 //!
 //! Run with:
 //!
 //! ```text
-//! cargo run --example quickstart
+//! cargo run --example quickstart --features mock
 //! ```
 //!
-//! You will see the outbox file's path, what happened to each submission
-//! (one accepted, one retried after 300 ms then accepted, one rejected for good, one
-//! deduplicated on a second enqueue, one cancelled) and the full timeline of
-//! each. The dispatcher that talks to a real partner over HTTP is the next
-//! piece of liaison; until it lands this example plays the partner's answers
-//! itself, through the same store calls the dispatcher will make.
+//! You will see the outbox file, a live progress line while the engine
+//! delivers 300 claims to a mock clearinghouse over real HTTP (every 7th
+//! request fails with 503, and the partner is unreachable for 1.5 s in the
+//! middle), 5 requests a second partner refuses for good, and a summary:
+//! delivered, retried, dead-lettered, and the partner's side effects against
+//! the distinct idempotency keys it saw — equal, because every retry carried
+//! the same key. Then one retried submission's timeline.
 
-use std::time::Duration;
+use std::io::Write;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use liaison::store::{
-    AttemptReport, ClaimRequest, ListFilter, OutboxStore, SqliteStore, StateChange,
-};
-use liaison::{Actor, AttemptOutcome, NewSubmission, SubmissionState};
+use liaison::engine::{CircuitSettings, Liaison, Partner};
+use liaison::retry::{Exponential, RetryLimits};
+use liaison::store::{ListFilter, OutboxStore, SqliteStore};
+use liaison::testing::{Behavior, MockPartner};
+use liaison::{HttpJsonAdapter, NewSubmission, ResultMapping, Submission, SubmissionState};
 use serde_json::json;
 
-#[tokio::main(flavor = "current_thread")]
+const CLAIMS: usize = 300;
+const REFUSED: usize = 5;
+
+#[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("quickstart.db");
     let store = SqliteStore::open(&path)?;
     println!("outbox: {}", path.display());
 
-    // 1. The host enqueues claims. The claim id is the idempotency key.
-    for (claim, cents) in [
-        ("C-1001", 12_500),
-        ("C-1002", 8_000),
-        ("C-1003", 43_000),
-        ("C-1004", 99),
-    ] {
-        let submission = NewSubmission::new(
-            "clearinghouse",
-            "claim.submit",
-            json!({ "claim_id": claim, "amount_cents": cents }),
+    // Two partners on 127.0.0.1: a flaky clearinghouse that processes claims
+    // synchronously, and an eligibility service that refuses everything (422).
+    let clearinghouse = MockPartner::start_with(Behavior::flaky(
+        7,
+        Behavior::slow(Duration::from_millis(5), Behavior::AcceptAndComplete),
+    ))
+    .await?;
+    let eligibility = MockPartner::start_with(Behavior::Reject { status: 422 }).await?;
+
+    let adapter = |mock: &MockPartner| -> liaison::Result<HttpJsonAdapter> {
+        HttpJsonAdapter::new(&mock.submit_url())?
+            .status_pointer("/status", ResultMapping::new(["succeeded"], ["failed"])?)
+    };
+    let liaison = Liaison::builder(store.clone())
+        .partner(
+            Partner::new("clearinghouse", adapter(&clearinghouse)?)
+                .retry(Exponential::new(
+                    Duration::from_millis(50),
+                    Duration::from_secs(1),
+                )?)
+                .limits(RetryLimits::new(20, Duration::from_secs(600))?)
+                .concurrency(8)
+                .circuit(CircuitSettings::new(5, Duration::from_millis(500))?),
         )
-        .idempotency_key(claim)
-        .correlation("claim_id", claim)
-        .business_value(cents);
-        store.enqueue(submission).await?;
-    }
-    // A retried request from the host is recognised, not sent twice.
-    let again = store
-        .enqueue(
+        .partner(Partner::new("eligibility", adapter(&eligibility)?))
+        .build()?;
+
+    // The host enqueues; each claim id is the idempotency key.
+    let mut batch: Vec<NewSubmission> = (0..CLAIMS as i64)
+        .map(|i| {
+            let claim = format!("C-{}", 1000 + i);
+            let cents = 5_000 + i * 10;
             NewSubmission::new(
                 "clearinghouse",
                 "claim.submit",
-                json!({ "amount_cents": 12_500, "claim_id": "C-1001" }),
+                json!({ "claim_id": claim, "amount_cents": cents }),
             )
-            .idempotency_key("C-1001"),
-        )
-        .await?;
-    println!(
-        "enqueue C-1001 again: deduplicated={} (same submission {})",
-        again.deduplicated, again.submission.id
-    );
-    // C-1004 is withdrawn before it is sent.
-    let withdrawn = store
-        .list(&ListFilter::default().idempotency_key("C-1004"))
-        .await?
-        .remove(0);
-    store
-        .transition(
-            withdrawn.id,
-            StateChange::to(SubmissionState::Cancelled)
-                .actor(Actor::person("alice@billing"))
-                .reason("patient paid at the desk"),
-        )
-        .await?;
+            .idempotency_key(claim)
+            .business_value(cents)
+        })
+        .collect();
+    batch.extend((0..REFUSED).map(|i| {
+        NewSubmission::new("eligibility", "eligibility.check", json!({ "member": i }))
+            .idempotency_key(format!("E-{i}"))
+    }));
+    liaison.enqueue_batch(batch).await?;
 
-    // 2. A worker claims due work under leases and reports the partner's answers.
-    let lease_for = Duration::from_secs(30);
-    for lease in store
-        .claim(ClaimRequest::new("clearinghouse", 10, lease_for))
-        .await?
-    {
-        let key = lease.submission.idempotency_key.clone();
-        let (report, change) = match key.as_str() {
-            "C-1001" => (
-                AttemptReport::new(AttemptOutcome::Accepted).http_status(202),
-                StateChange::to(SubmissionState::AwaitingResult).external_ref("CH-77001"),
-            ),
-            "C-1002" => (
-                AttemptReport::new(AttemptOutcome::Transient)
-                    .http_status(503)
-                    .error("partner unavailable"),
-                StateChange::to(SubmissionState::Queued)
-                    .due_at(Utc::now() + chrono::Duration::milliseconds(300)),
-            ),
-            _ => (
-                AttemptReport::new(AttemptOutcome::Permanent)
-                    .http_status(422)
-                    .error("member id missing"),
-                StateChange::to(SubmissionState::DeadLettered),
-            ),
-        };
-        store.complete(&lease, report, change).await?;
-    }
-    // The retry comes due 300 ms later and is accepted.
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    for lease in store
-        .claim(ClaimRequest::new("clearinghouse", 10, lease_for))
-        .await?
-    {
-        store
-            .complete(
-                &lease,
-                AttemptReport::new(AttemptOutcome::Accepted).http_status(202),
-                StateChange::to(SubmissionState::AwaitingResult).external_ref("CH-77002"),
-            )
-            .await?;
-    }
-
-    // 3. What the outbox now knows.
-    println!();
-    for s in store.list(&ListFilter::default()).await? {
-        println!(
-            "{}  {:<8} {:<16} attempts={} value={:>6} last_error={}",
-            s.id,
-            s.idempotency_key,
-            s.state,
-            s.attempts,
-            s.business_value.unwrap_or(0),
-            s.last_error.as_deref().unwrap_or("-"),
+    let started = Instant::now();
+    let handle = liaison.start();
+    let mut outage = Outage::Pending;
+    loop {
+        let all = everything(&store).await?;
+        let progress = Progress::of(&all);
+        print!(
+            "\r{:>5.1}s  delivered {:>3}/{CLAIMS}  retried {:>3}  dead-lettered {}  clearinghouse circuit: {:<9}  {}",
+            started.elapsed().as_secs_f64(),
+            progress.delivered,
+            progress.retried,
+            progress.dead_lettered,
+            liaison
+                .circuit_state("clearinghouse")
+                .map_or("-", |c| c.as_str()),
+            outage.label(),
         );
-        for e in store.timeline(s.id).await? {
+        std::io::stdout().flush()?;
+        if progress.finished == all.len() {
+            break;
+        }
+        outage = outage.step(&clearinghouse, progress.delivered).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!();
+    handle.shutdown(Duration::from_secs(5)).await?;
+
+    let all = everything(&store).await?;
+    let progress = Progress::of(&all);
+    let stats = clearinghouse.stats();
+    println!();
+    println!("delivered:      {} of {CLAIMS} claims", progress.delivered);
+    println!(
+        "retried:        {} claims needed more than one attempt",
+        progress.retried
+    );
+    println!(
+        "dead-lettered:  {} (refused for good by eligibility: HTTP 422)",
+        progress.dead_lettered
+    );
+    println!(
+        "clearinghouse:  {} requests, {} side effects for {} distinct keys{}",
+        stats.requests,
+        stats.side_effects,
+        stats.distinct_keys,
+        if stats.side_effects == stats.distinct_keys {
+            " — exactly one effect per key"
+        } else {
+            " — MISMATCH"
+        }
+    );
+    if progress.delivered != CLAIMS || stats.side_effects != stats.distinct_keys {
+        return Err("the partner did not receive every claim exactly once".into());
+    }
+    if let Some(retried) = all
+        .iter()
+        .filter(|s| s.attempts > 1)
+        .max_by_key(|s| s.attempts)
+    {
+        println!();
+        println!(
+            "timeline of {} ({} attempts):",
+            retried.idempotency_key, retried.attempts
+        );
+        for e in store.timeline(retried.id).await? {
             println!(
-                "    {}  {:<20} {:>16} -> {:<16} by {}{}",
+                "  {}  {:<16} {}",
                 e.at.format("%H:%M:%S%.3f"),
                 e.kind,
-                e.from_state.map_or("", |st| st.as_str()),
-                e.to_state.map_or("", |st| st.as_str()),
-                e.actor,
-                e.reason.map(|r| format!(": {r}")).unwrap_or_default(),
+                e.reason.as_deref().unwrap_or("")
             );
         }
     }
     Ok(())
+}
+
+async fn everything(store: &SqliteStore) -> liaison::Result<Vec<Submission>> {
+    store
+        .list(&ListFilter::default().limit(ListFilter::MAX_LIMIT))
+        .await
+}
+
+struct Progress {
+    delivered: usize,
+    retried: usize,
+    dead_lettered: usize,
+    finished: usize,
+}
+
+impl Progress {
+    fn of(all: &[Submission]) -> Self {
+        let count = |state| all.iter().filter(|s| s.state == state).count();
+        Progress {
+            delivered: count(SubmissionState::Succeeded),
+            retried: all.iter().filter(|s| s.attempts > 1).count(),
+            dead_lettered: count(SubmissionState::DeadLettered),
+            finished: all.iter().filter(|s| s.state.is_terminal()).count(),
+        }
+    }
+}
+
+/// The clearinghouse goes down once a third is delivered, for 1.5 s.
+enum Outage {
+    Pending,
+    Down(Instant),
+    Over,
+}
+
+impl Outage {
+    fn label(&self) -> &'static str {
+        match self {
+            Outage::Pending => "",
+            Outage::Down(_) => "[partner unreachable]",
+            Outage::Over => "[partner back]",
+        }
+    }
+
+    async fn step(self, mock: &MockPartner, delivered: usize) -> std::io::Result<Self> {
+        Ok(match self {
+            Outage::Pending if delivered >= CLAIMS / 3 => {
+                mock.go_down().await;
+                Outage::Down(Instant::now())
+            }
+            Outage::Down(since) if since.elapsed() >= Duration::from_millis(1500) => {
+                mock.come_back().await?;
+                Outage::Over
+            }
+            other => other,
+        })
+    }
 }

@@ -5,10 +5,15 @@
 //! survive crashes, and a timeline of everything that happened to each
 //! submission.
 //!
-//! This release holds the durable core: the [`Submission`] model and its
-//! transition table, and the [`store::OutboxStore`] with its default
-//! [`store::SqliteStore`]. The dispatcher, callbacks and operations surface
-//! build on it (see the repository's `docs/`).
+//! The pieces: the [`Submission`] model and its transition table; the
+//! [`store::OutboxStore`] with its default [`store::SqliteStore`]; the
+//! [`engine`] ([`Liaison`]) that claims due work and sends it through a
+//! [`PartnerAdapter`] per partner under [`retry`] policies, timeouts,
+//! concurrency and rate limits and a circuit breaker; [`HttpJsonAdapter`] for
+//! partners that need no code. Callbacks and the operations surface build on
+//! these (see the repository's `docs/`).
+//!
+//! The store can also be driven directly, as a dispatcher does:
 //!
 //! ```
 //! use liaison::store::{ClaimRequest, OutboxStore, SqliteStore, StateChange, AttemptReport};

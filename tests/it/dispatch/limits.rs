@@ -93,3 +93,36 @@ async fn the_circuit_opens_sends_nothing_probes_once_and_closes_on_success() {
     );
     assert_eq!(mock.stats().side_effects, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_wakes_the_dispatcher_without_waiting_for_the_poll() {
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start().await.unwrap();
+    let mut settings = super::quick_settings();
+    settings.poll_interval = Duration::from_secs(600);
+    let liaison = liaison::Liaison::builder(store.clone())
+        .partner(partner("lab", &mock))
+        .settings(settings)
+        .build()
+        .unwrap();
+    let handle = liaison.start();
+    // Let the dispatcher find nothing and go to sleep for its (long) poll.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let id = liaison
+        .enqueue(claim("lab", 1))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    // Well before the 10-minute poll could pick it up.
+    eventually(
+        "delivered after the wake-up",
+        Duration::from_secs(30),
+        || async {
+            use liaison::store::OutboxStore;
+            store.get(id).await.unwrap().state == SubmissionState::AwaitingResult
+        },
+    )
+    .await;
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+}
