@@ -126,3 +126,31 @@ async fn an_enqueue_wakes_the_dispatcher_without_waiting_for_the_poll() {
     .await;
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_spaces_attempts() {
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start().await.unwrap();
+    // 5 per second: a burst of 5, then one every 200 ms.
+    let liaison = engine(
+        &store,
+        partner("lab", &mock)
+            .concurrency(8)
+            .rate_limit_per_second(5),
+    );
+    for i in 0..10 {
+        liaison.enqueue(claim("lab", i)).await.unwrap();
+    }
+    drain(&liaison).await;
+    let received = mock.received();
+    assert_eq!(received.len(), 10);
+    let span = received[9].at - received[0].at;
+    assert!(
+        span >= chrono::Duration::milliseconds(950),
+        "10 requests within {span:?}"
+    );
+    assert_eq!(
+        count_in(&store, "lab", SubmissionState::AwaitingResult).await,
+        10
+    );
+}
