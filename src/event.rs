@@ -87,6 +87,14 @@ pub enum EventKind {
     /// Held back behind an earlier submission with the same ordering key
     /// that was dead-lettered.
     Held,
+    /// The partner reported progress (no state change).
+    Progress,
+    /// A callback arrived after the submission was cancelled or resolved manually.
+    LateCallback,
+    /// A callback contradicted what was already known; it was not applied.
+    ConflictingCallback,
+    /// The partner was asked for the status of an overdue result.
+    Polled,
     /// Any other event name (from a newer version or a host extension).
     #[serde(untagged)]
     Other(String),
@@ -112,13 +120,17 @@ impl EventKind {
             EventKind::Deduplicated => "deduplicated",
             EventKind::Released => "released",
             EventKind::Held => "held",
+            EventKind::Progress => "progress",
+            EventKind::LateCallback => "late_callback",
+            EventKind::ConflictingCallback => "conflicting_callback",
+            EventKind::Polled => "polled",
             EventKind::Other(name) => name,
         }
     }
 
     /// Parse a stored name.
     pub fn from_name(name: &str) -> Self {
-        const KNOWN: [EventKind; 16] = [
+        const KNOWN: [EventKind; 20] = [
             EventKind::Enqueued,
             EventKind::Claimed,
             EventKind::Accepted,
@@ -135,6 +147,10 @@ impl EventKind {
             EventKind::Deduplicated,
             EventKind::Released,
             EventKind::Held,
+            EventKind::Progress,
+            EventKind::LateCallback,
+            EventKind::ConflictingCallback,
+            EventKind::Polled,
         ];
         KNOWN
             .into_iter()

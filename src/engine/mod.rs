@@ -8,7 +8,9 @@
 //! `tracing` span. A reaper returns the work of crashed workers.
 
 mod circuit;
+mod deadlines;
 mod dispatcher;
+mod inbound;
 mod partner_config;
 
 pub use circuit::{CircuitSettings, CircuitState};
@@ -41,6 +43,8 @@ pub struct EngineSettings {
     /// Added to the attempt timeout to get the lease length, so a lease
     /// outlives a slow but live attempt. Default 10 s.
     pub lease_margin: Duration,
+    /// How often overdue results and unmatched callbacks are checked. Default 1 s.
+    pub deadline_interval: Duration,
 }
 
 impl Default for EngineSettings {
@@ -50,6 +54,7 @@ impl Default for EngineSettings {
             reap_interval: Duration::from_secs(5),
             claim_batch: 32,
             lease_margin: Duration::from_secs(10),
+            deadline_interval: Duration::from_secs(1),
         }
     }
 }
@@ -131,10 +136,13 @@ impl LiaisonBuilder {
         if self.settings.claim_batch == 0 {
             return Err(Error::invalid("claim_batch", "must be at least 1"));
         }
-        if self.settings.poll_interval.is_zero() || self.settings.reap_interval.is_zero() {
+        if self.settings.poll_interval.is_zero()
+            || self.settings.reap_interval.is_zero()
+            || self.settings.deadline_interval.is_zero()
+        {
             return Err(Error::invalid(
                 "poll_interval",
-                "poll and reap intervals must be above zero",
+                "poll, reap and deadline intervals must be above zero",
             ));
         }
         let mut partners = BTreeMap::new();
@@ -244,6 +252,10 @@ impl Liaison {
             )));
         }
         loops.push(tokio::spawn(dispatcher::run_reaper(
+            Arc::clone(&self.shared),
+            stop_claiming.clone(),
+        )));
+        loops.push(tokio::spawn(deadlines::run_deadlines(
             Arc::clone(&self.shared),
             stop_claiming.clone(),
         )));

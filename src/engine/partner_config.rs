@@ -4,6 +4,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::callback::CallbackMatcher;
 use crate::error::{Error, Result};
 use crate::partner::PartnerAdapter;
 use crate::retry::{Exponential, RetryLimits, RetryPolicy};
@@ -51,6 +52,11 @@ pub struct Partner {
     pub(crate) circuit: Option<CircuitSettings>,
     pub(crate) result_timeout: Duration,
     pub(crate) dead_letter_blocks_ordering: bool,
+    pub(crate) callbacks: Option<Arc<dyn CallbackMatcher>>,
+    pub(crate) max_callback_bytes: usize,
+    pub(crate) unmatched_ttl: Duration,
+    pub(crate) poll_every: Duration,
+    pub(crate) max_polls: u32,
 }
 
 impl Partner {
@@ -76,6 +82,11 @@ impl Partner {
             circuit: Some(CircuitSettings::default()),
             result_timeout: Duration::from_secs(24 * 3600),
             dead_letter_blocks_ordering: true,
+            callbacks: None,
+            max_callback_bytes: 1024 * 1024,
+            unmatched_ttl: Duration::from_secs(3600),
+            poll_every: Duration::from_secs(300),
+            max_polls: 3,
         }
     }
 
@@ -134,6 +145,37 @@ impl Partner {
         self
     }
 
+    /// How this partner's callbacks are verified and read. Without a
+    /// matcher, callbacks for this partner are refused (404).
+    pub fn callbacks(mut self, matcher: impl CallbackMatcher + 'static) -> Self {
+        self.callbacks = Some(Arc::new(matcher));
+        self
+    }
+
+    /// Largest callback body accepted (default 1 MiB); above it the callback's
+    /// metadata is stored and the partner is answered 413.
+    pub fn max_callback_bytes(mut self, bytes: usize) -> Self {
+        self.max_callback_bytes = bytes;
+        self
+    }
+
+    /// How long a callback that matches no submission yet is kept for a late
+    /// match (default 1 h) before it is quarantined as expired.
+    pub fn unmatched_ttl(mut self, ttl: Duration) -> Self {
+        self.unmatched_ttl = ttl;
+        self
+    }
+
+    /// When a result is overdue and the adapter can poll: ask every `every`
+    /// (default 5 min), at most `max_polls` times (default 3), before the
+    /// submission is marked `Stuck`. Without polling support it is marked
+    /// `Stuck` at the deadline.
+    pub fn polling(mut self, every: Duration, max_polls: u32) -> Self {
+        self.poll_every = every;
+        self.max_polls = max_polls;
+        self
+    }
+
     /// The partner's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -146,6 +188,15 @@ impl Partner {
         }
         if self.attempt_timeout.is_zero() {
             return Err(Error::invalid("attempt_timeout", "must be above zero"));
+        }
+        if self.max_callback_bytes == 0 {
+            return Err(Error::invalid("max_callback_bytes", "must be above zero"));
+        }
+        if self.poll_every.is_zero() || self.unmatched_ttl.is_zero() {
+            return Err(Error::invalid(
+                "polling",
+                "the poll interval and the unmatched window must be above zero",
+            ));
         }
         if self.result_timeout.is_zero() {
             return Err(Error::invalid("result_timeout", "must be above zero"));

@@ -5,7 +5,9 @@
 //! capabilities land) callbacks, alerts and shared partner state. The schema
 //! for all of them is created by the first migration.
 
+mod callback_types;
 mod types;
+pub use callback_types::{CallbackFilter, NewCallback, Settlement};
 pub use types::{
     AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, StateChange,
 };
@@ -19,6 +21,7 @@ pub use sqlite::{SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::error::Result;
 use crate::event::{Attempt, Event};
 use crate::submission::{NewSubmission, Submission, SubmissionId};
@@ -87,6 +90,43 @@ pub trait OutboxStore: Send + Sync + std::fmt::Debug {
     /// Return submissions whose lease ended before `now` to `Queued`, due at
     /// once, journaling [`crate::EventKind::LeaseExpired`]. Returns their ids.
     async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<SubmissionId>>;
+
+    /// Store an inbound callback raw. Nothing is parsed here: this is the
+    /// write that makes sure nothing inbound is lost.
+    async fn record_callback(&self, callback: NewCallback) -> Result<CallbackId>;
+
+    /// Settle a stored callback in one transaction: record the verdict and,
+    /// for a parsed report, recognise repeats and conflicts, match the
+    /// submission and apply the outcome at most once. Only callbacks not yet
+    /// settled, unmatched or quarantined can be settled (again).
+    async fn settle_callback(
+        &self,
+        id: CallbackId,
+        settlement: Settlement,
+    ) -> Result<CallbackReceipt>;
+
+    /// One stored callback.
+    async fn callback(&self, id: CallbackId) -> Result<StoredCallback>;
+
+    /// Stored callbacks matching a filter, newest first.
+    async fn list_callbacks(&self, filter: &CallbackFilter) -> Result<Vec<StoredCallback>>;
+
+    /// Move an `AwaitingResult` submission's result deadline to `until` and
+    /// journal `note` (a status poll that brought no result).
+    async fn defer_deadline(
+        &self,
+        id: SubmissionId,
+        until: DateTime<Utc>,
+        note: Note,
+    ) -> Result<Submission>;
+
+    /// Quarantine (`Expired`) unmatched callbacks whose matching window ended
+    /// before `now`. Returns how many.
+    async fn expire_unmatched(&self, now: DateTime<Utc>) -> Result<u64>;
+
+    /// Submissions awaiting a result whose deadline passed before `now`,
+    /// most overdue first, at most `limit`.
+    async fn overdue_results(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Submission>>;
 
     /// Remove idempotency keys whose retention ended before `now` and whose
     /// submission is terminal. Returns how many were removed.

@@ -83,16 +83,34 @@ pub enum Behavior {
     ///  "status": "succeeded", "reason": null}
     /// ```
     ///
-    /// (`"status": "failed"` with the reason for [`MockOutcome::Failed`]). One
-    /// attempt, counted in [`MockStats`](super::MockStats)' `callbacks_sent`, and
-    /// in `callbacks_failed` too if it was not answered 2xx. The URL is read when
-    /// the callback is due; with none set, nothing is sent or counted. A replayed
-    /// answer (same key again) sends no second callback.
+    /// (`"status": "failed"` with the reason for [`MockOutcome::Failed`]).
+    /// `mode` makes the callback misbehave the ways real partners' callbacks
+    /// do (see [`CallbackMode`]); [`callback_later`](Behavior::callback_later)
+    /// is [`CallbackMode::Normal`].
+    ///
+    /// With [`MockPartner::set_callback_signing`](super::MockPartner::set_callback_signing),
+    /// every delivery is signed the Standard Webhooks way: `webhook-id` (the
+    /// body's `event_id`), `webhook-timestamp` (Unix seconds at sending) and
+    /// `webhook-signature` over the exact bytes sent.
+    ///
+    /// Each delivery is one attempt: a host that answers non-2xx, or does not
+    /// answer, gets no retry from the mock (real partners retry; the host's
+    /// idempotent ingest makes that safe, and
+    /// [`CallbackMode::Duplicate`] sends the repeat explicitly). Every attempt
+    /// is counted in [`MockStats`](super::MockStats)' `callbacks_sent`, in
+    /// `callbacks_failed` too if it was not answered 2xx, and listed in
+    /// [`MockPartner::callback_log`](super::MockPartner::callback_log). The
+    /// deliveries of one accepted request are sent one after the other. The
+    /// URL (and the signing) is read when each delivery is due; with no URL
+    /// set, nothing is sent or counted. A replayed answer (same key again)
+    /// sends no second callback.
     CallbackLater {
-        /// How long after accepting the callback is sent.
+        /// How long after accepting the first delivery is sent.
         delay: Duration,
         /// The result reported.
         outcome: MockOutcome,
+        /// How the callback is delivered.
+        mode: CallbackMode,
     },
 }
 
@@ -136,10 +154,64 @@ impl Behavior {
     }
 
     /// [`Behavior::CallbackLater`]: accept, and report `outcome` to the
-    /// callback URL `delay` later.
+    /// callback URL `delay` later, once ([`CallbackMode::Normal`]).
     pub fn callback_later(delay: Duration, outcome: MockOutcome) -> Behavior {
-        Behavior::CallbackLater { delay, outcome }
+        Behavior::callback_later_with(delay, outcome, CallbackMode::Normal)
     }
+
+    /// [`Behavior::CallbackLater`] with a misbehaving callback: accept, and
+    /// report `outcome` the way `mode` says.
+    pub fn callback_later_with(
+        delay: Duration,
+        outcome: MockOutcome,
+        mode: CallbackMode,
+    ) -> Behavior {
+        Behavior::CallbackLater {
+            delay,
+            outcome,
+            mode,
+        }
+    }
+}
+
+/// How a [`Behavior::CallbackLater`] partner delivers its callback.
+///
+/// Every mode but [`Never`](CallbackMode::Never) sends the documented JSON
+/// body (below, "the result"), except [`Malformed`](CallbackMode::Malformed).
+/// Signing (see
+/// [`MockPartner::set_callback_signing`](super::MockPartner::set_callback_signing))
+/// applies to every delivery, except that
+/// [`WrongSignature`](CallbackMode::WrongSignature) signs with another secret.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CallbackMode {
+    /// The result, once, `delay` after the 202.
+    #[default]
+    Normal,
+    /// Accept, and never call back.
+    Never,
+    /// One delivery whose body is not the documented JSON, nor JSON at all:
+    /// `<result reference="MP-1" status="succeeded"/>`, still
+    /// `content-type: application/json` and signed if signing is on.
+    Malformed,
+    /// The same delivery twice, one after the other: the same body bytes,
+    /// the same `event_id` and the same `webhook-id` (each is signed when it
+    /// is sent, so its timestamp and signature may differ).
+    Duplicate,
+    /// The result, then a second delivery with the same `event_id` (and
+    /// `webhook-id`) reporting the opposite status: `failed` with reason
+    /// `"conflicting report"` after a success, `succeeded` (reason `null`)
+    /// after a failure.
+    Conflicting,
+    /// The result, signed with a secret generated for the occasion, so it
+    /// never verifies. Without signing configured it still carries
+    /// `webhook-id`, `webhook-timestamp` and that `webhook-signature`.
+    WrongSignature,
+    /// The result is sent before the 202 answers the submit: the handler
+    /// waits `delay`, POSTs the callback and waits for the host's answer (at
+    /// most 5 s), and only then answers the submitter. A host sees a result
+    /// for a reference it has not been told yet.
+    Early,
 }
 
 /// The result a [`Behavior::CallbackLater`] partner reports.
@@ -188,6 +260,7 @@ pub(crate) enum Terminal {
     CallbackLater {
         delay: Duration,
         outcome: MockOutcome,
+        mode: CallbackMode,
     },
 }
 
@@ -236,8 +309,16 @@ impl Behavior {
                 Behavior::CompleteWithFailure { reason } => {
                     return Step::Process(Terminal::CompleteWithFailure { reason });
                 }
-                Behavior::CallbackLater { delay, outcome } => {
-                    return Step::Process(Terminal::CallbackLater { delay, outcome });
+                Behavior::CallbackLater {
+                    delay,
+                    outcome,
+                    mode,
+                } => {
+                    return Step::Process(Terminal::CallbackLater {
+                        delay,
+                        outcome,
+                        mode,
+                    });
                 }
             };
         }
@@ -259,6 +340,28 @@ mod tests {
         assert_eq!(whole_seconds_up(Duration::from_millis(1)), 1);
         assert_eq!(whole_seconds_up(Duration::from_secs(2)), 2);
         assert_eq!(whole_seconds_up(Duration::from_millis(2001)), 3);
+    }
+
+    #[test]
+    fn callback_later_is_the_normal_mode() {
+        assert_eq!(CallbackMode::default(), CallbackMode::Normal);
+        let d = Duration::from_millis(5);
+        assert_eq!(
+            Behavior::callback_later(d, MockOutcome::Succeeded),
+            Behavior::callback_later_with(d, MockOutcome::Succeeded, CallbackMode::Normal)
+        );
+        let early = Behavior::callback_later_with(d, MockOutcome::Succeeded, CallbackMode::Early);
+        assert_eq!(
+            Behavior::slow(d, early).step(1),
+            Step::Sleep(
+                d,
+                Box::new(Behavior::CallbackLater {
+                    delay: d,
+                    outcome: MockOutcome::Succeeded,
+                    mode: CallbackMode::Early,
+                })
+            )
+        );
     }
 
     #[test]

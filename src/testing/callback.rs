@@ -1,21 +1,36 @@
 //! Callbacks from the mock partner to the host's webhook.
 //!
 //! A [`CallbackPlan`] is decided when the effect happens and carried out by a
-//! spawned task, so the answer to the submit request is never held up. Every
-//! way a partner's callbacks can misbehave is a plan: never sending one is an
-//! empty plan, a duplicate is the same delivery twice, a conflicting result is
-//! a second delivery with another body, a malformed one is a delivery whose
-//! body is not the documented JSON, a wrong signature is a header on the
-//! delivery. New behaviours build plans; the sending code stays as it is.
+//! spawned task. Every way a partner's callbacks can misbehave is a plan (see
+//! [`CallbackMode`]): never sending one is an empty plan, a duplicate is the
+//! same delivery twice, a conflicting result is a second delivery with another
+//! body, a malformed one is a delivery whose body is not the documented JSON,
+//! a wrong signature is a delivery signed with another secret, and an early
+//! one is a plan the handler waits for before answering the submit. New
+//! behaviours build plans; the sending code stays as it is.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::Utc;
+use reqwest::header::CONTENT_TYPE;
 use serde_json::json;
+use uuid::Uuid;
 
-use super::behavior::MockOutcome;
+use super::behavior::{CallbackMode, MockOutcome};
+use super::records::SentCallback;
 use super::state::Shared;
+use crate::callback::StandardWebhooks;
+
+/// Longest wait for the host's answer to an early callback: the submitter
+/// waits for it.
+const EARLY_CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The reason a [`CallbackMode::Conflicting`] second delivery gives when it
+/// reports a failure.
+const CONFLICTING_REASON: &str = "conflicting report";
 
 /// The callbacks to send about one effect.
 #[derive(Debug, Clone)]
@@ -24,170 +39,183 @@ pub(crate) struct CallbackPlan {
     delay: Duration,
     /// Sent one after the other, each one attempt.
     deliveries: Vec<Delivery>,
+    /// Sent before the submit is answered ([`CallbackMode::Early`]).
+    early: bool,
 }
 
 /// One POST to the callback URL.
 #[derive(Debug, Clone)]
 struct Delivery {
+    /// The `webhook-id` when signed: the body's `event_id`, or a fresh
+    /// `msg_<uuid>` for a body without one.
+    id: String,
     body: Vec<u8>,
+    signing: Signing,
+}
+
+/// Which secret signs a delivery.
+#[derive(Debug, Clone)]
+enum Signing {
+    /// The partner's signer, if one is set when the delivery is sent.
+    Configured,
+    /// This one, whatever is configured.
+    Forged(StandardWebhooks),
 }
 
 impl CallbackPlan {
-    /// The documented result callback, once:
-    /// `{"event_id", "reference", "idempotency_key", "status", "reason"}`.
-    pub(crate) fn result(
+    /// The deliveries `mode` makes of the result `outcome` about `reference`.
+    pub(crate) fn new(
         delay: Duration,
         reference: &str,
         idempotency_key: &str,
         outcome: &MockOutcome,
+        mode: &CallbackMode,
     ) -> CallbackPlan {
-        let (status, reason) = match outcome {
-            MockOutcome::Succeeded => ("succeeded", None),
-            MockOutcome::Failed { reason } => ("failed", Some(reason.as_str())),
+        let event_id = Uuid::new_v4().to_string();
+        let result = |outcome: &MockOutcome| Delivery {
+            id: event_id.clone(),
+            body: result_body(&event_id, reference, idempotency_key, outcome),
+            signing: Signing::Configured,
         };
-        let body = json!({
-            "event_id": uuid::Uuid::new_v4().to_string(),
-            "reference": reference,
-            "idempotency_key": idempotency_key,
-            "status": status,
-            "reason": reason,
-        });
+        let deliveries = match mode {
+            CallbackMode::Normal | CallbackMode::Early => vec![result(outcome)],
+            CallbackMode::Never => Vec::new(),
+            CallbackMode::Malformed => vec![Delivery {
+                id: format!("msg_{}", Uuid::new_v4().simple()),
+                body: malformed_body(reference, outcome),
+                signing: Signing::Configured,
+            }],
+            CallbackMode::Duplicate => vec![result(outcome); 2],
+            CallbackMode::Conflicting => {
+                let opposite = match outcome {
+                    MockOutcome::Succeeded => MockOutcome::failed(CONFLICTING_REASON),
+                    MockOutcome::Failed { .. } => MockOutcome::Succeeded,
+                };
+                vec![result(outcome), result(&opposite)]
+            }
+            CallbackMode::WrongSignature => vec![Delivery {
+                signing: Signing::Forged(unknown_signer()),
+                ..result(outcome)
+            }],
+        };
         CallbackPlan {
             delay,
-            deliveries: vec![Delivery {
-                body: body.to_string().into_bytes(),
-            }],
+            deliveries,
+            early: *mode == CallbackMode::Early,
         }
     }
 
-    /// Carry the plan out in the background.
-    pub(crate) fn spawn(self, shared: Arc<Shared>) {
-        tokio::spawn(self.run(shared));
+    /// Carry the plan out in a task of its own; an early plan is waited for.
+    ///
+    /// Even an early plan runs in its own task, so a submitter that gives up
+    /// while the callback is on its way does not cut the callback short.
+    pub(crate) async fn start(self, shared: Arc<Shared>) {
+        if self.deliveries.is_empty() {
+            return;
+        }
+        let early = self.early;
+        let task = tokio::spawn(self.run(shared));
+        if early {
+            // A panic in the task is not the submitter's concern.
+            let _ = task.await;
+        }
     }
 
     async fn run(self, shared: Arc<Shared>) {
         tokio::time::sleep(self.delay).await;
+        let timeout = self.early.then_some(EARLY_CALLBACK_TIMEOUT);
         for delivery in self.deliveries {
             // Read when due, so a test may set the URL after the submit.
             let Some(url) = shared.callback_url() else {
                 return;
             };
-            let sent = shared
-                .callback_client
-                .post(url)
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                .body(delivery.body)
-                .send()
-                .await;
-            let delivered = matches!(&sent, Ok(response) if response.status().is_success());
-            shared.record_callback(delivered);
+            delivery.send(&shared, url, timeout).await;
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
+impl Delivery {
+    /// POST once (signed if there is a signer), and log the attempt.
+    async fn send(self, shared: &Shared, url: String, timeout: Option<Duration>) {
+        let order = shared.callback_started();
+        let at = Utc::now();
+        let mut headers = vec![(
+            CONTENT_TYPE.as_str().to_owned(),
+            "application/json".to_owned(),
+        )];
+        let signer = match self.signing {
+            Signing::Configured => shared.callback_signer(),
+            Signing::Forged(signer) => Some(signer),
+        };
+        if let Some(signer) = signer {
+            let timestamp = at.timestamp();
+            let signature = signer.sign(&self.id, timestamp, &self.body);
+            headers.extend([
+                (StandardWebhooks::ID_HEADER.to_owned(), self.id),
+                (
+                    StandardWebhooks::TIMESTAMP_HEADER.to_owned(),
+                    timestamp.to_string(),
+                ),
+                (StandardWebhooks::SIGNATURE_HEADER.to_owned(), signature),
+            ]);
+        }
 
-    use axum::Json;
-    use axum::Router;
-    use axum::http::{HeaderMap, StatusCode};
-    use axum::routing::post;
-    use serde_json::{Value, json};
-    use tokio::sync::mpsc;
-
-    use crate::testing::tests::{bounded, client, eventually, submit};
-    use crate::testing::{Behavior, MockOutcome, MockPartner};
-
-    /// A webhook answering `status`, and what it received.
-    async fn webhook(status: StatusCode) -> (String, mpsc::UnboundedReceiver<(HeaderMap, Value)>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let app = Router::new().route(
-            "/hook",
-            post(
-                move |headers: HeaderMap, Json(body): Json<Value>| async move {
-                    let _ = tx.send((headers, body));
-                    status
-                },
-            ),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (url, rx)
+        let mut request = shared.callback_client.post(url).body(self.body.clone());
+        for (name, value) in &headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        let status = request
+            .send()
+            .await
+            .ok()
+            .map(|response| response.status().as_u16());
+        let sent = SentCallback {
+            body: self.body,
+            headers,
+            status,
+            at,
+        };
+        shared.record_callback(order, sent);
     }
+}
 
-    #[tokio::test]
-    async fn callback_later_reports_the_result_to_the_webhook() {
-        let (url, mut calls) = webhook(StatusCode::NO_CONTENT).await;
-        let partner = MockPartner::start_with(Behavior::callback_later(
-            Duration::from_millis(50),
-            MockOutcome::Succeeded,
-        ))
-        .await
-        .unwrap();
-        partner.set_callback_url(Some(url));
-        let client = client();
+/// The documented result callback:
+/// `{"event_id", "reference", "idempotency_key", "status", "reason"}`.
+fn result_body(
+    event_id: &str,
+    reference: &str,
+    idempotency_key: &str,
+    outcome: &MockOutcome,
+) -> Vec<u8> {
+    let (status, reason) = match outcome {
+        MockOutcome::Succeeded => ("succeeded", None),
+        MockOutcome::Failed { reason } => ("failed", Some(reason.as_str())),
+    };
+    json!({
+        "event_id": event_id,
+        "reference": reference,
+        "idempotency_key": idempotency_key,
+        "status": status,
+        "reason": reason,
+    })
+    .to_string()
+    .into_bytes()
+}
 
-        let answer = submit(&client, &partner, Some("k-9"), &json!({"n": 9})).await;
-        assert_eq!(answer, (202, json!({"reference": "MP-1"})));
-        let (headers, body) = bounded("callback", calls.recv()).await.unwrap();
-        assert_eq!(headers["content-type"], "application/json");
-        let event_id = body["event_id"].as_str().unwrap();
-        assert!(uuid::Uuid::parse_str(event_id).is_ok(), "{event_id}");
-        assert_eq!(
-            body,
-            json!({
-                "event_id": event_id,
-                "reference": "MP-1",
-                "idempotency_key": "k-9",
-                "status": "succeeded",
-                "reason": null,
-            })
-        );
-        eventually("counted", || partner.stats().callbacks_sent == 1).await;
-        assert_eq!(partner.stats().callbacks_failed, 0);
+/// A body no JSON parser accepts: `<result reference="MP-1" status="succeeded"/>`.
+fn malformed_body(reference: &str, outcome: &MockOutcome) -> Vec<u8> {
+    let status = match outcome {
+        MockOutcome::Succeeded => "succeeded",
+        MockOutcome::Failed { .. } => "failed",
+    };
+    format!(r#"<result reference="{reference}" status="{status}"/>"#).into_bytes()
+}
 
-        // A replay is not a new effect and sends no second callback.
-        let replay = submit(&client, &partner, Some("k-9"), &json!({"n": 9})).await;
-        assert_eq!(replay, answer);
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(calls.try_recv().is_err());
-        assert_eq!(partner.stats().callbacks_sent, 1);
-    }
-
-    #[tokio::test]
-    async fn callbacks_the_host_refuses_are_counted_as_failed() {
-        let (url, mut calls) = webhook(StatusCode::INTERNAL_SERVER_ERROR).await;
-        let partner = MockPartner::start_with(Behavior::callback_later(
-            Duration::ZERO,
-            MockOutcome::failed("card declined"),
-        ))
-        .await
-        .unwrap();
-        partner.set_callback_url(Some(url));
-        let client = client();
-
-        assert_eq!(
-            submit(&client, &partner, Some("k"), &json!({})).await.0,
-            202
-        );
-        let (_, body) = bounded("callback", calls.recv()).await.unwrap();
-        assert_eq!(body["status"], "failed");
-        assert_eq!(body["reason"], "card declined");
-        eventually("counted", || partner.stats().callbacks_sent == 1).await;
-        assert_eq!(partner.stats().callbacks_failed, 1);
-
-        // Nobody listening at all: also a failed callback.
-        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let nobody = format!("http://{}/hook", closed.local_addr().unwrap());
-        drop(closed);
-        partner.set_callback_url(Some(nobody));
-        assert_eq!(
-            submit(&client, &partner, Some("k2"), &json!({})).await.0,
-            202
-        );
-        eventually("counted", || partner.stats().callbacks_sent == 2).await;
-        assert_eq!(partner.stats().callbacks_failed, 2);
-    }
+/// A signer with a fresh random secret, which no host is configured with.
+fn unknown_signer() -> StandardWebhooks {
+    let secret = format!("whsec_{}", STANDARD.encode(rand::random::<[u8; 32]>()));
+    StandardWebhooks::new(&secret).expect("32 random bytes in padded base64 are a valid secret")
 }

@@ -84,7 +84,9 @@ async fn submit(State(shared): State<Arc<Shared>>, request: Request) -> Response
     };
     let (answer, callback) = shared.process(&key, &payload, terminal);
     if let Some(plan) = callback {
-        plan.spawn(Arc::clone(&shared));
+        // Returns at once, except for an early callback, which is sent (and
+        // answered by the host) before the submit is answered.
+        plan.start(Arc::clone(&shared)).await;
     }
     respond(&visit, payload.value, answer)
 }

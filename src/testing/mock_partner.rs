@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use super::behavior::Behavior;
 use super::handler::router;
 use super::listener::{TrackedListener, bind, bind_patiently};
-use super::records::{MockStats, ReceivedRequest, SideEffect};
+use super::records::{MockStats, ReceivedRequest, SentCallback, SideEffect};
 use super::state::Shared;
+use crate::callback::StandardWebhooks;
 
 /// How long [`MockPartner::come_back`] keeps trying to bind its port.
 const REBIND_PATIENCE: Duration = Duration::from_secs(2);
@@ -171,6 +172,40 @@ impl MockPartner {
         self.inner.shared.set_callback_url(url);
     }
 
+    /// Sign callbacks with `signer` from now on (`None`, the default: send
+    /// them unsigned). A signed delivery carries the
+    /// [Standard Webhooks](https://www.standardwebhooks.com) headers:
+    /// `webhook-id` (the body's `event_id`, or a fresh `msg_<uuid>` for a body
+    /// without one), `webhook-timestamp` (Unix seconds when it is sent) and
+    /// `webhook-signature` ([`StandardWebhooks::sign`] of the exact body bytes
+    /// sent). Read when each delivery is sent.
+    ///
+    /// ```
+    /// use liaison::callback::StandardWebhooks;
+    /// use liaison::testing::MockPartner;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let partner = MockPartner::start().await?;
+    /// // The host verifies with the same secret.
+    /// let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    /// partner.set_callback_signing(Some(StandardWebhooks::new(secret)?));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_callback_signing(&self, signer: Option<StandardWebhooks>) {
+        self.inner.shared.set_callback_signer(signer);
+    }
+
+    /// Every callback POST made to the host and finished (answered or not),
+    /// in the order they were started; a POST still waiting for the host's
+    /// answer is not listed yet. As many as
+    /// [`MockStats::callbacks_sent`], of which those not answered 2xx are
+    /// [`MockStats::callbacks_failed`].
+    pub fn callback_log(&self) -> Vec<SentCallback> {
+        self.inner.shared.callback_log()
+    }
+
     /// The counters, as of now.
     pub fn stats(&self) -> MockStats {
         self.inner.shared.stats()
@@ -189,10 +224,11 @@ impl MockPartner {
     }
 
     /// Zero the counters (`max_concurrent` restarts from the requests in
-    /// progress now) and clear [`received`](MockPartner::received) and
-    /// [`side_effects`](MockPartner::side_effects). The partner's memory of
-    /// keys (stored answers, keys in progress), its reference numbering and its
-    /// behaviour are kept.
+    /// progress now) and clear [`received`](MockPartner::received),
+    /// [`side_effects`](MockPartner::side_effects) and
+    /// [`callback_log`](MockPartner::callback_log). The partner's memory of
+    /// keys (stored answers, keys in progress), its reference numbering, its
+    /// behaviour and its callback URL and signing are kept.
     pub fn reset_stats(&self) {
         self.inner.shared.reset_stats();
     }

@@ -6,7 +6,11 @@
 //! failing, calling back later), can [go down](MockPartner::go_down) and
 //! [come back](MockPartner::come_back) on the same port, and keeps the record a
 //! test needs to assert exactly-once effects: [`MockStats`], every
-//! [`ReceivedRequest`] and every [`SideEffect`].
+//! [`ReceivedRequest`] and every [`SideEffect`]. Its callbacks can be signed
+//! ([`MockPartner::set_callback_signing`]) and can misbehave the ways real
+//! partners' do ([`CallbackMode`]: never sent, malformed, duplicated,
+//! conflicting, wrongly signed, arriving before the submit's answer); each one
+//! sent is a [`SentCallback`].
 //!
 //! ```
 //! use liaison::testing::{Behavior, MockPartner};
@@ -36,6 +40,8 @@
 
 mod behavior;
 mod callback;
+#[cfg(test)]
+mod callback_tests;
 mod handler;
 mod listener;
 mod mock_partner;
@@ -44,6 +50,6 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use behavior::{Behavior, MockOutcome};
+pub use behavior::{Behavior, CallbackMode, MockOutcome};
 pub use mock_partner::MockPartner;
-pub use records::{MockStats, ReceivedRequest, SideEffect};
+pub use records::{MockStats, ReceivedRequest, SentCallback, SideEffect};

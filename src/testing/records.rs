@@ -1,5 +1,5 @@
 //! What the mock partner saw and did: [`MockStats`], [`ReceivedRequest`],
-//! [`SideEffect`].
+//! [`SideEffect`], [`SentCallback`].
 
 use chrono::{DateTime, Utc};
 
@@ -19,7 +19,9 @@ pub struct MockStats {
     /// request reaches the handler until its answer is produced (including a
     /// [`Behavior::Slow`](super::Behavior::Slow) sleep).
     pub max_concurrent: u64,
-    /// Callback POSTs made to the host (each attempt counts, failed or not).
+    /// Callback POSTs made to the host (each attempt counts, failed or not):
+    /// as many as [`MockPartner::callback_log`](super::MockPartner::callback_log)
+    /// lists.
     pub callbacks_sent: u64,
     /// Of `callbacks_sent`, those answered with a non-2xx status or that did
     /// not get an answer.
@@ -51,4 +53,40 @@ pub struct SideEffect {
     pub body: serde_json::Value,
     /// When it happened.
     pub at: DateTime<Utc>,
+}
+
+/// One callback POST the partner made to the host, as listed by
+/// [`MockPartner::callback_log`](super::MockPartner::callback_log).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentCallback {
+    /// The exact body bytes sent.
+    pub body: Vec<u8>,
+    /// The headers the partner set (names in lower case): `content-type`,
+    /// and `webhook-id`, `webhook-timestamp`, `webhook-signature` when
+    /// signed. Those the HTTP client adds (`host`, `content-length`) are not
+    /// listed.
+    pub headers: Vec<(String, String)>,
+    /// The status the host answered, or `None` if it did not answer (refused
+    /// connection, timeout).
+    pub status: Option<u16>,
+    /// When the POST started.
+    pub at: DateTime<Utc>,
+}
+
+impl SentCallback {
+    /// The first value of header `name` (case-insensitive), if the partner
+    /// set it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Whether the host answered 2xx; a failed callback in
+    /// [`MockStats::callbacks_failed`] otherwise.
+    pub fn delivered(&self) -> bool {
+        self.status
+            .is_some_and(|status| (200..300).contains(&status))
+    }
 }

@@ -13,7 +13,8 @@ use tokio::sync::Notify;
 
 use super::behavior::{Behavior, Terminal};
 use super::callback::CallbackPlan;
-use super::records::{MockStats, ReceivedRequest, SideEffect};
+use super::records::{MockStats, ReceivedRequest, SentCallback, SideEffect};
+use crate::callback::StandardWebhooks;
 
 /// Everything a partner remembers. One lock, never held across an `.await`.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ struct Ledger {
     /// Requests since `behavior` was set.
     since_set: u64,
     callback_url: Option<String>,
+    /// Signs callbacks, if set.
+    callback_signer: Option<StandardWebhooks>,
     stats: MockStats,
     /// Handlers running now.
     current: u64,
@@ -44,6 +47,10 @@ struct Ledger {
     /// Kept sorted by arrival number.
     received: Vec<(u64, ReceivedRequest)>,
     side_effects: Vec<SideEffect>,
+    /// Callback POSTs started.
+    callbacks_started: u64,
+    /// Finished callback POSTs, kept sorted by start number.
+    callback_log: Vec<(u64, SentCallback)>,
 }
 
 /// A processed key's payload and the answer it got, replayed for retries.
@@ -114,6 +121,7 @@ impl Shared {
                 behavior,
                 since_set: 0,
                 callback_url: None,
+                callback_signer: None,
                 stats: MockStats::default(),
                 current: 0,
                 open_connections: 0,
@@ -124,6 +132,8 @@ impl Shared {
                 arrivals: 0,
                 received: Vec::new(),
                 side_effects: Vec::new(),
+                callbacks_started: 0,
+                callback_log: Vec::new(),
             }),
             changed: Notify::new(),
             callback_client,
@@ -153,6 +163,22 @@ impl Shared {
         self.lock().callback_url = url;
     }
 
+    pub(crate) fn callback_signer(&self) -> Option<StandardWebhooks> {
+        self.lock().callback_signer.clone()
+    }
+
+    pub(crate) fn set_callback_signer(&self, signer: Option<StandardWebhooks>) {
+        self.lock().callback_signer = signer;
+    }
+
+    pub(crate) fn callback_log(&self) -> Vec<SentCallback> {
+        self.lock()
+            .callback_log
+            .iter()
+            .map(|(_, sent)| sent.clone())
+            .collect()
+    }
+
     pub(crate) fn stats(&self) -> MockStats {
         self.lock().stats
     }
@@ -180,6 +206,7 @@ impl Shared {
         ledger.keys_seen.clear();
         ledger.received.clear();
         ledger.side_effects.clear();
+        ledger.callback_log.clear();
     }
 
     /// A request reached the handler: count it and take its number.
@@ -255,9 +282,13 @@ impl Shared {
                 ),
                 None,
             ),
-            Terminal::CallbackLater { delay, outcome } => (
+            Terminal::CallbackLater {
+                delay,
+                outcome,
+                mode,
+            } => (
                 accepted(&reference),
-                Some(CallbackPlan::result(delay, &reference, key, &outcome)),
+                Some(CallbackPlan::new(delay, &reference, key, &outcome, &mode)),
             ),
         };
         ledger.side_effects.push(SideEffect {
@@ -277,13 +308,25 @@ impl Shared {
         (answer, callback)
     }
 
-    /// A callback attempt finished.
-    pub(crate) fn record_callback(&self, delivered: bool) {
+    /// A callback POST is starting: its number, for the log's order.
+    pub(crate) fn callback_started(&self) -> u64 {
+        let mut ledger = self.lock();
+        ledger.callbacks_started += 1;
+        ledger.callbacks_started
+    }
+
+    /// Callback POST number `order` finished: count it and log it (in the
+    /// order the POSTs started).
+    pub(crate) fn record_callback(&self, order: u64, sent: SentCallback) {
         let mut ledger = self.lock();
         ledger.stats.callbacks_sent += 1;
-        if !delivered {
+        if !sent.delivered() {
             ledger.stats.callbacks_failed += 1;
         }
+        let at = ledger
+            .callback_log
+            .partition_point(|(started, _)| *started < order);
+        ledger.callback_log.insert(at, (order, sent));
     }
 
     pub(crate) fn connection_opened(&self) {

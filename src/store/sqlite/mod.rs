@@ -1,5 +1,6 @@
 //! [`SqliteStore`]: the embedded default store.
 
+mod callbacks;
 mod migrate;
 mod reader;
 pub(crate) mod sql;
@@ -17,8 +18,10 @@ use self::reader::ReadPool;
 use self::sql::{Completion, EnqueueRules, db_err};
 use self::writer::Writer;
 use super::{
-    AttemptReport, ClaimRequest, Enqueued, Lease, ListFilter, Note, OutboxStore, StateChange,
+    AttemptReport, CallbackFilter, ClaimRequest, Enqueued, Lease, ListFilter, NewCallback, Note,
+    OutboxStore, Settlement, StateChange,
 };
+use crate::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::error::{Error, Result};
 use crate::event::{Attempt, Event};
 use crate::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
@@ -444,6 +447,59 @@ impl OutboxStore for SqliteStore {
         self.inner
             .writer
             .write(move |conn| sql::note_on(conn, id, &note, Utc::now()))
+            .await
+    }
+
+    async fn record_callback(&self, callback: NewCallback) -> Result<CallbackId> {
+        self.inner
+            .writer
+            .write(move |conn| callbacks::record_on(conn, &callback))
+            .await
+    }
+
+    async fn settle_callback(
+        &self,
+        id: CallbackId,
+        settlement: Settlement,
+    ) -> Result<CallbackReceipt> {
+        self.inner
+            .writer
+            .write(move |conn| callbacks::settle_on(conn, id, &settlement, Utc::now()))
+            .await
+    }
+
+    async fn callback(&self, id: CallbackId) -> Result<StoredCallback> {
+        self.read(move |conn| callbacks::callback_on(conn, id))
+            .await
+    }
+
+    async fn list_callbacks(&self, filter: &CallbackFilter) -> Result<Vec<StoredCallback>> {
+        let filter = filter.clone();
+        self.read(move |conn| callbacks::list_on(conn, &filter))
+            .await
+    }
+
+    async fn defer_deadline(
+        &self,
+        id: SubmissionId,
+        until: DateTime<Utc>,
+        note: Note,
+    ) -> Result<Submission> {
+        self.inner
+            .writer
+            .write(move |conn| callbacks::defer_deadline_on(conn, id, until, &note, Utc::now()))
+            .await
+    }
+
+    async fn expire_unmatched(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.inner
+            .writer
+            .write(move |conn| callbacks::expire_unmatched_on(conn, now))
+            .await
+    }
+
+    async fn overdue_results(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Submission>> {
+        self.read(move |conn| callbacks::overdue_on(conn, now, limit))
             .await
     }
 

@@ -49,7 +49,7 @@ pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn from_millis(ms: i64) -> DateTime<Utc> {
+pub(super) fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
@@ -58,7 +58,7 @@ fn duration_ms(d: Duration) -> i64 {
 }
 
 /// Cut a text to at most [`MAX_TEXT_BYTES`] on a character boundary.
-fn bounded(text: Option<&str>) -> Option<String> {
+pub(super) fn bounded(text: Option<&str>) -> Option<String> {
     text.map(|t| {
         if t.len() <= MAX_TEXT_BYTES {
             t.to_owned()
@@ -72,11 +72,11 @@ fn bounded(text: Option<&str>) -> Option<String> {
     })
 }
 
-const SUBMISSION_COLUMNS: &str = "id, partner, kind, payload, fingerprint, idempotency_key, \
+pub(super) const SUBMISSION_COLUMNS: &str = "id, partner, kind, payload, fingerprint, idempotency_key, \
     ordering_key, correlation, external_ref, business_value, priority, state, attempts, due_at, \
     not_before, lease_expires_at, result_deadline, created_at, updated_at, terminal_at, last_error";
 
-fn corrupt(column: &'static str, detail: impl std::fmt::Display) -> rusqlite::Error {
+pub(super) fn corrupt(column: &'static str, detail: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
         0,
         rusqlite::types::Type::Text,
@@ -84,7 +84,7 @@ fn corrupt(column: &'static str, detail: impl std::fmt::Display) -> rusqlite::Er
     )
 }
 
-fn submission_from_row(row: &Row<'_>) -> rusqlite::Result<Submission> {
+pub(super) fn submission_from_row(row: &Row<'_>) -> rusqlite::Result<Submission> {
     let id: String = row.get(0)?;
     let payload: Option<String> = row.get(3)?;
     let fingerprint: String = row.get(4)?;
@@ -127,7 +127,7 @@ pub(crate) fn get_on(conn: &Connection, id: SubmissionId) -> Result<Submission> 
     find_on(conn, id)?.ok_or_else(|| Error::not_found("submission", id))
 }
 
-fn find_on(conn: &Connection, id: SubmissionId) -> Result<Option<Submission>> {
+pub(super) fn find_on(conn: &Connection, id: SubmissionId) -> Result<Option<Submission>> {
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions WHERE id = ?1"
@@ -259,18 +259,18 @@ pub(crate) fn attempts_on(conn: &Connection, id: SubmissionId) -> Result<Vec<Att
 }
 
 /// One timeline line.
-struct NewEvent<'a> {
-    id: SubmissionId,
-    at: DateTime<Utc>,
-    kind: &'a EventKind,
-    from: Option<SubmissionState>,
-    to: Option<SubmissionState>,
-    actor: &'a Actor,
-    reason: Option<&'a str>,
-    data: Option<&'a Value>,
+pub(super) struct NewEvent<'a> {
+    pub(super) id: SubmissionId,
+    pub(super) at: DateTime<Utc>,
+    pub(super) kind: &'a EventKind,
+    pub(super) from: Option<SubmissionState>,
+    pub(super) to: Option<SubmissionState>,
+    pub(super) actor: &'a Actor,
+    pub(super) reason: Option<&'a str>,
+    pub(super) data: Option<&'a Value>,
 }
 
-fn append_event(conn: &Connection, e: NewEvent<'_>) -> Result<()> {
+pub(super) fn append_event(conn: &Connection, e: NewEvent<'_>) -> Result<()> {
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, reason, data) \
@@ -582,7 +582,14 @@ pub(crate) fn complete_on(
         error: change.error.clone().or_else(|| report.error.clone()),
         ..change.clone()
     };
-    apply_change(conn, &current, &change, now).map(|s| Completion::Applied(Box::new(s)))
+    let applied = apply_change(conn, &current, &change, now)?;
+    // A callback that arrived before this result was recorded can match now.
+    let applied = if applied.state == SubmissionState::Queued {
+        applied
+    } else {
+        super::callbacks::rematch_on(conn, &applied, now)?
+    };
+    Ok(Completion::Applied(Box::new(applied)))
 }
 
 fn merge_data(given: Option<&Value>, extra: Value) -> Value {
@@ -678,7 +685,7 @@ pub(crate) fn transition_on(
 }
 
 /// Write the new state and its event. The caller has checked the table.
-fn apply_change(
+pub(super) fn apply_change(
     conn: &Connection,
     current: &Submission,
     change: &StateChange,

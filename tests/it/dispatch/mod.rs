@@ -23,6 +23,7 @@ pub fn quick_settings() -> EngineSettings {
         reap_interval: Duration::from_millis(100),
         claim_batch: 16,
         lease_margin: Duration::from_secs(1),
+        deadline_interval: Duration::from_millis(50),
     }
 }
 

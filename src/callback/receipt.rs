@@ -1,0 +1,229 @@
+//! What happened to one inbound callback, and what to answer the partner.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::submission::SubmissionId;
+
+/// A stored callback's id (UUIDv7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CallbackId(Uuid);
+
+impl CallbackId {
+    pub(crate) fn new() -> Self {
+        CallbackId(Uuid::now_v7())
+    }
+}
+
+impl fmt::Display for CallbackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.as_hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for CallbackId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Uuid::parse_str(s)
+            .map(CallbackId)
+            .map_err(|e| Error::invalid("callback id", e.to_string()))
+    }
+}
+
+/// What liaison did with a callback.
+///
+/// | disposition | HTTP answer | meaning |
+/// |---|---|---|
+/// | `Applied` | 200 | the submission's state changed once (or progress was noted) |
+/// | `Duplicate` | 200 | seen before (event id, body, or the submission already has this outcome); not applied again |
+/// | `Conflicting` | 200 | same event or a settled submission, different outcome; stored and flagged, not applied |
+/// | `Late` | 200 | the submission was cancelled or resolved manually; noted on its timeline |
+/// | `Unmatched` | 202 | no submission matches yet; kept and matched when the reference appears |
+/// | `Expired` | — | was `Unmatched` past the configured time; quarantined |
+/// | `Malformed` | 400 | could not be parsed; quarantined, reprocessable |
+/// | `Rejected` | 401 | signature invalid (or unknown partner: 404); stored, never parsed |
+/// | `TooLarge` | 413 | body above the cap; its metadata is stored, not the body |
+/// | `Received` | — | stored, not processed yet (a crash in between leaves this) |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Disposition {
+    /// Stored, not processed yet.
+    Received,
+    /// Applied to its submission.
+    Applied,
+    /// A repeat; not applied again.
+    Duplicate,
+    /// Contradicts what is known; flagged, not applied.
+    Conflicting,
+    /// About a submission that was cancelled or resolved manually.
+    Late,
+    /// No submission matches yet.
+    Unmatched,
+    /// Unmatched for too long; quarantined.
+    Expired,
+    /// Could not be parsed; quarantined.
+    Malformed,
+    /// Signature invalid or partner unknown.
+    Rejected,
+    /// Body above the size cap.
+    TooLarge,
+}
+
+impl Disposition {
+    const ALL: [Disposition; 10] = [
+        Disposition::Received,
+        Disposition::Applied,
+        Disposition::Duplicate,
+        Disposition::Conflicting,
+        Disposition::Late,
+        Disposition::Unmatched,
+        Disposition::Expired,
+        Disposition::Malformed,
+        Disposition::Rejected,
+        Disposition::TooLarge,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Received => "received",
+            Disposition::Applied => "applied",
+            Disposition::Duplicate => "duplicate",
+            Disposition::Conflicting => "conflicting",
+            Disposition::Late => "late",
+            Disposition::Unmatched => "unmatched",
+            Disposition::Expired => "expired",
+            Disposition::Malformed => "malformed",
+            Disposition::Rejected => "rejected",
+            Disposition::TooLarge => "too_large",
+        }
+    }
+
+    /// The HTTP status to answer the partner with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Disposition::Applied
+            | Disposition::Duplicate
+            | Disposition::Conflicting
+            | Disposition::Late => 200,
+            Disposition::Unmatched | Disposition::Received | Disposition::Expired => 202,
+            Disposition::Malformed => 400,
+            Disposition::Rejected => 401,
+            Disposition::TooLarge => 413,
+        }
+    }
+
+    /// Waiting for an operator (reprocess or inspect).
+    pub fn is_quarantined(self) -> bool {
+        matches!(
+            self,
+            Disposition::Malformed
+                | Disposition::Rejected
+                | Disposition::Expired
+                | Disposition::Conflicting
+        )
+    }
+
+    /// May be processed (again): not yet settled, or quarantined/unmatched.
+    pub(crate) fn is_reprocessable(self) -> bool {
+        matches!(
+            self,
+            Disposition::Received
+                | Disposition::Unmatched
+                | Disposition::Expired
+                | Disposition::Malformed
+                | Disposition::Rejected
+        )
+    }
+}
+
+impl fmt::Display for Disposition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for Disposition {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Disposition::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| Error::invalid("disposition", format!("unknown disposition {s:?}")))
+    }
+}
+
+/// The answer to [`crate::Liaison::ingest_callback`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallbackReceipt {
+    /// The stored callback.
+    pub callback_id: CallbackId,
+    /// What was done with it.
+    pub disposition: Disposition,
+    /// The HTTP status to answer the partner with.
+    pub http_status: u16,
+    /// The submission it was matched to, if any.
+    pub submission_id: Option<SubmissionId>,
+    /// Why, for the non-applied dispositions (parse error, signature failure...).
+    pub detail: Option<String>,
+}
+
+/// A callback as stored (the raw body is `None` above the cap or once purged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredCallback {
+    /// Its id.
+    pub id: CallbackId,
+    /// The partner it came from (as named in the URL).
+    pub partner: String,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+    /// The headers kept with it.
+    pub headers: Vec<(String, String)>,
+    /// The raw body.
+    pub body: Option<Vec<u8>>,
+    /// SHA-256 of the raw body, hex.
+    pub body_hash: String,
+    /// Size of the body in bytes.
+    pub size: u64,
+    /// The partner's event id, once parsed.
+    pub event_id: Option<String>,
+    /// What it correlates by, once parsed.
+    pub correlation: Option<super::Correlation>,
+    /// What was done with it.
+    pub disposition: Disposition,
+    /// Why (parse error, signature failure, conflict...).
+    pub error: Option<String>,
+    /// The submission it was matched to.
+    pub submission_id: Option<SubmissionId>,
+    /// When it was last processed.
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispositions_round_trip_and_answer_as_documented() {
+        for d in Disposition::ALL {
+            assert_eq!(d.as_str().parse::<Disposition>().unwrap(), d);
+        }
+        assert_eq!(Disposition::Applied.http_status(), 200);
+        assert_eq!(Disposition::Duplicate.http_status(), 200);
+        assert_eq!(Disposition::Unmatched.http_status(), 202);
+        assert_eq!(Disposition::Malformed.http_status(), 400);
+        assert_eq!(Disposition::Rejected.http_status(), 401);
+        assert_eq!(Disposition::TooLarge.http_status(), 413);
+        assert!(Disposition::Malformed.is_quarantined());
+        assert!(!Disposition::Applied.is_reprocessable());
+    }
+}

@@ -1,0 +1,126 @@
+//! Result deadlines: an accepted submission whose result is overdue is
+//! polled where the adapter can, and otherwise marked `Stuck`. Unmatched
+//! callbacks past their window are quarantined here too.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Shared;
+use crate::event::{Actor, EventKind};
+use crate::partner::{Outcome, PollError, PollStatus};
+use crate::store::{Note, StateChange};
+use crate::submission::{Submission, SubmissionState};
+
+/// Most overdue submissions handled per round.
+const BATCH: usize = 100;
+
+pub(crate) async fn run_deadlines(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        if let Err(error) = round(&shared).await {
+            tracing::warn!(%error, "checking result deadlines failed");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(shared.settings.deadline_interval) => {}
+        }
+    }
+}
+
+async fn round(shared: &Shared) -> crate::Result<()> {
+    let now = Utc::now();
+    let expired = shared.store.expire_unmatched(now).await?;
+    if expired > 0 {
+        tracing::warn!(
+            count = expired,
+            "unmatched callbacks quarantined after their matching window"
+        );
+    }
+    for submission in shared.store.overdue_results(now, BATCH).await? {
+        let span = tracing::info_span!(
+            "liaison.deadline",
+            submission_id = %submission.id,
+            partner = %submission.partner,
+            key = %submission.idempotency_key,
+        );
+        overdue(shared, submission).instrument(span).await;
+    }
+    Ok(())
+}
+
+async fn overdue(shared: &Shared, submission: Submission) {
+    let Some(rt) = shared.partners.get(&submission.partner) else {
+        // Another host instance may serve this partner.
+        return;
+    };
+    let actor = Actor::system("deadlines");
+    let polls_so_far = match shared.store.timeline(submission.id).await {
+        Ok(events) => events
+            .iter()
+            .filter(|e| e.kind == EventKind::Polled)
+            .count(),
+        Err(error) => {
+            tracing::warn!(%error, "could not read the timeline");
+            return;
+        }
+    };
+    let answer = tokio::time::timeout(
+        rt.config.attempt_timeout,
+        rt.config.adapter.poll_status(&submission),
+    )
+    .await;
+    let change = match answer {
+        Ok(Err(PollError::Unsupported)) => Some(
+            StateChange::to(SubmissionState::Stuck)
+                .actor(actor)
+                .reason("no result before the deadline, and the partner cannot be polled"),
+        ),
+        Ok(Ok(PollStatus::Done(outcome))) => Some(
+            match outcome {
+                Outcome::Succeeded => StateChange::to(SubmissionState::Succeeded),
+                Outcome::Failed { reason } => {
+                    StateChange::to(SubmissionState::Failed).error(reason)
+                }
+            }
+            .actor(actor)
+            .reason("result obtained by polling the partner after the deadline"),
+        ),
+        pending_or_failed => {
+            let what = match pending_or_failed {
+                Ok(Ok(_)) => "the partner reports it still in progress".to_owned(),
+                Ok(Err(e)) => format!("the poll failed: {e}"),
+                Err(_) => "the poll timed out".to_owned(),
+            };
+            let polls = u32::try_from(polls_so_far + 1).unwrap_or(u32::MAX);
+            if polls >= rt.config.max_polls {
+                Some(
+                    StateChange::to(SubmissionState::Stuck)
+                        .actor(actor)
+                        .reason(format!("no result after {polls} polls; last: {what}")),
+                )
+            } else {
+                let next = Utc::now()
+                    + chrono::Duration::from_std(rt.config.poll_every)
+                        .unwrap_or(chrono::Duration::MAX);
+                let note = Note::new(EventKind::Polled, actor)
+                    .reason(what)
+                    .data(json!({ "poll": polls, "next_deadline": next }));
+                if let Err(error) = shared.store.defer_deadline(submission.id, next, note).await {
+                    tracing::warn!(%error, "could not record the poll");
+                }
+                None
+            }
+        }
+    };
+    if let Some(change) = change {
+        match shared.store.transition(submission.id, change).await {
+            Ok(s) => tracing::warn!(state = s.state.as_str(), "overdue result settled"),
+            // A callback may have settled it meanwhile: that is fine.
+            Err(e) if e.is_invalid_transition() => {}
+            Err(error) => tracing::warn!(%error, "could not settle an overdue result"),
+        }
+    }
+}

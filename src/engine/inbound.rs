@@ -1,0 +1,226 @@
+//! Inbound callbacks: store raw first, then verify, parse, match and apply.
+
+use std::time::SystemTime;
+
+use chrono::Utc;
+use reqwest::header::{
+    AUTHORIZATION, COOKIE, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHORIZATION,
+};
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use super::Liaison;
+use crate::callback::{CallbackId, CallbackReceipt, Disposition, InboundCallback};
+use crate::error::{Error, Result};
+use crate::store::{NewCallback, Settlement};
+
+/// Most headers kept with a stored callback.
+const MAX_KEPT_HEADERS: usize = 64;
+/// Longest header value kept, in bytes.
+const MAX_KEPT_HEADER_BYTES: usize = 8 * 1024;
+
+/// The headers worth keeping for reprocessing (signature headers above all),
+/// without credentials.
+fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| ![AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION].contains(name))
+        .filter(|(_, value)| value.len() <= MAX_KEPT_HEADER_BYTES)
+        .take(MAX_KEPT_HEADERS)
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn headers_from(kept: &[(String, String)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in kept {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+impl Liaison {
+    /// Take one callback from a partner: store it raw, then verify, parse,
+    /// match and apply it. The receipt says what was done and which HTTP
+    /// status to answer. Errors are storage failures only (answer 503 so the
+    /// partner retries): every kind of bad input is a disposition.
+    ///
+    /// | disposition | status |
+    /// |---|---|
+    /// | applied, duplicate, conflicting, late | 200 |
+    /// | unmatched (kept for a late match) | 202 |
+    /// | malformed | 400 |
+    /// | rejected (bad signature) | 401 |
+    /// | unknown partner, or none configured for callbacks | 404 |
+    /// | too large | 413 |
+    pub async fn ingest_callback(
+        &self,
+        partner: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<CallbackReceipt> {
+        let span = tracing::info_span!("liaison.callback", partner = %partner, size = body.len());
+        self.ingest(partner, headers, body).instrument(span).await
+    }
+
+    async fn ingest(
+        &self,
+        partner: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<CallbackReceipt> {
+        let received_at = Utc::now();
+        let store = &self.shared.store;
+        let runtime = self.shared.partners.get(partner);
+        let matcher = runtime.and_then(|rt| rt.config.callbacks.clone());
+        let cap = runtime.map_or(1024 * 1024, |rt| rt.config.max_callback_bytes);
+        let too_large = body.len() > cap;
+        let kept = if too_large { &body[..0] } else { body };
+        let mut new = NewCallback {
+            // An unknown name is stored too (bounded), so nothing inbound is lost.
+            partner: partner.chars().take(64).collect(),
+            received_at,
+            headers: kept_headers(headers),
+            body: (!too_large).then(|| kept.to_vec()),
+            body_hash: hex::encode(Sha256::digest(body)),
+            size: body.len() as u64,
+            disposition: Disposition::Received,
+            error: None,
+        };
+        let refused = if too_large {
+            Some((
+                Disposition::TooLarge,
+                format!(
+                    "body of {} bytes is above the limit of {cap} bytes",
+                    body.len()
+                ),
+                413,
+            ))
+        } else if matcher.is_none() {
+            Some((
+                Disposition::Rejected,
+                format!("no partner {partner:?} is configured to receive callbacks"),
+                404,
+            ))
+        } else {
+            None
+        };
+        if let Some((disposition, reason, status)) = refused {
+            new.disposition = disposition;
+            new.error = Some(reason.clone());
+            let id = store.record_callback(new).await?;
+            tracing::warn!(callback_id = %id, %reason, "callback refused");
+            return Ok(CallbackReceipt {
+                callback_id: id,
+                disposition,
+                http_status: status,
+                submission_id: None,
+                detail: Some(reason),
+            });
+        }
+        let id = store.record_callback(new).await?;
+        let callback = InboundCallback {
+            partner: partner.to_owned(),
+            received_at,
+            headers: headers.clone(),
+            body: body.to_vec(),
+        };
+        self.process(id, &callback).await
+    }
+
+    /// Verify, parse and settle a stored callback.
+    async fn process(&self, id: CallbackId, callback: &InboundCallback) -> Result<CallbackReceipt> {
+        let runtime = self.shared.partners.get(&callback.partner);
+        let Some((matcher, ttl)) =
+            runtime.and_then(|rt| Some((rt.config.callbacks.clone()?, rt.config.unmatched_ttl)))
+        else {
+            return Err(Error::invalid(
+                "partner",
+                format!(
+                    "{:?} is not configured to receive callbacks",
+                    callback.partner
+                ),
+            ));
+        };
+        // Verified as of its arrival: a stored callback reprocessed later is
+        // judged by the clock it arrived under, not by its age now.
+        let arrived = SystemTime::from(callback.received_at);
+        let settlement = match matcher.verify(callback, arrived) {
+            Err(e) => Settlement::Rejected {
+                reason: e.to_string(),
+            },
+            Ok(()) => match matcher.parse(callback) {
+                Err(e) => Settlement::Malformed { reason: e.reason },
+                Ok(report) => Settlement::Report {
+                    report,
+                    unmatched_until: Utc::now()
+                        + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+                },
+            },
+        };
+        let receipt = self.shared.store.settle_callback(id, settlement).await?;
+        tracing::info!(
+            callback_id = %id,
+            disposition = receipt.disposition.as_str(),
+            submission_id = ?receipt.submission_id,
+            "callback processed"
+        );
+        Ok(receipt)
+    }
+
+    /// Run a stored callback through verification, parsing and matching
+    /// again — after a fix of configuration or code. Only callbacks that are
+    /// unsettled, unmatched or quarantined (malformed, rejected, expired) can
+    /// be reprocessed; an applied one is refused.
+    pub async fn reprocess_callback(&self, id: CallbackId) -> Result<CallbackReceipt> {
+        let stored = self.shared.store.callback(id).await?;
+        if !stored.disposition.is_reprocessable() {
+            return Err(Error::invalid(
+                "callback",
+                format!(
+                    "callback {id} is {}; there is nothing to reprocess",
+                    stored.disposition
+                ),
+            ));
+        }
+        let body = stored.body.ok_or_else(|| {
+            Error::invalid(
+                "callback",
+                format!("callback {id} has no stored body to reprocess"),
+            )
+        })?;
+        let callback = InboundCallback {
+            partner: stored.partner,
+            received_at: stored.received_at,
+            headers: headers_from(&stored.headers),
+            body,
+        };
+        self.process(id, &callback).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_not_kept_and_kept_headers_round_trip() {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        h.insert("webhook-id", HeaderValue::from_static("msg_1"));
+        h.insert(COOKIE, HeaderValue::from_static("s=1"));
+        let kept = kept_headers(&h);
+        assert_eq!(kept, vec![("webhook-id".to_owned(), "msg_1".to_owned())]);
+        assert_eq!(headers_from(&kept).get("webhook-id").unwrap(), "msg_1");
+    }
+}
