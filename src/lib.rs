@@ -53,7 +53,7 @@
 //! |---|---|---|
 //! | `sqlite` | yes | [`store::SqliteStore`], with SQLite compiled in (no system library) |
 //! | `postgres` | no | reserved for the PostgreSQL store |
-//! | `http` | no | reserved for the axum callback and ops routes |
+//! | `http` | no | `http::callback_router`: the axum endpoint partners post callbacks to |
 //! | `cli` | no | reserved for the `liaison` command-line tool |
 //! | `rustls` | yes | TLS for the HTTP client (rustls), so `https://` partners work |
 //! | `mock` | no | [`testing::MockPartner`]: a scripted partner over real HTTP, for tests and examples |
@@ -67,6 +67,9 @@ pub mod engine;
 mod error;
 mod event;
 mod fingerprint;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod http_adapter;
 mod partner;
 pub mod retry;

@@ -14,6 +14,9 @@ use crate::callback::{CallbackId, CallbackReceipt, Disposition, InboundCallback}
 use crate::error::{Error, Result};
 use crate::store::{NewCallback, Settlement};
 
+/// The callback size cap for partners that do not set one: 1 MiB.
+pub(crate) const DEFAULT_CALLBACK_CAP: usize = 1024 * 1024;
+
 /// Most headers kept with a stored callback.
 const MAX_KEPT_HEADERS: usize = 64;
 /// Longest header value kept, in bytes.
@@ -73,57 +76,89 @@ impl Liaison {
         self.ingest(partner, headers, body).instrument(span).await
     }
 
+    /// The largest callback body accepted for `partner` (the default cap for
+    /// an unknown one).
+    pub fn callback_cap(&self, partner: &str) -> usize {
+        self.shared
+            .partners
+            .get(partner)
+            .map_or(DEFAULT_CALLBACK_CAP, |rt| rt.config.max_callback_bytes)
+    }
+
+    /// Record a callback whose body was not kept because it is above the
+    /// cap: its metadata is stored and the partner is answered 413.
+    pub async fn refuse_oversized(
+        &self,
+        partner: &str,
+        headers: &HeaderMap,
+        size: u64,
+    ) -> Result<CallbackReceipt> {
+        let cap = self.callback_cap(partner);
+        let reason = format!("body of {size} bytes is above the limit of {cap} bytes");
+        let new = NewCallback {
+            partner: partner.chars().take(64).collect(),
+            received_at: Utc::now(),
+            headers: kept_headers(headers),
+            body: None,
+            body_hash: String::new(),
+            size,
+            disposition: Disposition::TooLarge,
+            error: Some(reason.clone()),
+        };
+        let id = self.shared.store.record_callback(new).await?;
+        tracing::warn!(callback_id = %id, partner = %partner, %reason, "callback refused");
+        Ok(CallbackReceipt {
+            callback_id: id,
+            disposition: Disposition::TooLarge,
+            http_status: 413,
+            submission_id: None,
+            detail: Some(reason),
+        })
+    }
+
     async fn ingest(
         &self,
         partner: &str,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<CallbackReceipt> {
+        if body.len() > self.callback_cap(partner) {
+            return self
+                .refuse_oversized(partner, headers, body.len() as u64)
+                .await;
+        }
         let received_at = Utc::now();
         let store = &self.shared.store;
-        let runtime = self.shared.partners.get(partner);
-        let matcher = runtime.and_then(|rt| rt.config.callbacks.clone());
-        let cap = runtime.map_or(1024 * 1024, |rt| rt.config.max_callback_bytes);
-        let too_large = body.len() > cap;
-        let kept = if too_large { &body[..0] } else { body };
-        let mut new = NewCallback {
+        let new = NewCallback {
             // An unknown name is stored too (bounded), so nothing inbound is lost.
             partner: partner.chars().take(64).collect(),
             received_at,
             headers: kept_headers(headers),
-            body: (!too_large).then(|| kept.to_vec()),
+            body: Some(body.to_vec()),
             body_hash: hex::encode(Sha256::digest(body)),
             size: body.len() as u64,
             disposition: Disposition::Received,
             error: None,
         };
-        let refused = if too_large {
-            Some((
-                Disposition::TooLarge,
-                format!(
-                    "body of {} bytes is above the limit of {cap} bytes",
-                    body.len()
-                ),
-                413,
-            ))
-        } else if matcher.is_none() {
-            Some((
-                Disposition::Rejected,
-                format!("no partner {partner:?} is configured to receive callbacks"),
-                404,
-            ))
-        } else {
-            None
-        };
-        if let Some((disposition, reason, status)) = refused {
-            new.disposition = disposition;
-            new.error = Some(reason.clone());
-            let id = store.record_callback(new).await?;
+        let configured = self
+            .shared
+            .partners
+            .get(partner)
+            .is_some_and(|rt| rt.config.callbacks.is_some());
+        if !configured {
+            let reason = format!("no partner {partner:?} is configured to receive callbacks");
+            let id = store
+                .record_callback(NewCallback {
+                    disposition: Disposition::Rejected,
+                    error: Some(reason.clone()),
+                    ..new
+                })
+                .await?;
             tracing::warn!(callback_id = %id, %reason, "callback refused");
             return Ok(CallbackReceipt {
                 callback_id: id,
-                disposition,
-                http_status: status,
+                disposition: Disposition::Rejected,
+                http_status: 404,
                 submission_id: None,
                 detail: Some(reason),
             });

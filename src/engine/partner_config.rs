@@ -83,7 +83,7 @@ impl Partner {
             result_timeout: Duration::from_secs(24 * 3600),
             dead_letter_blocks_ordering: true,
             callbacks: None,
-            max_callback_bytes: 1024 * 1024,
+            max_callback_bytes: super::inbound::DEFAULT_CALLBACK_CAP,
             unmatched_ttl: Duration::from_secs(3600),
             poll_every: Duration::from_secs(300),
             max_polls: 3,

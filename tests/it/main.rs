@@ -1,5 +1,7 @@
 //! Integration tests: one binary, a module per capability.
 
+#[cfg(all(feature = "mock", feature = "http"))]
+mod callbacks;
 mod claims;
 #[cfg(feature = "mock")]
 mod dispatch;

@@ -1,0 +1,83 @@
+//! HTTP routes (feature `http`): the callback endpoint partners post to.
+//!
+//! ```no_run
+//! use liaison::store::SqliteStore;
+//! use liaison::Liaison;
+//!
+//! # async fn run(liaison: Liaison) -> std::io::Result<()> {
+//! let app = liaison::http::callback_router(liaison);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header::CONTENT_LENGTH};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+
+use crate::engine::Liaison;
+
+/// A router with `POST /callbacks/{partner}`: each request is handed to
+/// [`Liaison::ingest_callback`] and answered with the receipt's status and a
+/// small JSON body (`callback_id`, `disposition`). The partner's size cap is
+/// enforced before the body is read in full: a declared `Content-Length` above
+/// it is refused at once, and reading stops one byte past it. A storage
+/// failure answers 503, so the partner retries later.
+///
+/// Mount it under your own prefix with `Router::nest`, behind whatever
+/// transport security your deployment uses; the callbacks themselves are
+/// authenticated by the partner's signature verifier.
+pub fn callback_router(liaison: Liaison) -> Router {
+    Router::new()
+        .route("/callbacks/{partner}", post(receive))
+        .with_state(liaison)
+}
+
+async fn receive(
+    State(liaison): State<Liaison>,
+    Path(partner): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let cap = liaison.callback_cap(&partner);
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let receipt = match declared {
+        Some(size) if size > cap as u64 => liaison.refuse_oversized(&partner, &headers, size).await,
+        _ => match axum::body::to_bytes(body, cap.saturating_add(1)).await {
+            Ok(bytes) if bytes.len() <= cap => {
+                liaison.ingest_callback(&partner, &headers, &bytes).await
+            }
+            // Longer than the cap (or the connection broke mid-body).
+            _ => {
+                let size = declared.unwrap_or(cap as u64 + 1);
+                liaison.refuse_oversized(&partner, &headers, size).await
+            }
+        },
+    };
+    match receipt {
+        Ok(receipt) => {
+            let status = StatusCode::from_u16(receipt.http_status)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = json!({
+                "callback_id": receipt.callback_id.to_string(),
+                "disposition": receipt.disposition.as_str(),
+            });
+            (status, axum::Json(body)).into_response()
+        }
+        Err(error) => {
+            tracing::error!(%error, partner = %partner, "callback could not be stored");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({ "error": "temporarily unable to accept callbacks" })),
+            )
+                .into_response()
+        }
+    }
+}
