@@ -2,6 +2,7 @@
 
 mod callbacks;
 mod migrate;
+mod queries;
 mod reader;
 pub(crate) mod sql;
 mod writer;

@@ -2,20 +2,19 @@
 //! so the writer thread and the host's own transaction run the same code.
 //! Every statement is parameterised and prepared through the statement cache.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde_json::{Value, json};
 
-use crate::error::{Error, Result};
-use crate::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
-use crate::fingerprint::Fingerprint;
-use crate::store::{
-    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, StateChange,
+pub(super) use super::queries::{
+    SUBMISSION_COLUMNS, attempts_on, corrupt, find_on, get_on, list_on, submission_from_row,
+    timeline_on,
 };
+use crate::error::{Error, Result};
+use crate::event::{Actor, AttemptOutcome, EventKind};
+use crate::store::{AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, Note, StateChange};
 use crate::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 
 /// Longest error or reason text kept in the database, in bytes.
@@ -70,192 +69,6 @@ pub(super) fn bounded(text: Option<&str>) -> Option<String> {
             format!("{}…", &t[..end])
         }
     })
-}
-
-pub(super) const SUBMISSION_COLUMNS: &str = "id, partner, kind, payload, fingerprint, idempotency_key, \
-    ordering_key, correlation, external_ref, business_value, priority, state, attempts, due_at, \
-    not_before, lease_expires_at, result_deadline, created_at, updated_at, terminal_at, last_error";
-
-pub(super) fn corrupt(column: &'static str, detail: impl std::fmt::Display) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        format!("column {column}: {detail}").into(),
-    )
-}
-
-pub(super) fn submission_from_row(row: &Row<'_>) -> rusqlite::Result<Submission> {
-    let id: String = row.get(0)?;
-    let payload: Option<String> = row.get(3)?;
-    let fingerprint: String = row.get(4)?;
-    let correlation: Option<String> = row.get(7)?;
-    let state: String = row.get(11)?;
-    Ok(Submission {
-        id: id.parse().map_err(|e| corrupt("id", e))?,
-        partner: row.get(1)?,
-        kind: row.get(2)?,
-        payload: payload
-            .map(|p| serde_json::from_str(&p))
-            .transpose()
-            .map_err(|e| corrupt("payload", e))?,
-        fingerprint: Fingerprint::from_hex(&fingerprint)
-            .ok_or_else(|| corrupt("fingerprint", "not 64 hex characters"))?,
-        idempotency_key: row.get(5)?,
-        ordering_key: row.get(6)?,
-        correlation: correlation
-            .map(|c| serde_json::from_str::<BTreeMap<String, String>>(&c))
-            .transpose()
-            .map_err(|e| corrupt("correlation", e))?
-            .unwrap_or_default(),
-        external_ref: row.get(8)?,
-        business_value: row.get(9)?,
-        priority: row.get(10)?,
-        state: state.parse().map_err(|e| corrupt("state", e))?,
-        attempts: row.get(12)?,
-        due_at: from_millis(row.get(13)?),
-        not_before: row.get::<_, Option<i64>>(14)?.map(from_millis),
-        lease_expires_at: row.get::<_, Option<i64>>(15)?.map(from_millis),
-        result_deadline: row.get::<_, Option<i64>>(16)?.map(from_millis),
-        created_at: from_millis(row.get(17)?),
-        updated_at: from_millis(row.get(18)?),
-        terminal_at: row.get::<_, Option<i64>>(19)?.map(from_millis),
-        last_error: row.get(20)?,
-    })
-}
-
-pub(crate) fn get_on(conn: &Connection, id: SubmissionId) -> Result<Submission> {
-    find_on(conn, id)?.ok_or_else(|| Error::not_found("submission", id))
-}
-
-pub(super) fn find_on(conn: &Connection, id: SubmissionId) -> Result<Option<Submission>> {
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions WHERE id = ?1"
-        ))
-        .map_err(db_err("read submission"))?;
-    stmt.query_row(params![id.to_string()], submission_from_row)
-        .optional()
-        .map_err(db_err("read submission"))
-}
-
-pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Submission>> {
-    let mut sql = format!("SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions WHERE 1 = 1");
-    let mut args: Vec<SqlValue> = Vec::new();
-    let mut arg = |sql: &mut String, clause: &str, value: SqlValue| {
-        args.push(value);
-        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
-    };
-    if let Some(partner) = &filter.partner {
-        arg(&mut sql, " AND partner = ?", partner.clone().into());
-    }
-    if !filter.states.is_empty() {
-        sql.push_str(" AND state IN (");
-        for (i, state) in filter.states.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            arg(&mut sql, "?", state.as_str().to_owned().into());
-        }
-        sql.push(')');
-    }
-    if let Some(kind) = &filter.kind {
-        arg(&mut sql, " AND kind = ?", kind.clone().into());
-    }
-    if let Some(key) = &filter.idempotency_key {
-        arg(&mut sql, " AND idempotency_key = ?", key.clone().into());
-    }
-    if let Some(key) = &filter.ordering_key {
-        arg(&mut sql, " AND ordering_key = ?", key.clone().into());
-    }
-    if let Some(from) = filter.created_from {
-        arg(&mut sql, " AND created_at >= ?", to_millis(from).into());
-    }
-    if let Some(until) = filter.created_until {
-        arg(&mut sql, " AND created_at < ?", to_millis(until).into());
-    }
-    if let Some(after) = filter.after {
-        arg(
-            &mut sql,
-            " AND seq > (SELECT seq FROM liaison_submissions WHERE id = ?)",
-            after.to_string().into(),
-        );
-    }
-    let limit = i64::try_from(filter.effective_limit()).unwrap_or(100);
-    arg(&mut sql, " ORDER BY seq LIMIT ?", limit.into());
-    let mut stmt = conn
-        .prepare_cached(&sql)
-        .map_err(db_err("list submissions"))?;
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(args), submission_from_row)
-        .map_err(db_err("list submissions"))?;
-    rows.collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(db_err("list submissions"))
-}
-
-pub(crate) fn timeline_on(conn: &Connection, id: SubmissionId) -> Result<Vec<Event>> {
-    get_on(conn, id)?;
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT seq, at, kind, from_state, to_state, actor, reason, data \
-             FROM liaison_events WHERE submission_id = ?1 ORDER BY seq",
-        )
-        .map_err(db_err("read timeline"))?;
-    let rows = stmt
-        .query_map(params![id.to_string()], |row| {
-            let kind: String = row.get(2)?;
-            let from: Option<String> = row.get(3)?;
-            let to: Option<String> = row.get(4)?;
-            let data: Option<String> = row.get(7)?;
-            Ok(Event {
-                seq: row.get(0)?,
-                submission_id: id,
-                at: from_millis(row.get(1)?),
-                kind: EventKind::from_name(&kind),
-                from_state: from
-                    .map(|s| s.parse())
-                    .transpose()
-                    .map_err(|e| corrupt("from_state", e))?,
-                to_state: to
-                    .map(|s| s.parse())
-                    .transpose()
-                    .map_err(|e| corrupt("to_state", e))?,
-                actor: Actor::from_stored(row.get(5)?),
-                reason: row.get(6)?,
-                data: data
-                    .map(|d| serde_json::from_str(&d))
-                    .transpose()
-                    .map_err(|e| corrupt("data", e))?,
-            })
-        })
-        .map_err(db_err("read timeline"))?;
-    rows.collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(db_err("read timeline"))
-}
-
-pub(crate) fn attempts_on(conn: &Connection, id: SubmissionId) -> Result<Vec<Attempt>> {
-    get_on(conn, id)?;
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT number, started_at, finished_at, outcome, http_status, error \
-             FROM liaison_attempts WHERE submission_id = ?1 ORDER BY number",
-        )
-        .map_err(db_err("read attempts"))?;
-    let rows = stmt
-        .query_map(params![id.to_string()], |row| {
-            let outcome: Option<String> = row.get(3)?;
-            Ok(Attempt {
-                submission_id: id,
-                number: row.get(0)?,
-                started_at: from_millis(row.get(1)?),
-                finished_at: row.get::<_, Option<i64>>(2)?.map(from_millis),
-                outcome: outcome.as_deref().and_then(AttemptOutcome::from_name),
-                http_status: row.get(4)?,
-                error: row.get(5)?,
-            })
-        })
-        .map_err(db_err("read attempts"))?;
-    rows.collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(db_err("read attempts"))
 }
 
 /// One timeline line.
@@ -828,15 +641,27 @@ pub(crate) fn reap_on(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<Submi
     Ok(reaped)
 }
 
+/// `('a', 'b', ...)`: the stored names of the states that `keep` selects,
+/// for an SQL `IN` list (names are our own constants, never input).
+fn state_list(keep: impl Fn(SubmissionState) -> bool) -> String {
+    let names: Vec<String> = SubmissionState::ALL
+        .into_iter()
+        .filter(|s| keep(*s))
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!("({})", names.join(", "))
+}
+
 pub(crate) fn prune_ledger_on(conn: &Connection, now: DateTime<Utc>) -> Result<u64> {
+    let unfinished = state_list(|s| !s.is_terminal());
     let removed = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "DELETE FROM liaison_idempotency_keys \
              WHERE expires_at IS NOT NULL AND expires_at <= ?1 \
                AND NOT EXISTS (SELECT 1 FROM liaison_submissions s \
                     WHERE s.id = liaison_idempotency_keys.submission_id \
-                      AND s.state IN ('queued', 'in_flight', 'awaiting_result', 'stuck'))",
-        )
+                      AND s.state IN {unfinished})"
+        ))
         .and_then(|mut stmt| stmt.execute(params![to_millis(now)]))
         .map_err(db_err("prune idempotency ledger"))?;
     Ok(removed as u64)
