@@ -461,6 +461,21 @@ pub struct Submission {
     pub terminal_at: Option<DateTime<Utc>>,
     /// The last error recorded (attempt failure or partner reason).
     pub last_error: Option<String>,
+    /// How many times an actor replayed it.
+    pub replays: u32,
+    /// Attempts made before the current cycle (the last replay); retry
+    /// limits count only the attempts after it.
+    pub attempts_before_cycle: u32,
+    /// When the current cycle started: enqueue, or the last replay. Retry
+    /// limits measure age from here.
+    pub cycle_started_at: DateTime<Utc>,
+}
+
+impl Submission {
+    /// Attempts made in the current cycle (since enqueue or the last replay).
+    pub fn attempts_in_cycle(&self) -> u32 {
+        self.attempts.saturating_sub(self.attempts_before_cycle)
+    }
 }
 
 #[cfg(test)]

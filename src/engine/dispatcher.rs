@@ -264,13 +264,17 @@ fn settle_failure(
     error: PartnerError,
 ) -> (AttemptReport, StateChange) {
     let now = Utc::now();
-    let age = (now - lease.submission.created_at)
+    // Limits count from the start of the current cycle (enqueue or replay).
+    let age = (now - lease.submission.cycle_started_at)
         .to_std()
         .unwrap_or(Duration::ZERO);
+    let attempt_in_cycle = lease
+        .attempt
+        .saturating_sub(lease.submission.attempts_before_cycle);
     let (decision, why) = decide(
         rt.config.retry.as_ref(),
         &rt.config.limits,
-        lease.attempt,
+        attempt_in_cycle,
         age,
         &error,
     );

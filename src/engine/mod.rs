@@ -12,9 +12,11 @@ mod deadlines;
 mod dispatcher;
 mod inbound;
 mod partner_config;
+mod recovery;
 
 pub use circuit::{CircuitSettings, CircuitState};
 pub use partner_config::Partner;
+pub use recovery::BulkReport;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

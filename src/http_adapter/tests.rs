@@ -144,6 +144,9 @@ fn submission(payload: Option<Value>) -> Submission {
         updated_at: now,
         terminal_at: None,
         last_error: None,
+        replays: 0,
+        attempts_before_cycle: 0,
+        cycle_started_at: now,
     }
 }
 

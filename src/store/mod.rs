@@ -9,7 +9,7 @@ mod callback_types;
 mod types;
 pub use callback_types::{CallbackFilter, NewCallback, Settlement};
 pub use types::{
-    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, StateChange,
+    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, Replay, StateChange,
 };
 
 #[cfg(feature = "sqlite")]
@@ -83,6 +83,12 @@ pub trait OutboxStore: Send + Sync + std::fmt::Debug {
     /// would put work in flight (only a claim does), or when it would settle an
     /// attempt in flight (only the lease holder does; cancelling is allowed).
     async fn transition(&self, id: SubmissionId, change: StateChange) -> Result<Submission>;
+
+    /// Replay a `Failed`, `DeadLettered` or `Stuck` submission: back to
+    /// `Queued`, due now, with a fresh retry budget, journaled with the actor
+    /// and reason; optionally under a fresh idempotency key (recorded in the
+    /// ledger). Refused for other states, and once the payload was purged.
+    async fn replay(&self, id: SubmissionId, replay: Replay) -> Result<Submission>;
 
     /// Append a note to a submission's timeline; its state is not touched.
     async fn note(&self, id: SubmissionId, note: Note) -> Result<()>;

@@ -369,3 +369,42 @@ impl Note {
         self
     }
 }
+
+/// A replay request: who, why, and whether to send under a fresh key.
+///
+/// ```
+/// use liaison::Actor;
+/// use liaison::store::Replay;
+///
+/// let replay = Replay::new(Actor::person("ops@clinic"), "partner fixed their mapping").fresh_key(true);
+/// assert!(replay.fresh_key);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// Who replays it.
+    pub actor: Actor,
+    /// Why (required: it goes on the timeline).
+    pub reason: String,
+    /// Send under a new idempotency key derived from the original
+    /// (`<key>~replay<n>`), for a partner that would otherwise answer with
+    /// its stored refusal. `false` keeps the key, for a partner that may hold
+    /// the original and must not process it twice.
+    pub fresh_key: bool,
+}
+
+impl Replay {
+    /// A replay by `actor` for `reason`, keeping the idempotency key.
+    pub fn new(actor: Actor, reason: impl Into<String>) -> Self {
+        Replay {
+            actor,
+            reason: reason.into(),
+            fresh_key: false,
+        }
+    }
+
+    /// Whether to derive a fresh idempotency key.
+    pub fn fresh_key(mut self, fresh: bool) -> Self {
+        self.fresh_key = fresh;
+        self
+    }
+}

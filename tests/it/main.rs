@@ -8,6 +8,7 @@ mod dispatch;
 mod durability;
 mod input;
 mod ledger;
+mod recovery;
 mod support;
 mod transactional;
 mod transitions;

@@ -6,11 +6,18 @@ use super::sql::{db_err, to_millis};
 use crate::error::{Error, Result};
 
 /// The migrations, in order: (version, name, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "replay_cycles",
+        include_str!("../../../migrations/sqlite/0002_replay_cycles.sql"),
+    ),
+];
 
 /// The newest schema version this build of liaison knows; a database with a
 /// higher recorded version is refused with [`Error::SchemaTooNew`].

@@ -20,7 +20,7 @@ use self::sql::{Completion, EnqueueRules, db_err};
 use self::writer::Writer;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, Enqueued, Lease, ListFilter, NewCallback, Note,
-    OutboxStore, Settlement, StateChange,
+    OutboxStore, Replay, Settlement, StateChange,
 };
 use crate::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::error::{Error, Result};
@@ -441,6 +441,14 @@ impl OutboxStore for SqliteStore {
         self.inner
             .writer
             .write(move |conn| sql::transition_on(conn, id, &change, Utc::now()))
+            .await
+    }
+
+    async fn replay(&self, id: SubmissionId, replay: Replay) -> Result<Submission> {
+        let rules = self.inner.config.rules();
+        self.inner
+            .writer
+            .write(move |conn| sql::replay_on(conn, id, &replay, rules, Utc::now()))
             .await
     }
 

@@ -15,7 +15,8 @@ use crate::submission::{Submission, SubmissionId};
 
 pub(super) const SUBMISSION_COLUMNS: &str = "id, partner, kind, payload, fingerprint, idempotency_key, \
     ordering_key, correlation, external_ref, business_value, priority, state, attempts, due_at, \
-    not_before, lease_expires_at, result_deadline, created_at, updated_at, terminal_at, last_error";
+    not_before, lease_expires_at, result_deadline, created_at, updated_at, terminal_at, last_error, \
+    replays, attempts_before_cycle, COALESCE(cycle_started_at, created_at)";
 
 pub(super) fn corrupt(column: &'static str, detail: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -61,6 +62,9 @@ pub(super) fn submission_from_row(row: &Row<'_>) -> rusqlite::Result<Submission>
         updated_at: from_millis(row.get(18)?),
         terminal_at: row.get::<_, Option<i64>>(19)?.map(from_millis),
         last_error: row.get(20)?,
+        replays: row.get(21)?,
+        attempts_before_cycle: row.get(22)?,
+        cycle_started_at: from_millis(row.get(23)?),
     })
 }
 

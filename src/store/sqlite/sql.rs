@@ -14,8 +14,12 @@ pub(super) use super::queries::{
 };
 use crate::error::{Error, Result};
 use crate::event::{Actor, AttemptOutcome, EventKind};
-use crate::store::{AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, Note, StateChange};
-use crate::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
+use crate::store::{
+    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, Note, Replay, StateChange,
+};
+use crate::submission::{
+    MAX_KEY_BYTES, Submission, SubmissionId, SubmissionState, ValidSubmission,
+};
 
 /// Longest error or reason text kept in the database, in bytes.
 const MAX_TEXT_BYTES: usize = 4096;
@@ -559,6 +563,15 @@ pub(super) fn apply_change(
         ])
     })
     .map_err(db_err("change state"))?;
+    if to == Queued && current.state != InFlight {
+        // A replay: a new cycle with a fresh retry budget.
+        conn.prepare_cached(
+            "UPDATE liaison_submissions SET replays = replays + 1, \
+             attempts_before_cycle = attempts, cycle_started_at = ?2 WHERE id = ?1",
+        )
+        .and_then(|mut stmt| stmt.execute(params![current.id.to_string(), at_ms]))
+        .map_err(db_err("start a new cycle"))?;
+    }
     let kind = change
         .event
         .clone()
@@ -578,6 +591,94 @@ pub(super) fn apply_change(
         },
     )?;
     get_on(conn, current.id)
+}
+
+/// The key a fresh-key replay uses: the original key (without an earlier
+/// replay suffix) plus `~replay<n>`, cut to fit [`MAX_KEY_BYTES`].
+fn replay_key(key: &str, n: u32) -> String {
+    let base = match key.rsplit_once("~replay") {
+        Some((base, digits))
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            base
+        }
+        _ => key,
+    };
+    let suffix = format!("~replay{n}");
+    let mut end = base.len().min(MAX_KEY_BYTES - suffix.len());
+    while !base.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &base[..end])
+}
+
+pub(crate) fn replay_on(
+    conn: &Connection,
+    id: SubmissionId,
+    replay: &Replay,
+    rules: EnqueueRules,
+    now: DateTime<Utc>,
+) -> Result<Submission> {
+    use SubmissionState::*;
+    if replay.reason.trim().is_empty() {
+        return Err(Error::invalid("reason", "say why it is replayed"));
+    }
+    let current = get_on(conn, id)?;
+    let refuse = |reason| Error::InvalidTransition {
+        id,
+        from: current.state,
+        to: Queued,
+        reason,
+    };
+    if !matches!(current.state, Failed | DeadLettered | Stuck) {
+        return Err(refuse(
+            "only failed, dead-lettered or stuck submissions are replayed",
+        ));
+    }
+    if current.payload.is_none() {
+        return Err(refuse(
+            "the payload was purged by retention; it cannot be sent again",
+        ));
+    }
+    let previous_key = current.idempotency_key.clone();
+    let key = if replay.fresh_key {
+        let key = replay_key(&previous_key, current.replays + 1);
+        let now_ms = to_millis(now);
+        conn.prepare_cached(
+            "INSERT INTO liaison_idempotency_keys (partner, idempotency_key, fingerprint, submission_id, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                current.partner,
+                key,
+                current.fingerprint.to_hex(),
+                id.to_string(),
+                now_ms,
+                rules.ledger_retention.map(|r| now_ms.saturating_add(duration_ms(r))),
+            ])
+        })
+        .map_err(db_err("record the replay key"))?;
+        conn.prepare_cached("UPDATE liaison_submissions SET idempotency_key = ?2 WHERE id = ?1")
+            .and_then(|mut stmt| stmt.execute(params![id.to_string(), key]))
+            .map_err(db_err("change the idempotency key"))?;
+        key
+    } else {
+        previous_key.clone()
+    };
+    let change = StateChange::to(Queued)
+        .actor(replay.actor.clone())
+        .reason(replay.reason.clone())
+        .event(EventKind::Replayed)
+        .data(json!({
+            "replay": current.replays + 1,
+            "previous_key": previous_key,
+            "key": key,
+            "fresh_key": replay.fresh_key,
+        }))
+        .due_at(now)
+        .at(now);
+    apply_change(conn, &current, &change, now)
 }
 
 pub(crate) fn note_on(
@@ -665,4 +766,19 @@ pub(crate) fn prune_ledger_on(conn: &Connection, now: DateTime<Utc>) -> Result<u
         .and_then(|mut stmt| stmt.execute(params![to_millis(now)]))
         .map_err(db_err("prune idempotency ledger"))?;
     Ok(removed as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replay_key;
+
+    #[test]
+    fn replay_keys_derive_from_the_original_and_fit() {
+        assert_eq!(replay_key("C-1", 1), "C-1~replay1");
+        assert_eq!(replay_key("C-1~replay1", 2), "C-1~replay2");
+        assert_eq!(replay_key("a~replayx", 1), "a~replayx~replay1");
+        let long = "é".repeat(200);
+        let k = replay_key(&long, 12);
+        assert!(k.len() <= 255 && k.ends_with("~replay12"));
+    }
 }

@@ -265,3 +265,54 @@ async fn max_age_ends_retries() {
     let last = store.timeline(id).await.unwrap().pop().unwrap();
     assert!(last.reason.unwrap().contains("max age"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_dead_letter_gets_a_fresh_budget_and_key_and_is_delivered() {
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start_with(Behavior::Reject { status: 422 })
+        .await
+        .unwrap();
+    let liaison = engine(
+        &store,
+        partner("lab", &mock).limits(RetryLimits::new(2, Duration::from_secs(60)).unwrap()),
+    );
+    let id = liaison
+        .enqueue(claim("lab", 1))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    drain(&liaison).await;
+    assert_eq!(
+        store.get(id).await.unwrap().state,
+        SubmissionState::DeadLettered
+    );
+
+    // The partner fixes its side; an operator replays. It refused the
+    // original, so the replay goes under a fresh key the partner has not seen.
+    mock.set_behavior(Behavior::Failing);
+    liaison
+        .replay(
+            id,
+            liaison::Actor::person("ops"),
+            "partner fixed the member mapping",
+        )
+        .await
+        .unwrap();
+    drain(&liaison).await;
+    let s = store.get(id).await.unwrap();
+    assert_eq!(s.state, SubmissionState::DeadLettered);
+    assert_eq!(s.attempts, 3, "the replay had its own budget of 2 attempts");
+    assert_eq!(s.idempotency_key, "C-1~replay1");
+
+    mock.set_behavior(Behavior::Healthy);
+    liaison
+        .replay(id, liaison::Actor::person("ops"), "partner is back")
+        .await
+        .unwrap();
+    drain(&liaison).await;
+    let s = store.get(id).await.unwrap();
+    assert_eq!(s.state, SubmissionState::AwaitingResult);
+    assert_eq!(s.replays, 2);
+    assert_eq!(mock.stats().side_effects, 1);
+}
