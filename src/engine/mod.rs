@@ -10,6 +10,7 @@
 mod circuit;
 mod deadlines;
 mod dispatcher;
+mod health;
 mod inbound;
 mod partner_config;
 mod recovery;

@@ -57,6 +57,7 @@ pub struct Partner {
     pub(crate) unmatched_ttl: Duration,
     pub(crate) poll_every: Duration,
     pub(crate) max_polls: u32,
+    pub(crate) delay_budget: Option<Duration>,
 }
 
 impl Partner {
@@ -87,6 +88,7 @@ impl Partner {
             unmatched_ttl: Duration::from_secs(3600),
             poll_every: Duration::from_secs(300),
             max_polls: 3,
+            delay_budget: None,
         }
     }
 
@@ -173,6 +175,13 @@ impl Partner {
     pub fn polling(mut self, every: Duration, max_polls: u32) -> Self {
         self.poll_every = every;
         self.max_polls = max_polls;
+        self
+    }
+
+    /// How long a submission may stay unfinished before the business must
+    /// know; health reports work past it as at risk.
+    pub fn delay_budget(mut self, budget: Duration) -> Self {
+        self.delay_budget = Some(budget);
         self
     }
 

@@ -6,8 +6,10 @@
 //! for all of them is created by the first migration.
 
 mod callback_types;
+mod stats_types;
 mod types;
 pub use callback_types::{CallbackFilter, NewCallback, Settlement};
+pub use stats_types::{MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, StatsQuery, Totals};
 pub use types::{
     AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, Replay, StateChange,
 };
@@ -133,6 +135,10 @@ pub trait OutboxStore: Send + Sync + std::fmt::Debug {
     /// Submissions awaiting a result whose deadline passed before `now`,
     /// most overdue first, at most `limit`.
     async fn overdue_results(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Submission>>;
+
+    /// Statistics for health, per partner. Counts by state come from counters
+    /// the store keeps, so their cost does not grow with history.
+    async fn stats(&self, query: &StatsQuery) -> Result<Vec<PartnerStats>>;
 
     /// Remove idempotency keys whose retention ended before `now` and whose
     /// submission is terminal. Returns how many were removed.

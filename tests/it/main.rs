@@ -6,6 +6,7 @@ mod claims;
 #[cfg(feature = "mock")]
 mod dispatch;
 mod durability;
+mod health;
 mod input;
 mod ledger;
 mod recovery;

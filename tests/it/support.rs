@@ -47,13 +47,20 @@ pub async fn drive_to(
     partner: &str,
     state: SubmissionState,
 ) -> (SubmissionId, Option<Lease>) {
+    drive_new_to(store, submission(partner, &format!("{partner}-key")), state).await
+}
+
+/// Like [`drive_to`] for a given submission; its partner must have no other
+/// due work.
+pub async fn drive_new_to(
+    store: &SqliteStore,
+    new: NewSubmission,
+    state: SubmissionState,
+) -> (SubmissionId, Option<Lease>) {
     use SubmissionState::*;
-    let id = store
-        .enqueue(submission(partner, &format!("{partner}-key")))
-        .await
-        .expect("enqueue")
-        .submission
-        .id;
+    let partner = new.partner().to_owned();
+    let partner = partner.as_str();
+    let id = store.enqueue(new).await.expect("enqueue").submission.id;
     if state == Queued {
         return (id, None);
     }

@@ -17,6 +17,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "replay_cycles",
         include_str!("../../../migrations/sqlite/0002_replay_cycles.sql"),
     ),
+    (
+        3,
+        "health",
+        include_str!("../../../migrations/sqlite/0003_health.sql"),
+    ),
 ];
 
 /// The newest schema version this build of liaison knows; a database with a

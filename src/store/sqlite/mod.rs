@@ -5,6 +5,7 @@ mod migrate;
 mod queries;
 mod reader;
 pub(crate) mod sql;
+mod stats;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use self::sql::{Completion, EnqueueRules, db_err};
 use self::writer::Writer;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, Enqueued, Lease, ListFilter, NewCallback, Note,
-    OutboxStore, Replay, Settlement, StateChange,
+    OutboxStore, PartnerStats, Replay, Settlement, StateChange, StatsQuery,
 };
 use crate::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::error::{Error, Result};
@@ -517,6 +518,11 @@ impl OutboxStore for SqliteStore {
             .writer
             .write(move |conn| sql::reap_on(conn, now))
             .await
+    }
+
+    async fn stats(&self, query: &StatsQuery) -> Result<Vec<PartnerStats>> {
+        let query = query.clone();
+        self.read(move |conn| stats::stats_on(conn, &query)).await
     }
 
     async fn prune_ledger(&self, now: DateTime<Utc>) -> Result<u64> {

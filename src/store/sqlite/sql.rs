@@ -563,6 +563,14 @@ pub(super) fn apply_change(
         ])
     })
     .map_err(db_err("change state"))?;
+    if current.state == InFlight && matches!(to, AwaitingResult | Succeeded | Failed) {
+        // The partner accepted it (and, for a synchronous answer, finished it).
+        conn.prepare_cached(
+            "UPDATE liaison_submissions SET accepted_at = COALESCE(accepted_at, ?2) WHERE id = ?1",
+        )
+        .and_then(|mut stmt| stmt.execute(params![current.id.to_string(), at_ms]))
+        .map_err(db_err("record acceptance time"))?;
+    }
     if to == Queued && current.state != InFlight {
         // A replay: a new cycle with a fresh retry budget.
         conn.prepare_cached(

@@ -1,0 +1,10 @@
+//! The operations surface: is it working, what is the impact.
+//!
+//! [`HealthReport`] answers, per partner and overall, from what the store
+//! keeps: counts by state, outcomes and their trend, latencies, the oldest
+//! queued work, stuck work, the circuit, and the value at risk — rolled up
+//! into a verdict with the reasons that produced it.
+
+pub(crate) mod health;
+
+pub use health::{HealthReport, PartnerHealth, Percentiles, Trend, Verdict, WindowOutcomes};

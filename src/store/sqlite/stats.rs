@@ -1,0 +1,155 @@
+//! Health statistics from SQLite: maintained counters, indexed windows.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::sql::{db_err, from_millis, to_millis};
+use crate::error::Result;
+use crate::store::{MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, StatsQuery, Totals};
+use crate::submission::SubmissionState;
+
+/// A SQL count as u64 (counts are never negative).
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn window_ms(query: &StatsQuery) -> i64 {
+    i64::try_from(query.window.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn stats_on(conn: &Connection, query: &StatsQuery) -> Result<Vec<PartnerStats>> {
+    let partners = if query.partners.is_empty() {
+        conn.prepare_cached("SELECT DISTINCT partner FROM liaison_state_counts ORDER BY partner")
+            .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+            .map_err(db_err("list partners"))?
+    } else {
+        query.partners.clone()
+    };
+    partners
+        .into_iter()
+        .map(|partner| partner_stats(conn, partner, query))
+        .collect()
+}
+
+fn partner_stats(conn: &Connection, partner: String, query: &StatsQuery) -> Result<PartnerStats> {
+    let now = to_millis(query.now);
+    let window = window_ms(query);
+    let start = now.saturating_sub(window);
+    let mut stats = PartnerStats {
+        by_state: by_state(conn, &partner)?,
+        window: outcomes(conn, &partner, start, now)?,
+        previous: outcomes(conn, &partner, start.saturating_sub(window), start)?,
+        enqueue_to_accepted_ms: samples(
+            conn,
+            "SELECT accepted_at - created_at FROM liaison_submissions \
+             WHERE partner = ?1 AND accepted_at >= ?2 AND accepted_at < ?3 \
+             ORDER BY accepted_at DESC LIMIT ?4",
+            &partner,
+            start,
+            now,
+        )?,
+        accepted_to_result_ms: samples(
+            conn,
+            "SELECT terminal_at - accepted_at FROM liaison_submissions \
+             WHERE partner = ?1 AND terminal_at >= ?2 AND terminal_at < ?3 \
+               AND accepted_at IS NOT NULL AND state IN ('succeeded', 'failed') \
+             ORDER BY terminal_at DESC LIMIT ?4",
+            &partner,
+            start,
+            now,
+        )?,
+        oldest_queued_at: oldest_queued(conn, &partner)?,
+        past_delay_budget: Totals::default(),
+        partner,
+    };
+    if let Some(budget) = query.delay_budgets.get(&stats.partner) {
+        let cutoff = now.saturating_sub(i64::try_from(budget.as_millis()).unwrap_or(i64::MAX));
+        stats.past_delay_budget = conn
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(business_value), 0) FROM liaison_submissions \
+                 WHERE partner = ?1 AND state IN ('queued', 'in_flight', 'awaiting_result', 'stuck') \
+                   AND created_at <= ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![stats.partner, cutoff], |row| {
+                    Ok(Totals {
+                        count: count(row.get(0)?),
+                        value: row.get(1)?,
+                    })
+                })
+            })
+            .map_err(db_err("count work past its delay budget"))?;
+    }
+    Ok(stats)
+}
+
+fn by_state(conn: &Connection, partner: &str) -> Result<BTreeMap<SubmissionState, Totals>> {
+    let rows: Vec<(String, i64, i64)> = conn
+        .prepare_cached("SELECT state, n, value FROM liaison_state_counts WHERE partner = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_map(params![partner], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?
+            .collect()
+        })
+        .map_err(db_err("read state counts"))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(state, n, value)| {
+            let state = state.parse().ok()?;
+            (n > 0).then_some((
+                state,
+                Totals {
+                    count: count(n),
+                    value,
+                },
+            ))
+        })
+        .collect())
+}
+
+fn outcomes(conn: &Connection, partner: &str, from: i64, until: i64) -> Result<Outcomes> {
+    let rows: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT state, COUNT(*) FROM liaison_submissions \
+             WHERE partner = ?1 AND terminal_at >= ?2 AND terminal_at < ?3 GROUP BY state",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![partner, from, until], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect()
+        })
+        .map_err(db_err("count outcomes"))?;
+    Ok(Outcomes {
+        by_state: rows
+            .into_iter()
+            .filter_map(|(state, n)| Some((state.parse().ok()?, count(n))))
+            .collect(),
+    })
+}
+
+fn samples(conn: &Connection, sql: &str, partner: &str, from: i64, until: i64) -> Result<Vec<i64>> {
+    let limit = i64::try_from(MAX_LATENCY_SAMPLES).unwrap_or(i64::MAX);
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.query_map(params![partner, from, until, limit], |row| row.get(0))?
+                .collect()
+        })
+        .map_err(db_err("read latencies"))
+}
+
+fn oldest_queued(conn: &Connection, partner: &str) -> Result<Option<DateTime<Utc>>> {
+    conn.prepare_cached(
+        "SELECT created_at FROM liaison_submissions WHERE partner = ?1 AND state = 'queued' \
+         ORDER BY seq LIMIT 1",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(params![partner], |row| row.get(0))
+            .optional()
+    })
+    .map(|ms: Option<i64>| ms.map(from_millis))
+    .map_err(db_err("find the oldest queued submission"))
+}
