@@ -58,6 +58,8 @@ use reqwest::header::HeaderMap;
 mod github;
 mod json_matcher;
 #[cfg(test)]
+mod matcher_proptests;
+#[cfg(test)]
 mod proptests;
 mod receipt;
 mod report;
