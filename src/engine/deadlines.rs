@@ -9,9 +9,11 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::Shared;
+use super::{Liaison, Shared};
+use crate::callback::Disposition;
 use crate::event::{Actor, EventKind};
 use crate::partner::{Outcome, PollError, PollStatus};
+use crate::store::CallbackFilter;
 use crate::store::{Note, StateChange};
 use crate::submission::{Submission, SubmissionState};
 
@@ -30,8 +32,41 @@ pub(crate) async fn run_deadlines(shared: Arc<Shared>, stop: CancellationToken) 
     }
 }
 
-async fn round(shared: &Shared) -> crate::Result<()> {
+/// A callback still `received` this long after arrival was stored but never
+/// settled (a crash, or a storage error between the two steps): process it.
+const STRANDED_AFTER: chrono::Duration = chrono::Duration::seconds(10);
+
+async fn round(shared: &Arc<Shared>) -> crate::Result<()> {
     let now = Utc::now();
+    let stranded = shared
+        .store
+        .list_callbacks(&CallbackFilter {
+            dispositions: vec![Disposition::Received],
+            limit: Some(BATCH),
+            ..CallbackFilter::default()
+        })
+        .await?;
+    let liaison = Liaison {
+        shared: Arc::clone(shared),
+    };
+    for callback in stranded
+        .into_iter()
+        .filter(|c| c.received_at < now - STRANDED_AFTER)
+    {
+        if !shared.partners.contains_key(&callback.partner) {
+            continue;
+        }
+        match liaison.reprocess_callback(callback.id).await {
+            Ok(receipt) => tracing::warn!(
+                callback_id = %callback.id,
+                disposition = receipt.disposition.as_str(),
+                "a callback left unsettled was processed"
+            ),
+            // Another instance settled it meanwhile.
+            Err(e) if e.is_invalid_input() => {}
+            Err(error) => tracing::warn!(%error, "could not process an unsettled callback"),
+        }
+    }
     let expired = shared.store.expire_unmatched(now).await?;
     if expired > 0 {
         tracing::warn!(

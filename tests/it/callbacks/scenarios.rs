@@ -360,3 +360,40 @@ pub async fn post_signed(host: &Host, body: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_stored_but_never_settled_is_processed_later() {
+    let host = Host::start(later(CallbackMode::Never), |p, _| p).await;
+    let id = host.enqueue(1).await;
+    host.wait_for_state(id, SubmissionState::AwaitingResult)
+        .await;
+    let reference = host.store.get(id).await.unwrap().external_ref.unwrap();
+
+    // What a crash between "stored raw" and "settled" leaves behind.
+    let arrived = chrono::Utc::now() - chrono::Duration::seconds(30);
+    let body =
+        format!(r#"{{"reference":"{reference}","status":"succeeded","event_id":"e-crash"}}"#);
+    let signature = signer().sign("msg_crash", arrived.timestamp(), body.as_bytes());
+    let stranded = host
+        .store
+        .record_callback(liaison::store::NewCallback {
+            partner: "lab".into(),
+            received_at: arrived,
+            headers: vec![
+                ("webhook-id".into(), "msg_crash".into()),
+                ("webhook-timestamp".into(), arrived.timestamp().to_string()),
+                ("webhook-signature".into(), signature),
+            ],
+            body: Some(body.clone().into_bytes()),
+            body_hash: "not-checked-here".into(),
+            size: body.len() as u64,
+            disposition: Disposition::Received,
+            error: None,
+        })
+        .await
+        .unwrap();
+    host.wait_for_state(id, SubmissionState::Succeeded).await;
+    let settled = host.store.callback(stranded).await.unwrap();
+    assert_eq!(settled.disposition, Disposition::Applied);
+    host.stop().await;
+}
