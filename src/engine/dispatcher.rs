@@ -27,6 +27,9 @@ use crate::submission::SubmissionState;
 pub(crate) struct PartnerRuntime {
     pub(crate) config: Partner,
     pub(crate) wake: Notify,
+    /// Until when the partner is paused (announced maintenance), as last
+    /// read from the store or set through this hub.
+    pub(crate) paused_until: Mutex<Option<chrono::DateTime<Utc>>>,
     permits: Arc<Semaphore>,
     circuit: Mutex<Circuit>,
     limiter: Option<DefaultDirectRateLimiter>,
@@ -39,12 +42,23 @@ impl PartnerRuntime {
             circuit: Mutex::new(Circuit::new(config.circuit)),
             limiter: rate.map(|r| RateLimiter::direct(Quota::per_second(r))),
             wake: Notify::new(),
+            paused_until: Mutex::new(None),
             config,
         }
     }
 
     pub(crate) fn circuit_state(&self) -> CircuitState {
         self.circuit().state()
+    }
+
+    /// The end of the current pause, if the partner is paused now.
+    pub(crate) fn paused(&self) -> Option<chrono::DateTime<Utc>> {
+        let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        until.filter(|u| *u > Utc::now())
+    }
+
+    pub(crate) fn set_paused(&self, until: Option<chrono::DateTime<Utc>>) {
+        *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
     }
 
     fn circuit(&self) -> std::sync::MutexGuard<'_, Circuit> {
@@ -65,6 +79,11 @@ pub(crate) async fn run_partner(
     attempts: TaskTracker,
 ) {
     let name = rt.config.name.clone();
+    // A pause set by another instance (or before a restart) applies at once.
+    match shared.store.pauses(Utc::now()).await {
+        Ok(pauses) => rt.set_paused(pauses.iter().find(|p| p.partner == name).map(|p| p.until)),
+        Err(error) => tracing::warn!(%error, "reading partner pauses failed"),
+    }
     while !stop.is_cancelled() {
         // Capacity first: wait for one permit...
         let first = tokio::select! {
@@ -74,6 +93,20 @@ pub(crate) async fn run_partner(
                 Err(_) => break, // the semaphore is never closed
             },
         };
+        // A paused partner gets nothing; its work waits in the queue.
+        if let Some(until) = rt.paused() {
+            drop(first);
+            let wait = (until - Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .min(shared.settings.poll_interval);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+                _ = rt.wake.notified() => {}
+            }
+            continue;
+        }
         // ...then ask the circuit, which the attempt that freed the permit
         // may just have opened.
         let admit = rt.circuit().admit(Instant::now());
@@ -399,6 +432,7 @@ async fn release(shared: &Shared, lease: &Lease, why: &str) {
 /// Return expired leases to the queue periodically.
 pub(crate) async fn run_reaper(shared: Arc<Shared>, stop: CancellationToken) {
     loop {
+        refresh_pauses(&shared).await;
         match shared.store.reap_expired_leases(Utc::now()).await {
             Ok(ids) if !ids.is_empty() => {
                 tracing::warn!(count = ids.len(), "expired leases returned to the queue");
@@ -413,5 +447,21 @@ pub(crate) async fn run_reaper(shared: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(shared.settings.reap_interval) => {}
         }
+    }
+}
+
+/// Pauses are shared through the store: pick up those set by other instances.
+pub(crate) async fn refresh_pauses(shared: &Shared) {
+    match shared.store.pauses(Utc::now()).await {
+        Ok(pauses) => {
+            for (name, rt) in &shared.partners {
+                let until = pauses.iter().find(|p| &p.partner == name).map(|p| p.until);
+                rt.set_paused(until);
+                if until.is_none() {
+                    rt.wake.notify_one();
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "reading partner pauses failed"),
     }
 }

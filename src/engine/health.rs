@@ -68,10 +68,11 @@ impl Liaison {
             );
             stats.sort_by(|a, b| a.partner.cmp(&b.partner));
         }
+        let pauses = self.store().pauses(now).await?;
         let partners = stats
             .into_iter()
             .map(|s| {
-                let live = self
+                let mut live = self
                     .shared
                     .partners
                     .get(&s.partner)
@@ -79,8 +80,10 @@ impl Liaison {
                         circuit: Some(rt.circuit_state()),
                         callback_verification: rt.config.callbacks.as_ref().map(|m| m.scheme()),
                         delay_budget: rt.config.delay_budget,
+                        pause: None,
                     })
                     .unwrap_or_default();
+                live.pause = pauses.iter().find(|p| p.partner == s.partner).cloned();
                 partner_health(s, &live, now)
             })
             .collect();

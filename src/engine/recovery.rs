@@ -9,7 +9,7 @@ use super::Liaison;
 use crate::error::{Error, Result};
 use crate::event::{Actor, AttemptOutcome};
 use crate::partner::Outcome;
-use crate::store::{ListFilter, Replay, StateChange};
+use crate::store::{ListFilter, Pause, Replay, StateChange};
 use crate::submission::{Submission, SubmissionId, SubmissionState};
 
 /// What [`Liaison::replay_where`] did (or, in a dry run, would do).
@@ -32,6 +32,47 @@ fn require_reason(reason: &str) -> Result<()> {
 }
 
 impl Liaison {
+    /// Pause a partner until `until` for its announced maintenance: nothing
+    /// is sent to it, its work stays queued (nothing is lost), health shows
+    /// the pause, and alerts raised for it meanwhile are marked as expected.
+    /// Shared through the store with every host instance.
+    pub async fn pause(
+        &self,
+        partner: &str,
+        until: chrono::DateTime<chrono::Utc>,
+        actor: Actor,
+        reason: &str,
+    ) -> Result<()> {
+        require_reason(reason)?;
+        if until <= chrono::Utc::now() {
+            return Err(Error::invalid("until", "a pause must end in the future"));
+        }
+        let pause = Pause {
+            partner: partner.to_owned(),
+            until,
+            actor: actor.clone(),
+            reason: reason.to_owned(),
+        };
+        self.store().set_pause(partner, Some(pause)).await?;
+        if let Some(rt) = self.shared.partners.get(partner) {
+            rt.set_paused(Some(until));
+        }
+        tracing::warn!(partner, %until, %actor, reason, "partner paused");
+        Ok(())
+    }
+
+    /// Lift a partner's pause now; its queued work goes out at once.
+    pub async fn resume(&self, partner: &str, actor: Actor, reason: &str) -> Result<()> {
+        require_reason(reason)?;
+        self.store().set_pause(partner, None).await?;
+        if let Some(rt) = self.shared.partners.get(partner) {
+            rt.set_paused(None);
+            rt.wake.notify_one();
+        }
+        tracing::warn!(partner, %actor, reason, "partner resumed");
+        Ok(())
+    }
+
     /// Cancel a submission in any state that is not terminal: queued
     /// (including a retry that is waiting), in flight (the attempt's late
     /// result will be journaled and ignored), awaiting its result, or stuck.

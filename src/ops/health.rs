@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::engine::CircuitState;
-use crate::store::{Outcomes, PartnerStats, Totals};
+use crate::store::{Outcomes, PartnerStats, Pause, Totals};
 use crate::submission::SubmissionState;
 
 /// One word for how a partner integration is doing.
@@ -138,6 +138,8 @@ pub struct PartnerHealth {
     pub at_risk: Totals,
     /// Unfinished submissions past the partner's delay budget.
     pub past_delay_budget: Totals,
+    /// The partner's announced pause, if one is in force.
+    pub paused: Option<Pause>,
 }
 
 /// Health of every partner, rolled up.
@@ -163,6 +165,7 @@ pub(crate) struct LiveState {
     pub(crate) circuit: Option<CircuitState>,
     pub(crate) callback_verification: Option<&'static str>,
     pub(crate) delay_budget: Option<Duration>,
+    pub(crate) pause: Option<Pause>,
 }
 
 /// Queued work older than this (without a delay budget) degrades a partner.
@@ -218,6 +221,17 @@ pub(crate) fn partner_health(
         verdict = verdict.max(v);
         reasons.push(why);
     };
+    if let Some(pause) = &live.pause {
+        flag(
+            Verdict::Degraded,
+            format!(
+                "paused until {} by {} ({}): nothing is sent, work waits in the queue",
+                pause.until.format("%Y-%m-%d %H:%M UTC"),
+                pause.actor,
+                pause.reason
+            ),
+        );
+    }
     match live.circuit {
         Some(CircuitState::Open) => flag(
             Verdict::Down,
@@ -302,6 +316,7 @@ pub(crate) fn partner_health(
         callback_verification: live.callback_verification,
         at_risk,
         past_delay_budget: stats.past_delay_budget,
+        paused: live.pause.clone(),
     }
 }
 

@@ -11,7 +11,8 @@ mod types;
 pub use callback_types::{CallbackFilter, NewCallback, Settlement};
 pub use stats_types::{MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, StatsQuery, Totals};
 pub use types::{
-    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, Replay, StateChange,
+    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, Pause, Replay,
+    StateChange,
 };
 
 #[cfg(feature = "sqlite")]
@@ -135,6 +136,13 @@ pub trait OutboxStore: Send + Sync + std::fmt::Debug {
     /// Submissions awaiting a result whose deadline passed before `now`,
     /// most overdue first, at most `limit`.
     async fn overdue_results(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Submission>>;
+
+    /// Record (or, with `None` for `partner`'s pause, lift) a partner's pause.
+    /// Shared by every host instance on this store.
+    async fn set_pause(&self, partner: &str, pause: Option<Pause>) -> Result<()>;
+
+    /// Partners whose pause has not ended at `now`.
+    async fn pauses(&self, now: DateTime<Utc>) -> Result<Vec<Pause>>;
 
     /// Statistics for health, per partner. Counts by state come from counters
     /// the store keeps, so their cost does not grow with history.

@@ -408,3 +408,17 @@ impl Replay {
         self
     }
 }
+
+/// An announced pause of a partner (maintenance): nothing is sent until it
+/// ends or is lifted; nothing is lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    /// The partner.
+    pub partner: String,
+    /// When sending resumes by itself.
+    pub until: DateTime<Utc>,
+    /// Who paused it.
+    pub actor: Actor,
+    /// Why.
+    pub reason: String,
+}

@@ -21,7 +21,7 @@ use self::sql::{Completion, EnqueueRules, db_err};
 use self::writer::Writer;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, Enqueued, Lease, ListFilter, NewCallback, Note,
-    OutboxStore, PartnerStats, Replay, Settlement, StateChange, StatsQuery,
+    OutboxStore, PartnerStats, Pause, Replay, Settlement, StateChange, StatsQuery,
 };
 use crate::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::error::{Error, Result};
@@ -518,6 +518,19 @@ impl OutboxStore for SqliteStore {
             .writer
             .write(move |conn| sql::reap_on(conn, now))
             .await
+    }
+
+    async fn set_pause(&self, partner: &str, pause: Option<Pause>) -> Result<()> {
+        crate::submission::validate_partner(partner)?;
+        let partner = partner.to_owned();
+        self.inner
+            .writer
+            .write(move |conn| stats::set_pause_on(conn, &partner, pause.as_ref(), Utc::now()))
+            .await
+    }
+
+    async fn pauses(&self, now: DateTime<Utc>) -> Result<Vec<Pause>> {
+        self.read(move |conn| stats::pauses_on(conn, now)).await
     }
 
     async fn stats(&self, query: &StatsQuery) -> Result<Vec<PartnerStats>> {

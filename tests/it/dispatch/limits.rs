@@ -154,3 +154,65 @@ async fn the_rate_limit_spaces_attempts() {
         10
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_partner_gets_nothing_and_everything_after_resume() {
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start().await.unwrap();
+    let liaison = engine(&store, partner("lab", &mock));
+    let ops = liaison::Actor::person("ops");
+    let until = chrono::Utc::now() + chrono::Duration::hours(1);
+    liaison
+        .pause("lab", until, ops.clone(), "partner maintenance window")
+        .await
+        .unwrap();
+    for i in 0..5 {
+        liaison.enqueue(claim("lab", i)).await.unwrap();
+    }
+    // Another instance on the same store sees the pause when it starts.
+    let other = engine(&store, partner("lab", &mock));
+    let handles = [liaison.start(), other.start()];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mock.stats().requests, 0, "nothing is sent while paused");
+    assert_eq!(
+        count_in(&store, "lab", SubmissionState::Queued).await,
+        5,
+        "nothing is lost"
+    );
+    let health = liaison.health(Duration::from_secs(3600)).await.unwrap();
+    let lab = &health.partners[0];
+    assert_eq!(
+        lab.paused.as_ref().map(|p| p.until.timestamp()),
+        Some(until.timestamp())
+    );
+    assert!(
+        lab.reasons
+            .iter()
+            .any(|r| r.contains("partner maintenance window"))
+    );
+
+    liaison
+        .resume("lab", ops, "maintenance over")
+        .await
+        .unwrap();
+    eventually(
+        "all delivered after resume",
+        Duration::from_secs(20),
+        || async { count_in(&store, "lab", SubmissionState::AwaitingResult).await == 5 },
+    )
+    .await;
+    for handle in handles {
+        handle.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+    assert_eq!(mock.stats().side_effects, 5);
+    let err = liaison
+        .pause(
+            "lab",
+            chrono::Utc::now() - chrono::Duration::seconds(1),
+            liaison::Actor::person("x"),
+            "past",
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input());
+}
