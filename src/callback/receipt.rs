@@ -51,7 +51,7 @@ impl FromStr for CallbackId {
 /// | `Rejected` | 401 | signature invalid (or unknown partner: 404); stored, never parsed |
 /// | `TooLarge` | 413 | body above the cap; its metadata is stored, not the body |
 /// | `Received` | — | stored, not processed yet (a crash in between leaves this) |
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Disposition {

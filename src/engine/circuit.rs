@@ -128,6 +128,11 @@ impl Circuit {
         self.state
     }
 
+    /// Unavailability failures since the last reachable answer.
+    pub(crate) fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
     pub(crate) fn admit(&mut self, now: Instant) -> Admit {
         match self.state {
             CircuitState::Closed => Admit::Normal,
@@ -152,16 +157,19 @@ impl Circuit {
 
     /// Record an attempt's signal; returns the new state when it changed.
     pub(crate) fn record(&mut self, signal: Signal, now: Instant) -> Option<CircuitState> {
+        // Counted even without a circuit: alerts use the count.
+        self.consecutive_failures = match signal {
+            Signal::Reachable => 0,
+            Signal::Unavailable => self.consecutive_failures.saturating_add(1),
+        };
         let settings = self.settings?;
         let before = self.state;
         match signal {
             Signal::Reachable => {
-                self.consecutive_failures = 0;
                 self.probe_in_flight = false;
                 self.state = CircuitState::Closed;
             }
             Signal::Unavailable => {
-                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 let reopen = before == CircuitState::HalfOpen;
                 if reopen || self.consecutive_failures >= settings.failure_threshold {
                     self.probe_in_flight = false;

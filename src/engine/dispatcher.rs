@@ -51,6 +51,10 @@ impl PartnerRuntime {
         self.circuit().state()
     }
 
+    pub(crate) fn consecutive_failures(&self) -> u32 {
+        self.circuit().consecutive_failures()
+    }
+
     /// The end of the current pause, if the partner is paused now.
     pub(crate) fn paused(&self) -> Option<chrono::DateTime<Utc>> {
         let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());

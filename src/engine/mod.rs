@@ -7,6 +7,7 @@
 //! breaker, and runs each attempt in its own task under a timeout and a
 //! `tracing` span. A reaper returns the work of crashed workers.
 
+mod alerting;
 mod circuit;
 mod deadlines;
 mod dispatcher;
@@ -15,6 +16,7 @@ mod inbound;
 mod partner_config;
 mod recovery;
 
+pub use alerting::{AlertSettings, AlertThresholds};
 pub use circuit::{CircuitSettings, CircuitState};
 pub use partner_config::Partner;
 pub use recovery::BulkReport;
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
+use crate::ops::alerts::{AlertSink, Ownership, TracingSink};
 use crate::store::{Enqueued, ListFilter, OutboxStore};
 use crate::submission::{NewSubmission, SubmissionState};
 
@@ -111,6 +114,9 @@ pub(crate) struct Shared {
     pub(crate) settings: EngineSettings,
     /// Notified whenever an attempt finishes.
     pub(crate) activity: tokio::sync::Notify,
+    pub(crate) ownership: Ownership,
+    pub(crate) sinks: Vec<Arc<dyn AlertSink>>,
+    pub(crate) alert_settings: AlertSettings,
 }
 
 /// Builds a [`Liaison`].
@@ -119,6 +125,9 @@ pub struct LiaisonBuilder {
     store: Arc<dyn OutboxStore>,
     partners: Vec<Partner>,
     settings: EngineSettings,
+    ownership: Ownership,
+    sinks: Vec<Arc<dyn AlertSink>>,
+    alert_settings: AlertSettings,
 }
 
 impl LiaisonBuilder {
@@ -131,6 +140,24 @@ impl LiaisonBuilder {
     /// Engine-wide settings.
     pub fn settings(mut self, settings: EngineSettings) -> Self {
         self.settings = settings;
+        self
+    }
+
+    /// Who owns each class of problem; alerts carry their owner.
+    pub fn ownership(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
+    }
+
+    /// Add a place alerts go. Without any, alerts go to [`TracingSink`].
+    pub fn alert_sink(mut self, sink: impl AlertSink + 'static) -> Self {
+        self.sinks.push(Arc::new(sink));
+        self
+    }
+
+    /// How alerts are evaluated and re-notified.
+    pub fn alert_settings(mut self, settings: AlertSettings) -> Self {
+        self.alert_settings = settings;
         self
     }
 
@@ -160,12 +187,25 @@ impl LiaisonBuilder {
             }
             partners.insert(name, Arc::new(PartnerRuntime::new(partner, rate)));
         }
+        if self.alert_settings.interval.is_zero() || self.alert_settings.window.is_zero() {
+            return Err(Error::invalid(
+                "alert_settings",
+                "the evaluation interval and window must be above zero",
+            ));
+        }
+        let mut sinks = self.sinks;
+        if sinks.is_empty() {
+            sinks.push(Arc::new(TracingSink));
+        }
         Ok(Liaison {
             shared: Arc::new(Shared {
                 store: self.store,
                 partners,
                 settings: self.settings,
                 activity: tokio::sync::Notify::new(),
+                ownership: self.ownership,
+                sinks,
+                alert_settings: self.alert_settings,
             }),
         })
     }
@@ -183,6 +223,9 @@ impl Liaison {
             store,
             partners: Vec::new(),
             settings: EngineSettings::default(),
+            ownership: Ownership::default(),
+            sinks: Vec::new(),
+            alert_settings: AlertSettings::default(),
         }
     }
 
@@ -259,6 +302,10 @@ impl Liaison {
             stop_claiming.clone(),
         )));
         loops.push(tokio::spawn(deadlines::run_deadlines(
+            Arc::clone(&self.shared),
+            stop_claiming.clone(),
+        )));
+        loops.push(tokio::spawn(alerting::run_alerts(
             Arc::clone(&self.shared),
             stop_claiming.clone(),
         )));

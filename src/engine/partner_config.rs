@@ -58,6 +58,7 @@ pub struct Partner {
     pub(crate) poll_every: Duration,
     pub(crate) max_polls: u32,
     pub(crate) delay_budget: Option<Duration>,
+    pub(crate) alert_thresholds: super::AlertThresholds,
 }
 
 impl Partner {
@@ -89,6 +90,7 @@ impl Partner {
             poll_every: Duration::from_secs(300),
             max_polls: 3,
             delay_budget: None,
+            alert_thresholds: super::AlertThresholds::default(),
         }
     }
 
@@ -182,6 +184,12 @@ impl Partner {
     /// know; health reports work past it as at risk.
     pub fn delay_budget(mut self, budget: Duration) -> Self {
         self.delay_budget = Some(budget);
+        self
+    }
+
+    /// When alerts open for this partner.
+    pub fn alert_thresholds(mut self, thresholds: super::AlertThresholds) -> Self {
+        self.alert_thresholds = thresholds;
         self
     }
 

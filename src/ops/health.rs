@@ -140,6 +140,8 @@ pub struct PartnerHealth {
     pub past_delay_budget: Totals,
     /// The partner's announced pause, if one is in force.
     pub paused: Option<Pause>,
+    /// Callbacks that arrived in the window, by disposition.
+    pub callbacks: BTreeMap<crate::callback::Disposition, u64>,
 }
 
 /// Health of every partner, rolled up.
@@ -317,6 +319,7 @@ pub(crate) fn partner_health(
         at_risk,
         past_delay_budget: stats.past_delay_budget,
         paused: live.pause.clone(),
+        callbacks: stats.callbacks,
     }
 }
 

@@ -5,6 +5,7 @@
 //! queued work, stuck work, the circuit, and the value at risk — rolled up
 //! into a verdict with the reasons that produced it.
 
+pub mod alerts;
 pub(crate) mod health;
 
 pub use health::{HealthReport, PartnerHealth, Percentiles, Trend, Verdict, WindowOutcomes};

@@ -9,7 +9,7 @@ mod callback_types;
 mod stats_types;
 mod types;
 pub use callback_types::{CallbackFilter, NewCallback, Settlement};
-pub use stats_types::{MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, StatsQuery, Totals};
+pub use stats_types::{MAX_LATENCY_SAMPLES, NewAlert, Outcomes, PartnerStats, StatsQuery, Totals};
 pub use types::{
     AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, Pause, Replay,
     StateChange,
@@ -26,7 +26,9 @@ use chrono::{DateTime, Utc};
 
 use crate::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::error::Result;
+use crate::event::Actor;
 use crate::event::{Attempt, Event};
+use crate::ops::alerts::{Alert, AlertId};
 use crate::submission::{NewSubmission, Submission, SubmissionId};
 
 /// The durable core. Every state change is one transaction that also appends
@@ -143,6 +145,28 @@ pub trait OutboxStore: Send + Sync + std::fmt::Debug {
 
     /// Partners whose pause has not ended at `now`.
     async fn pauses(&self, now: DateTime<Utc>) -> Result<Vec<Pause>>;
+
+    /// Open an alert for (partner, class), or return the open one (with its
+    /// details updated). The flag is `true` when it was newly opened. At most
+    /// one alert per (partner, class) is open, whatever the concurrency.
+    async fn open_alert(&self, alert: NewAlert) -> Result<(Alert, bool)>;
+
+    /// Record that an alert's owner was notified at `at`.
+    async fn alert_notified(&self, id: AlertId, at: DateTime<Utc>) -> Result<()>;
+
+    /// Resolve an open alert (its condition cleared).
+    async fn resolve_alert(&self, id: AlertId, at: DateTime<Utc>) -> Result<Alert>;
+
+    /// Acknowledge an alert: its owner knows; re-notifications stop.
+    async fn acknowledge_alert(
+        &self,
+        id: AlertId,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Alert>;
+
+    /// Alerts, newest first: only open ones, or all (at most `limit`).
+    async fn alerts(&self, open_only: bool, limit: usize) -> Result<Vec<Alert>>;
 
     /// Statistics for health, per partner. Counts by state come from counters
     /// the store keeps, so their cost does not grow with history.

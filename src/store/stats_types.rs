@@ -74,4 +74,23 @@ pub struct PartnerStats {
     pub oldest_queued_at: Option<DateTime<Utc>>,
     /// Unfinished submissions older than the partner's delay budget.
     pub past_delay_budget: Totals,
+    /// Callbacks that arrived in the window, by disposition.
+    pub callbacks: BTreeMap<crate::callback::Disposition, u64>,
+}
+
+/// An alert to open (or keep open) for a (partner, class).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAlert {
+    /// The partner.
+    pub partner: String,
+    /// The class of problem.
+    pub class: crate::ops::alerts::ProblemClass,
+    /// Its owner.
+    pub owner: crate::ops::alerts::Owner,
+    /// The condition, in words (updated while the alert stays open).
+    pub details: String,
+    /// Raised during an announced pause.
+    pub expected: bool,
+    /// Now.
+    pub at: DateTime<Utc>,
 }

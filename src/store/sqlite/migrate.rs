@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "health",
         include_str!("../../../migrations/sqlite/0003_health.sql"),
     ),
+    (
+        4,
+        "alerts",
+        include_str!("../../../migrations/sqlite/0004_alerts.sql"),
+    ),
 ];
 
 /// The newest schema version this build of liaison knows; a database with a

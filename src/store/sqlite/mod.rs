@@ -1,5 +1,6 @@
 //! [`SqliteStore`]: the embedded default store.
 
+mod alerts;
 mod callbacks;
 mod migrate;
 mod queries;
@@ -20,12 +21,15 @@ use self::reader::ReadPool;
 use self::sql::{Completion, EnqueueRules, db_err};
 use self::writer::Writer;
 use super::{
-    AttemptReport, CallbackFilter, ClaimRequest, Enqueued, Lease, ListFilter, NewCallback, Note,
-    OutboxStore, PartnerStats, Pause, Replay, Settlement, StateChange, StatsQuery,
+    AttemptReport, CallbackFilter, ClaimRequest, Enqueued, Lease, ListFilter, NewAlert,
+    NewCallback, Note, OutboxStore, PartnerStats, Pause, Replay, Settlement, StateChange,
+    StatsQuery,
 };
 use crate::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::error::{Error, Result};
+use crate::event::Actor;
 use crate::event::{Attempt, Event};
+use crate::ops::alerts::{Alert, AlertId};
 use crate::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
 
 pub use self::migrate::SCHEMA_VERSION;
@@ -517,6 +521,44 @@ impl OutboxStore for SqliteStore {
         self.inner
             .writer
             .write(move |conn| sql::reap_on(conn, now))
+            .await
+    }
+
+    async fn open_alert(&self, alert: NewAlert) -> Result<(Alert, bool)> {
+        self.inner
+            .writer
+            .write(move |conn| alerts::open_alert_on(conn, &alert))
+            .await
+    }
+
+    async fn alert_notified(&self, id: AlertId, at: DateTime<Utc>) -> Result<()> {
+        self.inner
+            .writer
+            .write(move |conn| alerts::notified_on(conn, id, at))
+            .await
+    }
+
+    async fn resolve_alert(&self, id: AlertId, at: DateTime<Utc>) -> Result<Alert> {
+        self.inner
+            .writer
+            .write(move |conn| alerts::resolve_on(conn, id, at))
+            .await
+    }
+
+    async fn acknowledge_alert(
+        &self,
+        id: AlertId,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Alert> {
+        self.inner
+            .writer
+            .write(move |conn| alerts::acknowledge_on(conn, id, &actor, at))
+            .await
+    }
+
+    async fn alerts(&self, open_only: bool, limit: usize) -> Result<Vec<Alert>> {
+        self.read(move |conn| alerts::alerts_on(conn, open_only, limit))
             .await
     }
 

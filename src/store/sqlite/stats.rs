@@ -63,6 +63,7 @@ fn partner_stats(conn: &Connection, partner: String, query: &StatsQuery) -> Resu
         )?,
         oldest_queued_at: oldest_queued(conn, &partner)?,
         past_delay_budget: Totals::default(),
+        callbacks: callbacks(conn, &partner, start, now)?,
         partner,
     };
     if let Some(budget) = query.delay_budgets.get(&stats.partner) {
@@ -198,4 +199,28 @@ pub(crate) fn pauses_on(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<Pau
         .collect()
     })
     .map_err(db_err("read partner pauses"))
+}
+
+fn callbacks(
+    conn: &Connection,
+    partner: &str,
+    from: i64,
+    until: i64,
+) -> Result<BTreeMap<crate::callback::Disposition, u64>> {
+    let rows: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT disposition, COUNT(*) FROM liaison_callbacks \
+             WHERE partner = ?1 AND received_at >= ?2 AND received_at < ?3 GROUP BY disposition",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![partner, from, until], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect()
+        })
+        .map_err(db_err("count callbacks"))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(d, n)| Some((d.parse().ok()?, count(n))))
+        .collect())
 }

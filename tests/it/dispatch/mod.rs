@@ -1,5 +1,6 @@
 //! The dispatch engine against `MockPartner` over real HTTP.
 
+mod alerts;
 mod crash;
 mod failures;
 mod limits;

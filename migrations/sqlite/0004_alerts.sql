@@ -1,0 +1,3 @@
+-- liaison schema, version 4: callbacks by partner and arrival time, for the
+-- alert evaluator's per-window counts.
+CREATE INDEX liaison_callbacks_received ON liaison_callbacks (partner, received_at);

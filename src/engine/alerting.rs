@@ -1,0 +1,303 @@
+//! The alert evaluator: from health to open, re-notified and resolved alerts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Liaison, Shared};
+use crate::callback::Disposition;
+use crate::engine::CircuitState;
+use crate::error::{Error, Result};
+use crate::event::Actor;
+use crate::ops::PartnerHealth;
+use crate::ops::alerts::{Alert, AlertEvent, AlertId, AlertSink, ProblemClass};
+use crate::store::{NewAlert, StatsQuery};
+
+/// When alerts open, per partner. `Default` is what we recommend.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AlertThresholds {
+    /// Consecutive unavailability failures (transient errors, timeouts)
+    /// that raise "partner unavailable". Default 5.
+    pub consecutive_failures: u32,
+    /// Share of submissions ending in the window that the partner reported
+    /// as failed above which "processing failed" opens. Default 0.10.
+    pub error_rate: f64,
+    /// Queued work older than this raises "partner unavailable". Default 15 min.
+    pub queue_age: Duration,
+    /// Stuck submissions that raise "result overdue". Default 1.
+    pub stuck_count: u64,
+    /// "Delay budget exceeded" opens when work reaches this share of the
+    /// partner's delay budget, before the breach. Default 0.8.
+    pub delay_budget_warning: f64,
+}
+
+impl Default for AlertThresholds {
+    fn default() -> Self {
+        AlertThresholds {
+            consecutive_failures: 5,
+            error_rate: 0.10,
+            queue_age: Duration::from_secs(15 * 60),
+            stuck_count: 1,
+            delay_budget_warning: 0.8,
+        }
+    }
+}
+
+/// How alerts are evaluated. `Default` is what we recommend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertSettings {
+    /// How often conditions are evaluated. Default 30 s.
+    pub interval: Duration,
+    /// The window that rates and callback counts look at. Default 15 min.
+    pub window: Duration,
+    /// Re-notify an open, unacknowledged alert this often. Default 1 h.
+    pub renotify_every: Duration,
+    /// Longest a sink may take per notification. Default 10 s.
+    pub sink_timeout: Duration,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            interval: Duration::from_secs(30),
+            window: Duration::from_secs(15 * 60),
+            renotify_every: Duration::from_secs(3600),
+            sink_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The conditions that hold now for one partner: class -> details.
+fn conditions(
+    p: &PartnerHealth,
+    thresholds: &AlertThresholds,
+    consecutive_failures: u32,
+    approaching_budget: u64,
+) -> BTreeMap<ProblemClass, String> {
+    let mut found = BTreeMap::new();
+    let mut unavailable = Vec::new();
+    if matches!(p.circuit, Some(CircuitState::Open | CircuitState::HalfOpen)) {
+        unavailable.push("its circuit is open".to_owned());
+    }
+    if consecutive_failures >= thresholds.consecutive_failures {
+        unavailable.push(format!(
+            "{consecutive_failures} consecutive failed attempts"
+        ));
+    }
+    if let Some(age) = p.oldest_queued_secs
+        && age > thresholds.queue_age.as_secs()
+    {
+        unavailable.push(format!("the oldest queued submission has waited {age} s"));
+    }
+    if !unavailable.is_empty() {
+        found.insert(ProblemClass::PartnerUnavailable, unavailable.join("; "));
+    }
+    if p.window.dead_lettered > 0 {
+        found.insert(
+            ProblemClass::RejectedByPartner,
+            format!(
+                "{} submission(s) dead-lettered in the window",
+                p.window.dead_lettered
+            ),
+        );
+    }
+    let decided = p.window.succeeded + p.window.failed + p.window.dead_lettered;
+    if p.window.failed > 0 && p.window.failed as f64 / decided as f64 > thresholds.error_rate {
+        found.insert(
+            ProblemClass::ProcessingFailed,
+            format!(
+                "the partner reported {} failure(s) of {decided} in the window",
+                p.window.failed
+            ),
+        );
+    }
+    if p.stuck >= thresholds.stuck_count && p.stuck > 0 {
+        found.insert(
+            ProblemClass::ResultOverdue,
+            format!("{} submission(s) stuck without a result", p.stuck),
+        );
+    }
+    if p.past_delay_budget.count > 0 || approaching_budget > 0 {
+        found.insert(
+            ProblemClass::DelayBudgetExceeded,
+            format!(
+                "{} past the delay budget, {} approaching it",
+                p.past_delay_budget.count,
+                approaching_budget.saturating_sub(p.past_delay_budget.count)
+            ),
+        );
+    }
+    for (disposition, class, words) in [
+        (
+            Disposition::Malformed,
+            ProblemClass::MalformedCallback,
+            "malformed callback(s)",
+        ),
+        (
+            Disposition::Expired,
+            ProblemClass::UnmatchedCallback,
+            "callback(s) matched nothing",
+        ),
+        (
+            Disposition::Rejected,
+            ProblemClass::BadSignature,
+            "callback(s) failed verification",
+        ),
+        (
+            Disposition::Conflicting,
+            ProblemClass::ConflictingCallback,
+            "conflicting callback(s)",
+        ),
+    ] {
+        if let Some(n) = p.callbacks.get(&disposition).filter(|n| **n > 0) {
+            found.insert(class, format!("{n} {words} in the window"));
+        }
+    }
+    found
+}
+
+impl Liaison {
+    /// Evaluate alert conditions now: open what started, re-notify what is
+    /// due, resolve what cleared. The running engine does this every
+    /// [`AlertSettings::interval`]; hosts and tests may call it directly.
+    pub async fn evaluate_alerts(&self) -> Result<()> {
+        let settings = self.shared.alert_settings;
+        let report = self.health(settings.window).await?;
+        let now = Utc::now();
+        // Work that reached the warning share of its delay budget.
+        let warning_budgets: BTreeMap<String, Duration> = self
+            .shared
+            .partners
+            .iter()
+            .filter_map(|(name, rt)| {
+                let budget = rt.config.delay_budget?;
+                Some((
+                    name.clone(),
+                    budget.mul_f64(rt.config.alert_thresholds.delay_budget_warning),
+                ))
+            })
+            .collect();
+        let approaching: BTreeMap<String, u64> = if warning_budgets.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.store()
+                .stats(&StatsQuery {
+                    now,
+                    window: settings.window,
+                    partners: warning_budgets.keys().cloned().collect(),
+                    delay_budgets: warning_budgets,
+                })
+                .await?
+                .into_iter()
+                .map(|s| (s.partner, s.past_delay_budget.count))
+                .collect()
+        };
+        let open = self.store().alerts(true, 10_000).await?;
+        let defaults = AlertThresholds::default();
+        for p in &report.partners {
+            let rt = self.shared.partners.get(&p.partner);
+            let thresholds = rt.map_or(&defaults, |rt| &rt.config.alert_thresholds);
+            let failures = rt.map_or(0, |rt| rt.consecutive_failures());
+            let active = conditions(
+                p,
+                thresholds,
+                failures,
+                approaching.get(&p.partner).copied().unwrap_or(0),
+            );
+            for class in ProblemClass::ALL {
+                let existing = open
+                    .iter()
+                    .find(|a| a.partner == p.partner && a.class == class);
+                match (active.get(&class), existing) {
+                    (Some(details), existing) => {
+                        let new = NewAlert {
+                            partner: p.partner.clone(),
+                            class,
+                            owner: self.shared.ownership.owner_for(class).clone(),
+                            details: details.clone(),
+                            expected: p.paused.is_some(),
+                            at: now,
+                        };
+                        let (alert, opened) = self.store().open_alert(new).await?;
+                        let due = existing.is_some_and(|a| {
+                            a.acknowledged_by.is_none()
+                                && a.last_notified_at.is_none_or(|at| {
+                                    (now - at).to_std().unwrap_or_default()
+                                        >= settings.renotify_every
+                                })
+                        });
+                        if opened {
+                            self.send_alert(AlertEvent::Opened, &alert).await?;
+                        } else if due {
+                            self.send_alert(AlertEvent::Renotified, &alert).await?;
+                        }
+                    }
+                    (None, Some(alert)) => {
+                        let resolved = self.store().resolve_alert(alert.id, now).await?;
+                        self.send_alert(AlertEvent::Resolved, &resolved).await?;
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand a notification to every sink, each in its own task under the
+    /// sink timeout, and record it. A failing or hanging sink is logged and
+    /// never holds anything up.
+    async fn send_alert(&self, event: AlertEvent, alert: &Alert) -> Result<()> {
+        for sink in &self.shared.sinks {
+            let (sink, alert, timeout): (Arc<dyn AlertSink>, Alert, Duration) = (
+                Arc::clone(sink),
+                alert.clone(),
+                self.shared.alert_settings.sink_timeout,
+            );
+            tokio::spawn(async move {
+                match tokio::time::timeout(timeout, sink.notify(event, &alert)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, alert_id = %alert.id, "alert sink failed")
+                    }
+                    Err(_) => {
+                        tracing::warn!(sink = sink.name(), alert_id = %alert.id, "alert sink timed out")
+                    }
+                }
+            });
+        }
+        if event != AlertEvent::Resolved {
+            self.store().alert_notified(alert.id, Utc::now()).await?;
+        }
+        Ok(())
+    }
+
+    /// Open alerts (or all, newest first, at most 1,000).
+    pub async fn alerts(&self, open_only: bool) -> Result<Vec<Alert>> {
+        self.store().alerts(open_only, 1000).await
+    }
+
+    /// Acknowledge an open alert: its owner is on it; reminders stop.
+    pub async fn acknowledge_alert(&self, id: AlertId, actor: Actor) -> Result<Alert> {
+        if actor.as_str().trim().is_empty() {
+            return Err(Error::invalid("actor", "say who acknowledges it"));
+        }
+        self.store().acknowledge_alert(id, actor, Utc::now()).await
+    }
+}
+
+/// Evaluate alerts periodically until told to stop.
+pub(crate) async fn run_alerts(shared: Arc<Shared>, stop: CancellationToken) {
+    let liaison = Liaison { shared };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(liaison.shared.alert_settings.interval) => {}
+        }
+        if let Err(error) = liaison.evaluate_alerts().await {
+            tracing::warn!(%error, "evaluating alerts failed");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Problem classes, owners and alerts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::Actor;
+
+/// What kind of problem an alert is about. Each maps to an owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemClass {
+    /// The partner cannot be reached (circuit open) or work is not moving.
+    PartnerUnavailable,
+    /// The partner refused submissions for good (dead letters).
+    RejectedByPartner,
+    /// Accepted submissions whose result did not come in time (stuck).
+    ResultOverdue,
+    /// The partner reported it could not process submissions.
+    ProcessingFailed,
+    /// Callbacks that could not be parsed.
+    MalformedCallback,
+    /// Callbacks that matched no submission within their window.
+    UnmatchedCallback,
+    /// Callbacks whose signature did not verify.
+    BadSignature,
+    /// Unfinished work approaching or past the delay budget.
+    DelayBudgetExceeded,
+    /// Callbacks that contradict what is known.
+    ConflictingCallback,
+}
+
+impl ProblemClass {
+    /// Every class.
+    pub const ALL: [ProblemClass; 9] = [
+        ProblemClass::PartnerUnavailable,
+        ProblemClass::RejectedByPartner,
+        ProblemClass::ResultOverdue,
+        ProblemClass::ProcessingFailed,
+        ProblemClass::MalformedCallback,
+        ProblemClass::UnmatchedCallback,
+        ProblemClass::BadSignature,
+        ProblemClass::DelayBudgetExceeded,
+        ProblemClass::ConflictingCallback,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemClass::PartnerUnavailable => "partner_unavailable",
+            ProblemClass::RejectedByPartner => "rejected_by_partner",
+            ProblemClass::ResultOverdue => "result_overdue",
+            ProblemClass::ProcessingFailed => "processing_failed",
+            ProblemClass::MalformedCallback => "malformed_callback",
+            ProblemClass::UnmatchedCallback => "unmatched_callback",
+            ProblemClass::BadSignature => "bad_signature",
+            ProblemClass::DelayBudgetExceeded => "delay_budget_exceeded",
+            ProblemClass::ConflictingCallback => "conflicting_callback",
+        }
+    }
+}
+
+impl fmt::Display for ProblemClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for ProblemClass {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        ProblemClass::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| Error::invalid("problem class", format!("unknown class {s:?}")))
+    }
+}
+
+/// Who answers for a class of problems.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// A team or person.
+    pub name: String,
+    /// How to reach them (an address, a channel, a pager key).
+    pub contact: String,
+    /// Where the steps to recover are written.
+    pub runbook: Option<String>,
+}
+
+impl Owner {
+    /// An owner with a contact.
+    pub fn new(name: impl Into<String>, contact: impl Into<String>) -> Self {
+        Owner {
+            name: name.into(),
+            contact: contact.into(),
+            runbook: None,
+        }
+    }
+
+    /// Add a runbook link.
+    pub fn runbook(mut self, link: impl Into<String>) -> Self {
+        self.runbook = Some(link.into());
+        self
+    }
+}
+
+/// Which owner each problem class goes to, with a default.
+///
+/// ```
+/// use liaison::ops::alerts::{Owner, Ownership, ProblemClass};
+///
+/// let ownership = Ownership::new(Owner::new("integrations team", "#integrations"))
+///     .route(ProblemClass::ProcessingFailed, Owner::new("billing ops", "billing@clinic.example"))
+///     .route(ProblemClass::ResultOverdue, Owner::new("billing ops", "billing@clinic.example"));
+/// assert_eq!(ownership.owner_for(ProblemClass::ProcessingFailed).name, "billing ops");
+/// assert_eq!(ownership.owner_for(ProblemClass::BadSignature).name, "integrations team");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ownership {
+    default: Owner,
+    routes: BTreeMap<ProblemClass, Owner>,
+}
+
+impl Ownership {
+    /// Everything goes to `default` unless routed elsewhere.
+    pub fn new(default: Owner) -> Self {
+        Ownership {
+            default,
+            routes: BTreeMap::new(),
+        }
+    }
+
+    /// Route one class to an owner.
+    pub fn route(mut self, class: ProblemClass, owner: Owner) -> Self {
+        self.routes.insert(class, owner);
+        self
+    }
+
+    /// The owner of a class.
+    pub fn owner_for(&self, class: ProblemClass) -> &Owner {
+        self.routes.get(&class).unwrap_or(&self.default)
+    }
+}
+
+impl Default for Ownership {
+    fn default() -> Self {
+        Ownership::new(Owner::new(
+            "unassigned",
+            "configure Ownership on the Liaison builder",
+        ))
+    }
+}
+
+/// An alert's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AlertId(Uuid);
+
+impl AlertId {
+    pub(crate) fn new() -> Self {
+        AlertId(Uuid::now_v7())
+    }
+}
+
+impl fmt::Display for AlertId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.as_hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for AlertId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Uuid::parse_str(s)
+            .map(AlertId)
+            .map_err(|e| Error::invalid("alert id", e.to_string()))
+    }
+}
+
+/// One problem of one class at one partner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Its id.
+    pub id: AlertId,
+    /// The partner.
+    pub partner: String,
+    /// The class of problem.
+    pub class: ProblemClass,
+    /// Who owns it (as configured when it opened).
+    pub owner: Owner,
+    /// When it opened.
+    pub opened_at: DateTime<Utc>,
+    /// When its owner was last notified.
+    pub last_notified_at: Option<DateTime<Utc>>,
+    /// How many notifications were sent.
+    pub notify_count: u32,
+    /// Who acknowledged it (re-notifications stop).
+    pub acknowledged_by: Option<Actor>,
+    /// When it was acknowledged.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// When it resolved (the condition cleared).
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// Raised while the partner was paused for announced maintenance.
+    pub expected: bool,
+    /// What the condition was, in words.
+    pub details: String,
+}
+
+impl Alert {
+    /// Still open.
+    pub fn is_open(&self) -> bool {
+        self.resolved_at.is_none()
+    }
+}
+
+/// Why a sink is told about an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertEvent {
+    /// The problem started.
+    Opened,
+    /// Still open and unacknowledged: a reminder.
+    Renotified,
+    /// The condition cleared.
+    Resolved,
+}
+
+impl AlertEvent {
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertEvent::Opened => "opened",
+            AlertEvent::Renotified => "renotified",
+            AlertEvent::Resolved => "resolved",
+        }
+    }
+}

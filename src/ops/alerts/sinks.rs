@@ -1,0 +1,180 @@
+//! Where alerts go.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::model::{Alert, AlertEvent};
+use crate::callback::StandardWebhooks;
+use crate::error::{Error, Result};
+
+/// A sink could not deliver a notification.
+#[derive(Debug, thiserror::Error)]
+#[error("alert sink {sink} failed: {reason}")]
+pub struct SinkError {
+    /// The sink.
+    pub sink: &'static str,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Receives alert notifications. Called off the dispatch path with a
+/// timeout, so a slow or failing sink never holds up work.
+#[async_trait]
+pub trait AlertSink: Send + Sync + fmt::Debug {
+    /// Deliver one notification.
+    async fn notify(&self, event: AlertEvent, alert: &Alert) -> Result<(), SinkError>;
+
+    /// A short name for logs.
+    fn name(&self) -> &'static str;
+}
+
+/// Logs alerts with `tracing` (warn when opened or re-notified, info when resolved).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingSink;
+
+#[async_trait]
+impl AlertSink for TracingSink {
+    async fn notify(&self, event: AlertEvent, alert: &Alert) -> Result<(), SinkError> {
+        match event {
+            AlertEvent::Resolved => tracing::info!(
+                alert_id = %alert.id, partner = %alert.partner, class = alert.class.as_str(),
+                owner = %alert.owner.name, "alert resolved"
+            ),
+            _ => tracing::warn!(
+                alert_id = %alert.id, partner = %alert.partner, class = alert.class.as_str(),
+                owner = %alert.owner.name, contact = %alert.owner.contact, expected = alert.expected,
+                event = event.as_str(), details = %alert.details, "alert"
+            ),
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "tracing"
+    }
+}
+
+/// Hands alerts to the host through a channel.
+///
+/// ```
+/// use liaison::ops::alerts::ChannelSink;
+///
+/// let (sink, mut receiver) = ChannelSink::new(64);
+/// # drop((sink, receiver.try_recv()));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ChannelSink {
+    sender: mpsc::Sender<(AlertEvent, Alert)>,
+}
+
+impl ChannelSink {
+    /// A sink and the receiver the host reads from; when the buffer is full
+    /// the notification fails rather than waits.
+    pub fn new(buffer: usize) -> (Self, mpsc::Receiver<(AlertEvent, Alert)>) {
+        let (sender, receiver) = mpsc::channel(buffer.max(1));
+        (ChannelSink { sender }, receiver)
+    }
+}
+
+#[async_trait]
+impl AlertSink for ChannelSink {
+    async fn notify(&self, event: AlertEvent, alert: &Alert) -> Result<(), SinkError> {
+        self.sender
+            .try_send((event, alert.clone()))
+            .map_err(|e| SinkError {
+                sink: "channel",
+                reason: e.to_string(),
+            })
+    }
+
+    fn name(&self) -> &'static str {
+        "channel"
+    }
+}
+
+/// POSTs alerts as JSON to a URL, signed Standard-Webhooks style
+/// (`webhook-id`, `webhook-timestamp`, `webhook-signature`), with up to three
+/// attempts.
+#[derive(Clone)]
+pub struct WebhookSink {
+    url: reqwest::Url,
+    signer: StandardWebhooks,
+    client: reqwest::Client,
+}
+
+impl fmt::Debug for WebhookSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.url.clone();
+        shown.set_query(None);
+        let _ = shown.set_password(None);
+        f.debug_struct("WebhookSink")
+            .field("url", &shown.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookSink {
+    /// Post to `url`, signing with `secret` (`whsec_…`).
+    pub fn new(url: &str, secret: &str) -> Result<Self> {
+        let url = reqwest::Url::parse(url).map_err(|e| Error::invalid("url", e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::invalid("url", "only http and https are supported"));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::invalid("client", e.to_string()))?;
+        Ok(WebhookSink {
+            url,
+            signer: StandardWebhooks::new(secret)?,
+            client,
+        })
+    }
+}
+
+#[async_trait]
+impl AlertSink for WebhookSink {
+    async fn notify(&self, event: AlertEvent, alert: &Alert) -> Result<(), SinkError> {
+        let body =
+            json!({ "type": format!("alert.{}", event.as_str()), "alert": alert }).to_string();
+        let msg_id = format!("msg_{}_{}", alert.id, alert.notify_count + 1);
+        let mut last = String::new();
+        for attempt in 0..3u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+            }
+            let timestamp = chrono::Utc::now().timestamp();
+            let sent = self
+                .client
+                .post(self.url.clone())
+                .header("content-type", "application/json")
+                .header("webhook-id", &msg_id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header(
+                    "webhook-signature",
+                    self.signer.sign(&msg_id, timestamp, body.as_bytes()),
+                )
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => last = format!("HTTP {}", r.status().as_u16()),
+                Err(e) => last = e.without_url().to_string(),
+            }
+        }
+        Err(SinkError {
+            sink: "webhook",
+            reason: format!("3 attempts failed; last: {last}"),
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+}

@@ -1,0 +1,247 @@
+//! Alerts: one per (partner, class), routed to its owner, re-notified,
+//! resolved when the condition clears; a failing sink holds nothing up.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use liaison::engine::{AlertSettings, CircuitSettings, CircuitState, Liaison};
+use liaison::ops::alerts::{
+    Alert, AlertEvent, AlertSink, ChannelSink, Owner, Ownership, ProblemClass, SinkError,
+};
+use liaison::testing::{Behavior, MockPartner};
+use liaison::{Actor, SubmissionState};
+
+use super::{claim, count_in, eventually, partner, quick_settings};
+use crate::support;
+
+fn settings() -> AlertSettings {
+    AlertSettings {
+        interval: Duration::from_secs(3600), // evaluated by hand in these tests
+        window: Duration::from_secs(600),
+        renotify_every: Duration::from_millis(150),
+        sink_timeout: Duration::from_millis(500),
+    }
+}
+
+fn ownership() -> Ownership {
+    Ownership::new(Owner::new("integrations", "#integrations")).route(
+        ProblemClass::PartnerUnavailable,
+        Owner::new("lab vendor desk", "vendor-desk@lab.example")
+            .runbook("https://runbooks.example/lab-down"),
+    )
+}
+
+fn drain(
+    receiver: &mut tokio::sync::mpsc::Receiver<(AlertEvent, Alert)>,
+) -> Vec<(AlertEvent, Alert)> {
+    let mut got = Vec::new();
+    while let Ok(item) = receiver.try_recv() {
+        got.push(item);
+    }
+    got
+}
+
+async fn settle() {
+    // Sinks run in their own tasks; give them a moment to deliver.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_opens_one_alert_renotifies_and_resolves() {
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start_with(Behavior::Failing).await.unwrap();
+    let (sink, mut events) = ChannelSink::new(100);
+    let liaison = Liaison::builder(store.clone())
+        .partner(
+            partner("lab", &mock)
+                .circuit(CircuitSettings::new(3, Duration::from_millis(400)).unwrap())
+                .concurrency(1),
+        )
+        .settings(quick_settings())
+        .ownership(ownership())
+        .alert_sink(sink)
+        .alert_settings(settings())
+        .build()
+        .unwrap();
+    for i in 0..5 {
+        liaison.enqueue(claim("lab", i)).await.unwrap();
+    }
+    let handle = liaison.start();
+    eventually("circuit open", Duration::from_secs(10), || async {
+        liaison.circuit_state("lab") == Some(CircuitState::Open)
+    })
+    .await;
+
+    for _ in 0..3 {
+        liaison.evaluate_alerts().await.unwrap();
+    }
+    settle().await;
+    let got = drain(&mut events);
+    let opened: Vec<_> = got
+        .iter()
+        .filter(|(e, _)| *e == AlertEvent::Opened)
+        .collect();
+    assert_eq!(
+        opened.len(),
+        1,
+        "one alert however often it is evaluated: {got:?}"
+    );
+    let alert = &opened[0].1;
+    assert_eq!(alert.class, ProblemClass::PartnerUnavailable);
+    assert_eq!(alert.owner.name, "lab vendor desk");
+    assert_eq!(
+        alert.owner.runbook.as_deref(),
+        Some("https://runbooks.example/lab-down")
+    );
+    let open = liaison.alerts(true).await.unwrap();
+    assert_eq!(
+        open.iter()
+            .filter(|a| a.class == ProblemClass::PartnerUnavailable)
+            .count(),
+        1
+    );
+
+    // Still open after the re-notify period: a reminder.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    liaison.evaluate_alerts().await.unwrap();
+    settle().await;
+    let got = drain(&mut events);
+    assert!(
+        got.iter()
+            .any(|(e, a)| *e == AlertEvent::Renotified && a.id == alert.id),
+        "{got:?}"
+    );
+
+    // Acknowledged: no more reminders.
+    liaison
+        .acknowledge_alert(alert.id, Actor::person("dana"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    liaison.evaluate_alerts().await.unwrap();
+    settle().await;
+    assert!(
+        drain(&mut events)
+            .iter()
+            .all(|(e, _)| *e != AlertEvent::Renotified)
+    );
+
+    // The partner recovers: the condition clears and the alert resolves.
+    mock.set_behavior(Behavior::Healthy);
+    eventually("delivered", Duration::from_secs(20), || async {
+        count_in(&store, "lab", SubmissionState::AwaitingResult).await == 5
+    })
+    .await;
+    liaison.evaluate_alerts().await.unwrap();
+    settle().await;
+    let got = drain(&mut events);
+    assert!(
+        got.iter()
+            .any(|(e, a)| *e == AlertEvent::Resolved && a.id == alert.id),
+        "{got:?}"
+    );
+    assert!(
+        liaison
+            .alerts(true)
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.class != ProblemClass::PartnerUnavailable)
+    );
+    let all = liaison.alerts(false).await.unwrap();
+    let resolved = all.iter().find(|a| a.id == alert.id).unwrap();
+    assert!(resolved.resolved_at.is_some());
+    assert_eq!(
+        resolved.acknowledged_by.as_ref().map(|a| a.as_str()),
+        Some("dana")
+    );
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[derive(Debug)]
+struct Hanging;
+
+#[async_trait]
+impl AlertSink for Hanging {
+    async fn notify(&self, _: AlertEvent, _: &Alert) -> Result<(), SinkError> {
+        std::future::pending().await
+    }
+    fn name(&self) -> &'static str {
+        "hanging"
+    }
+}
+
+#[derive(Debug)]
+struct Failing;
+
+#[async_trait]
+impl AlertSink for Failing {
+    async fn notify(&self, _: AlertEvent, _: &Alert) -> Result<(), SinkError> {
+        Err(SinkError {
+            sink: "failing",
+            reason: "always".into(),
+        })
+    }
+    fn name(&self) -> &'static str {
+        "failing"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_or_hanging_sink_stalls_nothing() {
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start_with(Behavior::Reject { status: 422 })
+        .await
+        .unwrap();
+    let (sink, mut events) = ChannelSink::new(100);
+    let liaison = Liaison::builder(store.clone())
+        .partner(partner("lab", &mock))
+        .settings(quick_settings())
+        .alert_sink(Hanging)
+        .alert_sink(Failing)
+        .alert_sink(sink)
+        .alert_settings(AlertSettings {
+            interval: Duration::from_millis(50),
+            ..settings()
+        })
+        .build()
+        .unwrap();
+    let handle = liaison.start();
+    for i in 0..3 {
+        liaison.enqueue(claim("lab", i)).await.unwrap();
+    }
+    eventually(
+        "a rejected-by-partner alert",
+        Duration::from_secs(10),
+        || async {
+            liaison
+                .alerts(true)
+                .await
+                .unwrap()
+                .iter()
+                .any(|a| a.class == ProblemClass::RejectedByPartner)
+        },
+    )
+    .await;
+    // Dispatch goes on while sinks hang and fail.
+    mock.set_behavior(Behavior::Healthy);
+    for i in 10..30 {
+        liaison.enqueue(claim("lab", i)).await.unwrap();
+    }
+    eventually("new work delivered", Duration::from_secs(20), || async {
+        count_in(&store, "lab", SubmissionState::AwaitingResult).await == 20
+    })
+    .await;
+    // An evaluation returns promptly too, and the working sink still hears.
+    tokio::time::timeout(Duration::from_secs(5), liaison.evaluate_alerts())
+        .await
+        .expect("evaluation is not held up by sinks")
+        .unwrap();
+    settle().await;
+    assert!(
+        drain(&mut events)
+            .iter()
+            .any(|(e, a)| *e == AlertEvent::Opened && a.class == ProblemClass::RejectedByPartner)
+    );
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+}
