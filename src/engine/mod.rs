@@ -15,6 +15,7 @@ mod health;
 mod inbound;
 mod partner_config;
 mod recovery;
+mod retention;
 
 pub use alerting::{AlertSettings, AlertThresholds};
 pub use circuit::{CircuitSettings, CircuitState};
@@ -51,6 +52,12 @@ pub struct EngineSettings {
     pub lease_margin: Duration,
     /// How often overdue results and unmatched callbacks are checked. Default 1 s.
     pub deadline_interval: Duration,
+    /// Payloads and raw callback bodies of finished work are removed this
+    /// long after it finished (personal and health data should not live for
+    /// ever). Default 30 days.
+    pub payload_retention: Duration,
+    /// How often retention (and the idempotency ledger's pruning) runs. Default 1 h.
+    pub retention_interval: Duration,
 }
 
 impl Default for EngineSettings {
@@ -61,6 +68,8 @@ impl Default for EngineSettings {
             claim_batch: 32,
             lease_margin: Duration::from_secs(10),
             deadline_interval: Duration::from_secs(1),
+            payload_retention: Duration::from_secs(30 * 24 * 3600),
+            retention_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -169,6 +178,7 @@ impl LiaisonBuilder {
         if self.settings.poll_interval.is_zero()
             || self.settings.reap_interval.is_zero()
             || self.settings.deadline_interval.is_zero()
+            || self.settings.retention_interval.is_zero()
         {
             return Err(Error::invalid(
                 "poll_interval",
@@ -302,6 +312,10 @@ impl Liaison {
             stop_claiming.clone(),
         )));
         loops.push(tokio::spawn(deadlines::run_deadlines(
+            Arc::clone(&self.shared),
+            stop_claiming.clone(),
+        )));
+        loops.push(tokio::spawn(retention::run_retention(
             Arc::clone(&self.shared),
             stop_claiming.clone(),
         )));

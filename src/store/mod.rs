@@ -11,8 +11,8 @@ mod types;
 pub use callback_types::{CallbackFilter, NewCallback, Settlement};
 pub use stats_types::{MAX_LATENCY_SAMPLES, NewAlert, Outcomes, PartnerStats, StatsQuery, Totals};
 pub use types::{
-    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, Pause, Replay,
-    StateChange,
+    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, Pause, PurgeReport,
+    Replay, StateChange,
 };
 
 #[cfg(feature = "sqlite")]
@@ -171,6 +171,14 @@ pub trait OutboxStore: Send + Sync + std::fmt::Debug {
     /// Statistics for health, per partner. Counts by state come from counters
     /// the store keeps, so their cost does not grow with history.
     async fn stats(&self, query: &StatsQuery) -> Result<Vec<PartnerStats>>;
+
+    /// Retention: remove the payloads of submissions that became terminal
+    /// before `cutoff`, and the raw bodies of callbacks received before it
+    /// (except those still waiting to be processed or matched). Ids, states,
+    /// fingerprints and timelines stay; space is given back to the file
+    /// where the database allows. Works in bounded batches; call until it
+    /// reports nothing left.
+    async fn purge(&self, cutoff: DateTime<Utc>) -> Result<PurgeReport>;
 
     /// Remove idempotency keys whose retention ended before `now` and whose
     /// submission is terminal. Returns how many were removed.

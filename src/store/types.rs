@@ -422,3 +422,14 @@ pub struct Pause {
     /// Why.
     pub reason: String,
 }
+
+/// What one retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeReport {
+    /// Submission payloads removed.
+    pub payloads: u64,
+    /// Raw callback bodies removed.
+    pub callback_bodies: u64,
+    /// More were due than one pass removes: call again.
+    pub more: bool,
+}

@@ -10,6 +10,7 @@ mod health;
 mod input;
 mod ledger;
 mod recovery;
+mod retention;
 mod support;
 mod transactional;
 mod transitions;

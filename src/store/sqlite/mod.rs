@@ -5,6 +5,7 @@ mod callbacks;
 mod migrate;
 mod queries;
 mod reader;
+mod retention;
 pub(crate) mod sql;
 mod stats;
 mod writer;
@@ -22,8 +23,8 @@ use self::sql::{Completion, EnqueueRules, db_err};
 use self::writer::Writer;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, Enqueued, Lease, ListFilter, NewAlert,
-    NewCallback, Note, OutboxStore, PartnerStats, Pause, Replay, Settlement, StateChange,
-    StatsQuery,
+    NewCallback, Note, OutboxStore, PartnerStats, Pause, PurgeReport, Replay, Settlement,
+    StateChange, StatsQuery,
 };
 use crate::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::error::{Error, Result};
@@ -363,6 +364,11 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// Open a connection with the store's pragmas.
 pub(super) fn connect(path: &Path, config: &SqliteConfig) -> Result<Connection> {
     let conn = Connection::open(path).map_err(db_err("open database"))?;
+    // Only takes effect on a new, empty database (before the first table):
+    // lets retention give space back with `incremental_vacuum`. An existing
+    // file keeps its mode until a one-time `VACUUM`.
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+        .map_err(db_err("set auto_vacuum"))?;
     conn.busy_timeout(config.busy_timeout)
         .map_err(db_err("set busy timeout"))?;
     let mode: String = conn
@@ -578,6 +584,13 @@ impl OutboxStore for SqliteStore {
     async fn stats(&self, query: &StatsQuery) -> Result<Vec<PartnerStats>> {
         let query = query.clone();
         self.read(move |conn| stats::stats_on(conn, &query)).await
+    }
+
+    async fn purge(&self, cutoff: DateTime<Utc>) -> Result<PurgeReport> {
+        self.inner
+            .writer
+            .write(move |conn| retention::purge_on(conn, cutoff, Utc::now()))
+            .await
     }
 
     async fn prune_ledger(&self, now: DateTime<Utc>) -> Result<u64> {

@@ -25,6 +25,7 @@ pub fn quick_settings() -> EngineSettings {
         claim_batch: 16,
         lease_margin: Duration::from_secs(1),
         deadline_interval: Duration::from_millis(50),
+        ..EngineSettings::default()
     }
 }
 

@@ -1,0 +1,56 @@
+//! Retention: purge what is past its period, prune the idempotency ledger.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Liaison, Shared};
+use crate::error::Result;
+use crate::store::PurgeReport;
+
+impl Liaison {
+    /// Run retention now: remove payloads and raw callback bodies of work
+    /// that finished more than [`super::EngineSettings::payload_retention`]
+    /// ago (in bounded batches until none is left), and prune the
+    /// idempotency ledger. The running engine does this every
+    /// `retention_interval`.
+    pub async fn run_retention(&self) -> Result<PurgeReport> {
+        let now = Utc::now();
+        let cutoff = now
+            - chrono::Duration::from_std(self.shared.settings.payload_retention)
+                .unwrap_or(chrono::Duration::MAX);
+        let mut total = PurgeReport::default();
+        loop {
+            let pass = self.store().purge(cutoff).await?;
+            total.payloads += pass.payloads;
+            total.callback_bodies += pass.callback_bodies;
+            if !pass.more {
+                break;
+            }
+        }
+        let pruned = self.store().prune_ledger(now).await?;
+        if total.payloads + total.callback_bodies + pruned > 0 {
+            tracing::info!(
+                payloads = total.payloads,
+                callback_bodies = total.callback_bodies,
+                ledger_keys = pruned,
+                "retention removed expired data"
+            );
+        }
+        Ok(total)
+    }
+}
+
+pub(crate) async fn run_retention(shared: Arc<Shared>, stop: CancellationToken) {
+    let liaison = Liaison { shared };
+    loop {
+        if let Err(error) = liaison.run_retention().await {
+            tracing::warn!(%error, "retention failed");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(liaison.shared.settings.retention_interval) => {}
+        }
+    }
+}

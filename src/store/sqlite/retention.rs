@@ -1,0 +1,65 @@
+//! Retention: payloads and raw callback bodies of finished work are removed
+//! after their period; what happened (ids, states, fingerprints, timelines)
+//! stays.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, params};
+
+use super::sql::{db_err, to_millis};
+use crate::error::Result;
+use crate::store::PurgeReport;
+use crate::submission::SubmissionState;
+
+/// Rows changed per pass, so one pass never holds the writer for long.
+const BATCH: i64 = 1000;
+
+pub(crate) fn purge_on(
+    conn: &Connection,
+    cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<PurgeReport> {
+    let terminal: Vec<String> = SubmissionState::ALL
+        .into_iter()
+        .filter(|s| s.is_terminal())
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    let terminal = terminal.join(", ");
+    let payloads = conn
+        .prepare_cached(&format!(
+            "UPDATE liaison_submissions SET payload = NULL, payload_purged_at = ?2 \
+             WHERE seq IN (SELECT seq FROM liaison_submissions \
+                 WHERE terminal_at IS NOT NULL AND terminal_at <= ?1 AND payload IS NOT NULL \
+                   AND state IN ({terminal}) LIMIT ?3)"
+        ))
+        .and_then(|mut stmt| stmt.execute(params![to_millis(cutoff), to_millis(now), BATCH]))
+        .map_err(db_err("purge payloads"))?;
+    // Bodies of callbacks about finished (or no) submissions; never one still
+    // waiting to be processed or matched.
+    let bodies = conn
+        .prepare_cached(&format!(
+            "UPDATE liaison_callbacks SET body = NULL, body_purged_at = ?2 \
+             WHERE seq IN (SELECT c.seq FROM liaison_callbacks c \
+                 WHERE c.body IS NOT NULL AND c.received_at <= ?1 \
+                   AND c.disposition NOT IN ('received', 'unmatched') \
+                   AND NOT EXISTS (SELECT 1 FROM liaison_submissions s \
+                        WHERE s.id = c.submission_id AND s.state NOT IN ({terminal})) \
+                 LIMIT ?3)"
+        ))
+        .and_then(|mut stmt| stmt.execute(params![to_millis(cutoff), to_millis(now), BATCH]))
+        .map_err(db_err("purge callback bodies"))?;
+    // Give freed pages back to the file (a no-op unless auto_vacuum is
+    // incremental, which new databases are).
+    // Each step of this pragma frees one page: step it to the end.
+    conn.prepare_cached("PRAGMA incremental_vacuum")
+        .and_then(|mut stmt| {
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
+            Ok(())
+        })
+        .map_err(db_err("incremental vacuum"))?;
+    Ok(PurgeReport {
+        payloads: payloads as u64,
+        callback_bodies: bodies as u64,
+        more: payloads as i64 == BATCH || bodies as i64 == BATCH,
+    })
+}
