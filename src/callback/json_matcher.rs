@@ -174,6 +174,18 @@ impl JsonMatcherBuilder {
                 ));
             }
         }
+        if self
+            .succeeded
+            .iter()
+            .chain(&self.failed)
+            .chain(&self.progress)
+            .any(|v| v.trim().is_empty())
+        {
+            return Err(Error::invalid(
+                "status values",
+                "a status value must not be blank",
+            ));
+        }
         if self.succeeded.is_empty() || self.failed.is_empty() {
             return Err(Error::invalid(
                 "status values",
@@ -265,7 +277,8 @@ impl CallbackMatcher for JsonMatcher {
                 .as_deref()
                 .and_then(|p| body.pointer(p))
                 .and_then(scalar)
-                .map(|r| r.chars().take(1000).collect::<String>())
+                .map(|r| r.trim().chars().take(1000).collect::<String>())
+                .filter(|r| !r.is_empty())
         };
         let outcome = if self.succeeded.contains(&status) {
             ReportedOutcome::Succeeded
@@ -341,6 +354,17 @@ mod tests {
             }
         );
         assert_eq!(r.event_id, None);
+        let r = parse(
+            &m,
+            r#"{"reference":"MP-1","status":"failed","reason":"  "}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.outcome,
+            ReportedOutcome::Failed {
+                reason: "the partner reported failure without a reason".into()
+            }
+        );
         let r = parse(&m, r#"{"reference":"MP-1","status":"processing"}"#).unwrap();
         assert_eq!(r.outcome, ReportedOutcome::Progress { note: None });
     }
