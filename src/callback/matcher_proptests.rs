@@ -228,7 +228,10 @@ proptest! {
             prop_assert!(result.is_err());
             return Ok(());
         }
-        let cut = reason.map(|r| r.chars().take(REASON_CHARS).collect::<String>());
+        // Trimmed, cut, and a blank one counts as none.
+        let cut = reason
+            .map(|r| r.trim().chars().take(REASON_CHARS).collect::<String>())
+            .filter(|r| !r.is_empty());
         let expected = CallbackReport {
             correlation: match by {
                 CorrelateBy::ExternalRef => Correlation::ExternalRef(reference),
