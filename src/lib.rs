@@ -52,7 +52,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `sqlite` | yes | [`store::SqliteStore`], with SQLite compiled in (no system library) |
-//! | `postgres` | no | reserved for the PostgreSQL store |
+//! | `postgres` | no | `store::PostgresStore` for several host instances sharing one outbox (in progress: see docs/scaling.md) |
 //! | `http` | no | `http::callback_router`: the axum endpoint partners post callbacks to |
 //! | `cli` | no | reserved for the `liaison` command-line tool |
 //! | `rustls` | yes | TLS for the HTTP client (rustls), so `https://` partners work |

@@ -21,6 +21,12 @@ mod sqlite;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
 
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PostgresConfig, PostgresStore};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 

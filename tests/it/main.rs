@@ -3,6 +3,7 @@
 #[cfg(all(feature = "mock", feature = "http"))]
 mod callbacks;
 mod claims;
+mod conformance;
 #[cfg(feature = "mock")]
 mod dispatch;
 mod durability;

@@ -1,0 +1,118 @@
+//! [`PostgresConfig`]: the settings of a [`super::PostgresStore`].
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Settings for [`PostgresStore`]. `Default` is what we recommend.
+///
+/// ```
+/// use liaison::store::PostgresConfig;
+/// use std::time::Duration;
+///
+/// let config = PostgresConfig::default()
+///     .pool_size(16)
+///     .schema("liaison")
+///     .max_payload_bytes(256 * 1024)
+///     .ledger_retention(Some(Duration::from_secs(90 * 24 * 3600)));
+/// assert_eq!(config.schema.as_deref(), Some("liaison"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// Connections kept open at most (each instance has its own pool).
+    /// Default 16.
+    pub pool_size: usize,
+    /// Largest payload accepted, in bytes of canonical JSON. Default 1 MiB.
+    pub max_payload_bytes: usize,
+    /// How long an idempotency key stays in the ledger after its enqueue
+    /// (it is removed only once its submission is terminal). `None` keeps
+    /// keys until they are pruned otherwise. Default 30 days.
+    pub ledger_retention: Option<Duration>,
+    /// The schema the `liaison_*` tables live in, created if missing; it is
+    /// the only schema on the store's `search_path`. A lower-case SQL
+    /// identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes). Default `None`: the
+    /// connection's own `search_path` (usually `public`).
+    pub schema: Option<String>,
+    /// How long a statement waits for a lock another transaction holds
+    /// before failing with [`Error::Busy`] (PostgreSQL's `lock_timeout`;
+    /// zero waits for ever). Default 5 s, like SQLite's busy timeout.
+    pub lock_timeout: Duration,
+    /// How long to wait for a pooled connection (or to open one) before
+    /// failing with [`Error::Busy`]. Default 30 s.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            pool_size: 16,
+            max_payload_bytes: 1024 * 1024,
+            ledger_retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            schema: None,
+            lock_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// Set [`PostgresConfig::pool_size`].
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// Set [`PostgresConfig::max_payload_bytes`].
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
+    }
+
+    /// Set [`PostgresConfig::ledger_retention`].
+    pub fn ledger_retention(mut self, retention: Option<Duration>) -> Self {
+        self.ledger_retention = retention;
+        self
+    }
+
+    /// Set [`PostgresConfig::schema`].
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Set [`PostgresConfig::lock_timeout`].
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Set [`PostgresConfig::acquire_timeout`].
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    pub(super) fn check(&self) -> Result<()> {
+        if self.max_payload_bytes == 0 {
+            return Err(Error::invalid("max_payload_bytes", "must be above zero"));
+        }
+        if self.pool_size == 0 {
+            return Err(Error::invalid("pool_size", "must be at least 1"));
+        }
+        if let Some(schema) = &self.schema {
+            let mut chars = schema.chars();
+            let plain = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && schema.len() <= 63;
+            if !plain {
+                return Err(Error::invalid(
+                    "schema",
+                    "use a lower-case SQL identifier: [a-z_][a-z0-9_]*, at most 63 bytes",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,280 @@
+//! The connection every query runs on, and the mapping of driver errors
+//! and values to the crate's.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use deadpool_postgres::StatementCache;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+use uuid::Uuid;
+
+use crate::callback::CallbackId;
+use crate::error::{BoxError, Error, Result};
+use crate::store::LeaseToken;
+use crate::submission::SubmissionId;
+
+/// A parameter list for a query.
+pub(super) type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// One connection, inside whatever transaction its owner opened (the
+/// store's own, or the host's). Statements are prepared through the
+/// pool's per-connection cache when there is one.
+pub(super) struct Db<'a> {
+    client: &'a Client,
+    cache: Option<&'a StatementCache>,
+}
+
+impl<'a> Db<'a> {
+    pub(super) fn new(client: &'a Client, cache: Option<&'a StatementCache>) -> Self {
+        Db { client, cache }
+    }
+
+    async fn prepare(&self, sql: &str, operation: &'static str) -> Result<Statement> {
+        match self.cache {
+            Some(cache) => cache.prepare(self.client, sql).await,
+            None => self.client.prepare(sql).await,
+        }
+        .map_err(pg_err(operation))
+    }
+
+    pub(super) async fn query(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+        operation: &'static str,
+    ) -> Result<Vec<Row>> {
+        let stmt = self.prepare(sql, operation).await?;
+        self.client
+            .query(&stmt, params)
+            .await
+            .map_err(pg_err(operation))
+    }
+
+    pub(super) async fn query_opt(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+        operation: &'static str,
+    ) -> Result<Option<Row>> {
+        let stmt = self.prepare(sql, operation).await?;
+        self.client
+            .query_opt(&stmt, params)
+            .await
+            .map_err(pg_err(operation))
+    }
+
+    pub(super) async fn query_one(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+        operation: &'static str,
+    ) -> Result<Row> {
+        let stmt = self.prepare(sql, operation).await?;
+        self.client
+            .query_one(&stmt, params)
+            .await
+            .map_err(pg_err(operation))
+    }
+
+    pub(super) async fn execute(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+        operation: &'static str,
+    ) -> Result<u64> {
+        let stmt = self.prepare(sql, operation).await?;
+        self.client
+            .execute(&stmt, params)
+            .await
+            .map_err(pg_err(operation))
+    }
+
+    /// Run statements that take no parameters (savepoints, settings).
+    pub(super) async fn batch(&self, sql: &str, operation: &'static str) -> Result<()> {
+        self.client
+            .batch_execute(sql)
+            .await
+            .map_err(pg_err(operation))
+    }
+
+    /// Serialize with every other transaction that takes the same lock,
+    /// until this transaction ends (the key pair is hashed; a collision only
+    /// serializes more than needed).
+    pub(super) async fn advisory_lock(&self, class: LockClass, key: &str) -> Result<()> {
+        self.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&(class as i32), &clean(key).as_ref()],
+            "take advisory lock",
+        )
+        .await
+        .map(drop)
+    }
+}
+
+impl fmt::Debug for Db<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Db")
+            .field("cached", &self.cache.is_some())
+            .finish()
+    }
+}
+
+/// What an advisory lock serializes (the first of its two keys).
+#[derive(Debug, Clone, Copy)]
+#[repr(i32)]
+pub(super) enum LockClass {
+    /// Settling callbacks of one partner event id.
+    CallbackEvent = 0x6C69_0001,
+    /// Settling callbacks with one body.
+    CallbackBody = 0x6C69_0002,
+    /// Recording or matching one partner reference.
+    PartnerRef = 0x6C69_0003,
+}
+
+/// Map a driver error to the crate's error, keeping it as the source.
+/// Serialization failures, deadlocks, lock timeouts and a full server are
+/// [`Error::Busy`]: the same call may succeed when retried.
+pub(super) fn pg_err(operation: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
+    move |e| {
+        if is_busy(&e) {
+            Error::Busy {
+                operation,
+                source: Box::new(e),
+            }
+        } else {
+            Error::Storage {
+                operation,
+                source: Box::new(e),
+            }
+        }
+    }
+}
+
+fn is_busy(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|code| {
+        [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::TOO_MANY_CONNECTIONS,
+        ]
+        .contains(code)
+    })
+}
+
+/// Is this a unique-constraint violation?
+pub(super) fn is_unique_violation(e: &Error) -> bool {
+    match e {
+        Error::Storage { source, .. } => source
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::code)
+            .is_some_and(|c| *c == SqlState::UNIQUE_VIOLATION),
+        _ => false,
+    }
+}
+
+/// Map a pool error: waiting too long for a connection is [`Error::Busy`],
+/// a closed pool is [`Error::Closed`].
+pub(super) fn pool_err(e: deadpool_postgres::PoolError) -> Error {
+    use deadpool_postgres::PoolError;
+    match e {
+        PoolError::Backend(e) => pg_err("connect")(e),
+        PoolError::Closed => Error::Closed,
+        e @ PoolError::Timeout(_) => Error::Busy {
+            operation: "acquire connection",
+            source: Box::new(e),
+        },
+        e => Error::Storage {
+            operation: "acquire connection",
+            source: Box::new(e),
+        },
+    }
+}
+
+/// A stored value that does not decode.
+#[derive(Debug)]
+pub(super) struct Corrupt {
+    column: &'static str,
+    source: BoxError,
+}
+
+impl fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "column {} holds a value that does not decode",
+            self.column
+        )
+    }
+}
+
+impl std::error::Error for Corrupt {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
+/// An error for a stored value that does not decode.
+pub(super) fn corrupt(column: &'static str, cause: impl Into<BoxError>) -> Error {
+    Error::Storage {
+        operation: "decode row",
+        source: Box::new(Corrupt {
+            column,
+            source: cause.into(),
+        }),
+    }
+}
+
+/// Read column `idx` of a row.
+pub(super) fn get<'r, T>(row: &'r Row, idx: usize) -> Result<T>
+where
+    T: tokio_postgres::types::FromSql<'r>,
+{
+    row.try_get(idx).map_err(pg_err("decode row"))
+}
+
+/// PostgreSQL text cannot hold NUL characters: they are stored as U+FFFD.
+pub(super) fn clean(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// [`clean`] for an optional owned text.
+pub(super) fn clean_opt(text: Option<String>) -> Option<String> {
+    text.map(|t| match clean(&t) {
+        Cow::Borrowed(_) => t,
+        Cow::Owned(c) => c,
+    })
+}
+
+pub(super) fn sid(id: SubmissionId) -> Uuid {
+    *id.as_uuid()
+}
+
+pub(super) fn cid(id: CallbackId) -> Uuid {
+    // CallbackId exposes its UUID only through its text form.
+    Uuid::parse_str(&id.to_string()).unwrap_or_default()
+}
+
+pub(super) fn token_uuid(token: LeaseToken) -> Uuid {
+    Uuid::parse_str(&token.to_string()).unwrap_or_default()
+}
+
+pub(super) fn to_sid(column: &'static str, u: Uuid) -> Result<SubmissionId> {
+    u.hyphenated()
+        .to_string()
+        .parse()
+        .map_err(|e| corrupt(column, Box::new(e) as BoxError))
+}
+
+pub(super) fn to_cid(u: Uuid) -> Result<CallbackId> {
+    u.hyphenated()
+        .to_string()
+        .parse()
+        .map_err(|e| corrupt("id", Box::new(e) as BoxError))
+}

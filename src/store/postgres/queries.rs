@@ -1,0 +1,222 @@
+//! Reads: row mapping and the queries behind `get`, `list`, `timeline` and
+//! `attempts`. Every statement is parameterised.
+
+use std::collections::BTreeMap;
+
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::common::{from_millis, to_millis};
+use super::db::{Db, corrupt, get, sid, to_sid};
+use crate::error::{Error, Result};
+use crate::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
+use crate::fingerprint::Fingerprint;
+use crate::store::ListFilter;
+use crate::submission::{Submission, SubmissionId};
+
+/// The columns [`submission_from_row`] reads, in its order (usable in
+/// `SELECT` and `RETURNING`).
+pub(super) const SUBMISSION_COLUMNS: &str = "id, partner, kind, payload::text, fingerprint, \
+    idempotency_key, ordering_key, correlation::text, external_ref, business_value, priority, \
+    state, attempts, due_at, not_before, lease_expires_at, result_deadline, created_at, \
+    updated_at, terminal_at, last_error, replays, attempts_before_cycle, \
+    COALESCE(cycle_started_at, created_at)";
+
+/// How many columns [`SUBMISSION_COLUMNS`] has; a query may select more after them.
+pub(super) const SUBMISSION_WIDTH: usize = 24;
+
+fn count(column: &'static str, n: i32) -> Result<u32> {
+    u32::try_from(n).map_err(|e| corrupt(column, e))
+}
+
+pub(super) fn submission_from_row(row: &Row) -> Result<Submission> {
+    let payload: Option<String> = get(row, 3)?;
+    let fingerprint: String = get(row, 4)?;
+    let correlation: Option<String> = get(row, 7)?;
+    let state: String = get(row, 11)?;
+    Ok(Submission {
+        id: to_sid("id", get(row, 0)?)?,
+        partner: get(row, 1)?,
+        kind: get(row, 2)?,
+        payload: payload
+            .map(|p| serde_json::from_str(&p))
+            .transpose()
+            .map_err(|e| corrupt("payload", e))?,
+        fingerprint: Fingerprint::from_hex(&fingerprint)
+            .ok_or_else(|| corrupt("fingerprint", "not 64 hex characters"))?,
+        idempotency_key: get(row, 5)?,
+        ordering_key: get(row, 6)?,
+        correlation: correlation
+            .map(|c| serde_json::from_str::<BTreeMap<String, String>>(&c))
+            .transpose()
+            .map_err(|e| corrupt("correlation", e))?
+            .unwrap_or_default(),
+        external_ref: get(row, 8)?,
+        business_value: get(row, 9)?,
+        priority: get(row, 10)?,
+        state: state.parse().map_err(|e| corrupt("state", e))?,
+        attempts: count("attempts", get(row, 12)?)?,
+        due_at: from_millis(get(row, 13)?),
+        not_before: get::<Option<i64>>(row, 14)?.map(from_millis),
+        lease_expires_at: get::<Option<i64>>(row, 15)?.map(from_millis),
+        result_deadline: get::<Option<i64>>(row, 16)?.map(from_millis),
+        created_at: from_millis(get(row, 17)?),
+        updated_at: from_millis(get(row, 18)?),
+        terminal_at: get::<Option<i64>>(row, 19)?.map(from_millis),
+        last_error: get(row, 20)?,
+        replays: count("replays", get(row, 21)?)?,
+        attempts_before_cycle: count("attempts_before_cycle", get(row, 22)?)?,
+        cycle_started_at: from_millis(get(row, 23)?),
+    })
+}
+
+pub(super) async fn get_on(db: &Db<'_>, id: SubmissionId) -> Result<Submission> {
+    find_on(db, id)
+        .await?
+        .ok_or_else(|| Error::not_found("submission", id))
+}
+
+pub(super) async fn find_on(db: &Db<'_>, id: SubmissionId) -> Result<Option<Submission>> {
+    db.query_opt(
+        &format!("SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions WHERE id = $1"),
+        &[&sid(id)],
+        "read submission",
+    )
+    .await?
+    .as_ref()
+    .map(submission_from_row)
+    .transpose()
+}
+
+/// The submission and its lease token, locked until the transaction ends.
+pub(super) async fn lock_on(db: &Db<'_>, id: SubmissionId) -> Result<(Submission, Option<Uuid>)> {
+    let row = db
+        .query_opt(
+            &format!(
+                "SELECT {SUBMISSION_COLUMNS}, lease_token FROM liaison_submissions \
+                 WHERE id = $1 FOR UPDATE"
+            ),
+            &[&sid(id)],
+            "lock submission",
+        )
+        .await?
+        .ok_or_else(|| Error::not_found("submission", id))?;
+    Ok((submission_from_row(&row)?, get(&row, SUBMISSION_WIDTH)?))
+}
+
+pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Submission>> {
+    let mut sql = format!("SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions WHERE TRUE");
+    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    let mut arg = |sql: &mut String, clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+        args.push(value);
+        sql.push_str(&clause.replace('?', &format!("${}", args.len())));
+    };
+    if let Some(partner) = &filter.partner {
+        arg(&mut sql, " AND partner = ?", Box::new(partner.clone()));
+    }
+    if !filter.states.is_empty() {
+        let states: Vec<String> = filter.states.iter().map(|s| s.as_str().into()).collect();
+        arg(&mut sql, " AND state = ANY(?)", Box::new(states));
+    }
+    if let Some(kind) = &filter.kind {
+        arg(&mut sql, " AND kind = ?", Box::new(kind.clone()));
+    }
+    if let Some(key) = &filter.idempotency_key {
+        arg(&mut sql, " AND idempotency_key = ?", Box::new(key.clone()));
+    }
+    if let Some(key) = &filter.ordering_key {
+        arg(&mut sql, " AND ordering_key = ?", Box::new(key.clone()));
+    }
+    if let Some(from) = filter.created_from {
+        arg(&mut sql, " AND created_at >= ?", Box::new(to_millis(from)));
+    }
+    if let Some(until) = filter.created_until {
+        arg(&mut sql, " AND created_at < ?", Box::new(to_millis(until)));
+    }
+    if let Some(after) = filter.after {
+        arg(
+            &mut sql,
+            " AND seq > (SELECT seq FROM liaison_submissions WHERE id = ?)",
+            Box::new(sid(after)),
+        );
+    }
+    let limit = i64::try_from(filter.effective_limit()).unwrap_or(100);
+    arg(&mut sql, " ORDER BY seq LIMIT ?", Box::new(limit));
+    let params: Vec<&(dyn ToSql + Sync)> = args
+        .iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    db.query(&sql, &params, "list submissions")
+        .await?
+        .iter()
+        .map(submission_from_row)
+        .collect()
+}
+
+pub(super) async fn timeline_on(db: &Db<'_>, id: SubmissionId) -> Result<Vec<Event>> {
+    get_on(db, id).await?;
+    let rows = db
+        .query(
+            "SELECT seq, at, kind, from_state, to_state, actor, reason, data::text \
+             FROM liaison_events WHERE submission_id = $1 ORDER BY seq",
+            &[&sid(id)],
+            "read timeline",
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let kind: String = get(row, 2)?;
+            let from: Option<String> = get(row, 3)?;
+            let to: Option<String> = get(row, 4)?;
+            let data: Option<String> = get(row, 7)?;
+            Ok(Event {
+                seq: get(row, 0)?,
+                submission_id: id,
+                at: from_millis(get(row, 1)?),
+                kind: EventKind::from_name(&kind),
+                from_state: from
+                    .map(|s| s.parse())
+                    .transpose()
+                    .map_err(|e| corrupt("from_state", e))?,
+                to_state: to
+                    .map(|s| s.parse())
+                    .transpose()
+                    .map_err(|e| corrupt("to_state", e))?,
+                actor: Actor::from_stored(get(row, 5)?),
+                reason: get(row, 6)?,
+                data: data
+                    .map(|d| serde_json::from_str(&d))
+                    .transpose()
+                    .map_err(|e| corrupt("data", e))?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn attempts_on(db: &Db<'_>, id: SubmissionId) -> Result<Vec<Attempt>> {
+    get_on(db, id).await?;
+    let rows = db
+        .query(
+            "SELECT number, started_at, finished_at, outcome, http_status, error \
+             FROM liaison_attempts WHERE submission_id = $1 ORDER BY number",
+            &[&sid(id)],
+            "read attempts",
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let outcome: Option<String> = get(row, 3)?;
+            let status: Option<i32> = get(row, 4)?;
+            Ok(Attempt {
+                submission_id: id,
+                number: count("number", get(row, 0)?)?,
+                started_at: from_millis(get(row, 1)?),
+                finished_at: get::<Option<i64>>(row, 2)?.map(from_millis),
+                outcome: outcome.as_deref().and_then(AttemptOutcome::from_name),
+                http_status: status.and_then(|s| u16::try_from(s).ok()),
+                error: get(row, 5)?,
+            })
+        })
+        .collect()
+}

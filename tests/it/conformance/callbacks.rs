@@ -1,0 +1,603 @@
+//! Callbacks at the store: stored raw, settled once, repeats and conflicts
+//! recognised, early callbacks matched when the acceptance is recorded.
+
+use chrono::{DateTime, Utc};
+use liaison::callback::{CallbackId, CallbackReport, Correlation, Disposition, ReportedOutcome};
+use liaison::store::{AttemptReport, CallbackFilter, NewCallback, Note, Settlement, StateChange};
+use liaison::{Actor, AttemptOutcome, EventKind, SubmissionId, SubmissionState};
+use sha2::{Digest, Sha256};
+
+use super::harness::{Harness, Store, claim_one, drive_to, submission};
+
+pub fn raw(partner: &str, body: &str) -> NewCallback {
+    NewCallback {
+        partner: partner.into(),
+        received_at: Utc::now(),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("webhook-id".into(), "msg_1".into()),
+        ],
+        body: Some(body.as_bytes().to_vec()),
+        body_hash: hex::encode(Sha256::digest(body.as_bytes())),
+        size: body.len() as u64,
+        disposition: Disposition::Received,
+        error: None,
+    }
+}
+
+pub fn report(
+    correlation: Correlation,
+    event: Option<&str>,
+    outcome: ReportedOutcome,
+) -> Settlement {
+    Settlement::Report {
+        report: CallbackReport {
+            correlation,
+            event_id: event.map(str::to_owned),
+            outcome,
+        },
+        unmatched_until: soon(),
+    }
+}
+
+fn soon() -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::hours(1)
+}
+
+fn failed(reason: &str) -> ReportedOutcome {
+    ReportedOutcome::Failed {
+        reason: reason.into(),
+    }
+}
+
+/// Record a callback and settle it.
+async fn deliver(
+    store: &Store,
+    body: &str,
+    settlement: Settlement,
+) -> (CallbackId, liaison::callback::CallbackReceipt) {
+    let id = store.record_callback(raw("lab", body)).await.unwrap();
+    let receipt = store.settle_callback(id, settlement).await.unwrap();
+    (id, receipt)
+}
+
+/// A submission of "lab" accepted under reference `reference`.
+pub async fn accepted(store: &Store, key: &str, reference: &str) -> SubmissionId {
+    let id = store
+        .enqueue(submission("lab", key))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let lease = claim_one(store, "lab").await;
+    store
+        .complete(
+            &lease,
+            AttemptReport::new(AttemptOutcome::Accepted).http_status(202),
+            StateChange::to(SubmissionState::AwaitingResult).external_ref(reference),
+        )
+        .await
+        .unwrap();
+    id
+}
+
+pub fn count(events: &[liaison::Event], kind: EventKind) -> usize {
+    events.iter().filter(|e| e.kind == kind).count()
+}
+
+pub async fn a_callback_is_stored_raw_and_applied_once(h: &Harness) {
+    let store = h.store().await;
+    let id = accepted(&store, "C-1", "REF-1").await;
+    let body = r#"{"ref":"REF-1","status":"ok","event":"evt-1"}"#;
+    let by_ref = || Correlation::ExternalRef("REF-1".into());
+    let (cb, receipt) = deliver(
+        &store,
+        body,
+        report(by_ref(), Some("evt-1"), ReportedOutcome::Succeeded),
+    )
+    .await;
+    assert_eq!(receipt.disposition, Disposition::Applied);
+    assert_eq!(receipt.http_status, 200);
+    assert_eq!(receipt.submission_id, Some(id));
+    let s = store.get(id).await.unwrap();
+    assert_eq!(s.state, SubmissionState::Succeeded);
+    assert!(s.terminal_at.is_some());
+
+    let stored = store.callback(cb).await.unwrap();
+    assert_eq!(stored.body.as_deref(), Some(body.as_bytes()));
+    assert_eq!(stored.headers[1], ("webhook-id".into(), "msg_1".into()));
+    assert_eq!(stored.event_id.as_deref(), Some("evt-1"));
+    assert_eq!(stored.correlation, Some(by_ref()));
+    assert_eq!(stored.disposition, Disposition::Applied);
+    assert_eq!(stored.submission_id, Some(id));
+    assert!(stored.processed_at.is_some());
+    assert_eq!(stored.size, body.len() as u64);
+
+    // The same event again, with another body: a duplicate, not applied again.
+    let (_, again) = deliver(
+        &store,
+        r#"{"ref":"REF-1","status":"ok","event":"evt-1","retry":1}"#,
+        report(by_ref(), Some("evt-1"), ReportedOutcome::Succeeded),
+    )
+    .await;
+    assert_eq!(again.disposition, Disposition::Duplicate);
+    assert_eq!(again.http_status, 200);
+    assert_eq!(again.submission_id, Some(id));
+    // The same body again, without an event id: a duplicate too.
+    let plain = r#"{"ref":"REF-1","status":"ok"}"#;
+    let (_, first_plain) = deliver(
+        &store,
+        plain,
+        report(by_ref(), None, ReportedOutcome::Succeeded),
+    )
+    .await;
+    assert_eq!(
+        first_plain.disposition,
+        Disposition::Duplicate,
+        "already succeeded"
+    );
+    let (_, by_body) = deliver(
+        &store,
+        plain,
+        report(by_ref(), None, ReportedOutcome::Succeeded),
+    )
+    .await;
+    assert_eq!(by_body.disposition, Disposition::Duplicate);
+    assert_eq!(
+        by_body.detail.as_deref(),
+        Some("the same body was received before")
+    );
+
+    let timeline = store.timeline(id).await.unwrap();
+    assert_eq!(
+        count(&timeline, EventKind::Succeeded),
+        1,
+        "one state change"
+    );
+    let event = timeline.last().unwrap();
+    assert_eq!(event.actor.as_str(), "system:callbacks");
+    assert_eq!(event.data.as_ref().unwrap()["callback_id"], cb.to_string());
+
+    let listed = store
+        .list_callbacks(&CallbackFilter {
+            submission_id: Some(id),
+            ..CallbackFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 4);
+    assert_eq!(listed.last().unwrap().id, cb, "newest first");
+}
+
+pub async fn a_repeated_event_with_another_outcome_is_conflicting(h: &Harness) {
+    let store = h.store().await;
+    let id = accepted(&store, "C-1", "REF-1").await;
+    let by_ref = || Correlation::ExternalRef("REF-1".into());
+    deliver(
+        &store,
+        "a",
+        report(by_ref(), Some("evt-1"), ReportedOutcome::Succeeded),
+    )
+    .await;
+    let (cb, conflict) = deliver(
+        &store,
+        "b",
+        report(by_ref(), Some("evt-1"), failed("rejected")),
+    )
+    .await;
+    assert_eq!(conflict.disposition, Disposition::Conflicting);
+    assert_eq!(conflict.submission_id, Some(id));
+    assert_eq!(
+        store.get(id).await.unwrap().state,
+        SubmissionState::Succeeded
+    );
+    let timeline = store.timeline(id).await.unwrap();
+    let note = timeline.last().unwrap();
+    assert_eq!(note.kind, EventKind::ConflictingCallback);
+    assert_eq!(note.data.as_ref().unwrap()["callback_id"], cb.to_string());
+    // Another event reporting otherwise about a settled submission: conflicting.
+    let (_, other) = deliver(&store, "c", report(by_ref(), Some("evt-2"), failed("no"))).await;
+    assert_eq!(other.disposition, Disposition::Conflicting);
+    assert_eq!(
+        other.detail.as_deref(),
+        Some("the submission is already succeeded; the callback reports otherwise")
+    );
+    let quarantined = store
+        .list_callbacks(&CallbackFilter::quarantined().partner("lab"))
+        .await
+        .unwrap();
+    assert_eq!(quarantined.len(), 2);
+}
+
+pub async fn a_failure_and_progress_are_applied_as_reported(h: &Harness) {
+    let store = h.store().await;
+    let id = accepted(&store, "C-1", "REF-1").await;
+    let by_id = || Correlation::SubmissionId(id);
+    let (_, progress) = deliver(
+        &store,
+        "p",
+        report(
+            by_id(),
+            Some("e1"),
+            ReportedOutcome::Progress {
+                note: Some("half way".into()),
+            },
+        ),
+    )
+    .await;
+    assert_eq!(progress.disposition, Disposition::Applied);
+    assert_eq!(
+        store.get(id).await.unwrap().state,
+        SubmissionState::AwaitingResult
+    );
+    let (_, result) = deliver(
+        &store,
+        "f",
+        report(by_id(), Some("e2"), failed("bad member id")),
+    )
+    .await;
+    assert_eq!(result.disposition, Disposition::Applied);
+    let s = store.get(id).await.unwrap();
+    assert_eq!(s.state, SubmissionState::Failed);
+    assert_eq!(s.last_error.as_deref(), Some("bad member id"));
+    let (_, late_progress) = deliver(
+        &store,
+        "p2",
+        report(
+            by_id(),
+            Some("e3"),
+            ReportedOutcome::Progress { note: None },
+        ),
+    )
+    .await;
+    assert_eq!(late_progress.disposition, Disposition::Duplicate);
+    let timeline = store.timeline(id).await.unwrap();
+    let progress = timeline
+        .iter()
+        .find(|e| e.kind == EventKind::Progress)
+        .unwrap();
+    assert_eq!(progress.reason.as_deref(), Some("half way"));
+    assert_eq!(count(&timeline, EventKind::Failed), 1);
+}
+
+pub async fn an_early_callback_waits_and_is_applied_with_the_acceptance(h: &Harness) {
+    let store = h.store().await;
+    // By reference, before any submission has it: unmatched, 202.
+    let (by_ref_cb, waiting) = deliver(
+        &store,
+        "r",
+        report(
+            Correlation::ExternalRef("REF-9".into()),
+            Some("e-ref"),
+            ReportedOutcome::Succeeded,
+        ),
+    )
+    .await;
+    assert_eq!(waiting.disposition, Disposition::Unmatched);
+    assert_eq!(waiting.http_status, 202);
+    assert_eq!(waiting.submission_id, None);
+
+    let id = store
+        .enqueue(submission("lab", "C-9"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let lease = claim_one(&store, "lab").await;
+    let s = store
+        .complete(
+            &lease,
+            AttemptReport::new(AttemptOutcome::Accepted),
+            StateChange::to(SubmissionState::AwaitingResult).external_ref("REF-9"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.state,
+        SubmissionState::Succeeded,
+        "applied with the acceptance"
+    );
+    let cb = store.callback(by_ref_cb).await.unwrap();
+    assert_eq!(cb.disposition, Disposition::Applied);
+    assert_eq!(cb.submission_id, Some(id));
+
+    // By submission id while in flight: unmatched but named, then applied.
+    let id2 = store
+        .enqueue(submission("lab", "C-10"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let lease = claim_one(&store, "lab").await;
+    let (early, receipt) = deliver(
+        &store,
+        "i",
+        report(
+            Correlation::SubmissionId(id2),
+            Some("e-id"),
+            failed("declined"),
+        ),
+    )
+    .await;
+    assert_eq!(receipt.disposition, Disposition::Unmatched);
+    assert_eq!(receipt.submission_id, Some(id2));
+    let s = store
+        .complete(
+            &lease,
+            AttemptReport::new(AttemptOutcome::Accepted),
+            StateChange::to(SubmissionState::AwaitingResult).external_ref("REF-10"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.state, SubmissionState::Failed);
+    assert_eq!(
+        store.callback(early).await.unwrap().disposition,
+        Disposition::Applied
+    );
+    // A transient failure does not match it: it stays waiting.
+    let id3 = store
+        .enqueue(submission("lab", "C-11"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let lease = claim_one(&store, "lab").await;
+    let (early, _) = deliver(
+        &store,
+        "k",
+        report(
+            Correlation::IdempotencyKey("C-11".into()),
+            None,
+            ReportedOutcome::Succeeded,
+        ),
+    )
+    .await;
+    store
+        .complete(
+            &lease,
+            AttemptReport::new(AttemptOutcome::Transient),
+            StateChange::to(SubmissionState::Queued),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.callback(early).await.unwrap().disposition,
+        Disposition::Unmatched
+    );
+    assert_eq!(store.get(id3).await.unwrap().state, SubmissionState::Queued);
+}
+
+pub async fn a_late_callback_after_cancel_is_noted(h: &Harness) {
+    let store = h.store().await;
+    let id = accepted(&store, "C-1", "REF-1").await;
+    store
+        .transition(
+            id,
+            StateChange::to(SubmissionState::Cancelled).actor(Actor::person("bob")),
+        )
+        .await
+        .unwrap();
+    let (_, late) = deliver(
+        &store,
+        "l",
+        report(
+            Correlation::ExternalRef("REF-1".into()),
+            None,
+            ReportedOutcome::Succeeded,
+        ),
+    )
+    .await;
+    assert_eq!(late.disposition, Disposition::Late);
+    assert_eq!(
+        store.get(id).await.unwrap().state,
+        SubmissionState::Cancelled
+    );
+    let last = store.timeline(id).await.unwrap().pop().unwrap();
+    assert_eq!(last.kind, EventKind::LateCallback);
+}
+
+pub async fn rejected_and_malformed_are_quarantined_and_reprocessable(h: &Harness) {
+    let store = h.store().await;
+    let id = accepted(&store, "C-1", "REF-1").await;
+    let cb = store.record_callback(raw("lab", "garbled")).await.unwrap();
+    let r = store
+        .settle_callback(
+            cb,
+            Settlement::Malformed {
+                reason: "not JSON".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.disposition, r.http_status),
+        (Disposition::Malformed, 400)
+    );
+    assert_eq!(
+        store.callback(cb).await.unwrap().error.as_deref(),
+        Some("not JSON")
+    );
+    let bad = store.record_callback(raw("lab", "forged")).await.unwrap();
+    let r = store
+        .settle_callback(
+            bad,
+            Settlement::Rejected {
+                reason: "signature".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.disposition, r.http_status), (Disposition::Rejected, 401));
+    let quarantined = store
+        .list_callbacks(&CallbackFilter::quarantined())
+        .await
+        .unwrap();
+    assert_eq!(
+        quarantined.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [bad, cb]
+    );
+
+    // Reprocessed after a fix, it applies.
+    let r = store
+        .settle_callback(
+            cb,
+            report(
+                Correlation::ExternalRef("REF-1".into()),
+                None,
+                ReportedOutcome::Succeeded,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.disposition, Disposition::Applied);
+    assert_eq!(
+        store.get(id).await.unwrap().state,
+        SubmissionState::Succeeded
+    );
+    // A settled callback cannot be settled again.
+    let err = store
+        .settle_callback(cb, Settlement::Malformed { reason: "x".into() })
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err:?}");
+    let missing = store
+        .callback(store.record_callback(raw("lab", "x")).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(missing.disposition, Disposition::Received);
+
+    // Stored with a disposition decided at once (too large): kept, settled.
+    let mut big = raw("lab", "");
+    big.body = None;
+    big.size = 10 << 20;
+    big.disposition = Disposition::TooLarge;
+    big.error = Some("above the cap".into());
+    let too_large = store
+        .callback(store.record_callback(big).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(too_large.disposition, Disposition::TooLarge);
+    assert_eq!(too_large.body, None);
+    assert_eq!(too_large.size, 10 << 20);
+    assert!(too_large.processed_at.is_some());
+}
+
+pub async fn unmatched_callbacks_expire_into_quarantine(h: &Harness) {
+    let store = h.store().await;
+    let cb = store.record_callback(raw("lab", "u")).await.unwrap();
+    let until = Utc::now() + chrono::Duration::minutes(5);
+    let r = store
+        .settle_callback(
+            cb,
+            Settlement::Report {
+                report: CallbackReport {
+                    correlation: Correlation::ExternalRef("nobody".into()),
+                    event_id: None,
+                    outcome: ReportedOutcome::Succeeded,
+                },
+                unmatched_until: until,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.disposition, Disposition::Unmatched);
+    assert_eq!(store.expire_unmatched(Utc::now()).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .expire_unmatched(until + chrono::Duration::seconds(1))
+            .await
+            .unwrap(),
+        1
+    );
+    let stored = store.callback(cb).await.unwrap();
+    assert_eq!(stored.disposition, Disposition::Expired);
+    assert!(stored.disposition.is_quarantined());
+}
+
+pub async fn overdue_results_are_listed_and_deadlines_move(h: &Harness) {
+    let store = h.store().await;
+    let t0 = Utc::now();
+    let mut ids = Vec::new();
+    for (i, minutes) in [10, 5, 60].into_iter().enumerate() {
+        store
+            .enqueue(submission("lab", &format!("d{i}")))
+            .await
+            .unwrap();
+        let lease = claim_one(&store, "lab").await;
+        let s = store
+            .complete(
+                &lease,
+                AttemptReport::new(AttemptOutcome::Accepted),
+                StateChange::to(SubmissionState::AwaitingResult)
+                    .result_deadline(t0 + chrono::Duration::minutes(minutes)),
+            )
+            .await
+            .unwrap();
+        ids.push(s.id);
+    }
+    let at = t0 + chrono::Duration::minutes(30);
+    let overdue = store.overdue_results(at, 10).await.unwrap();
+    assert_eq!(
+        overdue.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [ids[1], ids[0]]
+    );
+    assert_eq!(store.overdue_results(at, 1).await.unwrap().len(), 1);
+
+    let moved = store
+        .defer_deadline(
+            ids[1],
+            at + chrono::Duration::minutes(10),
+            Note::new(EventKind::Polled, Actor::system("deadlines")).reason("still processing"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        moved.result_deadline.map(|t| t.timestamp_millis()),
+        Some((at + chrono::Duration::minutes(10)).timestamp_millis())
+    );
+    assert_eq!(
+        store.timeline(ids[1]).await.unwrap().pop().unwrap().kind,
+        EventKind::Polled
+    );
+    assert_eq!(store.overdue_results(at, 10).await.unwrap().len(), 1);
+
+    // Past its deadline it goes Stuck, keeping the deadline; a late result still counts.
+    let stuck = store
+        .transition(ids[0], StateChange::to(SubmissionState::Stuck))
+        .await
+        .unwrap();
+    assert!(stuck.result_deadline.is_some());
+    let err = store
+        .defer_deadline(
+            ids[0],
+            at,
+            Note::new(EventKind::Polled, Actor::system("deadlines")),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_transition(), "{err:?}");
+    let (_, late) = deliver(
+        &store,
+        "late",
+        report(
+            Correlation::SubmissionId(ids[0]),
+            None,
+            ReportedOutcome::Succeeded,
+        ),
+    )
+    .await;
+    assert_eq!(late.disposition, Disposition::Applied);
+    assert_eq!(
+        store.get(ids[0]).await.unwrap().state,
+        SubmissionState::Succeeded
+    );
+    let (other, _) = drive_to(&store, "bank", SubmissionState::Queued).await;
+    assert!(
+        store
+            .overdue_results(at, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.id != other)
+    );
+}

@@ -1,0 +1,452 @@
+//! Claims and leases: exclusive claims, fencing by token, expired leases,
+//! due times, priority and ordering keys.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use liaison::store::{AttemptReport, ClaimRequest, StateChange};
+use liaison::{AttemptOutcome, EventKind, NewSubmission, SubmissionState};
+use serde_json::json;
+
+use super::harness::{Harness, LEASE, claim_one, submission};
+
+pub async fn concurrent_claimers_never_receive_the_same_submission(h: &Harness) {
+    let stores = [h.store().await, h.store().await];
+    let batch: Vec<_> = (0..600)
+        .map(|i| submission("bank", &format!("k{i}")))
+        .collect();
+    stores[0].enqueue_batch(batch).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let s = stores[t % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let leases = s.claim(ClaimRequest::new("bank", 7, LEASE)).await.unwrap();
+                if leases.is_empty() {
+                    break mine;
+                }
+                mine.extend(
+                    leases
+                        .into_iter()
+                        .map(|l| (l.submission.id, l.token, l.attempt)),
+                );
+            }
+        }));
+    }
+    let mut ids = HashSet::new();
+    let mut tokens = HashSet::new();
+    for task in tasks {
+        for (id, token, attempt) in task.await.unwrap() {
+            assert!(ids.insert(id), "submission {id} claimed twice");
+            assert!(tokens.insert(token), "lease token reused");
+            assert_eq!(attempt, 1);
+        }
+    }
+    assert_eq!(ids.len(), 600);
+}
+
+pub async fn a_stale_token_changes_nothing_and_is_journaled(h: &Harness) {
+    let store = h.store().await;
+    let id = store
+        .enqueue(submission("bank", "k1"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let t0 = Utc::now();
+    let first = store
+        .claim(ClaimRequest::new("bank", 1, Duration::from_secs(10)).at(t0))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(first.submission.state, SubmissionState::InFlight);
+    assert_eq!(
+        first
+            .submission
+            .lease_expires_at
+            .map(|t| t.timestamp_millis()),
+        Some(first.expires_at.timestamp_millis())
+    );
+
+    // The first worker stalls past its lease; the reaper returns the work.
+    let reaped = store
+        .reap_expired_leases(t0 + chrono::Duration::seconds(11))
+        .await
+        .unwrap();
+    assert_eq!(reaped, vec![id]);
+    let s = store.get(id).await.unwrap();
+    assert_eq!(s.state, SubmissionState::Queued);
+    assert_eq!(s.lease_expires_at, None);
+
+    let second = store
+        .claim(ClaimRequest::new("bank", 1, LEASE).at(t0 + chrono::Duration::seconds(12)))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_ne!(first.token, second.token);
+    assert_eq!(second.attempt, 2);
+
+    // The first worker wakes up and reports: refused, journaled (and that
+    // journal line is committed), nothing changed.
+    let before = store.get(id).await.unwrap();
+    let err = store
+        .complete(
+            &first,
+            AttemptReport::new(AttemptOutcome::Succeeded).http_status(200),
+            StateChange::to(SubmissionState::Succeeded),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_stale_lease(), "{err}");
+    assert_eq!(store.get(id).await.unwrap(), before);
+    let other = h.store().await;
+    let timeline = other.timeline(id).await.unwrap();
+    let stale = timeline.last().unwrap();
+    assert_eq!(stale.kind, EventKind::StaleResultIgnored);
+    let data = stale.data.as_ref().unwrap();
+    assert_eq!(data["attempt"], 1);
+    assert_eq!(data["lease_token"], first.token.to_string());
+    assert_eq!(data["http_status"], 200);
+    assert_eq!(data["state"], "in_flight");
+
+    let done = store
+        .complete(
+            &second,
+            AttemptReport::new(AttemptOutcome::Succeeded),
+            StateChange::to(SubmissionState::Succeeded),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.state, SubmissionState::Succeeded);
+    let attempts = store.attempts(id).await.unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].outcome, Some(AttemptOutcome::LeaseExpired));
+    assert_eq!(attempts[1].outcome, Some(AttemptOutcome::Succeeded));
+}
+
+pub async fn expired_leases_come_back_and_are_journaled(h: &Harness) {
+    let store = h.store().await;
+    for i in 0..3 {
+        store
+            .enqueue(submission("bank", &format!("k{i}")))
+            .await
+            .unwrap();
+    }
+    let t0 = Utc::now();
+    let leases = store
+        .claim(ClaimRequest::new("bank", 3, Duration::from_secs(5)).at(t0))
+        .await
+        .unwrap();
+    assert_eq!(leases.len(), 3);
+    assert!(
+        store
+            .reap_expired_leases(t0 + chrono::Duration::seconds(4))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let reaped = store
+        .reap_expired_leases(t0 + chrono::Duration::seconds(6))
+        .await
+        .unwrap();
+    assert_eq!(reaped.len(), 3);
+    for lease in &leases {
+        let id = lease.submission.id;
+        let timeline = store.timeline(id).await.unwrap();
+        let event = timeline.last().unwrap();
+        assert_eq!(event.kind, EventKind::LeaseExpired);
+        assert_eq!(event.actor.as_str(), "system:reaper");
+        assert_eq!(event.from_state, Some(SubmissionState::InFlight));
+        assert_eq!(event.to_state, Some(SubmissionState::Queued));
+        let data = event.data.as_ref().unwrap();
+        assert_eq!(data["attempt"], 1);
+        assert_eq!(data["lease_token"], lease.token.to_string());
+        let attempts = store.attempts(id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].outcome, Some(AttemptOutcome::LeaseExpired));
+        assert!(attempts[0].finished_at.is_some());
+        let s = store.get(id).await.unwrap();
+        assert_eq!(s.replays, 0, "a rescue is not a replay");
+    }
+    let again = ClaimRequest::new("bank", 10, LEASE).at(t0 + chrono::Duration::seconds(6));
+    assert_eq!(store.claim(again).await.unwrap().len(), 3);
+}
+
+pub async fn retries_wait_for_their_due_time(h: &Harness) {
+    let store = h.store().await;
+    let id = store
+        .enqueue(submission("bank", "k"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let lease = claim_one(&store, "bank").await;
+    let due = Utc::now() + chrono::Duration::seconds(60);
+    store
+        .complete(
+            &lease,
+            AttemptReport::new(AttemptOutcome::Transient)
+                .http_status(503)
+                .error("unavailable"),
+            StateChange::to(SubmissionState::Queued).due_at(due),
+        )
+        .await
+        .unwrap();
+    let s = store.get(id).await.unwrap();
+    assert_eq!(s.state, SubmissionState::Queued);
+    assert_eq!(s.last_error.as_deref(), Some("unavailable"));
+    assert_eq!(s.due_at.timestamp_millis(), due.timestamp_millis());
+    assert!(
+        store
+            .claim(ClaimRequest::new("bank", 10, LEASE))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let later = ClaimRequest::new("bank", 10, LEASE).at(due + chrono::Duration::seconds(1));
+    assert_eq!(store.claim(later).await.unwrap().len(), 1);
+    let attempts = store.attempts(id).await.unwrap();
+    assert_eq!(attempts[0].outcome, Some(AttemptOutcome::Transient));
+    assert_eq!(attempts[0].http_status, Some(503));
+    let events = store.timeline(id).await.unwrap();
+    let retry = events
+        .iter()
+        .find(|e| e.kind == EventKind::RetryScheduled)
+        .unwrap();
+    assert_eq!(retry.data.as_ref().unwrap()["http_status"], 503);
+    assert_eq!(retry.reason.as_deref(), Some("unavailable"));
+}
+
+pub async fn not_before_and_priority_shape_the_claim_order(h: &Harness) {
+    let store = h.store().await;
+    let later = Utc::now() + chrono::Duration::hours(1);
+    store
+        .enqueue(submission("bank", "low").priority(0))
+        .await
+        .unwrap();
+    store
+        .enqueue(submission("bank", "high").priority(9))
+        .await
+        .unwrap();
+    store
+        .enqueue(
+            submission("bank", "tomorrow")
+                .priority(100)
+                .not_before(later),
+        )
+        .await
+        .unwrap();
+    let leases = store
+        .claim(ClaimRequest::new("bank", 10, LEASE))
+        .await
+        .unwrap();
+    let keys: Vec<_> = leases
+        .iter()
+        .map(|l| l.submission.idempotency_key.as_str())
+        .collect();
+    assert_eq!(keys, ["high", "low"]);
+    let leases = store
+        .claim(ClaimRequest::new("bank", 10, LEASE).at(later))
+        .await
+        .unwrap();
+    assert_eq!(leases[0].submission.idempotency_key, "tomorrow");
+    assert_eq!(
+        leases[0]
+            .submission
+            .not_before
+            .map(|t| t.timestamp_millis()),
+        Some(later.timestamp_millis())
+    );
+}
+
+pub async fn claims_are_per_partner(h: &Harness) {
+    let store = h.store().await;
+    store.enqueue(submission("bank", "k")).await.unwrap();
+    store.enqueue(submission("lab", "k")).await.unwrap();
+    let leases = store
+        .claim(ClaimRequest::new("lab", 10, LEASE))
+        .await
+        .unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].submission.partner, "lab");
+    let err = store
+        .claim(ClaimRequest::new("", 10, LEASE))
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input());
+    assert!(
+        store
+            .claim(ClaimRequest::new("bank", 0, LEASE))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn keyed(key: &str, order: &str) -> NewSubmission {
+    NewSubmission::new("lab", "order", json!({ "k": key }))
+        .idempotency_key(key)
+        .ordering_key(order)
+}
+
+pub async fn an_ordering_key_is_sent_one_at_a_time_in_enqueue_order(h: &Harness) {
+    let store = h.store().await;
+    store.enqueue(keyed("a1", "patient-1")).await.unwrap();
+    store.enqueue(keyed("a2", "patient-1")).await.unwrap();
+    store.enqueue(keyed("b1", "patient-2")).await.unwrap();
+    store.enqueue(submission("lab", "free")).await.unwrap();
+
+    let first = store
+        .claim(ClaimRequest::new("lab", 10, LEASE))
+        .await
+        .unwrap();
+    let keys: HashSet<_> = first
+        .iter()
+        .map(|l| l.submission.idempotency_key.clone())
+        .collect();
+    assert_eq!(
+        keys,
+        HashSet::from(["a1".into(), "b1".into(), "free".into()])
+    );
+
+    let a1 = first
+        .iter()
+        .find(|l| l.submission.idempotency_key == "a1")
+        .unwrap();
+    store
+        .complete(
+            a1,
+            AttemptReport::new(AttemptOutcome::Transient),
+            StateChange::to(SubmissionState::Queued),
+        )
+        .await
+        .unwrap();
+    let next = store
+        .claim(ClaimRequest::new("lab", 10, LEASE))
+        .await
+        .unwrap();
+    let keys: Vec<_> = next
+        .iter()
+        .map(|l| l.submission.idempotency_key.as_str())
+        .collect();
+    assert_eq!(keys, ["a1"]);
+
+    store
+        .complete(
+            &next[0],
+            AttemptReport::new(AttemptOutcome::Accepted),
+            StateChange::to(SubmissionState::AwaitingResult),
+        )
+        .await
+        .unwrap();
+    let last = store
+        .claim(ClaimRequest::new("lab", 10, LEASE))
+        .await
+        .unwrap();
+    let keys: Vec<_> = last
+        .iter()
+        .map(|l| l.submission.idempotency_key.as_str())
+        .collect();
+    assert_eq!(keys, ["a2"]);
+}
+
+/// Concurrent claimers, each taking one at a time, still send one keyed
+/// submission at a time and in enqueue order.
+pub async fn concurrent_claimers_respect_ordering_keys(h: &Harness) {
+    let stores = [h.store().await, h.store().await];
+    let batch: Vec<_> = (0..40)
+        .map(|i| keyed(&format!("o{i:02}"), "one-key"))
+        .collect();
+    stores[0].enqueue_batch(batch).await.unwrap();
+    let mut sent = Vec::new();
+    while sent.len() < 40 {
+        let mut tasks = Vec::new();
+        for t in 0..4 {
+            let s = stores[t % 2].clone();
+            tasks.push(tokio::spawn(async move {
+                s.claim(ClaimRequest::new("lab", 3, LEASE)).await.unwrap()
+            }));
+        }
+        let mut claimed = Vec::new();
+        for task in tasks {
+            claimed.extend(task.await.unwrap());
+        }
+        assert_eq!(claimed.len(), 1, "one keyed submission in flight at a time");
+        let lease = claimed.remove(0);
+        sent.push(lease.submission.idempotency_key.clone());
+        stores[1]
+            .complete(
+                &lease,
+                AttemptReport::new(AttemptOutcome::Succeeded),
+                StateChange::to(SubmissionState::Succeeded),
+            )
+            .await
+            .unwrap();
+    }
+    let expected: Vec<_> = (0..40).map(|i| format!("o{i:02}")).collect();
+    assert_eq!(sent, expected);
+}
+
+pub async fn a_dead_letter_holds_its_successors_unless_configured_otherwise(h: &Harness) {
+    let store = h.store().await;
+    store.enqueue(keyed("a1", "patient-1")).await.unwrap();
+    store.enqueue(keyed("a2", "patient-1")).await.unwrap();
+    let a1 = claim_one(&store, "lab").await;
+    store
+        .complete(
+            &a1,
+            AttemptReport::new(AttemptOutcome::Permanent).http_status(422),
+            StateChange::to(SubmissionState::DeadLettered),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim(ClaimRequest::new("lab", 10, LEASE))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut pass = ClaimRequest::new("lab", 10, LEASE);
+    pass.dead_letter_blocks_ordering = false;
+    let leases = store.claim(pass).await.unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].submission.idempotency_key, "a2");
+}
+
+pub async fn a_partner_reference_belongs_to_one_submission(h: &Harness) {
+    let store = h.store().await;
+    store.enqueue(submission("bank", "a")).await.unwrap();
+    store.enqueue(submission("bank", "b")).await.unwrap();
+    store.enqueue(submission("lab", "c")).await.unwrap();
+    let mut leases = store
+        .claim(ClaimRequest::new("bank", 2, LEASE))
+        .await
+        .unwrap();
+    let accept = |r: &str| {
+        StateChange::to(SubmissionState::AwaitingResult)
+            .external_ref(r)
+            .result_deadline(Utc::now() + chrono::Duration::hours(1))
+    };
+    let report = || AttemptReport::new(AttemptOutcome::Accepted).http_status(202);
+    let a = store
+        .complete(&leases[0], report(), accept("REF-1"))
+        .await
+        .unwrap();
+    assert_eq!(a.external_ref.as_deref(), Some("REF-1"));
+    assert!(a.result_deadline.is_some());
+    let b = leases.remove(1);
+    let before = store.get(b.submission.id).await.unwrap();
+    let err = store
+        .complete(&b, report(), accept("REF-1"))
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err:?}");
+    assert_eq!(store.get(b.submission.id).await.unwrap(), before);
+    // Another partner may use the same reference.
+    let c = claim_one(&store, "lab").await;
+    store.complete(&c, report(), accept("REF-1")).await.unwrap();
+}

@@ -1,0 +1,113 @@
+//! One conformance suite for every store: the same assertions run against
+//! `SqliteStore` and `PostgresStore`.
+//!
+//! Each case is an async function taking a [`harness::Harness`], which opens
+//! as many store instances on one fresh database as the case needs (two
+//! instances stand for two host processes). The `conformance!` macro below
+//! turns every case into `conformance::sqlite::<case>` and
+//! `conformance::postgres::<case>`.
+//!
+//! The PostgreSQL side needs the `postgres` feature and a database URL in
+//! `LIAISON_TEST_PG_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`);
+//! each test works in its own schema, dropped at the end. Without the URL it
+//! prints "skipping PostgreSQL: LIAISON_TEST_PG_URL not set" and passes —
+//! unless `LIAISON_REQUIRE_PG=1`, which CI sets: then a missing URL, a
+//! build without the feature or an unreachable server fails the test. A set
+//! URL that cannot be reached fails in any case.
+
+mod callback_races;
+mod callbacks;
+mod claims;
+pub mod harness;
+mod input;
+mod ledger;
+#[cfg(feature = "postgres")]
+mod postgres_only;
+mod recovery;
+mod transitions;
+
+macro_rules! conformance {
+    ($($module:ident :: $case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let harness = super::harness::Harness::sqlite();
+                    super::$module::$case(&harness).await;
+                }
+            )*
+        }
+
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(harness) = super::harness::Harness::postgres().await else {
+                        return;
+                    };
+                    super::$module::$case(&harness).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance! {
+    transitions::every_pair_of_states_follows_the_table,
+    transitions::an_attempt_in_flight_is_settled_only_under_its_lease,
+    transitions::cancelling_in_flight_closes_the_attempt_and_fences_the_worker,
+    ledger::same_key_and_payload_returns_the_existing_submission,
+    ledger::same_key_with_another_payload_is_a_conflict_naming_the_holder,
+    ledger::keys_are_per_partner,
+    ledger::concurrent_enqueues_of_one_key_create_one_submission,
+    ledger::invalid_keys_are_rejected_and_nothing_is_written,
+    ledger::a_generated_key_makes_every_enqueue_new,
+    ledger::pruning_removes_only_expired_keys_of_terminal_submissions,
+    ledger::an_expired_key_of_finished_work_is_free_even_before_pruning,
+    ledger::payloads_and_correlation_round_trip_exactly,
+    input::an_oversized_payload_is_refused_at_the_default_cap,
+    input::the_payload_cap_is_configurable,
+    input::one_bad_item_refuses_the_whole_batch,
+    input::a_batch_may_repeat_a_key_with_the_same_payload,
+    input::bad_names_and_unknown_ids_get_clear_errors,
+    input::list_filters_and_pages,
+    input::long_texts_are_bounded,
+    claims::concurrent_claimers_never_receive_the_same_submission,
+    claims::a_stale_token_changes_nothing_and_is_journaled,
+    claims::expired_leases_come_back_and_are_journaled,
+    claims::retries_wait_for_their_due_time,
+    claims::not_before_and_priority_shape_the_claim_order,
+    claims::claims_are_per_partner,
+    claims::an_ordering_key_is_sent_one_at_a_time_in_enqueue_order,
+    claims::concurrent_claimers_respect_ordering_keys,
+    claims::a_dead_letter_holds_its_successors_unless_configured_otherwise,
+    claims::a_partner_reference_belongs_to_one_submission,
+    callbacks::a_callback_is_stored_raw_and_applied_once,
+    callbacks::a_repeated_event_with_another_outcome_is_conflicting,
+    callbacks::a_failure_and_progress_are_applied_as_reported,
+    callbacks::an_early_callback_waits_and_is_applied_with_the_acceptance,
+    callback_races::a_callback_racing_its_acceptance_is_applied,
+    callbacks::a_late_callback_after_cancel_is_noted,
+    callbacks::rejected_and_malformed_are_quarantined_and_reprocessable,
+    callback_races::concurrent_deliveries_of_one_callback_apply_once,
+    callbacks::unmatched_callbacks_expire_into_quarantine,
+    callbacks::overdue_results_are_listed_and_deadlines_move,
+    recovery::a_replay_under_a_fresh_key_records_it_in_the_ledger,
+    recovery::a_replay_may_keep_the_key_and_is_refused_elsewhere,
+    recovery::notes_go_on_the_timeline_and_change_nothing,
+    recovery::what_one_instance_commits_another_sees,
+    recovery::a_partner_pause_is_shared_by_every_instance,
+}
+
+/// Built without the `postgres` feature, the PostgreSQL side cannot run:
+/// say so, and fail when CI demands it.
+#[cfg(not(feature = "postgres"))]
+#[test]
+fn postgres_side_is_not_built() {
+    assert!(
+        !harness::postgres_required(),
+        "LIAISON_REQUIRE_PG=1 but the tests were built without the `postgres` feature"
+    );
+    eprintln!("skipping PostgreSQL: built without the `postgres` feature");
+}

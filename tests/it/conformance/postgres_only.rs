@@ -1,0 +1,324 @@
+//! What only the PostgreSQL store has: enqueue inside the host's own
+//! transaction, migrations under a lock, schema versions, settings and error
+//! classes.
+
+use std::time::Duration;
+
+use liaison::store::{ListFilter, OutboxStore, PostgresConfig, PostgresStore, StateChange};
+use liaison::{ErrorKind, NewSubmission, SubmissionState};
+use serde_json::json;
+
+use super::harness::pg::{Schema, client};
+use super::harness::{Settings, submission};
+
+async fn schema() -> Option<Schema> {
+    Schema::create().await
+}
+
+async fn host(schema: &Schema) -> tokio_postgres::Client {
+    let client = client(&schema.url).await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {}.claims (id TEXT PRIMARY KEY, cents BIGINT NOT NULL)",
+            schema.name
+        ))
+        .await
+        .unwrap();
+    client
+}
+
+async fn business_rows(client: &tokio_postgres::Client, schema: &Schema) -> i64 {
+    client
+        .query_one(&format!("SELECT COUNT(*) FROM {}.claims", schema.name), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn search_path(c: &tokio_postgres::Client) -> String {
+    c.query_one("SHOW search_path", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn enqueue_in_the_host_transaction_commits_with_it() {
+    let Some(schema) = schema().await else { return };
+    let store = schema.open(Settings::default()).await;
+    let mut conn = host(&schema).await;
+    let host_path = search_path(&conn).await;
+
+    let tx = conn.transaction().await.unwrap();
+    tx.execute(
+        &format!("INSERT INTO {}.claims VALUES ('C-1', 12500)", schema.name),
+        &[],
+    )
+    .await
+    .unwrap();
+    let enqueued = store
+        .enqueue_in_transaction(&tx, submission("clearinghouse", "C-1"))
+        .await
+        .unwrap();
+    // The host's own search path is as it was, inside its transaction too.
+    assert_eq!(search_path(tx.client()).await, host_path);
+    // Not visible to the store before the host commits.
+    assert!(
+        store
+            .get(enqueued.submission.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    tx.commit().await.unwrap();
+
+    assert_eq!(business_rows(&conn, &schema).await, 1);
+    let stored = store.get(enqueued.submission.id).await.unwrap();
+    assert_eq!(stored, enqueued.submission);
+    assert_eq!(store.timeline(stored.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_host_rollback_keeps_neither() {
+    let Some(schema) = schema().await else { return };
+    let store = schema.open(Settings::default()).await;
+    let mut conn = host(&schema).await;
+    let tx = conn.transaction().await.unwrap();
+    tx.execute(
+        &format!("INSERT INTO {}.claims VALUES ('C-2', 100)", schema.name),
+        &[],
+    )
+    .await
+    .unwrap();
+    let enqueued = store
+        .enqueue_batch_in_transaction(
+            &tx,
+            vec![submission("clearinghouse", "C-2"), submission("lab", "C-2")],
+        )
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+
+    assert_eq!(business_rows(&conn, &schema).await, 0);
+    assert!(
+        store
+            .get(enqueued[0].submission.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(store.list(&ListFilter::default()).await.unwrap().is_empty());
+    assert!(
+        !store
+            .enqueue(submission("clearinghouse", "C-2"))
+            .await
+            .unwrap()
+            .deduplicated
+    );
+}
+
+#[tokio::test]
+async fn a_failed_enqueue_leaves_the_host_transaction_usable() {
+    let Some(schema) = schema().await else { return };
+    let store = schema.open(Settings::default()).await;
+    store
+        .enqueue(submission("clearinghouse", "C-3"))
+        .await
+        .unwrap();
+    let mut conn = host(&schema).await;
+    let tx = conn.transaction().await.unwrap();
+    tx.execute(
+        &format!("INSERT INTO {}.claims VALUES ('C-3', 100)", schema.name),
+        &[],
+    )
+    .await
+    .unwrap();
+    let conflicting = NewSubmission::new("clearinghouse", "claim.submit", json!({"changed": 1}))
+        .idempotency_key("C-3");
+    let err = store
+        .enqueue_in_transaction(&tx, conflicting)
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict(), "{err:?}");
+    // Partly written batches are undone too, and the host still commits.
+    let err = store
+        .enqueue_batch_in_transaction(
+            &tx,
+            vec![
+                submission("clearinghouse", "C-4"),
+                NewSubmission::new("clearinghouse", "x", json!({"changed": 2}))
+                    .idempotency_key("C-3"),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict());
+    tx.commit().await.unwrap();
+    assert_eq!(business_rows(&conn, &schema).await, 1);
+    assert_eq!(store.list(&ListFilter::default()).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_version_is_refused_untouched() {
+    let Some(schema) = schema().await else { return };
+    let store = schema.open(Settings::default()).await;
+    store.enqueue(submission("bank", "k")).await.unwrap();
+    let conn = client(&schema.url).await;
+    let table = format!("{}.liaison_migrations", schema.name);
+    let version: i64 = conn
+        .query_one(&format!("SELECT MAX(version) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The PostgreSQL migrations so far: 0001_init, 0002_replay_cycles.
+    assert_eq!(version, 2);
+    conn.execute(
+        &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
+        &[&(version + 1)],
+    )
+    .await
+    .unwrap();
+    let err = PostgresStore::connect(&schema.url, schema.config(Settings::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SchemaTooNew);
+    assert!(err.to_string().contains("upgrade liaison"), "{err}");
+    let count: i64 = conn
+        .query_one(
+            &format!("SELECT COUNT(*) FROM {}.liaison_submissions", schema.name),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_starting_together_migrate_once() {
+    let Some(url) = super::harness::pg::url() else {
+        return;
+    };
+    let schema = Schema {
+        url,
+        name: format!("liaison_t_{}", uuid::Uuid::new_v4().simple()),
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let config = schema.config(Settings::default());
+        let url = schema.url.clone();
+        tasks.push(tokio::spawn(async move {
+            PostgresStore::connect(&url, config).await
+        }));
+    }
+    let mut stores = Vec::new();
+    for task in tasks {
+        stores.push(task.await.unwrap().expect("every instance starts"));
+    }
+    let conn = client(&schema.url).await;
+    let rows: Vec<(i64, String)> = conn
+        .query(
+            &format!(
+                "SELECT version, name FROM {}.liaison_migrations ORDER BY version",
+                schema.name
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        [(1, "init".to_string()), (2, "replay_cycles".to_string())]
+    );
+    stores[0].enqueue(submission("bank", "k")).await.unwrap();
+    assert!(
+        stores[5]
+            .enqueue(submission("bank", "k"))
+            .await
+            .unwrap()
+            .deduplicated
+    );
+}
+
+#[tokio::test]
+async fn bad_settings_and_unreachable_servers_are_clear_errors() {
+    for (config, field) in [
+        (PostgresConfig::default().schema("Has-Caps"), "schema"),
+        (
+            PostgresConfig::default().schema("x; DROP TABLE y"),
+            "schema",
+        ),
+        (PostgresConfig::default().pool_size(0), "pool_size"),
+        (
+            PostgresConfig::default().max_payload_bytes(0),
+            "max_payload_bytes",
+        ),
+    ] {
+        match PostgresStore::connect("postgres://localhost/x", config).await {
+            Err(liaison::Error::InvalidInput { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    let err = PostgresStore::connect("postgres://u@host:notaport/db", PostgresConfig::default())
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err:?}");
+    // Nothing listens on port 1; the password never shows in the error.
+    let err = PostgresStore::connect(
+        "postgres://u:s3cret@127.0.0.1:1/db",
+        PostgresConfig::default().acquire_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_storage(), "{err:?}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the driver cause is kept"
+    );
+    assert!(!format!("{err:?} {err}").contains("s3cret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_too_long_is_busy_and_retryable() {
+    let Some(schema) = schema().await else { return };
+    let store = PostgresStore::connect(
+        &schema.url,
+        schema
+            .config(Settings::default())
+            .lock_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    let id = store
+        .enqueue(submission("bank", "k"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let mut conn = client(&schema.url).await;
+    let tx = conn.transaction().await.unwrap();
+    tx.execute(
+        &format!(
+            "SELECT 1 FROM {}.liaison_submissions WHERE id = $1 FOR UPDATE",
+            schema.name
+        ),
+        &[id.as_uuid()],
+    )
+    .await
+    .unwrap();
+    let err = store
+        .transition(id, StateChange::to(SubmissionState::Cancelled))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err:?}");
+    assert!(err.is_retryable());
+    tx.rollback().await.unwrap();
+    let s = store
+        .transition(id, StateChange::to(SubmissionState::Cancelled))
+        .await
+        .unwrap();
+    assert_eq!(s.state, SubmissionState::Cancelled);
+    let debug = format!("{store:?}");
+    assert!(debug.contains(&schema.name), "{debug}");
+    let _: &dyn OutboxStore = &store;
+}
