@@ -3,6 +3,8 @@
 #[cfg(all(feature = "mock", feature = "http"))]
 mod callbacks;
 mod claims;
+#[cfg(feature = "cli")]
+mod cli;
 mod conformance;
 #[cfg(feature = "mock")]
 mod dispatch;

@@ -1,0 +1,365 @@
+//! The command line: options, commands, and the parsers that turn text into
+//! the library's types with messages a person can act on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use liaison::callback::{CallbackId, Disposition};
+use liaison::store::ListFilter;
+use liaison::{SubmissionId, SubmissionState};
+
+// The command line (the about text is set below, not taken from doc comments).
+#[derive(Debug, Parser)]
+#[command(
+    name = "liaison",
+    version,
+    max_term_width = 100,
+    about = "Inspect and recover a liaison outbox (its SQLite file) without the host application.",
+    after_help = "Exit codes: 0 ok; 1 it ran and found problems (status: the verdict is down; \
+                  replay-where: some were refused); 2 usage, missing file, unknown id, or an \
+                  action the submission's state refuses; 3 the database failed (busy, I/O).\n\
+                  Guide with examples: docs/cli.md"
+)]
+pub(crate) struct Cli {
+    /// The outbox's SQLite file. It must exist: the CLI never creates one.
+    #[arg(long, env = "LIAISON_DB", value_name = "PATH", global = true)]
+    pub(crate) db: Option<PathBuf>,
+
+    /// Print stable JSON on stdout instead of tables.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Is it working, do we notice, what is the impact, can we recover.
+    Status(StatusArgs),
+    /// Submissions matching filters, oldest first.
+    List(ListArgs),
+    /// One submission: its details, full timeline and attempts.
+    Show(ShowArgs),
+    /// Send a failed, dead-lettered or stuck submission again.
+    Replay(ReplayArgs),
+    /// Replay every failed, dead-lettered or stuck submission matching filters.
+    ReplayWhere(ReplayWhereArgs),
+    /// Settle a failed, dead-lettered or stuck submission by hand.
+    Resolve(ResolveArgs),
+    /// Cancel a submission that is not finished.
+    Cancel(CancelArgs),
+    /// Stored inbound callbacks, newest first.
+    Callbacks(CallbacksArgs),
+    /// Show a callback and how to reprocess it (the host application does it).
+    Reprocess(ReprocessArgs),
+    /// Write submissions as JSON or CSV to stdout.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The window for outcomes and rates: 30s, 15m, 1h, 2d.
+    #[arg(long, default_value = "1h", value_parser = parse_window)]
+    pub(crate) window: Duration,
+}
+
+/// Filters shared by list, replay-where and export.
+#[derive(Debug, Args)]
+pub(crate) struct Filters {
+    /// Only submissions in this state (repeat for several).
+    #[arg(long = "state", value_name = "STATE", value_parser = parse_state)]
+    pub(crate) states: Vec<SubmissionState>,
+    /// Only this partner.
+    #[arg(long)]
+    pub(crate) partner: Option<String>,
+    /// Only this kind (e.g. claim.submit).
+    #[arg(long)]
+    pub(crate) kind: Option<String>,
+    /// Only this idempotency key (the host's business key).
+    #[arg(long)]
+    pub(crate) key: Option<String>,
+}
+
+impl Filters {
+    pub(crate) fn to_filter(&self) -> ListFilter {
+        ListFilter {
+            partner: self.partner.clone(),
+            states: self.states.clone(),
+            kind: self.kind.clone(),
+            idempotency_key: self.key.clone(),
+            ..ListFilter::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    pub(crate) filters: Filters,
+    /// At most this many (1 to 10000).
+    #[arg(long, default_value = "100", value_parser = parse_limit)]
+    pub(crate) limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// The submission id.
+    #[arg(value_parser = parse_submission_id)]
+    pub(crate) id: SubmissionId,
+}
+
+/// Who is acting; goes on the timeline.
+#[derive(Debug, Args)]
+pub(crate) struct ActorArg {
+    /// Your name, for the timeline. Default: $USER, or "cli".
+    #[arg(long, value_name = "NAME")]
+    pub(crate) actor: Option<String>,
+}
+
+impl ActorArg {
+    pub(crate) fn actor(&self) -> liaison::Actor {
+        let name = self
+            .actor
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "cli".to_owned());
+        liaison::Actor::person(name)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// The submission id.
+    #[arg(value_parser = parse_submission_id)]
+    pub(crate) id: SubmissionId,
+    /// Why it is sent again (goes on the timeline).
+    #[arg(long)]
+    pub(crate) reason: String,
+    #[command(flatten)]
+    pub(crate) actor: ActorArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplayWhereArgs {
+    #[command(flatten)]
+    pub(crate) filters: Filters,
+    /// Only count what would be replayed; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Why they are sent again (goes on every timeline). Required unless --dry-run.
+    #[arg(long, required_unless_present = "dry_run")]
+    pub(crate) reason: Option<String>,
+    #[command(flatten)]
+    pub(crate) actor: ActorArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutcomeArg {
+    /// The work was done (e.g. on the partner's portal).
+    Succeeded,
+    /// The work will not be done.
+    Failed,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ResolveArgs {
+    /// The submission id.
+    #[arg(value_parser = parse_submission_id)]
+    pub(crate) id: SubmissionId,
+    /// How it was settled.
+    #[arg(long, value_enum)]
+    pub(crate) outcome: OutcomeArg,
+    /// With --outcome failed: the reason to record (default: the note).
+    #[arg(long, value_name = "REASON")]
+    pub(crate) failure_reason: Option<String>,
+    /// What was done, and how (goes on the timeline).
+    #[arg(long)]
+    pub(crate) note: String,
+    #[command(flatten)]
+    pub(crate) actor: ActorArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CancelArgs {
+    /// The submission id.
+    #[arg(value_parser = parse_submission_id)]
+    pub(crate) id: SubmissionId,
+    /// Why (goes on the timeline).
+    #[arg(long)]
+    pub(crate) reason: String,
+    #[command(flatten)]
+    pub(crate) actor: ActorArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CallbacksArgs {
+    /// Only the quarantine: malformed, rejected, expired and conflicting.
+    #[arg(long, conflicts_with = "dispositions")]
+    pub(crate) quarantined: bool,
+    /// Only this partner.
+    #[arg(long)]
+    pub(crate) partner: Option<String>,
+    /// Only this disposition (repeat for several).
+    #[arg(long = "disposition", value_name = "DISPOSITION", value_parser = parse_disposition)]
+    pub(crate) dispositions: Vec<Disposition>,
+    /// At most this many (1 to 10000).
+    #[arg(long, default_value = "100", value_parser = parse_limit)]
+    pub(crate) limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReprocessArgs {
+    /// The callback id.
+    #[arg(value_parser = parse_callback_id)]
+    pub(crate) id: CallbackId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// A JSON array of full submissions.
+    Json,
+    /// One row per submission, with a header.
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    pub(crate) filters: Filters,
+    /// At most this many (default: all that match).
+    #[arg(long, value_parser = parse_limit)]
+    pub(crate) limit: Option<usize>,
+    /// The output format.
+    #[arg(long, value_enum, default_value = "json")]
+    pub(crate) format: Format,
+    /// Include each submission's timeline (CSV: a JSON column).
+    #[arg(long)]
+    pub(crate) timelines: bool,
+}
+
+const STATE_NAMES: &str = "queued, in_flight, awaiting_result, succeeded, failed, \
+                           dead_lettered, stuck, cancelled, resolved_manually";
+
+const DISPOSITION_NAMES: &str = "received, applied, duplicate, conflicting, late, \
+                                 unmatched, expired, malformed, rejected, too_large";
+
+/// `dead-lettered` and `dead_lettered` both name a state.
+pub(crate) fn parse_state(s: &str) -> Result<SubmissionState, String> {
+    s.trim()
+        .to_ascii_lowercase()
+        .replace('-', "_")
+        .parse()
+        .map_err(|_| format!("unknown state {s:?}; the states are: {STATE_NAMES}"))
+}
+
+pub(crate) fn parse_disposition(s: &str) -> Result<Disposition, String> {
+    s.trim()
+        .to_ascii_lowercase()
+        .replace('-', "_")
+        .parse()
+        .map_err(|_| {
+            format!("unknown disposition {s:?}; the dispositions are: {DISPOSITION_NAMES}")
+        })
+}
+
+pub(crate) fn parse_submission_id(s: &str) -> Result<SubmissionId, String> {
+    s.trim().parse().map_err(|_| {
+        format!("not a submission id: {s:?} (ids are UUIDs, as `liaison list` prints them)")
+    })
+}
+
+pub(crate) fn parse_callback_id(s: &str) -> Result<CallbackId, String> {
+    s.trim().parse().map_err(|_| {
+        format!("not a callback id: {s:?} (ids are UUIDs, as `liaison callbacks` prints them)")
+    })
+}
+
+pub(crate) fn parse_limit(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=ListFilter::MAX_LIMIT).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "not a limit: {s:?}; give a whole number from 1 to {}",
+            ListFilter::MAX_LIMIT
+        )),
+    }
+}
+
+/// `30s`, `15m`, `1h`, `2d`: a positive whole number and one unit.
+pub(crate) fn parse_window(s: &str) -> Result<Duration, String> {
+    let explain = || {
+        format!(
+            "not a window: {s:?}; give a whole number and a unit: \
+             30s (seconds), 15m (minutes), 1h (hours) or 2d (days)"
+        )
+    };
+    let s = s.trim();
+    let (split, _) = s.char_indices().last().ok_or_else(explain)?;
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().map_err(|_| explain())?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(explain()),
+    };
+    match n.checked_mul(unit_secs) {
+        Some(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err(explain()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_parse_or_explain_the_format() {
+        assert_eq!(parse_window("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_window("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_window("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_window("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in [
+            "1x",
+            "",
+            "h",
+            "1é",
+            "0h",
+            "-1h",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
+            let err = parse_window(bad).unwrap_err();
+            assert!(err.contains("30s"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn states_accept_dashes_and_list_the_valid_ones() {
+        assert_eq!(
+            parse_state("dead-lettered"),
+            Ok(SubmissionState::DeadLettered)
+        );
+        assert_eq!(parse_state("Stuck"), Ok(SubmissionState::Stuck));
+        let err = parse_state("lost").unwrap_err();
+        for state in SubmissionState::ALL {
+            assert!(err.contains(state.as_str()), "{err}");
+        }
+    }
+
+    #[test]
+    fn dispositions_list_the_valid_ones() {
+        assert_eq!(parse_disposition("too-large"), Ok(Disposition::TooLarge));
+        assert!(parse_disposition("odd").unwrap_err().contains("malformed"));
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

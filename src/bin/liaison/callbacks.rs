@@ -1,0 +1,216 @@
+//! Inbound callbacks: `callbacks` lists them; `reprocess` explains why the
+//! host application, not the CLI, reprocesses one.
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use liaison::Liaison;
+use liaison::callback::{Correlation, Disposition, StoredCallback};
+use liaison::store::CallbackFilter;
+use serde::Serialize;
+
+use crate::args::{CallbacksArgs, ReprocessArgs};
+use crate::fail::{Done, Fail, Outcome};
+use crate::render::{Table, count, or_dash, print, print_json, time, truncate};
+
+/// A callback as the CLI prints it in JSON (the raw body only for `reprocess`).
+#[derive(Debug, Serialize)]
+struct View {
+    id: String,
+    partner: String,
+    received_at: DateTime<Utc>,
+    disposition: Disposition,
+    quarantined: bool,
+    submission_id: Option<String>,
+    event_id: Option<String>,
+    correlation: Option<Correlation>,
+    error: Option<String>,
+    size: u64,
+    body_hash: String,
+    processed_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<Vec<(String, String)>>,
+    /// The body as text, when it is UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_text: Option<String>,
+    /// The body in base64, when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_base64: Option<String>,
+}
+
+impl View {
+    fn of(c: &StoredCallback, with_body: bool) -> Self {
+        let (body_text, body_base64) = match (&c.body, with_body) {
+            (Some(body), true) => match std::str::from_utf8(body) {
+                Ok(text) => (Some(text.to_owned()), None),
+                Err(_) => (
+                    None,
+                    Some(base64::engine::general_purpose::STANDARD.encode(body)),
+                ),
+            },
+            _ => (None, None),
+        };
+        View {
+            id: c.id.to_string(),
+            partner: c.partner.clone(),
+            received_at: c.received_at,
+            disposition: c.disposition,
+            quarantined: c.disposition.is_quarantined(),
+            submission_id: c.submission_id.map(|id| id.to_string()),
+            event_id: c.event_id.clone(),
+            correlation: c.correlation.clone(),
+            error: c.error.clone(),
+            size: c.size,
+            body_hash: c.body_hash.clone(),
+            processed_at: c.processed_at,
+            headers: with_body.then(|| c.headers.clone()),
+            body_text,
+            body_base64,
+        }
+    }
+}
+
+pub(crate) async fn list(liaison: &Liaison, args: &CallbacksArgs, json: bool) -> Outcome {
+    let base = if args.quarantined {
+        CallbackFilter::quarantined()
+    } else {
+        CallbackFilter {
+            dispositions: args.dispositions.clone(),
+            ..CallbackFilter::default()
+        }
+    };
+    let filter = CallbackFilter {
+        partner: args.partner.clone(),
+        limit: Some(args.limit),
+        ..base
+    };
+    let found = liaison.store().list_callbacks(&filter).await?;
+    if json {
+        let views: Vec<View> = found.iter().map(|c| View::of(c, false)).collect();
+        print_json(&views)?;
+        return Ok(Done::Clean);
+    }
+    if found.is_empty() {
+        print("no callbacks match\n")?;
+        return Ok(Done::Clean);
+    }
+    let mut table = Table::new(&[
+        "id",
+        "partner",
+        "received (utc)",
+        "disposition",
+        "submission",
+        "error",
+    ]);
+    for c in &found {
+        table.row(vec![
+            c.id.to_string(),
+            c.partner.clone(),
+            time(c.received_at),
+            c.disposition.to_string(),
+            or_dash(c.submission_id),
+            truncate(c.error.as_deref().unwrap_or("-"), 60),
+        ]);
+    }
+    let mut out = table.render();
+    out.push_str(&count(found.len() as u64, "callback", "callbacks"));
+    if found.len() == args.limit {
+        out.push_str(" (the limit: raise --limit to see more)");
+    }
+    out.push('\n');
+    print(&out)?;
+    Ok(Done::Clean)
+}
+
+/// Mirrors the library's rule: not yet settled, unmatched, or quarantined
+/// for a reason a fix can remove (a conflict is a fact, not a fault).
+fn reprocessable(d: Disposition) -> bool {
+    matches!(
+        d,
+        Disposition::Received
+            | Disposition::Unmatched
+            | Disposition::Expired
+            | Disposition::Malformed
+            | Disposition::Rejected
+    )
+}
+
+/// `reprocess --json`.
+#[derive(Debug, Serialize)]
+struct NotReprocessed {
+    callback: View,
+    reprocessable: bool,
+    reprocessed: bool,
+    explanation: String,
+}
+
+pub(crate) async fn reprocess(liaison: &Liaison, args: &ReprocessArgs, json: bool) -> Outcome {
+    let c = liaison.store().callback(args.id).await?;
+    let can = reprocessable(c.disposition) && c.body.is_some();
+    let explanation = if !reprocessable(c.disposition) {
+        format!(
+            "callback {} is {}: there is nothing to reprocess.",
+            c.id, c.disposition
+        )
+    } else if c.body.is_none() {
+        format!(
+            "callback {} has no stored body (it was above the size cap or purged): \
+             it cannot be reprocessed; ask the partner to send it again.",
+            c.id
+        )
+    } else {
+        format!(
+            "the CLI cannot reprocess callbacks: verifying the signature and reading the \
+             body need the partner's matcher and secrets, which only the host application \
+             has. Fix the cause of its error first, then have the host application call \
+             Liaison::reprocess_callback(\"{}\") — through whatever admin route or task it \
+             exposes for that. The callback is kept as it arrived, so nothing is lost meanwhile.",
+            c.id
+        )
+    };
+    if json {
+        print_json(&NotReprocessed {
+            callback: View::of(&c, true),
+            reprocessable: can,
+            reprocessed: false,
+            explanation: explanation.clone(),
+        })?;
+    } else {
+        print(&describe(&c))?;
+    }
+    Err(Fail::usage(format!("not reprocessed: {explanation}")))
+}
+
+fn describe(c: &StoredCallback) -> String {
+    let mut out = format!("Callback {}\n", c.id);
+    let mut field = |name: &str, value: String| {
+        out.push_str(&format!("  {name:<12} {value}\n"));
+    };
+    field("partner", c.partner.clone());
+    field("received", format!("{} UTC", time(c.received_at)));
+    field("disposition", c.disposition.to_string());
+    field("error", or_dash(c.error.as_ref()));
+    field("submission", or_dash(c.submission_id));
+    field("event id", or_dash(c.event_id.as_ref()));
+    field(
+        "processed",
+        or_dash(c.processed_at.map(|t| format!("{} UTC", time(t)))),
+    );
+    field("size", format!("{} bytes, sha256 {}", c.size, c.body_hash));
+    let names: Vec<&str> = c.headers.iter().map(|(n, _)| n.as_str()).collect();
+    field(
+        "headers",
+        if names.is_empty() {
+            "-".to_owned()
+        } else {
+            names.join(", ")
+        },
+    );
+    field(
+        "body",
+        match &c.body {
+            None => "not stored".to_owned(),
+            Some(body) => truncate(&String::from_utf8_lossy(body), 400),
+        },
+    );
+    out
+}

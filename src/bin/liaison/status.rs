@@ -1,0 +1,284 @@
+//! `status`: the four questions in plain words, then a table per partner.
+
+use std::path::Path;
+use std::time::Duration;
+
+use liaison::Liaison;
+use liaison::SubmissionState;
+use liaison::callback::Disposition;
+use liaison::ops::{HealthReport, PartnerHealth, Verdict};
+use liaison::store::{CallbackFilter, ListFilter};
+use serde::Serialize;
+
+use crate::args::StatusArgs;
+use crate::fail::{Done, Outcome};
+use crate::render::{Table, age_secs, count, money, print, print_json, shell_quote};
+
+/// The four answers, for `--json` (with the full health report beside them).
+#[derive(Debug, Serialize)]
+struct Status {
+    verdict: Verdict,
+    window_secs: u64,
+    working: Working,
+    noticed: Noticed,
+    impact: Impact,
+    recovery: Recovery,
+    health: HealthReport,
+}
+
+#[derive(Debug, Serialize)]
+struct Working {
+    verdict: Verdict,
+    reasons: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Noticed {
+    /// Sum of the four counts below.
+    problems: u64,
+    stuck: u64,
+    dead_lettered: u64,
+    /// Stored callbacks never verified or processed (disposition `received`).
+    unverified_callbacks: u64,
+    quarantined_callbacks: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Impact {
+    submissions: u64,
+    /// Minor units.
+    value: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct Recovery {
+    replayable: u64,
+    failed: u64,
+    dead_lettered: u64,
+    stuck: u64,
+    quarantined_callbacks: u64,
+    commands: Vec<String>,
+}
+
+pub(crate) async fn run(liaison: &Liaison, db: &Path, args: &StatusArgs, json: bool) -> Outcome {
+    let report = liaison.health(args.window).await?;
+    let quarantined = count_callbacks(liaison, CallbackFilter::quarantined()).await?;
+    let unverified = count_callbacks(
+        liaison,
+        CallbackFilter {
+            dispositions: vec![Disposition::Received],
+            ..CallbackFilter::default()
+        },
+    )
+    .await?;
+    let in_state = |state| -> u64 {
+        report
+            .partners
+            .iter()
+            .map(|p| p.by_state.get(&state).map_or(0, |t| t.count))
+            .sum()
+    };
+    let (failed, dead_lettered, stuck) = (
+        in_state(SubmissionState::Failed),
+        in_state(SubmissionState::DeadLettered),
+        in_state(SubmissionState::Stuck),
+    );
+    let replayable = failed + dead_lettered + stuck;
+    let status = Status {
+        verdict: report.verdict,
+        window_secs: report.window_secs,
+        working: Working {
+            verdict: report.verdict,
+            reasons: report.reasons.clone(),
+        },
+        noticed: Noticed {
+            problems: stuck + dead_lettered + unverified + quarantined,
+            stuck,
+            dead_lettered,
+            unverified_callbacks: unverified,
+            quarantined_callbacks: quarantined,
+        },
+        impact: Impact {
+            submissions: report.at_risk.count,
+            value: report.at_risk.value,
+        },
+        recovery: Recovery {
+            replayable,
+            failed,
+            dead_lettered,
+            stuck,
+            quarantined_callbacks: quarantined,
+            commands: commands(db, replayable, quarantined),
+        },
+        health: report,
+    };
+    if json {
+        print_json(&status)?;
+    } else {
+        print(&human(&status, args.window))?;
+    }
+    Ok(if status.verdict == Verdict::Down {
+        Done::Problems
+    } else {
+        Done::Clean
+    })
+}
+
+async fn count_callbacks(liaison: &Liaison, filter: CallbackFilter) -> liaison::Result<u64> {
+    let filter = CallbackFilter {
+        limit: Some(ListFilter::MAX_LIMIT),
+        ..filter
+    };
+    Ok(liaison.store().list_callbacks(&filter).await?.len() as u64)
+}
+
+fn commands(db: &Path, replayable: u64, quarantined: u64) -> Vec<String> {
+    let cli = format!("liaison --db {}", shell_quote(&db.display().to_string()));
+    let mut commands = Vec::new();
+    if replayable > 0 {
+        commands.push(format!(
+            "{cli} list --state failed --state dead_lettered --state stuck"
+        ));
+        commands.push(format!("{cli} replay-where --dry-run"));
+        commands.push(format!("{cli} replay-where --reason \"<why>\""));
+    }
+    if quarantined > 0 {
+        commands.push(format!("{cli} callbacks --quarantined"));
+    }
+    commands
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Healthy => "HEALTHY",
+        Verdict::Degraded => "DEGRADED",
+        Verdict::Down => "DOWN",
+    }
+}
+
+fn window_words(window: Duration) -> String {
+    let secs = window.as_secs();
+    match secs {
+        s if s % 86_400 == 0 => count(s / 86_400, "day", "days"),
+        s if s % 3600 == 0 => count(s / 3600, "hour", "hours"),
+        s if s % 60 == 0 => count(s / 60, "minute", "minutes"),
+        s => count(s, "second", "seconds"),
+    }
+}
+
+fn human(s: &Status, window: Duration) -> String {
+    let mut out = String::new();
+    let last = window_words(window);
+    let working = match s.verdict {
+        Verdict::Healthy => "yes".to_owned(),
+        Verdict::Degraded => "yes, with problems to look at".to_owned(),
+        Verdict::Down => "no".to_owned(),
+    };
+    out.push_str(&format!(
+        "Is it working today?          {} ({working}; last {last})\n",
+        verdict_word(s.verdict)
+    ));
+    if s.health.partners.is_empty() {
+        out.push_str("  - the outbox holds no submissions yet\n");
+    }
+    for reason in &s.working.reasons {
+        out.push_str(&format!("  - {reason}\n"));
+    }
+
+    let n = &s.noticed;
+    out.push_str(&format!(
+        "Do we notice when it breaks?  {} flagged: {} stuck, {} dead-lettered, {}, {} in quarantine\n",
+        count(n.problems, "problem", "problems"),
+        n.stuck,
+        n.dead_lettered,
+        count(
+            n.unverified_callbacks,
+            "callback stored but never verified",
+            "callbacks stored but never verified"
+        ),
+        count(n.quarantined_callbacks, "callback", "callbacks"),
+    ));
+
+    let i = &s.impact;
+    out.push_str(&format!(
+        "What is the impact?           {} worth {} at risk",
+        count(i.submissions, "submission", "submissions"),
+        money(i.value)
+    ));
+    out.push_str(if i.submissions > 0 {
+        " (failed, dead-lettered or stuck)\n"
+    } else {
+        "\n"
+    });
+
+    let r = &s.recovery;
+    out.push_str(&format!(
+        "Can we recover?               {} ({} failed, {} dead-lettered, {} stuck), {}\n",
+        count(
+            r.replayable,
+            "replayable submission",
+            "replayable submissions"
+        ),
+        r.failed,
+        r.dead_lettered,
+        r.stuck,
+        count(
+            r.quarantined_callbacks,
+            "quarantined callback",
+            "quarantined callbacks"
+        ),
+    ));
+    for command in &r.commands {
+        out.push_str(&format!("  $ {command}\n"));
+    }
+    if r.quarantined_callbacks > 0 {
+        out.push_str(
+            "  (quarantined callbacks are reprocessed by the host application: see `liaison reprocess ID`)\n",
+        );
+    }
+
+    if !s.health.partners.is_empty() {
+        out.push('\n');
+        out.push_str(&partner_table(&s.health.partners, &last));
+    }
+    out
+}
+
+fn partner_table(partners: &[PartnerHealth], last: &str) -> String {
+    let mut table = Table::new(&[
+        "partner",
+        "verdict",
+        "queued",
+        "in flight",
+        "awaiting",
+        "succeeded",
+        "failed",
+        "dead-lettered",
+        "stuck",
+        "oldest queued",
+        "at risk",
+    ])
+    .right(&[2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    for p in partners {
+        let now = |state| p.by_state.get(&state).map_or(0, |t| t.count).to_string();
+        table.row(vec![
+            p.partner.clone(),
+            verdict_word(p.verdict).to_lowercase(),
+            now(SubmissionState::Queued),
+            now(SubmissionState::InFlight),
+            now(SubmissionState::AwaitingResult),
+            p.window.succeeded.to_string(),
+            p.window.failed.to_string(),
+            p.window.dead_lettered.to_string(),
+            p.stuck.to_string(),
+            p.oldest_queued_secs
+                .map_or_else(|| "-".to_owned(), age_secs),
+            format!("{} ({})", money(p.at_risk.value), p.at_risk.count),
+        ]);
+    }
+    format!(
+        "{}succeeded, failed, dead-lettered: ended in the last {last}; other columns: now; \
+         at risk: value (count)\n",
+        table.render()
+    )
+}

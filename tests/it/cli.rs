@@ -1,0 +1,691 @@
+//! The `liaison` binary on a prepared outbox: each command's output and exit
+//! code, the `--json` variants, and the errors a support engineer will meet.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use liaison::callback::{CallbackId, Disposition};
+use liaison::store::{NewCallback, OutboxStore, Settlement, SqliteStore};
+use liaison::{EventKind, SubmissionId, SubmissionState};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+use crate::support::{drive_new_to, submission};
+
+/// An outbox file with work in every state that matters, and one
+/// malformed callback in quarantine. The store is closed again: the CLI
+/// is the only one using the file, as on a support engineer's machine.
+struct Outbox {
+    _dir: TempDir,
+    path: PathBuf,
+    ids: BTreeMap<&'static str, SubmissionId>,
+    callback: CallbackId,
+}
+
+impl Outbox {
+    fn id(&self, key: &str) -> String {
+        self.ids[key].to_string()
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        run(&self.path, args)
+    }
+
+    fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.path).expect("reopen")
+    }
+}
+
+/// bank: 2 succeeded, 1 failed (500.00), 1 dead-lettered (700.00), 1 stuck
+/// (300.00), 1 queued; lab: 1 stuck (25.00). At risk: 4 worth 1,525.00.
+async fn outbox() -> Outbox {
+    use SubmissionState::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let store = SqliteStore::open(&path).unwrap();
+    // Queued work last: driving a submission claims its partner's due work.
+    let script = [
+        ("bank", "s1", 10_000, Succeeded),
+        ("bank", "s2", 10_000, Succeeded),
+        ("bank", "f1", 50_000, Failed),
+        ("bank", "d1", 70_000, DeadLettered),
+        ("bank", "k1", 30_000, Stuck),
+        ("lab", "x1", 2_500, Stuck),
+        ("bank", "q1", 2_000, Queued),
+    ];
+    let mut ids = BTreeMap::new();
+    for (partner, key, cents, state) in script {
+        let new = submission(partner, key).business_value(cents);
+        let (id, _) = drive_new_to(&store, new, state).await;
+        ids.insert(key, id);
+    }
+    let body = b"{\"status\": \"succeeded\", \"ref\": ".to_vec();
+    let callback = store
+        .record_callback(NewCallback {
+            partner: "bank".into(),
+            received_at: chrono::Utc::now(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body_hash: hex::encode(Sha256::digest(&body)),
+            size: body.len() as u64,
+            body: Some(body),
+            disposition: Disposition::Received,
+            error: None,
+        })
+        .await
+        .unwrap();
+    store
+        .settle_callback(
+            callback,
+            Settlement::Malformed {
+                reason: "EOF while parsing a value at line 1 column 32".into(),
+            },
+        )
+        .await
+        .unwrap();
+    drop(store);
+    Outbox {
+        _dir: dir,
+        path,
+        ids,
+        callback,
+    }
+}
+
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+
+    #[track_caller]
+    fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "{self:#?}");
+        self
+    }
+
+    #[track_caller]
+    fn has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "{needle:?} not in stdout:\n{self:#?}"
+        );
+        self
+    }
+}
+
+fn run(db: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_liaison"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("LIAISON_DB")
+        .env("USER", "tester")
+        .output()
+        .expect("run the liaison binary");
+    Run {
+        code: out.status.code().expect("exited"),
+        stdout: String::from_utf8(out.stdout).expect("UTF-8 stdout"),
+        stderr: String::from_utf8(out.stderr).expect("UTF-8 stderr"),
+    }
+}
+
+async fn state_of(outbox: &Outbox, key: &str) -> SubmissionState {
+    outbox.store().get(outbox.ids[key]).await.unwrap().state
+}
+
+#[tokio::test]
+async fn status_answers_the_four_questions() {
+    let outbox = outbox().await;
+    let run = outbox.run(&["status"]);
+    run.ok()
+        .has("Is it working today?")
+        .has("DEGRADED")
+        .has("bank: 50% of the submissions that ended in the window failed")
+        .has("Do we notice when it breaks?")
+        .has("2 stuck, 1 dead-lettered")
+        .has("1 callback in quarantine")
+        .has("What is the impact?")
+        .has("4 submissions worth 1,525.00 at risk")
+        .has("Can we recover?")
+        .has(
+            "4 replayable submissions (1 failed, 1 dead-lettered, 2 stuck), 1 quarantined callback",
+        )
+        .has("replay-where --dry-run")
+        .has("callbacks --quarantined");
+    // The questions come first, then the table per partner.
+    let table = run.stdout.find("PARTNER").expect("a partner table");
+    assert!(run.stdout.find("Can we recover?").unwrap() < table);
+    let bank = run.stdout.lines().find(|l| l.starts_with("bank ")).unwrap();
+    assert!(
+        bank.contains("degraded") && bank.contains("1,500.00 (3)"),
+        "{bank}"
+    );
+    let lab = run.stdout.lines().find(|l| l.starts_with("lab ")).unwrap();
+    assert!(lab.contains("25.00 (1)"), "{lab}");
+
+    let json = outbox
+        .run(&["status", "--window", "2d", "--json"])
+        .ok()
+        .json();
+    assert_eq!(json["verdict"], "degraded");
+    assert_eq!(json["window_secs"], 172_800);
+    assert_eq!(json["impact"]["submissions"], 4);
+    assert_eq!(json["impact"]["value"], 152_500);
+    assert_eq!(json["noticed"]["stuck"], 2);
+    assert_eq!(json["noticed"]["quarantined_callbacks"], 1);
+    assert_eq!(json["recovery"]["replayable"], 4);
+    assert_eq!(json["health"]["partners"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn status_exits_1_when_the_verdict_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let store = SqliteStore::open(&path).unwrap();
+    for key in ["a", "b", "c"] {
+        let new = submission("lab", key).business_value(1_000);
+        drive_new_to(&store, new, SubmissionState::DeadLettered).await;
+    }
+    drop(store);
+    let run = run(&path, &["status"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    run.has("DOWN")
+        .has("lab: nothing succeeded in the window")
+        .has("3 submissions worth 30.00 at risk");
+}
+
+#[tokio::test]
+async fn an_empty_outbox_is_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    drop(SqliteStore::open(&path).unwrap());
+    run(&path, &["status"])
+        .ok()
+        .has("HEALTHY")
+        .has("no submissions yet")
+        .has("0 submissions worth 0.00 at risk");
+    run(&path, &["list"]).ok().has("no submissions match");
+}
+
+#[tokio::test]
+async fn list_filters_by_state_and_partner() {
+    let outbox = outbox().await;
+    let run = outbox.run(&["list", "--state", "stuck", "--partner", "lab"]);
+    run.ok()
+        .has("ID")
+        .has("LAST ERROR")
+        .has(&outbox.id("x1"))
+        .has("  x1  ")
+        .has("1 submission\n");
+    assert!(
+        !run.stdout.contains(&outbox.id("k1")),
+        "bank's stuck work is not lab's"
+    );
+
+    let json = outbox
+        .run(&[
+            "list",
+            "--state",
+            "dead-lettered",
+            "--state",
+            "failed",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let states: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["failed", "dead_lettered"]);
+
+    let limited = outbox.run(&["list", "--limit", "2"]);
+    limited.ok().has("2 submissions (the limit");
+}
+
+#[tokio::test]
+async fn show_prints_the_details_the_timeline_and_the_attempts() {
+    let outbox = outbox().await;
+    let id = outbox.id("k1");
+    let run = outbox.run(&["show", &id]);
+    run.ok()
+        .has(&format!("Submission {id}"))
+        .has("state            stuck")
+        .has("value            300.00")
+        .has("Timeline (4 events, UTC)")
+        .has("Attempts (1)")
+        .has("To recover: liaison replay");
+    let timeline: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Timeline"))
+        .skip(2)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let events: Vec<&str> = timeline
+        .iter()
+        .map(|l| l.split_whitespace().nth(2).unwrap())
+        .collect();
+    assert_eq!(events, ["enqueued", "claimed", "accepted", "stuck"]);
+    assert!(
+        timeline[3].contains("awaiting_result -> stuck"),
+        "{}",
+        timeline[3]
+    );
+
+    let json = outbox.run(&["show", &id, "--json"]).ok().json();
+    assert_eq!(json["submission"]["id"], id.as_str());
+    assert_eq!(json["timeline"].as_array().unwrap().len(), 4);
+    assert_eq!(json["attempts"][0]["outcome"], "accepted");
+}
+
+#[tokio::test]
+async fn replay_puts_the_submission_back_in_the_queue() {
+    let outbox = outbox().await;
+    let id = outbox.id("k1");
+    let run = outbox.run(&[
+        "replay",
+        &id,
+        "--reason",
+        "partner lost it",
+        "--actor",
+        "alice",
+    ]);
+    run.ok()
+        .has(&format!("Replayed {id}: stuck -> queued"))
+        .has("same idempotency key k1");
+    assert_eq!(state_of(&outbox, "k1").await, SubmissionState::Queued);
+    let last = outbox
+        .store()
+        .timeline(outbox.ids["k1"])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(last.kind, EventKind::Replayed);
+    assert_eq!(last.actor.as_str(), "alice");
+    assert_eq!(last.reason.as_deref(), Some("partner lost it"));
+
+    // Once queued it cannot be replayed again: refused, naming the state.
+    let again = outbox.run(&["replay", &id, "--reason", "twice"]);
+    assert_eq!(again.code, 2, "{again:#?}");
+    assert!(again.stderr.contains("from queued"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("only failed, dead-lettered or stuck"),
+        "{}",
+        again.stderr
+    );
+
+    // The failed one gets a fresh key; --json gives the new submission.
+    let json = outbox
+        .run(&[
+            "replay",
+            &outbox.id("f1"),
+            "--reason",
+            "data fixed",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(json["action"], "replay");
+    assert_eq!(json["submission"]["state"], "queued");
+    assert_eq!(json["submission"]["idempotency_key"], "f1~replay1");
+}
+
+#[tokio::test]
+async fn replay_where_dry_run_counts_what_the_real_run_replays() {
+    let outbox = outbox().await;
+    let dry = outbox.run(&["replay-where", "--dry-run"]);
+    dry.ok()
+        .has("Would replay 4 submissions (dry run: nothing changed)");
+    let dry_json = outbox
+        .run(&["replay-where", "--dry-run", "--json"])
+        .ok()
+        .json();
+    assert_eq!(dry_json["matched"], 4);
+    assert_eq!(dry_json["replayed"], 0);
+    assert_eq!(state_of(&outbox, "d1").await, SubmissionState::DeadLettered);
+
+    // Filters narrow it, as for list.
+    let narrowed = outbox.run(&["replay-where", "--dry-run", "--partner", "lab", "--json"]);
+    assert_eq!(narrowed.ok().json()["matched"], 1);
+
+    let real = outbox.run(&["replay-where", "--reason", "after the outage"]);
+    real.ok().has("Replayed 4 submissions of 4 matched.");
+    assert!(real.stderr.contains("Replaying 4 submissions"), "{real:#?}");
+    let queued = outbox
+        .store()
+        .list(&liaison::store::ListFilter::default().state(SubmissionState::Queued))
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 4 + 1, "the four replayed and q1");
+
+    // Nothing is left to replay; a reason is required for a real run.
+    let nothing = outbox.run(&["replay-where", "--reason", "again", "--json"]);
+    assert_eq!(nothing.ok().json()["replayed"], 0);
+    let no_reason = outbox.run(&["replay-where"]);
+    assert_eq!(no_reason.code, 2);
+    assert!(
+        no_reason.stderr.contains("--reason"),
+        "{}",
+        no_reason.stderr
+    );
+}
+
+#[tokio::test]
+async fn resolve_settles_by_hand_with_the_outcome_on_the_timeline() {
+    let outbox = outbox().await;
+    let id = outbox.id("d1");
+    outbox
+        .run(&[
+            "resolve",
+            &id,
+            "--outcome",
+            "succeeded",
+            "--note",
+            "entered on the partner portal",
+        ])
+        .ok()
+        .has(&format!(
+            "Resolved {id} by hand (succeeded): dead_lettered -> resolved_manually"
+        ));
+    assert_eq!(
+        state_of(&outbox, "d1").await,
+        SubmissionState::ResolvedManually
+    );
+    let last = outbox
+        .store()
+        .timeline(outbox.ids["d1"])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(last.actor.as_str(), "tester", "$USER is the default actor");
+    assert_eq!(last.data.unwrap()["outcome"]["outcome"], "succeeded");
+
+    let json = outbox
+        .run(&[
+            "resolve",
+            &outbox.id("f1"),
+            "--outcome",
+            "failed",
+            "--failure-reason",
+            "patient withdrew",
+            "--note",
+            "called the clinic",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(json["submission"]["state"], "resolved_manually");
+    let last = outbox
+        .store()
+        .timeline(outbox.ids["f1"])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(last.data.unwrap()["outcome"]["reason"], "patient withdrew");
+
+    let mixed = outbox.run(&[
+        "resolve",
+        &outbox.id("k1"),
+        "--outcome",
+        "succeeded",
+        "--failure-reason",
+        "x",
+        "--note",
+        "y",
+    ]);
+    assert_eq!(mixed.code, 2);
+    assert_eq!(state_of(&outbox, "k1").await, SubmissionState::Stuck);
+}
+
+#[tokio::test]
+async fn cancel_stops_unfinished_work_and_is_refused_for_finished_work() {
+    let outbox = outbox().await;
+    let id = outbox.id("q1");
+    outbox
+        .run(&["cancel", &id, "--reason", "claim withdrawn"])
+        .ok()
+        .has(&format!("Cancelled {id}: queued -> cancelled"));
+    assert_eq!(state_of(&outbox, "q1").await, SubmissionState::Cancelled);
+
+    let refused = outbox.run(&["cancel", &outbox.id("s1"), "--reason", "too late"]);
+    assert_eq!(refused.code, 2, "{refused:#?}");
+    assert!(
+        refused
+            .stderr
+            .contains("cannot go from succeeded to cancelled"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stdout.is_empty());
+    assert_eq!(state_of(&outbox, "s1").await, SubmissionState::Succeeded);
+}
+
+#[tokio::test]
+async fn callbacks_lists_the_quarantine() {
+    let outbox = outbox().await;
+    let id = outbox.callback.to_string();
+    outbox
+        .run(&["callbacks", "--quarantined"])
+        .ok()
+        .has("DISPOSITION")
+        .has(&id)
+        .has("malformed")
+        .has("EOF while parsing")
+        .has("1 callback\n");
+    let json = outbox
+        .run(&[
+            "callbacks",
+            "--disposition",
+            "malformed",
+            "--partner",
+            "bank",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(json[0]["id"], id.as_str());
+    assert_eq!(json[0]["disposition"], "malformed");
+    assert_eq!(json[0]["quarantined"], true);
+    outbox
+        .run(&["callbacks", "--partner", "lab"])
+        .ok()
+        .has("no callbacks match");
+}
+
+#[tokio::test]
+async fn reprocess_explains_that_the_host_does_it() {
+    let outbox = outbox().await;
+    let id = outbox.callback.to_string();
+    let run = outbox.run(&["reprocess", &id]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    run.has(&format!("Callback {id}"))
+        .has("malformed")
+        .has("{\"status\": \"succeeded\"");
+    assert!(
+        run.stderr.contains("Liaison::reprocess_callback"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("matcher and secrets"), "{}", run.stderr);
+    let stored = outbox.store().callback(outbox.callback).await.unwrap();
+    assert_eq!(
+        stored.disposition,
+        Disposition::Malformed,
+        "nothing changed"
+    );
+
+    let json = outbox.run(&["reprocess", &id, "--json"]);
+    assert_eq!(json.code, 2);
+    let json = json.json();
+    assert_eq!(json["reprocessed"], false);
+    assert_eq!(json["reprocessable"], true);
+    assert!(
+        json["callback"]["body_text"]
+            .as_str()
+            .unwrap()
+            .starts_with("{\"status\"")
+    );
+}
+
+#[tokio::test]
+async fn export_writes_json_with_timelines_and_csv() {
+    let outbox = outbox().await;
+    let json = outbox
+        .run(&["export", "--format", "json", "--timelines"])
+        .ok()
+        .json();
+    let rows = json.as_array().unwrap();
+    assert_eq!(rows.len(), 7);
+    for row in rows {
+        let timeline = row["timeline"].as_array().unwrap();
+        assert_eq!(timeline[0]["kind"], "enqueued", "{row}");
+        assert!(row["business_value"].is_i64());
+    }
+    let plain = outbox.run(&["export", "--state", "stuck"]).ok().json();
+    assert_eq!(plain.as_array().unwrap().len(), 2);
+    assert!(plain[0].get("timeline").is_none());
+
+    let csv = outbox.run(&["export", "--format", "csv", "--partner", "bank"]);
+    let lines: Vec<&str> = csv.ok().stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("id,partner,kind,state,idempotency_key,"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines.len(), 1 + 6);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(",d1,") && l.contains(",70000,"))
+    );
+
+    let with_timelines = outbox.run(&["export", "--format", "csv", "--timelines", "--limit", "1"]);
+    let out = &with_timelines.ok().stdout;
+    assert!(out.lines().next().unwrap().ends_with(",timeline"));
+    assert!(
+        out.contains("\"\"kind\"\":\"\"enqueued\"\""),
+        "quoted JSON column:\n{out}"
+    );
+}
+
+#[tokio::test]
+async fn errors_are_explained_with_exit_code_2() {
+    let outbox = outbox().await;
+    let unknown = SubmissionId::new().to_string();
+    let run = outbox.run(&["show", &unknown]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains(&format!("submission {unknown} not found")),
+        "{}",
+        run.stderr
+    );
+
+    let run = outbox.run(&["show", "C-1042"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("not a submission id: \"C-1042\""),
+        "{}",
+        run.stderr
+    );
+
+    let run = outbox.run(&["list", "--state", "lost"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("queued, in_flight, awaiting_result"),
+        "{}",
+        run.stderr
+    );
+
+    let run = outbox.run(&["status", "--window", "1x"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("30s (seconds), 15m (minutes), 1h (hours) or 2d (days)")
+    );
+
+    let unknown_callback = SubmissionId::new().to_string(); // any UUID is a callback id too
+    let run = outbox.run(&["reprocess", &unknown_callback]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("not found"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn the_database_may_come_from_the_environment_or_after_the_command() {
+    let outbox = outbox().await;
+    let from_env = Command::new(env!("CARGO_BIN_EXE_liaison"))
+        .args(["list", "--partner", "lab", "--json"])
+        .env("LIAISON_DB", &outbox.path)
+        .output()
+        .unwrap();
+    assert!(from_env.status.success(), "{from_env:?}");
+    let rows: Value = serde_json::from_slice(&from_env.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+
+    let after = Command::new(env!("CARGO_BIN_EXE_liaison"))
+        .args(["list", "--db"])
+        .arg(&outbox.path)
+        .env_remove("LIAISON_DB")
+        .output()
+        .unwrap();
+    assert!(after.status.success(), "{after:?}");
+
+    let neither = Command::new(env!("CARGO_BIN_EXE_liaison"))
+        .arg("status")
+        .env_remove("LIAISON_DB")
+        .output()
+        .unwrap();
+    assert_eq!(neither.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&neither.stderr).contains("LIAISON_DB"));
+}
+
+#[test]
+fn a_missing_file_is_never_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.db");
+    let run = run(&path, &["status"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains(&format!("no outbox at {}", path.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty());
+    assert!(!path.exists(), "the CLI created {}", path.display());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_file_that_is_not_an_outbox_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    std::fs::write(&path, b"").unwrap(); // an empty file is an empty SQLite database
+    let run = run(&path, &["list"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("is not a liaison outbox"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        0,
+        "nothing was written"
+    );
+}
