@@ -250,6 +250,11 @@ impl Liaison {
     /// sink timeout, and record it. A failing or hanging sink is logged and
     /// never holds anything up.
     async fn send_alert(&self, event: AlertEvent, alert: &Alert) -> Result<()> {
+        if event == AlertEvent::Opened {
+            self.shared
+                .metrics
+                .alert_opened(&alert.partner, alert.class.as_str());
+        }
         for sink in &self.shared.sinks {
             let (sink, alert, timeout): (Arc<dyn AlertSink>, Alert, Duration) = (
                 Arc::clone(sink),

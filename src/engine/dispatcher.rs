@@ -247,6 +247,16 @@ async fn run_attempt(
             Ok(outcome) => settle_success(&rt, outcome),
             Err(error) => settle_failure(&rt, &lease, error),
         };
+        shared
+            .metrics
+            .attempt(&submission.partner, report.outcome, elapsed);
+        if matches!(
+            change.target,
+            SubmissionState::Succeeded | SubmissionState::Failed
+        ) {
+            let took = (Utc::now() - submission.created_at).num_milliseconds() as f64 / 1000.0;
+            shared.metrics.time_to_result(&submission.partner, took);
+        }
         tracing::debug!(
             outcome = report.outcome.as_str(),
             ?elapsed,

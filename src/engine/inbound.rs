@@ -204,6 +204,9 @@ impl Liaison {
             },
         };
         let receipt = self.shared.store.settle_callback(id, settlement).await?;
+        self.shared
+            .metrics
+            .callback(&callback.partner, receipt.disposition);
         tracing::info!(
             callback_id = %id,
             disposition = receipt.disposition.as_str(),

@@ -126,6 +126,7 @@ pub(crate) struct Shared {
     pub(crate) ownership: Ownership,
     pub(crate) sinks: Vec<Arc<dyn AlertSink>>,
     pub(crate) alert_settings: AlertSettings,
+    pub(crate) metrics: crate::ops::Metrics,
 }
 
 /// Builds a [`Liaison`].
@@ -216,6 +217,7 @@ impl LiaisonBuilder {
                 ownership: self.ownership,
                 sinks,
                 alert_settings: self.alert_settings,
+                metrics: crate::ops::Metrics::new(),
             }),
         })
     }
@@ -249,6 +251,11 @@ impl Liaison {
     pub async fn enqueue(&self, new: NewSubmission) -> Result<Enqueued> {
         let partner = self.registered(new.partner())?;
         let enqueued = self.shared.store.enqueue(new).await?;
+        if !enqueued.deduplicated {
+            self.shared
+                .metrics
+                .submission_enqueued(&enqueued.submission.partner);
+        }
         partner.wake.notify_one();
         Ok(enqueued)
     }
@@ -259,6 +266,11 @@ impl Liaison {
             self.registered(new.partner())?;
         }
         let enqueued = self.shared.store.enqueue_batch(batch).await?;
+        for e in enqueued.iter().filter(|e| !e.deduplicated) {
+            self.shared
+                .metrics
+                .submission_enqueued(&e.submission.partner);
+        }
         self.notify();
         Ok(enqueued)
     }
@@ -275,6 +287,19 @@ impl Liaison {
     /// The circuit state of a registered partner.
     pub fn circuit_state(&self, partner: &str) -> Option<CircuitState> {
         self.shared.partners.get(partner).map(|p| p.circuit_state())
+    }
+
+    /// The Prometheus recorder this hub feeds (attempts, callbacks, alerts...).
+    pub fn metrics(&self) -> &crate::ops::Metrics {
+        &self.shared.metrics
+    }
+
+    /// The Prometheus text exposition: counters and histograms recorded so
+    /// far plus gauges from a fresh health report over `window`. Serve it
+    /// with [`crate::ops::Metrics::CONTENT_TYPE`].
+    pub async fn render_metrics(&self, window: Duration) -> Result<String> {
+        let health = self.health(window).await?;
+        Ok(self.shared.metrics.render(&health))
     }
 
     /// Names of the registered partners.

@@ -7,5 +7,7 @@
 
 pub mod alerts;
 pub(crate) mod health;
+mod metrics;
 
 pub use health::{HealthReport, PartnerHealth, Percentiles, Trend, Verdict, WindowOutcomes};
+pub use metrics::Metrics;

@@ -316,3 +316,50 @@ async fn a_replayed_dead_letter_gets_a_fresh_budget_and_key_and_is_delivered() {
     assert_eq!(s.replays, 2);
     assert_eq!(mock.stats().side_effects, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened() {
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start_with(Behavior::flaky(3, Behavior::Healthy))
+        .await
+        .unwrap();
+    let liaison = engine(&store, partner("lab", &mock));
+    for i in 0..12 {
+        liaison.enqueue(claim("lab", i)).await.unwrap();
+    }
+    drain(&liaison).await;
+    let failed = mock.stats().requests - 12;
+    let text = liaison
+        .render_metrics(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let sample = |line: &str| {
+        text.lines()
+            .find(|l| l.starts_with(line))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(
+        sample(r#"liaison_submissions_enqueued_total{partner="lab"}"#),
+        Some(12.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(r#"liaison_attempts_total{partner="lab",outcome="accepted"}"#),
+        Some(12.0)
+    );
+    assert_eq!(
+        sample(r#"liaison_attempts_total{partner="lab",outcome="transient"}"#),
+        Some(failed as f64)
+    );
+    assert_eq!(
+        sample(r#"liaison_submissions{partner="lab",state="awaiting_result"}"#),
+        Some(12.0)
+    );
+    assert_eq!(text.lines().last(), Some("# EOF"));
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        assert!(name.starts_with("liaison_"), "{line}");
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+}
