@@ -689,3 +689,42 @@ fn a_file_that_is_not_an_outbox_is_left_alone() {
         "nothing was written"
     );
 }
+
+#[tokio::test]
+async fn alerts_lists_open_alerts_with_owners_and_ack_stops_reminders() {
+    use liaison::ops::alerts::{Owner, ProblemClass};
+    use liaison::store::NewAlert;
+    let outbox = outbox().await;
+    let (alert, opened) = outbox
+        .store()
+        .open_alert(NewAlert {
+            partner: "bank".into(),
+            class: ProblemClass::ResultOverdue,
+            owner: Owner::new("billing ops", "billing@clinic.example")
+                .runbook("https://runbooks.example/stuck"),
+            details: "1 submission(s) stuck without a result".into(),
+            expected: false,
+            at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    assert!(opened);
+    let id = alert.id.to_string();
+    outbox
+        .run(&["alerts"])
+        .ok()
+        .has("1 open alert")
+        .has(&id)
+        .has("result_overdue")
+        .has("billing ops")
+        .has("billing@clinic.example")
+        .has("https://runbooks.example/stuck");
+    outbox
+        .run(&["ack", &id, "--actor", "dana"])
+        .ok()
+        .has("acknowledged");
+    let json = outbox.run(&["alerts", "--json"]).ok().json();
+    assert_eq!(json[0]["acknowledged_by"], "dana");
+    let bad = outbox.run(&["ack", "nope"]);
+    assert_eq!(bad.code, 2);
+}

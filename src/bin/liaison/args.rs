@@ -56,6 +56,31 @@ pub(crate) enum Command {
     Reprocess(ReprocessArgs),
     /// Write submissions as JSON or CSV to stdout.
     Export(ExportArgs),
+    /// Open alerts with their owners (`--all` for resolved ones too).
+    Alerts(AlertsArgs),
+    /// Acknowledge an alert: its owner is on it; reminders stop.
+    Ack(AckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AlertsArgs {
+    /// Also list resolved alerts.
+    #[arg(long)]
+    pub(crate) all: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AckArgs {
+    /// The alert id.
+    pub(crate) id: String,
+    #[command(flatten)]
+    pub(crate) actor: ActorArg,
+}
+
+impl AckArgs {
+    pub(crate) fn actor(&self) -> liaison::Actor {
+        self.actor.actor()
+    }
 }
 
 #[derive(Debug, Args)]

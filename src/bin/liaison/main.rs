@@ -5,6 +5,7 @@
 //! every command is described, with its output, in docs/cli.md.
 
 mod actions;
+mod alerts;
 mod args;
 mod callbacks;
 mod fail;
@@ -53,5 +54,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Cancel(a) => actions::cancel(&liaison, a, json).await,
         Command::Callbacks(a) => callbacks::list(&liaison, a, json).await,
         Command::Reprocess(a) => callbacks::reprocess(&liaison, a, json).await,
+        Command::Alerts(a) => alerts::list(&liaison, a, json).await,
+        Command::Ack(a) => alerts::ack(&liaison, a, json).await,
     }
 }
