@@ -11,6 +11,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod ops;
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};

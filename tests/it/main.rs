@@ -12,6 +12,8 @@ mod durability;
 mod health;
 mod input;
 mod ledger;
+#[cfg(all(feature = "http", feature = "mock"))]
+mod ops_page;
 mod recovery;
 mod retention;
 mod support;

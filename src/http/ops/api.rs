@@ -1,0 +1,188 @@
+//! The JSON API: health, alerts, submissions, callbacks, and the actions.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::{HeaderMap, HeaderValue, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::Shared;
+use super::actions::{Action, Failure, Request, perform};
+use super::auth::{Denied, authorize, bearer};
+use super::params::Params;
+use crate::callback::StoredCallback;
+use crate::store::{CallbackFilter, ListFilter};
+use crate::submission::{Submission, SubmissionId, SubmissionState};
+
+/// Most rows one list request returns.
+pub(super) const MAX_LIST: usize = 1000;
+/// Rows a list request returns when it does not say.
+const DEFAULT_LIST: usize = 100;
+
+/// A submission as the API shows it: without its payload, which may hold
+/// personal data (`payload_purged` says whether it is still kept).
+pub(super) fn submission_json(s: &Submission) -> Value {
+    let mut value = serde_json::to_value(s).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.remove("payload");
+        map.insert("payload_purged".into(), Value::Bool(s.payload.is_none()));
+    }
+    value
+}
+
+/// A stored callback without its raw body and headers.
+fn callback_json(c: &StoredCallback) -> Value {
+    let mut value = serde_json::to_value(c).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.remove("body");
+        map.remove("headers");
+    }
+    value
+}
+
+fn limit(params: &Params) -> Result<usize, Failure> {
+    Ok(params
+        .parsed::<usize>("limit")?
+        .unwrap_or(DEFAULT_LIST)
+        .clamp(1, MAX_LIST))
+}
+
+/// `GET /api/health`
+pub(super) async fn health(State(state): State<Shared>) -> Response {
+    match state.liaison.health(state.window).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => Failure::from(e).json(),
+    }
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text.
+pub(super) async fn metrics(State(state): State<Shared>) -> Response {
+    match state.liaison.render_metrics(state.window).await {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                crate::ops::Metrics::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => Failure::from(e).json(),
+    }
+}
+
+/// `GET /api/alerts?open=true`
+pub(super) async fn alerts(State(state): State<Shared>, uri: Uri) -> Response {
+    let result = async {
+        let open = Params::from_query(&uri).flag("open", true)?;
+        let alerts = state.liaison.alerts(open).await?;
+        Ok::<_, Failure>(json!({ "alerts": alerts }))
+    };
+    respond(result.await)
+}
+
+/// `GET /api/submissions?state=&partner=&limit=&after=`
+pub(super) async fn submissions(State(state): State<Shared>, uri: Uri) -> Response {
+    let result = async {
+        let params = Params::from_query(&uri);
+        let states = params
+            .list("state")
+            .into_iter()
+            .map(str::parse::<SubmissionState>)
+            .collect::<Result<Vec<_>, _>>()?;
+        let limit = limit(&params)?;
+        let filter = ListFilter {
+            partner: params.get("partner").map(str::to_owned),
+            states,
+            kind: params.get("kind").map(str::to_owned),
+            idempotency_key: params.get("key").map(str::to_owned),
+            after: params.parsed::<SubmissionId>("after")?,
+            limit: Some(limit),
+            ..ListFilter::default()
+        };
+        let found = state.liaison.store().list(&filter).await?;
+        let next_after = (found.len() == limit)
+            .then(|| found.last().map(|s| s.id))
+            .flatten();
+        Ok::<_, Failure>(json!({
+            "submissions": found.iter().map(submission_json).collect::<Vec<_>>(),
+            "next_after": next_after,
+        }))
+    };
+    respond(result.await)
+}
+
+/// `GET /api/submissions/{id}`
+pub(super) async fn submission(State(state): State<Shared>, Path(id): Path<String>) -> Response {
+    let result = async {
+        let id: SubmissionId = id.parse()?;
+        let store = state.liaison.store();
+        let submission = store.get(id).await?;
+        let timeline = store.timeline(id).await?;
+        let attempts = store.attempts(id).await?;
+        Ok::<_, Failure>(json!({
+            "submission": submission_json(&submission),
+            "timeline": timeline,
+            "attempts": attempts,
+        }))
+    };
+    respond(result.await)
+}
+
+/// `GET /api/callbacks?quarantined=true&partner=&limit=`
+pub(super) async fn callbacks(State(state): State<Shared>, uri: Uri) -> Response {
+    let result = async {
+        let params = Params::from_query(&uri);
+        let mut filter = if params.flag("quarantined", false)? {
+            CallbackFilter::quarantined()
+        } else {
+            CallbackFilter::default()
+        };
+        filter.partner = params.get("partner").map(str::to_owned);
+        filter.limit = Some(limit(&params)?);
+        let found = state.liaison.store().list_callbacks(&filter).await?;
+        Ok::<_, Failure>(json!({
+            "callbacks": found.iter().map(callback_json).collect::<Vec<_>>(),
+        }))
+    };
+    respond(result.await)
+}
+
+/// `POST /api/submissions/{id}/{replay|resolve|cancel}` with
+/// `Authorization: Bearer <token>` and `{"actor", "reason", "outcome"?, "fresh_key"?}`.
+pub(super) async fn act(
+    State(state): State<Shared>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(action) = Action::parse(&action) else {
+        return Failure::not_found(format!(
+            "no action {action:?}: use replay, resolve or cancel"
+        ))
+        .json();
+    };
+    if let Err(denied) = authorize(state.action_token(), &headers, bearer(&headers)) {
+        let mut response = Failure::new(denied.status(), denied.message()).json();
+        if denied == Denied::BadToken {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        return response;
+    }
+    let result = async {
+        let request = Request::from_json(&body)?;
+        let done = perform(&state.liaison, &id, action, &request).await?;
+        Ok::<_, Failure>(json!({ "submission": submission_json(&done) }))
+    };
+    respond(result.await)
+}
+
+fn respond(result: Result<Value, Failure>) -> Response {
+    match result {
+        Ok(value) => Json(value).into_response(),
+        Err(failure) => failure.json(),
+    }
+}

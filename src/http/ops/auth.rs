@@ -1,0 +1,188 @@
+//! Who may act: the token (compared in constant time) and the origin check.
+
+use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
+use axum::http::{HeaderMap, StatusCode};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Why an action was refused before it was looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Denied {
+    /// No token is configured: the page is read-only.
+    ReadOnly,
+    /// A browser posted from another site.
+    CrossOrigin,
+    /// The token is missing or wrong.
+    BadToken,
+}
+
+impl Denied {
+    pub(super) fn status(self) -> StatusCode {
+        match self {
+            Denied::ReadOnly | Denied::CrossOrigin => StatusCode::FORBIDDEN,
+            Denied::BadToken => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    pub(super) fn message(self) -> &'static str {
+        match self {
+            Denied::ReadOnly => {
+                "read-only: this ops page was started without a token, so actions are turned off"
+            }
+            Denied::CrossOrigin => "refused: the request came from another site",
+            Denied::BadToken => "the ops token is missing or wrong",
+        }
+    }
+}
+
+/// Check, in this order: actions are enabled, the request is not
+/// cross-origin, and `given` is the configured token.
+pub(super) fn authorize(
+    configured: Option<&str>,
+    headers: &HeaderMap,
+    given: Option<&str>,
+) -> Result<(), Denied> {
+    let Some(configured) = configured else {
+        return Err(Denied::ReadOnly);
+    };
+    if !same_origin(headers) {
+        return Err(Denied::CrossOrigin);
+    }
+    match given {
+        Some(given) if same_token(configured, given) => Ok(()),
+        _ => Err(Denied::BadToken),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Equal tokens, in time that depends on neither (hashing first hides the
+/// length too).
+fn same_token(configured: &str, given: &str) -> bool {
+    let a = Sha256::digest(configured.as_bytes());
+    let b = Sha256::digest(given.as_bytes());
+    a.as_slice().ct_eq(b.as_slice()).into()
+}
+
+/// No `Origin` (not a browser, or a same-origin navigation that omits it), or
+/// one naming the host the request was sent to. A browser's
+/// `Sec-Fetch-Site: cross-site` is refused as well.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("sec-fetch-site").is_some_and(|v| v.eq_ignore_ascii_case("cross-site")) {
+        return false;
+    }
+    let Some(origin) = headers.get(ORIGIN) else {
+        return true;
+    };
+    let (Ok(origin), Some(host)) = (origin.to_str(), header(HOST.as_str())) else {
+        return false;
+    };
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false; // "null" and other opaque origins
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return false,
+    };
+    let normalize = |a: &str| {
+        let a = a.trim_end_matches('/').to_ascii_lowercase();
+        match a.strip_suffix(default_port) {
+            Some(bare) => bare.to_owned(),
+            None => a,
+        }
+    };
+    normalize(authority) == normalize(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn tokens_compare_by_value() {
+        assert!(same_token("s3cret", "s3cret"));
+        assert!(!same_token("s3cret", "s3cres"));
+        assert!(!same_token("s3cret", "s3cret "));
+        assert!(!same_token("s3cret", ""));
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_header() {
+        assert_eq!(
+            bearer(&headers(&[("authorization", "Bearer abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer(&headers(&[("authorization", "bearer abc")])),
+            Some("abc")
+        );
+        assert_eq!(bearer(&headers(&[("authorization", "Basic abc")])), None);
+        assert_eq!(bearer(&headers(&[("authorization", "Bearer ")])), None);
+        assert_eq!(bearer(&headers(&[])), None);
+    }
+
+    #[test]
+    fn origins_must_name_the_host() {
+        let ok = |pairs| same_origin(&headers(pairs));
+        assert!(ok(&[]));
+        assert!(ok(&[("host", "ops.local:8080")]));
+        assert!(ok(&[
+            ("origin", "http://ops.local:8080"),
+            ("host", "ops.local:8080")
+        ]));
+        assert!(ok(&[
+            ("origin", "https://OPS.local"),
+            ("host", "ops.local:443")
+        ]));
+        assert!(!ok(&[
+            ("origin", "http://evil.example"),
+            ("host", "ops.local")
+        ]));
+        assert!(!ok(&[
+            ("origin", "http://ops.local:8081"),
+            ("host", "ops.local:8080")
+        ]));
+        assert!(!ok(&[("origin", "null"), ("host", "ops.local")]));
+        assert!(!ok(&[("origin", "http://ops.local")]));
+        assert!(!ok(&[
+            ("sec-fetch-site", "cross-site"),
+            ("host", "ops.local")
+        ]));
+    }
+
+    #[test]
+    fn refusals_come_in_order() {
+        let none = headers(&[]);
+        assert_eq!(authorize(None, &none, Some("t")), Err(Denied::ReadOnly));
+        let evil = headers(&[("origin", "http://evil.example"), ("host", "ops.local")]);
+        assert_eq!(
+            authorize(Some("t"), &evil, Some("t")),
+            Err(Denied::CrossOrigin)
+        );
+        assert_eq!(
+            authorize(Some("t"), &none, Some("u")),
+            Err(Denied::BadToken)
+        );
+        assert_eq!(authorize(Some("t"), &none, None), Err(Denied::BadToken));
+        assert_eq!(authorize(Some("t"), &none, Some("t")), Ok(()));
+    }
+}

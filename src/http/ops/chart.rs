@@ -1,0 +1,315 @@
+//! The last 24 hours of one partner as an inline SVG: what ended each hour
+//! (stacked bars) and the unfinished work at each hour's end (a line).
+//!
+//! Computed from the store's `list`, bounded: the submissions created in the
+//! 24 hours (at most [`LIMIT`]) and those created before that and still
+//! unfinished (at most [`LIMIT`]). Work created earlier that ended within the
+//! 24 hours is not in the bars.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Duration as Span, DurationRound, Utc};
+
+use super::html::escape;
+use crate::error::Result;
+use crate::store::{ListFilter, OutboxStore};
+use crate::submission::{Submission, SubmissionState};
+
+/// Most submissions read per query for one chart.
+pub(super) const LIMIT: usize = 2_000;
+const HOURS: usize = 24;
+
+/// One hour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Bucket {
+    pub(super) succeeded: u32,
+    pub(super) failed: u32,
+    pub(super) dead_lettered: u32,
+    /// Unfinished at the end of the hour (or now, for the current hour).
+    pub(super) backlog: u32,
+}
+
+impl Bucket {
+    fn ended(&self) -> u32 {
+        self.succeeded + self.failed + self.dead_lettered
+    }
+}
+
+/// 24 hourly buckets, the last one the hour under way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Day {
+    pub(super) start: DateTime<Utc>,
+    pub(super) buckets: [Bucket; HOURS],
+    /// A query hit [`LIMIT`]: the picture is partial.
+    pub(super) truncated: bool,
+}
+
+/// Read and bucket one partner's last 24 hours.
+pub(super) async fn load(
+    store: &dyn OutboxStore,
+    partner: &str,
+    now: DateTime<Utc>,
+) -> Result<Day> {
+    let start = window_start(now);
+    let recent = store
+        .list(&ListFilter {
+            partner: Some(partner.to_owned()),
+            created_from: Some(start),
+            limit: Some(LIMIT),
+            ..ListFilter::default()
+        })
+        .await?;
+    let older_open = store
+        .list(&ListFilter {
+            partner: Some(partner.to_owned()),
+            states: vec![
+                SubmissionState::Queued,
+                SubmissionState::InFlight,
+                SubmissionState::AwaitingResult,
+                SubmissionState::Stuck,
+            ],
+            created_until: Some(start),
+            limit: Some(LIMIT),
+            ..ListFilter::default()
+        })
+        .await?;
+    let truncated = recent.len() >= LIMIT || older_open.len() >= LIMIT;
+    Ok(Day {
+        start,
+        buckets: bucketize(start, now, &recent, older_open.len() as u32),
+        truncated,
+    })
+}
+
+/// The start of the hour 23 hours before the current one.
+pub(super) fn window_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    let hour = now.duration_trunc(Span::hours(1)).unwrap_or(now);
+    hour - Span::hours(HOURS as i64 - 1)
+}
+
+/// Count outcomes by the hour they ended and the unfinished work at each
+/// hour's end. `older_open` were created before `start` and are unfinished
+/// now, so they were unfinished all along.
+pub(super) fn bucketize(
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+    recent: &[Submission],
+    older_open: u32,
+) -> [Bucket; HOURS] {
+    let mut buckets = [Bucket::default(); HOURS];
+    for (i, bucket) in buckets.iter_mut().enumerate() {
+        let from = start + Span::hours(i as i64);
+        let until = (from + Span::hours(1)).min(now);
+        let mut backlog = older_open;
+        for s in recent {
+            if let Some(ended) = s.terminal_at
+                && ended >= from
+                && ended < from + Span::hours(1)
+            {
+                match s.state {
+                    SubmissionState::Succeeded => bucket.succeeded += 1,
+                    SubmissionState::Failed => bucket.failed += 1,
+                    SubmissionState::DeadLettered => bucket.dead_lettered += 1,
+                    _ => {}
+                }
+            }
+            let open_then = s.created_at < until && s.terminal_at.is_none_or(|t| t >= until);
+            backlog += u32::from(open_then);
+        }
+        bucket.backlog = if from > now { 0 } else { backlog };
+    }
+    buckets
+}
+
+const WIDTH: f64 = 360.0;
+const LEFT: f64 = 34.0;
+const TOP: f64 = 12.0;
+const PLOT_W: f64 = WIDTH - LEFT - 8.0;
+const PLOT_H: f64 = 110.0;
+const HEIGHT: f64 = TOP + PLOT_H + 22.0;
+const GREEN: &str = "#2e7d32";
+const ORANGE: &str = "#ef6c00";
+const RED: &str = "#c62828";
+const BLUE: &str = "#1565c0";
+
+/// The chart, with a legend under it.
+pub(super) fn render(day: &Day, partner: &str) -> String {
+    let max = day
+        .buckets
+        .iter()
+        .map(|b| b.ended().max(b.backlog))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let scale = PLOT_H / f64::from(max);
+    let slot = PLOT_W / HOURS as f64;
+    let base = TOP + PLOT_H;
+    let mut svg = String::new();
+    let title = format!("The last 24 hours at {partner}");
+    let _ = write!(
+        svg,
+        "<svg class=\"chart\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" width=\"{WIDTH}\" height=\"{HEIGHT}\" role=\"img\" \
+         xmlns=\"http://www.w3.org/2000/svg\"><title>{}</title>\
+         <line x1=\"{LEFT}\" y1=\"{base}\" x2=\"{}\" y2=\"{base}\" stroke=\"#999\"/>\
+         <text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{max}</text>\
+         <text x=\"{}\" y=\"{base}\" font-size=\"10\" text-anchor=\"end\">0</text>",
+        escape(&title),
+        LEFT + PLOT_W,
+        LEFT - 4.0,
+        TOP + 8.0,
+        LEFT - 4.0,
+    );
+    let mut line = Vec::with_capacity(HOURS);
+    for (i, b) in day.buckets.iter().enumerate() {
+        let x = LEFT + slot * i as f64 + 1.0;
+        let from = day.start + Span::hours(i as i64);
+        let _ = write!(
+            svg,
+            "<g><title>{}: {} succeeded, {} failed, {} dead-lettered; {} unfinished</title>",
+            from.format("%H:00"),
+            b.succeeded,
+            b.failed,
+            b.dead_lettered,
+            b.backlog
+        );
+        let mut top = base;
+        for (count, color) in [
+            (b.succeeded, GREEN),
+            (b.failed, ORANGE),
+            (b.dead_lettered, RED),
+        ] {
+            if count == 0 {
+                continue;
+            }
+            let h = f64::from(count) * scale;
+            top -= h;
+            let _ = write!(
+                svg,
+                "<rect x=\"{x:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{color}\"/>",
+                slot - 2.0
+            );
+        }
+        // An invisible full-height target so the hour's title shows on hover.
+        let _ = write!(
+            svg,
+            "<rect x=\"{x:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{PLOT_H}\" fill=\"transparent\"/></g>",
+            slot - 2.0
+        );
+        line.push(format!(
+            "{:.1},{:.1}",
+            x + (slot - 2.0) / 2.0,
+            base - f64::from(b.backlog) * scale
+        ));
+    }
+    let _ = write!(
+        svg,
+        "<polyline class=\"backlog\" points=\"{}\" fill=\"none\" stroke=\"{BLUE}\" stroke-width=\"2\"/>",
+        line.join(" ")
+    );
+    let labels = [
+        (0, day.start.format("%H:00").to_string()),
+        (
+            12,
+            (day.start + Span::hours(12)).format("%H:00").to_string(),
+        ),
+        (HOURS - 1, "now".to_owned()),
+    ];
+    for (i, label) in labels {
+        let x = LEFT + slot * i as f64 + slot / 2.0;
+        let _ = write!(
+            svg,
+            "<text x=\"{x:.1}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{label}</text>",
+            base + 14.0
+        );
+    }
+    svg.push_str("</svg>");
+    let _ = write!(
+        svg,
+        "<p class=\"legend muted\"><span style=\"color:{GREEN}\">&#9632; succeeded</span>\
+         <span style=\"color:{ORANGE}\">&#9632; failed</span>\
+         <span style=\"color:{RED}\">&#9632; dead-lettered</span>\
+         <span style=\"color:{BLUE}\">&#9644; unfinished (backlog)</span> per hour, UTC{}</p>",
+        if day.truncated {
+            "; partial: too many submissions to chart them all"
+        } else {
+            ""
+        }
+    );
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fingerprint::Fingerprint;
+
+    fn at(hour: i64, minute: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_700_000_000 - 1_700_000_000 % 3600, 0).unwrap()
+            + Span::hours(hour)
+            + Span::minutes(minute)
+    }
+
+    fn submission(
+        created: DateTime<Utc>,
+        state: SubmissionState,
+        ended: Option<DateTime<Utc>>,
+    ) -> Submission {
+        Submission {
+            id: crate::SubmissionId::new(),
+            partner: "p".into(),
+            kind: "k".into(),
+            payload: None,
+            fingerprint: Fingerprint::of_json(&serde_json::json!({})).0,
+            idempotency_key: "key".into(),
+            ordering_key: None,
+            correlation: Default::default(),
+            external_ref: None,
+            business_value: None,
+            priority: 0,
+            state,
+            attempts: 1,
+            due_at: created,
+            not_before: None,
+            lease_expires_at: None,
+            result_deadline: None,
+            created_at: created,
+            updated_at: created,
+            terminal_at: ended,
+            last_error: None,
+            replays: 0,
+            attempts_before_cycle: 0,
+            cycle_started_at: created,
+        }
+    }
+
+    #[test]
+    fn outcomes_land_in_the_hour_they_ended_and_backlog_follows() {
+        use SubmissionState::*;
+        let now = at(23, 30);
+        let start = window_start(now);
+        assert_eq!(start, at(0, 0));
+        let recent = [
+            submission(at(1, 10), Succeeded, Some(at(1, 20))),
+            submission(at(1, 15), Failed, Some(at(2, 5))),
+            submission(at(2, 0), DeadLettered, Some(at(2, 50))),
+            submission(at(3, 0), Stuck, None),
+        ];
+        let b = bucketize(start, now, &recent, 2);
+        assert_eq!((b[1].succeeded, b[1].failed), (1, 0));
+        assert_eq!((b[2].failed, b[2].dead_lettered), (1, 1));
+        assert_eq!(b[0].backlog, 2, "only the older unfinished work");
+        assert_eq!(b[1].backlog, 3, "the failed one is still open at 02:00");
+        assert_eq!(b[2].backlog, 2);
+        assert_eq!(b[23].backlog, 3, "the stuck one stays");
+        let svg = render(
+            &Day {
+                start,
+                buckets: b,
+                truncated: false,
+            },
+            "<lab>",
+        );
+        assert!(svg.starts_with("<svg") && svg.contains("&lt;lab&gt;"));
+        assert!(svg.contains("<polyline"));
+    }
+}

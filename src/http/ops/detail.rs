@@ -1,0 +1,367 @@
+//! `GET /submissions/{id}` and the forms that replay, resolve or cancel it.
+
+use std::fmt::Write as _;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::header::LOCATION;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use super::Shared;
+use super::actions::{Action, Failure, Request, perform};
+use super::auth::authorize;
+use super::html::{document, error_page, escape, money, respond, state_words, when};
+use super::params::Params;
+use crate::event::{Attempt, Event};
+use crate::submission::{Submission, SubmissionId, SubmissionState};
+
+/// What to tell the operator above the details.
+enum Notice {
+    Done(Action),
+    Error(String),
+}
+
+/// `GET /submissions/{id}` (`?done=replay` after a form succeeded).
+pub(super) async fn page(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Response {
+    let notice = Params::from_query(&uri)
+        .get("done")
+        .and_then(Action::parse)
+        .map(Notice::Done);
+    show(
+        &state,
+        &id,
+        notice,
+        &Request::default(),
+        None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// `POST /submissions/{id}/{replay|resolve|cancel}` from the page's forms:
+/// fields `actor`, `reason`, `token`, and `outcome` for resolve. Success
+/// redirects (303) back to the submission's page.
+pub(super) async fn act(
+    State(state): State<Shared>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(action) = Action::parse(&action) else {
+        return error_page(StatusCode::NOT_FOUND, "no such action");
+    };
+    let params = Params::from_form(&body);
+    let request = Request::from_form(&params);
+    if let Err(denied) = authorize(state.action_token(), &headers, params.get("token")) {
+        let notice = Notice::Error(denied.message().to_owned());
+        return show(
+            &state,
+            &id,
+            Some(notice),
+            &request,
+            Some(action),
+            denied.status(),
+        )
+        .await;
+    }
+    match perform(&state.liaison, &id, action, &request).await {
+        Ok(done) => {
+            let location = format!("/submissions/{}?done={}", done.id, action.as_str());
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(LOCATION, value);
+            }
+            response
+        }
+        Err(f) => {
+            show(
+                &state,
+                &id,
+                Some(Notice::Error(f.message)),
+                &request,
+                Some(action),
+                f.status,
+            )
+            .await
+        }
+    }
+}
+
+async fn show(
+    state: &Shared,
+    id: &str,
+    notice: Option<Notice>,
+    request: &Request,
+    tried: Option<Action>,
+    status: StatusCode,
+) -> Response {
+    let loaded = async {
+        let id: SubmissionId = id.parse()?;
+        let store = state.liaison.store();
+        Ok::<_, Failure>((
+            store.get(id).await?,
+            store.timeline(id).await?,
+            store.attempts(id).await?,
+        ))
+    };
+    match loaded.await {
+        Ok((s, timeline, attempts)) => {
+            let forms = Forms {
+                enabled: state.action_token().is_some(),
+                request,
+                tried,
+            };
+            let html = render(&s, &timeline, &attempts, notice.as_ref(), &forms);
+            respond(
+                status,
+                document(&format!("Ops: {}", s.idempotency_key), &html),
+            )
+        }
+        // A refusal wins over what the lookup found.
+        Err(_) if status.is_client_error() => match notice {
+            Some(Notice::Error(message)) => error_page(status, &message),
+            _ => error_page(status, "refused"),
+        },
+        Err(f) => error_page(f.status, &f.message),
+    }
+}
+
+fn render(
+    s: &Submission,
+    timeline: &[Event],
+    attempts: &[Attempt],
+    notice: Option<&Notice>,
+    forms: &Forms<'_>,
+) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<p><a href=\"/\">&larr; All partners</a></p><h1>Submission {}</h1>",
+        escape(&s.idempotency_key)
+    );
+    match notice {
+        Some(Notice::Done(action)) => {
+            let _ = write!(
+                out,
+                "<p class=\"done\" role=\"status\">{}</p>",
+                match action {
+                    Action::Replay => "Replayed: it is queued and will be sent again.",
+                    Action::Resolve => "Resolved by hand: it is settled and will not be sent.",
+                    Action::Cancel => "Cancelled: it will not be sent.",
+                }
+            );
+        }
+        Some(Notice::Error(message)) => {
+            let _ = write!(
+                out,
+                "<p class=\"error\" role=\"alert\">{}</p>",
+                escape(message)
+            );
+        }
+        None => {}
+    }
+    details(&mut out, s);
+    out.push_str("<h2>What you can do</h2>");
+    forms.render(&mut out, s);
+    timeline_table(&mut out, timeline);
+    attempts_table(&mut out, attempts);
+    out
+}
+
+fn details(out: &mut String, s: &Submission) {
+    let row = |out: &mut String, name: &str, value: &str| {
+        let _ = write!(out, "<dt>{name}</dt><dd>{value}</dd>");
+    };
+    out.push_str("<dl>");
+    row(
+        out,
+        "State",
+        &format!(
+            "<strong data-field=\"state\">{}</strong> — {}",
+            s.state.as_str(),
+            state_words(s.state)
+        ),
+    );
+    row(out, "Partner", &escape(&s.partner));
+    row(out, "Kind", &escape(&s.kind));
+    row(out, "Value", &s.business_value.map_or("—".into(), money));
+    row(out, "Idempotency key", &escape(&s.idempotency_key));
+    row(out, "Id", &s.id.to_string());
+    if let Some(reference) = &s.external_ref {
+        row(out, "Partner's reference", &escape(reference));
+    }
+    row(
+        out,
+        "Attempts",
+        &format!(
+            "{} in all, {} since it was last (re)started; replayed {} time(s)",
+            s.attempts,
+            s.attempts_in_cycle(),
+            s.replays
+        ),
+    );
+    row(out, "Created", &when(s.created_at));
+    row(out, "Last change", &when(s.updated_at));
+    if s.state == SubmissionState::Queued {
+        row(out, "Next try", &when(s.due_at));
+    }
+    if let Some(deadline) = s.result_deadline {
+        row(out, "Result due", &when(deadline));
+    }
+    if let Some(error) = &s.last_error {
+        row(out, "Last error", &escape(error));
+    }
+    if let Some(ordering) = &s.ordering_key {
+        row(out, "Ordering key", &escape(ordering));
+    }
+    if !s.correlation.is_empty() {
+        let fields: Vec<String> = s
+            .correlation
+            .iter()
+            .map(|(k, v)| format!("{} = {}", escape(k), escape(v)))
+            .collect();
+        row(out, "Correlation", &fields.join("<br>"));
+    }
+    let payload = if s.payload.is_some() {
+        format!("kept, not shown here (fingerprint {})", s.fingerprint)
+    } else {
+        format!("purged by retention (fingerprint {})", s.fingerprint)
+    };
+    row(out, "Payload", &payload);
+    out.push_str("</dl>");
+}
+
+struct Forms<'a> {
+    enabled: bool,
+    /// What was typed, to fill the form again after a refusal.
+    request: &'a Request,
+    tried: Option<Action>,
+}
+
+impl Forms<'_> {
+    fn render(&self, out: &mut String, s: &Submission) {
+        let possible: Vec<Action> = Action::ALL
+            .into_iter()
+            .filter(|a| a.applies_to(s.state))
+            .collect();
+        if possible.is_empty() {
+            let _ = write!(
+                out,
+                "<p>Nothing: it is finished ({}).</p>",
+                state_words(s.state)
+            );
+            return;
+        }
+        if !self.enabled {
+            out.push_str(
+                "<p class=\"note\">Read-only: this page was started without an ops token, \
+                 so replay, resolve and cancel are turned off. Use the command-line tool or \
+                 the API instead.</p>",
+            );
+            return;
+        }
+        for action in possible {
+            self.form(out, s, action);
+        }
+    }
+
+    fn form(&self, out: &mut String, s: &Submission, action: Action) {
+        let (legend, help, button) = match action {
+            Action::Replay => (
+                "Replay: send it again",
+                "It goes back to the queue with a fresh set of retries. Do this once the cause is fixed.",
+                "Replay",
+            ),
+            Action::Resolve => (
+                "Resolve by hand",
+                "Settle it without sending: the work was done another way (by phone, on the partner's portal) or will not be done.",
+                "Resolve",
+            ),
+            Action::Cancel => (
+                "Cancel",
+                "Stop it for good: it will not be sent (again). A result arriving later is recorded and ignored.",
+                "Cancel it",
+            ),
+        };
+        let reason = if self.tried == Some(action) {
+            escape(&self.request.reason)
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            out,
+            "<form method=\"post\" action=\"/submissions/{id}/{name}\" data-action=\"{name}\">\
+             <fieldset><legend>{legend}</legend><p class=\"muted\">{help}</p>\
+             <label>Your name <input name=\"actor\" required maxlength=\"200\" value=\"{actor}\"></label>\
+             <label>Why (goes on the timeline) <input name=\"reason\" required maxlength=\"2000\" value=\"{reason}\"></label>",
+            id = s.id,
+            name = action.as_str(),
+            actor = escape(&self.request.actor),
+        );
+        if action == Action::Resolve {
+            out.push_str(
+                "<label>The work <select name=\"outcome\">\
+                 <option value=\"succeeded\">was done (succeeded)</option>\
+                 <option value=\"failed\">could not be done (failed)</option></select></label>",
+            );
+        }
+        let _ = write!(
+            out,
+            "<label>Ops token <input type=\"password\" name=\"token\" required autocomplete=\"off\"></label>\
+             <button type=\"submit\">{button}</button></fieldset></form>"
+        );
+    }
+}
+
+fn timeline_table(out: &mut String, timeline: &[Event]) {
+    out.push_str(
+        "<h2>Timeline</h2><table class=\"timeline\"><thead><tr><th>When</th><th>What</th>\
+         <th>Change</th><th>Who</th><th>Why</th></tr></thead><tbody>",
+    );
+    for e in timeline {
+        let change = match (e.from_state, e.to_state) {
+            (Some(from), Some(to)) => format!("{from} &rarr; {to}"),
+            (None, Some(to)) => to.to_string(),
+            _ => String::new(),
+        };
+        let _ = write!(
+            out,
+            "<tr><td class=\"nowrap\">{}</td><td>{}</td><td>{change}</td><td>{}</td><td>{}</td></tr>",
+            when(e.at),
+            escape(e.kind.as_str()),
+            escape(e.actor.as_str()),
+            escape(e.reason.as_deref().unwrap_or("")),
+        );
+    }
+    out.push_str("</tbody></table>");
+}
+
+fn attempts_table(out: &mut String, attempts: &[Attempt]) {
+    out.push_str("<h2>Attempts</h2>");
+    if attempts.is_empty() {
+        out.push_str("<p>None yet.</p>");
+        return;
+    }
+    out.push_str(
+        "<table class=\"attempts\"><thead><tr><th>#</th><th>Started</th><th>Finished</th>\
+         <th>Outcome</th><th>HTTP</th><th>Error</th></tr></thead><tbody>",
+    );
+    for a in attempts {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td class=\"nowrap\">{}</td><td class=\"nowrap\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            a.number,
+            when(a.started_at),
+            a.finished_at.map_or("running".into(), when),
+            a.outcome.map_or("—", |o| o.as_str()),
+            a.http_status.map_or(String::new(), |s| s.to_string()),
+            escape(a.error.as_deref().unwrap_or("")),
+        );
+    }
+    out.push_str("</tbody></table>");
+}

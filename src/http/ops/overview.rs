@@ -1,0 +1,267 @@
+//! `GET /`: the overview.
+
+use std::fmt::Write as _;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::Utc;
+
+use super::Shared;
+use super::actions::Failure;
+use super::chart;
+use super::html::{
+    circuit_words, class_words, document, duration, error_page, escape, money, respond, safe_link,
+    state_words, trend_words, verdict_class, verdict_word, when,
+};
+use crate::ops::alerts::Alert;
+use crate::ops::{HealthReport, PartnerHealth};
+use crate::store::{ListFilter, Totals};
+use crate::submission::{Submission, SubmissionState};
+
+/// Rows shown in each list of problem submissions (the oldest first).
+const LIST_ROWS: usize = 50;
+
+/// `GET /`
+pub(super) async fn page(State(state): State<Shared>) -> Response {
+    match render(&state).await {
+        Ok(html) => respond(StatusCode::OK, html),
+        Err(f) => error_page(f.status, &f.message),
+    }
+}
+
+async fn render(state: &Shared) -> Result<String, Failure> {
+    let liaison = &state.liaison;
+    let store = liaison.store();
+    let report = liaison.health(state.window).await?;
+    let alerts = liaison.alerts(true).await?;
+    let stuck = store
+        .list(
+            &ListFilter::default()
+                .state(SubmissionState::Stuck)
+                .limit(LIST_ROWS),
+        )
+        .await?;
+    let failed = store
+        .list(
+            &ListFilter::default()
+                .state(SubmissionState::Failed)
+                .state(SubmissionState::DeadLettered)
+                .limit(LIST_ROWS),
+        )
+        .await?;
+    let now = Utc::now();
+    let mut charts = Vec::with_capacity(report.partners.len());
+    for p in &report.partners {
+        let day = chart::load(store.as_ref(), &p.partner, now).await?;
+        charts.push(chart::render(&day, &p.partner));
+    }
+
+    let mut body = String::new();
+    header(&mut body, state, &report);
+    body.push_str("<h2 id=\"partners\">Partners</h2><div class=\"cards\">");
+    for (p, svg) in report.partners.iter().zip(&charts) {
+        card(&mut body, p, svg);
+    }
+    if report.partners.is_empty() {
+        body.push_str("<p>No partners yet: nothing has been sent.</p>");
+    }
+    body.push_str("</div>");
+    alerts_table(&mut body, &alerts);
+    let count = |states: &[SubmissionState]| -> u64 {
+        report
+            .partners
+            .iter()
+            .flat_map(|p| states.iter().filter_map(|s| p.by_state.get(s)))
+            .map(|t| t.count)
+            .sum()
+    };
+    submissions_table(
+        &mut body,
+        "stuck",
+        "Stuck: accepted by the partner, result overdue",
+        "Ask the partner about these (their reference is on each page), then replay, resolve or cancel.",
+        &stuck,
+        count(&[SubmissionState::Stuck]),
+    );
+    submissions_table(
+        &mut body,
+        "failed",
+        "Failed and dead-lettered",
+        "Failed: the partner refused the content. Dead-lettered: sending was given up. Fix the cause, then replay, or resolve by hand.",
+        &failed,
+        count(&[SubmissionState::Failed, SubmissionState::DeadLettered]),
+    );
+    Ok(document("Ops: partner integrations", &body))
+}
+
+fn header(out: &mut String, state: &Shared, report: &HealthReport) {
+    let _ = write!(
+        out,
+        "<h1>Partner integrations: <span class=\"badge {}\" data-field=\"verdict\">{}</span></h1>\
+         <p>Value at risk: <strong>{}</strong> in {} submission(s). \
+         Checked at {} over the last {}.</p>",
+        verdict_class(report.verdict),
+        verdict_word(report.verdict),
+        money(report.at_risk.value),
+        report.at_risk.count,
+        when(report.generated_at),
+        duration(report.window_secs),
+    );
+    if state.action_token().is_none() {
+        out.push_str(
+            "<p class=\"note\">Read-only: this page was started without an ops token, \
+             so replay, resolve and cancel are turned off.</p>",
+        );
+    }
+}
+
+fn card(out: &mut String, p: &PartnerHealth, svg: &str) {
+    let _ = write!(
+        out,
+        "<section class=\"card\" data-partner=\"{0}\"><h3>{0} <span class=\"badge {1}\">{2}</span></h3>",
+        escape(&p.partner),
+        verdict_class(p.verdict),
+        verdict_word(p.verdict),
+    );
+    if p.reasons.is_empty() {
+        out.push_str("<p>Everything is working.</p>");
+    } else {
+        out.push_str("<ul class=\"reasons\">");
+        for reason in &p.reasons {
+            let _ = write!(out, "<li>{}</li>", escape(reason));
+        }
+        out.push_str("</ul>");
+    }
+    let count = |s: SubmissionState| p.by_state.get(&s).map_or(0, |t| t.count);
+    let rate = p
+        .window
+        .success_rate
+        .map_or("none ended".to_owned(), |r| format!("{:.0}%", r * 100.0));
+    let _ = write!(
+        out,
+        "<dl><dt>Value at risk</dt><dd>{}</dd>\
+         <dt>Waiting to be sent</dt><dd>{}</dd>\
+         <dt>Waiting for a result</dt><dd>{}</dd>\
+         <dt>Stuck</dt><dd>{}</dd>\
+         <dt>Ended in the window</dt><dd>{} succeeded, {} failed, {} dead-lettered</dd>\
+         <dt>Success rate</dt><dd>{rate} (trend: {})</dd>\
+         <dt>Oldest waiting</dt><dd>{}</dd>\
+         <dt>Sending</dt><dd>{}</dd>",
+        totals(p.at_risk),
+        count(SubmissionState::Queued) + count(SubmissionState::InFlight),
+        count(SubmissionState::AwaitingResult),
+        count(SubmissionState::Stuck),
+        p.window.succeeded,
+        p.window.failed,
+        p.window.dead_lettered,
+        trend_words(p.trend),
+        p.oldest_queued_secs
+            .map_or("nothing waiting".into(), duration),
+        circuit_words(p.circuit),
+    );
+    if let Some(pause) = &p.paused {
+        let _ = write!(
+            out,
+            "<dt>Paused</dt><dd>until {} by {}: {}</dd>",
+            when(pause.until),
+            escape(pause.actor.as_str()),
+            escape(&pause.reason)
+        );
+    }
+    let _ = write!(out, "</dl>{svg}</section>");
+}
+
+fn totals(t: Totals) -> String {
+    format!("{} in {} submission(s)", money(t.value), t.count)
+}
+
+fn alerts_table(out: &mut String, alerts: &[Alert]) {
+    out.push_str("<h2 id=\"alerts\">Open alerts</h2>");
+    if alerts.is_empty() {
+        out.push_str("<p>No open alerts.</p>");
+        return;
+    }
+    out.push_str(
+        "<table><thead><tr><th>Partner</th><th>Problem</th><th>Details</th><th>Since</th>\
+         <th>Owner</th><th>Contact</th><th>Runbook</th><th>Acknowledged</th></tr></thead><tbody>",
+    );
+    for a in alerts {
+        let runbook = match a.owner.runbook.as_deref() {
+            Some(link) => match safe_link(link) {
+                Some(url) => format!("<a href=\"{0}\" title=\"{0}\">runbook</a>", escape(url)),
+                None => escape(link),
+            },
+            None => "<span class=\"muted\">none</span>".into(),
+        };
+        let acknowledged = match &a.acknowledged_by {
+            Some(actor) => format!("by {}", escape(actor.as_str())),
+            None => "no".into(),
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}{}</td><td>{}</td><td class=\"nowrap\">{}</td><td>{}</td><td>{}</td><td>{runbook}</td><td>{acknowledged}</td></tr>",
+            escape(&a.partner),
+            class_words(a.class),
+            if a.expected {
+                " <span class=\"muted\">(during a planned pause)</span>"
+            } else {
+                ""
+            },
+            escape(&a.details),
+            when(a.opened_at),
+            escape(&a.owner.name),
+            escape(&a.owner.contact),
+        );
+    }
+    out.push_str("</tbody></table>");
+}
+
+fn submissions_table(
+    out: &mut String,
+    id: &str,
+    title: &str,
+    help: &str,
+    rows: &[Submission],
+    total: u64,
+) {
+    let value: i64 = rows.iter().filter_map(|s| s.business_value).sum();
+    let _ = write!(out, "<h2 id=\"{id}\">{} ({total})</h2>", escape(title));
+    if rows.is_empty() {
+        out.push_str("<p>None.</p>");
+        return;
+    }
+    let _ = write!(
+        out,
+        "<p>{} Value of those listed: <strong>{}</strong>.{}</p>",
+        escape(help),
+        money(value),
+        if total > rows.len() as u64 {
+            format!(" Showing the oldest {} of {total}.", rows.len())
+        } else {
+            String::new()
+        }
+    );
+    let _ = write!(
+        out,
+        "<table class=\"submissions\" id=\"{id}-list\"><thead><tr><th>Key</th><th>Partner</th><th>Kind</th>\
+         <th>State</th><th>Value</th><th>Since</th><th>Last error</th></tr></thead><tbody>"
+    );
+    for s in rows {
+        let _ = write!(
+            out,
+            "<tr><td class=\"nowrap\"><a href=\"/submissions/{}\">{}</a></td><td>{}</td><td>{}</td>\
+             <td title=\"{}\">{}</td><td class=\"nowrap\">{}</td><td class=\"nowrap\">{}</td><td>{}</td></tr>",
+            s.id,
+            escape(&s.idempotency_key),
+            escape(&s.partner),
+            escape(&s.kind),
+            state_words(s.state),
+            s.state.as_str(),
+            s.business_value.map_or("—".into(), money),
+            when(s.terminal_at.unwrap_or(s.updated_at)),
+            escape(s.last_error.as_deref().unwrap_or("")),
+        );
+    }
+    out.push_str("</tbody></table>");
+}

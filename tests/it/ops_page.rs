@@ -1,0 +1,642 @@
+//! The ops page: every endpoint through `oneshot` (no sockets), the token and
+//! origin rules for actions, HTML escaping, and one run in a real headless
+//! chromium that replays a stuck submission through the page's form.
+
+#[path = "../browser/replay.rs"]
+mod browser;
+#[path = "../browser/cdp.rs"]
+mod cdp;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use liaison::engine::Liaison;
+use liaison::http::ops::{OpsState, router};
+use liaison::ops::alerts::{Owner, Ownership, ProblemClass};
+use liaison::store::{NewCallback, OutboxStore, Settlement, SqliteStore};
+use liaison::{Actor, NewSubmission, SubmissionId, SubmissionState};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+use crate::support::{drive_new_to, store};
+
+const TOKEN: &str = "correct horse battery staple";
+const RUNBOOK: &str = "https://wiki.example/runbooks/result-overdue";
+
+/// A store with one submission in each problem state, and the hub on it.
+struct Fixture {
+    _dir: TempDir,
+    store: SqliteStore,
+    liaison: Liaison,
+    stuck: SubmissionId,
+    failed: SubmissionId,
+    dead: SubmissionId,
+    succeeded: SubmissionId,
+    queued: SubmissionId,
+}
+
+fn worth(partner: &str, key: &str, cents: i64) -> NewSubmission {
+    NewSubmission::new(
+        partner,
+        "claim.submit",
+        json!({ "claim": key, "patient": "P-1" }),
+    )
+    .idempotency_key(key)
+    .business_value(cents)
+}
+
+async fn fixture() -> Fixture {
+    use SubmissionState::*;
+    let (dir, store) = store();
+    let (stuck, _) = drive_new_to(&store, worth("lab", "lab-stuck-1", 4200), Stuck).await;
+    let (failed, _) = drive_new_to(&store, worth("bank", "bank-failed-1", 1_234_500), Failed).await;
+    let (succeeded, _) = drive_new_to(&store, worth("bank", "bank-ok-1", 100), Succeeded).await;
+    let (dead, _) = drive_new_to(&store, worth("shop", "shop-dead-1", 999), DeadLettered).await;
+    let (queued, _) = drive_new_to(&store, worth("post", "post-q-1", 5), Queued).await;
+    let billing = Owner::new("billing ops", "billing@clinic.example").runbook(RUNBOOK);
+    let liaison = Liaison::builder(store.clone())
+        .ownership(
+            Ownership::new(Owner::new("integrations team", "#integrations"))
+                .route(ProblemClass::ResultOverdue, billing),
+        )
+        .build()
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        liaison,
+        stuck,
+        failed,
+        dead,
+        succeeded,
+        queued,
+    }
+}
+
+impl Fixture {
+    fn app(&self, token: Option<&str>) -> Router {
+        let mut state = OpsState::new(self.liaison.clone());
+        state.token = token.map(str::to_owned);
+        router(state)
+    }
+
+    async fn state(&self, id: SubmissionId) -> SubmissionState {
+        self.store.get(id).await.unwrap().state
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+async fn call(app: &Router, request: Request<Body>) -> Answer {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+async fn get(app: &Router, uri: &str) -> Answer {
+    call(app, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+async fn post_json(app: &Router, uri: &str, token: Option<&str>, body: Value) -> Answer {
+    let mut request = Request::post(uri).header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    call(app, request.body(Body::from(body.to_string())).unwrap()).await
+}
+
+async fn post_form(
+    app: &Router,
+    uri: &str,
+    origin: Option<&str>,
+    fields: &[(&str, &str)],
+) -> Answer {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let mut request = Request::post(uri)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("host", "ops.clinic.example");
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    call(app, request.body(Body::from(body)).unwrap()).await
+}
+
+fn action(actor: &str, reason: &str) -> Value {
+    json!({ "actor": actor, "reason": reason })
+}
+
+#[tokio::test]
+async fn json_endpoints_answer_with_their_shapes() {
+    let f = fixture().await;
+    f.liaison.evaluate_alerts().await.unwrap();
+    let app = f.app(None);
+
+    let health = get(&app, "/api/health").await;
+    assert_eq!(health.status, StatusCode::OK);
+    let health = health.json();
+    assert!(["healthy", "degraded", "down"].contains(&health["verdict"].as_str().unwrap()));
+    let lab = health["partners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["partner"] == "lab")
+        .unwrap();
+    assert_eq!(lab["stuck"], 1);
+    assert_eq!(lab["at_risk"]["value"], 4200);
+
+    let alerts = get(&app, "/api/alerts?open=true").await.json();
+    let overdue = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["class"] == "result_overdue");
+    let overdue = overdue.expect("the stuck submission opens an alert");
+    assert_eq!(overdue["partner"], "lab");
+    assert_eq!(overdue["owner"]["name"], "billing ops");
+    assert_eq!(
+        get(&app, "/api/alerts?open=maybe").await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let stuck = get(&app, "/api/submissions?state=stuck&partner=lab&limit=10")
+        .await
+        .json();
+    let rows = stuck["submissions"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["idempotency_key"], "lab-stuck-1");
+    assert_eq!(rows[0]["state"], "stuck");
+    assert!(rows[0].get("payload").is_none(), "payloads are never shown");
+    assert_eq!(rows[0]["payload_purged"], false);
+    let two = get(&app, "/api/submissions?state=failed,dead_lettered")
+        .await
+        .json();
+    assert_eq!(two["submissions"].as_array().unwrap().len(), 2);
+    let page = get(&app, "/api/submissions?limit=1").await.json();
+    assert_eq!(page["submissions"].as_array().unwrap().len(), 1);
+    let after = page["next_after"].as_str().expect("a next page");
+    let next = get(&app, &format!("/api/submissions?limit=10&after={after}"))
+        .await
+        .json();
+    assert_eq!(next["submissions"].as_array().unwrap().len(), 4);
+    assert_eq!(next["next_after"], Value::Null);
+    let bad = get(&app, "/api/submissions?state=lost").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.json()["error"].as_str().unwrap().contains("lost"));
+
+    let one = get(&app, &format!("/api/submissions/{}", f.stuck)).await;
+    assert_eq!(one.status, StatusCode::OK);
+    let one = one.json();
+    assert_eq!(one["submission"]["id"], f.stuck.to_string());
+    let kinds: Vec<&str> = one["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["enqueued", "claimed", "accepted", "stuck"]);
+    assert_eq!(one["attempts"][0]["outcome"], "accepted");
+    let missing = get(&app, &format!("/api/submissions/{}", SubmissionId::new())).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&app, "/api/submissions/not-an-id").await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let callback = f
+        .store
+        .record_callback(NewCallback {
+            partner: "lab".into(),
+            received_at: chrono::Utc::now(),
+            headers: vec![("webhook-id".into(), "evt-1".into())],
+            body: Some(b"<not json/>".to_vec()),
+            body_hash: "00".into(),
+            size: 11,
+            disposition: liaison::callback::Disposition::Received,
+            error: None,
+        })
+        .await
+        .unwrap();
+    let malformed = Settlement::Malformed {
+        reason: "expected JSON".into(),
+    };
+    f.store.settle_callback(callback, malformed).await.unwrap();
+    let quarantined = get(&app, "/api/callbacks?quarantined=true").await.json();
+    let rows = quarantined["callbacks"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["disposition"], "malformed");
+    assert!(rows[0].get("body").is_none(), "raw bodies are never shown");
+    let all = get(&app, "/api/callbacks?partner=lab&limit=5").await.json();
+    assert_eq!(all["callbacks"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_overview_shows_verdicts_alerts_stuck_work_and_a_chart_per_partner() {
+    let f = fixture().await;
+    f.liaison.evaluate_alerts().await.unwrap();
+    let page = get(&f.app(Some(TOKEN)), "/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    assert!(
+        page.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let html = page.body;
+    assert!(
+        html.contains("Degraded") && html.contains("Healthy"),
+        "verdict words"
+    );
+    assert!(
+        html.contains("1 submission(s) stuck without a result"),
+        "reasons"
+    );
+    assert!(
+        html.contains("lab-stuck-1")
+            && html.contains(&format!("href=\"/submissions/{}\"", f.stuck))
+    );
+    assert!(html.contains("bank-failed-1") && html.contains("shop-dead-1"));
+    assert!(
+        html.contains("42.00") && html.contains("12,345.00"),
+        "money from minor units"
+    );
+    assert_eq!(html.matches("<svg").count(), 4, "one chart per partner");
+    assert!(html.contains("<polyline") && html.contains("<rect"));
+    assert!(html.contains("billing ops") && html.contains("billing@clinic.example"));
+    assert!(
+        html.contains(&format!("<a href=\"{RUNBOOK}\"")),
+        "the runbook is linked"
+    );
+    assert!(!html.contains("Read-only"));
+    let read_only = get(&f.app(None), "/").await.body;
+    assert!(read_only.contains("Read-only"));
+}
+
+#[tokio::test]
+async fn the_submission_page_shows_details_timeline_and_the_forms_that_apply() {
+    let f = fixture().await;
+    let app = f.app(Some(TOKEN));
+    let page = get(&app, &format!("/submissions/{}", f.stuck)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.body;
+    assert!(html.contains("<strong data-field=\"state\">stuck</strong>"));
+    assert!(html.contains("42.00") && html.contains("<table class=\"timeline\">"));
+    assert!(!html.contains("P-1"), "the payload is not shown");
+    for action in ["replay", "resolve", "cancel"] {
+        let form = format!("action=\"/submissions/{}/{action}\"", f.stuck);
+        assert!(html.contains(&form), "{action} form");
+    }
+    assert!(html.contains("type=\"password\" name=\"token\""));
+    let queued = get(&app, &format!("/submissions/{}", f.queued)).await.body;
+    assert!(
+        queued.contains("data-action=\"cancel\"") && !queued.contains("data-action=\"replay\"")
+    );
+    let done = get(&app, &format!("/submissions/{}", f.succeeded))
+        .await
+        .body;
+    assert!(!done.contains("<form") && done.contains("it is finished"));
+    let read_only = get(&f.app(None), &format!("/submissions/{}", f.stuck))
+        .await
+        .body;
+    assert!(!read_only.contains("<form") && read_only.contains("Read-only"));
+    let missing = get(&app, &format!("/submissions/{}", SubmissionId::new())).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn actions_are_refused_without_the_right_token() {
+    let f = fixture().await;
+    let replay = format!("/api/submissions/{}/replay", f.stuck);
+    let form = format!("/submissions/{}/replay", f.stuck);
+    let fields = |token| {
+        [
+            ("actor", "ann"),
+            ("reason", "partner fixed it"),
+            ("token", token),
+        ]
+    };
+
+    let read_only = f.app(None);
+    let answer = post_json(&read_only, &replay, Some(TOKEN), action("ann", "why")).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("read-only")
+    );
+    assert_eq!(
+        post_form(&read_only, &form, None, &fields(TOKEN))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let empty = f.app(Some(""));
+    assert_eq!(
+        post_json(&empty, &replay, Some(""), action("ann", "why"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    let app = f.app(Some(TOKEN));
+    let wrong = post_json(&app, &replay, Some("guess"), action("ann", "why")).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.headers["www-authenticate"], "Bearer");
+    assert_eq!(
+        post_json(&app, &replay, None, action("ann", "why"))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let html = post_form(&app, &form, None, &fields("guess")).await;
+    assert_eq!(html.status, StatusCode::UNAUTHORIZED);
+    assert!(html.body.contains("token is missing or wrong"));
+    assert!(
+        html.body.contains("value=\"partner fixed it\""),
+        "what was typed is kept"
+    );
+    assert_eq!(
+        post_form(&app, &form, None, &[("actor", "ann"), ("reason", "r")])
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    assert_eq!(
+        f.state(f.stuck).await,
+        SubmissionState::Stuck,
+        "nothing changed"
+    );
+    assert_eq!(f.store.timeline(f.stuck).await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn cross_origin_posts_are_refused() {
+    let f = fixture().await;
+    let app = f.app(Some(TOKEN));
+    let form = format!("/submissions/{}/cancel", f.queued);
+    let fields = [
+        ("actor", "ann"),
+        ("reason", "duplicate claim"),
+        ("token", TOKEN),
+    ];
+    let evil = post_form(&app, &form, Some("https://evil.example"), &fields).await;
+    assert_eq!(evil.status, StatusCode::FORBIDDEN);
+    assert!(evil.body.contains("another site"));
+    let json = Request::post(format!("/api/submissions/{}/cancel", f.queued))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("origin", "http://evil.example")
+        .header("host", "ops.clinic.example")
+        .body(Body::from(action("ann", "why").to_string()))
+        .unwrap();
+    assert_eq!(call(&app, json).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(f.state(f.queued).await, SubmissionState::Queued);
+
+    let same = post_form(&app, &form, Some("https://ops.clinic.example"), &fields).await;
+    assert_eq!(same.status, StatusCode::SEE_OTHER);
+    assert_eq!(f.state(f.queued).await, SubmissionState::Cancelled);
+}
+
+#[tokio::test]
+async fn actions_change_the_state_and_journal_who_and_why() {
+    use SubmissionState::*;
+    let f = fixture().await;
+    let app = f.app(Some(TOKEN));
+    let store = &f.store;
+    let last = |id| async move { store.timeline(id).await.unwrap().pop().unwrap() };
+
+    let answer = post_json(
+        &app,
+        &format!("/api/submissions/{}/replay", f.stuck),
+        Some(TOKEN),
+        action("ann@ops", "the lab confirmed it never arrived"),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.json()["submission"]["state"], "queued");
+    assert_eq!(f.state(f.stuck).await, Queued);
+    let event = last(f.stuck).await;
+    assert_eq!(event.actor, Actor::person("ann@ops"));
+    assert_eq!(
+        event.reason.as_deref(),
+        Some("the lab confirmed it never arrived")
+    );
+
+    let resolve = json!({ "actor": "bob", "reason": "paid by phone", "outcome": "succeeded" });
+    let path = format!("/api/submissions/{}/resolve", f.failed);
+    assert_eq!(
+        post_json(&app, &path, Some(TOKEN), resolve).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(f.state(f.failed).await, ResolvedManually);
+    assert_eq!(last(f.failed).await.actor, Actor::person("bob"));
+
+    let path = format!("/api/submissions/{}/cancel", f.queued);
+    assert_eq!(
+        post_json(&app, &path, Some(TOKEN), action("cy", "sent twice"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(f.state(f.queued).await, Cancelled);
+
+    let form = format!("/submissions/{}/replay", f.dead);
+    let fields = [
+        ("actor", "dee"),
+        ("reason", "mapping fixed"),
+        ("token", TOKEN),
+    ];
+    let posted = post_form(&app, &form, Some("http://ops.clinic.example"), &fields).await;
+    assert_eq!(posted.status, StatusCode::SEE_OTHER);
+    let location = posted.headers["location"].to_str().unwrap().to_owned();
+    assert_eq!(location, format!("/submissions/{}?done=replay", f.dead));
+    let page = get(&app, &location).await.body;
+    assert!(page.contains("<strong data-field=\"state\">queued</strong>"));
+    assert!(page.contains("Replayed") && page.contains("mapping fixed") && page.contains("dee"));
+}
+
+#[tokio::test]
+async fn action_errors_answer_400_404_or_409_with_the_message() {
+    let f = fixture().await;
+    let app = f.app(Some(TOKEN));
+    let post = |path: String, body: Value| {
+        let app = app.clone();
+        async move { post_json(&app, &path, Some(TOKEN), body).await }
+    };
+    let done = post(
+        format!("/api/submissions/{}/replay", f.succeeded),
+        action("ann", "again"),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::CONFLICT);
+    assert!(
+        done.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot go from succeeded")
+    );
+    let no_reason = post(
+        format!("/api/submissions/{}/replay", f.stuck),
+        action("ann", " "),
+    )
+    .await;
+    assert_eq!(no_reason.status, StatusCode::BAD_REQUEST);
+    assert!(
+        no_reason.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("reason")
+    );
+    let no_actor = post(
+        format!("/api/submissions/{}/cancel", f.stuck),
+        json!({ "reason": "x" }),
+    )
+    .await;
+    assert_eq!(no_actor.status, StatusCode::BAD_REQUEST);
+    assert!(no_actor.json()["error"].as_str().unwrap().contains("actor"));
+    let no_outcome = post(
+        format!("/api/submissions/{}/resolve", f.stuck),
+        action("ann", "x"),
+    )
+    .await;
+    assert_eq!(no_outcome.status, StatusCode::BAD_REQUEST);
+    let unknown = post(
+        format!("/api/submissions/{}/cancel", SubmissionId::new()),
+        action("a", "b"),
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let bad_id = post("/api/submissions/nope/cancel".into(), action("a", "b")).await;
+    assert_eq!(bad_id.status, StatusCode::BAD_REQUEST);
+    let verb = post(
+        format!("/api/submissions/{}/delete", f.stuck),
+        action("a", "b"),
+    )
+    .await;
+    assert_eq!(verb.status, StatusCode::NOT_FOUND);
+    let request = Request::post(format!("/api/submissions/{}/cancel", f.stuck))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::from("actor=ann"))
+        .unwrap();
+    assert_eq!(call(&app, request).await.status, StatusCode::BAD_REQUEST);
+    let form = post_form(
+        &app,
+        &format!("/submissions/{}/replay", f.succeeded),
+        None,
+        &[("actor", "ann"), ("reason", "again"), ("token", TOKEN)],
+    )
+    .await;
+    assert_eq!(form.status, StatusCode::CONFLICT);
+    assert!(form.body.contains("cannot go from succeeded"));
+    assert_eq!(f.state(f.stuck).await, SubmissionState::Stuck);
+}
+
+#[tokio::test]
+async fn text_from_data_is_escaped_in_html() {
+    let f = fixture().await;
+    let hostile = "<script>alert(1)</script>";
+    let key = "<img src=x onerror=alert(2)>";
+    drive_new_to(&f.store, worth("clinic", key, 1), SubmissionState::Stuck).await;
+    let app = f.app(Some(TOKEN));
+    let resolve = json!({ "actor": "\"eve\" <x>", "reason": hostile, "outcome": "failed" });
+    let path = format!("/api/submissions/{}/resolve", f.stuck);
+    assert_eq!(
+        post_json(&app, &path, Some(TOKEN), resolve).await.status,
+        StatusCode::OK
+    );
+
+    let page = get(&app, &format!("/submissions/{}", f.stuck)).await.body;
+    assert!(!page.contains(hostile) && !page.contains("<x>"));
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(page.contains("&quot;eve&quot; &lt;x&gt;"));
+    let overview = get(&app, "/").await.body;
+    assert!(!overview.contains(key) && overview.contains("&lt;img src=x onerror=alert(2)&gt;"));
+
+    let echoed = post_form(
+        &app,
+        &format!("/submissions/{}/cancel", f.queued),
+        None,
+        &[
+            ("actor", "\"><script>x</script>"),
+            ("reason", hostile),
+            ("token", "wrong"),
+        ],
+    )
+    .await;
+    assert_eq!(echoed.status, StatusCode::UNAUTHORIZED);
+    assert!(!echoed.body.contains("<script>"));
+    assert!(
+        echoed
+            .body
+            .contains("value=\"&quot;&gt;&lt;script&gt;x&lt;/script&gt;\"")
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let f = fixture().await;
+    let answer = get(&f.app(None), "/metrics").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let content_type = answer
+        .headers
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert_eq!(answer.body.lines().last(), Some("# EOF"));
+    assert!(
+        answer
+            .body
+            .contains(r#"liaison_submissions{partner="lab",state="stuck"} 1"#),
+        "{}",
+        answer.body
+    );
+    for line in answer.body.lines() {
+        if let Some(meta) = line.strip_prefix("# ") {
+            let kind = meta.split(' ').next().unwrap();
+            assert!(["HELP", "TYPE", "UNIT", "EOF"].contains(&kind), "{line}");
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+        let name = series.split('{').next().unwrap();
+        assert!(name.starts_with("liaison_"), "{line}");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "{line}"
+            );
+        }
+    }
+}
