@@ -114,6 +114,16 @@ pub(super) fn state_names(keep: impl Fn(SubmissionState) -> bool) -> Vec<&'stati
         .collect()
 }
 
+// TODO(shared): move to store/common.rs (copy of sqlite/stats.rs `count`).
+/// A SQL count as u64 (counts are never negative).
+pub(super) fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+// TODO(shared): move to store/common.rs (copy of sqlite/retention.rs `BATCH`).
+/// Rows changed per retention pass, so one pass never holds locks for long.
+pub(super) const PURGE_BATCH: i64 = 1000;
+
 // TODO(shared): move to store/common.rs (copy of sqlite/sql.rs `Completion`).
 /// What a completion did.
 pub(super) enum Completion {

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::callback::CallbackId;
 use crate::error::{BoxError, Error, Result};
+use crate::ops::alerts::AlertId;
 use crate::store::LeaseToken;
 use crate::submission::SubmissionId;
 
@@ -131,6 +132,8 @@ pub(super) enum LockClass {
     CallbackBody = 0x6C69_0002,
     /// Recording or matching one partner reference.
     PartnerRef = 0x6C69_0003,
+    // 0x6C69_0004 is taken by the state-count trigger of migration 0003
+    // (one partner's counters change one transaction at a time).
 }
 
 /// Map a driver error to the crate's error, keeping it as the source.
@@ -259,6 +262,18 @@ pub(super) fn sid(id: SubmissionId) -> Uuid {
 pub(super) fn cid(id: CallbackId) -> Uuid {
     // CallbackId exposes its UUID only through its text form.
     Uuid::parse_str(&id.to_string()).unwrap_or_default()
+}
+
+pub(super) fn aid(id: AlertId) -> Uuid {
+    // AlertId exposes its UUID only through its text form.
+    Uuid::parse_str(&id.to_string()).unwrap_or_default()
+}
+
+pub(super) fn to_aid(u: Uuid) -> Result<AlertId> {
+    u.hyphenated()
+        .to_string()
+        .parse()
+        .map_err(|e| corrupt("id", Box::new(e) as BoxError))
 }
 
 pub(super) fn token_uuid(token: LeaseToken) -> Uuid {

@@ -23,6 +23,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "replay_cycles",
         include_str!("../../../migrations/postgres/0002_replay_cycles.sql"),
     ),
+    (
+        3,
+        "health",
+        include_str!("../../../migrations/postgres/0003_health.sql"),
+    ),
+    (
+        4,
+        "alerts",
+        include_str!("../../../migrations/postgres/0004_alerts.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows; a database with a higher

@@ -22,11 +22,17 @@
 //! suite: every write is one `READ COMMITTED` transaction; claims take rows
 //! with `FOR UPDATE SKIP LOCKED` under a fresh lease token; the idempotency
 //! ledger's primary key decides concurrent enqueues of one key; settling a
-//! callback locks what it decides about. See `docs/scaling.md`.
+//! callback locks what it decides about; a partial unique index keeps one
+//! alert open per (partner, class). The counts by state that health reads
+//! are kept by a trigger that runs as each transaction commits (also the
+//! host's, for [`PostgresStore::enqueue_in_transaction`]), so writers of one
+//! partner wait for each other only while committing. See
+//! `docs/scaling.md`.
 //!
 //! [tokio-postgres]: https://docs.rs/tokio-postgres
 //! [deadpool-postgres]: https://docs.rs/deadpool-postgres
 
+mod alerts;
 mod callbacks;
 mod common;
 mod config;
@@ -36,6 +42,8 @@ mod lease;
 mod migrate;
 mod partners;
 mod queries;
+mod retention;
+mod stats;
 mod write;
 
 use std::fmt;
@@ -517,48 +525,47 @@ impl OutboxStore for PostgresStore {
         read!(self, |db| partners::pauses_on(db, now))
     }
 
-    // TODO(postgres): the methods below were added to the trait while this
-    // store was written (alerts, health statistics, retention); they need
-    // the SQLite store's migrations 0003 and 0004 mirrored here. Until then
-    // they fail with a storage error, never a panic.
-    async fn open_alert(&self, _alert: NewAlert) -> Result<(Alert, bool)> {
-        Err(not_yet("open_alert"))
+    async fn open_alert(&self, alert: NewAlert) -> Result<(Alert, bool)> {
+        write_tx!(self, |db| alerts::open_alert_on(db, &alert))
     }
 
-    async fn alert_notified(&self, _id: AlertId, _at: DateTime<Utc>) -> Result<()> {
-        Err(not_yet("alert_notified"))
+    async fn alert_notified(&self, id: AlertId, at: DateTime<Utc>) -> Result<()> {
+        write_tx!(self, |db| alerts::notified_on(db, id, at))
     }
 
-    async fn resolve_alert(&self, _id: AlertId, _at: DateTime<Utc>) -> Result<Alert> {
-        Err(not_yet("resolve_alert"))
+    async fn resolve_alert(&self, id: AlertId, at: DateTime<Utc>) -> Result<Alert> {
+        write_tx!(self, |db| alerts::resolve_on(db, id, at))
     }
 
     async fn acknowledge_alert(
         &self,
-        _id: AlertId,
-        _actor: Actor,
-        _at: DateTime<Utc>,
+        id: AlertId,
+        actor: Actor,
+        at: DateTime<Utc>,
     ) -> Result<Alert> {
-        Err(not_yet("acknowledge_alert"))
+        write_tx!(self, |db| alerts::acknowledge_on(db, id, &actor, at))
     }
 
-    async fn alerts(&self, _open_only: bool, _limit: usize) -> Result<Vec<Alert>> {
-        Err(not_yet("alerts"))
+    async fn alerts(&self, open_only: bool, limit: usize) -> Result<Vec<Alert>> {
+        read!(self, |db| alerts::alerts_on(db, open_only, limit))
     }
 
-    async fn stats(&self, _query: &StatsQuery) -> Result<Vec<PartnerStats>> {
-        Err(not_yet("stats"))
+    async fn stats(&self, query: &StatsQuery) -> Result<Vec<PartnerStats>> {
+        // Several statements: one snapshot, so counts and windows agree.
+        let mut conn = self.conn().await?;
+        let tx = conn
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_err("begin snapshot"))?;
+        let stats = stats::stats_on(&in_tx(&tx), query).await?;
+        commit(tx).await?;
+        Ok(stats)
     }
 
-    async fn purge(&self, _cutoff: DateTime<Utc>) -> Result<PurgeReport> {
-        Err(not_yet("purge"))
-    }
-}
-
-/// An operation the PostgreSQL store does not offer yet.
-fn not_yet(operation: &'static str) -> Error {
-    Error::Storage {
-        operation,
-        source: "not available on PostgreSQL yet".into(),
+    async fn purge(&self, cutoff: DateTime<Utc>) -> Result<PurgeReport> {
+        write_tx!(self, |db| retention::purge_on(db, cutoff, Utc::now()))
     }
 }

@@ -321,6 +321,9 @@ pub(super) async fn apply_change(
     // A move to Queued from anything but InFlight is a replay: a new cycle
     // with a fresh retry budget.
     let new_cycle = to == Queued && current.state != InFlight;
+    // Leaving InFlight for one of these, the partner accepted it (and, for a
+    // synchronous answer, finished it): the first such time is kept.
+    let accepted = current.state == InFlight && matches!(to, AwaitingResult | Succeeded | Failed);
     let row = db
         .query_one(
             &format!(
@@ -329,7 +332,8 @@ pub(super) async fn apply_change(
                  lease_token = NULL, lease_expires_at = NULL, \
                  replays = replays + CASE WHEN $9 THEN 1 ELSE 0 END, \
                  attempts_before_cycle = CASE WHEN $9 THEN attempts ELSE attempts_before_cycle END, \
-                 cycle_started_at = CASE WHEN $9 THEN $8 ELSE cycle_started_at END \
+                 cycle_started_at = CASE WHEN $9 THEN $8 ELSE cycle_started_at END, \
+                 accepted_at = CASE WHEN $10 THEN COALESCE(accepted_at, $8) ELSE accepted_at END \
                  WHERE id = $1 RETURNING {SUBMISSION_COLUMNS}"
             ),
             &[
@@ -342,6 +346,7 @@ pub(super) async fn apply_change(
                 &last_error,
                 &at_ms,
                 &new_cycle,
+                &accepted,
             ],
             "change state",
         )

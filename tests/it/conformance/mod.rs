@@ -15,15 +15,20 @@
 //! build without the feature or an unreachable server fails the test. A set
 //! URL that cannot be reached fails in any case.
 
+mod alerts;
 mod callback_races;
 mod callbacks;
 mod claims;
 pub mod harness;
+mod health_stats;
 mod input;
 mod ledger;
 #[cfg(feature = "postgres")]
+mod postgres_counters;
+#[cfg(feature = "postgres")]
 mod postgres_only;
 mod recovery;
+mod retention;
 mod transitions;
 
 macro_rules! conformance {
@@ -98,6 +103,13 @@ conformance! {
     recovery::notes_go_on_the_timeline_and_change_nothing,
     recovery::what_one_instance_commits_another_sees,
     recovery::a_partner_pause_is_shared_by_every_instance,
+    health_stats::state_counts_stay_exact_through_transitions,
+    health_stats::counts_stay_exact_under_concurrent_writers,
+    health_stats::windows_give_outcomes_latencies_and_work_past_budget,
+    alerts::one_alert_opens_under_concurrent_opens,
+    alerts::an_alert_is_notified_acknowledged_resolved_and_reopens,
+    retention::a_purge_removes_exactly_what_is_due,
+    retention::a_purge_works_in_batches_and_says_when_more_is_due,
 }
 
 /// Built without the `postgres` feature, the PostgreSQL side cannot run:

@@ -167,8 +167,9 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
         .await
         .unwrap()
         .get(0);
-    // The PostgreSQL migrations so far: 0001_init, 0002_replay_cycles.
-    assert_eq!(version, 2);
+    // The PostgreSQL migrations so far: 0001_init, 0002_replay_cycles,
+    // 0003_health, 0004_alerts.
+    assert_eq!(version, 4);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -228,7 +229,12 @@ async fn instances_starting_together_migrate_once() {
         .collect();
     assert_eq!(
         rows,
-        [(1, "init".to_string()), (2, "replay_cycles".to_string())]
+        [
+            (1, "init".to_string()),
+            (2, "replay_cycles".to_string()),
+            (3, "health".to_string()),
+            (4, "alerts".to_string()),
+        ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
     assert!(

@@ -1,0 +1,68 @@
+//! Retention: payloads and raw callback bodies of finished work are removed
+//! after their period; what happened (ids, states, fingerprints, timelines)
+//! stays.
+//!
+//! No vacuum step, unlike the SQLite store: PostgreSQL's autovacuum reclaims
+//! the dead row versions (and their TOASTed payloads) for reuse by the
+//! table; a `VACUUM FULL` to shrink the files is an operator's choice, as it
+//! locks the table.
+
+use chrono::{DateTime, Utc};
+
+use super::common::{PURGE_BATCH, state_names, to_millis};
+use super::db::Db;
+use crate::error::Result;
+use crate::store::PurgeReport;
+
+/// One pass: at most [`PURGE_BATCH`] payloads and as many callback bodies.
+///
+/// Rows are taken `FOR UPDATE SKIP LOCKED`: a submission being replayed or
+/// a callback being settled right now is left for a later pass (and the
+/// lock re-checks the conditions on the row's newest version, so a
+/// submission replayed meanwhile keeps its payload). Concurrent passes on
+/// several instances take different rows.
+pub(super) async fn purge_on(
+    db: &Db<'_>,
+    cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<PurgeReport> {
+    let terminal = state_names(|s| s.is_terminal());
+    let unfinished = state_names(|s| !s.is_terminal());
+    let payloads = db
+        .execute(
+            "UPDATE liaison_submissions SET payload = NULL, payload_purged_at = $2 \
+             WHERE seq IN (SELECT seq FROM liaison_submissions \
+                 WHERE terminal_at IS NOT NULL AND terminal_at <= $1 AND payload IS NOT NULL \
+                   AND state = ANY($3) \
+                 LIMIT $4 FOR UPDATE SKIP LOCKED)",
+            &[&to_millis(cutoff), &to_millis(now), &terminal, &PURGE_BATCH],
+            "purge payloads",
+        )
+        .await?;
+    // Bodies of callbacks about finished (or no) submissions; never one still
+    // waiting to be processed or matched.
+    let bodies = db
+        .execute(
+            "UPDATE liaison_callbacks SET body = NULL, body_purged_at = $2 \
+             WHERE seq IN (SELECT c.seq FROM liaison_callbacks c \
+                 WHERE c.body IS NOT NULL AND c.received_at <= $1 \
+                   AND c.disposition NOT IN ('received', 'unmatched') \
+                   AND NOT EXISTS (SELECT 1 FROM liaison_submissions s \
+                        WHERE s.id = c.submission_id AND s.state = ANY($3)) \
+                 LIMIT $4 FOR UPDATE OF c SKIP LOCKED)",
+            &[
+                &to_millis(cutoff),
+                &to_millis(now),
+                &unfinished,
+                &PURGE_BATCH,
+            ],
+            "purge callback bodies",
+        )
+        .await?;
+    let full = |n: u64| i64::try_from(n).is_ok_and(|n| n >= PURGE_BATCH);
+    Ok(PurgeReport {
+        payloads,
+        callback_bodies: bodies,
+        more: full(payloads) || full(bodies),
+    })
+}

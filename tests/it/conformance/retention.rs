@@ -1,0 +1,186 @@
+//! Retention: a purge removes exactly the payloads and callback bodies that
+//! are due, in bounded batches, and keeps what happened.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use liaison::callback::Disposition;
+use liaison::store::{NewCallback, PurgeReport, Replay, Settlement, StateChange};
+use liaison::{Actor, EventKind, NewSubmission, SubmissionState};
+use serde_json::json;
+
+use super::harness::{Harness, Store, drive_to};
+
+fn callback(partner: &str, hash: &str, disposition: Disposition) -> NewCallback {
+    NewCallback {
+        partner: partner.into(),
+        received_at: Utc::now(),
+        headers: vec![],
+        body: Some(format!("{{\"ref\":\"{hash}\"}}").into_bytes()),
+        body_hash: hash.into(),
+        size: 12,
+        disposition,
+        error: None,
+    }
+}
+
+async fn has_payload(store: &Store, id: liaison::SubmissionId) -> bool {
+    store.get(id).await.unwrap().payload.is_some()
+}
+
+pub async fn a_purge_removes_exactly_what_is_due(h: &Harness) {
+    use SubmissionState::*;
+    let store = h.store().await;
+    let name = h.name();
+    let (succeeded, _) = drive_to(&store, "a", Succeeded).await;
+    let (failed, _) = drive_to(&store, "b", Failed).await;
+    let (cancelled, _) = drive_to(&store, "c", Cancelled).await;
+    let mut unfinished = Vec::new();
+    for (partner, state) in [
+        ("d", Queued),
+        ("e", InFlight),
+        ("f", AwaitingResult),
+        ("g", Stuck),
+    ] {
+        unfinished.push(drive_to(&store, partner, state).await.0);
+    }
+    let settled = store
+        .record_callback(callback("a", "settled", Disposition::Received))
+        .await
+        .unwrap();
+    store
+        .settle_callback(settled, Settlement::Malformed { reason: "x".into() })
+        .await
+        .unwrap();
+    let pending = store
+        .record_callback(callback("a", "pending", Disposition::Received))
+        .await
+        .unwrap();
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let cutoff = Utc::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (late, _) = drive_to(&store, "h", Succeeded).await;
+    let late_callback = store
+        .record_callback(callback("a", "late", Disposition::TooLarge))
+        .await
+        .unwrap();
+
+    let report = store.purge(cutoff).await.unwrap();
+    assert_eq!(
+        report,
+        PurgeReport {
+            payloads: 3,
+            callback_bodies: 1,
+            more: false
+        },
+        "{name}: the three finished before the cutoff and the settled callback"
+    );
+    for id in [succeeded, failed, cancelled] {
+        let s = store.get(id).await.unwrap();
+        assert_eq!(s.payload, None, "{name}");
+        // What happened stays.
+        assert_eq!(
+            store.timeline(id).await.unwrap()[0].kind,
+            EventKind::Enqueued
+        );
+    }
+    for id in unfinished.iter().copied().chain([late]) {
+        assert!(has_payload(&store, id).await, "{name}: unfinished or newer");
+    }
+    assert_eq!(store.callback(settled).await.unwrap().body, None, "{name}");
+    for id in [pending, late_callback] {
+        assert!(
+            store.callback(id).await.unwrap().body.is_some(),
+            "{name}: waiting to be processed, or newer"
+        );
+    }
+    assert_eq!(
+        store.purge(cutoff).await.unwrap(),
+        PurgeReport::default(),
+        "{name}: nothing left"
+    );
+
+    // A purged failure cannot be sent again, and says why.
+    let err = store
+        .replay(failed, Replay::new(Actor::person("ops"), "retry"))
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_transition(), "{name}: {err}");
+    assert!(err.to_string().contains("purged"), "{name}: {err}");
+    // The fingerprint survives: the key still deduplicates the same payload.
+    let again = store
+        .enqueue(super::harness::submission("a", "a-key"))
+        .await
+        .unwrap();
+    assert!(again.deduplicated, "{name}");
+    assert_eq!(again.submission.id, succeeded);
+}
+
+pub async fn a_purge_works_in_batches_and_says_when_more_is_due(h: &Harness) {
+    const N: usize = 1200;
+    let store = h.store().await;
+    let name = h.name();
+    let batch: Vec<_> = (0..N)
+        .map(|i| {
+            NewSubmission::new("bulk", "claim.submit", json!({ "n": i }))
+                .idempotency_key(format!("k{i}"))
+        })
+        .collect();
+    let ids: Vec<_> = store
+        .enqueue_batch(batch)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.submission.id)
+        .collect();
+    // Finish them all (cancelled), and store as many settled callbacks,
+    // from a few tasks at once.
+    let mut tasks = Vec::new();
+    for chunk in ids.chunks(N / 8) {
+        let (store, chunk) = (store.clone(), chunk.to_vec());
+        tasks.push(tokio::spawn(async move {
+            for id in chunk {
+                store
+                    .transition(id, StateChange::to(SubmissionState::Cancelled))
+                    .await
+                    .unwrap();
+                store
+                    .record_callback(callback("bulk", &id.to_string(), Disposition::TooLarge))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let unfinished = drive_to(&store, "bulk", SubmissionState::Queued).await.0;
+    let cutoff = Utc::now();
+
+    let first = store.purge(cutoff).await.unwrap();
+    assert_eq!(
+        first,
+        PurgeReport {
+            payloads: 1000,
+            callback_bodies: 1000,
+            more: true
+        },
+        "{name}: one bounded batch"
+    );
+    let second = store.purge(cutoff).await.unwrap();
+    assert_eq!(
+        second,
+        PurgeReport {
+            payloads: 200,
+            callback_bodies: 200,
+            more: false
+        },
+        "{name}: the rest"
+    );
+    assert_eq!(store.purge(cutoff).await.unwrap(), PurgeReport::default());
+    for id in [ids[0], ids[N / 2], ids[N - 1]] {
+        assert!(!has_payload(&store, id).await, "{name}");
+    }
+    assert!(has_payload(&store, unfinished).await, "{name}");
+}
