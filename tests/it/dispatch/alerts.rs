@@ -245,3 +245,154 @@ async fn a_failing_or_hanging_sink_stalls_nothing() {
     );
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_sink_posts_signed_json_and_retries() {
+    use axum::http::{HeaderMap, StatusCode};
+    use liaison::callback::{InboundCallback, SignatureVerifier, StandardWebhooks};
+    use liaison::ops::alerts::WebhookSink;
+    use std::sync::{Arc, Mutex};
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    type Seen = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/alerts",
+            axum::routing::post(
+                |axum::extract::State(seen): axum::extract::State<Seen>,
+                 headers: HeaderMap,
+                 body: axum::body::Bytes| async move {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push((headers, body.to_vec()));
+                    // The first delivery fails: the sink must retry.
+                    if seen.len() == 1 {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    }
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (_dir, store) = support::store();
+    let (alert, _) = store_alert(&store).await;
+    let sink = WebhookSink::new(&url, SECRET).unwrap();
+    sink.notify(AlertEvent::Opened, &alert).await.unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "one failure, one retry");
+    let (headers, body) = &seen[1];
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(json["type"], "alert.opened");
+    assert_eq!(json["alert"]["class"], "result_overdue");
+    assert_eq!(json["alert"]["owner"]["name"], "billing ops");
+    let delivered = InboundCallback::new("alerts", headers.clone(), body.clone());
+    StandardWebhooks::new(SECRET)
+        .unwrap()
+        .verify(&delivered, std::time::SystemTime::now())
+        .expect("signed Standard-Webhooks style");
+    assert!(!format!("{sink:?}").contains("whsec_"));
+}
+
+async fn store_alert(store: &liaison::store::SqliteStore) -> (Alert, bool) {
+    use liaison::store::{NewAlert, OutboxStore};
+    store
+        .open_alert(NewAlert {
+            partner: "lab".into(),
+            class: ProblemClass::ResultOverdue,
+            owner: Owner::new("billing ops", "billing@clinic.example"),
+            details: "1 submission(s) stuck without a result".into(),
+            expected: false,
+            at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delay_budget_alerts_before_the_breach_and_pauses_mark_alerts_expected() {
+    let (_dir, store) = support::store();
+    // Accepted but never reported: the work stays unfinished.
+    let mock = MockPartner::start().await.unwrap();
+    let liaison = Liaison::builder(store.clone())
+        .partner(partner("lab", &mock).delay_budget(Duration::from_secs(1)))
+        .settings(quick_settings())
+        .alert_settings(settings())
+        .build()
+        .unwrap();
+    let handle = liaison.start();
+    liaison.enqueue(claim("lab", 1)).await.unwrap();
+    // 80% of the budget: the warning opens before the breach.
+    tokio::time::sleep(Duration::from_millis(850)).await;
+    liaison.evaluate_alerts().await.unwrap();
+    let open = liaison.alerts(true).await.unwrap();
+    let budget = open
+        .iter()
+        .find(|a| a.class == ProblemClass::DelayBudgetExceeded)
+        .expect("a delay-budget alert before the breach");
+    assert!(
+        budget
+            .details
+            .contains("0 past the delay budget, 1 approaching"),
+        "{}",
+        budget.details
+    );
+    assert!(!budget.expected);
+    // Past the budget: the same alert, its details updated.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    liaison.evaluate_alerts().await.unwrap();
+    let open = liaison.alerts(true).await.unwrap();
+    let same = open
+        .iter()
+        .find(|a| a.class == ProblemClass::DelayBudgetExceeded)
+        .unwrap();
+    assert_eq!(same.id, budget.id);
+    assert!(
+        same.details.starts_with("1 past the delay budget"),
+        "{}",
+        same.details
+    );
+
+    // During an announced pause, new alerts are marked expected.
+    liaison
+        .pause(
+            "lab",
+            chrono::Utc::now() + chrono::Duration::hours(1),
+            Actor::person("ops"),
+            "maintenance",
+        )
+        .await
+        .unwrap();
+    // The accepted submission's result is overdue: a new alert, expected.
+    let waiting = liaison
+        .store()
+        .list(&liaison::store::ListFilter::default().state(SubmissionState::AwaitingResult))
+        .await
+        .unwrap()
+        .remove(0);
+    liaison
+        .store()
+        .transition(
+            waiting.id,
+            liaison::store::StateChange::to(SubmissionState::Stuck),
+        )
+        .await
+        .unwrap();
+    liaison.evaluate_alerts().await.unwrap();
+    let open = liaison.alerts(true).await.unwrap();
+    let overdue = open
+        .iter()
+        .find(|a| a.class == ProblemClass::ResultOverdue)
+        .expect("an overdue-result alert");
+    assert!(overdue.expected, "raised during an announced pause");
+    assert!(
+        !open.iter().find(|a| a.id == budget.id).unwrap().expected,
+        "opened before it"
+    );
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+}
