@@ -16,6 +16,7 @@ mod inbound;
 mod partner_config;
 mod recovery;
 mod retention;
+mod wakeups;
 
 pub use alerting::{AlertSettings, AlertThresholds};
 pub use circuit::{CircuitSettings, CircuitState};
@@ -348,6 +349,13 @@ impl Liaison {
             Arc::clone(&self.shared),
             stop_claiming.clone(),
         )));
+        if let Some(wakeups) = self.shared.store.wakeups() {
+            loops.push(tokio::spawn(wakeups::run_wakeups(
+                Arc::clone(&self.shared),
+                wakeups,
+                stop_claiming.clone(),
+            )));
+        }
         Handle {
             liaison: self.clone(),
             stop_claiming,

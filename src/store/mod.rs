@@ -8,12 +8,14 @@
 mod callback_types;
 mod stats_types;
 mod types;
+mod wake;
 pub use callback_types::{CallbackFilter, NewCallback, Settlement};
 pub use stats_types::{MAX_LATENCY_SAMPLES, NewAlert, Outcomes, PartnerStats, StatsQuery, Totals};
 pub use types::{
     AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, Pause, PurgeReport,
     Replay, StateChange,
 };
+pub use wake::{Wake, Wakeups};
 
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -189,6 +191,17 @@ pub trait OutboxStore: Send + Sync + std::fmt::Debug {
     /// Remove idempotency keys whose retention ended before `now` and whose
     /// submission is terminal. Returns how many were removed.
     async fn prune_ledger(&self, now: DateTime<Utc>) -> Result<u64>;
+
+    /// Hints that work became due, including work written by other
+    /// processes sharing this store, so dispatchers wake without waiting for
+    /// their next poll. `None` (the default) when the store has no such
+    /// channel: [`crate::engine::Liaison`] then relies on its in-process
+    /// wake-ups and on polling. `PostgresStore` (feature `postgres`) answers with a
+    /// `LISTEN`/`NOTIFY` subscription, started on first call (it needs a
+    /// Tokio runtime; outside one it answers `None`).
+    fn wakeups(&self) -> Option<Wakeups> {
+        None
+    }
 }
 
 #[cfg(test)]

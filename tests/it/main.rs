@@ -16,6 +16,8 @@ mod ledger;
 mod ops_page;
 mod recovery;
 mod retention;
+#[cfg(all(feature = "postgres", feature = "mock", feature = "http"))]
+mod scale_out;
 mod support;
 mod transactional;
 mod transitions;

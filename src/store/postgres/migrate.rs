@@ -33,6 +33,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "alerts",
         include_str!("../../../migrations/postgres/0004_alerts.sql"),
     ),
+    (
+        5,
+        "wakeups",
+        include_str!("../../../migrations/postgres/0005_wakeups.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows; a database with a higher

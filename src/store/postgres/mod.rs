@@ -39,6 +39,7 @@ mod config;
 mod db;
 mod deadlines;
 mod lease;
+mod listen;
 mod migrate;
 mod partners;
 mod queries;
@@ -62,7 +63,7 @@ use self::db::{Db, pg_err, pool_err};
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, Enqueued, Lease, ListFilter, NewAlert,
     NewCallback, Note, OutboxStore, PartnerStats, Pause, PurgeReport, Replay, Settlement,
-    StateChange, StatsQuery,
+    StateChange, StatsQuery, Wakeups,
 };
 use crate::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::error::{Error, Result};
@@ -106,6 +107,7 @@ struct Inner {
     pool: Pool,
     config: PostgresConfig,
     database: String,
+    listener: Arc<listen::Listener>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -149,6 +151,12 @@ impl PostgresStore {
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(config.acquire_timeout);
         }
+        // The LISTEN connection lives outside the pool, named so operators
+        // (and tests) can tell it apart in pg_stat_activity.
+        let mut listen_config = pg.clone();
+        listen_config.application_name(listen::application_name(
+            config.schema.as_deref().unwrap_or("default"),
+        ));
         let manager = Manager::from_config(
             pg,
             NoTls,
@@ -182,6 +190,7 @@ impl PostgresStore {
                 pool,
                 config,
                 database,
+                listener: Arc::new(listen::Listener::new(listen_config)),
             }),
         })
     }
@@ -509,6 +518,10 @@ impl OutboxStore for PostgresStore {
 
     async fn prune_ledger(&self, now: DateTime<Utc>) -> Result<u64> {
         write_tx!(self, |db| write::prune_ledger_on(db, now))
+    }
+
+    fn wakeups(&self) -> Option<Wakeups> {
+        self.inner.listener.subscribe()
     }
 
     async fn set_pause(&self, partner: &str, pause: Option<Pause>) -> Result<()> {

@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "alerts",
         include_str!("../../../migrations/sqlite/0004_alerts.sql"),
     ),
+    (
+        5,
+        "wakeups",
+        include_str!("../../../migrations/sqlite/0005_wakeups.sql"),
+    ),
 ];
 
 /// The newest schema version this build of liaison knows; a database with a

@@ -111,6 +111,7 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
     let conn = client(&schema.url).await;
     conn.batch_execute(&format!(
         "SET search_path = {};
+         DROP FUNCTION liaison_wake_submission() CASCADE;
          DROP FUNCTION liaison_state_counts_track() CASCADE;
          DROP FUNCTION liaison_state_counts_add(TEXT, TEXT, BIGINT, BIGINT);
          DROP TABLE liaison_state_counts;

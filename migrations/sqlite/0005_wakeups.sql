@@ -1,0 +1,4 @@
+-- liaison schema for SQLite, version 5: nothing to change. PostgreSQL's
+-- version 5 adds LISTEN/NOTIFY wake-ups for dispatchers on other instances;
+-- with SQLite every dispatcher is in one process and wakes in memory. The
+-- version exists so that version N means the same capabilities on both.
