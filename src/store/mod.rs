@@ -27,7 +27,7 @@ pub use sqlite::{SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
 mod postgres;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres::{PostgresConfig, PostgresStore};
+pub use postgres::{PostgresConfig, PostgresStore, PostgresTls};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// Settings for [`PostgresStore`]. `Default` is what we recommend.
+/// Settings for [`super::PostgresStore`]. `Default` is what we recommend
+/// (add [`PostgresConfig::tls`] when the database is not on a private
+/// network).
 ///
 /// ```
 /// use liaison::store::PostgresConfig;
@@ -40,6 +42,52 @@ pub struct PostgresConfig {
     /// How long to wait for a pooled connection (or to open one) before
     /// failing with [`Error::Busy`]. Default 30 s.
     pub acquire_timeout: Duration,
+    /// Whether and how connections use TLS. Default
+    /// [`PostgresTls::Disabled`].
+    pub tls: PostgresTls,
+}
+
+/// TLS for the connections of a [`super::PostgresStore`] (rustls; the
+/// server's certificate and host name are always verified).
+///
+/// With TLS configured, the URL's `sslmode` decides whether it is required:
+/// use `sslmode=require` so a server without TLS is refused rather than
+/// used in the clear (the default, `prefer`, falls back to plain TCP when
+/// the server offers no TLS — but never when verification fails).
+///
+/// ```
+/// use liaison::store::{PostgresConfig, PostgresTls};
+///
+/// // A managed database whose CA is in the system's trust store:
+/// let config = PostgresConfig::default().tls(PostgresTls::PlatformRoots);
+/// // One whose CA bundle you downloaded (e.g. a cloud provider's):
+/// let bundle = b"-----BEGIN CERTIFICATE-----\n...".to_vec();
+/// let config = PostgresConfig::default().tls(PostgresTls::RootsPem(bundle));
+/// # let _ = config;
+/// ```
+#[derive(Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PostgresTls {
+    /// Plain TCP or a Unix socket: for a local server or a private network.
+    /// A URL with `sslmode=require` then fails to connect.
+    #[default]
+    Disabled,
+    /// Verify the server against the platform's trust store (the same
+    /// verifier the HTTP client uses).
+    PlatformRoots,
+    /// Verify the server against these CA certificates only (PEM, one or
+    /// more `CERTIFICATE` blocks).
+    RootsPem(Vec<u8>),
+}
+
+impl std::fmt::Debug for PostgresTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PostgresTls::Disabled => f.write_str("Disabled"),
+            PostgresTls::PlatformRoots => f.write_str("PlatformRoots"),
+            PostgresTls::RootsPem(pem) => write!(f, "RootsPem({} bytes)", pem.len()),
+        }
+    }
 }
 
 impl Default for PostgresConfig {
@@ -51,6 +99,7 @@ impl Default for PostgresConfig {
             schema: None,
             lock_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(30),
+            tls: PostgresTls::Disabled,
         }
     }
 }
@@ -89,6 +138,12 @@ impl PostgresConfig {
     /// Set [`PostgresConfig::acquire_timeout`].
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Set [`PostgresConfig::tls`].
+    pub fn tls(mut self, tls: PostgresTls) -> Self {
+        self.tls = tls;
         self
     }
 

@@ -6,9 +6,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::BoxError;
@@ -43,6 +45,7 @@ pub(crate) fn application_name(schema: &str) -> String {
 /// goes or nobody listens any more.
 pub(super) struct Listener {
     config: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
     stop: CancellationToken,
     running: Mutex<Option<Running>>,
 }
@@ -53,9 +56,10 @@ struct Running {
 }
 
 impl Listener {
-    pub(super) fn new(config: tokio_postgres::Config) -> Self {
+    pub(super) fn new(config: tokio_postgres::Config, tls: Option<MakeRustlsConnect>) -> Self {
         Listener {
             config,
+            tls,
             stop: CancellationToken::new(),
             running: Mutex::new(None),
         }
@@ -109,10 +113,10 @@ async fn listen(listener: std::sync::Weak<Listener>, tx: broadcast::Sender<Wake>
         if this.should_end(&tx) {
             return;
         }
-        let config = this.config.clone();
+        let (config, tls) = (this.config.clone(), this.tls.clone());
         let stop = this.stop.clone();
         drop(this);
-        match session(&config, &tx, &stop, &listener, &mut dropped).await {
+        match session(&config, tls, &tx, &stop, &listener, &mut dropped).await {
             Ok(()) => return, // asked to stop
             Err(error) => {
                 if !dropped {
@@ -135,29 +139,23 @@ async fn listen(listener: std::sync::Weak<Listener>, tx: broadcast::Sender<Wake>
 /// `Ok` when told to stop, `Err` when the connection failed.
 async fn session(
     config: &tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
     tx: &broadcast::Sender<Wake>,
     stop: &CancellationToken,
     listener: &std::sync::Weak<Listener>,
     dropped: &mut bool,
 ) -> Result<(), BoxError> {
-    let (client, mut connection) = config.connect(NoTls).await?;
-    // The connection object must be polled for anything to happen; it
-    // yields notifications between query answers.
-    let (note_tx, mut notes) = mpsc::unbounded_channel();
-    let driver = tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(n))) => {
-                    if note_tx.send(n.payload().to_owned()).is_err() {
-                        return;
-                    }
-                }
-                Some(Ok(_)) => {} // notices
-                // Failed or closed: dropping `note_tx` tells the session.
-                Some(Err(_)) | None => return,
-            }
+    let (note_tx, mut notes) = mpsc::channel(BUFFER);
+    let (client, driver) = match tls {
+        Some(tls) => {
+            let (client, connection) = config.connect(tls).await?;
+            (client, drive(connection, note_tx))
         }
-    });
+        None => {
+            let (client, connection) = config.connect(NoTls).await?;
+            (client, drive(connection, note_tx))
+        }
+    };
     let outcome: Result<(), BoxError> = async {
         let schema: String = client
             .query_one("SELECT current_schema()::text", &[])
@@ -199,4 +197,30 @@ async fn session(
     // Aborting the driver drops the connection and closes its socket.
     driver.abort();
     outcome
+}
+
+/// Poll the connection (nothing happens on it otherwise), passing on the
+/// notifications it yields between query answers. The task ends, dropping
+/// `notes`, when the connection fails or closes.
+fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notes: mpsc::Sender<String>,
+) -> JoinHandle<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if notes.send(n.payload().to_owned()).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {} // notices
+                Err(_) => return,
+            }
+        }
+    })
 }

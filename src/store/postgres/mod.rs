@@ -12,9 +12,9 @@
 //! [`PostgresStore::enqueue_in_transaction`] takes the host's
 //! `tokio_postgres::Transaction`, as the SQLite store takes a rusqlite one.
 //!
-//! Connections are made without TLS: use a local socket or a private
-//! network, or put a TLS-terminating proxy in front (TLS connectors are
-//! planned).
+//! Connections use TLS (rustls, through tokio-postgres-rustls) when
+//! [`PostgresConfig::tls`] says so; by default they are plain, for a local
+//! socket or a private network.
 //!
 //! # Behaviour
 //!
@@ -45,6 +45,7 @@ mod partners;
 mod queries;
 mod retention;
 mod stats;
+mod tls;
 mod write;
 
 use std::fmt;
@@ -56,7 +57,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::NoTls;
 
-pub use self::config::PostgresConfig;
+pub use self::config::{PostgresConfig, PostgresTls};
 
 use self::common::Completion;
 use self::db::{Db, pg_err, pool_err};
@@ -157,13 +158,14 @@ impl PostgresStore {
         listen_config.application_name(listen::application_name(
             config.schema.as_deref().unwrap_or("default"),
         ));
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let tls = tls::connector(&config.tls)?;
+        let manager_config = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls.clone() {
+            Some(tls) => Manager::from_config(pg, tls, manager_config()),
+            None => Manager::from_config(pg, NoTls, manager_config()),
+        };
         let wait = Some(config.acquire_timeout);
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
@@ -190,7 +192,7 @@ impl PostgresStore {
                 pool,
                 config,
                 database,
-                listener: Arc::new(listen::Listener::new(listen_config)),
+                listener: Arc::new(listen::Listener::new(listen_config, tls)),
             }),
         })
     }

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use liaison::store::{ListFilter, OutboxStore, PostgresConfig, PostgresStore, StateChange};
+use liaison::store::{
+    ListFilter, OutboxStore, PostgresConfig, PostgresStore, PostgresTls, StateChange,
+};
 use liaison::{ErrorKind, NewSubmission, SubmissionState};
 use serde_json::json;
 
@@ -328,4 +330,119 @@ async fn a_lock_held_too_long_is_busy_and_retryable() {
     let debug = format!("{store:?}");
     assert!(debug.contains(&schema.name), "{debug}");
     let _: &dyn OutboxStore = &store;
+}
+
+/// The local server's TLS setup, if it has one we can check against: the
+/// key=value connection string for `localhost` (the name its certificate
+/// carries) with `sslmode=require`, and the CA to trust. Debian's default
+/// cluster serves its "snakeoil" certificate for `localhost`.
+async fn tls_setup(schema: &Schema) -> Option<(String, Vec<u8>)> {
+    const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    let ssl: String = client(&schema.url)
+        .await
+        .query_one("SHOW ssl", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let Ok(pem) = std::fs::read(SNAKEOIL) else {
+        eprintln!("skipping TLS: {SNAKEOIL} not found");
+        return None;
+    };
+    if ssl != "on" {
+        eprintln!("skipping TLS: the server has ssl off");
+        return None;
+    }
+    let url: tokio_postgres::Config = schema.url.parse().unwrap();
+    let port = url.get_ports().first().copied().unwrap_or(5432);
+    let user = url.get_user().unwrap_or("postgres");
+    let db = url.get_dbname().unwrap_or("postgres");
+    let conn = format!("host=localhost port={port} user={user} dbname={db} sslmode=require");
+    Some((conn, pem))
+}
+
+#[tokio::test]
+async fn tls_verified_against_a_trusted_ca_carries_the_store() {
+    let Some(schema) = schema().await else { return };
+    let Some((conn, ca)) = tls_setup(&schema).await else {
+        return;
+    };
+    let store = PostgresStore::connect(
+        &conn,
+        schema
+            .config(Settings::default())
+            .tls(PostgresTls::RootsPem(ca)),
+    )
+    .await
+    .expect("TLS connect");
+    let enqueued = store.enqueue(submission("bank", "tls-1")).await.unwrap();
+    assert_eq!(
+        store
+            .get(enqueued.submission.id)
+            .await
+            .unwrap()
+            .idempotency_key,
+        "tls-1"
+    );
+    // The listening connection is encrypted too.
+    let _wakeups = store.wakeups().expect("wake-ups");
+    let observer = client(&schema.url).await;
+    let app = format!("liaison-listen:{}", schema.name);
+    let mut encrypted = None;
+    for _ in 0..200 {
+        let rows = observer
+            .query(
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+                 WHERE a.application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = rows.first() {
+            encrypted = Some(row.get::<_, bool>(0));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(encrypted, Some(true), "the LISTEN connection uses TLS");
+}
+
+#[tokio::test]
+async fn tls_refuses_a_server_it_cannot_verify_and_plain_refuses_require() {
+    let Some(schema) = schema().await else { return };
+    let Some((conn, _)) = tls_setup(&schema).await else {
+        return;
+    };
+    // Trust one public root CA only: not the one that signed the server.
+    let Ok(bundle) = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt") else {
+        eprintln!("skipping TLS: no CA bundle at /etc/ssl/certs/ca-certificates.crt");
+        return;
+    };
+    let end = "-----END CERTIFICATE-----";
+    let first = &bundle[..bundle.find(end).expect("a certificate") + end.len()];
+    let config = schema
+        .config(Settings::default())
+        .tls(PostgresTls::RootsPem(first.as_bytes().to_vec()))
+        .acquire_timeout(Duration::from_secs(5));
+    let err = PostgresStore::connect(&conn, config).await.unwrap_err();
+    assert!(err.is_storage(), "{err:?}");
+    assert!(
+        format!("{err:?}").to_lowercase().contains("certificate"),
+        "names the certificate problem: {err:?}"
+    );
+    // sslmode=require without TLS configured does not fall back to plain.
+    let config = schema
+        .config(Settings::default())
+        .acquire_timeout(Duration::from_secs(5));
+    let err = PostgresStore::connect(&conn, config).await.unwrap_err();
+    assert!(err.is_storage(), "{err:?}");
+    // A CA bundle that holds no certificate is a configuration error.
+    let err = PostgresStore::connect(
+        &conn,
+        schema
+            .config(Settings::default())
+            .tls(PostgresTls::RootsPem(b"no pem here".to_vec())),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_invalid_input(), "{err:?}");
 }
