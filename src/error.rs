@@ -236,6 +236,7 @@ impl Error {
 
     /// Build a storage error whose cause can be shared by several callers
     /// (one failed group commit answers every caller in the group).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn shared_storage(
         operation: &'static str,
         source: Arc<dyn StdError + Send + Sync + 'static>,
@@ -252,6 +253,7 @@ impl Error {
 
 /// A cause shared between several errors; displays and chains as the original.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 struct SharedCause(Arc<dyn StdError + Send + Sync + 'static>);
 
 impl std::fmt::Display for SharedCause {
