@@ -14,7 +14,7 @@ use crate::callback::Disposition;
 use crate::event::{Actor, EventKind};
 use crate::partner::{Outcome, PollError, PollStatus};
 use crate::store::CallbackFilter;
-use crate::store::{Note, StateChange};
+use crate::store::{Note, OverdueClaim, StateChange};
 use crate::submission::{Submission, SubmissionState};
 
 /// Most overdue submissions handled per round.
@@ -74,15 +74,49 @@ async fn round(shared: &Arc<Shared>) -> crate::Result<()> {
             "unmatched callbacks quarantined after their matching window"
         );
     }
-    for submission in shared.store.overdue_results(now, BATCH).await? {
-        let span = tracing::info_span!(
-            "liaison.deadline",
-            submission_id = %submission.id,
-            partner = %submission.partner,
-            key = %submission.idempotency_key,
-        );
-        overdue(shared, submission).instrument(span).await;
+    // Each partner this instance serves: take its overdue results (hidden
+    // from other instances for the poll's time budget) and poll them
+    // concurrently, within the partner's concurrency limit.
+    let mut polls = tokio::task::JoinSet::new();
+    for (name, rt) in &shared.partners {
+        let claim = OverdueClaim {
+            partner: name.clone(),
+            now,
+            hold: rt
+                .config
+                .attempt_timeout
+                .saturating_add(shared.settings.lease_margin),
+            limit: BATCH,
+        };
+        let overdue_now = match shared.store.claim_overdue(claim).await {
+            Ok(taken) => taken,
+            Err(error) => {
+                tracing::warn!(partner = %name, %error, "taking overdue results failed");
+                continue;
+            }
+        };
+        let permits = Arc::new(tokio::sync::Semaphore::new(rt.config.concurrency.max(1)));
+        for submission in overdue_now {
+            let span = tracing::info_span!(
+                "liaison.deadline",
+                submission_id = %submission.id,
+                partner = %submission.partner,
+                key = %submission.idempotency_key,
+            );
+            let (shared, permits) = (Arc::clone(shared), Arc::clone(&permits));
+            polls.spawn(
+                async move {
+                    let Ok(_permit) = permits.acquire_owned().await else {
+                        return;
+                    };
+                    overdue(&shared, submission).await;
+                }
+                .instrument(span),
+            );
+        }
     }
+    // The round ends when its polls do, so rounds never overlap.
+    while polls.join_next().await.is_some() {}
     Ok(())
 }
 

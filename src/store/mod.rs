@@ -12,8 +12,8 @@ mod wake;
 pub use callback_types::{CallbackFilter, NewCallback, Settlement};
 pub use stats_types::{MAX_LATENCY_SAMPLES, NewAlert, Outcomes, PartnerStats, StatsQuery, Totals};
 pub use types::{
-    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, Pause, PurgeReport,
-    Replay, StateChange,
+    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, OverdueClaim,
+    Pause, PurgeReport, Replay, StateChange,
 };
 pub use wake::{Wake, Wakeups};
 
@@ -146,6 +146,14 @@ pub trait OutboxStore: Send + Sync + std::fmt::Debug {
     /// Submissions awaiting a result whose deadline passed before `now`,
     /// most overdue first, at most `limit`.
     async fn overdue_results(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Submission>>;
+
+    /// Take overdue results of one partner for polling: up to `limit`
+    /// submissions awaiting a result whose deadline passed at `now`, most
+    /// overdue first, with their deadline moved to `now + hold` in the same
+    /// transaction, so no other instance (or later round) takes them while
+    /// they are polled. Rows another transaction holds are skipped. Nothing
+    /// is journaled: the poll that follows records what it found.
+    async fn claim_overdue(&self, claim: OverdueClaim) -> Result<Vec<Submission>>;
 
     /// Record (or, with `None` for `partner`'s pause, lift) a partner's pause.
     /// Shared by every host instance on this store.

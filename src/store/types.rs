@@ -433,3 +433,19 @@ pub struct PurgeReport {
     /// More were due than one pass removes: call again.
     pub more: bool,
 }
+
+/// Which overdue results to take for polling: see
+/// [`crate::store::OutboxStore::claim_overdue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverdueClaim {
+    /// Whose submissions.
+    pub partner: String,
+    /// Deadlines at or before this time are overdue.
+    pub now: DateTime<Utc>,
+    /// How long the taken submissions are hidden from other claims (the
+    /// poll's time budget). A poller that dies leaves them overdue again
+    /// after it.
+    pub hold: Duration,
+    /// At most this many.
+    pub limit: usize,
+}

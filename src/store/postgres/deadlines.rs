@@ -3,11 +3,11 @@
 use chrono::{DateTime, Utc};
 
 use super::common::to_millis;
-use super::db::{Db, sid};
-use super::queries::{SUBMISSION_COLUMNS, lock_on, submission_from_row};
+use super::db::{Db, clean, get, sid};
+use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, lock_on, submission_from_row};
 use super::write::{NewEvent, append_event};
 use crate::error::{Error, Result};
-use crate::store::Note;
+use crate::store::{Note, OverdueClaim};
 use crate::submission::{Submission, SubmissionId, SubmissionState};
 
 pub(super) async fn defer_deadline_on(
@@ -82,4 +82,39 @@ pub(super) async fn overdue_on(
     .iter()
     .map(submission_from_row)
     .collect()
+}
+
+pub(super) async fn claim_overdue_on(db: &Db<'_>, claim: &OverdueClaim) -> Result<Vec<Submission>> {
+    let now = to_millis(claim.now);
+    let until = now.saturating_add(i64::try_from(claim.hold.as_millis()).unwrap_or(i64::MAX));
+    let rows = db
+        .query(
+            &format!(
+                "WITH due AS (SELECT id AS due_id, result_deadline AS was FROM liaison_submissions \
+                     WHERE state = 'awaiting_result' AND result_deadline <= $1 AND partner = $2 \
+                     ORDER BY result_deadline LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 UPDATE liaison_submissions SET result_deadline = $4 FROM due \
+                 WHERE id = due.due_id RETURNING {SUBMISSION_COLUMNS}, due.was"
+            ),
+            &[
+                &now,
+                &clean(&claim.partner).as_ref(),
+                &i64::try_from(claim.limit).unwrap_or(i64::MAX),
+                &until,
+            ],
+            "hold overdue results",
+        )
+        .await?;
+    let mut taken = rows
+        .iter()
+        .map(|row| {
+            Ok((
+                get::<i64>(row, SUBMISSION_WIDTH)?,
+                submission_from_row(row)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Most overdue first, as they were before the hold.
+    taken.sort_by_key(|(was, _)| *was);
+    Ok(taken.into_iter().map(|(_, s)| s).collect())
 }

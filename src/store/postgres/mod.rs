@@ -63,8 +63,8 @@ use self::common::Completion;
 use self::db::{Db, pg_err, pool_err};
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, Enqueued, Lease, ListFilter, NewAlert,
-    NewCallback, Note, OutboxStore, PartnerStats, Pause, PurgeReport, Replay, Settlement,
-    StateChange, StatsQuery, Wakeups,
+    NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeReport, Replay,
+    Settlement, StateChange, StatsQuery, Wakeups,
 };
 use crate::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::error::{Error, Result};
@@ -516,6 +516,10 @@ impl OutboxStore for PostgresStore {
 
     async fn overdue_results(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Submission>> {
         read!(self, |db| deadlines::overdue_on(db, now, limit))
+    }
+
+    async fn claim_overdue(&self, claim: OverdueClaim) -> Result<Vec<Submission>> {
+        write_tx!(self, |db| deadlines::claim_overdue_on(db, &claim))
     }
 
     async fn prune_ledger(&self, now: DateTime<Utc>) -> Result<u64> {

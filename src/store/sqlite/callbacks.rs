@@ -17,7 +17,7 @@ use crate::callback::{
 };
 use crate::error::{Error, Result};
 use crate::event::{Actor, EventKind};
-use crate::store::{CallbackFilter, NewCallback, Settlement, StateChange};
+use crate::store::{CallbackFilter, NewCallback, OverdueClaim, Settlement, StateChange};
 use crate::submission::{Submission, SubmissionId, SubmissionState};
 
 const CALLBACK_COLUMNS: &str = "id, partner, received_at, headers, body, body_hash, size, \
@@ -604,4 +604,39 @@ pub(crate) fn overdue_on(
         .map_err(db_err("find overdue results"))?;
     rows.collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db_err("find overdue results"))
+}
+
+pub(crate) fn claim_overdue_on(conn: &Connection, claim: &OverdueClaim) -> Result<Vec<Submission>> {
+    let now = to_millis(claim.now);
+    let until = now.saturating_add(i64::try_from(claim.hold.as_millis()).unwrap_or(i64::MAX));
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions \
+             WHERE state = 'awaiting_result' AND result_deadline <= ?1 AND partner = ?2 \
+             ORDER BY result_deadline LIMIT ?3"
+        ))
+        .map_err(db_err("find overdue results"))?;
+    let due = stmt
+        .query_map(
+            params![
+                now,
+                claim.partner,
+                i64::try_from(claim.limit).unwrap_or(i64::MAX)
+            ],
+            submission_from_row,
+        )
+        .map_err(db_err("find overdue results"))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err("find overdue results"))?;
+    let mut hold = conn
+        .prepare_cached("UPDATE liaison_submissions SET result_deadline = ?2 WHERE id = ?1")
+        .map_err(db_err("hold overdue result"))?;
+    let mut taken = Vec::with_capacity(due.len());
+    for mut submission in due {
+        hold.execute(params![submission.id.to_string(), until])
+            .map_err(db_err("hold overdue result"))?;
+        submission.result_deadline = chrono::DateTime::from_timestamp_millis(until);
+        taken.push(submission);
+    }
+    Ok(taken)
 }

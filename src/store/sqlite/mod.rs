@@ -23,8 +23,8 @@ use self::sql::{Completion, EnqueueRules, db_err};
 use self::writer::Writer;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, Enqueued, Lease, ListFilter, NewAlert,
-    NewCallback, Note, OutboxStore, PartnerStats, Pause, PurgeReport, Replay, Settlement,
-    StateChange, StatsQuery,
+    NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeReport, Replay,
+    Settlement, StateChange, StatsQuery,
 };
 use crate::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::error::{Error, Result};
@@ -520,6 +520,13 @@ impl OutboxStore for SqliteStore {
 
     async fn overdue_results(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Submission>> {
         self.read(move |conn| callbacks::overdue_on(conn, now, limit))
+            .await
+    }
+
+    async fn claim_overdue(&self, claim: OverdueClaim) -> Result<Vec<Submission>> {
+        self.inner
+            .writer
+            .write(move |conn| callbacks::claim_overdue_on(conn, &claim))
             .await
     }
 

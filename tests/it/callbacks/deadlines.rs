@@ -124,3 +124,100 @@ async fn polling_gives_up_after_its_schedule_and_marks_stuck() {
     );
     host.stop().await;
 }
+
+/// Counts polls across instances and answers "still pending", slowly.
+#[derive(Debug)]
+struct SlowPending {
+    inner: HttpJsonAdapter,
+    polls: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+#[async_trait]
+impl PartnerAdapter for SlowPending {
+    async fn submit(
+        &self,
+        ctx: &AttemptContext,
+        submission: &Submission,
+    ) -> Result<SubmitOutcome, PartnerError> {
+        self.inner.submit(ctx, submission).await
+    }
+
+    async fn poll_status(&self, _submission: &Submission) -> Result<PollStatus, PollError> {
+        self.polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(PollStatus::Pending)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_poll_each_overdue_result_once() {
+    const N: usize = 30;
+    let (dir, store) = crate::support::store();
+    let path = dir.path().join("outbox.db");
+    let mock = liaison::testing::MockPartner::start_with(later(CallbackMode::Never))
+        .await
+        .unwrap();
+    let polls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let engine = |store: liaison::store::SqliteStore| {
+        let adapter = SlowPending {
+            inner: HttpJsonAdapter::new(&mock.submit_url()).unwrap(),
+            polls: std::sync::Arc::clone(&polls),
+        };
+        liaison::engine::Liaison::builder(store)
+            .partner(
+                Partner::new("lab", adapter)
+                    .result_timeout(Duration::from_millis(100))
+                    // The first poll moves the deadline an hour away.
+                    .polling(Duration::from_secs(3600), 2),
+            )
+            .settings(crate::dispatch::quick_settings())
+            .build()
+            .unwrap()
+    };
+    assert!(path.exists(), "the support store lives at {path:?}");
+    let a = engine(store.clone());
+    let b = engine(liaison::store::SqliteStore::open(&path).unwrap());
+    let (ha, hb) = (a.start(), b.start());
+    let mut ids = Vec::new();
+    for i in 0..N {
+        ids.push(
+            a.enqueue(crate::dispatch::claim("lab", i))
+                .await
+                .unwrap()
+                .submission
+                .id,
+        );
+    }
+    let polled = |id| {
+        let store = store.clone();
+        async move {
+            store
+                .timeline(id)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| e.kind == EventKind::Polled)
+                .count()
+        }
+    };
+    crate::dispatch::eventually("every result polled", Duration::from_secs(30), || async {
+        let mut all = true;
+        for id in &ids {
+            all &= polled(*id).await >= 1;
+        }
+        all
+    })
+    .await;
+    // Several more deadline rounds on both instances.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ha.shutdown(Duration::from_secs(5)).await.unwrap();
+    hb.shutdown(Duration::from_secs(5)).await.unwrap();
+    for id in &ids {
+        assert_eq!(polled(*id).await, 1, "{id} polled once");
+    }
+    assert_eq!(
+        polls.load(std::sync::atomic::Ordering::SeqCst),
+        N as u32,
+        "the partner was asked once per submission"
+    );
+}

@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use liaison::callback::{CallbackId, CallbackReport, Correlation, Disposition, ReportedOutcome};
-use liaison::store::{AttemptReport, CallbackFilter, NewCallback, Note, Settlement, StateChange};
+use liaison::store::{
+    AttemptReport, CallbackFilter, NewCallback, Note, OverdueClaim, Settlement, StateChange,
+};
 use liaison::{Actor, AttemptOutcome, EventKind, SubmissionId, SubmissionState};
 use sha2::{Digest, Sha256};
 
@@ -600,4 +602,107 @@ pub async fn overdue_results_are_listed_and_deadlines_move(h: &Harness) {
             .iter()
             .all(|s| s.id != other)
     );
+}
+
+/// Accepted submissions of `partner` whose result deadline is `deadline`.
+async fn awaiting(
+    store: &Store,
+    partner: &str,
+    n: usize,
+    deadline: DateTime<Utc>,
+) -> Vec<SubmissionId> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        store
+            .enqueue(submission(partner, &format!("{partner}-o{i}")))
+            .await
+            .unwrap();
+        let lease = claim_one(store, partner).await;
+        let s = store
+            .complete(
+                &lease,
+                AttemptReport::new(AttemptOutcome::Accepted),
+                StateChange::to(SubmissionState::AwaitingResult)
+                    .result_deadline(deadline - chrono::Duration::milliseconds(i as i64)),
+            )
+            .await
+            .unwrap();
+        ids.push(s.id);
+    }
+    ids
+}
+
+pub async fn overdue_results_are_taken_once_for_polling(h: &Harness) {
+    let a = h.store().await;
+    let b = h.store().await;
+    let t0 = Utc::now();
+    let lab = awaiting(&a, "lab", 40, t0).await;
+    let bank = awaiting(&a, "bank", 3, t0).await;
+    let take = |partner: &str, now: DateTime<Utc>, limit: usize| OverdueClaim {
+        partner: partner.into(),
+        now,
+        hold: std::time::Duration::from_secs(60),
+        limit,
+    };
+    let at = t0 + chrono::Duration::seconds(1);
+
+    // Two instances taking at once share the work out: none taken twice.
+    let (x, y) = tokio::join!(
+        a.claim_overdue(take("lab", at, 25)),
+        b.claim_overdue(take("lab", at, 25))
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let mut taken: Vec<SubmissionId> = x.iter().chain(&y).map(|s| s.id).collect();
+    assert_eq!(taken.len(), 40, "{} + {}", x.len(), y.len());
+    taken.sort();
+    taken.dedup();
+    assert_eq!(taken.len(), 40, "no submission taken twice");
+    // Most overdue first within one take (later i: earlier deadline).
+    let deadlines: Vec<_> = lab
+        .iter()
+        .rev()
+        .filter(|id| x.iter().any(|s| s.id == **id))
+        .collect();
+    assert_eq!(x.iter().map(|s| &s.id).collect::<Vec<_>>(), deadlines);
+    // The hold moved the deadline: nothing is overdue again until it ends.
+    assert!(x.iter().all(|s| s.result_deadline.unwrap() > at));
+    assert!(
+        a.claim_overdue(take("lab", at, 100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        a.overdue_results(at, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.partner != "lab")
+    );
+    let after_hold = at + chrono::Duration::seconds(61);
+    assert_eq!(
+        a.claim_overdue(take("lab", after_hold, 100))
+            .await
+            .unwrap()
+            .len(),
+        40
+    );
+
+    // Only the named partner, only submissions awaiting a result.
+    drive_to(&a, "bank", SubmissionState::Queued).await;
+    let banks = b.claim_overdue(take("bank", at, 100)).await.unwrap();
+    let mut got: Vec<_> = banks.iter().map(|s| s.id).collect();
+    got.sort();
+    let mut want = bank.clone();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(
+        b.claim_overdue(take("nobody", after_hold, 100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Nothing was journaled by taking.
+    let timeline = a.timeline(bank[0]).await.unwrap();
+    assert_eq!(timeline.last().unwrap().kind, EventKind::Accepted);
 }

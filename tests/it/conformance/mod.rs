@@ -98,6 +98,7 @@ conformance! {
     callback_races::concurrent_deliveries_of_one_callback_apply_once,
     callbacks::unmatched_callbacks_expire_into_quarantine,
     callbacks::overdue_results_are_listed_and_deadlines_move,
+    callbacks::overdue_results_are_taken_once_for_polling,
     recovery::a_replay_under_a_fresh_key_records_it_in_the_ledger,
     recovery::a_replay_may_keep_the_key_and_is_refused_elsewhere,
     recovery::notes_go_on_the_timeline_and_change_nothing,
