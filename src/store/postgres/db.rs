@@ -25,19 +25,42 @@ pub(super) type Params<'a> = [&'a (dyn ToSql + Sync)];
 pub(super) struct Db<'a> {
     client: &'a Client,
     cache: Option<&'a StatementCache>,
+    /// Without the pool's cache (a host's connection), statements are kept
+    /// for this `Db`'s life: a batch enqueue prepares each statement once.
+    local: std::sync::Mutex<std::collections::HashMap<String, Statement>>,
 }
 
 impl<'a> Db<'a> {
     pub(super) fn new(client: &'a Client, cache: Option<&'a StatementCache>) -> Self {
-        Db { client, cache }
+        Db {
+            client,
+            cache,
+            local: Default::default(),
+        }
     }
 
     async fn prepare(&self, sql: &str, operation: &'static str) -> Result<Statement> {
-        match self.cache {
-            Some(cache) => cache.prepare(self.client, sql).await,
-            None => self.client.prepare(sql).await,
+        if let Some(cache) = self.cache {
+            return cache
+                .prepare(self.client, sql)
+                .await
+                .map_err(pg_err(operation));
         }
-        .map_err(pg_err(operation))
+        let known = self
+            .local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sql)
+            .cloned();
+        if let Some(stmt) = known {
+            return Ok(stmt);
+        }
+        let stmt = self.client.prepare(sql).await.map_err(pg_err(operation))?;
+        self.local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sql.to_owned(), stmt.clone());
+        Ok(stmt)
     }
 
     pub(super) async fn query(
