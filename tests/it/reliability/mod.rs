@@ -5,6 +5,11 @@
 //! SQLite's own crash tests run a writer they can kill), the "lab" host such
 //! a child runs, and the audit of a database file afterwards.
 
+#[cfg(feature = "failpoints")]
+mod failpoints;
+#[cfg(feature = "failpoints")]
+mod fencing;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::Path;
@@ -19,7 +24,7 @@ use liaison::rusqlite;
 use liaison::store::SqliteStore;
 use liaison::{
     AttemptContext, HttpJsonAdapter, Outcome, PartnerAdapter, PartnerError, PollError, PollStatus,
-    Submission, SubmitOutcome,
+    ResultMapping, Submission, SubmitOutcome,
 };
 
 /// The secret the mock signs its callbacks with and the host verifies.
@@ -95,7 +100,9 @@ impl PartnerAdapter for Pollable {
 /// `submit_url`, signed callbacks, short retries, a 1 s attempt timeout and a
 /// 1 s result deadline after which the result is polled.
 pub fn lab_partner(submit_url: &str) -> Partner {
-    let adapter = HttpJsonAdapter::new(submit_url).expect("adapter");
+    let adapter = HttpJsonAdapter::new(submit_url)
+        .and_then(|a| a.status_pointer("/status", ResultMapping::new(["succeeded"], ["failed"])?))
+        .expect("adapter");
     Partner::new("lab", Pollable(adapter))
         .callbacks(JsonMatcher::builder(signer()).build().expect("matcher"))
         .retry(Fixed::new(Duration::from_millis(20)).expect("retry"))
@@ -118,8 +125,8 @@ pub fn lab_settings() -> EngineSettings {
 /// A running host: the engine and, if asked, its callback router.
 pub struct Lab {
     pub liaison: Liaison,
-    /// The running engine; children are killed, never shut down.
-    pub _handle: Handle,
+    /// The running engine (children are killed, never shut down).
+    handle: Handle,
 }
 
 impl Lab {
@@ -127,8 +134,17 @@ impl Lab {
     /// serve the callback router on `127.0.0.1:port` (the port the mock calls
     /// back to; a killed predecessor may have held it a moment ago).
     pub async fn start(store: SqliteStore, submit_url: &str, callback_port: Option<u16>) -> Lab {
+        Lab::start_with(store, lab_partner(submit_url), callback_port).await
+    }
+
+    /// [`Lab::start`] with another partner configuration.
+    pub async fn start_with(
+        store: SqliteStore,
+        partner: Partner,
+        callback_port: Option<u16>,
+    ) -> Lab {
         let liaison = Liaison::builder(store)
-            .partner(lab_partner(submit_url))
+            .partner(partner)
             .settings(lab_settings())
             .build()
             .expect("engine");
@@ -138,10 +154,15 @@ impl Lab {
             tokio::spawn(async move { axum::serve(listener, app).await });
         }
         let handle = liaison.start();
-        Lab {
-            liaison,
-            _handle: handle,
-        }
+        Lab { liaison, handle }
+    }
+
+    /// Stop the engine (the callback router's task ends with the runtime).
+    pub async fn stop(self) {
+        self.handle
+            .shutdown(Duration::from_secs(5))
+            .await
+            .expect("shutdown");
     }
 }
 
@@ -159,6 +180,35 @@ async fn bind_patiently(port: u16) -> tokio::net::TcpListener {
             }
             Err(e) => panic!("cannot bind the callback port {port}: {e}"),
         }
+    }
+}
+
+/// Wait (bounded, not timed) until `child` exits by itself.
+pub async fn exited(child: &mut std::process::Child, log: &Path) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the child did not exit within 60 s\n{}",
+            log_tail(log)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Wait until `check` holds, polling every 50 ms, failing after `limit`.
+/// A bound on waiting for a condition, not a timing assertion.
+pub async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -199,12 +249,26 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Read `db` (while a child may be writing it: WAL readers do not block).
+    /// Read `db` (while a child may be writing it: WAL readers do not
+    /// block). A file not created or not migrated yet is empty.
     pub fn of(db: &Path) -> Audit {
-        let conn = rusqlite::Connection::open(db).expect("open for audit");
+        let mut audit = Audit::default();
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE;
+        let Ok(conn) = rusqlite::Connection::open_with_flags(db, flags) else {
+            return audit;
+        };
         conn.busy_timeout(Duration::from_secs(10))
             .expect("busy timeout");
-        let mut audit = Audit::default();
+        let migrated: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'liaison_migrations')",
+                [],
+                |r| r.get(0),
+            )
+            .expect("read the schema");
+        if !migrated {
+            return audit;
+        }
         let mut per_key: HashMap<String, usize> = HashMap::new();
         let mut stmt = conn
             .prepare("SELECT idempotency_key, state FROM liaison_submissions")
