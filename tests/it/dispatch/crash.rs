@@ -110,7 +110,11 @@ fn spawn_host(
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(n) = line.strip_prefix("enqueued ").and_then(|n| n.parse().ok()) {
+            // libtest may have begun the line with "test ... ".
+            if let Some(n) = line
+                .split_once("enqueued ")
+                .and_then(|(_, n)| n.parse().ok())
+            {
                 confirmed.fetch_max(n, Ordering::SeqCst);
             }
         }

@@ -5,6 +5,7 @@
 //! SQLite's own crash tests run a writer they can kill), the "lab" host such
 //! a child runs, and the audit of a database file afterwards.
 
+mod contention;
 #[cfg(feature = "failpoints")]
 mod failpoints;
 #[cfg(feature = "failpoints")]
