@@ -393,7 +393,9 @@ async fn a_panicking_attempt_is_retried_after_its_lease_expires() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(retried, 3, "the three panicked attempts were sent again");
+    // At least the three panicked attempts were sent again (a very slow
+    // machine could let another lease expire too).
+    assert!(retried >= 3, "{retried} submissions retried");
+    assert!(mock.stats().requests >= 13);
     assert_eq!(mock.stats().side_effects, 10, "one side effect per key");
-    assert_eq!(mock.stats().requests, 13);
 }

@@ -185,6 +185,7 @@ async fn bind_patiently(port: u16) -> tokio::net::TcpListener {
 }
 
 /// Wait (bounded, not timed) until `child` exits by itself.
+#[cfg(feature = "failpoints")]
 pub async fn exited(child: &mut std::process::Child, log: &Path) -> std::process::ExitStatus {
     let start = std::time::Instant::now();
     loop {
@@ -202,6 +203,7 @@ pub async fn exited(child: &mut std::process::Child, log: &Path) -> std::process
 
 /// Wait until `check` holds, polling every 50 ms, failing after `limit`.
 /// A bound on waiting for a condition, not a timing assertion.
+#[cfg(feature = "failpoints")]
 pub async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !check() {
