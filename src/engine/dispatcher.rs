@@ -160,6 +160,11 @@ pub(crate) async fn run_partner(
                 Vec::new()
             }
         };
+        // Reliability tests: the claim is committed, no request is sent yet.
+        #[cfg(feature = "failpoints")]
+        if !leases.is_empty() {
+            fail::fail_point!("liaison::claim::committed");
+        }
         if leases.is_empty() {
             drop(first);
             if probe {
@@ -235,6 +240,10 @@ async fn run_attempt(
             Ok(r) => r,
             Err(_) => Err(PartnerError::Timeout { after: timeout }),
         };
+        // Reliability tests: the partner has answered (or not), nothing of
+        // it is recorded yet.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("liaison::attempt::answered");
         let elapsed = started.elapsed();
         let signal = match &result {
             Err(e) if e.is_unavailability() => Signal::Unavailable,

@@ -164,6 +164,9 @@ impl Liaison {
             });
         }
         let id = store.record_callback(new).await?;
+        // Reliability tests: the callback is stored raw, not yet settled.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("liaison::callback::recorded");
         let callback = InboundCallback {
             partner: partner.to_owned(),
             received_at,

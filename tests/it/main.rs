@@ -15,6 +15,8 @@ mod ledger;
 #[cfg(all(feature = "http", feature = "mock"))]
 mod ops_page;
 mod recovery;
+#[cfg(all(feature = "mock", feature = "http"))]
+mod reliability;
 mod retention;
 #[cfg(all(feature = "postgres", feature = "mock", feature = "http"))]
 mod scale_out;

@@ -181,7 +181,12 @@ pub(crate) fn settle_on(
                 ])
             })
             .map_err(db_err("record callback report"))?;
-            apply_report(conn, &stored, report, *unmatched_until, now)
+            let receipt = apply_report(conn, &stored, report, *unmatched_until, now)?;
+            // Reliability tests: the report is applied, its transaction not
+            // committed.
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("liaison::callback::before_commit");
+            Ok(receipt)
         }
     }
 }

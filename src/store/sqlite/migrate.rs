@@ -80,6 +80,10 @@ fn apply(conn: &Connection) -> Result<i64> {
     for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > current) {
         tracing::info!(version, name, "applying liaison schema migration");
         conn.execute_batch(sql).map_err(db_err("apply migration"))?;
+        // Reliability tests: a migration's SQL has run, its transaction is
+        // not committed.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("liaison::migrate::applied");
         conn.execute(
             "INSERT INTO liaison_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
             params![version, name, to_millis(chrono::Utc::now())],

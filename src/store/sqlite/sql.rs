@@ -406,6 +406,10 @@ pub(crate) fn complete_on(
     } else {
         super::callbacks::rematch_on(conn, &applied, now)?
     };
+    // Reliability tests: the result is written, its transaction not
+    // committed.
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("liaison::complete::before_commit");
     Ok(Completion::Applied(Box::new(applied)))
 }
 

@@ -1,6 +1,7 @@
 //! The dispatch engine against `MockPartner` over real HTTP.
 
 mod alerts;
+#[cfg(feature = "http")]
 mod crash;
 mod failures;
 mod limits;

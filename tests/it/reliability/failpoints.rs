@@ -1,0 +1,401 @@
+//! Failpoints (feature `failpoints`, the `fail` crate): a host in a child
+//! process crashes — `std::process::abort()`, no unwinding, no cleanup — at
+//! each named place where a crash is most dangerous, and a host restarted
+//! on the same file without failpoints must bring every submission to its
+//! correct terminal state with at most one side effect per key at the
+//! partner.
+//!
+//! | failpoint | where |
+//! |---|---|
+//! | `liaison::claim::committed` | the claim is committed, no request sent |
+//! | `liaison::attempt::answered` | the partner answered, nothing recorded |
+//! | `liaison::complete::before_commit` | the result is written in the open transaction |
+//! | `liaison::callback::recorded` | a callback is stored raw, not settled |
+//! | `liaison::callback::before_commit` | a callback's report is applied in the open transaction |
+//! | `liaison::migrate::applied` | a schema migration ran in the open transaction |
+//!
+//! The child is this same test binary running [`failpoint_child_entry`]. It
+//! reads `FAILPOINTS` the `fail` way ([`fail::FailScenario::setup`]); a
+//! crash is `LIAISON_FP_ABORT=<failpoint>` (a callback calling `abort`, which
+//! `FAILPOINTS` cannot express); `LIAISON_FP_RESUME=<failpoint>` removes that
+//! failpoint (ending a `pause`) when a line arrives on stdin.
+
+use std::io::BufRead;
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use liaison::rusqlite;
+use liaison::store::SqliteStore;
+use liaison::testing::{Behavior, CallbackMode, MockOutcome, MockPartner};
+
+use super::{
+    Audit, Lab, child, exited, free_port, integrity, lab_partner, log_tail, signer, until,
+};
+use crate::dispatch::claim;
+
+pub const DB: &str = "LIAISON_FP_DB";
+pub const URL: &str = "LIAISON_FP_URL";
+pub const PORT: &str = "LIAISON_FP_PORT";
+pub const COUNT: &str = "LIAISON_FP_COUNT";
+pub const CONCURRENCY: &str = "LIAISON_FP_CONCURRENCY";
+pub const ABORT: &str = "LIAISON_FP_ABORT";
+pub const RESUME: &str = "LIAISON_FP_RESUME";
+pub const RESULT_TIMEOUT: &str = "LIAISON_FP_RESULT_TIMEOUT_MS";
+
+/// SIGABRT: the child crashed where the failpoint said.
+const SIGABRT: i32 = 6;
+
+/// The child process's work: set the failpoints up, open the file, run the
+/// host, enqueue `C-0 .. C-{count-1}`, and work until killed or crashed.
+/// Under a normal test run the variables are not set and it returns at once.
+#[test]
+fn failpoint_child_entry() {
+    let Ok(db) = std::env::var(DB) else {
+        return;
+    };
+    let var = |name: &str| std::env::var(name).expect(name);
+    let url = var(URL);
+    let count: usize = var(COUNT).parse().expect("count");
+    let port: Option<u16> = std::env::var(PORT).ok().map(|p| p.parse().expect("port"));
+    let concurrency: usize = std::env::var(CONCURRENCY).map_or(8, |c| c.parse().expect("n"));
+    let _scenario = fail::FailScenario::setup();
+    if let Ok(name) = std::env::var(ABORT) {
+        fail::cfg_callback(name, || std::process::abort()).expect("failpoint");
+    }
+    if let Ok(name) = std::env::var(RESUME) {
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut line);
+            fail::remove(&name);
+        });
+    }
+    super::runtime().block_on(async move {
+        let store = SqliteStore::open(&db).expect("open");
+        let mut partner = lab_partner(&url).concurrency(concurrency);
+        if let Ok(ms) = std::env::var(RESULT_TIMEOUT) {
+            partner = partner.result_timeout(Duration::from_millis(ms.parse().expect("ms")));
+        }
+        let lab = Lab::start_with(store, partner, port).await;
+        let batch = (0..count).map(|i| claim("lab", i)).collect();
+        lab.liaison.enqueue_batch(batch).await.expect("enqueue");
+        std::future::pending::<()>().await;
+    });
+}
+
+/// One crash scenario: what the partner does and whether the host receives
+/// callbacks.
+struct Scenario {
+    failpoint: &'static str,
+    behavior: Behavior,
+    count: usize,
+    callbacks: bool,
+    /// The hosts' result deadline, when not the usual 1 s.
+    result_timeout: Option<Duration>,
+}
+
+/// Crash a child at `failpoint`, check the file, restart without
+/// failpoints, and check the recovery. Returns the final audit.
+async fn crash_and_recover(scenario: Scenario) -> Audit {
+    let Scenario {
+        failpoint,
+        behavior,
+        count,
+        callbacks,
+        result_timeout,
+    } = scenario;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fp.db");
+    let log = dir.path().join("child.log");
+    let mock = MockPartner::start_with(behavior).await.unwrap();
+    let port = callbacks.then(free_port);
+    if let Some(port) = port {
+        mock.set_callback_signing(Some(signer()));
+        mock.set_callback_url(Some(format!("http://127.0.0.1:{port}/callbacks/lab")));
+    }
+
+    let mut command = child("reliability::failpoints::failpoint_child_entry", &log);
+    command
+        .env(DB, &db)
+        .env(URL, mock.submit_url())
+        .env(COUNT, count.to_string())
+        .env(ABORT, failpoint);
+    if let Some(port) = port {
+        command.env(PORT, port.to_string());
+    }
+    if let Some(timeout) = result_timeout {
+        command.env(RESULT_TIMEOUT, timeout.as_millis().to_string());
+    }
+    let mut crashed = command.spawn().expect("spawn child");
+    let status = exited(&mut crashed, &log).await;
+    assert_eq!(
+        status.signal(),
+        Some(SIGABRT),
+        "the child must crash at {failpoint}, it ended with {status}\n{}",
+        log_tail(&log)
+    );
+    assert_eq!(
+        integrity(&db),
+        "ok",
+        "integrity after the crash at {failpoint}"
+    );
+    let effects_at_crash = mock.stats().side_effects;
+    // Callbacks stored but not settled at the crash.
+    let unsettled = if callbacks {
+        callbacks_in(&db, "received")
+    } else {
+        Vec::new()
+    };
+    assert_eq!(
+        callbacks,
+        !unsettled.is_empty(),
+        "the crash left a callback unsettled"
+    );
+
+    // Restart without failpoints, in this process (none are configured here).
+    let store = SqliteStore::open(&db).expect("reopen after the crash");
+    let mut partner = lab_partner(&mock.submit_url());
+    if let Some(timeout) = result_timeout {
+        partner = partner.result_timeout(timeout);
+    }
+    let lab = Lab::start_with(store.clone(), partner, port).await;
+    // Enqueueing again after a crash deduplicates: the host's own retry.
+    let batch = (0..count).map(|i| claim("lab", i)).collect();
+    lab.liaison.enqueue_batch(batch).await.expect("enqueue");
+    // A callback stored but unsettled at the crash is settled by the
+    // deadline watcher once it is 10 s old.
+    until(
+        &format!("recovery after a crash at {failpoint}"),
+        Duration::from_secs(60),
+        || {
+            let audit = Audit::of(&db);
+            audit.terminal() == count && !audit.callbacks.contains_key("received")
+        },
+    )
+    .await;
+    lab.stop().await;
+    drop(store);
+    assert_eq!(integrity(&db), "ok", "integrity after recovery");
+
+    let audit = Audit::of(&db);
+    let applied = callbacks_in(&db, "applied");
+    for id in &unsettled {
+        assert!(
+            applied.contains(id),
+            "callback {id}, unsettled at the crash, was applied"
+        );
+    }
+    let stats = mock.stats();
+    println!(
+        "failpoint {failpoint}: {count} submissions, {effects_at_crash} side effects at the crash, \
+         after recovery {:?}, {} side effects for {} keys, callbacks {:?}",
+        audit.by_state, stats.side_effects, stats.distinct_keys, audit.callbacks
+    );
+    assert_eq!(audit.missing(count), 0, "lost submissions");
+    assert_eq!(audit.total(), count);
+    assert_eq!(audit.in_state("succeeded"), count, "{:?}", audit.by_state);
+    assert_eq!(audit.duplicates(), 0, "{audit:?}");
+    assert_eq!(stats.side_effects, count as u64, "one side effect per key");
+    let mut keys: Vec<_> = mock
+        .side_effects()
+        .into_iter()
+        .map(|e| e.idempotency_key)
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), count, "one side effect per key");
+    audit
+}
+
+/// Ids of the stored callbacks with `disposition`.
+fn callbacks_in(db: &std::path::Path, disposition: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id FROM liaison_callbacks WHERE disposition = ?1")
+        .unwrap();
+    stmt.query_map([disposition], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_claim_commits_recovers() {
+    let audit = crash_and_recover(Scenario {
+        failpoint: "liaison::claim::committed",
+        behavior: Behavior::AcceptAndComplete,
+        count: 20,
+        callbacks: false,
+        result_timeout: None,
+    })
+    .await;
+    assert_eq!(audit.stale_results, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_partner_answered_recovers_with_one_side_effect() {
+    crash_and_recover(Scenario {
+        failpoint: "liaison::attempt::answered",
+        behavior: Behavior::AcceptAndComplete,
+        count: 20,
+        callbacks: false,
+        result_timeout: None,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_result_commits_recovers_with_one_side_effect() {
+    crash_and_recover(Scenario {
+        failpoint: "liaison::complete::before_commit",
+        behavior: Behavior::AcceptAndComplete,
+        count: 20,
+        callbacks: false,
+        result_timeout: None,
+    })
+    .await;
+}
+
+fn calling_back() -> Behavior {
+    Behavior::callback_later_with(
+        Duration::from_millis(30),
+        MockOutcome::Succeeded,
+        CallbackMode::Duplicate,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_storing_and_settling_a_callback_recovers() {
+    let audit = crash_and_recover(Scenario {
+        failpoint: "liaison::callback::recorded",
+        behavior: calling_back(),
+        count: 10,
+        callbacks: true,
+        // Longer than the 10 s after which a stored but unsettled callback
+        // is settled, so it is that callback that settles its submission.
+        result_timeout: Some(Duration::from_secs(15)),
+    })
+    .await;
+    // The callback stored at the crash was applied after the restart.
+    assert!(
+        audit.callbacks.get("applied").copied().unwrap_or(0) >= 1,
+        "{audit:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_applying_a_callback_recovers() {
+    let audit = crash_and_recover(Scenario {
+        failpoint: "liaison::callback::before_commit",
+        behavior: calling_back(),
+        count: 10,
+        callbacks: true,
+        // Longer than the 10 s after which a stored but unsettled callback
+        // is settled, so it is that callback that settles its submission.
+        result_timeout: Some(Duration::from_secs(15)),
+    })
+    .await;
+    // The callback whose settling was rolled back was applied after the
+    // restart.
+    assert!(
+        audit.callbacks.get("applied").copied().unwrap_or(0) >= 1,
+        "{audit:?}"
+    );
+}
+
+/// Migrations run in one transaction: a crash in the middle leaves the old
+/// (here: empty) schema, and the next open migrates from scratch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_migration_leaves_a_database_that_migrates_on_restart() {
+    crash_and_recover(Scenario {
+        failpoint: "liaison::migrate::applied",
+        behavior: Behavior::AcceptAndComplete,
+        count: 5,
+        callbacks: false,
+        result_timeout: None,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_migration_commits_no_part_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fp.db");
+    let log = dir.path().join("child.log");
+    let mut crashed = child("reliability::failpoints::failpoint_child_entry", &log)
+        .env(DB, &db)
+        .env(URL, "http://127.0.0.1:9/submit")
+        .env(COUNT, "0")
+        .env(ABORT, "liaison::migrate::applied")
+        .spawn()
+        .expect("spawn child");
+    let status = exited(&mut crashed, &log).await;
+    assert_eq!(status.signal(), Some(SIGABRT), "{}", log_tail(&log));
+    assert_eq!(integrity(&db), "ok");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'liaison_%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "no table of the interrupted migration was kept");
+    drop(conn);
+    let store = SqliteStore::open(&db).expect("migrate on restart");
+    drop(store);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let version: i64 = conn
+        .query_row("SELECT MAX(version) FROM liaison_migrations", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(version, liaison::store::SCHEMA_VERSION);
+}
+
+/// `FAILPOINTS` with the `panic` action: the attempt's task panics after the
+/// partner answered; the host keeps running, the lease expires, and the
+/// same process sends again under the same key. No restart needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_attempt_is_retried_after_its_lease_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fp.db");
+    let log = dir.path().join("child.log");
+    let mock = MockPartner::start_with(Behavior::AcceptAndComplete)
+        .await
+        .unwrap();
+    let mut host = child("reliability::failpoints::failpoint_child_entry", &log)
+        .env(DB, &db)
+        .env(URL, mock.submit_url())
+        .env(COUNT, "10")
+        .env("FAILPOINTS", "liaison::attempt::answered=3*panic")
+        .spawn()
+        .expect("spawn child");
+    until("every submission terminal", Duration::from_secs(60), || {
+        Audit::of(&db).terminal() == 10
+    })
+    .await;
+    assert!(
+        host.try_wait().unwrap().is_none(),
+        "the host survives a panicking attempt\n{}",
+        log_tail(&log)
+    );
+    host.kill().unwrap();
+    host.wait().unwrap();
+    assert_eq!(integrity(&db), "ok");
+    let audit = Audit::of(&db);
+    assert_eq!(audit.in_state("succeeded"), 10);
+    assert_eq!(audit.duplicates(), 0);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let retried: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM liaison_submissions WHERE attempts > 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    // At least the three panicked attempts were sent again (a very slow
+    // machine could let another lease expire too).
+    assert!(retried >= 3, "{retried} submissions retried");
+    assert!(mock.stats().requests >= 13);
+    assert_eq!(mock.stats().side_effects, 10, "one side effect per key");
+}
