@@ -186,7 +186,16 @@ async fn overdue(shared: &Shared, submission: Submission) {
     };
     if let Some(change) = change {
         match shared.store.transition(submission.id, change).await {
-            Ok(s) => tracing::warn!(state = s.state.as_str(), "overdue result settled"),
+            Ok(s) => {
+                tracing::warn!(state = s.state.as_str(), "overdue result settled");
+                if matches!(
+                    s.state,
+                    SubmissionState::Succeeded | SubmissionState::Failed
+                ) {
+                    let took = (Utc::now() - s.created_at).num_milliseconds() as f64 / 1000.0;
+                    shared.metrics.time_to_result(&s.partner, took.max(0.0));
+                }
+            }
             // A callback may have settled it meanwhile: that is fine.
             Err(e) if e.is_invalid_transition() => {}
             Err(error) => tracing::warn!(%error, "could not settle an overdue result"),

@@ -459,6 +459,12 @@ pub(crate) async fn run_reaper(shared: Arc<Shared>, stop: CancellationToken) {
         match shared.store.reap_expired_leases(Utc::now()).await {
             Ok(ids) if !ids.is_empty() => {
                 tracing::warn!(count = ids.len(), "expired leases returned to the queue");
+                for id in &ids {
+                    // Rare (a worker died or stalled): one read each is fine.
+                    if let Ok(s) = shared.store.get(*id).await {
+                        shared.metrics.lease_expired(&s.partner);
+                    }
+                }
                 for partner in shared.partners.values() {
                     partner.wake.notify_one();
                 }

@@ -13,6 +13,7 @@ use super::Liaison;
 use crate::callback::{CallbackId, CallbackReceipt, Disposition, InboundCallback};
 use crate::error::{Error, Result};
 use crate::store::{NewCallback, Settlement};
+use crate::submission::SubmissionState;
 
 /// The callback size cap for partners that do not set one: 1 MiB.
 pub(crate) const DEFAULT_CALLBACK_CAP: usize = 1024 * 1024;
@@ -210,6 +211,11 @@ impl Liaison {
         self.shared
             .metrics
             .callback(&callback.partner, receipt.disposition);
+        if receipt.disposition == Disposition::Applied {
+            if let Some(id) = receipt.submission_id {
+                self.record_time_to_result(id).await;
+            }
+        }
         tracing::info!(
             callback_id = %id,
             disposition = receipt.disposition.as_str(),
@@ -263,5 +269,29 @@ mod tests {
         let kept = kept_headers(&h);
         assert_eq!(kept, vec![("webhook-id".to_owned(), "msg_1".to_owned())]);
         assert_eq!(headers_from(&kept).get("webhook-id").unwrap(), "msg_1");
+    }
+}
+
+impl Liaison {
+    /// Feed the time-to-result histogram when `id` has just reached its
+    /// result (by callback or poll). Best effort: a failed read is logged.
+    pub(crate) async fn record_time_to_result(&self, id: crate::submission::SubmissionId) {
+        match self.shared.store.get(id).await {
+            Ok(s)
+                if matches!(
+                    s.state,
+                    SubmissionState::Succeeded | SubmissionState::Failed
+                ) =>
+            {
+                let took = (Utc::now() - s.created_at).num_milliseconds() as f64 / 1000.0;
+                self.shared
+                    .metrics
+                    .time_to_result(&s.partner, took.max(0.0));
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(%error, "could not read a settled submission for metrics")
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 mod concurrency;
 mod deadlines;
+mod metrics;
 mod scenarios;
 
 use std::time::Duration;
