@@ -509,6 +509,10 @@ pub(crate) fn rematch_on(
             .collect()
         })
         .map_err(db_err("find waiting callbacks"))?;
+    if waiting.is_empty() {
+        // Nothing arrived early (the usual case): the row is as given.
+        return Ok(submission.clone());
+    }
     for (id, event_id, outcome) in waiting {
         let stored = callback_on(conn, id.parse()?)?;
         let (Some(correlation), Some(outcome)) = (stored.correlation.clone(), outcome) else {
