@@ -211,10 +211,8 @@ impl Liaison {
         self.shared
             .metrics
             .callback(&callback.partner, receipt.disposition);
-        if receipt.disposition == Disposition::Applied {
-            if let Some(id) = receipt.submission_id {
-                self.record_time_to_result(id).await;
-            }
+        if let (Disposition::Applied, Some(id)) = (receipt.disposition, receipt.submission_id) {
+            self.record_time_to_result(id).await;
         }
         tracing::info!(
             callback_id = %id,
@@ -256,22 +254,6 @@ impl Liaison {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_are_not_kept_and_kept_headers_round_trip() {
-        let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
-        h.insert("webhook-id", HeaderValue::from_static("msg_1"));
-        h.insert(COOKIE, HeaderValue::from_static("s=1"));
-        let kept = kept_headers(&h);
-        assert_eq!(kept, vec![("webhook-id".to_owned(), "msg_1".to_owned())]);
-        assert_eq!(headers_from(&kept).get("webhook-id").unwrap(), "msg_1");
-    }
-}
-
 impl Liaison {
     /// Feed the time-to-result histogram when `id` has just reached its
     /// result (by callback or poll). Best effort: a failed read is logged.
@@ -293,5 +275,21 @@ impl Liaison {
                 tracing::debug!(%error, "could not read a settled submission for metrics")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_not_kept_and_kept_headers_round_trip() {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        h.insert("webhook-id", HeaderValue::from_static("msg_1"));
+        h.insert(COOKIE, HeaderValue::from_static("s=1"));
+        let kept = kept_headers(&h);
+        assert_eq!(kept, vec![("webhook-id".to_owned(), "msg_1".to_owned())]);
+        assert_eq!(headers_from(&kept).get("webhook-id").unwrap(), "msg_1");
     }
 }

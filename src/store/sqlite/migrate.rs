@@ -6,7 +6,7 @@ use super::sql::{db_err, to_millis};
 use crate::error::{Error, Result};
 
 /// The migrations, in order: (version, name, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "init",

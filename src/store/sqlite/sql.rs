@@ -198,14 +198,18 @@ fn enqueue_one(
     } else {
         Some(json!(valid.correlation).to_string())
     };
-    conn.prepare_cached(
-        "INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, idempotency_key, \
-         ordering_key, correlation, business_value, priority, state, attempts, due_at, not_before, \
-         created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?13, ?13)",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
+    // RETURNING gives back the stored row, so the enqueue does not read it again.
+    let submission = conn
+        .prepare_cached(&format!(
+            "INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, idempotency_key, \
+             ordering_key, correlation, business_value, priority, state, attempts, due_at, not_before, \
+             created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?13, ?13) \
+             RETURNING {SUBMISSION_COLUMNS}"
+        ))
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![
             id.to_string(),
             valid.partner,
             valid.kind,
@@ -217,11 +221,13 @@ fn enqueue_one(
             valid.business_value,
             valid.priority,
             due_at,
-            valid.not_before.map(to_millis),
-            now_ms,
-        ])
-    })
-    .map_err(db_err("insert submission"))?;
+                    valid.not_before.map(to_millis),
+                    now_ms,
+                ],
+                submission_from_row,
+            )
+        })
+        .map_err(db_err("insert submission"))?;
     let expires_at = rules
         .ledger_retention
         .map(|r| now_ms.saturating_add(duration_ms(r)));
@@ -254,7 +260,7 @@ fn enqueue_one(
         },
     )?;
     Ok(Enqueued {
-        submission: get_on(conn, id)?,
+        submission,
         deduplicated: false,
     })
 }
@@ -299,19 +305,20 @@ pub(crate) fn claim_on(conn: &Connection, request: &ClaimRequest) -> Result<Vec<
     for id in ids {
         let token = LeaseToken::fresh();
         let submission_id: SubmissionId = id.parse()?;
-        let attempt: u32 = conn
-            .prepare_cached(
+        let submission = conn
+            .prepare_cached(&format!(
                 "UPDATE liaison_submissions SET state = 'in_flight', lease_token = ?2, \
                  lease_expires_at = ?3, attempts = attempts + 1, updated_at = ?4 \
-                 WHERE id = ?1 AND state = 'queued' RETURNING attempts",
-            )
+                 WHERE id = ?1 AND state = 'queued' RETURNING {SUBMISSION_COLUMNS}"
+            ))
             .and_then(|mut stmt| {
                 stmt.query_row(
                     params![id, token.to_string(), to_millis(expires_at), now_ms],
-                    |row| row.get(0),
+                    submission_from_row,
                 )
             })
             .map_err(db_err("claim submission"))?;
+        let attempt = submission.attempts;
         conn.prepare_cached(
             "INSERT INTO liaison_attempts (submission_id, number, lease_token, started_at) \
              VALUES (?1, ?2, ?3, ?4)",
@@ -332,7 +339,7 @@ pub(crate) fn claim_on(conn: &Connection, request: &ClaimRequest) -> Result<Vec<
             },
         )?;
         leases.push(Lease {
-            submission: get_on(conn, submission_id)?,
+            submission,
             token,
             attempt,
             expires_at,
@@ -355,11 +362,19 @@ pub(crate) fn complete_on(
     now: DateTime<Utc>,
 ) -> Result<Completion> {
     let id = lease.submission.id;
-    let current = get_on(conn, id)?;
-    let current_token: Option<String> = conn
-        .prepare_cached("SELECT lease_token FROM liaison_submissions WHERE id = ?1")
-        .and_then(|mut stmt| stmt.query_row(params![id.to_string()], |row| row.get(0)))
-        .map_err(db_err("read lease"))?;
+    // The row and its current lease in one read.
+    let (current, current_token): (Submission, Option<String>) = conn
+        .prepare_cached(&format!(
+            "SELECT {SUBMISSION_COLUMNS}, lease_token FROM liaison_submissions WHERE id = ?1"
+        ))
+        .and_then(|mut stmt| {
+            stmt.query_row(params![id.to_string()], |row| {
+                Ok((submission_from_row(row)?, row.get(24)?))
+            })
+            .optional()
+        })
+        .map_err(db_err("read submission"))?
+        .ok_or_else(|| Error::not_found("submission", id))?;
     let token = lease.token.to_string();
     if current.state != SubmissionState::InFlight || current_token.as_deref() != Some(&token) {
         append_event(
@@ -548,42 +563,41 @@ pub(super) fn apply_change(
     let terminal_at = to.is_terminal().then_some(at_ms);
     let external_ref = change.external_ref.clone().or(current.external_ref.clone());
     let last_error = bounded(change.error.as_deref()).or(current.last_error.clone());
-    conn.prepare_cached(
-        "UPDATE liaison_submissions SET state = ?2, due_at = ?3, result_deadline = ?4, \
-         terminal_at = ?5, external_ref = ?6, last_error = ?7, updated_at = ?8, \
-         lease_token = NULL, lease_expires_at = NULL \
-         WHERE id = ?1",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            current.id.to_string(),
-            to.as_str(),
-            due_at,
-            result_deadline,
-            terminal_at,
-            external_ref,
-            last_error,
-            at_ms,
-        ])
-    })
-    .map_err(db_err("change state"))?;
-    if current.state == InFlight && matches!(to, AwaitingResult | Succeeded | Failed) {
-        // The partner accepted it (and, for a synchronous answer, finished it).
-        conn.prepare_cached(
-            "UPDATE liaison_submissions SET accepted_at = COALESCE(accepted_at, ?2) WHERE id = ?1",
-        )
-        .and_then(|mut stmt| stmt.execute(params![current.id.to_string(), at_ms]))
-        .map_err(db_err("record acceptance time"))?;
-    }
-    if to == Queued && current.state != InFlight {
-        // A replay: a new cycle with a fresh retry budget.
-        conn.prepare_cached(
-            "UPDATE liaison_submissions SET replays = replays + 1, \
-             attempts_before_cycle = attempts, cycle_started_at = ?2 WHERE id = ?1",
-        )
-        .and_then(|mut stmt| stmt.execute(params![current.id.to_string(), at_ms]))
-        .map_err(db_err("start a new cycle"))?;
-    }
+    // The partner accepted it (and, for a synchronous answer, finished it).
+    let accepted = current.state == InFlight && matches!(to, AwaitingResult | Succeeded | Failed);
+    // A replay: a new cycle with a fresh retry budget.
+    let new_cycle = to == Queued && current.state != InFlight;
+    // One statement for the state, the acceptance time and the cycle; SET
+    // expressions read the row as it was, and RETURNING gives it as it is.
+    let updated = conn
+        .prepare_cached(&format!(
+            "UPDATE liaison_submissions SET state = ?2, due_at = ?3, result_deadline = ?4, \
+             terminal_at = ?5, external_ref = ?6, last_error = ?7, updated_at = ?8, \
+             lease_token = NULL, lease_expires_at = NULL, \
+             accepted_at = CASE WHEN ?9 THEN COALESCE(accepted_at, ?8) ELSE accepted_at END, \
+             replays = replays + ?10, \
+             attempts_before_cycle = CASE WHEN ?10 THEN attempts ELSE attempts_before_cycle END, \
+             cycle_started_at = CASE WHEN ?10 THEN ?8 ELSE cycle_started_at END \
+             WHERE id = ?1 RETURNING {SUBMISSION_COLUMNS}"
+        ))
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![
+                    current.id.to_string(),
+                    to.as_str(),
+                    due_at,
+                    result_deadline,
+                    terminal_at,
+                    external_ref,
+                    last_error,
+                    at_ms,
+                    accepted,
+                    i64::from(new_cycle),
+                ],
+                submission_from_row,
+            )
+        })
+        .map_err(db_err("change state"))?;
     let kind = change
         .event
         .clone()
@@ -602,7 +616,7 @@ pub(super) fn apply_change(
             data: change.data.as_ref(),
         },
     )?;
-    get_on(conn, current.id)
+    Ok(updated)
 }
 
 /// The key a fresh-key replay uses: the original key (without an earlier

@@ -33,10 +33,18 @@ impl GroupFailure {
 /// Called once the group's commit is known: `None` when committed.
 type Reply = Box<dyn FnOnce(Option<&GroupFailure>) + Send>;
 
+/// What running one operation left: its reply, and whether it failed.
+struct Ran {
+    reply: Reply,
+    failed: bool,
+}
+
 /// One queued write operation.
 trait Job: Send {
     /// Run inside the open transaction; the reply is called after the commit.
-    fn run(self: Box<Self>, conn: &Connection) -> Reply;
+    /// `alone`: the only operation of its group, so the group's transaction
+    /// is its own and needs no savepoint (a failure rolls it all back).
+    fn run(self: Box<Self>, conn: &Connection, alone: bool) -> Ran;
     /// The transaction could not begin: answer without running.
     fn fail(self: Box<Self>, failure: &GroupFailure);
 }
@@ -51,10 +59,15 @@ where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T> + Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> Reply {
+    fn run(self: Box<Self>, conn: &Connection, alone: bool) -> Ran {
         let Op { op, reply } = *self;
-        let result = in_savepoint(conn, op);
-        Box::new(move |failure: Option<&GroupFailure>| {
+        let result = if alone {
+            op(conn)
+        } else {
+            in_savepoint(conn, op)
+        };
+        let failed = result.is_err();
+        let reply = Box::new(move |failure: Option<&GroupFailure>| {
             let answer = match (result, failure) {
                 (Err(e), _) => Err(e),
                 (Ok(_), Some(failure)) => Err(failure.to_error()),
@@ -62,7 +75,8 @@ where
             };
             // The caller may have gone away; what committed stays committed.
             let _ = reply.send(answer);
-        })
+        });
+        Ran { reply, failed }
     }
 
     fn fail(self: Box<Self>, failure: &GroupFailure) {
@@ -117,19 +131,25 @@ impl Drop for Writer {
     }
 }
 
+/// Run one statement through the statement cache (transaction control
+/// statements run for every group and operation, so parsing them each time
+/// is measurable).
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn in_savepoint<T>(conn: &Connection, op: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT liaison_op")
-        .map_err(db_err("savepoint"))?;
+    control(conn, "SAVEPOINT liaison_op").map_err(db_err("savepoint"))?;
     match op(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE liaison_op")
-                .map_err(db_err("release savepoint"))?;
+            control(conn, "RELEASE liaison_op").map_err(db_err("release savepoint"))?;
             Ok(v)
         }
         Err(e) => {
             // Undo this operation only; the rest of the group stays.
-            if let Err(rollback) = conn.execute_batch("ROLLBACK TO liaison_op; RELEASE liaison_op")
-            {
+            let undone = control(conn, "ROLLBACK TO liaison_op")
+                .and_then(|()| control(conn, "RELEASE liaison_op"));
+            if let Err(rollback) = undone {
                 tracing::error!(error = %rollback, "rolling back a failed operation failed");
             }
             Err(e)
@@ -147,7 +167,7 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
-        if let Err(cause) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(cause) = control(&conn, "BEGIN IMMEDIATE") {
             let failure = GroupFailure {
                 operation: "begin write transaction",
                 cause: Arc::new(cause),
@@ -157,11 +177,24 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
             }
             continue;
         }
-        let replies: Vec<Reply> = group.drain(..).map(|job| job.run(&conn)).collect();
-        let failure = match conn.execute_batch("COMMIT") {
+        let alone = group.len() == 1;
+        let ran: Vec<Ran> = group.drain(..).map(|job| job.run(&conn, alone)).collect();
+        if alone && ran.iter().any(|r| r.failed) {
+            // A lone operation runs without a savepoint: its failure undoes
+            // the whole transaction, which holds nothing else.
+            if let Err(e) = control(&conn, "ROLLBACK") {
+                tracing::error!(error = %e, "rolling back a failed operation failed");
+            }
+            for r in ran {
+                (r.reply)(None);
+            }
+            continue;
+        }
+        let replies = ran.into_iter().map(|r| r.reply);
+        let failure = match control(&conn, "COMMIT") {
             Ok(()) => None,
             Err(cause) => {
-                if let Err(e) = conn.execute_batch("ROLLBACK") {
+                if let Err(e) = control(&conn, "ROLLBACK") {
                     tracing::error!(error = %e, "rollback after a failed commit failed");
                 }
                 Some(GroupFailure {

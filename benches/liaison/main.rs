@@ -1,0 +1,165 @@
+//! liaison's benchmarks against raw baselines measured in the same process.
+//!
+//! ```text
+//! cargo bench --features mock,http --bench liaison
+//! ```
+//!
+//! Every scenario runs its raw baseline interleaved with liaison's run
+//! (baseline, liaison, baseline, liaison, ...), takes the median of each, and
+//! prints one table row plus one JSON line (`{"scenario": ...}`) per figure.
+//! See docs/performance.md for the recorded figures and what limits them.
+//!
+//! Environment:
+//! - `LIAISON_BENCH_N`: submissions per run of scenarios 1-7 (default 2000;
+//!   scenarios 3, 4 and 7 use 5x that);
+//! - `LIAISON_BENCH_REPS`: repetitions, medians are reported (default 3);
+//! - `LIAISON_BENCH_BIG`: size of the history / backlog of scenarios 7-9
+//!   (default 100000; the issue's full size is 1000000);
+//! - `LIAISON_BENCH_ONLY`: comma-separated scenario numbers to run (default all);
+//! - `LIAISON_BENCH_DIR`: where databases go (default `target/liaison-bench`;
+//!   must be a real disk, not tmpfs, or `synchronous` means nothing). Seeded
+//!   databases of scenarios 7-9 are kept there and reused between runs;
+//! - `LIAISON_BENCH_DRAIN_SECS`: how long scenario 9 drains (default 20).
+
+mod callbacks;
+mod dispatch;
+mod enqueue;
+mod history;
+mod raw;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use liaison::{AttemptContext, Outcome, PartnerAdapter, PartnerError, Submission, SubmitOutcome};
+
+/// What every scenario gets.
+#[derive(Debug, Clone)]
+pub(crate) struct Ctx {
+    pub(crate) n: usize,
+    pub(crate) reps: usize,
+    pub(crate) big: usize,
+    pub(crate) dir: PathBuf,
+    pub(crate) drain_secs: u64,
+}
+
+impl Ctx {
+    /// A fresh, empty directory for one run's database files.
+    pub(crate) fn scratch(&self) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(&self.dir)
+            .expect("create a scratch directory in LIAISON_BENCH_DIR")
+    }
+}
+
+/// The partner that accepts everything at once: dispatch cost without I/O.
+#[derive(Debug)]
+pub(crate) struct Noop;
+
+#[async_trait]
+impl PartnerAdapter for Noop {
+    async fn submit(
+        &self,
+        _: &AttemptContext,
+        _: &Submission,
+    ) -> Result<SubmitOutcome, PartnerError> {
+        Ok(SubmitOutcome::Completed(Outcome::Succeeded))
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// The median of some measurements.
+pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// A payload of the size hosts typically send.
+pub(crate) fn payload(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "order": i,
+        "amount_cents": 12_345,
+        "currency": "EUR",
+        "memo": "benchmark payload of a typical size",
+    })
+}
+
+/// Items per second for `n` items done in `took`.
+pub(crate) fn rate(n: usize, took: Duration) -> f64 {
+    n as f64 / took.as_secs_f64()
+}
+
+fn main() {
+    // Scenario 9 measures peak RSS in child processes of this binary.
+    if let Some(code) = history::child_main() {
+        std::process::exit(code);
+    }
+    let dir = std::env::var_os("LIAISON_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/liaison-bench"));
+    std::fs::create_dir_all(&dir).expect("create LIAISON_BENCH_DIR");
+    let ctx = Ctx {
+        n: env_usize("LIAISON_BENCH_N", 2000).max(64),
+        reps: env_usize("LIAISON_BENCH_REPS", 3).max(1),
+        big: env_usize("LIAISON_BENCH_BIG", 100_000).max(1000),
+        dir,
+        drain_secs: env_usize("LIAISON_BENCH_DRAIN_SECS", 20).max(1) as u64,
+    };
+    let only: Option<Vec<u32>> = std::env::var("LIAISON_BENCH_ONLY")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect());
+    let wanted = |s: u32| only.as_ref().is_none_or(|o| o.contains(&s));
+    // `cargo bench` passes `--bench`; a filter argument selects scenarios too.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    report::header(&ctx);
+    runtime.block_on(async {
+        if wanted(1) {
+            enqueue::one_per_call(&ctx).await;
+        }
+        if wanted(2) {
+            enqueue::concurrent(&ctx).await;
+        }
+        if wanted(3) {
+            enqueue::batched(&ctx).await;
+        }
+        if wanted(4) {
+            dispatch::noop(&ctx).await;
+        }
+        if wanted(5) {
+            callbacks::http_end_to_end(&ctx).await;
+        }
+        if wanted(6) {
+            callbacks::ingest(&ctx).await;
+        }
+        if wanted(7) {
+            history::drain_on_history(&ctx).await;
+        }
+        if wanted(8) {
+            history::ops_queries(&ctx).await;
+        }
+    });
+    drop(runtime);
+    if wanted(9) {
+        history::peak_rss(&ctx);
+    }
+    report::footer();
+}

@@ -1,0 +1,352 @@
+//! The hot statements use indexes: a test that records every statement the
+//! store runs while enqueueing, dispatching, ingesting callbacks, reporting
+//! health and listing, then asks SQLite for each one's `EXPLAIN QUERY PLAN`
+//! and refuses a full `SCAN` of the tables that grow with history
+//! (submissions, callbacks, events, attempts, the idempotency ledger).
+//!
+//! Statements are recorded with SQLite's trace hook (rusqlite's `trace`
+//! feature, enabled for tests only), per database file, so statements of
+//! other tests running at the same time are not mixed in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use rusqlite::Connection;
+use rusqlite::trace::{TraceEvent, TraceEventCodes};
+
+/// Statements seen per database path.
+static SEEN: Mutex<BTreeMap<String, BTreeSet<String>>> = Mutex::new(BTreeMap::new());
+
+/// Record every statement `conn` runs (called by `connect` in test builds).
+pub(super) fn watch(conn: &mut Connection, path: &std::path::Path) {
+    let key = path.display().to_string();
+    let _ = conn.trace_v2(
+        TraceEventCodes::SQLITE_TRACE_STMT,
+        Some(move |event: TraceEvent<'_>| {
+            if let TraceEvent::Stmt(_, sql) = event {
+                // Trigger bodies are reported as "-- TRIGGER name".
+                if !sql.starts_with("--") {
+                    SEEN.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(key.clone())
+                        .or_default()
+                        .insert(sql.to_owned());
+                }
+            }
+        }),
+    );
+}
+
+fn seen(path: &std::path::Path) -> BTreeSet<String> {
+    SEEN.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&path.display().to_string())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Tables whose size grows with history: none may be scanned whole.
+const GROWING: [&str; 5] = [
+    "liaison_submissions",
+    "liaison_callbacks",
+    "liaison_events",
+    "liaison_attempts",
+    "liaison_idempotency_keys",
+];
+
+/// Partial indexes that hold only unfinished work (queued, in flight,
+/// awaiting a result, unmatched callbacks): scanning one is bounded by the
+/// work pending, not by history.
+const PENDING_ONLY: [&str; 4] = [
+    "liaison_submissions_lease",
+    "liaison_submissions_deadline",
+    "liaison_submissions_due",
+    "liaison_callbacks_unmatched",
+];
+
+/// The plan's lines that scan a growing table without a bounding index.
+///
+/// An unfiltered page (`WHERE 1 = 1 ORDER BY seq [DESC] LIMIT ?`) is planned
+/// as a `SCAN` of the table in rowid order, but it stops after `LIMIT` rows,
+/// so it is not a full scan: such statements are let through. A filtered
+/// one is not (it may walk the whole table to find few matches).
+fn full_scans(conn: &Connection, sql: &str) -> Vec<String> {
+    if sql.contains("WHERE 1 = 1 ORDER BY seq")
+        && sql.trim_end().ends_with(|c: char| c.is_ascii_digit())
+    {
+        let tail = sql.rsplit("ORDER BY seq").next().unwrap_or("");
+        if matches!(
+            tail.split_whitespace().collect::<Vec<_>>().as_slice(),
+            ["LIMIT", _] | ["DESC", "LIMIT", _]
+        ) {
+            return Vec::new();
+        }
+    }
+    let mut stmt = match conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")) {
+        Ok(stmt) => stmt,
+        // Transaction control and pragmas have no plan.
+        Err(_) => return Vec::new(),
+    };
+    // Parameters stay unbound (NULL): the plan is chosen when preparing.
+    let nulls = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
+    let details: Vec<String> = stmt
+        .query_map(rusqlite::params_from_iter(nulls), |row| {
+            row.get::<_, String>(3)
+        })
+        .and_then(|rows| rows.collect())
+        .expect("read the query plan");
+    details
+        .into_iter()
+        .filter(|d| {
+            let Some(rest) = d.strip_prefix("SCAN ") else {
+                return false;
+            };
+            let table = rest.split_whitespace().next().unwrap_or("");
+            GROWING.contains(&table) && !PENDING_ONLY.iter().any(|i| rest.contains(i))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use chrono::Utc;
+    use reqwest::header::HeaderMap;
+    use serde_json::json;
+
+    use super::*;
+    use crate::callback::{Disposition, JsonMatcher, Unverified};
+    use crate::engine::{EngineSettings, Liaison, Partner};
+    use crate::store::{CallbackFilter, ListFilter, SqliteStore, StatsQuery};
+    use crate::{
+        AttemptContext, NewSubmission, PartnerAdapter, PartnerError, Submission, SubmissionState,
+        SubmitOutcome,
+    };
+
+    /// Accepts everything with a reference derived from the key.
+    #[derive(Debug)]
+    struct Accepts;
+
+    #[async_trait]
+    impl PartnerAdapter for Accepts {
+        async fn submit(
+            &self,
+            ctx: &AttemptContext,
+            _: &Submission,
+        ) -> Result<SubmitOutcome, PartnerError> {
+            Ok(SubmitOutcome::AwaitResult {
+                external_ref: Some(format!("R-{}", ctx.idempotency_key)),
+            })
+        }
+    }
+
+    /// Drive every hot path once, so each hot statement is recorded.
+    async fn workload(liaison: &Liaison) {
+        let store = liaison.store().clone();
+        let one = NewSubmission::new("lab", "order", json!({"n": 0})).idempotency_key("k-0");
+        liaison.enqueue(one.clone()).await.unwrap();
+        liaison.enqueue(one).await.unwrap(); // deduplicated
+        let batch = (1..10)
+            .map(|i| {
+                NewSubmission::new("lab", "order", json!({ "n": i }))
+                    .idempotency_key(format!("k-{i}"))
+                    .ordering_key(format!("o-{}", i % 2))
+            })
+            .collect();
+        liaison.enqueue_batch(batch).await.unwrap();
+        liaison.run_until_idle().await.unwrap();
+        // Callbacks: matched by the partner's reference, a duplicate, and
+        // one for nobody (kept unmatched).
+        for (key, event) in [("k-1", "e-1"), ("k-1", "e-1"), ("nobody", "e-2")] {
+            let body =
+                json!({"event_id": event, "reference": format!("R-{key}"), "status": "succeeded"});
+            let receipt = liaison
+                .ingest_callback("lab", &HeaderMap::new(), body.to_string().as_bytes())
+                .await
+                .unwrap();
+            assert_ne!(receipt.disposition, Disposition::Malformed);
+        }
+        let now = Utc::now();
+        liaison.health(Duration::from_secs(3600)).await.unwrap();
+        store
+            .stats(&StatsQuery {
+                now,
+                window: Duration::from_secs(3600),
+                partners: vec!["lab".into()],
+                delay_budgets: [("lab".to_owned(), Duration::from_secs(60))].into(),
+            })
+            .await
+            .unwrap();
+        for filter in [
+            ListFilter::default().limit(50),
+            ListFilter::default()
+                .partner("lab")
+                .state(SubmissionState::AwaitingResult)
+                .limit(50),
+            ListFilter::default()
+                .state(SubmissionState::DeadLettered)
+                .limit(50),
+        ] {
+            let page = store.list(&filter).await.unwrap();
+            if let Some(last) = page.last() {
+                store
+                    .list(&ListFilter {
+                        after: Some(last.id),
+                        ..filter.clone()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+        let any = store.list(&ListFilter::default().limit(1)).await.unwrap()[0].id;
+        store.get(any).await.unwrap();
+        store.timeline(any).await.unwrap();
+        store.attempts(any).await.unwrap();
+        store
+            .list_callbacks(&CallbackFilter::quarantined())
+            .await
+            .unwrap();
+        store
+            .list_callbacks(&CallbackFilter::default())
+            .await
+            .unwrap();
+        store.reap_expired_leases(now).await.unwrap();
+        store.overdue_results(now, 100).await.unwrap();
+        store.expire_unmatched(now).await.unwrap();
+        store.alerts(true, 100).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hot_statements_use_indexes_not_full_scans() {
+        let store = SqliteStore::open_temporary().unwrap();
+        let path = store.path().to_path_buf();
+        let partner = Partner::new("lab", Accepts)
+            .callbacks(JsonMatcher::builder(Unverified).build().unwrap());
+        let liaison = Liaison::builder(store)
+            .partner(partner)
+            .settings(EngineSettings {
+                poll_interval: Duration::from_millis(10),
+                ..EngineSettings::default()
+            })
+            .build()
+            .unwrap();
+        workload(&liaison).await;
+
+        let statements = seen(&path);
+        // The workload did reach the hot statements.
+        for needle in [
+            "INSERT INTO liaison_submissions",
+            "UPDATE liaison_submissions SET state = 'in_flight'",
+            "UPDATE liaison_submissions SET state = ?2",
+            "INSERT INTO liaison_callbacks",
+            "FROM liaison_state_counts",
+            "ORDER BY s.priority DESC",
+        ] {
+            assert!(
+                statements.iter().any(|s| s.contains(needle)),
+                "no recorded statement contains {needle:?}"
+            );
+        }
+        // Migrations run once when a database is opened, and retention runs
+        // hourly over finished work (it is bounded per pass, not indexed by
+        // age): neither is a hot path.
+        let migrations: Vec<&str> = super::super::migrate::MIGRATIONS
+            .iter()
+            .map(|(_, _, sql)| *sql)
+            .collect();
+        let hot: Vec<&String> = statements
+            .iter()
+            .filter(|sql| !migrations.iter().any(|m| m.contains(sql.trim())))
+            .filter(|sql| !sql.contains("_purged_at = "))
+            .collect();
+        let check = |conn: &Connection, label: &'static str| -> Vec<String> {
+            hot.iter()
+                .flat_map(|sql| {
+                    full_scans(conn, sql)
+                        .into_iter()
+                        .map(move |line| format!("{line} ({label})\n    in: {sql}"))
+                })
+                .collect()
+        };
+        // Plans are checked twice: as SQLite chooses them without statistics
+        // (most hosts never run ANALYZE)...
+        let mut scans = check(&Connection::open(&path).unwrap(), "no statistics");
+        // ...and with the statistics `ANALYZE` writes for a database holding
+        // 1,000,000 finished submissions of one partner and as many callbacks
+        // (what `PRAGMA optimize` would leave), where a few large states
+        // make walking the table in `seq` order look cheap.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "ANALYZE;
+                 DELETE FROM sqlite_stat1;
+                 INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES
+                   ('liaison_callbacks', 'liaison_callbacks_disposition', '1000000 200000 1'),
+                   ('liaison_callbacks', 'liaison_callbacks_event', '1000000 1000000 1'),
+                   ('liaison_callbacks', 'liaison_callbacks_hash', '1000000 1000000 1'),
+                   ('liaison_callbacks', 'liaison_callbacks_submission', '1000000 1'),
+                   ('liaison_callbacks', 'liaison_callbacks_unmatched', '10 10 1'),
+                   ('liaison_callbacks', 'liaison_callbacks_received', '1000000 1000000 1'),
+                   ('liaison_callbacks', 'sqlite_autoindex_liaison_callbacks_1', '1000000 1'),
+                   ('liaison_events', 'liaison_events_submission', '3000000 3 1'),
+                   ('liaison_submissions', 'liaison_submissions_partner_state', '1000000 1000000 333334 1'),
+                   ('liaison_submissions', 'liaison_submissions_state', '1000000 333334 1'),
+                   ('liaison_submissions', 'liaison_submissions_key', '1000000 1000000 1'),
+                   ('liaison_submissions', 'liaison_submissions_partner_terminal', '1000000 1000000 1'),
+                   ('liaison_submissions', 'liaison_submissions_terminal', '1000000 1'),
+                   ('liaison_submissions', 'liaison_submissions_accepted', '999000 999000 1'),
+                   ('liaison_submissions', 'sqlite_autoindex_liaison_submissions_1', '1000000 1');",
+            )
+            .unwrap();
+        // A new connection loads the statistics with the schema.
+        scans.extend(check(
+            &Connection::open(&path).unwrap(),
+            "1,000,000-row statistics",
+        ));
+        assert!(
+            scans.is_empty(),
+            "{} hot statements scan a table that grows with history:\n{}",
+            scans.len(),
+            scans.join("\n")
+        );
+    }
+
+    #[test]
+    fn a_full_scan_is_caught() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE liaison_events (seq INTEGER PRIMARY KEY, submission_id TEXT, kind TEXT);
+             CREATE INDEX liaison_events_submission ON liaison_events (submission_id, seq);",
+        )
+        .unwrap();
+        assert_eq!(
+            full_scans(&conn, "SELECT seq FROM liaison_events WHERE kind = ?1").len(),
+            1
+        );
+        assert!(
+            full_scans(
+                &conn,
+                "SELECT seq FROM liaison_events WHERE submission_id = ?1"
+            )
+            .is_empty()
+        );
+        // A first page stops after LIMIT rows; a filtered one may not.
+        assert!(
+            full_scans(
+                &conn,
+                "SELECT seq FROM liaison_events WHERE 1 = 1 ORDER BY seq DESC LIMIT ?1"
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            full_scans(
+                &conn,
+                "SELECT seq FROM liaison_events WHERE 1 = 1 AND kind = ?1 ORDER BY seq LIMIT ?2"
+            )
+            .len(),
+            1
+        );
+    }
+}
