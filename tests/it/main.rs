@@ -10,6 +10,8 @@ mod conformance;
 mod dispatch;
 mod durability;
 mod health;
+#[cfg(feature = "http")]
+mod hostile;
 mod input;
 mod ledger;
 #[cfg(all(feature = "http", feature = "mock"))]
