@@ -588,7 +588,11 @@ mod tests {
         let nest = |depth: usize| {
             let mut v = json!(1);
             for i in 0..depth {
-                v = if i % 2 == 0 { json!([v]) } else { json!({ "k": v }) };
+                v = if i % 2 == 0 {
+                    json!([v])
+                } else {
+                    json!({ "k": v })
+                };
             }
             v
         };

@@ -593,3 +593,74 @@ async fn the_engine_refuses_unknown_and_hostile_partner_names() {
     assert!(err.is_invalid_input(), "{err:?}");
     t.still_intact().await;
 }
+
+/// Accepts every submission under a reference derived from its key.
+#[derive(Debug)]
+struct Accepts;
+
+#[async_trait]
+impl PartnerAdapter for Accepts {
+    async fn submit(
+        &self,
+        ctx: &AttemptContext,
+        _: &Submission,
+    ) -> Result<SubmitOutcome, PartnerError> {
+        Ok(SubmitOutcome::AwaitResult {
+            external_ref: Some(format!("ref-{}", ctx.idempotency_key)),
+        })
+    }
+}
+
+/// "Keep for ever" configured as `Duration::MAX` (attempt timeout, result
+/// timeout, unmatched TTL): work and callbacks go through, no panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_configured_at_their_maximum_do_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("outbox.db")).unwrap();
+    let partner = Partner::new("lab", Accepts)
+        .attempt_timeout(Duration::MAX)
+        .result_timeout(Duration::MAX)
+        .unmatched_ttl(Duration::MAX)
+        .callbacks(
+            JsonMatcher::builder(liaison::callback::Unverified)
+                .build()
+                .unwrap(),
+        );
+    let liaison = Liaison::builder(store.clone())
+        .partner(partner)
+        .settings(liaison::engine::EngineSettings {
+            payload_retention: Duration::MAX,
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let id = liaison.enqueue(claim("k1")).await.unwrap().submission.id;
+    liaison.run_until_idle().await.unwrap();
+    let s = store.get(id).await.unwrap();
+    assert_eq!(s.state, SubmissionState::AwaitingResult);
+    assert!(s.result_deadline.unwrap() > chrono::Utc::now() + chrono::Duration::days(365));
+    let unmatched = liaison
+        .ingest_callback(
+            "lab",
+            &Default::default(),
+            br#"{"reference":"ref-other","status":"succeeded"}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(unmatched.disposition, Disposition::Unmatched);
+    let applied = liaison
+        .ingest_callback(
+            "lab",
+            &Default::default(),
+            br#"{"reference":"ref-k1","status":"succeeded"}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.disposition, Disposition::Applied);
+    assert_eq!(
+        store.get(id).await.unwrap().state,
+        SubmissionState::Succeeded
+    );
+    let purged = liaison.run_retention().await.unwrap();
+    assert_eq!(purged.payloads, 0, "kept for ever");
+}
