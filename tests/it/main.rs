@@ -9,6 +9,7 @@ mod conformance;
 #[cfg(feature = "mock")]
 mod dispatch;
 mod durability;
+mod fuzz_corpus;
 mod health;
 #[cfg(feature = "http")]
 mod hostile;
