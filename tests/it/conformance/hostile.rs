@@ -853,7 +853,7 @@ pub async fn hostile_deeply_nested_and_huge_payloads(h: &Harness) {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PayloadTooLarge);
-    // NUL and lone-surrogate escapes inside the payload are data, kept exactly.
+    // NUL, a byte-order mark and SQL inside the payload are data, kept exactly.
     let odd = json!({ "nul": "a\u{0}b", "bom": "\u{feff}", "quote": SQL_META[0] });
     let s = store
         .enqueue(NewSubmission::new("deep", "k", odd.clone()).idempotency_key("odd"))
