@@ -76,6 +76,8 @@ write(T, "signed-mode-standard", parts(0x85, "msg_1", body))
 write(T, "signed-mode-negative-skew", parts(0xFF, "msg 2 with spaces", b"\xff\xfe binary \x01"))
 write(T, "signed-mode-empty", bytes([0x80]))
 write(T, "empty", b"")
+# Found by libFuzzer: a non-ASCII message id in signed mode (a harness bug).
+write(T, "signed-mode-non-ascii-id", base64.b64decode("gMmBAAAAycnJycnJycnJycnJycnJycnJycnJycnJycnJycnJycnJycnJycnJycnJyQ=="))
 
 # --- json_matcher ------------------------------------------------------
 T = "json_matcher"
