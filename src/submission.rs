@@ -22,6 +22,10 @@ pub const MAX_KIND_BYTES: usize = 128;
 pub const MAX_CORRELATION_FIELDS: usize = 16;
 /// Longest accepted correlation field name or value, in bytes.
 pub const MAX_CORRELATION_BYTES: usize = 255;
+/// Deepest nesting of arrays and objects accepted in a payload or in event
+/// data: what `serde_json` reads back (its recursion limit is 128 levels,
+/// the outermost one included). Deeper JSON would be stored but unreadable.
+pub(crate) const MAX_JSON_DEPTH: usize = 127;
 
 /// A submission's identifier: a UUIDv7, so ids sort by creation time.
 ///
@@ -334,6 +338,7 @@ impl NewSubmission {
                 "must not be negative (minor units)",
             ));
         }
+        check_depth("payload", &self.payload)?;
         let (fingerprint, canonical_len) = Fingerprint::of_json(&self.payload);
         if canonical_len > max_payload_bytes {
             return Err(Error::PayloadTooLarge {
@@ -407,6 +412,27 @@ fn validate_text(field: &'static str, value: &str, max: usize) -> Result<()> {
     }
     if value.chars().any(char::is_control) {
         return Err(Error::invalid(field, "control characters are not allowed"));
+    }
+    Ok(())
+}
+
+/// Refuse JSON nested deeper than [`MAX_JSON_DEPTH`] arrays and objects
+/// (counted without recursion, so any depth is safe to check).
+pub(crate) fn check_depth(field: &'static str, value: &Value) -> Result<()> {
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth + 1 > MAX_JSON_DEPTH {
+            return Err(Error::invalid(
+                field,
+                format!("nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"),
+            ));
+        }
+        stack.extend(children.map(|child| (child, depth + 1)));
     }
     Ok(())
 }
@@ -555,6 +581,34 @@ mod tests {
                 .validate(1024)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn payload_depth_is_what_serde_json_reads_back() {
+        let nest = |depth: usize| {
+            let mut v = json!(1);
+            for i in 0..depth {
+                v = if i % 2 == 0 {
+                    json!([v])
+                } else {
+                    json!({ "k": v })
+                };
+            }
+            v
+        };
+        let deepest = nest(MAX_JSON_DEPTH);
+        let text = serde_json::to_string(&deepest).unwrap();
+        assert!(serde_json::from_str::<Value>(&text).is_ok());
+        assert!(check_depth("payload", &deepest).is_ok());
+        let deeper = nest(MAX_JSON_DEPTH + 1);
+        let text = serde_json::to_string(&deeper).unwrap();
+        assert!(serde_json::from_str::<Value>(&text).is_err());
+        match NewSubmission::new("p", "k", deeper).validate(1 << 20) {
+            Err(Error::InvalidInput { field, .. }) => assert_eq!(field, "payload"),
+            other => panic!("{other:?}"),
+        }
+        let wide = json!((0..1000).map(|i| json!({ "i": [i] })).collect::<Vec<_>>());
+        assert!(check_depth("payload", &wide).is_ok());
     }
 
     #[test]

@@ -171,9 +171,7 @@ async fn overdue(shared: &Shared, submission: Submission) {
                         .reason(format!("no result after {polls} polls; last: {what}")),
                 )
             } else {
-                let next = Utc::now()
-                    + chrono::Duration::from_std(rt.config.poll_every)
-                        .unwrap_or(chrono::Duration::MAX);
+                let next = super::saturating_after(Utc::now(), rt.config.poll_every);
                 let note = Note::new(EventKind::Polled, actor)
                     .reason(what)
                     .data(json!({ "poll": polls, "next_deadline": next }));

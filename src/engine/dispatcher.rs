@@ -257,8 +257,7 @@ async fn run_attempt(
             partner: submission.partner.clone(),
             idempotency_key: submission.idempotency_key.clone(),
             attempt: lease.attempt,
-            deadline: Utc::now()
-                + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX),
+            deadline: super::saturating_after(Utc::now(), timeout),
         };
         let started = Instant::now();
         let result = tokio::select! {
@@ -322,9 +321,7 @@ fn settle_success(rt: &PartnerRuntime, outcome: SubmitOutcome) -> (AttemptReport
     let actor = Actor::system("dispatcher");
     match outcome {
         SubmitOutcome::AwaitResult { external_ref } => {
-            let deadline = Utc::now()
-                + chrono::Duration::from_std(rt.config.result_timeout)
-                    .unwrap_or(chrono::Duration::MAX);
+            let deadline = super::saturating_after(Utc::now(), rt.config.result_timeout);
             let mut change = StateChange::to(SubmissionState::AwaitingResult)
                 .actor(actor)
                 .result_deadline(deadline);
@@ -377,7 +374,7 @@ fn settle_failure(
             tracing::info!(?delay, error = %text, "attempt failed; retry scheduled");
             StateChange::to(SubmissionState::Queued)
                 .actor(actor)
-                .due_at(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX))
+                .due_at(super::saturating_after(now, delay))
                 .error(text)
                 .data(
                     json!({ "retry_in_ms": u64::try_from(delay.as_millis()).unwrap_or(u64::MAX) }),

@@ -202,8 +202,7 @@ impl Liaison {
                 Err(e) => Settlement::Malformed { reason: e.reason },
                 Ok(report) => Settlement::Report {
                     report,
-                    unmatched_until: Utc::now()
-                        + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+                    unmatched_until: super::saturating_after(Utc::now(), ttl),
                 },
             },
         };

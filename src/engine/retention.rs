@@ -17,9 +17,11 @@ impl Liaison {
     /// `retention_interval`.
     pub async fn run_retention(&self) -> Result<PurgeReport> {
         let now = Utc::now();
-        let cutoff = now
-            - chrono::Duration::from_std(self.shared.settings.payload_retention)
-                .unwrap_or(chrono::Duration::MAX);
+        // Retention "for ever" (`Duration::MAX`) purges nothing, not a panic.
+        let cutoff = chrono::Duration::from_std(self.shared.settings.payload_retention)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
         let mut total = PurgeReport::default();
         loop {
             let pass = self.store().purge(cutoff).await?;

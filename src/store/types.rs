@@ -65,6 +65,17 @@ impl ClaimRequest {
         self.now = now;
         self
     }
+
+    /// When a lease taken by this claim ends: `lease_for` after `now`, or
+    /// the end of representable time for a lease that would outlast it
+    /// (a huge `lease_for`, a claim dated near the end of time).
+    pub(crate) fn lease_end(&self) -> DateTime<Utc> {
+        i64::try_from(self.lease_for.as_millis())
+            .ok()
+            .and_then(chrono::Duration::try_milliseconds)
+            .and_then(|d| self.now.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
 }
 
 /// The token that proves a worker still holds a submission.

@@ -9,9 +9,13 @@ mod conformance;
 #[cfg(feature = "mock")]
 mod dispatch;
 mod durability;
+mod fuzz_corpus;
 mod health;
+#[cfg(feature = "http")]
+mod hostile;
 mod input;
 mod ledger;
+mod model;
 #[cfg(all(feature = "http", feature = "mock"))]
 mod ops_page;
 mod recovery;

@@ -105,7 +105,7 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &CallbackFilter) -> Result<Vec<
     let mut sql = format!("SELECT {CALLBACK_COLUMNS} FROM liaison_callbacks WHERE TRUE");
     let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
     if let Some(partner) = &filter.partner {
-        args.push(Box::new(partner.clone()));
+        args.push(Box::new(clean(partner).into_owned()));
         sql.push_str(&format!(" AND partner = ${}", args.len()));
     }
     if let Some(id) = filter.submission_id {

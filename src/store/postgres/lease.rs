@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::common::{Completion, bounded, check_transition, duration_ms, merge_data, to_millis};
-use super::db::{Db, LockClass, clean_opt, get, sid, token_uuid};
+use super::common::{Completion, bounded, check_transition, merge_data, to_millis};
+use super::db::{Db, LockClass, clean, clean_opt, get, sid, token_uuid};
 use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, lock_on, submission_from_row};
 use super::write::{NewEvent, append_event, apply_change, ref_key};
 use crate::error::Result;
@@ -38,7 +38,7 @@ pub(super) async fn claim_on(db: &Db<'_>, request: &ClaimRequest) -> Result<Vec<
              ORDER BY s.priority DESC, s.due_at, s.seq LIMIT $3 \
              FOR UPDATE OF s SKIP LOCKED",
             &[
-                &request.partner,
+                &clean(&request.partner).as_ref(),
                 &now_ms,
                 &i64::try_from(request.limit).unwrap_or(i64::MAX),
                 &blocking,
@@ -46,7 +46,7 @@ pub(super) async fn claim_on(db: &Db<'_>, request: &ClaimRequest) -> Result<Vec<
             "find due work",
         )
         .await?;
-    let expires_at = request.now + chrono::Duration::milliseconds(duration_ms(request.lease_for));
+    let expires_at = request.lease_end();
     let actor = Actor::system("dispatcher");
     let mut leases = Vec::with_capacity(rows.len());
     for row in rows {

@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::common::{from_millis, to_millis};
-use super::db::{Db, corrupt, get, sid, to_sid};
+use super::db::{Db, clean, corrupt, get, sid, to_sid};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
 use crate::fingerprint::Fingerprint;
@@ -113,20 +113,36 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Subm
         sql.push_str(&clause.replace('?', &format!("${}", args.len())));
     };
     if let Some(partner) = &filter.partner {
-        arg(&mut sql, " AND partner = ?", Box::new(partner.clone()));
+        arg(
+            &mut sql,
+            " AND partner = ?",
+            Box::new(clean(partner).into_owned()),
+        );
     }
     if !filter.states.is_empty() {
         let states: Vec<String> = filter.states.iter().map(|s| s.as_str().into()).collect();
         arg(&mut sql, " AND state = ANY(?)", Box::new(states));
     }
     if let Some(kind) = &filter.kind {
-        arg(&mut sql, " AND kind = ?", Box::new(kind.clone()));
+        arg(
+            &mut sql,
+            " AND kind = ?",
+            Box::new(clean(kind).into_owned()),
+        );
     }
     if let Some(key) = &filter.idempotency_key {
-        arg(&mut sql, " AND idempotency_key = ?", Box::new(key.clone()));
+        arg(
+            &mut sql,
+            " AND idempotency_key = ?",
+            Box::new(clean(key).into_owned()),
+        );
     }
     if let Some(key) = &filter.ordering_key {
-        arg(&mut sql, " AND ordering_key = ?", Box::new(key.clone()));
+        arg(
+            &mut sql,
+            " AND ordering_key = ?",
+            Box::new(clean(key).into_owned()),
+        );
     }
     if let Some(from) = filter.created_from {
         arg(&mut sql, " AND created_at >= ?", Box::new(to_millis(from)));

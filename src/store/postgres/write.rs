@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::common::{bounded, check_transition, duration_ms, replay_key, state_names, to_millis};
-use super::db::{Db, LockClass, clean, clean_opt, get, is_unique_violation, sid};
+use super::db::{Db, LockClass, clean, clean_opt, get, is_unique_violation, sid, to_sid};
 use super::lease::finish_attempt;
 use super::queries::{SUBMISSION_COLUMNS, find_on, get_on, lock_on, submission_from_row};
 use crate::error::{Error, Result};
@@ -38,6 +38,9 @@ pub(super) struct NewEvent<'a> {
 }
 
 pub(super) async fn append_event(db: &Db<'_>, e: NewEvent<'_>) -> Result<()> {
+    if let Some(data) = e.data {
+        crate::submission::check_depth("data", data)?;
+    }
     db.execute(
         "INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, reason, data) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::json)",
@@ -419,21 +422,41 @@ pub(super) async fn replay_on(
     let key = if replay.fresh_key {
         let key = replay_key(&previous_key, current.replays + 1);
         let now_ms = to_millis(now);
-        db.execute(
-            "INSERT INTO liaison_idempotency_keys \
-             (partner, idempotency_key, fingerprint, submission_id, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &current.partner,
-                &key,
-                &current.fingerprint.to_hex(),
-                &sid(id),
-                &now_ms,
-                &retention.map(|r| now_ms.saturating_add(duration_ms(r))),
-            ],
-            "record the replay key",
-        )
-        .await?;
+        let inserted = db
+            .execute(
+                "INSERT INTO liaison_idempotency_keys \
+                 (partner, idempotency_key, fingerprint, submission_id, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (partner, idempotency_key) DO NOTHING",
+                &[
+                    &current.partner,
+                    &key,
+                    &current.fingerprint.to_hex(),
+                    &sid(id),
+                    &now_ms,
+                    &retention.map(|r| now_ms.saturating_add(duration_ms(r))),
+                ],
+                "record the replay key",
+            )
+            .await?;
+        if inserted == 0 {
+            // The host already used the derived key for other work.
+            let holder = db
+                .query_opt(
+                    "SELECT submission_id FROM liaison_idempotency_keys \
+                     WHERE partner = $1 AND idempotency_key = $2",
+                    &[&current.partner, &key],
+                    "read the replay key's holder",
+                )
+                .await?
+                .map(|row| get::<Uuid>(&row, 0))
+                .transpose()?
+                .unwrap_or_default();
+            return Err(Error::IdempotencyConflict {
+                partner: current.partner.clone(),
+                key,
+                existing: to_sid("submission_id", holder)?,
+            });
+        }
         db.execute(
             "UPDATE liaison_submissions SET idempotency_key = $2 WHERE id = $1",
             &[&sid(id), &key],

@@ -88,6 +88,9 @@ pub(super) struct NewEvent<'a> {
 }
 
 pub(super) fn append_event(conn: &Connection, e: NewEvent<'_>) -> Result<()> {
+    if let Some(data) = e.data {
+        crate::submission::check_depth("data", data)?;
+    }
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, reason, data) \
@@ -299,7 +302,7 @@ pub(crate) fn claim_on(conn: &Connection, request: &ClaimRequest) -> Result<Vec<
         })
         .map_err(db_err("find due work"))?;
 
-    let expires_at = request.now + chrono::Duration::milliseconds(duration_ms(request.lease_for));
+    let expires_at = request.lease_end();
     let actor = Actor::system("dispatcher");
     let mut leases = Vec::with_capacity(ids.len());
     for id in ids {
@@ -670,21 +673,38 @@ pub(crate) fn replay_on(
     let key = if replay.fresh_key {
         let key = replay_key(&previous_key, current.replays + 1);
         let now_ms = to_millis(now);
-        conn.prepare_cached(
-            "INSERT INTO liaison_idempotency_keys (partner, idempotency_key, fingerprint, submission_id, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                current.partner,
+        let inserted = conn
+            .prepare_cached(
+                "INSERT INTO liaison_idempotency_keys (partner, idempotency_key, fingerprint, submission_id, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (partner, idempotency_key) DO NOTHING",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    current.partner,
+                    key,
+                    current.fingerprint.to_hex(),
+                    id.to_string(),
+                    now_ms,
+                    rules.ledger_retention.map(|r| now_ms.saturating_add(duration_ms(r))),
+                ])
+            })
+            .map_err(db_err("record the replay key"))?;
+        if inserted == 0 {
+            // The host already used the derived key for other work.
+            let existing: String = conn
+                .query_row(
+                    "SELECT submission_id FROM liaison_idempotency_keys \
+                     WHERE partner = ?1 AND idempotency_key = ?2",
+                    params![current.partner, key],
+                    |row| row.get(0),
+                )
+                .map_err(db_err("read the replay key's holder"))?;
+            return Err(Error::IdempotencyConflict {
+                partner: current.partner.clone(),
                 key,
-                current.fingerprint.to_hex(),
-                id.to_string(),
-                now_ms,
-                rules.ledger_retention.map(|r| now_ms.saturating_add(duration_ms(r))),
-            ])
-        })
-        .map_err(db_err("record the replay key"))?;
+                existing: existing.parse()?,
+            });
+        }
         conn.prepare_cached("UPDATE liaison_submissions SET idempotency_key = ?2 WHERE id = ?1")
             .and_then(|mut stmt| stmt.execute(params![id.to_string(), key]))
             .map_err(db_err("change the idempotency key"))?;

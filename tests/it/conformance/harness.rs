@@ -296,3 +296,15 @@ pub mod pg {
         }
     }
 }
+
+impl Harness {
+    /// The SQLite file under test (`None` for PostgreSQL), for checks a
+    /// host would run itself, such as `PRAGMA integrity_check`.
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        match &self.backend {
+            Backend::Sqlite { dir } => Some(dir.path().join("outbox.db")),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => None,
+        }
+    }
+}

@@ -21,6 +21,7 @@ mod callbacks;
 mod claims;
 pub mod harness;
 mod health_stats;
+pub mod hostile;
 mod input;
 mod ledger;
 #[cfg(feature = "postgres")]
@@ -111,6 +112,13 @@ conformance! {
     alerts::an_alert_is_notified_acknowledged_resolved_and_reopens,
     retention::a_purge_removes_exactly_what_is_due,
     retention::a_purge_works_in_batches_and_says_when_more_is_due,
+    hostile::hostile_sql_metacharacters_in_every_string_field,
+    hostile::hostile_keys_over_255_bytes_or_with_control_characters_are_refused,
+    hostile::hostile_a_replay_key_taken_by_other_work_is_a_conflict,
+    hostile::hostile_numbers_out_of_range,
+    hostile::hostile_timestamps_far_in_the_past_and_future,
+    hostile::hostile_deeply_nested_and_huge_payloads,
+    hostile::hostile_unknown_partner_names,
 }
 
 /// Built without the `postgres` feature, the PostgreSQL side cannot run:

@@ -1,0 +1,666 @@
+//! Hostile input at the HTTP boundary: raw requests over a real socket to the
+//! real callback router (oversized and chunked bodies, invalid UTF-8 in the
+//! body, the path and headers, deeply nested JSON, huge and repeated
+//! headers, hostile partner names, SQL metacharacters and NUL in callback
+//! fields), and at the engine's enqueue. Each request gets a clear HTTP
+//! status, and afterwards the work written before it is intact: another
+//! store instance reads it back unchanged, and `PRAGMA integrity_check` is
+//! `ok`. The store-level cases run on every store in
+//! `conformance::hostile`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use liaison::callback::{Disposition, JsonMatcher, StandardWebhooks};
+use liaison::engine::{Liaison, Partner};
+use liaison::store::{
+    AttemptReport, CallbackFilter, ClaimRequest, OutboxStore, SqliteStore, StateChange,
+};
+use liaison::{
+    AttemptContext, AttemptOutcome, NewSubmission, PartnerAdapter, PartnerError, Submission,
+    SubmissionState, SubmitOutcome,
+};
+use serde_json::json;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::conformance::hostile::{SQL_META, integrity_check};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// The callback size cap of the partner under test.
+const CAP: usize = 256 * 1024;
+
+/// Never called: the engine is not started, work is driven by hand.
+#[derive(Debug)]
+struct Idle;
+
+#[async_trait]
+impl PartnerAdapter for Idle {
+    async fn submit(
+        &self,
+        _: &AttemptContext,
+        _: &Submission,
+    ) -> Result<SubmitOutcome, PartnerError> {
+        Err(PartnerError::transient("not under test"))
+    }
+}
+
+fn signer() -> StandardWebhooks {
+    StandardWebhooks::new(SECRET).unwrap()
+}
+
+/// A host with partner "lab" (Standard Webhooks, JSON callbacks, a 256 KiB
+/// cap) on a SQLite file, the callback router on a real port, one
+/// submission awaiting its result under reference `R-1` and three queued.
+struct Target {
+    _dir: TempDir,
+    path: PathBuf,
+    store: SqliteStore,
+    liaison: Liaison,
+    addr: SocketAddr,
+    awaiting: Submission,
+    queued: Vec<Submission>,
+}
+
+impl Target {
+    async fn start() -> Target {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let partner = Partner::new("lab", Idle)
+            .callbacks(JsonMatcher::builder(signer()).build().unwrap())
+            .max_callback_bytes(CAP);
+        let liaison = Liaison::builder(store.clone())
+            .partner(partner)
+            .build()
+            .unwrap();
+        liaison
+            .enqueue(claim("awaiting"))
+            .await
+            .expect("enqueue through the engine");
+        let lease = store
+            .claim(ClaimRequest::new("lab", 1, Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .remove(0);
+        let awaiting = store
+            .complete(
+                &lease,
+                AttemptReport::new(AttemptOutcome::Accepted).http_status(202),
+                StateChange::to(SubmissionState::AwaitingResult).external_ref("R-1"),
+            )
+            .await
+            .unwrap();
+        let mut queued = Vec::new();
+        for i in 0..3 {
+            queued.push(
+                liaison
+                    .enqueue(claim(&format!("q{i}")))
+                    .await
+                    .unwrap()
+                    .submission,
+            );
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = liaison::http::callback_router(liaison.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Target {
+            _dir: dir,
+            path,
+            store,
+            liaison,
+            addr,
+            awaiting,
+            queued,
+        }
+    }
+
+    /// Send raw bytes; the status the server answered (0 if none).
+    async fn send(&self, request: Vec<u8>) -> u16 {
+        send_raw(self.addr, request).await
+    }
+
+    /// POST `body` to `path` with `headers`, signed (or not) for "lab".
+    async fn post(&self, path: &str, headers: &[(&str, &[u8])], body: &[u8]) -> u16 {
+        self.send(request(path, headers, body)).await
+    }
+
+    /// POST a body signed for "lab" with valid Standard Webhooks headers.
+    async fn post_signed(&self, msg_id: &str, body: &[u8]) -> u16 {
+        let (ts, sig) = sign(msg_id, body);
+        self.post(
+            "/callbacks/lab",
+            &[
+                ("webhook-id", msg_id.as_bytes()),
+                ("webhook-timestamp", ts.as_bytes()),
+                ("webhook-signature", sig.as_bytes()),
+            ],
+            body,
+        )
+        .await
+    }
+
+    async fn callbacks(&self) -> Vec<liaison::callback::StoredCallback> {
+        let mut all = self
+            .store
+            .list_callbacks(&CallbackFilter {
+                limit: Some(10_000),
+                ..CallbackFilter::default()
+            })
+            .await
+            .unwrap();
+        all.reverse();
+        all
+    }
+
+    async fn last_callback(&self) -> liaison::callback::StoredCallback {
+        self.callbacks().await.pop().expect("a stored callback")
+    }
+
+    /// The work written before is unchanged (read by a second store
+    /// instance on the same file), the file passes its integrity check, and
+    /// the router still answers a good callback.
+    async fn still_intact(&self) {
+        let other = SqliteStore::open(&self.path).expect("the store still opens");
+        for s in &self.queued {
+            assert_eq!(&other.get(s.id).await.unwrap(), s);
+        }
+        let awaiting = other.get(self.awaiting.id).await.unwrap();
+        assert_eq!(awaiting.external_ref.as_deref(), Some("R-1"));
+        assert_eq!(integrity_check(&self.path), "ok");
+    }
+}
+
+fn claim(key: &str) -> NewSubmission {
+    NewSubmission::new("lab", "claim.submit", json!({ "claim": key })).idempotency_key(key)
+}
+
+fn sign(msg_id: &str, body: &[u8]) -> (String, String) {
+    let ts = chrono::Utc::now().timestamp();
+    (ts.to_string(), signer().sign(msg_id, ts, body))
+}
+
+/// An HTTP/1.1 request with exactly these headers (plus Host, Connection
+/// and, unless given, Content-Length).
+fn request(path: &str, headers: &[(&str, &[u8])], body: &[u8]) -> Vec<u8> {
+    let mut out =
+        format!("POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n").into_bytes();
+    if !headers.iter().any(|(n, _)| {
+        n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
+    }) {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// Write the request while reading the answer (the server may answer
+/// before it has read a refused body); return the status code.
+async fn send_raw(addr: SocketAddr, request: Vec<u8>) -> u16 {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let write = tokio::spawn(async move {
+        let _ = writer.write_all(&request).await;
+        let _ = writer.flush().await;
+        writer
+    });
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), reader.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                answer.extend_from_slice(&chunk[..n]);
+                if answer.len() >= 12 && answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(_) => panic!("no answer within 30 s"),
+        }
+    }
+    write.abort();
+    let text = String::from_utf8_lossy(&answer);
+    text.strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_callbacks_get_413_and_their_metadata_is_kept() {
+    let t = Target::start().await;
+    // A declared size far above the cap is refused before any body is read.
+    let status = t
+        .post("/callbacks/lab", &[("content-length", b"10737418240")], b"")
+        .await;
+    assert_eq!(status, 413);
+    let stored = t.last_callback().await;
+    assert_eq!(stored.disposition, Disposition::TooLarge);
+    assert!(stored.body.is_none());
+    assert_eq!(stored.size, 10_737_418_240);
+    // A chunked body (no declared size) is cut one byte past the cap.
+    let body = vec![b'x'; CAP + 4096];
+    let mut chunked = Vec::new();
+    for part in body.chunks(16 * 1024) {
+        chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked.extend_from_slice(part);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let status = t
+        .post(
+            "/callbacks/lab",
+            &[("transfer-encoding", b"chunked")],
+            &chunked,
+        )
+        .await;
+    assert_eq!(status, 413);
+    assert_eq!(t.last_callback().await.disposition, Disposition::TooLarge);
+    // A signed body one byte over the cap is refused; at the cap it is read
+    // (and is malformed: it is not JSON).
+    let status = t.post_signed("msg_big", &vec![b' '; CAP + 1]).await;
+    assert_eq!(status, 413);
+    let status = t.post_signed("msg_cap", &vec![b' '; CAP]).await;
+    assert_eq!(status, 400);
+    assert_eq!(t.last_callback().await.disposition, Disposition::Malformed);
+    // Oversized for an unknown partner too: the default cap applies.
+    let status = t
+        .post(
+            "/callbacks/nobody",
+            &[("content-length", b"1099511627776")],
+            b"",
+        )
+        .await;
+    assert_eq!(status, 413);
+    t.still_intact().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_and_deeply_nested_bodies_are_malformed_not_a_crash() {
+    let t = Target::start().await;
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "utf8",
+            b"{\"reference\":\"R-1\",\"status\":\"succ\xff\xfeeded\"}".to_vec(),
+        ),
+        (
+            "bom",
+            b"\xef\xbb\xbf{\"reference\":\"R-1\",\"status\":\"succeeded\"}".to_vec(),
+        ),
+        ("arrays", "[".repeat(200_000).into_bytes()),
+        ("objects", "{\"a\":".repeat(50_000).into_bytes()),
+        (
+            "nested-inside",
+            format!(
+                "{{\"reference\":\"R-1\",\"status\":\"succeeded\",\"x\":{}1{}}}",
+                "[".repeat(10_000),
+                "]".repeat(10_000)
+            )
+            .into_bytes(),
+        ),
+        (
+            "nul",
+            b"{\"reference\":\"R-1\",\"status\":\"succeeded\",\"event_id\":\"a\\u0000b\"}".to_vec(),
+        ),
+        (
+            "raw-nul",
+            b"{\"reference\":\"R-1\0\",\"status\":\"succeeded\"}".to_vec(),
+        ),
+        (
+            "lone-surrogate",
+            b"{\"reference\":\"\\ud800\",\"status\":\"succeeded\"}".to_vec(),
+        ),
+        ("truncated", b"{\"reference\":\"R-1\",\"stat".to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for (name, body) in &bodies {
+        let status = t.post_signed(&format!("msg_{name}"), body).await;
+        assert_eq!(status, 400, "{name}");
+        let stored = t.last_callback().await;
+        assert_eq!(stored.disposition, Disposition::Malformed, "{name}");
+        assert_eq!(
+            stored.body.as_deref(),
+            Some(body.as_slice()),
+            "{name}: raw body kept"
+        );
+    }
+    assert_eq!(
+        t.store.get(t.awaiting.id).await.unwrap().state,
+        SubmissionState::AwaitingResult,
+        "nothing was applied"
+    );
+    // A malformed callback reprocessed is still malformed, not a crash.
+    let first = t.callbacks().await.remove(0);
+    let again = t.liaison.reprocess_callback(first.id).await.unwrap();
+    assert_eq!(again.disposition, Disposition::Malformed);
+    // And the good one still goes through afterwards.
+    let ok = br#"{"reference":"R-1","status":"succeeded","event_id":"e-ok"}"#;
+    assert_eq!(t.post_signed("msg_ok", ok).await, 200);
+    assert_eq!(
+        t.store.get(t.awaiting.id).await.unwrap().state,
+        SubmissionState::Succeeded
+    );
+    t.still_intact().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_partner_names_in_the_path_get_404_or_400() {
+    let t = Target::start().await;
+    let long = "p".repeat(10_000);
+    for (path, expected) in [
+        ("/callbacks/nobody", 404),
+        (
+            "/callbacks/%27%3B%20DROP%20TABLE%20liaison_callbacks%3B--",
+            404,
+        ),
+        ("/callbacks/%25", 404),
+        ("/callbacks/_", 404),
+        ("/callbacks/%00", 404),
+        ("/callbacks/lab%00", 404),
+        ("/callbacks/%C3%BCnic%C3%B6de", 404),
+        (&format!("/callbacks/{long}"), 404),
+        // Not UTF-8 once decoded: the router refuses it before liaison sees it.
+        ("/callbacks/%FF%FE", 400),
+        ("/callbacks/lab/extra", 404),
+    ] {
+        let body = br#"{"reference":"R-1","status":"succeeded"}"#;
+        let (ts, sig) = sign("msg_path", body);
+        let status = t
+            .post(
+                path,
+                &[
+                    ("webhook-id", b"msg_path"),
+                    ("webhook-timestamp", ts.as_bytes()),
+                    ("webhook-signature", sig.as_bytes()),
+                ],
+                body,
+            )
+            .await;
+        assert_eq!(status, expected, "{}", &path[..path.len().min(60)]);
+    }
+    // Raw non-ASCII bytes in the request line are refused by the HTTP layer.
+    let mut raw = b"POST /callbacks/\xff\xfe HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}".to_vec();
+    assert_eq!(t.send(std::mem::take(&mut raw)).await, 400);
+    // Unknown partners are stored (bounded), rejected, never applied.
+    let stored = t.callbacks().await;
+    assert!(
+        stored
+            .iter()
+            .all(|c| c.disposition == Disposition::Rejected)
+    );
+    assert!(stored.iter().all(|c| c.partner.len() <= 64 * 4));
+    assert!(
+        stored
+            .iter()
+            .any(|c| c.partner.starts_with("'; DROP TABLE"))
+    );
+    assert_eq!(
+        t.store.get(t.awaiting.id).await.unwrap().state,
+        SubmissionState::AwaitingResult
+    );
+    t.still_intact().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_repeated_and_non_utf8_headers_get_clear_statuses() {
+    let t = Target::start().await;
+    let body = br#"{"reference":"R-9","status":"succeeded","event_id":"h"}"#;
+    let (ts, good) = sign("msg_h", body);
+    let post = |headers: Vec<(&'static str, Vec<u8>)>| {
+        let t = &t;
+        async move {
+            let borrowed: Vec<(&str, &[u8])> =
+                headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+            t.post("/callbacks/lab", &borrowed, body).await
+        }
+    };
+    let id = || ("webhook-id", b"msg_h".to_vec());
+    let stamp = || ("webhook-timestamp", ts.clone().into_bytes());
+    let bad = format!("v1,{}", "A".repeat(43) + "=");
+    // Two signature headers: only the first is read; a bad first one is refused.
+    let status = post(vec![
+        id(),
+        stamp(),
+        ("webhook-signature", bad.clone().into_bytes()),
+        ("webhook-signature", good.clone().into_bytes()),
+    ])
+    .await;
+    assert_eq!(status, 401);
+    // Two timestamps, the first stale: refused.
+    let status = post(vec![
+        id(),
+        ("webhook-timestamp", b"1".to_vec()),
+        stamp(),
+        ("webhook-signature", good.clone().into_bytes()),
+    ])
+    .await;
+    assert_eq!(status, 401);
+    // A signature header above the verifier's limit, and one of many entries.
+    let huge = format!("{good} {}", "v1,AAAA ".repeat(4096));
+    let status = post(vec![
+        id(),
+        stamp(),
+        ("webhook-signature", huge.into_bytes()),
+    ])
+    .await;
+    assert_eq!(status, 401);
+    let many = format!("{} {good}", "v1,AAAA ".repeat(100));
+    let status = post(vec![
+        id(),
+        stamp(),
+        ("webhook-signature", many.into_bytes()),
+    ])
+    .await;
+    assert_eq!(status, 401, "signatures past the 16th are not checked");
+    // Bytes that are not visible ASCII in a signature header: refused.
+    let mut opaque = good.clone().into_bytes();
+    opaque.extend_from_slice(b"\xff\xfe");
+    let status = post(vec![id(), stamp(), ("webhook-signature", opaque)]).await;
+    assert_eq!(status, 401);
+    // The same in a header no verifier reads: stored lossily, accepted.
+    let status = post(vec![
+        id(),
+        stamp(),
+        ("webhook-signature", good.clone().into_bytes()),
+        ("x-note", b"caf\xc3\xa9 \xff".to_vec()),
+        ("x-sql", SQL_META[0].as_bytes().to_vec()),
+    ])
+    .await;
+    assert_eq!(status, 202, "signed and well formed: unmatched, kept");
+    let stored = t.last_callback().await;
+    assert_eq!(stored.disposition, Disposition::Unmatched);
+    assert!(
+        stored
+            .headers
+            .iter()
+            .any(|(n, v)| n == "x-sql" && v == SQL_META[0])
+    );
+    // Headers bigger or more numerous than the HTTP layer takes: 431.
+    let status = post(vec![id(), stamp(), ("x-big", vec![b'a'; 1024 * 1024])]).await;
+    assert_eq!(status, 431);
+    let mut flood: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    let names: Vec<&'static str> = (0..500)
+        .map(|i| &*Box::leak(format!("x-h{i}").into_boxed_str()))
+        .collect();
+    for name in names {
+        flood.push((name, b"v".to_vec()));
+    }
+    assert_eq!(post(flood).await, 431);
+    // A lone CR or NUL inside a header value is a broken request.
+    let status = post(vec![id(), stamp(), ("x-bad", b"a\0b".to_vec())]).await;
+    assert_eq!(status, 400);
+    t.still_intact().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_metacharacters_in_callback_fields_match_nothing_they_should_not() {
+    let t = Target::start().await;
+    // A reference that is a LIKE wildcard matches no submission.
+    for (i, meta) in SQL_META.iter().enumerate() {
+        let body =
+            json!({ "reference": meta, "status": "succeeded", "event_id": meta }).to_string();
+        let status = t
+            .post_signed(&format!("msg_meta{i}"), body.as_bytes())
+            .await;
+        assert_eq!(status, 202, "{meta:?}: kept as unmatched");
+    }
+    assert_eq!(
+        t.store.get(t.awaiting.id).await.unwrap().state,
+        SubmissionState::AwaitingResult
+    );
+    // Control characters in identifiers are malformed.
+    for bad in ["R-1\u{0}", "R-1\n", "\u{1b}[2J"] {
+        let body = json!({ "reference": bad, "status": "succeeded" }).to_string();
+        assert_eq!(t.post_signed("msg_ctl", body.as_bytes()).await, 400);
+    }
+    // An event id over 255 bytes is malformed too.
+    let body = json!({ "reference": "R-1", "status": "succeeded", "event_id": "e".repeat(256) })
+        .to_string();
+    assert_eq!(t.post_signed("msg_long", body.as_bytes()).await, 400);
+    // Numbers out of range as identifiers and statuses are read as text.
+    let body = br#"{"reference": 1e400, "status": "succeeded"}"#;
+    assert_eq!(
+        t.post_signed("msg_num", body).await,
+        400,
+        "not a finite number"
+    );
+    let body = br#"{"reference": 18446744073709551616, "status": "succeeded"}"#;
+    assert_eq!(
+        t.post_signed("msg_u64", body).await,
+        202,
+        "a float reference, unmatched"
+    );
+    // The real reference, with a hostile event id, applies once.
+    // (The event ids above were the metacharacters themselves: a repeat of
+    // one of them would be recognised as the same event.)
+    let event = "evt'); DELETE FROM liaison_callbacks;--";
+    let body = json!({ "reference": "R-1", "status": "succeeded", "event_id": event }).to_string();
+    assert_eq!(t.post_signed("msg_real", body.as_bytes()).await, 200);
+    assert_eq!(t.post_signed("msg_real2", body.as_bytes()).await, 200);
+    let dispositions: Vec<_> = t.callbacks().await.iter().map(|c| c.disposition).collect();
+    assert_eq!(
+        &dispositions[dispositions.len() - 2..],
+        [Disposition::Applied, Disposition::Duplicate]
+    );
+    assert_eq!(
+        t.store.get(t.awaiting.id).await.unwrap().state,
+        SubmissionState::Succeeded
+    );
+    t.still_intact().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_refuses_unknown_and_hostile_partner_names() {
+    let t = Target::start().await;
+    for partner in ["nobody", "lab2", "LAB", "%", "_", SQL_META[0], ""] {
+        let err = t
+            .liaison
+            .enqueue(NewSubmission::new(partner, "k", json!({})))
+            .await
+            .unwrap_err();
+        assert!(err.is_invalid_input(), "{partner:?}: {err:?}");
+        let err = t
+            .liaison
+            .enqueue_batch(vec![
+                claim("b1"),
+                NewSubmission::new(partner, "k", json!({})),
+            ])
+            .await
+            .unwrap_err();
+        assert!(err.is_invalid_input(), "{partner:?}: {err:?}");
+    }
+    let err = t
+        .liaison
+        .pause(
+            SQL_META[0],
+            chrono::Utc::now() + chrono::Duration::hours(1),
+            liaison::Actor::person("ops"),
+            "maintenance",
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err:?}");
+    t.still_intact().await;
+}
+
+/// Accepts every submission under a reference derived from its key.
+#[derive(Debug)]
+struct Accepts;
+
+#[async_trait]
+impl PartnerAdapter for Accepts {
+    async fn submit(
+        &self,
+        ctx: &AttemptContext,
+        _: &Submission,
+    ) -> Result<SubmitOutcome, PartnerError> {
+        Ok(SubmitOutcome::AwaitResult {
+            external_ref: Some(format!("ref-{}", ctx.idempotency_key)),
+        })
+    }
+}
+
+/// "Keep for ever" configured as `Duration::MAX` (attempt timeout, result
+/// timeout, unmatched TTL): work and callbacks go through, no panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_configured_at_their_maximum_do_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("outbox.db")).unwrap();
+    let partner = Partner::new("lab", Accepts)
+        .attempt_timeout(Duration::MAX)
+        .result_timeout(Duration::MAX)
+        .unmatched_ttl(Duration::MAX)
+        .callbacks(
+            JsonMatcher::builder(liaison::callback::Unverified)
+                .build()
+                .unwrap(),
+        );
+    let liaison = Liaison::builder(store.clone())
+        .partner(partner)
+        .settings(liaison::engine::EngineSettings {
+            payload_retention: Duration::MAX,
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let id = liaison.enqueue(claim("k1")).await.unwrap().submission.id;
+    liaison.run_until_idle().await.unwrap();
+    let s = store.get(id).await.unwrap();
+    assert_eq!(s.state, SubmissionState::AwaitingResult);
+    assert!(s.result_deadline.unwrap() > chrono::Utc::now() + chrono::Duration::days(365));
+    let unmatched = liaison
+        .ingest_callback(
+            "lab",
+            &Default::default(),
+            br#"{"reference":"ref-other","status":"succeeded"}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(unmatched.disposition, Disposition::Unmatched);
+    let applied = liaison
+        .ingest_callback(
+            "lab",
+            &Default::default(),
+            br#"{"reference":"ref-k1","status":"succeeded"}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.disposition, Disposition::Applied);
+    assert_eq!(
+        store.get(id).await.unwrap().state,
+        SubmissionState::Succeeded
+    );
+    let purged = liaison.run_retention().await.unwrap();
+    assert_eq!(purged.payloads, 0, "kept for ever");
+}
