@@ -3,7 +3,7 @@
 //! valid, truncated and hostile samples), over mutations of it, and over
 //! random bytes. `PROPTEST_CASES` scales the random part (default 2,000 per
 //! property for the pure targets, a tenth of that for ingest, which writes).
-//! Long runs use cargo-fuzz: docs/reliability-fuzzing.md.
+//! Long runs use cargo-fuzz: docs/reliability.md (Fuzzing).
 
 use std::path::{Path, PathBuf};
 
