@@ -144,9 +144,13 @@ async fn the_rate_limit_spaces_attempts() {
     drain(&liaison).await;
     let received = mock.received();
     assert_eq!(received.len(), 10);
+    // The limiter releases the 10th a full second after the first; the
+    // receiver's clock sees that minus the first request's extra delay
+    // (connection setup on a loaded machine), so allow a margin. Without a
+    // limit the ten arrive within a few milliseconds.
     let span = received[9].at - received[0].at;
     assert!(
-        span >= chrono::Duration::milliseconds(950),
+        span >= chrono::Duration::milliseconds(700),
         "10 requests within {span:?}"
     );
     assert_eq!(
