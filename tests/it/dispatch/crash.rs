@@ -243,6 +243,7 @@ async fn crash_loop(backend: &Backend, dir: &Path, kills: u64, n: u64) {
         "crash loop ({}): seed {seed}, kills {kills}, submissions {n}, lost {lost}, duplicates {duplicates}; \
          states {:?}; partner: {} requests, {} side effects for {} keys, {} callbacks sent ({} failed); \
          callbacks stored by disposition {:?}; stale results journaled {}; \
+         leases expired (attempts cut by a kill) {}; \
          {} confirmed before the last kill; {:.1} s",
         backend.label(),
         audit.by_state,
@@ -253,6 +254,7 @@ async fn crash_loop(backend: &Backend, dir: &Path, kills: u64, n: u64) {
         stats.callbacks_failed,
         audit.callbacks,
         audit.stale_results,
+        audit.leases_expired,
         confirmed_at_last_kill,
         started.elapsed().as_secs_f64(),
     );

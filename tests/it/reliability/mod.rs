@@ -472,6 +472,8 @@ pub struct Audit {
     pub callbacks: BTreeMap<String, usize>,
     /// `stale_result_ignored` events.
     pub stale_results: usize,
+    /// `lease_expired` events: attempts a crash interrupted, reclaimed.
+    pub leases_expired: usize,
 }
 
 impl Audit {
@@ -489,6 +491,7 @@ impl Audit {
              WHERE disposition = 'applied' GROUP BY submission_id HAVING COUNT(*) > 1) t",
             "SELECT CAST(COUNT(*) AS TEXT) FROM liaison_events WHERE kind = 'stale_result_ignored'",
             "SELECT disposition, CAST(COUNT(*) AS TEXT) FROM liaison_callbacks GROUP BY disposition",
+            "SELECT CAST(COUNT(*) AS TEXT) FROM liaison_events WHERE kind = 'lease_expired'",
         ]) else {
             return audit;
         };
@@ -507,6 +510,7 @@ impl Audit {
         for row in &results[5] {
             audit.callbacks.insert(row[0].clone(), number(&row[1]));
         }
+        audit.leases_expired = number(&results[6][0][0]);
         audit
     }
 
