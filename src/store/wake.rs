@@ -26,6 +26,7 @@ pub struct Wakeups {
 
 impl Wakeups {
     /// Wrap a broadcast receiver; stores create these.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn new(rx: broadcast::Receiver<Wake>) -> Self {
         Wakeups { rx }
     }

@@ -209,7 +209,12 @@ pub(super) async fn settle_on(
                 db.advisory_lock(LockClass::PartnerRef, &ref_key(partner, r))
                     .await?;
             }
-            apply_report(db, &stored, report, *unmatched_until, now).await
+            let receipt = apply_report(db, &stored, report, *unmatched_until, now).await?;
+            // Reliability tests: the report is applied, its transaction not
+            // committed.
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("liaison::callback::before_commit");
+            Ok(receipt)
         }
     }
 }

@@ -162,6 +162,10 @@ pub(super) async fn complete_on(
     } else {
         super::callbacks::rematch_on(db, &applied, now).await?
     };
+    // Reliability tests: the result is written, its transaction not
+    // committed.
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("liaison::complete::before_commit");
     Ok(Completion::Applied(Box::new(applied)))
 }
 

@@ -123,6 +123,9 @@ pub(super) async fn migrate(
         )
         .await
         .map_err(pg_err("record migration"))?;
+        // Reliability tests: a migration ran, its transaction not committed.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("liaison::migrate::applied");
     }
     tx.commit().await.map_err(pg_err("commit migration"))?;
     Ok(SCHEMA_VERSION)

@@ -9,11 +9,18 @@
 //! Pass: nothing lost (every key the child confirmed as enqueued is in the
 //! database), every submission terminal, one side effect per key at the
 //! partner, no submission settled twice and no callback applied twice, and
-//! `PRAGMA integrity_check` ok after every kill.
+//! the database consistent after every kill ([`Backend::check`]): no
+//! submission in flight without a lease token, and `PRAGMA integrity_check`
+//! ok (SQLite) or the trigger-kept state counters equal to a count of the
+//! submissions (PostgreSQL).
 //!
+//! The same loop runs on a SQLite file and on a PostgreSQL schema of its
+//! own (skipped with a notice without `LIAISON_TEST_PG_URL`).
 //! Scale with `LIAISON_CRASH_KILLS` (default 50) and
-//! `LIAISON_CRASH_SUBMISSIONS` (default 5000); `LIAISON_CRASH_SEED` repeats a
-//! run's kill schedule. The figures are printed (`--nocapture` shows them).
+//! `LIAISON_CRASH_SUBMISSIONS` (default 5000), on PostgreSQL
+//! `LIAISON_CRASH_PG_KILLS` (default 20) and `LIAISON_CRASH_PG_SUBMISSIONS`
+//! (default 2000); `LIAISON_CRASH_SEED` repeats a run's kill schedule. The
+//! figures are printed (`--nocapture` shows them).
 //!
 //! The child is this same test binary, re-run with only
 //! [`crash_child_entry`] selected and its settings in environment variables.
@@ -29,15 +36,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use liaison::store::SqliteStore;
 use liaison::testing::{Behavior, CallbackMode, MockOutcome, MockPartner};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::claim;
-use crate::reliability::{Audit, Lab, child, env_number, free_port, integrity, log_tail, signer};
+use crate::reliability::{Audit, Backend, Lab, child, env_number, free_port, log_tail, signer};
 
-const DB: &str = "LIAISON_CRASH_CHILD_DB";
 const URL: &str = "LIAISON_CRASH_CHILD_URL";
 const PORT: &str = "LIAISON_CRASH_CHILD_PORT";
 const START: &str = "LIAISON_CRASH_CHILD_START";
@@ -53,7 +58,7 @@ const LIFE_MS: std::ops::Range<u64> = 100..1200;
 /// set and it returns at once; the crash test runs it in a child process.
 #[test]
 fn crash_child_entry() {
-    let Ok(db) = std::env::var(DB) else {
+    let Some(backend) = Backend::from_env() else {
         return;
     };
     let var = |name: &str| std::env::var(name).expect(name);
@@ -63,12 +68,15 @@ fn crash_child_entry() {
     let count: usize = var(COUNT).parse().expect("count");
     let chunk: usize = var(CHUNK).parse().expect("chunk");
     crate::reliability::runtime().block_on(async move {
-        let store = SqliteStore::open(&db).expect("open");
-        let lab = Lab::start(store, &url, Some(port)).await;
+        let lab = Lab::start(backend.open().await, &url, Some(port)).await;
         let mut next = start;
         while next < count {
             let end = (next + chunk).min(count);
-            let batch = (next..end).map(|i| claim("lab", i)).collect();
+            // A business value per submission, so that the PostgreSQL
+            // counters' summed values are checked too.
+            let batch = (next..end)
+                .map(|i| claim("lab", i).business_value(100 + i as i64))
+                .collect();
             lab.liaison.enqueue_batch(batch).await.expect("enqueue");
             // Committed: tell the parent (stdout is line-buffered).
             println!("enqueued {end}");
@@ -87,7 +95,7 @@ struct Host {
 }
 
 fn spawn_host(
-    db: &Path,
+    backend: &Backend,
     log: &Path,
     url: &str,
     port: u16,
@@ -95,8 +103,9 @@ fn spawn_host(
     chunk: usize,
     confirmed: &Arc<AtomicUsize>,
 ) -> Host {
-    let mut child = child("dispatch::crash::crash_child_entry", log)
-        .env(DB, db)
+    let mut command = child("dispatch::crash::crash_child_entry", log);
+    backend.pass_to(&mut command);
+    let mut child = command
         .env(URL, url)
         .env(PORT, port.to_string())
         .env(START, confirmed.load(Ordering::SeqCst).to_string())
@@ -136,8 +145,33 @@ impl Host {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_killed_at_random_loses_nothing_and_applies_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::Sqlite(dir.path().join("crash.db"));
     let kills = env_number("LIAISON_CRASH_KILLS", 50);
-    let n = usize::try_from(env_number("LIAISON_CRASH_SUBMISSIONS", 5000)).unwrap();
+    let n = env_number("LIAISON_CRASH_SUBMISSIONS", 5000);
+    crash_loop(&backend, dir.path(), kills, n).await;
+}
+
+/// The same loop with every host on one PostgreSQL schema: after every
+/// kill the state counters must not have drifted.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_host_killed_at_random_loses_nothing_and_applies_nothing_twice() {
+    let Some(schema) = crate::conformance::harness::pg::Schema::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::postgres(&schema);
+    let kills = env_number("LIAISON_CRASH_PG_KILLS", 20);
+    let n = env_number("LIAISON_CRASH_PG_SUBMISSIONS", 2000);
+    crash_loop(&backend, dir.path(), kills, n).await;
+    drop(schema);
+}
+
+/// Kill `kills` hosts on `backend` at random while `n` submissions go
+/// through, let a last host finish, and audit (children's logs in `dir`).
+async fn crash_loop(backend: &Backend, dir: &Path, kills: u64, n: u64) {
+    let n = usize::try_from(n).unwrap();
     let seed = env_number("LIAISON_CRASH_SEED", rand::random());
     let mut rng = StdRng::seed_from_u64(seed);
     // Spread the enqueueing over roughly the first half of the children's
@@ -146,9 +180,7 @@ async fn a_host_killed_at_random_loses_nothing_and_applies_nothing_twice() {
     let ticks = (kills as f64 * 0.65 * 0.45 / PACE.as_secs_f64()).max(1.0);
     let chunk = ((n as f64 / ticks).ceil() as usize).max(1);
 
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("crash.db");
-    let log = dir.path().join("children.log");
+    let log = dir.join("children.log");
     // Accept with 202, call back 30 ms later, twice (the same event); every
     // 7th request is answered 503 first.
     let mock = MockPartner::start_with(Behavior::flaky(
@@ -169,19 +201,19 @@ async fn a_host_killed_at_random_loses_nothing_and_applies_nothing_twice() {
     let started = Instant::now();
 
     for kill in 1..=kills {
-        let host = spawn_host(&db, &log, &url, port, n, chunk, &confirmed);
+        let host = spawn_host(backend, &log, &url, port, n, chunk, &confirmed);
         tokio::time::sleep(Duration::from_millis(rng.random_range(LIFE_MS))).await;
         host.kill(&log);
-        assert_eq!(integrity(&db), "ok", "integrity after kill {kill}");
+        assert_eq!(backend.check(), "ok", "consistency after kill {kill}");
     }
     let confirmed_at_last_kill = confirmed.load(Ordering::SeqCst);
 
     // The last host finishes the work.
-    let host = spawn_host(&db, &log, &url, port, n, chunk, &confirmed);
+    let host = spawn_host(backend, &log, &url, port, n, chunk, &confirmed);
     let limit = Duration::from_secs(240);
     let waited = Instant::now();
     loop {
-        let audit = Audit::of(&db);
+        let audit = Audit::of(backend);
         // A callback stored but not settled when its host was killed is
         // settled by a later host's deadline watcher (after 10 s).
         let unsettled = audit.callbacks.get("received").copied().unwrap_or(0);
@@ -198,9 +230,9 @@ async fn a_host_killed_at_random_loses_nothing_and_applies_nothing_twice() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     host.kill(&log);
-    assert_eq!(integrity(&db), "ok", "integrity at the end");
+    assert_eq!(backend.check(), "ok", "consistency at the end");
 
-    let audit = Audit::of(&db);
+    let audit = Audit::of(backend);
     let stats = mock.stats();
     let effects = mock.side_effects();
     let effect_keys: std::collections::HashSet<_> =
@@ -208,10 +240,12 @@ async fn a_host_killed_at_random_loses_nothing_and_applies_nothing_twice() {
     let lost = audit.missing(n);
     let duplicates = audit.duplicates() + (effects.len() - effect_keys.len());
     println!(
-        "crash loop: seed {seed}, kills {kills}, submissions {n}, lost {lost}, duplicates {duplicates}; \
+        "crash loop ({}): seed {seed}, kills {kills}, submissions {n}, lost {lost}, duplicates {duplicates}; \
          states {:?}; partner: {} requests, {} side effects for {} keys, {} callbacks sent ({} failed); \
          callbacks stored by disposition {:?}; stale results journaled {}; \
+         leases expired (attempts cut by a kill) {}; \
          {} confirmed before the last kill; {:.1} s",
+        backend.label(),
         audit.by_state,
         stats.requests,
         stats.side_effects,
@@ -220,6 +254,7 @@ async fn a_host_killed_at_random_loses_nothing_and_applies_nothing_twice() {
         stats.callbacks_failed,
         audit.callbacks,
         audit.stale_results,
+        audit.leases_expired,
         confirmed_at_last_kill,
         started.elapsed().as_secs_f64(),
     );

@@ -28,7 +28,7 @@ use liaison::store::SqliteStore;
 use liaison::testing::{Behavior, MockPartner};
 use serde_json::{Value, json};
 
-use super::{Audit, Lab, child, integrity, log_tail};
+use super::{Audit, Backend, Lab, child, integrity, log_tail};
 use crate::dispatch::claim;
 
 const ROLE: &str = "LIAISON_CT_ROLE";
@@ -186,7 +186,7 @@ fn liaison_side(db: &Path) {
     let outbox = Arc::new(Tally::default());
     super::runtime().block_on(async {
         let store = SqliteStore::open(db).expect("open");
-        let lab = Lab::start(store.clone(), &url, None).await;
+        let lab = Lab::start(Arc::new(store.clone()), &url, None).await;
         let hammers: Vec<_> = (0..2)
             .map(|_| {
                 let (db, stop, tally) = (db.to_owned(), Arc::clone(&stop), Arc::clone(&threads));
@@ -239,7 +239,7 @@ fn liaison_side(db: &Path) {
         enqueuer.join().expect("outbox thread");
         // Let the engine finish while the host keeps writing.
         let start = Instant::now();
-        while Audit::of(db).terminal() < count && start.elapsed() < Duration::from_secs(120) {
+        while Audit::of(&Backend::Sqlite(db.into())).terminal() < count && start.elapsed() < Duration::from_secs(120) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         stop.store(true, Ordering::SeqCst);
@@ -329,7 +329,7 @@ async fn host_writers_in_threads_and_a_process_meet_no_busy_and_lose_nothing() {
     assert!(writer.wait().unwrap().success(), "{}", log_tail(&log));
 
     assert_eq!(integrity(&db), "ok");
-    let audit = Audit::of(&db);
+    let audit = Audit::of(&Backend::Sqlite(db.clone()));
     let stats = mock.stats();
     let conn = host_connection(&db);
     let rows = |source: &str| -> u64 {

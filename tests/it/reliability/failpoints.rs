@@ -14,6 +14,12 @@
 //! | `liaison::callback::before_commit` | a callback's report is applied in the open transaction |
 //! | `liaison::migrate::applied` | a schema migration ran in the open transaction |
 //!
+//! The backend-independent cases and the PostgreSQL store's own failpoints
+//! (the same names, in `src/store/postgres/`) run on PostgreSQL too, each on
+//! a schema of its own (skipped with a notice without `LIAISON_TEST_PG_URL`);
+//! there "consistent" also means the state counters did not drift
+//! ([`Backend::check`]).
+//!
 //! The child is this same test binary running [`failpoint_child_entry`]. It
 //! reads `FAILPOINTS` the `fail` way ([`fail::FailScenario::setup`]); a
 //! crash is `LIAISON_FP_ABORT=<failpoint>` (a callback calling `abort`, which
@@ -25,15 +31,13 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use liaison::rusqlite;
-use liaison::store::SqliteStore;
 use liaison::testing::{Behavior, CallbackMode, MockOutcome, MockPartner};
 
 use super::{
-    Audit, Lab, child, exited, free_port, integrity, lab_partner, log_tail, signer, until,
+    Audit, Backend, Lab, child, exited, free_port, integrity, lab_partner, log_tail, signer, until,
 };
 use crate::dispatch::claim;
 
-pub const DB: &str = "LIAISON_FP_DB";
 pub const URL: &str = "LIAISON_FP_URL";
 pub const PORT: &str = "LIAISON_FP_PORT";
 pub const COUNT: &str = "LIAISON_FP_COUNT";
@@ -50,7 +54,7 @@ const SIGABRT: i32 = 6;
 /// Under a normal test run the variables are not set and it returns at once.
 #[test]
 fn failpoint_child_entry() {
-    let Ok(db) = std::env::var(DB) else {
+    let Some(backend) = Backend::from_env() else {
         return;
     };
     let var = |name: &str| std::env::var(name).expect(name);
@@ -70,7 +74,7 @@ fn failpoint_child_entry() {
         });
     }
     super::runtime().block_on(async move {
-        let store = SqliteStore::open(&db).expect("open");
+        let store = backend.open().await;
         let mut partner = lab_partner(&url).concurrency(concurrency);
         if let Ok(ms) = std::env::var(RESULT_TIMEOUT) {
             partner = partner.result_timeout(Duration::from_millis(ms.parse().expect("ms")));
@@ -93,9 +97,37 @@ struct Scenario {
     result_timeout: Option<Duration>,
 }
 
-/// Crash a child at `failpoint`, check the file, restart without
+/// [`crash_and_recover`] on a SQLite file.
+async fn on_sqlite(scenario: Scenario) -> Audit {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::Sqlite(dir.path().join("fp.db"));
+    crash_and_recover(&backend, dir.path(), scenario).await
+}
+
+/// A PostgreSQL schema of the test's own, not created yet (the child's
+/// store creates and migrates it), dropped at the end; `None` after a
+/// notice without `LIAISON_TEST_PG_URL`.
+#[cfg(feature = "postgres")]
+pub fn fresh_schema() -> Option<crate::conformance::harness::pg::Schema> {
+    Some(crate::conformance::harness::pg::Schema {
+        url: crate::conformance::harness::pg::url()?,
+        name: format!("liaison_t_{}", uuid::Uuid::new_v4().simple()),
+    })
+}
+
+/// [`crash_and_recover`] on a PostgreSQL schema of its own.
+#[cfg(feature = "postgres")]
+async fn on_postgres(scenario: Scenario) -> Option<Audit> {
+    let schema = fresh_schema()?;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = crash_and_recover(&Backend::postgres(&schema), dir.path(), scenario).await;
+    drop(schema);
+    Some(audit)
+}
+
+/// Crash a child at `failpoint`, check the database, restart without
 /// failpoints, and check the recovery. Returns the final audit.
-async fn crash_and_recover(scenario: Scenario) -> Audit {
+async fn crash_and_recover(backend: &Backend, dir: &std::path::Path, scenario: Scenario) -> Audit {
     let Scenario {
         failpoint,
         behavior,
@@ -103,9 +135,7 @@ async fn crash_and_recover(scenario: Scenario) -> Audit {
         callbacks,
         result_timeout,
     } = scenario;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("fp.db");
-    let log = dir.path().join("child.log");
+    let log = dir.join("child.log");
     let mock = MockPartner::start_with(behavior).await.unwrap();
     let port = callbacks.then(free_port);
     if let Some(port) = port {
@@ -114,8 +144,8 @@ async fn crash_and_recover(scenario: Scenario) -> Audit {
     }
 
     let mut command = child("reliability::failpoints::failpoint_child_entry", &log);
+    backend.pass_to(&mut command);
     command
-        .env(DB, &db)
         .env(URL, mock.submit_url())
         .env(COUNT, count.to_string())
         .env(ABORT, failpoint);
@@ -134,14 +164,14 @@ async fn crash_and_recover(scenario: Scenario) -> Audit {
         log_tail(&log)
     );
     assert_eq!(
-        integrity(&db),
+        backend.check(),
         "ok",
-        "integrity after the crash at {failpoint}"
+        "consistency after the crash at {failpoint}"
     );
     let effects_at_crash = mock.stats().side_effects;
     // Callbacks stored but not settled at the crash.
     let unsettled = if callbacks {
-        callbacks_in(&db, "received")
+        backend.callbacks_in("received")
     } else {
         Vec::new()
     };
@@ -152,7 +182,7 @@ async fn crash_and_recover(scenario: Scenario) -> Audit {
     );
 
     // Restart without failpoints, in this process (none are configured here).
-    let store = SqliteStore::open(&db).expect("reopen after the crash");
+    let store = backend.open().await;
     let mut partner = lab_partner(&mock.submit_url());
     if let Some(timeout) = result_timeout {
         partner = partner.result_timeout(timeout);
@@ -167,17 +197,17 @@ async fn crash_and_recover(scenario: Scenario) -> Audit {
         &format!("recovery after a crash at {failpoint}"),
         Duration::from_secs(60),
         || {
-            let audit = Audit::of(&db);
+            let audit = Audit::of(backend);
             audit.terminal() == count && !audit.callbacks.contains_key("received")
         },
     )
     .await;
     lab.stop().await;
     drop(store);
-    assert_eq!(integrity(&db), "ok", "integrity after recovery");
+    assert_eq!(backend.check(), "ok", "consistency after recovery");
 
-    let audit = Audit::of(&db);
-    let applied = callbacks_in(&db, "applied");
+    let audit = Audit::of(backend);
+    let applied = backend.callbacks_in("applied");
     for id in &unsettled {
         assert!(
             applied.contains(id),
@@ -186,9 +216,13 @@ async fn crash_and_recover(scenario: Scenario) -> Audit {
     }
     let stats = mock.stats();
     println!(
-        "failpoint {failpoint}: {count} submissions, {effects_at_crash} side effects at the crash, \
+        "failpoint {failpoint} ({}): {count} submissions, {effects_at_crash} side effects at the crash, \
          after recovery {:?}, {} side effects for {} keys, callbacks {:?}",
-        audit.by_state, stats.side_effects, stats.distinct_keys, audit.callbacks
+        backend.label(),
+        audit.by_state,
+        stats.side_effects,
+        stats.distinct_keys,
+        audit.callbacks
     );
     assert_eq!(audit.missing(count), 0, "lost submissions");
     assert_eq!(audit.total(), count);
@@ -206,21 +240,9 @@ async fn crash_and_recover(scenario: Scenario) -> Audit {
     audit
 }
 
-/// Ids of the stored callbacks with `disposition`.
-fn callbacks_in(db: &std::path::Path, disposition: &str) -> Vec<String> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT id FROM liaison_callbacks WHERE disposition = ?1")
-        .unwrap();
-    stmt.query_map([disposition], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_the_claim_commits_recovers() {
-    let audit = crash_and_recover(Scenario {
+    let audit = on_sqlite(Scenario {
         failpoint: "liaison::claim::committed",
         behavior: Behavior::AcceptAndComplete,
         count: 20,
@@ -233,7 +255,7 @@ async fn a_crash_after_the_claim_commits_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_the_partner_answered_recovers_with_one_side_effect() {
-    crash_and_recover(Scenario {
+    on_sqlite(Scenario {
         failpoint: "liaison::attempt::answered",
         behavior: Behavior::AcceptAndComplete,
         count: 20,
@@ -245,7 +267,7 @@ async fn a_crash_after_the_partner_answered_recovers_with_one_side_effect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_before_the_result_commits_recovers_with_one_side_effect() {
-    crash_and_recover(Scenario {
+    on_sqlite(Scenario {
         failpoint: "liaison::complete::before_commit",
         behavior: Behavior::AcceptAndComplete,
         count: 20,
@@ -265,7 +287,7 @@ fn calling_back() -> Behavior {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_storing_and_settling_a_callback_recovers() {
-    let audit = crash_and_recover(Scenario {
+    let audit = on_sqlite(Scenario {
         failpoint: "liaison::callback::recorded",
         behavior: calling_back(),
         count: 10,
@@ -284,7 +306,7 @@ async fn a_crash_between_storing_and_settling_a_callback_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_while_applying_a_callback_recovers() {
-    let audit = crash_and_recover(Scenario {
+    let audit = on_sqlite(Scenario {
         failpoint: "liaison::callback::before_commit",
         behavior: calling_back(),
         count: 10,
@@ -306,7 +328,7 @@ async fn a_crash_while_applying_a_callback_recovers() {
 /// (here: empty) schema, and the next open migrates from scratch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_during_migration_leaves_a_database_that_migrates_on_restart() {
-    crash_and_recover(Scenario {
+    on_sqlite(Scenario {
         failpoint: "liaison::migrate::applied",
         behavior: Behavior::AcceptAndComplete,
         count: 5,
@@ -316,20 +338,36 @@ async fn a_crash_during_migration_leaves_a_database_that_migrates_on_restart() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_during_migration_commits_no_part_of_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("fp.db");
-    let log = dir.path().join("child.log");
-    let mut crashed = child("reliability::failpoints::failpoint_child_entry", &log)
-        .env(DB, &db)
+/// Start a child on `backend` that crashes in its first migration, and wait
+/// for the crash.
+async fn crash_in_migration(backend: &Backend, log: &std::path::Path) {
+    let mut command = child("reliability::failpoints::failpoint_child_entry", log);
+    backend.pass_to(&mut command);
+    let mut crashed = command
         .env(URL, "http://127.0.0.1:9/submit")
         .env(COUNT, "0")
         .env(ABORT, "liaison::migrate::applied")
         .spawn()
         .expect("spawn child");
-    let status = exited(&mut crashed, &log).await;
-    assert_eq!(status.signal(), Some(SIGABRT), "{}", log_tail(&log));
+    let status = exited(&mut crashed, log).await;
+    assert_eq!(status.signal(), Some(SIGABRT), "{}", log_tail(log));
+}
+
+/// The schema version `backend` records.
+fn schema_version(backend: &Backend) -> i64 {
+    let rows = backend
+        .query(&["SELECT CAST(MAX(version) AS TEXT) FROM liaison_migrations"])
+        .expect("migrated");
+    rows[0][0][0].parse().expect("a version")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_migration_commits_no_part_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fp.db");
+    let log = dir.path().join("child.log");
+    let backend = Backend::Sqlite(db.clone());
+    crash_in_migration(&backend, &log).await;
     assert_eq!(integrity(&db), "ok");
     let conn = rusqlite::Connection::open(&db).unwrap();
     let tables: i64 = conn
@@ -341,15 +379,8 @@ async fn a_crash_during_migration_commits_no_part_of_it() {
         .unwrap();
     assert_eq!(tables, 0, "no table of the interrupted migration was kept");
     drop(conn);
-    let store = SqliteStore::open(&db).expect("migrate on restart");
-    drop(store);
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let version: i64 = conn
-        .query_row("SELECT MAX(version) FROM liaison_migrations", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(version, liaison::store::SCHEMA_VERSION);
+    drop(backend.open().await);
+    assert_eq!(schema_version(&backend), liaison::store::SCHEMA_VERSION);
 }
 
 /// `FAILPOINTS` with the `panic` action: the attempt's task panics after the
@@ -359,19 +390,21 @@ async fn a_crash_during_migration_commits_no_part_of_it() {
 async fn a_panicking_attempt_is_retried_after_its_lease_expires() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("fp.db");
+    let backend = Backend::Sqlite(db.clone());
     let log = dir.path().join("child.log");
     let mock = MockPartner::start_with(Behavior::AcceptAndComplete)
         .await
         .unwrap();
-    let mut host = child("reliability::failpoints::failpoint_child_entry", &log)
-        .env(DB, &db)
+    let mut command = child("reliability::failpoints::failpoint_child_entry", &log);
+    backend.pass_to(&mut command);
+    let mut host = command
         .env(URL, mock.submit_url())
         .env(COUNT, "10")
         .env("FAILPOINTS", "liaison::attempt::answered=3*panic")
         .spawn()
         .expect("spawn child");
     until("every submission terminal", Duration::from_secs(60), || {
-        Audit::of(&db).terminal() == 10
+        Audit::of(&backend).terminal() == 10
     })
     .await;
     assert!(
@@ -382,7 +415,7 @@ async fn a_panicking_attempt_is_retried_after_its_lease_expires() {
     host.kill().unwrap();
     host.wait().unwrap();
     assert_eq!(integrity(&db), "ok");
-    let audit = Audit::of(&db);
+    let audit = Audit::of(&backend);
     assert_eq!(audit.in_state("succeeded"), 10);
     assert_eq!(audit.duplicates(), 0);
     let conn = rusqlite::Connection::open(&db).unwrap();
@@ -398,4 +431,133 @@ async fn a_panicking_attempt_is_retried_after_its_lease_expires() {
     assert!(retried >= 3, "{retried} submissions retried");
     assert!(mock.stats().requests >= 13);
     assert_eq!(mock.stats().side_effects, 10, "one side effect per key");
+}
+
+/// The same crashes on PostgreSQL: the backend-independent failpoints
+/// (engine code) and the PostgreSQL store's own, each on a schema of its own.
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_after_the_claim_commits_recovers() {
+        let Some(audit) = on_postgres(Scenario {
+            failpoint: "liaison::claim::committed",
+            behavior: Behavior::AcceptAndComplete,
+            count: 20,
+            callbacks: false,
+            result_timeout: None,
+        })
+        .await
+        else {
+            return;
+        };
+        assert_eq!(audit.stale_results, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_after_the_partner_answered_recovers_with_one_side_effect() {
+        on_postgres(Scenario {
+            failpoint: "liaison::attempt::answered",
+            behavior: Behavior::AcceptAndComplete,
+            count: 20,
+            callbacks: false,
+            result_timeout: None,
+        })
+        .await;
+    }
+
+    /// `src/store/postgres/lease.rs`: the result, the attempt row and the
+    /// events are written in the open transaction; the crash drops the
+    /// connection and PostgreSQL rolls all of it back (the counters too:
+    /// their trigger runs at commit).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_before_the_result_commits_recovers_with_one_side_effect() {
+        on_postgres(Scenario {
+            failpoint: "liaison::complete::before_commit",
+            behavior: Behavior::AcceptAndComplete,
+            count: 20,
+            callbacks: false,
+            result_timeout: None,
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_between_storing_and_settling_a_callback_recovers() {
+        let Some(audit) = on_postgres(Scenario {
+            failpoint: "liaison::callback::recorded",
+            behavior: calling_back(),
+            count: 10,
+            callbacks: true,
+            result_timeout: Some(Duration::from_secs(15)),
+        })
+        .await
+        else {
+            return;
+        };
+        assert!(
+            audit.callbacks.get("applied").copied().unwrap_or(0) >= 1,
+            "{audit:?}"
+        );
+    }
+
+    /// `src/store/postgres/callbacks.rs`: the report is applied to its
+    /// submission in the open transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_while_applying_a_callback_recovers() {
+        let Some(audit) = on_postgres(Scenario {
+            failpoint: "liaison::callback::before_commit",
+            behavior: calling_back(),
+            count: 10,
+            callbacks: true,
+            result_timeout: Some(Duration::from_secs(15)),
+        })
+        .await
+        else {
+            return;
+        };
+        assert!(
+            audit.callbacks.get("applied").copied().unwrap_or(0) >= 1,
+            "{audit:?}"
+        );
+    }
+
+    /// `src/store/postgres/migrate.rs`: the schema itself is created in the
+    /// migration's transaction, so after the crash it does not exist; the
+    /// next connect creates and migrates it, and work proceeds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_during_migration_commits_no_part_of_it() {
+        let Some(schema) = fresh_schema() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Backend::postgres(&schema);
+        crash_in_migration(&backend, &dir.path().join("child.log")).await;
+        let c = crate::conformance::harness::pg::client(&schema.url).await;
+        let kept: i64 = c
+            .query_one(
+                "SELECT COUNT(*) FROM pg_namespace WHERE nspname = $1",
+                &[&schema.name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(kept, 0, "no part of the interrupted migration was kept");
+        drop(backend.open().await);
+        assert_eq!(schema_version(&backend), liaison::store::SCHEMA_VERSION);
+        assert_eq!(backend.check(), "ok");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_during_migration_leaves_a_database_that_migrates_on_restart() {
+        on_postgres(Scenario {
+            failpoint: "liaison::migrate::applied",
+            behavior: Behavior::AcceptAndComplete,
+            count: 5,
+            callbacks: false,
+            result_timeout: None,
+        })
+        .await;
+    }
 }

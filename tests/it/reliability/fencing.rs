@@ -8,34 +8,51 @@
 //! the result. Then A resumes: its late result must change nothing (state,
 //! attempt count and attempt rows are B's), must be journaled as
 //! `stale_result_ignored`, and the partner must have performed the effect
-//! once.
+//! once. The same on a SQLite file and with both instances on one
+//! PostgreSQL schema.
 
 use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use liaison::store::{OutboxStore, SqliteStore};
 use liaison::testing::{Behavior, MockPartner};
 use liaison::{EventKind, SubmissionState};
 
-use super::failpoints::{CONCURRENCY, COUNT, DB, RESUME, URL};
-use super::{Audit, Lab, child, integrity, log_tail, until};
+use super::failpoints::{CONCURRENCY, COUNT, RESUME, URL};
+use super::{Audit, Backend, Lab, child, log_tail, until};
 
 const POINT: &str = "liaison::attempt::answered";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_paused_past_its_lease_changes_nothing_when_it_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("fencing.db");
-    let log = dir.path().join("child.log");
+    fencing(&Backend::Sqlite(dir.path().join("fencing.db")), dir.path()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_worker_paused_past_its_lease_changes_nothing_when_it_resumes() {
+    let Some(schema) = crate::conformance::harness::pg::Schema::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    fencing(&Backend::postgres(&schema), dir.path()).await;
+    drop(schema);
+}
+
+/// A on `backend` paused past its lease while B (this process) completes
+/// its work; A's late result must change nothing.
+async fn fencing(backend: &Backend, dir: &std::path::Path) {
+    let log = dir.join("child.log");
     let mock = MockPartner::start_with(Behavior::AcceptAndComplete)
         .await
         .unwrap();
 
     // A: one submission, one permit (so while paused it claims nothing
     // more), paused after the partner's answer until told on stdin.
-    let mut a = child("reliability::failpoints::failpoint_child_entry", &log)
-        .env(DB, &db)
+    let mut command = child("reliability::failpoints::failpoint_child_entry", &log);
+    backend.pass_to(&mut command);
+    let mut a = command
         .env(URL, mock.submit_url())
         .env(COUNT, "1")
         .env(CONCURRENCY, "1")
@@ -52,7 +69,7 @@ async fn a_worker_paused_past_its_lease_changes_nothing_when_it_resumes() {
     .await;
 
     // B takes over once A's lease (1 s attempt timeout + 200 ms) expires.
-    let store = SqliteStore::open(&db).unwrap();
+    let store = backend.open().await;
     let b = Lab::start(store.clone(), &mock.submit_url(), None).await;
     let id = store
         .list(&liaison::store::ListFilter::default().partner("lab"))
@@ -130,8 +147,8 @@ async fn a_worker_paused_past_its_lease_changes_nothing_when_it_resumes() {
     a.wait().unwrap();
     b.stop().await;
     drop(store);
-    assert_eq!(integrity(&db), "ok");
-    let audit = Audit::of(&db);
+    assert_eq!(backend.check(), "ok");
+    let audit = Audit::of(backend);
     assert_eq!(audit.stale_results, 1);
     assert_eq!(audit.duplicates(), 0);
 }

@@ -3,7 +3,9 @@
 //!
 //! Shared here: running one test of this binary in a child process (the way
 //! SQLite's own crash tests run a writer they can kill), the "lab" host such
-//! a child runs, and the audit of a database file afterwards.
+//! a child runs, the [`Backend`] it runs on (a SQLite file or a PostgreSQL
+//! schema of its own), and the audit of that database afterwards, in plain
+//! SQL.
 
 mod contention;
 #[cfg(feature = "failpoints")]
@@ -13,8 +15,9 @@ mod fencing;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,7 +25,7 @@ use liaison::callback::{JsonMatcher, StandardWebhooks};
 use liaison::engine::{EngineSettings, Handle, Liaison, Partner};
 use liaison::retry::{Fixed, RetryLimits};
 use liaison::rusqlite;
-use liaison::store::SqliteStore;
+use liaison::store::{OutboxStore, SqliteStore};
 use liaison::{
     AttemptContext, HttpJsonAdapter, Outcome, PartnerAdapter, PartnerError, PollError, PollStatus,
     ResultMapping, Submission, SubmitOutcome,
@@ -131,20 +134,24 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Open `db`, start the engine for [`lab_partner`] and, with a port,
+    /// Start the engine on `store` for [`lab_partner`] and, with a port,
     /// serve the callback router on `127.0.0.1:port` (the port the mock calls
     /// back to; a killed predecessor may have held it a moment ago).
-    pub async fn start(store: SqliteStore, submit_url: &str, callback_port: Option<u16>) -> Lab {
+    pub async fn start(
+        store: Arc<dyn OutboxStore>,
+        submit_url: &str,
+        callback_port: Option<u16>,
+    ) -> Lab {
         Lab::start_with(store, lab_partner(submit_url), callback_port).await
     }
 
     /// [`Lab::start`] with another partner configuration.
     pub async fn start_with(
-        store: SqliteStore,
+        store: Arc<dyn OutboxStore>,
         partner: Partner,
         callback_port: Option<u16>,
     ) -> Lab {
-        let liaison = Liaison::builder(store)
+        let liaison = Liaison::builder_arc(store)
             .partner(partner)
             .settings(lab_settings())
             .build()
@@ -223,7 +230,223 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `PRAGMA integrity_check` of the file.
+/// The database a test and its children share: a SQLite file, or a
+/// PostgreSQL schema of the test's own (`crate::conformance::harness::pg::Schema`,
+/// dropped by the test). A child learns it from environment variables
+/// ([`Backend::pass_to`], [`Backend::from_env`]).
+#[derive(Clone)]
+pub enum Backend {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A schema in the PostgreSQL database at `url`.
+    #[cfg(feature = "postgres")]
+    Postgres { url: String, schema: String },
+}
+
+const SQLITE_VAR: &str = "LIAISON_REL_SQLITE";
+#[cfg(feature = "postgres")]
+const PG_URL_VAR: &str = "LIAISON_REL_PG_URL";
+#[cfg(feature = "postgres")]
+const PG_SCHEMA_VAR: &str = "LIAISON_REL_PG_SCHEMA";
+
+/// Rows of text columns, one list per query: what [`Backend::query`] returns.
+type Rows = Vec<Vec<String>>;
+
+impl Backend {
+    /// The backend of a test's own schema.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(schema: &crate::conformance::harness::pg::Schema) -> Backend {
+        Backend::Postgres {
+            url: schema.url.clone(),
+            schema: schema.name.clone(),
+        }
+    }
+
+    /// "SQLite" or "PostgreSQL", for messages (a URL may hold a password).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Backend::Sqlite(_) => "SQLite",
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { .. } => "PostgreSQL",
+        }
+    }
+
+    /// Tell a child process where the database is.
+    pub fn pass_to(&self, command: &mut Command) {
+        match self {
+            Backend::Sqlite(path) => command.env(SQLITE_VAR, path),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { url, schema } => {
+                command.env(PG_URL_VAR, url).env(PG_SCHEMA_VAR, schema)
+            }
+        };
+    }
+
+    /// The backend a parent passed, or `None` (not a child: under a normal
+    /// test run the child entries return at once).
+    pub fn from_env() -> Option<Backend> {
+        if let Ok(path) = std::env::var(SQLITE_VAR) {
+            return Some(Backend::Sqlite(path.into()));
+        }
+        #[cfg(feature = "postgres")]
+        if let (Ok(url), Ok(schema)) = (std::env::var(PG_URL_VAR), std::env::var(PG_SCHEMA_VAR)) {
+            return Some(Backend::Postgres { url, schema });
+        }
+        None
+    }
+
+    /// Open the store (migrating the database if needed).
+    pub async fn open(&self) -> Arc<dyn OutboxStore> {
+        match self {
+            Backend::Sqlite(path) => Arc::new(SqliteStore::open(path).expect("open SQLite")),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { url, schema } => {
+                let config = liaison::store::PostgresConfig::default()
+                    .schema(schema.clone())
+                    .pool_size(4);
+                Arc::new(
+                    liaison::store::PostgresStore::connect(url, config)
+                        .await
+                        .expect("open PostgreSQL"),
+                )
+            }
+        }
+    }
+
+    /// Run `queries` (every column cast to text) in one connection. `None`
+    /// when the first fails: the database is not created or migrated yet.
+    /// Synchronous, so it can be called from a waiting loop's condition;
+    /// PostgreSQL is queried from a thread and runtime of its own.
+    pub fn query(&self, queries: &[&str]) -> Option<Vec<Rows>> {
+        match self {
+            Backend::Sqlite(path) => {
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE;
+                let conn = rusqlite::Connection::open_with_flags(path, flags).ok()?;
+                conn.busy_timeout(Duration::from_secs(10))
+                    .expect("busy timeout");
+                let run = |sql: &str| -> rusqlite::Result<Rows> {
+                    let mut stmt = conn.prepare(sql)?;
+                    let width = stmt.column_count();
+                    stmt.query_map([], |r| (0..width).map(|i| r.get(i)).collect())?
+                        .collect()
+                };
+                let mut all = Vec::new();
+                for (i, sql) in queries.iter().enumerate() {
+                    match run(sql) {
+                        Ok(rows) => all.push(rows),
+                        Err(_) if i == 0 => return None,
+                        Err(e) => panic!("{sql}: {e}"),
+                    }
+                }
+                Some(all)
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { url, schema } => {
+                let (url, schema) = (url.clone(), schema.clone());
+                let queries: Vec<String> = queries.iter().map(|q| q.to_string()).collect();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async move {
+                        let c = crate::conformance::harness::pg::client(&url).await;
+                        // The name is a plain identifier made by the harness.
+                        c.batch_execute(&format!("SET search_path = {schema}"))
+                            .await
+                            .expect("search_path");
+                        let mut all = Vec::new();
+                        for (i, sql) in queries.iter().enumerate() {
+                            match c.query(sql.as_str(), &[]).await {
+                                Ok(rows) => all.push(
+                                    rows.iter()
+                                        .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
+                                        .collect(),
+                                ),
+                                Err(_) if i == 0 => return None,
+                                Err(e) => panic!("{sql}: {e}"),
+                            }
+                        }
+                        Some(all)
+                    })
+                })
+                .join()
+                .expect("query thread")
+            }
+        }
+    }
+
+    /// The database's own consistency after a crash: "ok", or what is
+    /// wrong. SQLite: `PRAGMA integrity_check`. PostgreSQL: the trigger-kept
+    /// counters `liaison_state_counts` equal a count of the submissions (per
+    /// partner and state: number and summed business value), read in one
+    /// statement (one snapshot). Both: no submission `in_flight` without a
+    /// lease token. A database not migrated yet holds nothing to check.
+    pub fn check(&self) -> String {
+        let mut problems = Vec::new();
+        let unleased = "SELECT CAST(COUNT(*) AS TEXT) FROM liaison_submissions \
+                        WHERE state = 'in_flight' AND lease_token IS NULL";
+        let queries = match self {
+            Backend::Sqlite(path) => {
+                let integrity = integrity(path);
+                if integrity != "ok" {
+                    problems.push(format!("integrity_check: {integrity}"));
+                }
+                vec![unleased]
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { .. } => vec![
+                unleased,
+                "SELECT CAST(COUNT(*) AS TEXT) FROM liaison_state_counts c \
+                 FULL JOIN (SELECT partner, state, COUNT(*) AS n, \
+                                   COALESCE(SUM(business_value), 0) AS value \
+                            FROM liaison_submissions GROUP BY 1, 2) a \
+                   ON a.partner = c.partner AND a.state = c.state \
+                 WHERE COALESCE(c.n, 0) <> COALESCE(a.n, 0) \
+                    OR COALESCE(c.value, 0) <> COALESCE(a.value, 0)",
+            ],
+        };
+        if let Some(results) = self.query(&queries) {
+            if results[0][0][0] != "0" {
+                problems.push(format!(
+                    "{} submissions in flight without a lease token",
+                    results[0][0][0]
+                ));
+            }
+            if let Some(drift) = results.get(1)
+                && drift[0][0] != "0"
+            {
+                problems.push(format!(
+                    "{} state counters drifted from the submissions",
+                    drift[0][0]
+                ));
+            }
+        }
+        if problems.is_empty() {
+            "ok".into()
+        } else {
+            problems.join("; ")
+        }
+    }
+
+    /// Ids of the stored callbacks with `disposition` (a plain word).
+    #[cfg(feature = "failpoints")]
+    pub fn callbacks_in(&self, disposition: &str) -> Vec<String> {
+        let sql = format!(
+            "SELECT CAST(id AS TEXT) FROM liaison_callbacks WHERE disposition = '{disposition}'"
+        );
+        self.query(&[&sql])
+            .map(|mut r| {
+                r.remove(0)
+                    .into_iter()
+                    .map(|mut row| row.remove(0))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// `PRAGMA integrity_check` of a SQLite file.
 pub fn integrity(db: &Path) -> String {
     let conn = rusqlite::Connection::open(db).expect("open for integrity check");
     conn.busy_timeout(Duration::from_secs(10))
@@ -232,7 +455,7 @@ pub fn integrity(db: &Path) -> String {
         .expect("integrity_check")
 }
 
-/// What a database file holds, read with plain SQL.
+/// What a database holds, read with plain SQL.
 #[derive(Debug, Default)]
 pub struct Audit {
     /// Submissions by state.
@@ -249,70 +472,45 @@ pub struct Audit {
     pub callbacks: BTreeMap<String, usize>,
     /// `stale_result_ignored` events.
     pub stale_results: usize,
+    /// `lease_expired` events: attempts a crash interrupted, reclaimed.
+    pub leases_expired: usize,
 }
 
 impl Audit {
-    /// Read `db` (while a child may be writing it: WAL readers do not
-    /// block). A file not created or not migrated yet is empty.
-    pub fn of(db: &Path) -> Audit {
+    /// Read the database (while a child may be writing it: WAL readers and
+    /// PostgreSQL readers do not block). A database not created or not
+    /// migrated yet is empty.
+    pub fn of(backend: &Backend) -> Audit {
         let mut audit = Audit::default();
-        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE;
-        let Ok(conn) = rusqlite::Connection::open_with_flags(db, flags) else {
+        let Some(results) = backend.query(&[
+            "SELECT CAST(COUNT(*) AS TEXT) FROM liaison_migrations",
+            "SELECT idempotency_key, state FROM liaison_submissions",
+            "SELECT CAST(COUNT(*) AS TEXT) FROM (SELECT submission_id FROM liaison_events \
+             WHERE to_state IN ('succeeded', 'failed') GROUP BY submission_id HAVING COUNT(*) > 1) t",
+            "SELECT CAST(COUNT(*) AS TEXT) FROM (SELECT submission_id FROM liaison_callbacks \
+             WHERE disposition = 'applied' GROUP BY submission_id HAVING COUNT(*) > 1) t",
+            "SELECT CAST(COUNT(*) AS TEXT) FROM liaison_events WHERE kind = 'stale_result_ignored'",
+            "SELECT disposition, CAST(COUNT(*) AS TEXT) FROM liaison_callbacks GROUP BY disposition",
+            "SELECT CAST(COUNT(*) AS TEXT) FROM liaison_events WHERE kind = 'lease_expired'",
+        ]) else {
             return audit;
         };
-        conn.busy_timeout(Duration::from_secs(10))
-            .expect("busy timeout");
-        let migrated: bool = conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'liaison_migrations')",
-                [],
-                |r| r.get(0),
-            )
-            .expect("read the schema");
-        if !migrated {
-            return audit;
-        }
+        let number = |text: &str| text.parse::<usize>().expect("a count");
         let mut per_key: HashMap<String, usize> = HashMap::new();
-        let mut stmt = conn
-            .prepare("SELECT idempotency_key, state FROM liaison_submissions")
-            .unwrap();
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .unwrap();
-        for row in rows {
-            let (key, state) = row.unwrap();
+        for row in &results[1] {
+            let (key, state) = (row[0].clone(), row[1].clone());
             *audit.by_state.entry(state).or_default() += 1;
             *per_key.entry(key.clone()).or_default() += 1;
             audit.keys.insert(key);
         }
         audit.duplicate_keys = per_key.values().filter(|n| **n > 1).count();
-        let count = |sql: &str| -> usize {
-            conn.query_row(sql, [], |r| r.get::<_, i64>(0))
-                .map(|n| usize::try_from(n).unwrap_or(0))
-                .unwrap()
-        };
-        audit.settled_twice = count(
-            "SELECT COUNT(*) FROM (SELECT submission_id FROM liaison_events \
-             WHERE to_state IN ('succeeded', 'failed') GROUP BY submission_id HAVING COUNT(*) > 1)",
-        );
-        audit.applied_twice = count(
-            "SELECT COUNT(*) FROM (SELECT submission_id FROM liaison_callbacks \
-             WHERE disposition = 'applied' GROUP BY submission_id HAVING COUNT(*) > 1)",
-        );
-        audit.stale_results =
-            count("SELECT COUNT(*) FROM liaison_events WHERE kind = 'stale_result_ignored'");
-        let mut stmt = conn
-            .prepare("SELECT disposition, COUNT(*) FROM liaison_callbacks GROUP BY disposition")
-            .unwrap();
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .unwrap();
-        for row in rows {
-            let (disposition, n) = row.unwrap();
-            audit
-                .callbacks
-                .insert(disposition, usize::try_from(n).unwrap_or(0));
+        audit.settled_twice = number(&results[2][0][0]);
+        audit.applied_twice = number(&results[3][0][0]);
+        audit.stale_results = number(&results[4][0][0]);
+        for row in &results[5] {
+            audit.callbacks.insert(row[0].clone(), number(&row[1]));
         }
+        audit.leases_expired = number(&results[6][0][0]);
         audit
     }
 
@@ -352,5 +550,74 @@ pub fn env_number(name: &str, default: u64) -> u64 {
             .parse()
             .unwrap_or_else(|_| panic!("{name}={text:?} is not a number")),
         Err(_) => default,
+    }
+}
+
+/// The consistency check finds what it is meant to find: a submission in
+/// flight without a lease token, and (PostgreSQL) a drifted counter.
+mod check_detects {
+    use super::Backend;
+    use crate::dispatch::claim;
+
+    async fn enqueue_some(backend: &Backend) {
+        let store = backend.open().await;
+        let batch = (0..3)
+            .map(|i| claim("lab", i).business_value(100 + i as i64))
+            .collect();
+        store.enqueue_batch(batch).await.expect("enqueue");
+    }
+
+    #[tokio::test]
+    async fn an_unleased_submission_in_flight_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("check.db");
+        let backend = Backend::Sqlite(db.clone());
+        enqueue_some(&backend).await;
+        assert_eq!(backend.check(), "ok");
+        let conn = liaison::rusqlite::Connection::open(&db).unwrap();
+        conn.execute(
+            "UPDATE liaison_submissions SET state = 'in_flight', lease_token = NULL \
+             WHERE idempotency_key = 'C-1'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(
+            backend.check(),
+            "1 submissions in flight without a lease token"
+        );
+    }
+
+    #[cfg(feature = "postgres")]
+    #[tokio::test]
+    async fn a_drifted_counter_and_an_unleased_submission_on_postgres() {
+        let Some(schema) = crate::conformance::harness::pg::Schema::create().await else {
+            return;
+        };
+        let backend = Backend::postgres(&schema);
+        enqueue_some(&backend).await;
+        assert_eq!(backend.check(), "ok");
+        let c = crate::conformance::harness::pg::client(&schema.url).await;
+        let s = &schema.name;
+        // Through the trigger: the counters follow, only the lease is wrong.
+        c.batch_execute(&format!(
+            "UPDATE {s}.liaison_submissions SET state = 'in_flight', lease_token = NULL \
+             WHERE idempotency_key = 'C-1'"
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            backend.check(),
+            "1 submissions in flight without a lease token"
+        );
+        c.batch_execute(&format!(
+            "UPDATE {s}.liaison_submissions SET state = 'queued' WHERE idempotency_key = 'C-1'; \
+             UPDATE {s}.liaison_state_counts SET value = value + 1 WHERE state = 'queued'"
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            backend.check(),
+            "1 state counters drifted from the submissions"
+        );
     }
 }
