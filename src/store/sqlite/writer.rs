@@ -61,10 +61,17 @@ where
 {
     fn run(self: Box<Self>, conn: &Connection, alone: bool) -> Ran {
         let Op { op, reply } = *self;
+        // A panic in one operation must not take the writer thread (and
+        // with it the store) down: it becomes that caller's error, and its
+        // changes are rolled back like any failed operation's.
+        let guarded = move |conn: &Connection| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(conn)))
+                .unwrap_or_else(|panic| Err(panicked(panic.as_ref())))
+        };
         let result = if alone {
-            op(conn)
+            guarded(conn)
         } else {
-            in_savepoint(conn, op)
+            in_savepoint(conn, guarded)
         };
         let failed = result.is_err();
         let reply = Box::new(move |failure: Option<&GroupFailure>| {
@@ -81,6 +88,20 @@ where
 
     fn fail(self: Box<Self>, failure: &GroupFailure) {
         let _ = self.reply.send(Err(failure.to_error()));
+    }
+}
+
+/// The error for an operation that panicked (a bug in liaison).
+fn panicked(panic: &(dyn std::any::Any + Send)) -> Error {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned());
+    tracing::error!(%message, "a write operation panicked; it was rolled back");
+    Error::Storage {
+        operation: "write",
+        source: format!("the operation panicked: {message}").into(),
     }
 }
 
@@ -206,5 +227,59 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
         for reply in replies {
             reply(failure.as_ref());
         }
+    }
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_operation_fails_alone_and_the_writer_goes_on() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let writer = Writer::spawn(conn).unwrap();
+        // Alone in its group: its insert is rolled back with it.
+        let err = writer
+            .write(|conn| -> Result<()> {
+                conn.execute("INSERT INTO t VALUES (1)", []).unwrap();
+                panic!("boom");
+            })
+            .await
+            .unwrap_err();
+        assert!(err.is_storage(), "{err:?}");
+        assert!(err.to_string().contains("write"), "{err}");
+        // Grouped with others: only its own changes go.
+        let (a, b, c) = tokio::join!(
+            writer.write(|conn| {
+                conn.execute("INSERT INTO t VALUES (2)", [])
+                    .map_err(db_err("insert"))
+            }),
+            writer.write(|conn| -> Result<usize> {
+                conn.execute("INSERT INTO t VALUES (3)", []).unwrap();
+                panic!("boom again");
+            }),
+            writer.write(|conn| {
+                conn.execute("INSERT INTO t VALUES (4)", [])
+                    .map_err(db_err("insert"))
+            }),
+        );
+        assert_eq!((a.unwrap(), c.unwrap()), (1, 1));
+        assert!(b.unwrap_err().is_storage());
+        let rows: Vec<i64> = writer
+            .write(|conn| {
+                let mut stmt = conn
+                    .prepare("SELECT x FROM t ORDER BY x")
+                    .map_err(db_err("read"))?;
+                let rows = stmt
+                    .query_map([], |r| r.get(0))
+                    .map_err(db_err("read"))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()
+                    .map_err(db_err("read"))?;
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, [2, 4]);
     }
 }
