@@ -122,6 +122,8 @@ async fn listen(listener: std::sync::Weak<Listener>, tx: broadcast::Sender<Wake>
                 if !dropped {
                     tracing::warn!(%error, "the LISTEN connection failed; reconnecting (dispatchers keep polling meanwhile)");
                     dropped = true;
+                    // It was up: start the backoff over.
+                    delay = RETRY_FIRST;
                 } else {
                     tracing::debug!(%error, "reconnecting the LISTEN connection failed");
                 }
