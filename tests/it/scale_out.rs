@@ -285,8 +285,10 @@ async fn a_killed_instance_leaves_its_work_to_the_others() {
     ))
     .await
     .unwrap();
-    let mut instances: Vec<Instance> = (0..3).map(|_| Instance::spawn(&schema, &mock)).collect();
+    // The whole backlog first: the instances must never run dry before the
+    // kill (enqueueing while they run can be slower than they are).
     enqueue_all(&store, N).await;
+    let mut instances: Vec<Instance> = (0..3).map(|_| Instance::spawn(&schema, &mock)).collect();
     eventually(
         "the first instance is busy",
         Duration::from_secs(120),
