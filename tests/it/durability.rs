@@ -123,3 +123,48 @@ async fn an_unwritable_path_is_a_storage_error() {
         "the driver cause is kept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_held_past_the_busy_timeout_is_a_retryable_busy_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let store = SqliteStore::open_with(
+        &path,
+        liaison::store::SqliteConfig::default().busy_timeout(std::time::Duration::from_millis(200)),
+    )
+    .unwrap();
+    let kept = store.enqueue(submission("bank", "before")).await.unwrap();
+
+    // Another process's writer (here: another connection) holds the write
+    // lock for longer than the store will wait.
+    let host = rusqlite::Connection::open(&path).unwrap();
+    host.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let err = store
+        .enqueue(submission("bank", "during"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err:?}");
+    assert!(err.is_retryable() && err.is_storage(), "{err:?}");
+    host.execute_batch("ROLLBACK").unwrap();
+
+    // Nothing of the refused enqueue was written; the same call now works,
+    // and the store is still usable for everything else.
+    let listed = store
+        .list(&ListFilter::default().partner("bank"))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [kept.submission.id]
+    );
+    let retried = store.enqueue(submission("bank", "during")).await.unwrap();
+    assert!(!retried.deduplicated);
+    assert_eq!(
+        store
+            .list(&ListFilter::default().partner("bank"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
