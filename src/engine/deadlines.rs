@@ -190,8 +190,7 @@ async fn overdue(shared: &Shared, submission: Submission) {
                     s.state,
                     SubmissionState::Succeeded | SubmissionState::Failed
                 ) {
-                    let took = (Utc::now() - s.created_at).num_milliseconds() as f64 / 1000.0;
-                    shared.metrics.time_to_result(&s.partner, took.max(0.0));
+                    shared.metrics.result_now(&s.partner, s.created_at);
                 }
             }
             // A callback may have settled it meanwhile: that is fine.

@@ -294,8 +294,9 @@ async fn run_attempt(
             change.target,
             SubmissionState::Succeeded | SubmissionState::Failed
         ) {
-            let took = (Utc::now() - submission.created_at).num_milliseconds() as f64 / 1000.0;
-            shared.metrics.time_to_result(&submission.partner, took);
+            shared
+                .metrics
+                .result_now(&submission.partner, submission.created_at);
         }
         tracing::debug!(
             outcome = report.outcome.as_str(),

@@ -254,8 +254,8 @@ impl Liaison {
 }
 
 impl Liaison {
-    /// Feed the time-to-result histogram when `id` has just reached its
-    /// result (by callback or poll). Best effort: a failed read is logged.
+    /// Feed the time-to-result histogram when the callback just applied to
+    /// `id` gave it its final result. Best effort: a failed read is logged.
     pub(crate) async fn record_time_to_result(&self, id: crate::submission::SubmissionId) {
         match self.shared.store.get(id).await {
             Ok(s)
@@ -264,10 +264,7 @@ impl Liaison {
                     SubmissionState::Succeeded | SubmissionState::Failed
                 ) =>
             {
-                let took = (Utc::now() - s.created_at).num_milliseconds() as f64 / 1000.0;
-                self.shared
-                    .metrics
-                    .time_to_result(&s.partner, took.max(0.0));
+                self.shared.metrics.result_now(&s.partner, s.created_at);
             }
             Ok(_) => {}
             Err(error) => {

@@ -350,6 +350,17 @@ impl Metrics {
             .observe(seconds.max(0.0));
     }
 
+    /// [`Metrics::time_to_result`] for a submission enqueued at `enqueued_at`
+    /// that got its final result now.
+    pub(crate) fn result_now(
+        &self,
+        partner_name: &str,
+        enqueued_at: chrono::DateTime<chrono::Utc>,
+    ) {
+        let took = (chrono::Utc::now() - enqueued_at).num_milliseconds() as f64 / 1000.0;
+        self.time_to_result(partner_name, took);
+    }
+
     /// A worker's lease on a submission to `partner` expired before it reported.
     pub fn lease_expired(&self, partner_name: &str) {
         self.inner
