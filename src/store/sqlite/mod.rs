@@ -316,7 +316,7 @@ impl SqliteStore {
     ) -> Result<Vec<Enqueued>> {
         self.check_same_database(tx)?;
         let valid = self.validate(batch)?;
-        sql::enqueue_on(tx, valid, self.inner.config.rules(), Utc::now())
+        sql::enqueue_on(tx, &valid, self.inner.config.rules(), Utc::now())
     }
 
     fn check_same_database(&self, conn: &Connection) -> Result<()> {
@@ -383,6 +383,16 @@ pub(super) fn connect(path: &Path, config: &SqliteConfig) -> Result<Connection> 
     // The store runs a few dozen distinct statements; rusqlite caches 16 by
     // default, so the hot ones were evicted and parsed again and again.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // Plans must not depend on bound values: otherwise SQLite marks a
+    // statement whose plan looked at a parameter (a `LIMIT ?`, a value
+    // compared with a partial index's condition) to be compiled again each
+    // time that parameter changes, which defeats the statement cache. The
+    // plans test checks the plans this leaves.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map_err(db_err("set query planner stability"))?;
     // Only takes effect on a new, empty database (before the first table):
     // lets retention give space back with `incremental_vacuum`. An existing
     // file keeps its mode until a one-time `VACUUM`.
@@ -419,7 +429,7 @@ impl OutboxStore for SqliteStore {
         let rules = self.inner.config.rules();
         self.inner
             .writer
-            .write(move |conn| sql::enqueue_on(conn, valid, rules, Utc::now()))
+            .write(move |conn| sql::enqueue_on(conn, &valid, rules, Utc::now()))
             .await
     }
 

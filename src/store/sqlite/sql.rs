@@ -121,19 +121,19 @@ pub(crate) struct EnqueueRules {
 /// caller has open (the writer's, or the host's own).
 pub(crate) fn enqueue_on(
     conn: &Connection,
-    batch: Vec<ValidSubmission>,
+    batch: &[ValidSubmission],
     rules: EnqueueRules,
     now: DateTime<Utc>,
 ) -> Result<Vec<Enqueued>> {
     batch
-        .into_iter()
+        .iter()
         .map(|valid| enqueue_one(conn, valid, rules, now))
         .collect()
 }
 
 fn enqueue_one(
     conn: &Connection,
-    valid: ValidSubmission,
+    valid: &ValidSubmission,
     rules: EnqueueRules,
     now: DateTime<Utc>,
 ) -> Result<Enqueued> {
@@ -167,8 +167,8 @@ fn enqueue_one(
             let holder = holder.ok_or_else(|| Error::not_found("submission", existing_id))?;
             if fingerprint != valid.fingerprint.to_hex() {
                 return Err(Error::IdempotencyConflict {
-                    partner: valid.partner,
-                    key: valid.idempotency_key,
+                    partner: valid.partner.clone(),
+                    key: valid.idempotency_key.clone(),
                     existing: existing_id,
                 });
             }
