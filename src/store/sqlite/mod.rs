@@ -2,6 +2,7 @@
 
 mod alerts;
 mod callbacks;
+mod checkpoint;
 mod migrate;
 #[cfg(test)]
 mod plans;
@@ -179,6 +180,8 @@ struct Inner {
     // Field order is drop order: the writer finishes before the temporary
     // directory (if any) is removed.
     writer: Writer,
+    // Ends with the writer's connection: joined after it.
+    _checkpointer: checkpoint::Checkpointer,
     readers: Arc<ReadPool>,
     config: SqliteConfig,
     path: PathBuf,
@@ -225,8 +228,9 @@ impl SqliteStore {
         temp: Option<tempfile::TempDir>,
     ) -> Result<Self> {
         config.check()?;
-        let conn = connect(&path, &config)?;
+        let mut conn = connect(&path, &config)?;
         migrate::migrate(&conn)?;
+        let checkpointer = checkpoint::Checkpointer::start(&mut conn, &path, &config)?;
         // The writer walks a dozen indexes per submission; a 16 MiB page
         // cache (SQLite's default is 2 MiB) keeps their upper levels in
         // memory however long the history grows. Each grouped operation runs
@@ -240,6 +244,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 writer,
+                _checkpointer: checkpointer,
                 readers,
                 config,
                 path,
