@@ -264,8 +264,10 @@ impl SqliteStore {
     }
 
     /// A new connection to the same file, set up as the store's own are (WAL,
-    /// the same `synchronous`, the busy timeout). Use it for the host's
-    /// business writes that must commit together with an enqueue.
+    /// the same `synchronous`, the busy timeout, a statement cache of 128 and
+    /// SQLite's query planner stability guarantee, under which plans do not
+    /// depend on bound values). Use it for the host's business writes that
+    /// must commit together with an enqueue.
     pub fn connect(&self) -> Result<Connection> {
         connect(&self.inner.path, &self.inner.config)
     }
