@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "wakeups",
         include_str!("../../../migrations/postgres/0005_wakeups.sql"),
     ),
+    (
+        6,
+        "retention",
+        include_str!("../../../migrations/postgres/0006_retention.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows; a database with a higher

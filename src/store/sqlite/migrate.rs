@@ -32,6 +32,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "wakeups",
         include_str!("../../../migrations/sqlite/0005_wakeups.sql"),
     ),
+    (
+        6,
+        "retention",
+        include_str!("../../../migrations/sqlite/0006_retention.sql"),
+    ),
 ];
 
 /// The newest schema version this build of liaison knows; a database with a

@@ -24,10 +24,14 @@ pub(crate) fn purge_on(
         .map(|s| format!("'{}'", s.as_str()))
         .collect();
     let terminal = terminal.join(", ");
+    // Batches come from the index of what is still to purge (an entry
+    // leaves it with its payload), whatever SQLite would choose: through the
+    // state index it would walk every finished submission, purged or not.
     let payloads = conn
         .prepare_cached(&format!(
             "UPDATE liaison_submissions SET payload = NULL, payload_purged_at = ?2 \
              WHERE seq IN (SELECT seq FROM liaison_submissions \
+                 INDEXED BY liaison_submissions_unpurged \
                  WHERE terminal_at IS NOT NULL AND terminal_at <= ?1 AND payload IS NOT NULL \
                    AND state IN ({terminal}) LIMIT ?3)"
         ))

@@ -111,6 +111,10 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
     let conn = client(&schema.url).await;
     conn.batch_execute(&format!(
         "SET search_path = {};
+         DROP INDEX liaison_submissions_unpurged;
+         DROP INDEX liaison_callbacks_unpurged;
+         CREATE INDEX liaison_submissions_terminal
+             ON liaison_submissions (terminal_at) WHERE terminal_at IS NOT NULL;
          DROP FUNCTION liaison_wake_submission() CASCADE;
          DROP FUNCTION liaison_state_counts_track() CASCADE;
          DROP FUNCTION liaison_state_counts_add(TEXT, TEXT, BIGINT, BIGINT);

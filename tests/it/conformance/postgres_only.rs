@@ -170,8 +170,8 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
         .unwrap()
         .get(0);
     // The PostgreSQL migrations so far: 0001_init, 0002_replay_cycles,
-    // 0003_health, 0004_alerts, 0005_wakeups.
-    assert_eq!(version, 5);
+    // 0003_health, 0004_alerts, 0005_wakeups, 0006_retention.
+    assert_eq!(version, 6);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -237,6 +237,7 @@ async fn instances_starting_together_migrate_once() {
             (3, "health".to_string()),
             (4, "alerts".to_string()),
             (5, "wakeups".to_string()),
+            (6, "retention".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
