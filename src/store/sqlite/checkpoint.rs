@@ -83,8 +83,15 @@ impl Checkpointer {
                     asked_at = 0;
                 }
                 if pages >= BACKSTOP_PAGES {
-                    if let Err(error) = wal.checkpoint_v2(CheckpointMode::PASSIVE) {
-                        tracing::warn!(%error, pages, "checkpointing the write-ahead log failed");
+                    match wal.checkpoint_v2(CheckpointMode::PASSIVE) {
+                        Ok(_) => {}
+                        // The checkpointer is at it: the next commit tries again.
+                        Err(error) if super::sql::is_busy(&error) => {
+                            tracing::debug!(%error, pages, "write-ahead log checkpoint deferred");
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, pages, "checkpointing the write-ahead log failed");
+                        }
                     }
                 } else if pages - asked_at >= CHECKPOINT_PAGES {
                     asked_at = pages;
