@@ -4,8 +4,8 @@
 -- The payload purge took its batches from liaison_submissions_terminal
 -- (every finished submission by terminal_at) and skipped, row by row, those
 -- purged before: each batch walked all purged history again, so a pass grew
--- with the history and held the writer for longer and longer. The callback
--- body purge had no index on received_at without the partner. Both now read
+-- with the history. The callback body purge had no index on received_at
+-- without the partner. Both now read
 -- partial indexes that hold only rows still to purge: an entry leaves when
 -- its payload or body is removed.
 DROP INDEX liaison_submissions_terminal;
