@@ -82,19 +82,10 @@ fn full_scans(conn: &Connection, sql: &str) -> Vec<String> {
             return Vec::new();
         }
     }
-    let mut stmt = match conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")) {
-        Ok(stmt) => stmt,
-        // Transaction control and pragmas have no plan.
-        Err(_) => return Vec::new(),
+    // Transaction control and pragmas have no plan.
+    let Some(details) = plan(conn, sql) else {
+        return Vec::new();
     };
-    // Parameters stay unbound (NULL): the plan is chosen when preparing.
-    let nulls = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
-    let details: Vec<String> = stmt
-        .query_map(rusqlite::params_from_iter(nulls), |row| {
-            row.get::<_, String>(3)
-        })
-        .and_then(|rows| rows.collect())
-        .expect("read the query plan");
     let aliases = aliases(sql);
     details
         .into_iter()
@@ -111,6 +102,21 @@ fn full_scans(conn: &Connection, sql: &str) -> Vec<String> {
             GROWING.contains(&table) && !PENDING_ONLY.iter().any(|i| rest.contains(i))
         })
         .collect()
+}
+
+/// The lines of `sql`'s `EXPLAIN QUERY PLAN`; `None` for a statement that
+/// has none (transaction control, pragmas).
+fn plan(conn: &Connection, sql: &str) -> Option<Vec<String>> {
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).ok()?;
+    // Parameters stay unbound (NULL): the plan is chosen when preparing.
+    let nulls = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
+    let details = stmt
+        .query_map(rusqlite::params_from_iter(nulls), |row| {
+            row.get::<_, String>(3)
+        })
+        .and_then(|rows| rows.collect())
+        .expect("read the query plan");
+    Some(details)
 }
 
 /// `(alias, table)` for each growing table the statement names with an
@@ -312,16 +318,9 @@ mod tests {
                 .iter()
                 .find(|s| s.contains(needle))
                 .unwrap_or_else(|| panic!("no statement contains {needle:?}"));
-            let conn = Connection::open(&path).unwrap();
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let nulls = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
-            stmt.query_map(rusqlite::params_from_iter(nulls), |row| {
-                row.get::<_, String>(3)
-            })
-            .unwrap()
-            .collect::<rusqlite::Result<Vec<String>>>()
-            .unwrap()
-            .join("; ")
+            plan(&Connection::open(&path).unwrap(), sql)
+                .expect("a statement with a plan")
+                .join("; ")
         };
         for (needle, index) in [
             ("SET payload = NULL", "liaison_submissions_unpurged"),

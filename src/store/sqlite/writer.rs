@@ -264,6 +264,24 @@ fn rollback(conn: &Connection) {
 mod panic_tests {
     use super::*;
 
+    /// What table `t` holds, in order.
+    async fn rows_of_t(writer: &Writer) -> Vec<i64> {
+        writer
+            .write(|conn| {
+                let mut stmt = conn
+                    .prepare("SELECT x FROM t ORDER BY x")
+                    .map_err(db_err("read"))?;
+                let rows = stmt
+                    .query_map([], |r| r.get(0))
+                    .map_err(db_err("read"))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()
+                    .map_err(db_err("read"))?;
+                Ok(rows)
+            })
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_panicking_operation_fails_alone_and_the_writer_goes_on() {
         let conn = Connection::open_in_memory().unwrap();
@@ -296,20 +314,7 @@ mod panic_tests {
         );
         assert_eq!((a.unwrap(), c.unwrap()), (1, 1));
         assert!(b.unwrap_err().is_storage());
-        let rows: Vec<i64> = writer
-            .write(|conn| {
-                let mut stmt = conn
-                    .prepare("SELECT x FROM t ORDER BY x")
-                    .map_err(db_err("read"))?;
-                let rows = stmt
-                    .query_map([], |r| r.get(0))
-                    .map_err(db_err("read"))?
-                    .collect::<rusqlite::Result<Vec<i64>>>()
-                    .map_err(db_err("read"))?;
-                Ok(rows)
-            })
-            .await
-            .unwrap();
+        let rows = rows_of_t(&writer).await;
         assert_eq!(rows, [2, 4]);
     }
 
@@ -421,20 +426,7 @@ mod panic_tests {
             runs[3..].iter().map(|r| r.load(SeqCst)).collect::<Vec<_>>(),
             [2, 2, 1]
         );
-        let rows: Vec<i64> = writer
-            .write(|conn| {
-                let mut stmt = conn
-                    .prepare("SELECT x FROM t ORDER BY x")
-                    .map_err(db_err("read"))?;
-                let rows = stmt
-                    .query_map([], |r| r.get(0))
-                    .map_err(db_err("read"))?
-                    .collect::<rusqlite::Result<Vec<i64>>>()
-                    .map_err(db_err("read"))?;
-                Ok(rows)
-            })
-            .await
-            .unwrap();
+        let rows = rows_of_t(&writer).await;
         assert_eq!(rows, [1, 2, 3, 10, 12]);
     }
 
