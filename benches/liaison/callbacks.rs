@@ -9,7 +9,7 @@ use base64::Engine as _;
 use liaison::callback::{Disposition, JsonMatcher, StandardWebhooks};
 use liaison::engine::EngineSettings;
 use liaison::rusqlite::params;
-use liaison::store::{ListFilter, OutboxStore, SqliteStore, Synchronous};
+use liaison::store::{ListFilter, SqliteStore, Synchronous};
 use liaison::testing::{Behavior, MockOutcome, MockPartner};
 use liaison::{
     AttemptContext, HttpJsonAdapter, Liaison, Partner, PartnerAdapter, PartnerError, Submission,
@@ -29,17 +29,6 @@ fn secret() -> String {
         "whsec_{}",
         base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
     )
-}
-
-/// Whether any submission is still queued, in flight or awaiting its result.
-async fn unsettled(store: &Arc<dyn OutboxStore>) -> bool {
-    let filter = ListFilter::default()
-        .partner("lab")
-        .state(SubmissionState::Queued)
-        .state(SubmissionState::InFlight)
-        .state(SubmissionState::AwaitingResult)
-        .limit(1);
-    !store.list(&filter).await.expect("list").is_empty()
 }
 
 /// The raw loop: reqwest -> axum on loopback, `total` requests answered 202
@@ -142,16 +131,16 @@ async fn liaison_http(ctx: &Ctx, n: usize, rep: usize) -> f64 {
         hub.enqueue_batch(batch).await.expect("fill");
     }
     let store = hub.store().clone();
-    let started = Instant::now();
-    let handle = hub.start();
-    while unsettled(&store).await {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let took = started.elapsed();
-    handle
-        .shutdown(Duration::from_secs(10))
-        .await
-        .expect("shutdown");
+    let took = dispatch::drain_until(
+        &hub,
+        "lab",
+        &[
+            SubmissionState::Queued,
+            SubmissionState::InFlight,
+            SubmissionState::AwaitingResult,
+        ],
+    )
+    .await;
     server.abort();
     let done = store
         .list(

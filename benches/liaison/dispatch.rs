@@ -43,23 +43,43 @@ pub(crate) async fn fill(hub: &Liaison, n: usize, tag: &str) {
     }
 }
 
-/// Whether any submission is still queued or in flight.
-pub(crate) async fn open_work(store: &std::sync::Arc<dyn OutboxStore>) -> bool {
-    let filter = ListFilter::default()
-        .partner("bench")
-        .state(SubmissionState::Queued)
-        .state(SubmissionState::InFlight)
+/// Whether any submission of `partner` is still in one of `states`.
+pub(crate) async fn any_in(
+    store: &std::sync::Arc<dyn OutboxStore>,
+    partner: &str,
+    states: &[SubmissionState],
+) -> bool {
+    let filter = states
+        .iter()
+        .fold(ListFilter::default().partner(partner), |f, s| f.state(*s))
         .limit(1);
     !store.list(&filter).await.expect("list").is_empty()
 }
 
+/// Whether any submission is still queued or in flight.
+pub(crate) async fn open_work(store: &std::sync::Arc<dyn OutboxStore>) -> bool {
+    any_in(store, "bench", &OPEN).await
+}
+
+const OPEN: [SubmissionState; 2] = [SubmissionState::Queued, SubmissionState::InFlight];
+
 /// Start the engine and time it until nothing is queued or in flight.
 /// Returns the elapsed time (shutdown is not counted).
 pub(crate) async fn drain(hub: &Liaison) -> Duration {
+    drain_until(hub, "bench", &OPEN).await
+}
+
+/// Start the engine and time it until no submission of `partner` is in
+/// one of `states`. Returns the elapsed time (shutdown is not counted).
+pub(crate) async fn drain_until(
+    hub: &Liaison,
+    partner: &str,
+    states: &[SubmissionState],
+) -> Duration {
     let store = hub.store().clone();
     let started = Instant::now();
     let handle = hub.start();
-    while open_work(&store).await {
+    while any_in(&store, partner, states).await {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let took = started.elapsed();
