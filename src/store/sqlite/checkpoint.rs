@@ -14,7 +14,10 @@
 //! so should the log reach [`BACKSTOP_PAGES`], the writer checkpoints
 //! itself, as SQLite would have, which lets its next transaction start the
 //! log over. Most of the pages are copied by then, so that checkpoint is
-//! short. The log stays below about [`BACKSTOP_PAGES`] pages (32 MiB).
+//! short. Should the checkpointer be at work right then, the writer waits
+//! for it to finish first (its checkpoint would otherwise be refused as
+//! busy while the log grows on under load), so the log stays below about
+//! [`BACKSTOP_PAGES`] pages (32 MiB) plus one group's commit.
 //!
 //! Only under `synchronous=NORMAL`. Under `FULL` every commit syncs the log
 //! anyway, and a checkpoint syncing the database file at the same time
@@ -24,8 +27,10 @@
 
 use std::ffi::c_int;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rusqlite::Connection;
 use rusqlite::hooks::Wal;
@@ -41,13 +46,43 @@ pub(super) const CHECKPOINT_PAGES: c_int = 1000;
 /// Pages in the log after which the writer checkpoints itself.
 pub(super) const BACKSTOP_PAGES: c_int = 8 * CHECKPOINT_PAGES;
 
-/// The checkpointer thread. It ends when the writer's connection (whose
-/// hook holds the other end of its channel) is closed; dropping this joins
-/// it, so drop it after the writer.
+/// How long dropping the store waits for the checkpointer thread to end.
+/// A passive checkpoint in progress is let finish (it copies at most
+/// [`BACKSTOP_PAGES`] pages); past this the thread is left to end on its
+/// own, and the wait is logged, so a host's shutdown never hangs on it.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// The checkpointer thread. Dropping this stops it through a signal of its
+/// own (never through the writer's connection, whose WAL hook only asks
+/// for checkpoints) and waits for it at most [`STOP_WAIT`].
 #[derive(Debug)]
 pub(super) struct Checkpointer {
-    thread: Option<JoinHandle<()>>,
+    worker: Option<Worker>,
 }
+
+#[derive(Debug)]
+struct Worker {
+    thread: JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    /// Our own sender: wakes the thread to see `stop`.
+    wake: mpsc::SyncSender<()>,
+    /// Disconnected when the thread has ended.
+    ended: Mutex<mpsc::Receiver<()>>,
+}
+
+/// When the checkpointer is asked to run and when the writer steps in.
+#[derive(Debug, Clone, Copy)]
+struct Thresholds {
+    /// New pages in the log between two requests to the checkpointer.
+    ask: c_int,
+    /// Pages in the log from which the writer checkpoints itself.
+    backstop: c_int,
+}
+
+const THRESHOLDS: Thresholds = Thresholds {
+    ask: CHECKPOINT_PAGES,
+    backstop: BACKSTOP_PAGES,
+};
 
 impl Checkpointer {
     /// Start the checkpointer for the database at `path` and hook it to the
@@ -58,23 +93,45 @@ impl Checkpointer {
         path: &Path,
         config: &SqliteConfig,
     ) -> Result<Self> {
+        Self::start_with(writer, path, config, THRESHOLDS)
+    }
+
+    fn start_with(
+        writer: &mut Connection,
+        path: &Path,
+        config: &SqliteConfig,
+        thresholds: Thresholds,
+    ) -> Result<Self> {
+        let Thresholds { ask, backstop } = thresholds;
         if config.synchronous == Synchronous::Full {
-            return Ok(Checkpointer { thread: None });
+            return Ok(Checkpointer { worker: None });
         }
         let conn = connect(path, config)?;
         let (signal, wake) = mpsc::sync_channel::<()>(1);
+        let (ended_tx, ended) = mpsc::channel::<()>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        // Held by whoever checkpoints: the writer's backstop waits for the
+        // checkpointer's pass rather than being refused as busy.
+        let turn = Arc::new(Mutex::new(()));
+        let checkpointer_turn = Arc::clone(&turn);
         let thread = std::thread::Builder::new()
             .name("liaison-sqlite-checkpoint".into())
-            .spawn(move || run(&conn, &wake))
+            .spawn(move || {
+                // Dropped when the thread ends, however it ends.
+                let _ended = ended_tx;
+                run(&conn, &wake, &stopping, &checkpointer_turn);
+            })
             .map_err(|e| Error::Storage {
                 operation: "start checkpoint thread",
                 source: Box::new(e),
             })?;
         // The log's size when the checkpointer was last asked to run: it is
-        // asked once per CHECKPOINT_PAGES new pages, as often as SQLite
+        // asked once per `ask` new pages, as often as SQLite
         // would checkpoint, not after every commit (each checkpoint syncs
         // the database file, which competes with the log's own syncs).
         let mut asked_at: c_int = 0;
+        let stop_signal = signal.clone();
         // Registering a hook replaces SQLite's automatic checkpoint.
         writer
             .wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
@@ -82,10 +139,12 @@ impl Checkpointer {
                     // The log started over.
                     asked_at = 0;
                 }
-                if pages >= BACKSTOP_PAGES {
+                if pages >= backstop {
+                    let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
                     match wal.checkpoint_v2(CheckpointMode::PASSIVE) {
                         Ok(_) => {}
-                        // The checkpointer is at it: the next commit tries again.
+                        // Another connection checkpoints (a host's): the
+                        // next commit tries again.
                         Err(error) if super::sql::is_busy(&error) => {
                             tracing::debug!(%error, pages, "write-ahead log checkpoint deferred");
                         }
@@ -93,7 +152,7 @@ impl Checkpointer {
                             tracing::warn!(%error, pages, "checkpointing the write-ahead log failed");
                         }
                     }
-                } else if pages - asked_at >= CHECKPOINT_PAGES {
+                } else if pages - asked_at >= ask {
                     asked_at = pages;
                     // Full: a request is already waiting, which is enough.
                     let _ = signal.try_send(());
@@ -104,23 +163,45 @@ impl Checkpointer {
             }))
             .map_err(super::sql::db_err("hook the write-ahead log"))?;
         Ok(Checkpointer {
-            thread: Some(thread),
+            worker: Some(Worker {
+                thread,
+                stop,
+                wake: stop_signal,
+                ended: Mutex::new(ended),
+            }),
         })
     }
 }
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        let Some(worker) = self.worker.take() else {
+            return;
+        };
+        worker.stop.store(true, Ordering::Release);
+        // Full: a request is waiting already, and the thread sees `stop`
+        // once it has taken it.
+        let _ = worker.wake.try_send(());
+        let ended = worker.ended.into_inner().unwrap_or_else(|p| p.into_inner());
+        match ended.recv_timeout(STOP_WAIT) {
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = worker.thread.join();
+            }
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    waited = ?STOP_WAIT,
+                    "the SQLite checkpoint thread did not stop in time; left to end on its own"
+                );
+            }
         }
     }
 }
 
-fn run(conn: &Connection, wake: &mpsc::Receiver<()>) {
-    while wake.recv().is_ok() {
+fn run(conn: &Connection, wake: &mpsc::Receiver<()>, stop: &AtomicBool, turn: &Mutex<()>) {
+    while wake.recv().is_ok() && !stop.load(Ordering::Acquire) {
         // Passive: copies what no reader still needs, waits for nobody. A
         // busy database is not an error here; the next request retries.
+        let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
         match conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
             Ok((log, done)) => tracing::trace!(log, done, "checkpointed the write-ahead log"),
             Err(error) => tracing::debug!(%error, "checkpointing the write-ahead log failed"),
@@ -130,20 +211,44 @@ fn run(conn: &Connection, wake: &mpsc::Receiver<()>) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use super::*;
     use crate::store::sqlite::sql::db_err;
     use crate::store::sqlite::writer::Writer;
 
     fn open(dir: &Path, synchronous: Synchronous) -> (Writer, Checkpointer, std::path::PathBuf) {
+        open_with(dir, synchronous, THRESHOLDS)
+    }
+
+    fn open_with(
+        dir: &Path,
+        synchronous: Synchronous,
+        thresholds: Thresholds,
+    ) -> (Writer, Checkpointer, std::path::PathBuf) {
         let path = dir.join("c.db");
         let config = SqliteConfig::default().synchronous(synchronous);
         let mut conn = connect(&path, &config).unwrap();
-        conn.execute_batch("CREATE TABLE t (x INTEGER, pad BLOB)")
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS t (x INTEGER, pad BLOB)")
             .unwrap();
-        let checkpointer = Checkpointer::start(&mut conn, &path, &config).unwrap();
+        let checkpointer = Checkpointer::start_with(&mut conn, &path, &config, thresholds).unwrap();
         (Writer::spawn(conn).unwrap(), checkpointer, path)
+    }
+
+    /// Drop the writer, then the checkpointer (as the store does), on a
+    /// thread of their own; fail should that take longer than `bound`.
+    fn drop_within(writer: Writer, checkpointer: Checkpointer, bound: Duration) -> Duration {
+        let started = Instant::now();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(writer);
+            drop(checkpointer);
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(bound)
+            .expect("dropping the writer and the checkpointer hung");
+        started.elapsed()
     }
 
     /// `n` commits, one row each with `pad` bytes.
@@ -174,7 +279,7 @@ mod tests {
     async fn the_checkpointer_copies_the_log_into_the_database_file() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, checkpointer, path) = open(dir.path(), Synchronous::Normal);
-        assert!(checkpointer.thread.is_some());
+        assert!(checkpointer.worker.is_some());
         let before = size(&path);
         // About 1,500 pages of log, well below the writer's own backstop:
         // only the checkpointer can have copied them into the file.
@@ -216,11 +321,68 @@ mod tests {
         assert_eq!(count, i64::from(BACKSTOP_PAGES) * 5 / 2);
     }
 
+    /// A write connection that SQLite refuses to close (here: a statement
+    /// left unfinalized) keeps its WAL hook, and the hook's end of the
+    /// checkpointer's channel, alive for the process's life. The checkpointer
+    /// must stop all the same: dropping the store once hung for ever here.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_connection_that_cannot_close_does_not_hang_the_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, checkpointer, _) = open(dir.path(), Synchronous::Normal);
+        commits(&writer, 10, 0).await;
+        writer
+            .write(|conn| {
+                let stmt = conn.prepare("SELECT x FROM t").map_err(db_err("prepare"))?;
+                // Never finalized: sqlite3_close answers SQLITE_BUSY.
+                std::mem::forget(stmt);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        drop_within(writer, checkpointer, Duration::from_secs(60));
+    }
+
+    /// Open, write past the backstop (so both the checkpointer and the
+    /// writer's own checkpoint have run), drop: 200 times, with two threads
+    /// spinning to keep the cores busy, each drop bounded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_after_writes_past_the_backstop_never_hangs_under_load() {
+        let busy = Arc::new(AtomicBool::new(true));
+        let spinners: Vec<_> = (0..2)
+            .map(|_| {
+                let busy = Arc::clone(&busy);
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while busy.load(Ordering::Relaxed) {
+                        n = std::hint::black_box(n.wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        let small = Thresholds {
+            ask: 8,
+            backstop: 64,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut slowest = Duration::ZERO;
+        for _ in 0..200 {
+            let (writer, checkpointer, _) = open_with(dir.path(), Synchronous::Normal, small);
+            // 4 pages a commit: 20 commits take the log past the backstop.
+            commits(&writer, 20, 4 * 4096).await;
+            slowest = slowest.max(drop_within(writer, checkpointer, Duration::from_secs(60)));
+        }
+        busy.store(false, Ordering::Relaxed);
+        for spinner in spinners {
+            spinner.join().unwrap();
+        }
+        eprintln!("slowest drop: {slowest:?}");
+    }
+
     #[test]
     fn under_full_sqlite_checkpoints_as_usual() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, checkpointer, _) = open(dir.path(), Synchronous::Full);
-        assert!(checkpointer.thread.is_none());
+        assert!(checkpointer.worker.is_none());
         drop(writer);
     }
 }

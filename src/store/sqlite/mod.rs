@@ -180,7 +180,7 @@ struct Inner {
     // Field order is drop order: the writer finishes before the temporary
     // directory (if any) is removed.
     writer: Writer,
-    // Ends with the writer's connection: joined after it.
+    // Stopped by a signal of its own; its drop waits a bounded time.
     _checkpointer: checkpoint::Checkpointer,
     readers: Arc<ReadPool>,
     config: SqliteConfig,

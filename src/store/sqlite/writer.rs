@@ -213,6 +213,21 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
             job.answer(failure.as_ref());
         }
     }
+    close(conn);
+}
+
+/// Close the write connection, saying so should SQLite refuse (a statement
+/// left unfinalized keeps it open, and with it whatever its hooks hold).
+fn close(mut conn: Connection) {
+    // The WAL hook's closure goes with the hook, whatever the close does.
+    if let Err(error) = conn
+        .wal_hook(None::<fn(&mut rusqlite::hooks::Wal, std::ffi::c_int) -> rusqlite::Result<()>>)
+    {
+        tracing::warn!(%error, "removing the write-ahead log hook failed");
+    }
+    if let Err((_conn, error)) = conn.close() {
+        tracing::error!(%error, "closing the SQLite write connection failed; it stays open until the process ends");
+    }
 }
 
 /// Run one group to its commit (or rollback); `Some` when the whole group
