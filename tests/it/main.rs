@@ -2,7 +2,6 @@
 
 #[cfg(all(feature = "mock", feature = "http"))]
 mod callbacks;
-mod claims;
 #[cfg(feature = "cli")]
 mod cli;
 mod conformance;
@@ -13,8 +12,6 @@ mod fuzz_corpus;
 mod health;
 #[cfg(feature = "http")]
 mod hostile;
-mod input;
-mod ledger;
 mod model;
 #[cfg(all(feature = "http", feature = "mock"))]
 mod ops_page;
@@ -24,6 +21,6 @@ mod reliability;
 mod retention;
 #[cfg(all(feature = "postgres", feature = "mock", feature = "http"))]
 mod scale_out;
+mod sqlite_only;
 mod support;
 mod transactional;
-mod transitions;

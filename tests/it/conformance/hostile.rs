@@ -110,23 +110,21 @@ pub async fn hostile_sql_metacharacters_in_every_string_field(h: &Harness) {
     let store = h.store().await;
     let before = baseline(&store).await;
 
-    // Partner and kind are names: metacharacters are refused, not escaped.
+    // Partner, kind and correlation field names are names: metacharacters
+    // are refused, not escaped.
+    type Named = fn(&str) -> NewSubmission;
+    let names: [(&str, Named); 3] = [
+        ("partner", |bad| NewSubmission::new(bad, "k", json!({}))),
+        ("kind", |bad| NewSubmission::new("meta", bad, json!({}))),
+        ("correlation field name", |bad| {
+            NewSubmission::new("meta", "k", json!({})).correlation(bad, "v")
+        }),
+    ];
     for bad in SQL_META.iter().filter(|m| **m != "_") {
-        let err = store
-            .enqueue(NewSubmission::new(*bad, "k", json!({})))
-            .await
-            .unwrap_err();
-        assert_eq!(invalid_field(&err), "partner", "{bad:?}");
-        let err = store
-            .enqueue(NewSubmission::new("meta", *bad, json!({})))
-            .await
-            .unwrap_err();
-        assert_eq!(invalid_field(&err), "kind", "{bad:?}");
-        let err = store
-            .enqueue(NewSubmission::new("meta", "k", json!({})).correlation(*bad, "v"))
-            .await
-            .unwrap_err();
-        assert_eq!(invalid_field(&err), "correlation field name", "{bad:?}");
+        for (field, new) in names {
+            let err = store.enqueue(new(bad)).await.unwrap_err();
+            assert_eq!(invalid_field(&err), field, "{field} {bad:?}");
+        }
     }
 
     // Keys, ordering keys and correlation values take any printable text
@@ -269,8 +267,7 @@ pub async fn hostile_sql_metacharacters_in_every_string_field(h: &Harness) {
     assert!(same_text(attempt.error.as_deref().unwrap(), evil));
 
     // Callbacks: a partner name, headers and event ids full of
-    // metacharacters; `%` as a reference matches only the submission whose
-    // reference is literally `%`.
+    // metacharacters.
     let stored = store
         .record_callback({
             let mut cb = raw(SQL_META[0], "{}");
@@ -281,85 +278,86 @@ pub async fn hostile_sql_metacharacters_in_every_string_field(h: &Harness) {
         .expect("a callback for an unknown, hostile partner name is stored");
     let back = store.callback(stored).await.unwrap();
     assert!(same_text(&back.partner, SQL_META[0]));
-    let event = SQL_META[1];
-    let cb = store
-        .record_callback(raw("meta", r#"{"n": 1}"#))
-        .await
-        .unwrap();
-    let receipt = store
-        .settle_callback(
-            cb,
-            report(
-                Correlation::ExternalRef("%".into()),
-                Some(event),
-                ReportedOutcome::Succeeded,
-            ),
-        )
-        .await
-        .unwrap();
-    assert_eq!(receipt.disposition, Disposition::Applied);
-    assert_eq!(receipt.submission_id, Some(other.id));
-    assert_eq!(
-        store.get(accepted.id).await.unwrap().state,
-        SubmissionState::AwaitingResult,
-        "`%` did not match every reference"
-    );
-    // The same hostile event id again is recognised as the same event.
-    let cb = store
-        .record_callback(raw("meta", r#"{"n": 2}"#))
-        .await
-        .unwrap();
-    let receipt = store
-        .settle_callback(
-            cb,
-            report(
-                Correlation::ExternalRef("%".into()),
-                Some(event),
-                ReportedOutcome::Succeeded,
-            ),
-        )
-        .await
-        .unwrap();
-    assert_eq!(receipt.disposition, Disposition::Duplicate);
-    // A pattern-like event id is not the same event as another id.
-    let cb = store
-        .record_callback(raw("meta", r#"{"n": 3}"#))
-        .await
-        .unwrap();
-    let receipt = store
-        .settle_callback(
-            cb,
-            report(
-                Correlation::ExternalRef(reference.clone()),
-                Some("%"),
-                ReportedOutcome::Failed {
-                    reason: evil.into(),
-                },
-            ),
-        )
-        .await
-        .unwrap();
-    assert_eq!(receipt.disposition, Disposition::Applied);
+    // Callbacks settled in turn, each with the state `accepted` (whose
+    // reference is not `%`) must be in after it.
+    struct Settled<'a> {
+        case: &'a str,
+        reference: String,
+        event: &'a str,
+        outcome: ReportedOutcome,
+        disposition: Disposition,
+        submission: Option<SubmissionId>,
+        accepted: SubmissionState,
+    }
+    let settled = [
+        Settled {
+            case: "`%` as a reference matches only the reference `%`",
+            reference: "%".into(),
+            event: SQL_META[1],
+            outcome: ReportedOutcome::Succeeded,
+            disposition: Disposition::Applied,
+            submission: Some(other.id),
+            accepted: SubmissionState::AwaitingResult,
+        },
+        Settled {
+            case: "the same hostile event id again is the same event",
+            reference: "%".into(),
+            event: SQL_META[1],
+            outcome: ReportedOutcome::Succeeded,
+            disposition: Disposition::Duplicate,
+            submission: None,
+            accepted: SubmissionState::AwaitingResult,
+        },
+        Settled {
+            case: "a pattern-like event id is not the same event as another id",
+            reference: reference.clone(),
+            event: "%",
+            outcome: ReportedOutcome::Failed {
+                reason: evil.into(),
+            },
+            disposition: Disposition::Applied,
+            submission: Some(accepted.id),
+            accepted: SubmissionState::Failed,
+        },
+        Settled {
+            case: "an unmatched reference full of metacharacters matches nothing",
+            reference: SQL_META[2].into(),
+            event: SQL_META[2],
+            outcome: ReportedOutcome::Succeeded,
+            disposition: Disposition::Unmatched,
+            submission: None,
+            accepted: SubmissionState::Failed,
+        },
+    ];
+    for (n, c) in settled.into_iter().enumerate() {
+        let cb = store
+            .record_callback(raw("meta", &format!(r#"{{"n": {}}}"#, n + 1)))
+            .await
+            .unwrap();
+        let receipt = store
+            .settle_callback(
+                cb,
+                report(
+                    Correlation::ExternalRef(c.reference),
+                    Some(c.event),
+                    c.outcome,
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(receipt.disposition, c.disposition, "{}", c.case);
+        if let Some(id) = c.submission {
+            assert_eq!(receipt.submission_id, Some(id), "{}", c.case);
+        }
+        assert_eq!(
+            store.get(accepted.id).await.unwrap().state,
+            c.accepted,
+            "{}",
+            c.case
+        );
+    }
     let failed = store.get(accepted.id).await.unwrap();
-    assert_eq!(failed.state, SubmissionState::Failed);
     assert!(same_text(failed.last_error.as_deref().unwrap(), evil));
-    // An unmatched reference full of metacharacters waits, matching nothing.
-    let cb = store
-        .record_callback(raw("meta", r#"{"n": 4}"#))
-        .await
-        .unwrap();
-    let receipt = store
-        .settle_callback(
-            cb,
-            report(
-                Correlation::ExternalRef(SQL_META[2].into()),
-                Some(SQL_META[2]),
-                ReportedOutcome::Succeeded,
-            ),
-        )
-        .await
-        .unwrap();
-    assert_eq!(receipt.disposition, Disposition::Unmatched);
     let listed = store
         .list_callbacks(&CallbackFilter::default().partner("%"))
         .await
@@ -709,27 +707,14 @@ pub async fn hostile_timestamps_far_in_the_past_and_future(h: &Harness) {
             .len(),
         all
     );
-    assert!(
-        store
-            .list(&window(Some(future), Some(past)))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .list(&window(Some(future), None))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .list(&window(None, Some(past)))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    for (name, from, until) in [
+        ("inverted", Some(future), Some(past)),
+        ("from the end of time", Some(future), None),
+        ("until the start of time", None, Some(past)),
+    ] {
+        let listed = store.list(&window(from, until)).await.unwrap();
+        assert!(listed.is_empty(), "{name}: {listed:?}");
+    }
     // Housekeeping at both ends of time touches only what it should.
     assert!(store.reap_expired_leases(past).await.unwrap().is_empty());
     store.expire_unmatched(past).await.unwrap();
@@ -843,16 +828,16 @@ pub async fn hostile_deeply_nested_and_huge_payloads(h: &Harness) {
     // Oversized in bytes, in keys, in array length.
     let wide: serde_json::Map<String, Value> =
         (0..20_000).map(|i| (format!("k{i}"), json!(i))).collect();
-    let err = store
-        .enqueue(NewSubmission::new("deep", "k", Value::Object(wide)))
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::PayloadTooLarge);
-    let err = store
-        .enqueue(NewSubmission::new("deep", "k", json!(vec![0u8; 200_000])))
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::PayloadTooLarge);
+    for (name, payload) in [
+        ("20,000 keys", Value::Object(wide)),
+        ("200,000 array items", json!(vec![0u8; 200_000])),
+    ] {
+        let err = store
+            .enqueue(NewSubmission::new("deep", "k", payload))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::PayloadTooLarge, "{name}: {err:?}");
+    }
     // NUL, a byte-order mark and SQL inside the payload are data, kept exactly.
     let odd = json!({ "nul": "a\u{0}b", "bom": "\u{feff}", "quote": SQL_META[0] });
     let s = store

@@ -20,6 +20,7 @@ pub async fn an_oversized_payload_is_refused_at_the_default_cap(h: &Harness) {
         }
         other => panic!("{other:?}"),
     }
+    assert!(err.is_invalid_input(), "{err:?}");
     assert!(store.list(&ListFilter::default()).await.unwrap().is_empty());
     // The key was not taken by the refused enqueue.
     assert!(
@@ -132,6 +133,13 @@ pub async fn bad_names_and_unknown_ids_get_clear_errors(h: &Harness) {
         assert!(err.is_not_found(), "{err:?}");
         assert!(err.to_string().contains(&missing.to_string()));
     }
+    // A malformed id is bad input before any store sees it.
+    assert!(
+        "not-a-uuid"
+            .parse::<SubmissionId>()
+            .unwrap_err()
+            .is_invalid_input()
+    );
 }
 
 pub async fn list_filters_and_pages(h: &Harness) {
@@ -180,6 +188,11 @@ pub async fn list_filters_and_pages(h: &Harness) {
         .await
         .unwrap();
     assert_eq!(kind.len(), 5);
+    let stuck = store
+        .list(&ListFilter::default().state(SubmissionState::Stuck))
+        .await
+        .unwrap();
+    assert!(stuck.is_empty(), "{stuck:?}");
 
     let lease = claim_one(&store, "bank").await;
     store

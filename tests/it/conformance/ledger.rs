@@ -50,6 +50,7 @@ pub async fn same_key_with_another_payload_is_a_conflict_naming_the_holder(h: &H
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::IdempotencyConflict);
+    assert!(err.is_conflict(), "{err:?}");
     match err {
         Error::IdempotencyConflict {
             partner,
@@ -122,6 +123,10 @@ pub async fn invalid_keys_are_rejected_and_nothing_is_written(h: &Harness) {
             Error::InvalidInput { field, .. } => assert_eq!(*field, "idempotency_key"),
             other => panic!("{key:?}: {other:?}"),
         }
+        assert!(
+            err.to_string().contains("idempotency_key"),
+            "{key:?}: {err}"
+        );
     }
     assert!(store.list(&ListFilter::default()).await.unwrap().is_empty());
     // 255 bytes is the limit, and is fine; so are SQL metacharacters.

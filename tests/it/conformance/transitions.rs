@@ -48,11 +48,15 @@ pub async fn every_pair_of_states_follows_the_table(h: &Harness) {
                 assert_eq!(
                     events_after.len(),
                     events_before + 1,
-                    "{name}: {from} -> {to}"
+                    "{name}: {from} -> {to} journals one event"
                 );
                 let last = events_after.last().unwrap();
                 assert_eq!((last.from_state, last.to_state), (Some(from), Some(to)));
-                assert_eq!(after.terminal_at.is_some(), to.is_terminal());
+                assert_eq!(
+                    after.terminal_at.is_some(),
+                    to.is_terminal(),
+                    "{name}: {from} -> {to}"
+                );
             } else {
                 match &result {
                     Ok(0) => assert_eq!(to, SubmissionState::InFlight),

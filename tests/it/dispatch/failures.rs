@@ -2,8 +2,10 @@
 //! refusal, slow, and retries that must end.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use liaison::engine::Partner;
 use liaison::retry::{Fixed, RetryLimits};
 use liaison::store::OutboxStore;
 use liaison::testing::{Behavior, MockPartner};
@@ -144,35 +146,6 @@ async fn retry_after_is_honoured_over_the_policy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_permanent_refusal_dead_letters_after_one_attempt() {
-    let (_dir, store) = support::store();
-    let mock = MockPartner::start_with(Behavior::Reject { status: 422 })
-        .await
-        .unwrap();
-    let liaison = engine(&store, partner("lab", &mock));
-    let id = liaison
-        .enqueue(claim("lab", 1))
-        .await
-        .unwrap()
-        .submission
-        .id;
-    drain(&liaison).await;
-
-    let s = store.get(id).await.unwrap();
-    assert_eq!(s.state, SubmissionState::DeadLettered);
-    assert_eq!(s.attempts, 1);
-    assert_eq!(mock.stats().requests, 1);
-    let attempts = store.attempts(id).await.unwrap();
-    assert_eq!(attempts[0].http_status, Some(422));
-    assert_eq!(attempts[0].outcome, Some(AttemptOutcome::Permanent));
-    let last = store.timeline(id).await.unwrap().pop().unwrap();
-    assert_eq!(last.kind, EventKind::DeadLettered);
-    let reason = last.reason.unwrap();
-    assert!(reason.contains("422"), "{reason}");
-    assert!(reason.contains("refused"), "{reason}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_partner_times_out_and_is_retried_with_the_same_key() {
     let (_dir, store) = support::store();
     let mock = MockPartner::start_with(Behavior::slow(Duration::from_secs(2), Behavior::Healthy))
@@ -219,51 +192,91 @@ async fn a_slow_partner_times_out_and_is_retried_with_the_same_key() {
     );
 }
 
+/// The ways retries end in a dead letter: a permanent refusal at once, the
+/// attempt budget, the age budget. The cases run side by side, each on a
+/// store and a partner of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_attempts_end_retries() {
-    let (_dir, store) = support::store();
-    let mock = MockPartner::start_with(Behavior::Failing).await.unwrap();
-    let liaison = engine(
-        &store,
-        partner("lab", &mock).limits(RetryLimits::new(3, Duration::from_secs(60)).unwrap()),
-    );
-    let id = liaison
-        .enqueue(claim("lab", 1))
-        .await
-        .unwrap()
-        .submission
-        .id;
-    drain(&liaison).await;
-    let s = store.get(id).await.unwrap();
-    assert_eq!(s.state, SubmissionState::DeadLettered);
-    assert_eq!(s.attempts, 3);
-    assert_eq!(mock.stats().requests, 3);
-    let last = store.timeline(id).await.unwrap().pop().unwrap();
-    assert!(last.reason.unwrap().contains("max attempts"));
-}
+async fn retries_end_in_a_dead_letter() {
+    struct Case {
+        name: &'static str,
+        behavior: Behavior,
+        partner: fn(Partner) -> Partner,
+        attempts: RangeInclusive<u32>,
+        /// Each must be in the dead-letter event's reason.
+        reason: &'static [&'static str],
+        /// The first attempt's HTTP status and outcome.
+        first: Option<(u16, AttemptOutcome)>,
+    }
+    let cases = [
+        Case {
+            name: "a permanent refusal dead-letters after one attempt",
+            behavior: Behavior::Reject { status: 422 },
+            partner: |p| p,
+            attempts: 1..=1,
+            reason: &["422", "refused"],
+            first: Some((422, AttemptOutcome::Permanent)),
+        },
+        Case {
+            name: "max attempts end retries",
+            behavior: Behavior::Failing,
+            partner: |p| p.limits(RetryLimits::new(3, Duration::from_secs(60)).unwrap()),
+            attempts: 3..=3,
+            reason: &["max attempts"],
+            first: None,
+        },
+        Case {
+            name: "max age ends retries",
+            behavior: Behavior::Failing,
+            partner: |p| {
+                p.retry(Fixed::new(Duration::from_millis(100)).unwrap())
+                    .limits(RetryLimits::new(1000, Duration::from_millis(350)).unwrap())
+            },
+            attempts: 0..=4,
+            reason: &["max age"],
+            first: None,
+        },
+    ];
+    let mut runs = tokio::task::JoinSet::new();
+    for case in cases {
+        runs.spawn(async move {
+            let name = case.name;
+            let (_dir, store) = support::store();
+            let mock = MockPartner::start_with(case.behavior).await.unwrap();
+            let liaison = engine(&store, (case.partner)(partner("lab", &mock)));
+            let id = liaison
+                .enqueue(claim("lab", 1))
+                .await
+                .unwrap()
+                .submission
+                .id;
+            drain(&liaison).await;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_age_ends_retries() {
-    let (_dir, store) = support::store();
-    let mock = MockPartner::start_with(Behavior::Failing).await.unwrap();
-    let liaison = engine(
-        &store,
-        partner("lab", &mock)
-            .retry(Fixed::new(Duration::from_millis(100)).unwrap())
-            .limits(RetryLimits::new(1000, Duration::from_millis(350)).unwrap()),
-    );
-    let id = liaison
-        .enqueue(claim("lab", 1))
-        .await
-        .unwrap()
-        .submission
-        .id;
-    drain(&liaison).await;
-    let s = store.get(id).await.unwrap();
-    assert_eq!(s.state, SubmissionState::DeadLettered);
-    assert!(s.attempts <= 4, "attempts {}", s.attempts);
-    let last = store.timeline(id).await.unwrap().pop().unwrap();
-    assert!(last.reason.unwrap().contains("max age"));
+            let s = store.get(id).await.unwrap();
+            assert_eq!(s.state, SubmissionState::DeadLettered, "{name}");
+            assert!(
+                case.attempts.contains(&s.attempts),
+                "{name}: attempts {}",
+                s.attempts
+            );
+            assert_eq!(mock.stats().requests, u64::from(s.attempts), "{name}");
+            if let Some((status, outcome)) = case.first {
+                let attempts = store.attempts(id).await.unwrap();
+                assert_eq!(attempts[0].http_status, Some(status), "{name}");
+                assert_eq!(attempts[0].outcome, Some(outcome), "{name}");
+            }
+            let last = store.timeline(id).await.unwrap().pop().unwrap();
+            assert_eq!(last.kind, EventKind::DeadLettered, "{name}");
+            let reason = last.reason.unwrap();
+            for part in case.reason {
+                assert!(reason.contains(part), "{name}: {reason}");
+            }
+        });
+    }
+    while let Some(run) = runs.join_next().await {
+        if let Err(err) = run {
+            std::panic::resume_unwind(err.into_panic());
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
