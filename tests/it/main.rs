@@ -15,6 +15,7 @@ mod health;
 mod hostile;
 mod input;
 mod ledger;
+mod migrations;
 mod model;
 #[cfg(all(feature = "http", feature = "mock"))]
 mod ops_page;
