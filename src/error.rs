@@ -109,6 +109,26 @@ pub enum Error {
         supported: i64,
     },
 
+    /// A migration this database recorded as applied differs from the one
+    /// this build of liaison carries (its SQL's checksum or its name), or is
+    /// unknown to this build. The database may not have the schema the code
+    /// expects, so it is refused and nothing is touched. Not retryable: run
+    /// the liaison release whose migrations match, or restore the original
+    /// migration file (an applied migration is never edited; a change is a
+    /// new migration).
+    ///
+    /// Databases migrated before liaison recorded checksums have their
+    /// checksums filled in from the build that first opens them.
+    #[error(
+        "migration {version} ({name}) was changed after it was applied: the database recorded a different migration than this build of liaison carries; restore the migration as released or use the matching liaison release"
+    )]
+    MigrationChanged {
+        /// The migration's version.
+        version: i64,
+        /// The migration's name, as the database recorded it.
+        name: String,
+    },
+
     /// The database stayed locked by another connection longer than the busy
     /// timeout. Safe to retry.
     #[error("database is busy ({operation}); retry later")]
@@ -153,6 +173,8 @@ pub enum ErrorKind {
     NotFound,
     /// See [`Error::SchemaTooNew`].
     SchemaTooNew,
+    /// See [`Error::MigrationChanged`].
+    MigrationChanged,
     /// See [`Error::Busy`].
     Busy,
     /// See [`Error::Storage`].
@@ -172,6 +194,7 @@ impl Error {
             Error::StaleLease { .. } => ErrorKind::StaleLease,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::SchemaTooNew { .. } => ErrorKind::SchemaTooNew,
+            Error::MigrationChanged { .. } => ErrorKind::MigrationChanged,
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Storage { .. } => ErrorKind::Storage,
             Error::Closed => ErrorKind::Closed,
@@ -207,11 +230,17 @@ impl Error {
         self.kind() == ErrorKind::NotFound
     }
 
-    /// The storage layer failed or is unavailable (including busy and closed).
+    /// The storage layer failed or is unavailable (including busy and
+    /// closed, and a database this build cannot use: schema too new, or a
+    /// migration changed after it was applied).
     pub fn is_storage(&self) -> bool {
         matches!(
             self.kind(),
-            ErrorKind::Storage | ErrorKind::Busy | ErrorKind::Closed | ErrorKind::SchemaTooNew
+            ErrorKind::Storage
+                | ErrorKind::Busy
+                | ErrorKind::Closed
+                | ErrorKind::SchemaTooNew
+                | ErrorKind::MigrationChanged
         )
     }
 
@@ -285,6 +314,18 @@ mod tests {
         assert!(e.is_invalid_input());
         assert!(!Error::Closed.is_invalid_input());
         assert!(Error::Closed.is_storage());
+        let e = Error::MigrationChanged {
+            version: 3,
+            name: "health".into(),
+        };
+        assert_eq!(e.kind(), ErrorKind::MigrationChanged);
+        assert!(e.is_storage());
+        assert!(!e.is_retryable());
+        assert!(
+            e.to_string()
+                .starts_with("migration 3 (health) was changed after it was applied: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub use types::{
 };
 pub use wake::{Wake, Wakeups};
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migrations;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]

@@ -12,6 +12,7 @@ mod fuzz_corpus;
 mod health;
 #[cfg(feature = "http")]
 mod hostile;
+mod migrations;
 mod model;
 #[cfg(all(feature = "http", feature = "mock"))]
 mod ops_page;

@@ -1,53 +1,18 @@
-//! Numbered schema migrations, applied in order with the version recorded,
-//! in one transaction under an advisory lock so instances starting together
-//! do not race.
+//! Numbered schema migrations, applied in order with the version and the
+//! checksum recorded, in one transaction under an advisory lock so
+//! instances starting together do not race. The list is shared with SQLite
+//! ([`crate::store::migrations`]): version N means the same schema on both.
 
 use std::time::Duration;
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use super::common::to_millis;
 use super::db::pg_err;
 use crate::error::{Error, Result};
+use crate::store::migrations::{self, Dialect, MIGRATIONS, Recorded};
 
-/// The migrations, in order: (version, name, SQL). The numbering follows the
-/// SQLite store's: version N means the same schema on both.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../../../migrations/postgres/0001_init.sql"),
-    ),
-    (
-        2,
-        "replay_cycles",
-        include_str!("../../../migrations/postgres/0002_replay_cycles.sql"),
-    ),
-    (
-        3,
-        "health",
-        include_str!("../../../migrations/postgres/0003_health.sql"),
-    ),
-    (
-        4,
-        "alerts",
-        include_str!("../../../migrations/postgres/0004_alerts.sql"),
-    ),
-    (
-        5,
-        "wakeups",
-        include_str!("../../../migrations/postgres/0005_wakeups.sql"),
-    ),
-    (
-        6,
-        "retention",
-        include_str!("../../../migrations/postgres/0006_retention.sql"),
-    ),
-];
-
-/// The newest schema version this build knows; a database with a higher
-/// recorded version is refused with [`Error::SchemaTooNew`].
-pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+use crate::store::migrations::SCHEMA_VERSION;
 
 /// The advisory lock every liaison instance takes to migrate ("liaison1").
 const MIGRATION_LOCK: i64 = 0x6C69_6169_736F_6E31;
@@ -57,8 +22,10 @@ const MIGRATION_LOCK: i64 = 0x6C69_6169_736F_6E31;
 const MIGRATION_WAIT: Duration = Duration::from_secs(60);
 
 /// Bring the schema up to [`SCHEMA_VERSION`], creating `schema` if it is
-/// named and missing, or refuse a database from a newer version (touching
-/// nothing). Waits for other instances' migrations for at least a minute,
+/// named and missing, after checking the migrations it already has against
+/// this build's; or refuse a database from a newer version, or one whose
+/// applied migrations changed ([`Error::MigrationChanged`]), touching
+/// nothing. Waits for other instances' migrations for at least a minute,
 /// whatever the store's `lock_timeout`.
 pub(super) async fn migrate(
     client: &mut Client,
@@ -93,7 +60,8 @@ pub(super) async fn migrate(
         "CREATE TABLE IF NOT EXISTS liaison_migrations (
             version    BIGINT PRIMARY KEY,
             name       TEXT   NOT NULL,
-            applied_at BIGINT NOT NULL
+            applied_at BIGINT NOT NULL,
+            checksum   TEXT
         )",
     )
     .await
@@ -113,18 +81,26 @@ pub(super) async fn migrate(
             supported: SCHEMA_VERSION,
         });
     }
-    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > current) {
+    check_applied(&tx).await?;
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let (version, name) = (migration.version, migration.name);
         tracing::info!(
             version,
             name,
             "applying liaison schema migration (PostgreSQL)"
         );
-        tx.batch_execute(sql)
+        tx.batch_execute(migration.sql(Dialect::Postgres))
             .await
             .map_err(pg_err("apply migration"))?;
         tx.execute(
-            "INSERT INTO liaison_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-            &[version, name, &to_millis(chrono::Utc::now())],
+            "INSERT INTO liaison_migrations (version, name, applied_at, checksum)
+             VALUES ($1, $2, $3, $4)",
+            &[
+                &version,
+                &name,
+                &to_millis(chrono::Utc::now()),
+                &migration.checksum(Dialect::Postgres),
+            ],
         )
         .await
         .map_err(pg_err("record migration"))?;
@@ -134,4 +110,55 @@ pub(super) async fn migrate(
     }
     tx.commit().await.map_err(pg_err("commit migration"))?;
     Ok(SCHEMA_VERSION)
+}
+
+/// Compare the recorded checksums of the applied migrations with this
+/// build's ([`migrations::verify`]), in the migration's transaction and
+/// under its lock. A schema migrated by a release from before checksums
+/// gets the column, and its rows this build's checksums: trusted on first
+/// open, since migrations 1 to 6 have not changed since they were released.
+async fn check_applied(tx: &Transaction<'_>) -> Result<()> {
+    // The `liaison_migrations` on the search path (the store's schema), as
+    // every statement here sees it.
+    let has_checksum = tx
+        .query_opt(
+            "SELECT 1 FROM pg_attribute
+             WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped",
+            &[&"liaison_migrations", &"checksum"],
+        )
+        .await
+        .map_err(pg_err("read migrations table"))?
+        .is_some();
+    if !has_checksum {
+        tracing::info!("recording liaison migration checksums for the first time (PostgreSQL)");
+        tx.batch_execute("ALTER TABLE liaison_migrations ADD COLUMN IF NOT EXISTS checksum TEXT")
+            .await
+            .map_err(pg_err("add migration checksums"))?;
+    }
+    let recorded = tx
+        .query(
+            "SELECT version, name, checksum FROM liaison_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .map_err(pg_err("read applied migrations"))?
+        .iter()
+        .map(|row| {
+            Ok(Recorded {
+                version: row.try_get(0)?,
+                name: row.try_get(1)?,
+                checksum: row.try_get(2)?,
+            })
+        })
+        .collect::<std::result::Result<Vec<_>, tokio_postgres::Error>>()
+        .map_err(pg_err("read applied migrations"))?;
+    for (version, checksum) in migrations::verify(&recorded, Dialect::Postgres)? {
+        tx.execute(
+            "UPDATE liaison_migrations SET checksum = $1 WHERE version = $2 AND checksum IS NULL",
+            &[&checksum, &version],
+        )
+        .await
+        .map_err(pg_err("record migration checksum"))?;
+    }
+    Ok(())
 }

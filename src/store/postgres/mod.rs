@@ -129,7 +129,9 @@ impl PostgresStore {
     ///
     /// Migrations run in one transaction under an advisory lock, so
     /// instances starting together apply them once. A database written by a
-    /// newer liaison is refused with [`Error::SchemaTooNew`] and nothing is
+    /// newer liaison is refused with [`Error::SchemaTooNew`], one whose
+    /// applied migrations differ from this build's (their recorded
+    /// checksums) with [`Error::MigrationChanged`]; either way nothing is
     /// touched.
     pub async fn connect(url: &str, config: PostgresConfig) -> Result<Self> {
         config.check()?;

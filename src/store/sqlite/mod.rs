@@ -197,7 +197,9 @@ impl SqliteStore {
     /// Open (creating if missing) the database at `path`.
     ///
     /// Applies pending migrations; refuses with [`Error::SchemaTooNew`] a
-    /// database written by a newer liaison.
+    /// database written by a newer liaison, and with
+    /// [`Error::MigrationChanged`] one whose applied migrations differ from
+    /// this build's (their recorded checksums).
     pub fn open_with(path: impl AsRef<Path>, config: SqliteConfig) -> Result<Self> {
         Self::open_inner(path.as_ref().to_path_buf(), config, None)
     }

@@ -302,9 +302,9 @@ mod tests {
         // Migrations run once when a database is opened: not a hot path.
         // Retention is checked too: its batches must come from the indexes
         // of what is still to purge, not from a walk of finished history.
-        let migrations: Vec<&str> = super::super::migrate::MIGRATIONS
+        let migrations: Vec<&str> = crate::store::migrations::MIGRATIONS
             .iter()
-            .map(|(_, _, sql)| *sql)
+            .map(|m| m.sql(crate::store::migrations::Dialect::Sqlite))
             .collect();
         let hot: Vec<&String> = statements
             .iter()

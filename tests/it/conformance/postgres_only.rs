@@ -447,3 +447,209 @@ async fn tls_refuses_a_server_it_cannot_verify_and_plain_refuses_require() {
     .unwrap_err();
     assert!(err.is_invalid_input(), "{err:?}");
 }
+
+/// The migrations as released before checksums: (version, name).
+const RELEASED: [(i64, &str); 6] = [
+    (1, "init"),
+    (2, "replay_cycles"),
+    (3, "health"),
+    (4, "alerts"),
+    (5, "wakeups"),
+    (6, "retention"),
+];
+
+/// `migrations/postgres/NNNN_name.sql`, read here.
+fn postgres_migration(version: i64, name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations/postgres")
+        .join(format!("{version:04}_{name}.sql"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// When the release recorded its migrations (milliseconds).
+const RELEASE_APPLIED_AT: i64 = 1_750_000_000_000;
+
+/// A schema as the release before migration checksums left it: the six
+/// migration files run in order, `liaison_migrations` without a checksum
+/// column, and two submissions (one queued, one succeeded) with their
+/// idempotency keys, written by hand. Returns the schema (dropped with it)
+/// and the submissions' ids.
+async fn release_v6_schema() -> Option<(Schema, [uuid::Uuid; 2])> {
+    let url = super::harness::pg::url()?;
+    let schema = Schema {
+        url,
+        name: format!("liaison_t_{}", uuid::Uuid::new_v4().simple()),
+    };
+    let conn = client(&schema.url).await;
+    conn.batch_execute(&format!(
+        "CREATE SCHEMA {0}; SET search_path = {0};
+         CREATE TABLE liaison_migrations (
+             version    BIGINT PRIMARY KEY,
+             name       TEXT   NOT NULL,
+             applied_at BIGINT NOT NULL
+         )",
+        schema.name
+    ))
+    .await
+    .unwrap();
+    for (version, name) in RELEASED {
+        conn.batch_execute(&postgres_migration(version, name))
+            .await
+            .unwrap_or_else(|e| panic!("migration {version}: {e}"));
+        conn.execute(
+            "INSERT INTO liaison_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            &[&version, &name, &RELEASE_APPLIED_AT],
+        )
+        .await
+        .unwrap();
+    }
+    let ids = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
+    let now = chrono::Utc::now().timestamp_millis();
+    for (id, key, state, terminal_at) in [
+        (ids[0], "P-1", "queued", None),
+        (ids[1], "P-2", "succeeded", Some(now)),
+    ] {
+        let payload = format!(r#"{{"claim":"{key}"}}"#);
+        let fingerprint = sha256_hex(&payload);
+        conn.execute(
+            "INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint,
+                 idempotency_key, state, due_at, created_at, updated_at, terminal_at,
+                 cycle_started_at)
+             VALUES ($1, 'bank', 'claim.submit', $2::text::json, $3, $4, $5, $6, $6, $6, $7, $6)",
+            &[
+                &id,
+                &payload,
+                &fingerprint,
+                &key,
+                &state,
+                &now,
+                &terminal_at,
+            ],
+        )
+        .await
+        .unwrap();
+        conn.execute(
+            "INSERT INTO liaison_idempotency_keys
+                 (partner, idempotency_key, fingerprint, submission_id, created_at)
+             VALUES ('bank', $1, $2, $3, $4)",
+            &[&key, &fingerprint, &id, &now],
+        )
+        .await
+        .unwrap();
+    }
+    Some((schema, ids))
+}
+
+/// `liaison_migrations` as (version, name, applied_at, checksum).
+async fn recorded_migrations(
+    conn: &tokio_postgres::Client,
+    schema: &Schema,
+) -> Vec<(i64, String, i64, Option<String>)> {
+    conn.query(
+        &format!(
+            "SELECT version, name, applied_at, checksum FROM {}.liaison_migrations ORDER BY version",
+            schema.name
+        ),
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+#[tokio::test]
+async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
+    let Some((schema, ids)) = release_v6_schema().await else {
+        return;
+    };
+    let store = schema.open(Settings::default()).await;
+
+    let all = store.list(&ListFilter::default()).await.unwrap();
+    let found: Vec<(String, &str, SubmissionState)> = all
+        .iter()
+        .map(|s| (s.id.to_string(), s.idempotency_key.as_str(), s.state))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (ids[0].to_string(), "P-1", SubmissionState::Queued),
+            (ids[1].to_string(), "P-2", SubmissionState::Succeeded),
+        ]
+    );
+    assert_eq!(all[0].payload, Some(json!({ "claim": "P-1" })));
+    // The ledger holds the release's keys.
+    let err = store
+        .enqueue(
+            NewSubmission::new("bank", "claim.submit", json!({ "other": 1 }))
+                .idempotency_key("P-1"),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict(), "{err:?}");
+
+    let conn = client(&schema.url).await;
+    let expected: Vec<_> = RELEASED
+        .iter()
+        .map(|(v, n)| {
+            (
+                *v,
+                n.to_string(),
+                RELEASE_APPLIED_AT,
+                Some(sha256_hex(&postgres_migration(*v, n))),
+            )
+        })
+        .collect();
+    assert_eq!(recorded_migrations(&conn, &schema).await, expected);
+    drop(store);
+
+    // Reopening checks them and changes nothing.
+    let store = schema.open(Settings::default()).await;
+    assert_eq!(recorded_migrations(&conn, &schema).await, expected);
+    assert_eq!(store.list(&ListFilter::default()).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_changed_migration_is_refused_untouched() {
+    let Some(schema) = schema().await else { return };
+    let store = schema.open(Settings::default()).await;
+    store.enqueue(submission("bank", "k")).await.unwrap();
+    drop(store);
+    let conn = client(&schema.url).await;
+    let table = format!("{}.liaison_migrations", schema.name);
+    conn.execute(
+        &format!("UPDATE {table} SET checksum = $1 WHERE version = $2"),
+        &[&"0".repeat(64), &2i64],
+    )
+    .await
+    .unwrap();
+    let before = recorded_migrations(&conn, &schema).await;
+
+    let err = PostgresStore::connect(&schema.url, schema.config(Settings::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MigrationChanged, "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("migration 2 (replay_cycles) was changed after it was applied"),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    assert_eq!(recorded_migrations(&conn, &schema).await, before);
+
+    // Restored, it opens again with its data.
+    conn.execute(
+        &format!("UPDATE {table} SET checksum = $1 WHERE version = $2"),
+        &[&sha256_hex(&postgres_migration(2, "replay_cycles")), &2i64],
+    )
+    .await
+    .unwrap();
+    let store = schema.open(Settings::default()).await;
+    assert_eq!(store.list(&ListFilter::default()).await.unwrap().len(), 1);
+}

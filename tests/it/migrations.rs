@@ -1,0 +1,325 @@
+//! Migrations on SQLite: a database written by the release before
+//! migration checksums (`tests/fixtures/schema-v6.db`) upgrades with its
+//! data intact and its checksums recorded; a changed migration is refused.
+//! (PostgreSQL: `conformance::postgres_only`.)
+
+use std::path::{Path, PathBuf};
+
+use liaison::callback::{CallbackReport, Correlation, Disposition, ReportedOutcome};
+use liaison::ops::alerts::ProblemClass;
+use liaison::rusqlite::{self, Connection};
+use liaison::store::{
+    CallbackFilter, ListFilter, NewCallback, OutboxStore, SCHEMA_VERSION, Settlement, SqliteStore,
+};
+use liaison::{Actor, ErrorKind, NewSubmission, SubmissionState};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// The migrations as released: (version, name).
+const RELEASED: [(i64, &str); 6] = [
+    (1, "init"),
+    (2, "replay_cycles"),
+    (3, "health"),
+    (4, "alerts"),
+    (5, "wakeups"),
+    (6, "retention"),
+];
+
+/// SHA-256 (hex) of `migrations/sqlite/NNNN_name.sql`, read here.
+fn file_checksum(version: i64, name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations/sqlite")
+        .join(format!("{version:04}_{name}.sql"));
+    let sql = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    hex::encode(Sha256::digest(sql))
+}
+
+/// A copy of the fixture in a temporary directory (the fixture itself is
+/// never opened by the store).
+fn fixture_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema-v6.db"),
+        &path,
+    )
+    .unwrap();
+    (dir, path)
+}
+
+/// `liaison_migrations` as (version, name, applied_at, checksum).
+fn recorded(conn: &Connection) -> Vec<(i64, String, i64, Option<String>)> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT version, name, applied_at, checksum FROM liaison_migrations ORDER BY version",
+        )
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+fn columns(conn: &Connection) -> Vec<String> {
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_table_info('liaison_migrations')")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+fn same_payload(partner: &str, key: &str) -> NewSubmission {
+    NewSubmission::new(
+        partner,
+        "claim.submit",
+        json!({ "claim": key, "amount": 12500 }),
+    )
+    .idempotency_key(key)
+}
+
+async fn check_fixture_data(store: &SqliteStore) {
+    let all = store.list(&ListFilter::default().limit(100)).await.unwrap();
+    let states: Vec<(&str, &str, SubmissionState)> = all
+        .iter()
+        .map(|s| (s.partner.as_str(), s.idempotency_key.as_str(), s.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("clearinghouse", "C-queued", SubmissionState::Queued),
+            ("lab", "L-done", SubmissionState::Succeeded),
+            ("lab", "L-waiting", SubmissionState::AwaitingResult),
+            ("bank", "B-refused", SubmissionState::DeadLettered),
+            ("bank", "B-cancelled", SubmissionState::Cancelled),
+        ]
+    );
+    let done = &all[1];
+    assert_eq!(done.external_ref.as_deref(), Some("REF-1"));
+    assert_eq!(
+        done.payload,
+        Some(json!({ "claim": "L-done", "amount": 12500 }))
+    );
+    assert_eq!(all[2].external_ref.as_deref(), Some("REF-2"));
+    assert!(!store.timeline(done.id).await.unwrap().is_empty());
+    assert_eq!(store.attempts(all[3].id).await.unwrap().len(), 1);
+
+    let callbacks = store
+        .list_callbacks(&CallbackFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(callbacks.len(), 2, "{callbacks:?}");
+    let applied = callbacks
+        .iter()
+        .find(|c| c.disposition == Disposition::Applied)
+        .expect("the applied callback");
+    assert_eq!(applied.submission_id, Some(done.id));
+    assert_eq!(applied.event_id.as_deref(), Some("evt-1"));
+    assert_eq!(
+        applied.body.as_deref(),
+        Some(br#"{"ref":"REF-1","status":"ok","event":"evt-1"}"#.as_slice())
+    );
+    assert!(
+        callbacks
+            .iter()
+            .any(|c| c.disposition == Disposition::Malformed
+                && c.body.as_deref() == Some(b"garbled".as_slice()))
+    );
+
+    let alerts = store.alerts(false, 10).await.unwrap();
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    let bank = alerts.iter().find(|a| a.partner == "bank").unwrap();
+    assert_eq!(bank.class, ProblemClass::RejectedByPartner);
+    assert!(bank.is_open());
+    assert_eq!(
+        bank.acknowledged_by,
+        Some(Actor::person("alice@example.com"))
+    );
+    let lab = alerts.iter().find(|a| a.partner == "lab").unwrap();
+    assert_eq!(lab.class, ProblemClass::PartnerUnavailable);
+    assert!(!lab.is_open() && lab.resolved_at.is_some());
+}
+
+#[tokio::test]
+async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
+    let (_dir, path) = fixture_copy();
+    let before = {
+        let conn = Connection::open(&path).unwrap();
+        // The fixture is what the release wrote: no checksum column.
+        assert_eq!(columns(&conn), ["version", "name", "applied_at"]);
+        let mut stmt = conn
+            .prepare("SELECT version, name, applied_at FROM liaison_migrations ORDER BY version")
+            .unwrap();
+        stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap()
+    };
+    assert_eq!(
+        before
+            .iter()
+            .map(|(v, n, _)| (*v, n.as_str()))
+            .collect::<Vec<_>>(),
+        RELEASED
+    );
+
+    let store = SqliteStore::open(&path).expect("the previous release's database opens");
+    check_fixture_data(&store).await;
+
+    // Every applied migration now has this build's checksum; the rest of
+    // each row is as the release recorded it.
+    let conn = Connection::open(&path).unwrap();
+    assert_eq!(
+        columns(&conn),
+        ["version", "name", "applied_at", "checksum"]
+    );
+    let after = recorded(&conn);
+    let expected: Vec<_> = before
+        .iter()
+        .map(|(v, n, at)| (*v, n.clone(), *at, Some(file_checksum(*v, n))))
+        .collect();
+    assert_eq!(after, expected);
+    assert_eq!(SCHEMA_VERSION, 6, "a new migration: extend this test");
+
+    // The store works on the upgraded file: the idempotency ledger still
+    // holds its keys, and the submission awaiting a result takes its callback.
+    let again = store
+        .enqueue(same_payload("clearinghouse", "C-queued"))
+        .await
+        .unwrap();
+    assert!(again.deduplicated);
+    let waiting = store
+        .list(&ListFilter::default().limit(100))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.idempotency_key == "L-waiting")
+        .unwrap();
+    let body = r#"{"ref":"REF-2","status":"ok","event":"evt-2"}"#;
+    let cb = store
+        .record_callback(NewCallback {
+            partner: "lab".into(),
+            received_at: chrono::Utc::now(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Some(body.as_bytes().to_vec()),
+            body_hash: hex::encode(Sha256::digest(body.as_bytes())),
+            size: body.len() as u64,
+            disposition: Disposition::Received,
+            error: None,
+        })
+        .await
+        .unwrap();
+    let receipt = store
+        .settle_callback(
+            cb,
+            Settlement::Report {
+                report: CallbackReport {
+                    correlation: Correlation::ExternalRef("REF-2".into()),
+                    event_id: Some("evt-2".into()),
+                    outcome: ReportedOutcome::Succeeded,
+                },
+                unmatched_until: chrono::Utc::now() + chrono::Duration::hours(1),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(receipt.disposition, Disposition::Applied);
+    assert_eq!(
+        store.get(waiting.id).await.unwrap().state,
+        SubmissionState::Succeeded
+    );
+    drop(store);
+
+    // Reopening checks the recorded checksums and changes nothing.
+    let store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(recorded(&conn), expected);
+    assert!(
+        store
+            .enqueue(same_payload("bank", "B-refused"))
+            .await
+            .unwrap()
+            .deduplicated
+    );
+}
+
+#[tokio::test]
+async fn a_changed_migration_is_refused_and_nothing_is_touched() {
+    let (_dir, path) = fixture_copy();
+    drop(SqliteStore::open(&path).unwrap());
+    let conn = Connection::open(&path).unwrap();
+    let tampered = "0".repeat(64);
+    conn.execute(
+        "UPDATE liaison_migrations SET checksum = ?1 WHERE version = ?2",
+        rusqlite::params![tampered, 4],
+    )
+    .unwrap();
+    let before = recorded(&conn);
+
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MigrationChanged, "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("migration 4 (alerts) was changed after it was applied"),
+        "{err}"
+    );
+    assert!(err.is_storage() && !err.is_retryable());
+    assert_eq!(recorded(&conn), before, "a refused open writes nothing");
+    let count: i64 = conn
+        .query_row("SELECT COUNT(*) FROM liaison_submissions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 5);
+
+    // Refused again on the next try; restoring the checksum lets it open.
+    assert_eq!(
+        SqliteStore::open(&path).unwrap_err().kind(),
+        ErrorKind::MigrationChanged
+    );
+    conn.execute(
+        "UPDATE liaison_migrations SET checksum = ?1 WHERE version = ?2",
+        rusqlite::params![file_checksum(4, "alerts"), 4],
+    )
+    .unwrap();
+    check_fixture_data(&SqliteStore::open(&path).unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_renamed_migration_is_refused_even_without_a_checksum() {
+    let (_dir, path) = fixture_copy();
+    // The release's table, one row renamed: not the migration this build has.
+    Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE liaison_migrations SET name = ?1 WHERE version = ?2",
+            rusqlite::params!["health_v2", 3],
+        )
+        .unwrap();
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MigrationChanged, "{err}");
+    assert!(
+        err.to_string().starts_with("migration 3 (health_v2) "),
+        "{err}"
+    );
+    // Rolled back: the column was not even added.
+    let conn = Connection::open(&path).unwrap();
+    assert_eq!(columns(&conn), ["version", "name", "applied_at"]);
+}
+
+#[tokio::test]
+async fn a_new_database_records_every_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let rows = recorded(&Connection::open(&path).unwrap());
+    assert_eq!(rows.len(), RELEASED.len());
+    for ((version, name, _, checksum), (v, n)) in rows.iter().zip(RELEASED) {
+        assert_eq!((*version, name.as_str()), (v, n));
+        assert_eq!(checksum.as_deref(), Some(file_checksum(v, n).as_str()));
+    }
+}
