@@ -3,6 +3,7 @@
 use std::error::Error as StdError;
 use std::sync::Arc;
 
+use crate::callback::{CallbackId, Disposition};
 use crate::submission::{SubmissionId, SubmissionState};
 
 /// A boxed underlying cause, kept so [`std::error::Error::source`] returns the
@@ -79,6 +80,32 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The partner's reference (the id it returned on acceptance) is already
+    /// recorded for another submission of that partner; nothing was changed.
+    /// A reference correlates callbacks, so it belongs to one submission.
+    #[error("partner reference {reference:?} of partner {partner:?} already belongs to {}", holder.map_or_else(|| "another submission".to_owned(), |h| format!("submission {h}")))]
+    ReferenceTaken {
+        /// The partner.
+        partner: String,
+        /// The reference it returned.
+        reference: String,
+        /// The submission that holds it, where known.
+        holder: Option<SubmissionId>,
+    },
+
+    /// The callback was settled already (applied, a duplicate, late, ...):
+    /// only callbacks not yet settled, unmatched or quarantined are
+    /// processed (again). Nothing was changed.
+    #[error(
+        "callback {id} is already {disposition}; only unsettled, unmatched or quarantined callbacks are processed"
+    )]
+    AlreadySettled {
+        /// The callback.
+        id: CallbackId,
+        /// How it was settled.
+        disposition: Disposition,
+    },
+
     /// A result was reported under a lease token that is no longer the
     /// submission's current one (the lease expired and the work was claimed
     /// again, or it was cancelled). Nothing was changed; the attempt is
@@ -150,6 +177,31 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The database could not be reached, or the connection to it was lost
+    /// mid-operation (PostgreSQL). Whatever the operation wrote was rolled
+    /// back with its transaction; retrying may succeed once the database is
+    /// back.
+    #[error("database unavailable ({operation}); retry later")]
+    Unavailable {
+        /// What was being done.
+        operation: &'static str,
+        /// The driver error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// Stored data does not decode, or stored records contradict each other
+    /// (a ledger key whose submission is missing): the database was changed
+    /// outside liaison, or is damaged. Not retryable.
+    #[error("stored data is corrupt: {what}")]
+    Corrupt {
+        /// What does not decode or does not fit.
+        what: String,
+        /// The decoding error, where there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+
     /// The store has been shut down (its writer is gone).
     #[error("the store is closed")]
     Closed,
@@ -167,6 +219,10 @@ pub enum ErrorKind {
     IdempotencyConflict,
     /// See [`Error::InvalidTransition`].
     InvalidTransition,
+    /// See [`Error::ReferenceTaken`].
+    ReferenceTaken,
+    /// See [`Error::AlreadySettled`].
+    AlreadySettled,
     /// See [`Error::StaleLease`].
     StaleLease,
     /// See [`Error::NotFound`].
@@ -179,6 +235,10 @@ pub enum ErrorKind {
     Busy,
     /// See [`Error::Storage`].
     Storage,
+    /// See [`Error::Unavailable`].
+    Unavailable,
+    /// See [`Error::Corrupt`].
+    Corrupt,
     /// See [`Error::Closed`].
     Closed,
 }
@@ -191,12 +251,16 @@ impl Error {
             Error::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
             Error::IdempotencyConflict { .. } => ErrorKind::IdempotencyConflict,
             Error::InvalidTransition { .. } => ErrorKind::InvalidTransition,
+            Error::ReferenceTaken { .. } => ErrorKind::ReferenceTaken,
+            Error::AlreadySettled { .. } => ErrorKind::AlreadySettled,
             Error::StaleLease { .. } => ErrorKind::StaleLease,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::SchemaTooNew { .. } => ErrorKind::SchemaTooNew,
             Error::MigrationChanged { .. } => ErrorKind::MigrationChanged,
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Storage { .. } => ErrorKind::Storage,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Closed => ErrorKind::Closed,
         }
     }
@@ -220,6 +284,21 @@ impl Error {
         self.kind() == ErrorKind::InvalidTransition
     }
 
+    /// The partner's reference already belongs to another submission.
+    pub fn is_reference_taken(&self) -> bool {
+        self.kind() == ErrorKind::ReferenceTaken
+    }
+
+    /// The callback was settled already; there is nothing to process.
+    pub fn is_already_settled(&self) -> bool {
+        self.kind() == ErrorKind::AlreadySettled
+    }
+
+    /// Stored data does not decode or contradicts itself.
+    pub fn is_corrupt(&self) -> bool {
+        self.kind() == ErrorKind::Corrupt
+    }
+
     /// A result came in under a lease that is no longer current.
     pub fn is_stale_lease(&self) -> bool {
         self.kind() == ErrorKind::StaleLease
@@ -238,6 +317,8 @@ impl Error {
             self.kind(),
             ErrorKind::Storage
                 | ErrorKind::Busy
+                | ErrorKind::Unavailable
+                | ErrorKind::Corrupt
                 | ErrorKind::Closed
                 | ErrorKind::SchemaTooNew
                 | ErrorKind::MigrationChanged
@@ -246,13 +327,21 @@ impl Error {
 
     /// Retrying the same call later may succeed.
     pub fn is_retryable(&self) -> bool {
-        self.kind() == ErrorKind::Busy
+        matches!(self.kind(), ErrorKind::Busy | ErrorKind::Unavailable)
     }
 
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidInput {
             field,
             reason: reason.into(),
+        }
+    }
+
+    /// Stored data that does not decode (`source`) or does not fit.
+    pub(crate) fn corrupt(what: impl Into<String>, source: Option<BoxError>) -> Self {
+        Error::Corrupt {
+            what: what.into(),
+            source,
         }
     }
 

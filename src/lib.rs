@@ -71,6 +71,7 @@ mod fingerprint;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 mod http_adapter;
+mod id;
 pub mod ops;
 mod partner;
 pub mod retry;

@@ -41,6 +41,8 @@ pub(crate) const MAX_JSON_DEPTH: usize = 127;
 #[serde(transparent)]
 pub struct SubmissionId(Uuid);
 
+crate::id::uuid_id!(SubmissionId, "submission id");
+
 impl SubmissionId {
     /// A fresh, time-ordered id.
     pub fn new() -> Self {
@@ -56,22 +58,6 @@ impl SubmissionId {
 impl Default for SubmissionId {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl fmt::Display for SubmissionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.as_hyphenated().fmt(f)
-    }
-}
-
-impl FromStr for SubmissionId {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Uuid::parse_str(s)
-            .map(SubmissionId)
-            .map_err(|e| Error::invalid("submission id", e.to_string()))
     }
 }
 

@@ -15,25 +15,11 @@ use crate::submission::SubmissionId;
 #[serde(transparent)]
 pub struct CallbackId(Uuid);
 
+crate::id::uuid_id!(CallbackId, "callback id");
+
 impl CallbackId {
     pub(crate) fn new() -> Self {
         CallbackId(Uuid::now_v7())
-    }
-}
-
-impl fmt::Display for CallbackId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.as_hyphenated().fmt(f)
-    }
-}
-
-impl FromStr for CallbackId {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Uuid::parse_str(s)
-            .map(CallbackId)
-            .map_err(|e| Error::invalid("callback id", e.to_string()))
     }
 }
 

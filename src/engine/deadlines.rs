@@ -63,7 +63,7 @@ async fn round(shared: &Arc<Shared>) -> crate::Result<()> {
                 "a callback left unsettled was processed"
             ),
             // Another instance settled it meanwhile.
-            Err(e) if e.is_invalid_input() => {}
+            Err(e) if e.is_already_settled() => {}
             Err(error) => tracing::warn!(%error, "could not process an unsettled callback"),
         }
     }

@@ -446,7 +446,7 @@ async fn record(
             );
             false
         }
-        Err(e) if e.is_invalid_input() && change.external_ref.is_some() => {
+        Err(e) if e.is_reference_taken() => {
             // The partner's reference already belongs to another submission:
             // record the acceptance without it (correlate by id or key).
             tracing::error!(error = %e, "partner returned a reference that is already in use");

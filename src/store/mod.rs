@@ -6,6 +6,10 @@
 //! for all of them is created by the first migration.
 
 mod callback_types;
+pub(crate) mod common;
+pub(crate) mod driver;
+pub(crate) mod flow;
+pub(crate) mod rules;
 mod stats_types;
 mod types;
 mod wake;

@@ -1,7 +1,5 @@
 //! Values exchanged with an [`super::OutboxStore`].
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -9,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
 use crate::event::{Actor, AttemptOutcome, EventKind};
 use crate::submission::{Submission, SubmissionState};
 
@@ -83,25 +80,11 @@ impl ClaimRequest {
 #[serde(transparent)]
 pub struct LeaseToken(Uuid);
 
+crate::id::uuid_id!(LeaseToken, "lease token");
+
 impl LeaseToken {
     pub(crate) fn fresh() -> Self {
         LeaseToken(Uuid::new_v4())
-    }
-}
-
-impl fmt::Display for LeaseToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.as_hyphenated().fmt(f)
-    }
-}
-
-impl FromStr for LeaseToken {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Uuid::parse_str(s)
-            .map(LeaseToken)
-            .map_err(|e| Error::invalid("lease token", e.to_string()))
     }
 }
 

@@ -46,7 +46,11 @@ impl Fail {
 impl From<liaison::Error> for Fail {
     fn from(err: liaison::Error) -> Self {
         let code = match err.kind() {
-            ErrorKind::Storage | ErrorKind::Busy | ErrorKind::Closed => 3,
+            ErrorKind::Storage
+            | ErrorKind::Busy
+            | ErrorKind::Unavailable
+            | ErrorKind::Corrupt
+            | ErrorKind::Closed => 3,
             _ => 2,
         };
         // The typed error's message, then its causes (a driver error's text).

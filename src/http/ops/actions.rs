@@ -192,14 +192,16 @@ impl From<Error> for Failure {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::InvalidTransition
             | ErrorKind::IdempotencyConflict
+            | ErrorKind::ReferenceTaken
+            | ErrorKind::AlreadySettled
             | ErrorKind::StaleLease => StatusCode::CONFLICT,
-            ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Busy | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
             tracing::error!(%error, "ops page: the store failed");
             let message = if status == StatusCode::SERVICE_UNAVAILABLE {
-                "the database is busy; try again in a moment"
+                "the database is busy or unreachable; try again in a moment"
             } else {
                 "internal error: the store failed (see the server log)"
             };

@@ -162,25 +162,11 @@ impl Default for Ownership {
 #[serde(transparent)]
 pub struct AlertId(Uuid);
 
+crate::id::uuid_id!(AlertId, "alert id");
+
 impl AlertId {
     pub(crate) fn new() -> Self {
         AlertId(Uuid::now_v7())
-    }
-}
-
-impl fmt::Display for AlertId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.as_hyphenated().fmt(f)
-    }
-}
-
-impl FromStr for AlertId {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Uuid::parse_str(s)
-            .map(AlertId)
-            .map_err(|e| Error::invalid("alert id", e.to_string()))
     }
 }
 

@@ -9,12 +9,12 @@
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
-use super::common::{from_millis, to_millis};
 use super::db::{Db, aid, clean, corrupt, get, to_aid};
 use crate::error::{Error, Result};
 use crate::event::Actor;
 use crate::ops::alerts::{Alert, AlertId};
 use crate::store::NewAlert;
+use crate::store::common::{from_millis, to_millis};
 
 /// How often opening retries when the open alert it ran into was resolved
 /// before it could be read.

@@ -164,7 +164,12 @@ pub(super) enum LockClass {
 /// [`Error::Busy`]: the same call may succeed when retried.
 pub(super) fn pg_err(operation: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
     move |e| {
-        if is_busy(&e) {
+        if is_unavailable(&e) {
+            Error::Unavailable {
+                operation,
+                source: Box::new(e),
+            }
+        } else if is_busy(&e) {
             Error::Busy {
                 operation,
                 source: Box::new(e),
@@ -175,6 +180,28 @@ pub(super) fn pg_err(operation: &'static str) -> impl Fn(tokio_postgres::Error) 
                 source: Box::new(e),
             }
         }
+    }
+}
+
+/// The connection is gone (closed by the server, the network, or a server
+/// shutting down) or could not be made: nothing of the transaction stayed,
+/// and the same call may succeed on a new connection.
+fn is_unavailable(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::CONNECTION_EXCEPTION,
+            SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+        ]
+        .contains(code),
+        // No SQL state: an I/O error on the socket.
+        None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
     }
 }
 
@@ -219,38 +246,12 @@ pub(super) fn pool_err(e: deadpool_postgres::PoolError) -> Error {
     }
 }
 
-/// A stored value that does not decode.
-#[derive(Debug)]
-pub(super) struct Corrupt {
-    column: &'static str,
-    source: BoxError,
-}
-
-impl fmt::Display for Corrupt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "column {} holds a value that does not decode",
-            self.column
-        )
-    }
-}
-
-impl std::error::Error for Corrupt {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.source.as_ref())
-    }
-}
-
 /// An error for a stored value that does not decode.
 pub(super) fn corrupt(column: &'static str, cause: impl Into<BoxError>) -> Error {
-    Error::Storage {
-        operation: "decode row",
-        source: Box::new(Corrupt {
-            column,
-            source: cause.into(),
-        }),
-    }
+    Error::corrupt(
+        format!("column {column} holds a value that does not decode"),
+        Some(cause.into()),
+    )
 }
 
 /// Read column `idx` of a row.
@@ -279,40 +280,29 @@ pub(super) fn clean_opt(text: Option<String>) -> Option<String> {
 }
 
 pub(super) fn sid(id: SubmissionId) -> Uuid {
-    *id.as_uuid()
+    id.uuid()
 }
 
 pub(super) fn cid(id: CallbackId) -> Uuid {
-    // CallbackId exposes its UUID only through its text form.
-    Uuid::parse_str(&id.to_string()).unwrap_or_default()
+    id.uuid()
 }
 
 pub(super) fn aid(id: AlertId) -> Uuid {
-    // AlertId exposes its UUID only through its text form.
-    Uuid::parse_str(&id.to_string()).unwrap_or_default()
+    id.uuid()
 }
 
 pub(super) fn to_aid(u: Uuid) -> Result<AlertId> {
-    u.hyphenated()
-        .to_string()
-        .parse()
-        .map_err(|e| corrupt("id", Box::new(e) as BoxError))
+    Ok(AlertId::from_uuid(u))
 }
 
 pub(super) fn token_uuid(token: LeaseToken) -> Uuid {
-    Uuid::parse_str(&token.to_string()).unwrap_or_default()
+    token.uuid()
 }
 
-pub(super) fn to_sid(column: &'static str, u: Uuid) -> Result<SubmissionId> {
-    u.hyphenated()
-        .to_string()
-        .parse()
-        .map_err(|e| corrupt(column, Box::new(e) as BoxError))
+pub(super) fn to_sid(_column: &'static str, u: Uuid) -> Result<SubmissionId> {
+    Ok(SubmissionId::from_uuid(u))
 }
 
 pub(super) fn to_cid(u: Uuid) -> Result<CallbackId> {
-    u.hyphenated()
-        .to_string()
-        .parse()
-        .map_err(|e| corrupt("id", Box::new(e) as BoxError))
+    Ok(CallbackId::from_uuid(u))
 }

@@ -2,56 +2,12 @@
 
 use chrono::{DateTime, Utc};
 
-use super::common::to_millis;
-use super::db::{Db, clean, get, sid};
-use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, lock_on, submission_from_row};
-use super::write::{NewEvent, append_event};
-use crate::error::{Error, Result};
-use crate::store::{Note, OverdueClaim};
-use crate::submission::{Submission, SubmissionId, SubmissionState};
-
-pub(super) async fn defer_deadline_on(
-    db: &Db<'_>,
-    id: SubmissionId,
-    until: DateTime<Utc>,
-    note: &Note,
-    now: DateTime<Utc>,
-) -> Result<Submission> {
-    let (current, _) = lock_on(db, id).await?;
-    if current.state != SubmissionState::AwaitingResult {
-        return Err(Error::InvalidTransition {
-            id,
-            from: current.state,
-            to: current.state,
-            reason: "only a submission awaiting its result has a deadline to move",
-        });
-    }
-    let row = db
-        .query_one(
-            &format!(
-                "UPDATE liaison_submissions SET result_deadline = $2, updated_at = $3 \
-                 WHERE id = $1 RETURNING {SUBMISSION_COLUMNS}"
-            ),
-            &[&sid(id), &to_millis(until), &to_millis(now)],
-            "move result deadline",
-        )
-        .await?;
-    append_event(
-        db,
-        NewEvent {
-            id,
-            at: now,
-            kind: &note.kind,
-            from: None,
-            to: None,
-            actor: &note.actor,
-            reason: note.reason.as_deref(),
-            data: note.data.as_ref(),
-        },
-    )
-    .await?;
-    submission_from_row(&row)
-}
+use super::db::{Db, clean, get};
+use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, submission_from_row};
+use crate::error::Result;
+use crate::store::OverdueClaim;
+use crate::store::common::to_millis;
+use crate::submission::Submission;
 
 pub(super) async fn expire_unmatched_on(db: &Db<'_>, now: DateTime<Utc>) -> Result<u64> {
     db.execute(

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, Transaction};
 
-use super::common::to_millis;
 use super::db::pg_err;
 use crate::error::{Error, Result};
+use crate::store::common::to_millis;
 use crate::store::migrations::{self, Dialect, MIGRATIONS, Recorded};
 
 use crate::store::migrations::SCHEMA_VERSION;

@@ -34,11 +34,10 @@
 
 mod alerts;
 mod callbacks;
-mod common;
 mod config;
 mod db;
 mod deadlines;
-mod lease;
+mod driver;
 mod listen;
 mod migrate;
 mod partners;
@@ -46,7 +45,6 @@ mod queries;
 mod retention;
 mod stats;
 mod tls;
-mod write;
 
 use std::fmt;
 use std::sync::Arc;
@@ -59,8 +57,8 @@ use tokio_postgres::NoTls;
 
 pub use self::config::{PostgresConfig, PostgresTls};
 
-use self::common::Completion;
 use self::db::{Db, pg_err, pool_err};
+use super::flow;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, Enqueued, Lease, ListFilter, NewAlert,
     NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeReport, Replay,
@@ -293,8 +291,7 @@ impl PostgresStore {
         valid: Vec<ValidSubmission>,
     ) -> Result<Vec<Enqueued>> {
         let Some(schema) = &self.inner.config.schema else {
-            return write::enqueue_on(db, valid, self.inner.config.ledger_retention, Utc::now())
-                .await;
+            return flow::enqueue(db, &valid, self.inner.config.ledger_retention, Utc::now()).await;
         };
         let previous: String = db
             .query_one(
@@ -311,7 +308,7 @@ impl PostgresStore {
         )
         .await?;
         let result =
-            write::enqueue_on(db, valid, self.inner.config.ledger_retention, Utc::now()).await;
+            flow::enqueue(db, &valid, self.inner.config.ledger_retention, Utc::now()).await;
         if result.is_ok() {
             // On an error the savepoint's rollback restores it.
             db.query_one(
@@ -398,12 +395,7 @@ impl OutboxStore for PostgresStore {
     async fn enqueue_batch(&self, batch: Vec<NewSubmission>) -> Result<Vec<Enqueued>> {
         let valid = self.validate(batch)?;
         let retention = self.inner.config.ledger_retention;
-        write_tx!(self, |db| write::enqueue_on(
-            db,
-            valid,
-            retention,
-            Utc::now()
-        ))
+        write_tx!(self, |db| flow::enqueue(db, &valid, retention, Utc::now()))
     }
 
     async fn get(&self, id: SubmissionId) -> Result<Submission> {
@@ -424,7 +416,7 @@ impl OutboxStore for PostgresStore {
 
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Lease>> {
         crate::submission::validate_partner(&request.partner)?;
-        write_tx!(self, |db| lease::claim_on(db, &request))
+        write_tx!(self, |db| flow::claim(db, &request))
     }
 
     async fn complete(
@@ -434,28 +426,23 @@ impl OutboxStore for PostgresStore {
         change: StateChange,
     ) -> Result<Submission> {
         // A stale result is journaled and committed, then refused.
-        let done: Completion = write_tx!(self, |db| lease::complete_on(
+        write_tx!(self, |db| flow::complete(
             db,
             lease,
             &report,
             &change,
             Utc::now()
-        ))?;
-        match done {
-            Completion::Applied(submission) => Ok(*submission),
-            Completion::Stale => Err(Error::StaleLease {
-                id: lease.submission.id,
-            }),
-        }
+        ))?
+        .answer(lease.submission.id)
     }
 
     async fn transition(&self, id: SubmissionId, change: StateChange) -> Result<Submission> {
-        write_tx!(self, |db| write::transition_on(db, id, &change, Utc::now()))
+        write_tx!(self, |db| flow::transition(db, id, &change, Utc::now()))
     }
 
     async fn replay(&self, id: SubmissionId, replay: Replay) -> Result<Submission> {
         let retention = self.inner.config.ledger_retention;
-        write_tx!(self, |db| write::replay_on(
+        write_tx!(self, |db| flow::replay(
             db,
             id,
             &replay,
@@ -465,11 +452,11 @@ impl OutboxStore for PostgresStore {
     }
 
     async fn note(&self, id: SubmissionId, note: Note) -> Result<()> {
-        write_tx!(self, |db| write::note_on(db, id, &note, Utc::now()))
+        write_tx!(self, |db| flow::note(db, id, &note, Utc::now()))
     }
 
     async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<SubmissionId>> {
-        write_tx!(self, |db| lease::reap_on(db, now))
+        write_tx!(self, |db| flow::reap(db, now))
     }
 
     async fn record_callback(&self, callback: NewCallback) -> Result<CallbackId> {
@@ -481,12 +468,7 @@ impl OutboxStore for PostgresStore {
         id: CallbackId,
         settlement: Settlement,
     ) -> Result<CallbackReceipt> {
-        write_tx!(self, |db| callbacks::settle_on(
-            db,
-            id,
-            &settlement,
-            Utc::now()
-        ))
+        write_tx!(self, |db| flow::settle(db, id, &settlement, Utc::now()))
     }
 
     async fn callback(&self, id: CallbackId) -> Result<StoredCallback> {
@@ -503,7 +485,7 @@ impl OutboxStore for PostgresStore {
         until: DateTime<Utc>,
         note: Note,
     ) -> Result<Submission> {
-        write_tx!(self, |db| deadlines::defer_deadline_on(
+        write_tx!(self, |db| flow::defer_deadline(
             db,
             id,
             until,
@@ -525,7 +507,7 @@ impl OutboxStore for PostgresStore {
     }
 
     async fn prune_ledger(&self, now: DateTime<Utc>) -> Result<u64> {
-        write_tx!(self, |db| write::prune_ledger_on(db, now))
+        write_tx!(self, |db| retention::prune_ledger_on(db, now))
     }
 
     fn wakeups(&self) -> Option<Wakeups> {

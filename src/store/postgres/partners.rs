@@ -2,11 +2,11 @@
 
 use chrono::{DateTime, Utc};
 
-use super::common::{from_millis, to_millis};
 use super::db::{Db, clean, get};
 use crate::error::Result;
 use crate::event::Actor;
 use crate::store::Pause;
+use crate::store::common::{from_millis, to_millis};
 
 pub(super) async fn set_pause_on(
     db: &Db<'_>,

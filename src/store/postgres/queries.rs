@@ -5,14 +5,13 @@ use std::collections::BTreeMap;
 
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use uuid::Uuid;
 
-use super::common::{from_millis, to_millis};
 use super::db::{Db, clean, corrupt, get, sid, to_sid};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
 use crate::fingerprint::Fingerprint;
 use crate::store::ListFilter;
+use crate::store::common::{from_millis, to_millis};
 use crate::submission::{Submission, SubmissionId};
 
 /// The columns [`submission_from_row`] reads, in its order (usable in
@@ -87,22 +86,6 @@ pub(super) async fn find_on(db: &Db<'_>, id: SubmissionId) -> Result<Option<Subm
     .as_ref()
     .map(submission_from_row)
     .transpose()
-}
-
-/// The submission and its lease token, locked until the transaction ends.
-pub(super) async fn lock_on(db: &Db<'_>, id: SubmissionId) -> Result<(Submission, Option<Uuid>)> {
-    let row = db
-        .query_opt(
-            &format!(
-                "SELECT {SUBMISSION_COLUMNS}, lease_token FROM liaison_submissions \
-                 WHERE id = $1 FOR UPDATE"
-            ),
-            &[&sid(id)],
-            "lock submission",
-        )
-        .await?
-        .ok_or_else(|| Error::not_found("submission", id))?;
-    Ok((submission_from_row(&row)?, get(&row, SUBMISSION_WIDTH)?))
 }
 
 pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Submission>> {

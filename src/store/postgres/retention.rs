@@ -9,10 +9,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::common::{PURGE_BATCH, state_names, to_millis};
 use super::db::Db;
 use crate::error::Result;
 use crate::store::PurgeReport;
+use crate::store::common::{PURGE_BATCH, state_names, to_millis};
 
 /// One pass: at most [`PURGE_BATCH`] payloads and as many callback bodies.
 ///
@@ -65,4 +65,19 @@ pub(super) async fn purge_on(
         callback_bodies: bodies,
         more: full(payloads) || full(bodies),
     })
+}
+
+/// Remove idempotency keys whose retention ended and whose submission is
+/// terminal.
+pub(super) async fn prune_ledger_on(db: &Db<'_>, now: DateTime<Utc>) -> Result<u64> {
+    let unfinished = state_names(|s| !s.is_terminal());
+    db.execute(
+        "DELETE FROM liaison_idempotency_keys k \
+         WHERE k.expires_at IS NOT NULL AND k.expires_at <= $1 \
+           AND NOT EXISTS (SELECT 1 FROM liaison_submissions s \
+                WHERE s.id = k.submission_id AND s.state = ANY($2))",
+        &[&to_millis(now), &unfinished],
+        "prune idempotency ledger",
+    )
+    .await
 }

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::common::{count, duration_ms, from_millis, state_names, to_millis};
 use super::db::{Db, get};
 use crate::callback::Disposition;
 use crate::error::Result;
+use crate::store::common::{count, duration_ms, from_millis, state_names, to_millis};
 use crate::store::{MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, StatsQuery, Totals};
 use crate::submission::SubmissionState;
 

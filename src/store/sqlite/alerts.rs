@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::sql::{corrupt, db_err, from_millis, to_millis};
+use super::db::{corrupt, db_err, from_millis, to_millis};
 use crate::error::{Error, Result};
 use crate::event::Actor;
 use crate::ops::alerts::{Alert, AlertId};

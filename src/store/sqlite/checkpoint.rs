@@ -145,7 +145,7 @@ impl Checkpointer {
                         Ok(_) => {}
                         // Another connection checkpoints (a host's): the
                         // next commit tries again.
-                        Err(error) if super::sql::is_busy(&error) => {
+                        Err(error) if super::db::is_busy(&error) => {
                             tracing::debug!(%error, pages, "write-ahead log checkpoint deferred");
                         }
                         Err(error) => {
@@ -161,7 +161,7 @@ impl Checkpointer {
                 // here would be reported as the commit's.
                 Ok(())
             }))
-            .map_err(super::sql::db_err("hook the write-ahead log"))?;
+            .map_err(super::db::db_err("hook the write-ahead log"))?;
         Ok(Checkpointer {
             worker: Some(Worker {
                 thread,
@@ -214,7 +214,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::store::sqlite::sql::db_err;
+    use crate::store::sqlite::db::db_err;
     use crate::store::sqlite::writer::Writer;
 
     fn open(dir: &Path, synchronous: Synchronous) -> (Writer, Checkpointer, std::path::PathBuf) {

@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::sql::{db_err, to_millis};
+use super::db::{db_err, to_millis};
 use crate::error::{Error, Result};
 use crate::store::migrations::{self, Dialect, MIGRATIONS, Recorded};
 

@@ -3,13 +3,15 @@
 mod alerts;
 mod callbacks;
 mod checkpoint;
+pub(crate) mod db;
+mod deadlines;
+mod driver;
 mod migrate;
 #[cfg(test)]
 mod plans;
 mod queries;
 mod reader;
 mod retention;
-pub(crate) mod sql;
 mod stats;
 mod writer;
 
@@ -21,9 +23,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 
+use self::db::db_err;
+use self::driver::{Sql, run};
 use self::reader::ReadPool;
-use self::sql::{Completion, EnqueueRules, db_err};
 use self::writer::Writer;
+use super::flow;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, Enqueued, Lease, ListFilter, NewAlert,
     NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeReport, Replay,
@@ -134,12 +138,6 @@ impl SqliteConfig {
             return Err(Error::invalid("read_connections", "must be at least 1"));
         }
         Ok(())
-    }
-
-    fn rules(&self) -> EnqueueRules {
-        EnqueueRules {
-            ledger_retention: self.ledger_retention,
-        }
     }
 }
 
@@ -325,7 +323,8 @@ impl SqliteStore {
     ) -> Result<Vec<Enqueued>> {
         self.check_same_database(tx)?;
         let valid = self.validate(batch)?;
-        sql::enqueue_on(tx, &valid, self.inner.config.rules(), Utc::now())
+        let retention = self.inner.config.ledger_retention;
+        run(flow::enqueue(&Sql(tx), &valid, retention, Utc::now()))
     }
 
     fn check_same_database(&self, conn: &Connection) -> Result<()> {
@@ -435,35 +434,35 @@ impl OutboxStore for SqliteStore {
 
     async fn enqueue_batch(&self, batch: Vec<NewSubmission>) -> Result<Vec<Enqueued>> {
         let valid = self.validate(batch)?;
-        let rules = self.inner.config.rules();
+        let retention = self.inner.config.ledger_retention;
         self.inner
             .writer
-            .write(move |conn| sql::enqueue_on(conn, &valid, rules, Utc::now()))
+            .write(move |conn| run(flow::enqueue(&Sql(conn), &valid, retention, Utc::now())))
             .await
     }
 
     async fn get(&self, id: SubmissionId) -> Result<Submission> {
-        self.read(move |conn| sql::get_on(conn, id)).await
+        self.read(move |conn| queries::get_on(conn, id)).await
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Submission>> {
         let filter = filter.clone();
-        self.read(move |conn| sql::list_on(conn, &filter)).await
+        self.read(move |conn| queries::list_on(conn, &filter)).await
     }
 
     async fn timeline(&self, id: SubmissionId) -> Result<Vec<Event>> {
-        self.read(move |conn| sql::timeline_on(conn, id)).await
+        self.read(move |conn| queries::timeline_on(conn, id)).await
     }
 
     async fn attempts(&self, id: SubmissionId) -> Result<Vec<Attempt>> {
-        self.read(move |conn| sql::attempts_on(conn, id)).await
+        self.read(move |conn| queries::attempts_on(conn, id)).await
     }
 
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Lease>> {
         crate::submission::validate_partner(&request.partner)?;
         self.inner
             .writer
-            .write(move |conn| sql::claim_on(conn, &request))
+            .write(move |conn| run(flow::claim(&Sql(conn), &request)))
             .await
     }
 
@@ -475,36 +474,41 @@ impl OutboxStore for SqliteStore {
     ) -> Result<Submission> {
         let lease = lease.clone();
         let id = lease.submission.id;
-        let done = self
-            .inner
+        // A stale result is journaled and committed, then refused.
+        self.inner
             .writer
-            .write(move |conn| sql::complete_on(conn, &lease, &report, &change, Utc::now()))
-            .await?;
-        match done {
-            Completion::Applied(submission) => Ok(*submission),
-            Completion::Stale => Err(Error::StaleLease { id }),
-        }
+            .write(move |conn| {
+                run(flow::complete(
+                    &Sql(conn),
+                    &lease,
+                    &report,
+                    &change,
+                    Utc::now(),
+                ))
+            })
+            .await?
+            .answer(id)
     }
 
     async fn transition(&self, id: SubmissionId, change: StateChange) -> Result<Submission> {
         self.inner
             .writer
-            .write(move |conn| sql::transition_on(conn, id, &change, Utc::now()))
+            .write(move |conn| run(flow::transition(&Sql(conn), id, &change, Utc::now())))
             .await
     }
 
     async fn replay(&self, id: SubmissionId, replay: Replay) -> Result<Submission> {
-        let rules = self.inner.config.rules();
+        let retention = self.inner.config.ledger_retention;
         self.inner
             .writer
-            .write(move |conn| sql::replay_on(conn, id, &replay, rules, Utc::now()))
+            .write(move |conn| run(flow::replay(&Sql(conn), id, &replay, retention, Utc::now())))
             .await
     }
 
     async fn note(&self, id: SubmissionId, note: Note) -> Result<()> {
         self.inner
             .writer
-            .write(move |conn| sql::note_on(conn, id, &note, Utc::now()))
+            .write(move |conn| run(flow::note(&Sql(conn), id, &note, Utc::now())))
             .await
     }
 
@@ -522,7 +526,7 @@ impl OutboxStore for SqliteStore {
     ) -> Result<CallbackReceipt> {
         self.inner
             .writer
-            .write(move |conn| callbacks::settle_on(conn, id, &settlement, Utc::now()))
+            .write(move |conn| run(flow::settle(&Sql(conn), id, &settlement, Utc::now())))
             .await
     }
 
@@ -545,33 +549,41 @@ impl OutboxStore for SqliteStore {
     ) -> Result<Submission> {
         self.inner
             .writer
-            .write(move |conn| callbacks::defer_deadline_on(conn, id, until, &note, Utc::now()))
+            .write(move |conn| {
+                run(flow::defer_deadline(
+                    &Sql(conn),
+                    id,
+                    until,
+                    &note,
+                    Utc::now(),
+                ))
+            })
             .await
     }
 
     async fn expire_unmatched(&self, now: DateTime<Utc>) -> Result<u64> {
         self.inner
             .writer
-            .write(move |conn| callbacks::expire_unmatched_on(conn, now))
+            .write(move |conn| deadlines::expire_unmatched_on(conn, now))
             .await
     }
 
     async fn overdue_results(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Submission>> {
-        self.read(move |conn| callbacks::overdue_on(conn, now, limit))
+        self.read(move |conn| deadlines::overdue_on(conn, now, limit))
             .await
     }
 
     async fn claim_overdue(&self, claim: OverdueClaim) -> Result<Vec<Submission>> {
         self.inner
             .writer
-            .write(move |conn| callbacks::claim_overdue_on(conn, &claim))
+            .write(move |conn| deadlines::claim_overdue_on(conn, &claim))
             .await
     }
 
     async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<SubmissionId>> {
         self.inner
             .writer
-            .write(move |conn| sql::reap_on(conn, now))
+            .write(move |conn| run(flow::reap(&Sql(conn), now)))
             .await
     }
 
@@ -641,7 +653,7 @@ impl OutboxStore for SqliteStore {
     async fn prune_ledger(&self, now: DateTime<Utc>) -> Result<u64> {
         self.inner
             .writer
-            .write(move |conn| sql::prune_ledger_on(conn, now))
+            .write(move |conn| retention::prune_ledger_on(conn, now))
             .await
     }
 }

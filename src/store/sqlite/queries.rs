@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::sql::{db_err, from_millis, to_millis};
+use super::db::{db_err, from_millis, to_millis};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
 use crate::fingerprint::Fingerprint;

@@ -32,7 +32,7 @@ impl ReadPool {
             None => {
                 let conn = connect(&self.path, &self.config)?;
                 conn.execute_batch("PRAGMA query_only = ON")
-                    .map_err(super::sql::db_err("open read connection"))?;
+                    .map_err(super::db::db_err("open read connection"))?;
                 Ok(conn)
             }
         }

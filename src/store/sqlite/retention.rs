@@ -5,13 +5,13 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 
-use super::sql::{db_err, to_millis};
+use super::db::{db_err, to_millis};
 use crate::error::Result;
 use crate::store::PurgeReport;
+use crate::store::common::state_names;
 use crate::submission::SubmissionState;
 
-/// Rows changed per pass, so one pass never holds the writer for long.
-const BATCH: i64 = 1000;
+use crate::store::common::PURGE_BATCH as BATCH;
 
 pub(crate) fn purge_on(
     conn: &Connection,
@@ -66,4 +66,26 @@ pub(crate) fn purge_on(
         callback_bodies: bodies as u64,
         more: payloads as i64 == BATCH || bodies as i64 == BATCH,
     })
+}
+
+/// Remove idempotency keys whose retention ended and whose submission is
+/// terminal.
+pub(crate) fn prune_ledger_on(conn: &Connection, now: DateTime<Utc>) -> Result<u64> {
+    // The states are our own constants, never input.
+    let unfinished: Vec<String> = state_names(|s| !s.is_terminal())
+        .into_iter()
+        .map(|s| format!("'{s}'"))
+        .collect();
+    let removed = conn
+        .prepare_cached(&format!(
+            "DELETE FROM liaison_idempotency_keys \
+             WHERE expires_at IS NOT NULL AND expires_at <= ?1 \
+               AND NOT EXISTS (SELECT 1 FROM liaison_submissions s \
+                    WHERE s.id = liaison_idempotency_keys.submission_id \
+                      AND s.state IN ({}))",
+            unfinished.join(", ")
+        ))
+        .and_then(|mut stmt| stmt.execute(params![to_millis(now)]))
+        .map_err(db_err("prune idempotency ledger"))?;
+    Ok(removed as u64)
 }

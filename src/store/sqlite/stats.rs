@@ -5,19 +5,15 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::sql::{db_err, from_millis, to_millis};
+use super::db::{db_err, from_millis, to_millis};
 use crate::error::Result;
 use crate::event::Actor;
+use crate::store::common::{count, duration_ms};
 use crate::store::{MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, Pause, StatsQuery, Totals};
 use crate::submission::SubmissionState;
 
-/// A SQL count as u64 (counts are never negative).
-fn count(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
 fn window_ms(query: &StatsQuery) -> i64 {
-    i64::try_from(query.window.as_millis()).unwrap_or(i64::MAX)
+    duration_ms(query.window)
 }
 
 pub(crate) fn stats_on(conn: &Connection, query: &StatsQuery) -> Result<Vec<PartnerStats>> {

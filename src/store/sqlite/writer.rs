@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::sql::{db_err, is_busy};
+use super::db::{db_err, is_busy};
 use crate::error::{Error, Result};
 
 /// Largest number of operations grouped into one transaction.

@@ -461,7 +461,10 @@ pub async fn rejected_and_malformed_are_quarantined_and_reprocessable(h: &Harnes
         .settle_callback(cb, Settlement::Malformed { reason: "x".into() })
         .await
         .unwrap_err();
-    assert!(err.is_invalid_input(), "{err:?}");
+    assert!(
+        err.is_already_settled() && !err.is_invalid_input(),
+        "{err:?}"
+    );
     let missing = store
         .callback(store.record_callback(raw("lab", "x")).await.unwrap())
         .await

@@ -444,7 +444,18 @@ pub async fn a_partner_reference_belongs_to_one_submission(h: &Harness) {
         .complete(&b, report(), accept("REF-1"))
         .await
         .unwrap_err();
-    assert!(err.is_invalid_input(), "{err:?}");
+    assert!(err.is_reference_taken(), "{err:?}");
+    match &err {
+        liaison::Error::ReferenceTaken {
+            partner,
+            reference,
+            holder,
+        } => {
+            assert_eq!((partner.as_str(), reference.as_str()), ("bank", "REF-1"));
+            assert_eq!(*holder, Some(a.id), "the holder is named");
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(store.get(b.submission.id).await.unwrap(), before);
     // Another partner may use the same reference.
     let c = claim_one(&store, "lab").await;

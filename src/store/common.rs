@@ -1,0 +1,88 @@
+//! Encodings both stores share: times as milliseconds since the epoch,
+//! durations as milliseconds, texts cut to what the database keeps.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::submission::SubmissionState;
+
+/// Longest error or reason text kept in the database, in bytes.
+pub(crate) const MAX_TEXT_BYTES: usize = 4096;
+
+/// Rows changed per retention pass, so one pass never holds locks for long.
+pub(crate) const PURGE_BATCH: i64 = 1000;
+
+/// A time as stored: milliseconds since the Unix epoch.
+pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// A stored time; one outside chrono's range reads as the earliest time.
+pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// A duration in milliseconds, saturating ("for ever" stays for ever).
+pub(crate) fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `at` plus `d`, saturating at the end of representable time.
+pub(crate) fn millis_after(at: DateTime<Utc>, d: Duration) -> i64 {
+    to_millis(at).saturating_add(duration_ms(d))
+}
+
+/// Cut a text to at most [`MAX_TEXT_BYTES`] on a character boundary.
+pub(crate) fn bounded(text: Option<&str>) -> Option<String> {
+    text.map(|t| {
+        if t.len() <= MAX_TEXT_BYTES {
+            t.to_owned()
+        } else {
+            let mut end = MAX_TEXT_BYTES;
+            while !t.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}…", &t[..end])
+        }
+    })
+}
+
+/// A SQL count as u64 (counts are never negative).
+pub(crate) fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The stored names of the states that `keep` selects.
+pub(crate) fn state_names(keep: impl Fn(SubmissionState) -> bool) -> Vec<&'static str> {
+    SubmissionState::ALL
+        .into_iter()
+        .filter(|s| keep(*s))
+        .map(SubmissionState::as_str)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_are_cut_on_a_character_boundary() {
+        assert_eq!(bounded(None), None);
+        assert_eq!(bounded(Some("short")).as_deref(), Some("short"));
+        let long = "é".repeat(MAX_TEXT_BYTES);
+        let cut = bounded(Some(&long)).unwrap();
+        assert!(cut.ends_with('…'));
+        assert!(cut.len() <= MAX_TEXT_BYTES + '…'.len_utf8());
+    }
+
+    #[test]
+    fn durations_saturate() {
+        assert_eq!(duration_ms(Duration::MAX), i64::MAX);
+        assert_eq!(
+            millis_after(DateTime::<Utc>::MAX_UTC, Duration::MAX),
+            i64::MAX
+        );
+        assert_eq!(from_millis(i64::MAX), DateTime::<Utc>::MIN_UTC);
+    }
+}

@@ -1,0 +1,162 @@
+//! Settling stored callbacks, and matching those that arrived early.
+
+use chrono::{DateTime, Utc};
+
+use super::journal;
+use super::submissions::apply_change;
+use crate::callback::{CallbackId, CallbackReceipt, CallbackReport, Disposition, StoredCallback};
+use crate::error::{Error, Result};
+use crate::store::Settlement;
+use crate::store::driver::Driver;
+use crate::store::rules::callbacks::{self as rules, End, Repeat, Settle};
+use crate::submission::Submission;
+
+/// Settle a stored callback: record the verdict and, for a parsed report,
+/// recognise repeats and conflicts, match the submission and apply the
+/// outcome at most once.
+pub(crate) async fn settle<D: Driver>(
+    d: &D,
+    id: CallbackId,
+    settlement: &Settlement,
+    now: DateTime<Utc>,
+) -> Result<CallbackReceipt> {
+    // One settle of a callback at a time; the second sees what the first did.
+    let stored = d
+        .lock_callback(id)
+        .await?
+        .ok_or_else(|| Error::not_found("callback", id))?;
+    rules::check_settleable(&stored)?;
+    match settlement {
+        Settlement::Rejected { reason } => {
+            finish(
+                d,
+                &stored,
+                End::new(Disposition::Rejected).detail(reason),
+                now,
+            )
+            .await
+        }
+        Settlement::Malformed { reason } => {
+            finish(
+                d,
+                &stored,
+                End::new(Disposition::Malformed).detail(reason),
+                now,
+            )
+            .await
+        }
+        Settlement::Report {
+            report,
+            unmatched_until,
+        } => {
+            let outcome = rules::outcome_json(&report.outcome)?;
+            d.record_report(id, report, &outcome).await?;
+            d.lock_report(
+                &stored.partner,
+                report.event_id.as_deref(),
+                &stored.body_hash,
+                &report.correlation,
+            )
+            .await?;
+            let receipt = apply_report(d, &stored, report, &outcome, *unmatched_until, now).await?;
+            // Reliability tests: the report is applied, its transaction not
+            // committed.
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("liaison::callback::before_commit");
+            Ok(receipt)
+        }
+    }
+}
+
+async fn finish<D: Driver>(
+    d: &D,
+    stored: &StoredCallback,
+    end: End,
+    now: DateTime<Utc>,
+) -> Result<CallbackReceipt> {
+    d.finish_callback(stored.id, &end, now).await?;
+    Ok(end.receipt(stored.id))
+}
+
+async fn apply_report<D: Driver>(
+    d: &D,
+    stored: &StoredCallback,
+    report: &CallbackReport,
+    outcome: &str,
+    unmatched_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<CallbackReceipt> {
+    // A repeat of an earlier delivery: same event id, or the same body.
+    if let Some(event_id) = &report.event_id
+        && let Some(earlier) = d.earlier_callback(stored, Repeat::Event(event_id)).await?
+    {
+        let plan = rules::repeat_of_event(stored, event_id, &earlier, outcome, now);
+        return write(d, stored, None, plan, now).await;
+    }
+    if let Some(earlier) = d
+        .earlier_callback(stored, Repeat::Body(&stored.body_hash))
+        .await?
+        && let Some(plan) = rules::repeat_of_body(&earlier, outcome)
+    {
+        return write(d, stored, None, plan, now).await;
+    }
+    match d.correlated(&stored.partner, &report.correlation).await? {
+        None => {
+            let plan = rules::no_match(&report.correlation, unmatched_until);
+            write(d, stored, None, plan, now).await
+        }
+        Some(submission) => {
+            let plan = rules::matched(stored, report, &submission, unmatched_until, now);
+            write(d, stored, Some(&submission), plan, now).await
+        }
+    }
+}
+
+/// Write what settling decided: the outcome on the matched submission, a
+/// note on its timeline, the callback's end.
+async fn write<D: Driver>(
+    d: &D,
+    stored: &StoredCallback,
+    matched: Option<&Submission>,
+    plan: Settle,
+    now: DateTime<Utc>,
+) -> Result<CallbackReceipt> {
+    if let (Some(submission), Some(change)) = (matched, &plan.change) {
+        apply_change(d, submission, change, now).await?;
+    }
+    if let Some(note) = &plan.note {
+        journal(d, note).await?;
+    }
+    finish(d, stored, plan.end, now).await
+}
+
+/// Apply callbacks that were waiting for `submission` (they arrived before
+/// its acceptance was recorded; the caller holds its row). Returns the
+/// submission as it is after.
+pub(super) async fn rematch<D: Driver>(
+    d: &D,
+    submission: &Submission,
+    now: DateTime<Utc>,
+) -> Result<Submission> {
+    let references = rules::references(submission);
+    let waiting = d
+        .waiting_callbacks(&submission.partner, &references)
+        .await?;
+    if waiting.is_empty() {
+        // Nothing arrived early (the usual case): the row is as given.
+        return Ok(submission.clone());
+    }
+    for w in waiting {
+        let stored = d.callback(w.id).await?;
+        let Some(report) = rules::waiting_report(&stored, w.event_id, w.outcome.as_deref()) else {
+            continue;
+        };
+        let outcome = rules::outcome_json(&report.outcome)?;
+        // Keep its matching window should it still not apply.
+        let until = w.match_until.unwrap_or(now);
+        apply_report(d, &stored, &report, &outcome, until, now).await?;
+    }
+    d.submission(submission.id)
+        .await?
+        .ok_or_else(|| Error::not_found("submission", submission.id))
+}

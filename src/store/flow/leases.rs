@@ -1,0 +1,112 @@
+//! Claims, results under a lease, and reaping leases that ended.
+
+use chrono::{DateTime, Utc};
+
+use super::journal;
+use super::submissions::apply_change;
+use crate::error::{Error, Result};
+use crate::store::driver::Driver;
+use crate::store::rules::lease as rules;
+use crate::store::{AttemptReport, ClaimRequest, Lease, LeaseToken, StateChange};
+use crate::submission::{Submission, SubmissionId, SubmissionState};
+
+/// Claim due work of one partner under fresh leases.
+pub(crate) async fn claim<D: Driver>(d: &D, request: &ClaimRequest) -> Result<Vec<Lease>> {
+    if request.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let blocking = rules::blocking_states(request.dead_letter_blocks_ordering);
+    let ids = d.due(request, blocking).await?;
+    let expires_at = request.lease_end();
+    let mut leases = Vec::with_capacity(ids.len());
+    for id in ids {
+        let token = LeaseToken::fresh();
+        let Some(submission) = d.mark_claimed(id, token, expires_at, request.now).await? else {
+            continue;
+        };
+        let attempt = submission.attempts;
+        d.start_attempt(id, attempt, token, request.now).await?;
+        journal(d, &rules::claimed(id, attempt, token, request.now)).await?;
+        leases.push(Lease {
+            submission,
+            token,
+            attempt,
+            expires_at,
+        });
+    }
+    Ok(leases)
+}
+
+/// What a completion did. A stale one is journaled, so the store commits
+/// it before answering [`Error::StaleLease`].
+pub(crate) enum Completion {
+    Applied(Box<Submission>),
+    Stale,
+}
+
+impl Completion {
+    /// The answer for the caller, once the transaction committed.
+    pub(crate) fn answer(self, id: SubmissionId) -> Result<Submission> {
+        match self {
+            Completion::Applied(submission) => Ok(*submission),
+            Completion::Stale => Err(Error::StaleLease { id }),
+        }
+    }
+}
+
+/// Finish the lease's attempt and apply its change, if the lease is still
+/// the submission's current one.
+pub(crate) async fn complete<D: Driver>(
+    d: &D,
+    lease: &Lease,
+    report: &AttemptReport,
+    change: &StateChange,
+    now: DateTime<Utc>,
+) -> Result<Completion> {
+    let id = lease.submission.id;
+    if let Some(reference) = &change.external_ref {
+        d.lock_reference(&lease.submission.partner, reference)
+            .await?;
+    }
+    let locked = d
+        .lock_submission(id)
+        .await?
+        .ok_or_else(|| Error::not_found("submission", id))?;
+    let change =
+        match rules::complete(&locked.submission, locked.lease, lease, report, change, now)? {
+            rules::Completion::Stale(event) => {
+                journal(d, &event).await?;
+                return Ok(Completion::Stale);
+            }
+            rules::Completion::Apply(change) => change,
+        };
+    d.finish_attempt(id, lease.token, report).await?;
+    let applied = apply_change(d, &locked.submission, &change, now).await?;
+    // A callback that arrived before this result was recorded can match now.
+    let applied = if applied.state == SubmissionState::Queued {
+        applied
+    } else {
+        super::callbacks::rematch(d, &applied, now).await?
+    };
+    // Reliability tests: the result is written, its transaction not
+    // committed.
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("liaison::complete::before_commit");
+    Ok(Completion::Applied(Box::new(applied)))
+}
+
+/// Return work whose lease ended to the queue, journaling each; their ids.
+pub(crate) async fn reap<D: Driver>(d: &D, now: DateTime<Utc>) -> Result<Vec<SubmissionId>> {
+    let expired = d.expired_leases(now, rules::REAP_BATCH).await?;
+    let mut reaped = Vec::with_capacity(expired.len());
+    for locked in expired {
+        let id = locked.submission.id;
+        let (report, change) = rules::expired(&locked.submission, locked.lease, now);
+        if let Some(token) = locked.lease {
+            d.finish_attempt(id, token, &report).await?;
+        }
+        apply_change(d, &locked.submission, &change, now).await?;
+        reaped.push(id);
+    }
+    Ok(reaped)
+}

@@ -1,0 +1,23 @@
+//! Each write operation of the outbox, written once: read through the
+//! [`Driver`], decide with [`super::rules`], write through the driver. Both
+//! stores run these inside a transaction of their own (or the host's).
+
+mod callbacks;
+mod leases;
+mod submissions;
+
+pub(crate) use callbacks::settle;
+pub(crate) use leases::{claim, complete, reap};
+pub(crate) use submissions::{defer_deadline, enqueue, note, replay, transition};
+
+use super::driver::Driver;
+use super::rules::NewEvent;
+use crate::error::Result;
+
+/// Append a timeline line whose data the store can read back.
+async fn journal<D: Driver>(d: &D, event: &NewEvent) -> Result<()> {
+    if let Some(data) = &event.data {
+        crate::submission::check_depth("data", data)?;
+    }
+    d.append_event(event).await
+}

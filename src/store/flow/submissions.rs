@@ -1,0 +1,209 @@
+//! Enqueue, unleased state changes, replays, notes and deadline moves.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::journal;
+use crate::error::{Error, Result};
+use crate::store::driver::Driver;
+use crate::store::rules::ledger::{self, KeyRow, Verdict};
+use crate::store::rules::{NewEvent, replay as replays, transition as rules};
+use crate::store::{Enqueued, Note, Replay, StateChange};
+use crate::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
+
+/// How often an enqueue tries again when the ledger row it ran into went
+/// away before it could read it (pruned by another instance meanwhile).
+const LEDGER_ROUNDS: usize = 8;
+
+/// Enqueue validated submissions, all of them or (when the caller rolls
+/// back on an error) none.
+pub(crate) async fn enqueue<D: Driver>(
+    d: &D,
+    batch: &[ValidSubmission],
+    retention: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Enqueued>> {
+    let mut out = Vec::with_capacity(batch.len());
+    for valid in batch {
+        out.push(enqueue_one(d, valid, retention, now).await?);
+    }
+    Ok(out)
+}
+
+/// The ledger decides: the insert that wins the key (partner, key) creates
+/// the submission; any other enqueue of that key reads the holder (on
+/// PostgreSQL, after the winner's commit) and answers with it, or with a
+/// conflict. Never read-then-insert.
+async fn enqueue_one<D: Driver>(
+    d: &D,
+    valid: &ValidSubmission,
+    retention: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Result<Enqueued> {
+    let id = SubmissionId::new();
+    let key = KeyRow::new(
+        &valid.partner,
+        &valid.idempotency_key,
+        &valid.fingerprint,
+        id,
+        now,
+        retention,
+    );
+    for _ in 0..LEDGER_ROUNDS {
+        if d.insert_key(&key).await? {
+            let due_at = ledger::first_due(valid, now);
+            let submission = d.insert_submission(id, valid, due_at, now).await?;
+            journal(d, &ledger::enqueued(id, now)).await?;
+            return Ok(Enqueued {
+                submission,
+                deduplicated: false,
+            });
+        }
+        let Some(held) = d.held_key(&valid.partner, &valid.idempotency_key).await? else {
+            continue;
+        };
+        let holder = d.submission(held.submission).await?;
+        match ledger::verdict(valid, &held, holder, now)? {
+            Verdict::Free => d.delete_key(&valid.partner, &valid.idempotency_key).await?,
+            Verdict::Duplicate(holder) => {
+                journal(d, &ledger::deduplicated(holder.id, now)).await?;
+                return Ok(Enqueued {
+                    submission: *holder,
+                    deduplicated: true,
+                });
+            }
+        }
+    }
+    Err(Error::Busy {
+        operation: "enqueue",
+        source: "the idempotency key kept changing hands; retry".into(),
+    })
+}
+
+/// A state change no lease governs (deadline passed, result received,
+/// manual resolution, cancel).
+pub(crate) async fn transition<D: Driver>(
+    d: &D,
+    id: SubmissionId,
+    change: &StateChange,
+    now: DateTime<Utc>,
+) -> Result<Submission> {
+    if let Some(reference) = &change.external_ref {
+        // Partners never change: read it unlocked to take the reference
+        // lock before the row's.
+        let partner = d
+            .submission(id)
+            .await?
+            .ok_or_else(|| Error::not_found("submission", id))?
+            .partner;
+        d.lock_reference(&partner, reference).await?;
+    }
+    let locked = d
+        .lock_submission(id)
+        .await?
+        .ok_or_else(|| Error::not_found("submission", id))?;
+    rules::check_unleased(&locked.submission, change)?;
+    if locked.submission.state == SubmissionState::InFlight
+        && let Some(token) = locked.lease
+    {
+        let report = rules::cancelled_attempt(change, now);
+        d.finish_attempt(id, token, &report).await?;
+    }
+    apply_change(d, &locked.submission, change, now).await
+}
+
+/// Write an allowed change and its timeline line; the row as it is after.
+pub(crate) async fn apply_change<D: Driver>(
+    d: &D,
+    current: &Submission,
+    change: &StateChange,
+    now: DateTime<Utc>,
+) -> Result<Submission> {
+    if let Some(reference) = &change.external_ref
+        && let Some(holder) = d
+            .reference_holder(&current.partner, reference, current.id)
+            .await?
+    {
+        return Err(rules::reference_taken(
+            &current.partner,
+            reference,
+            Some(holder),
+        ));
+    }
+    let (write, event) = rules::apply(current, change, now);
+    let updated = d.write_state(&write).await?;
+    journal(d, &event).await?;
+    Ok(updated)
+}
+
+/// Replay a failed, dead-lettered or stuck submission.
+pub(crate) async fn replay<D: Driver>(
+    d: &D,
+    id: SubmissionId,
+    replay: &Replay,
+    retention: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Result<Submission> {
+    replays::check_reason(replay)?;
+    let current = d
+        .lock_submission(id)
+        .await?
+        .ok_or_else(|| Error::not_found("submission", id))?
+        .submission;
+    let plan = replays::plan(&current, replay, now)?;
+    if let Some(key) = &plan.fresh_key {
+        let row = KeyRow::new(
+            &current.partner,
+            key,
+            &current.fingerprint,
+            id,
+            now,
+            retention,
+        );
+        if !d.insert_key(&row).await? {
+            // The host already used the derived key for other work.
+            return Err(match d.held_key(&current.partner, key).await? {
+                Some(held) => ledger::conflict(&current.partner, key, held.submission),
+                None => Error::Busy {
+                    operation: "replay",
+                    source: "the derived idempotency key changed hands; retry".into(),
+                },
+            });
+        }
+        d.set_idempotency_key(id, key).await?;
+    }
+    apply_change(d, &current, &plan.change, now).await
+}
+
+/// Append a note; the state is not touched.
+pub(crate) async fn note<D: Driver>(
+    d: &D,
+    id: SubmissionId,
+    note: &Note,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if d.submission(id).await?.is_none() {
+        return Err(Error::not_found("submission", id));
+    }
+    journal(d, &NewEvent::from_note(id, now, note)).await
+}
+
+/// Move an awaited result's deadline and journal why.
+pub(crate) async fn defer_deadline<D: Driver>(
+    d: &D,
+    id: SubmissionId,
+    until: DateTime<Utc>,
+    note: &Note,
+    now: DateTime<Utc>,
+) -> Result<Submission> {
+    let current = d
+        .lock_submission(id)
+        .await?
+        .ok_or_else(|| Error::not_found("submission", id))?
+        .submission;
+    rules::check_deferrable(&current)?;
+    let updated = d.set_result_deadline(id, until, now).await?;
+    journal(d, &NewEvent::from_note(id, now, note)).await?;
+    Ok(updated)
+}

@@ -1,0 +1,484 @@
+//! Settling a stored callback: repeats and conflicts, matching, and the
+//! outcome it applies at most once.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::NewEvent;
+use crate::callback::{
+    CallbackId, CallbackReceipt, CallbackReport, Correlation, Disposition, ReportedOutcome,
+    StoredCallback,
+};
+use crate::error::{Error, Result};
+use crate::event::{Actor, EventKind};
+use crate::store::StateChange;
+use crate::submission::{Submission, SubmissionId, SubmissionState};
+
+/// Dispositions of an earlier callback that make a new one a repeat of it
+/// (a callback rejected or quarantined earlier was never understood).
+pub(crate) const REPEATABLE: [Disposition; 5] = [
+    Disposition::Applied,
+    Disposition::Duplicate,
+    Disposition::Late,
+    Disposition::Unmatched,
+    Disposition::Conflicting,
+];
+
+/// Refuse to settle a callback that is settled already.
+pub(crate) fn check_settleable(stored: &StoredCallback) -> Result<()> {
+    if stored.disposition.is_reprocessable() {
+        Ok(())
+    } else {
+        Err(Error::AlreadySettled {
+            id: stored.id,
+            disposition: stored.disposition,
+        })
+    }
+}
+
+/// How a callback ends: its disposition and what goes with it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct End {
+    pub(crate) disposition: Disposition,
+    pub(crate) detail: Option<String>,
+    pub(crate) submission: Option<SubmissionId>,
+    /// For an unmatched callback: until when a submission may still match it.
+    pub(crate) match_until: Option<DateTime<Utc>>,
+}
+
+impl End {
+    pub(crate) fn new(disposition: Disposition) -> Self {
+        End {
+            disposition,
+            detail: None,
+            submission: None,
+            match_until: None,
+        }
+    }
+
+    pub(crate) fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    fn submission(mut self, submission: Option<SubmissionId>) -> Self {
+        self.submission = submission;
+        self
+    }
+
+    fn until(mut self, until: DateTime<Utc>) -> Self {
+        self.match_until = Some(until);
+        self
+    }
+
+    /// The answer for the partner.
+    pub(crate) fn receipt(&self, id: CallbackId) -> CallbackReceipt {
+        CallbackReceipt {
+            callback_id: id,
+            disposition: self.disposition,
+            http_status: self.disposition.http_status(),
+            submission_id: self.submission,
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+/// What settling a parsed report writes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Settle {
+    pub(crate) end: End,
+    /// A line on the matched submission's timeline.
+    pub(crate) note: Option<NewEvent>,
+    /// The outcome to apply to the matched submission.
+    pub(crate) change: Option<StateChange>,
+}
+
+impl Settle {
+    fn end(end: End) -> Self {
+        Settle {
+            end,
+            note: None,
+            change: None,
+        }
+    }
+
+    fn noted(end: End, note: Option<NewEvent>) -> Self {
+        Settle {
+            end,
+            note,
+            change: None,
+        }
+    }
+}
+
+/// An earlier callback of the same partner that a new one may repeat.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Earlier {
+    /// Its reported outcome, as stored ([`outcome_json`]).
+    pub(crate) outcome: Option<String>,
+    pub(crate) submission: Option<SubmissionId>,
+}
+
+/// What an earlier callback is looked up by.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Repeat<'a> {
+    /// The partner's event id.
+    Event(&'a str),
+    /// The body's hash.
+    Body(&'a str),
+}
+
+/// A reported outcome as stored and compared.
+pub(crate) fn outcome_json(outcome: &ReportedOutcome) -> Result<String> {
+    serde_json::to_string(outcome).map_err(|e| Error::Storage {
+        operation: "encode callback outcome",
+        source: Box::new(e),
+    })
+}
+
+fn callback_note(
+    stored: &StoredCallback,
+    id: SubmissionId,
+    kind: EventKind,
+    detail: &str,
+    now: DateTime<Utc>,
+) -> NewEvent {
+    NewEvent::note(
+        id,
+        now,
+        kind,
+        Actor::system("callbacks"),
+        Some(detail.to_owned()),
+        Some(json!({ "callback_id": stored.id.to_string() })),
+    )
+}
+
+/// A callback whose event id was received before: a duplicate when the
+/// outcome is the same, a conflict (noted on the submission) otherwise.
+pub(crate) fn repeat_of_event(
+    stored: &StoredCallback,
+    event_id: &str,
+    earlier: &Earlier,
+    outcome: &str,
+    now: DateTime<Utc>,
+) -> Settle {
+    if earlier.outcome.as_deref() == Some(outcome) {
+        let end = End::new(Disposition::Duplicate)
+            .detail(format!("event {event_id:?} was received before"))
+            .submission(earlier.submission);
+        return Settle::end(end);
+    }
+    let detail = format!("event {event_id:?} was received before with a different outcome");
+    let note = earlier
+        .submission
+        .map(|id| callback_note(stored, id, EventKind::ConflictingCallback, &detail, now));
+    let end = End::new(Disposition::Conflicting)
+        .detail(detail)
+        .submission(earlier.submission);
+    Settle::noted(end, note)
+}
+
+/// A callback whose body was received before: a duplicate when the outcome
+/// is the same; otherwise not a repeat (`None`).
+pub(crate) fn repeat_of_body(earlier: &Earlier, outcome: &str) -> Option<Settle> {
+    (earlier.outcome.as_deref() == Some(outcome)).then(|| {
+        Settle::end(
+            End::new(Disposition::Duplicate)
+                .detail("the same body was received before")
+                .submission(earlier.submission),
+        )
+    })
+}
+
+/// A callback no submission matches (yet): kept until `until`.
+pub(crate) fn no_match(correlation: &Correlation, until: DateTime<Utc>) -> Settle {
+    Settle::end(
+        End::new(Disposition::Unmatched)
+            .detail(format!("no submission matches {correlation} yet"))
+            .until(until),
+    )
+}
+
+/// A callback matched to `submission` (as read, locked).
+pub(crate) fn matched(
+    stored: &StoredCallback,
+    report: &CallbackReport,
+    submission: &Submission,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Settle {
+    use SubmissionState::*;
+    let id = submission.id;
+    let state = submission.state;
+    let end = |d| End::new(d).submission(Some(id));
+    match (state, &report.outcome) {
+        (Cancelled | ResolvedManually, _) => {
+            let detail = format!("the submission was already {state}");
+            let note = callback_note(stored, id, EventKind::LateCallback, &detail, now);
+            Settle::noted(end(Disposition::Late).detail(detail), Some(note))
+        }
+        // The acceptance is not recorded yet (an early callback): keep it;
+        // recording the acceptance matches it.
+        (Queued | InFlight, _) => Settle::end(
+            end(Disposition::Unmatched)
+                .detail(format!(
+                    "the submission is {state}; waiting for its acceptance to be recorded"
+                ))
+                .until(until),
+        ),
+        (AwaitingResult | Stuck, ReportedOutcome::Progress { note: words }) => {
+            let detail = words
+                .clone()
+                .unwrap_or_else(|| "the partner reports progress".into());
+            let note = callback_note(stored, id, EventKind::Progress, &detail, now);
+            Settle::noted(end(Disposition::Applied), Some(note))
+        }
+        (AwaitingResult | Stuck, outcome) => {
+            let change = match outcome {
+                ReportedOutcome::Failed { reason } => StateChange::to(Failed).error(reason.clone()),
+                _ => StateChange::to(Succeeded),
+            }
+            .actor(Actor::system("callbacks"))
+            .reason("result reported by the partner's callback")
+            .data(json!({ "callback_id": stored.id.to_string(), "event_id": report.event_id }))
+            .at(now);
+            Settle {
+                end: end(Disposition::Applied),
+                note: None,
+                change: Some(change),
+            }
+        }
+        (_, ReportedOutcome::Progress { .. }) => Settle::end(end(Disposition::Duplicate).detail(
+            format!("progress reported after the submission became {state}"),
+        )),
+        (Succeeded, ReportedOutcome::Succeeded) | (Failed, ReportedOutcome::Failed { .. }) => {
+            Settle::end(
+                end(Disposition::Duplicate).detail(format!("the submission is already {state}")),
+            )
+        }
+        _ => {
+            let detail =
+                format!("the submission is already {state}; the callback reports otherwise");
+            let note = callback_note(stored, id, EventKind::ConflictingCallback, &detail, now);
+            Settle::noted(end(Disposition::Conflicting).detail(detail), Some(note))
+        }
+    }
+}
+
+/// The stored correlations under which callbacks that arrived before
+/// `submission`'s acceptance wait for it.
+pub(crate) fn references(submission: &Submission) -> Vec<String> {
+    let mut references = vec![
+        Correlation::SubmissionId(submission.id).to_stored(),
+        Correlation::IdempotencyKey(submission.idempotency_key.clone()).to_stored(),
+    ];
+    if let Some(r) = &submission.external_ref {
+        references.push(Correlation::ExternalRef(r.clone()).to_stored());
+    }
+    references
+}
+
+/// The report of a waiting callback, as its settle recorded it; `None` when
+/// it holds none that can be read back.
+pub(crate) fn waiting_report(
+    stored: &StoredCallback,
+    event_id: Option<String>,
+    outcome: Option<&str>,
+) -> Option<CallbackReport> {
+    let correlation = stored.correlation.clone()?;
+    let outcome = serde_json::from_str::<ReportedOutcome>(outcome?).ok()?;
+    Some(CallbackReport {
+        correlation,
+        event_id,
+        outcome,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::rules::fixtures::{submission, t};
+
+    fn stored(disposition: Disposition) -> StoredCallback {
+        StoredCallback {
+            id: CallbackId::new(),
+            partner: "bank".into(),
+            received_at: t(1_000),
+            headers: Vec::new(),
+            body: Some(b"{}".to_vec()),
+            body_hash: "h".into(),
+            size: 2,
+            event_id: None,
+            correlation: None,
+            disposition,
+            error: None,
+            submission_id: None,
+            processed_at: None,
+        }
+    }
+
+    fn report(outcome: ReportedOutcome) -> CallbackReport {
+        CallbackReport {
+            correlation: Correlation::IdempotencyKey("pay-1".into()),
+            event_id: Some("evt-1".into()),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn only_unsettled_unmatched_or_quarantined_callbacks_are_settled() {
+        for d in [
+            Disposition::Received,
+            Disposition::Unmatched,
+            Disposition::Malformed,
+            Disposition::Rejected,
+            Disposition::Expired,
+        ] {
+            assert_eq!(
+                check_settleable(&stored(d)).is_ok(),
+                d.is_reprocessable(),
+                "{d}"
+            );
+        }
+        for d in [
+            Disposition::Applied,
+            Disposition::Duplicate,
+            Disposition::Late,
+            Disposition::Conflicting,
+        ] {
+            let err = check_settleable(&stored(d)).unwrap_err();
+            assert!(err.is_already_settled(), "{d}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_matched_report_does_what_the_submissions_state_allows() {
+        use SubmissionState::*;
+        let ok = ReportedOutcome::Succeeded;
+        let failed = ReportedOutcome::Failed {
+            reason: "denied".into(),
+        };
+        let progress = ReportedOutcome::Progress { note: None };
+        // (state, outcome, disposition, changes state to, notes)
+        let cases = [
+            (
+                AwaitingResult,
+                &ok,
+                Disposition::Applied,
+                Some(Succeeded),
+                None,
+            ),
+            (Stuck, &failed, Disposition::Applied, Some(Failed), None),
+            (
+                AwaitingResult,
+                &progress,
+                Disposition::Applied,
+                None,
+                Some(EventKind::Progress),
+            ),
+            (Queued, &ok, Disposition::Unmatched, None, None),
+            (InFlight, &failed, Disposition::Unmatched, None, None),
+            (
+                Cancelled,
+                &ok,
+                Disposition::Late,
+                None,
+                Some(EventKind::LateCallback),
+            ),
+            (
+                ResolvedManually,
+                &failed,
+                Disposition::Late,
+                None,
+                Some(EventKind::LateCallback),
+            ),
+            (Succeeded, &ok, Disposition::Duplicate, None, None),
+            (Failed, &failed, Disposition::Duplicate, None, None),
+            (Succeeded, &progress, Disposition::Duplicate, None, None),
+            (
+                Succeeded,
+                &failed,
+                Disposition::Conflicting,
+                None,
+                Some(EventKind::ConflictingCallback),
+            ),
+            (
+                DeadLettered,
+                &ok,
+                Disposition::Conflicting,
+                None,
+                Some(EventKind::ConflictingCallback),
+            ),
+        ];
+        let callback = stored(Disposition::Received);
+        for (state, outcome, disposition, to, note) in cases {
+            let name = format!("{state} + {outcome:?}");
+            let current = submission(state);
+            let plan = matched(
+                &callback,
+                &report(outcome.clone()),
+                &current,
+                t(9_000),
+                t(5_000),
+            );
+            assert_eq!(plan.end.disposition, disposition, "{name}");
+            assert_eq!(plan.end.submission, Some(current.id), "{name}");
+            assert_eq!(plan.change.as_ref().map(|c| c.target), to, "{name}");
+            assert_eq!(plan.note.as_ref().map(|n| n.kind.clone()), note, "{name}");
+            let waits = disposition == Disposition::Unmatched;
+            assert_eq!(plan.end.match_until.is_some(), waits, "{name}");
+        }
+    }
+
+    #[test]
+    fn repeats_are_duplicates_with_the_same_outcome_and_conflicts_by_event_otherwise() {
+        let callback = stored(Disposition::Received);
+        let ok = outcome_json(&ReportedOutcome::Succeeded).unwrap();
+        let failed = outcome_json(&ReportedOutcome::Failed { reason: "x".into() }).unwrap();
+        let holder = SubmissionId::new();
+        let earlier = Earlier {
+            outcome: Some(ok.clone()),
+            submission: Some(holder),
+        };
+        let same = repeat_of_event(&callback, "e", &earlier, &ok, t(1));
+        assert_eq!(same.end.disposition, Disposition::Duplicate);
+        assert!(same.note.is_none());
+        let other = repeat_of_event(&callback, "e", &earlier, &failed, t(1));
+        assert_eq!(other.end.disposition, Disposition::Conflicting);
+        assert_eq!(other.note.map(|n| n.id), Some(holder));
+        assert_eq!(
+            repeat_of_body(&earlier, &ok).map(|s| s.end.disposition),
+            Some(Disposition::Duplicate)
+        );
+        assert_eq!(
+            repeat_of_body(&earlier, &failed),
+            None,
+            "the same body with another outcome is not a repeat"
+        );
+        let unmatched = no_match(&Correlation::ExternalRef("R".into()), t(9));
+        assert_eq!(
+            (unmatched.end.disposition, unmatched.end.match_until),
+            (Disposition::Unmatched, Some(t(9)))
+        );
+    }
+
+    #[test]
+    fn a_waiting_callback_is_matched_under_each_of_the_submissions_references() {
+        let mut current = submission(SubmissionState::AwaitingResult);
+        assert_eq!(references(&current).len(), 2);
+        current.external_ref = Some("R-9".into());
+        let refs = references(&current);
+        assert!(refs.contains(&Correlation::ExternalRef("R-9".into()).to_stored()));
+        let mut waiting = stored(Disposition::Unmatched);
+        let ok = outcome_json(&ReportedOutcome::Succeeded).unwrap();
+        assert_eq!(
+            waiting_report(&waiting, None, Some(&ok)),
+            None,
+            "no correlation recorded"
+        );
+        waiting.correlation = Some(Correlation::ExternalRef("R-9".into()));
+        assert_eq!(waiting_report(&waiting, None, Some("not json")), None);
+        let report = waiting_report(&waiting, Some("e".into()), Some(&ok)).unwrap();
+        assert_eq!(report.outcome, ReportedOutcome::Succeeded);
+    }
+}

@@ -1,0 +1,596 @@
+//! [`Driver`] for SQLite: the reads and writes the shared rules need, on
+//! the connection of the transaction the caller opened (the writer's, or
+//! the host's own). One writer runs at a time, so there is nothing to lock:
+//! a read sees everything before it.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::callbacks::{CALLBACK_COLUMNS, callback_from_row};
+use super::db::{db_err, parse_column};
+use super::queries::{SUBMISSION_COLUMNS, find_on, submission_from_row};
+use crate::callback::{CallbackId, CallbackReport, Correlation, StoredCallback};
+use crate::error::{Error, Result};
+use crate::store::common::{bounded, from_millis, to_millis};
+use crate::store::driver::{Driver, Locked, Waiting};
+use crate::store::rules::NewEvent;
+use crate::store::rules::callbacks::{Earlier, End, REPEATABLE, Repeat};
+use crate::store::rules::ledger::{HeldKey, KeyRow};
+use crate::store::rules::transition::StateWrite;
+use crate::store::{AttemptReport, ClaimRequest, LeaseToken};
+use crate::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
+
+/// Run a flow over SQLite to its end. SQLite's driver never waits on
+/// anything but the database, synchronously, so the flow completes on its
+/// first poll.
+pub(super) fn run<T>(flow: impl Future<Output = Result<T>>) -> Result<T> {
+    let mut flow = pin!(flow);
+    match flow.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        // Not reachable: no method of `Sql` awaits anything.
+        Poll::Pending => Err(Error::Storage {
+            operation: "write",
+            source: "a SQLite write waited on something other than the database".into(),
+        }),
+    }
+}
+
+/// The connection of an open transaction, as a [`Driver`].
+pub(super) struct Sql<'c>(pub(super) &'c Connection);
+
+/// `(?1, ?2, ...)` placeholders from `first`, `n` of them.
+fn marks(first: usize, n: usize) -> String {
+    let marks: Vec<String> = (first..first + n).map(|i| format!("?{i}")).collect();
+    format!("({})", marks.join(", "))
+}
+
+impl Sql<'_> {
+    /// A submission and its lease token.
+    fn read_locked(&self, id: SubmissionId) -> Result<Option<Locked>> {
+        let row: Option<(Submission, Option<String>)> = self
+            .0
+            .prepare_cached(&format!(
+                "SELECT {SUBMISSION_COLUMNS}, lease_token FROM liaison_submissions WHERE id = ?1"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(params![id.to_string()], |row| {
+                    Ok((submission_from_row(row)?, row.get(24)?))
+                })
+                .optional()
+            })
+            .map_err(db_err("read submission"))?;
+        row.map(|(submission, token)| {
+            Ok(Locked {
+                submission,
+                lease: token.map(|t| parse_column("lease_token", &t)).transpose()?,
+            })
+        })
+        .transpose()
+    }
+}
+
+impl Driver for Sql<'_> {
+    async fn submission(&self, id: SubmissionId) -> Result<Option<Submission>> {
+        find_on(self.0, id)
+    }
+
+    async fn lock_submission(&self, id: SubmissionId) -> Result<Option<Locked>> {
+        self.read_locked(id)
+    }
+
+    async fn reference_holder(
+        &self,
+        partner: &str,
+        reference: &str,
+        except: SubmissionId,
+    ) -> Result<Option<SubmissionId>> {
+        let holder: Option<String> = self
+            .0
+            .prepare_cached(
+                "SELECT id FROM liaison_submissions WHERE partner = ?1 AND external_ref = ?2 AND id <> ?3",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![partner, reference, except.to_string()], |row| {
+                    row.get(0)
+                })
+                .optional()
+            })
+            .map_err(db_err("check external reference"))?;
+        holder.map(|h| parse_column("id", &h)).transpose()
+    }
+
+    async fn write_state(&self, w: &StateWrite) -> Result<Submission> {
+        // One statement for the state, the acceptance time and the cycle;
+        // SET expressions read the row as it was, RETURNING gives it as it is.
+        self.0
+            .prepare_cached(&format!(
+                "UPDATE liaison_submissions SET state = ?2, due_at = ?3, result_deadline = ?4, \
+                 terminal_at = ?5, external_ref = ?6, last_error = ?7, updated_at = ?8, \
+                 lease_token = NULL, lease_expires_at = NULL, \
+                 accepted_at = CASE WHEN ?9 THEN COALESCE(accepted_at, ?8) ELSE accepted_at END, \
+                 replays = replays + ?10, \
+                 attempts_before_cycle = CASE WHEN ?10 THEN attempts ELSE attempts_before_cycle END, \
+                 cycle_started_at = CASE WHEN ?10 THEN ?8 ELSE cycle_started_at END \
+                 WHERE id = ?1 RETURNING {SUBMISSION_COLUMNS}"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![
+                        w.id.to_string(),
+                        w.state.as_str(),
+                        to_millis(w.due_at),
+                        w.result_deadline.map(to_millis),
+                        w.terminal_at.map(to_millis),
+                        w.external_ref,
+                        w.last_error,
+                        to_millis(w.at),
+                        w.accepted,
+                        i64::from(w.new_cycle),
+                    ],
+                    submission_from_row,
+                )
+            })
+            .map_err(db_err("change state"))
+    }
+
+    async fn append_event(&self, e: &NewEvent) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, reason, data) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    e.id.to_string(),
+                    to_millis(e.at),
+                    e.kind.as_str(),
+                    e.from.map(SubmissionState::as_str),
+                    e.to.map(SubmissionState::as_str),
+                    e.actor.as_str(),
+                    bounded(e.reason.as_deref()),
+                    e.data.as_ref().map(serde_json::Value::to_string),
+                ])
+            })
+            .map_err(db_err("append event"))
+            .map(drop)
+    }
+
+    async fn insert_submission(
+        &self,
+        id: SubmissionId,
+        valid: &ValidSubmission,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Submission> {
+        let correlation = (!valid.correlation.is_empty())
+            .then(|| serde_json::json!(valid.correlation).to_string());
+        // RETURNING gives back the stored row, so the enqueue does not read it again.
+        self.0
+            .prepare_cached(&format!(
+                "INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, idempotency_key, \
+                 ordering_key, correlation, business_value, priority, state, attempts, due_at, not_before, \
+                 created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?13, ?13) \
+                 RETURNING {SUBMISSION_COLUMNS}"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![
+                        id.to_string(),
+                        valid.partner,
+                        valid.kind,
+                        valid.payload_json,
+                        valid.fingerprint.to_hex(),
+                        valid.idempotency_key,
+                        valid.ordering_key,
+                        correlation,
+                        valid.business_value,
+                        valid.priority,
+                        to_millis(due_at),
+                        valid.not_before.map(to_millis),
+                        to_millis(now),
+                    ],
+                    submission_from_row,
+                )
+            })
+            .map_err(db_err("insert submission"))
+    }
+
+    async fn set_idempotency_key(&self, id: SubmissionId, key: &str) -> Result<()> {
+        self.0
+            .prepare_cached("UPDATE liaison_submissions SET idempotency_key = ?2 WHERE id = ?1")
+            .and_then(|mut stmt| stmt.execute(params![id.to_string(), key]))
+            .map_err(db_err("change the idempotency key"))
+            .map(drop)
+    }
+
+    async fn set_result_deadline(
+        &self,
+        id: SubmissionId,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Submission> {
+        self.0
+            .prepare_cached(&format!(
+                "UPDATE liaison_submissions SET result_deadline = ?2, updated_at = ?3 \
+                 WHERE id = ?1 RETURNING {SUBMISSION_COLUMNS}"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![id.to_string(), to_millis(until), to_millis(now)],
+                    submission_from_row,
+                )
+            })
+            .map_err(db_err("move result deadline"))
+    }
+
+    async fn insert_key(&self, row: &KeyRow<'_>) -> Result<bool> {
+        let inserted = self
+            .0
+            .prepare_cached(
+                "INSERT INTO liaison_idempotency_keys (partner, idempotency_key, fingerprint, submission_id, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (partner, idempotency_key) DO NOTHING",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    row.partner,
+                    row.key,
+                    row.fingerprint.to_hex(),
+                    row.submission.to_string(),
+                    to_millis(row.created_at),
+                    row.expires_at,
+                ])
+            })
+            .map_err(db_err("record idempotency key"))?;
+        Ok(inserted == 1)
+    }
+
+    async fn held_key(&self, partner: &str, key: &str) -> Result<Option<HeldKey>> {
+        let row: Option<(String, String, Option<i64>)> = self
+            .0
+            .prepare_cached(
+                "SELECT fingerprint, submission_id, expires_at FROM liaison_idempotency_keys \
+                 WHERE partner = ?1 AND idempotency_key = ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![partner, key], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()
+            })
+            .map_err(db_err("read idempotency ledger"))?;
+        row.map(|(fingerprint, submission, expires_at)| {
+            Ok(HeldKey {
+                fingerprint,
+                submission: parse_column("submission_id", &submission)?,
+                expires_at,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_key(&self, partner: &str, key: &str) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "DELETE FROM liaison_idempotency_keys WHERE partner = ?1 AND idempotency_key = ?2",
+            )
+            .and_then(|mut stmt| stmt.execute(params![partner, key]))
+            .map_err(db_err("prune idempotency key"))
+            .map(drop)
+    }
+
+    async fn due(
+        &self,
+        request: &ClaimRequest,
+        blocking: &[SubmissionState],
+    ) -> Result<Vec<SubmissionId>> {
+        // The states are our own constants, never input.
+        let blocking: Vec<String> = blocking
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        let sql = format!(
+            "SELECT s.id FROM liaison_submissions s \
+             WHERE s.partner = ?1 AND s.state = 'queued' AND s.due_at <= ?2 \
+               AND (s.ordering_key IS NULL OR NOT EXISTS ( \
+                    SELECT 1 FROM liaison_submissions p \
+                    WHERE p.partner = s.partner AND p.ordering_key = s.ordering_key \
+                      AND p.seq < s.seq AND p.state IN ({}))) \
+             ORDER BY s.priority DESC, s.due_at, s.seq LIMIT ?3",
+            blocking.join(", ")
+        );
+        let ids: Vec<String> = self
+            .0
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| {
+                stmt.query_map(
+                    params![
+                        request.partner,
+                        to_millis(request.now),
+                        i64::try_from(request.limit).unwrap_or(i64::MAX)
+                    ],
+                    |row| row.get(0),
+                )?
+                .collect()
+            })
+            .map_err(db_err("find due work"))?;
+        ids.iter().map(|id| parse_column("id", id)).collect()
+    }
+
+    async fn mark_claimed(
+        &self,
+        id: SubmissionId,
+        token: LeaseToken,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Submission>> {
+        self.0
+            .prepare_cached(&format!(
+                "UPDATE liaison_submissions SET state = 'in_flight', lease_token = ?2, \
+                 lease_expires_at = ?3, attempts = attempts + 1, updated_at = ?4 \
+                 WHERE id = ?1 AND state = 'queued' RETURNING {SUBMISSION_COLUMNS}"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![
+                        id.to_string(),
+                        token.to_string(),
+                        to_millis(expires_at),
+                        to_millis(now)
+                    ],
+                    submission_from_row,
+                )
+                .optional()
+            })
+            .map_err(db_err("claim submission"))
+    }
+
+    async fn start_attempt(
+        &self,
+        id: SubmissionId,
+        number: u32,
+        token: LeaseToken,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO liaison_attempts (submission_id, number, lease_token, started_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    id.to_string(),
+                    number,
+                    token.to_string(),
+                    to_millis(now)
+                ])
+            })
+            .map_err(db_err("start attempt"))
+            .map(drop)
+    }
+
+    async fn finish_attempt(
+        &self,
+        id: SubmissionId,
+        token: LeaseToken,
+        report: &AttemptReport,
+    ) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE liaison_attempts SET finished_at = ?3, outcome = ?4, http_status = ?5, error = ?6 \
+                 WHERE submission_id = ?1 AND lease_token = ?2 AND finished_at IS NULL",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    id.to_string(),
+                    token.to_string(),
+                    to_millis(report.finished_at),
+                    report.outcome.as_str(),
+                    report.http_status,
+                    bounded(report.error.as_deref()),
+                ])
+            })
+            .map_err(db_err("finish attempt"))
+            .map(drop)
+    }
+
+    async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Locked>> {
+        let rows: Vec<(Submission, Option<String>)> = self
+            .0
+            .prepare_cached(&format!(
+                "SELECT {SUBMISSION_COLUMNS}, lease_token FROM liaison_submissions \
+                 WHERE state = 'in_flight' AND lease_expires_at <= ?1 \
+                 ORDER BY lease_expires_at LIMIT ?2"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map(
+                    params![to_millis(now), i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |row| Ok((submission_from_row(row)?, row.get(24)?)),
+                )?
+                .collect()
+            })
+            .map_err(db_err("find expired leases"))?;
+        rows.into_iter()
+            .map(|(submission, token)| {
+                Ok(Locked {
+                    submission,
+                    lease: token.map(|t| parse_column("lease_token", &t)).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn lock_callback(&self, id: CallbackId) -> Result<Option<StoredCallback>> {
+        self.0
+            .prepare_cached(&format!(
+                "SELECT {CALLBACK_COLUMNS} FROM liaison_callbacks WHERE id = ?1"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(params![id.to_string()], callback_from_row)
+                    .optional()
+            })
+            .map_err(db_err("read callback"))
+    }
+
+    async fn callback(&self, id: CallbackId) -> Result<StoredCallback> {
+        super::callbacks::callback_on(self.0, id)
+    }
+
+    async fn record_report(
+        &self,
+        id: CallbackId,
+        report: &CallbackReport,
+        outcome: &str,
+    ) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE liaison_callbacks SET event_id = ?2, reference = ?3, outcome = ?4 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    id.to_string(),
+                    report.event_id,
+                    report.correlation.to_stored(),
+                    outcome,
+                ])
+            })
+            .map_err(db_err("record callback report"))
+            .map(drop)
+    }
+
+    async fn earlier_callback(
+        &self,
+        stored: &StoredCallback,
+        by: Repeat<'_>,
+    ) -> Result<Option<Earlier>> {
+        let (column, value) = match by {
+            Repeat::Event(event_id) => ("event_id", event_id),
+            Repeat::Body(hash) => ("body_hash", hash),
+        };
+        let sql = format!(
+            "SELECT outcome, submission_id FROM liaison_callbacks \
+             WHERE partner = ?1 AND {column} = ?2 AND id <> ?3 \
+               AND disposition IN {} \
+             ORDER BY seq LIMIT 1",
+            marks(4, REPEATABLE.len())
+        );
+        let row: Option<(Option<String>, Option<String>)> = self
+            .0
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| {
+                let id = stored.id.to_string();
+                let mut args: Vec<&dyn rusqlite::ToSql> = vec![&stored.partner, &value, &id];
+                let names: Vec<&str> = REPEATABLE.iter().map(|d| d.as_str()).collect();
+                args.extend(names.iter().map(|n| n as &dyn rusqlite::ToSql));
+                stmt.query_row(args.as_slice(), |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
+            .map_err(db_err("look for repeated callbacks"))?;
+        row.map(|(outcome, submission)| {
+            Ok(Earlier {
+                outcome,
+                submission: submission
+                    .map(|s| parse_column("submission_id", &s))
+                    .transpose()?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn correlated(
+        &self,
+        partner: &str,
+        correlation: &Correlation,
+    ) -> Result<Option<Submission>> {
+        let (clause, value) = match correlation {
+            Correlation::SubmissionId(id) => {
+                return Ok(find_on(self.0, *id)?.filter(|s| s.partner == partner));
+            }
+            Correlation::ExternalRef(r) => ("external_ref = ?2", r.as_str()),
+            Correlation::IdempotencyKey(k) => ("idempotency_key = ?2", k.as_str()),
+        };
+        self.0
+            .prepare_cached(&format!(
+                "SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions \
+                 WHERE partner = ?1 AND {clause} ORDER BY seq DESC LIMIT 1"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(params![partner, value], submission_from_row)
+                    .optional()
+            })
+            .map_err(db_err("match callback"))
+    }
+
+    async fn finish_callback(&self, id: CallbackId, end: &End, now: DateTime<Utc>) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE liaison_callbacks SET disposition = ?2, error = ?3, submission_id = ?4, \
+                 processed_at = ?5, match_until = ?6 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    id.to_string(),
+                    end.disposition.as_str(),
+                    bounded(end.detail.as_deref()),
+                    end.submission.map(|s| s.to_string()),
+                    to_millis(now),
+                    end.match_until.map(to_millis),
+                ])
+            })
+            .map_err(db_err("settle callback"))
+            .map(drop)
+    }
+
+    async fn waiting_callbacks(
+        &self,
+        partner: &str,
+        references: &[String],
+    ) -> Result<Vec<Waiting>> {
+        let sql = format!(
+            "SELECT id, event_id, outcome, match_until FROM liaison_callbacks \
+             WHERE partner = ?1 AND disposition = 'unmatched' AND reference IN {} \
+             ORDER BY seq",
+            marks(2, references.len())
+        );
+        type Row = (String, Option<String>, Option<String>, Option<i64>);
+        let rows: Vec<Row> = self
+            .0
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| {
+                let mut args: Vec<&dyn rusqlite::ToSql> = vec![&partner];
+                args.extend(references.iter().map(|r| r as &dyn rusqlite::ToSql));
+                stmt.query_map(args.as_slice(), |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?
+                .collect()
+            })
+            .map_err(db_err("find waiting callbacks"))?;
+        rows.into_iter()
+            .map(|(id, event_id, outcome, until)| {
+                Ok(Waiting {
+                    id: parse_column("id", &id)?,
+                    event_id,
+                    outcome,
+                    match_until: until.map(from_millis),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flow_that_would_wait_is_an_error_not_a_hang() {
+        let pending = std::future::pending::<Result<()>>();
+        let err = run(pending).unwrap_err();
+        assert!(err.is_storage(), "{err:?}");
+        assert_eq!(run(async { Ok(7) }).unwrap(), 7);
+    }
+}
