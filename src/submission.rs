@@ -423,6 +423,27 @@ pub(crate) fn check_depth(field: &'static str, value: &Value) -> Result<()> {
     Ok(())
 }
 
+/// Validate every submission of a batch; an error names the item (after
+/// the first) it is about.
+pub(crate) fn validate_batch(
+    batch: Vec<NewSubmission>,
+    max_payload_bytes: usize,
+) -> Result<Vec<ValidSubmission>> {
+    batch
+        .into_iter()
+        .enumerate()
+        .map(|(i, new)| {
+            new.validate(max_payload_bytes).map_err(|e| match e {
+                Error::InvalidInput { field, reason } if i > 0 => Error::InvalidInput {
+                    field,
+                    reason: format!("batch item {i}: {reason}"),
+                },
+                other => other,
+            })
+        })
+        .collect()
+}
+
 /// Validate a partner name the way enqueue does (for APIs that take one).
 pub(crate) fn validate_partner(partner: &str) -> Result<()> {
     validate_name("partner", partner, MAX_PARTNER_BYTES)

@@ -54,3 +54,48 @@ async fn concurrent_enqueues_of_one_key_from_threads_on_one_file_create_one_subm
     assert_eq!(fresh, 1, "exactly one enqueue created it");
     assert_eq!(store.list(&ListFilter::default()).await.unwrap().len(), 1);
 }
+
+/// Rows changed outside liaison (or damaged) are reported as corrupt data,
+/// never as the caller's bad input: a state that does not parse, and a
+/// ledger key whose submission is gone while its retention lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_data_that_does_not_decode_or_fit_is_corrupt_not_bad_input() {
+    let (dir, store) = store();
+    let damaged = store
+        .enqueue(submission("bank", "damaged"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let orphan = store
+        .enqueue(submission("bank", "orphan"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let outside = rusqlite::Connection::open(dir.path().join("outbox.db")).unwrap();
+    outside
+        .execute(
+            "UPDATE liaison_submissions SET state = 'no_such_state' WHERE id = ?1",
+            [damaged.to_string()],
+        )
+        .unwrap();
+    outside
+        .execute(
+            "DELETE FROM liaison_submissions WHERE id = ?1",
+            [orphan.to_string()],
+        )
+        .unwrap();
+    let err = store.get(damaged).await.unwrap_err();
+    assert!(err.is_corrupt() && !err.is_invalid_input(), "{err:?}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the cause is kept"
+    );
+    let err = store
+        .enqueue(submission("bank", "orphan"))
+        .await
+        .unwrap_err();
+    assert!(err.is_corrupt(), "{err:?}");
+    assert!(err.to_string().contains(&orphan.to_string()), "{err}");
+}

@@ -347,20 +347,7 @@ impl SqliteStore {
     }
 
     fn validate(&self, batch: Vec<NewSubmission>) -> Result<Vec<ValidSubmission>> {
-        let cap = self.inner.config.max_payload_bytes;
-        batch
-            .into_iter()
-            .enumerate()
-            .map(|(i, new)| {
-                new.validate(cap).map_err(|e| match e {
-                    Error::InvalidInput { field, reason } if i > 0 => Error::InvalidInput {
-                        field,
-                        reason: format!("batch item {i}: {reason}"),
-                    },
-                    other => other,
-                })
-            })
-            .collect()
+        crate::submission::validate_batch(batch, self.inner.config.max_payload_bytes)
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>

@@ -280,7 +280,9 @@ async fn bad_settings_and_unreachable_servers_are_clear_errors() {
     )
     .await
     .unwrap_err();
-    assert!(err.is_storage(), "{err:?}");
+    // Refused: the server may come up; the same call may succeed later.
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
+    assert!(err.is_storage() && err.is_retryable(), "{err:?}");
     assert!(
         std::error::Error::source(&err).is_some(),
         "the driver cause is kept"
@@ -331,6 +333,81 @@ async fn a_lock_held_too_long_is_busy_and_retryable() {
     let debug = format!("{store:?}");
     assert!(debug.contains(&schema.name), "{debug}");
     let _: &dyn OutboxStore = &store;
+}
+
+/// A connection that dies under an operation (server restart, network,
+/// an operator's `pg_terminate_backend`) is `Unavailable` and retryable;
+/// nothing of the operation stayed, and the retry, on a new connection,
+/// works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_mid_operation_is_unavailable_and_retryable() {
+    let Some(schema) = schema().await else { return };
+    // Named, so this test finds its own backend among the others'.
+    let app = format!("liaison_lost_{}", &schema.name[10..]);
+    let separator = if schema.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}application_name={app}", schema.url);
+    let store = PostgresStore::connect(&url, schema.config(Settings::default()).pool_size(1))
+        .await
+        .unwrap();
+    let id = store
+        .enqueue(submission("bank", "k"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    // Hold the row, so the store's transition waits on it mid-transaction.
+    let mut host = client(&schema.url).await;
+    let tx = host.transaction().await.unwrap();
+    tx.execute(
+        &format!(
+            "SELECT 1 FROM {}.liaison_submissions WHERE id = $1 FOR UPDATE",
+            schema.name
+        ),
+        &[id.as_uuid()],
+    )
+    .await
+    .unwrap();
+    let waiting = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .transition(id, StateChange::to(SubmissionState::Cancelled))
+                .await
+        })
+    };
+    let admin = client(&schema.url).await;
+    let mut killed = 0i64;
+    for _ in 0..500 {
+        killed = admin
+            .query_one(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if killed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(killed, 1, "the store's transition never waited on the lock");
+    let err = waiting.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
+    assert!(err.is_retryable() && err.is_storage(), "{err:?}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the driver cause is kept"
+    );
+    tx.rollback().await.unwrap();
+    // Nothing of it stayed; the retry gets a new connection and works.
+    assert_eq!(store.get(id).await.unwrap().state, SubmissionState::Queued);
+    let s = store
+        .transition(id, StateChange::to(SubmissionState::Cancelled))
+        .await
+        .unwrap();
+    assert_eq!(s.state, SubmissionState::Cancelled);
 }
 
 /// The local server's TLS setup, if it has one we can check against: the

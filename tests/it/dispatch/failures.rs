@@ -376,3 +376,76 @@ async fn metrics_count_what_happened() {
         assert!(value.parse::<f64>().is_ok(), "{line}");
     }
 }
+
+/// A partner that answers every acceptance with the same reference: the
+/// first submission keeps it, the others are recorded as accepted without
+/// it (a reference correlates callbacks, so it belongs to one submission),
+/// and none is lost or retried for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_the_partner_gives_twice_is_kept_by_the_first_submission_only() {
+    use async_trait::async_trait;
+    use liaison::{AttemptContext, HttpJsonAdapter, PartnerAdapter, PartnerError, SubmitOutcome};
+
+    #[derive(Debug)]
+    struct SameReference(HttpJsonAdapter);
+
+    #[async_trait]
+    impl PartnerAdapter for SameReference {
+        async fn submit(
+            &self,
+            ctx: &AttemptContext,
+            submission: &liaison::Submission,
+        ) -> Result<SubmitOutcome, PartnerError> {
+            // The request goes to the partner over HTTP; its answer is
+            // rewritten to carry a reference it already gave.
+            match self.0.submit(ctx, submission).await? {
+                SubmitOutcome::AwaitResult { .. } => Ok(SubmitOutcome::AwaitResult {
+                    external_ref: Some("DUP-1".into()),
+                }),
+                other => Ok(other),
+            }
+        }
+    }
+
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start().await.unwrap();
+    let adapter = SameReference(HttpJsonAdapter::new(&mock.submit_url()).unwrap());
+    let liaison = engine(
+        &store,
+        Partner::new("lab", adapter)
+            .retry(Fixed::new(Duration::from_millis(20)).unwrap())
+            .without_circuit(),
+    );
+    for i in 0..3 {
+        liaison.enqueue(claim("lab", i)).await.unwrap();
+    }
+    drain(&liaison).await;
+    let done = all(&store, "lab").await;
+    assert_eq!(done.len(), 3);
+    assert!(
+        done.iter()
+            .all(|s| s.state == SubmissionState::AwaitingResult && s.attempts == 1),
+        "{done:#?}"
+    );
+    let holders: Vec<_> = done
+        .iter()
+        .filter(|s| s.external_ref.as_deref() == Some("DUP-1"))
+        .collect();
+    assert_eq!(holders.len(), 1, "one submission holds the reference");
+    for other in done.iter().filter(|s| s.external_ref.is_none()) {
+        let timeline = store.timeline(other.id).await.unwrap();
+        let accepted = timeline
+            .iter()
+            .find(|e| e.to_state == Some(SubmissionState::AwaitingResult))
+            .expect("accepted");
+        let rejected = accepted.data.as_ref().unwrap()["rejected_external_ref"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            rejected.contains("DUP-1") && rejected.contains(&holders[0].id.to_string()),
+            "{rejected}"
+        );
+    }
+    assert_eq!(mock.side_effects().len(), 3);
+}
