@@ -52,7 +52,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `sqlite` | yes | [`store::SqliteStore`], with SQLite compiled in (no system library) |
-//! | `postgres` | no | `store::PostgresStore` for several host instances sharing one outbox (in progress: see docs/scaling.md) |
+//! | `postgres` | no | `store::PostgresStore` for several host instances sharing one outbox (docs/scaling.md) |
 //! | `http` | no | `http::callback_router` (callbacks) and `http::ops::router` (ops page, JSON API, `/metrics`) |
 //! | `cli` | no | the `liaison` command-line tool (status, list, show, replay, resolve, cancel, callbacks, export) |
 //! | `rustls` | yes | TLS for the HTTP client (rustls), so `https://` partners work |

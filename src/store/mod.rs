@@ -1,9 +1,11 @@
-//! Durable storage: the [`OutboxStore`] trait and its SQLite implementation.
+//! Durable storage: the [`OutboxStore`] trait and its two implementations,
+//! [`SqliteStore`] (default) and `PostgresStore` (feature `postgres`).
 //!
 //! Everything liaison must not lose lives behind this trait: submissions and
-//! their idempotency ledger, attempts, the event timeline, and (as later
-//! capabilities land) callbacks, alerts and shared partner state. The schema
-//! for all of them is created by the first migration.
+//! their idempotency ledger, attempts, the event timeline, callbacks, alerts
+//! and shared partner state. The rules every write follows are decided once,
+//! in `rules` (pure) and `flow` (read, decide, write), over a `Driver` each
+//! store implements; see docs/architecture.md.
 
 mod callback_types;
 pub(crate) mod common;
@@ -49,8 +51,9 @@ use crate::submission::{NewSubmission, Submission, SubmissionId};
 /// its event to the timeline; a change that is not in the transition table
 /// ([`crate::SubmissionState::can_become`]) is refused and changes nothing.
 ///
-/// Implementations: [`SqliteStore`] (default). The trait is object-safe, so
-/// the engine holds an `Arc<dyn OutboxStore>`.
+/// Implementations: [`SqliteStore`] (default) and `PostgresStore` (feature
+/// `postgres`). The trait is object-safe, so the engine holds an
+/// `Arc<dyn OutboxStore>`.
 #[async_trait]
 pub trait OutboxStore: Send + Sync + std::fmt::Debug {
     /// Write one submission, or return the one already holding its
