@@ -7,6 +7,7 @@ pub(crate) mod db;
 mod deadlines;
 mod driver;
 mod migrate;
+mod partners;
 #[cfg(test)]
 mod plans;
 mod queries;
@@ -617,12 +618,12 @@ impl OutboxStore for SqliteStore {
         let partner = partner.to_owned();
         self.inner
             .writer
-            .write(move |conn| stats::set_pause_on(conn, &partner, pause.as_ref(), Utc::now()))
+            .write(move |conn| partners::set_pause_on(conn, &partner, pause.as_ref(), Utc::now()))
             .await
     }
 
     async fn pauses(&self, now: DateTime<Utc>) -> Result<Vec<Pause>> {
-        self.read(move |conn| stats::pauses_on(conn, now)).await
+        self.read(move |conn| partners::pauses_on(conn, now)).await
     }
 
     async fn stats(&self, query: &StatsQuery) -> Result<Vec<PartnerStats>> {
