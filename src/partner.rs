@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use http::StatusCode;
+use http::header::{HeaderMap, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 
 use crate::error::BoxError;
@@ -197,8 +197,8 @@ impl PartnerError {
     ///
     /// ```
     /// use liaison::PartnerError;
-    /// use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
-    /// use reqwest::StatusCode;
+    /// use http::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+    /// use http::StatusCode;
     /// use std::time::Duration;
     ///
     /// let mut headers = HeaderMap::new();
@@ -261,6 +261,10 @@ impl PartnerError {
         })
     }
 
+    /// The reqwest bridge, for adapters that call their partner with
+    /// `reqwest` (as [`crate::HttpJsonAdapter`] does): the one place the
+    /// public API names a `reqwest` type, because it is about reqwest's errors.
+    ///
     /// Classify a failed `reqwest` call: timeouts become `Timeout`, other
     /// transport failures (connect, reset, body) `Transient` — the request may
     /// or may not have arrived, which is what the idempotency key is for.
@@ -370,7 +374,7 @@ pub enum PollError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+    use http::header::HeaderValue;
 
     fn _object_safe(_: std::sync::Arc<dyn PartnerAdapter>) {}
 

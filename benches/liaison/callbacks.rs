@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine as _;
+use http::header::{HeaderMap, HeaderValue};
 use liaison::callback::{Disposition, JsonMatcher, StandardWebhooks};
 use liaison::engine::EngineSettings;
 use liaison::rusqlite::params;
@@ -15,7 +16,6 @@ use liaison::{
     AttemptContext, HttpJsonAdapter, Liaison, Partner, PartnerAdapter, PartnerError, Submission,
     SubmissionState, SubmitOutcome,
 };
-use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::json;
 
 use crate::report::Figure;

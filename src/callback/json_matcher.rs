@@ -31,7 +31,7 @@ pub enum CorrelateBy {
 /// ```
 /// use liaison::callback::{CorrelateBy, CallbackMatcher, InboundCallback, JsonMatcher};
 /// use liaison::callback::{Correlation, ReportedOutcome, Unverified};
-/// use reqwest::header::HeaderMap;
+/// use http::header::HeaderMap;
 ///
 /// let matcher = JsonMatcher::builder(Unverified)
 ///     .correlate(CorrelateBy::ExternalRef, "/data/claim_ref")
@@ -317,7 +317,7 @@ impl CallbackMatcher for JsonMatcher {
 mod tests {
     use super::*;
     use crate::callback::Unverified;
-    use reqwest::header::HeaderMap;
+    use http::header::HeaderMap;
 
     fn parse(matcher: &JsonMatcher, body: &str) -> Result<CallbackReport, MalformedCallback> {
         matcher.parse(&InboundCallback::new(

@@ -24,7 +24,7 @@
 //!
 //! ```
 //! use liaison::callback::{InboundCallback, SignatureError, SignatureVerifier, StandardWebhooks};
-//! use reqwest::header::{HeaderMap, HeaderValue};
+//! use http::header::{HeaderMap, HeaderValue};
 //! use std::time::{Duration, UNIX_EPOCH};
 //!
 //! # fn main() -> liaison::Result<()> {
@@ -53,7 +53,7 @@
 //! ```
 
 use chrono::{DateTime, Utc};
-use reqwest::header::HeaderMap;
+use http::header::HeaderMap;
 
 mod github;
 mod json_matcher;
@@ -84,7 +84,7 @@ pub use stripe::StripeSignature;
 ///
 /// ```
 /// use liaison::callback::InboundCallback;
-/// use reqwest::header::{HeaderMap, HeaderValue};
+/// use http::header::{HeaderMap, HeaderValue};
 ///
 /// let mut headers = HeaderMap::new();
 /// headers.insert("X-Partner-Event", HeaderValue::from_static("result.ready"));
@@ -125,7 +125,7 @@ impl InboundCallback {
 /// A callback with the given headers and body, for tests.
 #[cfg(test)]
 pub(crate) fn test_callback(headers: &[(&str, &str)], body: &[u8]) -> InboundCallback {
-    use reqwest::header::{HeaderName, HeaderValue};
+    use http::header::{HeaderName, HeaderValue};
     let mut map = HeaderMap::new();
     for (name, value) in headers {
         map.append(
@@ -139,7 +139,7 @@ pub(crate) fn test_callback(headers: &[(&str, &str)], body: &[u8]) -> InboundCal
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+    use http::header::HeaderValue;
 
     #[test]
     fn header_str_is_case_insensitive_and_first_value() {

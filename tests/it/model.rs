@@ -18,6 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
+use http::header::HeaderMap;
 use liaison::callback::{Disposition, JsonMatcher, Unverified};
 use liaison::engine::{Liaison, Partner};
 use liaison::store::{
@@ -29,7 +30,6 @@ use liaison::{
     Submission, SubmissionId, SubmissionState, SubmitOutcome,
 };
 use proptest::prelude::*;
-use reqwest::header::HeaderMap;
 use serde_json::json;
 
 use SubmissionState::*;
