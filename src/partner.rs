@@ -19,6 +19,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// What an adapter knows about the attempt it is making.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AttemptContext {
     /// The submission.
     pub submission_id: SubmissionId,
@@ -33,9 +34,26 @@ pub struct AttemptContext {
     pub deadline: DateTime<Utc>,
 }
 
+impl AttemptContext {
+    /// The context of attempt number `attempt` (1 for the first) of
+    /// `submission`, which the engine stops waiting for at `deadline`. The
+    /// engine builds these; this is for calling an adapter directly, as its
+    /// own tests do.
+    pub fn new(submission: &Submission, attempt: u32, deadline: DateTime<Utc>) -> Self {
+        AttemptContext {
+            submission_id: submission.id,
+            partner: submission.partner.clone(),
+            idempotency_key: submission.idempotency_key.clone(),
+            attempt,
+            deadline,
+        }
+    }
+}
+
 /// The partner's final answer about a submission.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Outcome {
     /// The partner processed it.
     Succeeded,
@@ -48,6 +66,7 @@ pub enum Outcome {
 
 /// What a successful call to the partner led to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SubmitOutcome {
     /// Accepted; the result comes later (callback or poll). `external_ref`
     /// is the partner's own reference for it, when it gives one.
@@ -61,6 +80,7 @@ pub enum SubmitOutcome {
 
 /// The answer to a status poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PollStatus {
     /// Still being processed.
     Pending,

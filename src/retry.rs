@@ -18,6 +18,7 @@ use crate::partner::PartnerError;
 
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RetryDecision {
     /// Try again after this long.
     RetryAfter(Duration),
@@ -36,7 +37,7 @@ pub enum RetryDecision {
 /// let policy = Exponential::new(Duration::from_millis(100), Duration::from_secs(10))?;
 /// match policy.decide(3, &PartnerError::transient("503")) {
 ///     RetryDecision::RetryAfter(d) => assert!(d <= Duration::from_millis(400)),
-///     RetryDecision::GiveUp => unreachable!("exponential never gives up by itself"),
+///     other => unreachable!("exponential never gives up by itself: {other:?}"),
 /// }
 /// # Ok::<(), liaison::Error>(())
 /// ```

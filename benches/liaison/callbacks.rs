@@ -103,10 +103,7 @@ async fn liaison_http(ctx: &Ctx, n: usize, rep: usize) -> f64 {
     .concurrency(CONCURRENCY);
     let hub = Liaison::builder(store)
         .partner(partner)
-        .settings(EngineSettings {
-            claim_batch: CONCURRENCY,
-            ..EngineSettings::default()
-        })
+        .settings(EngineSettings::default().claim_batch(CONCURRENCY))
         .build()
         .expect("hub");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -300,10 +297,7 @@ pub(crate) async fn ingest(ctx: &Ctx) {
                             .expect("matcher"),
                     ),
             )
-            .settings(EngineSettings {
-                claim_batch: dispatch::BATCH,
-                ..EngineSettings::default()
-            })
+            .settings(EngineSettings::default().claim_batch(dispatch::BATCH))
             .build()
             .expect("hub");
         let tag = format!("r{rep}");

@@ -15,6 +15,7 @@ use crate::submission::MAX_KEY_BYTES;
 
 /// Which of our identifiers the partner's correlation field carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CorrelateBy {
     /// The reference the partner returned on acceptance.
     ExternalRef,

@@ -93,6 +93,7 @@ pub use stripe::StripeSignature;
 /// assert_eq!(callback.header_str("x-missing"), None);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct InboundCallback {
     /// The partner's registered name.
     pub partner: String,
@@ -113,6 +114,12 @@ impl InboundCallback {
             headers,
             body: body.into(),
         }
+    }
+
+    /// When it was received (default: when it was built).
+    pub fn received_at(mut self, at: DateTime<Utc>) -> Self {
+        self.received_at = at;
+        self
     }
 
     /// The first value of header `name` (case-insensitive), if present and

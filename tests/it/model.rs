@@ -529,10 +529,7 @@ impl Model {
             assert_eq!(current, Some(m.state), "the timeline ends in the state");
         }
         let callbacks = store
-            .list_callbacks(&liaison::store::CallbackFilter {
-                limit: Some(10_000),
-                ..Default::default()
-            })
+            .list_callbacks(&liaison::store::CallbackFilter::default().limit(10_000))
             .await
             .unwrap();
         let applied = callbacks

@@ -189,11 +189,8 @@ pub async fn what_one_instance_commits_another_sees(h: &Harness) {
 pub async fn a_partner_pause_is_shared_by_every_instance(h: &Harness) {
     let (a, b) = (h.store().await, h.store().await);
     let until = chrono::Utc::now() + chrono::Duration::hours(1);
-    let pause = |partner: &str| liaison::store::Pause {
-        partner: partner.into(),
-        until,
-        actor: Actor::person("ops"),
-        reason: "partner maintenance".into(),
+    let pause = |partner: &str| {
+        liaison::store::Pause::new(partner, until, Actor::person("ops"), "partner maintenance")
     };
     a.set_pause("bank", Some(pause("bank"))).await.unwrap();
     a.set_pause("lab", Some(pause("lab"))).await.unwrap();
