@@ -77,11 +77,9 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         // Polling needs an adapter that can poll; HttpJsonAdapter without a
         // `status_url` cannot, so an overdue result goes straight to Stuck.
         .polling(Duration::from_millis(200), 2);
-    let settings = EngineSettings {
-        poll_interval: Duration::from_millis(50),
-        deadline_interval: Duration::from_millis(100),
-        ..EngineSettings::default()
-    };
+    let settings = EngineSettings::default()
+        .poll_interval(Duration::from_millis(50))
+        .deadline_interval(Duration::from_millis(100));
     let liaison = Liaison::builder(SqliteStore::open_temporary()?)
         .partner(partner)
         .settings(settings)
@@ -204,10 +202,7 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
 async fn all_callbacks(
     store: &std::sync::Arc<dyn OutboxStore>,
 ) -> liaison::Result<Vec<StoredCallback>> {
-    let filter = CallbackFilter {
-        limit: Some(10_000),
-        ..CallbackFilter::default()
-    };
+    let filter = CallbackFilter::default().limit(10_000);
     let mut all = store.list_callbacks(&filter).await?;
     all.reverse();
     Ok(all)

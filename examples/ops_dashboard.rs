@@ -102,15 +102,12 @@ async fn main() -> Result<(), BoxError> {
         .partner(pharmacy_partner)
         .partner(lab_partner)
         .ownership(ownership)
-        .settings(EngineSettings {
-            poll_interval: Duration::from_millis(50),
-            deadline_interval: Duration::from_millis(200),
-            ..EngineSettings::default()
-        })
-        .alert_settings(AlertSettings {
-            interval: Duration::from_secs(2),
-            ..AlertSettings::default()
-        })
+        .settings(
+            EngineSettings::default()
+                .poll_interval(Duration::from_millis(50))
+                .deadline_interval(Duration::from_millis(200)),
+        )
+        .alert_settings(AlertSettings::default().interval(Duration::from_secs(2)))
         .build()?;
     let handle = liaison.start();
 

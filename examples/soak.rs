@@ -241,12 +241,10 @@ async fn host() -> Result<bool, Failure> {
         // partner that flaps every few seconds is worth probing soon.
         .circuit(CircuitSettings::new(5, Duration::from_secs(2))?)
         .result_timeout(Duration::from_secs(3600));
-    let settings = EngineSettings {
-        poll_interval: Duration::from_millis(50),
-        reap_interval: Duration::from_secs(1),
-        lease_margin: Duration::from_secs(2),
-        ..EngineSettings::default()
-    };
+    let settings = EngineSettings::default()
+        .poll_interval(Duration::from_millis(50))
+        .reap_interval(Duration::from_secs(1))
+        .lease_margin(Duration::from_secs(2));
     let liaison = Liaison::builder(store)
         .partner(partner)
         .settings(settings)

@@ -184,6 +184,7 @@ impl fmt::Display for EventKind {
 
 /// One line of a submission's timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Event {
     /// Store-assigned, increasing in the order events were written.
     pub seq: i64,
@@ -270,6 +271,7 @@ impl AttemptOutcome {
 
 /// One try at sending a submission.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Attempt {
     /// The submission.
     pub submission_id: SubmissionId,

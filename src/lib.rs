@@ -57,6 +57,7 @@
 //! | `cli` | no | the `liaison` command-line tool (status, list, show, replay, resolve, cancel, callbacks, export) |
 //! | `rustls` | yes | TLS for the HTTP client (rustls), so `https://` partners work |
 //! | `mock` | no | [`testing::MockPartner`]: a scripted partner over real HTTP, for tests and examples |
+//! | `backoff` | no | `retry::FromBackoff`: any `backoff` crate `Backoff` as a retry policy (opt-in: `backoff` is unmaintained, RUSTSEC-2025-0012) |
 //! | `full` | no | all of the above |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]

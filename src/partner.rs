@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use http::StatusCode;
+use http::header::{HeaderMap, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 
 use crate::error::BoxError;
@@ -19,6 +19,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// What an adapter knows about the attempt it is making.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AttemptContext {
     /// The submission.
     pub submission_id: SubmissionId,
@@ -33,9 +34,26 @@ pub struct AttemptContext {
     pub deadline: DateTime<Utc>,
 }
 
+impl AttemptContext {
+    /// The context of attempt number `attempt` (1 for the first) of
+    /// `submission`, which the engine stops waiting for at `deadline`. The
+    /// engine builds these; this is for calling an adapter directly, as its
+    /// own tests do.
+    pub fn new(submission: &Submission, attempt: u32, deadline: DateTime<Utc>) -> Self {
+        AttemptContext {
+            submission_id: submission.id,
+            partner: submission.partner.clone(),
+            idempotency_key: submission.idempotency_key.clone(),
+            attempt,
+            deadline,
+        }
+    }
+}
+
 /// The partner's final answer about a submission.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Outcome {
     /// The partner processed it.
     Succeeded,
@@ -48,6 +66,7 @@ pub enum Outcome {
 
 /// What a successful call to the partner led to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SubmitOutcome {
     /// Accepted; the result comes later (callback or poll). `external_ref`
     /// is the partner's own reference for it, when it gives one.
@@ -61,6 +80,7 @@ pub enum SubmitOutcome {
 
 /// The answer to a status poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PollStatus {
     /// Still being processed.
     Pending,
@@ -197,8 +217,8 @@ impl PartnerError {
     ///
     /// ```
     /// use liaison::PartnerError;
-    /// use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
-    /// use reqwest::StatusCode;
+    /// use http::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+    /// use http::StatusCode;
     /// use std::time::Duration;
     ///
     /// let mut headers = HeaderMap::new();
@@ -261,6 +281,10 @@ impl PartnerError {
         })
     }
 
+    /// The reqwest bridge, for adapters that call their partner with
+    /// `reqwest` (as [`crate::HttpJsonAdapter`] does): the one place the
+    /// public API names a `reqwest` type, because it is about reqwest's errors.
+    ///
     /// Classify a failed `reqwest` call: timeouts become `Timeout`, other
     /// transport failures (connect, reset, body) `Transient` — the request may
     /// or may not have arrived, which is what the idempotency key is for.
@@ -370,7 +394,7 @@ pub enum PollError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+    use http::header::HeaderValue;
 
     fn _object_safe(_: std::sync::Arc<dyn PartnerAdapter>) {}
 

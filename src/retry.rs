@@ -7,6 +7,7 @@
 //! retries always end, and a permanent error dead-letters at once.
 
 use std::fmt;
+#[cfg(feature = "backoff")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::partner::PartnerError;
 
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RetryDecision {
     /// Try again after this long.
     RetryAfter(Duration),
@@ -35,7 +37,7 @@ pub enum RetryDecision {
 /// let policy = Exponential::new(Duration::from_millis(100), Duration::from_secs(10))?;
 /// match policy.decide(3, &PartnerError::transient("503")) {
 ///     RetryDecision::RetryAfter(d) => assert!(d <= Duration::from_millis(400)),
-///     RetryDecision::GiveUp => unreachable!("exponential never gives up by itself"),
+///     other => unreachable!("exponential never gives up by itself: {other:?}"),
 /// }
 /// # Ok::<(), liaison::Error>(())
 /// ```
@@ -132,7 +134,8 @@ impl RetryPolicy for NoRetry {
     }
 }
 
-/// Any [`backoff::backoff::Backoff`] as a policy. A `Backoff` is stateful, so
+/// Any [`backoff::backoff::Backoff`] as a policy (feature `backoff`, off by
+/// default: the `backoff` crate is unmaintained, RUSTSEC-2025-0012). A `Backoff` is stateful, so
 /// the adapter builds a fresh one for each decision and steps it `attempt`
 /// times; the schedule therefore depends only on the attempt number, as a
 /// policy must. `None` from the backoff means give up.
@@ -155,10 +158,13 @@ impl RetryPolicy for NoRetry {
 ///     RetryDecision::RetryAfter(Duration::from_millis(75)),
 /// );
 /// ```
+#[cfg(feature = "backoff")]
+#[cfg_attr(docsrs, doc(cfg(feature = "backoff")))]
 pub struct FromBackoff<B> {
     make: Arc<dyn Fn() -> B + Send + Sync>,
 }
 
+#[cfg(feature = "backoff")]
 impl<B> FromBackoff<B>
 where
     B: backoff::backoff::Backoff,
@@ -171,6 +177,7 @@ where
     }
 }
 
+#[cfg(feature = "backoff")]
 impl<B> fmt::Debug for FromBackoff<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FromBackoff")
@@ -179,6 +186,7 @@ impl<B> fmt::Debug for FromBackoff<B> {
     }
 }
 
+#[cfg(feature = "backoff")]
 impl<B> RetryPolicy for FromBackoff<B>
 where
     B: backoff::backoff::Backoff,
@@ -369,6 +377,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "backoff")]
     #[test]
     fn backoff_adapter_follows_the_crate_and_ends_when_it_does() {
         let policy = FromBackoff::new(|| {

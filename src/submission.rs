@@ -450,7 +450,13 @@ pub(crate) fn validate_partner(partner: &str) -> Result<()> {
 }
 
 /// One submission as stored.
+///
+/// Built by the stores only (`#[non_exhaustive]`): read its fields, get one
+/// from [`crate::store::OutboxStore`]. The retry-cycle bookkeeping is read
+/// through [`Submission::attempts_in_cycle`] and
+/// [`Submission::cycle_started_at`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Submission {
     /// Its id.
     pub id: SubmissionId,
@@ -498,16 +504,25 @@ pub struct Submission {
     pub replays: u32,
     /// Attempts made before the current cycle (the last replay); retry
     /// limits count only the attempts after it.
-    pub attempts_before_cycle: u32,
+    pub(crate) attempts_before_cycle: u32,
     /// When the current cycle started: enqueue, or the last replay. Retry
     /// limits measure age from here.
-    pub cycle_started_at: DateTime<Utc>,
+    pub(crate) cycle_started_at: DateTime<Utc>,
 }
 
 impl Submission {
-    /// Attempts made in the current cycle (since enqueue or the last replay).
+    /// Attempts made in the current cycle (since enqueue or the last replay):
+    /// the count a partner's [`crate::retry::RetryLimits::max_attempts`] is
+    /// compared with. [`Submission::attempts`] counts every attempt ever
+    /// started; a replay starts a new cycle, so right after one this is 0.
     pub fn attempts_in_cycle(&self) -> u32 {
         self.attempts.saturating_sub(self.attempts_before_cycle)
+    }
+
+    /// When the current cycle started: the enqueue, or the last replay. A
+    /// partner's [`crate::retry::RetryLimits::max_age`] is measured from here.
+    pub fn cycle_started_at(&self) -> DateTime<Utc> {
+        self.cycle_started_at
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine as _;
+use http::header::{HeaderMap, HeaderValue};
 use liaison::callback::{Disposition, JsonMatcher, StandardWebhooks};
 use liaison::engine::EngineSettings;
 use liaison::rusqlite::params;
@@ -15,7 +16,6 @@ use liaison::{
     AttemptContext, HttpJsonAdapter, Liaison, Partner, PartnerAdapter, PartnerError, Submission,
     SubmissionState, SubmitOutcome,
 };
-use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::json;
 
 use crate::report::Figure;
@@ -103,10 +103,7 @@ async fn liaison_http(ctx: &Ctx, n: usize, rep: usize) -> f64 {
     .concurrency(CONCURRENCY);
     let hub = Liaison::builder(store)
         .partner(partner)
-        .settings(EngineSettings {
-            claim_batch: CONCURRENCY,
-            ..EngineSettings::default()
-        })
+        .settings(EngineSettings::default().claim_batch(CONCURRENCY))
         .build()
         .expect("hub");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -300,10 +297,7 @@ pub(crate) async fn ingest(ctx: &Ctx) {
                             .expect("matcher"),
                     ),
             )
-            .settings(EngineSettings {
-                claim_batch: dispatch::BATCH,
-                ..EngineSettings::default()
-            })
+            .settings(EngineSettings::default().claim_batch(dispatch::BATCH))
             .build()
             .expect("hub");
         let tag = format!("r{rep}");

@@ -20,10 +20,7 @@ pub(crate) fn dispatch_hub(path: &Path, sync: Synchronous) -> Liaison {
         .expect("open store");
     Liaison::builder(store)
         .partner(Partner::new("bench", Noop).concurrency(BATCH))
-        .settings(EngineSettings {
-            claim_batch: BATCH,
-            ..EngineSettings::default()
-        })
+        .settings(EngineSettings::default().claim_batch(BATCH))
         .build()
         .expect("build hub")
 }

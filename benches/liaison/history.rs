@@ -295,21 +295,18 @@ pub(crate) async fn ops_queries(ctx: &Ctx) {
                 .state(SubmissionState::Stuck)
                 .limit(50),
         ),
-        (
-            "8f",
-            "list: next page after a cursor (50)",
-            ListFilter {
-                after: mid,
-                ..ListFilter::default().limit(50)
-            },
-        ),
+        ("8f", "list: next page after a cursor (50)", {
+            let mut filter = ListFilter::default().limit(50);
+            filter.after = mid;
+            filter
+        }),
         (
             "8g",
             "list: partner + created in the last hour (50)",
-            ListFilter {
-                created_from: Some(hour_ago),
-                ..ListFilter::default().partner("bench").limit(50)
-            },
+            ListFilter::default()
+                .partner("bench")
+                .limit(50)
+                .created_from(hour_ago),
         ),
     ];
     for (id, name, filter) in lists {

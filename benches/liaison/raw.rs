@@ -13,6 +13,7 @@ pub(crate) fn open(path: &Path, sync: Synchronous) -> Connection {
     let sync = match sync {
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
+        other => panic!("no raw baseline for {other:?}"),
     };
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};

@@ -304,6 +304,7 @@ pub fn json_matcher(data: &[u8]) {
                 Correlation::ExternalRef(r) => check_identifier("reference", r),
                 Correlation::IdempotencyKey(k) => check_identifier("key", k),
                 Correlation::SubmissionId(_) => {}
+                _ => {}
             }
             if let Some(event) = &report.event_id {
                 check_identifier("event id", event);

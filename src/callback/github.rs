@@ -31,7 +31,7 @@ use super::signature::{
 ///
 /// ```
 /// use liaison::callback::{GithubSignature, InboundCallback, SignatureVerifier};
-/// use reqwest::header::{HeaderMap, HeaderValue};
+/// use http::header::{HeaderMap, HeaderValue};
 /// use std::time::SystemTime;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

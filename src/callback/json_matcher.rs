@@ -15,6 +15,7 @@ use crate::submission::MAX_KEY_BYTES;
 
 /// Which of our identifiers the partner's correlation field carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CorrelateBy {
     /// The reference the partner returned on acceptance.
     ExternalRef,
@@ -31,7 +32,7 @@ pub enum CorrelateBy {
 /// ```
 /// use liaison::callback::{CorrelateBy, CallbackMatcher, InboundCallback, JsonMatcher};
 /// use liaison::callback::{Correlation, ReportedOutcome, Unverified};
-/// use reqwest::header::HeaderMap;
+/// use http::header::HeaderMap;
 ///
 /// let matcher = JsonMatcher::builder(Unverified)
 ///     .correlate(CorrelateBy::ExternalRef, "/data/claim_ref")
@@ -317,7 +318,7 @@ impl CallbackMatcher for JsonMatcher {
 mod tests {
     use super::*;
     use crate::callback::Unverified;
-    use reqwest::header::HeaderMap;
+    use http::header::HeaderMap;
 
     fn parse(matcher: &JsonMatcher, body: &str) -> Result<CallbackReport, MalformedCallback> {
         matcher.parse(&InboundCallback::new(

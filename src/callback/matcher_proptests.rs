@@ -5,10 +5,10 @@
 
 use std::str::FromStr;
 
+use http::header::HeaderMap;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::sample::select;
-use reqwest::header::HeaderMap;
 use serde_json::{Map, Value, json};
 
 use super::{

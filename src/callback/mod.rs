@@ -24,7 +24,7 @@
 //!
 //! ```
 //! use liaison::callback::{InboundCallback, SignatureError, SignatureVerifier, StandardWebhooks};
-//! use reqwest::header::{HeaderMap, HeaderValue};
+//! use http::header::{HeaderMap, HeaderValue};
 //! use std::time::{Duration, UNIX_EPOCH};
 //!
 //! # fn main() -> liaison::Result<()> {
@@ -53,7 +53,7 @@
 //! ```
 
 use chrono::{DateTime, Utc};
-use reqwest::header::HeaderMap;
+use http::header::HeaderMap;
 
 mod github;
 mod json_matcher;
@@ -84,7 +84,7 @@ pub use stripe::StripeSignature;
 ///
 /// ```
 /// use liaison::callback::InboundCallback;
-/// use reqwest::header::{HeaderMap, HeaderValue};
+/// use http::header::{HeaderMap, HeaderValue};
 ///
 /// let mut headers = HeaderMap::new();
 /// headers.insert("X-Partner-Event", HeaderValue::from_static("result.ready"));
@@ -93,6 +93,7 @@ pub use stripe::StripeSignature;
 /// assert_eq!(callback.header_str("x-missing"), None);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct InboundCallback {
     /// The partner's registered name.
     pub partner: String,
@@ -115,6 +116,12 @@ impl InboundCallback {
         }
     }
 
+    /// When it was received (default: when it was built).
+    pub fn received_at(mut self, at: DateTime<Utc>) -> Self {
+        self.received_at = at;
+        self
+    }
+
     /// The first value of header `name` (case-insensitive), if present and
     /// made only of visible ASCII (and tabs); `None` otherwise.
     pub fn header_str(&self, name: &str) -> Option<&str> {
@@ -125,7 +132,7 @@ impl InboundCallback {
 /// A callback with the given headers and body, for tests.
 #[cfg(test)]
 pub(crate) fn test_callback(headers: &[(&str, &str)], body: &[u8]) -> InboundCallback {
-    use reqwest::header::{HeaderName, HeaderValue};
+    use http::header::{HeaderName, HeaderValue};
     let mut map = HeaderMap::new();
     for (name, value) in headers {
         map.append(
@@ -139,7 +146,7 @@ pub(crate) fn test_callback(headers: &[(&str, &str)], body: &[u8]) -> InboundCal
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+    use http::header::HeaderValue;
 
     #[test]
     fn header_str_is_case_insensitive_and_first_value() {

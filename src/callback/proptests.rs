@@ -5,10 +5,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use http::header::{HeaderMap, HeaderValue};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use reqwest::header::{HeaderMap, HeaderValue};
 
 use super::{
     GithubSignature, InboundCallback, SignatureError, SignatureVerifier, StandardWebhooks,

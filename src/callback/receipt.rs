@@ -150,6 +150,7 @@ impl FromStr for Disposition {
 
 /// The answer to [`crate::Liaison::ingest_callback`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct CallbackReceipt {
     /// The stored callback.
     pub callback_id: CallbackId,
@@ -165,6 +166,7 @@ pub struct CallbackReceipt {
 
 /// A callback as stored (the raw body is `None` above the cap or once purged).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct StoredCallback {
     /// Its id.
     pub id: CallbackId,

@@ -13,6 +13,7 @@ use crate::submission::SubmissionId;
 /// terms. The partner is never required to echo a token of ours.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "by", content = "value", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Correlation {
     /// The reference the partner returned when it accepted the submission.
     ExternalRef(String),
@@ -57,6 +58,7 @@ impl fmt::Display for Correlation {
 /// The outcome a callback reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ReportedOutcome {
     /// The partner processed the submission.
     Succeeded,
@@ -74,6 +76,7 @@ pub enum ReportedOutcome {
 
 /// A parsed callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CallbackReport {
     /// Which submission it is about.
     pub correlation: Correlation,
@@ -83,10 +86,37 @@ pub struct CallbackReport {
     pub outcome: ReportedOutcome,
 }
 
+impl CallbackReport {
+    /// A report that `outcome` happened to the submission `correlation`
+    /// names, without an event id.
+    ///
+    /// ```
+    /// use liaison::callback::{CallbackReport, Correlation, ReportedOutcome};
+    ///
+    /// let report = CallbackReport::new(Correlation::ExternalRef("LAB-1".into()), ReportedOutcome::Succeeded)
+    ///     .event_id("evt_1");
+    /// assert_eq!(report.event_id.as_deref(), Some("evt_1"));
+    /// ```
+    pub fn new(correlation: Correlation, outcome: ReportedOutcome) -> Self {
+        CallbackReport {
+            correlation,
+            event_id: None,
+            outcome,
+        }
+    }
+
+    /// The partner's id for this event, used to recognise repeats.
+    pub fn event_id(mut self, id: impl Into<String>) -> Self {
+        self.event_id = Some(id.into());
+        self
+    }
+}
+
 /// A callback that could not be understood; it is quarantined with this
 /// reason and answered with 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed callback: {reason}")]
+#[non_exhaustive]
 pub struct MalformedCallback {
     /// What was wrong, for the quarantine list.
     pub reason: String,

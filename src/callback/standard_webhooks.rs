@@ -47,7 +47,7 @@ use crate::error::Error;
 ///
 /// ```
 /// use liaison::callback::{InboundCallback, SignatureVerifier, StandardWebhooks};
-/// use reqwest::header::{HeaderMap, HeaderValue};
+/// use http::header::{HeaderMap, HeaderValue};
 /// use std::time::{Duration, UNIX_EPOCH};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -451,7 +451,7 @@ mod tests {
         let mut cb = callback("1614265330", SIG, BODY);
         cb.headers.insert(
             "webhook-id",
-            reqwest::header::HeaderValue::from_bytes(b"msg_\xff").unwrap(),
+            http::header::HeaderValue::from_bytes(b"msg_\xff").unwrap(),
         );
         assert!(is_malformed(verifier().verify(&cb, at(TS)), "webhook-id"));
     }

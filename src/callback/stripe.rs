@@ -43,7 +43,7 @@ use super::signature::{
 ///
 /// ```
 /// use liaison::callback::{InboundCallback, SignatureVerifier, StripeSignature};
-/// use reqwest::header::HeaderMap;
+/// use http::header::HeaderMap;
 /// use std::time::{Duration, UNIX_EPOCH};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

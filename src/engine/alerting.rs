@@ -18,6 +18,7 @@ use crate::store::{NewAlert, StatsQuery};
 
 /// When alerts open, per partner. `Default` is what we recommend.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct AlertThresholds {
     /// Consecutive unavailability failures (transient errors, timeouts)
     /// that raise "partner unavailable". Default 5.
@@ -46,8 +47,41 @@ impl Default for AlertThresholds {
     }
 }
 
+impl AlertThresholds {
+    /// Set [`AlertThresholds::consecutive_failures`].
+    pub fn consecutive_failures(mut self, consecutive_failures: u32) -> Self {
+        self.consecutive_failures = consecutive_failures;
+        self
+    }
+
+    /// Set [`AlertThresholds::error_rate`].
+    pub fn error_rate(mut self, error_rate: f64) -> Self {
+        self.error_rate = error_rate;
+        self
+    }
+
+    /// Set [`AlertThresholds::queue_age`].
+    pub fn queue_age(mut self, queue_age: Duration) -> Self {
+        self.queue_age = queue_age;
+        self
+    }
+
+    /// Set [`AlertThresholds::stuck_count`].
+    pub fn stuck_count(mut self, stuck_count: u64) -> Self {
+        self.stuck_count = stuck_count;
+        self
+    }
+
+    /// Set [`AlertThresholds::delay_budget_warning`].
+    pub fn delay_budget_warning(mut self, delay_budget_warning: f64) -> Self {
+        self.delay_budget_warning = delay_budget_warning;
+        self
+    }
+}
+
 /// How alerts are evaluated. `Default` is what we recommend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AlertSettings {
     /// How often conditions are evaluated. Default 30 s.
     pub interval: Duration,
@@ -67,6 +101,32 @@ impl Default for AlertSettings {
             renotify_every: Duration::from_secs(3600),
             sink_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl AlertSettings {
+    /// Set [`AlertSettings::interval`].
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Set [`AlertSettings::window`].
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Set [`AlertSettings::renotify_every`].
+    pub fn renotify_every(mut self, renotify_every: Duration) -> Self {
+        self.renotify_every = renotify_every;
+        self
+    }
+
+    /// Set [`AlertSettings::sink_timeout`].
+    pub fn sink_timeout(mut self, sink_timeout: Duration) -> Self {
+        self.sink_timeout = sink_timeout;
+        self
     }
 }
 

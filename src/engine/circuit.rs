@@ -64,6 +64,7 @@ impl Default for CircuitSettings {
 /// A circuit's state, as health and operators see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CircuitState {
     /// Sending normally.
     Closed,

@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use chrono::Utc;
-use reqwest::header::{
+use http::header::{
     AUTHORIZATION, COOKIE, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHORIZATION,
 };
 use sha2::{Digest, Sha256};

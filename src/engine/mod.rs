@@ -52,6 +52,7 @@ pub(crate) fn saturating_after(
 
 /// Engine-wide settings. `Default` is what we recommend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EngineSettings {
     /// How often an idle dispatcher looks for due work it was not woken for
     /// (retries coming due, enqueues by other processes). Default 500 ms.
@@ -84,6 +85,50 @@ impl Default for EngineSettings {
             payload_retention: Duration::from_secs(30 * 24 * 3600),
             retention_interval: Duration::from_secs(3600),
         }
+    }
+}
+
+impl EngineSettings {
+    /// Set [`EngineSettings::poll_interval`].
+    pub fn poll_interval(mut self, poll_interval: Duration) -> Self {
+        self.poll_interval = poll_interval;
+        self
+    }
+
+    /// Set [`EngineSettings::reap_interval`].
+    pub fn reap_interval(mut self, reap_interval: Duration) -> Self {
+        self.reap_interval = reap_interval;
+        self
+    }
+
+    /// Set [`EngineSettings::claim_batch`].
+    pub fn claim_batch(mut self, claim_batch: usize) -> Self {
+        self.claim_batch = claim_batch;
+        self
+    }
+
+    /// Set [`EngineSettings::lease_margin`].
+    pub fn lease_margin(mut self, lease_margin: Duration) -> Self {
+        self.lease_margin = lease_margin;
+        self
+    }
+
+    /// Set [`EngineSettings::deadline_interval`].
+    pub fn deadline_interval(mut self, deadline_interval: Duration) -> Self {
+        self.deadline_interval = deadline_interval;
+        self
+    }
+
+    /// Set [`EngineSettings::payload_retention`].
+    pub fn payload_retention(mut self, payload_retention: Duration) -> Self {
+        self.payload_retention = payload_retention;
+        self
+    }
+
+    /// Set [`EngineSettings::retention_interval`].
+    pub fn retention_interval(mut self, retention_interval: Duration) -> Self {
+        self.retention_interval = retention_interval;
+        self
     }
 }
 
@@ -428,6 +473,7 @@ pub struct Handle {
 
 /// What a shutdown did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// Every attempt in flight finished within the grace period.
     pub drained: bool,

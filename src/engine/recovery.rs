@@ -14,6 +14,7 @@ use crate::submission::{Submission, SubmissionId, SubmissionState};
 
 /// What [`Liaison::replay_where`] did (or, in a dry run, would do).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct BulkReport {
     /// Submissions that matched the filter and can be replayed.
     pub matched: usize,

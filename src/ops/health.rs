@@ -13,6 +13,7 @@ use crate::submission::SubmissionState;
 /// One word for how a partner integration is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Verdict {
     /// Working as expected.
     Healthy,
@@ -25,6 +26,7 @@ pub enum Verdict {
 /// How the success rate moved against the previous window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Trend {
     /// Up by more than 5 percentage points.
     Improving,
@@ -38,6 +40,7 @@ pub enum Trend {
 
 /// Latency percentiles in milliseconds (nearest rank).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Percentiles {
     /// Samples the figures come from.
     pub samples: usize,
@@ -71,6 +74,7 @@ impl Percentiles {
 
 /// What ended in a window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct WindowOutcomes {
     /// Ended `Succeeded`.
     pub succeeded: u64,
@@ -106,6 +110,7 @@ impl WindowOutcomes {
 
 /// One partner's health.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct PartnerHealth {
     /// The partner.
     pub partner: String,
@@ -146,6 +151,7 @@ pub struct PartnerHealth {
 
 /// Health of every partner, rolled up.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct HealthReport {
     /// When it was computed.
     pub generated_at: DateTime<Utc>,

@@ -127,23 +127,24 @@ type HistogramFamily = Family<PartnerLabels, Histogram, fn() -> Histogram>;
 /// ```
 /// use std::time::Duration;
 /// use liaison::AttemptOutcome;
-/// use liaison::ops::{HealthReport, Metrics, Verdict};
+/// use liaison::engine::Liaison;
+/// use liaison::ops::Metrics;
+/// use liaison::store::SqliteStore;
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> liaison::Result<()> {
 /// let metrics = Metrics::new();
 /// metrics.submission_enqueued("clearinghouse");
 /// metrics.attempt("clearinghouse", AttemptOutcome::Accepted, Duration::from_millis(180));
 ///
-/// let report = HealthReport {
-///     generated_at: chrono::Utc::now(),
-///     window_secs: 3600,
-///     verdict: Verdict::Healthy,
-///     reasons: vec![],
-///     at_risk: Default::default(),
-///     partners: vec![],
-/// };
+/// // The health gauges come from a health report, as `Liaison::health` makes it.
+/// let liaison = Liaison::builder(SqliteStore::open_temporary()?).build()?;
+/// let report = liaison.health(Duration::from_secs(3600)).await?;
 /// let text = metrics.render(&report);
 /// assert!(text.contains(r#"liaison_attempts_total{partner="clearinghouse",outcome="accepted"} 1"#));
 /// assert!(text.ends_with("# EOF\n"));
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct Metrics {

@@ -1,11 +1,13 @@
 //! Values the store exchanges about inbound callbacks.
 
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 
 use crate::callback::{CallbackReport, Disposition};
 
 /// A callback to store raw, before anything else is done with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NewCallback {
     /// The partner named by the request (stored even when unknown).
     pub partner: String,
@@ -25,8 +27,73 @@ pub struct NewCallback {
     pub error: Option<String>,
 }
 
+impl NewCallback {
+    /// A callback from `partner` with `body`, received now, without headers:
+    /// its hash and size are computed from the body, its disposition is
+    /// [`Disposition::Received`].
+    ///
+    /// ```
+    /// use liaison::store::NewCallback;
+    ///
+    /// let callback = NewCallback::new("lab", br#"{"ref":"LAB-1"}"#.to_vec())
+    ///     .header("content-type", "application/json");
+    /// assert_eq!(callback.size, 15);
+    /// ```
+    pub fn new(partner: impl Into<String>, body: impl Into<Vec<u8>>) -> Self {
+        let body = body.into();
+        NewCallback {
+            partner: partner.into(),
+            received_at: Utc::now(),
+            headers: Vec::new(),
+            body_hash: hex::encode(Sha256::digest(&body)),
+            size: body.len() as u64,
+            body: Some(body),
+            disposition: Disposition::Received,
+            error: None,
+        }
+    }
+
+    /// When it arrived (default: now).
+    pub fn received_at(mut self, at: DateTime<Utc>) -> Self {
+        self.received_at = at;
+        self
+    }
+
+    /// Keep this header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Keep no body (it was above the cap); the hash and size stay.
+    pub fn without_body(mut self) -> Self {
+        self.body = None;
+        self
+    }
+
+    /// The hash to record, when it is not the body's (a capped body).
+    pub fn body_hash(mut self, hash: impl Into<String>) -> Self {
+        self.body_hash = hash.into();
+        self
+    }
+
+    /// The size to record, when it is not the body's (a declared size).
+    pub fn size(mut self, bytes: u64) -> Self {
+        self.size = bytes;
+        self
+    }
+
+    /// A disposition decided at once (`TooLarge`, `Rejected`), and why.
+    pub fn disposition(mut self, disposition: Disposition, error: Option<String>) -> Self {
+        self.disposition = disposition;
+        self.error = error;
+        self
+    }
+}
+
 /// How a stored callback was settled after verification and parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Settlement {
     /// The signature did not verify (stored with the reason, never parsed).
     Rejected {
@@ -49,6 +116,7 @@ pub enum Settlement {
 
 /// Which stored callbacks to list; newest first, at most `limit` (default 100).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CallbackFilter {
     /// Only this partner.
     pub partner: Option<String>,
@@ -77,6 +145,24 @@ impl CallbackFilter {
     /// Only this partner.
     pub fn partner(mut self, partner: impl Into<String>) -> Self {
         self.partner = Some(partner.into());
+        self
+    }
+
+    /// Also match this disposition.
+    pub fn disposition(mut self, disposition: Disposition) -> Self {
+        self.dispositions.push(disposition);
+        self
+    }
+
+    /// Only callbacks matched to this submission.
+    pub fn submission_id(mut self, id: crate::SubmissionId) -> Self {
+        self.submission_id = Some(id);
+        self
+    }
+
+    /// At most `limit` (default 100, at most 10,000).
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
         self
     }
 

@@ -38,6 +38,18 @@ mod postgres;
 pub use postgres::{PostgresConfig, PostgresStore, PostgresTls};
 
 use async_trait::async_trait;
+
+/// Keeps [`OutboxStore`] implemented by this crate's stores only.
+mod sealed {
+    /// The private supertrait of [`super::OutboxStore`].
+    pub trait Sealed {}
+
+    #[cfg(feature = "sqlite")]
+    impl Sealed for super::SqliteStore {}
+
+    #[cfg(feature = "postgres")]
+    impl Sealed for super::PostgresStore {}
+}
 use chrono::{DateTime, Utc};
 
 use crate::callback::{CallbackId, CallbackReceipt, StoredCallback};
@@ -54,8 +66,12 @@ use crate::submission::{NewSubmission, Submission, SubmissionId};
 /// Implementations: [`SqliteStore`] (default) and `PostgresStore` (feature
 /// `postgres`). The trait is object-safe, so the engine holds an
 /// `Arc<dyn OutboxStore>`.
+///
+/// The trait is sealed: it is implemented by this crate's stores only, so
+/// methods can be added to it without a breaking change. Use it to call a
+/// store (directly, or as `Arc<dyn OutboxStore>`), not to write one.
 #[async_trait]
-pub trait OutboxStore: Send + Sync + std::fmt::Debug {
+pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
     /// Write one submission, or return the one already holding its
     /// idempotency key when the payload fingerprint matches
     /// ([`Enqueued::deduplicated`]). Returns after the commit.

@@ -14,6 +14,7 @@ pub const MAX_LATENCY_SAMPLES: usize = 10_000;
 
 /// Which statistics to gather.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StatsQuery {
     /// The end of the window.
     pub now: DateTime<Utc>,
@@ -27,6 +28,57 @@ pub struct StatsQuery {
     pub delay_budgets: BTreeMap<String, Duration>,
 }
 
+impl StatsQuery {
+    /// Statistics over the `window` ending now, for every partner the store
+    /// knows, without delay budgets.
+    ///
+    /// ```
+    /// use liaison::store::StatsQuery;
+    /// use std::time::Duration;
+    ///
+    /// let query = StatsQuery::new(Duration::from_secs(3600))
+    ///     .partner("bank")
+    ///     .delay_budget("bank", Duration::from_secs(4 * 3600));
+    /// assert_eq!(query.partners, vec!["bank".to_owned()]);
+    /// ```
+    pub fn new(window: Duration) -> Self {
+        StatsQuery {
+            now: Utc::now(),
+            window,
+            partners: Vec::new(),
+            delay_budgets: BTreeMap::new(),
+        }
+    }
+
+    /// End the window at `now` instead of the current time.
+    pub fn at(mut self, now: DateTime<Utc>) -> Self {
+        self.now = now;
+        self
+    }
+
+    /// Also this partner (without any, every partner the store knows).
+    pub fn partner(mut self, partner: impl Into<String>) -> Self {
+        self.partners.push(partner.into());
+        self
+    }
+
+    /// Also these partners.
+    pub fn partners<I, P>(mut self, partners: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.partners.extend(partners.into_iter().map(Into::into));
+        self
+    }
+
+    /// `partner`'s delay budget.
+    pub fn delay_budget(mut self, partner: impl Into<String>, budget: Duration) -> Self {
+        self.delay_budgets.insert(partner.into(), budget);
+        self
+    }
+}
+
 /// A count and its summed business value (minor units).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
@@ -38,6 +90,7 @@ pub struct Totals {
 
 /// Submissions that reached a terminal state in a window, by state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Outcomes {
     /// Reached each terminal state.
     pub by_state: BTreeMap<SubmissionState, u64>,
@@ -57,6 +110,7 @@ impl Outcomes {
 
 /// One partner's raw statistics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PartnerStats {
     /// The partner.
     pub partner: String,
@@ -80,6 +134,7 @@ pub struct PartnerStats {
 
 /// An alert to open (or keep open) for a (partner, class).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NewAlert {
     /// The partner.
     pub partner: String,
@@ -93,4 +148,36 @@ pub struct NewAlert {
     pub expected: bool,
     /// Now.
     pub at: DateTime<Utc>,
+}
+
+impl NewAlert {
+    /// An alert of `class` for `partner`, owned by `owner`, for the
+    /// condition `details`, now, not expected.
+    pub fn new(
+        partner: impl Into<String>,
+        class: crate::ops::alerts::ProblemClass,
+        owner: crate::ops::alerts::Owner,
+        details: impl Into<String>,
+    ) -> Self {
+        NewAlert {
+            partner: partner.into(),
+            class,
+            owner,
+            details: details.into(),
+            expected: false,
+            at: Utc::now(),
+        }
+    }
+
+    /// Raised during an announced pause.
+    pub fn expected(mut self, expected: bool) -> Self {
+        self.expected = expected;
+        self
+    }
+
+    /// Open it as of `at` instead of now.
+    pub fn at(mut self, at: DateTime<Utc>) -> Self {
+        self.at = at;
+        self
+    }
 }

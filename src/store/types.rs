@@ -12,6 +12,7 @@ use crate::submission::{Submission, SubmissionState};
 
 /// What an enqueue returned.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Enqueued {
     /// The stored submission (the existing one when deduplicated).
     pub submission: Submission,
@@ -30,6 +31,7 @@ pub struct Enqueued {
 /// assert_eq!(request.limit, 32);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClaimRequest {
     /// Whose work to claim.
     pub partner: String,
@@ -63,6 +65,13 @@ impl ClaimRequest {
         self
     }
 
+    /// Whether a dead-lettered submission holds back later submissions with
+    /// its ordering key (default `true`).
+    pub fn dead_letter_blocks_ordering(mut self, blocks: bool) -> Self {
+        self.dead_letter_blocks_ordering = blocks;
+        self
+    }
+
     /// When a lease taken by this claim ends: `lease_for` after `now`, or
     /// the end of representable time for a lease that would outlast it
     /// (a huge `lease_for`, a claim dated near the end of time).
@@ -90,6 +99,7 @@ impl LeaseToken {
 
 /// A claimed submission: the work, and the lease under which to report on it.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Lease {
     /// The submission as it was when claimed (state `InFlight`).
     pub submission: Submission,
@@ -103,6 +113,7 @@ pub struct Lease {
 
 /// How an attempt ended, as the worker reports it.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct AttemptReport {
     /// The outcome.
     pub outcome: AttemptOutcome,
@@ -136,6 +147,12 @@ impl AttemptReport {
         self.error = Some(error.into());
         self
     }
+
+    /// When the attempt finished (default: when the report was made).
+    pub fn finished_at(mut self, at: DateTime<Utc>) -> Self {
+        self.finished_at = at;
+        self
+    }
 }
 
 /// A requested state change and what to record with it.
@@ -150,6 +167,7 @@ impl AttemptReport {
 /// assert_eq!(cancel.target, SubmissionState::Cancelled);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct StateChange {
     /// The state to move to.
     pub target: SubmissionState,
@@ -257,6 +275,7 @@ impl StateChange {
 /// assert_eq!(stuck.states, vec![SubmissionState::Stuck]);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct ListFilter {
     /// Only this partner.
     pub partner: Option<String>,
@@ -306,6 +325,31 @@ impl ListFilter {
         self
     }
 
+    /// Only this ordering key.
+    pub fn ordering_key(mut self, key: impl Into<String>) -> Self {
+        self.ordering_key = Some(key.into());
+        self
+    }
+
+    /// Only created at or after `at`.
+    pub fn created_from(mut self, at: DateTime<Utc>) -> Self {
+        self.created_from = Some(at);
+        self
+    }
+
+    /// Only created before `at`.
+    pub fn created_until(mut self, at: DateTime<Utc>) -> Self {
+        self.created_until = Some(at);
+        self
+    }
+
+    /// The page after this submission (by enqueue order): pass the last id
+    /// of the previous page.
+    pub fn after(mut self, id: crate::SubmissionId) -> Self {
+        self.after = Some(id);
+        self
+    }
+
     /// At most `limit`.
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = Some(limit);
@@ -329,6 +373,7 @@ impl ListFilter {
 /// assert_eq!(note.kind, EventKind::Held);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Note {
     /// What it records.
     pub kind: EventKind,
@@ -374,6 +419,7 @@ impl Note {
 /// assert!(replay.fresh_key);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Replay {
     /// Who replays it.
     pub actor: Actor,
@@ -406,6 +452,7 @@ impl Replay {
 /// An announced pause of a partner (maintenance): nothing is sent until it
 /// ends or is lifted; nothing is lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Pause {
     /// The partner.
     pub partner: String,
@@ -417,8 +464,35 @@ pub struct Pause {
     pub reason: String,
 }
 
+impl Pause {
+    /// `partner` paused until `until` by `actor` for `reason`.
+    ///
+    /// ```
+    /// use liaison::Actor;
+    /// use liaison::store::Pause;
+    ///
+    /// let until = chrono::Utc::now() + chrono::Duration::hours(2);
+    /// let pause = Pause::new("bank", until, Actor::person("ops"), "bank maintenance window");
+    /// assert_eq!(pause.partner, "bank");
+    /// ```
+    pub fn new(
+        partner: impl Into<String>,
+        until: DateTime<Utc>,
+        actor: Actor,
+        reason: impl Into<String>,
+    ) -> Self {
+        Pause {
+            partner: partner.into(),
+            until,
+            actor,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// What one retention pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PurgeReport {
     /// Submission payloads removed.
     pub payloads: u64,
@@ -431,6 +505,7 @@ pub struct PurgeReport {
 /// Which overdue results to take for polling: see
 /// [`crate::store::OutboxStore::claim_overdue`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OverdueClaim {
     /// Whose submissions.
     pub partner: String,
@@ -442,4 +517,23 @@ pub struct OverdueClaim {
     pub hold: Duration,
     /// At most this many.
     pub limit: usize,
+}
+
+impl OverdueClaim {
+    /// Take up to `limit` of `partner`'s overdue results now, hiding them
+    /// from other claims for `hold`.
+    pub fn new(partner: impl Into<String>, limit: usize, hold: Duration) -> Self {
+        OverdueClaim {
+            partner: partner.into(),
+            now: Utc::now(),
+            hold,
+            limit,
+        }
+    }
+
+    /// Take them as of `now` (tests and simulations).
+    pub fn at(mut self, now: DateTime<Utc>) -> Self {
+        self.now = now;
+        self
+    }
 }

@@ -5,6 +5,7 @@ use tokio::sync::broadcast;
 
 /// One wake-up hint.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Wake {
     /// Work for this partner became due (enqueued, replayed, released or
     /// unpaused), possibly by another process.

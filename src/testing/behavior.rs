@@ -216,6 +216,7 @@ pub enum CallbackMode {
 
 /// The result a [`Behavior::CallbackLater`] partner reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MockOutcome {
     /// `"status": "succeeded"`.
     Succeeded,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::Utc;
-use reqwest::header::CONTENT_TYPE;
+use http::header::CONTENT_TYPE;
 use serde_json::json;
 use uuid::Uuid;
 

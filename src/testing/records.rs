@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 /// Counters of a [`MockPartner`](super::MockPartner), as of
 /// [`MockPartner::stats`](super::MockPartner::stats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct MockStats {
     /// Requests that reached `POST /submit`, whatever they were answered,
     /// including ones abandoned by their client before the answer (which
@@ -30,6 +31,7 @@ pub struct MockStats {
 
 /// One request that reached `POST /submit` and was answered.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ReceivedRequest {
     /// The `Idempotency-Key` header, if there was one.
     pub idempotency_key: Option<String>,
@@ -44,6 +46,7 @@ pub struct ReceivedRequest {
 /// An effect the partner performed: the first successful processing of an
 /// idempotency key.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct SideEffect {
     /// The key it was performed for.
     pub idempotency_key: String,
@@ -58,6 +61,7 @@ pub struct SideEffect {
 /// One callback POST the partner made to the host, as listed by
 /// [`MockPartner::callback_log`](super::MockPartner::callback_log).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct SentCallback {
     /// The exact body bytes sent.
     pub body: Vec<u8>,

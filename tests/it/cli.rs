@@ -9,7 +9,6 @@ use liaison::callback::{CallbackId, Disposition};
 use liaison::store::{NewCallback, OutboxStore, Settlement, SqliteStore};
 use liaison::{EventKind, SubmissionId, SubmissionState};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 use crate::support::{drive_new_to, submission};
@@ -63,16 +62,7 @@ async fn outbox() -> Outbox {
     }
     let body = b"{\"status\": \"succeeded\", \"ref\": ".to_vec();
     let callback = store
-        .record_callback(NewCallback {
-            partner: "bank".into(),
-            received_at: chrono::Utc::now(),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body_hash: hex::encode(Sha256::digest(&body)),
-            size: body.len() as u64,
-            body: Some(body),
-            disposition: Disposition::Received,
-            error: None,
-        })
+        .record_callback(NewCallback::new("bank", body).header("content-type", "application/json"))
         .await
         .unwrap();
     store
@@ -697,15 +687,13 @@ async fn alerts_lists_open_alerts_with_owners_and_ack_stops_reminders() {
     let outbox = outbox().await;
     let (alert, opened) = outbox
         .store()
-        .open_alert(NewAlert {
-            partner: "bank".into(),
-            class: ProblemClass::ResultOverdue,
-            owner: Owner::new("billing ops", "billing@clinic.example")
+        .open_alert(NewAlert::new(
+            "bank",
+            ProblemClass::ResultOverdue,
+            Owner::new("billing ops", "billing@clinic.example")
                 .runbook("https://runbooks.example/stuck"),
-            details: "1 submission(s) stuck without a result".into(),
-            expected: false,
-            at: chrono::Utc::now(),
-        })
+            "1 submission(s) stuck without a result",
+        ))
         .await
         .unwrap();
     assert!(opened);

@@ -147,10 +147,7 @@ impl Target {
     async fn callbacks(&self) -> Vec<liaison::callback::StoredCallback> {
         let mut all = self
             .store
-            .list_callbacks(&CallbackFilter {
-                limit: Some(10_000),
-                ..CallbackFilter::default()
-            })
+            .list_callbacks(&CallbackFilter::default().limit(10_000))
             .await
             .unwrap();
         all.reverse();
@@ -628,10 +625,7 @@ async fn durations_configured_at_their_maximum_do_not_panic() {
         );
     let liaison = Liaison::builder(store.clone())
         .partner(partner)
-        .settings(liaison::engine::EngineSettings {
-            payload_retention: Duration::MAX,
-            ..Default::default()
-        })
+        .settings(liaison::engine::EngineSettings::default().payload_retention(Duration::MAX))
         .build()
         .unwrap();
     let id = liaison.enqueue(claim("k1")).await.unwrap().submission.id;

@@ -204,27 +204,20 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .unwrap();
     let body = r#"{"ref":"REF-2","status":"ok","event":"evt-2"}"#;
     let cb = store
-        .record_callback(NewCallback {
-            partner: "lab".into(),
-            received_at: chrono::Utc::now(),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: Some(body.as_bytes().to_vec()),
-            body_hash: hex::encode(Sha256::digest(body.as_bytes())),
-            size: body.len() as u64,
-            disposition: Disposition::Received,
-            error: None,
-        })
+        .record_callback(
+            NewCallback::new("lab", body.as_bytes()).header("content-type", "application/json"),
+        )
         .await
         .unwrap();
     let receipt = store
         .settle_callback(
             cb,
             Settlement::Report {
-                report: CallbackReport {
-                    correlation: Correlation::ExternalRef("REF-2".into()),
-                    event_id: Some("evt-2".into()),
-                    outcome: ReportedOutcome::Succeeded,
-                },
+                report: CallbackReport::new(
+                    Correlation::ExternalRef("REF-2".into()),
+                    ReportedOutcome::Succeeded,
+                )
+                .event_id("evt-2"),
                 unmatched_until: chrono::Utc::now() + chrono::Duration::hours(1),
             },
         )

@@ -18,6 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
+use http::header::HeaderMap;
 use liaison::callback::{Disposition, JsonMatcher, Unverified};
 use liaison::engine::{Liaison, Partner};
 use liaison::store::{
@@ -29,7 +30,6 @@ use liaison::{
     Submission, SubmissionId, SubmissionState, SubmitOutcome,
 };
 use proptest::prelude::*;
-use reqwest::header::HeaderMap;
 use serde_json::json;
 
 use SubmissionState::*;
@@ -529,10 +529,7 @@ impl Model {
             assert_eq!(current, Some(m.state), "the timeline ends in the state");
         }
         let callbacks = store
-            .list_callbacks(&liaison::store::CallbackFilter {
-                limit: Some(10_000),
-                ..Default::default()
-            })
+            .list_callbacks(&liaison::store::CallbackFilter::default().limit(10_000))
             .await
             .unwrap();
         let applied = callbacks

@@ -225,16 +225,11 @@ async fn json_endpoints_answer_with_their_shapes() {
 
     let callback = f
         .store
-        .record_callback(NewCallback {
-            partner: "lab".into(),
-            received_at: chrono::Utc::now(),
-            headers: vec![("webhook-id".into(), "evt-1".into())],
-            body: Some(b"<not json/>".to_vec()),
-            body_hash: "00".into(),
-            size: 11,
-            disposition: liaison::callback::Disposition::Received,
-            error: None,
-        })
+        .record_callback(
+            NewCallback::new("lab", b"<not json/>".to_vec())
+                .header("webhook-id", "evt-1")
+                .body_hash("00"),
+        )
         .await
         .unwrap();
     let malformed = Settlement::Malformed {

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use liaison::callback::Disposition;
 use liaison::engine::{EngineSettings, Liaison};
 use liaison::rusqlite;
 use liaison::store::{NewCallback, OutboxStore};
@@ -31,15 +30,10 @@ async fn a_purge_removes_exactly_what_is_due() {
     let (queued, _) = drive_new_to(&store, with_payload("c", "queued", 10), Queued).await;
     let (waiting, _) = drive_new_to(&store, with_payload("d", "waiting", 10), AwaitingResult).await;
     let (stuck, _) = drive_new_to(&store, with_payload("e", "stuck", 10), Stuck).await;
-    let body = |id: &str| NewCallback {
-        partner: "a".into(),
-        received_at: Utc::now(),
-        headers: vec![],
-        body: Some(format!("{{\"ref\":\"{id}\"}}").into_bytes()),
-        body_hash: id.into(),
-        size: 10,
-        disposition: Disposition::Received,
-        error: None,
+    let body = |id: &str| {
+        NewCallback::new("a", format!("{{\"ref\":\"{id}\"}}").into_bytes())
+            .body_hash(id)
+            .size(10)
     };
     let old_callback = store.record_callback(body("old")).await.unwrap();
     store
@@ -125,10 +119,7 @@ async fn the_file_gives_space_back() {
     }
     let before = pages(&path);
     let liaison = Liaison::builder(store.clone())
-        .settings(EngineSettings {
-            payload_retention: Duration::ZERO,
-            ..EngineSettings::default()
-        })
+        .settings(EngineSettings::default().payload_retention(Duration::ZERO))
         .build()
         .unwrap();
     let report = liaison.run_retention().await.unwrap();

@@ -94,14 +94,12 @@ fn instance_entry() {
             .attempt_timeout(Duration::from_secs(2))
             .concurrency(16)
             .without_circuit();
-        let settings = EngineSettings {
+        let settings = EngineSettings::default()
             // Long on purpose: new work must arrive by NOTIFY, not by polling.
-            poll_interval: Duration::from_secs(2),
-            reap_interval: Duration::from_millis(200),
-            lease_margin: Duration::from_millis(500),
-            claim_batch: 32,
-            ..EngineSettings::default()
-        };
+            .poll_interval(Duration::from_secs(2))
+            .reap_interval(Duration::from_millis(200))
+            .lease_margin(Duration::from_millis(500))
+            .claim_batch(32);
         let liaison = Liaison::builder(store)
             .partner(partner)
             .settings(settings)
@@ -165,12 +163,7 @@ impl Drop for Instance {
 }
 
 async fn count(store: &PostgresStore, state: SubmissionState) -> i64 {
-    let query = liaison::store::StatsQuery {
-        now: chrono::Utc::now(),
-        window: Duration::from_secs(60),
-        partners: vec!["lab".into()],
-        delay_budgets: Default::default(),
-    };
+    let query = liaison::store::StatsQuery::new(Duration::from_secs(60)).partner("lab");
     let stats = store.stats(&query).await.unwrap();
     stats
         .iter()
@@ -416,10 +409,7 @@ async fn the_same_callback_delivered_to_two_instances_applies_once() {
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
 
     let callbacks = store
-        .list_callbacks(&CallbackFilter {
-            limit: Some(10_000),
-            ..CallbackFilter::default()
-        })
+        .list_callbacks(&CallbackFilter::default().limit(10_000))
         .await
         .unwrap();
     assert_eq!(
@@ -458,10 +448,7 @@ async fn the_same_callback_delivered_to_two_instances_applies_once() {
 fn deaf_to_polling(store: PostgresStore, mock: &MockPartner) -> Liaison {
     Liaison::builder(store)
         .partner(Partner::new("lab", sync_adapter(&mock.submit_url())).without_circuit())
-        .settings(EngineSettings {
-            poll_interval: Duration::from_secs(3600),
-            ..crate::dispatch::quick_settings()
-        })
+        .settings(crate::dispatch::quick_settings().poll_interval(Duration::from_secs(3600)))
         .build()
         .unwrap()
 }
@@ -563,10 +550,7 @@ async fn without_notifications_polling_still_finds_the_work() {
     .unwrap();
     let worker = Liaison::builder(schema.open(Default::default()).await)
         .partner(Partner::new("lab", sync_adapter(&mock.submit_url())).without_circuit())
-        .settings(EngineSettings {
-            poll_interval: Duration::from_millis(200),
-            ..crate::dispatch::quick_settings()
-        })
+        .settings(crate::dispatch::quick_settings().poll_interval(Duration::from_millis(200)))
         .build()
         .unwrap();
     let handle = worker.start();
@@ -607,13 +591,11 @@ async fn wakeups_name_the_partner_and_stay_in_their_schema() {
     );
     // A claim (queued -> in flight) is not work for anyone else.
     let leases = other
-        .claim(liaison::store::ClaimRequest {
-            partner: "bank".into(),
-            limit: 1,
-            lease_for: Duration::from_secs(60),
-            now: chrono::Utc::now(),
-            dead_letter_blocks_ordering: true,
-        })
+        .claim(liaison::store::ClaimRequest::new(
+            "bank",
+            1,
+            Duration::from_secs(60),
+        ))
         .await
         .unwrap();
     assert_eq!(leases[0].submission.id, queued.submission.id);

@@ -109,13 +109,12 @@ pub(crate) struct Filters {
 
 impl Filters {
     pub(crate) fn to_filter(&self) -> ListFilter {
-        ListFilter {
-            partner: self.partner.clone(),
-            states: self.states.clone(),
-            kind: self.kind.clone(),
-            idempotency_key: self.key.clone(),
-            ..ListFilter::default()
-        }
+        let mut filter = ListFilter::default();
+        filter.partner = self.partner.clone();
+        filter.states = self.states.clone();
+        filter.kind = self.kind.clone();
+        filter.idempotency_key = self.key.clone();
+        filter
     }
 }
 

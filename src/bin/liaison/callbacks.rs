@@ -70,19 +70,15 @@ impl View {
 }
 
 pub(crate) async fn list(liaison: &Liaison, args: &CallbacksArgs, json: bool) -> Outcome {
-    let base = if args.quarantined {
+    let mut filter = if args.quarantined {
         CallbackFilter::quarantined()
     } else {
-        CallbackFilter {
-            dispositions: args.dispositions.clone(),
-            ..CallbackFilter::default()
-        }
+        let mut filter = CallbackFilter::default();
+        filter.dispositions = args.dispositions.clone();
+        filter
     };
-    let filter = CallbackFilter {
-        partner: args.partner.clone(),
-        limit: Some(args.limit),
-        ..base
-    };
+    filter.partner = args.partner.clone();
+    filter.limit = Some(args.limit);
     let found = liaison.store().list_callbacks(&filter).await?;
     if json {
         let views: Vec<View> = found.iter().map(|c| View::of(c, false)).collect();

@@ -65,10 +65,7 @@ pub(crate) async fn run(liaison: &Liaison, db: &Path, args: &StatusArgs, json: b
     let quarantined = count_callbacks(liaison, CallbackFilter::quarantined()).await?;
     let unverified = count_callbacks(
         liaison,
-        CallbackFilter {
-            dispositions: vec![Disposition::Received],
-            ..CallbackFilter::default()
-        },
+        CallbackFilter::default().disposition(Disposition::Received),
     )
     .await?;
     let in_state = |state| -> u64 {
@@ -125,10 +122,7 @@ pub(crate) async fn run(liaison: &Liaison, db: &Path, args: &StatusArgs, json: b
 }
 
 async fn count_callbacks(liaison: &Liaison, filter: CallbackFilter) -> liaison::Result<u64> {
-    let filter = CallbackFilter {
-        limit: Some(ListFilter::MAX_LIMIT),
-        ..filter
-    };
+    let filter = filter.limit(ListFilter::MAX_LIMIT);
     Ok(liaison.store().list_callbacks(&filter).await?.len() as u64)
 }
 
@@ -153,6 +147,7 @@ fn verdict_word(v: Verdict) -> &'static str {
         Verdict::Healthy => "HEALTHY",
         Verdict::Degraded => "DEGRADED",
         Verdict::Down => "DOWN",
+        _ => "UNKNOWN",
     }
 }
 
@@ -173,6 +168,7 @@ fn human(s: &Status, window: Duration) -> String {
         Verdict::Healthy => "yes".to_owned(),
         Verdict::Degraded => "yes, with problems to look at".to_owned(),
         Verdict::Down => "no".to_owned(),
+        _ => "unknown".to_owned(),
     };
     out.push_str(&format!(
         "Is it working today?          {} ({working}; last {last})\n",

@@ -65,6 +65,7 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
 
 /// What the ops router serves from.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct OpsState {
     /// The hub whose health, alerts and submissions are shown.
     pub liaison: Liaison,

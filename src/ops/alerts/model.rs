@@ -14,6 +14,7 @@ use crate::event::Actor;
 /// What kind of problem an alert is about. Each maps to an owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ProblemClass {
     /// The partner cannot be reached (circuit open) or work is not moving.
     PartnerUnavailable,
@@ -84,6 +85,7 @@ impl FromStr for ProblemClass {
 
 /// Who answers for a class of problems.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Owner {
     /// A team or person.
     pub name: String,
@@ -172,6 +174,7 @@ impl AlertId {
 
 /// One problem of one class at one partner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Alert {
     /// Its id.
     pub id: AlertId,
@@ -209,6 +212,7 @@ impl Alert {
 /// Why a sink is told about an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AlertEvent {
     /// The problem started.
     Opened,

@@ -14,11 +14,22 @@ use crate::error::{Error, Result};
 /// A sink could not deliver a notification.
 #[derive(Debug, thiserror::Error)]
 #[error("alert sink {sink} failed: {reason}")]
+#[non_exhaustive]
 pub struct SinkError {
     /// The sink.
     pub sink: &'static str,
     /// What went wrong.
     pub reason: String,
+}
+
+impl SinkError {
+    /// `sink` could not deliver, because of `reason`.
+    pub fn new(sink: &'static str, reason: impl Into<String>) -> Self {
+        SinkError {
+            sink,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Receives alert notifications. Called off the dispatch path with a

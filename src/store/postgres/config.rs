@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 /// assert_eq!(config.schema.as_deref(), Some("liaison"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PostgresConfig {
     /// Connections kept open at most (each instance has its own pool).
     /// Default 16.

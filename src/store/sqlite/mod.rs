@@ -45,6 +45,7 @@ pub use self::migrate::SCHEMA_VERSION;
 
 /// SQLite's `synchronous` setting for the store's connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Synchronous {
     /// Every commit is on stable storage before it returns: a committed
     /// enqueue survives power loss. The default.
@@ -79,6 +80,7 @@ impl Synchronous {
 /// assert_eq!(config.max_payload_bytes, 256 * 1024);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SqliteConfig {
     /// Durability of each commit. Default [`Synchronous::Full`].
     pub synchronous: Synchronous,

@@ -52,13 +52,7 @@ async fn an_expired_lease_is_counted() {
         .unwrap();
     let ghost = host
         .store
-        .claim(ClaimRequest {
-            partner: "elsewhere".into(),
-            limit: 1,
-            lease_for: Duration::from_millis(50),
-            now: chrono::Utc::now(),
-            dead_letter_blocks_ordering: true,
-        })
+        .claim(ClaimRequest::new("elsewhere", 1, Duration::from_millis(50)))
         .await
         .unwrap();
     let id = ghost[0].submission.id;

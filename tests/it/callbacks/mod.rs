@@ -97,10 +97,7 @@ impl Host {
     pub async fn callbacks(&self) -> Vec<StoredCallback> {
         let mut all = self
             .store
-            .list_callbacks(&CallbackFilter {
-                limit: Some(10_000),
-                ..CallbackFilter::default()
-            })
+            .list_callbacks(&CallbackFilter::default().limit(10_000))
             .await
             .unwrap();
         all.reverse();

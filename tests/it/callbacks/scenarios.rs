@@ -191,11 +191,10 @@ impl CallbackMatcher for XmlishMatcher {
             Some("succeeded") => ReportedOutcome::Succeeded,
             _ => return Err(MalformedCallback::new("no status")),
         };
-        Ok(CallbackReport {
-            correlation: Correlation::ExternalRef(reference),
-            event_id: None,
+        Ok(CallbackReport::new(
+            Correlation::ExternalRef(reference),
             outcome,
-        })
+        ))
     }
 
     fn scheme(&self) -> &'static str {
@@ -376,20 +375,14 @@ async fn a_callback_stored_but_never_settled_is_processed_later() {
     let signature = signer().sign("msg_crash", arrived.timestamp(), body.as_bytes());
     let stranded = host
         .store
-        .record_callback(liaison::store::NewCallback {
-            partner: "lab".into(),
-            received_at: arrived,
-            headers: vec![
-                ("webhook-id".into(), "msg_crash".into()),
-                ("webhook-timestamp".into(), arrived.timestamp().to_string()),
-                ("webhook-signature".into(), signature),
-            ],
-            body: Some(body.clone().into_bytes()),
-            body_hash: "not-checked-here".into(),
-            size: body.len() as u64,
-            disposition: Disposition::Received,
-            error: None,
-        })
+        .record_callback(
+            liaison::store::NewCallback::new("lab", body.clone().into_bytes())
+                .received_at(arrived)
+                .header("webhook-id", "msg_crash")
+                .header("webhook-timestamp", arrived.timestamp().to_string())
+                .header("webhook-signature", signature)
+                .body_hash("not-checked-here"),
+        )
         .await
         .unwrap();
     host.wait_for_state(id, SubmissionState::Succeeded).await;

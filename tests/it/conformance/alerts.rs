@@ -13,15 +13,14 @@ use super::harness::Harness;
 use super::health_stats::ms;
 
 fn new_alert(partner: &str, class: ProblemClass, details: &str, at: DateTime<Utc>) -> NewAlert {
-    NewAlert {
-        partner: partner.into(),
+    NewAlert::new(
+        partner,
         class,
-        owner: Owner::new("lab vendor desk", "vendor-desk@lab.example")
+        Owner::new("lab vendor desk", "vendor-desk@lab.example")
             .runbook("https://runbooks.example/lab-down"),
-        details: details.into(),
-        expected: false,
-        at,
-    }
+        details,
+    )
+    .at(at)
 }
 
 pub async fn one_alert_opens_under_concurrent_opens(h: &Harness) {

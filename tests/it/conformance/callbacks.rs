@@ -7,24 +7,13 @@ use liaison::store::{
     AttemptReport, CallbackFilter, NewCallback, Note, OverdueClaim, Settlement, StateChange,
 };
 use liaison::{Actor, AttemptOutcome, EventKind, SubmissionId, SubmissionState};
-use sha2::{Digest, Sha256};
 
 use super::harness::{Harness, Store, claim_one, drive_to, submission};
 
 pub fn raw(partner: &str, body: &str) -> NewCallback {
-    NewCallback {
-        partner: partner.into(),
-        received_at: Utc::now(),
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("webhook-id".into(), "msg_1".into()),
-        ],
-        body: Some(body.as_bytes().to_vec()),
-        body_hash: hex::encode(Sha256::digest(body.as_bytes())),
-        size: body.len() as u64,
-        disposition: Disposition::Received,
-        error: None,
-    }
+    NewCallback::new(partner, body.as_bytes())
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_1")
 }
 
 pub fn report(
@@ -33,10 +22,10 @@ pub fn report(
     outcome: ReportedOutcome,
 ) -> Settlement {
     Settlement::Report {
-        report: CallbackReport {
-            correlation,
-            event_id: event.map(str::to_owned),
-            outcome,
+        report: {
+            let mut report = CallbackReport::new(correlation, outcome);
+            report.event_id = event.map(str::to_owned);
+            report
         },
         unmatched_until: soon(),
     }
@@ -161,10 +150,7 @@ pub async fn a_callback_is_stored_raw_and_applied_once(h: &Harness) {
     assert_eq!(event.data.as_ref().unwrap()["callback_id"], cb.to_string());
 
     let listed = store
-        .list_callbacks(&CallbackFilter {
-            submission_id: Some(id),
-            ..CallbackFilter::default()
-        })
+        .list_callbacks(&CallbackFilter::default().submission_id(id))
         .await
         .unwrap();
     assert_eq!(listed.len(), 4);
@@ -495,11 +481,10 @@ pub async fn unmatched_callbacks_expire_into_quarantine(h: &Harness) {
         .settle_callback(
             cb,
             Settlement::Report {
-                report: CallbackReport {
-                    correlation: Correlation::ExternalRef("nobody".into()),
-                    event_id: None,
-                    outcome: ReportedOutcome::Succeeded,
-                },
+                report: CallbackReport::new(
+                    Correlation::ExternalRef("nobody".into()),
+                    ReportedOutcome::Succeeded,
+                ),
                 unmatched_until: until,
             },
         )
@@ -641,11 +626,8 @@ pub async fn overdue_results_are_taken_once_for_polling(h: &Harness) {
     let t0 = Utc::now();
     let lab = awaiting(&a, "lab", 40, t0).await;
     let bank = awaiting(&a, "bank", 3, t0).await;
-    let take = |partner: &str, now: DateTime<Utc>, limit: usize| OverdueClaim {
-        partner: partner.into(),
-        now,
-        hold: std::time::Duration::from_secs(60),
-        limit,
+    let take = |partner: &str, now: DateTime<Utc>, limit: usize| {
+        OverdueClaim::new(partner, limit, std::time::Duration::from_secs(60)).at(now)
     };
     let at = t0 + chrono::Duration::seconds(1);
 

@@ -24,12 +24,9 @@ fn worth(partner: &str, key: &str, cents: i64) -> NewSubmission {
 }
 
 fn query(now: DateTime<Utc>, partners: &[&str]) -> StatsQuery {
-    StatsQuery {
-        now,
-        window: Duration::from_secs(3600),
-        partners: partners.iter().map(|p| p.to_string()).collect(),
-        delay_budgets: BTreeMap::new(),
-    }
+    StatsQuery::new(Duration::from_secs(3600))
+        .at(now)
+        .partners(partners.iter().copied())
 }
 
 async fn stats_of(store: &Store, partner: &str) -> PartnerStats {
@@ -44,11 +41,12 @@ async fn recount(store: &Store, partner: &str) -> BTreeMap<SubmissionState, Tota
     let mut after = None;
     loop {
         let page = store
-            .list(&ListFilter {
-                partner: Some(partner.into()),
-                after,
-                limit: Some(ListFilter::MAX_LIMIT),
-                ..ListFilter::default()
+            .list(&{
+                let mut filter = ListFilter::default()
+                    .partner(partner)
+                    .limit(ListFilter::MAX_LIMIT);
+                filter.after = after;
+                filter
             })
             .await
             .unwrap();
@@ -239,13 +237,9 @@ pub async fn state_counts_stay_exact_through_transitions(h: &Harness) {
     assert_eq!(names, ["Zed", "bank", "lab"], "{}", h.name());
     // An unknown partner asked for by name has empty statistics.
     let nobody = stats_of(&store, "nobody").await;
-    assert_eq!(
-        nobody,
-        PartnerStats {
-            partner: "nobody".into(),
-            ..PartnerStats::default()
-        }
-    );
+    let mut empty = PartnerStats::default();
+    empty.partner = "nobody".into();
+    assert_eq!(nobody, empty);
 }
 
 pub async fn counts_stay_exact_under_concurrent_writers(h: &Harness) {
@@ -348,15 +342,12 @@ pub async fn windows_give_outcomes_latencies_and_work_past_budget(h: &Harness) {
         .unwrap()
         .submission;
     store.enqueue(worth("lab", "l1", 5)).await.unwrap();
-    let callback = |minutes, disposition| NewCallback {
-        partner: "bank".into(),
-        received_at: at(minutes),
-        headers: vec![],
-        body: None,
-        body_hash: format!("h{minutes}"),
-        size: 0,
-        disposition,
-        error: None,
+    let callback = |minutes, disposition| {
+        NewCallback::new("bank", Vec::new())
+            .without_body()
+            .received_at(at(minutes))
+            .body_hash(format!("h{minutes}"))
+            .disposition(disposition, None)
     };
     for (minutes, disposition) in [
         (10, Disposition::Received),

@@ -162,10 +162,7 @@ pub async fn hostile_sql_metacharacters_in_every_string_field(h: &Harness) {
             "key {meta:?}"
         );
         let by_order = store
-            .list(&ListFilter {
-                ordering_key: Some(format!("{meta}{i}")),
-                ..ListFilter::default()
-            })
+            .list(&ListFilter::default().ordering_key(format!("{meta}{i}")))
             .await
             .unwrap();
         assert_eq!(by_order.len(), 1, "ordering key {meta:?}");
@@ -366,12 +363,7 @@ pub async fn hostile_sql_metacharacters_in_every_string_field(h: &Harness) {
 
     // Pauses keyed by a name that looks like a pattern stay apart.
     let until = Utc::now() + chrono::Duration::hours(1);
-    let pause = |partner: &str| Pause {
-        partner: partner.into(),
-        until,
-        actor: Actor::person(evil),
-        reason: evil.into(),
-    };
+    let pause = |partner: &str| Pause::new(partner, until, Actor::person(evil), evil);
     store.set_pause("_", Some(pause("_"))).await.unwrap();
     store.set_pause("meta", Some(pause("meta"))).await.unwrap();
     let err = store.set_pause("%", None).await.unwrap_err();
@@ -692,11 +684,11 @@ pub async fn hostile_timestamps_far_in_the_past_and_future(h: &Harness) {
         [accepted.id]
     );
     // List filters at both ends, and an empty or inverted window.
-    let window = |from: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>| ListFilter {
-        created_from: from,
-        created_until: until,
-        limit: Some(ListFilter::MAX_LIMIT),
-        ..ListFilter::default()
+    let window = |from: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>| {
+        let mut filter = ListFilter::default().limit(ListFilter::MAX_LIMIT);
+        filter.created_from = from;
+        filter.created_until = until;
+        filter
     };
     let all = store.list(&window(None, None)).await.unwrap().len();
     assert_eq!(
@@ -746,12 +738,7 @@ pub async fn hostile_timestamps_far_in_the_past_and_future(h: &Harness) {
     store
         .set_pause(
             "time",
-            Some(Pause {
-                partner: "time".into(),
-                until: future,
-                actor: Actor::person("ops"),
-                reason: "forever".into(),
-            }),
+            Some(Pause::new("time", future, Actor::person("ops"), "forever")),
         )
         .await
         .unwrap();

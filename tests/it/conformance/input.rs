@@ -162,10 +162,7 @@ pub async fn list_filters_and_pages(h: &Harness) {
     assert!(bank.iter().all(|s| s.partner == "bank"));
     let page1 = store.list(&ListFilter::default().limit(4)).await.unwrap();
     let page2 = store
-        .list(&ListFilter {
-            after: Some(page1[3].id),
-            ..ListFilter::default().limit(4)
-        })
+        .list(&ListFilter::default().limit(4).after(page1[3].id))
         .await
         .unwrap();
     assert_eq!(page2.len(), 4);
@@ -176,10 +173,7 @@ pub async fn list_filters_and_pages(h: &Harness) {
         .unwrap();
     assert_eq!(by_key.len(), 1);
     let ordered = store
-        .list(&ListFilter {
-            ordering_key: Some("o".into()),
-            ..ListFilter::default()
-        })
+        .list(&ListFilter::default().ordering_key("o"))
         .await
         .unwrap();
     assert_eq!(ordered.len(), 5);
@@ -217,11 +211,11 @@ pub async fn list_filters_and_pages(h: &Harness) {
     );
     let t = page1[0].created_at;
     let from = store
-        .list(&ListFilter {
-            created_from: Some(t),
-            created_until: Some(t + chrono::Duration::hours(1)),
-            ..ListFilter::default()
-        })
+        .list(
+            &ListFilter::default()
+                .created_from(t)
+                .created_until(t + chrono::Duration::hours(1)),
+        )
         .await
         .unwrap();
     assert_eq!(from.len(), 10);

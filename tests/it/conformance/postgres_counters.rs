@@ -15,12 +15,9 @@ use super::harness::pg::{Schema, client};
 use super::harness::{Settings, Store, drive_to, submission};
 
 fn query(partners: &[&str]) -> StatsQuery {
-    StatsQuery {
-        now: Utc::now() + chrono::Duration::seconds(1),
-        window: Duration::from_secs(3600),
-        partners: partners.iter().map(|p| p.to_string()).collect(),
-        delay_budgets: BTreeMap::new(),
-    }
+    StatsQuery::new(Duration::from_secs(3600))
+        .at(Utc::now() + chrono::Duration::seconds(1))
+        .partners(partners.iter().copied())
 }
 
 async fn counts(store: &PostgresStore, partner: &str) -> BTreeMap<SubmissionState, Totals> {

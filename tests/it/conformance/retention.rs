@@ -12,16 +12,10 @@ use serde_json::json;
 use super::harness::{Harness, Store, drive_to};
 
 fn callback(partner: &str, hash: &str, disposition: Disposition) -> NewCallback {
-    NewCallback {
-        partner: partner.into(),
-        received_at: Utc::now(),
-        headers: vec![],
-        body: Some(format!("{{\"ref\":\"{hash}\"}}").into_bytes()),
-        body_hash: hash.into(),
-        size: 12,
-        disposition,
-        error: None,
-    }
+    NewCallback::new(partner, format!("{{\"ref\":\"{hash}\"}}").into_bytes())
+        .body_hash(hash)
+        .size(12)
+        .disposition(disposition, None)
 }
 
 async fn has_payload(store: &Store, id: liaison::SubmissionId) -> bool {
@@ -68,12 +62,8 @@ pub async fn a_purge_removes_exactly_what_is_due(h: &Harness) {
 
     let report = store.purge(cutoff).await.unwrap();
     assert_eq!(
-        report,
-        PurgeReport {
-            payloads: 3,
-            callback_bodies: 1,
-            more: false
-        },
+        (report.payloads, report.callback_bodies, report.more),
+        (3, 1, false),
         "{name}: the three finished before the cutoff and the settled callback"
     );
     for id in [succeeded, failed, cancelled] {
@@ -160,22 +150,14 @@ pub async fn a_purge_works_in_batches_and_says_when_more_is_due(h: &Harness) {
 
     let first = store.purge(cutoff).await.unwrap();
     assert_eq!(
-        first,
-        PurgeReport {
-            payloads: 1000,
-            callback_bodies: 1000,
-            more: true
-        },
+        (first.payloads, first.callback_bodies, first.more),
+        (1000, 1000, true),
         "{name}: one bounded batch"
     );
     let second = store.purge(cutoff).await.unwrap();
     assert_eq!(
-        second,
-        PurgeReport {
-            payloads: 200,
-            callback_bodies: 200,
-            more: false
-        },
+        (second.payloads, second.callback_bodies, second.more),
+        (200, 200, false),
         "{name}: the rest"
     );
     assert_eq!(store.purge(cutoff).await.unwrap(), PurgeReport::default());

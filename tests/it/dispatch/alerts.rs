@@ -15,12 +15,11 @@ use super::{claim, count_in, eventually, partner, quick_settings};
 use crate::support;
 
 fn settings() -> AlertSettings {
-    AlertSettings {
-        interval: Duration::from_secs(3600), // evaluated by hand in these tests
-        window: Duration::from_secs(600),
-        renotify_every: Duration::from_millis(150),
-        sink_timeout: Duration::from_millis(500),
-    }
+    AlertSettings::default()
+        .interval(Duration::from_secs(3600)) // evaluated by hand in these tests
+        .window(Duration::from_secs(600))
+        .renotify_every(Duration::from_millis(150))
+        .sink_timeout(Duration::from_millis(500))
 }
 
 fn ownership() -> Ownership {
@@ -177,10 +176,7 @@ struct Failing;
 #[async_trait]
 impl AlertSink for Failing {
     async fn notify(&self, _: AlertEvent, _: &Alert) -> Result<(), SinkError> {
-        Err(SinkError {
-            sink: "failing",
-            reason: "always".into(),
-        })
+        Err(SinkError::new("failing", "always"))
     }
     fn name(&self) -> &'static str {
         "failing"
@@ -200,10 +196,7 @@ async fn a_failing_or_hanging_sink_stalls_nothing() {
         .alert_sink(Hanging)
         .alert_sink(Failing)
         .alert_sink(sink)
-        .alert_settings(AlertSettings {
-            interval: Duration::from_millis(50),
-            ..settings()
-        })
+        .alert_settings(settings().interval(Duration::from_millis(50)))
         .build()
         .unwrap();
     let handle = liaison.start();
@@ -302,14 +295,12 @@ async fn the_webhook_sink_posts_signed_json_and_retries() {
 async fn store_alert(store: &liaison::store::SqliteStore) -> (Alert, bool) {
     use liaison::store::{NewAlert, OutboxStore};
     store
-        .open_alert(NewAlert {
-            partner: "lab".into(),
-            class: ProblemClass::ResultOverdue,
-            owner: Owner::new("billing ops", "billing@clinic.example"),
-            details: "1 submission(s) stuck without a result".into(),
-            expected: false,
-            at: chrono::Utc::now(),
-        })
+        .open_alert(NewAlert::new(
+            "lab",
+            ProblemClass::ResultOverdue,
+            Owner::new("billing ops", "billing@clinic.example"),
+            "1 submission(s) stuck without a result",
+        ))
         .await
         .unwrap()
 }

@@ -20,14 +20,12 @@ use serde_json::json;
 
 /// Engine settings for tests: quick polls and reaping.
 pub fn quick_settings() -> EngineSettings {
-    EngineSettings {
-        poll_interval: Duration::from_millis(20),
-        reap_interval: Duration::from_millis(100),
-        claim_batch: 16,
-        lease_margin: Duration::from_secs(1),
-        deadline_interval: Duration::from_millis(50),
-        ..EngineSettings::default()
-    }
+    EngineSettings::default()
+        .poll_interval(Duration::from_millis(20))
+        .reap_interval(Duration::from_millis(100))
+        .claim_batch(16)
+        .lease_margin(Duration::from_secs(1))
+        .deadline_interval(Duration::from_millis(50))
 }
 
 /// A partner on the mock with short retries and a generous attempt budget.

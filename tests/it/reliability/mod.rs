@@ -120,10 +120,7 @@ pub fn lab_partner(submit_url: &str) -> Partner {
 
 /// Engine settings for children: quick polls, a short lease margin.
 pub fn lab_settings() -> EngineSettings {
-    EngineSettings {
-        lease_margin: Duration::from_millis(200),
-        ..crate::dispatch::quick_settings()
-    }
+    crate::dispatch::quick_settings().lease_margin(Duration::from_millis(200))
 }
 
 /// A running host: the engine and, if asked, its callback router.
