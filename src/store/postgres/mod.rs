@@ -352,13 +352,18 @@ async fn commit(tx: deadpool_postgres::Transaction<'_>) -> Result<()> {
 macro_rules! write_tx {
     ($store:expr, |$db:ident| $body:expr) => {{
         let mut conn = $store.conn().await?;
-        let tx = begin(&mut conn).await?;
-        let out = {
-            let $db = &in_tx(&tx);
-            $body.await?
-        };
-        commit(tx).await?;
-        Result::<_, Error>::Ok(out)
+        let result = async {
+            let tx = begin(&mut conn).await?;
+            let out = {
+                let $db = &in_tx(&tx);
+                $body.await?
+            };
+            commit(tx).await?;
+            Result::<_, Error>::Ok(out)
+        }
+        .await;
+        keep_unless_lost(conn, &result);
+        result
     }};
 }
 
@@ -367,9 +372,23 @@ macro_rules! write_tx {
 macro_rules! read {
     ($store:expr, |$db:ident| $body:expr) => {{
         let conn = $store.conn().await?;
-        let $db = &Db::new(&conn, Some(&conn.statement_cache));
-        $body.await
+        let result = {
+            let $db = &Db::new(&conn, Some(&conn.statement_cache));
+            $body.await
+        };
+        keep_unless_lost(conn, &result);
+        result
     }};
+}
+
+/// Return a connection to the pool, unless the operation found it lost:
+/// the pool's quick check (`is_closed`) can lag behind the error the
+/// connection's last query saw, and would hand the dead connection to the
+/// next caller.
+fn keep_unless_lost<T>(conn: deadpool_postgres::Object, result: &Result<T>) {
+    if matches!(result, Err(Error::Unavailable { .. })) {
+        drop(deadpool_postgres::Object::take(conn));
+    }
 }
 
 #[async_trait]
@@ -543,16 +562,21 @@ impl OutboxStore for PostgresStore {
     async fn stats(&self, query: &StatsQuery) -> Result<Vec<PartnerStats>> {
         // Several statements: one snapshot, so counts and windows agree.
         let mut conn = self.conn().await?;
-        let tx = conn
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(pg_err("begin snapshot"))?;
-        let stats = stats::stats_on(&in_tx(&tx), query).await?;
-        commit(tx).await?;
-        Ok(stats)
+        let result = async {
+            let tx = conn
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(pg_err("begin snapshot"))?;
+            let stats = stats::stats_on(&in_tx(&tx), query).await?;
+            commit(tx).await?;
+            Ok(stats)
+        }
+        .await;
+        keep_unless_lost(conn, &result);
+        result
     }
 
     async fn purge(&self, cutoff: DateTime<Utc>) -> Result<PurgeReport> {
