@@ -3,8 +3,8 @@
 use std::error::Error as StdError;
 use std::sync::Arc;
 
-use crate::callback::{CallbackId, Disposition};
-use crate::submission::{SubmissionId, SubmissionState};
+use crate::model::callback::{CallbackId, Disposition};
+use crate::model::submission::{SubmissionId, SubmissionState};
 
 /// A boxed underlying cause, kept so [`std::error::Error::source`] returns the
 /// real driver error instead of a string.

@@ -66,34 +66,33 @@
 pub mod callback;
 pub mod engine;
 mod error;
-mod event;
 mod fingerprint;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 mod http_adapter;
 mod id;
+mod model;
 pub mod ops;
 mod partner;
 pub mod retry;
 pub mod store;
-mod submission;
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod testing;
 
 pub use engine::{Handle, Liaison, Partner};
 pub use error::{Error, ErrorKind, Result};
-pub use event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
 pub use fingerprint::Fingerprint;
 pub use http_adapter::{HttpJsonAdapter, ResultMapping};
+pub use model::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
+pub use model::submission::{
+    MAX_CORRELATION_BYTES, MAX_CORRELATION_FIELDS, MAX_KEY_BYTES, MAX_KIND_BYTES,
+    MAX_PARTNER_BYTES, NewSubmission, Submission, SubmissionId, SubmissionState,
+};
 pub use partner::{
     AttemptContext, MAX_RETRY_AFTER, Outcome, PartnerAdapter, PartnerError, PollError, PollStatus,
     SubmitOutcome,
-};
-pub use submission::{
-    MAX_CORRELATION_BYTES, MAX_CORRELATION_FIELDS, MAX_KEY_BYTES, MAX_KIND_BYTES,
-    MAX_PARTNER_BYTES, NewSubmission, Submission, SubmissionId, SubmissionState,
 };
 
 /// The rusqlite version liaison is built with, for

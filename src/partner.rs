@@ -10,8 +10,8 @@ use http::header::{HeaderMap, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 
 use crate::error::BoxError;
-use crate::event::AttemptOutcome;
-use crate::submission::{Submission, SubmissionId};
+use crate::model::event::AttemptOutcome;
+use crate::model::submission::{Submission, SubmissionId};
 
 /// Longest `Retry-After` honoured; a partner asking for more is treated as
 /// asking for this much (the partner's max age still ends retries).

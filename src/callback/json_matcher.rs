@@ -11,7 +11,7 @@ use super::report::{
 };
 use super::signature::{SignatureError, SignatureVerifier};
 use crate::error::{Error, Result};
-use crate::submission::MAX_KEY_BYTES;
+use crate::model::submission::MAX_KEY_BYTES;
 
 /// Which of our identifiers the partner's correlation field carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use super::{
     CallbackMatcher, CallbackReport, CorrelateBy, Correlation, InboundCallback, JsonMatcher,
     MalformedCallback, ReportedOutcome, Unverified,
 };
-use crate::submission::{MAX_KEY_BYTES, SubmissionId};
+use crate::model::submission::{MAX_KEY_BYTES, SubmissionId};
 
 const SUCCEEDED: [&str; 3] = ["succeeded", "ok", "200"];
 const FAILED: [&str; 3] = ["failed", "rejected", "false"];

@@ -61,15 +61,14 @@ mod json_matcher;
 mod matcher_proptests;
 #[cfg(test)]
 mod proptests;
-mod receipt;
 mod report;
 mod signature;
 mod standard_webhooks;
 mod stripe;
 
+pub use crate::model::callback::{CallbackId, CallbackReceipt, Disposition, StoredCallback};
 pub use github::GithubSignature;
 pub use json_matcher::{CorrelateBy, JsonMatcher, JsonMatcherBuilder};
-pub use receipt::{CallbackId, CallbackReceipt, Disposition, StoredCallback};
 pub use report::{
     CallbackMatcher, CallbackReport, Correlation, MalformedCallback, ReportedOutcome,
 };

@@ -11,7 +11,7 @@ use super::{Liaison, Shared};
 use crate::callback::Disposition;
 use crate::engine::CircuitState;
 use crate::error::{Error, Result};
-use crate::event::Actor;
+use crate::model::event::Actor;
 use crate::ops::PartnerHealth;
 use crate::ops::alerts::{Alert, AlertEvent, AlertId, AlertSink, ProblemClass};
 use crate::store::{NewAlert, StatsQuery};

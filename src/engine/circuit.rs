@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+pub use crate::model::circuit::CircuitState;
 
 /// When the circuit opens and how long it stays open.
 ///
@@ -57,30 +57,6 @@ impl Default for CircuitSettings {
         CircuitSettings {
             failure_threshold: 5,
             open_for: Duration::from_secs(30),
-        }
-    }
-}
-
-/// A circuit's state, as health and operators see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum CircuitState {
-    /// Sending normally.
-    Closed,
-    /// Sending nothing; waiting out `open_for`. Work stays queued.
-    Open,
-    /// One probe attempt is allowed; its result closes or re-opens the circuit.
-    HalfOpen,
-}
-
-impl CircuitState {
-    /// The stable lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CircuitState::Closed => "closed",
-            CircuitState::Open => "open",
-            CircuitState::HalfOpen => "half_open",
         }
     }
 }

@@ -11,11 +11,11 @@ use tracing::Instrument;
 
 use super::{Liaison, Shared};
 use crate::callback::Disposition;
-use crate::event::{Actor, EventKind};
+use crate::model::event::{Actor, EventKind};
+use crate::model::submission::{Submission, SubmissionState};
 use crate::partner::{Outcome, PollError, PollStatus};
 use crate::store::CallbackFilter;
 use crate::store::{Note, OverdueClaim, StateChange};
-use crate::submission::{Submission, SubmissionState};
 
 /// Most overdue submissions handled per round.
 const BATCH: usize = 100;

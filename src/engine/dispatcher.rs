@@ -16,11 +16,11 @@ use tracing::Instrument;
 use super::Shared;
 use super::circuit::{Admit, Circuit, CircuitState, Signal};
 use super::partner_config::Partner;
-use crate::event::{Actor, AttemptOutcome, EventKind};
+use crate::model::event::{Actor, AttemptOutcome, EventKind};
+use crate::model::submission::SubmissionState;
 use crate::partner::{AttemptContext, Outcome, PartnerError, SubmitOutcome};
 use crate::retry::{RetryDecision, decide};
 use crate::store::{AttemptReport, ClaimRequest, Lease, ListFilter, Note, StateChange};
-use crate::submission::SubmissionState;
 
 /// A registered partner's live state.
 #[derive(Debug)]

@@ -12,8 +12,8 @@ use tracing::Instrument;
 use super::Liaison;
 use crate::callback::{CallbackId, CallbackReceipt, Disposition, InboundCallback};
 use crate::error::{Error, Result};
+use crate::model::submission::SubmissionState;
 use crate::store::{NewCallback, Settlement};
-use crate::submission::SubmissionState;
 
 /// The callback size cap for partners that do not set one: 1 MiB.
 pub(crate) const DEFAULT_CALLBACK_CAP: usize = 1024 * 1024;
@@ -256,7 +256,7 @@ impl Liaison {
 impl Liaison {
     /// Feed the time-to-result histogram when the callback just applied to
     /// `id` gave it its final result. Best effort: a failed read is logged.
-    pub(crate) async fn record_time_to_result(&self, id: crate::submission::SubmissionId) {
+    pub(crate) async fn record_time_to_result(&self, id: crate::model::submission::SubmissionId) {
         match self.shared.store.get(id).await {
             Ok(s)
                 if matches!(

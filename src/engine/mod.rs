@@ -32,9 +32,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
+use crate::model::submission::{NewSubmission, SubmissionState};
 use crate::ops::alerts::{AlertSink, Ownership, TracingSink};
 use crate::store::{Enqueued, ListFilter, OutboxStore};
-use crate::submission::{NewSubmission, SubmissionState};
 
 use self::dispatcher::PartnerRuntime;
 

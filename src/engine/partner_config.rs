@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use crate::callback::CallbackMatcher;
 use crate::error::{Error, Result};
+use crate::model::submission::validate_partner;
 use crate::partner::PartnerAdapter;
 use crate::retry::{Exponential, RetryLimits, RetryPolicy};
-use crate::submission::validate_partner;
 
 use super::circuit::CircuitSettings;
 

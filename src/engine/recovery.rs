@@ -7,10 +7,10 @@ use serde_json::json;
 
 use super::Liaison;
 use crate::error::{Error, Result};
-use crate::event::{Actor, AttemptOutcome};
+use crate::model::event::{Actor, AttemptOutcome};
+use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::partner::Outcome;
 use crate::store::{ListFilter, Pause, Replay, StateChange};
-use crate::submission::{Submission, SubmissionId, SubmissionState};
 
 /// What [`Liaison::replay_where`] did (or, in a dry run, would do).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

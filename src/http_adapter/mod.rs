@@ -15,10 +15,10 @@ use reqwest::{Client, RequestBuilder, Url};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::model::submission::Submission;
 use crate::partner::{
     AttemptContext, Outcome, PartnerAdapter, PartnerError, PollError, PollStatus, SubmitOutcome,
 };
-use crate::submission::Submission;
 
 /// Default cap on the bytes read from an answer.
 const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::*;
 use crate::error::ErrorKind;
 use crate::fingerprint::Fingerprint;
-use crate::submission::{SubmissionId, SubmissionState};
+use crate::model::submission::{SubmissionId, SubmissionState};
 
 /// What the test server received.
 #[derive(Debug)]

@@ -6,9 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::engine::CircuitState;
+use crate::model::circuit::CircuitState;
+use crate::model::submission::SubmissionState;
 use crate::store::{Outcomes, PartnerStats, Pause, Totals};
-use crate::submission::SubmissionState;
 
 /// One word for how a partner integration is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -146,7 +146,7 @@ pub struct PartnerHealth {
     /// The partner's announced pause, if one is in force.
     pub paused: Option<Pause>,
     /// Callbacks that arrived in the window, by disposition.
-    pub callbacks: BTreeMap<crate::callback::Disposition, u64>,
+    pub callbacks: BTreeMap<crate::model::callback::Disposition, u64>,
 }
 
 /// Health of every partner, rolled up.

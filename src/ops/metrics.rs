@@ -15,11 +15,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::callback::Disposition;
-use crate::engine::CircuitState;
-use crate::event::AttemptOutcome;
+use crate::model::callback::Disposition;
+use crate::model::circuit::CircuitState;
+use crate::model::event::AttemptOutcome;
+use crate::model::submission::SubmissionState;
 use crate::ops::{HealthReport, PartnerHealth, Verdict};
-use crate::submission::SubmissionState;
 
 /// Upper bounds for one HTTP call to a partner: 5 ms to 60 s.
 const ATTEMPT_BUCKETS: [f64; 13] = [

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::callback::{CallbackReport, Disposition};
+use crate::model::callback::{CallbackReport, Disposition};
 
 /// A callback to store raw, before anything else is done with it.
 #[derive(Debug, Clone, PartialEq, Eq)]

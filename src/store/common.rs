@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::submission::SubmissionState;
+use crate::model::submission::SubmissionState;
 
 /// Longest error or reason text kept in the database, in bytes.
 pub(crate) const MAX_TEXT_BYTES: usize = 4096;

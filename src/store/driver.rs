@@ -19,9 +19,9 @@ use super::rules::callbacks::{Earlier, End, Repeat};
 use super::rules::ledger::{HeldKey, KeyRow};
 use super::rules::transition::StateWrite;
 use super::{AttemptReport, ClaimRequest, LeaseToken};
-use crate::callback::{CallbackId, CallbackReport, Correlation, StoredCallback};
 use crate::error::Result;
-use crate::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
+use crate::model::callback::{CallbackId, CallbackReport, Correlation, StoredCallback};
+use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 
 /// A submission read for update, with its current lease token.
 #[derive(Debug, Clone)]

@@ -52,12 +52,12 @@ mod sealed {
 }
 use chrono::{DateTime, Utc};
 
-use crate::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::error::Result;
-use crate::event::Actor;
-use crate::event::{Attempt, Event};
-use crate::ops::alerts::{Alert, AlertId};
-use crate::submission::{NewSubmission, Submission, SubmissionId};
+use crate::model::alert::{Alert, AlertId};
+use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
+use crate::model::event::Actor;
+use crate::model::event::{Attempt, Event};
+use crate::model::submission::{NewSubmission, Submission, SubmissionId};
 
 /// The durable core. Every state change is one transaction that also appends
 /// its event to the timeline; a change that is not in the transition table

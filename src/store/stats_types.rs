@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::submission::SubmissionState;
+use crate::model::submission::SubmissionState;
 
 /// Most latency samples returned per partner and measure.
 pub const MAX_LATENCY_SAMPLES: usize = 10_000;
@@ -129,7 +129,7 @@ pub struct PartnerStats {
     /// Unfinished submissions older than the partner's delay budget.
     pub past_delay_budget: Totals,
     /// Callbacks that arrived in the window, by disposition.
-    pub callbacks: BTreeMap<crate::callback::Disposition, u64>,
+    pub callbacks: BTreeMap<crate::model::callback::Disposition, u64>,
 }
 
 /// An alert to open (or keep open) for a (partner, class).
@@ -139,9 +139,9 @@ pub struct NewAlert {
     /// The partner.
     pub partner: String,
     /// The class of problem.
-    pub class: crate::ops::alerts::ProblemClass,
+    pub class: crate::model::alert::ProblemClass,
     /// Its owner.
-    pub owner: crate::ops::alerts::Owner,
+    pub owner: crate::model::alert::Owner,
     /// The condition, in words (updated while the alert stays open).
     pub details: String,
     /// Raised during an announced pause.
@@ -155,8 +155,8 @@ impl NewAlert {
     /// condition `details`, now, not expected.
     pub fn new(
         partner: impl Into<String>,
-        class: crate::ops::alerts::ProblemClass,
-        owner: crate::ops::alerts::Owner,
+        class: crate::model::alert::ProblemClass,
+        owner: crate::model::alert::Owner,
         details: impl Into<String>,
     ) -> Self {
         NewAlert {

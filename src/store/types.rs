@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::event::{Actor, AttemptOutcome, EventKind};
-use crate::submission::{Submission, SubmissionState};
+use crate::model::event::{Actor, AttemptOutcome, EventKind};
+use crate::model::submission::{Submission, SubmissionState};
 
 /// What an enqueue returned.
 #[derive(Debug, Clone, PartialEq)]

@@ -21,8 +21,22 @@ use uuid::Uuid;
 
 use super::behavior::{CallbackMode, MockOutcome};
 use super::records::SentCallback;
-use super::state::Shared;
 use crate::callback::StandardWebhooks;
+
+/// What delivering callbacks needs of the mock partner's state: where to
+/// send them, how to sign them, and a log of what was sent.
+pub(crate) trait CallbackHost: Send + Sync + 'static {
+    /// The host's callback URL, if a test has set one.
+    fn callback_url(&self) -> Option<String>;
+    /// The signer, when callbacks are signed.
+    fn callback_signer(&self) -> Option<StandardWebhooks>;
+    /// The HTTP client callbacks go out on.
+    fn callback_client(&self) -> &reqwest::Client;
+    /// Note that a delivery starts; its place in the order of deliveries.
+    fn callback_started(&self) -> u64;
+    /// Record a delivery that was made.
+    fn record_callback(&self, order: u64, sent: SentCallback);
+}
 
 /// Longest wait for the host's answer to an early callback: the submitter
 /// waits for it.
@@ -109,7 +123,7 @@ impl CallbackPlan {
     ///
     /// Even an early plan runs in its own task, so a submitter that gives up
     /// while the callback is on its way does not cut the callback short.
-    pub(crate) async fn start(self, shared: Arc<Shared>) {
+    pub(crate) async fn start(self, shared: Arc<dyn CallbackHost>) {
         if self.deliveries.is_empty() {
             return;
         }
@@ -121,7 +135,7 @@ impl CallbackPlan {
         }
     }
 
-    async fn run(self, shared: Arc<Shared>) {
+    async fn run(self, shared: Arc<dyn CallbackHost>) {
         tokio::time::sleep(self.delay).await;
         let timeout = self.early.then_some(EARLY_CALLBACK_TIMEOUT);
         for delivery in self.deliveries {
@@ -129,14 +143,14 @@ impl CallbackPlan {
             let Some(url) = shared.callback_url() else {
                 return;
             };
-            delivery.send(&shared, url, timeout).await;
+            delivery.send(shared.as_ref(), url, timeout).await;
         }
     }
 }
 
 impl Delivery {
     /// POST once (signed if there is a signer), and log the attempt.
-    async fn send(self, shared: &Shared, url: String, timeout: Option<Duration>) {
+    async fn send(self, shared: &dyn CallbackHost, url: String, timeout: Option<Duration>) {
         let order = shared.callback_started();
         let at = Utc::now();
         let mut headers = vec![(
@@ -160,7 +174,7 @@ impl Delivery {
             ]);
         }
 
-        let mut request = shared.callback_client.post(url).body(self.body.clone());
+        let mut request = shared.callback_client().post(url).body(self.body.clone());
         for (name, value) in &headers {
             request = request.header(name.as_str(), value.as_str());
         }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use super::behavior::{Failure, Step};
+use super::callback::CallbackHost;
 use super::state::{Answer, Payload, Shared, Visit};
 
 /// Largest request body accepted; above it the answer is 413.
@@ -86,7 +87,8 @@ async fn submit(State(shared): State<Arc<Shared>>, request: Request) -> Response
     if let Some(plan) = callback {
         // Returns at once, except for an early callback, which is sent (and
         // answered by the host) before the submit is answered.
-        plan.start(Arc::clone(&shared)).await;
+        plan.start(Arc::clone(&shared) as Arc<dyn CallbackHost>)
+            .await;
     }
     respond(&visit, payload.value, answer)
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use super::behavior::{Behavior, Terminal};
-use super::callback::CallbackPlan;
+use super::callback::{CallbackHost, CallbackPlan};
 use super::records::{MockStats, ReceivedRequest, SentCallback, SideEffect};
 use crate::callback::StandardWebhooks;
 
@@ -411,5 +411,27 @@ pub(crate) struct KeyMark {
 impl Drop for KeyMark {
     fn drop(&mut self) {
         self.shared.lock().in_progress.remove(&self.key);
+    }
+}
+
+impl CallbackHost for Shared {
+    fn callback_url(&self) -> Option<String> {
+        Shared::callback_url(self)
+    }
+
+    fn callback_signer(&self) -> Option<StandardWebhooks> {
+        Shared::callback_signer(self)
+    }
+
+    fn callback_client(&self) -> &reqwest::Client {
+        &self.callback_client
+    }
+
+    fn callback_started(&self) -> u64 {
+        Shared::callback_started(self)
+    }
+
+    fn record_callback(&self, order: u64, sent: SentCallback) {
+        Shared::record_callback(self, order, sent)
     }
 }

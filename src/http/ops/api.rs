@@ -13,8 +13,8 @@ use super::actions::{Action, Failure, Request, perform};
 use super::auth::{Denied, authorize, bearer};
 use super::params::Params;
 use crate::callback::StoredCallback;
+use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::store::{CallbackFilter, ListFilter};
-use crate::submission::{Submission, SubmissionId, SubmissionState};
 
 /// Most rows one list request returns.
 pub(super) const MAX_LIST: usize = 1000;

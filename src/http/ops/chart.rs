@@ -12,8 +12,8 @@ use chrono::{DateTime, Duration as Span, DurationRound, Utc};
 
 use super::html::escape;
 use crate::error::Result;
+use crate::model::submission::{Submission, SubmissionState};
 use crate::store::{ListFilter, OutboxStore};
-use crate::submission::{Submission, SubmissionState};
 
 /// Most submissions read per query for one chart.
 pub(super) const LIMIT: usize = 2_000;

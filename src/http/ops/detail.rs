@@ -13,8 +13,8 @@ use super::actions::{Action, Failure, Request, perform};
 use super::auth::authorize;
 use super::html::{document, error_page, escape, money, respond, state_words, when};
 use super::params::Params;
-use crate::event::{Attempt, Event};
-use crate::submission::{Submission, SubmissionId, SubmissionState};
+use crate::model::event::{Attempt, Event};
+use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 
 /// What to tell the operator above the details.
 enum Notice {

@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
 use crate::engine::CircuitState;
+use crate::model::submission::SubmissionState;
 use crate::ops::alerts::ProblemClass;
 use crate::ops::{Trend, Verdict};
-use crate::submission::SubmissionState;
 
 /// Escape text for HTML element content and quoted attribute values.
 pub(super) fn escape(text: &str) -> String {

@@ -47,6 +47,7 @@ mod api;
 mod auth;
 mod chart;
 mod detail;
+mod failure;
 mod html;
 mod overview;
 mod params;

@@ -14,10 +14,10 @@ use super::html::{
     circuit_words, class_words, document, duration, error_page, escape, money, respond, safe_link,
     state_words, trend_words, verdict_class, verdict_word, when,
 };
+use crate::model::submission::{Submission, SubmissionState};
 use crate::ops::alerts::Alert;
 use crate::ops::{HealthReport, PartnerHealth};
 use crate::store::{ListFilter, Totals};
-use crate::submission::{Submission, SubmissionState};
 
 /// Rows shown in each list of problem submissions (the oldest first).
 const LIST_ROWS: usize = 50;

@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 use axum::http::Uri;
 
-use super::actions::Failure;
+use super::failure::Failure;
 
 /// Decoded name/value pairs, in order.
 #[derive(Debug, Default)]

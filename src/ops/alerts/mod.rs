@@ -7,8 +7,7 @@
 //! host instance and the CLI see the same ones. Where they go is an
 //! [`AlertSink`]: [`TracingSink`], [`ChannelSink`], [`WebhookSink`].
 
-mod model;
 mod sinks;
 
-pub use model::{Alert, AlertEvent, AlertId, Owner, Ownership, ProblemClass};
+pub use crate::model::alert::{Alert, AlertEvent, AlertId, Owner, Ownership, ProblemClass};
 pub use sinks::{AlertSink, ChannelSink, SinkError, TracingSink, WebhookSink};

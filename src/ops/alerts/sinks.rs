@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::model::{Alert, AlertEvent};
 use crate::callback::StandardWebhooks;
 use crate::error::{Error, Result};
+use crate::model::alert::{Alert, AlertEvent};
 
 /// A sink could not deliver a notification.
 #[derive(Debug, thiserror::Error)]

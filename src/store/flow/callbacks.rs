@@ -4,12 +4,14 @@ use chrono::{DateTime, Utc};
 
 use super::journal;
 use super::submissions::apply_change;
-use crate::callback::{CallbackId, CallbackReceipt, CallbackReport, Disposition, StoredCallback};
 use crate::error::{Error, Result};
+use crate::model::callback::{
+    CallbackId, CallbackReceipt, CallbackReport, Disposition, StoredCallback,
+};
+use crate::model::submission::Submission;
 use crate::store::Settlement;
 use crate::store::driver::Driver;
 use crate::store::rules::callbacks::{self as rules, End, Repeat, Settle};
-use crate::submission::Submission;
 
 /// Settle a stored callback: record the verdict and, for a parsed report,
 /// recognise repeats and conflicts, match the submission and apply the

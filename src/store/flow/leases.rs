@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 use super::journal;
 use super::submissions::apply_change;
 use crate::error::{Error, Result};
+use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::store::driver::Driver;
 use crate::store::rules::lease as rules;
 use crate::store::{AttemptReport, ClaimRequest, Lease, LeaseToken, StateChange};
-use crate::submission::{Submission, SubmissionId, SubmissionState};
 
 /// Claim due work of one partner under fresh leases.
 pub(crate) async fn claim<D: Driver>(d: &D, request: &ClaimRequest) -> Result<Vec<Lease>> {

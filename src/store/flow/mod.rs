@@ -17,7 +17,7 @@ use crate::error::Result;
 /// Append a timeline line whose data the store can read back.
 async fn journal<D: Driver>(d: &D, event: &NewEvent) -> Result<()> {
     if let Some(data) = &event.data {
-        crate::submission::check_depth("data", data)?;
+        crate::model::submission::check_depth("data", data)?;
     }
     d.append_event(event).await
 }

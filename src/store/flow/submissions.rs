@@ -6,11 +6,11 @@ use chrono::{DateTime, Utc};
 
 use super::journal;
 use crate::error::{Error, Result};
+use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 use crate::store::driver::Driver;
 use crate::store::rules::ledger::{self, KeyRow, Verdict};
 use crate::store::rules::{NewEvent, replay as replays, transition as rules};
 use crate::store::{Enqueued, Note, Replay, StateChange};
-use crate::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 
 /// How often an enqueue tries again when the ledger row it ran into went
 /// away before it could read it (pruned by another instance meanwhile).

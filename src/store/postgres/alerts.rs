@@ -11,8 +11,8 @@ use tokio_postgres::Row;
 
 use super::db::{Db, aid, clean, corrupt, get, to_aid};
 use crate::error::{Error, Result};
-use crate::event::Actor;
-use crate::ops::alerts::{Alert, AlertId};
+use crate::model::alert::{Alert, AlertId};
+use crate::model::event::Actor;
 use crate::store::NewAlert;
 use crate::store::common::{from_millis, to_millis};
 

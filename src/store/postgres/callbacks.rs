@@ -15,8 +15,8 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::db::{Db, cid, clean, clean_opt, corrupt, get, sid, to_cid, to_sid};
-use crate::callback::{CallbackId, Correlation, Disposition, StoredCallback};
 use crate::error::{Error, Result};
+use crate::model::callback::{CallbackId, Correlation, Disposition, StoredCallback};
 use crate::store::common::{bounded, from_millis, to_millis};
 use crate::store::{CallbackFilter, NewCallback};
 

@@ -10,11 +10,11 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 use uuid::Uuid;
 
-use crate::callback::CallbackId;
 use crate::error::{BoxError, Error, Result};
-use crate::ops::alerts::AlertId;
+use crate::model::alert::AlertId;
+use crate::model::callback::CallbackId;
+use crate::model::submission::SubmissionId;
 use crate::store::LeaseToken;
-use crate::submission::SubmissionId;
 
 /// A parameter list for a query.
 pub(super) type Params<'a> = [&'a (dyn ToSql + Sync)];

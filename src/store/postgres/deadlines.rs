@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use super::db::{Db, clean, get};
 use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, submission_from_row};
 use crate::error::Result;
+use crate::model::submission::Submission;
 use crate::store::OverdueClaim;
 use crate::store::common::to_millis;
-use crate::submission::Submission;
 
 pub(super) async fn expire_unmatched_on(db: &Db<'_>, now: DateTime<Utc>) -> Result<u64> {
     db.execute(

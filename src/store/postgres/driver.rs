@@ -17,8 +17,9 @@ use super::db::{
     Db, LockClass, cid, clean, clean_opt, get, is_unique_violation, sid, to_cid, to_sid, token_uuid,
 };
 use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, find_on, submission_from_row};
-use crate::callback::{CallbackId, CallbackReport, Correlation, StoredCallback};
 use crate::error::Result;
+use crate::model::callback::{CallbackId, CallbackReport, Correlation, StoredCallback};
+use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 use crate::store::common::{bounded, from_millis, to_millis};
 use crate::store::driver::{Driver, Locked, Waiting};
 use crate::store::rules::NewEvent;
@@ -26,7 +27,6 @@ use crate::store::rules::callbacks::{Earlier, End, REPEATABLE, Repeat};
 use crate::store::rules::ledger::{HeldKey, KeyRow};
 use crate::store::rules::transition::{StateWrite, reference_taken};
 use crate::store::{AttemptReport, ClaimRequest, LeaseToken};
-use crate::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 
 /// The advisory-lock key of a partner's reference, event id or body hash.
 fn ref_key(partner: &str, reference: &str) -> String {

@@ -64,11 +64,11 @@ use super::{
     NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeReport, Replay,
     Settlement, StateChange, StatsQuery, Wakeups,
 };
-use crate::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::error::{Error, Result};
-use crate::event::{Actor, Attempt, Event};
-use crate::ops::alerts::{Alert, AlertId};
-use crate::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
+use crate::model::alert::{Alert, AlertId};
+use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
+use crate::model::event::{Actor, Attempt, Event};
+use crate::model::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
 
 /// The outbox on PostgreSQL: a pool of connections, every write one
 /// `READ COMMITTED` transaction, and row locks where instances could race.
@@ -322,7 +322,7 @@ impl PostgresStore {
     }
 
     fn validate(&self, batch: Vec<NewSubmission>) -> Result<Vec<ValidSubmission>> {
-        crate::submission::validate_batch(batch, self.inner.config.max_payload_bytes)
+        crate::model::submission::validate_batch(batch, self.inner.config.max_payload_bytes)
     }
 
     async fn conn(&self) -> Result<deadpool_postgres::Object> {
@@ -421,7 +421,7 @@ impl OutboxStore for PostgresStore {
     }
 
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Lease>> {
-        crate::submission::validate_partner(&request.partner)?;
+        crate::model::submission::validate_partner(&request.partner)?;
         write_tx!(self, |db| flow::claim(db, &request))
     }
 
@@ -521,7 +521,7 @@ impl OutboxStore for PostgresStore {
     }
 
     async fn set_pause(&self, partner: &str, pause: Option<Pause>) -> Result<()> {
-        crate::submission::validate_partner(partner)?;
+        crate::model::submission::validate_partner(partner)?;
         write_tx!(self, |db| partners::set_pause_on(
             db,
             partner,

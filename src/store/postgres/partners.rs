@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::db::{Db, clean, get};
 use crate::error::Result;
-use crate::event::Actor;
+use crate::model::event::Actor;
 use crate::store::Pause;
 use crate::store::common::{from_millis, to_millis};
 

@@ -8,11 +8,11 @@ use tokio_postgres::types::ToSql;
 
 use super::db::{Db, clean, corrupt, get, sid, to_sid};
 use crate::error::{Error, Result};
-use crate::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
 use crate::fingerprint::Fingerprint;
+use crate::model::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
+use crate::model::submission::{Submission, SubmissionId};
 use crate::store::ListFilter;
 use crate::store::common::{from_millis, to_millis};
-use crate::submission::{Submission, SubmissionId};
 
 /// The columns [`submission_from_row`] reads, in its order (usable in
 /// `SELECT` and `RETURNING`).

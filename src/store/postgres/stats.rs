@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::db::{Db, get};
-use crate::callback::Disposition;
 use crate::error::Result;
+use crate::model::callback::Disposition;
+use crate::model::submission::SubmissionState;
 use crate::store::common::{count, duration_ms, from_millis, state_names, to_millis};
 use crate::store::{MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, StatsQuery, Totals};
-use crate::submission::SubmissionState;
 
 pub(super) async fn stats_on(db: &Db<'_>, query: &StatsQuery) -> Result<Vec<PartnerStats>> {
     let partners = if query.partners.is_empty() {

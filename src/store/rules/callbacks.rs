@@ -5,14 +5,14 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::NewEvent;
-use crate::callback::{
+use crate::error::{Error, Result};
+use crate::model::callback::{
     CallbackId, CallbackReceipt, CallbackReport, Correlation, Disposition, ReportedOutcome,
     StoredCallback,
 };
-use crate::error::{Error, Result};
-use crate::event::{Actor, EventKind};
+use crate::model::event::{Actor, EventKind};
+use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::store::StateChange;
-use crate::submission::{Submission, SubmissionId, SubmissionState};
 
 /// Dispositions of an earlier callback that make a new one a repeat of it
 /// (a callback rejected or quarantined earlier was never understood).

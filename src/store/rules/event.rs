@@ -3,9 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::event::{Actor, EventKind};
+use crate::model::event::{Actor, EventKind};
+use crate::model::submission::{SubmissionId, SubmissionState};
 use crate::store::Note;
-use crate::submission::{SubmissionId, SubmissionState};
 
 /// One timeline line to append.
 #[derive(Debug, Clone, PartialEq)]

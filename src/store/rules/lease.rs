@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 use super::NewEvent;
 use super::transition::check_table;
 use crate::error::Result;
-use crate::event::{Actor, AttemptOutcome, EventKind};
+use crate::model::event::{Actor, AttemptOutcome, EventKind};
+use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::store::{AttemptReport, Lease, LeaseToken, StateChange};
-use crate::submission::{Submission, SubmissionId, SubmissionState};
 
 /// Expired leases returned to the queue per pass.
 pub(crate) const REAP_BATCH: usize = 1000;

@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 
 use super::NewEvent;
 use crate::error::{Error, Result};
-use crate::event::{Actor, EventKind};
 use crate::fingerprint::Fingerprint;
+use crate::model::event::{Actor, EventKind};
+use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 use crate::store::common::{millis_after, to_millis};
-use crate::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 
 /// A ledger row as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,8 +147,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::model::submission::NewSubmission;
     use crate::store::rules::fixtures::{submission, t};
-    use crate::submission::NewSubmission;
 
     fn valid(payload: serde_json::Value) -> ValidSubmission {
         NewSubmission::new("bank", "payment", payload)

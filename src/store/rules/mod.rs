@@ -24,7 +24,7 @@ pub(crate) mod fixtures {
     use serde_json::json;
 
     use crate::fingerprint::Fingerprint;
-    use crate::submission::{Submission, SubmissionId, SubmissionState};
+    use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 
     /// A time, in milliseconds since the epoch.
     pub(crate) fn t(ms: i64) -> DateTime<Utc> {

@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::event::EventKind;
+use crate::model::event::EventKind;
+use crate::model::submission::{MAX_KEY_BYTES, Submission, SubmissionState};
 use crate::store::{Replay, StateChange};
-use crate::submission::{MAX_KEY_BYTES, Submission, SubmissionState};
 
 /// What a replay writes.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,7 +95,7 @@ pub(crate) fn replay_key(key: &str, n: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Actor;
+    use crate::model::event::Actor;
     use crate::store::rules::fixtures::{submission, t};
 
     #[test]

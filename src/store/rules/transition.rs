@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 
 use super::NewEvent;
 use crate::error::{Error, Result};
-use crate::event::{AttemptOutcome, EventKind};
+use crate::model::event::{AttemptOutcome, EventKind};
+use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::store::common::bounded;
 use crate::store::{AttemptReport, StateChange};
-use crate::submission::{Submission, SubmissionId, SubmissionState};
 
 /// The columns a state change writes. A store writes exactly these (and
 /// clears the lease); the rest of the row stays.
@@ -164,7 +164,7 @@ pub(crate) fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Actor;
+    use crate::model::event::Actor;
     use crate::store::rules::fixtures::{submission, t};
 
     #[test]

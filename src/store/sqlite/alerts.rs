@@ -5,8 +5,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::db::{corrupt, db_err, from_millis, to_millis};
 use crate::error::{Error, Result};
-use crate::event::Actor;
-use crate::ops::alerts::{Alert, AlertId};
+use crate::model::alert::{Alert, AlertId};
+use crate::model::event::Actor;
 use crate::store::NewAlert;
 
 const ALERT_COLUMNS: &str = "id, partner, class, owner, opened_at, last_notified_at, notify_count, \

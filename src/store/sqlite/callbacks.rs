@@ -5,8 +5,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::db::{corrupt, db_err, from_millis, to_millis};
-use crate::callback::{CallbackId, Correlation, Disposition, StoredCallback};
 use crate::error::{Error, Result};
+use crate::model::callback::{CallbackId, Correlation, Disposition, StoredCallback};
 use crate::store::common::bounded;
 use crate::store::{CallbackFilter, NewCallback};
 

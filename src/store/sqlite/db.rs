@@ -74,7 +74,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::submission::SubmissionId;
+    use crate::model::submission::SubmissionId;
 
     #[test]
     fn stored_values_that_do_not_decode_are_corrupt_not_bad_input() {

@@ -5,8 +5,8 @@ use rusqlite::{Connection, params};
 use super::db::{db_err, to_millis};
 use super::queries::{SUBMISSION_COLUMNS, submission_from_row};
 use crate::error::Result;
+use crate::model::submission::Submission;
 use crate::store::OverdueClaim;
-use crate::submission::Submission;
 use chrono::{DateTime, Utc};
 
 pub(crate) fn expire_unmatched_on(conn: &Connection, now: DateTime<Utc>) -> Result<u64> {

@@ -13,8 +13,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::callbacks::{CALLBACK_COLUMNS, callback_from_row};
 use super::db::{db_err, parse_column};
 use super::queries::{SUBMISSION_COLUMNS, find_on, submission_from_row};
-use crate::callback::{CallbackId, CallbackReport, Correlation, StoredCallback};
 use crate::error::{Error, Result};
+use crate::model::callback::{CallbackId, CallbackReport, Correlation, StoredCallback};
+use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 use crate::store::common::{bounded, from_millis, to_millis};
 use crate::store::driver::{Driver, Locked, Waiting};
 use crate::store::rules::NewEvent;
@@ -22,7 +23,6 @@ use crate::store::rules::callbacks::{Earlier, End, REPEATABLE, Repeat};
 use crate::store::rules::ledger::{HeldKey, KeyRow};
 use crate::store::rules::transition::StateWrite;
 use crate::store::{AttemptReport, ClaimRequest, LeaseToken};
-use crate::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 
 /// Run a flow over SQLite to its end. SQLite's driver never waits on
 /// anything but the database, synchronously, so the flow completes on its

@@ -34,12 +34,12 @@ use super::{
     NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeReport, Replay,
     Settlement, StateChange, StatsQuery,
 };
-use crate::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::error::{Error, Result};
-use crate::event::Actor;
-use crate::event::{Attempt, Event};
-use crate::ops::alerts::{Alert, AlertId};
-use crate::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
+use crate::model::alert::{Alert, AlertId};
+use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
+use crate::model::event::Actor;
+use crate::model::event::{Attempt, Event};
+use crate::model::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
 
 pub use self::migrate::SCHEMA_VERSION;
 
@@ -350,7 +350,7 @@ impl SqliteStore {
     }
 
     fn validate(&self, batch: Vec<NewSubmission>) -> Result<Vec<ValidSubmission>> {
-        crate::submission::validate_batch(batch, self.inner.config.max_payload_bytes)
+        crate::model::submission::validate_batch(batch, self.inner.config.max_payload_bytes)
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -449,7 +449,7 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Lease>> {
-        crate::submission::validate_partner(&request.partner)?;
+        crate::model::submission::validate_partner(&request.partner)?;
         self.inner
             .writer
             .write(move |conn| run(flow::claim(&Sql(conn), &request)))
@@ -616,7 +616,7 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn set_pause(&self, partner: &str, pause: Option<Pause>) -> Result<()> {
-        crate::submission::validate_partner(partner)?;
+        crate::model::submission::validate_partner(partner)?;
         let partner = partner.to_owned();
         self.inner
             .writer

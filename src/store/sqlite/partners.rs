@@ -5,7 +5,7 @@ use rusqlite::{Connection, params};
 
 use super::db::{db_err, from_millis, to_millis};
 use crate::error::Result;
-use crate::event::Actor;
+use crate::model::event::Actor;
 use crate::store::Pause;
 
 pub(crate) fn set_pause_on(

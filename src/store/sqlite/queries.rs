@@ -8,10 +8,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::db::{db_err, from_millis, to_millis};
 use crate::error::{Error, Result};
-use crate::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
 use crate::fingerprint::Fingerprint;
+use crate::model::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
+use crate::model::submission::{Submission, SubmissionId};
 use crate::store::ListFilter;
-use crate::submission::{Submission, SubmissionId};
 
 pub(super) const SUBMISSION_COLUMNS: &str = "id, partner, kind, payload, fingerprint, idempotency_key, \
     ordering_key, correlation, external_ref, business_value, priority, state, attempts, due_at, \

@@ -7,9 +7,9 @@ use rusqlite::{Connection, params};
 
 use super::db::{db_err, to_millis};
 use crate::error::Result;
+use crate::model::submission::SubmissionState;
 use crate::store::PurgeReport;
 use crate::store::common::state_names;
-use crate::submission::SubmissionState;
 
 use crate::store::common::PURGE_BATCH as BATCH;
 

@@ -8,9 +8,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::db::{db_err, from_millis, to_millis};
 use crate::error::Result;
 
+use crate::model::submission::SubmissionState;
 use crate::store::common::{count, duration_ms};
 use crate::store::{MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, StatsQuery, Totals};
-use crate::submission::SubmissionState;
 
 fn window_ms(query: &StatsQuery) -> i64 {
     duration_ms(query.window)
@@ -157,7 +157,7 @@ fn callbacks(
     partner: &str,
     from: i64,
     until: i64,
-) -> Result<BTreeMap<crate::callback::Disposition, u64>> {
+) -> Result<BTreeMap<crate::model::callback::Disposition, u64>> {
     let rows: Vec<(String, i64)> = conn
         .prepare_cached(
             "SELECT disposition, COUNT(*) FROM liaison_callbacks \

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::submission::{SubmissionId, SubmissionState};
+use crate::model::submission::{SubmissionId, SubmissionState};
 
 /// Who caused an event: liaison itself (a named component) or a person or
 /// system acting through the API.
