@@ -87,8 +87,8 @@ pub use fingerprint::Fingerprint;
 pub use http_adapter::{HttpJsonAdapter, ResultMapping};
 pub use model::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
 pub use model::submission::{
-    MAX_CORRELATION_BYTES, MAX_CORRELATION_FIELDS, MAX_KEY_BYTES, MAX_KIND_BYTES,
-    MAX_PARTNER_BYTES, NewSubmission, Submission, SubmissionId, SubmissionState,
+    MAX_BUSINESS_VALUE, MAX_CORRELATION_BYTES, MAX_CORRELATION_FIELDS, MAX_KEY_BYTES,
+    MAX_KIND_BYTES, MAX_PARTNER_BYTES, NewSubmission, Submission, SubmissionId, SubmissionState,
 };
 pub use partner::{
     AttemptContext, MAX_RETRY_AFTER, Outcome, PartnerAdapter, PartnerError, PollError, PollStatus,

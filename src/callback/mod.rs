@@ -91,7 +91,11 @@ pub use stripe::StripeSignature;
 /// assert_eq!(callback.header_str("x-partner-event"), Some("result.ready"));
 /// assert_eq!(callback.header_str("x-missing"), None);
 /// ```
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows the header names and the body's length only: header values
+/// carry credentials (`Authorization`, `Cookie`, signatures) and the body
+/// personal data.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct InboundCallback {
     /// The partner's registered name.
@@ -128,6 +132,18 @@ impl InboundCallback {
     }
 }
 
+impl std::fmt::Debug for InboundCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.keys().map(|n| n.as_str()).collect();
+        f.debug_struct("InboundCallback")
+            .field("partner", &self.partner)
+            .field("received_at", &self.received_at)
+            .field("header_names", &header_names)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
 /// A callback with the given headers and body, for tests.
 #[cfg(test)]
 pub(crate) fn test_callback(headers: &[(&str, &str)], body: &[u8]) -> InboundCallback {
@@ -146,6 +162,26 @@ pub(crate) fn test_callback(headers: &[(&str, &str)], body: &[u8]) -> InboundCal
 mod tests {
     use super::*;
     use http::header::HeaderValue;
+
+    #[test]
+    fn debug_shows_header_names_and_the_body_length_only() {
+        let cb = test_callback(
+            &[
+                ("Authorization", "Bearer TOKEN"),
+                ("Cookie", "session=COOKIE"),
+            ],
+            b"{\"patient\":\"PATIENT\"}",
+        );
+        for shown in [format!("{cb:?}"), format!("{cb:#?}")] {
+            for secret in ["TOKEN", "COOKIE", "PATIENT", "Bearer"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains("authorization"), "{shown}");
+            assert!(shown.contains("cookie"), "{shown}");
+            assert!(shown.contains("21"), "the body's length: {shown}");
+            assert!(shown.contains("test-partner"), "{shown}");
+        }
+    }
 
     #[test]
     fn header_str_is_case_insensitive_and_first_value() {

@@ -131,6 +131,16 @@ impl AlertSettings {
 }
 
 /// The conditions that hold now for one partner: class -> details.
+/// `share` of `budget` (the delay-budget warning), saturating: a budget
+/// "for ever" (`Duration::MAX`) or a share above 1 that would overflow gives
+/// `Duration::MAX`, a negative share zero, a NaN share the budget itself.
+fn share_of(budget: Duration, share: f64) -> Duration {
+    if share.is_nan() {
+        return budget;
+    }
+    Duration::try_from_secs_f64((budget.as_secs_f64() * share).max(0.0)).unwrap_or(Duration::MAX)
+}
+
 fn conditions(
     p: &PartnerHealth,
     thresholds: &AlertThresholds,
@@ -236,7 +246,7 @@ impl Liaison {
                 let budget = rt.config.delay_budget?;
                 Some((
                     name.clone(),
-                    budget.mul_f64(rt.config.alert_thresholds.delay_budget_warning),
+                    share_of(budget, rt.config.alert_thresholds.delay_budget_warning),
                 ))
             })
             .collect();
@@ -364,5 +374,20 @@ pub(crate) async fn run_alerts(shared: Arc<Shared>, stop: CancellationToken) {
         if let Err(error) = liaison.evaluate_alerts().await {
             tracing::warn!(%error, "evaluating alerts failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_of_a_budget_saturates() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(share_of(minute, 0.5), Duration::from_secs(30));
+        assert_eq!(share_of(Duration::MAX, 1.0), Duration::MAX);
+        assert_eq!(share_of(Duration::MAX, 2.0), Duration::MAX);
+        assert_eq!(share_of(minute, -1.0), Duration::ZERO);
+        assert_eq!(share_of(minute, f64::NAN), minute);
     }
 }

@@ -118,7 +118,7 @@ impl Circuit {
                 self.state = CircuitState::HalfOpen;
                 if self.probe_in_flight {
                     // Re-check shortly; the probe's report wakes us sooner.
-                    Admit::WaitUntil(now + Duration::from_millis(250))
+                    Admit::WaitUntil(saturating_after(now, Duration::from_millis(250)))
                 } else {
                     self.probe_in_flight = true;
                     Admit::Probe
@@ -151,13 +151,24 @@ impl Circuit {
                 if reopen || self.consecutive_failures >= settings.failure_threshold {
                     self.probe_in_flight = false;
                     self.state = CircuitState::Open;
-                    self.open_until = now + settings.open_for;
+                    self.open_until = saturating_after(now, settings.open_for);
                 }
             }
         }
         (self.state != before).then_some(self.state)
     }
 }
+
+/// `now` plus `d`, or a far future instant (about 30 years ahead, as
+/// `tokio::time::sleep` uses for "for ever") when that overflows.
+pub(crate) fn saturating_after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
+/// How far "for ever" is for an [`Instant`].
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
 #[cfg(test)]
 mod tests {
@@ -209,5 +220,17 @@ mod tests {
         }
         assert_eq!(off.admit(t), Admit::Normal);
         assert!(CircuitSettings::new(0, Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn a_circuit_open_for_ever_waits_far_ahead_instead_of_panicking() {
+        let settings = CircuitSettings::new(1, Duration::MAX).unwrap();
+        let mut c = Circuit::new(Some(settings));
+        let t0 = Instant::now();
+        assert_eq!(c.record(Signal::Unavailable, t0), Some(CircuitState::Open));
+        match c.admit(t0 + Duration::from_secs(3600)) {
+            Admit::WaitUntil(until) => assert!(until > t0 + FAR_FUTURE / 2),
+            other => panic!("expected a wait, got {other:?}"),
+        }
     }
 }

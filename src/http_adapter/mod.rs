@@ -505,7 +505,7 @@ impl fmt::Debug for HttpJsonAdapter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let header_names: Vec<&str> = self.headers.keys().map(HeaderName::as_str).collect();
         f.debug_struct("HttpJsonAdapter")
-            .field("url", &redacted(&self.url))
+            .field("url", &url_origin(&self.url))
             .field("headers", &header_names)
             .field("idempotency_header", &self.idempotency_header.as_str())
             .field("reference_pointer", &self.reference_pointer)
@@ -514,7 +514,7 @@ impl fmt::Debug for HttpJsonAdapter {
             .field("max_response_bytes", &self.max_response_bytes)
             .field(
                 "status_url",
-                &self.status_url.as_ref().map(|s| redacted(&s.url)),
+                &self.status_url.as_ref().map(|s| url_origin(&s.url)),
             )
             .field("client", &if self.host_client { "host" } else { "default" })
             .finish()
@@ -533,19 +533,13 @@ fn parse_http_url(field: &'static str, text: &str) -> Result<Url> {
     Ok(url)
 }
 
-/// A URL without user info, query or fragment, for `Debug`.
-fn redacted(url: &Url) -> String {
-    let mut text = format!("{}://", url.scheme());
-    if !url.username().is_empty() || url.password().is_some() {
-        text.push_str("<redacted>@");
-    }
-    text.push_str(url.host_str().unwrap_or(""));
+/// A URL as `Debug` may show it: scheme, host and port only. User info,
+/// query and fragment may hold credentials, and so may the path (chat
+/// webhooks put their secret there; APIs put claim or patient ids there).
+pub(crate) fn url_origin(url: &Url) -> String {
+    let mut text = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
     if let Some(port) = url.port() {
         text.push_str(&format!(":{port}"));
-    }
-    text.push_str(url.path());
-    if url.query().is_some() {
-        text.push_str("?<redacted>");
     }
     text
 }

@@ -516,9 +516,23 @@ fn url_secrets_are_redacted_in_debug() {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
     assert!(
-        shown.contains("https://<redacted>@api.example.com:8443/hook?<redacted>"),
+        shown.contains("\"https://api.example.com:8443\""),
         "{shown}"
     );
+}
+
+#[test]
+fn debug_shows_urls_as_scheme_host_and_port_only() {
+    let adapter = HttpJsonAdapter::new("https://api.example/claims/SECRETPATH?token=T")
+        .unwrap()
+        .status_url("https://api.example/status/SECRETPATH/{ref}")
+        .unwrap();
+    for shown in [format!("{adapter:?}"), format!("{adapter:#?}")] {
+        for secret in ["SECRETPATH", "token", "=T", "claims", "status/"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("\"https://api.example\""), "{shown}");
+    }
 }
 
 #[test]

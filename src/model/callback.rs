@@ -165,7 +165,10 @@ pub struct CallbackReceipt {
 }
 
 /// A callback as stored (the raw body is `None` above the cap or once purged).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// `Debug` shows the header names and the body's length only: header values
+/// carry credentials and the body personal data.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct StoredCallback {
     /// Its id.
@@ -194,6 +197,27 @@ pub struct StoredCallback {
     pub submission_id: Option<SubmissionId>,
     /// When it was last processed.
     pub processed_at: Option<DateTime<Utc>>,
+}
+
+impl fmt::Debug for StoredCallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("StoredCallback")
+            .field("id", &self.id)
+            .field("partner", &self.partner)
+            .field("received_at", &self.received_at)
+            .field("header_names", &header_names)
+            .field("body_len", &self.body.as_ref().map(Vec::len))
+            .field("body_hash", &self.body_hash)
+            .field("size", &self.size)
+            .field("event_id", &self.event_id)
+            .field("correlation", &self.correlation)
+            .field("disposition", &self.disposition)
+            .field("error", &self.error)
+            .field("submission_id", &self.submission_id)
+            .field("processed_at", &self.processed_at)
+            .finish()
+    }
 }
 
 /// How a callback names the submission it is about — in the partner's own
@@ -302,6 +326,37 @@ impl CallbackReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_header_names_and_the_body_length_only() {
+        let stored = StoredCallback {
+            id: CallbackId::new(),
+            partner: "lab".into(),
+            received_at: Utc::now(),
+            headers: vec![
+                ("authorization".into(), "Bearer TOKEN".into()),
+                ("content-type".into(), "application/json".into()),
+            ],
+            body: Some(b"{\"patient\":\"PATIENT\"}".to_vec()),
+            body_hash: "abc".into(),
+            size: 21,
+            event_id: Some("evt-1".into()),
+            correlation: None,
+            disposition: Disposition::Applied,
+            error: None,
+            submission_id: None,
+            processed_at: None,
+        };
+        for shown in [format!("{stored:?}"), format!("{stored:#?}")] {
+            for secret in ["TOKEN", "PATIENT", "Bearer", "application/json"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains("authorization"), "{shown}");
+            assert!(shown.contains("content-type"), "{shown}");
+            assert!(shown.contains("evt-1"), "{shown}");
+            assert!(shown.contains("21"), "{shown}");
+        }
+    }
 
     #[test]
     fn correlations_round_trip_through_their_stored_form() {

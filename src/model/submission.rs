@@ -22,6 +22,10 @@ pub const MAX_KIND_BYTES: usize = 128;
 pub const MAX_CORRELATION_FIELDS: usize = 16;
 /// Longest accepted correlation field name or value, in bytes.
 pub const MAX_CORRELATION_BYTES: usize = 255;
+/// Largest accepted business value, in minor units: 2^53, the largest
+/// integer every JSON reader keeps exactly. Sums of many such values still
+/// fit the stores' 64-bit counters.
+pub const MAX_BUSINESS_VALUE: i64 = 1 << 53;
 /// Deepest nesting of arrays and objects accepted in a payload or in event
 /// data: what `serde_json` reads back (its recursion limit is 128 levels,
 /// the outermost one included). Deeper JSON would be stored but unreadable.
@@ -260,7 +264,7 @@ impl NewSubmission {
     }
 
     /// What this submission is worth to the business, in minor units (cents),
-    /// used to report value at risk.
+    /// used to report value at risk. From 0 to [`MAX_BUSINESS_VALUE`].
     pub fn business_value(mut self, minor_units: i64) -> Self {
         self.business_value = Some(minor_units);
         self
@@ -316,13 +320,21 @@ impl NewSubmission {
             validate_name("correlation field name", name, MAX_CORRELATION_BYTES)?;
             validate_text("correlation field value", value, MAX_CORRELATION_BYTES)?;
         }
-        if let Some(value) = self.business_value
-            && value < 0
-        {
-            return Err(Error::invalid(
-                "business_value",
-                "must not be negative (minor units)",
-            ));
+        if let Some(value) = self.business_value {
+            if value < 0 {
+                return Err(Error::invalid(
+                    "business_value",
+                    "must not be negative (minor units)",
+                ));
+            }
+            if value > MAX_BUSINESS_VALUE {
+                return Err(Error::invalid(
+                    "business_value",
+                    format!(
+                        "{value} is above the largest accepted value, {MAX_BUSINESS_VALUE} (2^53 minor units)"
+                    ),
+                ));
+            }
         }
         check_depth("payload", &self.payload)?;
         let (fingerprint, canonical_len) = Fingerprint::of_json(&self.payload);

@@ -209,16 +209,19 @@ pub(crate) fn partner_health(
         SubmissionState::Stuck,
     ] {
         let t = state_totals(s);
-        at_risk.count += t.count;
-        at_risk.value += t.value;
+        at_risk.count = at_risk.count.saturating_add(t.count);
+        at_risk.value = at_risk.value.saturating_add(t.value);
     }
     // Stuck work past the budget is already counted once.
     let unfinished_past_budget = Totals {
         count: stats.past_delay_budget.count.saturating_sub(stuck.count),
-        value: stats.past_delay_budget.value - stuck.value.min(stats.past_delay_budget.value),
+        value: stats
+            .past_delay_budget
+            .value
+            .saturating_sub(stuck.value.min(stats.past_delay_budget.value)),
     };
-    at_risk.count += unfinished_past_budget.count;
-    at_risk.value += unfinished_past_budget.value;
+    at_risk.count = at_risk.count.saturating_add(unfinished_past_budget.count);
+    at_risk.value = at_risk.value.saturating_add(unfinished_past_budget.value);
     let oldest_queued_secs = stats
         .oldest_queued_at
         .map(|at| (now - at).num_seconds().max(0).unsigned_abs());
@@ -344,8 +347,8 @@ pub(crate) fn roll_up(
         .flat_map(|p| p.reasons.iter().map(move |r| format!("{}: {r}", p.partner)))
         .collect();
     let at_risk = partners.iter().fold(Totals::default(), |acc, p| Totals {
-        count: acc.count + p.at_risk.count,
-        value: acc.value + p.at_risk.value,
+        count: acc.count.saturating_add(p.at_risk.count),
+        value: acc.value.saturating_add(p.at_risk.value),
     });
     HealthReport {
         generated_at: now,

@@ -225,7 +225,10 @@ fn submissions_table(
     rows: &[Submission],
     total: u64,
 ) {
-    let value: i64 = rows.iter().filter_map(|s| s.business_value).sum();
+    let value = rows
+        .iter()
+        .filter_map(|s| s.business_value)
+        .fold(0i64, i64::saturating_add);
     let _ = write!(out, "<h2 id=\"{id}\">{} ({total})</h2>", escape(title));
     if rows.is_empty() {
         out.push_str("<p>None.</p>");

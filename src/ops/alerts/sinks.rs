@@ -119,11 +119,10 @@ pub struct WebhookSink {
 
 impl fmt::Debug for WebhookSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = self.url.clone();
-        shown.set_query(None);
-        let _ = shown.set_password(None);
+        // The path of a chat webhook's URL is its secret: scheme, host and
+        // port only.
         f.debug_struct("WebhookSink")
-            .field("url", &shown.as_str())
+            .field("url", &crate::http_adapter::url_origin(&self.url))
             .finish_non_exhaustive()
     }
 }
@@ -187,5 +186,26 @@ impl AlertSink for WebhookSink {
 
     fn name(&self) -> &'static str {
         "webhook"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_the_webhook_url_as_scheme_host_and_port_only() {
+        for url in [
+            "https://u:p@h/services/SECRET?k=v",
+            "https://u@h:8443/services/SECRET#k=v",
+        ] {
+            let sink = WebhookSink::new(url, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+            for shown in [format!("{sink:?}"), format!("{sink:#?}")] {
+                for secret in ["SECRET", "u:p", "u@", "k=v", "services", "whsec_"] {
+                    assert!(!shown.contains(secret), "{secret} in {shown}");
+                }
+                assert!(shown.contains("https://h"), "{shown}");
+            }
+        }
     }
 }

@@ -439,3 +439,54 @@ pub async fn windows_give_outcomes_latencies_and_work_past_budget(h: &Harness) {
     assert_eq!(lab.window.total(), 0);
     assert!(lab.enqueue_to_accepted_ms.is_empty());
 }
+
+/// 2^53, the largest business value accepted (a JSON-safe integer).
+const VALUE_CAP: i64 = 9_007_199_254_740_992;
+
+pub async fn business_values_at_the_cap_sum_exactly_and_above_it_are_refused(h: &Harness) {
+    let store = h.store().await;
+    for key in ["cap-1", "cap-2"] {
+        store.enqueue(worth("rich", key, VALUE_CAP)).await.unwrap();
+    }
+    assert_counts(
+        h,
+        &store,
+        "rich",
+        &[(SubmissionState::Queued, 2, 2 * VALUE_CAP)],
+    )
+    .await;
+    // Above the cap: refused, nothing written.
+    for too_much in [VALUE_CAP + 1, i64::MAX] {
+        match store.enqueue(worth("rich", "over", too_much)).await {
+            Err(liaison::Error::InvalidInput { field, .. }) => {
+                assert_eq!(field, "business_value", "{}", h.name())
+            }
+            other => panic!("{}: {too_much} was not refused: {other:?}", h.name()),
+        }
+    }
+    let all = store
+        .list(&ListFilter::default().partner("rich"))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2, "{}: nothing written above the cap", h.name());
+    // Health, metrics and alerts read the same sums.
+    let liaison = liaison::Liaison::builder_arc(store.clone())
+        .build()
+        .unwrap();
+    let report = liaison.health(Duration::from_secs(3600)).await.unwrap();
+    let rich = report
+        .partners
+        .iter()
+        .find(|p| p.partner == "rich")
+        .unwrap();
+    assert_eq!(
+        rich.by_state.get(&SubmissionState::Queued),
+        Some(&Totals {
+            count: 2,
+            value: 2 * VALUE_CAP
+        })
+    );
+    let metrics = liaison.metrics().render(&report);
+    assert!(metrics.contains("liaison_value_at_risk"), "{metrics}");
+    liaison.evaluate_alerts().await.unwrap();
+}

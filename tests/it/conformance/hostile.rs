@@ -506,8 +506,8 @@ pub async fn hostile_a_replay_key_taken_by_other_work_is_a_conflict(h: &Harness)
 pub async fn hostile_numbers_out_of_range(h: &Harness) {
     let store = h.store().await;
     let before = baseline(&store).await;
-    // Business value: the whole non-negative range; negative refused.
-    for bad in [-1, i64::MIN] {
+    // Business value: 0 to 2^53; negative and larger refused.
+    for bad in [-1, i64::MIN, liaison::MAX_BUSINESS_VALUE + 1, i64::MAX] {
         let err = store
             .enqueue(submission("num", "neg").business_value(bad))
             .await
@@ -515,11 +515,11 @@ pub async fn hostile_numbers_out_of_range(h: &Harness) {
         assert_eq!(invalid_field(&err), "business_value");
     }
     let rich = store
-        .enqueue(submission("num", "max").business_value(i64::MAX))
+        .enqueue(submission("num", "max").business_value(liaison::MAX_BUSINESS_VALUE))
         .await
         .unwrap()
         .submission;
-    assert_eq!(rich.business_value, Some(i64::MAX));
+    assert_eq!(rich.business_value, Some(liaison::MAX_BUSINESS_VALUE));
     // Priority: both ends of i32, claimed highest first.
     let low = store
         .enqueue(submission("num", "low").priority(i32::MIN))

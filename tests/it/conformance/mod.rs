@@ -108,6 +108,7 @@ conformance! {
     health_stats::state_counts_stay_exact_through_transitions,
     health_stats::counts_stay_exact_under_concurrent_writers,
     health_stats::windows_give_outcomes_latencies_and_work_past_budget,
+    health_stats::business_values_at_the_cap_sum_exactly_and_above_it_are_refused,
     alerts::one_alert_opens_under_concurrent_opens,
     alerts::an_alert_is_notified_acknowledged_resolved_and_reopens,
     retention::a_purge_removes_exactly_what_is_due,

@@ -4,6 +4,7 @@ mod alerts;
 #[cfg(feature = "http")]
 mod crash;
 mod failures;
+mod forever;
 mod limits;
 mod ordering;
 mod shutdown;
