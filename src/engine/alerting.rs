@@ -130,7 +130,6 @@ impl AlertSettings {
     }
 }
 
-/// The conditions that hold now for one partner: class -> details.
 /// `share` of `budget` (the delay-budget warning), saturating: a budget
 /// "for ever" (`Duration::MAX`) or a share above 1 that would overflow gives
 /// `Duration::MAX`, a negative share zero, a NaN share the budget itself.
@@ -141,6 +140,7 @@ fn share_of(budget: Duration, share: f64) -> Duration {
     Duration::try_from_secs_f64((budget.as_secs_f64() * share).max(0.0)).unwrap_or(Duration::MAX)
 }
 
+/// The conditions that hold now for one partner: class -> details.
 fn conditions(
     p: &PartnerHealth,
     thresholds: &AlertThresholds,
