@@ -58,7 +58,7 @@ impl AlertSink for TracingSink {
             _ => tracing::warn!(
                 alert_id = %alert.id, partner = %alert.partner, class = alert.class.as_str(),
                 owner = %alert.owner.name, contact = %alert.owner.contact, expected = alert.expected,
-                event = event.as_str(), details = %alert.details, "alert"
+                event = event.as_str(), details = ?alert.details, "alert"
             ),
         }
         Ok(())
