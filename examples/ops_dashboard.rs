@@ -113,7 +113,7 @@ async fn main() -> Result<(), BoxError> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let app = router(OpsState::new(liaison.clone()).token(token.clone()))
+    let app = router(OpsState::new(liaison.clone()).token(token.clone()))?
         .merge(liaison::http::callback_router(liaison.clone()));
     tokio::spawn(async move { axum::serve(listener, app).await });
     lab.set_callback_url(Some(format!("{base}/callbacks/lab")));

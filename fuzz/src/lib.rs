@@ -15,8 +15,9 @@
 //!   a report it returns always holds bounded identifiers without control
 //!   characters, and a body that is not JSON is always malformed.
 //! - [`callback_ingest`]: [`Liaison::ingest_callback`] on a temporary SQLite
-//!   store: never an error (errors are storage failures only), the status
-//!   is the disposition's, the raw callback is stored as received, a
+//!   store: never an error (errors are storage failures only) but
+//!   `InvalidInput` for a name no partner could have, which stores nothing;
+//!   the status is the disposition's, the raw callback is stored as received, a
 //!   signed partner's callback without a real signature is never applied,
 //!   and no submission is ever settled twice.
 //!
@@ -451,11 +452,21 @@ impl Ingest {
             ("content-type", part(3)),
         ]);
         self.runtime.block_on(async {
-            let receipt = self
-                .liaison
-                .ingest_callback(partner, &headers, body)
-                .await
-                .expect("ingest answers every input with a receipt");
+            // A name no partner could have is refused before anything is
+            // stored; every other input gets a receipt.
+            let valid_name = !partner.is_empty()
+                && partner.len() <= 64
+                && partner
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'));
+            let receipt = match self.liaison.ingest_callback(partner, &headers, body).await {
+                Err(e) if !valid_name => {
+                    assert!(e.is_invalid_input(), "{e:?}");
+                    return;
+                }
+                answer => answer.expect("ingest answers every input with a receipt"),
+            };
+            assert!(valid_name, "{partner:?} is not a partner name, yet stored");
             let d = receipt.disposition;
             let stored = self
                 .store
@@ -473,12 +484,8 @@ impl Ingest {
             if !known {
                 assert!(matches!(d, Disposition::Rejected | Disposition::TooLarge));
             }
-            let expected = if !known && d == Disposition::Rejected {
-                404
-            } else {
-                d.http_status()
-            };
-            assert_eq!(receipt.http_status, expected, "{d:?}");
+            // An unknown partner is answered like a bad signature (401).
+            assert_eq!(receipt.http_status, d.http_status(), "{d:?}");
             if partner == "signed" {
                 // The fuzzer cannot forge a signature: never parsed, never applied.
                 assert!(

@@ -38,33 +38,36 @@ const STRANDED_AFTER: chrono::Duration = chrono::Duration::seconds(10);
 
 async fn round(shared: &Arc<Shared>) -> crate::Result<()> {
     let now = Utc::now();
-    let stranded = shared
-        .store
-        .list_callbacks(&CallbackFilter {
-            dispositions: vec![Disposition::Received],
-            limit: Some(BATCH),
-            ..CallbackFilter::default()
-        })
-        .await?;
     let liaison = Liaison {
         shared: Arc::clone(shared),
     };
-    for callback in stranded
-        .into_iter()
-        .filter(|c| c.received_at < now - STRANDED_AFTER)
-    {
-        if !shared.partners.contains_key(&callback.partner) {
-            continue;
-        }
-        match liaison.reprocess_callback(callback.id).await {
-            Ok(receipt) => tracing::warn!(
-                callback_id = %callback.id,
-                disposition = receipt.disposition.as_str(),
-                "a callback left unsettled was processed"
-            ),
-            // Another instance settled it meanwhile.
-            Err(e) if e.is_already_settled() => {}
-            Err(error) => tracing::warn!(%error, "could not process an unsettled callback"),
+    // Per partner, the oldest first: a backlog is worked through in order of
+    // arrival instead of the newest batch always taking the round.
+    for name in shared.partners.keys() {
+        let stranded = shared
+            .store
+            .list_callbacks(
+                &CallbackFilter::default()
+                    .partner(name.clone())
+                    .disposition(Disposition::Received)
+                    .oldest_first()
+                    .limit(BATCH),
+            )
+            .await?;
+        for callback in stranded
+            .into_iter()
+            .filter(|c| c.received_at < now - STRANDED_AFTER)
+        {
+            match liaison.reprocess_callback(callback.id).await {
+                Ok(receipt) => tracing::warn!(
+                    callback_id = %callback.id,
+                    disposition = receipt.disposition.as_str(),
+                    "a callback left unsettled was processed"
+                ),
+                // Another instance settled it meanwhile.
+                Err(e) if e.is_already_settled() => {}
+                Err(error) => tracing::warn!(%error, "could not process an unsettled callback"),
+            }
         }
     }
     let expired = shared.store.expire_unmatched(now).await?;
@@ -196,6 +199,72 @@ async fn overdue(shared: &Shared, submission: Submission) {
             // A callback may have settled it meanwhile: that is fine.
             Err(e) if e.is_invalid_transition() => {}
             Err(error) => tracing::warn!(%error, "could not settle an overdue result"),
+        }
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::callback::{JsonMatcher, Unverified};
+    use crate::engine::Partner;
+    use crate::partner::{AttemptContext, PartnerAdapter, PartnerError, SubmitOutcome};
+    use crate::store::{NewCallback, OutboxStore, SqliteStore};
+
+    #[derive(Debug)]
+    struct Idle;
+
+    #[async_trait]
+    impl PartnerAdapter for Idle {
+        async fn submit(
+            &self,
+            _: &AttemptContext,
+            _: &Submission,
+        ) -> Result<SubmitOutcome, PartnerError> {
+            Ok(SubmitOutcome::AwaitResult { external_ref: None })
+        }
+    }
+
+    #[tokio::test]
+    async fn stranded_callbacks_are_processed_oldest_first() {
+        let store = SqliteStore::open_temporary().unwrap();
+        let liaison = Liaison::builder(store.clone())
+            .partner(
+                Partner::new("lab", Idle)
+                    .callbacks(JsonMatcher::builder(Unverified).build().unwrap()),
+            )
+            .build()
+            .unwrap();
+        // More stranded callbacks than one round takes, all older than the
+        // grace period, in order of arrival.
+        let start = Utc::now() - chrono::Duration::minutes(10);
+        let mut ids = Vec::new();
+        for i in 0..BATCH + 30 {
+            let body = format!(r#"{{"reference":"R-{i}","status":"succeeded"}}"#);
+            let at = start + chrono::Duration::seconds(i as i64);
+            let id = store
+                .record_callback(NewCallback::new("lab", body.into_bytes()).received_at(at))
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        round(&liaison.shared).await.unwrap();
+        let mut left = Vec::new();
+        for id in &ids {
+            if store.callback(*id).await.unwrap().disposition == Disposition::Received {
+                left.push(*id);
+            }
+        }
+        assert_eq!(left, ids[BATCH..], "the oldest {BATCH} are processed first");
+        // The next round takes the rest.
+        round(&liaison.shared).await.unwrap();
+        for id in &ids {
+            assert_ne!(
+                store.callback(*id).await.unwrap().disposition,
+                Disposition::Received
+            );
         }
     }
 }

@@ -372,7 +372,7 @@ fn settle_failure(
     let actor = Actor::system("dispatcher");
     let change = match decision {
         RetryDecision::RetryAfter(delay) => {
-            tracing::info!(?delay, error = %text, "attempt failed; retry scheduled");
+            tracing::info!(?delay, error = ?text, "attempt failed; retry scheduled");
             StateChange::to(SubmissionState::Queued)
                 .actor(actor)
                 .due_at(super::saturating_after(now, delay))
@@ -382,7 +382,7 @@ fn settle_failure(
                 )
         }
         RetryDecision::GiveUp => {
-            tracing::warn!(error = %text, why, "attempt failed; dead-lettered");
+            tracing::warn!(error = ?text, why, "attempt failed; dead-lettered");
             StateChange::to(SubmissionState::DeadLettered)
                 .actor(actor)
                 .reason(format!("{why}: {text}"))

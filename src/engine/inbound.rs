@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::Liaison;
 use crate::callback::{CallbackId, CallbackReceipt, Disposition, InboundCallback};
 use crate::error::{Error, Result};
-use crate::model::submission::SubmissionState;
+use crate::model::submission::{SubmissionState, validate_partner};
 use crate::store::{NewCallback, Settlement};
 
 /// The callback size cap for partners that do not set one: 1 MiB.
@@ -57,23 +57,30 @@ impl Liaison {
     /// Take one callback from a partner: store it raw, then verify, parse,
     /// match and apply it. The receipt says what was done and which HTTP
     /// status to answer. Errors are storage failures only (answer 503 so the
-    /// partner retries): every kind of bad input is a disposition.
+    /// partner retries), except [`Error::InvalidInput`] for a `partner` that
+    /// is not a valid partner name (the alphabet of configured names: letters,
+    /// digits, `_ - . : /`, at most 64 bytes): nothing is stored for it, and it
+    /// should be answered like a rejected callback (401). Every other kind of
+    /// bad input is a disposition.
     ///
     /// | disposition | status |
     /// |---|---|
     /// | applied, duplicate, conflicting, late | 200 |
     /// | unmatched (kept for a late match) | 202 |
     /// | malformed | 400 |
-    /// | rejected (bad signature) | 401 |
-    /// | unknown partner, or none configured for callbacks | 404 |
+    /// | rejected: bad signature, unknown partner, or none configured for callbacks | 401 |
     /// | too large | 413 |
+    ///
+    /// An unknown partner is answered exactly like a bad signature, so that
+    /// probing cannot tell which partner names are configured.
     pub async fn ingest_callback(
         &self,
         partner: &str,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<CallbackReceipt> {
-        let span = tracing::info_span!("liaison.callback", partner = %partner, size = body.len());
+        // The name comes from outside: logged quoted and escaped (Debug).
+        let span = tracing::info_span!("liaison.callback", partner = ?partner, size = body.len());
         self.ingest(partner, headers, body).instrument(span).await
     }
 
@@ -87,17 +94,21 @@ impl Liaison {
     }
 
     /// Record a callback whose body was not kept because it is above the
-    /// cap: its metadata is stored and the partner is answered 413.
+    /// cap: its metadata is stored and the partner is answered 413. A
+    /// `partner` that is not a valid partner name is refused with
+    /// [`Error::InvalidInput`] and nothing is stored (answer it 401, as
+    /// [`Liaison::ingest_callback`] says).
     pub async fn refuse_oversized(
         &self,
         partner: &str,
         headers: &HeaderMap,
         size: u64,
     ) -> Result<CallbackReceipt> {
+        validate_partner(partner)?;
         let cap = self.callback_cap(partner);
         let reason = format!("body of {size} bytes is above the limit of {cap} bytes");
         let new = NewCallback {
-            partner: partner.chars().take(64).collect(),
+            partner: partner.to_owned(),
             received_at: Utc::now(),
             headers: kept_headers(headers),
             body: None,
@@ -107,7 +118,7 @@ impl Liaison {
             error: Some(reason.clone()),
         };
         let id = self.shared.store.record_callback(new).await?;
-        tracing::warn!(callback_id = %id, partner = %partner, %reason, "callback refused");
+        tracing::warn!(callback_id = %id, partner = ?partner, %reason, "callback refused");
         Ok(CallbackReceipt {
             callback_id: id,
             disposition: Disposition::TooLarge,
@@ -123,6 +134,9 @@ impl Liaison {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<CallbackReceipt> {
+        // A name outside the partner alphabet (control characters, spaces,
+        // too long) is no partner's: refused before anything is stored.
+        validate_partner(partner)?;
         if body.len() > self.callback_cap(partner) {
             return self
                 .refuse_oversized(partner, headers, body.len() as u64)
@@ -131,8 +145,8 @@ impl Liaison {
         let received_at = Utc::now();
         let store = &self.shared.store;
         let new = NewCallback {
-            // An unknown name is stored too (bounded), so nothing inbound is lost.
-            partner: partner.chars().take(64).collect(),
+            // An unknown (valid) name is stored too, so nothing inbound is lost.
+            partner: partner.to_owned(),
             received_at,
             headers: kept_headers(headers),
             body: Some(body.to_vec()),
@@ -156,10 +170,12 @@ impl Liaison {
                 })
                 .await?;
             tracing::warn!(callback_id = %id, %reason, "callback refused");
+            // Answered like a bad signature: probing does not reveal which
+            // partner names are configured.
             return Ok(CallbackReceipt {
                 callback_id: id,
                 disposition: Disposition::Rejected,
-                http_status: 404,
+                http_status: Disposition::Rejected.http_status(),
                 submission_id: None,
                 detail: Some(reason),
             });

@@ -150,7 +150,8 @@ impl Partner {
     }
 
     /// How this partner's callbacks are verified and read. Without a
-    /// matcher, callbacks for this partner are refused (404).
+    /// matcher, callbacks for this partner are refused (401, as for a bad
+    /// signature).
     pub fn callbacks(mut self, matcher: impl CallbackMatcher + 'static) -> Self {
         self.callbacks = Some(Arc::new(matcher));
         self

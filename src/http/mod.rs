@@ -21,11 +21,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
+use crate::callback::Disposition;
 use crate::engine::Liaison;
+use crate::error::ErrorKind;
+use crate::model::submission::validate_partner;
 
 /// A router with `POST /callbacks/{partner}`: each request is handed to
 /// [`Liaison::ingest_callback`] and answered with the receipt's status and a
-/// small JSON body (`callback_id`, `disposition`). The partner's size cap is
+/// small JSON body (`callback_id`, `disposition`). A rejected callback (bad
+/// signature, a partner name that is unknown, not configured for callbacks,
+/// or not a valid partner name at all) is answered alike: 401 with
+/// `{"disposition":"rejected"}` and no callback id, so that probing cannot
+/// tell configured partners from others. The partner's size cap is
 /// enforced before the body is read in full: a declared `Content-Length` above
 /// it is refused at once, and reading stops one byte past it. A storage
 /// failure answers 503, so the partner retries later.
@@ -45,6 +52,11 @@ async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // Not a partner name at all (control characters, spaces, too long):
+    // nothing is stored, and it is answered like an unknown partner.
+    if validate_partner(&partner).is_err() {
+        return rejected();
+    }
     let cap = liaison.callback_cap(&partner);
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -64,6 +76,7 @@ async fn receive(
         },
     };
     match receipt {
+        Ok(receipt) if receipt.disposition == Disposition::Rejected => rejected(),
         Ok(receipt) => {
             let status = StatusCode::from_u16(receipt.http_status)
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -73,8 +86,9 @@ async fn receive(
             });
             (status, axum::Json(body)).into_response()
         }
+        Err(error) if error.kind() == ErrorKind::InvalidInput => rejected(),
         Err(error) => {
-            tracing::error!(%error, partner = %partner, "callback could not be stored");
+            tracing::error!(%error, partner = ?partner, "callback could not be stored");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 axum::Json(json!({ "error": "temporarily unable to accept callbacks" })),
@@ -82,4 +96,15 @@ async fn receive(
                 .into_response()
         }
     }
+}
+
+/// The one answer for every rejected callback, whatever the reason: the
+/// same status and bytes for an unknown partner as for a bad signature.
+fn rejected() -> Response {
+    (
+        StatusCode::from_u16(Disposition::Rejected.http_status())
+            .unwrap_or(StatusCode::UNAUTHORIZED),
+        axum::Json(json!({ "disposition": Disposition::Rejected.as_str() })),
+    )
+        .into_response()
 }

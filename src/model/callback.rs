@@ -34,7 +34,7 @@ impl CallbackId {
 /// | `Unmatched` | 202 | no submission matches yet; kept and matched when the reference appears |
 /// | `Expired` | — | was `Unmatched` past the configured time; quarantined |
 /// | `Malformed` | 400 | could not be parsed; quarantined, reprocessable |
-/// | `Rejected` | 401 | signature invalid (or unknown partner: 404); stored, never parsed |
+/// | `Rejected` | 401 | signature invalid, or unknown partner (answered alike); stored, never parsed |
 /// | `TooLarge` | 413 | body above the cap; its metadata is stored, not the body |
 /// | `Received` | — | stored, not processed yet (a crash in between leaves this) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -114,7 +114,8 @@ pub enum Settlement {
     },
 }
 
-/// Which stored callbacks to list; newest first, at most `limit` (default 100).
+/// Which stored callbacks to list; newest first (oldest first with
+/// [`CallbackFilter::oldest_first`]), at most `limit` (default 100).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CallbackFilter {
@@ -126,6 +127,8 @@ pub struct CallbackFilter {
     pub submission_id: Option<crate::SubmissionId>,
     /// At most this many (default 100, at most 10,000).
     pub limit: Option<usize>,
+    /// The oldest first (in order of arrival) instead of the newest.
+    pub oldest_first: bool,
 }
 
 impl CallbackFilter {
@@ -164,6 +167,18 @@ impl CallbackFilter {
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = Some(limit);
         self
+    }
+
+    /// The oldest first (in order of arrival), e.g. to work through a
+    /// backlog without the newest always taking the batch.
+    pub fn oldest_first(mut self) -> Self {
+        self.oldest_first = true;
+        self
+    }
+
+    /// The SQL direction of the listing by arrival (`seq`), for both stores.
+    pub(crate) fn order(&self) -> &'static str {
+        if self.oldest_first { "ASC" } else { "DESC" }
     }
 
     pub(crate) fn effective_limit(&self) -> usize {

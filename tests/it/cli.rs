@@ -716,3 +716,80 @@ async fn alerts_lists_open_alerts_with_owners_and_ack_stops_reminders() {
     let bad = outbox.run(&["ack", "nope"]);
     assert_eq!(bad.code, 2);
 }
+
+/// Text from outside (a partner's error, a callback's partner name, headers
+/// and body) with terminal escapes and forged lines in it.
+const HOSTILE: &str = "\x1b[31mred\x1b]0;title\x07\r\nforged: line\u{9b}2J";
+
+#[tokio::test]
+async fn output_never_carries_control_characters_from_stored_text() {
+    use liaison::AttemptOutcome;
+    use liaison::store::{AttemptReport, StateChange};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let id = store
+        .enqueue(submission("bank", "evil"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let lease = crate::support::claim_one(&store, "bank").await;
+    store
+        .complete(
+            &lease,
+            AttemptReport::new(AttemptOutcome::Failed).error(HOSTILE),
+            StateChange::to(SubmissionState::Failed).error(HOSTILE),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(id).await.unwrap().last_error.as_deref(),
+        Some(HOSTILE)
+    );
+    let callback = store
+        .record_callback(
+            NewCallback::new(HOSTILE, HOSTILE.as_bytes().to_vec())
+                .header("x-evil", HOSTILE)
+                .disposition(Disposition::Rejected, Some(HOSTILE.to_owned())),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let (id, callback) = (id.to_string(), callback.to_string());
+    let commands: [&[&str]; 9] = [
+        &["show", &id],
+        &["show", &id, "--json"],
+        &["list"],
+        &["list", "--json"],
+        &["callbacks"],
+        &["callbacks", "--json"],
+        &["reprocess", &callback],
+        &["reprocess", &callback, "--json"],
+        &["status"],
+    ];
+    for args in commands {
+        let run = run(&path, args);
+        for (name, out) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+            assert!(
+                !out.chars().any(|c| c.is_control() && c != '\n'),
+                "{args:?}: a control character on {name}:\n{out:?}"
+            );
+            assert!(
+                !out.lines().any(|l| l.starts_with("forged")),
+                "{args:?}: a forged line on {name}:\n{out}"
+            );
+        }
+    }
+    // What was escaped is still there to read.
+    run(&path, &["show", &id]).has("\\u001b[31mred");
+    let json = run(&path, &["show", &id, "--json"]);
+    json.has("\\u001b[31mred");
+    // Still JSON, the text intact once decoded.
+    assert!(
+        json.json()
+            .to_string()
+            .contains(&serde_json::to_string(HOSTILE).unwrap()[1..20])
+    );
+}

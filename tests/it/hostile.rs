@@ -234,6 +234,98 @@ async fn send_raw(addr: SocketAddr, request: Vec<u8>) -> u16 {
         .unwrap_or(0)
 }
 
+/// The whole answer to `request` (read until the server closes), without
+/// its `date` header.
+async fn answer_raw(addr: SocketAddr, request: Vec<u8>) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 30 s")
+        .unwrap();
+    let text = String::from_utf8(answer).expect("a UTF-8 answer");
+    text.split_inclusive("\r\n")
+        .filter(|line| !line.to_ascii_lowercase().starts_with("date:"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partner_names_with_control_characters_are_refused_and_not_stored() {
+    let t = Target::start().await;
+    let before = t.callbacks().await.len();
+    for path in [
+        "/callbacks/%1B]0;x%07",
+        "/callbacks/a%0D%0Ab",
+        "/callbacks/lab%0D%0A2026-01-01T00:00:00Z%20INFO%20forged",
+        "/callbacks/%1B%5B31m",
+    ] {
+        let body = br#"{"reference":"R-1","status":"succeeded"}"#;
+        assert_eq!(t.post(path, &[], body).await, 401, "{path}");
+        // Above the default cap too: refused, not recorded as too large.
+        let big = vec![b'x'; 2 * 1024 * 1024];
+        assert_eq!(t.post(path, &[], &big).await, 401, "{path} (large)");
+    }
+    let stored = t.callbacks().await;
+    assert_eq!(stored.len(), before, "nothing is stored: {stored:#?}");
+    // The engine refuses them too, for hosts with their own HTTP stack.
+    let headers = axum::http::HeaderMap::new();
+    for name in ["\x1b]0;x\x07", "a\r\nb", ""] {
+        let refused = t.liaison.ingest_callback(name, &headers, b"{}").await;
+        assert!(
+            refused.as_ref().is_err_and(|e| e.is_invalid_input()),
+            "{name:?}: {refused:?}"
+        );
+        let refused = t.liaison.refuse_oversized(name, &headers, 1 << 30).await;
+        assert!(refused.is_err(), "{name:?}: {refused:?}");
+    }
+    assert_eq!(t.callbacks().await.len(), before);
+    t.still_intact().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_configured_partners_are_answered_alike() {
+    let t = Target::start().await;
+    let body = br#"{"reference":"R-1","status":"succeeded"}"#;
+    let (ts, sig) = sign("msg_probe", body);
+    let bad = "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let headers: [(&str, &[u8]); 3] = [
+        ("webhook-id", b"msg_probe"),
+        ("webhook-timestamp", ts.as_bytes()),
+        ("webhook-signature", bad.as_bytes()),
+    ];
+    // A configured partner with a bad signature, an unknown partner (even
+    // with a valid signature of the configured one's) and a name no partner
+    // can have.
+    let configured = answer_raw(t.addr, request("/callbacks/lab", &headers, body)).await;
+    let good: [(&str, &[u8]); 3] = [
+        ("webhook-id", b"msg_probe"),
+        ("webhook-timestamp", ts.as_bytes()),
+        ("webhook-signature", sig.as_bytes()),
+    ];
+    let unknown = answer_raw(t.addr, request("/callbacks/nobody", &good, body)).await;
+    let invalid = answer_raw(t.addr, request("/callbacks/%1B]0;x%07", &good, body)).await;
+    let text = String::from_utf8_lossy(&configured).into_owned();
+    assert!(text.starts_with("HTTP/1.1 401 "), "{text}");
+    assert!(text.ends_with(r#"{"disposition":"rejected"}"#), "{text}");
+    assert_eq!(String::from_utf8_lossy(&unknown), text);
+    assert_eq!(String::from_utf8_lossy(&invalid), text);
+    // What is stored for each is as before: both rejected, with their reasons.
+    let stored = t.callbacks().await;
+    let reasons: Vec<(&str, Disposition, bool)> = stored
+        .iter()
+        .map(|c| (c.partner.as_str(), c.disposition, c.error.is_some()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("lab", Disposition::Rejected, true),
+            ("nobody", Disposition::Rejected, true)
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_callbacks_get_413_and_their_metadata_is_kept() {
     let t = Target::start().await;
@@ -352,23 +444,24 @@ async fn invalid_utf8_and_deeply_nested_bodies_are_malformed_not_a_crash() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_partner_names_in_the_path_get_404_or_400() {
+async fn hostile_partner_names_in_the_path_get_401_or_400() {
     let t = Target::start().await;
     let long = "p".repeat(10_000);
     for (path, expected) in [
-        ("/callbacks/nobody", 404),
+        ("/callbacks/nobody", 401),
         (
             "/callbacks/%27%3B%20DROP%20TABLE%20liaison_callbacks%3B--",
-            404,
+            401,
         ),
-        ("/callbacks/%25", 404),
-        ("/callbacks/_", 404),
-        ("/callbacks/%00", 404),
-        ("/callbacks/lab%00", 404),
-        ("/callbacks/%C3%BCnic%C3%B6de", 404),
-        (&format!("/callbacks/{long}"), 404),
+        ("/callbacks/%25", 401),
+        ("/callbacks/_", 401),
+        ("/callbacks/%00", 401),
+        ("/callbacks/lab%00", 401),
+        ("/callbacks/%C3%BCnic%C3%B6de", 401),
+        (&format!("/callbacks/{long}"), 401),
         // Not UTF-8 once decoded: the router refuses it before liaison sees it.
         ("/callbacks/%FF%FE", 400),
+        // No such route.
         ("/callbacks/lab/extra", 404),
     ] {
         let body = br#"{"reference":"R-1","status":"succeeded"}"#;
@@ -389,19 +482,17 @@ async fn hostile_partner_names_in_the_path_get_404_or_400() {
     // Raw non-ASCII bytes in the request line are refused by the HTTP layer.
     let mut raw = b"POST /callbacks/\xff\xfe HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}".to_vec();
     assert_eq!(t.send(std::mem::take(&mut raw)).await, 400);
-    // Unknown partners are stored (bounded), rejected, never applied.
+    // Unknown partners with valid names are stored, rejected, never
+    // applied; names outside the partner alphabet are not stored at all.
     let stored = t.callbacks().await;
     assert!(
         stored
             .iter()
             .all(|c| c.disposition == Disposition::Rejected)
     );
-    assert!(stored.iter().all(|c| c.partner.len() <= 64 * 4));
-    assert!(
-        stored
-            .iter()
-            .any(|c| c.partner.starts_with("'; DROP TABLE"))
-    );
+    let mut names: Vec<&str> = stored.iter().map(|c| c.partner.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["_", "nobody"]);
     assert_eq!(
         t.store.get(t.awaiting.id).await.unwrap().state,
         SubmissionState::AwaitingResult

@@ -78,7 +78,7 @@ impl Fixture {
     fn app(&self, token: Option<&str>) -> Router {
         let mut state = OpsState::new(self.liaison.clone());
         state.token = token.map(str::to_owned);
-        router(state)
+        router(state).unwrap()
     }
 
     async fn state(&self, id: SubmissionId) -> SubmissionState {
@@ -634,4 +634,18 @@ async fn metrics_are_prometheus_text() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_short_token_is_refused_when_the_router_is_built() {
+    let f = fixture().await;
+    let state = |token: &str| OpsState::new(f.liaison.clone()).token(token);
+    let refused = router(state("s3cret")).unwrap_err();
+    assert!(refused.is_invalid_input(), "{refused:?}");
+    assert!(router(state(&"x".repeat(15))).is_err());
+    assert!(router(state(&"x".repeat(16))).is_ok());
+    assert!(router(state(TOKEN)).is_ok());
+    // No token, or an empty one: read-only, as before.
+    assert!(router(OpsState::new(f.liaison.clone())).is_ok());
+    assert!(router(state("")).is_ok());
 }

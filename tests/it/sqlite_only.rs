@@ -99,3 +99,54 @@ async fn stored_data_that_does_not_decode_or_fit_is_corrupt_not_bad_input() {
     assert!(err.is_corrupt(), "{err:?}");
     assert!(err.to_string().contains(&orphan.to_string()), "{err}");
 }
+
+/// The mode bits of `path`.
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_database_liaison_creates_and_its_wal_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let store = SqliteStore::open(&path).unwrap();
+    for i in 0..3 {
+        store
+            .enqueue(submission("lab", &format!("k{i}")))
+            .await
+            .unwrap();
+    }
+    let side = |suffix: &str| {
+        let mut p = path.clone().into_os_string();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    };
+    // While the store is open, after writes: the WAL and shared memory exist.
+    for file in [path.clone(), side("-wal"), side("-shm")] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    drop(store);
+    assert_eq!(mode(&path), 0o600);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_existing_database_keeps_its_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    std::fs::File::create(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    store.enqueue(submission("lab", "k")).await.unwrap();
+    assert_eq!(mode(&path), 0o640);
+    drop(store);
+    assert_eq!(mode(&path), 0o640);
+}

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::args::{CallbacksArgs, ReprocessArgs};
 use crate::fail::{Done, Fail, Outcome};
-use crate::render::{Table, count, or_dash, print, print_json, time, truncate};
+use crate::render::{Table, count, one_line, or_dash, print, print_json, time, truncate};
 
 /// A callback as the CLI prints it in JSON (the raw body only for `reprocess`).
 #[derive(Debug, Serialize)]
@@ -179,7 +179,7 @@ pub(crate) async fn reprocess(liaison: &Liaison, args: &ReprocessArgs, json: boo
 fn describe(c: &StoredCallback) -> String {
     let mut out = format!("Callback {}\n", c.id);
     let mut field = |name: &str, value: String| {
-        out.push_str(&format!("  {name:<12} {value}\n"));
+        out.push_str(&format!("  {name:<12} {}\n", one_line(&value)));
     };
     field("partner", c.partner.clone());
     field("received", format!("{} UTC", time(c.received_at)));

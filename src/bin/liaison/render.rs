@@ -70,11 +70,20 @@ impl Table {
     }
 }
 
-/// Control characters (newlines in a partner's error) become spaces.
+/// On one line: line breaks and tabs (in a partner's error) become spaces,
+/// other control characters are escaped as [`escape_controls`] does.
 pub(crate) fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    let spaced: String = s
+        .chars()
+        .map(|c| {
+            if matches!(c, '\n' | '\r' | '\t') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    escape_controls(&spaced).into_owned()
 }
 
 /// At most `max` characters, marked with `...` when cut.
@@ -134,8 +143,40 @@ pub(crate) fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// Write to stdout; a closed pipe ends the output quietly.
+/// `text` with every control character but line breaks (`\n`, `\r\n`: CSV
+/// lines end so) escaped as `\u001b` (valid inside a JSON string too): a
+/// partner name, an error or a header from outside cannot move the cursor,
+/// retitle or recolour the terminal. Every printer goes through [`print`] or
+/// [`note`], which apply it; fields that must stay on one line go through
+/// [`one_line`] first.
+pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let bare = |c: char, next: Option<char>| {
+        c == '\n' || (c == '\r' && next == Some('\n')) || !c.is_control()
+    };
+    let mut chars = text.chars().peekable();
+    let mut clean = true;
+    while let Some(c) = chars.next() {
+        clean &= bare(c, chars.peek().copied());
+    }
+    if clean {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if bare(c, chars.peek().copied()) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Write to stdout, control characters escaped; a closed pipe ends the
+/// output quietly.
 pub(crate) fn print(text: &str) -> Result<(), Fail> {
+    let text = escape_controls(text);
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
@@ -153,9 +194,10 @@ pub(crate) fn print_json(value: &impl Serialize) -> Result<(), Fail> {
     print(&text)
 }
 
-/// A line for the person at the terminal (progress, hints): stderr.
+/// A line for the person at the terminal (progress, hints, errors): stderr,
+/// control characters escaped.
 pub(crate) fn note(text: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{text}");
+    let _ = writeln!(std::io::stderr().lock(), "{}", escape_controls(text));
 }
 
 /// Quote `s` for a shell command line when it needs it.
@@ -200,6 +242,20 @@ mod tests {
         assert_eq!(t.render(), "ID          N\na          10\nlong name   7\n");
         assert_eq!(truncate("abcdefgh", 6), "abc...");
         assert_eq!(truncate("abc", 6), "abc");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_but_newlines_kept() {
+        assert_eq!(escape_controls("plain\nline"), "plain\nline");
+        assert_eq!(escape_controls("csv\r\nline"), "csv\r\nline");
+        assert_eq!(
+            escape_controls("\u{1b}[31mred\r\u{9b}x\u{7}"),
+            "\\u001b[31mred\\u000d\\u009bx\\u0007"
+        );
+        // Still JSON once escaped inside a JSON string.
+        let json = serde_json::to_string(&"a\u{9b}b").unwrap();
+        let back: String = serde_json::from_str(&escape_controls(&json)).unwrap();
+        assert_eq!(back, "a\u{9b}b");
     }
 
     #[test]

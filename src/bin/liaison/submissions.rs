@@ -7,7 +7,9 @@ use serde::Serialize;
 
 use crate::args::{ExportArgs, Format, ListArgs, ShowArgs};
 use crate::fail::{Done, Fail, Outcome};
-use crate::render::{Table, age, count, money, or_dash, print, print_json, time, truncate};
+use crate::render::{
+    Table, age, count, money, one_line, or_dash, print, print_json, time, truncate,
+};
 
 pub(crate) async fn list(liaison: &Liaison, args: &ListArgs, json: bool) -> Outcome {
     let filter = args.filters.to_filter().limit(args.limit);
@@ -76,7 +78,7 @@ pub(crate) async fn show(liaison: &Liaison, args: &ShowArgs, json: bool) -> Outc
     let now = Utc::now();
     let mut out = format!("Submission {}\n", s.id);
     let mut field = |name: &str, value: String| {
-        out.push_str(&format!("  {name:<16} {value}\n"));
+        out.push_str(&format!("  {name:<16} {}\n", one_line(&value)));
     };
     field("partner", s.partner.clone());
     field("kind", s.kind.clone());

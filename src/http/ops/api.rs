@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::actions::{Action, Failure, Request, perform};
-use super::auth::{Denied, authorize, bearer};
+use super::auth::{Denied, bearer};
 use super::params::Params;
 use crate::callback::StoredCallback;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
@@ -163,7 +163,7 @@ pub(super) async fn act(
         ))
         .json();
     };
-    if let Err(denied) = authorize(state.action_token(), &headers, bearer(&headers)) {
+    if let Err(denied) = state.authorize(&headers, bearer(&headers)) {
         let mut response = Failure::new(denied.status(), denied.message()).json();
         if denied == Denied::BadToken {
             response

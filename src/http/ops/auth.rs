@@ -1,9 +1,75 @@
 //! Who may act: the token (compared in constant time) and the origin check.
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::error::{Error, Result};
+
+/// The shortest ops token accepted, in bytes.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// How often refused token attempts are logged, at most.
+pub(super) const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Refuse a configured token shorter than [`MIN_TOKEN_BYTES`] (none, or an
+/// empty one, makes the page read-only and is fine).
+pub(super) fn check_token(token: Option<&str>) -> Result<()> {
+    match token {
+        Some(t) if !t.is_empty() && t.len() < MIN_TOKEN_BYTES => Err(Error::invalid(
+            "token",
+            format!(
+                "{} bytes; an ops token needs at least {MIN_TOKEN_BYTES} (use a long random secret)",
+                t.len()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Refused token attempts: counted, and logged at most once per interval
+/// (with how many there were since the last line), so that guessing is
+/// visible without flooding the log.
+#[derive(Debug)]
+pub(super) struct FailedTokens {
+    count: AtomicU64,
+    last_logged: Mutex<Option<Instant>>,
+    interval: Duration,
+}
+
+impl FailedTokens {
+    pub(super) fn new(interval: Duration) -> Self {
+        FailedTokens {
+            count: AtomicU64::new(0),
+            last_logged: Mutex::new(None),
+            interval,
+        }
+    }
+
+    /// Count one refused attempt; log a warning if none was logged within
+    /// the interval. Returns the number the warning reported, if one was logged.
+    pub(super) fn record(&self) -> Option<u64> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut last = self.last_logged.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| now.duration_since(at) < self.interval) {
+            return None;
+        }
+        *last = Some(now);
+        let failed = self.count.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            failed,
+            interval_secs = self.interval.as_secs(),
+            "ops page: actions refused for a missing or wrong token"
+        );
+        Some(failed)
+    }
+}
 
 /// Why an action was refused before it was looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +181,29 @@ mod tests {
             map.insert(*name, HeaderValue::from_static(value));
         }
         map
+    }
+
+    #[test]
+    fn short_tokens_are_refused() {
+        assert!(check_token(None).is_ok());
+        assert!(check_token(Some("")).is_ok());
+        assert!(check_token(Some(&"x".repeat(MIN_TOKEN_BYTES))).is_ok());
+        let short = check_token(Some(&"x".repeat(MIN_TOKEN_BYTES - 1))).unwrap_err();
+        assert!(short.is_invalid_input(), "{short:?}");
+        assert!(check_token(Some("s3cret")).is_err());
+    }
+
+    #[test]
+    fn failed_attempts_are_logged_at_most_once_per_interval() {
+        let failed = FailedTokens::new(Duration::from_millis(200));
+        assert_eq!(failed.record(), Some(1));
+        for _ in 0..50 {
+            assert_eq!(failed.record(), None);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        // The next line reports every attempt since the last one.
+        assert_eq!(failed.record(), Some(51));
+        assert_eq!(failed.record(), None);
     }
 
     #[test]

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 
 use super::Shared;
 use super::actions::{Action, Failure, Request, perform};
-use super::auth::authorize;
 use super::html::{document, error_page, escape, money, respond, state_words, when};
 use super::params::Params;
 use crate::model::event::{Attempt, Event};
@@ -57,7 +56,7 @@ pub(super) async fn act(
     };
     let params = Params::from_form(&body);
     let request = Request::from_form(&params);
-    if let Err(denied) = authorize(state.action_token(), &headers, params.get("token")) {
+    if let Err(denied) = state.authorize(&headers, params.get("token")) {
         let notice = Notice::Error(denied.message().to_owned());
         return show(
             &state,

@@ -18,8 +18,9 @@
 //! Reading needs no token: put the page behind your own network controls.
 //! Payloads and raw callback bodies are never shown (they may hold personal
 //! data). Every action needs the token the router was built with (compared
-//! in constant time); without one the page is read-only and actions answer
-//! 403. A form post whose `Origin` is another host than its `Host` header is
+//! in constant time; at least [`MIN_TOKEN_BYTES`], or building the router
+//! fails); without one the page is read-only and actions answer 403.
+//! Refused token attempts are counted and logged at most once a minute. A form post whose `Origin` is another host than its `Host` header is
 //! refused (403; behind a reverse proxy, forward `Host` unchanged), and no
 //! cookies are used, so another site cannot act through an operator's
 //! browser. Each action names its actor and reason, which go on the
@@ -32,9 +33,9 @@
 //! use liaison::Liaison;
 //! use liaison::http::ops::{OpsState, router};
 //!
-//! # async fn run(liaison: Liaison) -> std::io::Result<()> {
+//! # async fn run(liaison: Liaison) -> Result<(), Box<dyn std::error::Error>> {
 //! let state = OpsState::new(liaison.clone()).token("a-long-random-secret");
-//! let app = router(state).merge(liaison::http::callback_router(liaison));
+//! let app = router(state)?.merge(liaison::http::callback_router(liaison));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
@@ -45,6 +46,8 @@
 mod actions;
 mod api;
 mod auth;
+
+pub use auth::MIN_TOKEN_BYTES;
 mod chart;
 mod detail;
 mod failure;
@@ -76,6 +79,8 @@ pub struct OpsState {
     /// The window health is computed over (rates, outcomes, trend). A zero
     /// window is replaced by [`DEFAULT_WINDOW`].
     pub window: Duration,
+    /// Refused token attempts, logged at most once a minute.
+    failed_tokens: Arc<auth::FailedTokens>,
 }
 
 impl OpsState {
@@ -85,10 +90,12 @@ impl OpsState {
             liaison,
             token: None,
             window: DEFAULT_WINDOW,
+            failed_tokens: Arc::new(auth::FailedTokens::new(auth::FAILURE_LOG_INTERVAL)),
         }
     }
 
-    /// Allow actions to whoever presents `token`. Use a long random secret.
+    /// Allow actions to whoever presents `token`. Use a long random secret:
+    /// [`router`] refuses one shorter than [`MIN_TOKEN_BYTES`] (16 bytes).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
@@ -103,6 +110,19 @@ impl OpsState {
     /// The configured token, if actions are allowed.
     fn action_token(&self) -> Option<&str> {
         self.token.as_deref().filter(|t| !t.is_empty())
+    }
+
+    /// [`auth::authorize`], counting (and now and then logging) refused tokens.
+    fn authorize(
+        &self,
+        headers: &axum::http::HeaderMap,
+        given: Option<&str>,
+    ) -> Result<(), auth::Denied> {
+        let verdict = auth::authorize(self.action_token(), headers, given);
+        if verdict == Err(auth::Denied::BadToken) {
+            self.failed_tokens.record();
+        }
+        verdict
     }
 }
 
@@ -124,12 +144,16 @@ type Shared = Arc<OpsState>;
 struct OperationsRunbook;
 
 /// The ops page and its JSON API (see the [module docs](self)).
-pub fn router(mut state: OpsState) -> Router {
+///
+/// Refuses (`InvalidInput`) a token shorter than [`MIN_TOKEN_BYTES`];
+/// without a token (or with an empty one) the page is read-only.
+pub fn router(mut state: OpsState) -> crate::Result<Router> {
+    auth::check_token(state.token.as_deref())?;
     if state.window.is_zero() {
         tracing::warn!("ops page: a zero health window was given; using one hour");
         state.window = DEFAULT_WINDOW;
     }
-    Router::new()
+    Ok(Router::new()
         .route("/", get(overview::page))
         .route("/submissions/{id}", get(detail::page))
         .route("/submissions/{id}/{action}", post(detail::act))
@@ -140,5 +164,5 @@ pub fn router(mut state: OpsState) -> Router {
         .route("/api/submissions/{id}/{action}", post(api::act))
         .route("/api/callbacks", get(api::callbacks))
         .route("/metrics", get(api::metrics))
-        .with_state(Arc::new(state))
+        .with_state(Arc::new(state)))
 }

@@ -10,4 +10,4 @@
 mod sinks;
 
 pub use crate::model::alert::{Alert, AlertEvent, AlertId, Owner, Ownership, ProblemClass};
-pub use sinks::{AlertSink, ChannelSink, SinkError, TracingSink, WebhookSink};
+pub use sinks::{AlertSink, ChannelSink, SinkError, TracingSink, WebhookSink, WebhookSinkBuilder};

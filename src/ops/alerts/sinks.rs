@@ -58,7 +58,7 @@ impl AlertSink for TracingSink {
             _ => tracing::warn!(
                 alert_id = %alert.id, partner = %alert.partner, class = alert.class.as_str(),
                 owner = %alert.owner.name, contact = %alert.owner.contact, expected = alert.expected,
-                event = event.as_str(), details = %alert.details, "alert"
+                event = event.as_str(), details = ?alert.details, "alert"
             ),
         }
         Ok(())
@@ -128,11 +128,77 @@ impl fmt::Debug for WebhookSink {
 }
 
 impl WebhookSink {
-    /// Post to `url`, signing with `secret` (`whsec_…`).
+    /// Post to `url`, signing with `secret` (`whsec_…`). The URL must be
+    /// `https://`; plain `http://` is refused (`InvalidInput`) unless allowed
+    /// for a loopback host with
+    /// [`WebhookSinkBuilder::allow_plain_http_on_loopback`].
     pub fn new(url: &str, secret: &str) -> Result<Self> {
-        let url = reqwest::Url::parse(url).map_err(|e| Error::invalid("url", e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(Error::invalid("url", "only http and https are supported"));
+        Self::builder(url, secret).build()
+    }
+
+    /// A sink to configure before [`WebhookSinkBuilder::build`].
+    pub fn builder(url: &str, secret: &str) -> WebhookSinkBuilder {
+        WebhookSinkBuilder {
+            url: url.to_owned(),
+            secret: secret.to_owned(),
+            plain_http_on_loopback: false,
+        }
+    }
+}
+
+/// Builds a [`WebhookSink`] (see [`WebhookSink::builder`]).
+#[derive(Clone)]
+#[must_use]
+pub struct WebhookSinkBuilder {
+    url: String,
+    secret: String,
+    plain_http_on_loopback: bool,
+}
+
+impl fmt::Debug for WebhookSinkBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSinkBuilder")
+            .field("plain_http_on_loopback", &self.plain_http_on_loopback)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookSinkBuilder {
+    /// Accept a plain `http://` URL when its host is a loopback address
+    /// (`127.0.0.0/8`, `::1`) or `localhost`: a relay on the same machine,
+    /// or a test. Any other host still needs `https://`.
+    pub fn allow_plain_http_on_loopback(mut self) -> Self {
+        self.plain_http_on_loopback = true;
+        self
+    }
+
+    /// The sink, or `InvalidInput` for a URL that is not `https://` (nor
+    /// allowed plain `http://` on loopback) or a bad secret.
+    pub fn build(self) -> Result<WebhookSink> {
+        let url =
+            reqwest::Url::parse(&self.url).map_err(|e| Error::invalid("url", e.to_string()))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if self.plain_http_on_loopback && is_loopback(&url) => {}
+            "http" if self.plain_http_on_loopback => {
+                return Err(Error::invalid(
+                    "url",
+                    "plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); use https",
+                ));
+            }
+            "http" => {
+                return Err(Error::invalid(
+                    "url",
+                    "plain http is refused: alerts travel signed but unencrypted; use https \
+                     (or allow_plain_http_on_loopback() for a loopback host)",
+                ));
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "url",
+                    "only https (and http on loopback) are supported",
+                ));
+            }
         }
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -141,9 +207,22 @@ impl WebhookSink {
             .map_err(|e| Error::invalid("client", e.to_string()))?;
         Ok(WebhookSink {
             url,
-            signer: StandardWebhooks::new(secret)?,
+            signer: StandardWebhooks::new(&self.secret)?,
             client,
         })
+    }
+}
+
+/// The URL's host is a loopback address or `localhost`.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // The URL parser normalized the host: `[::1]`, `127.0.0.1`, lowercase names.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => bare.trim_end_matches('.') == "localhost",
     }
 }
 
@@ -206,6 +285,49 @@ mod tests {
                 }
                 assert!(shown.contains("https://h"), "{shown}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod webhook_url_tests {
+    use super::WebhookSink;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn plain_http_is_refused_unless_allowed_on_loopback() {
+        assert!(WebhookSink::new("https://alerts.example/hook", SECRET).is_ok());
+        for url in [
+            "http://alerts.example/hook",
+            "http://127.0.0.1:9000/hook",
+            "http://localhost/hook",
+        ] {
+            let refused = WebhookSink::new(url, SECRET).unwrap_err();
+            assert!(refused.is_invalid_input(), "{url}: {refused:?}");
+        }
+        for url in [
+            "http://127.0.0.1:9000/hook",
+            "http://127.9.8.7/hook",
+            "http://[::1]:9000/hook",
+            "http://localhost:9000/hook",
+            "http://LOCALHOST./hook",
+            "https://alerts.example/hook",
+        ] {
+            let sink = WebhookSink::builder(url, SECRET).allow_plain_http_on_loopback();
+            assert!(sink.build().is_ok(), "{url}");
+        }
+        for url in [
+            "http://alerts.example/hook",
+            "http://10.0.0.1/hook",
+            "http://[::2]/hook",
+            "http://localhost.evil.example/hook",
+            "http://127.0.0.1.nip.io/hook",
+            "ftp://127.0.0.1/hook",
+        ] {
+            let sink = WebhookSink::builder(url, SECRET).allow_plain_http_on_loopback();
+            let refused = sink.build().unwrap_err();
+            assert!(refused.is_invalid_input(), "{url}: {refused:?}");
         }
     }
 }

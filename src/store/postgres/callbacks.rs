@@ -115,7 +115,11 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &CallbackFilter) -> Result<Vec<
     args.push(Box::new(
         i64::try_from(filter.effective_limit()).unwrap_or(100),
     ));
-    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", args.len()));
+    sql.push_str(&format!(
+        " ORDER BY seq {} LIMIT ${}",
+        filter.order(),
+        args.len()
+    ));
     let params: Vec<&(dyn ToSql + Sync)> = args
         .iter()
         .map(|a| a.as_ref() as &(dyn ToSql + Sync))

@@ -114,7 +114,11 @@ pub(crate) fn list_on(conn: &Connection, filter: &CallbackFilter) -> Result<Vec<
             .unwrap_or(100)
             .into(),
     );
-    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", args.len()));
+    sql.push_str(&format!(
+        " ORDER BY seq {} LIMIT ?{}",
+        filter.order(),
+        args.len()
+    ));
     let mut stmt = conn
         .prepare_cached(&sql)
         .map_err(db_err("list callbacks"))?;

@@ -231,6 +231,7 @@ impl SqliteStore {
         temp: Option<tempfile::TempDir>,
     ) -> Result<Self> {
         config.check()?;
+        create_private(&path);
         let mut conn = connect(&path, &config)?;
         migrate::migrate(&conn)?;
         let checkpointer = checkpoint::Checkpointer::start(&mut conn, &path, &config)?;
@@ -368,6 +369,27 @@ fn same_file(a: &Path, b: &Path) -> bool {
         _ => a == b,
     }
 }
+
+/// Create the database file readable and writable by its owner only
+/// (`0600`) when it does not exist yet, before SQLite opens it: SQLite gives
+/// the `-wal` and `-shm` files it creates the main file's permissions, so
+/// all three stay private. An existing file is left as it is; any other
+/// failure is left for SQLite's open to report.
+#[cfg(unix)]
+fn create_private(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+        return;
+    }
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+}
+
+#[cfg(not(unix))]
+fn create_private(_path: &Path) {}
 
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 128;

@@ -312,7 +312,7 @@ async fn oversized_and_unknown_callbacks_are_answered_and_recorded() {
     assert_eq!(response.status(), 413);
     let unknown = host.callback_url.replace("/lab", "/nobody");
     let response = client.post(&unknown).body("{}").send().await.unwrap();
-    assert_eq!(response.status(), 404);
+    assert_eq!(response.status(), 401);
 
     let stored = host.callbacks().await;
     assert_eq!(stored.len(), 2, "nothing inbound is lost");

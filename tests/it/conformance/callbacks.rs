@@ -691,3 +691,39 @@ pub async fn overdue_results_are_taken_once_for_polling(h: &Harness) {
     let timeline = a.timeline(bank[0]).await.unwrap();
     assert_eq!(timeline.last().unwrap().kind, EventKind::Accepted);
 }
+
+pub async fn callbacks_are_listed_newest_or_oldest_first(h: &Harness) {
+    let store = h.store().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            store
+                .record_callback(raw("lab", &format!(r#"{{"n":{i}}}"#)))
+                .await
+                .unwrap(),
+        );
+        store.record_callback(raw("other", "{}")).await.unwrap();
+    }
+    let listed = |filter: CallbackFilter| {
+        let store = &store;
+        async move {
+            store
+                .list_callbacks(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.id)
+                .collect::<Vec<CallbackId>>()
+        }
+    };
+    let lab = || {
+        CallbackFilter::default()
+            .partner("lab")
+            .disposition(Disposition::Received)
+            .limit(3)
+    };
+    assert_eq!(listed(lab()).await, [ids[4], ids[3], ids[2]]);
+    assert_eq!(listed(lab().oldest_first()).await, [ids[0], ids[1], ids[2]]);
+    let all = listed(CallbackFilter::default().oldest_first().limit(2)).await;
+    assert_eq!(all[0], ids[0]);
+}

@@ -98,6 +98,7 @@ conformance! {
     callbacks::rejected_and_malformed_are_quarantined_and_reprocessable,
     callback_races::concurrent_deliveries_of_one_callback_apply_once,
     callbacks::unmatched_callbacks_expire_into_quarantine,
+    callbacks::callbacks_are_listed_newest_or_oldest_first,
     callbacks::overdue_results_are_listed_and_deadlines_move,
     callbacks::overdue_results_are_taken_once_for_polling,
     recovery::a_replay_under_a_fresh_key_records_it_in_the_ledger,

@@ -274,7 +274,16 @@ async fn the_webhook_sink_posts_signed_json_and_retries() {
 
     let (_dir, store) = support::store();
     let (alert, _) = store_alert(&store).await;
-    let sink = WebhookSink::new(&url, SECRET).unwrap();
+    // Plain http needs the explicit opt-in, on loopback only.
+    assert!(
+        WebhookSink::new(&url, SECRET)
+            .unwrap_err()
+            .is_invalid_input()
+    );
+    let sink = WebhookSink::builder(&url, SECRET)
+        .allow_plain_http_on_loopback()
+        .build()
+        .unwrap();
     sink.notify(AlertEvent::Opened, &alert).await.unwrap();
 
     let seen = seen.lock().unwrap().clone();
