@@ -126,6 +126,10 @@ pub struct CallbackFilter {
     pub submission_id: Option<crate::SubmissionId>,
     /// At most this many (default 100, at most 10,000).
     pub limit: Option<usize>,
+    /// Leave the raw bodies out: each comes back as `None` (`size` and
+    /// `body_hash` still describe it), so a listing that shows no body
+    /// reads none.
+    pub without_body: bool,
 }
 
 impl CallbackFilter {
@@ -163,6 +167,12 @@ impl CallbackFilter {
     /// At most `limit` (default 100, at most 10,000).
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = Some(limit);
+        self
+    }
+
+    /// Leave the raw bodies out (see [`CallbackFilter::without_body`]).
+    pub fn without_body(mut self) -> Self {
+        self.without_body = true;
         self
     }
 
