@@ -129,6 +129,10 @@ pub struct CallbackFilter {
     pub limit: Option<usize>,
     /// The oldest first (in order of arrival) instead of the newest.
     pub oldest_first: bool,
+    /// Leave the raw bodies out: each comes back as `None` (`size` and
+    /// `body_hash` still describe it), so a listing that shows no body
+    /// reads none.
+    pub without_body: bool,
 }
 
 impl CallbackFilter {
@@ -179,6 +183,12 @@ impl CallbackFilter {
     /// The SQL direction of the listing by arrival (`seq`), for both stores.
     pub(crate) fn order(&self) -> &'static str {
         if self.oldest_first { "ASC" } else { "DESC" }
+    }
+
+    /// Leave the raw bodies out (see [`CallbackFilter::without_body`]).
+    pub fn without_body(mut self) -> Self {
+        self.without_body = true;
+        self
     }
 
     pub(crate) fn effective_limit(&self) -> usize {

@@ -48,6 +48,30 @@ pub(crate) fn bounded(text: Option<&str>) -> Option<String> {
     })
 }
 
+/// Selected in place of `payload` by a read without payloads: a JSON `null`
+/// where one is kept, SQL NULL where retention purged it. Testing for NULL
+/// does not read the value.
+pub(crate) const PAYLOAD_KEPT: &str = "CASE WHEN payload IS NULL THEN NULL ELSE 'null' END";
+
+/// `columns` with `column` replaced by `instead` when `leave_out` is set, so
+/// the row mapping reads the same positions either way.
+pub(crate) fn columns(
+    columns: &'static str,
+    leave_out: bool,
+    column: &str,
+    instead: &str,
+) -> std::borrow::Cow<'static, str> {
+    if leave_out {
+        debug_assert!(columns.contains(column), "{column} not in {columns}");
+        columns.replacen(column, instead, 1).into()
+    } else {
+        columns.into()
+    }
+}
+
+/// One hour in milliseconds: the unit of [`crate::store::HourlyCount`].
+pub(crate) const HOUR_MS: i64 = 3_600_000;
+
 /// A SQL count as u64 (counts are never negative).
 pub(crate) fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)

@@ -16,7 +16,10 @@ mod stats_types;
 mod types;
 mod wake;
 pub use callback_types::{CallbackFilter, NewCallback, Settlement};
-pub use stats_types::{MAX_LATENCY_SAMPLES, NewAlert, Outcomes, PartnerStats, StatsQuery, Totals};
+pub use stats_types::{
+    HourlyCount, HourlyQuery, MAX_LATENCY_SAMPLES, NewAlert, Outcomes, PartnerStats, StatsQuery,
+    Totals,
+};
 pub use types::{
     AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, OverdueClaim,
     Pause, PurgeReport, Replay, StateChange,
@@ -212,6 +215,13 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
     /// Statistics for health, per partner. Counts by state come from counters
     /// the store keeps, so their cost does not grow with history.
     async fn stats(&self, query: &StatsQuery) -> Result<Vec<PartnerStats>>;
+
+    /// One partner's submissions counted by the hour they were created in,
+    /// the hour they ended in and their state ([`HourlyCount`]), in one
+    /// grouped query: those created from [`HourlyQuery::from`] on, and
+    /// those created before it that are unfinished now. Groups in no
+    /// particular order; no payload is read.
+    async fn hourly_counts(&self, query: &HourlyQuery) -> Result<Vec<HourlyCount>>;
 
     /// Retention: remove the payloads of submissions that became terminal
     /// before `cutoff`, and the raw bodies of callbacks received before it

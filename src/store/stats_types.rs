@@ -181,3 +181,66 @@ impl NewAlert {
         self
     }
 }
+
+/// Which hours [`super::OutboxStore::hourly_counts`] counts one partner's
+/// submissions in: the `hours` hours from `from` on, as of `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HourlyQuery {
+    /// The partner.
+    pub partner: String,
+    /// The start of the first hour.
+    pub from: DateTime<Utc>,
+    /// How many hours (at most 10,000).
+    pub hours: u32,
+    /// The time of the count: a submission created at or after it is in
+    /// hour `hours` (not yet there), and one ended at or after it is
+    /// counted as not ended by now ([`HourlyCount::ended_by_now`]).
+    pub now: DateTime<Utc>,
+}
+
+impl HourlyQuery {
+    /// `partner`'s submissions over the `hours` hours from `from`, as of `now`.
+    ///
+    /// ```
+    /// use liaison::store::HourlyQuery;
+    ///
+    /// let now = chrono::Utc::now();
+    /// let day = HourlyQuery::new("bank", now - chrono::Duration::hours(24), 24, now);
+    /// assert_eq!(day.hours, 24);
+    /// ```
+    pub fn new(
+        partner: impl Into<String>,
+        from: DateTime<Utc>,
+        hours: u32,
+        now: DateTime<Utc>,
+    ) -> Self {
+        HourlyQuery {
+            partner: partner.into(),
+            from,
+            hours: hours.min(10_000),
+            now,
+        }
+    }
+}
+
+/// How many of a partner's submissions share a state, the hour they were
+/// created in and the hour they ended in: one group of
+/// [`super::OutboxStore::hourly_counts`]. Hours count from
+/// [`HourlyQuery::from`], the first being 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub struct HourlyCount {
+    /// The hour it was created in: `-1` before `from`, `hours` at or after
+    /// `now` and after the last hour.
+    pub created: i64,
+    /// The hour it ended in (`terminal_at`): `None` while unfinished, `-1`
+    /// before `from`, at most `hours`.
+    pub ended: Option<i64>,
+    /// It ended before `now`.
+    pub ended_by_now: bool,
+    /// Its state now.
+    pub state: SubmissionState,
+    /// How many.
+    pub count: u64,
+}

@@ -295,6 +295,10 @@ pub struct ListFilter {
     pub after: Option<crate::SubmissionId>,
     /// At most this many (default 100, at most 10,000).
     pub limit: Option<usize>,
+    /// Leave the payloads out: each comes back as `Some(Value::Null)` where
+    /// it is kept and `None` where retention purged it, so a listing that
+    /// shows no payload reads none.
+    pub without_payload: bool,
 }
 
 impl ListFilter {
@@ -353,6 +357,12 @@ impl ListFilter {
     /// At most `limit`.
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = Some(limit);
+        self
+    }
+
+    /// Leave the payloads out (see [`ListFilter::without_payload`]).
+    pub fn without_payload(mut self) -> Self {
+        self.without_payload = true;
         self
     }
 

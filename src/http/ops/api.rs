@@ -6,6 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Shared;
@@ -13,6 +15,7 @@ use super::actions::{Action, Failure, Request, perform};
 use super::auth::{Denied, bearer};
 use super::params::Params;
 use crate::callback::StoredCallback;
+use crate::model::callback::{CallbackId, Correlation, Disposition};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::store::{CallbackFilter, ListFilter};
 
@@ -32,14 +35,39 @@ pub(super) fn submission_json(s: &Submission) -> Value {
     value
 }
 
-/// A stored callback without its raw body and headers.
-fn callback_json(c: &StoredCallback) -> Value {
-    let mut value = serde_json::to_value(c).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut value {
-        map.remove("body");
-        map.remove("headers");
+/// A stored callback as the API shows it: without its raw body (its size
+/// and hash only) and headers.
+#[derive(Serialize)]
+struct CallbackView<'a> {
+    id: CallbackId,
+    partner: &'a str,
+    received_at: DateTime<Utc>,
+    body_hash: &'a str,
+    size: u64,
+    event_id: Option<&'a str>,
+    correlation: Option<&'a Correlation>,
+    disposition: Disposition,
+    error: Option<&'a str>,
+    submission_id: Option<SubmissionId>,
+    processed_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> From<&'a StoredCallback> for CallbackView<'a> {
+    fn from(c: &'a StoredCallback) -> Self {
+        CallbackView {
+            id: c.id,
+            partner: &c.partner,
+            received_at: c.received_at,
+            body_hash: &c.body_hash,
+            size: c.size,
+            event_id: c.event_id.as_deref(),
+            correlation: c.correlation.as_ref(),
+            disposition: c.disposition,
+            error: c.error.as_deref(),
+            submission_id: c.submission_id,
+            processed_at: c.processed_at,
+        }
     }
-    value
 }
 
 fn limit(params: &Params) -> Result<usize, Failure> {
@@ -100,7 +128,8 @@ pub(super) async fn submissions(State(state): State<Shared>, uri: Uri) -> Respon
             after: params.parsed::<SubmissionId>("after")?,
             limit: Some(limit),
             ..ListFilter::default()
-        };
+        }
+        .without_payload();
         let found = state.liaison.store().list(&filter).await?;
         let next_after = (found.len() == limit)
             .then(|| found.last().map(|s| s.id))
@@ -141,9 +170,10 @@ pub(super) async fn callbacks(State(state): State<Shared>, uri: Uri) -> Response
         };
         filter.partner = params.get("partner").map(str::to_owned);
         filter.limit = Some(limit(&params)?);
+        let filter = filter.without_body();
         let found = state.liaison.store().list_callbacks(&filter).await?;
         Ok::<_, Failure>(json!({
-            "callbacks": found.iter().map(callback_json).collect::<Vec<_>>(),
+            "callbacks": found.iter().map(CallbackView::from).collect::<Vec<_>>(),
         }))
     };
     respond(result.await)

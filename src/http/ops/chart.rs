@@ -1,10 +1,10 @@
 //! The last 24 hours of one partner as an inline SVG: what ended each hour
 //! (stacked bars) and the unfinished work at each hour's end (a line).
 //!
-//! Computed from the store's `list`, bounded: the submissions created in the
-//! 24 hours (at most [`LIMIT`]) and those created before that and still
-//! unfinished (at most [`LIMIT`]). Work created earlier that ended within the
-//! 24 hours is not in the bars.
+//! Computed from the store's grouped counts ([`OutboxStore::hourly_counts`]):
+//! the submissions created in the 24 hours, and those created before that
+//! and still unfinished. Work created earlier that ended within the 24 hours
+//! is not in the bars.
 
 use std::fmt::Write as _;
 
@@ -12,11 +12,9 @@ use chrono::{DateTime, Duration as Span, DurationRound, Utc};
 
 use super::html::escape;
 use crate::error::Result;
-use crate::model::submission::{Submission, SubmissionState};
-use crate::store::{ListFilter, OutboxStore};
+use crate::model::submission::SubmissionState;
+use crate::store::{HourlyCount, HourlyQuery, OutboxStore};
 
-/// Most submissions read per query for one chart.
-pub(super) const LIMIT: usize = 2_000;
 const HOURS: usize = 24;
 
 /// One hour.
@@ -40,44 +38,21 @@ impl Bucket {
 pub(super) struct Day {
     pub(super) start: DateTime<Utc>,
     pub(super) buckets: [Bucket; HOURS],
-    /// A query hit [`LIMIT`]: the picture is partial.
-    pub(super) truncated: bool,
 }
 
-/// Read and bucket one partner's last 24 hours.
+/// Count and bucket one partner's last 24 hours.
 pub(super) async fn load(
     store: &dyn OutboxStore,
     partner: &str,
     now: DateTime<Utc>,
 ) -> Result<Day> {
     let start = window_start(now);
-    let recent = store
-        .list(&ListFilter {
-            partner: Some(partner.to_owned()),
-            created_from: Some(start),
-            limit: Some(LIMIT),
-            ..ListFilter::default()
-        })
+    let counts = store
+        .hourly_counts(&HourlyQuery::new(partner, start, HOURS as u32, now))
         .await?;
-    let older_open = store
-        .list(&ListFilter {
-            partner: Some(partner.to_owned()),
-            states: vec![
-                SubmissionState::Queued,
-                SubmissionState::InFlight,
-                SubmissionState::AwaitingResult,
-                SubmissionState::Stuck,
-            ],
-            created_until: Some(start),
-            limit: Some(LIMIT),
-            ..ListFilter::default()
-        })
-        .await?;
-    let truncated = recent.len() >= LIMIT || older_open.len() >= LIMIT;
     Ok(Day {
         start,
-        buckets: bucketize(start, now, &recent, older_open.len() as u32),
-        truncated,
+        buckets: bucketize(&counts),
     })
 }
 
@@ -88,35 +63,45 @@ pub(super) fn window_start(now: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Count outcomes by the hour they ended and the unfinished work at each
-/// hour's end. `older_open` were created before `start` and are unfinished
-/// now, so they were unfinished all along.
-pub(super) fn bucketize(
-    start: DateTime<Utc>,
-    now: DateTime<Utc>,
-    recent: &[Submission],
-    older_open: u32,
-) -> [Bucket; HOURS] {
+/// hour's end, from counts grouped by the hours of [`window_start`] (as of
+/// now, the current hour the last). Those created before the window are
+/// unfinished now, so they were unfinished all along.
+pub(super) fn bucketize(counts: &[HourlyCount]) -> [Bucket; HOURS] {
     let mut buckets = [Bucket::default(); HOURS];
+    let saturate = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
     for (i, bucket) in buckets.iter_mut().enumerate() {
-        let from = start + Span::hours(i as i64);
-        let until = (from + Span::hours(1)).min(now);
-        let mut backlog = older_open;
-        for s in recent {
-            if let Some(ended) = s.terminal_at
-                && ended >= from
-                && ended < from + Span::hours(1)
-            {
-                match s.state {
-                    SubmissionState::Succeeded => bucket.succeeded += 1,
-                    SubmissionState::Failed => bucket.failed += 1,
-                    SubmissionState::DeadLettered => bucket.dead_lettered += 1,
-                    _ => {}
+        let hour = i as i64;
+        let last = i == HOURS - 1;
+        let mut backlog = 0u32;
+        for c in counts {
+            let n = saturate(c.count);
+            if c.created < 0 {
+                backlog = backlog.saturating_add(n);
+                continue;
+            }
+            if c.ended == Some(hour) {
+                let outcome = match c.state {
+                    SubmissionState::Succeeded => Some(&mut bucket.succeeded),
+                    SubmissionState::Failed => Some(&mut bucket.failed),
+                    SubmissionState::DeadLettered => Some(&mut bucket.dead_lettered),
+                    _ => None,
+                };
+                if let Some(outcome) = outcome {
+                    *outcome = outcome.saturating_add(n);
                 }
             }
-            let open_then = s.created_at < until && s.terminal_at.is_none_or(|t| t >= until);
-            backlog += u32::from(open_then);
+            // Unfinished at the hour's end (now, for the current hour): created
+            // before it and not ended before it.
+            let open_then = if last {
+                c.created < HOURS as i64 && !c.ended_by_now
+            } else {
+                c.created <= hour && c.ended.is_none_or(|e| e > hour)
+            };
+            if open_then {
+                backlog = backlog.saturating_add(n);
+            }
         }
-        bucket.backlog = if from > now { 0 } else { backlog };
+        bucket.backlog = backlog;
     }
     buckets
 }
@@ -228,12 +213,7 @@ pub(super) fn render(day: &Day, partner: &str) -> String {
         "<p class=\"legend muted\"><span style=\"color:{GREEN}\">&#9632; succeeded</span>\
          <span style=\"color:{ORANGE}\">&#9632; failed</span>\
          <span style=\"color:{RED}\">&#9632; dead-lettered</span>\
-         <span style=\"color:{BLUE}\">&#9644; unfinished (backlog)</span> per hour, UTC{}</p>",
-        if day.truncated {
-            "; partial: too many submissions to chart them all"
-        } else {
-            ""
-        }
+         <span style=\"color:{BLUE}\">&#9644; unfinished (backlog)</span> per hour, UTC</p>"
     );
     svg
 }
@@ -242,6 +222,28 @@ pub(super) fn render(day: &Day, partner: &str) -> String {
 mod tests {
     use super::*;
     use crate::fingerprint::Fingerprint;
+    use crate::model::submission::Submission;
+
+    /// What the stores count (one per submission here, ungrouped).
+    fn counts(start: DateTime<Utc>, now: DateTime<Utc>, all: &[Submission]) -> Vec<HourlyCount> {
+        let hour = |t: DateTime<Utc>| (t - start).num_milliseconds().div_euclid(3_600_000);
+        all.iter()
+            .filter(|s| s.created_at >= start || !s.state.is_terminal())
+            .map(|s| HourlyCount {
+                created: if s.created_at < start {
+                    -1
+                } else if s.created_at >= now {
+                    HOURS as i64
+                } else {
+                    hour(s.created_at).min(HOURS as i64)
+                },
+                ended: s.terminal_at.map(|t| hour(t).clamp(-1, HOURS as i64)),
+                ended_by_now: s.terminal_at.is_some_and(|t| t < now),
+                state: s.state,
+                count: 1,
+            })
+            .collect()
+    }
 
     fn at(hour: i64, minute: i64) -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp(1_700_000_000 - 1_700_000_000 % 3600, 0).unwrap()
@@ -288,27 +290,23 @@ mod tests {
         let now = at(23, 30);
         let start = window_start(now);
         assert_eq!(start, at(0, 0));
-        let recent = [
+        let all = [
             submission(at(1, 10), Succeeded, Some(at(1, 20))),
             submission(at(1, 15), Failed, Some(at(2, 5))),
             submission(at(2, 0), DeadLettered, Some(at(2, 50))),
             submission(at(3, 0), Stuck, None),
+            submission(at(-3, 0), Queued, None),
+            submission(at(-2, 0), AwaitingResult, None),
+            submission(at(-2, 0), Succeeded, Some(at(1, 0))),
         ];
-        let b = bucketize(start, now, &recent, 2);
+        let b = bucketize(&counts(start, now, &all));
         assert_eq!((b[1].succeeded, b[1].failed), (1, 0));
         assert_eq!((b[2].failed, b[2].dead_lettered), (1, 1));
         assert_eq!(b[0].backlog, 2, "only the older unfinished work");
         assert_eq!(b[1].backlog, 3, "the failed one is still open at 02:00");
         assert_eq!(b[2].backlog, 2);
         assert_eq!(b[23].backlog, 3, "the stuck one stays");
-        let svg = render(
-            &Day {
-                start,
-                buckets: b,
-                truncated: false,
-            },
-            "<lab>",
-        );
+        let svg = render(&Day { start, buckets: b }, "<lab>");
         assert!(svg.starts_with("<svg") && svg.contains("&lt;lab&gt;"));
         assert!(svg.contains("<polyline"));
     }

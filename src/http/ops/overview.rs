@@ -39,7 +39,8 @@ async fn render(state: &Shared) -> Result<String, Failure> {
         .list(
             &ListFilter::default()
                 .state(SubmissionState::Stuck)
-                .limit(LIST_ROWS),
+                .limit(LIST_ROWS)
+                .without_payload(),
         )
         .await?;
     let failed = store
@@ -47,7 +48,8 @@ async fn render(state: &Shared) -> Result<String, Failure> {
             &ListFilter::default()
                 .state(SubmissionState::Failed)
                 .state(SubmissionState::DeadLettered)
-                .limit(LIST_ROWS),
+                .limit(LIST_ROWS)
+                .without_payload(),
         )
         .await?;
     let now = Utc::now();

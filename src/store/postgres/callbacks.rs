@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::db::{Db, cid, clean, clean_opt, corrupt, get, sid, to_cid, to_sid};
 use crate::error::{Error, Result};
 use crate::model::callback::{CallbackId, Correlation, Disposition, StoredCallback};
-use crate::store::common::{bounded, from_millis, to_millis};
+use crate::store::common::{bounded, columns, from_millis, to_millis};
 use crate::store::{CallbackFilter, NewCallback};
 
 pub(super) const CALLBACK_COLUMNS: &str = "id, partner, received_at, headers::text, body, body_hash, size, \
@@ -93,7 +93,13 @@ pub(super) async fn callback_on(db: &Db<'_>, id: CallbackId) -> Result<StoredCal
 }
 
 pub(super) async fn list_on(db: &Db<'_>, filter: &CallbackFilter) -> Result<Vec<StoredCallback>> {
-    let mut sql = format!("SELECT {CALLBACK_COLUMNS} FROM liaison_callbacks WHERE TRUE");
+    let columns = columns(
+        CALLBACK_COLUMNS,
+        filter.without_body,
+        "body,",
+        "NULL::bytea,",
+    );
+    let mut sql = format!("SELECT {columns} FROM liaison_callbacks WHERE TRUE");
     let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
     if let Some(partner) = &filter.partner {
         args.push(Box::new(clean(partner).into_owned()));

@@ -60,9 +60,9 @@ pub use self::config::{PostgresConfig, PostgresTls};
 use self::db::{Db, pg_err, pool_err};
 use super::flow;
 use super::{
-    AttemptReport, CallbackFilter, ClaimRequest, Enqueued, Lease, ListFilter, NewAlert,
-    NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeReport, Replay,
-    Settlement, StateChange, StatsQuery, Wakeups,
+    AttemptReport, CallbackFilter, ClaimRequest, Enqueued, HourlyCount, HourlyQuery, Lease,
+    ListFilter, NewAlert, NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause,
+    PurgeReport, Replay, Settlement, StateChange, StatsQuery, Wakeups,
 };
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
@@ -557,6 +557,10 @@ impl OutboxStore for PostgresStore {
 
     async fn alerts(&self, open_only: bool, limit: usize) -> Result<Vec<Alert>> {
         read!(self, |db| alerts::alerts_on(db, open_only, limit))
+    }
+
+    async fn hourly_counts(&self, query: &HourlyQuery) -> Result<Vec<HourlyCount>> {
+        read!(self, |db| queries::hourly_on(db, query))
     }
 
     async fn stats(&self, query: &StatsQuery) -> Result<Vec<PartnerStats>> {

@@ -10,9 +10,12 @@ use super::db::{Db, clean, corrupt, get, sid, to_sid};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::model::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
+use crate::model::submission::SubmissionState;
 use crate::model::submission::{Submission, SubmissionId};
-use crate::store::ListFilter;
-use crate::store::common::{from_millis, to_millis};
+use crate::store::common::{
+    HOUR_MS, PAYLOAD_KEPT, columns, count as count_u64, from_millis, state_names, to_millis,
+};
+use crate::store::{HourlyCount, HourlyQuery, ListFilter};
 
 /// The columns [`submission_from_row`] reads, in its order (usable in
 /// `SELECT` and `RETURNING`).
@@ -89,7 +92,13 @@ pub(super) async fn find_on(db: &Db<'_>, id: SubmissionId) -> Result<Option<Subm
 }
 
 pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Submission>> {
-    let mut sql = format!("SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions WHERE TRUE");
+    let columns = columns(
+        SUBMISSION_COLUMNS,
+        filter.without_payload,
+        "payload::text,",
+        &format!("{PAYLOAD_KEPT},"),
+    );
+    let mut sql = format!("SELECT {columns} FROM liaison_submissions WHERE TRUE");
     let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
     let mut arg = |sql: &mut String, clause: &str, value: Box<dyn ToSql + Sync + Send>| {
         args.push(value);
@@ -151,6 +160,47 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Subm
         .iter()
         .map(submission_from_row)
         .collect()
+}
+
+pub(super) async fn hourly_on(db: &Db<'_>, query: &HourlyQuery) -> Result<Vec<HourlyCount>> {
+    let unfinished: Vec<String> = state_names(|s| !s.is_terminal())
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    db.query(
+        "SELECT CASE WHEN created_at < $2::bigint THEN -1 WHEN created_at >= $3::bigint THEN $4::bigint \
+                ELSE LEAST((created_at - $2::bigint) / $5::bigint, $4::bigint) END, \
+         CASE WHEN terminal_at IS NULL THEN NULL WHEN terminal_at < $2::bigint THEN -1 \
+                ELSE LEAST((terminal_at - $2::bigint) / $5::bigint, $4::bigint) END, \
+         terminal_at IS NOT NULL AND terminal_at < $3::bigint, state, COUNT(*) \
+         FROM liaison_submissions \
+         WHERE partner = $1 AND (created_at >= $2::bigint OR state = ANY($6::text[])) \
+         GROUP BY 1, 2, 3, 4",
+        &[
+            &clean(&query.partner).as_ref(),
+            &to_millis(query.from),
+            &to_millis(query.now),
+            &i64::from(query.hours),
+            &HOUR_MS,
+            &unfinished,
+        ],
+        "count submissions by hour",
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        let state: String = get(row, 3)?;
+        Ok(HourlyCount {
+            created: get(row, 0)?,
+            ended: get(row, 1)?,
+            ended_by_now: get(row, 2)?,
+            state: state
+                .parse::<SubmissionState>()
+                .map_err(|e| corrupt("state", e))?,
+            count: count_u64(get(row, 4)?),
+        })
+    })
+    .collect()
 }
 
 pub(super) async fn timeline_on(db: &Db<'_>, id: SubmissionId) -> Result<Vec<Event>> {

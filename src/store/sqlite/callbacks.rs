@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::db::{corrupt, db_err, from_millis, to_millis};
 use crate::error::{Error, Result};
 use crate::model::callback::{CallbackId, Correlation, Disposition, StoredCallback};
-use crate::store::common::bounded;
+use crate::store::common::{bounded, columns};
 use crate::store::{CallbackFilter, NewCallback};
 
 pub(super) const CALLBACK_COLUMNS: &str = "id, partner, received_at, headers, body, body_hash, size, \
@@ -91,7 +91,8 @@ pub(crate) fn list_on(conn: &Connection, filter: &CallbackFilter) -> Result<Vec<
     } else {
         ""
     };
-    let mut sql = format!("SELECT {CALLBACK_COLUMNS} FROM liaison_callbacks{index} WHERE 1 = 1");
+    let columns = columns(CALLBACK_COLUMNS, filter.without_body, "body,", "NULL,");
+    let mut sql = format!("SELECT {columns} FROM liaison_callbacks{index} WHERE 1 = 1");
     let mut args: Vec<SqlValue> = Vec::new();
     if let Some(partner) = &filter.partner {
         args.push(partner.clone().into());

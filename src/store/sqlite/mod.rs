@@ -30,9 +30,9 @@ use self::reader::ReadPool;
 use self::writer::Writer;
 use super::flow;
 use super::{
-    AttemptReport, CallbackFilter, ClaimRequest, Enqueued, Lease, ListFilter, NewAlert,
-    NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeReport, Replay,
-    Settlement, StateChange, StatsQuery,
+    AttemptReport, CallbackFilter, ClaimRequest, Enqueued, HourlyCount, HourlyQuery, Lease,
+    ListFilter, NewAlert, NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause,
+    PurgeReport, Replay, Settlement, StateChange, StatsQuery,
 };
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
@@ -653,6 +653,12 @@ impl OutboxStore for SqliteStore {
     async fn stats(&self, query: &StatsQuery) -> Result<Vec<PartnerStats>> {
         let query = query.clone();
         self.read(move |conn| stats::stats_on(conn, &query)).await
+    }
+
+    async fn hourly_counts(&self, query: &HourlyQuery) -> Result<Vec<HourlyCount>> {
+        let query = query.clone();
+        self.read(move |conn| queries::hourly_on(conn, &query))
+            .await
     }
 
     async fn purge(&self, cutoff: DateTime<Utc>) -> Result<PurgeReport> {

@@ -161,7 +161,7 @@ mod tests {
     use super::*;
     use crate::callback::{Disposition, JsonMatcher, Unverified};
     use crate::engine::{EngineSettings, Liaison, Partner};
-    use crate::store::{CallbackFilter, ListFilter, SqliteStore, StatsQuery};
+    use crate::store::{CallbackFilter, HourlyQuery, ListFilter, SqliteStore, StatsQuery};
     use crate::{
         AttemptContext, NewSubmission, PartnerAdapter, PartnerError, Submission, SubmissionState,
         SubmitOutcome,
@@ -230,6 +230,11 @@ mod tests {
             ListFilter::default()
                 .state(SubmissionState::DeadLettered)
                 .limit(50),
+            // The ops page's lists, without payloads.
+            ListFilter::default()
+                .state(SubmissionState::Stuck)
+                .limit(50)
+                .without_payload(),
         ] {
             let page = store.list(&filter).await.unwrap();
             if let Some(last) = page.last() {
@@ -252,6 +257,20 @@ mod tests {
             .unwrap();
         store
             .list_callbacks(&CallbackFilter::default())
+            .await
+            .unwrap();
+        store
+            .list_callbacks(&CallbackFilter::default().without_body())
+            .await
+            .unwrap();
+        // The ops page's chart.
+        store
+            .hourly_counts(&HourlyQuery::new(
+                "lab",
+                now - chrono::Duration::hours(23),
+                24,
+                now,
+            ))
             .await
             .unwrap();
         store.reap_expired_leases(now).await.unwrap();
@@ -293,6 +312,8 @@ mod tests {
             "ORDER BY s.priority DESC",
             "SET payload = NULL",
             "SET body = NULL",
+            "CASE WHEN payload IS NULL THEN NULL ELSE 'null' END",
+            "GROUP BY 1, 2, 3, 4",
         ] {
             assert!(
                 statements.iter().any(|s| s.contains(needle)),

@@ -10,8 +10,10 @@ use super::db::{db_err, from_millis, to_millis};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::model::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
+use crate::model::submission::SubmissionState;
 use crate::model::submission::{Submission, SubmissionId};
-use crate::store::ListFilter;
+use crate::store::common::{HOUR_MS, PAYLOAD_KEPT, columns, count, state_names};
+use crate::store::{HourlyCount, HourlyQuery, ListFilter};
 
 pub(super) const SUBMISSION_COLUMNS: &str = "id, partner, kind, payload, fingerprint, idempotency_key, \
     ordering_key, correlation, external_ref, business_value, priority, state, attempts, due_at, \
@@ -84,7 +86,13 @@ pub(super) fn find_on(conn: &Connection, id: SubmissionId) -> Result<Option<Subm
 }
 
 pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Submission>> {
-    let mut sql = format!("SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions WHERE 1 = 1");
+    let columns = columns(
+        SUBMISSION_COLUMNS,
+        filter.without_payload,
+        "payload,",
+        &format!("{PAYLOAD_KEPT},"),
+    );
+    let mut sql = format!("SELECT {columns} FROM liaison_submissions WHERE 1 = 1");
     let mut args: Vec<SqlValue> = Vec::new();
     let mut arg = |sql: &mut String, clause: &str, value: SqlValue| {
         args.push(value);
@@ -135,6 +143,49 @@ pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Subm
         .map_err(db_err("list submissions"))?;
     rows.collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db_err("list submissions"))
+}
+
+pub(crate) fn hourly_on(conn: &Connection, query: &HourlyQuery) -> Result<Vec<HourlyCount>> {
+    let unfinished = state_names(|s| !s.is_terminal());
+    let mut sql = String::from(
+        "SELECT CASE WHEN created_at < ?2 THEN -1 WHEN created_at >= ?3 THEN ?4 \
+                ELSE MIN((created_at - ?2) / ?5, ?4) END, \
+         CASE WHEN terminal_at IS NULL THEN NULL WHEN terminal_at < ?2 THEN -1 \
+                ELSE MIN((terminal_at - ?2) / ?5, ?4) END, \
+         terminal_at IS NOT NULL AND terminal_at < ?3, state, COUNT(*) \
+         FROM liaison_submissions WHERE partner = ?1 AND (created_at >= ?2 OR state IN (",
+    );
+    let mut args: Vec<SqlValue> = vec![
+        query.partner.clone().into(),
+        to_millis(query.from).into(),
+        to_millis(query.now).into(),
+        i64::from(query.hours).into(),
+        HOUR_MS.into(),
+    ];
+    for (i, state) in unfinished.iter().enumerate() {
+        args.push((*state).to_owned().into());
+        sql.push_str(&format!("{}?{}", if i > 0 { ", " } else { "" }, args.len()));
+    }
+    sql.push_str(")) GROUP BY 1, 2, 3, 4");
+    let mut stmt = conn
+        .prepare_cached(&sql)
+        .map_err(db_err("count submissions by hour"))?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |row| {
+            let state: String = row.get(3)?;
+            Ok(HourlyCount {
+                created: row.get(0)?,
+                ended: row.get(1)?,
+                ended_by_now: row.get(2)?,
+                state: state
+                    .parse::<SubmissionState>()
+                    .map_err(|e| corrupt("state", e))?,
+                count: count(row.get(4)?),
+            })
+        })
+        .map_err(db_err("count submissions by hour"))?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err("count submissions by hour"))
 }
 
 pub(crate) fn timeline_on(conn: &Connection, id: SubmissionId) -> Result<Vec<Event>> {

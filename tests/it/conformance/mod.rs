@@ -24,6 +24,7 @@ mod health_stats;
 pub mod hostile;
 mod input;
 mod ledger;
+mod ops_reads;
 #[cfg(feature = "postgres")]
 mod postgres_counters;
 #[cfg(feature = "postgres")]
@@ -110,6 +111,8 @@ conformance! {
     health_stats::counts_stay_exact_under_concurrent_writers,
     health_stats::windows_give_outcomes_latencies_and_work_past_budget,
     health_stats::business_values_at_the_cap_sum_exactly_and_above_it_are_refused,
+    ops_reads::hourly_counts_agree_with_a_list_and_count,
+    ops_reads::lists_without_payloads_or_bodies_read_neither,
     alerts::one_alert_opens_under_concurrent_opens,
     alerts::an_alert_is_notified_acknowledged_resolved_and_reopens,
     retention::a_purge_removes_exactly_what_is_due,
