@@ -51,10 +51,10 @@ pub struct PostgresConfig {
 /// TLS for the connections of a [`super::PostgresStore`] (rustls; the
 /// server's certificate and host name are always verified).
 ///
-/// With TLS configured, the URL's `sslmode` decides whether it is required:
-/// use `sslmode=require` so a server without TLS is refused rather than
-/// used in the clear (the default, `prefer`, falls back to plain TCP when
-/// the server offers no TLS — but never when verification fails).
+/// With TLS configured, TLS is required: a server that offers none is
+/// refused rather than used in the clear. A URL that names its own
+/// `sslmode` keeps it (`sslmode=prefer` falls back to plain TCP when the
+/// server offers no TLS — but never when verification fails).
 ///
 /// ```
 /// use liaison::store::{PostgresConfig, PostgresTls};

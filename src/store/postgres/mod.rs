@@ -146,6 +146,13 @@ impl PostgresStore {
             config.lock_timeout.as_millis()
         ));
         pg.options(options.trim());
+        // With TLS configured, a server that offers none is refused, unless
+        // the URL says otherwise (`sslmode=prefer` or `disable`): the
+        // driver's default, `prefer`, would silently fall back to plain TCP,
+        // which anyone on the path can force.
+        if config.tls != PostgresTls::Disabled && !url.contains("sslmode") {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
         if pg.get_application_name().is_none() {
             pg.application_name("liaison");
         }

@@ -730,3 +730,59 @@ async fn a_changed_migration_is_refused_untouched() {
     let store = schema.open(Settings::default()).await;
     assert_eq!(store.list(&ListFilter::default()).await.unwrap().len(), 1);
 }
+
+/// A fake server that answers every TLS request with "no TLS" (what an
+/// attacker on the path can do) and tells whether a client then went on in
+/// the clear.
+async fn server_without_tls() -> (u16, tokio::task::JoinHandle<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = tokio::spawn(async move {
+        let mut in_the_clear = false;
+        while let Ok(Ok((mut socket, _))) =
+            tokio::time::timeout(Duration::from_secs(2), listener.accept()).await
+        {
+            let mut request = [0u8; 8];
+            if socket.read_exact(&mut request).await.is_err() {
+                continue;
+            }
+            // The SSLRequest code; anything else is a plain startup.
+            if request[4..8] != 80_877_103u32.to_be_bytes() {
+                in_the_clear = true;
+                continue;
+            }
+            socket.write_all(b"N").await.unwrap();
+            let mut next = [0u8; 1];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(500), socket.read(&mut next)).await
+            {
+                in_the_clear |= n > 0;
+            }
+        }
+        in_the_clear
+    });
+    (port, served)
+}
+
+/// With TLS configured, a server that offers none is refused, never used in
+/// the clear (the driver's default `sslmode=prefer` would fall back); a URL
+/// that says `sslmode=prefer` itself keeps the fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_configured_a_server_without_tls_is_refused() {
+    for (query, falls_back) in [("", false), ("?sslmode=prefer", true)] {
+        let (port, served) = server_without_tls().await;
+        let url = format!("postgres://u:s3cret@127.0.0.1:{port}/db{query}");
+        let config = PostgresConfig::default()
+            .tls(PostgresTls::PlatformRoots)
+            .acquire_timeout(Duration::from_secs(2));
+        let err = PostgresStore::connect(&url, config).await.unwrap_err();
+        assert!(err.is_storage(), "{query:?}: {err:?}");
+        assert!(!format!("{err:?}").contains("s3cret"));
+        assert_eq!(
+            served.await.unwrap(),
+            falls_back,
+            "{query:?}: went on in the clear"
+        );
+    }
+}
