@@ -125,3 +125,40 @@ write(T, "hostile-like-wildcard", ingest(0, b'{"reference":"R-%","status":"succe
 write(T, "hostile-header-bytes", ingest(0, b'{"reference":"R-3","status":"processing"}', ("msg\r\nx", "\xff", "", "text/\x7f", "")))
 write(T, "truncated", ingest(0, b'{"reference":"R-3","sta'))
 write(T, "empty", b"")
+
+# --- callback_router ---------------------------------------------------
+# Raw HTTP/1.1 bytes, one connection each (fuzz/src/lib.rs, Served::run).
+T = "callback_router"
+def http(path, body=b"", headers=(("Content-Type", "application/json"),), method="POST", length=None, version="HTTP/1.1"):
+    head = f"{method} {path} {version}\r\nHost: fuzz\r\n"
+    for k, v in headers:
+        head += f"{k}: {v}\r\n"
+    if length is None:
+        length = len(body)
+    if length is not False:
+        head += f"Content-Length: {length}\r\n"
+    head += "Connection: close\r\n\r\n"
+    return head.encode() + body
+ok = b'{"event_id":"e0","reference":"R-0","status":"succeeded"}'
+write(T, "valid-applied", http("/callbacks/open", ok))
+write(T, "valid-unmatched", http("/callbacks/open", b'{"reference":"R-9","status":"failed","reason":"denied"}'))
+write(T, "valid-progress", http("/callbacks/open", b'{"reference":"R-1","status":"processing"}'))
+write(T, "valid-signed-without-signature", http("/callbacks/signed", ok))
+write(T, "valid-unknown-partner", http("/callbacks/nobody", ok))
+write(T, "valid-chunked", b"POST /callbacks/open HTTP/1.1\r\nHost: fuzz\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + b"%x\r\n" % len(ok) + ok + b"\r\n0\r\n\r\n")
+write(T, "truncated-body", http("/callbacks/open", ok[:20], length=len(ok)))
+write(T, "truncated-headers", b"POST /callbacks/open HTTP/1.1\r\nHost: fu")
+write(T, "hostile-get", http("/callbacks/open", b"", method="GET"))
+write(T, "hostile-path-escape", http("/callbacks/%1B]0;x%07", ok))
+write(T, "hostile-path-crlf", http("/callbacks/a%0D%0Ab", ok))
+write(T, "hostile-path-traversal", http("/callbacks/../../etc/passwd", ok))
+write(T, "hostile-oversized", http("/callbacks/open", b"x" * (70 * 1024)))
+write(T, "hostile-huge-length", http("/callbacks/open", b"{}", length=10**12))
+write(T, "hostile-negative-length", http("/callbacks/open", b"{}", length="-1"))
+write(T, "hostile-two-lengths", b"POST /callbacks/open HTTP/1.1\r\nHost: fuzz\r\nContent-Length: 2\r\nContent-Length: 3\r\nConnection: close\r\n\r\n{}")
+write(T, "hostile-smuggling", b"POST /callbacks/open HTTP/1.1\r\nHost: fuzz\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+write(T, "hostile-header-bytes", b"POST /callbacks/open HTTP/1.1\r\nHost: fuzz\r\nX-Bin: \xff\xfe\x01\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+write(T, "hostile-many-headers", http("/callbacks/open", ok, headers=[("X-H%d" % i, "v") for i in range(200)]))
+write(T, "hostile-http10", http("/callbacks/open", ok, version="HTTP/1.0"))
+write(T, "hostile-not-http", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+write(T, "empty", b"")

@@ -20,6 +20,10 @@
 //!   the status is the disposition's, the raw callback is stored as received, a
 //!   signed partner's callback without a real signature is never applied,
 //!   and no submission is ever settled twice.
+//! - [`callback_router`] (feature `http`): raw bytes as one HTTP connection
+//!   to the axum callback router on 127.0.0.1, over the same harness: the
+//!   router answers HTTP or closes, never with a server error, still
+//!   answers a well-formed callback afterwards, and settles nothing twice.
 //!
 //! Input layout: byte 0 selects a mode; the rest is split at NUL bytes into
 //! header values, the last piece being the body (JSON bodies contain no raw
@@ -493,18 +497,23 @@ impl Ingest {
                     "{d:?}"
                 );
             }
-            for id in &self.awaiting {
-                let settled = self
-                    .store
-                    .timeline(*id)
-                    .await
-                    .expect("timeline")
-                    .iter()
-                    .filter(|e| e.to_state.is_some_and(|s| s.is_terminal()))
-                    .count();
-                assert!(settled <= 1, "submission {id} settled {settled} times");
-            }
+            self.check_settled_at_most_once().await;
         });
+    }
+
+    /// No submission of the harness was ever settled twice.
+    async fn check_settled_at_most_once(&self) {
+        for id in &self.awaiting {
+            let settled = self
+                .store
+                .timeline(*id)
+                .await
+                .expect("timeline")
+                .iter()
+                .filter(|e| e.to_state.is_some_and(|s| s.is_terminal()))
+                .count();
+            assert!(settled <= 1, "submission {id} settled {settled} times");
+        }
     }
 }
 
@@ -512,4 +521,123 @@ impl Ingest {
 pub fn callback_ingest(data: &[u8]) {
     static INGEST: OnceLock<Ingest> = OnceLock::new();
     INGEST.get_or_init(Ingest::start).run(data);
+}
+
+/// The callback router served on 127.0.0.1 over the ingest harness's store
+/// and partners, on a thread and runtime of its own.
+#[cfg(feature = "http")]
+pub struct Served {
+    ingest: Ingest,
+    addr: std::net::SocketAddr,
+}
+
+/// A well-formed callback the router must always answer: one that matches
+/// nothing yet (202), under a reference of its own each time (a repeated
+/// body would be a duplicate).
+#[cfg(feature = "http")]
+fn probe() -> Vec<u8> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let body = format!("{{\"reference\":\"nobody-{n}\",\"status\":\"succeeded\"}}");
+    format!(
+        "POST /callbacks/open HTTP/1.1\r\nHost: fuzz\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(feature = "http")]
+impl Served {
+    /// Start the router.
+    pub fn start() -> Served {
+        let ingest = Ingest::start();
+        let router = liaison::http::callback_router(ingest.liaison.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let addr = listener.local_addr().expect("address");
+        std::thread::Builder::new()
+            .name("fuzz-router".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                    axum::serve(listener, router).await.expect("serve");
+                });
+            })
+            .expect("router thread");
+        Served { ingest, addr }
+    }
+
+    /// Send raw bytes as one connection; the response's bytes (empty when
+    /// the server closed without answering). With `end`, the write side is
+    /// closed after the bytes, so an incomplete request ends at once (the
+    /// server then closes, answered or not) instead of waiting for more.
+    fn exchange(&self, data: &[u8], end: bool) -> Vec<u8> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        // The server may answer and close before reading everything.
+        let _ = stream.write_all(data);
+        if end {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+        let mut answer = Vec::new();
+        let _ = stream.take(64 * 1024).read_to_end(&mut answer);
+        answer
+    }
+
+    /// One connection carrying the input's bytes as they are: the router
+    /// answers HTTP (or closes), never with a server error, keeps answering
+    /// a well-formed callback afterwards, and no submission is settled twice.
+    pub fn run(&self, data: &[u8]) {
+        let answer = self.exchange(data, true);
+        if !answer.is_empty() {
+            let status = status_of(&answer).unwrap_or_else(|| {
+                panic!("not an HTTP answer: {:?}", String::from_utf8_lossy(&answer))
+            });
+            assert!(
+                status != 500,
+                "a server error for {:?}",
+                String::from_utf8_lossy(data)
+            );
+        }
+        let probe = self.exchange(&probe(), false);
+        assert_eq!(
+            status_of(&probe),
+            Some(202),
+            "the router stopped answering: {:?}",
+            String::from_utf8_lossy(&probe)
+        );
+        self.ingest
+            .runtime
+            .block_on(self.ingest.check_settled_at_most_once());
+    }
+}
+
+/// The status code of an HTTP/1.x answer.
+#[cfg(feature = "http")]
+fn status_of(answer: &[u8]) -> Option<u16> {
+    let line = answer.split(|b| *b == b'\n').next()?;
+    let rest = line
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| line.strip_prefix(b"HTTP/1.0 "))?;
+    std::str::from_utf8(rest.get(..3)?).ok()?.parse().ok()
+}
+
+/// Raw HTTP bytes to the callback router over a real socket, on one
+/// process-wide server: see [`Served::run`].
+#[cfg(feature = "http")]
+pub fn callback_router(data: &[u8]) {
+    static SERVED: OnceLock<Served> = OnceLock::new();
+    SERVED.get_or_init(Served::start).run(data);
 }

@@ -148,3 +148,26 @@ proptest! {
         entry::callback_ingest(&edited);
     }
 }
+
+#[cfg(feature = "http")]
+#[test]
+fn callback_router_corpus() {
+    let served = entry::Served::start();
+    for (_, bytes) in corpus("callback_router") {
+        served.run(&bytes);
+    }
+}
+
+#[cfg(feature = "http")]
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(2000) / 20))]
+
+    #[test]
+    fn callback_router_random_and_mutated(
+        random in vec(any::<u8>(), 0..600),
+        edited in mutated("callback_router"),
+    ) {
+        entry::callback_router(&random);
+        entry::callback_router(&edited);
+    }
+}
