@@ -204,8 +204,8 @@ async fn take_turns(pharmacy: MockPartner, lab: MockPartner) {
     }
 }
 
-/// The overview and the health API answer, and the overview shows the
-/// partners.
+/// The overview and the health API answer, the overview shows the
+/// partners, and a request for another host name is refused.
 async fn smoke_check(base: &str) -> Result<(), BoxError> {
     let client = reqwest::Client::builder().no_proxy().build()?;
     let page = client.get(format!("{base}/")).send().await?;
@@ -226,6 +226,15 @@ async fn smoke_check(base: &str) -> Result<(), BoxError> {
         .error_for_status()?
         .json()
         .await?;
+    // A page served under another name (DNS rebinding) is not answered.
+    let rebound = client
+        .get(format!("{base}/api/health"))
+        .header(reqwest::header::HOST, "evil.example")
+        .send()
+        .await?;
+    if rebound.status() != reqwest::StatusCode::MISDIRECTED_REQUEST {
+        return Err(format!("Host: evil.example answered {}", rebound.status()).into());
+    }
     println!(
         "smoke check: the page answers; overall verdict {}, {} submission(s) at risk",
         health["verdict"].as_str().unwrap_or("?"),
