@@ -734,6 +734,16 @@ async fn reads_need_the_read_token_when_one_is_set() {
         "{}",
         page.body
     );
+    // So do its error pages, but never to a request without the token.
+    let missing = get(&app, &format!("/submissions/not-an-id?token={query}")).await;
+    assert!(missing.status.is_client_error());
+    assert!(
+        missing.body.contains(&format!("href=\"/?token={query}\"")),
+        "{}",
+        missing.body
+    );
+    let refused = get(&app, "/submissions/not-an-id?token=wrong").await;
+    assert!(!refused.body.contains(&query), "{}", refused.body);
     // A form post needs the read token as well (its refusal would show the
     // page), and its redirect keeps it.
     let fields = [("actor", "ann"), ("reason", "duplicate"), ("token", TOKEN)];

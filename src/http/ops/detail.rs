@@ -52,7 +52,7 @@ pub(super) async fn act(
     body: Bytes,
 ) -> Response {
     let Some(action) = Action::parse(&action) else {
-        return error_page(StatusCode::NOT_FOUND, "no such action");
+        return error_page(StatusCode::NOT_FOUND, "no such action", &state.link("/"));
     };
     let params = Params::from_form(&body);
     let request = Request::from_form(&params);
@@ -128,10 +128,10 @@ async fn show(
         }
         // A refusal wins over what the lookup found.
         Err(_) if status.is_client_error() => match notice {
-            Some(Notice::Error(message)) => error_page(status, &message),
-            _ => error_page(status, "refused"),
+            Some(Notice::Error(message)) => error_page(status, &message, &state.link("/")),
+            _ => error_page(status, "refused", &state.link("/")),
         },
-        Err(f) => error_page(f.status, &f.message),
+        Err(f) => error_page(f.status, &f.message, &state.link("/")),
     }
 }
 

@@ -263,7 +263,8 @@ async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Res
             }
             response
         } else {
-            html::error_page(status, message)
+            // Not the read token: the request has not shown it.
+            html::error_page(status, message, "/")
         }
     };
     if let Some(allowed) = &state.allowed_hosts

@@ -26,7 +26,7 @@ const LIST_ROWS: usize = 50;
 pub(super) async fn page(State(state): State<Shared>) -> Response {
     match render(&state).await {
         Ok(html) => respond(StatusCode::OK, html),
-        Err(f) => error_page(f.status, &f.message),
+        Err(f) => error_page(f.status, &f.message, &state.link("/")),
     }
 }
 
