@@ -20,6 +20,11 @@
 //! records who did it and why. `GET /api/health` and the other JSON routes
 //! answer too.
 //!
+//! The ops page listens on 127.0.0.1 on its own, answering only requests
+//! addressed to that address (or `localhost`); the callback endpoint the lab
+//! calls back on has a listener of its own, as in production, where partners
+//! reach the callback listener and only operators the ops one.
+//!
 //! Ctrl-C stops it (the outbox is a temporary file). With
 //! `LIAISON_EXAMPLE_EXIT_AFTER_SECS=N` it stops by itself after N seconds,
 //! after checking that the page and the JSON API answer (for CI smoke runs).
@@ -111,13 +116,31 @@ async fn main() -> Result<(), BoxError> {
         .build()?;
     let handle = liaison.start();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let app = router(OpsState::new(liaison.clone()).token(token.clone()))?
-        .merge(liaison::http::callback_router(liaison.clone()));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    lab.set_callback_url(Some(format!("{base}/callbacks/lab")));
+    // Two listeners: partners reach the callback one (in production, the
+    // internet), only operators the ops one, bound to loopback. On one
+    // listener, whoever can post a callback could read the page and the API.
+    let callback_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let callbacks_base = format!("http://{}", callback_listener.local_addr()?);
+    let callbacks = liaison::http::callback_router(liaison.clone());
+    tokio::spawn(async move { axum::serve(callback_listener, callbacks).await });
+    lab.set_callback_url(Some(format!("{callbacks_base}/callbacks/lab")));
     lab.set_callback_signing(Some(StandardWebhooks::new(&secret)?));
+
+    let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let ops_addr = ops_listener.local_addr()?;
+    let base = format!("http://{ops_addr}");
+    // Only requests naming this address as their Host are answered (421
+    // otherwise): another site's page cannot read this one through your
+    // browser by making its own name resolve to 127.0.0.1 (DNS rebinding).
+    let ops = router(
+        OpsState::new(liaison.clone())
+            .token(token.clone())
+            .allowed_hosts([
+                ops_addr.to_string(),
+                format!("localhost:{}", ops_addr.port()),
+            ]),
+    )?;
+    tokio::spawn(async move { axum::serve(ops_listener, ops).await });
 
     println!("ops page:  {base}/");
     println!("ops token: {token}");
@@ -181,8 +204,8 @@ async fn take_turns(pharmacy: MockPartner, lab: MockPartner) {
     }
 }
 
-/// The overview and the health API answer, and the overview shows the
-/// partners.
+/// The overview and the health API answer, the overview shows the
+/// partners, and a request for another host name is refused.
 async fn smoke_check(base: &str) -> Result<(), BoxError> {
     let client = reqwest::Client::builder().no_proxy().build()?;
     let page = client.get(format!("{base}/")).send().await?;
@@ -203,6 +226,15 @@ async fn smoke_check(base: &str) -> Result<(), BoxError> {
         .error_for_status()?
         .json()
         .await?;
+    // A page served under another name (DNS rebinding) is not answered.
+    let rebound = client
+        .get(format!("{base}/api/health"))
+        .header(reqwest::header::HOST, "evil.example")
+        .send()
+        .await?;
+    if rebound.status() != reqwest::StatusCode::MISDIRECTED_REQUEST {
+        return Err(format!("Host: evil.example answered {}", rebound.status()).into());
+    }
     println!(
         "smoke check: the page answers; overall verdict {}, {} submission(s) at risk",
         health["verdict"].as_str().unwrap_or("?"),

@@ -649,3 +649,176 @@ async fn a_short_token_is_refused_when_the_router_is_built() {
     assert!(router(OpsState::new(f.liaison.clone())).is_ok());
     assert!(router(state("")).is_ok());
 }
+
+const READ_TOKEN: &str = "a separate read-only secret";
+
+async fn get_with(app: &Router, uri: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = Request::get(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    call(app, request.body(Body::empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn reads_need_the_read_token_when_one_is_set() {
+    let f = fixture().await;
+    let app = router(
+        OpsState::new(f.liaison.clone())
+            .token(TOKEN)
+            .read_token(READ_TOKEN),
+    )
+    .unwrap();
+    let detail = format!("/submissions/{}", f.stuck);
+    let api_detail = format!("/api/submissions/{}", f.stuck);
+    let reads = [
+        "/",
+        detail.as_str(),
+        "/api/health",
+        "/api/alerts",
+        "/api/submissions",
+        api_detail.as_str(),
+        "/api/callbacks",
+        "/metrics",
+    ];
+    let bearer = |t: &str| format!("Bearer {t}");
+    for uri in reads {
+        // Missing, wrong, or the action token instead: 401 and nothing read.
+        for headers in [
+            vec![],
+            vec![("authorization", bearer("wrong token, long enough"))],
+            vec![("authorization", bearer(TOKEN))],
+        ] {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let refused = get_with(&app, uri, &headers).await;
+            assert_eq!(
+                refused.status,
+                StatusCode::UNAUTHORIZED,
+                "{uri} {headers:?}"
+            );
+            for secret in ["lab-stuck-1", "bank-failed-1", "shop-dead-1", "liaison_"] {
+                assert!(!refused.body.contains(secret), "{uri}: {}", refused.body);
+            }
+        }
+        let wrong_query = if uri.contains('?') { "&" } else { "?" };
+        let refused = get(&app, &format!("{uri}{wrong_query}token=wrong")).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{uri}");
+        // The right token, as a header or (for a browser) in the query.
+        let served = get_with(&app, uri, &[("authorization", &bearer(READ_TOKEN))]).await;
+        assert_eq!(served.status, StatusCode::OK, "{uri}: {}", served.body);
+        let query: String = form_urlencoded::byte_serialize(READ_TOKEN.as_bytes()).collect();
+        let served = get(&app, &format!("{uri}?token={query}")).await;
+        assert_eq!(served.status, StatusCode::OK, "{uri}: {}", served.body);
+    }
+    let api = get(&app, "/api/health").await;
+    assert_eq!(api.headers["www-authenticate"], "Bearer");
+    assert!(api.json()["error"].is_string());
+
+    // The page carries the token in its own links and forms.
+    let query: String = form_urlencoded::byte_serialize(READ_TOKEN.as_bytes()).collect();
+    let overview = get(&app, &format!("/?token={query}")).await;
+    assert!(
+        overview
+            .body
+            .contains(&format!("/submissions/{}?token={query}", f.stuck)),
+        "{}",
+        overview.body
+    );
+    let page = get(&app, &format!("{detail}?token={query}")).await;
+    assert!(
+        page.body.contains(&format!(
+            "action=\"/submissions/{}/cancel?token={query}\"",
+            f.stuck
+        )),
+        "{}",
+        page.body
+    );
+    // So do its error pages, but never to a request without the token.
+    let missing = get(&app, &format!("/submissions/not-an-id?token={query}")).await;
+    assert!(missing.status.is_client_error());
+    assert!(
+        missing.body.contains(&format!("href=\"/?token={query}\"")),
+        "{}",
+        missing.body
+    );
+    let refused = get(&app, "/submissions/not-an-id?token=wrong").await;
+    assert!(!refused.body.contains(&query), "{}", refused.body);
+    // A form post needs the read token as well (its refusal would show the
+    // page), and its redirect keeps it.
+    let fields = [("actor", "ann"), ("reason", "duplicate"), ("token", TOKEN)];
+    let cancel = format!("/submissions/{}/cancel", f.stuck);
+    let refused = post_form(&app, &cancel, None, &[("actor", "ann"), ("token", "nope")]).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(!refused.body.contains("lab-stuck-1"), "{}", refused.body);
+    let done = post_form(&app, &format!("{cancel}?token={query}"), None, &fields).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(
+        done.headers["location"],
+        format!("/submissions/{}?done=cancel&token={query}", f.stuck).as_str()
+    );
+    // JSON actions carry the action token alone.
+    let replay = post_json(
+        &app,
+        &format!("/api/submissions/{}/replay", f.failed),
+        Some(TOKEN),
+        action("ann", "fixed"),
+    )
+    .await;
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
+
+    // Without a read token, reads stay open.
+    assert_eq!(
+        get(&f.app(None), "/api/health").await.status,
+        StatusCode::OK
+    );
+    // A short read token is refused like a short action token.
+    let short = OpsState::new(f.liaison.clone()).read_token("s3cret");
+    assert!(router(short).unwrap_err().is_invalid_input());
+}
+
+#[tokio::test]
+async fn requests_for_other_hosts_are_refused_with_421() {
+    let f = fixture().await;
+    let app = router(
+        OpsState::new(f.liaison.clone())
+            .token(TOKEN)
+            .allowed_hosts(["127.0.0.1:8081"]),
+    )
+    .unwrap();
+    // The issue's own: a DNS-rebound page asks for the submissions.
+    let evil = get_with(&app, "/api/submissions", &[("host", "evil.example")]).await;
+    assert_eq!(evil.status, StatusCode::MISDIRECTED_REQUEST);
+    assert!(!evil.body.contains("lab-stuck-1"), "{}", evil.body);
+    let served = get_with(&app, "/api/submissions", &[("host", "127.0.0.1:8081")]).await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert!(served.body.contains("lab-stuck-1"), "{}", served.body);
+    // Every route, actions included; no Host at all is refused too.
+    let page = get_with(&app, "/", &[("host", "evil.example:8081")]).await;
+    assert_eq!(page.status, StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(
+        get(&app, "/metrics").await.status,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+    let request = Request::post(format!("/api/submissions/{}/cancel", f.queued))
+        .header("host", "evil.example")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Body::from(action("ann", "dup").to_string()))
+        .unwrap();
+    assert_eq!(
+        call(&app, request).await.status,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+    assert_eq!(f.state(f.queued).await, SubmissionState::Queued);
+    // Unset: no check. An empty list is refused when the router is built.
+    let open = get_with(
+        &f.app(None),
+        "/api/submissions",
+        &[("host", "evil.example")],
+    )
+    .await;
+    assert_eq!(open.status, StatusCode::OK);
+    let empty = OpsState::new(f.liaison.clone()).allowed_hosts(Vec::<String>::new());
+    assert!(router(empty).unwrap_err().is_invalid_input());
+}

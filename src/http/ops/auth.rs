@@ -1,11 +1,12 @@
-//! Who may act: the token (compared in constant time) and the origin check.
+//! Who may read and act: the tokens (compared in constant time), the origin
+//! check and the allowed hosts.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -65,7 +66,7 @@ impl FailedTokens {
         tracing::warn!(
             failed,
             interval_secs = self.interval.as_secs(),
-            "ops page: actions refused for a missing or wrong token"
+            "ops page: requests refused for a missing or wrong token"
         );
         Some(failed)
     }
@@ -118,6 +119,89 @@ pub(super) fn authorize(
         Some(given) if same_token(configured, given) => Ok(()),
         _ => Err(Denied::BadToken),
     }
+}
+
+/// Whether a read may go ahead: no read token is configured, or `given` is it
+/// (the same constant-time comparison as actions).
+pub(super) fn may_read(configured: Option<&str>, given: Option<&str>) -> bool {
+    match (configured, given) {
+        (None, _) => true,
+        (Some(configured), Some(given)) => same_token(configured, given),
+        (Some(_), None) => false,
+    }
+}
+
+/// Refuse an allowed-hosts list that is empty or holds something other than
+/// `host` or `host:port` (an empty list would refuse every request).
+pub(super) fn check_hosts(hosts: Option<&[String]>) -> Result<()> {
+    let Some(hosts) = hosts else {
+        return Ok(());
+    };
+    if hosts.is_empty() {
+        return Err(Error::invalid(
+            "allowed_hosts",
+            "the list is empty, so every request would be refused; leave it unset or name the hosts",
+        ));
+    }
+    for host in hosts {
+        if split_host(host).is_none() {
+            return Err(Error::invalid(
+                "allowed_hosts",
+                format!("{host:?} is not a host name or host:port"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the request's `Host` header (or, without one, the authority of an
+/// HTTP/2 request's URI) names one of `allowed`. An entry without a port
+/// allows its host on any port; names compare without regard to case.
+pub(super) fn host_allowed(allowed: &[String], headers: &HeaderMap, uri: &Uri) -> bool {
+    let host = match headers.get(HOST) {
+        Some(value) => match value.to_str() {
+            Ok(host) => host,
+            Err(_) => return false,
+        },
+        None => match uri.authority() {
+            Some(authority) => authority.as_str(),
+            None => return false,
+        },
+    };
+    let Some((name, port)) = split_host(host) else {
+        return false;
+    };
+    allowed
+        .iter()
+        .filter_map(|a| split_host(a))
+        .any(|(a_name, a_port)| {
+            a_name.eq_ignore_ascii_case(name) && (a_port.is_none() || a_port == port)
+        })
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port` as its name and port; `None`
+/// when it is empty or holds characters no host name has.
+fn split_host(host: &str) -> Option<(&str, Option<&str>)> {
+    let (name, port, v6) = if let Some(rest) = host.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':')?),
+        };
+        (v6, port, true)
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port), false),
+            None => (host, None, false),
+        }
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') || (v6 && c == ':'));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    (name_ok && port_ok).then_some((name, port))
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -256,6 +340,50 @@ mod tests {
             ("sec-fetch-site", "cross-site"),
             ("host", "ops.local")
         ]));
+    }
+
+    #[test]
+    fn reads_need_the_read_token_when_one_is_set() {
+        assert!(may_read(None, None));
+        assert!(may_read(None, Some("anything")));
+        assert!(may_read(Some("s3cret"), Some("s3cret")));
+        assert!(!may_read(Some("s3cret"), Some("s3cres")));
+        assert!(!may_read(Some("s3cret"), None));
+    }
+
+    #[test]
+    fn hosts_must_be_allowed() {
+        let allowed = ["127.0.0.1:8081".to_owned(), "OPS.internal".to_owned()];
+        let uri = Uri::from_static("/api/health");
+        let ok = |pairs| host_allowed(&allowed, &headers(pairs), &uri);
+        assert!(ok(&[("host", "127.0.0.1:8081")]));
+        assert!(ok(&[("host", "ops.internal")]));
+        assert!(ok(&[("host", "ops.internal:9000")]));
+        assert!(!ok(&[("host", "127.0.0.1:8080")]));
+        assert!(!ok(&[("host", "127.0.0.1")]));
+        assert!(!ok(&[("host", "evil.example")]));
+        assert!(!ok(&[("host", "ops.internal.evil.example")]));
+        assert!(!ok(&[("host", "ops.internal:")]));
+        assert!(!ok(&[]));
+        let h2 = Uri::from_static("http://ops.internal/api/health");
+        assert!(host_allowed(&allowed, &headers(&[]), &h2));
+        let v6 = ["[::1]:8081".to_owned()];
+        assert!(host_allowed(&v6, &headers(&[("host", "[::1]:8081")]), &uri));
+        assert!(!host_allowed(
+            &v6,
+            &headers(&[("host", "[::2]:8081")]),
+            &uri
+        ));
+    }
+
+    #[test]
+    fn host_lists_must_be_hosts() {
+        assert!(check_hosts(None).is_ok());
+        assert!(check_hosts(Some(&["127.0.0.1:8081".to_owned(), "ops".to_owned()])).is_ok());
+        assert!(check_hosts(Some(&[])).is_err());
+        assert!(check_hosts(Some(&["http://ops".to_owned()])).is_err());
+        assert!(check_hosts(Some(&["ops:x".to_owned()])).is_err());
+        assert!(check_hosts(Some(&["".to_owned()])).is_err());
     }
 
     #[test]

@@ -8,10 +8,10 @@ use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::Shared;
 use super::actions::{Action, Failure, Request, perform};
 use super::html::{document, error_page, escape, money, respond, state_words, when};
 use super::params::Params;
+use super::{OpsState, Shared};
 use crate::model::event::{Attempt, Event};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 
@@ -52,7 +52,7 @@ pub(super) async fn act(
     body: Bytes,
 ) -> Response {
     let Some(action) = Action::parse(&action) else {
-        return error_page(StatusCode::NOT_FOUND, "no such action");
+        return error_page(StatusCode::NOT_FOUND, "no such action", &state.link("/"));
     };
     let params = Params::from_form(&body);
     let request = Request::from_form(&params);
@@ -70,7 +70,11 @@ pub(super) async fn act(
     }
     match perform(&state.liaison, &id, action, &request).await {
         Ok(done) => {
-            let location = format!("/submissions/{}?done={}", done.id, action.as_str());
+            let location = state.link(&format!(
+                "/submissions/{}?done={}",
+                done.id,
+                action.as_str()
+            ));
             let mut response = StatusCode::SEE_OTHER.into_response();
             if let Ok(value) = HeaderValue::from_str(&location) {
                 response.headers_mut().insert(LOCATION, value);
@@ -112,6 +116,7 @@ async fn show(
         Ok((s, timeline, attempts)) => {
             let forms = Forms {
                 enabled: state.action_token().is_some(),
+                state,
                 request,
                 tried,
             };
@@ -123,10 +128,10 @@ async fn show(
         }
         // A refusal wins over what the lookup found.
         Err(_) if status.is_client_error() => match notice {
-            Some(Notice::Error(message)) => error_page(status, &message),
-            _ => error_page(status, "refused"),
+            Some(Notice::Error(message)) => error_page(status, &message, &state.link("/")),
+            _ => error_page(status, "refused", &state.link("/")),
         },
-        Err(f) => error_page(f.status, &f.message),
+        Err(f) => error_page(f.status, &f.message, &state.link("/")),
     }
 }
 
@@ -140,7 +145,8 @@ fn render(
     let mut out = String::new();
     let _ = write!(
         out,
-        "<p><a href=\"/\">&larr; All partners</a></p><h1>Submission {}</h1>",
+        "<p><a href=\"{}\">&larr; All partners</a></p><h1>Submission {}</h1>",
+        escape(&forms.state.link("/")),
         escape(&s.idempotency_key)
     );
     match notice {
@@ -237,6 +243,8 @@ fn details(out: &mut String, s: &Submission) {
 
 struct Forms<'a> {
     enabled: bool,
+    /// For the read token in links and form targets.
+    state: &'a OpsState,
     /// What was typed, to fill the form again after a refusal.
     request: &'a Request,
     tried: Option<Action>,
@@ -294,11 +302,15 @@ impl Forms<'_> {
         };
         let _ = write!(
             out,
-            "<form method=\"post\" action=\"/submissions/{id}/{name}\" data-action=\"{name}\">\
+            "<form method=\"post\" action=\"{target}\" data-action=\"{name}\">\
              <fieldset><legend>{legend}</legend><p class=\"muted\">{help}</p>\
              <label>Your name <input name=\"actor\" required maxlength=\"200\" value=\"{actor}\"></label>\
              <label>Why (goes on the timeline) <input name=\"reason\" required maxlength=\"2000\" value=\"{reason}\"></label>",
-            id = s.id,
+            target = escape(&self.state.link(&format!(
+                "/submissions/{}/{}",
+                s.id,
+                action.as_str()
+            ))),
             name = action.as_str(),
             actor = escape(&self.request.actor),
         );

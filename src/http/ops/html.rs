@@ -181,10 +181,12 @@ pub(super) fn respond(status: StatusCode, html: String) -> Response {
     response
 }
 
-/// A page that only says what went wrong.
-pub(super) fn error_page(status: StatusCode, message: &str) -> Response {
+/// A page that only says what went wrong, linking back to `home` (the
+/// overview, with the read token when the request carried it).
+pub(super) fn error_page(status: StatusCode, message: &str, home: &str) -> Response {
     let body = format!(
-        "<p><a href=\"/\">&larr; All partners</a></p><h1>{}</h1><p class=\"error\" role=\"alert\">{}</p>",
+        "<p><a href=\"{}\">&larr; All partners</a></p><h1>{}</h1><p class=\"error\" role=\"alert\">{}</p>",
+        escape(home),
         escape(status.canonical_reason().unwrap_or("Error")),
         escape(message)
     );

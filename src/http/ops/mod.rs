@@ -15,7 +15,19 @@
 //! | `GET /api/callbacks?quarantined=true&partner=&limit=` | stored callbacks, newest first |
 //! | `POST /api/submissions/{id}/replay` \| `resolve` \| `cancel` | JSON actions (`Authorization: Bearer <token>`) |
 //!
-//! Reading needs no token: put the page behind your own network controls.
+//! Reading needs no token unless [`OpsState::read_token()`] sets one; then
+//! every read (the page, `/api/*`, `/metrics`, and the page's form posts)
+//! needs it, as `Authorization: Bearer <token>` or, from a browser,
+//! `?token=<token>` (the page carries it on in its own links and forms), and
+//! is otherwise answered 401 with nothing read. It is compared in constant
+//! time like the action token and needs at least [`MIN_TOKEN_BYTES`]; the
+//! query form lands in browser history, so give operators a read token you
+//! can rotate. [`OpsState::allowed_hosts()`] lists the `Host` names the router
+//! answers; any other gets 421 Misdirected Request, reads and actions alike.
+//! Set it whenever a browser can reach the page: it stops DNS rebinding,
+//! where another site's page is served under a name that resolves to your
+//! listener and reads it from an operator's browser.
+//!
 //! Payloads and raw callback bodies are never shown (they may hold personal
 //! data). Every action needs the token the router was built with (compared
 //! in constant time; at least [`MIN_TOKEN_BYTES`], or building the router
@@ -26,18 +38,26 @@
 //! browser. Each action names its actor and reason, which go on the
 //! submission's timeline.
 //!
-//! The routes are absolute: serve the router at the root of its listener,
-//! alone or merged with others (`Router::merge`).
+//! Serve the router on its own listener, bound to an address only operators
+//! reach, not merged with [`callback_router`](crate::http::callback_router)
+//! (which partners, usually the internet, must reach). The routes are
+//! absolute: serve the router at the root of its listener.
 //!
 //! ```no_run
 //! use liaison::Liaison;
 //! use liaison::http::ops::{OpsState, router};
 //!
 //! # async fn run(liaison: Liaison) -> Result<(), Box<dyn std::error::Error>> {
-//! let state = OpsState::new(liaison.clone()).token("a-long-random-secret");
-//! let app = router(state)?.merge(liaison::http::callback_router(liaison));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await?;
+//! let state = OpsState::new(liaison.clone())
+//!     .token("a-long-random-secret")
+//!     .read_token("another-long-random-secret")
+//!     .allowed_hosts(["127.0.0.1:8081"]);
+//! let ops = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
+//! let callbacks = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+//! tokio::try_join!(
+//!     axum::serve(ops, router(state)?).into_future(),
+//!     axum::serve(callbacks, liaison::http::callback_router(liaison)).into_future(),
+//! )?;
 //! # Ok(()) }
 //! ```
 //!
@@ -60,6 +80,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
 
 use crate::engine::Liaison;
@@ -76,6 +101,15 @@ pub struct OpsState {
     /// The bearer token every action needs. `None` (or empty) makes the page
     /// read-only: actions are refused with 403.
     pub token: Option<String>,
+    /// The token every read (the page, `/api/*` and `/metrics`) needs, as
+    /// `Authorization: Bearer <token>` or, from a browser, `?token=<token>`.
+    /// `None` (or empty): reads need no token.
+    pub read_token: Option<String>,
+    /// The `Host` names (`host` or `host:port`; without a port, any port) the
+    /// router answers; any other is refused with 421 Misdirected Request.
+    /// `None`: no check. Set it whenever the page is reachable from a
+    /// browser: it is what stops DNS rebinding.
+    pub allowed_hosts: Option<Vec<String>>,
     /// The window health is computed over (rates, outcomes, trend). A zero
     /// window is replaced by [`DEFAULT_WINDOW`].
     pub window: Duration,
@@ -89,6 +123,8 @@ impl OpsState {
         OpsState {
             liaison,
             token: None,
+            read_token: None,
+            allowed_hosts: None,
             window: DEFAULT_WINDOW,
             failed_tokens: Arc::new(auth::FailedTokens::new(auth::FAILURE_LOG_INTERVAL)),
         }
@@ -101,6 +137,26 @@ impl OpsState {
         self
     }
 
+    /// Require `token` for every read: the page, `/api/*` and `/metrics`.
+    /// Like the action token it needs at least [`MIN_TOKEN_BYTES`]; it is
+    /// a different secret (the action token does not open the reads).
+    pub fn read_token(mut self, token: impl Into<String>) -> Self {
+        self.read_token = Some(token.into());
+        self
+    }
+
+    /// Answer only requests whose `Host` is one of `hosts` (`host` or
+    /// `host:port`, e.g. `127.0.0.1:8081`); others get 421. Set it whenever
+    /// a browser can reach the page, against DNS rebinding.
+    pub fn allowed_hosts<I, S>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_hosts = Some(hosts.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// The health window.
     pub fn window(mut self, window: Duration) -> Self {
         self.window = window;
@@ -110,6 +166,25 @@ impl OpsState {
     /// The configured token, if actions are allowed.
     fn action_token(&self) -> Option<&str> {
         self.token.as_deref().filter(|t| !t.is_empty())
+    }
+
+    /// The configured read token, if reads need one.
+    fn reading_token(&self) -> Option<&str> {
+        self.read_token.as_deref().filter(|t| !t.is_empty())
+    }
+
+    /// `path` with the read token appended as `token=`, for the page's own
+    /// links and forms (the browser has no other way to carry it). Not
+    /// HTML-escaped.
+    fn link(&self, path: &str) -> String {
+        match self.reading_token() {
+            None => path.to_owned(),
+            Some(token) => {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                let token: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
+                format!("{path}{sep}token={token}")
+            }
+        }
     }
 
     /// [`auth::authorize`], counting (and now and then logging) refused tokens.
@@ -131,6 +206,8 @@ impl fmt::Debug for OpsState {
         f.debug_struct("OpsState")
             .field("liaison", &self.liaison)
             .field("token", &self.action_token().map(|_| "<redacted>"))
+            .field("read_token", &self.reading_token().map(|_| "<redacted>"))
+            .field("allowed_hosts", &self.allowed_hosts)
             .field("window", &self.window)
             .finish()
     }
@@ -149,10 +226,13 @@ struct OperationsRunbook;
 /// without a token (or with an empty one) the page is read-only.
 pub fn router(mut state: OpsState) -> crate::Result<Router> {
     auth::check_token(state.token.as_deref())?;
+    auth::check_token(state.read_token.as_deref())?;
+    auth::check_hosts(state.allowed_hosts.as_deref())?;
     if state.window.is_zero() {
         tracing::warn!("ops page: a zero health window was given; using one hour");
         state.window = DEFAULT_WINDOW;
     }
+    let state = Arc::new(state);
     Ok(Router::new()
         .route("/", get(overview::page))
         .route("/submissions/{id}", get(detail::page))
@@ -164,5 +244,48 @@ pub fn router(mut state: OpsState) -> crate::Result<Router> {
         .route("/api/submissions/{id}/{action}", post(api::act))
         .route("/api/callbacks", get(api::callbacks))
         .route("/metrics", get(api::metrics))
-        .with_state(Arc::new(state)))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state))
+}
+
+/// Before every route: the allowed hosts (421), then, except for the JSON
+/// actions (which carry the action token in `Authorization`), the read token
+/// (401, with nothing read).
+async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let api = request.uri().path().starts_with("/api/") || request.uri().path() == "/metrics";
+    let refuse = |status: StatusCode, message: &str| {
+        if api {
+            let mut response = failure::Failure::new(status, message).json();
+            if status == StatusCode::UNAUTHORIZED {
+                response
+                    .headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            response
+        } else {
+            // Not the read token: the request has not shown it.
+            html::error_page(status, message, "/")
+        }
+    };
+    if let Some(allowed) = &state.allowed_hosts
+        && !auth::host_allowed(allowed, request.headers(), request.uri())
+    {
+        return refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this ops page does not answer for that host name",
+        );
+    }
+    let json_action = request.method() == Method::POST && api;
+    if !json_action && let Some(configured) = state.reading_token() {
+        let query = params::Params::from_query(request.uri());
+        let given = auth::bearer(request.headers()).or_else(|| query.get("token"));
+        if !auth::may_read(Some(configured), given) {
+            state.failed_tokens.record();
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "the ops read token is missing or wrong",
+            );
+        }
+    }
+    next.run(request).await
 }

@@ -7,13 +7,13 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
 
-use super::Shared;
 use super::actions::Failure;
 use super::chart;
 use super::html::{
     circuit_words, class_words, document, duration, error_page, escape, money, respond, safe_link,
     state_words, trend_words, verdict_class, verdict_word, when,
 };
+use super::{OpsState, Shared};
 use crate::model::submission::{Submission, SubmissionState};
 use crate::ops::alerts::Alert;
 use crate::ops::{HealthReport, PartnerHealth};
@@ -26,7 +26,7 @@ const LIST_ROWS: usize = 50;
 pub(super) async fn page(State(state): State<Shared>) -> Response {
     match render(&state).await {
         Ok(html) => respond(StatusCode::OK, html),
-        Err(f) => error_page(f.status, &f.message),
+        Err(f) => error_page(f.status, &f.message, &state.link("/")),
     }
 }
 
@@ -80,6 +80,7 @@ async fn render(state: &Shared) -> Result<String, Failure> {
     };
     submissions_table(
         &mut body,
+        state,
         "stuck",
         "Stuck: accepted by the partner, result overdue",
         "Ask the partner about these (their reference is on each page), then replay, resolve or cancel.",
@@ -88,6 +89,7 @@ async fn render(state: &Shared) -> Result<String, Failure> {
     );
     submissions_table(
         &mut body,
+        state,
         "failed",
         "Failed and dead-lettered",
         "Failed: the partner refused the content. Dead-lettered: sending was given up. Fix the cause, then replay, or resolve by hand.",
@@ -221,6 +223,7 @@ fn alerts_table(out: &mut String, alerts: &[Alert]) {
 
 fn submissions_table(
     out: &mut String,
+    state: &OpsState,
     id: &str,
     title: &str,
     help: &str,
@@ -255,9 +258,9 @@ fn submissions_table(
     for s in rows {
         let _ = write!(
             out,
-            "<tr><td class=\"nowrap\"><a href=\"/submissions/{}\">{}</a></td><td>{}</td><td>{}</td>\
+            "<tr><td class=\"nowrap\"><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td>\
              <td title=\"{}\">{}</td><td class=\"nowrap\">{}</td><td class=\"nowrap\">{}</td><td>{}</td></tr>",
-            s.id,
+            escape(&state.link(&format!("/submissions/{}", s.id))),
             escape(&s.idempotency_key),
             escape(&s.partner),
             escape(&s.kind),
