@@ -79,6 +79,8 @@ pub(crate) async fn list(liaison: &Liaison, args: &CallbacksArgs, json: bool) ->
     };
     filter.partner = args.partner.clone();
     filter.limit = Some(args.limit);
+    // The list shows no bodies (`show` does): read none.
+    let filter = filter.without_body();
     let found = liaison.store().list_callbacks(&filter).await?;
     if json {
         let views: Vec<View> = found.iter().map(|c| View::of(c, false)).collect();

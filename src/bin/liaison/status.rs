@@ -122,7 +122,8 @@ pub(crate) async fn run(liaison: &Liaison, db: &Path, args: &StatusArgs, json: b
 }
 
 async fn count_callbacks(liaison: &Liaison, filter: CallbackFilter) -> liaison::Result<u64> {
-    let filter = filter.limit(ListFilter::MAX_LIMIT);
+    // Counted, never shown: read no body.
+    let filter = filter.limit(ListFilter::MAX_LIMIT).without_body();
     Ok(liaison.store().list_callbacks(&filter).await?.len() as u64)
 }
 

@@ -76,8 +76,10 @@ impl Synchronous {
 ///     .synchronous(Synchronous::Full)
 ///     .busy_timeout(Duration::from_secs(5))
 ///     .max_payload_bytes(256 * 1024)
-///     .ledger_retention(Some(Duration::from_secs(90 * 24 * 3600)));
+///     .ledger_retention(Some(Duration::from_secs(90 * 24 * 3600)))
+///     .read_connections(2);
 /// assert_eq!(config.max_payload_bytes, 256 * 1024);
+/// assert_eq!(config.read_connections, 2);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -130,6 +132,12 @@ impl SqliteConfig {
     /// Set [`SqliteConfig::ledger_retention`].
     pub fn ledger_retention(mut self, retention: Option<Duration>) -> Self {
         self.ledger_retention = retention;
+        self
+    }
+
+    /// Set [`SqliteConfig::read_connections`] (at least 1).
+    pub fn read_connections(mut self, connections: usize) -> Self {
+        self.read_connections = connections;
         self
     }
 
