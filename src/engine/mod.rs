@@ -185,6 +185,9 @@ pub(crate) struct Shared {
     pub(crate) sinks: Vec<Arc<dyn AlertSink>>,
     pub(crate) alert_settings: AlertSettings,
     pub(crate) metrics: crate::ops::Metrics,
+    /// Callbacks to names that are no configured partner: counted, and
+    /// logged at most once a minute.
+    pub(crate) unknown_callbacks: inbound::UnknownCallbacks,
 }
 
 /// Builds a [`Liaison`].
@@ -276,6 +279,7 @@ impl LiaisonBuilder {
                 sinks,
                 alert_settings: self.alert_settings,
                 metrics: crate::ops::Metrics::new(),
+                unknown_callbacks: inbound::UnknownCallbacks::default(),
             }),
         })
     }
