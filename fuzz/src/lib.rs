@@ -478,13 +478,17 @@ impl Ingest {
                 .await
                 .expect("the callback is stored");
             assert_eq!(stored.disposition, d);
+            let known = partner == "open" || partner == "signed";
             if d == Disposition::TooLarge {
                 assert!(body.len() > INGEST_CAP);
                 assert!(stored.body.is_none());
+            } else if !known {
+                // A name that is no configured partner: metadata only.
+                assert!(stored.body.is_none(), "{partner:?}: body kept");
+                assert_eq!(stored.size, body.len() as u64);
             } else {
                 assert_eq!(stored.body.as_deref(), Some(body), "stored as received");
             }
-            let known = partner == "open" || partner == "signed";
             if !known {
                 assert!(matches!(d, Disposition::Rejected | Disposition::TooLarge));
             }

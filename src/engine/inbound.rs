@@ -1,6 +1,8 @@
 //! Inbound callbacks: store raw first, then verify, parse, match and apply.
 
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::Utc;
 use http::header::{
@@ -38,6 +40,62 @@ fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// The only headers kept with a callback whose body is not kept (one to a
+/// name that is no configured partner, or one beyond the hourly cap of
+/// rejected bodies): what helps tell where a flood comes from, nothing a
+/// sender could use to store data. Values above [`MAX_METADATA_HEADER_BYTES`]
+/// are left out.
+pub(crate) const METADATA_HEADERS: [&str; 2] = ["content-type", "user-agent"];
+/// Longest allowlisted header value kept with metadata only, in bytes.
+const MAX_METADATA_HEADER_BYTES: usize = 256;
+
+/// The allowlisted headers ([`METADATA_HEADERS`]) of a callback stored as
+/// metadata only.
+fn metadata_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    METADATA_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?;
+            (value.len() <= MAX_METADATA_HEADER_BYTES).then(|| {
+                (
+                    (*name).to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Counts callbacks to names that are no configured partner, and logs them
+/// at most once per [`UnknownCallbacks::LOG_INTERVAL`]: a flood makes one
+/// warning a minute with the count since the last, not one per request.
+#[derive(Debug, Default)]
+pub(crate) struct UnknownCallbacks {
+    since_log: AtomicU64,
+    last_log: Mutex<Option<Instant>>,
+}
+
+impl UnknownCallbacks {
+    /// At most one warning this often.
+    pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+    fn seen(&self, metrics: &crate::ops::Metrics) {
+        metrics.callback_to_unknown_partner();
+        self.since_log.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut last = self.last_log.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|at| now.duration_since(at) < Self::LOG_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        let count = self.since_log.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            count,
+            "callbacks to names that are no configured partner (stored without their bodies)"
+        );
+    }
 }
 
 fn headers_from(kept: &[(String, String)]) -> HeaderMap {
@@ -107,10 +165,15 @@ impl Liaison {
         validate_partner(partner)?;
         let cap = self.callback_cap(partner);
         let reason = format!("body of {size} bytes is above the limit of {cap} bytes");
+        let unknown = !self.shared.partners.contains_key(partner);
         let new = NewCallback {
             partner: partner.to_owned(),
             received_at: Utc::now(),
-            headers: kept_headers(headers),
+            headers: if unknown {
+                metadata_headers(headers)
+            } else {
+                kept_headers(headers)
+            },
             body: None,
             body_hash: String::new(),
             size,
@@ -118,7 +181,11 @@ impl Liaison {
             error: Some(reason.clone()),
         };
         let id = self.shared.store.record_callback(new).await?;
-        tracing::warn!(callback_id = %id, partner = ?partner, %reason, "callback refused");
+        if unknown {
+            self.shared.unknown_callbacks.seen(&self.shared.metrics);
+        } else {
+            tracing::warn!(callback_id = %id, partner = ?partner, %reason, "callback refused");
+        }
         Ok(CallbackReceipt {
             callback_id: id,
             disposition: Disposition::TooLarge,
@@ -145,7 +212,8 @@ impl Liaison {
         let received_at = Utc::now();
         let store = &self.shared.store;
         let new = NewCallback {
-            // An unknown (valid) name is stored too, so nothing inbound is lost.
+            // An unknown (valid) name is stored too (as metadata only), so
+            // nothing inbound goes unseen.
             partner: partner.to_owned(),
             received_at,
             headers: kept_headers(headers),
@@ -155,13 +223,31 @@ impl Liaison {
             disposition: Disposition::Received,
             error: None,
         };
+        if !self.shared.partners.contains_key(partner) {
+            // Anyone can post to any name: for one that is no configured
+            // partner only the metadata is kept (size, hash, allowlisted
+            // headers), so such posts cannot fill the database, and they are
+            // counted rather than logged one by one.
+            let reason = format!("no partner {partner:?} is configured to receive callbacks");
+            let id = store
+                .record_callback(NewCallback {
+                    headers: metadata_headers(headers),
+                    body: None,
+                    disposition: Disposition::Rejected,
+                    error: Some(reason.clone()),
+                    ..new
+                })
+                .await?;
+            self.shared.unknown_callbacks.seen(&self.shared.metrics);
+            return Ok(Self::refused(id, reason));
+        }
         let configured = self
             .shared
             .partners
             .get(partner)
             .is_some_and(|rt| rt.config.callbacks.is_some());
         if !configured {
-            let reason = format!("no partner {partner:?} is configured to receive callbacks");
+            let reason = format!("partner {partner:?} is not configured to receive callbacks");
             let id = store
                 .record_callback(NewCallback {
                     disposition: Disposition::Rejected,
@@ -170,15 +256,7 @@ impl Liaison {
                 })
                 .await?;
             tracing::warn!(callback_id = %id, %reason, "callback refused");
-            // Answered like a bad signature: probing does not reveal which
-            // partner names are configured.
-            return Ok(CallbackReceipt {
-                callback_id: id,
-                disposition: Disposition::Rejected,
-                http_status: Disposition::Rejected.http_status(),
-                submission_id: None,
-                detail: Some(reason),
-            });
+            return Ok(Self::refused(id, reason));
         }
         let id = store.record_callback(new).await?;
         // Reliability tests: the callback is stored raw, not yet settled.
@@ -191,6 +269,19 @@ impl Liaison {
             body: body.to_vec(),
         };
         self.process(id, &callback).await
+    }
+
+    /// The receipt of a callback refused before verification. Answered like
+    /// a bad signature: probing does not reveal which partner names are
+    /// configured.
+    fn refused(id: CallbackId, reason: String) -> CallbackReceipt {
+        CallbackReceipt {
+            callback_id: id,
+            disposition: Disposition::Rejected,
+            http_status: Disposition::Rejected.http_status(),
+            submission_id: None,
+            detail: Some(reason),
+        }
     }
 
     /// Verify, parse and settle a stored callback.

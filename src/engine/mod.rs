@@ -70,6 +70,11 @@ pub struct EngineSettings {
     /// long after it finished (personal and health data should not live for
     /// ever). Default 30 days.
     pub payload_retention: Duration,
+    /// Bodies of callbacks that failed verification (`rejected`: a bad
+    /// signature, or a partner without a matcher) are removed this long
+    /// after they arrived: anyone can send them, and they are kept only to
+    /// be reprocessed after a secret is fixed. Default 7 days.
+    pub rejected_body_retention: Duration,
     /// How often retention (and the idempotency ledger's pruning) runs. Default 1 h.
     pub retention_interval: Duration,
 }
@@ -83,6 +88,7 @@ impl Default for EngineSettings {
             lease_margin: Duration::from_secs(10),
             deadline_interval: Duration::from_secs(1),
             payload_retention: Duration::from_secs(30 * 24 * 3600),
+            rejected_body_retention: Duration::from_secs(7 * 24 * 3600),
             retention_interval: Duration::from_secs(3600),
         }
     }
@@ -122,6 +128,12 @@ impl EngineSettings {
     /// Set [`EngineSettings::payload_retention`].
     pub fn payload_retention(mut self, payload_retention: Duration) -> Self {
         self.payload_retention = payload_retention;
+        self
+    }
+
+    /// Set [`EngineSettings::rejected_body_retention`].
+    pub fn rejected_body_retention(mut self, rejected_body_retention: Duration) -> Self {
+        self.rejected_body_retention = rejected_body_retention;
         self
     }
 
@@ -185,6 +197,9 @@ pub(crate) struct Shared {
     pub(crate) sinks: Vec<Arc<dyn AlertSink>>,
     pub(crate) alert_settings: AlertSettings,
     pub(crate) metrics: crate::ops::Metrics,
+    /// Callbacks to names that are no configured partner: counted, and
+    /// logged at most once a minute.
+    pub(crate) unknown_callbacks: inbound::UnknownCallbacks,
 }
 
 /// Builds a [`Liaison`].
@@ -276,6 +291,7 @@ impl LiaisonBuilder {
                 sinks,
                 alert_settings: self.alert_settings,
                 metrics: crate::ops::Metrics::new(),
+                unknown_callbacks: inbound::UnknownCallbacks::default(),
             }),
         })
     }

@@ -2,29 +2,40 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::{Liaison, Shared};
 use crate::error::Result;
-use crate::store::PurgeReport;
+use crate::store::{PurgeCutoffs, PurgeReport};
+
+/// `retention` before `now`; retention "for ever" (`Duration::MAX`) purges
+/// nothing, not a panic.
+fn cutoff(now: DateTime<Utc>, retention: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(retention)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
 
 impl Liaison {
     /// Run retention now: remove payloads and raw callback bodies of work
     /// that finished more than [`super::EngineSettings::payload_retention`]
-    /// ago (in bounded batches until none is left), and prune the
+    /// ago, bodies of rejected callbacks older than
+    /// [`super::EngineSettings::rejected_body_retention`] (in bounded
+    /// batches until none is left), and prune the
     /// idempotency ledger. The running engine does this every
     /// `retention_interval`.
     pub async fn run_retention(&self) -> Result<PurgeReport> {
         let now = Utc::now();
-        // Retention "for ever" (`Duration::MAX`) purges nothing, not a panic.
-        let cutoff = chrono::Duration::from_std(self.shared.settings.payload_retention)
-            .ok()
-            .and_then(|d| now.checked_sub_signed(d))
-            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+        let settings = &self.shared.settings;
+        let cutoffs = PurgeCutoffs::new(
+            cutoff(now, settings.payload_retention),
+            cutoff(now, settings.rejected_body_retention),
+        );
         let mut total = PurgeReport::default();
         loop {
-            let pass = self.store().purge(cutoff).await?;
+            let pass = self.store().purge(cutoffs).await?;
             total.payloads += pass.payloads;
             total.callback_bodies += pass.callback_bodies;
             if !pass.more {

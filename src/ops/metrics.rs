@@ -111,6 +111,7 @@ type HistogramFamily = Family<PartnerLabels, Histogram, fn() -> Histogram>;
 /// | `liaison_attempts_total` | counter | `partner`, `outcome` | [`Metrics::attempt`] |
 /// | `liaison_attempt_duration_seconds` | histogram, 5 ms .. 60 s | `partner` | [`Metrics::attempt`] |
 /// | `liaison_callbacks_total` | counter | `partner`, `disposition` | [`Metrics::callback`] |
+/// | `liaison_callbacks_unknown_total` | counter | none | [`Metrics::callback_to_unknown_partner`]: callbacks to names that are no configured partner (stored without their bodies) |
 /// | `liaison_alerts_total` | counter | `partner`, `class` | [`Metrics::alert_opened`] |
 /// | `liaison_time_to_result_seconds` | histogram, 1 s .. 7 days | `partner` | [`Metrics::time_to_result`] |
 /// | `liaison_leases_expired_total` | counter | `partner` | [`Metrics::lease_expired`] |
@@ -157,6 +158,7 @@ struct Inner {
     attempts: Family<AttemptLabels, Counter>,
     attempt_duration: HistogramFamily,
     callbacks: Family<CallbackLabels, Counter>,
+    callbacks_unknown: Counter,
     alerts: Family<AlertLabels, Counter>,
     time_to_result: HistogramFamily,
     leases_expired: Family<PartnerLabels, Counter>,
@@ -197,6 +199,7 @@ impl Metrics {
         let attempt_duration =
             HistogramFamily::new_with_constructor(attempt_histogram as fn() -> _);
         let callbacks = Family::default();
+        let callbacks_unknown = Counter::default();
         let alerts = Family::default();
         let time_to_result =
             HistogramFamily::new_with_constructor(time_to_result_histogram as fn() -> _);
@@ -229,6 +232,12 @@ impl Metrics {
             "callbacks",
             "Callbacks received from a partner, by disposition",
             callbacks.clone(),
+        );
+        // No partner label: the names come from whoever posts.
+        registry.register(
+            "callbacks_unknown",
+            "Callbacks to names that are no configured partner (stored without their bodies)",
+            callbacks_unknown.clone(),
         );
         registry.register(
             "alerts",
@@ -280,6 +289,7 @@ impl Metrics {
                 attempts,
                 attempt_duration,
                 callbacks,
+                callbacks_unknown,
                 alerts,
                 time_to_result,
                 leases_expired,
@@ -325,6 +335,13 @@ impl Metrics {
                 disposition: disposition.as_str(),
             })
             .inc();
+    }
+
+    /// A callback arrived for a name that is no configured partner. It has
+    /// no partner label: those names come from whoever posts, and would
+    /// make a series each.
+    pub fn callback_to_unknown_partner(&self) {
+        self.inner.callbacks_unknown.inc();
     }
 
     /// An alert of problem `class` (a `ProblemClass` name) opened for `partner`.

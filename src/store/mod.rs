@@ -22,7 +22,7 @@ pub use stats_types::{
 };
 pub use types::{
     AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, OverdueClaim,
-    Pause, PurgeReport, Replay, StateChange,
+    Pause, PurgeCutoffs, PurgeReport, Replay, StateChange,
 };
 pub use wake::{Wake, Wakeups};
 
@@ -224,12 +224,14 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
     async fn hourly_counts(&self, query: &HourlyQuery) -> Result<Vec<HourlyCount>>;
 
     /// Retention: remove the payloads of submissions that became terminal
-    /// before `cutoff`, and the raw bodies of callbacks received before it
-    /// (except those still waiting to be processed or matched). Ids, states,
+    /// before `cutoffs.finished`, the raw bodies of callbacks received
+    /// before it (except those still waiting to be processed or matched),
+    /// and the bodies of rejected callbacks received before
+    /// `cutoffs.rejected`. Ids, states,
     /// fingerprints and timelines stay; space is given back to the file
     /// where the database allows. Works in bounded batches; call until it
     /// reports nothing left.
-    async fn purge(&self, cutoff: DateTime<Utc>) -> Result<PurgeReport>;
+    async fn purge(&self, cutoffs: PurgeCutoffs) -> Result<PurgeReport>;
 
     /// Remove idempotency keys whose retention ended before `now` and whose
     /// submission is terminal. Returns how many were removed.

@@ -500,6 +500,35 @@ impl Pause {
     }
 }
 
+/// What retention removes, as cutoff times: the engine computes them from
+/// its settings ([`crate::engine::EngineSettings::payload_retention`] and
+/// [`crate::engine::EngineSettings::rejected_body_retention`]), and each
+/// store applies them as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PurgeCutoffs {
+    /// Payloads of submissions that became terminal before it, and bodies
+    /// of settled callbacks received before it (except rejected ones).
+    pub finished: DateTime<Utc>,
+    /// Bodies of callbacks that failed verification (`rejected`) received
+    /// before it.
+    pub rejected: DateTime<Utc>,
+}
+
+impl PurgeCutoffs {
+    /// Cutoffs for finished work and for rejected callback bodies.
+    pub fn new(finished: DateTime<Utc>, rejected: DateTime<Utc>) -> Self {
+        PurgeCutoffs { finished, rejected }
+    }
+}
+
+impl From<DateTime<Utc>> for PurgeCutoffs {
+    /// One cutoff for everything.
+    fn from(cutoff: DateTime<Utc>) -> Self {
+        PurgeCutoffs::new(cutoff, cutoff)
+    }
+}
+
 /// What one retention pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -749,3 +749,82 @@ async fn durations_configured_at_their_maximum_do_not_panic() {
     let purged = liaison.run_retention().await.unwrap();
     assert_eq!(purged.payloads, 0, "kept for ever");
 }
+
+/// The database file and its write-ahead log, in bytes, after a truncating
+/// checkpoint: what is stored, not how far the reused log has been written.
+fn on_disk(path: &std::path::Path) -> u64 {
+    let conn = liaison::rusqlite::Connection::open(path).expect("open for a checkpoint");
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .expect("checkpoint runs");
+    drop(conn);
+    let wal = path.with_file_name(format!(
+        "{}-wal",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    [path.to_path_buf(), wal]
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// Anyone can post to `/callbacks/{name}`: to names that are no configured
+/// partner, 1 MiB bodies (the default cap) must not fill the database. Only
+/// their metadata is stored, and they are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_to_unknown_names_do_not_fill_the_database() {
+    let t = Target::start().await;
+    let before = on_disk(&t.path);
+    let body = vec![b'x'; 1024 * 1024];
+    for i in 0..200 {
+        let name = format!("probe-{i}-{}", uuid::Uuid::new_v4().simple());
+        let status = t
+            .post(
+                &format!("/callbacks/{name}"),
+                &[
+                    ("content-type", b"application/json"),
+                    ("user-agent", b"flood/1.0"),
+                    ("x-padding", &[b'p'; 4096]),
+                ],
+                &body,
+            )
+            .await;
+        assert_eq!(status, 401, "{name}: answered as before");
+    }
+    let after = on_disk(&t.path);
+    let grown = after.saturating_sub(before);
+    eprintln!("database and WAL: {before} -> {after} bytes (+{grown})");
+    assert!(
+        grown < 1024 * 1024,
+        "200 callbacks of 1 MiB to unknown names grew the database by {grown} bytes"
+    );
+    // Each is stored as metadata: its size, no body, allowlisted headers only.
+    let stored: Vec<_> = t
+        .callbacks()
+        .await
+        .into_iter()
+        .filter(|c| c.partner.starts_with("probe-"))
+        .collect();
+    assert_eq!(stored.len(), 200);
+    for c in &stored {
+        assert_eq!(c.disposition, Disposition::Rejected);
+        assert_eq!(c.size, 1024 * 1024);
+        assert!(c.body.is_none(), "{}: body kept", c.partner);
+        let names: Vec<&str> = c.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "user-agent"], "{}", c.partner);
+    }
+    let text = t
+        .liaison
+        .render_metrics(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let counted = text
+        .lines()
+        .find(|l| l.starts_with("liaison_callbacks_unknown_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(counted, Some(200.0), "{text}");
+    t.still_intact().await;
+}

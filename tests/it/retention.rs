@@ -50,7 +50,7 @@ async fn a_purge_removes_exactly_what_is_due() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     let (late, _) = drive_new_to(&store, with_payload("f", "late", 10), Succeeded).await;
 
-    let report = store.purge(cutoff).await.unwrap();
+    let report = store.purge(cutoff.into()).await.unwrap();
     assert_eq!(
         report.payloads, 2,
         "the two that finished before the cutoff"

@@ -79,8 +79,17 @@ fn lab_and_bank() -> HealthReport {
 // ---- tests ----
 
 #[test]
-fn an_empty_registry_renders_only_eof() {
-    assert_eq!(Metrics::new().render(&report(vec![])), "# EOF\n");
+fn an_empty_registry_renders_only_the_unlabelled_counter() {
+    // Every family is empty but the counter without labels, which starts
+    // at 0 (so `rate()` sees its first increase).
+    assert_eq!(
+        Metrics::new().render(&report(vec![])),
+        "# HELP liaison_callbacks_unknown Callbacks to names that are no configured partner \
+         (stored without their bodies).\n\
+         # TYPE liaison_callbacks_unknown counter\n\
+         liaison_callbacks_unknown_total 0\n\
+         # EOF\n"
+    );
 }
 
 #[test]
@@ -99,6 +108,7 @@ fn render_is_valid_openmetrics_with_the_expected_values() {
     );
     m.callback("lab", Disposition::Applied);
     m.callback("lab", Disposition::Duplicate);
+    m.callback_to_unknown_partner();
     m.callback("lab", Disposition::Applied);
     m.alert_opened("lab", "result_overdue");
     m.time_to_result("lab", 0.5);
@@ -144,6 +154,7 @@ fn render_is_valid_openmetrics_with_the_expected_values() {
             ("liaison_attempt_duration_seconds", "histogram"),
             ("liaison_attempts", "counter"),
             ("liaison_callbacks", "counter"),
+            ("liaison_callbacks_unknown", "counter"),
             ("liaison_circuit_state", "gauge"),
             ("liaison_leases_expired", "counter"),
             ("liaison_oldest_queued_seconds", "gauge"),
@@ -155,6 +166,10 @@ fn render_is_valid_openmetrics_with_the_expected_values() {
         ]
     );
     assert!(text.contains("# HELP liaison_attempts Attempts to send"));
+    assert!(
+        text.contains("\nliaison_callbacks_unknown_total 1\n"),
+        "{text}"
+    );
 
     // Counters, exactly as the text shows them.
     assert!(text.contains("\nliaison_attempts_total{partner=\"lab\",outcome=\"transient\"} 2\n"));

@@ -62,7 +62,7 @@ use super::flow;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, Enqueued, HourlyCount, HourlyQuery, Lease,
     ListFilter, NewAlert, NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause,
-    PurgeReport, Replay, Settlement, StateChange, StatsQuery, Wakeups,
+    PurgeCutoffs, PurgeReport, Replay, Settlement, StateChange, StatsQuery, Wakeups,
 };
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
@@ -590,7 +590,7 @@ impl OutboxStore for PostgresStore {
         result
     }
 
-    async fn purge(&self, cutoff: DateTime<Utc>) -> Result<PurgeReport> {
-        write_tx!(self, |db| retention::purge_on(db, cutoff, Utc::now()))
+    async fn purge(&self, cutoffs: PurgeCutoffs) -> Result<PurgeReport> {
+        write_tx!(self, |db| retention::purge_on(db, cutoffs, Utc::now()))
     }
 }

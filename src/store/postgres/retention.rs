@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 
 use super::db::Db;
 use crate::error::Result;
-use crate::store::PurgeReport;
 use crate::store::common::{PURGE_BATCH, state_names, to_millis};
+use crate::store::{PurgeCutoffs, PurgeReport};
 
 /// One pass: at most [`PURGE_BATCH`] payloads and as many callback bodies.
 ///
@@ -23,9 +23,10 @@ use crate::store::common::{PURGE_BATCH, state_names, to_millis};
 /// several instances take different rows.
 pub(super) async fn purge_on(
     db: &Db<'_>,
-    cutoff: DateTime<Utc>,
+    cutoffs: PurgeCutoffs,
     now: DateTime<Utc>,
 ) -> Result<PurgeReport> {
+    let cutoff = cutoffs.finished;
     let terminal = state_names(|s| s.is_terminal());
     let unfinished = state_names(|s| !s.is_terminal());
     let payloads = db
@@ -45,7 +46,9 @@ pub(super) async fn purge_on(
         .execute(
             "UPDATE liaison_callbacks SET body = NULL, body_purged_at = $2 \
              WHERE seq IN (SELECT c.seq FROM liaison_callbacks c \
-                 WHERE c.body IS NOT NULL AND c.received_at <= $1 \
+                 WHERE c.body IS NOT NULL \
+                   AND c.received_at <= GREATEST($1::bigint, $5::bigint) \
+                   AND c.received_at <= CASE c.disposition WHEN 'rejected' THEN $5::bigint ELSE $1::bigint END \
                    AND c.disposition NOT IN ('received', 'unmatched') \
                    AND NOT EXISTS (SELECT 1 FROM liaison_submissions s \
                         WHERE s.id = c.submission_id AND s.state = ANY($3)) \
@@ -55,6 +58,7 @@ pub(super) async fn purge_on(
                 &to_millis(now),
                 &unfinished,
                 &PURGE_BATCH,
+                &to_millis(cutoffs.rejected),
             ],
             "purge callback bodies",
         )

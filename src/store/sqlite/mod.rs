@@ -32,7 +32,7 @@ use super::flow;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, Enqueued, HourlyCount, HourlyQuery, Lease,
     ListFilter, NewAlert, NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause,
-    PurgeReport, Replay, Settlement, StateChange, StatsQuery,
+    PurgeCutoffs, PurgeReport, Replay, Settlement, StateChange, StatsQuery,
 };
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
@@ -669,10 +669,10 @@ impl OutboxStore for SqliteStore {
             .await
     }
 
-    async fn purge(&self, cutoff: DateTime<Utc>) -> Result<PurgeReport> {
+    async fn purge(&self, cutoffs: PurgeCutoffs) -> Result<PurgeReport> {
         self.inner
             .writer
-            .write(move |conn| retention::purge_on(conn, cutoff, Utc::now()))
+            .write(move |conn| retention::purge_on(conn, cutoffs, Utc::now()))
             .await
     }
 

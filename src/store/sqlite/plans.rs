@@ -278,7 +278,10 @@ mod tests {
         store.expire_unmatched(now).await.unwrap();
         store.alerts(true, 100).await.unwrap();
         // Retention, with a cutoff that reaches everything finished.
-        let purged = store.purge(now + chrono::Duration::days(1)).await.unwrap();
+        let purged = store
+            .purge((now + chrono::Duration::days(1)).into())
+            .await
+            .unwrap();
         assert!(
             purged.payloads > 0,
             "the workload purged nothing: {purged:?}"

@@ -8,16 +8,17 @@ use rusqlite::{Connection, params};
 use super::db::{db_err, to_millis};
 use crate::error::Result;
 use crate::model::submission::SubmissionState;
-use crate::store::PurgeReport;
 use crate::store::common::state_names;
+use crate::store::{PurgeCutoffs, PurgeReport};
 
 use crate::store::common::PURGE_BATCH as BATCH;
 
 pub(crate) fn purge_on(
     conn: &Connection,
-    cutoff: DateTime<Utc>,
+    cutoffs: PurgeCutoffs,
     now: DateTime<Utc>,
 ) -> Result<PurgeReport> {
+    let cutoff = cutoffs.finished;
     let terminal: Vec<String> = SubmissionState::ALL
         .into_iter()
         .filter(|s| s.is_terminal())
@@ -38,18 +39,27 @@ pub(crate) fn purge_on(
         .and_then(|mut stmt| stmt.execute(params![to_millis(cutoff), to_millis(now), BATCH]))
         .map_err(db_err("purge payloads"))?;
     // Bodies of callbacks about finished (or no) submissions; never one still
-    // waiting to be processed or matched.
+    // waiting to be processed or matched. Rejected ones by their own cutoff.
     let bodies = conn
         .prepare_cached(&format!(
             "UPDATE liaison_callbacks SET body = NULL, body_purged_at = ?2 \
              WHERE seq IN (SELECT c.seq FROM liaison_callbacks c \
-                 WHERE c.body IS NOT NULL AND c.received_at <= ?1 \
+                 WHERE c.body IS NOT NULL \
+                   AND c.received_at <= max(?1, ?4) \
+                   AND c.received_at <= CASE c.disposition WHEN 'rejected' THEN ?4 ELSE ?1 END \
                    AND c.disposition NOT IN ('received', 'unmatched') \
                    AND NOT EXISTS (SELECT 1 FROM liaison_submissions s \
                         WHERE s.id = c.submission_id AND s.state NOT IN ({terminal})) \
                  LIMIT ?3)"
         ))
-        .and_then(|mut stmt| stmt.execute(params![to_millis(cutoff), to_millis(now), BATCH]))
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                to_millis(cutoff),
+                to_millis(now),
+                BATCH,
+                to_millis(cutoffs.rejected)
+            ])
+        })
         .map_err(db_err("purge callback bodies"))?;
     // Give freed pages back to the file (a no-op unless auto_vacuum is
     // incremental, which new databases are).

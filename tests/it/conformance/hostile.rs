@@ -711,7 +711,7 @@ pub async fn hostile_timestamps_far_in_the_past_and_future(h: &Harness) {
     assert!(store.reap_expired_leases(past).await.unwrap().is_empty());
     store.expire_unmatched(past).await.unwrap();
     store.prune_ledger(past).await.unwrap();
-    let purged = store.purge(past).await.unwrap();
+    let purged = store.purge(past.into()).await.unwrap();
     assert_eq!(purged.payloads, 0);
     // A retry due at the end of time and a change dated at its start.
     let lease = {

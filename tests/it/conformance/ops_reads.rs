@@ -166,7 +166,10 @@ pub async fn lists_without_payloads_or_bodies_read_neither(h: &Harness) {
         .await
         .unwrap();
     store.enqueue(submission("bank", "open")).await.unwrap();
-    let purged = store.purge(Utc::now() + Span::days(1)).await.unwrap();
+    let purged = store
+        .purge((Utc::now() + Span::days(1)).into())
+        .await
+        .unwrap();
     assert_eq!(purged.payloads, 1, "{name}");
 
     let full = store

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use liaison::callback::Disposition;
-use liaison::store::{NewCallback, PurgeReport, Replay, Settlement, StateChange};
+use liaison::store::{NewCallback, PurgeCutoffs, PurgeReport, Replay, Settlement, StateChange};
 use liaison::{Actor, EventKind, NewSubmission, SubmissionState};
 use serde_json::json;
 
@@ -60,7 +60,7 @@ pub async fn a_purge_removes_exactly_what_is_due(h: &Harness) {
         .await
         .unwrap();
 
-    let report = store.purge(cutoff).await.unwrap();
+    let report = store.purge(cutoff.into()).await.unwrap();
     assert_eq!(
         (report.payloads, report.callback_bodies, report.more),
         (3, 1, false),
@@ -86,7 +86,7 @@ pub async fn a_purge_removes_exactly_what_is_due(h: &Harness) {
         );
     }
     assert_eq!(
-        store.purge(cutoff).await.unwrap(),
+        store.purge(cutoff.into()).await.unwrap(),
         PurgeReport::default(),
         "{name}: nothing left"
     );
@@ -148,21 +148,86 @@ pub async fn a_purge_works_in_batches_and_says_when_more_is_due(h: &Harness) {
     let unfinished = drive_to(&store, "bulk", SubmissionState::Queued).await.0;
     let cutoff = Utc::now();
 
-    let first = store.purge(cutoff).await.unwrap();
+    let first = store.purge(cutoff.into()).await.unwrap();
     assert_eq!(
         (first.payloads, first.callback_bodies, first.more),
         (1000, 1000, true),
         "{name}: one bounded batch"
     );
-    let second = store.purge(cutoff).await.unwrap();
+    let second = store.purge(cutoff.into()).await.unwrap();
     assert_eq!(
         (second.payloads, second.callback_bodies, second.more),
         (200, 200, false),
         "{name}: the rest"
     );
-    assert_eq!(store.purge(cutoff).await.unwrap(), PurgeReport::default());
+    assert_eq!(
+        store.purge(cutoff.into()).await.unwrap(),
+        PurgeReport::default()
+    );
     for id in [ids[0], ids[N / 2], ids[N - 1]] {
         assert!(!has_payload(&store, id).await, "{name}");
     }
     assert!(has_payload(&store, unfinished).await, "{name}");
+}
+
+/// Bodies of callbacks that failed verification go by their own cutoff:
+/// earlier than other bodies by default, and never by the other's.
+pub async fn rejected_bodies_have_their_own_cutoff(h: &Harness) {
+    let store = h.store().await;
+    let name = h.name();
+    let before = Utc::now() - chrono::Duration::days(1);
+    let settle = |hash: &'static str, settlement: Settlement| {
+        let store = store.clone();
+        async move {
+            let id = store
+                .record_callback(callback("a", hash, Disposition::Received))
+                .await
+                .unwrap();
+            store.settle_callback(id, settlement).await.unwrap();
+            id
+        }
+    };
+    let rejected = settle(
+        "rejected",
+        Settlement::Rejected {
+            reason: "sig".into(),
+        },
+    )
+    .await;
+    let malformed = settle("malformed", Settlement::Malformed { reason: "x".into() }).await;
+    let refused = store
+        .record_callback(callback("nobody", "refused", Disposition::Rejected))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let after = Utc::now();
+    let body = |id| {
+        let store = store.clone();
+        async move { store.callback(id).await.unwrap().body.is_some() }
+    };
+
+    // Rejected bodies are due, the others not: only the rejected go.
+    let report = store.purge(PurgeCutoffs::new(before, after)).await.unwrap();
+    assert_eq!(report.callback_bodies, 2, "{name}");
+    assert!(!body(rejected).await, "{name}: rejected after verification");
+    assert!(!body(refused).await, "{name}: rejected at once");
+    assert!(body(malformed).await, "{name}: not due yet");
+
+    // The other way round: a malformed body goes, a rejected one would stay.
+    let kept = settle(
+        "kept",
+        Settlement::Rejected {
+            reason: "sig".into(),
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let later = Utc::now();
+    let report = store.purge(PurgeCutoffs::new(later, before)).await.unwrap();
+    assert_eq!(report.callback_bodies, 1, "{name}");
+    assert!(!body(malformed).await, "{name}: due");
+    assert!(
+        body(kept).await,
+        "{name}: rejected, not due by its own cutoff"
+    );
 }
