@@ -191,6 +191,7 @@ pub async fn rejected_bodies_have_their_own_cutoff(h: &Harness) {
         "rejected",
         Settlement::Rejected {
             reason: "sig".into(),
+            metadata_only: false,
         },
     )
     .await;
@@ -218,6 +219,7 @@ pub async fn rejected_bodies_have_their_own_cutoff(h: &Harness) {
         "kept",
         Settlement::Rejected {
             reason: "sig".into(),
+            metadata_only: false,
         },
     )
     .await;
