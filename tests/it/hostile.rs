@@ -896,3 +896,52 @@ async fn unverified_bodies_past_the_hourly_cap_are_kept_as_metadata_only() {
     assert_eq!(t.post_signed("msg_good", body).await, 200);
     t.still_intact().await;
 }
+
+/// The engine's retention deletes rows of callbacks to unknown names after
+/// `payload_retention`, and rows settled for good after
+/// `callback_row_retention`; a configured partner's are not unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_callback_rows_of_unknown_names_then_settled_ones() {
+    use liaison::engine::EngineSettings;
+    let settings = EngineSettings::default()
+        .payload_retention(Duration::ZERO)
+        .rejected_body_retention(Duration::ZERO)
+        .callback_row_retention(Duration::MAX);
+    let t = Target::start_with(settings).await;
+    let headers = axum::http::HeaderMap::new();
+    let body = br#"{"reference":"R-1","status":"succeeded"}"#;
+    let forged = t
+        .liaison
+        .ingest_callback("lab", &headers, body)
+        .await
+        .unwrap();
+    let probe = t
+        .liaison
+        .ingest_callback("nobody", &headers, body)
+        .await
+        .unwrap();
+    assert_eq!((forged.http_status, probe.http_status), (401, 401));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    let report = t.liaison.run_retention().await.unwrap();
+    assert_eq!(
+        (report.unknown_callbacks, report.settled_callbacks),
+        (1, 0),
+        "{report:?}"
+    );
+    assert!(t.store.callback(probe.callback_id).await.is_err());
+    let kept = t.store.callback(forged.callback_id).await.unwrap();
+    assert!(
+        kept.body.is_none(),
+        "its body went after rejected_body_retention"
+    );
+
+    let later = Liaison::builder(t.store.clone())
+        .settings(EngineSettings::default().callback_row_retention(Duration::ZERO))
+        .build()
+        .unwrap();
+    let report = later.run_retention().await.unwrap();
+    assert_eq!(report.settled_callbacks, 1, "{report:?}");
+    assert!(t.store.callback(forged.callback_id).await.is_err());
+    t.still_intact().await;
+}

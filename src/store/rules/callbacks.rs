@@ -24,6 +24,36 @@ pub(crate) const REPEATABLE: [Disposition; 5] = [
     Disposition::Conflicting,
 ];
 
+/// Dispositions that are final for retention: a callback with one of them
+/// may have its row deleted after `callback_row_retention`. Never one still
+/// `received` (not processed yet) or `unmatched` (waiting for a match).
+/// Quarantined ones (malformed, rejected, expired) are included: their
+/// bodies went long before, so they can no longer be reprocessed.
+pub(crate) const SETTLED_FOR_GOOD: [Disposition; 8] = [
+    Disposition::Applied,
+    Disposition::Duplicate,
+    Disposition::Late,
+    Disposition::Conflicting,
+    Disposition::Rejected,
+    Disposition::Expired,
+    Disposition::TooLarge,
+    Disposition::Malformed,
+];
+
+/// The dispositions a callback to a name that is no configured partner is
+/// stored with (it is never processed further).
+pub(crate) const UNKNOWN_NAME: [Disposition; 2] = [Disposition::Rejected, Disposition::TooLarge];
+
+/// `dispositions` as a quoted SQL list (`'a', 'b'`): our own constants,
+/// never input.
+pub(crate) fn sql_list(dispositions: &[Disposition]) -> String {
+    dispositions
+        .iter()
+        .map(|d| format!("'{}'", d.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Refuse to settle a callback that is settled already.
 pub(crate) fn check_settleable(stored: &StoredCallback) -> Result<()> {
     if stored.disposition.is_reprocessable() {
