@@ -1,5 +1,6 @@
 //! Inbound callbacks: store raw first, then verify, parse, match and apply.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -15,6 +16,7 @@ use super::Liaison;
 use crate::callback::{CallbackId, CallbackReceipt, Disposition, InboundCallback};
 use crate::error::{Error, Result};
 use crate::model::submission::{SubmissionState, validate_partner};
+use crate::store::rules::callbacks::{MAX_METADATA_HEADER_BYTES, METADATA_HEADERS};
 use crate::store::{NewCallback, Settlement};
 
 /// The callback size cap for partners that do not set one: 1 MiB.
@@ -41,15 +43,6 @@ fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         })
         .collect()
 }
-
-/// The only headers kept with a callback whose body is not kept (one to a
-/// name that is no configured partner, or one beyond the hourly cap of
-/// rejected bodies): what helps tell where a flood comes from, nothing a
-/// sender could use to store data. Values above [`MAX_METADATA_HEADER_BYTES`]
-/// are left out.
-pub(crate) const METADATA_HEADERS: [&str; 2] = ["content-type", "user-agent"];
-/// Longest allowlisted header value kept with metadata only, in bytes.
-const MAX_METADATA_HEADER_BYTES: usize = 256;
 
 /// The allowlisted headers ([`METADATA_HEADERS`]) of a callback stored as
 /// metadata only.
@@ -95,6 +88,34 @@ impl UnknownCallbacks {
             count,
             "callbacks to names that are no configured partner (stored without their bodies)"
         );
+    }
+}
+
+/// Counts, per configured partner and clock hour (UTC), the callbacks that
+/// failed verification, to cap how many of their bodies are kept
+/// ([`super::EngineSettings::unverified_bodies_per_hour`]). In memory, per
+/// engine instance.
+#[derive(Debug, Default)]
+pub(crate) struct UnverifiedBodies {
+    /// Partner -> (hour since the epoch, rejections counted in it).
+    counts: Mutex<HashMap<String, (i64, u32)>>,
+}
+
+impl UnverifiedBodies {
+    /// Count one more rejection for `partner` now; true when it is past
+    /// `cap` (`None`: no cap) and its body is not to be kept.
+    fn past_cap(&self, partner: &str, cap: Option<u32>) -> bool {
+        let Some(cap) = cap else {
+            return false;
+        };
+        let hour = Utc::now().timestamp().div_euclid(3600);
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only configured partners are counted: the map stays small. Hours
+        // gone by are forgotten.
+        counts.retain(|_, (at, _)| *at == hour);
+        let count = counts.entry(partner.to_owned()).or_insert((hour, 0));
+        count.1 = count.1.saturating_add(1);
+        count.1 > cap
     }
 }
 
@@ -268,7 +289,7 @@ impl Liaison {
             headers: headers.clone(),
             body: body.to_vec(),
         };
-        self.process(id, &callback).await
+        self.process(id, &callback, true).await
     }
 
     /// The receipt of a callback refused before verification. Answered like
@@ -284,8 +305,15 @@ impl Liaison {
         }
     }
 
-    /// Verify, parse and settle a stored callback.
-    async fn process(&self, id: CallbackId, callback: &InboundCallback) -> Result<CallbackReceipt> {
+    /// Verify, parse and settle a stored callback. A rejection counts
+    /// towards the partner's hourly cap of stored unverified bodies when
+    /// `capped` (a new arrival; not a reprocessing).
+    async fn process(
+        &self,
+        id: CallbackId,
+        callback: &InboundCallback,
+        capped: bool,
+    ) -> Result<CallbackReceipt> {
         let runtime = self.shared.partners.get(&callback.partner);
         let Some((matcher, ttl)) =
             runtime.and_then(|rt| Some((rt.config.callbacks.clone()?, rt.config.unmatched_ttl)))
@@ -304,6 +332,11 @@ impl Liaison {
         let settlement = match matcher.verify(callback, arrived) {
             Err(e) => Settlement::Rejected {
                 reason: e.to_string(),
+                metadata_only: capped
+                    && self.shared.unverified_bodies.past_cap(
+                        &callback.partner,
+                        self.shared.settings.unverified_bodies_per_hour,
+                    ),
             },
             Ok(()) => match matcher.parse(callback) {
                 Err(e) => Settlement::Malformed { reason: e.reason },
@@ -313,7 +346,19 @@ impl Liaison {
                 },
             },
         };
+        let dropped = matches!(
+            settlement,
+            Settlement::Rejected {
+                metadata_only: true,
+                ..
+            }
+        );
         let receipt = self.shared.store.settle_callback(id, settlement).await?;
+        if dropped {
+            self.shared
+                .metrics
+                .unverified_body_dropped(&callback.partner);
+        }
         self.shared
             .metrics
             .callback(&callback.partner, receipt.disposition);
@@ -356,7 +401,7 @@ impl Liaison {
             headers: headers_from(&stored.headers),
             body,
         };
-        self.process(id, &callback).await
+        self.process(id, &callback, false).await
     }
 }
 

@@ -75,6 +75,32 @@ pub struct EngineSettings {
     /// after they arrived: anyone can send them, and they are kept only to
     /// be reprocessed after a secret is fixed. Default 7 days.
     pub rejected_body_retention: Duration,
+    /// Most bodies of callbacks that fail verification stored per configured
+    /// partner per clock hour (UTC). Past it, a callback that fails
+    /// verification is kept as metadata only: its body and all headers but
+    /// the allowlist of callbacks to unknown names (`content-type`,
+    /// `user-agent`) are cleared when its rejection is settled, and it is
+    /// counted in `liaison_callbacks_unverified_dropped_total{partner}`.
+    /// It is still answered 401. The count is kept in memory by each
+    /// engine instance: with several instances behind a load balancer up to
+    /// the cap times the number of instances are stored per hour, and a
+    /// restart starts the count again. Reprocessing a stored callback is not
+    /// counted (an operator asked for it). `None`: no cap, every body is
+    /// stored; `Some(0)`: no body of a callback that fails verification is
+    /// kept. Default `Some(100)`.
+    pub unverified_bodies_per_hour: Option<u32>,
+    /// Rows of settled callbacks (every disposition but `received` and
+    /// `unmatched`, and none whose submission is unfinished) are deleted
+    /// this long after they arrived. Their bodies went after
+    /// `payload_retention` already; the rows (partner, time, size, hash,
+    /// disposition, submission) are kept longer because they answer
+    /// disputes and audits ("did you send us that result?") after the
+    /// data itself is gone, and they are what repeats of an old delivery
+    /// are recognised by. Timeline events of submissions are kept: they
+    /// refer to callbacks only by id in their data. Default 180 days.
+    /// Rows of callbacks to names that are no configured partner go after
+    /// `payload_retention`.
+    pub callback_row_retention: Duration,
     /// How often retention (and the idempotency ledger's pruning) runs. Default 1 h.
     pub retention_interval: Duration,
 }
@@ -89,6 +115,8 @@ impl Default for EngineSettings {
             deadline_interval: Duration::from_secs(1),
             payload_retention: Duration::from_secs(30 * 24 * 3600),
             rejected_body_retention: Duration::from_secs(7 * 24 * 3600),
+            unverified_bodies_per_hour: Some(100),
+            callback_row_retention: Duration::from_secs(180 * 24 * 3600),
             retention_interval: Duration::from_secs(3600),
         }
     }
@@ -134,6 +162,18 @@ impl EngineSettings {
     /// Set [`EngineSettings::rejected_body_retention`].
     pub fn rejected_body_retention(mut self, rejected_body_retention: Duration) -> Self {
         self.rejected_body_retention = rejected_body_retention;
+        self
+    }
+
+    /// Set [`EngineSettings::unverified_bodies_per_hour`] (`None`: no cap).
+    pub fn unverified_bodies_per_hour(mut self, cap: Option<u32>) -> Self {
+        self.unverified_bodies_per_hour = cap;
+        self
+    }
+
+    /// Set [`EngineSettings::callback_row_retention`].
+    pub fn callback_row_retention(mut self, callback_row_retention: Duration) -> Self {
+        self.callback_row_retention = callback_row_retention;
         self
     }
 
@@ -200,6 +240,7 @@ pub(crate) struct Shared {
     /// Callbacks to names that are no configured partner: counted, and
     /// logged at most once a minute.
     pub(crate) unknown_callbacks: inbound::UnknownCallbacks,
+    pub(crate) unverified_bodies: inbound::UnverifiedBodies,
 }
 
 /// Builds a [`Liaison`].
@@ -292,6 +333,7 @@ impl LiaisonBuilder {
                 alert_settings: self.alert_settings,
                 metrics: crate::ops::Metrics::new(),
                 unknown_callbacks: inbound::UnknownCallbacks::default(),
+                unverified_bodies: inbound::UnverifiedBodies::default(),
             }),
         })
     }

@@ -22,7 +22,10 @@ impl Liaison {
     /// Run retention now: remove payloads and raw callback bodies of work
     /// that finished more than [`super::EngineSettings::payload_retention`]
     /// ago, bodies of rejected callbacks older than
-    /// [`super::EngineSettings::rejected_body_retention`] (in bounded
+    /// [`super::EngineSettings::rejected_body_retention`], rows of callbacks
+    /// to names that are no configured partner older than
+    /// `payload_retention` and rows of callbacks settled for good older than
+    /// [`super::EngineSettings::callback_row_retention`] (in bounded
     /// batches until none is left), and prune the
     /// idempotency ledger. The running engine does this every
     /// `retention_interval`.
@@ -32,21 +35,31 @@ impl Liaison {
         let cutoffs = PurgeCutoffs::new(
             cutoff(now, settings.payload_retention),
             cutoff(now, settings.rejected_body_retention),
+        )
+        .rows(
+            cutoff(now, settings.callback_row_retention),
+            cutoff(now, settings.payload_retention),
+            self.shared.partners.keys().cloned(),
         );
         let mut total = PurgeReport::default();
         loop {
-            let pass = self.store().purge(cutoffs).await?;
+            let pass = self.store().purge(cutoffs.clone()).await?;
             total.payloads += pass.payloads;
             total.callback_bodies += pass.callback_bodies;
+            total.settled_callbacks += pass.settled_callbacks;
+            total.unknown_callbacks += pass.unknown_callbacks;
             if !pass.more {
                 break;
             }
         }
         let pruned = self.store().prune_ledger(now).await?;
-        if total.payloads + total.callback_bodies + pruned > 0 {
+        let callback_rows = total.settled_callbacks + total.unknown_callbacks;
+        if total.payloads + total.callback_bodies + callback_rows + pruned > 0 {
             tracing::info!(
                 payloads = total.payloads,
                 callback_bodies = total.callback_bodies,
+                settled_callbacks = total.settled_callbacks,
+                unknown_callbacks = total.unknown_callbacks,
                 ledger_keys = pruned,
                 "retention removed expired data"
             );

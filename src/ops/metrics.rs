@@ -112,6 +112,7 @@ type HistogramFamily = Family<PartnerLabels, Histogram, fn() -> Histogram>;
 /// | `liaison_attempt_duration_seconds` | histogram, 5 ms .. 60 s | `partner` | [`Metrics::attempt`] |
 /// | `liaison_callbacks_total` | counter | `partner`, `disposition` | [`Metrics::callback`] |
 /// | `liaison_callbacks_unknown_total` | counter | none | [`Metrics::callback_to_unknown_partner`]: callbacks to names that are no configured partner (stored without their bodies) |
+/// | `liaison_callbacks_unverified_dropped_total` | counter | `partner` | [`Metrics::unverified_body_dropped`]: callbacks from a configured partner that failed verification past its hourly cap of stored bodies (kept as metadata only) |
 /// | `liaison_alerts_total` | counter | `partner`, `class` | [`Metrics::alert_opened`] |
 /// | `liaison_time_to_result_seconds` | histogram, 1 s .. 7 days | `partner` | [`Metrics::time_to_result`] |
 /// | `liaison_leases_expired_total` | counter | `partner` | [`Metrics::lease_expired`] |
@@ -159,6 +160,7 @@ struct Inner {
     attempt_duration: HistogramFamily,
     callbacks: Family<CallbackLabels, Counter>,
     callbacks_unknown: Counter,
+    unverified_dropped: Family<PartnerLabels, Counter>,
     alerts: Family<AlertLabels, Counter>,
     time_to_result: HistogramFamily,
     leases_expired: Family<PartnerLabels, Counter>,
@@ -200,6 +202,7 @@ impl Metrics {
             HistogramFamily::new_with_constructor(attempt_histogram as fn() -> _);
         let callbacks = Family::default();
         let callbacks_unknown = Counter::default();
+        let unverified_dropped = Family::default();
         let alerts = Family::default();
         let time_to_result =
             HistogramFamily::new_with_constructor(time_to_result_histogram as fn() -> _);
@@ -238,6 +241,12 @@ impl Metrics {
             "callbacks_unknown",
             "Callbacks to names that are no configured partner (stored without their bodies)",
             callbacks_unknown.clone(),
+        );
+        // The partner label is safe: only configured partners are counted.
+        registry.register(
+            "callbacks_unverified_dropped",
+            "Callbacks that failed verification past the partner's hourly cap of stored bodies (kept without their bodies)",
+            unverified_dropped.clone(),
         );
         registry.register(
             "alerts",
@@ -290,6 +299,7 @@ impl Metrics {
                 attempt_duration,
                 callbacks,
                 callbacks_unknown,
+                unverified_dropped,
                 alerts,
                 time_to_result,
                 leases_expired,
@@ -342,6 +352,17 @@ impl Metrics {
     /// make a series each.
     pub fn callback_to_unknown_partner(&self) {
         self.inner.callbacks_unknown.inc();
+    }
+
+    /// A callback from the configured partner `partner` failed verification
+    /// past its hourly cap of stored bodies
+    /// ([`crate::engine::EngineSettings::unverified_bodies_per_hour`]): it
+    /// was kept as metadata only.
+    pub fn unverified_body_dropped(&self, partner_name: &str) {
+        self.inner
+            .unverified_dropped
+            .get_or_create(&partner(partner_name))
+            .inc();
     }
 
     /// An alert of problem `class` (a `ProblemClass` name) opened for `partner`.

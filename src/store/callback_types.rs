@@ -99,6 +99,11 @@ pub enum Settlement {
     Rejected {
         /// Why.
         reason: String,
+        /// Keep it as metadata only: its body and all headers but the
+        /// allowlist of callbacks to unknown names are cleared in the same
+        /// transaction (the engine sets it past a partner's hourly cap of
+        /// stored unverified bodies).
+        metadata_only: bool,
     },
     /// It could not be parsed.
     Malformed {

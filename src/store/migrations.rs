@@ -95,6 +95,7 @@ migrations! {
     4, "alerts", "0004_alerts.sql";
     5, "wakeups", "0005_wakeups.sql";
     6, "retention", "0006_retention.sql";
+    7, "callback_rows", "0007_callback_rows.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

@@ -226,8 +226,12 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
     /// Retention: remove the payloads of submissions that became terminal
     /// before `cutoffs.finished`, the raw bodies of callbacks received
     /// before it (except those still waiting to be processed or matched),
-    /// and the bodies of rejected callbacks received before
-    /// `cutoffs.rejected`. Ids, states,
+    /// the bodies of rejected callbacks received before
+    /// `cutoffs.rejected`, and deletes the rows of callbacks settled for
+    /// good received before `cutoffs.settled_rows` (never one `received` or
+    /// `unmatched`, nor one about an unfinished submission) and of callbacks
+    /// to names not in `cutoffs.configured` received before
+    /// `cutoffs.unknown_rows`. Ids, states,
     /// fingerprints and timelines stay; space is given back to the file
     /// where the database allows. Works in bounded batches; call until it
     /// reports nothing left.

@@ -501,10 +501,11 @@ impl Pause {
 }
 
 /// What retention removes, as cutoff times: the engine computes them from
-/// its settings ([`crate::engine::EngineSettings::payload_retention`] and
-/// [`crate::engine::EngineSettings::rejected_body_retention`]), and each
-/// store applies them as they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// its settings ([`crate::engine::EngineSettings::payload_retention`],
+/// [`crate::engine::EngineSettings::rejected_body_retention`] and
+/// [`crate::engine::EngineSettings::callback_row_retention`]) and its
+/// configured partners, and each store applies them as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PurgeCutoffs {
     /// Payloads of submissions that became terminal before it, and bodies
@@ -513,17 +514,49 @@ pub struct PurgeCutoffs {
     /// Bodies of callbacks that failed verification (`rejected`) received
     /// before it.
     pub rejected: DateTime<Utc>,
+    /// Rows of callbacks settled for good (every disposition but `received`
+    /// and `unmatched`), received before it, whose submission (if any) is
+    /// finished. `DateTime::<Utc>::MIN_UTC` (the default): none.
+    pub settled_rows: DateTime<Utc>,
+    /// Rows of callbacks to names that are not in `configured` (stored as
+    /// `rejected` or `too_large`), received before it.
+    /// `DateTime::<Utc>::MIN_UTC` (the default): none.
+    pub unknown_rows: DateTime<Utc>,
+    /// The configured partner names, which `unknown_rows` does not touch.
+    pub configured: Vec<String>,
 }
 
 impl PurgeCutoffs {
-    /// Cutoffs for finished work and for rejected callback bodies.
+    /// Cutoffs for finished work and for rejected callback bodies; no
+    /// callback row is deleted (see [`PurgeCutoffs::rows`]).
     pub fn new(finished: DateTime<Utc>, rejected: DateTime<Utc>) -> Self {
-        PurgeCutoffs { finished, rejected }
+        PurgeCutoffs {
+            finished,
+            rejected,
+            settled_rows: DateTime::<Utc>::MIN_UTC,
+            unknown_rows: DateTime::<Utc>::MIN_UTC,
+            configured: Vec::new(),
+        }
+    }
+
+    /// Also delete rows of callbacks settled for good received before
+    /// `settled`, and rows of callbacks to names other than `configured`
+    /// received before `unknown`.
+    pub fn rows(
+        mut self,
+        settled: DateTime<Utc>,
+        unknown: DateTime<Utc>,
+        configured: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.settled_rows = settled;
+        self.unknown_rows = unknown;
+        self.configured = configured.into_iter().map(Into::into).collect();
+        self
     }
 }
 
 impl From<DateTime<Utc>> for PurgeCutoffs {
-    /// One cutoff for everything.
+    /// One cutoff for payloads and bodies; no callback row is deleted.
     fn from(cutoff: DateTime<Utc>) -> Self {
         PurgeCutoffs::new(cutoff, cutoff)
     }
@@ -537,6 +570,10 @@ pub struct PurgeReport {
     pub payloads: u64,
     /// Raw callback bodies removed.
     pub callback_bodies: u64,
+    /// Rows of callbacks settled for good deleted.
+    pub settled_callbacks: u64,
+    /// Rows of callbacks to names that are no configured partner deleted.
+    pub unknown_callbacks: u64,
     /// More were due than one pass removes: call again.
     pub more: bool,
 }

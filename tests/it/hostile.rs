@@ -67,6 +67,10 @@ struct Target {
 
 impl Target {
     async fn start() -> Target {
+        Target::start_with(liaison::engine::EngineSettings::default()).await
+    }
+
+    async fn start_with(settings: liaison::engine::EngineSettings) -> Target {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outbox.db");
         let store = SqliteStore::open(&path).unwrap();
@@ -74,6 +78,7 @@ impl Target {
             .callbacks(JsonMatcher::builder(signer()).build().unwrap())
             .max_callback_bytes(CAP);
         let liaison = Liaison::builder(store.clone())
+            .settings(settings)
             .partner(partner)
             .build()
             .unwrap();
@@ -826,5 +831,117 @@ async fn callbacks_to_unknown_names_do_not_fill_the_database() {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok());
     assert_eq!(counted, Some(200.0), "{text}");
+    t.still_intact().await;
+}
+
+/// A configured partner's name is public: callbacks with bad signatures
+/// keep their bodies up to the hourly cap, then metadata only; all are
+/// answered 401 and the dropped ones are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverified_bodies_past_the_hourly_cap_are_kept_as_metadata_only() {
+    let settings = liaison::engine::EngineSettings::default().unverified_bodies_per_hour(Some(5));
+    let t = Target::start_with(settings).await;
+    let body = br#"{"reference":"R-1","status":"succeeded"}"#;
+    let bad = "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    for i in 0..20 {
+        let (ts, _) = sign(&format!("msg_{i}"), body);
+        let status = t
+            .post(
+                "/callbacks/lab",
+                &[
+                    ("content-type", b"application/json"),
+                    ("user-agent", b"forger/1.0"),
+                    ("webhook-id", format!("msg_{i}").as_bytes()),
+                    ("webhook-timestamp", ts.as_bytes()),
+                    ("webhook-signature", bad.as_bytes()),
+                ],
+                body,
+            )
+            .await;
+        assert_eq!(status, 401, "callback {i}");
+    }
+    let stored = t.callbacks().await;
+    assert_eq!(stored.len(), 20);
+    assert!(
+        stored
+            .iter()
+            .all(|c| c.disposition == Disposition::Rejected)
+    );
+    let (kept, dropped): (Vec<_>, Vec<_>) = stored.iter().partition(|c| c.body.is_some());
+    assert_eq!((kept.len(), dropped.len()), (5, 15));
+    for c in &kept {
+        assert!(c.headers.iter().any(|(n, _)| n == "webhook-signature"));
+    }
+    for c in &dropped {
+        let names: Vec<&str> = c.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "user-agent"], "{}", c.id);
+        assert_eq!(c.size, body.len() as u64);
+    }
+    let text = t
+        .liaison
+        .render_metrics(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let counted = text
+        .lines()
+        .find(|l| l.starts_with("liaison_callbacks_unverified_dropped_total{"))
+        .map(|l| {
+            (
+                l.contains(r#"partner="lab""#),
+                l.rsplit(' ').next().unwrap().to_owned(),
+            )
+        });
+    assert_eq!(counted, Some((true, "15".to_owned())), "{text}");
+    // A good callback is still applied.
+    assert_eq!(t.post_signed("msg_good", body).await, 200);
+    t.still_intact().await;
+}
+
+/// The engine's retention deletes rows of callbacks to unknown names after
+/// `payload_retention`, and rows settled for good after
+/// `callback_row_retention`; a configured partner's are not unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_callback_rows_of_unknown_names_then_settled_ones() {
+    use liaison::engine::EngineSettings;
+    let settings = EngineSettings::default()
+        .payload_retention(Duration::ZERO)
+        .rejected_body_retention(Duration::ZERO)
+        .callback_row_retention(Duration::MAX);
+    let t = Target::start_with(settings).await;
+    let headers = axum::http::HeaderMap::new();
+    let body = br#"{"reference":"R-1","status":"succeeded"}"#;
+    let forged = t
+        .liaison
+        .ingest_callback("lab", &headers, body)
+        .await
+        .unwrap();
+    let probe = t
+        .liaison
+        .ingest_callback("nobody", &headers, body)
+        .await
+        .unwrap();
+    assert_eq!((forged.http_status, probe.http_status), (401, 401));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    let report = t.liaison.run_retention().await.unwrap();
+    assert_eq!(
+        (report.unknown_callbacks, report.settled_callbacks),
+        (1, 0),
+        "{report:?}"
+    );
+    assert!(t.store.callback(probe.callback_id).await.is_err());
+    let kept = t.store.callback(forged.callback_id).await.unwrap();
+    assert!(
+        kept.body.is_none(),
+        "its body went after rejected_body_retention"
+    );
+
+    let later = Liaison::builder(t.store.clone())
+        .settings(EngineSettings::default().callback_row_retention(Duration::ZERO))
+        .build()
+        .unwrap();
+    let report = later.run_retention().await.unwrap();
+    assert_eq!(report.settled_callbacks, 1, "{report:?}");
+    assert!(t.store.callback(forged.callback_id).await.is_err());
     t.still_intact().await;
 }

@@ -109,6 +109,8 @@ fn render_is_valid_openmetrics_with_the_expected_values() {
     m.callback("lab", Disposition::Applied);
     m.callback("lab", Disposition::Duplicate);
     m.callback_to_unknown_partner();
+    m.unverified_body_dropped("lab");
+    m.unverified_body_dropped("lab");
     m.callback("lab", Disposition::Applied);
     m.alert_opened("lab", "result_overdue");
     m.time_to_result("lab", 0.5);
@@ -155,6 +157,7 @@ fn render_is_valid_openmetrics_with_the_expected_values() {
             ("liaison_attempts", "counter"),
             ("liaison_callbacks", "counter"),
             ("liaison_callbacks_unknown", "counter"),
+            ("liaison_callbacks_unverified_dropped", "counter"),
             ("liaison_circuit_state", "gauge"),
             ("liaison_leases_expired", "counter"),
             ("liaison_oldest_queued_seconds", "gauge"),
@@ -178,6 +181,10 @@ fn render_is_valid_openmetrics_with_the_expected_values() {
     let bank = ("partner", "bank.eu-1:v2/x");
     assert_eq!(v("liaison_submissions_enqueued_total", &[lab]), Some(2.0));
     assert_eq!(v("liaison_submissions_enqueued_total", &[bank]), Some(1.0));
+    assert_eq!(
+        v("liaison_callbacks_unverified_dropped_total", &[lab]),
+        Some(2.0)
+    );
     assert_eq!(
         v("liaison_attempts_total", &[lab, ("outcome", "accepted")]),
         Some(1.0)

@@ -29,14 +29,12 @@ pub(crate) async fn settle<D: Driver>(
         .ok_or_else(|| Error::not_found("callback", id))?;
     rules::check_settleable(&stored)?;
     match settlement {
-        Settlement::Rejected { reason } => {
-            finish(
-                d,
-                &stored,
-                End::new(Disposition::Rejected).detail(reason),
-                now,
-            )
-            .await
+        Settlement::Rejected {
+            reason,
+            metadata_only,
+        } => {
+            let end = rules::rejected(&stored, reason, *metadata_only);
+            finish(d, &stored, end, now).await
         }
         Settlement::Malformed { reason } => {
             finish(

@@ -17,7 +17,7 @@ use super::db::{
     Db, LockClass, cid, clean, clean_opt, get, is_unique_violation, sid, to_cid, to_sid, token_uuid,
 };
 use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, find_on, submission_from_row};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::callback::{CallbackId, CallbackReport, Correlation, StoredCallback};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 use crate::store::common::{bounded, from_millis, to_millis};
@@ -503,9 +503,27 @@ impl Driver for Db<'_> {
     }
 
     async fn finish_callback(&self, id: CallbackId, end: &End, now: DateTime<Utc>) -> Result<()> {
+        let metadata_only = end
+            .metadata_only
+            .as_ref()
+            .map(|headers| {
+                let headers: Vec<(String, String)> = headers
+                    .iter()
+                    .map(|(k, v)| (clean(k).into_owned(), clean(v).into_owned()))
+                    .collect();
+                serde_json::to_string(&headers)
+            })
+            .transpose()
+            .map_err(|e| Error::Storage {
+                operation: "encode callback headers",
+                source: Box::new(e),
+            })?;
+        // Metadata only: the body goes and the headers are replaced.
         self.execute(
             "UPDATE liaison_callbacks SET disposition = $2, error = $3, submission_id = $4, \
-             processed_at = $5, match_until = $6 WHERE id = $1",
+             processed_at = $5, match_until = $6, \
+             headers = COALESCE($7::text::json, headers), \
+             body = CASE WHEN $7::text IS NULL THEN body END WHERE id = $1",
             &[
                 &cid(id),
                 &end.disposition.as_str(),
@@ -513,6 +531,7 @@ impl Driver for Db<'_> {
                 &end.submission.map(sid),
                 &to_millis(now),
                 &end.match_until.map(to_millis),
+                &metadata_only,
             ],
             "settle callback",
         )

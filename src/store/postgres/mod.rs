@@ -591,6 +591,6 @@ impl OutboxStore for PostgresStore {
     }
 
     async fn purge(&self, cutoffs: PurgeCutoffs) -> Result<PurgeReport> {
-        write_tx!(self, |db| retention::purge_on(db, cutoffs, Utc::now()))
+        write_tx!(self, |db| retention::purge_on(db, &cutoffs, Utc::now()))
     }
 }

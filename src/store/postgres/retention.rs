@@ -9,9 +9,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::db::Db;
+use super::db::{Db, clean};
 use crate::error::Result;
 use crate::store::common::{PURGE_BATCH, state_names, to_millis};
+use crate::store::rules::callbacks::{SETTLED_FOR_GOOD, UNKNOWN_NAME};
 use crate::store::{PurgeCutoffs, PurgeReport};
 
 /// One pass: at most [`PURGE_BATCH`] payloads and as many callback bodies.
@@ -23,7 +24,7 @@ use crate::store::{PurgeCutoffs, PurgeReport};
 /// several instances take different rows.
 pub(super) async fn purge_on(
     db: &Db<'_>,
-    cutoffs: PurgeCutoffs,
+    cutoffs: &PurgeCutoffs,
     now: DateTime<Utc>,
 ) -> Result<PurgeReport> {
     let cutoff = cutoffs.finished;
@@ -63,11 +64,57 @@ pub(super) async fn purge_on(
             "purge callback bodies",
         )
         .await?;
+    // Rows of callbacks settled for good, past their longer period; never
+    // one about a submission still unfinished. Timeline events refer to
+    // callbacks only by id in their data: they stay.
+    let settled_for_good: Vec<&str> = SETTLED_FOR_GOOD.iter().map(|d| d.as_str()).collect();
+    let settled = db
+        .execute(
+            "DELETE FROM liaison_callbacks \
+             WHERE seq IN (SELECT c.seq FROM liaison_callbacks c \
+                 WHERE c.disposition = ANY($1) AND c.received_at <= $2 \
+                   AND NOT EXISTS (SELECT 1 FROM liaison_submissions s \
+                        WHERE s.id = c.submission_id AND s.state = ANY($3)) \
+                 LIMIT $4 FOR UPDATE SKIP LOCKED)",
+            &[
+                &settled_for_good,
+                &to_millis(cutoffs.settled_rows),
+                &unfinished,
+                &PURGE_BATCH,
+            ],
+            "delete settled callbacks",
+        )
+        .await?;
+    // Rows of callbacks to names that are no configured partner.
+    let unknown_name: Vec<&str> = UNKNOWN_NAME.iter().map(|d| d.as_str()).collect();
+    let configured: Vec<String> = cutoffs
+        .configured
+        .iter()
+        .map(|p| clean(p).into_owned())
+        .collect();
+    let unknown = db
+        .execute(
+            "DELETE FROM liaison_callbacks \
+             WHERE seq IN (SELECT c.seq FROM liaison_callbacks c \
+                 WHERE c.disposition = ANY($1) AND c.received_at <= $2 \
+                   AND c.partner <> ALL($3) \
+                 LIMIT $4 FOR UPDATE SKIP LOCKED)",
+            &[
+                &unknown_name,
+                &to_millis(cutoffs.unknown_rows),
+                &configured,
+                &PURGE_BATCH,
+            ],
+            "delete callbacks to unknown names",
+        )
+        .await?;
     let full = |n: u64| i64::try_from(n).is_ok_and(|n| n >= PURGE_BATCH);
     Ok(PurgeReport {
         payloads,
         callback_bodies: bodies,
-        more: full(payloads) || full(bodies),
+        settled_callbacks: settled,
+        unknown_callbacks: unknown,
+        more: full(payloads) || full(bodies) || full(settled) || full(unknown),
     })
 }
 

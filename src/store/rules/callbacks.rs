@@ -24,6 +24,36 @@ pub(crate) const REPEATABLE: [Disposition; 5] = [
     Disposition::Conflicting,
 ];
 
+/// Dispositions that are final for retention: a callback with one of them
+/// may have its row deleted after `callback_row_retention`. Never one still
+/// `received` (not processed yet) or `unmatched` (waiting for a match).
+/// Quarantined ones (malformed, rejected, expired) are included: their
+/// bodies went long before, so they can no longer be reprocessed.
+pub(crate) const SETTLED_FOR_GOOD: [Disposition; 8] = [
+    Disposition::Applied,
+    Disposition::Duplicate,
+    Disposition::Late,
+    Disposition::Conflicting,
+    Disposition::Rejected,
+    Disposition::Expired,
+    Disposition::TooLarge,
+    Disposition::Malformed,
+];
+
+/// The dispositions a callback to a name that is no configured partner is
+/// stored with (it is never processed further).
+pub(crate) const UNKNOWN_NAME: [Disposition; 2] = [Disposition::Rejected, Disposition::TooLarge];
+
+/// `dispositions` as a quoted SQL list (`'a', 'b'`): our own constants,
+/// never input.
+pub(crate) fn sql_list(dispositions: &[Disposition]) -> String {
+    dispositions
+        .iter()
+        .map(|d| format!("'{}'", d.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Refuse to settle a callback that is settled already.
 pub(crate) fn check_settleable(stored: &StoredCallback) -> Result<()> {
     if stored.disposition.is_reprocessable() {
@@ -44,6 +74,9 @@ pub(crate) struct End {
     pub(crate) submission: Option<SubmissionId>,
     /// For an unmatched callback: until when a submission may still match it.
     pub(crate) match_until: Option<DateTime<Utc>>,
+    /// Keep the callback as metadata only: clear its body and replace its
+    /// headers with these (the allowlisted ones).
+    pub(crate) metadata_only: Option<Vec<(String, String)>>,
 }
 
 impl End {
@@ -53,6 +86,7 @@ impl End {
             detail: None,
             submission: None,
             match_until: None,
+            metadata_only: None,
         }
     }
 
@@ -110,6 +144,39 @@ impl Settle {
         }
     }
 }
+
+/// The end of a callback that failed verification. Past the partner's
+/// hourly cap of stored unverified bodies (`metadata_only`), it keeps
+/// metadata only: no body, and of its headers only those kept for callbacks
+/// to unknown names ([`METADATA_HEADERS`], values up to
+/// [`MAX_METADATA_HEADER_BYTES`]).
+pub(crate) fn rejected(stored: &StoredCallback, reason: &str, metadata_only: bool) -> End {
+    let end = End::new(Disposition::Rejected).detail(reason);
+    if !metadata_only {
+        return end;
+    }
+    let headers = stored
+        .headers
+        .iter()
+        .filter(|(name, value)| {
+            METADATA_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+                && value.len() <= MAX_METADATA_HEADER_BYTES
+        })
+        .cloned()
+        .collect();
+    End {
+        metadata_only: Some(headers),
+        ..end
+    }
+}
+
+/// The only headers kept with a callback whose body is not kept (one to a
+/// name that is no configured partner, or one beyond the hourly cap of
+/// rejected bodies): what helps tell where a flood comes from, nothing a
+/// sender could use to store data.
+pub(crate) const METADATA_HEADERS: [&str; 2] = ["content-type", "user-agent"];
+/// Longest allowlisted header value kept with metadata only, in bytes.
+pub(crate) const MAX_METADATA_HEADER_BYTES: usize = 256;
 
 /// An earlier callback of the same partner that a new one may repeat.
 #[derive(Debug, Clone, PartialEq)]

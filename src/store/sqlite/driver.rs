@@ -526,10 +526,21 @@ impl Driver for Sql<'_> {
     }
 
     async fn finish_callback(&self, id: CallbackId, end: &End, now: DateTime<Utc>) -> Result<()> {
+        let metadata_only = end
+            .metadata_only
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| Error::Storage {
+                operation: "encode callback headers",
+                source: Box::new(e),
+            })?;
+        // Metadata only: the body goes and the headers are replaced.
         self.0
             .prepare_cached(
                 "UPDATE liaison_callbacks SET disposition = ?2, error = ?3, submission_id = ?4, \
-                 processed_at = ?5, match_until = ?6 WHERE id = ?1",
+                 processed_at = ?5, match_until = ?6, headers = coalesce(?7, headers), \
+                 body = CASE WHEN ?7 IS NULL THEN body END WHERE id = ?1",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
@@ -539,6 +550,7 @@ impl Driver for Sql<'_> {
                     end.submission.map(|s| s.to_string()),
                     to_millis(now),
                     end.match_until.map(to_millis),
+                    metadata_only,
                 ])
             })
             .map_err(db_err("settle callback"))

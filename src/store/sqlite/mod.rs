@@ -672,7 +672,7 @@ impl OutboxStore for SqliteStore {
     async fn purge(&self, cutoffs: PurgeCutoffs) -> Result<PurgeReport> {
         self.inner
             .writer
-            .write(move |conn| retention::purge_on(conn, cutoffs, Utc::now()))
+            .write(move |conn| retention::purge_on(conn, &cutoffs, Utc::now()))
             .await
     }
 

@@ -9,13 +9,14 @@ use super::db::{db_err, to_millis};
 use crate::error::Result;
 use crate::model::submission::SubmissionState;
 use crate::store::common::state_names;
+use crate::store::rules::callbacks::{SETTLED_FOR_GOOD, UNKNOWN_NAME, sql_list};
 use crate::store::{PurgeCutoffs, PurgeReport};
 
 use crate::store::common::PURGE_BATCH as BATCH;
 
 pub(crate) fn purge_on(
     conn: &Connection,
-    cutoffs: PurgeCutoffs,
+    cutoffs: &PurgeCutoffs,
     now: DateTime<Utc>,
 ) -> Result<PurgeReport> {
     let cutoff = cutoffs.finished;
@@ -61,6 +62,42 @@ pub(crate) fn purge_on(
             ])
         })
         .map_err(db_err("purge callback bodies"))?;
+    // Rows of callbacks settled for good, past their longer period; never
+    // one about a submission still unfinished. Timeline events refer to
+    // callbacks only by id in their data: they stay.
+    let settled = conn
+        .prepare_cached(&format!(
+            "DELETE FROM liaison_callbacks \
+             WHERE seq IN (SELECT c.seq FROM liaison_callbacks c \
+                 INDEXED BY liaison_callbacks_settled \
+                 WHERE c.disposition IN ({}) AND c.received_at <= ?1 \
+                   AND NOT EXISTS (SELECT 1 FROM liaison_submissions s \
+                        WHERE s.id = c.submission_id AND s.state NOT IN ({terminal})) \
+                 LIMIT ?2)",
+            sql_list(&SETTLED_FOR_GOOD)
+        ))
+        .and_then(|mut stmt| stmt.execute(params![to_millis(cutoffs.settled_rows), BATCH]))
+        .map_err(db_err("delete settled callbacks"))?;
+    // Rows of callbacks to names that are no configured partner.
+    let configured =
+        serde_json::to_string(&cutoffs.configured).map_err(|e| crate::error::Error::Storage {
+            operation: "encode configured partners",
+            source: Box::new(e),
+        })?;
+    let unknown = conn
+        .prepare_cached(&format!(
+            "DELETE FROM liaison_callbacks \
+             WHERE seq IN (SELECT c.seq FROM liaison_callbacks c \
+                 INDEXED BY liaison_callbacks_settled \
+                 WHERE c.disposition IN ({}) AND c.received_at <= ?1 \
+                   AND c.partner NOT IN (SELECT value FROM json_each(?2)) \
+                 LIMIT ?3)",
+            sql_list(&UNKNOWN_NAME)
+        ))
+        .and_then(|mut stmt| {
+            stmt.execute(params![to_millis(cutoffs.unknown_rows), configured, BATCH])
+        })
+        .map_err(db_err("delete callbacks to unknown names"))?;
     // Give freed pages back to the file (a no-op unless auto_vacuum is
     // incremental, which new databases are).
     // Each step of this pragma frees one page: step it to the end.
@@ -74,7 +111,11 @@ pub(crate) fn purge_on(
     Ok(PurgeReport {
         payloads: payloads as u64,
         callback_bodies: bodies as u64,
-        more: payloads as i64 == BATCH || bodies as i64 == BATCH,
+        settled_callbacks: settled as u64,
+        unknown_callbacks: unknown as u64,
+        more: [payloads, bodies, settled, unknown]
+            .into_iter()
+            .any(|n| n as i64 == BATCH),
     })
 }
 

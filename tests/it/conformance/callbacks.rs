@@ -411,6 +411,7 @@ pub async fn rejected_and_malformed_are_quarantined_and_reprocessable(h: &Harnes
             bad,
             Settlement::Rejected {
                 reason: "signature".into(),
+                metadata_only: false,
             },
         )
         .await
@@ -726,4 +727,44 @@ pub async fn callbacks_are_listed_newest_or_oldest_first(h: &Harness) {
     assert_eq!(listed(lab().oldest_first()).await, [ids[0], ids[1], ids[2]]);
     let all = listed(CallbackFilter::default().oldest_first().limit(2)).await;
     assert_eq!(all[0], ids[0]);
+}
+
+/// A rejection settled as metadata only clears the body and keeps only the
+/// allowlisted headers, in the same settle; without the flag both stay.
+pub async fn a_rejection_settled_as_metadata_only_clears_body_and_headers(h: &Harness) {
+    let store = h.store().await;
+    let name = h.name();
+    let with_headers = || {
+        NewCallback::new("lab", b"{\"forged\":true}".to_vec())
+            .header("Content-Type", "application/json")
+            .header("user-agent", "forger/1.0")
+            .header("webhook-signature", "v1,AAAA")
+            .header("x-padding", "p".repeat(4096))
+            .body_hash(uuid::Uuid::new_v4().simple().to_string())
+    };
+    let mut ids = Vec::new();
+    for metadata_only in [false, true] {
+        let id = store.record_callback(with_headers()).await.unwrap();
+        let r = store
+            .settle_callback(
+                id,
+                Settlement::Rejected {
+                    reason: "signature".into(),
+                    metadata_only,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((r.disposition, r.http_status), (Disposition::Rejected, 401));
+        ids.push(id);
+    }
+    let kept = store.callback(ids[0]).await.unwrap();
+    assert!(kept.body.is_some(), "{name}");
+    assert_eq!(kept.headers.len(), 4, "{name}");
+    let dropped = store.callback(ids[1]).await.unwrap();
+    assert_eq!(dropped.disposition, Disposition::Rejected, "{name}");
+    assert_eq!(dropped.error.as_deref(), Some("signature"), "{name}");
+    assert!(dropped.body.is_none(), "{name}: body kept");
+    let names: Vec<&str> = dropped.headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["Content-Type", "user-agent"], "{name}");
 }

@@ -117,6 +117,8 @@ conformance! {
     alerts::an_alert_is_notified_acknowledged_resolved_and_reopens,
     retention::a_purge_removes_exactly_what_is_due,
     retention::rejected_bodies_have_their_own_cutoff,
+    retention::callback_rows_are_deleted_past_their_cutoffs,
+    callbacks::a_rejection_settled_as_metadata_only_clears_body_and_headers,
     retention::a_purge_works_in_batches_and_says_when_more_is_due,
     hostile::hostile_sql_metacharacters_in_every_string_field,
     hostile::hostile_keys_over_255_bytes_or_with_control_characters_are_refused,

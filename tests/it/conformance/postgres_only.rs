@@ -170,8 +170,9 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
         .unwrap()
         .get(0);
     // The PostgreSQL migrations so far: 0001_init, 0002_replay_cycles,
-    // 0003_health, 0004_alerts, 0005_wakeups, 0006_retention.
-    assert_eq!(version, 6);
+    // 0003_health, 0004_alerts, 0005_wakeups, 0006_retention,
+    // 0007_callback_rows.
+    assert_eq!(version, 7);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -238,6 +239,7 @@ async fn instances_starting_together_migrate_once() {
             (4, "alerts".to_string()),
             (5, "wakeups".to_string()),
             (6, "retention".to_string()),
+            (7, "callback_rows".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -683,7 +685,22 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
             )
         })
         .collect();
-    assert_eq!(recorded_migrations(&conn, &schema).await, expected);
+    let recorded = recorded_migrations(&conn, &schema).await;
+    assert_eq!(recorded[..expected.len()], expected[..]);
+    // The migrations released since were applied, with their checksums.
+    let added: Vec<_> = recorded[expected.len()..]
+        .iter()
+        .map(|(v, n, _, sum)| (*v, n.clone(), sum.clone()))
+        .collect();
+    assert_eq!(
+        added,
+        [(
+            7,
+            "callback_rows".to_string(),
+            Some(sha256_hex(&postgres_migration(7, "callback_rows")))
+        )]
+    );
+    let expected = recorded;
     drop(store);
 
     // Reopening checks them and changes nothing.

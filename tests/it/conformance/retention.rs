@@ -191,6 +191,7 @@ pub async fn rejected_bodies_have_their_own_cutoff(h: &Harness) {
         "rejected",
         Settlement::Rejected {
             reason: "sig".into(),
+            metadata_only: false,
         },
     )
     .await;
@@ -218,6 +219,7 @@ pub async fn rejected_bodies_have_their_own_cutoff(h: &Harness) {
         "kept",
         Settlement::Rejected {
             reason: "sig".into(),
+            metadata_only: false,
         },
     )
     .await;
@@ -229,5 +231,169 @@ pub async fn rejected_bodies_have_their_own_cutoff(h: &Harness) {
     assert!(
         body(kept).await,
         "{name}: rejected, not due by its own cutoff"
+    );
+}
+
+/// Rows of callbacks go too: those to unknown names by their cutoff, those
+/// settled for good by theirs; never one still received or unmatched, nor
+/// one about an unfinished submission; timelines stay as they were.
+pub async fn callback_rows_are_deleted_past_their_cutoffs(h: &Harness) {
+    use liaison::callback::{CallbackReport, Correlation, ReportedOutcome};
+    let store = h.store().await;
+    let name = h.name();
+    let never = chrono::DateTime::<Utc>::MIN_UTC;
+    let report = |correlation: Correlation, outcome: ReportedOutcome| Settlement::Report {
+        report: CallbackReport::new(correlation, outcome),
+        unmatched_until: Utc::now() + chrono::Duration::hours(1),
+    };
+    let rejected = || Settlement::Rejected {
+        reason: "sig".into(),
+        metadata_only: false,
+    };
+    let settle = |partner: &'static str, hash: String, settlement: Option<Settlement>| {
+        let store = store.clone();
+        async move {
+            let id = store
+                .record_callback(callback(partner, &hash, Disposition::Received))
+                .await
+                .unwrap();
+            if let Some(settlement) = settlement {
+                store.settle_callback(id, settlement).await.unwrap();
+            }
+            id
+        }
+    };
+    let unknown = |hash: &str, disposition| {
+        let store = store.clone();
+        let new = callback("nobody", hash, disposition).without_body();
+        async move { store.record_callback(new).await.unwrap() }
+    };
+
+    // Before the cutoffs.
+    let (done, _) = drive_to(&store, "lab", SubmissionState::AwaitingResult).await;
+    let (open, _) = drive_to(&store, "open", SubmissionState::AwaitingResult).await;
+    let applied = settle(
+        "lab",
+        "applied".into(),
+        Some(report(
+            Correlation::SubmissionId(done),
+            ReportedOutcome::Succeeded,
+        )),
+    )
+    .await;
+    assert_eq!(
+        store.get(done).await.unwrap().state,
+        SubmissionState::Succeeded
+    );
+    let progress = settle(
+        "open",
+        "progress".into(),
+        Some(report(
+            Correlation::SubmissionId(open),
+            ReportedOutcome::Progress { note: None },
+        )),
+    )
+    .await;
+    assert_eq!(
+        store.callback(progress).await.unwrap().disposition,
+        Disposition::Applied
+    );
+    let received = settle("lab", "received".into(), None).await;
+    let unmatched = settle(
+        "lab",
+        "unmatched".into(),
+        Some(report(
+            Correlation::ExternalRef("nothing".into()),
+            ReportedOutcome::Succeeded,
+        )),
+    )
+    .await;
+    assert_eq!(
+        store.callback(unmatched).await.unwrap().disposition,
+        Disposition::Unmatched
+    );
+    let forged = settle("lab", "forged".into(), Some(rejected())).await;
+    let probe = unknown("probe", Disposition::Rejected).await;
+    let probe_big = unknown("probe-big", Disposition::TooLarge).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let cutoff = Utc::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // After them.
+    let forged_later = settle("lab", "forged-later".into(), Some(rejected())).await;
+    let probe_later = unknown("probe-later", Disposition::Rejected).await;
+
+    let timeline = store.timeline(done).await.unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|e| format!("{:?}", e.data).contains(&applied.to_string())),
+        "{name}: the timeline refers to the callback: {timeline:#?}"
+    );
+    let exists = |id| {
+        let store = store.clone();
+        async move { store.callback(id).await.is_ok() }
+    };
+    let configured = ["lab", "open"];
+
+    // Unknown names only: rows of configured partners stay whatever their
+    // disposition.
+    let report = store
+        .purge(PurgeCutoffs::new(never, never).rows(never, cutoff, configured))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.unknown_callbacks,
+            report.settled_callbacks,
+            report.more
+        ),
+        (2, 0, false),
+        "{name}: {report:?}"
+    );
+    assert!(!exists(probe).await, "{name}");
+    assert!(!exists(probe_big).await, "{name}");
+    assert!(exists(probe_later).await, "{name}: not due");
+    assert!(exists(forged).await, "{name}: a configured partner's");
+
+    // Settled for good.
+    let report = store
+        .purge(PurgeCutoffs::new(never, never).rows(cutoff, never, configured))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.unknown_callbacks,
+            report.settled_callbacks,
+            report.more
+        ),
+        (0, 2, false),
+        "{name}: {report:?}"
+    );
+    assert!(!exists(applied).await, "{name}");
+    assert!(!exists(forged).await, "{name}");
+    assert!(
+        exists(progress).await,
+        "{name}: its submission is unfinished"
+    );
+    assert!(exists(received).await, "{name}: not processed yet");
+    assert!(exists(unmatched).await, "{name}: waiting for a match");
+    assert!(exists(forged_later).await, "{name}: not due");
+    assert!(exists(probe_later).await, "{name}: not due");
+    assert_eq!(
+        store.timeline(done).await.unwrap(),
+        timeline,
+        "{name}: the timeline stays"
+    );
+    assert_eq!(
+        store.get(done).await.unwrap().state,
+        SubmissionState::Succeeded
+    );
+    assert_eq!(
+        store
+            .purge(PurgeCutoffs::new(never, never).rows(cutoff, cutoff, configured))
+            .await
+            .unwrap(),
+        PurgeReport::default(),
+        "{name}: nothing left"
     );
 }
