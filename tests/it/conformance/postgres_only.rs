@@ -292,6 +292,24 @@ async fn bad_settings_and_unreachable_servers_are_clear_errors() {
     assert!(!format!("{err:?} {err}").contains("s3cret"));
 }
 
+/// A connection of the host's holding submission `id`'s row in an open
+/// transaction (end it with `ROLLBACK`).
+async fn hold_row(schema: &Schema, id: liaison::SubmissionId) -> tokio_postgres::Client {
+    let holder = client(&schema.url).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .execute(
+            &format!(
+                "SELECT 1 FROM {}.liaison_submissions WHERE id = $1 FOR UPDATE",
+                schema.name
+            ),
+            &[id.as_uuid()],
+        )
+        .await
+        .unwrap();
+    holder
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_held_too_long_is_busy_and_retryable() {
     let Some(schema) = schema().await else { return };
@@ -309,24 +327,14 @@ async fn a_lock_held_too_long_is_busy_and_retryable() {
         .unwrap()
         .submission
         .id;
-    let mut conn = client(&schema.url).await;
-    let tx = conn.transaction().await.unwrap();
-    tx.execute(
-        &format!(
-            "SELECT 1 FROM {}.liaison_submissions WHERE id = $1 FOR UPDATE",
-            schema.name
-        ),
-        &[id.as_uuid()],
-    )
-    .await
-    .unwrap();
+    let holder = hold_row(&schema, id).await;
     let err = store
         .transition(id, StateChange::to(SubmissionState::Cancelled))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Busy, "{err:?}");
     assert!(err.is_retryable());
-    tx.rollback().await.unwrap();
+    holder.batch_execute("ROLLBACK").await.unwrap();
     let s = store
         .transition(id, StateChange::to(SubmissionState::Cancelled))
         .await
@@ -358,17 +366,7 @@ async fn a_connection_lost_mid_operation_is_unavailable_and_retryable() {
         .submission
         .id;
     // Hold the row, so the store's transition waits on it mid-transaction.
-    let mut host = client(&schema.url).await;
-    let tx = host.transaction().await.unwrap();
-    tx.execute(
-        &format!(
-            "SELECT 1 FROM {}.liaison_submissions WHERE id = $1 FOR UPDATE",
-            schema.name
-        ),
-        &[id.as_uuid()],
-    )
-    .await
-    .unwrap();
+    let holder = hold_row(&schema, id).await;
     let waiting = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -402,7 +400,7 @@ async fn a_connection_lost_mid_operation_is_unavailable_and_retryable() {
         std::error::Error::source(&err).is_some(),
         "the driver cause is kept"
     );
-    tx.rollback().await.unwrap();
+    holder.batch_execute("ROLLBACK").await.unwrap();
     // Nothing of it stayed; the retry gets a new connection and works.
     assert_eq!(store.get(id).await.unwrap().state, SubmissionState::Queued);
     let s = store
