@@ -186,6 +186,43 @@ impl Liaison {
         validate_partner(partner)?;
         let cap = self.callback_cap(partner);
         let reason = format!("body of {size} bytes is above the limit of {cap} bytes");
+        self.record_unread(partner, headers, size, Disposition::TooLarge, reason)
+            .await
+    }
+
+    /// Record a callback whose client stopped sending before its body ended
+    /// (it disconnected, or the connection broke): `received` bytes came of
+    /// the `declared` length, if one was declared. Its metadata is stored
+    /// as [`Disposition::Incomplete`], so it is told apart from a body above
+    /// the cap; nothing of the body is kept (a partial body is not the
+    /// partner's message). Errors as for [`Liaison::refuse_oversized`].
+    pub async fn record_incomplete(
+        &self,
+        partner: &str,
+        headers: &HeaderMap,
+        received: u64,
+        declared: Option<u64>,
+    ) -> Result<CallbackReceipt> {
+        validate_partner(partner)?;
+        let reason = match declared {
+            Some(declared) => format!(
+                "the client stopped sending after {received} of the {declared} bytes it announced"
+            ),
+            None => format!("the client stopped sending after {received} bytes"),
+        };
+        self.record_unread(partner, headers, received, Disposition::Incomplete, reason)
+            .await
+    }
+
+    /// Store the metadata of a callback whose body was not read whole.
+    async fn record_unread(
+        &self,
+        partner: &str,
+        headers: &HeaderMap,
+        size: u64,
+        disposition: Disposition,
+        reason: String,
+    ) -> Result<CallbackReceipt> {
         let unknown = !self.shared.partners.contains_key(partner);
         let new = NewCallback {
             partner: partner.to_owned(),
@@ -198,7 +235,7 @@ impl Liaison {
             body: None,
             body_hash: String::new(),
             size,
-            disposition: Disposition::TooLarge,
+            disposition,
             error: Some(reason.clone()),
         };
         let id = self.shared.store.record_callback(new).await?;
@@ -209,8 +246,8 @@ impl Liaison {
         }
         Ok(CallbackReceipt {
             callback_id: id,
-            disposition: Disposition::TooLarge,
-            http_status: 413,
+            disposition,
+            http_status: disposition.http_status(),
             submission_id: None,
             detail: Some(reason),
         })

@@ -19,6 +19,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header::CONTENT_LENGTH};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use http_body_util::BodyExt;
 use serde_json::json;
 
 use crate::callback::Disposition;
@@ -64,14 +65,16 @@ async fn receive(
         .and_then(|v| v.parse::<u64>().ok());
     let receipt = match declared {
         Some(size) if size > cap as u64 => liaison.refuse_oversized(&partner, &headers, size).await,
-        _ => match axum::body::to_bytes(body, cap.saturating_add(1)).await {
-            Ok(bytes) if bytes.len() <= cap => {
-                liaison.ingest_callback(&partner, &headers, &bytes).await
-            }
-            // Longer than the cap (or the connection broke mid-body).
-            _ => {
+        _ => match read_capped(body, cap).await {
+            Read::Whole(bytes) => liaison.ingest_callback(&partner, &headers, &bytes).await,
+            Read::TooLarge => {
                 let size = declared.unwrap_or(cap as u64 + 1);
                 liaison.refuse_oversized(&partner, &headers, size).await
+            }
+            Read::Broken { received } => {
+                liaison
+                    .record_incomplete(&partner, &headers, received as u64, declared)
+                    .await
             }
         },
     };
@@ -96,6 +99,41 @@ async fn receive(
                 .into_response()
         }
     }
+}
+
+/// What reading a callback's body came to.
+enum Read {
+    /// The whole body, at most the cap.
+    Whole(Vec<u8>),
+    /// More than the cap: reading stopped there.
+    TooLarge,
+    /// The client stopped sending before the body ended (it disconnected,
+    /// or the connection broke) after `received` bytes.
+    Broken { received: usize },
+}
+
+/// Read a body frame by frame, at most `cap` bytes, telling a body above
+/// the cap from one the client never finished.
+async fn read_capped(mut body: Body, cap: usize) -> Read {
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    if bytes.len() + data.len() > cap {
+                        return Read::TooLarge;
+                    }
+                    bytes.extend_from_slice(data);
+                }
+            }
+            Err(_) => {
+                return Read::Broken {
+                    received: bytes.len(),
+                };
+            }
+        }
+    }
+    Read::Whole(bytes)
 }
 
 /// The one answer for every rejected callback, whatever the reason: the

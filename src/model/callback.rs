@@ -36,6 +36,7 @@ impl CallbackId {
 /// | `Malformed` | 400 | could not be parsed; quarantined, reprocessable |
 /// | `Rejected` | 401 | signature invalid, or unknown partner (answered alike); stored, never parsed |
 /// | `TooLarge` | 413 | body above the cap; its metadata is stored, not the body |
+/// | `Incomplete` | 400 | the client stopped sending before the body ended (it disconnected); its metadata is stored |
 /// | `Received` | — | stored, not processed yet (a crash in between leaves this) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -61,10 +62,13 @@ pub enum Disposition {
     Rejected,
     /// Body above the size cap.
     TooLarge,
+    /// The client stopped sending before the body ended (it disconnected
+    /// or the connection broke); nothing of the body is kept.
+    Incomplete,
 }
 
 impl Disposition {
-    const ALL: [Disposition; 10] = [
+    const ALL: [Disposition; 11] = [
         Disposition::Received,
         Disposition::Applied,
         Disposition::Duplicate,
@@ -75,6 +79,7 @@ impl Disposition {
         Disposition::Malformed,
         Disposition::Rejected,
         Disposition::TooLarge,
+        Disposition::Incomplete,
     ];
 
     /// The stored name.
@@ -90,6 +95,7 @@ impl Disposition {
             Disposition::Malformed => "malformed",
             Disposition::Rejected => "rejected",
             Disposition::TooLarge => "too_large",
+            Disposition::Incomplete => "incomplete",
         }
     }
 
@@ -101,7 +107,7 @@ impl Disposition {
             | Disposition::Conflicting
             | Disposition::Late => 200,
             Disposition::Unmatched | Disposition::Received | Disposition::Expired => 202,
-            Disposition::Malformed => 400,
+            Disposition::Malformed | Disposition::Incomplete => 400,
             Disposition::Rejected => 401,
             Disposition::TooLarge => 413,
         }

@@ -380,6 +380,47 @@ async fn oversized_callbacks_get_413_and_their_metadata_is_kept() {
     t.still_intact().await;
 }
 
+/// A client that announces a body and disconnects half-way is recorded as
+/// `incomplete` with what it sent, not as a body above the cap; nothing of
+/// the partial body is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_mid_body_is_recorded_as_incomplete() {
+    let t = Target::start().await;
+    for (path, name) in [("/callbacks/lab", "lab"), ("/callbacks/nobody", "nobody")] {
+        let mut stream = TcpStream::connect(t.addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: 1000\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&[b'{'; 100]).await.unwrap();
+        stream.flush().await.unwrap();
+        // Give the server the 100 bytes, then go away.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(stream);
+        // The server records it once it sees the connection end.
+        let mut found = None;
+        for _ in 0..400 {
+            found = t.callbacks().await.pop().filter(|c| c.partner == name);
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let stored = found.unwrap_or_else(|| panic!("nothing was recorded for {path}"));
+        assert_eq!(
+            stored.disposition,
+            Disposition::Incomplete,
+            "{path}: {stored:?}"
+        );
+        assert_eq!(stored.size, 100, "{path}");
+        assert!(stored.body.is_none(), "{path}");
+        let error = stored.error.clone().unwrap_or_default();
+        assert!(error.contains("100 of the 1000"), "{path}: {error}");
+    }
+    t.still_intact().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_utf8_and_deeply_nested_bodies_are_malformed_not_a_crash() {
     let t = Target::start().await;

@@ -29,7 +29,7 @@ pub(crate) const REPEATABLE: [Disposition; 5] = [
 /// `received` (not processed yet) or `unmatched` (waiting for a match).
 /// Quarantined ones (malformed, rejected, expired) are included: their
 /// bodies went long before, so they can no longer be reprocessed.
-pub(crate) const SETTLED_FOR_GOOD: [Disposition; 8] = [
+pub(crate) const SETTLED_FOR_GOOD: [Disposition; 9] = [
     Disposition::Applied,
     Disposition::Duplicate,
     Disposition::Late,
@@ -38,11 +38,16 @@ pub(crate) const SETTLED_FOR_GOOD: [Disposition; 8] = [
     Disposition::Expired,
     Disposition::TooLarge,
     Disposition::Malformed,
+    Disposition::Incomplete,
 ];
 
 /// The dispositions a callback to a name that is no configured partner is
 /// stored with (it is never processed further).
-pub(crate) const UNKNOWN_NAME: [Disposition; 2] = [Disposition::Rejected, Disposition::TooLarge];
+pub(crate) const UNKNOWN_NAME: [Disposition; 3] = [
+    Disposition::Rejected,
+    Disposition::TooLarge,
+    Disposition::Incomplete,
+];
 
 /// `dispositions` as a quoted SQL list (`'a', 'b'`): our own constants,
 /// never input.
