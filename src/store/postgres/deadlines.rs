@@ -7,7 +7,7 @@ use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, submission_from_row};
 use crate::error::Result;
 use crate::model::submission::Submission;
 use crate::store::OverdueClaim;
-use crate::store::common::to_millis;
+use crate::store::common::{millis_after, to_millis};
 
 pub(super) async fn expire_unmatched_on(db: &Db<'_>, now: DateTime<Utc>) -> Result<u64> {
     db.execute(
@@ -42,7 +42,7 @@ pub(super) async fn overdue_on(
 
 pub(super) async fn claim_overdue_on(db: &Db<'_>, claim: &OverdueClaim) -> Result<Vec<Submission>> {
     let now = to_millis(claim.now);
-    let until = now.saturating_add(i64::try_from(claim.hold.as_millis()).unwrap_or(i64::MAX));
+    let until = millis_after(claim.now, claim.hold);
     let rows = db
         .query(
             &format!(

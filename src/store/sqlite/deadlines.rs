@@ -7,6 +7,7 @@ use super::queries::{SUBMISSION_COLUMNS, submission_from_row};
 use crate::error::Result;
 use crate::model::submission::Submission;
 use crate::store::OverdueClaim;
+use crate::store::common::millis_after;
 use chrono::{DateTime, Utc};
 
 pub(crate) fn expire_unmatched_on(conn: &Connection, now: DateTime<Utc>) -> Result<u64> {
@@ -45,7 +46,7 @@ pub(crate) fn overdue_on(
 
 pub(crate) fn claim_overdue_on(conn: &Connection, claim: &OverdueClaim) -> Result<Vec<Submission>> {
     let now = to_millis(claim.now);
-    let until = now.saturating_add(i64::try_from(claim.hold.as_millis()).unwrap_or(i64::MAX));
+    let until = millis_after(claim.now, claim.hold);
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions \

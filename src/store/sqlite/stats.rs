@@ -63,7 +63,7 @@ fn partner_stats(conn: &Connection, partner: String, query: &StatsQuery) -> Resu
         partner,
     };
     if let Some(budget) = query.delay_budgets.get(&stats.partner) {
-        let cutoff = now.saturating_sub(i64::try_from(budget.as_millis()).unwrap_or(i64::MAX));
+        let cutoff = now.saturating_sub(duration_ms(*budget));
         stats.past_delay_budget = conn
             .prepare_cached(
                 "SELECT COUNT(*), COALESCE(SUM(business_value), 0) FROM liaison_submissions \
