@@ -8,7 +8,9 @@ use crate::model::submission::{SubmissionId, SubmissionState};
 
 /// A boxed underlying cause, kept so [`std::error::Error::source`] returns the
 /// real driver error instead of a string.
-pub(crate) type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+/// Any error, boxed: what host code (a result handler, a signature
+/// verifier) may return.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// Everything that can go wrong in `liaison`.
 ///

@@ -82,11 +82,14 @@ pub mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod testing;
 
+pub use engine::{FinishedSubmission, ResultHandler};
 pub use engine::{Handle, Liaison, Partner};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{BoxError, Error, ErrorKind, Result};
 pub use fingerprint::Fingerprint;
 pub use http_adapter::{HttpJsonAdapter, ResultMapping};
+pub use model::delivery::{Delivery, DeliveryId, DeliveryState};
 pub use model::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
+pub use model::result::{DEFAULT_MAX_RESULT_BYTES, ResultDocument};
 pub use model::submission::{
     MAX_BUSINESS_VALUE, MAX_CORRELATION_BYTES, MAX_CORRELATION_FIELDS, MAX_KEY_BYTES,
     MAX_KIND_BYTES, MAX_PARTNER_BYTES, NewSubmission, Submission, SubmissionId, SubmissionState,

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use http::StatusCode;
 use http::header::{HeaderMap, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::BoxError;
 use crate::model::event::AttemptOutcome;
@@ -50,18 +51,92 @@ impl AttemptContext {
     }
 }
 
-/// The partner's final answer about a submission.
+/// The partner's final answer about a submission, with its result
+/// document when it sent one.
+///
+/// Built with [`Outcome::succeeded`] / [`Outcome::failed`] and, to hand the
+/// partner's document on to the host, [`Outcome::with_result`]:
+///
+/// ```
+/// use liaison::Outcome;
+/// use serde_json::json;
+///
+/// let approved = Outcome::succeeded().with_result(json!({"paid": 1250, "claim_no": "CH-77"}));
+/// assert!(approved.is_success());
+/// assert_eq!(approved.result().unwrap()["paid"], 1250);
+///
+/// let denied = Outcome::failed("CO-16: missing information").with_result(json!({"codes": ["CO-16"]}));
+/// assert!(matches!(&denied, Outcome::Failed { reason, .. } if reason.starts_with("CO-16")));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Outcome {
     /// The partner processed it.
-    Succeeded,
+    #[non_exhaustive]
+    Succeeded {
+        /// The partner's result document, if it sent one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+    },
     /// The partner processed it and reports failure (kept as the reason).
+    #[non_exhaustive]
     Failed {
         /// The partner's reason, in its words.
         reason: String,
+        /// The partner's result document, if it sent one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
     },
+}
+
+impl Outcome {
+    /// The partner processed it.
+    pub fn succeeded() -> Self {
+        Outcome::Succeeded { result: None }
+    }
+
+    /// The partner processed it and reports failure for `reason`.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Outcome::Failed {
+            reason: reason.into(),
+            result: None,
+        }
+    }
+
+    /// Attach the partner's result document (kept with the submission, up
+    /// to the partner's cap, and handed to the host's result handler).
+    pub fn with_result(mut self, document: Value) -> Self {
+        match &mut self {
+            Outcome::Succeeded { result } | Outcome::Failed { result, .. } => {
+                *result = Some(document)
+            }
+        }
+        self
+    }
+
+    /// The partner's result document, if any.
+    pub fn result(&self) -> Option<&Value> {
+        match self {
+            Outcome::Succeeded { result } | Outcome::Failed { result, .. } => result.as_ref(),
+        }
+    }
+
+    /// Whether the partner reports success.
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Succeeded { .. })
+    }
+
+    /// The outcome without its document (`succeeded` / `failed` and the
+    /// reason), for timelines.
+    pub(crate) fn summary(&self) -> Value {
+        match self {
+            Outcome::Succeeded { .. } => serde_json::json!({ "outcome": "succeeded" }),
+            Outcome::Failed { reason, .. } => {
+                serde_json::json!({ "outcome": "failed", "reason": reason })
+            }
+        }
+    }
 }
 
 /// What a successful call to the partner led to.
@@ -358,7 +433,7 @@ pub(crate) fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<
 ///     async fn submit(&self, ctx: &AttemptContext, s: &Submission) -> Result<SubmitOutcome, PartnerError> {
 ///         // call the partner here, sending ctx.idempotency_key
 ///         let _ = (ctx, s);
-///         Ok(SubmitOutcome::Completed(Outcome::Succeeded))
+///         Ok(SubmitOutcome::Completed(Outcome::succeeded()))
 ///     }
 /// }
 /// ```

@@ -59,6 +59,7 @@ pub struct JsonMatcher {
     progress: Vec<String>,
     event_id: Option<String>,
     reason: Option<String>,
+    result: Option<String>,
 }
 
 impl fmt::Debug for JsonMatcher {
@@ -85,6 +86,7 @@ pub struct JsonMatcherBuilder {
     progress: Vec<String>,
     event_id: Option<String>,
     reason: Option<String>,
+    result: Option<String>,
 }
 
 impl JsonMatcher {
@@ -103,6 +105,7 @@ impl JsonMatcher {
             progress: Vec::new(),
             event_id: Some("/event_id".into()),
             reason: Some("/reason".into()),
+            result: None,
         }
     }
 }
@@ -158,6 +161,18 @@ impl JsonMatcherBuilder {
         self
     }
 
+    /// Where the partner's result document is in a callback reporting a
+    /// final outcome (`""` for the whole body; default: none is kept). It
+    /// is kept with the submission the callback settles and handed to the
+    /// host's result handler. Point at the document itself, not at fields
+    /// that change on every resend (a delivery timestamp, an attempt
+    /// number): a repeat whose document differs is recorded as
+    /// conflicting, not applied.
+    pub fn result(mut self, pointer: &str) -> Self {
+        self.result = Some(pointer.to_owned());
+        self
+    }
+
     /// Check the pointers and value lists.
     pub fn build(self) -> Result<JsonMatcher> {
         for (field, pointer) in [
@@ -165,6 +180,10 @@ impl JsonMatcherBuilder {
             ("status pointer", Some(&self.status)),
             ("event id pointer", self.event_id.as_ref()),
             ("reason pointer", self.reason.as_ref()),
+            (
+                "result pointer",
+                self.result.as_ref().filter(|p| !p.is_empty()),
+            ),
         ] {
             if let Some(p) = pointer
                 && !p.starts_with('/')
@@ -219,6 +238,7 @@ impl JsonMatcherBuilder {
             progress,
             event_id: self.event_id,
             reason: self.reason,
+            result: self.result,
         })
     }
 }
@@ -302,10 +322,18 @@ impl CallbackMatcher for JsonMatcher {
             }
             _ => None,
         };
-        Ok(CallbackReport {
-            correlation,
-            event_id,
-            outcome,
+        let result = match (&outcome, &self.result) {
+            (ReportedOutcome::Progress { .. }, _) | (_, None) => None,
+            (_, Some(p)) => body.pointer(p).filter(|v| !v.is_null()).cloned(),
+        };
+        let report = CallbackReport::new(correlation, outcome);
+        let report = match event_id {
+            Some(id) => report.event_id(id),
+            None => report,
+        };
+        Ok(match result {
+            Some(document) => report.result(document),
+            None => report,
         })
     }
 
@@ -333,6 +361,41 @@ mod tests {
             .progress(["processing"])
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn a_result_pointer_keeps_the_document_of_final_outcomes_only() {
+        use crate::model::result::ResultDocument;
+        let body = r#"{"reference":"R-1","status":"succeeded","data":{"paid":1250}}"#;
+        assert_eq!(
+            parse(&default(), body).unwrap().result,
+            None,
+            "none by default"
+        );
+        let matcher = JsonMatcher::builder(Unverified)
+            .progress(["processing"])
+            .result("/data")
+            .build()
+            .unwrap();
+        assert_eq!(
+            parse(&matcher, body).unwrap().result,
+            Some(ResultDocument::Json {
+                document: serde_json::json!({"paid": 1250})
+            })
+        );
+        let whole = JsonMatcher::builder(Unverified).result("").build().unwrap();
+        let report = parse(&whole, body).unwrap();
+        assert_eq!(
+            report.result.as_ref().and_then(ResultDocument::document),
+            Some(&serde_json::from_str(body).unwrap())
+        );
+        // Progress carries none; nothing (or null) at the pointer is none.
+        let progress = r#"{"reference":"R-1","status":"processing","data":{"eta":3}}"#;
+        assert_eq!(parse(&matcher, progress).unwrap().result, None);
+        let empty = r#"{"reference":"R-1","status":"failed","data":null}"#;
+        assert_eq!(parse(&matcher, empty).unwrap().result, None);
+        let bad = JsonMatcher::builder(Unverified).result("data").build();
+        assert!(bad.unwrap_err().is_invalid_input());
     }
 
     #[test]

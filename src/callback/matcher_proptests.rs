@@ -250,6 +250,8 @@ proptest! {
                 },
                 _ => ReportedOutcome::Progress { note: cut },
             },
+            // No result pointer is configured: no document.
+            result: None,
         };
         prop_assert_eq!(result, Ok(expected));
     }

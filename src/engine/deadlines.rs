@@ -13,7 +13,7 @@ use super::{Liaison, Shared};
 use crate::callback::Disposition;
 use crate::model::event::{Actor, EventKind};
 use crate::model::submission::{Submission, SubmissionState};
-use crate::partner::{Outcome, PollError, PollStatus};
+use crate::partner::{PollError, PollStatus};
 use crate::store::CallbackFilter;
 use crate::store::{Note, OverdueClaim, StateChange};
 
@@ -151,14 +151,9 @@ async fn overdue(shared: &Shared, submission: Submission) {
                 .reason("no result before the deadline, and the partner cannot be polled"),
         ),
         Ok(Ok(PollStatus::Done(outcome))) => Some(
-            match outcome {
-                Outcome::Succeeded => StateChange::to(SubmissionState::Succeeded),
-                Outcome::Failed { reason } => {
-                    StateChange::to(SubmissionState::Failed).error(reason)
-                }
-            }
-            .actor(actor)
-            .reason("result obtained by polling the partner after the deadline"),
+            super::results::outcome_change(outcome, rt.config.max_result_bytes)
+                .actor(actor)
+                .reason("result obtained by polling the partner after the deadline"),
         ),
         pending_or_failed => {
             let what = match pending_or_failed {

@@ -18,7 +18,7 @@ use super::circuit::{Admit, Circuit, CircuitState, Signal};
 use super::partner_config::Partner;
 use crate::model::event::{Actor, AttemptOutcome, EventKind};
 use crate::model::submission::SubmissionState;
-use crate::partner::{AttemptContext, Outcome, PartnerError, SubmitOutcome};
+use crate::partner::{AttemptContext, PartnerError, SubmitOutcome};
 use crate::retry::{RetryDecision, decide};
 use crate::store::{AttemptReport, ClaimRequest, Lease, ListFilter, Note, StateChange};
 
@@ -83,6 +83,11 @@ pub(crate) async fn run_partner(
     attempts: TaskTracker,
 ) {
     let name = rt.config.name.clone();
+    // Results of what this dispatcher finishes must be recorded for the
+    // host's handler: register it before the first claim.
+    if !super::results::register(&shared, &rt, &stop).await {
+        return;
+    }
     // A pause set by another instance (or before a restart) applies at once.
     match shared.store.pauses(Utc::now()).await {
         Ok(pauses) => rt.set_paused(pauses.iter().find(|p| p.partner == name).map(|p| p.until)),
@@ -331,16 +336,15 @@ fn settle_success(rt: &PartnerRuntime, outcome: SubmitOutcome) -> (AttemptReport
             }
             (AttemptReport::new(AttemptOutcome::Accepted), change)
         }
-        SubmitOutcome::Completed(Outcome::Succeeded) => (
-            AttemptReport::new(AttemptOutcome::Succeeded),
-            StateChange::to(SubmissionState::Succeeded).actor(actor),
-        ),
-        SubmitOutcome::Completed(Outcome::Failed { reason }) => (
-            AttemptReport::new(AttemptOutcome::Failed),
-            StateChange::to(SubmissionState::Failed)
-                .actor(actor)
-                .error(reason),
-        ),
+        SubmitOutcome::Completed(outcome) => {
+            let report = AttemptReport::new(if outcome.is_success() {
+                AttemptOutcome::Succeeded
+            } else {
+                AttemptOutcome::Failed
+            });
+            let change = super::results::outcome_change(outcome, rt.config.max_result_bytes);
+            (report, change.actor(actor))
+        }
     }
 }
 

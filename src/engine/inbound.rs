@@ -352,9 +352,13 @@ impl Liaison {
         capped: bool,
     ) -> Result<CallbackReceipt> {
         let runtime = self.shared.partners.get(&callback.partner);
-        let Some((matcher, ttl)) =
-            runtime.and_then(|rt| Some((rt.config.callbacks.clone()?, rt.config.unmatched_ttl)))
-        else {
+        let Some((matcher, ttl, max_result)) = runtime.and_then(|rt| {
+            Some((
+                rt.config.callbacks.clone()?,
+                rt.config.unmatched_ttl,
+                rt.config.max_result_bytes,
+            ))
+        }) else {
             return Err(Error::invalid(
                 "partner",
                 format!(
@@ -377,8 +381,11 @@ impl Liaison {
             },
             Ok(()) => match matcher.parse(callback) {
                 Err(e) => Settlement::Malformed { reason: e.reason },
-                Ok(report) => Settlement::Report {
-                    report,
+                Ok(mut report) => Settlement::Report {
+                    report: {
+                        report.result = report.result.map(|r| r.cap(max_result));
+                        report
+                    },
                     unmatched_until: super::saturating_after(Utc::now(), ttl),
                 },
             },

@@ -15,6 +15,7 @@ mod health;
 mod inbound;
 mod partner_config;
 mod recovery;
+mod results;
 mod retention;
 mod wakeups;
 
@@ -22,6 +23,7 @@ pub use alerting::{AlertSettings, AlertThresholds};
 pub use circuit::{CircuitSettings, CircuitState};
 pub use partner_config::Partner;
 pub use recovery::BulkReport;
+pub use results::{FinishedSubmission, ResultHandler};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -202,7 +204,7 @@ impl EngineSettings {
 /// #[async_trait]
 /// impl PartnerAdapter for AlwaysOk {
 ///     async fn submit(&self, _: &AttemptContext, _: &Submission) -> Result<SubmitOutcome, PartnerError> {
-///         Ok(SubmitOutcome::Completed(Outcome::Succeeded))
+///         Ok(SubmitOutcome::Completed(Outcome::succeeded()))
 ///     }
 /// }
 ///
@@ -252,9 +254,17 @@ pub struct LiaisonBuilder {
     ownership: Ownership,
     sinks: Vec<Arc<dyn AlertSink>>,
     alert_settings: AlertSettings,
+    results: Option<Arc<dyn ResultHandler>>,
 }
 
 impl LiaisonBuilder {
+    /// Deliver the results of every partner without a handler of its own
+    /// ([`Partner::results`]) to `handler`: see [`ResultHandler`].
+    pub fn results(mut self, handler: impl ResultHandler) -> Self {
+        self.results = Some(Arc::new(handler));
+        self
+    }
+
     /// Register a partner.
     pub fn partner(mut self, partner: Partner) -> Self {
         self.partners.push(partner);
@@ -301,7 +311,10 @@ impl LiaisonBuilder {
             ));
         }
         let mut partners = BTreeMap::new();
-        for partner in self.partners {
+        for mut partner in self.partners {
+            if partner.results.is_none() {
+                partner.results = self.results.clone();
+            }
             let rate = partner.check()?;
             let name = partner.name.clone();
             if partners.contains_key(&name) {
@@ -354,6 +367,7 @@ impl Liaison {
             ownership: Ownership::default(),
             sinks: Vec::new(),
             alert_settings: AlertSettings::default(),
+            results: None,
         }
     }
 
@@ -448,6 +462,10 @@ impl Liaison {
                 attempts.clone(),
             )));
         }
+        loops.push(tokio::spawn(results::run_results(
+            Arc::clone(&self.shared),
+            stop_claiming.clone(),
+        )));
         loops.push(tokio::spawn(dispatcher::run_reaper(
             Arc::clone(&self.shared),
             stop_claiming.clone(),

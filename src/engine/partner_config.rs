@@ -54,6 +54,8 @@ pub struct Partner {
     pub(crate) dead_letter_blocks_ordering: bool,
     pub(crate) callbacks: Option<Arc<dyn CallbackMatcher>>,
     pub(crate) max_callback_bytes: usize,
+    pub(crate) max_result_bytes: usize,
+    pub(crate) results: Option<Arc<dyn super::ResultHandler>>,
     pub(crate) unmatched_ttl: Duration,
     pub(crate) poll_every: Duration,
     pub(crate) max_polls: u32,
@@ -86,6 +88,8 @@ impl Partner {
             dead_letter_blocks_ordering: true,
             callbacks: None,
             max_callback_bytes: super::inbound::DEFAULT_CALLBACK_CAP,
+            max_result_bytes: crate::model::result::DEFAULT_MAX_RESULT_BYTES,
+            results: None,
             unmatched_ttl: Duration::from_secs(3600),
             poll_every: Duration::from_secs(300),
             max_polls: 3,
@@ -164,6 +168,23 @@ impl Partner {
         self
     }
 
+    /// Deliver this partner's results to `handler` (instead of the one given
+    /// to [`crate::engine::LiaisonBuilder::results`]): see
+    /// [`super::ResultHandler`].
+    pub fn results(mut self, handler: impl super::ResultHandler) -> Self {
+        self.results = Some(Arc::new(handler));
+        self
+    }
+
+    /// Largest partner result document kept with a submission, in bytes of
+    /// compact JSON (default 64 KiB). A larger one is kept as
+    /// [`crate::ResultDocument::TooLarge`] with a line on the timeline —
+    /// never cut.
+    pub fn max_result_bytes(mut self, bytes: usize) -> Self {
+        self.max_result_bytes = bytes;
+        self
+    }
+
     /// How long a callback that matches no submission yet is kept for a late
     /// match (default 1 h) before it is quarantined as expired.
     pub fn unmatched_ttl(mut self, ttl: Duration) -> Self {
@@ -209,6 +230,9 @@ impl Partner {
         }
         if self.max_callback_bytes == 0 {
             return Err(Error::invalid("max_callback_bytes", "must be above zero"));
+        }
+        if self.max_result_bytes == 0 {
+            return Err(Error::invalid("max_result_bytes", "must be above zero"));
         }
         if self.poll_every.is_zero() || self.unmatched_ttl.is_zero() {
             return Err(Error::invalid(

@@ -3,14 +3,15 @@
 //! not fit the submission's state is refused and changes nothing.
 
 use serde::Serialize;
-use serde_json::json;
 
 use super::Liaison;
 use crate::error::{Error, Result};
-use crate::model::event::{Actor, AttemptOutcome};
+use crate::model::delivery::{Delivery, DeliveryId};
+use crate::model::event::{Actor, AttemptOutcome, EventKind};
+use crate::model::result::{DEFAULT_MAX_RESULT_BYTES, ResultDocument};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::partner::Outcome;
-use crate::store::{ListFilter, Pause, Replay, StateChange};
+use crate::store::{DeliveryFilter, ListFilter, Note, Pause, Replay, StateChange};
 
 /// What [`Liaison::replay_where`] did (or, in a dry run, would do).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -91,7 +92,11 @@ impl Liaison {
 
     /// Settle a `Failed`, `DeadLettered` or `Stuck` submission by hand — the
     /// manual fallback when the work was done another way (by phone, on the
-    /// partner's portal). The outcome is kept on the timeline.
+    /// partner's portal). The outcome is kept on the timeline; a result
+    /// document attached to it ([`Outcome::with_result`], e.g. what the
+    /// partner's portal showed) is kept with the submission, under the
+    /// partner's cap, and handed to the host's result handler like one the
+    /// partner sent.
     pub async fn resolve_manually(
         &self,
         id: SubmissionId,
@@ -100,15 +105,43 @@ impl Liaison {
         note: &str,
     ) -> Result<Submission> {
         require_reason(note)?;
-        self.store()
-            .transition(
-                id,
-                StateChange::to(SubmissionState::ResolvedManually)
-                    .actor(actor)
-                    .reason(note)
-                    .data(json!({ "outcome": outcome })),
-            )
-            .await
+        let summary = outcome.summary();
+        let mut change = StateChange::to(SubmissionState::ResolvedManually)
+            .actor(actor)
+            .reason(note)
+            .data(summary);
+        if let Some(document) = outcome.result() {
+            let partner = self.store().get(id).await?.partner;
+            let limit = self
+                .shared
+                .partners
+                .get(&partner)
+                .map_or(DEFAULT_MAX_RESULT_BYTES, |rt| rt.config.max_result_bytes);
+            change = change.result(ResultDocument::capture(document.clone(), limit));
+        }
+        self.store().transition(id, change).await
+    }
+
+    /// Result deliveries to the host matching `filter`, oldest first; the
+    /// parked ones are `DeliveryFilter::default().state(DeliveryState::Parked)`.
+    pub async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>> {
+        self.store().deliveries(filter).await
+    }
+
+    /// Hand a parked result delivery to the host's handler again, with a
+    /// fresh retry budget (after fixing what made the handler fail). The
+    /// re-run is journaled on the submission's timeline.
+    pub async fn rerun_delivery(
+        &self,
+        id: DeliveryId,
+        actor: Actor,
+        reason: &str,
+    ) -> Result<Delivery> {
+        require_reason(reason)?;
+        let note = Note::new(EventKind::ResultDeliveryRerun, actor).reason(reason);
+        let delivery = self.store().rerun_delivery(id, note).await?;
+        self.shared.activity.notify_waiters();
+        Ok(delivery)
     }
 
     /// Send a `Failed`, `DeadLettered` or `Stuck` submission again, with a

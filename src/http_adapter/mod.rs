@@ -116,8 +116,12 @@ impl ResultMapping {
 /// | no answer (connect, reset) | [`PartnerError::from_reqwest`] |
 /// | 2xx, body longer than [`max_response_bytes`](Self::max_response_bytes) | `Transient`: the partner accepted but we cannot read its reference; the retry is safe under the same idempotency key |
 /// | 2xx, status value meaning succeeded / failed | `Completed(Succeeded / Failed { reason })` |
-/// | 2xx, otherwise | `AwaitResult` with the reference at [`reference_pointer`](Self::reference_pointer) |
-/// | 2xx, empty or not JSON | `AwaitResult { external_ref: None }` |
+/// | 202, or 2xx with a status value meaning neither | `AwaitResult` with the reference at [`reference_pointer`](Self::reference_pointer) |
+/// | 2xx other than 202 with no [`status_pointer`](Self::status_pointer) configured | `Completed(Succeeded)`: the answer is the result |
+/// | 2xx, empty or not JSON | as above, without a reference or result document |
+///
+/// A final answer carries the partner's result document: the value at
+/// [`result_pointer`](Self::result_pointer) (default: the whole body).
 ///
 /// A reference that is not a string or number, is longer than 255 bytes or
 /// holds control characters is dropped with a warning: the acceptance stands,
@@ -152,6 +156,7 @@ pub struct HttpJsonAdapter {
     reference_pointer: String,
     status: Option<(String, ResultMapping)>,
     reason_pointer: String,
+    result_pointer: String,
     max_response_bytes: usize,
     status_url: Option<StatusUrl>,
 }
@@ -182,6 +187,7 @@ impl HttpJsonAdapter {
             reference_pointer: "/reference".to_owned(),
             status: None,
             reason_pointer: "/reason".to_owned(),
+            result_pointer: String::new(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             status_url: None,
         })
@@ -257,8 +263,10 @@ impl HttpJsonAdapter {
         Ok(self)
     }
 
-    /// Where a result is in the answer, and which values mean what. Without
-    /// it every 2xx is an acceptance awaiting its result.
+    /// Where a result is in the answer, and which values mean what; a value
+    /// meaning neither is an acceptance awaiting its result. Without it the
+    /// HTTP status decides: 202 Accepted awaits the result (by callback or
+    /// poll), any other 2xx is a success.
     pub fn status_pointer(mut self, pointer: &str, mapping: ResultMapping) -> Result<Self> {
         self.status = Some((json_pointer("status pointer", pointer)?, mapping));
         Ok(self)
@@ -268,6 +276,16 @@ impl HttpJsonAdapter {
     /// value there, the reason names the status value.
     pub fn reason_pointer(mut self, pointer: &str) -> Result<Self> {
         self.reason_pointer = json_pointer("reason pointer", pointer)?;
+        Ok(self)
+    }
+
+    /// Where the partner's result document is in an answer that carries a
+    /// result (a final 2xx answer, a status poll's final answer): a JSON
+    /// pointer, default `""` (the whole body). The document is kept with
+    /// the submission and handed to the host's result handler; an answer
+    /// without a value there finishes without a document.
+    pub fn result_pointer(mut self, pointer: &str) -> Result<Self> {
+        self.result_pointer = json_pointer("result pointer", pointer)?;
         Ok(self)
     }
 
@@ -366,8 +384,8 @@ impl HttpJsonAdapter {
     fn result_in(&self, body: &Value) -> Option<Outcome> {
         let (pointer, mapping) = self.status.as_ref()?;
         let value = body.pointer(pointer)?;
-        Some(if mapping.verdict(value)? {
-            Outcome::Succeeded
+        let outcome = if mapping.verdict(value)? {
+            Outcome::succeeded()
         } else {
             let reason = body
                 .pointer(&self.reason_pointer)
@@ -379,8 +397,17 @@ impl HttpJsonAdapter {
                 .map(|r| one_line(&r))
                 .filter(|r| !r.is_empty())
                 .unwrap_or_else(|| format!("the partner reported status {value}"));
-            Outcome::Failed { reason }
-        })
+            Outcome::failed(reason)
+        };
+        Some(self.with_document(outcome, body))
+    }
+
+    /// `outcome` with the result document at the result pointer, if any.
+    fn with_document(&self, outcome: Outcome, body: &Value) -> Outcome {
+        match body.pointer(&self.result_pointer) {
+            Some(Value::Null) | None => outcome,
+            Some(document) => outcome.with_result(document.clone()),
+        }
     }
 
     /// The usable partner reference in an answer.
@@ -441,8 +468,18 @@ impl PartnerAdapter for HttpJsonAdapter {
             .body(body);
         let (status, body) = self.exchange(request, remaining(ctx.deadline)).await?;
 
+        // Without a status pointer the HTTP status says it: 202 Accepted is
+        // "result to come", any other 2xx is the final answer.
+        let in_response = self.status.is_none() && status != StatusCode::ACCEPTED;
+        let unread = || {
+            if in_response {
+                SubmitOutcome::Completed(Outcome::succeeded())
+            } else {
+                SubmitOutcome::AwaitResult { external_ref: None }
+            }
+        };
         if body.trim_ascii().is_empty() {
-            return Ok(SubmitOutcome::AwaitResult { external_ref: None });
+            return Ok(unread());
         }
         let Ok(answer) = serde_json::from_slice::<Value>(&body) else {
             tracing::warn!(
@@ -450,11 +487,15 @@ impl PartnerAdapter for HttpJsonAdapter {
                 partner = %ctx.partner,
                 status = status.as_u16(),
                 bytes = body.len(),
-                "partner accepted the submission with an answer that is not JSON; no reference kept"
+                "partner answered with a body that is not JSON; no reference or result document kept"
             );
-            return Ok(SubmitOutcome::AwaitResult { external_ref: None });
+            return Ok(unread());
         };
         if let Some(outcome) = self.result_in(&answer) {
+            return Ok(SubmitOutcome::Completed(outcome));
+        }
+        if in_response {
+            let outcome = self.with_document(Outcome::succeeded(), &answer);
             return Ok(SubmitOutcome::Completed(outcome));
         }
         Ok(SubmitOutcome::AwaitResult {

@@ -145,6 +145,7 @@ fn submission(payload: Option<Value>) -> Submission {
         terminal_at: None,
         last_error: None,
         replays: 0,
+        result: None,
         attempts_before_cycle: 0,
         cycle_started_at: now,
     }
@@ -270,7 +271,7 @@ async fn accepted_with_reference() {
         }
     );
     let (result, _) = submit_to(
-        json_response("201 Created", json!({"data": {"id": 12345}})),
+        json_response("202 Accepted", json!({"data": {"id": 12345}})),
         |a| a.reference_pointer("/data/id").unwrap(),
     )
     .await;
@@ -283,11 +284,62 @@ async fn accepted_with_reference() {
 }
 
 #[tokio::test]
+async fn without_a_status_pointer_a_final_2xx_is_the_result() {
+    // 200 and 201 carry the document (whole body, or at the result pointer).
+    let (result, _) = submit_to(
+        json_response("201 Created", json!({"data": {"id": 12345, "paid": 10}})),
+        plain,
+    )
+    .await;
+    assert_eq!(
+        result.unwrap(),
+        SubmitOutcome::Completed(
+            Outcome::succeeded().with_result(json!({"data": {"id": 12345, "paid": 10}}))
+        )
+    );
+    let (result, _) = submit_to(
+        json_response("200 OK", json!({"data": {"id": 12345, "paid": 10}})),
+        |a| a.result_pointer("/data").unwrap(),
+    )
+    .await;
+    assert_eq!(
+        result.unwrap(),
+        SubmitOutcome::Completed(
+            Outcome::succeeded().with_result(json!({"id": 12345, "paid": 10}))
+        )
+    );
+    // No body, a body that is not JSON, or nothing at the pointer: a
+    // success without a document.
+    for (answer, configure) in [
+        (
+            response("204 No Content", &[], b"", false),
+            plain as fn(HttpJsonAdapter) -> HttpJsonAdapter,
+        ),
+        (response("200 OK", &[], b"OK", true), plain),
+        (
+            json_response("200 OK", json!({"data": null})),
+            |a: HttpJsonAdapter| a.result_pointer("/data").unwrap(),
+        ),
+    ] {
+        let (result, _) = submit_to(answer, configure).await;
+        assert_eq!(
+            result.unwrap(),
+            SubmitOutcome::Completed(Outcome::succeeded())
+        );
+    }
+    assert!(
+        HttpJsonAdapter::new("http://x.example/")
+            .unwrap()
+            .result_pointer("data")
+            .is_err()
+    );
+}
+
+#[tokio::test]
 async fn empty_or_unusable_answers_await_without_reference() {
     let none = SubmitOutcome::AwaitResult { external_ref: None };
     let answers = [
         response("202 Accepted", &[], b"", true),
-        response("204 No Content", &[], b"", false),
         response("202 Accepted", &[], b"queued, thanks", true),
         json_response("202 Accepted", json!({"reference": {"id": 1}})),
         json_response("202 Accepted", json!({"reference": ""})),
@@ -321,7 +373,9 @@ async fn synchronous_success() {
     .await;
     assert_eq!(
         result.unwrap(),
-        SubmitOutcome::Completed(Outcome::Succeeded)
+        SubmitOutcome::Completed(
+            Outcome::succeeded().with_result(json!({"status": "Completed", "reference": "R"}))
+        )
     );
 }
 
@@ -337,9 +391,10 @@ async fn synchronous_failure_keeps_the_reason() {
     .await;
     assert_eq!(
         result.unwrap(),
-        SubmitOutcome::Completed(Outcome::Failed {
-            reason: "member id unknown".into()
-        })
+        SubmitOutcome::Completed(
+            Outcome::failed("member id unknown")
+                .with_result(json!({"status": "rejected", "reason": "member id unknown"}))
+        )
     );
     let (result, _) = submit_to(
         json_response(
@@ -356,9 +411,10 @@ async fn synchronous_failure_keeps_the_reason() {
     .await;
     assert_eq!(
         result.unwrap(),
-        SubmitOutcome::Completed(Outcome::Failed {
-            reason: "bad date".into()
-        })
+        SubmitOutcome::Completed(
+            Outcome::failed("bad date")
+                .with_result(json!({"ok": false, "errors": [{"msg": "bad\ndate"}]}))
+        )
     );
     let (result, _) = submit_to(
         json_response("200 OK", json!({"status": "failed"})),
@@ -367,9 +423,10 @@ async fn synchronous_failure_keeps_the_reason() {
     .await;
     assert_eq!(
         result.unwrap(),
-        SubmitOutcome::Completed(Outcome::Failed {
-            reason: "the partner reported status \"failed\"".into()
-        })
+        SubmitOutcome::Completed(
+            Outcome::failed("the partner reported status \"failed\"")
+                .with_result(json!({"status": "failed"}))
+        )
     );
 }
 
@@ -703,7 +760,10 @@ async fn poll_encodes_the_reference_and_maps_the_answer() {
     let (base, rx) = serve_once(json_response("200 OK", json!({"state": "completed"})));
     let s = accepted("a/b c?%é");
     let status = polling(&base).poll_status(&s).await.unwrap();
-    assert_eq!(status, PollStatus::Done(Outcome::Succeeded));
+    assert_eq!(
+        status,
+        PollStatus::Done(Outcome::succeeded().with_result(json!({"state": "completed"})))
+    );
     let got = received(&rx);
     assert_eq!(
         got.request_line,
@@ -726,9 +786,10 @@ async fn poll_encodes_the_reference_and_maps_the_answer() {
     let status = polling(&base).poll_status(&accepted("CH-1")).await.unwrap();
     assert_eq!(
         status,
-        PollStatus::Done(Outcome::Failed {
-            reason: "duplicate".into()
-        })
+        PollStatus::Done(
+            Outcome::failed("duplicate")
+                .with_result(json!({"state": "rejected", "reason": "duplicate"}))
+        )
     );
 
     let (base, _) = serve_once(response("404 Not Found", &[], b"", true));

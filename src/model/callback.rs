@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::model::result::ResultDocument;
 use crate::model::submission::SubmissionId;
 
 /// A stored callback's id (UUIDv7).
@@ -301,6 +302,9 @@ pub struct CallbackReport {
     pub event_id: Option<String>,
     /// What it reports.
     pub outcome: ReportedOutcome,
+    /// The partner's result document, when the callback carries one (kept
+    /// with the submission it settles, up to the partner's cap).
+    pub result: Option<ResultDocument>,
 }
 
 impl CallbackReport {
@@ -319,12 +323,19 @@ impl CallbackReport {
             correlation,
             event_id: None,
             outcome,
+            result: None,
         }
     }
 
     /// The partner's id for this event, used to recognise repeats.
     pub fn event_id(mut self, id: impl Into<String>) -> Self {
         self.event_id = Some(id.into());
+        self
+    }
+
+    /// The partner's result document this callback carries.
+    pub fn result(mut self, document: serde_json::Value) -> Self {
+        self.result = Some(ResultDocument::Json { document });
         self
     }
 }

@@ -95,6 +95,18 @@ pub enum EventKind {
     ConflictingCallback,
     /// The partner was asked for the status of an overdue result.
     Polled,
+    /// The partner's result document was not kept (over the cap, or not
+    /// readable as JSON); the marker says why.
+    ResultNotKept,
+    /// The host's result handler took the result.
+    ResultDelivered,
+    /// The host's result handler failed; delivery is retried.
+    ResultDeliveryFailed,
+    /// The host's result handler kept failing; the delivery is parked until
+    /// someone re-runs it.
+    ResultDeliveryParked,
+    /// Someone re-ran a parked result delivery.
+    ResultDeliveryRerun,
     /// Any other event name (from a newer version or a host extension).
     #[serde(untagged)]
     Other(String),
@@ -124,13 +136,18 @@ impl EventKind {
             EventKind::LateCallback => "late_callback",
             EventKind::ConflictingCallback => "conflicting_callback",
             EventKind::Polled => "polled",
+            EventKind::ResultNotKept => "result_not_kept",
+            EventKind::ResultDelivered => "result_delivered",
+            EventKind::ResultDeliveryFailed => "result_delivery_failed",
+            EventKind::ResultDeliveryParked => "result_delivery_parked",
+            EventKind::ResultDeliveryRerun => "result_delivery_rerun",
             EventKind::Other(name) => name,
         }
     }
 
     /// Parse a stored name.
     pub fn from_name(name: &str) -> Self {
-        const KNOWN: [EventKind; 20] = [
+        const KNOWN: [EventKind; 25] = [
             EventKind::Enqueued,
             EventKind::Claimed,
             EventKind::Accepted,
@@ -151,6 +168,11 @@ impl EventKind {
             EventKind::LateCallback,
             EventKind::ConflictingCallback,
             EventKind::Polled,
+            EventKind::ResultNotKept,
+            EventKind::ResultDelivered,
+            EventKind::ResultDeliveryFailed,
+            EventKind::ResultDeliveryParked,
+            EventKind::ResultDeliveryRerun,
         ];
         KNOWN
             .into_iter()

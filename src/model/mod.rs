@@ -10,5 +10,7 @@
 pub(crate) mod alert;
 pub(crate) mod callback;
 pub(crate) mod circuit;
+pub(crate) mod delivery;
 pub(crate) mod event;
+pub(crate) mod result;
 pub(crate) mod submission;

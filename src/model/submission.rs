@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::result::ResultDocument;
+
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 
@@ -514,6 +516,10 @@ pub struct Submission {
     pub last_error: Option<String>,
     /// How many times an actor replayed it.
     pub replays: u32,
+    /// The partner's result document, once one arrived (synchronously, by
+    /// callback or poll) or an operator attached one when resolving it by
+    /// hand; `None` before, and once retention purged it with the payload.
+    pub result: Option<ResultDocument>,
     /// Attempts made before the current cycle (the last replay); retry
     /// limits count only the attempts after it.
     pub(crate) attempts_before_cycle: u32,

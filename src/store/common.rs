@@ -69,6 +69,22 @@ pub(crate) fn columns(
     }
 }
 
+/// The submission columns without the documents (payload, result) when
+/// `leave_out` is set: the payload as [`PAYLOAD_KEPT`] (its column named
+/// `payload_column`, as the store selects it), the result as NULL.
+pub(crate) fn submission_columns(
+    all: &'static str,
+    leave_out: bool,
+    payload_column: &str,
+) -> std::borrow::Cow<'static, str> {
+    let columns = columns(all, leave_out, payload_column, &format!("{PAYLOAD_KEPT},"));
+    if leave_out {
+        columns.replacen(", result_document", ", NULL", 1).into()
+    } else {
+        columns
+    }
+}
+
 /// One hour in milliseconds: the unit of [`crate::store::HourlyCount`].
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 

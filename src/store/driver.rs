@@ -16,11 +16,13 @@ use chrono::{DateTime, Utc};
 
 use super::rules::NewEvent;
 use super::rules::callbacks::{Earlier, End, Repeat};
+use super::rules::delivery::DeliveryWrite;
 use super::rules::ledger::{HeldKey, KeyRow};
 use super::rules::transition::StateWrite;
-use super::{AttemptReport, ClaimRequest, LeaseToken};
+use super::{AttemptReport, ClaimRequest, DeliveryClaim, LeaseToken};
 use crate::error::Result;
 use crate::model::callback::{CallbackId, CallbackReport, Correlation, StoredCallback};
+use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 
 /// A submission read for update, with its current lease token.
@@ -202,4 +204,40 @@ pub(crate) trait Driver {
     /// now are skipped).
     async fn waiting_callbacks(&self, partner: &str, references: &[String])
     -> Result<Vec<Waiting>>;
+
+    // --- result deliveries ---
+
+    /// Record a pending delivery of `submission`'s result, due at `now`, if
+    /// its partner's results go to the host
+    /// ([`super::OutboxStore::set_result_delivery`]).
+    async fn insert_delivery(
+        &self,
+        id: DeliveryId,
+        submission: &Submission,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// Ids of due, pending deliveries of `claim.partners` whose lease (if
+    /// any) ended, oldest first, at most `claim.limit`, leaving out those
+    /// with an earlier undelivered delivery of the same partner and
+    /// ordering key (or, without one, of the same submission). Rows another
+    /// claimer holds are skipped.
+    async fn due_deliveries(&self, claim: &DeliveryClaim) -> Result<Vec<DeliveryId>>;
+
+    /// Put a due delivery under `token`, counting the attempt; `None` when
+    /// it is no longer due.
+    async fn mark_delivery_claimed(
+        &self,
+        id: DeliveryId,
+        token: LeaseToken,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Delivery>>;
+
+    /// A delivery and its lease token, locked until the transaction ends.
+    async fn lock_delivery(&self, id: DeliveryId)
+    -> Result<Option<(Delivery, Option<LeaseToken>)>>;
+
+    /// Write a delivery's end or re-run (and clear its lease).
+    async fn write_delivery(&self, write: &DeliveryWrite) -> Result<Delivery>;
 }

@@ -21,8 +21,9 @@ pub use stats_types::{
     Totals,
 };
 pub use types::{
-    AttemptReport, ClaimRequest, Enqueued, Lease, LeaseToken, ListFilter, Note, OverdueClaim,
-    Pause, PurgeCutoffs, PurgeReport, Replay, StateChange,
+    AttemptReport, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter, DeliveryLease,
+    Enqueued, Lease, LeaseToken, ListFilter, Note, OverdueClaim, Pause, PurgeCutoffs, PurgeReport,
+    Replay, StateChange,
 };
 pub use wake::{Wake, Wakeups};
 
@@ -58,6 +59,7 @@ use chrono::{DateTime, Utc};
 use crate::error::Result;
 use crate::model::alert::{Alert, AlertId};
 use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
+use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::Actor;
 use crate::model::event::{Attempt, Event};
 use crate::model::submission::{NewSubmission, Submission, SubmissionId};
@@ -236,6 +238,30 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
     /// where the database allows. Works in bounded batches; call until it
     /// reports nothing left.
     async fn purge(&self, cutoffs: PurgeCutoffs) -> Result<PurgeReport>;
+
+    /// Record (`true`) or stop recording (`false`) a result delivery for
+    /// every change that finishes a submission of `partner`. Shared by every
+    /// host instance on the store; the engine turns it on for partners with
+    /// a result handler.
+    async fn set_result_delivery(&self, partner: &str, on: bool) -> Result<()>;
+
+    /// Claim due result deliveries of `claim.partners` under fresh leases,
+    /// oldest first. A delivery waits while an earlier result of the same
+    /// ordering key (or, without one, of the same submission) is not yet
+    /// delivered.
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> Result<Vec<DeliveryLease>>;
+
+    /// End a claimed delivery, journaling it on the submission's timeline.
+    /// [`crate::Error::StaleLease`] when its lease is no longer the
+    /// current one.
+    async fn finish_delivery(&self, lease: &DeliveryLease, end: DeliveryEnd) -> Result<()>;
+
+    /// Result deliveries matching `filter`, oldest first.
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>>;
+
+    /// Send a parked delivery to the host's handler again, with a fresh
+    /// retry budget; journaled with `note`'s actor and reason.
+    async fn rerun_delivery(&self, id: DeliveryId, note: Note) -> Result<Delivery>;
 
     /// Remove idempotency keys whose retention ended before `now` and whose
     /// submission is terminal. Returns how many were removed.

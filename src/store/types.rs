@@ -8,6 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::model::event::{Actor, AttemptOutcome, EventKind};
+use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionState};
 
 /// What an enqueue returned.
@@ -189,6 +190,10 @@ pub struct StateChange {
     pub error: Option<String>,
     /// When the change happens. Default: the time the store applies it.
     pub at: Option<DateTime<Utc>>,
+    /// The partner's result document to keep with the submission (for a
+    /// move to a finished state). Without one, a finished submission keeps
+    /// the document it has; a move back to `Queued` clears it.
+    pub result: Option<ResultDocument>,
 }
 
 impl StateChange {
@@ -205,6 +210,7 @@ impl StateChange {
             result_deadline: None,
             error: None,
             at: None,
+            result: None,
         }
     }
 
@@ -259,6 +265,12 @@ impl StateChange {
     /// Apply as of `at` instead of the current time.
     pub fn at(mut self, at: DateTime<Utc>) -> Self {
         self.at = Some(at);
+        self
+    }
+
+    /// The partner's result document to keep (see [`StateChange::result`]).
+    pub fn result(mut self, result: ResultDocument) -> Self {
+        self.result = Some(result);
         self
     }
 }
@@ -611,5 +623,133 @@ impl OverdueClaim {
     pub fn at(mut self, now: DateTime<Utc>) -> Self {
         self.now = now;
         self
+    }
+}
+
+/// A request for due result deliveries.
+///
+/// ```
+/// use liaison::store::DeliveryClaim;
+/// use std::time::Duration;
+///
+/// let claim = DeliveryClaim::new(vec!["clearinghouse".into()], 16, Duration::from_secs(60));
+/// assert_eq!(claim.limit, 16);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DeliveryClaim {
+    /// Whose deliveries (the partners this host instance has handlers for).
+    pub partners: Vec<String>,
+    /// At most this many.
+    pub limit: usize,
+    /// How long the lease lasts; an unfinished delivery is claimed again
+    /// after it.
+    pub lease_for: Duration,
+    /// The time the claim is made at.
+    pub now: DateTime<Utc>,
+}
+
+impl DeliveryClaim {
+    /// Claim up to `limit` due deliveries of `partners` under leases of
+    /// `lease_for`, now.
+    pub fn new(partners: Vec<String>, limit: usize, lease_for: Duration) -> Self {
+        DeliveryClaim {
+            partners,
+            limit,
+            lease_for,
+            now: Utc::now(),
+        }
+    }
+
+    /// Make the claim as of `now`.
+    pub fn at(mut self, now: DateTime<Utc>) -> Self {
+        self.now = now;
+        self
+    }
+
+    pub(crate) fn lease_end(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(crate::store::common::millis_after(
+            self.now,
+            self.lease_for,
+        ))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+}
+
+/// A claimed delivery: what to hand to the handler, and the lease to
+/// report under.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DeliveryLease {
+    /// The delivery as claimed.
+    pub delivery: crate::model::delivery::Delivery,
+    /// The lease token; the end is accepted only under it.
+    pub token: LeaseToken,
+    /// When the lease ends.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum DeliveryEnd {
+    /// The host's handler took the result.
+    Delivered,
+    /// The handler failed; try again at `due_at`.
+    Retry {
+        /// When to try again.
+        due_at: DateTime<Utc>,
+        /// The handler's error.
+        error: String,
+    },
+    /// The handler failed and its retries are spent: park it.
+    Parked {
+        /// The handler's error.
+        error: String,
+    },
+}
+
+/// Which deliveries [`super::OutboxStore::deliveries`] returns: oldest
+/// first, at most `limit` (default 100, at most 10,000).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct DeliveryFilter {
+    /// Only this partner.
+    pub partner: Option<String>,
+    /// Only this state.
+    pub state: Option<crate::model::delivery::DeliveryState>,
+    /// Only those of this submission.
+    pub submission: Option<crate::SubmissionId>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+impl DeliveryFilter {
+    /// Only this partner.
+    pub fn partner(mut self, partner: impl Into<String>) -> Self {
+        self.partner = Some(partner.into());
+        self
+    }
+
+    /// Only this state.
+    pub fn state(mut self, state: crate::model::delivery::DeliveryState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Only those of this submission.
+    pub fn submission(mut self, id: crate::SubmissionId) -> Self {
+        self.submission = Some(id);
+        self
+    }
+
+    /// At most this many.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    pub(crate) fn bounded_limit(&self) -> i64 {
+        i64::try_from(self.limit.unwrap_or(100).min(ListFilter::MAX_LIMIT)).unwrap_or(100)
     }
 }

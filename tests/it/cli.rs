@@ -402,7 +402,7 @@ async fn resolve_settles_by_hand_with_the_outcome_on_the_timeline() {
         .pop()
         .unwrap();
     assert_eq!(last.actor.as_str(), "tester", "$USER is the default actor");
-    assert_eq!(last.data.unwrap()["outcome"]["outcome"], "succeeded");
+    assert_eq!(last.data.unwrap()["outcome"], "succeeded");
 
     let json = outbox
         .run(&[
@@ -414,6 +414,8 @@ async fn resolve_settles_by_hand_with_the_outcome_on_the_timeline() {
             "patient withdrew",
             "--note",
             "called the clinic",
+            "--result",
+            r#"{"withdrawn": true, "clinic_ref": "W-9"}"#,
             "--json",
         ])
         .ok()
@@ -426,7 +428,27 @@ async fn resolve_settles_by_hand_with_the_outcome_on_the_timeline() {
         .unwrap()
         .pop()
         .unwrap();
-    assert_eq!(last.data.unwrap()["outcome"]["reason"], "patient withdrew");
+    let data = last.data.unwrap();
+    assert_eq!(data["outcome"], "failed");
+    assert_eq!(data["reason"], "patient withdrew");
+    // The attached document is kept as the submission's result.
+    let resolved = outbox.store().get(outbox.ids["f1"]).await.unwrap();
+    assert_eq!(
+        resolved.result.as_ref().and_then(|r| r.document()),
+        Some(&serde_json::json!({"withdrawn": true, "clinic_ref": "W-9"}))
+    );
+    let not_json = outbox.run(&[
+        "resolve",
+        &outbox.id("k1"),
+        "--outcome",
+        "succeeded",
+        "--note",
+        "y",
+        "--result",
+        "{not json",
+    ]);
+    assert_eq!(not_json.code, 2, "{}", not_json.stderr);
+    assert!(not_json.stderr.contains("not JSON"), "{}", not_json.stderr);
 
     let mixed = outbox.run(&[
         "resolve",

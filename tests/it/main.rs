@@ -19,6 +19,8 @@ mod ops_page;
 mod recovery;
 #[cfg(all(feature = "mock", feature = "http"))]
 mod reliability;
+#[cfg(feature = "mock")]
+mod results;
 mod retention;
 #[cfg(all(feature = "postgres", feature = "mock", feature = "http"))]
 mod scale_out;

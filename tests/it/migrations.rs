@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 7] = [
+const CURRENT: [(i64, &str); 9] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -34,6 +34,8 @@ const CURRENT: [(i64, &str); 7] = [
     (5, "wakeups"),
     (6, "retention"),
     (7, "callback_rows"),
+    (8, "results"),
+    (9, "deliveries"),
 ];
 
 /// SHA-256 (hex) of `migrations/sqlite/NNNN_name.sql`, read here.
@@ -202,17 +204,13 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .iter()
         .map(|(v, n, _, sum)| (*v, n.clone(), sum.clone()))
         .collect();
-    let callback_rows = "callback_rows".to_owned();
-    assert_eq!(
-        added,
-        [(
-            7,
-            callback_rows.clone(),
-            Some(file_checksum(7, &callback_rows))
-        )]
-    );
+    let since: Vec<_> = CURRENT[6..]
+        .iter()
+        .map(|(v, n)| (*v, (*n).to_owned(), Some(file_checksum(*v, n))))
+        .collect();
+    assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 7, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 9, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.

@@ -31,7 +31,7 @@ async fn act(
             liaison
                 .resolve_manually(
                     id,
-                    Outcome::Succeeded,
+                    Outcome::succeeded(),
                     ops,
                     "submitted on the partner portal",
                 )

@@ -141,10 +141,14 @@ pub(crate) async fn resolve(liaison: &Liaison, args: &ResolveArgs, json: bool) -
                 "--failure-reason goes with --outcome failed, not succeeded",
             ));
         }
-        (OutcomeArg::Succeeded, None) => PartnerOutcome::Succeeded,
-        (OutcomeArg::Failed, reason) => PartnerOutcome::Failed {
-            reason: reason.clone().unwrap_or_else(|| args.note.clone()),
-        },
+        (OutcomeArg::Succeeded, None) => PartnerOutcome::succeeded(),
+        (OutcomeArg::Failed, reason) => {
+            PartnerOutcome::failed(reason.clone().unwrap_or_else(|| args.note.clone()))
+        }
+    };
+    let outcome = match &args.result {
+        Some(document) => outcome.with_result(document.clone()),
+        None => outcome,
     };
     let before = liaison.store().get(args.id).await?;
     let after = liaison

@@ -200,11 +200,19 @@ pub(crate) struct ResolveArgs {
     /// With --outcome failed: the reason to record (default: the note).
     #[arg(long, value_name = "REASON")]
     pub(crate) failure_reason: Option<String>,
+    /// A result document to attach (JSON), e.g. what the partner's portal
+    /// showed; handed to the host's result handler.
+    #[arg(long, value_name = "JSON", value_parser = parse_json)]
+    pub(crate) result: Option<serde_json::Value>,
     /// What was done, and how (goes on the timeline).
     #[arg(long)]
     pub(crate) note: String,
     #[command(flatten)]
     pub(crate) actor: ActorArg,
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
 }
 
 #[derive(Debug, Args)]

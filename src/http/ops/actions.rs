@@ -63,6 +63,10 @@ pub(super) struct Request {
     /// liaison chooses (see `Liaison::replay`).
     #[serde(default)]
     pub(super) fresh_key: Option<bool>,
+    /// For resolve: a result document to attach (JSON, or in a form the
+    /// JSON text).
+    #[serde(default)]
+    pub(super) result: Option<serde_json::Value>,
 }
 
 impl Request {
@@ -80,6 +84,13 @@ impl Request {
             reason: params.get("reason").unwrap_or_default().to_owned(),
             outcome: params.get("outcome").map(str::to_owned),
             fresh_key: None,
+            result: params
+                .get("result")
+                .filter(|text| !text.trim().is_empty())
+                .map(|text| {
+                    serde_json::from_str(text)
+                        .unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+                }),
         }
     }
 
@@ -129,15 +140,17 @@ pub(super) async fn perform(
         },
         Action::Resolve => {
             let outcome = match request.outcome.as_deref().map(str::trim) {
-                Some("succeeded") => Outcome::Succeeded,
-                Some("failed") => Outcome::Failed {
-                    reason: reason.to_owned(),
-                },
+                Some("succeeded") => Outcome::succeeded(),
+                Some("failed") => Outcome::failed(reason),
                 _ => {
                     return Err(Failure::bad_request(
                         "invalid outcome: say whether the work was done (succeeded) or not (failed)",
                     ));
                 }
+            };
+            let outcome = match &request.result {
+                Some(document) => outcome.with_result(document.clone()),
+                None => outcome,
             };
             liaison.resolve_manually(id, outcome, actor, reason).await?
         }

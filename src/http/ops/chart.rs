@@ -279,6 +279,7 @@ mod tests {
             terminal_at: ended,
             last_error: None,
             replays: 0,
+            result: None,
             attempts_before_cycle: 0,
             cycle_started_at: created,
         }

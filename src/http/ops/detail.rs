@@ -43,7 +43,7 @@ pub(super) async fn page(
 }
 
 /// `POST /submissions/{id}/{replay|resolve|cancel}` from the page's forms:
-/// fields `actor`, `reason`, `token`, and `outcome` for resolve. Success
+/// fields `actor`, `reason`, `token`, and `outcome` and `result` (JSON, optional) for resolve. Success
 /// redirects (303) back to the submission's page.
 pub(super) async fn act(
     State(state): State<Shared>,
@@ -318,7 +318,9 @@ impl Forms<'_> {
             out.push_str(
                 "<label>The work <select name=\"outcome\">\
                  <option value=\"succeeded\">was done (succeeded)</option>\
-                 <option value=\"failed\">could not be done (failed)</option></select></label>",
+                 <option value=\"failed\">could not be done (failed)</option></select></label>\
+                 <label>Result document (JSON, optional: what the partner's portal showed) \
+                 <textarea name=\"result\" rows=\"3\" maxlength=\"65536\"></textarea></label>",
             );
         }
         let _ = write!(

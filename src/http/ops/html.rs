@@ -141,7 +141,7 @@ table{border-collapse:collapse;width:100%;margin:.5rem 0}th,td{text-align:left;p
 .done{background:#edf7ed;border:1px solid #81c784;padding:.5rem 1rem;border-radius:.3rem}\
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}dt{color:#555}dd{margin:0}\
 fieldset{margin:1rem 0;border:1px solid #ccc;border-radius:.3rem}label{display:block;margin:.4rem 0}\
-input,select{font:inherit;padding:.2rem;min-width:18rem}button{font:inherit;padding:.3rem 1rem}\
+input,select,textarea{font:inherit;padding:.2rem;min-width:18rem}button{font:inherit;padding:.3rem 1rem}\
 .legend span{margin-right:1rem}.nowrap{white-space:nowrap}.muted{color:#666}svg{max-width:100%;height:auto}";
 
 /// A whole page.

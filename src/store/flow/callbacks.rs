@@ -49,7 +49,7 @@ pub(crate) async fn settle<D: Driver>(
             report,
             unmatched_until,
         } => {
-            let outcome = rules::outcome_json(&report.outcome)?;
+            let outcome = rules::outcome_json(report)?;
             d.record_report(id, report, &outcome).await?;
             d.lock_report(
                 &stored.partner,
@@ -151,7 +151,7 @@ pub(super) async fn rematch<D: Driver>(
         let Some(report) = rules::waiting_report(&stored, w.event_id, w.outcome.as_deref()) else {
             continue;
         };
-        let outcome = rules::outcome_json(&report.outcome)?;
+        let outcome = rules::outcome_json(&report)?;
         // Keep its matching window should it still not apply.
         let until = w.match_until.unwrap_or(now);
         apply_report(d, &stored, &report, &outcome, until, now).await?;

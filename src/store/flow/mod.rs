@@ -3,10 +3,14 @@
 //! stores run these inside a transaction of their own (or the host's).
 
 mod callbacks;
+mod deliveries;
 mod leases;
 mod submissions;
 
 pub(crate) use callbacks::settle;
+pub(crate) use deliveries::{
+    claim as claim_deliveries, finish as finish_delivery, rerun as rerun_delivery,
+};
 pub(crate) use leases::{claim, complete, reap};
 pub(crate) use submissions::{defer_deadline, enqueue, note, replay, transition};
 

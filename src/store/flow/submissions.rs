@@ -134,6 +134,10 @@ pub(crate) async fn apply_change<D: Driver>(
     let (write, event) = rules::apply(current, change, now);
     let updated = d.write_state(&write).await?;
     journal(d, &event).await?;
+    if let Some(marker) = rules::result_not_kept(current, change, now) {
+        journal(d, &marker).await?;
+    }
+    super::deliveries::record(d, current, &updated, now).await?;
     Ok(updated)
 }
 

@@ -16,17 +16,21 @@ use super::callbacks::{CALLBACK_COLUMNS, callback_from_row, callback_on};
 use super::db::{
     Db, LockClass, cid, clean, clean_opt, get, is_unique_violation, sid, to_cid, to_sid, token_uuid,
 };
+use super::deliveries::{DELIVERY_COLUMNS, DELIVERY_WIDTH, delivery_from_row};
 use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, find_on, submission_from_row};
 use crate::error::{Error, Result};
 use crate::model::callback::{CallbackId, CallbackReport, Correlation, StoredCallback};
+use crate::model::delivery::{Delivery, DeliveryId};
+use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 use crate::store::common::{bounded, from_millis, to_millis};
 use crate::store::driver::{Driver, Locked, Waiting};
 use crate::store::rules::NewEvent;
 use crate::store::rules::callbacks::{Earlier, End, REPEATABLE, Repeat};
+use crate::store::rules::delivery::DeliveryWrite;
 use crate::store::rules::ledger::{HeldKey, KeyRow};
 use crate::store::rules::transition::{StateWrite, reference_taken};
-use crate::store::{AttemptReport, ClaimRequest, LeaseToken};
+use crate::store::{AttemptReport, ClaimRequest, DeliveryClaim, LeaseToken};
 
 /// The advisory-lock key of a partner's reference, event id or body hash.
 fn ref_key(partner: &str, reference: &str) -> String {
@@ -94,7 +98,8 @@ impl Driver for Db<'_> {
                      replays = replays + CASE WHEN $9 THEN 1 ELSE 0 END, \
                      attempts_before_cycle = CASE WHEN $9 THEN attempts ELSE attempts_before_cycle END, \
                      cycle_started_at = CASE WHEN $9 THEN $8 ELSE cycle_started_at END, \
-                     accepted_at = CASE WHEN $10 THEN COALESCE(accepted_at, $8) ELSE accepted_at END \
+                     accepted_at = CASE WHEN $10 THEN COALESCE(accepted_at, $8) ELSE accepted_at END, \
+                     result_document = $11 \
                      WHERE id = $1 RETURNING {SUBMISSION_COLUMNS}"
                 ),
                 &[
@@ -108,6 +113,7 @@ impl Driver for Db<'_> {
                     &to_millis(w.at),
                     &w.new_cycle,
                     &w.accepted,
+                    &w.result.as_ref().map(ResultDocument::to_stored),
                 ],
                 "change state",
             )
@@ -565,5 +571,136 @@ impl Driver for Db<'_> {
             })
         })
         .collect()
+    }
+
+    async fn insert_delivery(
+        &self,
+        id: DeliveryId,
+        submission: &Submission,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.execute(
+            "INSERT INTO liaison_deliveries (id, submission_id, submission_seq, partner, \
+             ordering_key, final_state, state, attempts, due_at, created_at, updated_at) \
+             SELECT $1, s.id, s.seq, s.partner, s.ordering_key, s.state, 'pending', 0, $3, $3, $3 \
+             FROM liaison_submissions s \
+             JOIN liaison_partners p ON p.partner = s.partner AND p.deliver_results \
+             WHERE s.id = $2",
+            &[&id.uuid(), &sid(submission.id), &to_millis(now)],
+            "record result delivery",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn due_deliveries(&self, claim: &DeliveryClaim) -> Result<Vec<DeliveryId>> {
+        let partners: Vec<String> = claim
+            .partners
+            .iter()
+            .map(|p| clean(p).into_owned())
+            .collect();
+        // An earlier delivery being claimed right now is still pending in
+        // this statement's snapshot, so it holds the later ones back.
+        self.query(
+            "SELECT d.id FROM liaison_deliveries d \
+             WHERE d.state = 'pending' AND d.partner = ANY($1) \
+               AND d.due_at <= $2 AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $2) \
+               AND NOT EXISTS (SELECT 1 FROM liaison_deliveries p \
+                    WHERE p.submission_id = d.submission_id AND p.seq < d.seq \
+                      AND p.state <> 'delivered') \
+               AND (d.ordering_key IS NULL OR NOT EXISTS ( \
+                    SELECT 1 FROM liaison_deliveries p \
+                    WHERE p.partner = d.partner AND p.ordering_key = d.ordering_key \
+                      AND p.submission_seq < d.submission_seq AND p.state <> 'delivered')) \
+             ORDER BY d.due_at, d.seq LIMIT $3 \
+             FOR UPDATE OF d SKIP LOCKED",
+            &[
+                &partners,
+                &to_millis(claim.now),
+                &i64::try_from(claim.limit).unwrap_or(i64::MAX),
+            ],
+            "find due deliveries",
+        )
+        .await?
+        .iter()
+        .map(|row| Ok(DeliveryId::from_uuid(get::<Uuid>(row, 0)?)))
+        .collect()
+    }
+
+    async fn mark_delivery_claimed(
+        &self,
+        id: DeliveryId,
+        token: LeaseToken,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Delivery>> {
+        self.query_opt(
+            &format!(
+                "UPDATE liaison_deliveries SET lease_token = $2, lease_expires_at = $3, \
+                 attempts = attempts + 1, updated_at = $4 \
+                 WHERE id = $1 AND state = 'pending' \
+                   AND (lease_expires_at IS NULL OR lease_expires_at <= $4) \
+                 RETURNING {DELIVERY_COLUMNS}"
+            ),
+            &[
+                &id.uuid(),
+                &token_uuid(token),
+                &to_millis(expires_at),
+                &to_millis(now),
+            ],
+            "claim delivery",
+        )
+        .await?
+        .as_ref()
+        .map(delivery_from_row)
+        .transpose()
+    }
+
+    async fn lock_delivery(
+        &self,
+        id: DeliveryId,
+    ) -> Result<Option<(Delivery, Option<LeaseToken>)>> {
+        let Some(row) = self
+            .query_opt(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS}, lease_token FROM liaison_deliveries \
+                     WHERE id = $1 FOR UPDATE"
+                ),
+                &[&id.uuid()],
+                "lock delivery",
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let token: Option<Uuid> = get(&row, DELIVERY_WIDTH)?;
+        Ok(Some((
+            delivery_from_row(&row)?,
+            token.map(LeaseToken::from_uuid),
+        )))
+    }
+
+    async fn write_delivery(&self, w: &DeliveryWrite) -> Result<Delivery> {
+        let row = self
+            .query_one(
+                &format!(
+                    "UPDATE liaison_deliveries SET state = $2, due_at = $3, delivered_at = $4, \
+                     last_error = $5, updated_at = $6, lease_token = NULL, lease_expires_at = NULL, \
+                     attempts = CASE WHEN $7 THEN 0 ELSE attempts END \
+                     WHERE id = $1 RETURNING {DELIVERY_COLUMNS}"
+                ),
+                &[
+                    &w.id.uuid(),
+                    &w.state.as_str(),
+                    &to_millis(w.due_at),
+                    &w.delivered_at.map(to_millis),
+                    &clean_opt(w.last_error.clone()),
+                    &to_millis(w.at),
+                    &w.reset_attempts,
+                ],
+                "end delivery",
+            )
+            .await?;
+        delivery_from_row(&row)
     }
 }

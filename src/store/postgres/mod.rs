@@ -37,6 +37,7 @@ mod callbacks;
 mod config;
 mod db;
 mod deadlines;
+mod deliveries;
 mod driver;
 mod listen;
 mod migrate;
@@ -60,13 +61,15 @@ pub use self::config::{PostgresConfig, PostgresTls};
 use self::db::{Db, pg_err, pool_err};
 use super::flow;
 use super::{
-    AttemptReport, CallbackFilter, ClaimRequest, Enqueued, HourlyCount, HourlyQuery, Lease,
-    ListFilter, NewAlert, NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause,
-    PurgeCutoffs, PurgeReport, Replay, Settlement, StateChange, StatsQuery, Wakeups,
+    AttemptReport, CallbackFilter, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter,
+    DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Lease, ListFilter, NewAlert, NewCallback,
+    Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, Replay,
+    Settlement, StateChange, StatsQuery, Wakeups,
 };
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
 use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
+use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::{Actor, Attempt, Event};
 use crate::model::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
 
@@ -539,6 +542,37 @@ impl OutboxStore for PostgresStore {
 
     async fn pauses(&self, now: DateTime<Utc>) -> Result<Vec<Pause>> {
         read!(self, |db| partners::pauses_on(db, now))
+    }
+
+    async fn set_result_delivery(&self, partner: &str, on: bool) -> Result<()> {
+        crate::model::submission::validate_partner(partner)?;
+        write_tx!(self, |db| deliveries::set_result_delivery_on(
+            db,
+            partner,
+            on,
+            Utc::now()
+        ))
+    }
+
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> Result<Vec<DeliveryLease>> {
+        write_tx!(self, |db| flow::claim_deliveries(db, &claim))
+    }
+
+    async fn finish_delivery(&self, lease: &DeliveryLease, end: DeliveryEnd) -> Result<()> {
+        write_tx!(self, |db| flow::finish_delivery(
+            db,
+            lease,
+            &end,
+            Utc::now()
+        ))
+    }
+
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>> {
+        read!(self, |db| deliveries::list_on(db, filter))
+    }
+
+    async fn rerun_delivery(&self, id: DeliveryId, note: Note) -> Result<Delivery> {
+        write_tx!(self, |db| flow::rerun_delivery(db, id, &note, Utc::now()))
     }
 
     async fn open_alert(&self, alert: NewAlert) -> Result<(Alert, bool)> {

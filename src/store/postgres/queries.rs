@@ -10,10 +10,11 @@ use super::db::{Db, clean, corrupt, get, sid, to_sid};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::model::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
+use crate::model::result::ResultDocument;
 use crate::model::submission::SubmissionState;
 use crate::model::submission::{Submission, SubmissionId};
 use crate::store::common::{
-    HOUR_MS, PAYLOAD_KEPT, columns, count as count_u64, from_millis, state_names, to_millis,
+    HOUR_MS, count as count_u64, from_millis, state_names, submission_columns, to_millis,
 };
 use crate::store::{HourlyCount, HourlyQuery, ListFilter};
 
@@ -23,10 +24,10 @@ pub(super) const SUBMISSION_COLUMNS: &str = "id, partner, kind, payload::text, f
     idempotency_key, ordering_key, correlation::text, external_ref, business_value, priority, \
     state, attempts, due_at, not_before, lease_expires_at, result_deadline, created_at, \
     updated_at, terminal_at, last_error, replays, attempts_before_cycle, \
-    COALESCE(cycle_started_at, created_at)";
+    COALESCE(cycle_started_at, created_at), result_document";
 
 /// How many columns [`SUBMISSION_COLUMNS`] has; a query may select more after them.
-pub(super) const SUBMISSION_WIDTH: usize = 24;
+pub(super) const SUBMISSION_WIDTH: usize = 25;
 
 fn count(column: &'static str, n: i32) -> Result<u32> {
     u32::try_from(n).map_err(|e| corrupt(column, e))
@@ -70,6 +71,10 @@ pub(super) fn submission_from_row(row: &Row) -> Result<Submission> {
         replays: count("replays", get(row, 21)?)?,
         attempts_before_cycle: count("attempts_before_cycle", get(row, 22)?)?,
         cycle_started_at: from_millis(get(row, 23)?),
+        result: get::<Option<String>>(row, 24)?
+            .map(|r| ResultDocument::from_stored(&r))
+            .transpose()
+            .map_err(|e| corrupt("result_document", e))?,
     })
 }
 
@@ -92,12 +97,7 @@ pub(super) async fn find_on(db: &Db<'_>, id: SubmissionId) -> Result<Option<Subm
 }
 
 pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Submission>> {
-    let columns = columns(
-        SUBMISSION_COLUMNS,
-        filter.without_payload,
-        "payload::text,",
-        &format!("{PAYLOAD_KEPT},"),
-    );
+    let columns = submission_columns(SUBMISSION_COLUMNS, filter.without_payload, "payload::text,");
     let mut sql = format!("SELECT {columns} FROM liaison_submissions WHERE TRUE");
     let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
     let mut arg = |sql: &mut String, clause: &str, value: Box<dyn ToSql + Sync + Send>| {

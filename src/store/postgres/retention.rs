@@ -32,7 +32,7 @@ pub(super) async fn purge_on(
     let unfinished = state_names(|s| !s.is_terminal());
     let payloads = db
         .execute(
-            "UPDATE liaison_submissions SET payload = NULL, payload_purged_at = $2 \
+            "UPDATE liaison_submissions SET payload = NULL, result_document = NULL, payload_purged_at = $2 \
              WHERE seq IN (SELECT seq FROM liaison_submissions \
                  WHERE terminal_at IS NOT NULL AND terminal_at <= $1 AND payload IS NOT NULL \
                    AND state = ANY($3) \

@@ -11,6 +11,7 @@ use crate::model::callback::{
     StoredCallback,
 };
 use crate::model::event::{Actor, EventKind};
+use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::store::StateChange;
 
@@ -200,12 +201,35 @@ pub(crate) enum Repeat<'a> {
     Body(&'a str),
 }
 
-/// A reported outcome as stored and compared.
-pub(crate) fn outcome_json(outcome: &ReportedOutcome) -> Result<String> {
-    serde_json::to_string(outcome).map_err(|e| Error::Storage {
+/// A report's outcome and result document as stored and compared: the
+/// outcome's JSON, with a `result` member when the report carries a
+/// document (so a repeat with another document is not a duplicate).
+pub(crate) fn outcome_json(report: &CallbackReport) -> Result<String> {
+    let encode = |e: serde_json::Error| Error::Storage {
         operation: "encode callback outcome",
         source: Box::new(e),
-    })
+    };
+    let outcome = serde_json::to_string(&report.outcome).map_err(encode)?;
+    let Some(result) = &report.result else {
+        return Ok(outcome);
+    };
+    let result = serde_json::to_string(result).map_err(encode)?;
+    // The outcome is a JSON object (an internally tagged enum): add the
+    // member before its closing brace, leaving the rest as it always was.
+    match outcome.strip_suffix('}') {
+        Some(open) => Ok(format!("{open},\"result\":{result}}}")),
+        None => Ok(outcome),
+    }
+}
+
+/// The outcome and result document of a stored [`outcome_json`].
+fn recorded(outcome: &str) -> Option<(ReportedOutcome, Option<ResultDocument>)> {
+    let value: serde_json::Value = serde_json::from_str(outcome).ok()?;
+    let result = match value.get("result") {
+        Some(r) => Some(serde_json::from_value(r.clone()).ok()?),
+        None => None,
+    };
+    Some((serde_json::from_value(value).ok()?, result))
 }
 
 fn callback_note(
@@ -306,7 +330,7 @@ pub(crate) fn matched(
             Settle::noted(end(Disposition::Applied), Some(note))
         }
         (AwaitingResult | Stuck, outcome) => {
-            let change = match outcome {
+            let mut change = match outcome {
                 ReportedOutcome::Failed { reason } => StateChange::to(Failed).error(reason.clone()),
                 _ => StateChange::to(Succeeded),
             }
@@ -314,6 +338,9 @@ pub(crate) fn matched(
             .reason("result reported by the partner's callback")
             .data(json!({ "callback_id": stored.id.to_string(), "event_id": report.event_id }))
             .at(now);
+            if let Some(result) = &report.result {
+                change = change.result(result.clone());
+            }
             Settle {
                 end: end(Disposition::Applied),
                 note: None,
@@ -323,10 +350,19 @@ pub(crate) fn matched(
         (_, ReportedOutcome::Progress { .. }) => Settle::end(end(Disposition::Duplicate).detail(
             format!("progress reported after the submission became {state}"),
         )),
-        (Succeeded, ReportedOutcome::Succeeded) | (Failed, ReportedOutcome::Failed { .. }) => {
+        (Succeeded, ReportedOutcome::Succeeded) | (Failed, ReportedOutcome::Failed { .. })
+            if same_result(submission.result.as_ref(), report.result.as_ref()) =>
+        {
             Settle::end(
                 end(Disposition::Duplicate).detail(format!("the submission is already {state}")),
             )
+        }
+        (Succeeded, ReportedOutcome::Succeeded) | (Failed, ReportedOutcome::Failed { .. }) => {
+            let detail = format!(
+                "the submission is already {state} with another result document; the callback's was not applied"
+            );
+            let note = callback_note(stored, id, EventKind::ConflictingCallback, &detail, now);
+            Settle::noted(end(Disposition::Conflicting).detail(detail), Some(note))
         }
         _ => {
             let detail =
@@ -334,6 +370,15 @@ pub(crate) fn matched(
             let note = callback_note(stored, id, EventKind::ConflictingCallback, &detail, now);
             Settle::noted(end(Disposition::Conflicting).detail(detail), Some(note))
         }
+    }
+}
+
+/// Whether a repeated outcome's document says nothing new: it brings none,
+/// or the same one the submission keeps.
+fn same_result(kept: Option<&ResultDocument>, reported: Option<&ResultDocument>) -> bool {
+    match reported {
+        None => true,
+        Some(reported) => kept == Some(reported),
     }
 }
 
@@ -358,11 +403,12 @@ pub(crate) fn waiting_report(
     outcome: Option<&str>,
 ) -> Option<CallbackReport> {
     let correlation = stored.correlation.clone()?;
-    let outcome = serde_json::from_str::<ReportedOutcome>(outcome?).ok()?;
+    let (outcome, result) = recorded(outcome?)?;
     Some(CallbackReport {
         correlation,
         event_id,
         outcome,
+        result,
     })
 }
 
@@ -390,11 +436,15 @@ mod tests {
     }
 
     fn report(outcome: ReportedOutcome) -> CallbackReport {
-        CallbackReport {
-            correlation: Correlation::IdempotencyKey("pay-1".into()),
-            event_id: Some("evt-1".into()),
+        CallbackReport::new(Correlation::IdempotencyKey("pay-1".into()), outcome).event_id("evt-1")
+    }
+
+    fn json(outcome: ReportedOutcome) -> String {
+        outcome_json(&CallbackReport::new(
+            Correlation::IdempotencyKey("k".into()),
             outcome,
-        }
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -505,8 +555,8 @@ mod tests {
     #[test]
     fn repeats_are_duplicates_with_the_same_outcome_and_conflicts_by_event_otherwise() {
         let callback = stored(Disposition::Received);
-        let ok = outcome_json(&ReportedOutcome::Succeeded).unwrap();
-        let failed = outcome_json(&ReportedOutcome::Failed { reason: "x".into() }).unwrap();
+        let ok = json(ReportedOutcome::Succeeded);
+        let failed = json(ReportedOutcome::Failed { reason: "x".into() });
         let holder = SubmissionId::new();
         let earlier = Earlier {
             outcome: Some(ok.clone()),
@@ -542,7 +592,7 @@ mod tests {
         let refs = references(&current);
         assert!(refs.contains(&Correlation::ExternalRef("R-9".into()).to_stored()));
         let mut waiting = stored(Disposition::Unmatched);
-        let ok = outcome_json(&ReportedOutcome::Succeeded).unwrap();
+        let ok = json(ReportedOutcome::Succeeded);
         assert_eq!(
             waiting_report(&waiting, None, Some(&ok)),
             None,

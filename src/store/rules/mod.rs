@@ -9,6 +9,7 @@
 //! each store only implements the driver's reads, locks and writes.
 
 pub(crate) mod callbacks;
+pub(crate) mod delivery;
 pub(crate) mod event;
 pub(crate) mod lease;
 pub(crate) mod ledger;
@@ -57,6 +58,7 @@ pub(crate) mod fixtures {
             terminal_at: None,
             last_error: None,
             replays: 0,
+            result: None,
             attempts_before_cycle: 0,
             cycle_started_at: t(1_000),
         }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use super::NewEvent;
 use crate::error::{Error, Result};
 use crate::model::event::{AttemptOutcome, EventKind};
+use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::store::common::bounded;
 use crate::store::{AttemptReport, StateChange};
@@ -31,6 +32,8 @@ pub(crate) struct StateWrite {
     /// A replay: a new cycle with a fresh retry budget (`replays` + 1,
     /// `attempts_before_cycle` = `attempts`, `cycle_started_at` = `at`).
     pub(crate) new_cycle: bool,
+    /// The result document the row holds after the change.
+    pub(crate) result: Option<ResultDocument>,
 }
 
 /// Refuse a change that is not in the transition table.
@@ -144,6 +147,12 @@ pub(crate) fn apply(
         accepted: current.state == InFlight && matches!(to, AwaitingResult | Succeeded | Failed),
         // A move to Queued from anything but InFlight is a replay.
         new_cycle: to == Queued && current.state != InFlight,
+        // A new cycle starts without a result; otherwise a change that
+        // brings none keeps the one the submission has.
+        result: match to {
+            Queued => None,
+            _ => change.result.clone().or_else(|| current.result.clone()),
+        },
     };
     let event = NewEvent {
         id: current.id,
@@ -159,6 +168,25 @@ pub(crate) fn apply(
         data: change.data.clone(),
     };
     (write, event)
+}
+
+/// The timeline line saying a result document was not kept (too large,
+/// unreadable), for a change that brings such a marker.
+pub(crate) fn result_not_kept(
+    current: &Submission,
+    change: &StateChange,
+    now: DateTime<Utc>,
+) -> Option<NewEvent> {
+    let result = change.result.as_ref()?;
+    let reason = result.marker_reason()?;
+    Some(NewEvent::note(
+        current.id,
+        change.at.unwrap_or(now),
+        EventKind::ResultNotKept,
+        change.actor.clone(),
+        Some(reason),
+        serde_json::to_value(result).ok(),
+    ))
 }
 
 #[cfg(test)]

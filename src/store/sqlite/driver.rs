@@ -12,17 +12,21 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::callbacks::{CALLBACK_COLUMNS, callback_from_row};
 use super::db::{db_err, parse_column};
-use super::queries::{SUBMISSION_COLUMNS, find_on, submission_from_row};
+use super::deliveries::{DELIVERY_COLUMNS, DELIVERY_WIDTH, delivery_from_row};
+use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, find_on, submission_from_row};
 use crate::error::{Error, Result};
 use crate::model::callback::{CallbackId, CallbackReport, Correlation, StoredCallback};
+use crate::model::delivery::{Delivery, DeliveryId};
+use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 use crate::store::common::{bounded, from_millis, to_millis};
 use crate::store::driver::{Driver, Locked, Waiting};
 use crate::store::rules::NewEvent;
 use crate::store::rules::callbacks::{Earlier, End, REPEATABLE, Repeat};
+use crate::store::rules::delivery::DeliveryWrite;
 use crate::store::rules::ledger::{HeldKey, KeyRow};
 use crate::store::rules::transition::StateWrite;
-use crate::store::{AttemptReport, ClaimRequest, LeaseToken};
+use crate::store::{AttemptReport, ClaimRequest, DeliveryClaim, LeaseToken};
 
 /// Run a flow over SQLite to its end. SQLite's driver never waits on
 /// anything but the database, synchronously, so the flow completes on its
@@ -58,7 +62,7 @@ impl Sql<'_> {
             ))
             .and_then(|mut stmt| {
                 stmt.query_row(params![id.to_string()], |row| {
-                    Ok((submission_from_row(row)?, row.get(24)?))
+                    Ok((submission_from_row(row)?, row.get(SUBMISSION_WIDTH)?))
                 })
                 .optional()
             })
@@ -114,7 +118,8 @@ impl Driver for Sql<'_> {
                  accepted_at = CASE WHEN ?9 THEN COALESCE(accepted_at, ?8) ELSE accepted_at END, \
                  replays = replays + ?10, \
                  attempts_before_cycle = CASE WHEN ?10 THEN attempts ELSE attempts_before_cycle END, \
-                 cycle_started_at = CASE WHEN ?10 THEN ?8 ELSE cycle_started_at END \
+                 cycle_started_at = CASE WHEN ?10 THEN ?8 ELSE cycle_started_at END, \
+                 result_document = ?11 \
                  WHERE id = ?1 RETURNING {SUBMISSION_COLUMNS}"
             ))
             .and_then(|mut stmt| {
@@ -130,6 +135,7 @@ impl Driver for Sql<'_> {
                         to_millis(w.at),
                         w.accepted,
                         i64::from(w.new_cycle),
+                        w.result.as_ref().map(ResultDocument::to_stored),
                     ],
                     submission_from_row,
                 )
@@ -409,7 +415,7 @@ impl Driver for Sql<'_> {
             .and_then(|mut stmt| {
                 stmt.query_map(
                     params![to_millis(now), i64::try_from(limit).unwrap_or(i64::MAX)],
-                    |row| Ok((submission_from_row(row)?, row.get(24)?)),
+                    |row| Ok((submission_from_row(row)?, row.get(SUBMISSION_WIDTH)?)),
                 )?
                 .collect()
             })
@@ -591,6 +597,145 @@ impl Driver for Sql<'_> {
                 })
             })
             .collect()
+    }
+
+    async fn insert_delivery(
+        &self,
+        id: DeliveryId,
+        submission: &Submission,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO liaison_deliveries (id, submission_id, submission_seq, partner, \
+                 ordering_key, final_state, state, attempts, due_at, created_at, updated_at) \
+                 SELECT ?1, s.id, s.seq, s.partner, s.ordering_key, s.state, 'pending', 0, ?3, ?3, ?3 \
+                 FROM liaison_submissions s \
+                 JOIN liaison_partners p ON p.partner = s.partner AND p.deliver_results = 1 \
+                 WHERE s.id = ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    id.to_string(),
+                    submission.id.to_string(),
+                    to_millis(now)
+                ])
+            })
+            .map_err(db_err("record result delivery"))?;
+        Ok(())
+    }
+
+    async fn due_deliveries(&self, claim: &DeliveryClaim) -> Result<Vec<DeliveryId>> {
+        let partners = serde_json::to_string(&claim.partners).map_err(|e| Error::Storage {
+            operation: "find due deliveries",
+            source: Box::new(e),
+        })?;
+        let ids: Vec<String> = self
+            .0
+            .prepare_cached(
+                "SELECT d.id FROM liaison_deliveries d \
+                 WHERE d.state = 'pending' AND d.partner IN (SELECT value FROM json_each(?1)) \
+                   AND d.due_at <= ?2 AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?2) \
+                   AND NOT EXISTS (SELECT 1 FROM liaison_deliveries p \
+                        WHERE p.submission_id = d.submission_id AND p.seq < d.seq \
+                          AND p.state <> 'delivered') \
+                   AND (d.ordering_key IS NULL OR NOT EXISTS ( \
+                        SELECT 1 FROM liaison_deliveries p \
+                        WHERE p.partner = d.partner AND p.ordering_key = d.ordering_key \
+                          AND p.submission_seq < d.submission_seq AND p.state <> 'delivered')) \
+                 ORDER BY d.due_at, d.seq LIMIT ?3",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(
+                    params![
+                        partners,
+                        to_millis(claim.now),
+                        i64::try_from(claim.limit).unwrap_or(i64::MAX)
+                    ],
+                    |row| row.get(0),
+                )?
+                .collect()
+            })
+            .map_err(db_err("find due deliveries"))?;
+        ids.iter().map(|id| parse_column("id", id)).collect()
+    }
+
+    async fn mark_delivery_claimed(
+        &self,
+        id: DeliveryId,
+        token: LeaseToken,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Delivery>> {
+        self.0
+            .prepare_cached(&format!(
+                "UPDATE liaison_deliveries SET lease_token = ?2, lease_expires_at = ?3, \
+                 attempts = attempts + 1, updated_at = ?4 \
+                 WHERE id = ?1 AND state = 'pending' \
+                   AND (lease_expires_at IS NULL OR lease_expires_at <= ?4) \
+                 RETURNING {DELIVERY_COLUMNS}"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![
+                        id.to_string(),
+                        token.to_string(),
+                        to_millis(expires_at),
+                        to_millis(now)
+                    ],
+                    delivery_from_row,
+                )
+                .optional()
+            })
+            .map_err(db_err("claim delivery"))
+    }
+
+    async fn lock_delivery(
+        &self,
+        id: DeliveryId,
+    ) -> Result<Option<(Delivery, Option<LeaseToken>)>> {
+        let row: Option<(Delivery, Option<String>)> = self
+            .0
+            .prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS}, lease_token FROM liaison_deliveries WHERE id = ?1"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(params![id.to_string()], |row| {
+                    Ok((delivery_from_row(row)?, row.get(DELIVERY_WIDTH)?))
+                })
+                .optional()
+            })
+            .map_err(db_err("read delivery"))?;
+        row.map(|(delivery, token)| {
+            let token = token.map(|t| parse_column("lease_token", &t)).transpose()?;
+            Ok((delivery, token))
+        })
+        .transpose()
+    }
+
+    async fn write_delivery(&self, w: &DeliveryWrite) -> Result<Delivery> {
+        self.0
+            .prepare_cached(&format!(
+                "UPDATE liaison_deliveries SET state = ?2, due_at = ?3, delivered_at = ?4, \
+                 last_error = ?5, updated_at = ?6, lease_token = NULL, lease_expires_at = NULL, \
+                 attempts = CASE WHEN ?7 THEN 0 ELSE attempts END \
+                 WHERE id = ?1 RETURNING {DELIVERY_COLUMNS}"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![
+                        w.id.to_string(),
+                        w.state.as_str(),
+                        to_millis(w.due_at),
+                        w.delivered_at.map(to_millis),
+                        w.last_error,
+                        to_millis(w.at),
+                        w.reset_attempts,
+                    ],
+                    delivery_from_row,
+                )
+            })
+            .map_err(db_err("end delivery"))
     }
 }
 

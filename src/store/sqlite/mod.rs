@@ -5,6 +5,7 @@ mod callbacks;
 mod checkpoint;
 pub(crate) mod db;
 mod deadlines;
+mod deliveries;
 mod driver;
 mod migrate;
 mod partners;
@@ -30,13 +31,15 @@ use self::reader::ReadPool;
 use self::writer::Writer;
 use super::flow;
 use super::{
-    AttemptReport, CallbackFilter, ClaimRequest, Enqueued, HourlyCount, HourlyQuery, Lease,
-    ListFilter, NewAlert, NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause,
-    PurgeCutoffs, PurgeReport, Replay, Settlement, StateChange, StatsQuery,
+    AttemptReport, CallbackFilter, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter,
+    DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Lease, ListFilter, NewAlert, NewCallback,
+    Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, Replay,
+    Settlement, StateChange, StatsQuery,
 };
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
 use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
+use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::Actor;
 use crate::model::event::{Attempt, Event};
 use crate::model::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
@@ -656,6 +659,43 @@ impl OutboxStore for SqliteStore {
 
     async fn pauses(&self, now: DateTime<Utc>) -> Result<Vec<Pause>> {
         self.read(move |conn| partners::pauses_on(conn, now)).await
+    }
+
+    async fn set_result_delivery(&self, partner: &str, on: bool) -> Result<()> {
+        crate::model::submission::validate_partner(partner)?;
+        let partner = partner.to_owned();
+        self.inner
+            .writer
+            .write(move |conn| deliveries::set_result_delivery_on(conn, &partner, on, Utc::now()))
+            .await
+    }
+
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> Result<Vec<DeliveryLease>> {
+        self.inner
+            .writer
+            .write(move |conn| run(flow::claim_deliveries(&Sql(conn), &claim)))
+            .await
+    }
+
+    async fn finish_delivery(&self, lease: &DeliveryLease, end: DeliveryEnd) -> Result<()> {
+        let lease = lease.clone();
+        self.inner
+            .writer
+            .write(move |conn| run(flow::finish_delivery(&Sql(conn), &lease, &end, Utc::now())))
+            .await
+    }
+
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>> {
+        let filter = filter.clone();
+        self.read(move |conn| deliveries::list_on(conn, &filter))
+            .await
+    }
+
+    async fn rerun_delivery(&self, id: DeliveryId, note: Note) -> Result<Delivery> {
+        self.inner
+            .writer
+            .write(move |conn| run(flow::rerun_delivery(&Sql(conn), id, &note, Utc::now())))
+            .await
     }
 
     async fn stats(&self, query: &StatsQuery) -> Result<Vec<PartnerStats>> {

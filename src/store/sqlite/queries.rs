@@ -10,15 +10,19 @@ use super::db::{db_err, from_millis, to_millis};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::model::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
+use crate::model::result::ResultDocument;
 use crate::model::submission::SubmissionState;
 use crate::model::submission::{Submission, SubmissionId};
-use crate::store::common::{HOUR_MS, PAYLOAD_KEPT, columns, count, state_names};
+use crate::store::common::{HOUR_MS, count, state_names, submission_columns};
 use crate::store::{HourlyCount, HourlyQuery, ListFilter};
 
 pub(super) const SUBMISSION_COLUMNS: &str = "id, partner, kind, payload, fingerprint, idempotency_key, \
     ordering_key, correlation, external_ref, business_value, priority, state, attempts, due_at, \
     not_before, lease_expires_at, result_deadline, created_at, updated_at, terminal_at, last_error, \
-    replays, attempts_before_cycle, COALESCE(cycle_started_at, created_at)";
+    replays, attempts_before_cycle, COALESCE(cycle_started_at, created_at), result_document";
+
+/// How many columns [`SUBMISSION_COLUMNS`] has; a query may select more after them.
+pub(super) const SUBMISSION_WIDTH: usize = 25;
 
 pub(super) fn corrupt(column: &'static str, detail: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -67,6 +71,11 @@ pub(super) fn submission_from_row(row: &Row<'_>) -> rusqlite::Result<Submission>
         replays: row.get(21)?,
         attempts_before_cycle: row.get(22)?,
         cycle_started_at: from_millis(row.get(23)?),
+        result: row
+            .get::<_, Option<String>>(SUBMISSION_WIDTH - 1)?
+            .map(|r| ResultDocument::from_stored(&r))
+            .transpose()
+            .map_err(|e| corrupt("result_document", e))?,
     })
 }
 
@@ -86,12 +95,7 @@ pub(super) fn find_on(conn: &Connection, id: SubmissionId) -> Result<Option<Subm
 }
 
 pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Submission>> {
-    let columns = columns(
-        SUBMISSION_COLUMNS,
-        filter.without_payload,
-        "payload,",
-        &format!("{PAYLOAD_KEPT},"),
-    );
+    let columns = submission_columns(SUBMISSION_COLUMNS, filter.without_payload, "payload,");
     let mut sql = format!("SELECT {columns} FROM liaison_submissions WHERE 1 = 1");
     let mut args: Vec<SqlValue> = Vec::new();
     let mut arg = |sql: &mut String, clause: &str, value: SqlValue| {

@@ -31,7 +31,7 @@ pub(crate) fn purge_on(
     // state index it would walk every finished submission, purged or not.
     let payloads = conn
         .prepare_cached(&format!(
-            "UPDATE liaison_submissions SET payload = NULL, payload_purged_at = ?2 \
+            "UPDATE liaison_submissions SET payload = NULL, result_document = NULL, payload_purged_at = ?2 \
              WHERE seq IN (SELECT seq FROM liaison_submissions \
                  INDEXED BY liaison_submissions_unpurged \
                  WHERE terminal_at IS NOT NULL AND terminal_at <= ?1 AND payload IS NOT NULL \

@@ -93,7 +93,7 @@ async fn host_with_poller(answer: Option<Outcome>) -> Host {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_finds_the_result_of_an_overdue_submission() {
-    let host = host_with_poller(Some(Outcome::Succeeded)).await;
+    let host = host_with_poller(Some(Outcome::succeeded())).await;
     let id = host.enqueue(1).await;
     host.wait_for_state(id, SubmissionState::Succeeded).await;
     let last = host.store.timeline(id).await.unwrap().pop().unwrap();

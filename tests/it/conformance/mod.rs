@@ -19,6 +19,7 @@ mod alerts;
 mod callback_races;
 mod callbacks;
 mod claims;
+mod deliveries;
 pub mod harness;
 mod health_stats;
 pub mod hostile;
@@ -30,6 +31,7 @@ mod postgres_counters;
 #[cfg(feature = "postgres")]
 mod postgres_only;
 mod recovery;
+mod results;
 mod retention;
 mod transitions;
 
@@ -115,6 +117,15 @@ conformance! {
     ops_reads::lists_without_payloads_or_bodies_read_neither,
     alerts::one_alert_opens_under_concurrent_opens,
     alerts::an_alert_is_notified_acknowledged_resolved_and_reopens,
+    deliveries::a_delivery_is_recorded_with_each_finishing_change_when_enabled,
+    deliveries::deliveries_of_one_ordering_key_go_in_enqueue_order,
+    deliveries::a_stale_lease_cannot_end_a_delivery_and_parked_ones_are_rerun,
+    results::a_result_is_kept_with_the_submission_and_left_out_of_light_lists,
+    results::a_replay_clears_the_result_and_a_manual_resolution_keeps_or_replaces_it,
+    results::a_result_over_the_cap_is_a_marker_with_a_timeline_line,
+    results::a_callback_result_is_kept_and_another_document_is_a_conflict,
+    results::an_early_callback_brings_its_result_when_it_matches_later,
+    results::retention_purges_the_result_with_the_payload,
     retention::a_purge_removes_exactly_what_is_due,
     retention::rejected_bodies_have_their_own_cutoff,
     retention::callback_rows_are_deleted_past_their_cutoffs,

@@ -120,6 +120,9 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
          ALTER TABLE liaison_submissions DROP COLUMN accepted_at;
          DROP INDEX liaison_submissions_partner_terminal;
          DROP INDEX liaison_callbacks_received;
+         ALTER TABLE liaison_submissions DROP COLUMN result_document;
+         DROP TABLE liaison_deliveries;
+         ALTER TABLE liaison_partners DROP COLUMN deliver_results;
          DELETE FROM liaison_migrations WHERE version > 2;",
         schema.name
     ))

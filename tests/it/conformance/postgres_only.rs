@@ -171,8 +171,8 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
         .get(0);
     // The PostgreSQL migrations so far: 0001_init, 0002_replay_cycles,
     // 0003_health, 0004_alerts, 0005_wakeups, 0006_retention,
-    // 0007_callback_rows.
-    assert_eq!(version, 7);
+    // 0007_callback_rows, 0008_results, 0009_deliveries.
+    assert_eq!(version, 9);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -240,6 +240,8 @@ async fn instances_starting_together_migrate_once() {
             (5, "wakeups".to_string()),
             (6, "retention".to_string()),
             (7, "callback_rows".to_string()),
+            (8, "results".to_string()),
+            (9, "deliveries".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -690,14 +692,17 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         .iter()
         .map(|(v, n, _, sum)| (*v, n.clone(), sum.clone()))
         .collect();
-    assert_eq!(
-        added,
-        [(
-            7,
-            "callback_rows".to_string(),
-            Some(sha256_hex(&postgres_migration(7, "callback_rows")))
-        )]
-    );
+    let since: Vec<_> = [(7, "callback_rows"), (8, "results"), (9, "deliveries")]
+        .into_iter()
+        .map(|(v, n)| {
+            (
+                v,
+                n.to_string(),
+                Some(sha256_hex(&postgres_migration(v, n))),
+            )
+        })
+        .collect();
+    assert_eq!(added, since);
     let expected = recorded;
     drop(store);
 

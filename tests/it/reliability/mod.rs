@@ -94,7 +94,7 @@ impl PartnerAdapter for Pollable {
 
     async fn poll_status(&self, submission: &Submission) -> Result<PollStatus, PollError> {
         match submission.external_ref {
-            Some(_) => Ok(PollStatus::Done(Outcome::Succeeded)),
+            Some(_) => Ok(PollStatus::Done(Outcome::succeeded())),
             None => Err(PollError::Unsupported),
         }
     }

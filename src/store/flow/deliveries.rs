@@ -1,0 +1,83 @@
+//! Result deliveries: recorded with the change that finishes a submission,
+//! claimed under leases, ended under them, re-run by hand.
+
+use chrono::{DateTime, Utc};
+
+use super::journal;
+use crate::error::{Error, Result};
+use crate::model::delivery::{Delivery, DeliveryId};
+use crate::model::submission::Submission;
+use crate::store::driver::Driver;
+use crate::store::rules::delivery as rules;
+use crate::store::{DeliveryClaim, DeliveryEnd, DeliveryLease, LeaseToken, Note};
+
+/// After a change from `before` to `after` (same transaction): record the
+/// result's delivery if the change finished the submission.
+pub(crate) async fn record<D: Driver>(
+    d: &D,
+    before: &Submission,
+    after: &Submission,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if rules::finishes(before.state, after.state) {
+        d.insert_delivery(DeliveryId::new(), after, now).await?;
+    }
+    Ok(())
+}
+
+/// Claim due deliveries under fresh leases.
+pub(crate) async fn claim<D: Driver>(d: &D, claim: &DeliveryClaim) -> Result<Vec<DeliveryLease>> {
+    if claim.limit == 0 || claim.partners.is_empty() {
+        return Ok(Vec::new());
+    }
+    let expires_at = claim.lease_end();
+    let mut leases = Vec::new();
+    for id in d.due_deliveries(claim).await? {
+        let token = LeaseToken::fresh();
+        if let Some(delivery) = d
+            .mark_delivery_claimed(id, token, expires_at, claim.now)
+            .await?
+        {
+            leases.push(DeliveryLease {
+                delivery,
+                token,
+                expires_at,
+            });
+        }
+    }
+    Ok(leases)
+}
+
+/// End a claimed delivery under its lease, journaling it.
+pub(crate) async fn finish<D: Driver>(
+    d: &D,
+    lease: &DeliveryLease,
+    end: &DeliveryEnd,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let id = lease.delivery.id;
+    let (current, token) = d
+        .lock_delivery(id)
+        .await?
+        .ok_or_else(|| Error::not_found("delivery", id))?;
+    let (write, event) = rules::end(&current, token, lease, end, now)?;
+    d.write_delivery(&write).await?;
+    journal(d, &event).await
+}
+
+/// Re-run a parked delivery.
+pub(crate) async fn rerun<D: Driver>(
+    d: &D,
+    id: DeliveryId,
+    note: &Note,
+    now: DateTime<Utc>,
+) -> Result<Delivery> {
+    let (current, _) = d
+        .lock_delivery(id)
+        .await?
+        .ok_or_else(|| Error::not_found("delivery", id))?;
+    let (write, event) = rules::rerun(&current, note, now)?;
+    let after = d.write_delivery(&write).await?;
+    journal(d, &event).await?;
+    Ok(after)
+}
