@@ -96,6 +96,7 @@ migrations! {
     5, "wakeups", "0005_wakeups.sql";
     6, "retention", "0006_retention.sql";
     7, "callback_rows", "0007_callback_rows.sql";
+    8, "lookup", "0008_lookup.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

@@ -12,6 +12,7 @@ pub(crate) mod callbacks;
 pub(crate) mod event;
 pub(crate) mod lease;
 pub(crate) mod ledger;
+pub(crate) mod lookup;
 pub(crate) mod replay;
 pub(crate) mod transition;
 

@@ -171,8 +171,8 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
         .get(0);
     // The PostgreSQL migrations so far: 0001_init, 0002_replay_cycles,
     // 0003_health, 0004_alerts, 0005_wakeups, 0006_retention,
-    // 0007_callback_rows.
-    assert_eq!(version, 7);
+    // 0007_callback_rows, 0008_lookup.
+    assert_eq!(version, 8);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -240,6 +240,7 @@ async fn instances_starting_together_migrate_once() {
             (5, "wakeups".to_string()),
             (6, "retention".to_string()),
             (7, "callback_rows".to_string()),
+            (8, "lookup".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -690,14 +691,17 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         .iter()
         .map(|(v, n, _, sum)| (*v, n.clone(), sum.clone()))
         .collect();
-    assert_eq!(
-        added,
-        [(
-            7,
-            "callback_rows".to_string(),
-            Some(sha256_hex(&postgres_migration(7, "callback_rows")))
-        )]
-    );
+    let since: Vec<_> = [(7, "callback_rows"), (8, "lookup")]
+        .into_iter()
+        .map(|(v, n)| {
+            (
+                v,
+                n.to_string(),
+                Some(sha256_hex(&postgres_migration(v, n))),
+            )
+        })
+        .collect();
+    assert_eq!(added, since);
     let expected = recorded;
     drop(store);
 
@@ -705,6 +709,92 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
     let store = schema.open(Settings::default()).await;
     assert_eq!(recorded_migrations(&conn, &schema).await, expected);
     assert_eq!(store.list(&ListFilter::default()).await.unwrap().len(), 2);
+}
+
+/// A schema at version 7 whose submissions carry correlation fields
+/// upgrades to 8 with every field indexed: the correlation filter finds the
+/// old rows, and new ones are indexed as they are written.
+#[tokio::test]
+async fn a_version_7_schema_with_correlations_upgrades_and_finds_them() {
+    let Some(schema) = schema().await else { return };
+    let store = schema.open(Settings::default()).await;
+    let mut old = Vec::new();
+    for (key, claim) in [("o1", "C-1"), ("o2", "C-2"), ("o3", "C-1")] {
+        let new = submission("bank", key)
+            .correlation("claim_id", claim)
+            .correlation("patient", "P-1");
+        old.push(store.enqueue(new).await.unwrap().submission.id);
+    }
+    let lab = store
+        .enqueue(submission("lab", "l1").correlation("claim_id", "C-1"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    store.enqueue(submission("bank", "plain")).await.unwrap();
+    drop(store);
+
+    // Back to version 7, as the release before this one left it.
+    let conn = client(&schema.url).await;
+    conn.batch_execute(&format!(
+        "SET search_path = {};
+         DROP TABLE liaison_correlations;
+         DROP INDEX liaison_submissions_updated;
+         DELETE FROM liaison_migrations WHERE version > 7;",
+        schema.name
+    ))
+    .await
+    .unwrap();
+
+    let store = schema.open(Settings::default()).await;
+    let found = |filter: ListFilter| {
+        let store = &store;
+        async move {
+            store
+                .list(&filter)
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let claim = || ListFilter::default().correlation("claim_id", "C-1");
+    assert_eq!(found(claim()).await, [old[0], old[2], lab]);
+    assert_eq!(found(claim().partner("bank")).await, [old[0], old[2]]);
+    assert_eq!(
+        found(ListFilter::default().correlation("patient", "P-1")).await,
+        old
+    );
+    let indexed: i64 = conn
+        .query_one(
+            &format!("SELECT COUNT(*) FROM {}.liaison_correlations", schema.name),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(indexed, 7);
+    let recorded = recorded_migrations(&conn, &schema).await;
+    assert_eq!(
+        recorded
+            .last()
+            .map(|(v, n, _, sum)| (*v, n.as_str(), sum.clone())),
+        Some((
+            8,
+            "lookup",
+            Some(sha256_hex(&postgres_migration(8, "lookup")))
+        ))
+    );
+    // New work is indexed as it is written, next to the old.
+    let new = store
+        .enqueue(submission("bank", "o4").correlation("claim_id", "C-1"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    assert_eq!(found(claim().partner("bank")).await, [old[0], old[2], new]);
+    assert_eq!(store.get_by_key("bank", "o2").await.unwrap().id, old[1]);
 }
 
 #[tokio::test]
