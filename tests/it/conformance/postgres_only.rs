@@ -797,6 +797,47 @@ async fn a_version_7_schema_with_correlations_upgrades_and_finds_them() {
     assert_eq!(store.get_by_key("bank", "o2").await.unwrap().id, old[1]);
 }
 
+/// A submission's correlation rows go with it (a foreign key that
+/// cascades), whatever deletes the submission.
+#[tokio::test]
+async fn deleting_a_submission_deletes_its_correlation_rows() {
+    let Some(schema) = schema().await else { return };
+    let store = schema.open(Settings::default()).await;
+    let mut ids = Vec::new();
+    for key in ["gone", "kept"] {
+        let new = submission("bank", key).correlation("claim_id", "C-1");
+        ids.push(store.enqueue(new).await.unwrap().submission.id);
+    }
+    let conn = client(&schema.url).await;
+    let rows = || async {
+        let n: i64 = conn
+            .query_one(
+                &format!("SELECT COUNT(*) FROM {}.liaison_correlations", schema.name),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n
+    };
+    assert_eq!(rows().await, 2);
+    conn.execute(
+        &format!(
+            "DELETE FROM {}.liaison_submissions WHERE id = $1",
+            schema.name
+        ),
+        &[ids[0].as_uuid()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows().await, 1);
+    let found = store
+        .list(&ListFilter::default().correlation("claim_id", "C-1"))
+        .await
+        .unwrap();
+    assert_eq!(found.iter().map(|s| s.id).collect::<Vec<_>>(), [ids[1]]);
+}
+
 #[tokio::test]
 async fn a_changed_migration_is_refused_untouched() {
     let Some(schema) = schema().await else { return };
