@@ -387,16 +387,18 @@ impl ListFilter {
         self
     }
 
-    /// Only submissions changed at or after `at` (their `updated_at`: an
-    /// enqueue, a state change, a claim, a moved deadline), to pull what
-    /// changed since the last pull.
+    /// Only submissions changed at or after `at`, to pull what changed
+    /// since the last pull. A change is what sets `updated_at`: the
+    /// enqueue, every state change (claims, retries, results, replays,
+    /// recovery actions) and a deferred result deadline; retention purging
+    /// a payload is not one.
     ///
     /// Results stay in enqueue order, not in order of change, so paging
     /// with [`ListFilter::after`] (by enqueue order, which never changes)
     /// neither skips nor repeats a submission within one pull: a
     /// submission that matched when the pull began still matches (its
-    /// `updated_at` only moves forward) and comes back once, as it is when
-    /// its page is read. A change made while you page to a submission
+    /// `updated_at` only moves forward, as far as the clocks stamping it
+    /// agree) and comes back once, as it is when its page is read. A change made while you page to a submission
     /// already returned shows in the next pull. Take the next pull's
     /// `since` from the clock *before* the first page, less a margin
     /// longer than your longest write transaction and any clock skew

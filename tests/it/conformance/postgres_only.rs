@@ -56,7 +56,10 @@ async fn enqueue_in_the_host_transaction_commits_with_it() {
     .await
     .unwrap();
     let enqueued = store
-        .enqueue_in_transaction(&tx, submission("clearinghouse", "C-1"))
+        .enqueue_in_transaction(
+            &tx,
+            submission("clearinghouse", "C-1").correlation("claim_id", "C-1"),
+        )
         .await
         .unwrap();
     // The host's own search path is as it was, inside its transaction too.
@@ -75,6 +78,13 @@ async fn enqueue_in_the_host_transaction_commits_with_it() {
     let stored = store.get(enqueued.submission.id).await.unwrap();
     assert_eq!(stored, enqueued.submission);
     assert_eq!(store.timeline(stored.id).await.unwrap().len(), 1);
+    // Its correlation field was indexed in the host's transaction, in the
+    // store's schema.
+    let found = store
+        .list(&ListFilter::default().correlation("claim_id", "C-1"))
+        .await
+        .unwrap();
+    assert_eq!(found, [stored]);
 }
 
 #[tokio::test]
