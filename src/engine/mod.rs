@@ -13,6 +13,7 @@ mod deadlines;
 mod dispatcher;
 mod health;
 mod inbound;
+mod lookup;
 mod partner_config;
 mod recovery;
 mod results;

@@ -259,7 +259,12 @@ impl NewSubmission {
     }
 
     /// A field the host wants to find this submission by (and that a partner's
-    /// callback may name), e.g. `("claim_id", "C-1042")`.
+    /// callback may name), e.g. `("claim_id", "C-1042")`: list the
+    /// submissions holding it with [`crate::store::ListFilter::correlation`],
+    /// an exact match on one field, served by an index. Names are ASCII
+    /// letters, digits, `_`, `-`, `.`, `:` or `/`, values any text without
+    /// control characters, both non-empty and at most
+    /// [`MAX_CORRELATION_BYTES`]; at most [`MAX_CORRELATION_FIELDS`] fields.
     pub fn correlation(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.correlation.insert(name.into(), value.into());
         self
@@ -319,8 +324,7 @@ impl NewSubmission {
             ));
         }
         for (name, value) in &self.correlation {
-            validate_name("correlation field name", name, MAX_CORRELATION_BYTES)?;
-            validate_text("correlation field value", value, MAX_CORRELATION_BYTES)?;
+            validate_correlation(name, value)?;
         }
         if let Some(value) = self.business_value {
             if value < 0 {
@@ -461,6 +465,20 @@ pub(crate) fn validate_batch(
 /// Validate a partner name the way enqueue does (for APIs that take one).
 pub(crate) fn validate_partner(partner: &str) -> Result<()> {
     validate_name("partner", partner, MAX_PARTNER_BYTES)
+}
+
+/// Validate one correlation field, name and value: what enqueue accepts,
+/// and so all a lookup by correlation can ever find.
+pub(crate) fn validate_correlation(name: &str, value: &str) -> Result<()> {
+    validate_name("correlation field name", name, MAX_CORRELATION_BYTES)?;
+    validate_text("correlation field value", value, MAX_CORRELATION_BYTES)
+}
+
+/// Validate a (partner, idempotency key) to look a submission up by, the
+/// way enqueue validates them: a key enqueue would refuse is no one's.
+pub(crate) fn validate_lookup(partner: &str, key: &str) -> Result<()> {
+    validate_partner(partner)?;
+    validate_key("idempotency_key", key)
 }
 
 /// One submission as stored.

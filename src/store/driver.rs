@@ -85,6 +85,10 @@ pub(crate) trait Driver {
         now: DateTime<Utc>,
     ) -> Result<Submission>;
 
+    /// Index the correlation fields of a submission just inserted, as its
+    /// row stores them, so a list can find it by one of them.
+    async fn index_correlation(&self, id: SubmissionId) -> Result<()>;
+
     /// Send a submission under another idempotency key from now on.
     async fn set_idempotency_key(&self, id: SubmissionId, key: &str) -> Result<()>;
 

@@ -98,6 +98,7 @@ migrations! {
     7, "callback_rows", "0007_callback_rows.sql";
     8, "results", "0008_results.sql";
     9, "deliveries", "0009_deliveries.sql";
+    10, "lookup", "0010_lookup.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

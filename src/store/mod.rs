@@ -92,7 +92,29 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
     /// One submission by id.
     async fn get(&self, id: SubmissionId) -> Result<Submission>;
 
-    /// Submissions matching a filter, oldest first.
+    /// The submission `partner` enqueued under `idempotency_key`, the
+    /// host's own key.
+    ///
+    /// The idempotency ledger decides first: a key it holds names the
+    /// submission an enqueue of that key would be answered with. So after a
+    /// replay under a fresh key ([`Replay::fresh_key`]) both the original
+    /// key and the derived one (`<key>~replay<n>`) find the submission,
+    /// while the ledger keeps them (the store's ledger retention, and only
+    /// until the submission is finished and the key pruned). A key the
+    /// ledger no longer holds is looked up on the submissions themselves,
+    /// by the key each is sent under now (the newest such submission when
+    /// a freed key was used again); the original key of a replayed
+    /// submission is then forgotten.
+    ///
+    /// Errors: [`crate::Error::NotFound`] when no submission of `partner`
+    /// has the key; [`crate::Error::InvalidInput`] for a partner name or key
+    /// that enqueue would refuse (so none can have it).
+    async fn get_by_key(&self, partner: &str, idempotency_key: &str) -> Result<Submission>;
+
+    /// Submissions matching a filter, oldest first (in enqueue order).
+    ///
+    /// Errors: [`crate::Error::InvalidInput`] for a correlation filter whose
+    /// name or value enqueue would refuse ([`ListFilter::correlation`]).
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Submission>>;
 
     /// A submission's events, in the order they were written.

@@ -279,12 +279,23 @@ impl StateChange {
 /// everything; results are oldest first, at most `limit` (default 100, at most
 /// 10,000).
 ///
+/// Results are always in enqueue order, whatever the filter, and
+/// [`ListFilter::after`] pages in that order. Filters by partner and
+/// state, by [`ListFilter::correlation`] and by
+/// [`ListFilter::updated_since`] are served by indexes.
+///
 /// ```
 /// use liaison::SubmissionState;
 /// use liaison::store::ListFilter;
 ///
 /// let stuck = ListFilter::default().partner("clearinghouse").state(SubmissionState::Stuck);
 /// assert_eq!(stuck.states, vec![SubmissionState::Stuck]);
+///
+/// // The host's own keys: every submission carrying claim_id = C-1042.
+/// let claim = ListFilter::default()
+///     .partner("clearinghouse")
+///     .correlation("claim_id", "C-1042");
+/// assert_eq!(claim.correlation, Some(("claim_id".into(), "C-1042".into())));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
@@ -303,6 +314,13 @@ pub struct ListFilter {
     pub created_from: Option<DateTime<Utc>>,
     /// Only created before this time.
     pub created_until: Option<DateTime<Utc>>,
+    /// Only those carrying this correlation field, as (name, value): an
+    /// exact, case-sensitive match of one field given at enqueue
+    /// ([`crate::NewSubmission::correlation`]).
+    pub correlation: Option<(String, String)>,
+    /// Only those whose `updated_at` is at or after this time (see
+    /// [`ListFilter::updated_since`]).
+    pub updated_since: Option<DateTime<Utc>>,
     /// Page after this submission (by enqueue order).
     pub after: Option<crate::SubmissionId>,
     /// At most this many (default 100, at most 10,000).
@@ -359,6 +377,65 @@ impl ListFilter {
         self
     }
 
+    /// Only submissions carrying correlation field `name` with exactly
+    /// `value` (replacing an earlier correlation filter). Combines with the
+    /// other filters; with [`ListFilter::partner`], another partner's equal
+    /// value does not match.
+    ///
+    /// A name or value that [`crate::NewSubmission::correlation`] would
+    /// refuse (empty, longer than [`crate::MAX_CORRELATION_BYTES`], a name
+    /// with other characters than letters, digits, `_`, `-`, `.`, `:`, `/`,
+    /// a value with control characters) makes `list` fail with
+    /// [`crate::Error::InvalidInput`].
+    ///
+    /// ```
+    /// use liaison::store::ListFilter;
+    ///
+    /// let filter = ListFilter::default().correlation("order_no", "SO-9913");
+    /// assert_eq!(filter.correlation, Some(("order_no".into(), "SO-9913".into())));
+    /// ```
+    pub fn correlation(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.correlation = Some((name.into(), value.into()));
+        self
+    }
+
+    /// Only submissions changed at or after `at`, to pull what changed
+    /// since the last pull. A change is what sets `updated_at`: the
+    /// enqueue, every state change (claims, retries, results, replays,
+    /// recovery actions) and a deferred result deadline; retention purging
+    /// a payload is not one.
+    ///
+    /// Results stay in enqueue order, not in order of change, so paging
+    /// with [`ListFilter::after`] (by enqueue order, which never changes)
+    /// neither skips nor repeats a submission within one pull: a
+    /// submission that matched when the pull began still matches (its
+    /// `updated_at` only moves forward, as far as the clocks stamping it
+    /// agree) and comes back once, as it is when its page is read. A change made while you page to a submission
+    /// already returned shows in the next pull. Take the next pull's
+    /// `since` from the clock *before* the first page, less a margin
+    /// longer than your longest write transaction and any clock skew
+    /// between hosts (a change is stamped when it is made and seen when it
+    /// commits), and expect to see some submissions twice: compare their
+    /// `updated_at` with what you hold.
+    ///
+    /// ```
+    /// use chrono::{Duration, Utc};
+    /// use liaison::store::ListFilter;
+    ///
+    /// let pull_started = Utc::now();
+    /// let last_pull = pull_started - Duration::minutes(5);
+    /// let changed = ListFilter::default()
+    ///     .partner("lab")
+    ///     .updated_since(last_pull - Duration::seconds(30))
+    ///     .without_payload()
+    ///     .limit(500);
+    /// assert!(changed.updated_since.is_some());
+    /// ```
+    pub fn updated_since(mut self, at: DateTime<Utc>) -> Self {
+        self.updated_since = Some(at);
+        self
+    }
+
     /// The page after this submission (by enqueue order): pass the last id
     /// of the previous page.
     pub fn after(mut self, id: crate::SubmissionId) -> Self {
@@ -381,6 +458,16 @@ impl ListFilter {
     /// The page size to use.
     pub(crate) fn effective_limit(&self) -> usize {
         self.limit.unwrap_or(100).clamp(1, Self::MAX_LIMIT)
+    }
+
+    /// Refuse a filter that could never match anything stored, with the
+    /// error enqueue gives for the same value: every store checks a filter
+    /// here before it reads.
+    pub(crate) fn check(&self) -> crate::Result<()> {
+        if let Some((name, value)) = &self.correlation {
+            crate::model::submission::validate_correlation(name, value)?;
+        }
+        Ok(())
     }
 }
 

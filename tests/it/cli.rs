@@ -245,6 +245,114 @@ async fn list_filters_by_state_and_partner() {
 }
 
 #[tokio::test]
+async fn list_and_show_find_work_by_the_hosts_keys_and_by_time_of_change() {
+    let outbox = outbox().await;
+    let store = outbox.store();
+    let mut ids = BTreeMap::new();
+    for (partner, key, claim) in [
+        ("lab", "c1", "C-77"),
+        ("bank", "c2", "C-77"),
+        ("bank", "c3", "C-78"),
+    ] {
+        let new = submission(partner, key).correlation("claim_id", claim);
+        ids.insert(key, store.enqueue(new).await.unwrap().submission.id);
+    }
+    let run = outbox.run(&["list", "--correlation", "claim_id=C-77"]);
+    run.ok()
+        .has(&ids["c1"].to_string())
+        .has(&ids["c2"].to_string())
+        .has("2 submissions\n");
+    let json = outbox
+        .run(&[
+            "list",
+            "--correlation",
+            "claim_id=C-77",
+            "--partner",
+            "bank",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let keys: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["idempotency_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["c2"]);
+    let export = outbox
+        .run(&["export", "--correlation", "claim_id=C-77"])
+        .ok()
+        .json();
+    assert_eq!(export.as_array().unwrap().len(), 2);
+    for (args, message) in [
+        (
+            ["list", "--correlation", "claim id=C-77"],
+            "invalid correlation field name",
+        ),
+        (["list", "--correlation", "claim_id"], "NAME=VALUE"),
+        (["list", "--updated-since", "yesterday"], "RFC 3339"),
+    ] {
+        let run = outbox.run(&args);
+        assert_eq!(run.code, 2, "{run:#?}");
+        assert!(run.stderr.contains(message), "{run:#?}");
+    }
+
+    // Changes since a time: an age or RFC 3339.
+    let everything = outbox.run(&["list", "--updated-since", "1h", "--json"]);
+    assert_eq!(everything.ok().json().as_array().unwrap().len(), 10);
+    outbox
+        .run(&["list", "--updated-since", "2099-01-01T00:00:00Z"])
+        .ok()
+        .has("no submissions match");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let since = chrono::Utc::now().to_rfc3339();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store
+        .transition(
+            ids["c1"],
+            liaison::store::StateChange::to(SubmissionState::Cancelled),
+        )
+        .await
+        .unwrap();
+    let changed = outbox.run(&["list", "--updated-since", &since]);
+    changed
+        .ok()
+        .has(&ids["c1"].to_string())
+        .has("1 submission\n");
+
+    // `show` by the host's key, also by the key from before a replay.
+    store
+        .replay(
+            outbox.ids["d1"],
+            liaison::store::Replay::new(liaison::Actor::person("ops"), "fixed").fresh_key(true),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    for key in ["d1", "d1~replay1"] {
+        outbox
+            .run(&["show", "--partner", "bank", "--key", key])
+            .ok()
+            .has(&format!("Submission {}", outbox.id("d1")))
+            .has("d1~replay1");
+    }
+    let json = outbox
+        .run(&["show", "--partner", "bank", "--key", "d1", "--json"])
+        .ok()
+        .json();
+    assert_eq!(json["submission"]["id"], outbox.id("d1"));
+    let run = outbox.run(&["show", "--partner", "lab", "--key", "d1"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("not found"), "{run:#?}");
+    let run = outbox.run(&["show", "--key", "d1"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("--partner"), "{run:#?}");
+    let run = outbox.run(&["show", &outbox.id("d1"), "--key", "d1", "--partner", "bank"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+}
+
+#[tokio::test]
 async fn show_prints_the_details_the_timeline_and_the_attempts() {
     let outbox = outbox().await;
     let id = outbox.id("k1");

@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 9] = [
+const CURRENT: [(i64, &str); 10] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -36,6 +36,7 @@ const CURRENT: [(i64, &str); 9] = [
     (7, "callback_rows"),
     (8, "results"),
     (9, "deliveries"),
+    (10, "lookup"),
 ];
 
 /// SHA-256 (hex) of `migrations/sqlite/NNNN_name.sql`, read here.
@@ -204,13 +205,13 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .iter()
         .map(|(v, n, _, sum)| (*v, n.clone(), sum.clone()))
         .collect();
-    let since: Vec<_> = CURRENT[6..]
+    let since: Vec<_> = CURRENT[RELEASED.len()..]
         .iter()
-        .map(|(v, n)| (*v, (*n).to_owned(), Some(file_checksum(*v, n))))
+        .map(|(v, n)| (*v, n.to_string(), Some(file_checksum(*v, n))))
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 9, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 10, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.
@@ -339,4 +340,82 @@ async fn a_new_database_records_every_checksum() {
         assert_eq!((*version, name.as_str()), (v, n));
         assert_eq!(checksum.as_deref(), Some(file_checksum(v, n).as_str()));
     }
+}
+
+/// A database at version 9 (before the correlation index) whose
+/// submissions carry correlation fields (the fixture's, set by hand as
+/// earlier releases stored them, and new ones) upgrades to 10 with every
+/// field indexed: the correlation filter finds the old rows.
+#[tokio::test]
+async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
+    let (_dir, path) = fixture_copy();
+    let store = SqliteStore::open(&path).unwrap();
+    let fresh = store
+        .enqueue(same_payload("lab", "L-new").correlation("order_no", "SO-1"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    drop(store);
+    // Back to version 9, and correlation fields on two of the release's
+    // submissions, as it stored them (a JSON object of strings).
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        r#"DROP TABLE liaison_correlations;
+           DROP INDEX liaison_submissions_updated;
+           DELETE FROM liaison_migrations WHERE version > 9;
+           UPDATE liaison_submissions SET correlation = '{"order_no":"SO-1","patient":"P-7"}'
+               WHERE idempotency_key = 'L-done';
+           UPDATE liaison_submissions SET correlation = '{"order_no":"SO-2"}'
+               WHERE idempotency_key = 'C-queued';"#,
+    )
+    .unwrap();
+    assert_eq!(recorded(&conn).last().unwrap().0, 9);
+
+    let store = SqliteStore::open(&path).expect("a version 9 database opens");
+    assert_eq!(recorded(&conn).last().unwrap().0, SCHEMA_VERSION);
+    let keys = |found: Vec<liaison::Submission>| -> Vec<String> {
+        found.into_iter().map(|s| s.idempotency_key).collect()
+    };
+    let order = ListFilter::default().correlation("order_no", "SO-1");
+    assert_eq!(keys(store.list(&order).await.unwrap()), ["L-done", "L-new"]);
+    let found = store.list(&order.clone().partner("lab")).await.unwrap();
+    assert_eq!(found[0].correlation["patient"], "P-7");
+    assert_eq!(found[1].id, fresh);
+    assert!(
+        store
+            .list(&order.partner("clearinghouse"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        keys(
+            store
+                .list(&ListFilter::default().correlation("order_no", "SO-2"))
+                .await
+                .unwrap()
+        ),
+        ["C-queued"]
+    );
+    assert_eq!(
+        keys(
+            store
+                .list(&ListFilter::default().correlation("patient", "P-7"))
+                .await
+                .unwrap()
+        ),
+        ["L-done"]
+    );
+    let indexed: i64 = conn
+        .query_row("SELECT COUNT(*) FROM liaison_correlations", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(indexed, 4);
+    // The lookup by key works on the release's ledger too.
+    assert_eq!(
+        store.get_by_key("bank", "B-refused").await.unwrap().state,
+        SubmissionState::DeadLettered
+    );
 }

@@ -150,3 +150,44 @@ async fn an_existing_database_keeps_its_permissions() {
     drop(store);
     assert_eq!(mode(&path), 0o640);
 }
+
+/// A submission's correlation rows go with it: whatever deletes a
+/// submission row with foreign keys enforced (the store's connections
+/// enforce them) deletes its rows in `liaison_correlations` too.
+#[tokio::test]
+async fn deleting_a_submission_deletes_its_correlation_rows() {
+    let (dir, store) = store();
+    let gone = store
+        .enqueue(submission("bank", "gone").correlation("claim_id", "C-1"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let kept = store
+        .enqueue(submission("bank", "kept").correlation("claim_id", "C-1"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let outside = rusqlite::Connection::open(dir.path().join("outbox.db")).unwrap();
+    outside.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    let rows = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row("SELECT COUNT(*) FROM liaison_correlations", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    assert_eq!(rows(&outside), 2);
+    outside
+        .execute(
+            "DELETE FROM liaison_submissions WHERE id = ?1",
+            [gone.to_string()],
+        )
+        .unwrap();
+    assert_eq!(rows(&outside), 1);
+    let found = store
+        .list(&ListFilter::default().correlation("claim_id", "C-1"))
+        .await
+        .unwrap();
+    assert_eq!(found.iter().map(|s| s.id).collect::<Vec<_>>(), [kept]);
+}

@@ -29,7 +29,10 @@ async fn host_commit_keeps_both_rows() {
     tx.execute("INSERT INTO claims VALUES ('C-1', 12500)", [])
         .unwrap();
     let enqueued = store
-        .enqueue_in_transaction(&tx, submission("clearinghouse", "C-1"))
+        .enqueue_in_transaction(
+            &tx,
+            submission("clearinghouse", "C-1").correlation("claim_id", "C-1"),
+        )
         .unwrap();
     tx.commit().unwrap();
 
@@ -37,6 +40,12 @@ async fn host_commit_keeps_both_rows() {
     let stored = store.get(enqueued.submission.id).await.unwrap();
     assert_eq!(stored.idempotency_key, "C-1");
     assert_eq!(store.timeline(stored.id).await.unwrap().len(), 1);
+    // Its correlation field was indexed in the host's transaction.
+    let found = store
+        .list(&ListFilter::default().correlation("claim_id", "C-1"))
+        .await
+        .unwrap();
+    assert_eq!(found, [stored]);
 }
 
 #[tokio::test]

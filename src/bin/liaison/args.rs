@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use liaison::callback::{CallbackId, Disposition};
 use liaison::store::ListFilter;
@@ -102,9 +103,18 @@ pub(crate) struct Filters {
     /// Only this kind (e.g. claim.submit).
     #[arg(long)]
     pub(crate) kind: Option<String>,
-    /// Only this idempotency key (the host's business key).
+    /// Only this idempotency key (the host's business key), as sent now
+    /// (`show --partner P --key K` also finds it by its key before a replay).
     #[arg(long)]
     pub(crate) key: Option<String>,
+    /// Only those carrying this correlation field, e.g. claim_id=C-1042
+    /// (exact match).
+    #[arg(long, value_name = "NAME=VALUE", value_parser = parse_correlation)]
+    pub(crate) correlation: Option<(String, String)>,
+    /// Only those changed at or after this time: RFC 3339
+    /// (2026-03-03T09:00:00Z) or an age (30s, 15m, 1h, 2d ago).
+    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    pub(crate) updated_since: Option<DateTime<Utc>>,
 }
 
 impl Filters {
@@ -114,6 +124,8 @@ impl Filters {
         filter.states = self.states.clone();
         filter.kind = self.kind.clone();
         filter.idempotency_key = self.key.clone();
+        filter.correlation = self.correlation.clone();
+        filter.updated_since = self.updated_since;
         filter
     }
 }
@@ -130,8 +142,16 @@ pub(crate) struct ListArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ShowArgs {
     /// The submission id.
-    #[arg(value_parser = parse_submission_id)]
-    pub(crate) id: SubmissionId,
+    #[arg(value_parser = parse_submission_id, required_unless_present = "key")]
+    pub(crate) id: Option<SubmissionId>,
+    /// Instead of an id: the host's idempotency key (with --partner). The
+    /// key it was enqueued under finds it too after a replay under a fresh
+    /// key, while the idempotency ledger keeps that key.
+    #[arg(long, conflicts_with = "id", requires = "partner")]
+    pub(crate) key: Option<String>,
+    /// The partner the key belongs to (with --key).
+    #[arg(long, requires = "key")]
+    pub(crate) partner: Option<String>,
 }
 
 /// Who is acting; goes on the timeline.
@@ -320,6 +340,35 @@ pub(crate) fn parse_limit(s: &str) -> Result<usize, String> {
     }
 }
 
+/// `name=value`: a correlation field to match (the library checks both).
+pub(crate) fn parse_correlation(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) => Ok((name.trim().to_owned(), value.to_owned())),
+        None => Err(format!(
+            "not a correlation field: {s:?}; give NAME=VALUE, e.g. claim_id=C-1042"
+        )),
+    }
+}
+
+/// A time as RFC 3339 (`2026-03-03T09:00:00Z`), or an age (`15m`: that
+/// long before now).
+pub(crate) fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(s.trim()) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    let explain = || {
+        format!(
+            "not a time: {s:?}; give RFC 3339 (2026-03-03T09:00:00Z) \
+             or an age: 30s, 15m, 1h or 2d (ago)"
+        )
+    };
+    let age = parse_window(s).map_err(|_| explain())?;
+    chrono::Duration::from_std(age)
+        .ok()
+        .and_then(|age| Utc::now().checked_sub_signed(age))
+        .ok_or_else(explain)
+}
+
 /// `30s`, `15m`, `1h`, `2d`: a positive whole number and one unit.
 pub(crate) fn parse_window(s: &str) -> Result<Duration, String> {
     let explain = || {
@@ -380,6 +429,26 @@ mod tests {
         let err = parse_state("lost").unwrap_err();
         for state in SubmissionState::ALL {
             assert!(err.contains(state.as_str()), "{err}");
+        }
+    }
+
+    #[test]
+    fn correlations_and_times_parse_or_explain_the_format() {
+        assert_eq!(
+            parse_correlation("claim_id=C-1=2"),
+            Ok(("claim_id".into(), "C-1=2".into()))
+        );
+        assert!(
+            parse_correlation("claim_id")
+                .unwrap_err()
+                .contains("NAME=VALUE")
+        );
+        let at = parse_since("2026-03-03T10:00:00+01:00").unwrap();
+        assert_eq!(at.to_rfc3339(), "2026-03-03T09:00:00+00:00");
+        let ago = Utc::now() - parse_since("15m").unwrap();
+        assert!((899..=901).contains(&ago.num_seconds()), "{ago}");
+        for bad in ["yesterday", "2026-03-03", "0m", "99999999999999d"] {
+            assert!(parse_since(bad).unwrap_err().contains("RFC 3339"), "{bad}");
         }
     }
 

@@ -64,9 +64,13 @@ struct Shown<'a> {
 
 pub(crate) async fn show(liaison: &Liaison, args: &ShowArgs, json: bool) -> Outcome {
     let store = liaison.store();
-    let s = store.get(args.id).await?;
-    let timeline = store.timeline(args.id).await?;
-    let attempts = store.attempts(args.id).await?;
+    let s = match (&args.id, &args.partner, &args.key) {
+        (Some(id), _, _) => liaison.get(*id).await?,
+        (None, Some(partner), Some(key)) => liaison.get_by_key(partner, key).await?,
+        _ => return Err(Fail::usage("give a submission id, or --partner and --key")),
+    };
+    let timeline = store.timeline(s.id).await?;
+    let attempts = store.attempts(s.id).await?;
     if json {
         print_json(&Shown {
             submission: &s,

@@ -54,6 +54,9 @@ async fn enqueue_one<D: Driver>(
         if d.insert_key(&key).await? {
             let due_at = ledger::first_due(valid, now);
             let submission = d.insert_submission(id, valid, due_at, now).await?;
+            if !valid.correlation.is_empty() {
+                d.index_correlation(id).await?;
+            }
             journal(d, &ledger::enqueued(id, now)).await?;
             return Ok(Enqueued {
                 submission,

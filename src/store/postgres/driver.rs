@@ -186,6 +186,20 @@ impl Driver for Db<'_> {
         submission_from_row(&row)
     }
 
+    async fn index_correlation(&self, id: SubmissionId) -> Result<()> {
+        // The same rows migration 10 wrote for the submissions before it.
+        self.execute(
+            "INSERT INTO liaison_correlations (submission_seq, partner, name, value) \
+             SELECT s.seq, s.partner, j.key, j.value #>> '{}' \
+             FROM liaison_submissions s CROSS JOIN LATERAL json_each(s.correlation) j \
+             WHERE s.id = $1 AND json_typeof(j.value) = 'string'",
+            &[&sid(id)],
+            "index correlation fields",
+        )
+        .await
+        .map(drop)
+    }
+
     async fn set_idempotency_key(&self, id: SubmissionId, key: &str) -> Result<()> {
         self.execute(
             "UPDATE liaison_submissions SET idempotency_key = $2 WHERE id = $1",

@@ -60,6 +60,7 @@ pub use self::config::{PostgresConfig, PostgresTls};
 
 use self::db::{Db, pg_err, pool_err};
 use super::flow;
+use super::rules::lookup;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter,
     DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Lease, ListFilter, NewAlert, NewCallback,
@@ -418,7 +419,14 @@ impl OutboxStore for PostgresStore {
         read!(self, |db| queries::get_on(db, id))
     }
 
+    async fn get_by_key(&self, partner: &str, idempotency_key: &str) -> Result<Submission> {
+        lookup::check_key(partner, idempotency_key)?;
+        read!(self, |db| queries::by_key_on(db, partner, idempotency_key))?
+            .ok_or_else(|| lookup::key_not_found(partner, idempotency_key))
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Submission>> {
+        filter.check()?;
         read!(self, |db| queries::list_on(db, filter))
     }
 

@@ -1,5 +1,5 @@
-//! Reads: row mapping and the queries behind `get`, `list`, `timeline` and
-//! `attempts`. Every statement is parameterised.
+//! Reads: row mapping and the queries behind `get`, `get_by_key`, `list`,
+//! `timeline` and `attempts`. Every statement is parameterised.
 
 use std::collections::BTreeMap;
 
@@ -96,6 +96,26 @@ pub(super) async fn find_on(db: &Db<'_>, id: SubmissionId) -> Result<Option<Subm
     .transpose()
 }
 
+/// The submission `partner` enqueued under `key`: the one the ledger names
+/// for it, else the newest sent under it now; `None` when there is none.
+pub(super) async fn by_key_on(db: &Db<'_>, partner: &str, key: &str) -> Result<Option<Submission>> {
+    db.query_opt(
+        &format!(
+            "SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions WHERE id = COALESCE( \
+                 (SELECT submission_id FROM liaison_idempotency_keys \
+                  WHERE partner = $1 AND idempotency_key = $2), \
+                 (SELECT id FROM liaison_submissions \
+                  WHERE partner = $1 AND idempotency_key = $2 ORDER BY seq DESC LIMIT 1))"
+        ),
+        &[&partner, &key],
+        "read submission by key",
+    )
+    .await?
+    .as_ref()
+    .map(submission_from_row)
+    .transpose()
+}
+
 pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Submission>> {
     let columns = submission_columns(SUBMISSION_COLUMNS, filter.without_payload, "payload::text,");
     let mut sql = format!("SELECT {columns} FROM liaison_submissions WHERE TRUE");
@@ -141,6 +161,26 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Subm
     }
     if let Some(until) = filter.created_until {
         arg(&mut sql, " AND created_at < ?", Box::new(to_millis(until)));
+    }
+    if let Some((name, value)) = &filter.correlation {
+        // Checked by `ListFilter::check`: no NUL to clean.
+        arg(
+            &mut sql,
+            " AND seq IN (SELECT submission_seq FROM liaison_correlations WHERE name = ?",
+            Box::new(name.clone()),
+        );
+        arg(&mut sql, " AND value = ?", Box::new(value.clone()));
+        if let Some(partner) = &filter.partner {
+            arg(
+                &mut sql,
+                " AND partner = ?",
+                Box::new(clean(partner).into_owned()),
+            );
+        }
+        sql.push(')');
+    }
+    if let Some(since) = filter.updated_since {
+        arg(&mut sql, " AND updated_at >= ?", Box::new(to_millis(since)));
     }
     if let Some(after) = filter.after {
         arg(

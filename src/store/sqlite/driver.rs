@@ -206,6 +206,20 @@ impl Driver for Sql<'_> {
             .map_err(db_err("insert submission"))
     }
 
+    async fn index_correlation(&self, id: SubmissionId) -> Result<()> {
+        // The same rows migration 10 wrote for the submissions before it.
+        self.0
+            .prepare_cached(
+                "INSERT INTO liaison_correlations (submission_seq, partner, name, value) \
+                 SELECT s.seq, s.partner, j.key, j.value \
+                 FROM liaison_submissions s, json_each(s.correlation) j \
+                 WHERE s.id = ?1 AND j.type = 'text'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![id.to_string()]))
+            .map_err(db_err("index correlation fields"))
+            .map(drop)
+    }
+
     async fn set_idempotency_key(&self, id: SubmissionId, key: &str) -> Result<()> {
         self.0
             .prepare_cached("UPDATE liaison_submissions SET idempotency_key = ?2 WHERE id = ?1")

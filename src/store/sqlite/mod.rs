@@ -30,6 +30,7 @@ use self::driver::{Sql, run};
 use self::reader::ReadPool;
 use self::writer::Writer;
 use super::flow;
+use super::rules::lookup;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter,
     DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Lease, ListFilter, NewAlert, NewCallback,
@@ -468,7 +469,16 @@ impl OutboxStore for SqliteStore {
         self.read(move |conn| queries::get_on(conn, id)).await
     }
 
+    async fn get_by_key(&self, partner: &str, idempotency_key: &str) -> Result<Submission> {
+        lookup::check_key(partner, idempotency_key)?;
+        let (p, k) = (partner.to_owned(), idempotency_key.to_owned());
+        self.read(move |conn| queries::by_key_on(conn, &p, &k))
+            .await?
+            .ok_or_else(|| lookup::key_not_found(partner, idempotency_key))
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Submission>> {
+        filter.check()?;
         let filter = filter.clone();
         self.read(move |conn| queries::list_on(conn, &filter)).await
     }

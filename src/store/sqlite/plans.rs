@@ -1,8 +1,9 @@
 //! The hot statements use indexes: a test that records every statement the
 //! store runs while enqueueing, dispatching, ingesting callbacks, reporting
-//! health and listing, then asks SQLite for each one's `EXPLAIN QUERY PLAN`
-//! and refuses a full `SCAN` of the tables that grow with history
-//! (submissions, callbacks, events, attempts, the idempotency ledger).
+//! health, listing and looking up by the host's keys, then asks SQLite for
+//! each one's `EXPLAIN QUERY PLAN` and refuses a full `SCAN` of the tables
+//! that grow with history (submissions, callbacks, events, attempts, the
+//! idempotency ledger, correlation fields).
 //!
 //! Statements are recorded with SQLite's trace hook (rusqlite's `trace`
 //! feature, enabled for tests only), per database file, so statements of
@@ -46,12 +47,13 @@ fn seen(path: &std::path::Path) -> BTreeSet<String> {
 }
 
 /// Tables whose size grows with history: none may be scanned whole.
-const GROWING: [&str; 5] = [
+const GROWING: [&str; 6] = [
     "liaison_submissions",
     "liaison_callbacks",
     "liaison_events",
     "liaison_attempts",
     "liaison_idempotency_keys",
+    "liaison_correlations",
 ];
 
 /// Partial indexes that hold only unfinished work (queued, in flight,
@@ -195,6 +197,8 @@ mod tests {
                 NewSubmission::new("lab", "order", json!({ "n": i }))
                     .idempotency_key(format!("k-{i}"))
                     .ordering_key(format!("o-{}", i % 2))
+                    .correlation("order_no", format!("SO-{}", i % 3))
+                    .correlation("patient", format!("P-{i}"))
             })
             .collect();
         liaison.enqueue_batch(batch).await.unwrap();
@@ -235,6 +239,25 @@ mod tests {
                 .state(SubmissionState::Stuck)
                 .limit(50)
                 .without_payload(),
+            // The host's own keys, alone and with the other filters.
+            ListFilter::default()
+                .correlation("order_no", "SO-1")
+                .limit(2),
+            ListFilter::default()
+                .partner("lab")
+                .state(SubmissionState::AwaitingResult)
+                .correlation("order_no", "SO-1")
+                .limit(2),
+            // Changes since a time, alone and with the other filters.
+            ListFilter::default()
+                .updated_since(Utc::now() - chrono::Duration::minutes(5))
+                .limit(3),
+            ListFilter::default()
+                .partner("lab")
+                .state(SubmissionState::AwaitingResult)
+                .updated_since(Utc::now() - chrono::Duration::minutes(5))
+                .without_payload()
+                .limit(3),
         ] {
             let page = store.list(&filter).await.unwrap();
             if let Some(last) = page.last() {
@@ -249,6 +272,14 @@ mod tests {
         }
         let any = store.list(&ListFilter::default().limit(1)).await.unwrap()[0].id;
         store.get(any).await.unwrap();
+        store.get_by_key("lab", "k-1").await.unwrap();
+        assert!(
+            store
+                .get_by_key("lab", "nobody")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
         store.timeline(any).await.unwrap();
         store.attempts(any).await.unwrap();
         store
@@ -317,6 +348,10 @@ mod tests {
             "SET body = NULL",
             "CASE WHEN payload IS NULL THEN NULL ELSE 'null' END",
             "GROUP BY 1, 2, 3, 4",
+            "INSERT INTO liaison_correlations",
+            "FROM liaison_correlations WHERE name = ?",
+            "AND updated_at >= ?",
+            "FROM liaison_idempotency_keys WHERE partner = ?1 AND idempotency_key = ?2), ",
         ] {
             assert!(
                 statements.iter().any(|s| s.contains(needle)),
@@ -352,6 +387,34 @@ mod tests {
         ] {
             let plan = plan_of(needle);
             assert!(plan.contains(index), "{needle}: {plan}");
+        }
+        // Lookups by the host's keys reach their rows through indexes, not
+        // by walking the submissions in `seq` order (a `SEARCH` of the
+        // rowid range after a page, which the scan check lets through).
+        let lookups: Vec<&&String> = hot
+            .iter()
+            .filter(|s| s.contains("liaison_correlations WHERE") || s.contains("updated_at >="))
+            .collect();
+        assert_eq!(lookups.len(), 8, "{lookups:#?}");
+        for sql in lookups {
+            let plan = plan(&Connection::open(&path).unwrap(), sql)
+                .expect("a statement with a plan")
+                .join("; ");
+            let index = if sql.contains("liaison_correlations WHERE") {
+                "INDEX liaison_correlations_value (name=? AND value=?"
+            } else {
+                "INDEX liaison_submissions_updated (updated_at>?)"
+            };
+            assert!(plan.contains(index), "{sql}\n{plan}");
+            assert!(!plan.contains("rowid>?"), "{sql}\n{plan}");
+        }
+        let by_key = plan_of("WHERE id = COALESCE(");
+        for index in [
+            "sqlite_autoindex_liaison_submissions_1 (id=?)",
+            "PRIMARY KEY (partner=? AND idempotency_key=?)",
+            "liaison_submissions_key (partner=? AND idempotency_key=?)",
+        ] {
+            assert!(by_key.contains(index), "get_by_key: {by_key}");
         }
         let check = |conn: &Connection, label: &'static str| -> Vec<String> {
             hot.iter()
@@ -390,7 +453,10 @@ mod tests {
                    ('liaison_submissions', 'liaison_submissions_unpurged', '1000 1'),
                    ('liaison_callbacks', 'liaison_callbacks_unpurged', '1000 1'),
                    ('liaison_submissions', 'liaison_submissions_accepted', '999000 999000 1'),
-                   ('liaison_submissions', 'sqlite_autoindex_liaison_submissions_1', '1000000 1');",
+                   ('liaison_submissions', 'sqlite_autoindex_liaison_submissions_1', '1000000 1'),
+                   ('liaison_submissions', 'liaison_submissions_updated', '1000000 1'),
+                   ('liaison_correlations', 'liaison_correlations_value', '3000000 1000000 3 3 1'),
+                   ('liaison_correlations', 'sqlite_autoindex_liaison_correlations_1', '3000000 3 1');",
             )
             .unwrap();
         // A new connection loads the statistics with the schema.

@@ -1,5 +1,5 @@
-//! Reads: row mapping and the queries behind `get`, `list`, `timeline` and
-//! `attempts`. Every statement is parameterised and cached.
+//! Reads: row mapping and the queries behind `get`, `get_by_key`, `list`,
+//! `timeline` and `attempts`. Every statement is parameterised and cached.
 
 use std::collections::BTreeMap;
 
@@ -94,9 +94,37 @@ pub(super) fn find_on(conn: &Connection, id: SubmissionId) -> Result<Option<Subm
         .map_err(db_err("read submission"))
 }
 
+/// The submission `partner` enqueued under `key`: the one the ledger names
+/// for it, else the newest sent under it now; `None` when there is none.
+pub(crate) fn by_key_on(conn: &Connection, partner: &str, key: &str) -> Result<Option<Submission>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions WHERE id = COALESCE( \
+                 (SELECT submission_id FROM liaison_idempotency_keys \
+                  WHERE partner = ?1 AND idempotency_key = ?2), \
+                 (SELECT id FROM liaison_submissions \
+                  WHERE partner = ?1 AND idempotency_key = ?2 ORDER BY seq DESC LIMIT 1))"
+        ))
+        .map_err(db_err("read submission by key"))?;
+    stmt.query_row(params![partner, key], submission_from_row)
+        .optional()
+        .map_err(db_err("read submission by key"))
+}
+
 pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Submission>> {
     let columns = submission_columns(SUBMISSION_COLUMNS, filter.without_payload, "payload,");
-    let mut sql = format!("SELECT {columns} FROM liaison_submissions WHERE 1 = 1");
+    // SQLite has no statistics for the new filters (most hosts never run
+    // ANALYZE) and would walk the table in `seq` order: a correlation
+    // filter is read from its index and the submissions by rowid, a
+    // filter by time of change from the index of `updated_at`.
+    let hint = if filter.correlation.is_some() {
+        " NOT INDEXED"
+    } else if filter.updated_since.is_some() {
+        " INDEXED BY liaison_submissions_updated"
+    } else {
+        ""
+    };
+    let mut sql = format!("SELECT {columns} FROM liaison_submissions{hint} WHERE 1 = 1");
     let mut args: Vec<SqlValue> = Vec::new();
     let mut arg = |sql: &mut String, clause: &str, value: SqlValue| {
         args.push(value);
@@ -129,6 +157,21 @@ pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Subm
     }
     if let Some(until) = filter.created_until {
         arg(&mut sql, " AND created_at < ?", to_millis(until).into());
+    }
+    if let Some((name, value)) = &filter.correlation {
+        arg(
+            &mut sql,
+            " AND seq IN (SELECT submission_seq FROM liaison_correlations WHERE name = ?",
+            name.clone().into(),
+        );
+        arg(&mut sql, " AND value = ?", value.clone().into());
+        if let Some(partner) = &filter.partner {
+            arg(&mut sql, " AND partner = ?", partner.clone().into());
+        }
+        sql.push(')');
+    }
+    if let Some(since) = filter.updated_since {
+        arg(&mut sql, " AND updated_at >= ?", to_millis(since).into());
     }
     if let Some(after) = filter.after {
         arg(

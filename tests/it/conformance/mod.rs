@@ -25,6 +25,7 @@ mod health_stats;
 pub mod hostile;
 mod input;
 mod ledger;
+mod lookup;
 mod ops_reads;
 #[cfg(feature = "postgres")]
 mod postgres_counters;
@@ -82,6 +83,10 @@ conformance! {
     input::bad_names_and_unknown_ids_get_clear_errors,
     input::list_filters_and_pages,
     input::long_texts_are_bounded,
+    lookup::get_by_key_finds_the_submission_of_that_partner,
+    lookup::get_by_key_after_a_replay_under_a_fresh_key,
+    lookup::a_correlation_filter_matches_one_field_exactly,
+    lookup::updated_since_pulls_what_changed,
     claims::concurrent_claimers_never_receive_the_same_submission,
     claims::a_stale_token_changes_nothing_and_is_journaled,
     claims::expired_leases_come_back_and_are_journaled,

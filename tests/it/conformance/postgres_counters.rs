@@ -111,6 +111,8 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
          DROP INDEX liaison_submissions_unpurged;
          DROP INDEX liaison_callbacks_unpurged;
          DROP INDEX liaison_callbacks_settled;
+         DROP TABLE liaison_correlations;
+         DROP INDEX liaison_submissions_updated;
          CREATE INDEX liaison_submissions_terminal
              ON liaison_submissions (terminal_at) WHERE terminal_at IS NOT NULL;
          DROP FUNCTION liaison_wake_submission() CASCADE;

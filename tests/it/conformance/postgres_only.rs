@@ -56,7 +56,10 @@ async fn enqueue_in_the_host_transaction_commits_with_it() {
     .await
     .unwrap();
     let enqueued = store
-        .enqueue_in_transaction(&tx, submission("clearinghouse", "C-1"))
+        .enqueue_in_transaction(
+            &tx,
+            submission("clearinghouse", "C-1").correlation("claim_id", "C-1"),
+        )
         .await
         .unwrap();
     // The host's own search path is as it was, inside its transaction too.
@@ -75,6 +78,13 @@ async fn enqueue_in_the_host_transaction_commits_with_it() {
     let stored = store.get(enqueued.submission.id).await.unwrap();
     assert_eq!(stored, enqueued.submission);
     assert_eq!(store.timeline(stored.id).await.unwrap().len(), 1);
+    // Its correlation field was indexed in the host's transaction, in the
+    // store's schema.
+    let found = store
+        .list(&ListFilter::default().correlation("claim_id", "C-1"))
+        .await
+        .unwrap();
+    assert_eq!(found, [stored]);
 }
 
 #[tokio::test]
@@ -171,8 +181,8 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
         .get(0);
     // The PostgreSQL migrations so far: 0001_init, 0002_replay_cycles,
     // 0003_health, 0004_alerts, 0005_wakeups, 0006_retention,
-    // 0007_callback_rows, 0008_results, 0009_deliveries.
-    assert_eq!(version, 9);
+    // 0007_callback_rows, 0008_results, 0009_deliveries, 0010_lookup.
+    assert_eq!(version, 10);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -242,6 +252,7 @@ async fn instances_starting_together_migrate_once() {
             (7, "callback_rows".to_string()),
             (8, "results".to_string()),
             (9, "deliveries".to_string()),
+            (10, "lookup".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -692,7 +703,12 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         .iter()
         .map(|(v, n, _, sum)| (*v, n.clone(), sum.clone()))
         .collect();
-    let since: Vec<_> = [(7, "callback_rows"), (8, "results"), (9, "deliveries")]
+    let since: Vec<_> = [
+        (7, "callback_rows"),
+        (8, "results"),
+        (9, "deliveries"),
+        (10, "lookup"),
+    ]
         .into_iter()
         .map(|(v, n)| {
             (
@@ -710,6 +726,134 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
     let store = schema.open(Settings::default()).await;
     assert_eq!(recorded_migrations(&conn, &schema).await, expected);
     assert_eq!(store.list(&ListFilter::default()).await.unwrap().len(), 2);
+}
+
+/// A schema at version 9 (before the correlation index) whose submissions
+/// carry correlation fields upgrades to 10 with every field indexed: the
+/// correlation filter finds the old rows, and new ones are indexed as they
+/// are written.
+#[tokio::test]
+async fn a_schema_before_the_correlation_index_upgrades_and_finds_them() {
+    let Some(schema) = schema().await else { return };
+    let store = schema.open(Settings::default()).await;
+    let mut old = Vec::new();
+    for (key, claim) in [("o1", "C-1"), ("o2", "C-2"), ("o3", "C-1")] {
+        let new = submission("bank", key)
+            .correlation("claim_id", claim)
+            .correlation("patient", "P-1");
+        old.push(store.enqueue(new).await.unwrap().submission.id);
+    }
+    let lab = store
+        .enqueue(submission("lab", "l1").correlation("claim_id", "C-1"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    store.enqueue(submission("bank", "plain")).await.unwrap();
+    drop(store);
+
+    // Back to version 9, before the correlation index.
+    let conn = client(&schema.url).await;
+    conn.batch_execute(&format!(
+        "SET search_path = {};
+         DROP TABLE liaison_correlations;
+         DROP INDEX liaison_submissions_updated;
+         DELETE FROM liaison_migrations WHERE version > 9;",
+        schema.name
+    ))
+    .await
+    .unwrap();
+
+    let store = schema.open(Settings::default()).await;
+    let found = |filter: ListFilter| {
+        let store = &store;
+        async move {
+            store
+                .list(&filter)
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let claim = || ListFilter::default().correlation("claim_id", "C-1");
+    assert_eq!(found(claim()).await, [old[0], old[2], lab]);
+    assert_eq!(found(claim().partner("bank")).await, [old[0], old[2]]);
+    assert_eq!(
+        found(ListFilter::default().correlation("patient", "P-1")).await,
+        old
+    );
+    let indexed: i64 = conn
+        .query_one(
+            &format!("SELECT COUNT(*) FROM {}.liaison_correlations", schema.name),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(indexed, 7);
+    let recorded = recorded_migrations(&conn, &schema).await;
+    assert_eq!(
+        recorded
+            .last()
+            .map(|(v, n, _, sum)| (*v, n.as_str(), sum.clone())),
+        Some((
+            10,
+            "lookup",
+            Some(sha256_hex(&postgres_migration(10, "lookup")))
+        ))
+    );
+    // New work is indexed as it is written, next to the old.
+    let new = store
+        .enqueue(submission("bank", "o4").correlation("claim_id", "C-1"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    assert_eq!(found(claim().partner("bank")).await, [old[0], old[2], new]);
+    assert_eq!(store.get_by_key("bank", "o2").await.unwrap().id, old[1]);
+}
+
+/// A submission's correlation rows go with it (a foreign key that
+/// cascades), whatever deletes the submission.
+#[tokio::test]
+async fn deleting_a_submission_deletes_its_correlation_rows() {
+    let Some(schema) = schema().await else { return };
+    let store = schema.open(Settings::default()).await;
+    let mut ids = Vec::new();
+    for key in ["gone", "kept"] {
+        let new = submission("bank", key).correlation("claim_id", "C-1");
+        ids.push(store.enqueue(new).await.unwrap().submission.id);
+    }
+    let conn = client(&schema.url).await;
+    let rows = || async {
+        let n: i64 = conn
+            .query_one(
+                &format!("SELECT COUNT(*) FROM {}.liaison_correlations", schema.name),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n
+    };
+    assert_eq!(rows().await, 2);
+    conn.execute(
+        &format!(
+            "DELETE FROM {}.liaison_submissions WHERE id = $1",
+            schema.name
+        ),
+        &[ids[0].as_uuid()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows().await, 1);
+    let found = store
+        .list(&ListFilter::default().correlation("claim_id", "C-1"))
+        .await
+        .unwrap();
+    assert_eq!(found.iter().map(|s| s.id).collect::<Vec<_>>(), [ids[1]]);
 }
 
 #[tokio::test]
