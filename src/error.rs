@@ -207,6 +207,15 @@ pub enum Error {
     /// The store has been shut down (its writer is gone).
     #[error("the store is closed")]
     Closed,
+
+    /// The host's transactional result handler failed: its writes were
+    /// rolled back with the acknowledgement of the delivery.
+    #[error("the host's result handler failed: {source}")]
+    Handler {
+        /// The handler's error.
+        #[source]
+        source: BoxError,
+    },
 }
 
 /// The class of an [`Error`], for matching without caring about details.
@@ -243,6 +252,8 @@ pub enum ErrorKind {
     Corrupt,
     /// See [`Error::Closed`].
     Closed,
+    /// See [`Error::Handler`].
+    Handler,
 }
 
 impl Error {
@@ -264,6 +275,7 @@ impl Error {
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Closed => ErrorKind::Closed,
+            Error::Handler { .. } => ErrorKind::Handler,
         }
     }
 

@@ -11,10 +11,11 @@ use super::{Liaison, Shared};
 use crate::callback::Disposition;
 use crate::engine::CircuitState;
 use crate::error::{Error, Result};
+use crate::model::delivery::DeliveryState;
 use crate::model::event::Actor;
 use crate::ops::PartnerHealth;
 use crate::ops::alerts::{Alert, AlertEvent, AlertId, AlertSink, ProblemClass};
-use crate::store::{NewAlert, StatsQuery};
+use crate::store::{DeliveryFilter, NewAlert, StatsQuery};
 
 /// When alerts open, per partner. `Default` is what we recommend.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -146,8 +147,19 @@ fn conditions(
     thresholds: &AlertThresholds,
     consecutive_failures: u32,
     approaching_budget: u64,
+    parked_results: u64,
 ) -> BTreeMap<ProblemClass, String> {
     let mut found = BTreeMap::new();
+    // Open until the parked deliveries are re-run and delivered: the
+    // problem lasts as long as the results are missing from the host.
+    if parked_results > 0 {
+        found.insert(
+            ProblemClass::ResultsNotDelivered,
+            format!(
+                "{parked_results} finished submission(s) whose result the host's handler kept failing to take; fix the handler, then re-run the parked deliveries"
+            ),
+        );
+    }
     let mut unavailable = Vec::new();
     if matches!(p.circuit, Some(CircuitState::Open | CircuitState::HalfOpen)) {
         unavailable.push("its circuit is open".to_owned());
@@ -265,6 +277,19 @@ impl Liaison {
                 .map(|s| (s.partner, s.past_delay_budget.count))
                 .collect()
         };
+        // Parked result deliveries, per partner.
+        let mut parked: BTreeMap<String, u64> = BTreeMap::new();
+        for d in self
+            .store()
+            .deliveries(
+                &DeliveryFilter::default()
+                    .state(DeliveryState::Parked)
+                    .limit(crate::store::ListFilter::MAX_LIMIT),
+            )
+            .await?
+        {
+            *parked.entry(d.partner).or_default() += 1;
+        }
         let open = self.store().alerts(true, 10_000).await?;
         let defaults = AlertThresholds::default();
         for p in &report.partners {
@@ -276,6 +301,7 @@ impl Liaison {
                 thresholds,
                 failures,
                 approaching.get(&p.partner).copied().unwrap_or(0),
+                parked.get(&p.partner).copied().unwrap_or(0),
             );
             for class in ProblemClass::ALL {
                 let existing = open

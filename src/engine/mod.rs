@@ -255,14 +255,28 @@ pub struct LiaisonBuilder {
     ownership: Ownership,
     sinks: Vec<Arc<dyn AlertSink>>,
     alert_settings: AlertSettings,
-    results: Option<Arc<dyn ResultHandler>>,
+    results: Option<results::Results>,
 }
 
 impl LiaisonBuilder {
     /// Deliver the results of every partner without a handler of its own
     /// ([`Partner::results`]) to `handler`: see [`ResultHandler`].
     pub fn results(mut self, handler: impl ResultHandler) -> Self {
-        self.results = Some(Arc::new(handler));
+        self.results = Some(results::Results::Handler(Arc::new(handler)));
+        self
+    }
+
+    /// Write the results of every partner without a handler of its own
+    /// into the host's tables on the outbox's SQLite file, in the
+    /// transaction that acknowledges each delivery: see
+    /// [`crate::store::SqliteResultHandler`].
+    #[cfg(feature = "sqlite")]
+    pub fn results_in_sqlite(
+        mut self,
+        store: &crate::store::SqliteStore,
+        handler: impl crate::store::SqliteResultHandler,
+    ) -> Self {
+        self.results = Some(results::Results::Sqlite(store.clone(), Arc::new(handler)));
         self
     }
 

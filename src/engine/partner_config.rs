@@ -55,7 +55,7 @@ pub struct Partner {
     pub(crate) callbacks: Option<Arc<dyn CallbackMatcher>>,
     pub(crate) max_callback_bytes: usize,
     pub(crate) max_result_bytes: usize,
-    pub(crate) results: Option<Arc<dyn super::ResultHandler>>,
+    pub(crate) results: Option<super::results::Results>,
     pub(crate) unmatched_ttl: Duration,
     pub(crate) poll_every: Duration,
     pub(crate) max_polls: u32,
@@ -172,7 +172,25 @@ impl Partner {
     /// to [`crate::engine::LiaisonBuilder::results`]): see
     /// [`super::ResultHandler`].
     pub fn results(mut self, handler: impl super::ResultHandler) -> Self {
-        self.results = Some(Arc::new(handler));
+        self.results = Some(super::results::Results::Handler(Arc::new(handler)));
+        self
+    }
+
+    /// Write this partner's results into the host's tables on `store`'s
+    /// SQLite file, in the transaction that acknowledges each delivery:
+    /// exactly once into the host's database. See
+    /// [`crate::store::SqliteResultHandler`]. `store` must be the store the
+    /// hub runs on.
+    #[cfg(feature = "sqlite")]
+    pub fn results_in_sqlite(
+        mut self,
+        store: &crate::store::SqliteStore,
+        handler: impl crate::store::SqliteResultHandler,
+    ) -> Self {
+        self.results = Some(super::results::Results::Sqlite(
+            store.clone(),
+            Arc::new(handler),
+        ));
         self
     }
 

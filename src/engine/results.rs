@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::dispatcher::PartnerRuntime;
-use crate::error::BoxError;
+use crate::error::{BoxError, Error};
 use crate::model::delivery::Delivery;
 use crate::model::event::Event;
 use crate::model::result::ResultDocument;
@@ -101,6 +101,20 @@ impl FinishedSubmission {
 pub trait ResultHandler: Send + Sync + std::fmt::Debug + 'static {
     /// Take one finished submission into the host.
     async fn handle(&self, finished: &FinishedSubmission) -> Result<(), BoxError>;
+}
+
+/// Where a partner's results go.
+#[derive(Clone, Debug)]
+pub(crate) enum Results {
+    /// To a handler; the engine acknowledges after it returned.
+    Handler(Arc<dyn ResultHandler>),
+    /// To a handler writing on the outbox's SQLite file, in the transaction
+    /// that acknowledges the delivery.
+    #[cfg(feature = "sqlite")]
+    Sqlite(
+        crate::store::SqliteStore,
+        Arc<dyn crate::store::SqliteResultHandler>,
+    ),
 }
 
 /// Register this instance as the one delivering the results of the
@@ -207,11 +221,31 @@ async fn deliver(shared: Arc<Shared>, lease: DeliveryLease) {
         let Some(rt) = shared.partners.get(&delivery.partner).cloned() else {
             return;
         };
-        let Some(handler) = rt.config.results.clone() else {
+        let Some(results) = rt.config.results.clone() else {
             return;
         };
         let outcome = match finished(&shared, delivery).await {
-            Ok(finished) => call(handler, finished, rt.config.attempt_timeout).await,
+            Ok(finished) => match results {
+                Results::Handler(handler) => {
+                    call(handler, finished, rt.config.attempt_timeout).await
+                }
+                #[cfg(feature = "sqlite")]
+                Results::Sqlite(store, handler) => {
+                    match store.deliver_in_transaction(&lease, finished, handler).await {
+                        // Acknowledged in the host's transaction.
+                        Ok(()) => {
+                            tracing::debug!("result written into the host's tables");
+                            return;
+                        }
+                        Err(e) if e.is_stale_lease() => {
+                            tracing::warn!("the delivery's lease ended before it ran; it runs again");
+                            return;
+                        }
+                        Err(Error::Handler { source }) => Err(source.to_string()),
+                        Err(error) => Err(with_causes(&error)),
+                    }
+                }
+            },
             Err(error) => Err(format!("could not read the finished submission: {error}")),
         };
         let end = match outcome {
@@ -253,6 +287,20 @@ async fn finished(shared: &Shared, delivery: &Delivery) -> crate::Result<Finishe
         submission,
         event,
     })
+}
+
+/// An error with its causes, on one line (a panic in a transactional
+/// handler arrives as the writer's error, the panic as its cause).
+#[cfg(feature = "sqlite")]
+fn with_causes(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Run the handler in a task of its own, so a panic is an error like any

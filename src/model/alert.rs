@@ -34,11 +34,15 @@ pub enum ProblemClass {
     DelayBudgetExceeded,
     /// Callbacks that contradict what is known.
     ConflictingCallback,
+    /// The host's result handler kept failing: finished submissions whose
+    /// result did not reach the host (parked deliveries). Owned by the host
+    /// team unless routed elsewhere.
+    ResultsNotDelivered,
 }
 
 impl ProblemClass {
     /// Every class.
-    pub const ALL: [ProblemClass; 9] = [
+    pub const ALL: [ProblemClass; 10] = [
         ProblemClass::PartnerUnavailable,
         ProblemClass::RejectedByPartner,
         ProblemClass::ResultOverdue,
@@ -48,6 +52,7 @@ impl ProblemClass {
         ProblemClass::BadSignature,
         ProblemClass::DelayBudgetExceeded,
         ProblemClass::ConflictingCallback,
+        ProblemClass::ResultsNotDelivered,
     ];
 
     /// The stored name.
@@ -62,6 +67,7 @@ impl ProblemClass {
             ProblemClass::BadSignature => "bad_signature",
             ProblemClass::DelayBudgetExceeded => "delay_budget_exceeded",
             ProblemClass::ConflictingCallback => "conflicting_callback",
+            ProblemClass::ResultsNotDelivered => "results_not_delivered",
         }
     }
 }
@@ -122,6 +128,8 @@ impl Owner {
 ///     .route(ProblemClass::ResultOverdue, Owner::new("billing ops", "billing@clinic.example"));
 /// assert_eq!(ownership.owner_for(ProblemClass::ProcessingFailed).name, "billing ops");
 /// assert_eq!(ownership.owner_for(ProblemClass::BadSignature).name, "integrations team");
+/// // The host's own failures go to the host team unless routed.
+/// assert_eq!(ownership.owner_for(ProblemClass::ResultsNotDelivered).name, "host team");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ownership {
@@ -130,11 +138,19 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    /// Everything goes to `default` unless routed elsewhere.
+    /// Everything goes to `default` unless routed elsewhere — except
+    /// [`ProblemClass::ResultsNotDelivered`], which goes to the host team
+    /// (the application whose result handler fails) unless routed.
     pub fn new(default: Owner) -> Self {
         Ownership {
             default,
-            routes: BTreeMap::new(),
+            routes: BTreeMap::from([(
+                ProblemClass::ResultsNotDelivered,
+                Owner::new(
+                    "host team",
+                    "the application whose result handler fails; fix it, then re-run the parked deliveries",
+                ),
+            )]),
         }
     }
 

@@ -33,7 +33,7 @@ mod migrations;
 mod sqlite;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use sqlite::{SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
+pub use sqlite::{SCHEMA_VERSION, SqliteConfig, SqliteResultHandler, SqliteStore, Synchronous};
 
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use liaison::engine::{Liaison, Partner};
+use liaison::ops::alerts::ProblemClass;
 use liaison::retry::{Fixed, RetryLimits};
 use liaison::store::{DeliveryFilter, OutboxStore, SqliteStore};
 use liaison::testing::{Behavior, MockPartner};
@@ -250,6 +251,16 @@ async fn a_failing_handler_is_retried_then_parked_and_a_rerun_delivers_once() {
         deliveries(&store, DeliveryState::Delivered).await == 1
     })
     .await;
+    liaison.evaluate_alerts().await.unwrap();
+    assert!(
+        !store
+            .alerts(true, 100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.class == ProblemClass::ResultsNotDelivered),
+        "resolved once delivered"
+    );
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
     assert_eq!(host.applied()["C-1"].len(), 1);
     let kinds: Vec<EventKind> = store
@@ -346,4 +357,116 @@ async fn a_slow_result_holds_back_its_ordering_key_only() {
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
     let order = host.order.lock().unwrap().clone();
     assert_eq!(order, ["B-1", "A-1", "A-2"]);
+}
+
+/// The host's `claims` table on the outbox's own file, written by a
+/// transactional handler that fails (after writing) on its first call.
+#[derive(Debug)]
+struct ClaimsTable {
+    calls: Arc<AtomicU32>,
+}
+
+impl liaison::store::SqliteResultHandler for ClaimsTable {
+    fn handle(
+        &self,
+        conn: &liaison::rusqlite::Connection,
+        finished: &FinishedSubmission,
+    ) -> Result<(), BoxError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        conn.execute(
+            "INSERT INTO claims (claim_id, status, reference) VALUES (?1, ?2, ?3)",
+            liaison::rusqlite::params![
+                finished.submission.idempotency_key,
+                finished.final_state().as_str(),
+                finished
+                    .document()
+                    .and_then(|d| d["reference"].as_str())
+                    .map(str::to_owned),
+            ],
+        )?;
+        match call {
+            1 => Err("the host's validation refused it".into()),
+            2 => panic!("the host's handler crashed after writing"),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_handler_writes_each_result_once_and_rolls_back_with_its_failures() {
+    let mock = MockPartner::start_with(Behavior::AcceptAndComplete)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("host.db");
+    let store = SqliteStore::open(&path).unwrap();
+    liaison::rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE claims (claim_id TEXT PRIMARY KEY, status TEXT NOT NULL, reference TEXT)",
+        )
+        .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let adapter = HttpJsonAdapter::new(&mock.submit_url())
+        .unwrap()
+        .status_pointer(
+            "/status",
+            ResultMapping::new(["succeeded"], ["failed"]).unwrap(),
+        )
+        .unwrap();
+    let partner = Partner::new("clearinghouse", adapter)
+        .retry(Fixed::new(Duration::from_millis(20)).unwrap())
+        .limits(RetryLimits::new(5, Duration::from_secs(120)).unwrap())
+        .without_circuit()
+        .results_in_sqlite(
+            &store,
+            ClaimsTable {
+                calls: Arc::clone(&calls),
+            },
+        );
+    let liaison = Liaison::builder(store.clone())
+        .partner(partner)
+        .settings(quick_settings())
+        .build()
+        .unwrap();
+    let handle = liaison.start();
+    let id = liaison
+        .enqueue(claim("C-7", "o-7"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let shared: Arc<dyn OutboxStore> = Arc::new(store.clone());
+    eventually("delivered on the third call", || async {
+        deliveries(&shared, DeliveryState::Delivered).await == 1
+    })
+    .await;
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+
+    // The two failed calls' rows were rolled back (the insert would
+    // otherwise have hit the primary key): one row, from the third call.
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let rows: Vec<(String, String, Option<String>)> = liaison::rusqlite::Connection::open(&path)
+        .unwrap()
+        .prepare("SELECT claim_id, status, reference FROM claims")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, "C-7");
+    assert_eq!(rows[0].1, "succeeded");
+    assert!(rows[0].2.as_deref().unwrap().starts_with("MP-"), "{rows:?}");
+    let errors: Vec<String> = store
+        .timeline(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::ResultDeliveryFailed)
+        .filter_map(|e| e.reason)
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains("validation refused"), "{errors:?}");
+    assert!(errors[1].contains("panicked"), "{errors:?}");
 }

@@ -125,6 +125,7 @@ pub(super) fn class_words(class: ProblemClass) -> &'static str {
         ProblemClass::BadSignature => "Callbacks with a bad signature",
         ProblemClass::DelayBudgetExceeded => "Work running late",
         ProblemClass::ConflictingCallback => "Contradicting callbacks",
+        ProblemClass::ResultsNotDelivered => "Results not delivered to the host",
     }
 }
 

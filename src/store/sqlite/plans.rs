@@ -163,7 +163,11 @@ mod tests {
     use super::*;
     use crate::callback::{Disposition, JsonMatcher, Unverified};
     use crate::engine::{EngineSettings, Liaison, Partner};
-    use crate::store::{CallbackFilter, HourlyQuery, ListFilter, SqliteStore, StatsQuery};
+    use crate::model::delivery::DeliveryState;
+    use crate::store::{
+        CallbackFilter, DeliveryClaim, DeliveryEnd, DeliveryFilter, HourlyQuery, ListFilter,
+        SqliteStore, StatsQuery,
+    };
     use crate::{
         AttemptContext, NewSubmission, PartnerAdapter, PartnerError, Submission, SubmissionState,
         SubmitOutcome,
@@ -189,6 +193,8 @@ mod tests {
     /// Drive every hot path once, so each hot statement is recorded.
     async fn workload(liaison: &Liaison) {
         let store = liaison.store().clone();
+        // Results go to the host: finishing records deliveries.
+        store.set_result_delivery("lab", true).await.unwrap();
         let one = NewSubmission::new("lab", "order", json!({"n": 0})).idempotency_key("k-0");
         liaison.enqueue(one.clone()).await.unwrap();
         liaison.enqueue(one).await.unwrap(); // deduplicated
@@ -308,6 +314,24 @@ mod tests {
         store.overdue_results(now, 100).await.unwrap();
         store.expire_unmatched(now).await.unwrap();
         store.alerts(true, 100).await.unwrap();
+        // Result deliveries: claimed, ended, listed.
+        let leases = store
+            .claim_deliveries(DeliveryClaim::new(
+                vec!["lab".into()],
+                10,
+                Duration::from_secs(30),
+            ))
+            .await
+            .unwrap();
+        assert!(!leases.is_empty(), "the workload finished nothing");
+        store
+            .finish_delivery(&leases[0], DeliveryEnd::Delivered)
+            .await
+            .unwrap();
+        store
+            .deliveries(&DeliveryFilter::default().state(DeliveryState::Pending))
+            .await
+            .unwrap();
         // Retention, with a cutoff that reaches everything finished.
         let purged = store
             .purge((now + chrono::Duration::days(1)).into())
@@ -352,6 +376,9 @@ mod tests {
             "FROM liaison_correlations WHERE name = ?",
             "AND updated_at >= ?",
             "FROM liaison_idempotency_keys WHERE partner = ?1 AND idempotency_key = ?2), ",
+            "INSERT INTO liaison_deliveries",
+            "FROM liaison_deliveries d",
+            "UPDATE liaison_deliveries SET state = ?2",
         ] {
             assert!(
                 statements.iter().any(|s| s.contains(needle)),
@@ -456,7 +483,12 @@ mod tests {
                    ('liaison_submissions', 'sqlite_autoindex_liaison_submissions_1', '1000000 1'),
                    ('liaison_submissions', 'liaison_submissions_updated', '1000000 1'),
                    ('liaison_correlations', 'liaison_correlations_value', '3000000 1000000 3 3 1'),
-                   ('liaison_correlations', 'sqlite_autoindex_liaison_correlations_1', '3000000 3 1');",
+                   ('liaison_correlations', 'sqlite_autoindex_liaison_correlations_1', '3000000 3 1'),
+                   ('liaison_deliveries', 'liaison_deliveries_due', '10 10 1'),
+                   ('liaison_deliveries', 'liaison_deliveries_order', '100 100 100 1'),
+                   ('liaison_deliveries', 'liaison_deliveries_submission', '1000000 1 1'),
+                   ('liaison_deliveries', 'liaison_deliveries_state', '1000000 333334 1000000 1'),
+                   ('liaison_deliveries', 'sqlite_autoindex_liaison_deliveries_1', '1000000 1');",
             )
             .unwrap();
         // A new connection loads the statistics with the schema.

@@ -709,15 +709,15 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         (9, "deliveries"),
         (10, "lookup"),
     ]
-        .into_iter()
-        .map(|(v, n)| {
-            (
-                v,
-                n.to_string(),
-                Some(sha256_hex(&postgres_migration(v, n))),
-            )
-        })
-        .collect();
+    .into_iter()
+    .map(|(v, n)| {
+        (
+            v,
+            n.to_string(),
+            Some(sha256_hex(&postgres_migration(v, n))),
+        )
+    })
+    .collect();
     assert_eq!(added, since);
     let expected = recorded;
     drop(store);
