@@ -280,6 +280,20 @@ impl LiaisonBuilder {
         self
     }
 
+    /// Write the results of every partner without a handler of its own
+    /// into the host's tables on the store's PostgreSQL database, in the
+    /// transaction that acknowledges each delivery: see
+    /// [`crate::store::PostgresResultHandler`].
+    #[cfg(feature = "postgres")]
+    pub fn results_in_postgres(
+        mut self,
+        store: &crate::store::PostgresStore,
+        handler: impl crate::store::PostgresResultHandler,
+    ) -> Self {
+        self.results = Some(results::Results::Postgres(store.clone(), Arc::new(handler)));
+        self
+    }
+
     /// Register a partner.
     pub fn partner(mut self, partner: Partner) -> Self {
         self.partners.push(partner);

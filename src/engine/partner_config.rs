@@ -194,6 +194,24 @@ impl Partner {
         self
     }
 
+    /// Write this partner's results into the host's tables on `store`'s
+    /// PostgreSQL database, in the transaction that acknowledges each
+    /// delivery: exactly once into the host's database. See
+    /// [`crate::store::PostgresResultHandler`]. `store` must be the store
+    /// the hub runs on.
+    #[cfg(feature = "postgres")]
+    pub fn results_in_postgres(
+        mut self,
+        store: &crate::store::PostgresStore,
+        handler: impl crate::store::PostgresResultHandler,
+    ) -> Self {
+        self.results = Some(super::results::Results::Postgres(
+            store.clone(),
+            Arc::new(handler),
+        ));
+        self
+    }
+
     /// Largest partner result document kept with a submission, in bytes of
     /// compact JSON (default 64 KiB). A larger one is kept as
     /// [`crate::ResultDocument::TooLarge`] with a line on the timeline —

@@ -115,6 +115,13 @@ pub(crate) enum Results {
         crate::store::SqliteStore,
         Arc<dyn crate::store::SqliteResultHandler>,
     ),
+    /// To a handler writing in the PostgreSQL transaction that acknowledges
+    /// the delivery.
+    #[cfg(feature = "postgres")]
+    Postgres(
+        crate::store::PostgresStore,
+        Arc<dyn crate::store::PostgresResultHandler>,
+    ),
 }
 
 /// Register this instance as the one delivering the results of the
@@ -245,6 +252,26 @@ async fn deliver(shared: Arc<Shared>, lease: DeliveryLease) {
                         Err(error) => Err(with_causes(&error)),
                     }
                 }
+                #[cfg(feature = "postgres")]
+                Results::Postgres(store, handler) => {
+                    let timeout = rt.config.attempt_timeout;
+                    let run = store.deliver_in_transaction(&lease, &finished, handler);
+                    match tokio::time::timeout(timeout, run).await {
+                        Ok(Ok(())) => {
+                            tracing::debug!("result written into the host's tables");
+                            return;
+                        }
+                        Ok(Err(e)) if e.is_stale_lease() => {
+                            tracing::warn!("the delivery's lease ended before it ran; it runs again");
+                            return;
+                        }
+                        Ok(Err(Error::Handler { source })) => Err(source.to_string()),
+                        Ok(Err(error)) => Err(with_causes(&error)),
+                        Err(_) => Err(format!(
+                            "the result handler did not finish within {timeout:?}; its transaction was rolled back"
+                        )),
+                    }
+                }
             },
             Err(error) => Err(format!("could not read the finished submission: {error}")),
         };
@@ -291,7 +318,7 @@ async fn finished(shared: &Shared, delivery: &Delivery) -> crate::Result<Finishe
 
 /// An error with its causes, on one line (a panic in a transactional
 /// handler arrives as the writer's error, the panic as its cause).
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn with_causes(error: &Error) -> String {
     let mut text = error.to_string();
     let mut cause = std::error::Error::source(error);

@@ -39,7 +39,7 @@ pub use sqlite::{SCHEMA_VERSION, SqliteConfig, SqliteResultHandler, SqliteStore,
 mod postgres;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres::{PostgresConfig, PostgresStore, PostgresTls};
+pub use postgres::{PostgresConfig, PostgresResultHandler, PostgresStore, PostgresTls};
 
 use async_trait::async_trait;
 

@@ -360,7 +360,8 @@ async fn a_slow_result_holds_back_its_ordering_key_only() {
 }
 
 /// The host's `claims` table on the outbox's own file, written by a
-/// transactional handler that fails (after writing) on its first call.
+/// transactional handler that fails (after writing) on its first attempt
+/// and panics (after writing) on its second.
 #[derive(Debug)]
 struct ClaimsTable {
     calls: Arc<AtomicU32>,
@@ -372,7 +373,11 @@ impl liaison::store::SqliteResultHandler for ClaimsTable {
         conn: &liaison::rusqlite::Connection,
         finished: &FinishedSubmission,
     ) -> Result<(), BoxError> {
-        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        // By delivery attempt, not by call: the writer may run a failed
+        // operation twice within one attempt (its group is retried with
+        // savepoints), and must see the same thing both times.
+        let call = finished.delivery.attempts;
         conn.execute(
             "INSERT INTO claims (claim_id, status, reference) VALUES (?1, ?2, ?3)",
             liaison::rusqlite::params![
@@ -443,9 +448,9 @@ async fn a_transactional_handler_writes_each_result_once_and_rolls_back_with_its
     .await;
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
 
-    // The two failed calls' rows were rolled back (the insert would
-    // otherwise have hit the primary key): one row, from the third call.
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // The two failed attempts' rows were rolled back (the insert would
+    // otherwise have hit the primary key): one row, from the third attempt.
+    assert!(calls.load(Ordering::SeqCst) >= 3);
     let rows: Vec<(String, String, Option<String>)> = liaison::rusqlite::Connection::open(&path)
         .unwrap()
         .prepare("SELECT claim_id, status, reference FROM claims")
@@ -458,6 +463,122 @@ async fn a_transactional_handler_writes_each_result_once_and_rolls_back_with_its
     assert_eq!(rows[0].0, "C-7");
     assert_eq!(rows[0].1, "succeeded");
     assert!(rows[0].2.as_deref().unwrap().starts_with("MP-"), "{rows:?}");
+    let errors: Vec<String> = store
+        .timeline(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::ResultDeliveryFailed)
+        .filter_map(|e| e.reason)
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains("validation refused"), "{errors:?}");
+    assert!(errors[1].contains("panicked"), "{errors:?}");
+}
+
+/// The host's `claims` table on the store's PostgreSQL database, written in
+/// the acknowledging transaction by a handler that fails (after writing),
+/// then panics (after writing), then takes the result.
+#[cfg(feature = "postgres")]
+#[derive(Debug)]
+struct PgClaimsTable {
+    calls: Arc<AtomicU32>,
+}
+
+#[cfg(feature = "postgres")]
+#[async_trait]
+impl liaison::store::PostgresResultHandler for PgClaimsTable {
+    async fn handle(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        finished: &FinishedSubmission,
+    ) -> Result<(), BoxError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let call = finished.delivery.attempts;
+        tx.execute(
+            "INSERT INTO claims (claim_id, status) VALUES ($1, $2)",
+            &[
+                &finished.submission.idempotency_key,
+                &finished.final_state().as_str(),
+            ],
+        )
+        .await?;
+        match call {
+            1 => Err("the host's validation refused it".into()),
+            2 => panic!("the host's handler crashed after writing"),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_postgres_handler_writes_each_result_once_and_rolls_back_with_its_failures()
+{
+    use crate::conformance::harness::Settings;
+    use crate::conformance::harness::pg::{Schema, client};
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let mock = MockPartner::start_with(Behavior::AcceptAndComplete)
+        .await
+        .unwrap();
+    let store = schema.open(Settings::default()).await;
+    let host = client(&schema.url).await;
+    host.batch_execute(&format!(
+        "CREATE TABLE {}.claims (claim_id TEXT PRIMARY KEY, status TEXT NOT NULL)",
+        schema.name
+    ))
+    .await
+    .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let adapter = HttpJsonAdapter::new(&mock.submit_url())
+        .unwrap()
+        .status_pointer(
+            "/status",
+            ResultMapping::new(["succeeded"], ["failed"]).unwrap(),
+        )
+        .unwrap();
+    let partner = Partner::new("clearinghouse", adapter)
+        .retry(Fixed::new(Duration::from_millis(20)).unwrap())
+        .limits(RetryLimits::new(5, Duration::from_secs(120)).unwrap())
+        .without_circuit()
+        .results_in_postgres(
+            &store,
+            PgClaimsTable {
+                calls: Arc::clone(&calls),
+            },
+        );
+    let liaison = Liaison::builder(store.clone())
+        .partner(partner)
+        .settings(quick_settings())
+        .build()
+        .unwrap();
+    let handle = liaison.start();
+    let id = liaison
+        .enqueue(claim("C-8", "o-8"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let shared: Arc<dyn OutboxStore> = Arc::new(store.clone());
+    eventually("delivered on the third call", || async {
+        deliveries(&shared, DeliveryState::Delivered).await == 1
+    })
+    .await;
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let rows = host
+        .query(
+            &format!("SELECT claim_id, status FROM {}.claims", schema.name),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the failed calls' rows were rolled back");
+    assert_eq!(rows[0].get::<_, String>(0), "C-8");
+    assert_eq!(rows[0].get::<_, String>(1), "succeeded");
     let errors: Vec<String> = store
         .timeline(id)
         .await

@@ -43,6 +43,7 @@ mod listen;
 mod migrate;
 mod partners;
 mod queries;
+mod results;
 mod retention;
 mod stats;
 mod tls;
@@ -57,6 +58,7 @@ use tokio_postgres::IsolationLevel;
 use tokio_postgres::NoTls;
 
 pub use self::config::{PostgresConfig, PostgresTls};
+pub use self::results::PostgresResultHandler;
 
 use self::db::{Db, pg_err, pool_err};
 use super::flow;

@@ -6,13 +6,19 @@
 //! (the mock sends each once), and the deadline watcher's poll finishes that
 //! work.
 //!
+//! The host also writes every finished submission's result into a table of
+//! its own on the same database (`host_results`), with the transactional
+//! result handler (SQLite's writer transaction, PostgreSQL's transaction):
+//! kills land in the middle of deliveries too.
+//!
 //! Pass: nothing lost (every key the child confirmed as enqueued is in the
 //! database), every submission terminal, one side effect per key at the
 //! partner, no submission settled twice and no callback applied twice, and
 //! the database consistent after every kill ([`Backend::check`]): no
 //! submission in flight without a lease token, and `PRAGMA integrity_check`
 //! ok (SQLite) or the trigger-kept state counters equal to a count of the
-//! submissions (PostgreSQL).
+//! submissions (PostgreSQL); and every result delivered, in the host's
+//! table exactly once (none missing, none applied twice).
 //!
 //! The same loop runs on a SQLite file and on a PostgreSQL schema of its
 //! own (skipped with a notice without `LIAISON_TEST_PG_URL`).
@@ -68,7 +74,12 @@ fn crash_child_entry() {
     let count: usize = var(COUNT).parse().expect("count");
     let chunk: usize = var(CHUNK).parse().expect("chunk");
     crate::reliability::runtime().block_on(async move {
-        let lab = Lab::start(backend.open().await, &url, Some(port)).await;
+        // The host writes every result into its own table, in the
+        // transaction that acknowledges it.
+        let (store, partner) = backend
+            .open_with_host_results(crate::reliability::lab_partner(&url))
+            .await;
+        let lab = Lab::start_with(store, partner, Some(port)).await;
         let mut next = start;
         while next < count {
             let end = (next + chunk).min(count);
@@ -217,12 +228,14 @@ async fn crash_loop(backend: &Backend, dir: &Path, kills: u64, n: u64) {
         // A callback stored but not settled when its host was killed is
         // settled by a later host's deadline watcher (after 10 s).
         let unsettled = audit.callbacks.get("received").copied().unwrap_or(0);
-        if audit.total() == n && audit.terminal() == n && unsettled == 0 {
+        let (delivered, _, _) = backend.host_results();
+        if audit.total() == n && audit.terminal() == n && unsettled == 0 && delivered == n as u64 {
             break;
         }
         assert!(
             waited.elapsed() < limit,
-            "not every submission terminal or callback settled after {limit:?}: {:?} {:?}\n{}",
+            "not every submission terminal, callback settled or result delivered after {limit:?}: \
+             {:?} {:?} delivered {delivered}\n{}",
             audit.by_state,
             audit.callbacks,
             log_tail(&log)
@@ -239,12 +252,14 @@ async fn crash_loop(backend: &Backend, dir: &Path, kills: u64, n: u64) {
         effects.iter().map(|e| e.idempotency_key.clone()).collect();
     let lost = audit.missing(n);
     let duplicates = audit.duplicates() + (effects.len() - effect_keys.len());
+    let (delivered, host_rows, most_applied) = backend.host_results();
     println!(
         "crash loop ({}): seed {seed}, kills {kills}, submissions {n}, lost {lost}, duplicates {duplicates}; \
          states {:?}; partner: {} requests, {} side effects for {} keys, {} callbacks sent ({} failed); \
          callbacks stored by disposition {:?}; stale results journaled {}; \
          leases expired (attempts cut by a kill) {}; \
-         {} confirmed before the last kill; {:.1} s",
+         {} confirmed before the last kill; results delivered {delivered}, in the host's table {host_rows}, \
+         applied at most {most_applied} time(s); {:.1} s",
         backend.label(),
         audit.by_state,
         stats.requests,
@@ -268,6 +283,16 @@ async fn crash_loop(backend: &Backend, dir: &Path, kills: u64, n: u64) {
     assert_eq!(stats.side_effects, n as u64, "one side effect per key");
     assert_eq!(effect_keys.len(), n, "one side effect per key");
     assert_eq!(duplicates, 0);
+    // Exactly once into the host's table: every result, none twice.
+    assert_eq!(delivered, n as u64, "a result not delivered");
+    assert_eq!(
+        host_rows, n as u64,
+        "a result missing from the host's table"
+    );
+    assert_eq!(
+        most_applied, 1,
+        "a result applied twice in the host's table"
+    );
     // The receiver really took part: callbacks were applied, and the
     // duplicate deliveries were recognised as such.
     assert!(audit.callbacks.get("applied").copied().unwrap_or(0) > 0);

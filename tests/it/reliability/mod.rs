@@ -249,7 +249,96 @@ const PG_SCHEMA_VAR: &str = "LIAISON_REL_PG_SCHEMA";
 /// Rows of text columns, one list per query: what [`Backend::query`] returns.
 type Rows = Vec<Vec<String>>;
 
+/// The host's own table of applied results, on the outbox's database:
+/// one row per finished submission, `applied` counting how many times a
+/// result was written into it (the crash loop wants exactly 1 each).
+const HOST_RESULTS: &str = "CREATE TABLE IF NOT EXISTS host_results \
+    (submission_id TEXT PRIMARY KEY, applied INTEGER NOT NULL)";
+const APPLY: &str = "INSERT INTO host_results (submission_id, applied) VALUES ($1, 1) \
+    ON CONFLICT (submission_id) DO UPDATE SET applied = host_results.applied + 1";
+
+/// Writes each finished submission into `host_results`, in the transaction
+/// that acknowledges its delivery.
+#[derive(Debug)]
+pub struct HostResults;
+
+impl liaison::store::SqliteResultHandler for HostResults {
+    fn handle(
+        &self,
+        conn: &rusqlite::Connection,
+        finished: &liaison::FinishedSubmission,
+    ) -> Result<(), liaison::BoxError> {
+        conn.execute(
+            &APPLY.replace("$1", "?1"),
+            [finished.submission.id.to_string()],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[async_trait]
+impl liaison::store::PostgresResultHandler for HostResults {
+    async fn handle(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        finished: &liaison::FinishedSubmission,
+    ) -> Result<(), liaison::BoxError> {
+        tx.execute(APPLY, &[&finished.submission.id.to_string()])
+            .await?;
+        Ok(())
+    }
+}
+
 impl Backend {
+    /// Open the store with the host's result table, and `partner` writing
+    /// its results into it transactionally ([`HostResults`]).
+    pub async fn open_with_host_results(
+        &self,
+        partner: Partner,
+    ) -> (Arc<dyn OutboxStore>, Partner) {
+        match self {
+            Backend::Sqlite(path) => {
+                let store = SqliteStore::open(path).expect("open SQLite");
+                let conn = rusqlite::Connection::open(path).expect("host connection");
+                conn.busy_timeout(Duration::from_secs(10))
+                    .expect("busy timeout");
+                conn.execute_batch(HOST_RESULTS).expect("host table");
+                let partner = partner.results_in_sqlite(&store, HostResults);
+                (Arc::new(store), partner)
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { url, schema } => {
+                let config = liaison::store::PostgresConfig::default()
+                    .schema(schema.clone())
+                    .pool_size(4);
+                let store = liaison::store::PostgresStore::connect(url, config)
+                    .await
+                    .expect("open PostgreSQL");
+                let host = crate::conformance::harness::pg::client(url).await;
+                host.batch_execute(&format!("SET search_path = {schema}; {HOST_RESULTS}"))
+                    .await
+                    .expect("host table");
+                let partner = partner.results_in_postgres(&store, HostResults);
+                (Arc::new(store), partner)
+            }
+        }
+    }
+
+    /// Result deliveries delivered, rows in the host's table, and the most
+    /// times one result was applied there.
+    pub fn host_results(&self) -> (u64, u64, u64) {
+        let Some(rows) = self.query(&[
+            "SELECT CAST(COUNT(*) AS TEXT) FROM liaison_deliveries WHERE state = 'delivered'",
+            "SELECT CAST(COUNT(*) AS TEXT) FROM host_results",
+            "SELECT CAST(COALESCE(MAX(applied), 0) AS TEXT) FROM host_results",
+        ]) else {
+            return (0, 0, 0);
+        };
+        let n = |i: usize| rows[i][0][0].parse::<u64>().expect("a count");
+        (n(0), n(1), n(2))
+    }
+
     /// The backend of a test's own schema.
     #[cfg(feature = "postgres")]
     pub fn postgres(schema: &crate::conformance::harness::pg::Schema) -> Backend {
