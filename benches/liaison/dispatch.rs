@@ -4,9 +4,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use liaison::engine::EngineSettings;
-use liaison::store::{ListFilter, OutboxStore, SqliteConfig, SqliteStore, Synchronous};
-use liaison::{Liaison, NewSubmission, Partner, SubmissionState};
+use liaison::store::{
+    DeliveryFilter, ListFilter, OutboxStore, SqliteConfig, SqliteStore, Synchronous,
+};
+use liaison::{
+    BoxError, DeliveryState, FinishedSubmission, Liaison, NewSubmission, Partner, ResultHandler,
+    SubmissionState,
+};
 
 use crate::report::Figure;
 use crate::{Ctx, Noop, median, payload, raw};
@@ -16,10 +22,32 @@ pub(crate) const BATCH: usize = 64;
 
 /// A hub dispatching to the no-op partner, `BATCH` claimed at a time.
 pub(crate) fn dispatch_hub(path: &Path, sync: Synchronous) -> Liaison {
+    hub_with(path, sync, false)
+}
+
+/// A result handler that takes every result and does nothing with it.
+#[derive(Debug)]
+struct NoopResults;
+
+#[async_trait]
+impl ResultHandler for NoopResults {
+    async fn handle(&self, _: &FinishedSubmission) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// [`dispatch_hub`], with a no-op result handler registered when `results`.
+fn hub_with(path: &Path, sync: Synchronous, results: bool) -> Liaison {
     let store = SqliteStore::open_with(path, SqliteConfig::default().synchronous(sync))
         .expect("open store");
+    let partner = Partner::new("bench", Noop).concurrency(BATCH);
+    let partner = if results {
+        partner.results(NoopResults)
+    } else {
+        partner
+    };
     Liaison::builder(store)
-        .partner(Partner::new("bench", Noop).concurrency(BATCH))
+        .partner(partner)
         .settings(EngineSettings::default().claim_batch(BATCH))
         .build()
         .expect("build hub")
@@ -105,6 +133,37 @@ pub(crate) fn raw_run(path: &Path, sync: Synchronous, n: usize) -> f64 {
     crate::rate(done, took)
 }
 
+/// One liaison run of scenario 4c: as [`liaison_run`] with a no-op result
+/// handler, timed until every result is delivered too.
+async fn liaison_run_with_results(path: &Path, sync: Synchronous, n: usize, tag: &str) -> f64 {
+    let hub = hub_with(path, sync, true);
+    fill(&hub, n, tag).await;
+    let store = hub.store().clone();
+    let started = Instant::now();
+    let handle = hub.start();
+    let pending = DeliveryFilter::default()
+        .state(DeliveryState::Pending)
+        .limit(1);
+    loop {
+        let open = open_work(&store).await;
+        let undelivered = !store
+            .deliveries(&pending)
+            .await
+            .expect("deliveries")
+            .is_empty();
+        if !open && !undelivered {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = started.elapsed();
+    handle
+        .shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
+    crate::rate(n, took)
+}
+
 /// Scenario 4.
 pub(crate) async fn noop(ctx: &Ctx) {
     let n = ctx.n * 5;
@@ -136,4 +195,36 @@ pub(crate) async fn noop(ctx: &Ctx) {
         .check(0.33)
         .print();
     }
+    // 4c: what delivering every result to the host costs (4b plus a no-op
+    // result handler; timed until every result is delivered).
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for rep in 0..ctx.reps {
+        let dir = ctx.scratch();
+        let raw_path = dir.path().join("raw.db");
+        base.push(tokio::task::block_in_place(|| {
+            raw_run(&raw_path, Synchronous::Normal, n)
+        }));
+        ours.push(
+            liaison_run_with_results(
+                &dir.path().join("liaison.db"),
+                Synchronous::Normal,
+                n,
+                &format!("r{rep}"),
+            )
+            .await,
+        );
+    }
+    Figure {
+        id: "4c",
+        name: "dispatch + result delivery, no-op adapter and handler, NORMAL".into(),
+        unit: "submissions/s",
+        liaison: median(ours),
+        baseline: median(base),
+        baseline_name: "raw claim-64 / mark-done cycle, two transactions per 64 rows",
+        target: "reported (compare with 4b)",
+        met: None,
+        n,
+        note: format!("claim_batch {BATCH}, concurrency {BATCH}, every result delivered"),
+    }
+    .print();
 }

@@ -30,12 +30,16 @@ pub(super) async fn purge_on(
     let cutoff = cutoffs.finished;
     let terminal = state_names(|s| s.is_terminal());
     let unfinished = state_names(|s| !s.is_terminal());
+    // A result not yet delivered to the host keeps its document (and the
+    // payload with it) until it is.
     let payloads = db
         .execute(
             "UPDATE liaison_submissions SET payload = NULL, result_document = NULL, payload_purged_at = $2 \
              WHERE seq IN (SELECT seq FROM liaison_submissions \
                  WHERE terminal_at IS NOT NULL AND terminal_at <= $1 AND payload IS NOT NULL \
                    AND state = ANY($3) \
+                   AND NOT EXISTS (SELECT 1 FROM liaison_deliveries d \
+                        WHERE d.submission_id = liaison_submissions.id AND d.state <> 'delivered') \
                  LIMIT $4 FOR UPDATE SKIP LOCKED)",
             &[&to_millis(cutoff), &to_millis(now), &terminal, &PURGE_BATCH],
             "purge payloads",

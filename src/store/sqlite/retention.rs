@@ -29,13 +29,18 @@ pub(crate) fn purge_on(
     // Batches come from the index of what is still to purge (an entry
     // leaves it with its payload), whatever SQLite would choose: through the
     // state index it would walk every finished submission, purged or not.
+    // A result not yet delivered to the host keeps its document (and the
+    // payload with it) until it is.
     let payloads = conn
         .prepare_cached(&format!(
             "UPDATE liaison_submissions SET payload = NULL, result_document = NULL, payload_purged_at = ?2 \
              WHERE seq IN (SELECT seq FROM liaison_submissions \
                  INDEXED BY liaison_submissions_unpurged \
                  WHERE terminal_at IS NOT NULL AND terminal_at <= ?1 AND payload IS NOT NULL \
-                   AND state IN ({terminal}) LIMIT ?3)"
+                   AND state IN ({terminal}) \
+                   AND NOT EXISTS (SELECT 1 FROM liaison_deliveries d \
+                        WHERE d.submission_id = liaison_submissions.id AND d.state <> 'delivered') \
+                 LIMIT ?3)"
         ))
         .and_then(|mut stmt| stmt.execute(params![to_millis(cutoff), to_millis(now), BATCH]))
         .map_err(db_err("purge payloads"))?;

@@ -283,6 +283,17 @@ pub async fn an_early_callback_brings_its_result_when_it_matches_later(h: &Harne
 pub async fn retention_purges_the_result_with_the_payload(h: &Harness) {
     let store = h.store().await;
     let name = h.name();
+    // A result still on its way to the host is kept until delivered.
+    store.set_result_delivery("host", true).await.unwrap();
+    let (waiting, lease) = drive_to(&store, "host", SubmissionState::InFlight).await;
+    store
+        .complete(
+            &lease.unwrap(),
+            AttemptReport::new(AttemptOutcome::Succeeded),
+            StateChange::to(SubmissionState::Succeeded).result(doc(json!({"paid": 5}))),
+        )
+        .await
+        .unwrap();
     let (id, lease) = drive_to(&store, "lab", SubmissionState::InFlight).await;
     store
         .complete(
