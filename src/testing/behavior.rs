@@ -1,6 +1,10 @@
 //! What the mock partner does with a request: [`Behavior`] and [`MockOutcome`].
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+use serde_json::{Map, Value};
 
 /// How a [`MockPartner`](super::MockPartner) answers `POST /submit`.
 ///
@@ -16,8 +20,9 @@ use std::time::Duration;
 /// every request that reaches the partner counts, whatever it was answered.
 ///
 /// Only [`Healthy`](Behavior::Healthy), [`AcceptAndComplete`](Behavior::AcceptAndComplete),
-/// [`CompleteWithFailure`](Behavior::CompleteWithFailure) and
-/// [`CallbackLater`](Behavior::CallbackLater) reach the partner's idempotency layer:
+/// [`CompleteWithFailure`](Behavior::CompleteWithFailure), [`Complete`](Behavior::Complete)
+/// and [`CallbackLater`](Behavior::CallbackLater) (and a [`Scripted`](Behavior::Scripted)
+/// partner when its script picks one of them) reach the partner's idempotency layer:
 /// they need an `Idempotency-Key`, record a side effect the first time a key is
 /// processed, and replay the stored answer after that. The failure answers (503,
 /// 429, [`Reject`](Behavior::Reject), [`Failing`](Behavior::Failing)) have no
@@ -83,7 +88,9 @@ pub enum Behavior {
     ///  "status": "succeeded", "reason": null}
     /// ```
     ///
-    /// (`"status": "failed"` with the reason for [`MockOutcome::Failed`]).
+    /// (`"status": "failed"` with the reason for [`MockOutcome::Failed`]),
+    /// plus the outcome's [fields](MockOutcome::with_field), its result
+    /// document.
     /// `mode` makes the callback misbehave the ways real partners' callbacks
     /// do (see [`CallbackMode`]); [`callback_later`](Behavior::callback_later)
     /// is [`CallbackMode::Normal`].
@@ -112,6 +119,32 @@ pub enum Behavior {
         /// How the callback is delivered.
         mode: CallbackMode,
     },
+    /// Process synchronously and answer 200 with `outcome`:
+    /// `{"reference": "...", "status": "succeeded"}` or
+    /// `{"reference": "...", "status": "failed", "reason": "..."}`, plus the
+    /// outcome's [fields](MockOutcome::with_field) (its result document):
+    ///
+    /// ```json
+    /// {"reference": "MP-1", "status": "succeeded",
+    ///  "adjudication": {"decision": "approved", "paid": 12500, "claim_no": "CH-000123"}}
+    /// ```
+    ///
+    /// [`AcceptAndComplete`](Behavior::AcceptAndComplete) is
+    /// `Complete { outcome: MockOutcome::Succeeded }` and
+    /// [`CompleteWithFailure`](Behavior::CompleteWithFailure) is
+    /// `Complete { outcome: MockOutcome::failed(reason) }`.
+    Complete {
+        /// The result answered.
+        outcome: MockOutcome,
+    },
+    /// Decide per request: the script is given the request's JSON body (or
+    /// `Null`) and returns the behaviour that answers it, so one partner can
+    /// approve one claim, deny another and leave a third to the poll. It is
+    /// asked again for every request, retries included (the idempotency layer
+    /// still replays a processed key's stored answer). A script may return a
+    /// wrapping behaviour; a script that returns another `Scripted` is answered
+    /// 500.
+    Scripted(MockScript),
 }
 
 impl Behavior {
@@ -151,6 +184,17 @@ impl Behavior {
         Behavior::CompleteWithFailure {
             reason: reason.into(),
         }
+    }
+
+    /// [`Behavior::Complete`]: answer `outcome` at once, 200.
+    pub fn complete(outcome: MockOutcome) -> Behavior {
+        Behavior::Complete { outcome }
+    }
+
+    /// [`Behavior::Scripted`]: `script` picks the behaviour for each request
+    /// from its JSON body.
+    pub fn scripted(script: impl Fn(&Value) -> Behavior + Send + Sync + 'static) -> Behavior {
+        Behavior::Scripted(MockScript(Arc::new(script)))
     }
 
     /// [`Behavior::CallbackLater`]: accept, and report `outcome` to the
@@ -207,6 +251,11 @@ pub enum CallbackMode {
     /// never verifies. Without signing configured it still carries
     /// `webhook-id`, `webhook-timestamp` and that `webhook-signature`.
     WrongSignature,
+    /// The result, then a second delivery with a fresh `event_id` (a new
+    /// event, as a partner sends when it revises its adjudication) reporting
+    /// this result instead: another amount, another document, or another
+    /// status. The status endpoint answers the revised result.
+    Revised(MockOutcome),
     /// The result is sent before the 202 answers the submit: the handler
     /// waits `delay`, POSTs the callback and waits for the host's answer (at
     /// most 5 s), and only then answers the submitter. A host sees a result
@@ -214,7 +263,55 @@ pub enum CallbackMode {
     Early,
 }
 
-/// The result a [`Behavior::CallbackLater`] partner reports.
+/// The function of a [`Behavior::Scripted`] partner: from a request's JSON
+/// body to the behaviour that answers it. Two scripts are equal when they are
+/// the same function object (clones of one script).
+#[derive(Clone)]
+pub struct MockScript(Arc<dyn Fn(&Value) -> Behavior + Send + Sync>);
+
+impl MockScript {
+    /// The behaviour for a request with this body.
+    pub fn decide(&self, body: &Value) -> Behavior {
+        (self.0)(body)
+    }
+}
+
+impl fmt::Debug for MockScript {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MockScript(..)")
+    }
+}
+
+impl PartialEq for MockScript {
+    fn eq(&self, other: &MockScript) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// The result a partner reports: in a callback ([`Behavior::CallbackLater`]),
+/// a synchronous answer ([`Behavior::Complete`]) and the status endpoint
+/// (`GET /status/{reference}`, see [`MockPartner`](super::MockPartner)).
+///
+/// A result can carry a document, the way real partners attach their
+/// adjudication, remittance or booking to the status:
+/// [`with_field`](MockOutcome::with_field) adds a member to every body that
+/// reports the result.
+///
+/// ```
+/// use liaison::testing::MockOutcome;
+/// use serde_json::json;
+///
+/// // {"status": "succeeded", "adjudication": {...}, ...}
+/// let approved = MockOutcome::Succeeded.with_field(
+///     "adjudication",
+///     json!({"decision": "approved", "paid": 12500, "claim_no": "CH-000123"}),
+/// );
+/// // {"status": "failed", "reason": "...", "adjudication": {...}, ...}
+/// let denied = MockOutcome::failed("claim lacks information")
+///     .with_field("adjudication", json!({"decision": "denied", "codes": ["CO-16"]}));
+/// assert!(approved.is_success() && !denied.is_success());
+/// assert_eq!(denied.fields()["adjudication"]["codes"][0], "CO-16");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MockOutcome {
@@ -225,6 +322,15 @@ pub enum MockOutcome {
         /// The reason reported.
         reason: String,
     },
+    /// `outcome`, with `fields` added to the body that reports it. The
+    /// documented members (`event_id`, `reference`, `idempotency_key`,
+    /// `status`, `reason`) win over fields of the same name.
+    WithFields {
+        /// The status reported.
+        outcome: Box<MockOutcome>,
+        /// Members added to the body.
+        fields: Map<String, Value>,
+    },
 }
 
 impl MockOutcome {
@@ -232,6 +338,67 @@ impl MockOutcome {
     pub fn failed(reason: impl Into<String>) -> MockOutcome {
         MockOutcome::Failed {
             reason: reason.into(),
+        }
+    }
+
+    /// This result with the member `name: value` in its body (replacing a
+    /// field of that name added before).
+    pub fn with_field(self, name: impl Into<String>, value: Value) -> MockOutcome {
+        match self {
+            MockOutcome::WithFields {
+                outcome,
+                mut fields,
+            } => {
+                fields.insert(name.into(), value);
+                MockOutcome::WithFields { outcome, fields }
+            }
+            plain => {
+                let mut fields = Map::new();
+                fields.insert(name.into(), value);
+                MockOutcome::WithFields {
+                    outcome: Box::new(plain),
+                    fields,
+                }
+            }
+        }
+    }
+
+    /// Whether it reports `"status": "succeeded"`.
+    pub fn is_success(&self) -> bool {
+        match self {
+            MockOutcome::Succeeded => true,
+            MockOutcome::Failed { .. } => false,
+            MockOutcome::WithFields { outcome, .. } => outcome.is_success(),
+        }
+    }
+
+    /// The failure reason, for a failed result.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            MockOutcome::Succeeded => None,
+            MockOutcome::Failed { reason } => Some(reason),
+            MockOutcome::WithFields { outcome, .. } => outcome.reason(),
+        }
+    }
+
+    /// The members added to the body (empty for a plain result).
+    pub fn fields(&self) -> Map<String, Value> {
+        match self {
+            MockOutcome::Succeeded | MockOutcome::Failed { .. } => Map::new(),
+            MockOutcome::WithFields { outcome, fields } => {
+                let mut all = outcome.fields();
+                all.extend(fields.clone());
+                all
+            }
+        }
+    }
+
+    /// `"succeeded"` or `"failed"`.
+    pub(crate) fn status(&self) -> &'static str {
+        if self.is_success() {
+            "succeeded"
+        } else {
+            "failed"
         }
     }
 }
@@ -246,6 +413,8 @@ pub(crate) enum Step {
     Sleep(Duration, Box<Behavior>),
     /// Hand the request to the idempotency layer.
     Process(Terminal),
+    /// Ask the script which behaviour answers, then go on with it.
+    Script(MockScript),
 }
 
 /// A behaviour that processes the request (and so has an effect).
@@ -257,6 +426,8 @@ pub(crate) enum Terminal {
     Complete,
     /// [`Behavior::CompleteWithFailure`].
     CompleteWithFailure { reason: String },
+    /// [`Behavior::Complete`].
+    Completed(MockOutcome),
     /// [`Behavior::CallbackLater`].
     CallbackLater {
         delay: Duration,
@@ -310,6 +481,10 @@ impl Behavior {
                 Behavior::CompleteWithFailure { reason } => {
                     return Step::Process(Terminal::CompleteWithFailure { reason });
                 }
+                Behavior::Complete { outcome } => {
+                    return Step::Process(Terminal::Completed(outcome));
+                }
+                Behavior::Scripted(script) => return Step::Script(script),
                 Behavior::CallbackLater {
                     delay,
                     outcome,

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::Utc;
 use http::header::CONTENT_TYPE;
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::behavior::{CallbackMode, MockOutcome};
@@ -100,12 +100,16 @@ impl CallbackPlan {
                 signing: Signing::Configured,
             }],
             CallbackMode::Duplicate => vec![result(outcome); 2],
-            CallbackMode::Conflicting => {
-                let opposite = match outcome {
-                    MockOutcome::Succeeded => MockOutcome::failed(CONFLICTING_REASON),
-                    MockOutcome::Failed { .. } => MockOutcome::Succeeded,
+            CallbackMode::Conflicting => vec![result(outcome), result(&opposite(outcome))],
+            CallbackMode::Revised(revised) => {
+                // A new event: its own id.
+                let event_id = Uuid::new_v4().to_string();
+                let second = Delivery {
+                    id: event_id.clone(),
+                    body: result_body(&event_id, reference, idempotency_key, revised),
+                    signing: Signing::Configured,
                 };
-                vec![result(outcome), result(&opposite)]
+                vec![result(outcome), second]
             }
             CallbackMode::WrongSignature => vec![Delivery {
                 signing: Signing::Forged(unknown_signer()),
@@ -196,35 +200,49 @@ impl Delivery {
     }
 }
 
+/// The result a [`CallbackMode::Conflicting`] second delivery reports: the
+/// opposite status, without the fields.
+fn opposite(outcome: &MockOutcome) -> MockOutcome {
+    if outcome.is_success() {
+        MockOutcome::failed(CONFLICTING_REASON)
+    } else {
+        MockOutcome::Succeeded
+    }
+}
+
+/// The result the partner holds last for a plan: what its status endpoint
+/// answers once the result is known.
+pub(crate) fn final_outcome(outcome: &MockOutcome, mode: &CallbackMode) -> MockOutcome {
+    match mode {
+        CallbackMode::Conflicting => opposite(outcome),
+        CallbackMode::Revised(revised) => revised.clone(),
+        _ => outcome.clone(),
+    }
+}
+
 /// The documented result callback:
-/// `{"event_id", "reference", "idempotency_key", "status", "reason"}`.
+/// `{"event_id", "reference", "idempotency_key", "status", "reason"}`, plus
+/// the outcome's fields.
 fn result_body(
     event_id: &str,
     reference: &str,
     idempotency_key: &str,
     outcome: &MockOutcome,
 ) -> Vec<u8> {
-    let (status, reason) = match outcome {
-        MockOutcome::Succeeded => ("succeeded", None),
-        MockOutcome::Failed { reason } => ("failed", Some(reason.as_str())),
-    };
-    json!({
-        "event_id": event_id,
-        "reference": reference,
-        "idempotency_key": idempotency_key,
-        "status": status,
-        "reason": reason,
-    })
-    .to_string()
-    .into_bytes()
+    let mut body = outcome.fields();
+    body.extend([
+        ("event_id".to_owned(), json!(event_id)),
+        ("reference".to_owned(), json!(reference)),
+        ("idempotency_key".to_owned(), json!(idempotency_key)),
+        ("status".to_owned(), json!(outcome.status())),
+        ("reason".to_owned(), json!(outcome.reason())),
+    ]);
+    Value::Object(body).to_string().into_bytes()
 }
 
 /// A body no JSON parser accepts: `<result reference="MP-1" status="succeeded"/>`.
 fn malformed_body(reference: &str, outcome: &MockOutcome) -> Vec<u8> {
-    let status = match outcome {
-        MockOutcome::Succeeded => "succeeded",
-        MockOutcome::Failed { .. } => "failed",
-    };
+    let status = outcome.status();
     format!(r#"<result reference="{reference}" status="{status}"/>"#).into_bytes()
 }
 

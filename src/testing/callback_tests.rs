@@ -20,19 +20,19 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// One request the webhook received.
 #[derive(Debug)]
-struct Call {
+pub(super) struct Call {
     /// Taken from [`Webhook::sequence`] when the request arrived.
     seq: u64,
     headers: HeaderMap,
-    body: Bytes,
+    pub(super) body: Bytes,
 }
 
 impl Call {
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 
-    fn header(&self, name: &str) -> &str {
+    pub(super) fn header(&self, name: &str) -> &str {
         self.headers[name].to_str().unwrap()
     }
 
@@ -42,8 +42,8 @@ impl Call {
 }
 
 /// A webhook answering `status` to every POST, and what it received.
-struct Webhook {
-    url: String,
+pub(super) struct Webhook {
+    pub(super) url: String,
     calls: mpsc::UnboundedReceiver<Call>,
     /// Shared with the test, to order the webhook's calls and the test's
     /// own observations.
@@ -51,7 +51,7 @@ struct Webhook {
 }
 
 impl Webhook {
-    async fn start(status: StatusCode) -> Webhook {
+    pub(super) async fn start(status: StatusCode) -> Webhook {
         let (tx, calls) = mpsc::unbounded_channel();
         let sequence = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&sequence);
@@ -75,12 +75,12 @@ impl Webhook {
         }
     }
 
-    async fn next(&mut self) -> Call {
+    pub(super) async fn next(&mut self) -> Call {
         bounded("callback", self.calls.recv()).await.unwrap()
     }
 
     /// Nothing more arrives within `wait`.
-    async fn nothing_within(&mut self, wait: Duration) {
+    pub(super) async fn nothing_within(&mut self, wait: Duration) {
         tokio::time::sleep(wait).await;
         if let Ok(call) = self.calls.try_recv() {
             panic!("unexpected callback: {call:?}");

@@ -4,24 +4,25 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 
-use super::behavior::{Failure, Step};
+use super::behavior::{Behavior, Failure, Step};
 use super::callback::CallbackHost;
 use super::state::{Answer, Payload, Shared, Visit};
 
 /// Largest request body accepted; above it the answer is 413.
 pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// The partner's routes: `POST /submit`; anything else is 404 (405 for
-/// another method on `/submit`).
+/// The partner's routes: `POST /submit` and `GET /status/{reference}`;
+/// anything else is 404 (405 for another method on these paths).
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/submit", post(submit))
+        .route("/status/{reference}", get(status))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
 }
@@ -76,6 +77,16 @@ async fn submit(State(shared): State<Arc<Shared>>, request: Request) -> Response
             }
             Step::Fail(failure) => return respond(&visit, payload.value, failure_answer(failure)),
             Step::Process(terminal) => break terminal,
+            Step::Script(script) => {
+                behavior = script.decide(&payload.value);
+                if matches!(behavior, Behavior::Scripted(_)) {
+                    let answer = Answer::error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the script returned another script",
+                    );
+                    return respond(&visit, payload.value, answer);
+                }
+            }
         }
     };
 
@@ -91,6 +102,14 @@ async fn submit(State(shared): State<Arc<Shared>>, request: Request) -> Response
             .await;
     }
     respond(&visit, payload.value, answer)
+}
+
+/// `GET /status/{reference}`: the result of a reference, once the partner
+/// knows it (see [`MockPartner`](super::MockPartner)). Not counted in the
+/// stats nor listed in `received`, which are about submits.
+async fn status(State(shared): State<Arc<Shared>>, Path(reference): Path<String>) -> Response {
+    let answer = shared.status(&reference);
+    (answer.status, axum::Json(answer.body)).into_response()
 }
 
 fn failure_answer(failure: Failure) -> Answer {

@@ -35,6 +35,18 @@ const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// ([`side_effects`](MockPartner::side_effects)) so a test can assert
 /// "exactly one effect at the partner". Bodies above 1 MiB are answered 413.
 ///
+/// It also answers `GET /status/{reference}` ([`status_url`](MockPartner::status_url))
+/// for the references it gave, the way partners that can be polled do:
+///
+/// | the reference was | the answer (200) |
+/// |---|---|
+/// | completed at once ([`Behavior::Complete`] and the like) | the result, as the submit was answered |
+/// | accepted with [`Behavior::CallbackLater`] (any [`CallbackMode`](super::CallbackMode), `Never` included) | `{"reference": "MP-1", "status": "pending"}` until the first delivery is due (`delay` after the 202), then the result: `{"reference", "status", "reason" (if failed)}` plus the outcome's fields; for `Conflicting` and `Revised`, the second result |
+/// | accepted with [`Behavior::Healthy`] | `pending`, for good |
+///
+/// An unknown reference is answered 404. Polls are not counted in
+/// [`stats`](MockPartner::stats) nor listed in [`received`](MockPartner::received).
+///
 /// The handle is cheap to clone; all clones drive the same partner. The server
 /// runs on the Tokio runtime that started it and stops when the last clone is
 /// dropped.
@@ -111,6 +123,12 @@ impl MockPartner {
     /// The submit endpoint: [`url`](MockPartner::url) + `/submit`.
     pub fn submit_url(&self) -> String {
         format!("{}/submit", self.url())
+    }
+
+    /// The status endpoint as an [`HttpJsonAdapter::status_url`](crate::HttpJsonAdapter::status_url)
+    /// template: [`url`](MockPartner::url) + `/status/{ref}`.
+    pub fn status_url(&self) -> String {
+        format!("{}/status/{{ref}}", self.url())
     }
 
     /// Change the behaviour for requests arriving from now on (requests in

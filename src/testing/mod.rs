@@ -9,8 +9,11 @@
 //! [`ReceivedRequest`] and every [`SideEffect`]. Its callbacks can be signed
 //! ([`MockPartner::set_callback_signing`]) and can misbehave the ways real
 //! partners' do ([`CallbackMode`]: never sent, malformed, duplicated,
-//! conflicting, wrongly signed, arriving before the submit's answer); each one
-//! sent is a [`SentCallback`].
+//! conflicting, revised, wrongly signed, arriving before the submit's answer);
+//! each one sent is a [`SentCallback`]. Results can carry a document
+//! ([`MockOutcome::with_field`]), in the synchronous answer, the callback and
+//! the status endpoint (`GET /status/{reference}`), and a
+//! [scripted](Behavior::scripted) partner answers each request its own way.
 //!
 //! ```
 //! use liaison::testing::{Behavior, MockPartner};
@@ -42,6 +45,8 @@ mod behavior;
 mod callback;
 #[cfg(test)]
 mod callback_tests;
+#[cfg(test)]
+mod document_tests;
 mod handler;
 mod listener;
 mod mock_partner;
@@ -50,6 +55,6 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use behavior::{Behavior, CallbackMode, MockOutcome};
+pub use behavior::{Behavior, CallbackMode, MockOutcome, MockScript};
 pub use mock_partner::MockPartner;
 pub use records::{MockStats, ReceivedRequest, SentCallback, SideEffect};

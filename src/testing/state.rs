@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::behavior::{Behavior, Terminal};
-use super::callback::{CallbackHost, CallbackPlan};
+use super::behavior::{Behavior, MockOutcome, Terminal};
+use super::callback::{CallbackHost, CallbackPlan, final_outcome};
 use super::records::{MockStats, ReceivedRequest, SentCallback, SideEffect};
 use crate::callback::StandardWebhooks;
 
@@ -51,6 +51,17 @@ struct Ledger {
     callbacks_started: u64,
     /// Finished callback POSTs, kept sorted by start number.
     callback_log: Vec<(u64, SentCallback)>,
+    /// What `GET /status/{reference}` answers, by reference.
+    statuses: HashMap<String, Status>,
+}
+
+/// A reference's result as the status endpoint reports it.
+#[derive(Debug)]
+struct Status {
+    /// From when the result is known; `None`: never (pending for good).
+    known_at: Option<Instant>,
+    /// The result's body, once known.
+    body: Value,
 }
 
 /// A processed key's payload and the answer it got, replayed for retries.
@@ -134,6 +145,7 @@ impl Shared {
                 side_effects: Vec::new(),
                 callbacks_started: 0,
                 callback_log: Vec::new(),
+                statuses: HashMap::new(),
             }),
             changed: Notify::new(),
             callback_client,
@@ -266,8 +278,41 @@ impl Shared {
 
         ledger.references += 1;
         let reference = format!("MP-{}", ledger.references);
+        // What the status endpoint will answer, and from when.
+        let now = Instant::now();
+        let status = match &terminal {
+            Terminal::Accept => Status {
+                known_at: None,
+                body: Value::Null,
+            },
+            Terminal::Complete => Status {
+                known_at: Some(now),
+                body: result_answer(&reference, &MockOutcome::Succeeded),
+            },
+            Terminal::CompleteWithFailure { reason } => Status {
+                known_at: Some(now),
+                body: result_answer(&reference, &MockOutcome::failed(reason.clone())),
+            },
+            Terminal::Completed(outcome) => Status {
+                known_at: Some(now),
+                body: result_answer(&reference, outcome),
+            },
+            Terminal::CallbackLater {
+                delay,
+                outcome,
+                mode,
+            } => Status {
+                known_at: Some(now + *delay),
+                body: result_answer(&reference, &final_outcome(outcome, mode)),
+            },
+        };
+        ledger.statuses.insert(reference.clone(), status);
         let (answer, callback) = match terminal {
             Terminal::Accept => (accepted(&reference), None),
+            Terminal::Completed(outcome) => (
+                Answer::new(StatusCode::OK, result_answer(&reference, &outcome)),
+                None,
+            ),
             Terminal::Complete => (
                 Answer::new(
                     StatusCode::OK,
@@ -306,6 +351,23 @@ impl Shared {
             },
         );
         (answer, callback)
+    }
+
+    /// `GET /status/{reference}`: the result once known, `pending` before,
+    /// 404 for a reference the partner never gave.
+    pub(crate) fn status(&self, reference: &str) -> Answer {
+        let ledger = self.lock();
+        match ledger.statuses.get(reference) {
+            None => Answer::error(StatusCode::NOT_FOUND, "unknown reference"),
+            Some(Status {
+                known_at: Some(at),
+                body,
+            }) if *at <= Instant::now() => Answer::new(StatusCode::OK, body.clone()),
+            Some(_) => Answer::new(
+                StatusCode::OK,
+                json!({ "reference": reference, "status": "pending" }),
+            ),
+        }
     }
 
     /// A callback POST is starting: its number, for the log's order.
@@ -357,6 +419,18 @@ impl Shared {
             }
         }
     }
+}
+
+/// A synchronous or polled result: `{"reference", "status"}`, `"reason"`
+/// when it failed, and the outcome's fields.
+fn result_answer(reference: &str, outcome: &MockOutcome) -> Value {
+    let mut body = outcome.fields();
+    body.insert("reference".to_owned(), json!(reference));
+    body.insert("status".to_owned(), json!(outcome.status()));
+    if let Some(reason) = outcome.reason() {
+        body.insert("reason".to_owned(), json!(reason));
+    }
+    Value::Object(body)
 }
 
 fn accepted(reference: &str) -> Answer {
