@@ -755,7 +755,12 @@ async fn outbox_with_parked_results() -> Outbox {
     let store = SqliteStore::open(&path).unwrap();
     store.set_result_delivery("bank", true).await.unwrap();
     let mut ids = BTreeMap::new();
-    for (key, state) in [("p1", Succeeded), ("p2", Failed), ("ok", Succeeded), ("q1", Queued)] {
+    for (key, state) in [
+        ("p1", Succeeded),
+        ("p2", Failed),
+        ("ok", Succeeded),
+        ("q1", Queued),
+    ] {
         let (id, _) = drive_new_to(&store, submission("bank", key), state).await;
         ids.insert(key, id);
     }
@@ -799,7 +804,12 @@ async fn deliveries_lists_results_and_show_names_a_parked_one() {
     assert_eq!(rows[0]["final_state"], "succeeded");
     assert_eq!(rows[1]["final_state"], "failed");
     assert_eq!(rows[0]["attempts"], 1);
-    assert!(rows[0]["last_error"].as_str().unwrap().starts_with("claims table locked"));
+    assert!(
+        rows[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("claims table locked")
+    );
 
     let one = outbox.run(&["deliveries", "--submission", &outbox.id("ok"), "--json"]);
     let rows = one.ok().json();
@@ -839,9 +849,17 @@ async fn rerun_delivery_hands_a_parked_result_over_again_and_refuses_the_others(
     let p2 = rows_of(&outbox, "p2")[0]["id"].as_str().unwrap().to_owned();
     let delivered = rows_of(&outbox, "ok")[0]["id"].as_str().unwrap().to_owned();
 
-    let run = outbox.run(&["rerun-delivery", &p1, "--reason", "unlocked the claims table"]);
+    let run = outbox.run(&[
+        "rerun-delivery",
+        &p1,
+        "--reason",
+        "unlocked the claims table",
+    ]);
     run.ok()
-        .has(&format!("Re-ran delivery {p1} of submission {}", outbox.id("p1")))
+        .has(&format!(
+            "Re-ran delivery {p1} of submission {}",
+            outbox.id("p1")
+        ))
         .has("parked -> pending");
     let after = rows_of(&outbox, "p1");
     assert_eq!(after[0]["state"], "pending");
@@ -897,16 +915,25 @@ async fn rerun_delivery_hands_a_parked_result_over_again_and_refuses_the_others(
     let run = outbox.run(&["rerun-delivery", &unknown, "--reason", "x"]);
     assert_eq!(run.code, 2);
     assert!(
-        run.stderr.contains(&format!("delivery {unknown} not found")),
+        run.stderr
+            .contains(&format!("delivery {unknown} not found")),
         "{}",
         run.stderr
     );
     let run = outbox.run(&["rerun-delivery", "D-1", "--reason", "x"]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("not a delivery id: \"D-1\""), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not a delivery id: \"D-1\""),
+        "{}",
+        run.stderr
+    );
     let run = outbox.run(&["deliveries", "--state", "failed"]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("pending, delivered, parked"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("pending, delivered, parked"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test]

@@ -499,8 +499,16 @@ mod tests {
     #[test]
     fn delivery_states_and_ids_parse_or_explain() {
         assert_eq!(parse_delivery_state(" Parked"), Ok(DeliveryState::Parked));
-        assert!(parse_delivery_state("failed").unwrap_err().contains("pending, delivered, parked"));
-        assert!(parse_delivery_id("42").unwrap_err().contains("liaison deliveries"));
+        assert!(
+            parse_delivery_state("failed")
+                .unwrap_err()
+                .contains("pending, delivered, parked")
+        );
+        assert!(
+            parse_delivery_id("42")
+                .unwrap_err()
+                .contains("liaison deliveries")
+        );
     }
 
     #[test]

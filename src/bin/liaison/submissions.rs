@@ -202,10 +202,7 @@ pub(crate) async fn show(liaison: &Liaison, args: &ShowArgs, json: bool) -> Outc
             count(deliveries.len() as u64, "delivery", "deliveries")
         ));
         out.push_str(&crate::deliveries::table(&deliveries));
-        if let Some(parked) = deliveries
-            .iter()
-            .find(|d| d.state == DeliveryState::Parked)
-        {
+        if let Some(parked) = deliveries.iter().find(|d| d.state == DeliveryState::Parked) {
             out.push_str(&format!(
                 "The host's handler kept failing; once fixed: liaison rerun-delivery {} --reason \"<what was fixed>\"\n",
                 parked.id
