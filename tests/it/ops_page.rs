@@ -889,6 +889,71 @@ async fn rerun_errors_answer_400_404_or_409_with_the_message() {
 }
 
 #[tokio::test]
+async fn with_a_read_token_the_deliveries_need_it_and_the_page_carries_it() {
+    let f = fixture().await;
+    let p = park(&f).await;
+    let app = router(
+        OpsState::new(f.liaison.clone())
+            .token(TOKEN)
+            .read_token(READ_TOKEN),
+    )
+    .unwrap();
+    let refused = get(&app, "/api/deliveries?state=parked").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(!refused.body.contains(HANDLER_ERROR));
+    let bearer = format!("Bearer {READ_TOKEN}");
+    let served = get_with(
+        &app,
+        "/api/deliveries?state=parked",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.json()["deliveries"].as_array().unwrap().len(), 2);
+
+    let query: String = form_urlencoded::byte_serialize(READ_TOKEN.as_bytes()).collect();
+    let overview = get(&app, &format!("/?token={query}")).await.body;
+    let link = format!("href=\"/submissions/{}?token={query}#deliveries\"", p.first);
+    assert!(
+        overview.contains(&link),
+        "the token before the fragment: {link}"
+    );
+    let detail = get(&app, &format!("/submissions/{}?token={query}", p.first))
+        .await
+        .body;
+    let target = format!(
+        "/submissions/{}/deliveries/{}/rerun?token={query}",
+        p.first, p.first_delivery
+    );
+    assert!(detail.contains(&format!("action=\"{target}\"")), "{detail}");
+    let fields = [("actor", "ann"), ("reason", "fixed"), ("token", TOKEN)];
+    let without = format!(
+        "/submissions/{}/deliveries/{}/rerun",
+        p.first, p.first_delivery
+    );
+    let refused = post_form(&app, &without, None, &fields).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "the form post needs the read token"
+    );
+    assert_eq!(
+        delivery_state(&f, p.first).await,
+        liaison::DeliveryState::Parked
+    );
+    let posted = post_form(&app, &target, None, &fields).await;
+    assert_eq!(posted.status, StatusCode::SEE_OTHER, "{}", posted.body);
+    assert_eq!(
+        posted.headers["location"],
+        format!("/submissions/{}?done=rerun&token={query}", p.first).as_str()
+    );
+    assert_eq!(
+        delivery_state(&f, p.first).await,
+        liaison::DeliveryState::Pending
+    );
+}
+
+#[tokio::test]
 async fn text_from_data_is_escaped_in_html() {
     let f = fixture().await;
     let hostile = "<script>alert(1)</script>";

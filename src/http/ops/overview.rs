@@ -331,7 +331,11 @@ fn parked_table(out: &mut String, state: &OpsState, parked: &[Delivery]) {
             out,
             "<tr><td class=\"nowrap\"><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td>\
              <td class=\"nowrap\">{}</td><td>{}</td></tr>",
-            escape(&state.link(&format!("/submissions/{}#deliveries", d.submission_id))),
+            // The fragment after the read token, or the token would be in it.
+            escape(&format!(
+                "{}#deliveries",
+                state.link(&format!("/submissions/{}", d.submission_id))
+            )),
             d.submission_id,
             escape(&d.partner),
             escape(d.final_state.as_str()),
