@@ -4,6 +4,7 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 
 use crate::model::callback::{CallbackId, Disposition};
+use crate::model::delivery::{DeliveryId, DeliveryState};
 use crate::model::submission::{SubmissionId, SubmissionState};
 
 /// A boxed underlying cause, kept so [`std::error::Error::source`] returns the
@@ -106,6 +107,17 @@ pub enum Error {
         id: CallbackId,
         /// How it was settled.
         disposition: Disposition,
+    },
+
+    /// A result delivery to the host was asked to re-run while it is not
+    /// parked (it is pending, or the host took it): only a parked delivery
+    /// is re-run. Nothing was changed.
+    #[error("delivery {id} is {state}; only a parked delivery is re-run")]
+    NotParked {
+        /// The delivery.
+        id: DeliveryId,
+        /// Where it stands.
+        state: DeliveryState,
     },
 
     /// A result was reported under a lease token that is no longer the
@@ -234,6 +246,8 @@ pub enum ErrorKind {
     ReferenceTaken,
     /// See [`Error::AlreadySettled`].
     AlreadySettled,
+    /// See [`Error::NotParked`].
+    NotParked,
     /// See [`Error::StaleLease`].
     StaleLease,
     /// See [`Error::NotFound`].
@@ -266,6 +280,7 @@ impl Error {
             Error::InvalidTransition { .. } => ErrorKind::InvalidTransition,
             Error::ReferenceTaken { .. } => ErrorKind::ReferenceTaken,
             Error::AlreadySettled { .. } => ErrorKind::AlreadySettled,
+            Error::NotParked { .. } => ErrorKind::NotParked,
             Error::StaleLease { .. } => ErrorKind::StaleLease,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::SchemaTooNew { .. } => ErrorKind::SchemaTooNew,
@@ -306,6 +321,11 @@ impl Error {
     /// The callback was settled already; there is nothing to process.
     pub fn is_already_settled(&self) -> bool {
         self.kind() == ErrorKind::AlreadySettled
+    }
+
+    /// A re-run was asked of a result delivery that is not parked.
+    pub fn is_not_parked(&self) -> bool {
+        self.kind() == ErrorKind::NotParked
     }
 
     /// Stored data does not decode or contradicts itself.

@@ -11,7 +11,7 @@ use liaison::{EventKind, SubmissionId, SubmissionState};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::{drive_new_to, submission};
+use crate::support::{drive_new_to, park_deliveries, submission};
 
 /// An outbox file with work in every state that matters, and one
 /// malformed callback in quarantine. The store is closed again: the CLI
@@ -743,6 +743,197 @@ async fn errors_are_explained_with_exit_code_2() {
     let run = outbox.run(&["reprocess", &unknown_callback]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("not found"), "{}", run.stderr);
+}
+
+/// An outbox whose partner "bank" sends its results to the host: `p1` and
+/// `p2` finished and their deliveries are parked (the handler kept
+/// failing), `ok` finished and was delivered, `q1` is still queued.
+async fn outbox_with_parked_results() -> Outbox {
+    use SubmissionState::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store.set_result_delivery("bank", true).await.unwrap();
+    let mut ids = BTreeMap::new();
+    for (key, state) in [
+        ("p1", Succeeded),
+        ("p2", Failed),
+        ("ok", Succeeded),
+        ("q1", Queued),
+    ] {
+        let (id, _) = drive_new_to(&store, submission("bank", key), state).await;
+        ids.insert(key, id);
+    }
+    let parked = park_deliveries(
+        &store,
+        "bank",
+        &[ids["p1"], ids["p2"]],
+        "claims table locked\u{1b}[2J",
+    )
+    .await;
+    assert_eq!(parked.len(), 2);
+    drop(store);
+    Outbox {
+        _dir: dir,
+        path,
+        ids,
+        callback: SubmissionId::new().to_string().parse().unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn deliveries_lists_results_and_show_names_a_parked_one() {
+    let outbox = outbox_with_parked_results().await;
+    let all = outbox.run(&["deliveries"]);
+    all.ok()
+        .has("FINAL STATE")
+        .has("parked")
+        .has("delivered")
+        .has("claims table locked\\u001b[2J")
+        .has("3 deliveries")
+        .has("2 deliveries are parked")
+        .has("liaison rerun-delivery <ID>");
+    assert!(!all.stdout.contains('\u{1b}'), "control characters escaped");
+
+    let parked = outbox.run(&["deliveries", "--state", "parked", "--json"]);
+    let rows = parked.ok().json();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["state"], "parked");
+    assert_eq!(rows[0]["submission_id"], outbox.id("p1"));
+    assert_eq!(rows[0]["final_state"], "succeeded");
+    assert_eq!(rows[1]["final_state"], "failed");
+    assert_eq!(rows[0]["attempts"], 1);
+    assert!(
+        rows[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("claims table locked")
+    );
+
+    let one = outbox.run(&["deliveries", "--submission", &outbox.id("ok"), "--json"]);
+    let rows = one.ok().json();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["state"], "delivered");
+    let limited = outbox.run(&["deliveries", "--limit", "1"]);
+    limited.ok().has("1 delivery (the limit: raise --limit)");
+    outbox
+        .run(&["deliveries", "--partner", "lab"])
+        .ok()
+        .has("no result deliveries match");
+
+    let show = outbox.run(&["show", &outbox.id("p1")]);
+    let delivery = rows_of(&outbox, "p1")[0]["id"].as_str().unwrap().to_owned();
+    show.ok()
+        .has("Results to the host (1 delivery)")
+        .has(&format!("liaison rerun-delivery {delivery} --reason"));
+    let json = outbox.run(&["show", &outbox.id("p1"), "--json"]).json();
+    assert_eq!(json["deliveries"][0]["id"], delivery.as_str());
+    let queued = outbox.run(&["show", &outbox.id("q1")]);
+    assert!(!queued.ok().stdout.contains("Results to the host"));
+    assert_eq!(
+        outbox.run(&["show", &outbox.id("q1"), "--json"]).json()["deliveries"],
+        serde_json::json!([])
+    );
+}
+
+fn rows_of(outbox: &Outbox, key: &str) -> Vec<Value> {
+    let run = outbox.run(&["deliveries", "--submission", &outbox.id(key), "--json"]);
+    run.ok().json().as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn rerun_delivery_hands_a_parked_result_over_again_and_refuses_the_others() {
+    let outbox = outbox_with_parked_results().await;
+    let p1 = rows_of(&outbox, "p1")[0]["id"].as_str().unwrap().to_owned();
+    let p2 = rows_of(&outbox, "p2")[0]["id"].as_str().unwrap().to_owned();
+    let delivered = rows_of(&outbox, "ok")[0]["id"].as_str().unwrap().to_owned();
+
+    let run = outbox.run(&[
+        "rerun-delivery",
+        &p1,
+        "--reason",
+        "unlocked the claims table",
+    ]);
+    run.ok()
+        .has(&format!(
+            "Re-ran delivery {p1} of submission {}",
+            outbox.id("p1")
+        ))
+        .has("parked -> pending");
+    let after = rows_of(&outbox, "p1");
+    assert_eq!(after[0]["state"], "pending");
+    assert_eq!(after[0]["attempts"], 0, "a fresh retry budget");
+    let last = outbox
+        .store()
+        .timeline(outbox.ids["p1"])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(last.kind, EventKind::ResultDeliveryRerun);
+    assert_eq!(last.actor.as_str(), "tester");
+    assert_eq!(last.reason.as_deref(), Some("unlocked the claims table"));
+
+    let json = outbox.run(&[
+        "rerun-delivery",
+        &p2,
+        "--reason",
+        "fixed",
+        "--actor",
+        "ann",
+        "--json",
+    ]);
+    let json = json.ok().json();
+    assert_eq!(json["action"], "rerun-delivery");
+    assert_eq!(json["delivery"]["state"], "pending");
+    assert_eq!(json["delivery"]["id"], p2.as_str());
+
+    // Refused by state: exit 2, a clear message, a hint, nothing changed.
+    for (id, state) in [(&p1, "pending"), (&delivered, "delivered")] {
+        let again = outbox.run(&["rerun-delivery", id, "--reason", "again"]);
+        assert_eq!(again.code, 2, "{again:#?}");
+        assert!(
+            again.stderr.contains(&format!(
+                "delivery {id} is {state}; only a parked delivery is re-run"
+            )),
+            "{}",
+            again.stderr
+        );
+        assert!(again.stderr.contains("liaison deliveries --state parked"));
+        assert!(again.stdout.is_empty());
+    }
+    assert_eq!(rows_of(&outbox, "ok")[0]["state"], "delivered");
+
+    let missing = outbox.run(&["rerun-delivery", &p1]);
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("--reason"), "{}", missing.stderr);
+    let blank = outbox.run(&["rerun-delivery", &p1, "--reason", " "]);
+    assert_eq!(blank.code, 2);
+    assert!(blank.stderr.contains("reason"), "{}", blank.stderr);
+    let unknown = SubmissionId::new().to_string();
+    let run = outbox.run(&["rerun-delivery", &unknown, "--reason", "x"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains(&format!("delivery {unknown} not found")),
+        "{}",
+        run.stderr
+    );
+    let run = outbox.run(&["rerun-delivery", "D-1", "--reason", "x"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("not a delivery id: \"D-1\""),
+        "{}",
+        run.stderr
+    );
+    let run = outbox.run(&["deliveries", "--state", "failed"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("pending, delivered, parked"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test]

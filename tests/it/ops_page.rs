@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tower::ServiceExt;
 
-use crate::support::{drive_new_to, store};
+use crate::support::{drive_new_to, park_deliveries, store};
 
 const TOKEN: &str = "correct horse battery staple";
 const RUNBOOK: &str = "https://wiki.example/runbooks/result-overdue";
@@ -546,6 +546,411 @@ async fn action_errors_answer_400_404_or_409_with_the_message() {
     assert_eq!(form.status, StatusCode::CONFLICT);
     assert!(form.body.contains("cannot go from succeeded"));
     assert_eq!(f.state(f.stuck).await, SubmissionState::Stuck);
+}
+
+/// The handler error the parked deliveries keep (hostile, to check escaping).
+const HANDLER_ERROR: &str = "claims table locked <script>alert(3)</script>";
+
+/// Results of "lab" go to the host: two finished submissions whose
+/// deliveries are parked, one delivered.
+struct Parked {
+    first: SubmissionId,
+    second: SubmissionId,
+    delivered: SubmissionId,
+    first_delivery: String,
+    second_delivery: String,
+    delivered_delivery: String,
+}
+
+async fn park(f: &Fixture) -> Parked {
+    use SubmissionState::*;
+    f.store.set_result_delivery("lab", true).await.unwrap();
+    let (first, _) = drive_new_to(&f.store, worth("lab", "lab-res-1", 700), Succeeded).await;
+    let (second, _) = drive_new_to(&f.store, worth("lab", "lab-res-2", 800), Failed).await;
+    let (delivered, _) = drive_new_to(&f.store, worth("lab", "lab-res-ok", 900), Succeeded).await;
+    park_deliveries(&f.store, "lab", &[first, second], HANDLER_ERROR).await;
+    let delivery = |id: SubmissionId| async move {
+        let found = f
+            .liaison
+            .deliveries(&liaison::store::DeliveryFilter::default().submission(id))
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        found[0].id.to_string()
+    };
+    Parked {
+        first,
+        second,
+        delivered,
+        first_delivery: delivery(first).await,
+        second_delivery: delivery(second).await,
+        delivered_delivery: delivery(delivered).await,
+    }
+}
+
+async fn delivery_state(f: &Fixture, id: SubmissionId) -> liaison::DeliveryState {
+    f.liaison
+        .deliveries(&liaison::store::DeliveryFilter::default().submission(id))
+        .await
+        .unwrap()[0]
+        .state
+}
+
+#[tokio::test]
+async fn parked_results_show_on_the_overview_and_the_submission_page() {
+    let f = fixture().await;
+    let app = f.app(Some(TOKEN));
+    let before = get(&app, "/").await.body;
+    assert!(
+        !before.contains("id=\"parked\""),
+        "no section while nothing is parked"
+    );
+
+    let p = park(&f).await;
+    let escaped = "claims table locked &lt;script&gt;alert(3)&lt;/script&gt;";
+    let page = get(&app, "/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.body;
+    assert!(html.contains("<h2 id=\"parked\">Results not delivered to the host (2)</h2>"));
+    assert!(html.contains("<li data-partner=\"lab\">lab: <strong>2</strong> parked</li>"));
+    for id in [p.first, p.second] {
+        let link = format!("href=\"/submissions/{id}#deliveries\"");
+        assert!(html.contains(&link), "{link}");
+    }
+    assert!(
+        !html.contains(&p.delivered.to_string()),
+        "delivered ones are not listed"
+    );
+    assert!(
+        html.contains(escaped) && !html.contains("<script>"),
+        "escaped"
+    );
+
+    let detail = get(&app, &format!("/submissions/{}", p.first)).await.body;
+    assert!(detail.contains("<h2 id=\"deliveries\">Results to the host</h2>"));
+    assert!(detail.contains("<td data-field=\"delivery-state\">parked</td>"));
+    assert!(detail.contains(escaped) && !detail.contains("<script>"));
+    let form = format!(
+        "action=\"/submissions/{}/deliveries/{}/rerun\" data-action=\"rerun\"",
+        p.first, p.first_delivery
+    );
+    assert!(detail.contains(&form), "the re-run form");
+    let done = get(&app, &format!("/submissions/{}", p.delivered))
+        .await
+        .body;
+    assert!(done.contains("<td data-field=\"delivery-state\">delivered</td>"));
+    assert!(
+        !done.contains("data-action=\"rerun\""),
+        "only a parked one is re-run"
+    );
+    let none = get(&app, &format!("/submissions/{}", f.queued)).await.body;
+    assert!(
+        !none.contains("Results to the host"),
+        "no deliveries, no section"
+    );
+    let read_only = get(&f.app(None), &format!("/submissions/{}", p.first))
+        .await
+        .body;
+    assert!(
+        !read_only.contains("data-action=\"rerun\"")
+            && read_only.contains("liaison rerun-delivery")
+    );
+
+    let parked = get(&app, "/api/deliveries?state=parked&partner=lab").await;
+    assert_eq!(parked.status, StatusCode::OK);
+    let rows = parked.json()["deliveries"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["id"], p.first_delivery.as_str());
+    assert_eq!(rows[0]["state"], "parked");
+    assert_eq!(rows[0]["last_error"], HANDLER_ERROR);
+    let all = get(&app, "/api/deliveries").await.json();
+    assert_eq!(all["deliveries"].as_array().unwrap().len(), 3);
+    let one = get(&app, &format!("/api/deliveries?submission={}", p.delivered))
+        .await
+        .json();
+    assert_eq!(one["deliveries"][0]["state"], "delivered");
+    let limited = get(&app, "/api/deliveries?limit=1").await.json();
+    assert_eq!(limited["deliveries"].as_array().unwrap().len(), 1);
+    let other = get(&app, "/api/deliveries?state=parked&partner=bank")
+        .await
+        .json();
+    assert_eq!(other["deliveries"], json!([]));
+    for bad in ["state=failed", "submission=nope", "limit=many"] {
+        let answer = get(&app, &format!("/api/deliveries?{bad}")).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            answer.body
+        );
+        assert!(answer.json()["error"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn a_parked_delivery_is_rerun_through_the_form_and_the_api() {
+    use liaison::DeliveryState::*;
+    let f = fixture().await;
+    let p = park(&f).await;
+    let app = f.app(Some(TOKEN));
+    let form = format!(
+        "/submissions/{}/deliveries/{}/rerun",
+        p.first, p.first_delivery
+    );
+    let fields = |token| {
+        [
+            ("actor", "ann"),
+            ("reason", "unlocked the table"),
+            ("token", token),
+        ]
+    };
+
+    let refused = post_form(&app, &form, None, &fields("guess")).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(refused.body.contains("token is missing or wrong"));
+    assert!(
+        refused.body.contains("value=\"unlocked the table\""),
+        "what was typed is kept"
+    );
+    let no_token = post_form(&app, &form, None, &[("actor", "ann"), ("reason", "r")]).await;
+    assert_eq!(no_token.status, StatusCode::UNAUTHORIZED);
+    let read_only = post_form(&f.app(None), &form, None, &fields(TOKEN)).await;
+    assert_eq!(read_only.status, StatusCode::FORBIDDEN);
+    let evil = post_form(&app, &form, Some("https://evil.example"), &fields(TOKEN)).await;
+    assert_eq!(evil.status, StatusCode::FORBIDDEN);
+    assert_eq!(delivery_state(&f, p.first).await, Parked, "nothing changed");
+
+    let posted = post_form(
+        &app,
+        &form,
+        Some("http://ops.clinic.example"),
+        &fields(TOKEN),
+    )
+    .await;
+    assert_eq!(posted.status, StatusCode::SEE_OTHER, "{}", posted.body);
+    let location = posted.headers["location"].to_str().unwrap().to_owned();
+    assert_eq!(location, format!("/submissions/{}?done=rerun", p.first));
+    assert_eq!(delivery_state(&f, p.first).await, Pending);
+    let page = get(&app, &location).await.body;
+    assert!(page.contains("Re-run: the result is handed to the host"));
+    assert!(page.contains("<td data-field=\"delivery-state\">pending</td>"));
+    assert!(page.contains("result_delivery_rerun") && page.contains("unlocked the table"));
+    let last = f.store.timeline(p.first).await.unwrap().pop().unwrap();
+    assert_eq!(last.actor, Actor::person("ann"));
+
+    let api = format!("/api/deliveries/{}/rerun", p.second_delivery);
+    let wrong = post_json(&app, &api, Some("guess"), action("bob", "fixed")).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.headers["www-authenticate"], "Bearer");
+    let without = post_json(&app, &api, None, action("bob", "fixed")).await;
+    assert_eq!(without.status, StatusCode::UNAUTHORIZED);
+    let read_only = post_json(&f.app(None), &api, Some(TOKEN), action("bob", "fixed")).await;
+    assert_eq!(read_only.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        delivery_state(&f, p.second).await,
+        Parked,
+        "nothing changed"
+    );
+    let done = post_json(&app, &api, Some(TOKEN), action("bob", "fixed the schema")).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let done = done.json();
+    assert_eq!(done["delivery"]["state"], "pending");
+    assert_eq!(done["delivery"]["attempts"], 0);
+    assert_eq!(delivery_state(&f, p.second).await, Pending);
+    let last = f.store.timeline(p.second).await.unwrap().pop().unwrap();
+    assert_eq!(last.actor, Actor::person("bob"));
+    assert_eq!(last.reason.as_deref(), Some("fixed the schema"));
+
+    let overview = get(&app, "/").await.body;
+    assert!(
+        !overview.contains("id=\"parked\""),
+        "nothing parked any more"
+    );
+}
+
+#[tokio::test]
+async fn rerun_errors_answer_400_404_or_409_with_the_message() {
+    let f = fixture().await;
+    let p = park(&f).await;
+    let app = f.app(Some(TOKEN));
+    let api = |id: &str| format!("/api/deliveries/{id}/rerun");
+
+    let delivered = post_json(
+        &app,
+        &api(&p.delivered_delivery),
+        Some(TOKEN),
+        action("a", "b"),
+    )
+    .await;
+    assert_eq!(delivered.status, StatusCode::CONFLICT);
+    let message = delivered.json()["error"].as_str().unwrap().to_owned();
+    assert_eq!(
+        message,
+        format!(
+            "delivery {} is delivered; only a parked delivery is re-run",
+            p.delivered_delivery
+        )
+    );
+    let unknown = SubmissionId::new().to_string();
+    let missing = post_json(&app, &api(&unknown), Some(TOKEN), action("a", "b")).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(
+        missing.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("not found")
+    );
+    let bad_id = post_json(&app, &api("nope"), Some(TOKEN), action("a", "b")).await;
+    assert_eq!(bad_id.status, StatusCode::BAD_REQUEST);
+    let no_reason = post_json(&app, &api(&p.first_delivery), Some(TOKEN), action("a", " ")).await;
+    assert_eq!(no_reason.status, StatusCode::BAD_REQUEST);
+    assert!(
+        no_reason.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("reason")
+    );
+    let no_actor = post_json(
+        &app,
+        &api(&p.first_delivery),
+        Some(TOKEN),
+        json!({ "reason": "x" }),
+    )
+    .await;
+    assert_eq!(no_actor.status, StatusCode::BAD_REQUEST);
+    let request = Request::post(api(&p.first_delivery))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::from("actor=ann"))
+        .unwrap();
+    assert_eq!(call(&app, request).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        delivery_state(&f, p.first).await,
+        liaison::DeliveryState::Parked
+    );
+
+    let fields = [("actor", "ann"), ("reason", "again"), ("token", TOKEN)];
+    let form = |sid: SubmissionId, did: &str| format!("/submissions/{sid}/deliveries/{did}/rerun");
+    let conflict = post_form(
+        &app,
+        &form(p.delivered, &p.delivered_delivery),
+        None,
+        &fields,
+    )
+    .await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT);
+    assert!(conflict.body.contains("only a parked delivery is re-run"));
+    assert!(
+        conflict.body.contains("Results to the host"),
+        "the page, with the message"
+    );
+    let elsewhere = post_form(&app, &form(p.delivered, &p.first_delivery), None, &fields).await;
+    assert_eq!(
+        elsewhere.status,
+        StatusCode::NOT_FOUND,
+        "another submission's delivery"
+    );
+    assert!(elsewhere.body.contains("has no delivery"));
+    let unknown_form = post_form(&app, &form(p.first, &unknown), None, &fields).await;
+    assert_eq!(unknown_form.status, StatusCode::NOT_FOUND);
+    let no_submission = post_form(
+        &app,
+        &form(SubmissionId::new(), &p.first_delivery),
+        None,
+        &fields,
+    )
+    .await;
+    assert_eq!(no_submission.status, StatusCode::NOT_FOUND);
+    let bad_submission = post_form(
+        &app,
+        &form(p.first, "x").replace(&p.first.to_string(), "nope"),
+        None,
+        &fields,
+    )
+    .await;
+    assert_eq!(bad_submission.status, StatusCode::BAD_REQUEST);
+    let blank = post_form(
+        &app,
+        &form(p.first, &p.first_delivery),
+        None,
+        &[("actor", "ann"), ("reason", ""), ("token", TOKEN)],
+    )
+    .await;
+    assert_eq!(blank.status, StatusCode::BAD_REQUEST);
+    assert!(blank.body.contains("invalid reason"));
+    assert_eq!(
+        delivery_state(&f, p.first).await,
+        liaison::DeliveryState::Parked,
+        "nothing changed"
+    );
+    assert_eq!(
+        delivery_state(&f, p.second).await,
+        liaison::DeliveryState::Parked
+    );
+}
+
+#[tokio::test]
+async fn with_a_read_token_the_deliveries_need_it_and_the_page_carries_it() {
+    let f = fixture().await;
+    let p = park(&f).await;
+    let app = router(
+        OpsState::new(f.liaison.clone())
+            .token(TOKEN)
+            .read_token(READ_TOKEN),
+    )
+    .unwrap();
+    let refused = get(&app, "/api/deliveries?state=parked").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(!refused.body.contains(HANDLER_ERROR));
+    let bearer = format!("Bearer {READ_TOKEN}");
+    let served = get_with(
+        &app,
+        "/api/deliveries?state=parked",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.json()["deliveries"].as_array().unwrap().len(), 2);
+
+    let query: String = form_urlencoded::byte_serialize(READ_TOKEN.as_bytes()).collect();
+    let overview = get(&app, &format!("/?token={query}")).await.body;
+    let link = format!("href=\"/submissions/{}?token={query}#deliveries\"", p.first);
+    assert!(
+        overview.contains(&link),
+        "the token before the fragment: {link}"
+    );
+    let detail = get(&app, &format!("/submissions/{}?token={query}", p.first))
+        .await
+        .body;
+    let target = format!(
+        "/submissions/{}/deliveries/{}/rerun?token={query}",
+        p.first, p.first_delivery
+    );
+    assert!(detail.contains(&format!("action=\"{target}\"")), "{detail}");
+    let fields = [("actor", "ann"), ("reason", "fixed"), ("token", TOKEN)];
+    let without = format!(
+        "/submissions/{}/deliveries/{}/rerun",
+        p.first, p.first_delivery
+    );
+    let refused = post_form(&app, &without, None, &fields).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "the form post needs the read token"
+    );
+    assert_eq!(
+        delivery_state(&f, p.first).await,
+        liaison::DeliveryState::Parked
+    );
+    let posted = post_form(&app, &target, None, &fields).await;
+    assert_eq!(posted.status, StatusCode::SEE_OTHER, "{}", posted.body);
+    assert_eq!(
+        posted.headers["location"],
+        format!("/submissions/{}?done=rerun&token={query}", p.first).as_str()
+    );
+    assert_eq!(
+        delivery_state(&f, p.first).await,
+        liaison::DeliveryState::Pending
+    );
 }
 
 #[tokio::test]

@@ -112,3 +112,40 @@ pub async fn drive_new_to(
     assert_eq!(store.get(id).await.unwrap().state, state);
     (id, None)
 }
+
+/// Claim every due result delivery of `partner` and end it: parked (the
+/// host's handler "failed" with `error`) for the submissions in `park`,
+/// delivered for the others. Needs `store.set_result_delivery(partner,
+/// true)` before the submissions finished. Returns the parked deliveries.
+pub async fn park_deliveries(
+    store: &SqliteStore,
+    partner: &str,
+    park: &[SubmissionId],
+    error: &str,
+) -> Vec<liaison::Delivery> {
+    use liaison::store::{DeliveryClaim, DeliveryEnd};
+    let leases = store
+        .claim_deliveries(DeliveryClaim::new(
+            vec![partner.to_owned()],
+            100,
+            Duration::from_secs(60),
+        ))
+        .await
+        .expect("claim deliveries");
+    let mut parked = Vec::new();
+    for lease in leases {
+        let end = if park.contains(&lease.delivery.submission_id) {
+            parked.push(lease.delivery.clone());
+            DeliveryEnd::Parked {
+                error: error.to_owned(),
+            }
+        } else {
+            DeliveryEnd::Delivered
+        };
+        store
+            .finish_delivery(&lease, end)
+            .await
+            .expect("end delivery");
+    }
+    parked
+}

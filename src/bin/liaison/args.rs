@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use liaison::callback::{CallbackId, Disposition};
 use liaison::store::ListFilter;
-use liaison::{SubmissionId, SubmissionState};
+use liaison::{DeliveryId, DeliveryState, SubmissionId, SubmissionState};
 
 // The command line (the about text is set below, not taken from doc comments).
 #[derive(Debug, Parser)]
@@ -19,7 +19,7 @@ use liaison::{SubmissionId, SubmissionState};
     about = "Inspect and recover a liaison outbox (its SQLite file) without the host application.",
     after_help = "Exit codes: 0 ok; 1 it ran and found problems (status: the verdict is down; \
                   replay-where: some were refused); 2 usage, missing file, unknown id, or an \
-                  action the submission's state refuses; 3 the database failed (busy, I/O).\n\
+                  action the submission's (or delivery's) state refuses; 3 the database failed (busy, I/O).\n\
                   Guide with examples: docs/cli.md"
 )]
 pub(crate) struct Cli {
@@ -51,6 +51,10 @@ pub(crate) enum Command {
     Resolve(ResolveArgs),
     /// Cancel a submission that is not finished.
     Cancel(CancelArgs),
+    /// Result deliveries to the host application, oldest first.
+    Deliveries(DeliveriesArgs),
+    /// Hand a parked result delivery to the host's handler again.
+    RerunDelivery(RerunDeliveryArgs),
     /// Stored inbound callbacks, newest first.
     Callbacks(CallbacksArgs),
     /// Show a callback and how to reprocess it (the host application does it).
@@ -248,6 +252,34 @@ pub(crate) struct CancelArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct DeliveriesArgs {
+    /// Only this partner.
+    #[arg(long)]
+    pub(crate) partner: Option<String>,
+    /// Only deliveries in this state: pending, delivered or parked.
+    #[arg(long, value_name = "STATE", value_parser = parse_delivery_state)]
+    pub(crate) state: Option<DeliveryState>,
+    /// Only the deliveries of this submission.
+    #[arg(long, value_name = "ID", value_parser = parse_submission_id)]
+    pub(crate) submission: Option<SubmissionId>,
+    /// At most this many (1 to 10000).
+    #[arg(long, default_value = "100", value_parser = parse_limit)]
+    pub(crate) limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RerunDeliveryArgs {
+    /// The delivery id (as `liaison deliveries` prints it).
+    #[arg(value_parser = parse_delivery_id)]
+    pub(crate) id: DeliveryId,
+    /// What was fixed, why it is handed over again (goes on the timeline).
+    #[arg(long)]
+    pub(crate) reason: String,
+    #[command(flatten)]
+    pub(crate) actor: ActorArg,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct CallbacksArgs {
     /// Only the quarantine: malformed, rejected, expired and conflicting.
     #[arg(long, conflicts_with = "dispositions")]
@@ -321,6 +353,18 @@ pub(crate) fn parse_disposition(s: &str) -> Result<Disposition, String> {
 pub(crate) fn parse_submission_id(s: &str) -> Result<SubmissionId, String> {
     s.trim().parse().map_err(|_| {
         format!("not a submission id: {s:?} (ids are UUIDs, as `liaison list` prints them)")
+    })
+}
+
+pub(crate) fn parse_delivery_state(s: &str) -> Result<DeliveryState, String> {
+    s.trim().to_ascii_lowercase().parse().map_err(|_| {
+        format!("unknown delivery state {s:?}; the states are: pending, delivered, parked")
+    })
+}
+
+pub(crate) fn parse_delivery_id(s: &str) -> Result<DeliveryId, String> {
+    s.trim().parse().map_err(|_| {
+        format!("not a delivery id: {s:?} (ids are UUIDs, as `liaison deliveries` prints them)")
     })
 }
 
@@ -450,6 +494,21 @@ mod tests {
         for bad in ["yesterday", "2026-03-03", "0m", "99999999999999d"] {
             assert!(parse_since(bad).unwrap_err().contains("RFC 3339"), "{bad}");
         }
+    }
+
+    #[test]
+    fn delivery_states_and_ids_parse_or_explain() {
+        assert_eq!(parse_delivery_state(" Parked"), Ok(DeliveryState::Parked));
+        assert!(
+            parse_delivery_state("failed")
+                .unwrap_err()
+                .contains("pending, delivered, parked")
+        );
+        assert!(
+            parse_delivery_id("42")
+                .unwrap_err()
+                .contains("liaison deliveries")
+        );
     }
 
     #[test]

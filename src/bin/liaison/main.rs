@@ -8,6 +8,7 @@ mod actions;
 mod alerts;
 mod args;
 mod callbacks;
+mod deliveries;
 mod fail;
 mod open;
 mod render;
@@ -52,6 +53,8 @@ async fn run(cli: Cli) -> Outcome {
         Command::ReplayWhere(a) => actions::replay_where(&liaison, a, json).await,
         Command::Resolve(a) => actions::resolve(&liaison, a, json).await,
         Command::Cancel(a) => actions::cancel(&liaison, a, json).await,
+        Command::Deliveries(a) => deliveries::list(&liaison, a, json).await,
+        Command::RerunDelivery(a) => deliveries::rerun(&liaison, a, json).await,
         Command::Callbacks(a) => callbacks::list(&liaison, a, json).await,
         Command::Reprocess(a) => callbacks::reprocess(&liaison, a, json).await,
         Command::Alerts(a) => alerts::list(&liaison, a, json).await,

@@ -1,8 +1,8 @@
 //! Reading submissions: `list`, `show`, `export`.
 
 use chrono::{SecondsFormat, Utc};
-use liaison::store::ListFilter;
-use liaison::{Attempt, Event, Liaison, Submission, SubmissionState};
+use liaison::store::{DeliveryFilter, ListFilter};
+use liaison::{Attempt, Delivery, DeliveryState, Event, Liaison, Submission, SubmissionState};
 use serde::Serialize;
 
 use crate::args::{ExportArgs, Format, ListArgs, ShowArgs};
@@ -60,6 +60,9 @@ struct Shown<'a> {
     submission: &'a Submission,
     timeline: &'a [Event],
     attempts: &'a [Attempt],
+    /// Its result deliveries to the host (none when its partner has no
+    /// result handler).
+    deliveries: &'a [Delivery],
 }
 
 pub(crate) async fn show(liaison: &Liaison, args: &ShowArgs, json: bool) -> Outcome {
@@ -71,11 +74,15 @@ pub(crate) async fn show(liaison: &Liaison, args: &ShowArgs, json: bool) -> Outc
     };
     let timeline = store.timeline(s.id).await?;
     let attempts = store.attempts(s.id).await?;
+    let deliveries = liaison
+        .deliveries(&DeliveryFilter::default().submission(s.id))
+        .await?;
     if json {
         print_json(&Shown {
             submission: &s,
             timeline: &timeline,
             attempts: &attempts,
+            deliveries: &deliveries,
         })?;
         return Ok(Done::Clean);
     }
@@ -188,6 +195,19 @@ pub(crate) async fn show(liaison: &Liaison, args: &ShowArgs, json: bool) -> Outc
             ]);
         }
         out.push_str(&table.render());
+    }
+    if !deliveries.is_empty() {
+        out.push_str(&format!(
+            "\nResults to the host ({})\n",
+            count(deliveries.len() as u64, "delivery", "deliveries")
+        ));
+        out.push_str(&crate::deliveries::table(&deliveries));
+        if let Some(parked) = deliveries.iter().find(|d| d.state == DeliveryState::Parked) {
+            out.push_str(&format!(
+                "The host's handler kept failing; once fixed: liaison rerun-delivery {} --reason \"<what was fixed>\"\n",
+                parked.id
+            ));
+        }
     }
     if let Some(next) = next_steps(&s) {
         out.push_str(&format!("\n{next}\n"));

@@ -1,10 +1,12 @@
-//! Replay, resolve and cancel: the request, the call, and how errors answer.
+//! Replay, resolve and cancel, and re-running a parked result delivery:
+//! the request, the call, and how errors answer.
 
 use serde::Deserialize;
 
 pub(super) use super::failure::Failure;
 use super::params::Params;
 use crate::engine::Liaison;
+use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::Actor;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::partner::Outcome;
@@ -159,6 +161,41 @@ pub(super) async fn perform(
     tracing::warn!(
         submission = %id,
         action = action.as_str(),
+        actor = request.actor.trim(),
+        "ops page action"
+    );
+    Ok(done)
+}
+
+/// Re-run parked result delivery `id` (hand it to the host's handler
+/// again). `of`: the submission it must belong to (the page's form), so a
+/// form cannot act on another submission's delivery.
+pub(super) async fn rerun(
+    liaison: &Liaison,
+    id: &str,
+    of: Option<SubmissionId>,
+    request: &Request,
+) -> Result<Delivery, Failure> {
+    let id: DeliveryId = id.parse()?;
+    let (actor, reason) = request.check()?;
+    if let Some(submission) = of {
+        let filter = crate::store::DeliveryFilter::default().submission(submission);
+        if !liaison
+            .deliveries(&filter)
+            .await?
+            .iter()
+            .any(|d| d.id == id)
+        {
+            return Err(Failure::not_found(format!(
+                "submission {submission} has no delivery {id}"
+            )));
+        }
+    }
+    let done = liaison.rerun_delivery(id, actor, reason).await?;
+    tracing::warn!(
+        delivery = %id,
+        submission = %done.submission_id,
+        action = "rerun_delivery",
         actor = request.actor.trim(),
         "ops page action"
     );

@@ -1,4 +1,5 @@
-//! The JSON API: health, alerts, submissions, callbacks, and the actions.
+//! The JSON API: health, alerts, submissions, callbacks, result deliveries,
+//! and the actions.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,13 +12,14 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Shared;
-use super::actions::{Action, Failure, Request, perform};
+use super::actions::{Action, Failure, Request, perform, rerun};
 use super::auth::{Denied, bearer};
 use super::params::Params;
 use crate::callback::StoredCallback;
 use crate::model::callback::{CallbackId, Correlation, Disposition};
+use crate::model::delivery::DeliveryState;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
-use crate::store::{CallbackFilter, ListFilter};
+use crate::store::{CallbackFilter, DeliveryFilter, ListFilter};
 
 /// Most rows one list request returns.
 pub(super) const MAX_LIST: usize = 1000;
@@ -179,6 +181,57 @@ pub(super) async fn callbacks(State(state): State<Shared>, uri: Uri) -> Response
     respond(result.await)
 }
 
+/// `GET /api/deliveries?state=parked&partner=&submission=&limit=`: result
+/// deliveries to the host, oldest first (no result documents: a delivery
+/// row holds none).
+pub(super) async fn deliveries(State(state): State<Shared>, uri: Uri) -> Response {
+    let result = async {
+        let params = Params::from_query(&uri);
+        let filter = DeliveryFilter {
+            partner: params.get("partner").map(str::to_owned),
+            state: params.parsed::<DeliveryState>("state")?,
+            submission: params.parsed::<SubmissionId>("submission")?,
+            limit: Some(limit(&params)?),
+        };
+        let found = state.liaison.deliveries(&filter).await?;
+        Ok::<_, Failure>(json!({ "deliveries": found }))
+    };
+    respond(result.await)
+}
+
+/// `POST /api/deliveries/{id}/rerun` with `Authorization: Bearer <token>`
+/// and `{"actor", "reason"}`: hand a parked delivery to the host's handler
+/// again.
+pub(super) async fn rerun_delivery(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers) {
+        return *response;
+    }
+    let result = async {
+        let request = Request::from_json(&body)?;
+        let done = rerun(&state.liaison, &id, None, &request).await?;
+        Ok::<_, Failure>(json!({ "delivery": done }))
+    };
+    respond(result.await)
+}
+
+/// The action token from `Authorization`, or the refusal to answer with.
+fn authorize(state: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    state.authorize(headers, bearer(headers)).map_err(|denied| {
+        let mut response = Failure::new(denied.status(), denied.message()).json();
+        if denied == Denied::BadToken {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        Box::new(response)
+    })
+}
+
 /// `POST /api/submissions/{id}/{replay|resolve|cancel}` with
 /// `Authorization: Bearer <token>` and `{"actor", "reason", "outcome"?, "fresh_key"?}`.
 pub(super) async fn act(
@@ -193,14 +246,8 @@ pub(super) async fn act(
         ))
         .json();
     };
-    if let Err(denied) = state.authorize(&headers, bearer(&headers)) {
-        let mut response = Failure::new(denied.status(), denied.message()).json();
-        if denied == Denied::BadToken {
-            response
-                .headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        return response;
+    if let Err(response) = authorize(&state, &headers) {
+        return *response;
     }
     let result = async {
         let request = Request::from_json(&body)?;

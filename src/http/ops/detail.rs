@@ -1,4 +1,5 @@
-//! `GET /submissions/{id}` and the forms that replay, resolve or cancel it.
+//! `GET /submissions/{id}` and the forms that replay, resolve or cancel it,
+//! or re-run its parked result delivery.
 
 use std::fmt::Write as _;
 
@@ -8,17 +9,26 @@ use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::actions::{Action, Failure, Request, perform};
+use super::actions::{Action, Failure, Request, perform, rerun as rerun_delivery};
 use super::html::{document, error_page, escape, money, respond, state_words, when};
 use super::params::Params;
 use super::{OpsState, Shared};
+use crate::model::delivery::{Delivery, DeliveryId, DeliveryState};
 use crate::model::event::{Attempt, Event};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 
 /// What to tell the operator above the details.
 enum Notice {
     Done(Action),
+    Rerun,
     Error(String),
+}
+
+/// The form that was sent, to fill it again after a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tried {
+    Action(Action),
+    Rerun(DeliveryId),
 }
 
 /// `GET /submissions/{id}` (`?done=replay` after a form succeeded).
@@ -27,10 +37,10 @@ pub(super) async fn page(
     Path(id): Path<String>,
     uri: Uri,
 ) -> Response {
-    let notice = Params::from_query(&uri)
-        .get("done")
-        .and_then(Action::parse)
-        .map(Notice::Done);
+    let notice = match Params::from_query(&uri).get("done") {
+        Some("rerun") => Some(Notice::Rerun),
+        done => done.and_then(Action::parse).map(Notice::Done),
+    };
     show(
         &state,
         &id,
@@ -63,7 +73,7 @@ pub(super) async fn act(
             &id,
             Some(notice),
             &request,
-            Some(action),
+            Some(Tried::Action(action)),
             denied.status(),
         )
         .await;
@@ -87,7 +97,53 @@ pub(super) async fn act(
                 &id,
                 Some(Notice::Error(f.message)),
                 &request,
-                Some(action),
+                Some(Tried::Action(action)),
+                f.status,
+            )
+            .await
+        }
+    }
+}
+
+/// `POST /submissions/{id}/deliveries/{delivery}/rerun` from the re-run
+/// form of a parked result delivery: fields `actor`, `reason`, `token`.
+/// Success redirects (303) back to the submission's page.
+pub(super) async fn rerun(
+    State(state): State<Shared>,
+    Path((id, delivery)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::from_form(&body);
+    let request = Request::from_form(&params);
+    let tried = delivery.parse().ok().map(Tried::Rerun);
+    if let Err(denied) = state.authorize(&headers, params.get("token")) {
+        let notice = Notice::Error(denied.message().to_owned());
+        return show(&state, &id, Some(notice), &request, tried, denied.status()).await;
+    }
+    let submission = match id.parse::<SubmissionId>() {
+        Ok(submission) => submission,
+        Err(e) => {
+            let f = Failure::from(e);
+            return error_page(f.status, &f.message, &state.link("/"));
+        }
+    };
+    match rerun_delivery(&state.liaison, &delivery, Some(submission), &request).await {
+        Ok(done) => {
+            let location = state.link(&format!("/submissions/{}?done=rerun", done.submission_id));
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(LOCATION, value);
+            }
+            response
+        }
+        Err(f) => {
+            show(
+                &state,
+                &id,
+                Some(Notice::Error(f.message)),
+                &request,
+                tried,
                 f.status,
             )
             .await
@@ -100,7 +156,7 @@ async fn show(
     id: &str,
     notice: Option<Notice>,
     request: &Request,
-    tried: Option<Action>,
+    tried: Option<Tried>,
     status: StatusCode,
 ) -> Response {
     let loaded = async {
@@ -110,17 +166,28 @@ async fn show(
             store.get(id).await?,
             store.timeline(id).await?,
             store.attempts(id).await?,
+            state
+                .liaison
+                .deliveries(&crate::store::DeliveryFilter::default().submission(id))
+                .await?,
         ))
     };
     match loaded.await {
-        Ok((s, timeline, attempts)) => {
+        Ok((s, timeline, attempts, deliveries)) => {
             let forms = Forms {
                 enabled: state.action_token().is_some(),
                 state,
                 request,
                 tried,
             };
-            let html = render(&s, &timeline, &attempts, notice.as_ref(), &forms);
+            let html = render(
+                &s,
+                &timeline,
+                &attempts,
+                &deliveries,
+                notice.as_ref(),
+                &forms,
+            );
             respond(
                 status,
                 document(&format!("Ops: {}", s.idempotency_key), &html),
@@ -139,6 +206,7 @@ fn render(
     s: &Submission,
     timeline: &[Event],
     attempts: &[Attempt],
+    deliveries: &[Delivery],
     notice: Option<&Notice>,
     forms: &Forms<'_>,
 ) -> String {
@@ -161,6 +229,12 @@ fn render(
                 }
             );
         }
+        Some(Notice::Rerun) => {
+            out.push_str(
+                "<p class=\"done\" role=\"status\">Re-run: the result is handed to the host's \
+                 handler again, with a fresh set of retries.</p>",
+            );
+        }
         Some(Notice::Error(message)) => {
             let _ = write!(
                 out,
@@ -173,6 +247,7 @@ fn render(
     details(&mut out, s);
     out.push_str("<h2>What you can do</h2>");
     forms.render(&mut out, s);
+    forms.deliveries(&mut out, deliveries);
     timeline_table(&mut out, timeline);
     attempts_table(&mut out, attempts);
     out
@@ -247,7 +322,7 @@ struct Forms<'a> {
     state: &'a OpsState,
     /// What was typed, to fill the form again after a refusal.
     request: &'a Request,
-    tried: Option<Action>,
+    tried: Option<Tried>,
 }
 
 impl Forms<'_> {
@@ -295,7 +370,7 @@ impl Forms<'_> {
                 "Cancel it",
             ),
         };
-        let reason = if self.tried == Some(action) {
+        let reason = if self.tried == Some(Tried::Action(action)) {
             escape(&self.request.reason)
         } else {
             String::new()
@@ -328,6 +403,78 @@ impl Forms<'_> {
             "<label>Ops token <input type=\"password\" name=\"token\" required autocomplete=\"off\"></label>\
              <button type=\"submit\">{button}</button></fieldset></form>"
         );
+    }
+}
+
+impl Forms<'_> {
+    /// The submission's result deliveries to the host (none when its
+    /// partner has no result handler), with a re-run form for a parked one.
+    fn deliveries(&self, out: &mut String, deliveries: &[Delivery]) {
+        if deliveries.is_empty() {
+            return;
+        }
+        out.push_str(
+            "<h2 id=\"deliveries\">Results to the host</h2>\
+             <table class=\"deliveries\"><thead><tr><th>Delivery</th><th>Result</th><th>State</th>\
+             <th>Attempts</th><th>Recorded</th><th>Due or delivered</th><th>Last error</th></tr></thead><tbody>",
+        );
+        for d in deliveries {
+            let at = match (d.state, d.delivered_at) {
+                (DeliveryState::Delivered, Some(at)) => when(at),
+                (DeliveryState::Parked, _) => "waits for a re-run".into(),
+                _ => when(d.due_at),
+            };
+            let _ = write!(
+                out,
+                "<tr data-delivery=\"{id}\"><td class=\"nowrap\">{id}</td><td>{}</td>\
+                 <td data-field=\"delivery-state\">{}</td><td>{}</td><td class=\"nowrap\">{}</td>\
+                 <td class=\"nowrap\">{at}</td><td>{}</td></tr>",
+                escape(d.final_state.as_str()),
+                escape(d.state.as_str()),
+                d.attempts,
+                when(d.created_at),
+                escape(d.last_error.as_deref().unwrap_or("")),
+                id = d.id,
+            );
+        }
+        out.push_str("</tbody></table>");
+        let parked: Vec<&Delivery> = deliveries
+            .iter()
+            .filter(|d| d.state == DeliveryState::Parked)
+            .collect();
+        if parked.is_empty() {
+            return;
+        }
+        if !self.enabled {
+            out.push_str(
+                "<p class=\"note\">Parked: the host's handler kept failing. Read-only: re-run it \
+                 with the command-line tool (liaison rerun-delivery) or the API.</p>",
+            );
+            return;
+        }
+        for d in parked {
+            let reason = if self.tried == Some(Tried::Rerun(d.id)) {
+                escape(&self.request.reason)
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                out,
+                "<form method=\"post\" action=\"{target}\" data-action=\"rerun\">\
+                 <fieldset><legend>Re-run: hand the result to the host again</legend>\
+                 <p class=\"muted\">The host's handler kept failing and gave up. Fix what made it fail \
+                 (see the last error), then re-run: it gets a fresh set of retries.</p>\
+                 <label>Your name <input name=\"actor\" required maxlength=\"200\" value=\"{actor}\"></label>\
+                 <label>What was fixed (goes on the timeline) <input name=\"reason\" required maxlength=\"2000\" value=\"{reason}\"></label>\
+                 <label>Ops token <input type=\"password\" name=\"token\" required autocomplete=\"off\"></label>\
+                 <button type=\"submit\">Re-run</button></fieldset></form>",
+                target = escape(&self.state.link(&format!(
+                    "/submissions/{}/deliveries/{}/rerun",
+                    d.submission_id, d.id
+                ))),
+                actor = escape(&self.request.actor),
+            );
+        }
     }
 }
 

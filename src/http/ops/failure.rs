@@ -45,6 +45,7 @@ impl From<Error> for Failure {
             | ErrorKind::IdempotencyConflict
             | ErrorKind::ReferenceTaken
             | ErrorKind::AlreadySettled
+            | ErrorKind::NotParked
             | ErrorKind::StaleLease => StatusCode::CONFLICT,
             ErrorKind::Busy | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,6 +102,13 @@ mod tests {
             status(Error::AlreadySettled {
                 id: CallbackId::new(),
                 disposition: Disposition::Applied,
+            }),
+            409
+        );
+        assert_eq!(
+            status(Error::NotParked {
+                id: "0190a7b2-58f1-7c2e-9a35-5d0e8b1f2c3d".parse().unwrap(),
+                state: crate::model::delivery::DeliveryState::Delivered,
             }),
             409
         );

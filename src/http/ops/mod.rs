@@ -5,15 +5,18 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /` | per-partner health (verdict and reasons, the last 24 hours as a chart), open alerts with their owners, stuck and failed work with its value at risk |
-//! | `GET /submissions/{id}` | one submission: details, timeline, attempts, and forms to replay, resolve or cancel it |
+//! | `GET /` | per-partner health (verdict and reasons, the last 24 hours as a chart), open alerts with their owners, stuck and failed work with its value at risk, and (when any is parked) results not delivered to the host |
+//! | `GET /submissions/{id}` | one submission: details, timeline, attempts, its result deliveries to the host, and forms to replay, resolve or cancel it (and to re-run a parked delivery) |
 //! | `POST /submissions/{id}/replay` \| `resolve` \| `cancel` | the forms' actions (fields `actor`, `reason`, `token`; `outcome` for resolve) |
+//! | `POST /submissions/{id}/deliveries/{delivery}/rerun` | the re-run form's action (fields `actor`, `reason`, `token`) |
 //! | `GET /api/health` | [`crate::ops::HealthReport`] as JSON |
 //! | `GET /api/alerts?open=true` | alerts (`open=false`: all, newest first) |
 //! | `GET /api/submissions?state=&partner=&limit=&after=` | submissions, oldest first |
 //! | `GET /api/submissions/{id}` | one submission with its `timeline` and `attempts` |
 //! | `GET /api/callbacks?quarantined=true&partner=&limit=` | stored callbacks, newest first |
+//! | `GET /api/deliveries?state=parked&partner=&submission=&limit=` | result deliveries to the host, oldest first |
 //! | `POST /api/submissions/{id}/replay` \| `resolve` \| `cancel` | JSON actions (`Authorization: Bearer <token>`) |
+//! | `POST /api/deliveries/{id}/rerun` | re-run a parked result delivery (`Authorization: Bearer <token>`, `{"actor", "reason"}`) |
 //!
 //! Reading needs no token unless [`OpsState::read_token()`] sets one; then
 //! every read (the page, `/api/*`, `/metrics`, and the page's form posts)
@@ -237,12 +240,18 @@ pub fn router(mut state: OpsState) -> crate::Result<Router> {
         .route("/", get(overview::page))
         .route("/submissions/{id}", get(detail::page))
         .route("/submissions/{id}/{action}", post(detail::act))
+        .route(
+            "/submissions/{id}/deliveries/{delivery}/rerun",
+            post(detail::rerun),
+        )
         .route("/api/health", get(api::health))
         .route("/api/alerts", get(api::alerts))
         .route("/api/submissions", get(api::submissions))
         .route("/api/submissions/{id}", get(api::submission))
         .route("/api/submissions/{id}/{action}", post(api::act))
         .route("/api/callbacks", get(api::callbacks))
+        .route("/api/deliveries", get(api::deliveries))
+        .route("/api/deliveries/{id}/rerun", post(api::rerun_delivery))
         .route("/metrics", get(api::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state))

@@ -14,13 +14,16 @@ use super::html::{
     state_words, trend_words, verdict_class, verdict_word, when,
 };
 use super::{OpsState, Shared};
+use crate::model::delivery::{Delivery, DeliveryState};
 use crate::model::submission::{Submission, SubmissionState};
 use crate::ops::alerts::Alert;
 use crate::ops::{HealthReport, PartnerHealth};
-use crate::store::{ListFilter, Totals};
+use crate::store::{DeliveryFilter, ListFilter, Totals};
 
 /// Rows shown in each list of problem submissions (the oldest first).
 const LIST_ROWS: usize = 50;
+/// Parked result deliveries shown by name (the oldest first).
+const PARKED_ROWS: usize = 10;
 
 /// `GET /`
 pub(super) async fn page(State(state): State<Shared>) -> Response {
@@ -50,6 +53,14 @@ async fn render(state: &Shared) -> Result<String, Failure> {
                 .state(SubmissionState::DeadLettered)
                 .limit(LIST_ROWS)
                 .without_payload(),
+        )
+        .await?;
+    // Counted as the alert evaluation counts them: up to the list cap.
+    let parked = liaison
+        .deliveries(
+            &DeliveryFilter::default()
+                .state(DeliveryState::Parked)
+                .limit(ListFilter::MAX_LIMIT),
         )
         .await?;
     let now = Utc::now();
@@ -96,6 +107,7 @@ async fn render(state: &Shared) -> Result<String, Failure> {
         &failed,
         count(&[SubmissionState::Failed, SubmissionState::DeadLettered]),
     );
+    parked_table(&mut body, state, &parked);
     Ok(document("Ops: partner integrations", &body))
 }
 
@@ -269,6 +281,67 @@ fn submissions_table(
             s.business_value.map_or("—".into(), money),
             when(s.terminal_at.unwrap_or(s.updated_at)),
             escape(s.last_error.as_deref().unwrap_or("")),
+        );
+    }
+    out.push_str("</tbody></table>");
+}
+
+/// Results the host's handler kept failing to take: shown only while any is
+/// parked. Counts per partner, then the oldest with their last error.
+fn parked_table(out: &mut String, state: &OpsState, parked: &[Delivery]) {
+    if parked.is_empty() {
+        return;
+    }
+    let mut per_partner: std::collections::BTreeMap<&str, usize> = Default::default();
+    for d in parked {
+        *per_partner.entry(d.partner.as_str()).or_default() += 1;
+    }
+    let at_least = if parked.len() >= ListFilter::MAX_LIMIT {
+        "at least "
+    } else {
+        ""
+    };
+    let _ = write!(
+        out,
+        "<h2 id=\"parked\">Results not delivered to the host ({at_least}{})</h2>\
+         <p>These submissions are finished, but the host application's result handler kept \
+         failing to take their result and gave up. Their results (and later ones of the same \
+         ordering key) wait. Fix what made the handler fail (see the last error), then open \
+         each submission and re-run its delivery.</p><ul class=\"parked-partners\">",
+        parked.len()
+    );
+    for (partner, n) in &per_partner {
+        let _ = write!(
+            out,
+            "<li data-partner=\"{}\">{}: <strong>{at_least}{n}</strong> parked</li>",
+            escape(partner),
+            escape(partner)
+        );
+    }
+    out.push_str("</ul>");
+    if parked.len() > PARKED_ROWS {
+        let _ = write!(out, "<p>Showing the oldest {PARKED_ROWS}.</p>");
+    }
+    out.push_str(
+        "<table class=\"deliveries\" id=\"parked-list\"><thead><tr><th>Submission</th><th>Partner</th>\
+         <th>Result</th><th>Attempts</th><th>Finished</th><th>Last error</th></tr></thead><tbody>",
+    );
+    for d in parked.iter().take(PARKED_ROWS) {
+        let _ = write!(
+            out,
+            "<tr><td class=\"nowrap\"><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td>\
+             <td class=\"nowrap\">{}</td><td>{}</td></tr>",
+            // The fragment after the read token, or the token would be in it.
+            escape(&format!(
+                "{}#deliveries",
+                state.link(&format!("/submissions/{}", d.submission_id))
+            )),
+            d.submission_id,
+            escape(&d.partner),
+            escape(d.final_state.as_str()),
+            d.attempts,
+            when(d.created_at),
+            escape(d.last_error.as_deref().unwrap_or("")),
         );
     }
     out.push_str("</tbody></table>");

@@ -112,13 +112,10 @@ pub(crate) fn rerun(
     now: DateTime<Utc>,
 ) -> Result<(DeliveryWrite, NewEvent)> {
     if current.state != DeliveryState::Parked {
-        return Err(Error::invalid(
-            "delivery",
-            format!(
-                "delivery {} is {}; only a parked delivery is re-run",
-                current.id, current.state
-            ),
-        ));
+        return Err(Error::NotParked {
+            id: current.id,
+            state: current.state,
+        });
     }
     let write = DeliveryWrite {
         id: current.id,
@@ -254,8 +251,11 @@ mod tests {
         assert_eq!(event.actor, Actor::person("ops"));
         assert_eq!(event.kind, EventKind::ResultDeliveryRerun);
         for state in [DeliveryState::Pending, DeliveryState::Delivered] {
-            let err = rerun(&delivery(state), &note, t(7_000)).unwrap_err();
-            assert!(err.is_invalid_input(), "{err:?}");
+            let d = delivery(state);
+            let err = rerun(&d, &note, t(7_000)).unwrap_err();
+            assert!(err.is_not_parked(), "{err:?}");
+            assert!(matches!(err, Error::NotParked { id, state: s } if id == d.id && s == state));
+            assert!(err.to_string().contains("only a parked delivery"), "{err}");
         }
     }
 }

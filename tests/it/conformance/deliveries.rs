@@ -246,7 +246,7 @@ pub async fn a_stale_lease_cannot_end_a_delivery_and_parked_ones_are_rerun(h: &H
     assert_eq!(rerun.state, DeliveryState::Pending, "{name}");
     assert_eq!(rerun.attempts, 0, "{name}");
     let refused = store.rerun_delivery(parked[0].id, note).await.unwrap_err();
-    assert!(refused.is_invalid_input(), "{name}: {refused:?}");
+    assert!(refused.is_not_parked(), "{name}: {refused:?}");
     let leases = claim(&store, "lab").await;
     assert_eq!(leases.len(), 1, "{name}");
     assert_eq!(leases[0].delivery.submission_id, id, "{name}");
