@@ -80,8 +80,9 @@ pub(crate) fn end(
             Some(error.clone()),
             EventKind::ResultDeliveryParked,
             format!(
-                "the host's handler failed {} times; the result waits for a re-run: {error}",
-                current.attempts
+                "the host's handler failed {} time{}; the result waits for a re-run: {error}",
+                current.attempts,
+                if current.attempts == 1 { "" } else { "s" }
             ),
         ),
     };

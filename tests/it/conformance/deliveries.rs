@@ -269,3 +269,82 @@ pub async fn a_stale_lease_cannot_end_a_delivery_and_parked_ones_are_rerun(h: &H
         );
     }
 }
+
+pub async fn a_late_result_and_a_callback_after_cancel_are_delivered_as_the_timeline_says(
+    h: &Harness,
+) {
+    use SubmissionState::*;
+    use liaison::callback::{Correlation, Disposition, ReportedOutcome};
+    let store = h.store().await;
+    let name = h.name();
+    store.set_result_delivery("lab", true).await.unwrap();
+    let finals = |id: SubmissionId| {
+        let store = store.clone();
+        async move {
+            store
+                .deliveries(&DeliveryFilter::default().submission(id))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.final_state)
+                .collect::<Vec<_>>()
+        }
+    };
+    // Stuck, then the partner's late result: one delivery, Succeeded.
+    let late = super::callbacks::accepted(&store, "late-1", "R-LATE").await;
+    store
+        .transition(late, StateChange::to(Stuck))
+        .await
+        .unwrap();
+    assert!(
+        finals(late).await.is_empty(),
+        "{name}: stuck is not finished"
+    );
+    let cb = store
+        .record_callback(super::callbacks::raw("lab", "late"))
+        .await
+        .unwrap();
+    let receipt = store
+        .settle_callback(
+            cb,
+            super::callbacks::report(
+                Correlation::ExternalRef("R-LATE".into()),
+                Some("e-late"),
+                ReportedOutcome::Succeeded,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(receipt.disposition, Disposition::Applied, "{name}");
+    assert_eq!(finals(late).await, [Succeeded], "{name}");
+
+    // Cancelled while awaiting its result, then the result arrives: the
+    // host hears of the cancel only (the callback is noted as late).
+    let cancelled = super::callbacks::accepted(&store, "cancel-1", "R-CANCEL").await;
+    store
+        .transition(
+            cancelled,
+            StateChange::to(Cancelled)
+                .actor(Actor::person("ops"))
+                .reason("withdrawn"),
+        )
+        .await
+        .unwrap();
+    let cb = store
+        .record_callback(super::callbacks::raw("lab", "after-cancel"))
+        .await
+        .unwrap();
+    let receipt = store
+        .settle_callback(
+            cb,
+            super::callbacks::report(
+                Correlation::ExternalRef("R-CANCEL".into()),
+                Some("e-cancel"),
+                ReportedOutcome::Succeeded,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(receipt.disposition, Disposition::Late, "{name}");
+    assert_eq!(finals(cancelled).await, [Cancelled], "{name}");
+}

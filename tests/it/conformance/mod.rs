@@ -125,6 +125,7 @@ conformance! {
     deliveries::a_delivery_is_recorded_with_each_finishing_change_when_enabled,
     deliveries::deliveries_of_one_ordering_key_go_in_enqueue_order,
     deliveries::a_stale_lease_cannot_end_a_delivery_and_parked_ones_are_rerun,
+    deliveries::a_late_result_and_a_callback_after_cancel_are_delivered_as_the_timeline_says,
     results::a_result_is_kept_with_the_submission_and_left_out_of_light_lists,
     results::a_replay_clears_the_result_and_a_manual_resolution_keeps_or_replaces_it,
     results::a_result_over_the_cap_is_a_marker_with_a_timeline_line,
