@@ -157,7 +157,7 @@ pub(crate) async fn register(
 }
 
 /// Deliveries handed to handlers at once, over all partners.
-const CONCURRENT_DELIVERIES: usize = 16;
+const CONCURRENT_DELIVERIES: usize = 32;
 
 /// The delivery loop: claim due deliveries of the partners with a handler
 /// and hand each to its handler, until `stop`.
@@ -196,10 +196,16 @@ pub(crate) async fn run_results(shared: Arc<Shared>, stop: CancellationToken) {
             }
         }
         if claimed > 0 && claimed == room {
-            // More may be due; go again once a slot frees up.
-            tokio::select! {
-                () = stop.cancelled() => break,
-                _ = running.join_next() => {}
+            // More may be due: claim again once half the slots are free,
+            // so claims stay batched instead of one row per transaction.
+            while running.len() > CONCURRENT_DELIVERIES / 2 {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = running.join_next() => {}
+                }
+            }
+            if stop.is_cancelled() {
+                break;
             }
             continue;
         }
