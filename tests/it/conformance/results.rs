@@ -313,4 +313,31 @@ pub async fn retention_purges_the_result_with_the_payload(h: &Harness) {
     let purged = store.get(id).await.unwrap();
     assert_eq!(purged.payload, None, "{name}");
     assert_eq!(purged.result, None, "{name}");
+    let kept = store.get(waiting).await.unwrap();
+    assert_eq!(
+        kept.result,
+        Some(doc(json!({"paid": 5}))),
+        "{name}: undelivered"
+    );
+
+    // Once delivered, it goes at the next pass.
+    let lease = store
+        .claim_deliveries(liaison::store::DeliveryClaim::new(
+            vec!["host".into()],
+            10,
+            Duration::from_secs(30),
+        ))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .finish_delivery(&lease, liaison::store::DeliveryEnd::Delivered)
+        .await
+        .unwrap();
+    let report = store
+        .purge(PurgeCutoffs::new(cutoff, cutoff))
+        .await
+        .unwrap();
+    assert_eq!(report.payloads, 1, "{name}");
+    assert_eq!(store.get(waiting).await.unwrap().result, None, "{name}");
 }
