@@ -95,6 +95,14 @@ impl ResultHandler for Scripted {
 }
 
 fn partner(mock: &MockPartner, handler: Scripted, timeout: Duration) -> Partner {
+    clearinghouse(mock, 3)
+        .attempt_timeout(timeout)
+        .results(handler)
+}
+
+/// The mock clearinghouse answering synchronously, with quick retries and
+/// `attempts` attempts per submission and per delivery; no result handler.
+fn clearinghouse(mock: &MockPartner, attempts: u32) -> Partner {
     let adapter = HttpJsonAdapter::new(&mock.submit_url())
         .unwrap()
         .status_pointer(
@@ -104,10 +112,8 @@ fn partner(mock: &MockPartner, handler: Scripted, timeout: Duration) -> Partner 
         .unwrap();
     Partner::new("clearinghouse", adapter)
         .retry(Fixed::new(Duration::from_millis(20)).unwrap())
-        .limits(RetryLimits::new(3, Duration::from_secs(120)).unwrap())
-        .attempt_timeout(timeout)
+        .limits(RetryLimits::new(attempts, Duration::from_secs(120)).unwrap())
         .without_circuit()
-        .results(handler)
 }
 
 async fn hub(
@@ -412,23 +418,12 @@ async fn a_transactional_handler_writes_each_result_once_and_rolls_back_with_its
         )
         .unwrap();
     let calls = Arc::new(AtomicU32::new(0));
-    let adapter = HttpJsonAdapter::new(&mock.submit_url())
-        .unwrap()
-        .status_pointer(
-            "/status",
-            ResultMapping::new(["succeeded"], ["failed"]).unwrap(),
-        )
-        .unwrap();
-    let partner = Partner::new("clearinghouse", adapter)
-        .retry(Fixed::new(Duration::from_millis(20)).unwrap())
-        .limits(RetryLimits::new(5, Duration::from_secs(120)).unwrap())
-        .without_circuit()
-        .results_in_sqlite(
-            &store,
-            ClaimsTable {
-                calls: Arc::clone(&calls),
-            },
-        );
+    let partner = clearinghouse(&mock, 5).results_in_sqlite(
+        &store,
+        ClaimsTable {
+            calls: Arc::clone(&calls),
+        },
+    );
     let liaison = Liaison::builder(store.clone())
         .partner(partner)
         .settings(quick_settings())
@@ -532,23 +527,12 @@ async fn a_transactional_postgres_handler_writes_each_result_once_and_rolls_back
     .await
     .unwrap();
     let calls = Arc::new(AtomicU32::new(0));
-    let adapter = HttpJsonAdapter::new(&mock.submit_url())
-        .unwrap()
-        .status_pointer(
-            "/status",
-            ResultMapping::new(["succeeded"], ["failed"]).unwrap(),
-        )
-        .unwrap();
-    let partner = Partner::new("clearinghouse", adapter)
-        .retry(Fixed::new(Duration::from_millis(20)).unwrap())
-        .limits(RetryLimits::new(5, Duration::from_secs(120)).unwrap())
-        .without_circuit()
-        .results_in_postgres(
-            &store,
-            PgClaimsTable {
-                calls: Arc::clone(&calls),
-            },
-        );
+    let partner = clearinghouse(&mock, 5).results_in_postgres(
+        &store,
+        PgClaimsTable {
+            calls: Arc::clone(&calls),
+        },
+    );
     let liaison = Liaison::builder(store.clone())
         .partner(partner)
         .settings(quick_settings())
