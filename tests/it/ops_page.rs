@@ -439,7 +439,12 @@ async fn actions_change_the_state_and_journal_who_and_why() {
         Some("the lab confirmed it never arrived")
     );
 
-    let resolve = json!({ "actor": "bob", "reason": "paid by phone", "outcome": "succeeded" });
+    let resolve = json!({
+        "actor": "bob",
+        "reason": "paid by phone",
+        "outcome": "succeeded",
+        "result": {"paid": 4200, "member": "P-SECRET-7"}
+    });
     let path = format!("/api/submissions/{}/resolve", f.failed);
     assert_eq!(
         post_json(&app, &path, Some(TOKEN), resolve).await.status,
@@ -447,6 +452,16 @@ async fn actions_change_the_state_and_journal_who_and_why() {
     );
     assert_eq!(f.state(f.failed).await, ResolvedManually);
     assert_eq!(last(f.failed).await.actor, Actor::person("bob"));
+    // The attached document is kept; the page shows its size, not its content.
+    let kept = f.store.get(f.failed).await.unwrap().result;
+    assert_eq!(
+        kept.as_ref().and_then(|r| r.document()),
+        Some(&json!({"paid": 4200, "member": "P-SECRET-7"}))
+    );
+    let page = get(&app, &format!("/submissions/{}", f.failed)).await.body;
+    assert!(page.contains("Result document"), "{page}");
+    assert!(page.contains("kept, not shown here ("), "{page}");
+    assert!(!page.contains("P-SECRET-7"), "the document is not shown");
 
     let path = format!("/api/submissions/{}/cancel", f.queued);
     assert_eq!(

@@ -313,6 +313,25 @@ fn details(out: &mut String, s: &Submission) {
         format!("purged by retention (fingerprint {})", s.fingerprint)
     };
     row(out, "Payload", &payload);
+    // The partner's document may hold personal data: its shape, not its
+    // content (the API and the CLI return it to those who may read it).
+    let result = match &s.result {
+        None if s.payload.is_none() && s.terminal_at.is_some() => {
+            "none kept (purged with the payload, or none was sent)".to_owned()
+        }
+        None => "none".to_owned(),
+        Some(crate::ResultDocument::Json { document }) => format!(
+            "kept, not shown here ({} bytes of JSON)",
+            serde_json::to_string(document).map_or(0, |t| t.len())
+        ),
+        Some(crate::ResultDocument::TooLarge { bytes, limit }) => {
+            format!("not kept: {bytes} bytes, over the {limit}-byte cap")
+        }
+        Some(crate::ResultDocument::Unreadable { reason, bytes }) => {
+            escape(&format!("not kept: {reason} ({bytes} bytes)"))
+        }
+    };
+    row(out, "Result document", &result);
     out.push_str("</dl>");
 }
 
