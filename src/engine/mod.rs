@@ -41,17 +41,7 @@ use crate::store::{Enqueued, ListFilter, OutboxStore};
 
 use self::dispatcher::PartnerRuntime;
 
-/// `at` plus `d`, or the end of representable time when that overflows (a
-/// duration configured as `Duration::MAX` means "for ever", not a panic).
-pub(crate) fn saturating_after(
-    at: chrono::DateTime<chrono::Utc>,
-    d: Duration,
-) -> chrono::DateTime<chrono::Utc> {
-    chrono::Duration::from_std(d)
-        .ok()
-        .and_then(|d| at.checked_add_signed(d))
-        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
-}
+pub(crate) use crate::store::common::saturating_after;
 
 /// Engine-wide settings. `Default` is what we recommend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

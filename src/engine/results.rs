@@ -244,18 +244,10 @@ async fn deliver(shared: Arc<Shared>, lease: DeliveryLease) {
                 }
                 #[cfg(feature = "sqlite")]
                 Results::Sqlite(store, handler) => {
-                    match store.deliver_in_transaction(&lease, finished, handler).await {
-                        // Acknowledged in the host's transaction.
-                        Ok(()) => {
-                            tracing::debug!("result written into the host's tables");
-                            return;
-                        }
-                        Err(e) if e.is_stale_lease() => {
-                            tracing::warn!("the delivery's lease ended before it ran; it runs again");
-                            return;
-                        }
-                        Err(Error::Handler { source }) => Err(source.to_string()),
-                        Err(error) => Err(with_causes(&error)),
+                    let run = store.deliver_in_transaction(&lease, finished, handler).await;
+                    match acknowledged(run) {
+                        None => return,
+                        Some(error) => Err(error),
                     }
                 }
                 #[cfg(feature = "postgres")]
@@ -263,16 +255,10 @@ async fn deliver(shared: Arc<Shared>, lease: DeliveryLease) {
                     let timeout = rt.config.attempt_timeout;
                     let run = store.deliver_in_transaction(&lease, &finished, handler);
                     match tokio::time::timeout(timeout, run).await {
-                        Ok(Ok(())) => {
-                            tracing::debug!("result written into the host's tables");
-                            return;
-                        }
-                        Ok(Err(e)) if e.is_stale_lease() => {
-                            tracing::warn!("the delivery's lease ended before it ran; it runs again");
-                            return;
-                        }
-                        Ok(Err(Error::Handler { source })) => Err(source.to_string()),
-                        Ok(Err(error)) => Err(with_causes(&error)),
+                        Ok(run) => match acknowledged(run) {
+                            None => return,
+                            Some(error) => Err(error),
+                        },
                         Err(_) => Err(format!(
                             "the result handler did not finish within {timeout:?}; its transaction was rolled back"
                         )),
@@ -320,6 +306,25 @@ async fn finished(shared: &Shared, delivery: &Delivery) -> crate::Result<Finishe
         submission,
         event,
     })
+}
+
+/// What a transactional handler's run leaves to record: nothing when the
+/// delivery was acknowledged in the host's transaction, or when its lease
+/// is gone (another claim runs it); otherwise the failure, in words.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn acknowledged(run: crate::Result<()>) -> Option<String> {
+    match run {
+        Ok(()) => {
+            tracing::debug!("result written into the host's tables");
+            None
+        }
+        Err(e) if e.is_stale_lease() => {
+            tracing::warn!("the delivery's lease ended before it ran; it runs again");
+            None
+        }
+        Err(Error::Handler { source }) => Some(source.to_string()),
+        Err(error) => Some(with_causes(&error)),
+    }
 }
 
 /// An error with its causes, on one line (a panic in a transactional

@@ -28,7 +28,16 @@ pub(crate) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// `at` plus `d`, saturating at the end of representable time.
+/// `at` plus `d`, saturating at the end of representable time ("for
+/// ever" stays for ever).
+pub(crate) fn saturating_after(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `at` plus `d` as stored, saturating at the end of representable time.
 pub(crate) fn millis_after(at: DateTime<Utc>, d: Duration) -> i64 {
     to_millis(at).saturating_add(duration_ms(d))
 }

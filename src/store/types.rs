@@ -77,11 +77,7 @@ impl ClaimRequest {
     /// the end of representable time for a lease that would outlast it
     /// (a huge `lease_for`, a claim dated near the end of time).
     pub(crate) fn lease_end(&self) -> DateTime<Utc> {
-        i64::try_from(self.lease_for.as_millis())
-            .ok()
-            .and_then(chrono::Duration::try_milliseconds)
-            .and_then(|d| self.now.checked_add_signed(d))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        crate::store::common::saturating_after(self.now, self.lease_for)
     }
 }
 
@@ -755,11 +751,7 @@ impl DeliveryClaim {
     }
 
     pub(crate) fn lease_end(&self) -> DateTime<Utc> {
-        DateTime::from_timestamp_millis(crate::store::common::millis_after(
-            self.now,
-            self.lease_for,
-        ))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        crate::store::common::saturating_after(self.now, self.lease_for)
     }
 }
 

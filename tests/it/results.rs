@@ -166,6 +166,18 @@ where
     }
 }
 
+/// The reasons of a submission's journaled delivery failures, in order.
+async fn delivery_failures(store: &dyn OutboxStore, id: liaison::SubmissionId) -> Vec<String> {
+    store
+        .timeline(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::ResultDeliveryFailed)
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
 async fn deliveries(store: &Arc<dyn OutboxStore>, state: DeliveryState) -> usize {
     store
         .deliveries(&DeliveryFilter::default().state(state))
@@ -312,14 +324,7 @@ async fn a_panicking_or_hanging_handler_is_retried_and_delivers_once() {
         .unwrap()
         .remove(0);
     assert_eq!(delivered.attempts, 3, "{delivered:?}");
-    let errors: Vec<String> = store
-        .timeline(delivered.submission_id)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == EventKind::ResultDeliveryFailed)
-        .filter_map(|e| e.reason)
-        .collect();
+    let errors = delivery_failures(&*store, delivered.submission_id).await;
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[0].contains("panicked"), "{errors:?}");
     assert!(errors[1].contains("did not finish within"), "{errors:?}");
@@ -458,14 +463,7 @@ async fn a_transactional_handler_writes_each_result_once_and_rolls_back_with_its
     assert_eq!(rows[0].0, "C-7");
     assert_eq!(rows[0].1, "succeeded");
     assert!(rows[0].2.as_deref().unwrap().starts_with("MP-"), "{rows:?}");
-    let errors: Vec<String> = store
-        .timeline(id)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == EventKind::ResultDeliveryFailed)
-        .filter_map(|e| e.reason)
-        .collect();
+    let errors = delivery_failures(&store, id).await;
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[0].contains("validation refused"), "{errors:?}");
     assert!(errors[1].contains("panicked"), "{errors:?}");
@@ -563,14 +561,7 @@ async fn a_transactional_postgres_handler_writes_each_result_once_and_rolls_back
     assert_eq!(rows.len(), 1, "the failed calls' rows were rolled back");
     assert_eq!(rows[0].get::<_, String>(0), "C-8");
     assert_eq!(rows[0].get::<_, String>(1), "succeeded");
-    let errors: Vec<String> = store
-        .timeline(id)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == EventKind::ResultDeliveryFailed)
-        .filter_map(|e| e.reason)
-        .collect();
+    let errors = delivery_failures(&store, id).await;
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[0].contains("validation refused"), "{errors:?}");
     assert!(errors[1].contains("panicked"), "{errors:?}");

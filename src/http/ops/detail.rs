@@ -79,18 +79,7 @@ pub(super) async fn act(
         .await;
     }
     match perform(&state.liaison, &id, action, &request).await {
-        Ok(done) => {
-            let location = state.link(&format!(
-                "/submissions/{}?done={}",
-                done.id,
-                action.as_str()
-            ));
-            let mut response = StatusCode::SEE_OTHER.into_response();
-            if let Ok(value) = HeaderValue::from_str(&location) {
-                response.headers_mut().insert(LOCATION, value);
-            }
-            response
-        }
+        Ok(done) => done_page(&state, done.id, action.as_str()),
         Err(f) => {
             show(
                 &state,
@@ -129,14 +118,7 @@ pub(super) async fn rerun(
         }
     };
     match rerun_delivery(&state.liaison, &delivery, Some(submission), &request).await {
-        Ok(done) => {
-            let location = state.link(&format!("/submissions/{}?done=rerun", done.submission_id));
-            let mut response = StatusCode::SEE_OTHER.into_response();
-            if let Ok(value) = HeaderValue::from_str(&location) {
-                response.headers_mut().insert(LOCATION, value);
-            }
-            response
-        }
+        Ok(done) => done_page(&state, done.submission_id, "rerun"),
         Err(f) => {
             show(
                 &state,
@@ -149,6 +131,16 @@ pub(super) async fn rerun(
             .await
         }
     }
+}
+
+/// 303 back to the submission's page, saying which action was done.
+fn done_page(state: &Shared, id: SubmissionId, done: &str) -> Response {
+    let location = state.link(&format!("/submissions/{id}?done={done}"));
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    response
 }
 
 async fn show(
