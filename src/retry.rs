@@ -257,6 +257,19 @@ impl Default for RetryLimits {
     }
 }
 
+/// Why a submission is given up when its attempts are used up: the words
+/// both the dispatcher (after a failed attempt) and the reaper (after an
+/// expired lease) put first in a dead letter's reason.
+pub(crate) const MAX_ATTEMPTS_REACHED: &str = "retries exhausted: max attempts reached";
+
+/// Why a submission is given up when it is too old to try again.
+pub(crate) const MAX_AGE_REACHED: &str = "retries exhausted: max age reached";
+
+/// A dead letter's reason: why it was given up, then the last error.
+pub(crate) fn dead_letter_reason(why: &str, error: &str) -> String {
+    format!("{why}: {error}")
+}
+
 /// The full decision the engine makes after a failed attempt: permanent
 /// errors give up, the limits are enforced, the policy is asked, and a
 /// partner's `Retry-After` wins over the computed delay.
@@ -274,10 +287,7 @@ pub(crate) fn decide(
         return (RetryDecision::GiveUp, "the partner refused it for good");
     }
     if attempt >= limits.max_attempts {
-        return (
-            RetryDecision::GiveUp,
-            "retries exhausted: max attempts reached",
-        );
+        return (RetryDecision::GiveUp, MAX_ATTEMPTS_REACHED);
     }
     let delay = match (error.retry_after(), policy.decide(attempt, error)) {
         (Some(after), _) => after,
@@ -287,7 +297,7 @@ pub(crate) fn decide(
         }
     };
     if age.saturating_add(delay) > limits.max_age {
-        return (RetryDecision::GiveUp, "retries exhausted: max age reached");
+        return (RetryDecision::GiveUp, MAX_AGE_REACHED);
     }
     (RetryDecision::RetryAfter(delay), "retry scheduled")
 }

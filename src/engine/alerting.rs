@@ -160,6 +160,16 @@ fn conditions(
             ),
         );
     }
+    // Open until those dead letters are replayed, resolved or cancelled.
+    if p.worker_crashed > 0 {
+        found.insert(
+            ProblemClass::WorkerCrashed,
+            format!(
+                "{}; fix the worker, then replay, resolve or cancel them",
+                crate::ops::health::worker_crashed_words(p.worker_crashed)
+            ),
+        );
+    }
     let mut unavailable = Vec::new();
     if matches!(p.circuit, Some(CircuitState::Open | CircuitState::HalfOpen)) {
         unavailable.push("its circuit is open".to_owned());

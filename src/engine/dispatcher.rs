@@ -17,7 +17,7 @@ use super::Shared;
 use super::circuit::{Admit, Circuit, CircuitState, Signal};
 use super::partner_config::Partner;
 use crate::model::event::{Actor, AttemptOutcome, EventKind};
-use crate::model::submission::SubmissionState;
+use crate::model::submission::{Submission, SubmissionState};
 use crate::partner::{AttemptContext, PartnerError, SubmitOutcome};
 use crate::retry::{RetryDecision, decide};
 use crate::store::{AttemptReport, ClaimRequest, Lease, ListFilter, Note, StateChange};
@@ -313,7 +313,7 @@ async fn run_attempt(
             && dead_lettered
             && rt.config.dead_letter_blocks_ordering
         {
-            journal_held(&shared, &lease).await;
+            journal_held(&shared, &lease.submission).await;
         }
     }
     .instrument(span)
@@ -389,7 +389,7 @@ fn settle_failure(
             tracing::warn!(error = ?text, why, "attempt failed; dead-lettered");
             StateChange::to(SubmissionState::DeadLettered)
                 .actor(actor)
-                .reason(format!("{why}: {text}"))
+                .reason(crate::retry::dead_letter_reason(why, &text))
                 .error(text)
         }
     };
@@ -398,14 +398,14 @@ fn settle_failure(
 
 /// Note on the timeline of each queued successor with the same ordering key
 /// that it now waits behind a dead letter.
-async fn journal_held(shared: &Shared, lease: &Lease) {
-    let Some(ordering_key) = lease.submission.ordering_key.clone() else {
+async fn journal_held(shared: &Shared, submission: &Submission) {
+    let Some(ordering_key) = submission.ordering_key.clone() else {
         return;
     };
     let filter = ListFilter {
         ordering_key: Some(ordering_key),
         ..ListFilter::default()
-            .partner(lease.submission.partner.clone())
+            .partner(submission.partner.clone())
             .state(SubmissionState::Queued)
             .limit(ListFilter::MAX_LIMIT)
     };
@@ -416,7 +416,7 @@ async fn journal_held(shared: &Shared, lease: &Lease) {
             return;
         }
     };
-    let blocker = lease.submission.id;
+    let blocker = submission.id;
     for successor in successors.into_iter().filter(|s| s.id > blocker) {
         let note = Note::new(EventKind::Held, Actor::system("dispatcher"))
             .reason(format!(
@@ -486,17 +486,37 @@ async fn release(shared: &Shared, lease: &Lease, why: &str) {
     }
 }
 
-/// Return expired leases to the queue periodically.
+/// Reap expired leases periodically: each returns to the queue, or is
+/// dead-lettered when its partner's limits say so (see
+/// [`crate::store::ReapLimits`]).
 pub(crate) async fn run_reaper(shared: Arc<Shared>, stop: CancellationToken) {
     loop {
         refresh_pauses(&shared).await;
-        match shared.store.reap_expired_leases(Utc::now()).await {
-            Ok(ids) if !ids.is_empty() => {
-                tracing::warn!(count = ids.len(), "expired leases returned to the queue");
-                for id in &ids {
-                    // Rare (a worker died or stalled): one read each is fine.
-                    if let Ok(s) = shared.store.get(*id).await {
-                        shared.metrics.lease_expired(&s.partner);
+        match shared
+            .store
+            .reap_expired_leases(Utc::now(), &shared.reap_policy)
+            .await
+        {
+            Ok(reaped) if !reaped.is_empty() => {
+                let given_up = reaped
+                    .iter()
+                    .filter(|r| r.state == SubmissionState::DeadLettered)
+                    .count();
+                tracing::warn!(
+                    count = reaped.len(),
+                    dead_lettered = given_up,
+                    "expired leases reaped (a worker crashed or stalled)"
+                );
+                for r in &reaped {
+                    shared.metrics.lease_expired(&r.partner);
+                    if r.state == SubmissionState::DeadLettered {
+                        shared.metrics.poison_dead_lettered(&r.partner);
+                        tracing::warn!(
+                            submission_id = %r.id,
+                            partner = %r.partner,
+                            "dead-lettered: the worker crashed or hung on it too often (or its retries ran out)"
+                        );
+                        held_behind_reaped(&shared, r).await;
                     }
                 }
                 for partner in shared.partners.values() {
@@ -510,6 +530,24 @@ pub(crate) async fn run_reaper(shared: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(shared.settings.reap_interval) => {}
         }
+    }
+}
+
+/// Note its held successors on the timeline, as for a dead letter of the
+/// dispatcher, when the reaper dead-lettered a submission whose partner
+/// lets dead letters hold their ordering key (the default, also for a
+/// partner this process does not run). Rare: one read is fine.
+async fn held_behind_reaped(shared: &Shared, reaped: &crate::store::Reaped) {
+    let holds = shared
+        .partners
+        .get(&reaped.partner)
+        .is_none_or(|rt| rt.config.dead_letter_blocks_ordering);
+    if !holds {
+        return;
+    }
+    match shared.store.get(reaped.id).await {
+        Ok(submission) => journal_held(shared, &submission).await,
+        Err(e) => tracing::warn!(error = %e, "could not read a dead-lettered submission"),
     }
 }
 

@@ -234,6 +234,8 @@ pub(crate) struct Shared {
     /// logged at most once a minute.
     pub(crate) unknown_callbacks: inbound::UnknownCallbacks,
     pub(crate) unverified_bodies: inbound::UnverifiedBodies,
+    /// Each registered partner's limits for its expired leases.
+    pub(crate) reap_policy: crate::store::ReapPolicy,
 }
 
 /// Builds a [`Liaison`].
@@ -330,6 +332,7 @@ impl LiaisonBuilder {
             ));
         }
         let mut partners = BTreeMap::new();
+        let mut reap_policy = crate::store::ReapPolicy::default();
         for mut partner in self.partners {
             if partner.results.is_none() {
                 partner.results = self.results.clone();
@@ -342,6 +345,7 @@ impl LiaisonBuilder {
                     format!("{name:?} is registered twice"),
                 ));
             }
+            reap_policy = reap_policy.partner(name.clone(), partner.reap_limits()?);
             partners.insert(name, Arc::new(PartnerRuntime::new(partner, rate)));
         }
         if self.alert_settings.interval.is_zero() || self.alert_settings.window.is_zero() {
@@ -366,6 +370,7 @@ impl LiaisonBuilder {
                 metrics: crate::ops::Metrics::new(),
                 unknown_callbacks: inbound::UnknownCallbacks::default(),
                 unverified_bodies: inbound::UnverifiedBodies::default(),
+                reap_policy,
             }),
         })
     }

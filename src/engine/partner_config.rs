@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::submission::validate_partner;
 use crate::partner::PartnerAdapter;
 use crate::retry::{Exponential, RetryLimits, RetryPolicy};
+use crate::store::ReapLimits;
 
 use super::circuit::CircuitSettings;
 
@@ -61,6 +62,7 @@ pub struct Partner {
     pub(crate) max_polls: u32,
     pub(crate) delay_budget: Option<Duration>,
     pub(crate) alert_thresholds: super::AlertThresholds,
+    pub(crate) max_lease_expiries: u32,
 }
 
 impl Partner {
@@ -95,6 +97,7 @@ impl Partner {
             max_polls: 3,
             delay_budget: None,
             alert_thresholds: super::AlertThresholds::default(),
+            max_lease_expiries: ReapLimits::DEFAULT_MAX_LEASE_EXPIRIES,
         }
     }
 
@@ -104,9 +107,30 @@ impl Partner {
         self
     }
 
-    /// Maximum attempts and maximum age: retries always end.
+    /// Maximum attempts and maximum age: retries always end. They hold for
+    /// attempts whose worker never reported too: an expired lease counts as
+    /// an attempt.
     pub fn limits(mut self, limits: RetryLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// After this many leases in a row ended without the worker reporting
+    /// (it crashed or hung on the submission), the reaper dead-letters the
+    /// submission instead of returning it to the queue: "the worker crashed
+    /// or hung on it N times", problem class
+    /// [`crate::ops::alerts::ProblemClass::WorkerCrashed`]. Any result the
+    /// worker reports starts the count again. Default 3
+    /// ([`ReapLimits::DEFAULT_MAX_LEASE_EXPIRIES`]); 0 or above
+    /// [`ReapLimits::MAX_LEASE_EXPIRIES`] is refused when the hub is built
+    /// ([`crate::Error::InvalidInput`], field `max_lease_expiries`).
+    ///
+    /// Every instance reaps every partner's expired leases: give the
+    /// partner the same setting on every instance. An instance that does
+    /// not run the partner applies the default (and no attempt or age
+    /// limit).
+    pub fn max_lease_expiries(mut self, n: u32) -> Self {
+        self.max_lease_expiries = n;
         self
     }
 
@@ -256,8 +280,14 @@ impl Partner {
         &self.name
     }
 
+    /// What the reaper applies to this partner's expired leases.
+    pub(crate) fn reap_limits(&self) -> Result<ReapLimits> {
+        Ok(ReapLimits::new(self.max_lease_expiries)?.retry(self.limits))
+    }
+
     pub(crate) fn check(&self) -> Result<NonZeroU32Opt> {
         validate_partner(&self.name)?;
+        self.reap_limits()?;
         if self.concurrency == 0 {
             return Err(Error::invalid("concurrency", "must be at least 1"));
         }

@@ -38,11 +38,17 @@ pub enum ProblemClass {
     /// result did not reach the host (parked deliveries). Owned by the host
     /// team unless routed elsewhere.
     ResultsNotDelivered,
+    /// Submissions dead-lettered by the reaper: the worker crashed or hung
+    /// on each of them several times in a row (or its attempts or age ran
+    /// out while it did). Open while such dead letters are not replayed,
+    /// resolved or cancelled. Owned by the host team unless routed
+    /// elsewhere.
+    WorkerCrashed,
 }
 
 impl ProblemClass {
     /// Every class.
-    pub const ALL: [ProblemClass; 10] = [
+    pub const ALL: [ProblemClass; 11] = [
         ProblemClass::PartnerUnavailable,
         ProblemClass::RejectedByPartner,
         ProblemClass::ResultOverdue,
@@ -53,6 +59,7 @@ impl ProblemClass {
         ProblemClass::DelayBudgetExceeded,
         ProblemClass::ConflictingCallback,
         ProblemClass::ResultsNotDelivered,
+        ProblemClass::WorkerCrashed,
     ];
 
     /// The stored name.
@@ -68,6 +75,7 @@ impl ProblemClass {
             ProblemClass::DelayBudgetExceeded => "delay_budget_exceeded",
             ProblemClass::ConflictingCallback => "conflicting_callback",
             ProblemClass::ResultsNotDelivered => "results_not_delivered",
+            ProblemClass::WorkerCrashed => "worker_crashed",
         }
     }
 }
@@ -130,6 +138,7 @@ impl Owner {
 /// assert_eq!(ownership.owner_for(ProblemClass::BadSignature).name, "integrations team");
 /// // The host's own failures go to the host team unless routed.
 /// assert_eq!(ownership.owner_for(ProblemClass::ResultsNotDelivered).name, "host team");
+/// assert_eq!(ownership.owner_for(ProblemClass::WorkerCrashed).name, "host team");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ownership {
@@ -138,19 +147,30 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    /// Everything goes to `default` unless routed elsewhere — except
-    /// [`ProblemClass::ResultsNotDelivered`], which goes to the host team
-    /// (the application whose result handler fails) unless routed.
+    /// Everything goes to `default` unless routed elsewhere — except the
+    /// host's own failures, which go to the host team unless routed:
+    /// [`ProblemClass::ResultsNotDelivered`] (the application whose result
+    /// handler fails) and [`ProblemClass::WorkerCrashed`] (the application
+    /// whose worker crashed or hung on submissions).
     pub fn new(default: Owner) -> Self {
         Ownership {
             default,
-            routes: BTreeMap::from([(
-                ProblemClass::ResultsNotDelivered,
-                Owner::new(
-                    "host team",
-                    "the application whose result handler fails; fix it, then re-run the parked deliveries",
+            routes: BTreeMap::from([
+                (
+                    ProblemClass::ResultsNotDelivered,
+                    Owner::new(
+                        "host team",
+                        "the application whose result handler fails; fix it, then re-run the parked deliveries",
+                    ),
                 ),
-            )]),
+                (
+                    ProblemClass::WorkerCrashed,
+                    Owner::new(
+                        "host team",
+                        "the application whose worker crashed or hung on these submissions; fix it, then replay, resolve or cancel the dead letters",
+                    ),
+                ),
+            ]),
         }
     }
 

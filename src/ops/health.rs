@@ -147,6 +147,11 @@ pub struct PartnerHealth {
     pub paused: Option<Pause>,
     /// Callbacks that arrived in the window, by disposition.
     pub callbacks: BTreeMap<crate::model::callback::Disposition, u64>,
+    /// Dead-lettered submissions (not yet replayed, resolved or cancelled)
+    /// that the reaper gave up because the worker crashed or hung on them:
+    /// problem class `worker_crashed`. They are among the dead letters of
+    /// `by_state` too.
+    pub worker_crashed: u64,
 }
 
 /// Health of every partner, rolled up.
@@ -304,6 +309,12 @@ pub(crate) fn partner_health(
             ),
         );
     }
+    if stats.worker_crashed > 0 {
+        flag(
+            Verdict::Degraded,
+            worker_crashed_words(stats.worker_crashed),
+        );
+    }
     if live.callback_verification == Some("unverified") {
         flag(
             Verdict::Degraded,
@@ -329,7 +340,14 @@ pub(crate) fn partner_health(
         past_delay_budget: stats.past_delay_budget,
         paused: live.pause.clone(),
         callbacks: stats.callbacks,
+        worker_crashed: stats.worker_crashed,
     }
+}
+
+/// The verdict's reason and the `worker_crashed` alert's details for `n`
+/// dead letters of crashed or hung workers.
+pub(crate) fn worker_crashed_words(n: u64) -> String {
+    format!("{n} submission(s) dead-lettered because the worker crashed or hung on them")
 }
 
 pub(crate) fn roll_up(

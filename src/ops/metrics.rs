@@ -116,6 +116,7 @@ type HistogramFamily = Family<PartnerLabels, Histogram, fn() -> Histogram>;
 /// | `liaison_alerts_total` | counter | `partner`, `class` | [`Metrics::alert_opened`] |
 /// | `liaison_time_to_result_seconds` | histogram, 1 s .. 7 days | `partner` | [`Metrics::time_to_result`] |
 /// | `liaison_leases_expired_total` | counter | `partner` | [`Metrics::lease_expired`] |
+/// | `liaison_poison_dead_letters_total` | counter | `partner` | [`Metrics::poison_dead_lettered`]: submissions the reaper dead-lettered (the worker crashed or hung on them, or their retries ran out while it did) |
 /// | `liaison_submissions` | gauge | `partner`, `state` | [`Metrics::render`]: every state, 0 when none |
 /// | `liaison_oldest_queued_seconds` | gauge | `partner` | [`Metrics::render`]: 0 when nothing is queued |
 /// | `liaison_circuit_state` | gauge | `partner` | [`Metrics::render`]: 0 closed, 1 half-open, 2 open; absent where this process does not run the partner |
@@ -164,6 +165,7 @@ struct Inner {
     alerts: Family<AlertLabels, Counter>,
     time_to_result: HistogramFamily,
     leases_expired: Family<PartnerLabels, Counter>,
+    poison_dead_letters: Family<PartnerLabels, Counter>,
     submissions: Family<StateLabels, Gauge>,
     oldest_queued: Family<PartnerLabels, Gauge>,
     circuit_state: Family<PartnerLabels, Gauge>,
@@ -207,6 +209,7 @@ impl Metrics {
         let time_to_result =
             HistogramFamily::new_with_constructor(time_to_result_histogram as fn() -> _);
         let leases_expired = Family::default();
+        let poison_dead_letters = Family::default();
         let submissions = Family::default();
         let oldest_queued = Family::default();
         let circuit_state = Family::default();
@@ -265,6 +268,11 @@ impl Metrics {
             leases_expired.clone(),
         );
         registry.register(
+            "poison_dead_letters",
+            "Submissions dead-lettered by the reaper: the worker crashed or hung on them",
+            poison_dead_letters.clone(),
+        );
+        registry.register(
             "submissions",
             "Submissions in each state now",
             submissions.clone(),
@@ -303,6 +311,7 @@ impl Metrics {
                 alerts,
                 time_to_result,
                 leases_expired,
+                poison_dead_letters,
                 submissions,
                 oldest_queued,
                 circuit_state,
@@ -404,6 +413,17 @@ impl Metrics {
     pub fn lease_expired(&self, partner_name: &str) {
         self.inner
             .leases_expired
+            .get_or_create(&partner(partner_name))
+            .inc();
+    }
+
+    /// The reaper dead-lettered a submission to `partner` whose lease
+    /// expired once too often: the worker crashed or hung on it
+    /// ([`crate::engine::Partner::max_lease_expiries`]), or its attempts or
+    /// age ran out with that expired lease.
+    pub fn poison_dead_lettered(&self, partner_name: &str) {
+        self.inner
+            .poison_dead_letters
             .get_or_create(&partner(partner_name))
             .inc();
     }

@@ -30,6 +30,8 @@ use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidS
 pub(crate) struct Locked {
     pub(crate) submission: Submission,
     pub(crate) lease: Option<LeaseToken>,
+    /// Consecutive leases that ended without a report (`lease_expiries`).
+    pub(crate) lease_expiries: u32,
 }
 
 /// An unmatched callback waiting for a submission's acceptance.

@@ -11,11 +11,13 @@ mod callback_types;
 pub(crate) mod common;
 pub(crate) mod driver;
 pub(crate) mod flow;
+mod reap_types;
 pub(crate) mod rules;
 mod stats_types;
 mod types;
 mod wake;
 pub use callback_types::{CallbackFilter, NewCallback, Settlement};
+pub use reap_types::{ReapLimits, ReapPolicy, Reaped};
 pub use stats_types::{
     HourlyCount, HourlyQuery, MAX_LATENCY_SAMPLES, NewAlert, Outcomes, PartnerStats, StatsQuery,
     Totals,
@@ -158,9 +160,17 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
     /// Append a note to a submission's timeline; its state is not touched.
     async fn note(&self, id: SubmissionId, note: Note) -> Result<()>;
 
-    /// Return submissions whose lease ended before `now` to `Queued`, due at
-    /// once, journaling [`crate::EventKind::LeaseExpired`]. Returns their ids.
-    async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<SubmissionId>>;
+    /// Close the attempt of each submission whose lease ended before `now`
+    /// (an expired lease counts as an attempt) and return it to `Queued`,
+    /// due at once, journaling [`crate::EventKind::LeaseExpired`] — or, when
+    /// `policy`'s limits for its partner are reached (consecutive expired
+    /// leases, max attempts, max age), dead-letter it with the reason.
+    /// Returns what became of each.
+    async fn reap_expired_leases(
+        &self,
+        now: DateTime<Utc>,
+        policy: &ReapPolicy,
+    ) -> Result<Vec<Reaped>>;
 
     /// Store an inbound callback raw. Nothing is parsed here: this is the
     /// write that makes sure nothing inbound is lost.

@@ -130,6 +130,10 @@ pub struct PartnerStats {
     pub past_delay_budget: Totals,
     /// Callbacks that arrived in the window, by disposition.
     pub callbacks: BTreeMap<crate::model::callback::Disposition, u64>,
+    /// Dead-lettered submissions (not replayed, resolved or cancelled) that
+    /// the reaper gave up because the worker crashed or hung on them
+    /// ([`crate::store::ReapLimits`]).
+    pub worker_crashed: u64,
 }
 
 /// An alert to open (or keep open) for a (partner, class).

@@ -190,6 +190,10 @@ pub struct StateChange {
     /// move to a finished state). Without one, a finished submission keeps
     /// the document it has; a move back to `Queued` clears it.
     pub result: Option<ResultDocument>,
+    /// The count of consecutive leases that ended without a report, as the
+    /// reaper sets it; `None` lets the change decide (see
+    /// `rules::transition`). Only the reaper sets it.
+    pub(crate) lease_expiries: Option<u32>,
 }
 
 impl StateChange {
@@ -207,6 +211,7 @@ impl StateChange {
             error: None,
             at: None,
             result: None,
+            lease_expiries: None,
         }
     }
 

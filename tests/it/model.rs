@@ -22,8 +22,8 @@ use http::header::HeaderMap;
 use liaison::callback::{Disposition, JsonMatcher, Unverified};
 use liaison::engine::{Liaison, Partner};
 use liaison::store::{
-    AttemptReport, ClaimRequest, Lease, ListFilter, OutboxStore, Replay, SqliteConfig, SqliteStore,
-    StateChange, Synchronous,
+    AttemptReport, ClaimRequest, Lease, ListFilter, OutboxStore, ReapPolicy, Replay, SqliteConfig,
+    SqliteStore, StateChange, Synchronous,
 };
 use liaison::{
     Actor, AttemptContext, AttemptOutcome, ErrorKind, NewSubmission, PartnerAdapter, PartnerError,
@@ -81,6 +81,9 @@ struct Sub {
     state: SubmissionState,
     external_ref: Option<String>,
     replays: u32,
+    /// Leases in a row that ended without a report (the reaper
+    /// dead-letters at 3, the default crash limit).
+    lease_expiries: u32,
 }
 
 /// One callback sent: its event id, reference and outcome.
@@ -214,6 +217,7 @@ impl Model {
                             state: Queued,
                             external_ref: None,
                             replays: 0,
+                            lease_expiries: 0,
                         });
                     }
                 }
@@ -292,6 +296,8 @@ impl Model {
                     .expect("a live lease completes");
                 assert_eq!(done.state, target);
                 self.subs[sub].state = target;
+                // A reported result starts the crash count again.
+                self.subs[sub].lease_expiries = 0;
                 if target == AwaitingResult {
                     self.subs[sub].external_ref = Some(reference);
                 }
@@ -413,6 +419,7 @@ impl Model {
                     let m = &mut self.subs[sub];
                     m.state = Queued;
                     m.replays += 1;
+                    m.lease_expiries = 0;
                     if fresh {
                         let key = replay_key(&m.key, m.replays);
                         let variant = self.ledger[&m.key].1;
@@ -460,6 +467,7 @@ impl Model {
                 } else {
                     assert_eq!(result.expect("cancellable").state, Cancelled);
                     self.subs[sub].state = Cancelled;
+                    self.subs[sub].lease_expiries = 0;
                     self.kill_leases_of(sub);
                 }
             }
@@ -467,20 +475,27 @@ impl Model {
                 // The process dies: its leases are abandoned. A new one opens
                 // the same file and reaps them once they expire.
                 *store = open(path);
-                let reaped = store.reap_expired_leases(Utc::now()).await.expect("reap");
-                let mut expected: Vec<SubmissionId> = self
-                    .subs
-                    .iter()
-                    .filter(|s| s.state == InFlight)
-                    .map(|s| s.id)
-                    .collect();
-                let mut reaped = reaped;
+                // The default policy: 3 leases in a row that ended without
+                // a report dead-letter the submission.
+                let reaped = store
+                    .reap_expired_leases(Utc::now(), &ReapPolicy::default())
+                    .await
+                    .expect("reap");
+                let mut expected = Vec::new();
+                for s in self.subs.iter_mut().filter(|s| s.state == InFlight) {
+                    s.lease_expiries += 1;
+                    s.state = if s.lease_expiries >= 3 {
+                        DeadLettered
+                    } else {
+                        Queued
+                    };
+                    expected.push((s.id, s.state));
+                }
+                let mut reaped: Vec<(SubmissionId, SubmissionState)> =
+                    reaped.into_iter().map(|r| (r.id, r.state)).collect();
                 reaped.sort();
                 expected.sort();
                 assert_eq!(reaped, expected, "every abandoned lease is reaped");
-                for s in self.subs.iter_mut().filter(|s| s.state == InFlight) {
-                    s.state = Queued;
-                }
                 for l in &mut self.leases {
                     l.live = false;
                 }

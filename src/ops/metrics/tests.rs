@@ -29,6 +29,7 @@ fn partner_health(name: &str) -> PartnerHealth {
         past_delay_budget: Totals::default(),
         paused: None,
         callbacks: BTreeMap::new(),
+        worker_crashed: 0,
     }
 }
 
@@ -117,6 +118,8 @@ fn render_is_valid_openmetrics_with_the_expected_values() {
     m.time_to_result("lab", 3_600.0);
     m.time_to_result("lab", 30.0 * 86_400.0);
     m.lease_expired("bank.eu-1:v2/x");
+    m.lease_expired("lab");
+    m.poison_dead_lettered("lab");
 
     let text = m.render(&lab_and_bank());
     let families = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -162,6 +165,7 @@ fn render_is_valid_openmetrics_with_the_expected_values() {
             ("liaison_leases_expired", "counter"),
             ("liaison_oldest_queued_seconds", "gauge"),
             ("liaison_partner_verdict", "gauge"),
+            ("liaison_poison_dead_letters", "counter"),
             ("liaison_submissions", "gauge"),
             ("liaison_submissions_enqueued", "counter"),
             ("liaison_time_to_result_seconds", "histogram"),
@@ -212,7 +216,9 @@ fn render_is_valid_openmetrics_with_the_expected_values() {
         Some(1.0)
     );
     assert_eq!(v("liaison_leases_expired_total", &[bank]), Some(1.0));
-    assert_eq!(v("liaison_leases_expired_total", &[lab]), None);
+    assert_eq!(v("liaison_leases_expired_total", &[lab]), Some(1.0));
+    assert_eq!(v("liaison_poison_dead_letters_total", &[lab]), Some(1.0));
+    assert_eq!(v("liaison_poison_dead_letters_total", &[bank]), None);
 
     // Histograms: 3 ms, 120 ms and 90 s at the lab.
     let d = "liaison_attempt_duration_seconds";

@@ -8,7 +8,9 @@ use crate::error::{Error, Result};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::store::driver::Driver;
 use crate::store::rules::lease as rules;
-use crate::store::{AttemptReport, ClaimRequest, Lease, LeaseToken, StateChange};
+use crate::store::{
+    AttemptReport, ClaimRequest, Lease, LeaseToken, ReapPolicy, Reaped, StateChange,
+};
 
 /// Claim due work of one partner under fresh leases.
 pub(crate) async fn claim<D: Driver>(d: &D, request: &ClaimRequest) -> Result<Vec<Lease>> {
@@ -95,18 +97,35 @@ pub(crate) async fn complete<D: Driver>(
     Ok(Completion::Applied(Box::new(applied)))
 }
 
-/// Return work whose lease ended to the queue, journaling each; their ids.
-pub(crate) async fn reap<D: Driver>(d: &D, now: DateTime<Utc>) -> Result<Vec<SubmissionId>> {
+/// Close the attempt of each lease that ended and return its work to the
+/// queue or dead-letter it, as `policy`'s limits for its partner say,
+/// journaling each; what became of them.
+pub(crate) async fn reap<D: Driver>(
+    d: &D,
+    now: DateTime<Utc>,
+    policy: &ReapPolicy,
+) -> Result<Vec<Reaped>> {
     let expired = d.expired_leases(now, rules::REAP_BATCH).await?;
     let mut reaped = Vec::with_capacity(expired.len());
     for locked in expired {
         let id = locked.submission.id;
-        let (report, change) = rules::expired(&locked.submission, locked.lease, now);
+        let limits = policy.limits_for(&locked.submission.partner);
+        let (report, change) = rules::expired(
+            &locked.submission,
+            locked.lease,
+            locked.lease_expiries,
+            &limits,
+            now,
+        );
         if let Some(token) = locked.lease {
             d.finish_attempt(id, token, &report).await?;
         }
-        apply_change(d, &locked.submission, &change, now).await?;
-        reaped.push(id);
+        let after = apply_change(d, &locked.submission, &change, now).await?;
+        reaped.push(Reaped {
+            id,
+            partner: after.partner,
+            state: after.state,
+        });
     }
     Ok(reaped)
 }

@@ -37,11 +37,14 @@ fn ref_key(partner: &str, reference: &str) -> String {
     format!("{partner}\u{1f}{reference}")
 }
 
+/// A submission row followed by `lease_token, lease_expiries`.
 fn locked(row: &tokio_postgres::Row) -> Result<Locked> {
     let token: Option<Uuid> = get(row, SUBMISSION_WIDTH)?;
+    let lease_expiries: i32 = get(row, SUBMISSION_WIDTH + 1)?;
     Ok(Locked {
         submission: submission_from_row(row)?,
         lease: token.map(LeaseToken::from_uuid),
+        lease_expiries: u32::try_from(lease_expiries).unwrap_or(0),
     })
 }
 
@@ -53,7 +56,7 @@ impl Driver for Db<'_> {
     async fn lock_submission(&self, id: SubmissionId) -> Result<Option<Locked>> {
         self.query_opt(
             &format!(
-                "SELECT {SUBMISSION_COLUMNS}, lease_token FROM liaison_submissions \
+                "SELECT {SUBMISSION_COLUMNS}, lease_token, lease_expiries FROM liaison_submissions \
                  WHERE id = $1 FOR UPDATE"
             ),
             &[&sid(id)],
@@ -99,7 +102,7 @@ impl Driver for Db<'_> {
                      attempts_before_cycle = CASE WHEN $9 THEN attempts ELSE attempts_before_cycle END, \
                      cycle_started_at = CASE WHEN $9 THEN $8 ELSE cycle_started_at END, \
                      accepted_at = CASE WHEN $10 THEN COALESCE(accepted_at, $8) ELSE accepted_at END, \
-                     result_document = $11 \
+                     result_document = $11, lease_expiries = COALESCE($12, lease_expiries) \
                      WHERE id = $1 RETURNING {SUBMISSION_COLUMNS}"
                 ),
                 &[
@@ -114,6 +117,7 @@ impl Driver for Db<'_> {
                     &w.new_cycle,
                     &w.accepted,
                     &w.result.as_ref().map(ResultDocument::to_stored),
+                    &w.lease_expiries.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
                 ],
                 "change state",
             )
@@ -386,7 +390,7 @@ impl Driver for Db<'_> {
         // locked.
         self.query(
             &format!(
-                "SELECT {SUBMISSION_COLUMNS}, lease_token FROM liaison_submissions \
+                "SELECT {SUBMISSION_COLUMNS}, lease_token, lease_expiries FROM liaison_submissions \
                  WHERE state = 'in_flight' AND lease_expires_at <= $1 \
                  ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED"
             ),

@@ -66,8 +66,8 @@ use super::rules::lookup;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter,
     DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Lease, ListFilter, NewAlert, NewCallback,
-    Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, Replay,
-    Settlement, StateChange, StatsQuery, Wakeups,
+    Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy,
+    Reaped, Replay, Settlement, StateChange, StatsQuery, Wakeups,
 };
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
@@ -481,8 +481,12 @@ impl OutboxStore for PostgresStore {
         write_tx!(self, |db| flow::note(db, id, &note, Utc::now()))
     }
 
-    async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<SubmissionId>> {
-        write_tx!(self, |db| flow::reap(db, now))
+    async fn reap_expired_leases(
+        &self,
+        now: DateTime<Utc>,
+        policy: &ReapPolicy,
+    ) -> Result<Vec<Reaped>> {
+        write_tx!(self, |db| flow::reap(db, now, policy))
     }
 
     async fn record_callback(&self, callback: NewCallback) -> Result<CallbackId> {

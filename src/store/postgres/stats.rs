@@ -75,8 +75,23 @@ async fn partner_stats(db: &Db<'_>, partner: String, query: &StatsQuery) -> Resu
         oldest_queued_at: oldest_queued(db, &partner).await?,
         past_delay_budget,
         callbacks: callbacks(db, &partner, start, now).await?,
+        worker_crashed: worker_crashed(db, &partner).await?,
         partner,
     })
+}
+
+/// Dead letters the reaper left (see `rules::transition`'s
+/// `lease_expiries`), on the partial index `liaison_submissions_worker_crashed`.
+async fn worker_crashed(db: &Db<'_>, partner: &str) -> Result<u64> {
+    let row = db
+        .query_one(
+            "SELECT COUNT(*) FROM liaison_submissions \
+             WHERE partner = $1 AND state = 'dead_lettered' AND lease_expiries > 0",
+            &[&partner],
+            "count dead letters of crashed workers",
+        )
+        .await?;
+    Ok(count(get(&row, 0)?))
 }
 
 async fn past_budget(db: &Db<'_>, partner: &str, cutoff: i64) -> Result<Totals> {

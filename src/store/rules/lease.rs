@@ -9,7 +9,8 @@ use super::transition::check_table;
 use crate::error::Result;
 use crate::model::event::{Actor, AttemptOutcome, EventKind};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
-use crate::store::{AttemptReport, Lease, LeaseToken, StateChange};
+use crate::retry::{MAX_AGE_REACHED, MAX_ATTEMPTS_REACHED, dead_letter_reason};
+use crate::store::{AttemptReport, Lease, LeaseToken, ReapLimits, StateChange};
 
 /// Expired leases returned to the queue per pass.
 pub(crate) const REAP_BATCH: usize = 1000;
@@ -112,30 +113,87 @@ fn merge_data(given: Option<&Value>, extra: Value) -> Value {
     }
 }
 
-/// How the attempt of a lease that ended is closed, and the change that
-/// returns its submission to the queue.
+/// The error of an attempt whose lease ended.
+const LEASE_EXPIRED: &str = "the worker did not report before its lease expired";
+
+/// How the attempt of a lease that ended is closed, and what becomes of its
+/// submission: back to the queue, due now, or — when `limits` are reached —
+/// dead-lettered with the reason.
+///
+/// The expired lease is an attempt (the claim counted it). `lease_expiries`
+/// is the count of consecutive leases that ended without a report before
+/// this one; the change carries the count with this one. The crash limit is
+/// checked first: it names the cause.
 pub(crate) fn expired(
     current: &Submission,
     token: Option<LeaseToken>,
+    lease_expiries: u32,
+    limits: &ReapLimits,
     now: DateTime<Utc>,
 ) -> (AttemptReport, StateChange) {
     let report = AttemptReport {
         outcome: AttemptOutcome::LeaseExpired,
         http_status: None,
-        error: Some("the worker did not report before its lease expired".into()),
+        error: Some(LEASE_EXPIRED.into()),
         finished_at: now,
     };
-    let change = StateChange::to(SubmissionState::Queued)
-        .actor(Actor::system("reaper"))
-        .event(EventKind::LeaseExpired)
-        .reason("lease expired before the worker reported; returned to the queue")
-        .data(json!({
-            "attempt": current.attempts,
-            "lease_token": token.map(|t| t.to_string()),
-        }))
-        .due_at(now)
-        .at(now);
+    let expiries = lease_expiries.saturating_add(1);
+    let data = json!({
+        "attempt": current.attempts,
+        "lease_token": token.map(|t| t.to_string()),
+        "lease_expiries": expiries,
+    });
+    let change = match give_up(current, expiries, limits, now) {
+        None => StateChange::to(SubmissionState::Queued)
+            .event(EventKind::LeaseExpired)
+            .reason("lease expired before the worker reported; returned to the queue")
+            .due_at(now),
+        Some(reason) => StateChange::to(SubmissionState::DeadLettered)
+            .reason(reason)
+            .error(LEASE_EXPIRED),
+    };
+    let change = StateChange {
+        lease_expiries: Some(expiries),
+        ..change.actor(Actor::system("reaper")).data(data).at(now)
+    };
     (report, change)
+}
+
+/// The words for a submission the worker crashed or hung on `n` times in a
+/// row: a dead letter's reason.
+pub(crate) fn crashed_reason(n: u32) -> String {
+    let times = if n == 1 { "time" } else { "times" };
+    format!("the worker crashed or hung on it {n} {times}")
+}
+
+/// Why work whose lease just ended for the `expiries`-th time in a row is
+/// given up, if it is.
+fn give_up(
+    current: &Submission,
+    expiries: u32,
+    limits: &ReapLimits,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    if expiries >= limits.max_lease_expiries() {
+        return Some(crashed_reason(expiries));
+    }
+    let retry = limits.retry_limits()?;
+    // Limits count from the start of the current cycle (enqueue or replay),
+    // as the dispatcher's do.
+    let attempt_in_cycle = current
+        .attempts
+        .saturating_sub(current.attempts_before_cycle);
+    if attempt_in_cycle >= retry.max_attempts() {
+        return Some(dead_letter_reason(MAX_ATTEMPTS_REACHED, LEASE_EXPIRED));
+    }
+    // Requeued due now: past the max age is past it.
+    let age = (now - current.cycle_started_at)
+        .to_std()
+        .unwrap_or_default();
+    if age > retry.max_age() {
+        return Some(dead_letter_reason(MAX_AGE_REACHED, LEASE_EXPIRED));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -224,14 +282,155 @@ mod tests {
         let mut current = submission(SubmissionState::InFlight);
         current.attempts = 3;
         let token = LeaseToken::fresh();
-        let (report, change) = expired(&current, Some(token), t(7_000));
+        let (report, change) = expired(&current, Some(token), 0, &ReapLimits::default(), t(7_000));
         assert_eq!(report.outcome, AttemptOutcome::LeaseExpired);
         assert_eq!(change.target, SubmissionState::Queued);
+        assert_eq!(change.event, Some(EventKind::LeaseExpired));
         assert_eq!(change.due_at, Some(t(7_000)));
+        assert_eq!(change.lease_expiries, Some(1));
         let data = change.data.unwrap();
         assert_eq!(data["attempt"], 3);
         assert_eq!(data["lease_token"], token.to_string());
+        assert_eq!(data["lease_expiries"], 1);
         assert!(blocking_states(true).contains(&SubmissionState::DeadLettered));
         assert!(!blocking_states(false).contains(&SubmissionState::DeadLettered));
+    }
+
+    /// (state, reason) of the change after an expired lease.
+    fn verdict(
+        current: &Submission,
+        before: u32,
+        limits: &ReapLimits,
+        now: DateTime<Utc>,
+    ) -> (SubmissionState, Option<String>, Option<u32>) {
+        let (report, change) = expired(current, Some(LeaseToken::fresh()), before, limits, now);
+        assert_eq!(report.outcome, AttemptOutcome::LeaseExpired);
+        assert_eq!(change.actor, Actor::system("reaper"));
+        (change.target, change.reason, change.lease_expiries)
+    }
+
+    #[test]
+    fn each_limit_dead_letters_and_below_them_the_work_returns() {
+        use SubmissionState::*;
+        let retry = crate::retry::RetryLimits::new(5, std::time::Duration::from_secs(60)).unwrap();
+        let limits = ReapLimits::new(3).unwrap().retry(retry);
+        // Enqueued at t(1_000), attempt 2 of 5, 1 expiry before: requeued.
+        let mut current = submission(InFlight);
+        current.attempts = 2;
+        let (state, _, count) = verdict(&current, 1, &limits, t(2_000));
+        assert_eq!((state, count), (Queued, Some(2)));
+
+        // The third expiry in a row: the crash limit, in words.
+        let (state, reason, count) = verdict(&current, 2, &limits, t(2_000));
+        assert_eq!((state, count), (DeadLettered, Some(3)));
+        assert_eq!(
+            reason.as_deref(),
+            Some("the worker crashed or hung on it 3 times")
+        );
+
+        // The fifth attempt of the cycle: max attempts, the dispatcher's words.
+        current.attempts = 5;
+        let (state, reason, _) = verdict(&current, 0, &limits, t(2_000));
+        assert_eq!(state, DeadLettered);
+        assert_eq!(
+            reason.as_deref(),
+            Some(
+                "retries exhausted: max attempts reached: the worker did not report before its lease expired"
+            )
+        );
+        // Attempts count from the start of the cycle: after a replay at
+        // attempt 4, attempt 5 is the first of the new cycle.
+        current.attempts_before_cycle = 4;
+        assert_eq!(verdict(&current, 0, &limits, t(2_000)).0, Queued);
+
+        // Past the max age (60 s from the cycle's start at t(1_000)).
+        current.attempts = 2;
+        current.attempts_before_cycle = 0;
+        assert_eq!(verdict(&current, 0, &limits, t(61_000)).0, Queued);
+        let (state, reason, _) = verdict(&current, 0, &limits, t(61_001));
+        assert_eq!(state, DeadLettered);
+        assert_eq!(
+            reason.as_deref(),
+            Some(
+                "retries exhausted: max age reached: the worker did not report before its lease expired"
+            )
+        );
+        // The age counts from the cycle's start: a replay at t(30_000).
+        current.cycle_started_at = t(30_000);
+        assert_eq!(verdict(&current, 0, &limits, t(61_001)).0, Queued);
+
+        // Without retry limits (a partner this process does not run): the
+        // crash limit alone.
+        current.attempts = 1_000;
+        let crash_only = ReapLimits::default();
+        assert_eq!(verdict(&current, 1, &crash_only, t(1_000_000)).0, Queued);
+        assert_eq!(
+            verdict(&current, 2, &crash_only, t(1_000_000)).0,
+            DeadLettered
+        );
+        // A limit of 1: the first crash dead-letters.
+        let once = ReapLimits::new(1).unwrap();
+        let (state, reason, _) = verdict(&current, 0, &once, t(2_000));
+        assert_eq!(state, DeadLettered);
+        assert_eq!(
+            reason.as_deref(),
+            Some("the worker crashed or hung on it 1 time")
+        );
+        // The count saturates instead of overflowing.
+        assert_eq!(
+            verdict(&current, u32::MAX, &crash_only, t(2_000)).2,
+            Some(u32::MAX)
+        );
+    }
+
+    #[test]
+    fn a_report_or_a_replay_resets_the_count_and_the_reaper_sets_it() {
+        use crate::store::rules::transition::apply;
+        use SubmissionState::*;
+        let in_flight = submission(InFlight);
+        // The worker reported (any result), or the work was cancelled: 0.
+        for target in [
+            Queued,
+            AwaitingResult,
+            Succeeded,
+            Failed,
+            DeadLettered,
+            Cancelled,
+        ] {
+            let (write, _) = apply(&in_flight, &StateChange::to(target), t(2_000));
+            assert_eq!(write.lease_expiries, Some(0), "{target}");
+        }
+        // A replay starts again from 0.
+        for from in [Failed, DeadLettered, Stuck] {
+            let (write, _) = apply(&submission(from), &StateChange::to(Queued), t(2_000));
+            assert_eq!(write.lease_expiries, Some(0), "replay from {from}");
+        }
+        // Other changes keep it: a dead letter of the reaper stays one when
+        // it is resolved or cancelled (then it is no longer dead-lettered).
+        for (from, to) in [
+            (DeadLettered, ResolvedManually),
+            (DeadLettered, Cancelled),
+            (Queued, Cancelled),
+            (AwaitingResult, Succeeded),
+        ] {
+            let (write, _) = apply(&submission(from), &StateChange::to(to), t(2_000));
+            assert_eq!(write.lease_expiries, None, "{from} -> {to}");
+        }
+        // The reaper's change carries its count.
+        let (_, change) = expired(&in_flight, None, 1, &ReapLimits::default(), t(2_000));
+        let (write, event) = apply(&in_flight, &change, t(2_000));
+        assert_eq!(write.lease_expiries, Some(2));
+        assert_eq!(event.kind, EventKind::LeaseExpired);
+        let (_, change) = expired(&in_flight, None, 2, &ReapLimits::default(), t(2_000));
+        let (write, event) = apply(&in_flight, &change, t(2_000));
+        assert_eq!((write.state, write.lease_expiries), (DeadLettered, Some(3)));
+        assert_eq!(
+            event.reason.as_deref(),
+            Some("the worker crashed or hung on it 3 times")
+        );
+        assert_eq!(
+            write.last_error.as_deref(),
+            Some("the worker did not report before its lease expired")
+        );
     }
 }

@@ -34,6 +34,9 @@ pub(crate) struct StateWrite {
     pub(crate) new_cycle: bool,
     /// The result document the row holds after the change.
     pub(crate) result: Option<ResultDocument>,
+    /// The row's count of consecutive leases that ended without a report
+    /// (`lease_expiries`) after the change; `None` keeps it.
+    pub(crate) lease_expiries: Option<u32>,
 }
 
 /// Refuse a change that is not in the transition table.
@@ -147,6 +150,7 @@ pub(crate) fn apply(
         accepted: current.state == InFlight && matches!(to, AwaitingResult | Succeeded | Failed),
         // A move to Queued from anything but InFlight is a replay.
         new_cycle: to == Queued && current.state != InFlight,
+        lease_expiries: lease_expiries(current, change),
         // A new cycle starts without a result; otherwise a change that
         // brings none keeps the one the submission has.
         result: match to {
@@ -168,6 +172,21 @@ pub(crate) fn apply(
         data: change.data.clone(),
     };
     (write, event)
+}
+
+/// The count of consecutive leases that ended without a report, after a
+/// change: the reaper's own count (it is the only one to set one); else 0
+/// when an attempt in flight ends otherwise (its worker reported, or it was
+/// cancelled) or a replay starts a new cycle; else unchanged. So a
+/// dead-lettered row with a count above 0 was dead-lettered by the reaper
+/// (`DeadLettered` is reached from `InFlight` only): that is how a store
+/// counts the dead letters of crashed or hung workers.
+fn lease_expiries(current: &Submission, change: &StateChange) -> Option<u32> {
+    use SubmissionState::*;
+    change.lease_expiries.or_else(|| {
+        // From InFlight: a report or a cancel; to Queued otherwise: a replay.
+        (current.state == InFlight || change.target == Queued).then_some(0)
+    })
 }
 
 /// The timeline line saying a result document was not kept (too large,

@@ -52,28 +52,40 @@ fn marks(first: usize, n: usize) -> String {
     format!("({})", marks.join(", "))
 }
 
+/// A submission row followed by `lease_token, lease_expiries`.
+fn locked_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Submission, Option<String>, u32)> {
+    Ok((
+        submission_from_row(row)?,
+        row.get(SUBMISSION_WIDTH)?,
+        row.get(SUBMISSION_WIDTH + 1)?,
+    ))
+}
+
+fn locked(
+    (submission, token, lease_expiries): (Submission, Option<String>, u32),
+) -> Result<Locked> {
+    Ok(Locked {
+        submission,
+        lease: token.map(|t| parse_column("lease_token", &t)).transpose()?,
+        lease_expiries,
+    })
+}
+
 impl Sql<'_> {
     /// A submission and its lease token.
     fn read_locked(&self, id: SubmissionId) -> Result<Option<Locked>> {
-        let row: Option<(Submission, Option<String>)> = self
+        let row: Option<(Submission, Option<String>, u32)> = self
             .0
             .prepare_cached(&format!(
-                "SELECT {SUBMISSION_COLUMNS}, lease_token FROM liaison_submissions WHERE id = ?1"
+                "SELECT {SUBMISSION_COLUMNS}, lease_token, lease_expiries \
+                 FROM liaison_submissions WHERE id = ?1"
             ))
             .and_then(|mut stmt| {
-                stmt.query_row(params![id.to_string()], |row| {
-                    Ok((submission_from_row(row)?, row.get(SUBMISSION_WIDTH)?))
-                })
-                .optional()
+                stmt.query_row(params![id.to_string()], locked_row)
+                    .optional()
             })
             .map_err(db_err("read submission"))?;
-        row.map(|(submission, token)| {
-            Ok(Locked {
-                submission,
-                lease: token.map(|t| parse_column("lease_token", &t)).transpose()?,
-            })
-        })
-        .transpose()
+        row.map(locked).transpose()
     }
 }
 
@@ -119,7 +131,7 @@ impl Driver for Sql<'_> {
                  replays = replays + ?10, \
                  attempts_before_cycle = CASE WHEN ?10 THEN attempts ELSE attempts_before_cycle END, \
                  cycle_started_at = CASE WHEN ?10 THEN ?8 ELSE cycle_started_at END, \
-                 result_document = ?11 \
+                 result_document = ?11, lease_expiries = COALESCE(?12, lease_expiries) \
                  WHERE id = ?1 RETURNING {SUBMISSION_COLUMNS}"
             ))
             .and_then(|mut stmt| {
@@ -136,6 +148,7 @@ impl Driver for Sql<'_> {
                         w.accepted,
                         i64::from(w.new_cycle),
                         w.result.as_ref().map(ResultDocument::to_stored),
+                        w.lease_expiries,
                     ],
                     submission_from_row,
                 )
@@ -419,29 +432,22 @@ impl Driver for Sql<'_> {
     }
 
     async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Locked>> {
-        let rows: Vec<(Submission, Option<String>)> = self
+        let rows: Vec<(Submission, Option<String>, u32)> = self
             .0
             .prepare_cached(&format!(
-                "SELECT {SUBMISSION_COLUMNS}, lease_token FROM liaison_submissions \
+                "SELECT {SUBMISSION_COLUMNS}, lease_token, lease_expiries FROM liaison_submissions \
                  WHERE state = 'in_flight' AND lease_expires_at <= ?1 \
                  ORDER BY lease_expires_at LIMIT ?2"
             ))
             .and_then(|mut stmt| {
                 stmt.query_map(
                     params![to_millis(now), i64::try_from(limit).unwrap_or(i64::MAX)],
-                    |row| Ok((submission_from_row(row)?, row.get(SUBMISSION_WIDTH)?)),
+                    locked_row,
                 )?
                 .collect()
             })
             .map_err(db_err("find expired leases"))?;
-        rows.into_iter()
-            .map(|(submission, token)| {
-                Ok(Locked {
-                    submission,
-                    lease: token.map(|t| parse_column("lease_token", &t)).transpose()?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(locked).collect()
     }
 
     async fn lock_callback(&self, id: CallbackId) -> Result<Option<StoredCallback>> {

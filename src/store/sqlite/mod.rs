@@ -36,8 +36,8 @@ use super::rules::lookup;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter,
     DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Lease, ListFilter, NewAlert, NewCallback,
-    Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, Replay,
-    Settlement, StateChange, StatsQuery,
+    Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy,
+    Reaped, Replay, Settlement, StateChange, StatsQuery,
 };
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
@@ -615,10 +615,15 @@ impl OutboxStore for SqliteStore {
             .await
     }
 
-    async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<SubmissionId>> {
+    async fn reap_expired_leases(
+        &self,
+        now: DateTime<Utc>,
+        policy: &ReapPolicy,
+    ) -> Result<Vec<Reaped>> {
+        let policy = policy.clone();
         self.inner
             .writer
-            .write(move |conn| run(flow::reap(&Sql(conn), now)))
+            .write(move |conn| run(flow::reap(&Sql(conn), now, &policy)))
             .await
     }
 

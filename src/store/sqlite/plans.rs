@@ -310,7 +310,10 @@ mod tests {
             ))
             .await
             .unwrap();
-        store.reap_expired_leases(now).await.unwrap();
+        store
+            .reap_expired_leases(now, &crate::store::ReapPolicy::default())
+            .await
+            .unwrap();
         store.overdue_results(now, 100).await.unwrap();
         store.expire_unmatched(now).await.unwrap();
         store.alerts(true, 100).await.unwrap();

@@ -60,6 +60,7 @@ fn partner_stats(conn: &Connection, partner: String, query: &StatsQuery) -> Resu
         oldest_queued_at: oldest_queued(conn, &partner)?,
         past_delay_budget: Totals::default(),
         callbacks: callbacks(conn, &partner, start, now)?,
+        worker_crashed: worker_crashed(conn, &partner)?,
         partner,
     };
     if let Some(budget) = query.delay_budgets.get(&stats.partner) {
@@ -81,6 +82,18 @@ fn partner_stats(conn: &Connection, partner: String, query: &StatsQuery) -> Resu
             .map_err(db_err("count work past its delay budget"))?;
     }
     Ok(stats)
+}
+
+/// Dead letters the reaper left (see `rules::transition`'s
+/// `lease_expiries`), on the partial index `liaison_submissions_worker_crashed`.
+fn worker_crashed(conn: &Connection, partner: &str) -> Result<u64> {
+    conn.prepare_cached(
+        "SELECT COUNT(*) FROM liaison_submissions \
+         WHERE partner = ?1 AND state = 'dead_lettered' AND lease_expiries > 0",
+    )
+    .and_then(|mut stmt| stmt.query_row(params![partner], |row| row.get(0)))
+    .map(count)
+    .map_err(db_err("count dead letters of crashed workers"))
 }
 
 fn by_state(conn: &Connection, partner: &str) -> Result<BTreeMap<SubmissionState, Totals>> {

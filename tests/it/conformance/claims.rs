@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
-use liaison::store::{AttemptReport, ClaimRequest, StateChange};
+use liaison::store::{AttemptReport, ClaimRequest, ReapPolicy, StateChange};
 use liaison::{AttemptOutcome, EventKind, NewSubmission, SubmissionState};
 use serde_json::json;
 
@@ -73,10 +73,12 @@ pub async fn a_stale_token_changes_nothing_and_is_journaled(h: &Harness) {
 
     // The first worker stalls past its lease; the reaper returns the work.
     let reaped = store
-        .reap_expired_leases(t0 + chrono::Duration::seconds(11))
+        .reap_expired_leases(t0 + chrono::Duration::seconds(11), &ReapPolicy::default())
         .await
         .unwrap();
-    assert_eq!(reaped, vec![id]);
+    assert_eq!(reaped.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id]);
+    assert_eq!(reaped[0].state, SubmissionState::Queued);
+    assert_eq!(reaped[0].partner, "bank");
     let s = store.get(id).await.unwrap();
     assert_eq!(s.state, SubmissionState::Queued);
     assert_eq!(s.lease_expires_at, None);
@@ -143,13 +145,13 @@ pub async fn expired_leases_come_back_and_are_journaled(h: &Harness) {
     assert_eq!(leases.len(), 3);
     assert!(
         store
-            .reap_expired_leases(t0 + chrono::Duration::seconds(4))
+            .reap_expired_leases(t0 + chrono::Duration::seconds(4), &ReapPolicy::default())
             .await
             .unwrap()
             .is_empty()
     );
     let reaped = store
-        .reap_expired_leases(t0 + chrono::Duration::seconds(6))
+        .reap_expired_leases(t0 + chrono::Duration::seconds(6), &ReapPolicy::default())
         .await
         .unwrap();
     assert_eq!(reaped.len(), 3);

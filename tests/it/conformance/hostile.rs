@@ -708,7 +708,13 @@ pub async fn hostile_timestamps_far_in_the_past_and_future(h: &Harness) {
         assert!(listed.is_empty(), "{name}: {listed:?}");
     }
     // Housekeeping at both ends of time touches only what it should.
-    assert!(store.reap_expired_leases(past).await.unwrap().is_empty());
+    assert!(
+        store
+            .reap_expired_leases(past, &liaison::store::ReapPolicy::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.expire_unmatched(past).await.unwrap();
     store.prune_ledger(past).await.unwrap();
     let purged = store.purge(past.into()).await.unwrap();

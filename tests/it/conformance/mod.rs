@@ -27,6 +27,7 @@ mod input;
 mod ledger;
 mod lookup;
 mod ops_reads;
+mod poison;
 #[cfg(feature = "postgres")]
 mod postgres_counters;
 #[cfg(feature = "postgres")]
@@ -97,6 +98,8 @@ conformance! {
     claims::concurrent_claimers_respect_ordering_keys,
     claims::a_dead_letter_holds_its_successors_unless_configured_otherwise,
     claims::a_partner_reference_belongs_to_one_submission,
+    poison::an_expired_lease_past_each_limit_dead_letters_and_below_them_requeues,
+    poison::a_report_resets_the_count_and_a_replay_starts_it_again,
     callbacks::a_callback_is_stored_raw_and_applied_once,
     callbacks::a_repeated_event_with_another_outcome_is_conflicting,
     callbacks::a_failure_and_progress_are_applied_as_reported,
