@@ -7,6 +7,8 @@ mod failures;
 mod forever;
 mod limits;
 mod ordering;
+#[cfg(feature = "http")]
+mod poison;
 mod shutdown;
 
 use std::future::Future;

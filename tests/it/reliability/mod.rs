@@ -116,6 +116,10 @@ pub fn lab_partner(submit_url: &str) -> Partner {
         .without_circuit()
         .result_timeout(Duration::from_secs(1))
         .polling(Duration::from_millis(300), 5)
+        // The kills here are the test's, not a payload's: a submission
+        // caught in flight by several kills in a row must not be given up
+        // as poison (dispatch::poison tests the crash limit).
+        .max_lease_expiries(liaison::store::ReapLimits::MAX_LEASE_EXPIRIES)
 }
 
 /// Engine settings for children: quick polls, a short lease margin.
