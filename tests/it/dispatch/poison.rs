@@ -298,8 +298,15 @@ async fn crash_alert(store: Arc<dyn OutboxStore>) {
         .alert_sink(sink)
         .build()
         .unwrap();
+    // Claim 5 shares an ordering key with poison 1: it waits behind it.
+    let batch = (0..6)
+        .map(|i| match i {
+            1 | 5 => claim("lab", i).ordering_key("patient-7"),
+            _ => claim("lab", i),
+        })
+        .collect();
     let ids: Vec<SubmissionId> = liaison
-        .enqueue_batch((0..5).map(|i| claim("lab", i)).collect())
+        .enqueue_batch(batch)
         .await
         .unwrap()
         .iter()
@@ -334,6 +341,42 @@ async fn crash_alert(store: Arc<dyn OutboxStore>) {
             Some("the worker crashed or hung on it 2 times")
         );
     }
+
+    // The successor of the first is held behind the dead letter, and says so.
+    let held = ids[5];
+    assert_eq!(
+        store.get(held).await.unwrap().state,
+        SubmissionState::Queued
+    );
+    // (The reaper notes it right after the dead letter's commit.)
+    eventually(
+        "a held note on the successor",
+        Duration::from_secs(10),
+        || {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .timeline(held)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|e| e.kind == liaison::EventKind::Held)
+            }
+        },
+    )
+    .await;
+    let timeline = store.timeline(held).await.unwrap();
+    let note = timeline
+        .iter()
+        .find(|e| e.kind == liaison::EventKind::Held)
+        .unwrap();
+    assert!(
+        note.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&first.to_string()),
+        "{note:?}"
+    );
 
     // Health: counted, and a reason in words.
     let window = Duration::from_secs(900);
@@ -383,11 +426,14 @@ async fn crash_alert(store: Arc<dyn OutboxStore>) {
         .await
         .unwrap();
     eventually(
-        "the replayed poison delivered",
+        "the replayed poison and its successor delivered",
         Duration::from_secs(30),
         || {
             let store = Arc::clone(&store);
-            async move { store.get(first).await.unwrap().state == SubmissionState::Succeeded }
+            async move {
+                store.get(first).await.unwrap().state == SubmissionState::Succeeded
+                    && store.get(held).await.unwrap().state == SubmissionState::Succeeded
+            }
         },
     )
     .await;
