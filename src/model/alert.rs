@@ -38,11 +38,15 @@ pub enum ProblemClass {
     /// result did not reach the host (parked deliveries). Owned by the host
     /// team unless routed elsewhere.
     ResultsNotDelivered,
+    /// A partner with expected traffic ([`crate::Partner::expect_traffic`])
+    /// saw less than expected inside its windows: the host may have stopped
+    /// sending, or the partner stopped answering.
+    SilentPartner,
 }
 
 impl ProblemClass {
     /// Every class.
-    pub const ALL: [ProblemClass; 10] = [
+    pub const ALL: [ProblemClass; 11] = [
         ProblemClass::PartnerUnavailable,
         ProblemClass::RejectedByPartner,
         ProblemClass::ResultOverdue,
@@ -53,6 +57,7 @@ impl ProblemClass {
         ProblemClass::DelayBudgetExceeded,
         ProblemClass::ConflictingCallback,
         ProblemClass::ResultsNotDelivered,
+        ProblemClass::SilentPartner,
     ];
 
     /// The stored name.
@@ -68,6 +73,7 @@ impl ProblemClass {
             ProblemClass::DelayBudgetExceeded => "delay_budget_exceeded",
             ProblemClass::ConflictingCallback => "conflicting_callback",
             ProblemClass::ResultsNotDelivered => "results_not_delivered",
+            ProblemClass::SilentPartner => "silent_partner",
         }
     }
 }

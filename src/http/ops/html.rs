@@ -126,6 +126,7 @@ pub(super) fn class_words(class: ProblemClass) -> &'static str {
         ProblemClass::DelayBudgetExceeded => "Work running late",
         ProblemClass::ConflictingCallback => "Contradicting callbacks",
         ProblemClass::ResultsNotDelivered => "Results not delivered to the host",
+        ProblemClass::SilentPartner => "Silent partner",
     }
 }
 
