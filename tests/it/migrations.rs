@@ -362,7 +362,11 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
     // submissions, as it stored them (a JSON object of strings).
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(
-        r#"DROP TABLE liaison_correlations;
+        r#"DROP TABLE liaison_instances;
+           DROP INDEX liaison_submissions_queued_due;
+           ALTER TABLE liaison_partners DROP COLUMN last_served_at;
+           ALTER TABLE liaison_partners DROP COLUMN expected_traffic;
+           DROP TABLE liaison_correlations;
            DROP INDEX liaison_submissions_updated;
            DELETE FROM liaison_migrations WHERE version > 9;
            UPDATE liaison_submissions SET correlation = '{"order_no":"SO-1","patient":"P-7"}'
