@@ -26,7 +26,3 @@ ALTER TABLE liaison_partners ADD COLUMN last_served_at INTEGER;
 -- health computed anywhere (the CLI, another instance) checks it too.
 ALTER TABLE liaison_partners ADD COLUMN expected_traffic TEXT;
 
--- The earliest due time of a partner's queued work (whatever its priority):
--- health asks whether work has been due for longer than three beats.
-CREATE INDEX liaison_submissions_queued_due
-    ON liaison_submissions (partner, due_at) WHERE state = 'queued';

@@ -363,7 +363,6 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(
         r#"DROP TABLE liaison_instances;
-           DROP INDEX liaison_submissions_queued_due;
            ALTER TABLE liaison_partners DROP COLUMN last_served_at;
            ALTER TABLE liaison_partners DROP COLUMN expected_traffic;
            DROP TABLE liaison_correlations;

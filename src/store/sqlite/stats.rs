@@ -160,10 +160,15 @@ fn oldest_queued(conn: &Connection, partner: &str) -> Result<Option<DateTime<Utc
 }
 
 /// The earliest due time of queued work, or end of a lease in flight.
+/// Queued work is read from the claim's own index, covering (whatever the
+/// priority: the partner's queued entries, never a row): an index of its
+/// own on (partner, due_at) would be chosen by the claim, which would then
+/// sort every due row on each claim.
 fn oldest_due(conn: &Connection, partner: &str) -> Result<Option<DateTime<Utc>>> {
     conn.prepare_cached(
         "SELECT MIN(t) FROM ( \
            SELECT MIN(due_at) AS t FROM liaison_submissions \
+             INDEXED BY liaison_submissions_due \
              WHERE partner = ?1 AND state = 'queued' \
            UNION ALL \
            SELECT MIN(lease_expires_at) FROM liaison_submissions \
