@@ -184,6 +184,9 @@ fn conditions(
     {
         unavailable.push(format!("the oldest queued submission has waited {age} s"));
     }
+    if p.dispatcher.missing {
+        unavailable.push("work is due and no live engine instance dispatches it".to_owned());
+    }
     if !unavailable.is_empty() {
         found.insert(ProblemClass::PartnerUnavailable, unavailable.join("; "));
     }
@@ -195,6 +198,9 @@ fn conditions(
                 p.window.dead_lettered
             ),
         );
+    }
+    if let Some(reason) = p.traffic.as_ref().and_then(|t| t.reason.clone()) {
+        found.insert(ProblemClass::SilentPartner, reason);
     }
     let decided = p.window.succeeded + p.window.failed + p.window.dead_lettered;
     if p.window.failed > 0 && p.window.failed as f64 / decided as f64 > thresholds.error_rate {
@@ -281,6 +287,7 @@ impl Liaison {
                     window: settings.window,
                     partners: warning_budgets.keys().cloned().collect(),
                     delay_budgets: warning_budgets,
+                    expected_traffic: BTreeMap::new(),
                 })
                 .await?
                 .into_iter()
@@ -341,6 +348,12 @@ impl Liaison {
                             self.send_alert(AlertEvent::Renotified, &alert).await?;
                         }
                     }
+                    // Outside its windows silence is not checked: an open
+                    // "silent partner" alert waits for the next check
+                    // instead of resolving because the clock moved.
+                    (None, Some(_))
+                        if class == ProblemClass::SilentPartner
+                            && p.traffic.as_ref().is_some_and(|t| !t.checked) => {}
                     (None, Some(alert)) => {
                         let resolved = self.store().resolve_alert(alert.id, now).await?;
                         self.send_alert(AlertEvent::Resolved, &resolved).await?;

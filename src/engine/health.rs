@@ -8,6 +8,7 @@ use chrono::Utc;
 
 use super::Liaison;
 use crate::error::{Error, Result};
+use crate::model::traffic::ExpectedTraffic;
 use crate::ops::HealthReport;
 use crate::ops::health::{LiveState, partner_health, roll_up};
 use crate::store::StatsQuery;
@@ -32,6 +33,16 @@ impl Liaison {
             return Err(Error::invalid("window", "must be above zero"));
         }
         let now = Utc::now();
+        // What the engines recorded; this hub's own partners as configured.
+        let mut expected: BTreeMap<String, ExpectedTraffic> =
+            self.store().expected_traffic().await?.into_iter().collect();
+        for (name, rt) in &self.shared.partners {
+            match &rt.config.expected_traffic {
+                Some(e) => expected.insert(name.clone(), e.clone()),
+                None => expected.remove(name),
+            };
+        }
+        let instances = self.store().instances().await?;
         let delay_budgets: BTreeMap<String, Duration> = self
             .shared
             .partners
@@ -45,16 +56,21 @@ impl Liaison {
                 window,
                 partners: Vec::new(),
                 delay_budgets: delay_budgets.clone(),
+                expected_traffic: expected.clone(),
             })
             .await?;
-        // Registered partners with nothing stored yet still appear.
-        let missing: Vec<String> = self
+        // Registered partners with nothing stored yet still appear, and so
+        // do partners expected to have traffic.
+        let mut missing: Vec<String> = self
             .shared
             .partners
             .keys()
+            .chain(expected.keys())
             .filter(|name| !stats.iter().any(|s| &s.partner == *name))
             .cloned()
             .collect();
+        missing.sort();
+        missing.dedup();
         if !missing.is_empty() {
             stats.extend(
                 self.store()
@@ -63,6 +79,7 @@ impl Liaison {
                         window,
                         partners: missing,
                         delay_budgets,
+                        expected_traffic: expected.clone(),
                     })
                     .await?,
             );
@@ -81,12 +98,14 @@ impl Liaison {
                         callback_verification: rt.config.callbacks.as_ref().map(|m| m.scheme()),
                         delay_budget: rt.config.delay_budget,
                         pause: None,
+                        expected_traffic: None,
                     })
                     .unwrap_or_default();
                 live.pause = pauses.iter().find(|p| p.partner == s.partner).cloned();
-                partner_health(s, &live, now)
+                live.expected_traffic = expected.get(&s.partner).cloned();
+                partner_health(s, &live, &instances, now)
             })
             .collect();
-        Ok(roll_up(partners, now, window))
+        Ok(roll_up(partners, instances, now, window))
     }
 }

@@ -12,6 +12,7 @@ mod circuit;
 mod deadlines;
 mod dispatcher;
 mod health;
+mod heartbeat;
 mod inbound;
 mod lookup;
 mod partner_config;
@@ -20,6 +21,7 @@ mod results;
 mod retention;
 mod wakeups;
 
+pub use crate::model::traffic::{ExpectedTraffic, TrafficKind};
 pub use alerting::{AlertSettings, AlertThresholds};
 pub use circuit::{CircuitSettings, CircuitState};
 pub use partner_config::Partner;
@@ -96,6 +98,12 @@ pub struct EngineSettings {
     pub callback_row_retention: Duration,
     /// How often retention (and the idempotency ledger's pruning) runs. Default 1 h.
     pub retention_interval: Duration,
+    /// How often a running engine records that it is alive (its beat) in
+    /// the store. An instance that misses three of its beats counts as
+    /// gone; a partner with work due for longer than that and no live
+    /// instance serving it is `Down` ("no dispatcher is running"). Default
+    /// 5 s; zero is refused at build.
+    pub heartbeat_interval: Duration,
 }
 
 impl Default for EngineSettings {
@@ -111,6 +119,7 @@ impl Default for EngineSettings {
             unverified_bodies_per_hour: Some(100),
             callback_row_retention: Duration::from_secs(180 * 24 * 3600),
             retention_interval: Duration::from_secs(3600),
+            heartbeat_interval: crate::ops::health::DEFAULT_HEARTBEAT,
         }
     }
 }
@@ -173,6 +182,12 @@ impl EngineSettings {
     /// Set [`EngineSettings::retention_interval`].
     pub fn retention_interval(mut self, retention_interval: Duration) -> Self {
         self.retention_interval = retention_interval;
+        self
+    }
+
+    /// Set [`EngineSettings::heartbeat_interval`].
+    pub fn heartbeat_interval(mut self, heartbeat_interval: Duration) -> Self {
+        self.heartbeat_interval = heartbeat_interval;
         self
     }
 }
@@ -330,6 +345,9 @@ impl LiaisonBuilder {
                 "poll_interval",
                 "poll, reap and deadline intervals must be above zero",
             ));
+        }
+        if self.settings.heartbeat_interval.is_zero() {
+            return Err(Error::invalid("heartbeat_interval", "must be above zero"));
         }
         let mut partners = BTreeMap::new();
         let mut reap_policy = crate::store::ReapPolicy::default();
@@ -506,6 +524,19 @@ impl Liaison {
             Arc::clone(&self.shared),
             stop_claiming.clone(),
         )));
+        let instance = crate::store::Instance::this_process(
+            self.shared.partners.keys().cloned().collect(),
+            self.shared.settings.heartbeat_interval,
+        );
+        let instance_id = instance.id.clone();
+        // Beats go on while attempts drain; they stop just before the stop
+        // is recorded.
+        let stop_beating = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat::run_heartbeat(
+            Arc::clone(&self.shared),
+            instance,
+            stop_beating.clone(),
+        ));
         if let Some(wakeups) = self.shared.store.wakeups() {
             loops.push(tokio::spawn(wakeups::run_wakeups(
                 Arc::clone(&self.shared),
@@ -519,6 +550,9 @@ impl Liaison {
             abandon,
             attempts,
             loops,
+            instance_id,
+            stop_beating,
+            heartbeat,
         }
     }
 
@@ -569,6 +603,9 @@ pub struct Handle {
     abandon: CancellationToken,
     attempts: TaskTracker,
     loops: Vec<JoinHandle<()>>,
+    instance_id: String,
+    stop_beating: CancellationToken,
+    heartbeat: JoinHandle<()>,
 }
 
 /// What a shutdown did.
@@ -587,9 +624,17 @@ impl Handle {
         &self.liaison
     }
 
+    /// This engine's instance id, as it beats into the store
+    /// ([`crate::store::Instance::id`]).
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
     /// Stop claiming, let attempts in flight finish for up to `grace`, then
     /// cut off the rest and release their leases (back to `Queued`, due at
     /// once, journaled). No submission is left `InFlight` by this engine.
+    /// Last, the instance is recorded as stopped: from then on it serves
+    /// none of its partners.
     pub async fn shutdown(self, grace: Duration) -> Result<ShutdownReport> {
         self.stop_claiming.cancel();
         for task in self.loops {
@@ -604,6 +649,17 @@ impl Handle {
             released = self.attempts.len();
             self.abandon.cancel();
             self.attempts.wait().await;
+        }
+        self.stop_beating.cancel();
+        let _ = self.heartbeat.await;
+        if let Err(error) = self
+            .liaison
+            .store()
+            .stop_instance(&self.instance_id, chrono::Utc::now())
+            .await
+        {
+            // It ages out as a dead instance three beats from now instead.
+            tracing::warn!(%error, instance = %self.instance_id, "could not record this engine's stop");
         }
         Ok(ShutdownReport { drained, released })
     }

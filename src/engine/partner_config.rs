@@ -63,6 +63,7 @@ pub struct Partner {
     pub(crate) delay_budget: Option<Duration>,
     pub(crate) alert_thresholds: super::AlertThresholds,
     pub(crate) max_lease_expiries: u32,
+    pub(crate) expected_traffic: Option<super::ExpectedTraffic>,
 }
 
 impl Partner {
@@ -98,6 +99,7 @@ impl Partner {
             delay_budget: None,
             alert_thresholds: super::AlertThresholds::default(),
             max_lease_expiries: ReapLimits::DEFAULT_MAX_LEASE_EXPIRIES,
+            expected_traffic: None,
         }
     }
 
@@ -269,6 +271,38 @@ impl Partner {
         self
     }
 
+    /// How much traffic this partner should see, and when: less inside the
+    /// windows makes it at least `Degraded` and opens a "silent partner"
+    /// alert. The engine records it in the store when it starts, so health
+    /// computed anywhere (the CLI, other instances) checks it too.
+    ///
+    /// ```
+    /// use chrono::Weekday::{Fri, Mon};
+    /// use liaison::engine::{ExpectedTraffic, Partner};
+    /// # use liaison::{AttemptContext, PartnerAdapter, PartnerError, Submission, SubmitOutcome};
+    /// use std::time::Duration;
+    /// # #[derive(Debug)] struct Clearinghouse;
+    /// # #[async_trait::async_trait]
+    /// # impl PartnerAdapter for Clearinghouse {
+    /// #     async fn submit(&self, _: &AttemptContext, _: &Submission) -> Result<SubmitOutcome, PartnerError> {
+    /// #         Ok(SubmitOutcome::AwaitResult { external_ref: None })
+    /// #     }
+    /// # }
+    ///
+    /// let partner = Partner::new("clearinghouse", Clearinghouse).expect_traffic(
+    ///     ExpectedTraffic::finished(1)
+    ///         .per(Duration::from_secs(3600))
+    ///         .weekdays(Mon..=Fri)
+    ///         .hours(8, 18)
+    ///         .time_zone("Europe/Berlin"),
+    /// );
+    /// # let _ = partner;
+    /// ```
+    pub fn expect_traffic(mut self, expected: super::ExpectedTraffic) -> Self {
+        self.expected_traffic = Some(expected);
+        self
+    }
+
     /// When alerts open for this partner.
     pub fn alert_thresholds(mut self, thresholds: super::AlertThresholds) -> Self {
         self.alert_thresholds = thresholds;
@@ -308,6 +342,9 @@ impl Partner {
         }
         if self.result_timeout.is_zero() {
             return Err(Error::invalid("result_timeout", "must be above zero"));
+        }
+        if let Some(expected) = &self.expected_traffic {
+            expected.check()?;
         }
         match self.rate_limit {
             Some(0) => Err(Error::invalid(

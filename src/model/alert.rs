@@ -44,6 +44,10 @@ pub enum ProblemClass {
     /// resolved or cancelled. Owned by the host team unless routed
     /// elsewhere.
     WorkerCrashed,
+    /// A partner with expected traffic ([`crate::Partner::expect_traffic`])
+    /// saw less than expected inside its windows: the host may have stopped
+    /// sending, or the partner stopped answering.
+    SilentPartner,
 }
 
 impl ProblemClass {
@@ -60,6 +64,7 @@ impl ProblemClass {
         ProblemClass::ConflictingCallback,
         ProblemClass::ResultsNotDelivered,
         ProblemClass::WorkerCrashed,
+        ProblemClass::SilentPartner,
     ];
 
     /// The stored name.
@@ -76,6 +81,7 @@ impl ProblemClass {
             ProblemClass::ConflictingCallback => "conflicting_callback",
             ProblemClass::ResultsNotDelivered => "results_not_delivered",
             ProblemClass::WorkerCrashed => "worker_crashed",
+            ProblemClass::SilentPartner => "silent_partner",
         }
     }
 }

@@ -14,3 +14,4 @@ pub(crate) mod delivery;
 pub(crate) mod event;
 pub(crate) mod result;
 pub(crate) mod submission;
+pub(crate) mod traffic;

@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use crate::model::circuit::CircuitState;
 use crate::model::submission::SubmissionState;
-use crate::store::{Outcomes, PartnerStats, Pause, Totals};
+use crate::model::traffic::{ExpectedTraffic, TrafficKind, period_words};
+use crate::store::common::saturating_after;
+use crate::store::{Instance, Outcomes, PartnerStats, Pause, Totals};
 
 /// One word for how a partner integration is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -152,6 +154,57 @@ pub struct PartnerHealth {
     /// problem class `worker_crashed`. They are among the dead letters of
     /// `by_state` too.
     pub worker_crashed: u64,
+    /// Whether an engine is sending its work.
+    pub dispatcher: DispatcherHealth,
+    /// Its expected traffic and whether it came, if it has an expectation.
+    pub traffic: Option<TrafficHealth>,
+}
+
+/// Whether a live engine instance dispatches a partner's work.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct DispatcherHealth {
+    /// Live engine instances serving the partner.
+    pub live_instances: u64,
+    /// The last beat of the last instance that served it, while none live
+    /// does (`None` while one does, or when none ever did).
+    pub last_beat_at: Option<DateTime<Utc>>,
+    /// Work has been due for longer than three beats and no live instance
+    /// serves the partner: nothing is sending it (the verdict is `Down`).
+    pub missing: bool,
+}
+
+/// A partner's expected traffic against what came.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TrafficHealth {
+    /// The expectation in words: "at least 1 per hour on weekdays
+    /// 08:00-18:00 Europe/Berlin".
+    pub expected: String,
+    /// What counts: finished submissions or callbacks.
+    pub kind: TrafficKind,
+    /// Whether it is checked now: inside its windows, a whole period in
+    /// (and the partner not paused).
+    pub checked: bool,
+    /// What counted over the last period, up to the expected least.
+    pub counted: u64,
+    /// Checked, and less came than expected.
+    pub silent: bool,
+    /// When silent, in plain words: "no submission reached a result in
+    /// the last 1 h; at least 1 per hour is expected on weekdays
+    /// 08:00-18:00 Europe/Berlin".
+    pub reason: Option<String>,
+}
+
+/// One engine instance as health sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct InstanceHealth {
+    /// As it recorded itself.
+    #[serde(flatten)]
+    pub instance: Instance,
+    /// It beat within three of its own intervals and has not stopped.
+    pub live: bool,
 }
 
 /// Health of every partner, rolled up.
@@ -170,6 +223,8 @@ pub struct HealthReport {
     pub at_risk: Totals,
     /// Per partner.
     pub partners: Vec<PartnerHealth>,
+    /// The engine instances recorded in the store, the latest beat first.
+    pub instances: Vec<InstanceHealth>,
 }
 
 /// What the engine knows about a partner that the store does not.
@@ -179,6 +234,102 @@ pub(crate) struct LiveState {
     pub(crate) callback_verification: Option<&'static str>,
     pub(crate) delay_budget: Option<Duration>,
     pub(crate) pause: Option<Pause>,
+    pub(crate) expected_traffic: Option<ExpectedTraffic>,
+}
+
+/// How often an engine beats unless told otherwise; also what "three
+/// beats" means for a partner no instance has ever served.
+pub(crate) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Beats an instance may miss before it counts as gone.
+const BEATS: u32 = 3;
+
+/// Three of `interval`, saturating.
+fn three_beats(interval: Duration) -> Duration {
+    interval.saturating_mul(BEATS)
+}
+
+/// An instance is live while `now` is before its last beat plus three of
+/// its own intervals, and it has not stopped. Every reader (the engine,
+/// the CLI, another host) judges it from the same row.
+pub(crate) fn is_live(instance: &Instance, now: DateTime<Utc>) -> bool {
+    instance.stopped_at.is_none()
+        && now < saturating_after(instance.last_beat_at, three_beats(instance.beat_interval))
+}
+
+/// Whether a live instance dispatches `partner`'s work, and if not, whether
+/// its due work has waited longer than three beats: of the last instance
+/// that served it, or, when none ever did, of [`DEFAULT_HEARTBEAT`].
+fn dispatcher(
+    partner: &str,
+    instances: &[Instance],
+    stats: &PartnerStats,
+    now: DateTime<Utc>,
+) -> DispatcherHealth {
+    let serving: Vec<&Instance> = instances
+        .iter()
+        .filter(|i| i.partners.iter().any(|p| p == partner))
+        .collect();
+    let live = serving.iter().filter(|i| is_live(i, now)).count() as u64;
+    if live > 0 {
+        return DispatcherHealth {
+            live_instances: live,
+            last_beat_at: None,
+            missing: false,
+        };
+    }
+    let last = serving.iter().max_by_key(|i| i.last_beat_at);
+    let last_beat_at = match (last.map(|i| i.last_beat_at), stats.last_served_at) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let beat = last.map_or(DEFAULT_HEARTBEAT, |i| i.beat_interval);
+    let missing = stats
+        .oldest_due_at
+        .is_some_and(|due| saturating_after(due, three_beats(beat)) <= now);
+    DispatcherHealth {
+        live_instances: 0,
+        last_beat_at,
+        missing,
+    }
+}
+
+/// The expected traffic against what the store counted.
+fn traffic(
+    expected: &ExpectedTraffic,
+    counted: Option<u64>,
+    paused: bool,
+    now: DateTime<Utc>,
+) -> TrafficHealth {
+    let counted = counted.unwrap_or(0);
+    // Nothing is sent during a pause: no results are expected either.
+    let checked = !paused && expected.checked_at(now);
+    let silent = checked && counted < u64::from(expected.at_least());
+    TrafficHealth {
+        expected: expected.to_string(),
+        kind: expected.kind(),
+        checked,
+        counted,
+        silent,
+        reason: silent.then(|| silence_words(expected, counted)),
+    }
+}
+
+/// "no submission reached a result in the last 1 h; at least 1 per hour is
+/// expected on weekdays 08:00-18:00 Europe/Berlin".
+fn silence_words(expected: &ExpectedTraffic, counted: u64) -> String {
+    let what = match (expected.kind(), counted) {
+        (TrafficKind::Finished, 0) => "no submission reached a result".to_owned(),
+        (TrafficKind::Finished, n) => format!("only {n} submission(s) reached a result"),
+        (TrafficKind::Callbacks, 0) => "no callback arrived".to_owned(),
+        (TrafficKind::Callbacks, n) => format!("only {n} callback(s) arrived"),
+    };
+    format!(
+        "{what} in the last {}; at least {} {} is expected{}",
+        period_words(expected.period()),
+        expected.at_least(),
+        expected.per_words(),
+        expected.window_words()
+    )
 }
 
 /// Queued work older than this (without a delay budget) degrades a partner.
@@ -201,8 +352,14 @@ fn trend(now: &WindowOutcomes, before: &WindowOutcomes) -> Trend {
 pub(crate) fn partner_health(
     stats: PartnerStats,
     live: &LiveState,
+    instances: &[Instance],
     now: DateTime<Utc>,
 ) -> PartnerHealth {
+    let dispatcher = dispatcher(&stats.partner, instances, &stats, now);
+    let traffic = live
+        .expected_traffic
+        .as_ref()
+        .map(|e| traffic(e, stats.traffic, live.pause.is_some(), now));
     let window = WindowOutcomes::of(&stats.window);
     let previous_window = WindowOutcomes::of(&stats.previous);
     let state_totals = |s| stats.by_state.get(&s).copied().unwrap_or_default();
@@ -321,6 +478,25 @@ pub(crate) fn partner_health(
             "callbacks from this partner are not verified".into(),
         );
     }
+    if dispatcher.missing {
+        flag(
+            Verdict::Down,
+            match dispatcher.last_beat_at {
+                Some(at) => format!(
+                    "no dispatcher is running for {} since {}: work is due and no engine sends it",
+                    stats.partner,
+                    at.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                None => format!(
+                    "no dispatcher is running for {}: work is due and no engine has ever served it",
+                    stats.partner
+                ),
+            },
+        );
+    }
+    if let Some(reason) = traffic.as_ref().and_then(|t| t.reason.clone()) {
+        flag(Verdict::Degraded, reason);
+    }
 
     PartnerHealth {
         partner: stats.partner,
@@ -341,6 +517,8 @@ pub(crate) fn partner_health(
         paused: live.pause.clone(),
         callbacks: stats.callbacks,
         worker_crashed: stats.worker_crashed,
+        dispatcher,
+        traffic,
     }
 }
 
@@ -352,6 +530,7 @@ pub(crate) fn worker_crashed_words(n: u64) -> String {
 
 pub(crate) fn roll_up(
     partners: Vec<PartnerHealth>,
+    instances: Vec<Instance>,
     now: DateTime<Utc>,
     window: Duration,
 ) -> HealthReport {
@@ -375,6 +554,13 @@ pub(crate) fn roll_up(
         reasons,
         at_risk,
         partners,
+        instances: instances
+            .into_iter()
+            .map(|instance| InstanceHealth {
+                live: is_live(&instance, now),
+                instance,
+            })
+            .collect(),
     }
 }
 
@@ -391,6 +577,120 @@ mod tests {
         );
         assert_eq!(Percentiles::of(vec![]).p50_ms, None);
         assert_eq!(Percentiles::of(vec![7]).p99_ms, Some(7));
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn instance(partners: &[&str], last_beat: i64, every: u64) -> Instance {
+        let mut i = Instance::this_process(
+            partners.iter().map(|p| p.to_string()).collect(),
+            Duration::from_secs(every),
+        );
+        i.last_beat_at = at(last_beat);
+        i
+    }
+
+    fn stats(partner: &str, oldest_due: Option<i64>) -> PartnerStats {
+        PartnerStats {
+            partner: partner.into(),
+            oldest_due_at: oldest_due.map(at),
+            ..PartnerStats::default()
+        }
+    }
+
+    #[test]
+    fn an_instance_lives_for_three_of_its_own_beats() {
+        let i = instance(&["lab"], 0, 2);
+        assert!(is_live(&i, at(5)));
+        assert!(!is_live(&i, at(6)));
+        let mut stopped = i.clone();
+        stopped.stopped_at = Some(at(0));
+        assert!(!is_live(&stopped, at(1)));
+    }
+
+    #[test]
+    fn due_work_without_a_live_dispatcher_is_down_after_three_beats() {
+        // Served by a live instance: fine, however old the work.
+        let live = [instance(&["lab"], 100, 5)];
+        let d = dispatcher("lab", &live, &stats("lab", Some(-10_000)), at(101));
+        assert_eq!((d.live_instances, d.missing), (1, false));
+        // Its instance died (last beat at 100, 10 s beats): the work due
+        // since 90 counts once three of those beats passed since it came due.
+        let dead = [instance(&["lab", "bank"], 100, 10)];
+        let d = dispatcher("lab", &dead, &stats("lab", Some(90)), at(131));
+        assert_eq!((d.live_instances, d.missing), (0, true));
+        assert_eq!(d.last_beat_at, Some(at(100)));
+        assert!(!dispatcher("lab", &dead, &stats("lab", Some(125)), at(131)).missing);
+        // Other partners' instances do not serve it.
+        let other = [instance(&["bank"], 130, 5)];
+        let d = dispatcher("lab", &other, &stats("lab", Some(0)), at(131));
+        assert!(d.missing && d.last_beat_at.is_none());
+        // Nothing due, or not due yet: nothing missing.
+        assert!(!dispatcher("lab", &dead, &stats("lab", None), at(500)).missing);
+        assert!(!dispatcher("lab", &dead, &stats("lab", Some(600)), at(500)).missing);
+        // Never served: three default beats (15 s) after the work came due.
+        assert!(!dispatcher("lab", &[], &stats("lab", Some(0)), at(14)).missing);
+        assert!(dispatcher("lab", &[], &stats("lab", Some(0)), at(15)).missing);
+        // Pruned instances leave their last beat behind.
+        let mut pruned = stats("lab", Some(0));
+        pruned.last_served_at = Some(at(-50));
+        let d = dispatcher("lab", &[], &pruned, at(100));
+        assert_eq!((d.missing, d.last_beat_at), (true, Some(at(-50))));
+    }
+
+    #[test]
+    fn the_verdict_says_who_is_missing_in_words() {
+        let p = partner_health(stats("lab", Some(0)), &LiveState::default(), &[], at(20));
+        assert_eq!(p.verdict, Verdict::Down);
+        assert_eq!(
+            p.reasons,
+            ["no dispatcher is running for lab: work is due and no engine has ever served it"]
+        );
+        let dead = [instance(&["lab"], 3, 1)];
+        let p = partner_health(stats("lab", Some(0)), &LiveState::default(), &dead, at(20));
+        assert_eq!(
+            p.reasons,
+            [
+                "no dispatcher is running for lab since 2027-01-15 08:00:03 UTC: work is due and no engine sends it"
+            ]
+        );
+    }
+
+    #[test]
+    fn silence_is_degraded_only_while_checked() {
+        let expected = ExpectedTraffic::callbacks(2).per(Duration::from_secs(7200));
+        let live = LiveState {
+            expected_traffic: Some(expected.clone()),
+            ..LiveState::default()
+        };
+        let mut quiet = stats("lab", None);
+        quiet.traffic = Some(1);
+        let p = partner_health(quiet.clone(), &live, &[], at(0));
+        assert_eq!(p.verdict, Verdict::Degraded);
+        assert_eq!(
+            p.reasons,
+            ["only 1 callback(s) arrived in the last 2 h; at least 2 per 2 h is expected"]
+        );
+        // Paused: nothing is expected.
+        let paused = LiveState {
+            pause: Some(Pause::new(
+                "lab",
+                at(100),
+                crate::Actor::person("ops"),
+                "maintenance",
+            )),
+            ..live.clone()
+        };
+        let p = partner_health(quiet.clone(), &paused, &[], at(0));
+        assert!(!p.traffic.as_ref().unwrap().checked);
+        assert!(!p.reasons.iter().any(|r| r.contains("expected")));
+        // Enough came.
+        quiet.traffic = Some(2);
+        let p = partner_health(quiet, &live, &[], at(0));
+        assert_eq!(p.verdict, Verdict::Healthy);
+        assert!(!p.traffic.unwrap().silent);
     }
 
     #[test]

@@ -54,6 +54,12 @@ struct PartnerLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct InstanceLabels {
+    instance: String,
+    host: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct AttemptLabels {
     partner: String,
     outcome: &'static str,
@@ -122,6 +128,8 @@ type HistogramFamily = Family<PartnerLabels, Histogram, fn() -> Histogram>;
 /// | `liaison_circuit_state` | gauge | `partner` | [`Metrics::render`]: 0 closed, 1 half-open, 2 open; absent where this process does not run the partner |
 /// | `liaison_value_at_risk` | gauge | `partner` | [`Metrics::render`]: business value at risk, in minor units |
 /// | `liaison_partner_verdict` | gauge | `partner` | [`Metrics::render`]: 0 healthy, 1 degraded, 2 down |
+/// | `liaison_instances_live` | gauge | none | [`Metrics::render`]: engine instances beating into the store now |
+/// | `liaison_instance_last_beat_timestamp_seconds` | gauge | `instance`, `host` | [`Metrics::render`]: each recorded instance's last beat, Unix time (instances leave a day after their last beat) |
 ///
 /// `outcome`, `disposition` and `state` are the stored names
 /// ([`AttemptOutcome::as_str`], [`Disposition::as_str`],
@@ -171,6 +179,8 @@ struct Inner {
     circuit_state: Family<PartnerLabels, Gauge>,
     value_at_risk: Family<PartnerLabels, Gauge>,
     verdict: Family<PartnerLabels, Gauge>,
+    instances_live: Gauge,
+    last_beat: Family<InstanceLabels, Gauge>,
     /// One render at a time: the gauges are cleared and refilled from the
     /// report, and a concurrent scrape must not see them half-filled.
     render: Mutex<()>,
@@ -215,6 +225,8 @@ impl Metrics {
         let circuit_state = Family::default();
         let value_at_risk = Family::default();
         let verdict = Family::default();
+        let instances_live = Gauge::default();
+        let last_beat = Family::default();
 
         // Counters get their `_total` suffix, and units their `_seconds`, when
         // encoded; the registry appends a full stop to each help text.
@@ -298,6 +310,17 @@ impl Metrics {
             "The partner's health verdict: 0 healthy, 1 degraded, 2 down",
             verdict.clone(),
         );
+        registry.register(
+            "instances_live",
+            "Engine instances beating into the store now",
+            instances_live.clone(),
+        );
+        registry.register_with_unit(
+            "instance_last_beat_timestamp",
+            "The last beat of each engine instance recorded in the store, Unix time",
+            Unit::Seconds,
+            last_beat.clone(),
+        );
 
         Metrics {
             inner: Arc::new(Inner {
@@ -317,6 +340,8 @@ impl Metrics {
                 circuit_state,
                 value_at_risk,
                 verdict,
+                instances_live,
+                last_beat,
                 render: Mutex::new(()),
             }),
         }
@@ -451,6 +476,19 @@ impl Metrics {
         for p in &health.partners {
             inner.set_gauges(p);
         }
+        inner.last_beat.clear();
+        let mut live = 0u64;
+        for i in &health.instances {
+            live += u64::from(i.live);
+            inner
+                .last_beat
+                .get_or_create(&InstanceLabels {
+                    instance: i.instance.id.clone(),
+                    host: i.instance.host.clone(),
+                })
+                .set(i.instance.last_beat_at.timestamp());
+        }
+        inner.instances_live.set(saturating_i64(live));
 
         let mut text = String::new();
         // Writing to a `String` cannot fail, and no metric here refuses to be

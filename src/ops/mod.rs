@@ -9,5 +9,8 @@ pub mod alerts;
 pub(crate) mod health;
 mod metrics;
 
-pub use health::{HealthReport, PartnerHealth, Percentiles, Trend, Verdict, WindowOutcomes};
+pub use health::{
+    DispatcherHealth, HealthReport, InstanceHealth, PartnerHealth, Percentiles, TrafficHealth,
+    Trend, Verdict, WindowOutcomes,
+};
 pub use metrics::Metrics;

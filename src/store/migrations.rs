@@ -100,6 +100,7 @@ migrations! {
     9, "deliveries", "0009_deliveries.sql";
     10, "lookup", "0010_lookup.sql";
     11, "poison", "0011_poison.sql";
+    12, "silence", "0012_silence.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

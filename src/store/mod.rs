@@ -12,12 +12,14 @@ pub(crate) mod common;
 pub(crate) mod driver;
 pub(crate) mod flow;
 mod reap_types;
+mod instance_types;
 pub(crate) mod rules;
 mod stats_types;
 mod types;
 mod wake;
 pub use callback_types::{CallbackFilter, NewCallback, Settlement};
 pub use reap_types::{ReapLimits, ReapPolicy, Reaped};
+pub use instance_types::Instance;
 pub use stats_types::{
     HourlyCount, HourlyQuery, MAX_LATENCY_SAMPLES, NewAlert, Outcomes, PartnerStats, StatsQuery,
     Totals,
@@ -65,6 +67,7 @@ use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::Actor;
 use crate::model::event::{Attempt, Event};
 use crate::model::submission::{NewSubmission, Submission, SubmissionId};
+use crate::model::traffic::ExpectedTraffic;
 
 /// The durable core. Every state change is one transaction that also appends
 /// its event to the timeline; a change that is not in the transition table
@@ -223,6 +226,37 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
 
     /// Partners whose pause has not ended at `now`.
     async fn pauses(&self, now: DateTime<Utc>) -> Result<Vec<Pause>>;
+
+    /// Record an engine instance's beat: its row is written on the first
+    /// beat and its last beat (and partners and interval) updated on the
+    /// next ones. A beat after [`OutboxStore::stop_instance`] changes
+    /// nothing: a stopped instance stays stopped. Shared by every instance
+    /// on this store.
+    async fn beat(&self, instance: &Instance) -> Result<()>;
+
+    /// Mark an instance stopped at `at` (its graceful shutdown): it is no
+    /// longer live, and `at` is its last beat.
+    async fn stop_instance(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
+
+    /// Every recorded instance, the latest beat first.
+    async fn instances(&self) -> Result<Vec<Instance>>;
+
+    /// Remove instances whose last beat is before `before`, keeping for
+    /// each of their partners the latest last beat
+    /// ([`PartnerStats::last_served_at`]). Returns how many were removed.
+    async fn prune_instances(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// Record (or, with `None`, clear) a partner's expected traffic, so
+    /// health computed anywhere checks it. The engine records what each of
+    /// its partners is configured with when it starts.
+    async fn set_expected_traffic(
+        &self,
+        partner: &str,
+        expected: Option<&ExpectedTraffic>,
+    ) -> Result<()>;
+
+    /// The expected traffic recorded per partner (only partners with one).
+    async fn expected_traffic(&self) -> Result<Vec<(String, ExpectedTraffic)>>;
 
     /// Open an alert for (partner, class), or return the open one (with its
     /// details updated). The flag is `true` when it was newly opened. At most

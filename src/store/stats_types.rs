@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::model::submission::SubmissionState;
+use crate::model::traffic::ExpectedTraffic;
 
 /// Most latency samples returned per partner and measure.
 pub const MAX_LATENCY_SAMPLES: usize = 10_000;
@@ -26,6 +27,8 @@ pub struct StatsQuery {
     /// Per partner, how long a submission may stay unfinished before the
     /// business must know.
     pub delay_budgets: BTreeMap<String, Duration>,
+    /// Per partner, the traffic to count ([`PartnerStats::traffic`]).
+    pub expected_traffic: BTreeMap<String, ExpectedTraffic>,
 }
 
 impl StatsQuery {
@@ -47,6 +50,7 @@ impl StatsQuery {
             window,
             partners: Vec::new(),
             delay_budgets: BTreeMap::new(),
+            expected_traffic: BTreeMap::new(),
         }
     }
 
@@ -75,6 +79,16 @@ impl StatsQuery {
     /// `partner`'s delay budget.
     pub fn delay_budget(mut self, partner: impl Into<String>, budget: Duration) -> Self {
         self.delay_budgets.insert(partner.into(), budget);
+        self
+    }
+
+    /// Count `partner`'s traffic as `expected` says.
+    pub fn expected_traffic(
+        mut self,
+        partner: impl Into<String>,
+        expected: ExpectedTraffic,
+    ) -> Self {
+        self.expected_traffic.insert(partner.into(), expected);
         self
     }
 }
@@ -134,6 +148,18 @@ pub struct PartnerStats {
     /// the reaper gave up because the worker crashed or hung on them
     /// ([`crate::store::ReapLimits`]).
     pub worker_crashed: u64,
+    /// When its earliest unsent work became due: the earliest due time of
+    /// its queued work, or the earliest end of a lease of work in flight
+    /// (whatever its priority, and whether or not that time has come).
+    pub oldest_due_at: Option<DateTime<Utc>>,
+    /// The last beat of its engine instances pruned from the store (see
+    /// [`super::OutboxStore::prune_instances`]).
+    pub last_served_at: Option<DateTime<Utc>>,
+    /// With [`StatsQuery::expected_traffic`] for it: what counted in
+    /// `[now - period, now)` — submissions that ended `Succeeded` or
+    /// `Failed`, or callbacks that did not fail verification — counted up
+    /// to the expected least (a count below it is exact).
+    pub traffic: Option<u64>,
 }
 
 /// An alert to open (or keep open) for a (partner, class).

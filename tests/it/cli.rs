@@ -1114,3 +1114,181 @@ async fn output_never_carries_control_characters_from_stored_text() {
             .contains(&serde_json::to_string(HOSTILE).unwrap()[1..20])
     );
 }
+
+/// lab: queued work due for a minute, its only engine gone (last beat a
+/// minute ago); bank: expected to finish at least 1 per hour, nothing
+/// finished, served by a live engine.
+async fn outbox_with_a_dead_engine_and_a_silent_partner() -> (TempDir, PathBuf, String) {
+    use liaison::engine::ExpectedTraffic;
+    use liaison::store::Instance;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store.enqueue(submission("lab", "waits")).await.unwrap();
+    store.enqueue(submission("bank", "queued")).await.unwrap();
+    let minute_ago = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let mut dead = Instance::this_process(vec!["lab".into()], std::time::Duration::from_secs(5));
+    dead.host = "worker-7".into();
+    dead.started_at = minute_ago - chrono::Duration::hours(1);
+    dead.last_beat_at = minute_ago;
+    store.beat(&dead).await.unwrap();
+    let mut live = Instance::this_process(vec!["bank".into()], std::time::Duration::from_secs(600));
+    live.host = "worker-8".into();
+    store.beat(&live).await.unwrap();
+    store
+        .set_expected_traffic("bank", Some(&ExpectedTraffic::finished(1)))
+        .await
+        .unwrap();
+    drop(store);
+    // lab's work came due a minute ago (an enqueue cannot date it back).
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE liaison_submissions SET due_at = ?1 WHERE partner = 'lab'",
+            [minute_ago.timestamp_millis()],
+        )
+        .unwrap();
+    let since = minute_ago
+        .with_timezone(&chrono::Utc)
+        .format("%Y-%m-%d %H:%M:%S UTC")
+        .to_string();
+    (dir, path, since)
+}
+
+#[tokio::test]
+async fn status_names_a_dead_engine_and_a_silent_partner_and_lists_the_engines() {
+    let (_dir, path, since) = outbox_with_a_dead_engine_and_a_silent_partner().await;
+    let run = run(&path, &["status"]);
+    assert_eq!(run.code, 1, "down: {run:#?}");
+    run.has("DOWN")
+        .has(&format!(
+            "lab: no dispatcher is running for lab since {}: work is due and no engine sends it",
+            // Stored to the millisecond: the second is the same.
+            since
+        ))
+        .has(
+            "bank: no submission reached a result in the last 1 h; at least 1 per hour is expected",
+        )
+        .has("Engines: 1 live of 2 recorded")
+        .has("worker-7")
+        .has("gone: no beat for 1m");
+    let engines = run.stdout.find("Engines:").unwrap();
+    let live = run.stdout.lines().find(|l| l.contains("worker-8")).unwrap();
+    assert!(live.contains("live") && live.contains("bank"), "{live}");
+    assert!(run.stdout.find("PARTNER").unwrap() < engines);
+
+    let json = self::run(&path, &["status", "--json"]).json();
+    assert_eq!(json["verdict"], "down");
+    let instances = json["health"]["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2);
+    let dead = instances.iter().find(|i| i["host"] == "worker-7").unwrap();
+    assert_eq!(dead["live"], false);
+    assert_eq!(dead["partners"], serde_json::json!(["lab"]));
+    assert_eq!(dead["beat_interval_ms"], 5000);
+    let partners = json["health"]["partners"].as_array().unwrap();
+    let lab = partners.iter().find(|p| p["partner"] == "lab").unwrap();
+    assert_eq!(lab["dispatcher"]["missing"], true);
+    let bank = partners.iter().find(|p| p["partner"] == "bank").unwrap();
+    assert_eq!(bank["dispatcher"]["live_instances"], 1);
+    assert_eq!(bank["traffic"]["silent"], true);
+    assert_eq!(bank["traffic"]["expected"], "at least 1 per hour");
+}
+
+#[tokio::test]
+async fn pause_and_resume_a_partner_with_a_reason() {
+    let outbox = outbox().await;
+    let run = outbox.run(&[
+        "pause",
+        "bank",
+        "--until",
+        "2h",
+        "--reason",
+        "bank maintenance window",
+        "--actor",
+        "ops-anna",
+    ]);
+    run.ok().has("Paused bank until ").has("by ops-anna");
+    let pauses = outbox.store().pauses(chrono::Utc::now()).await.unwrap();
+    assert_eq!(pauses.len(), 1);
+    assert_eq!(pauses[0].partner, "bank");
+    assert_eq!(pauses[0].reason, "bank maintenance window");
+    assert_eq!(pauses[0].actor.as_str(), "ops-anna");
+    let left = pauses[0].until - chrono::Utc::now();
+    assert!(left > chrono::Duration::minutes(110) && left <= chrono::Duration::hours(2));
+    outbox
+        .run(&["status"])
+        .has("bank: paused until")
+        .has("by ops-anna (bank maintenance window)");
+
+    // A time, as JSON.
+    let json = outbox
+        .run(&[
+            "--json",
+            "pause",
+            "lab",
+            "--until",
+            "2099-03-03T19:00:00+01:00",
+            "--reason",
+            "lab migration",
+        ])
+        .ok()
+        .json();
+    assert_eq!(json["action"], "pause");
+    assert_eq!(json["until"], "2099-03-03T18:00:00Z");
+    assert_eq!(json["actor"], "tester");
+
+    let run = outbox.run(&["resume", "bank", "--reason", "maintenance over"]);
+    run.ok().has("Resumed bank by tester");
+    let pauses = outbox.store().pauses(chrono::Utc::now()).await.unwrap();
+    assert_eq!(
+        pauses
+            .iter()
+            .map(|p| p.partner.as_str())
+            .collect::<Vec<_>>(),
+        ["lab"]
+    );
+    let json = outbox
+        .run(&["--json", "resume", "lab", "--reason", "done"])
+        .ok()
+        .json();
+    assert_eq!(json["action"], "resume");
+    assert!(json.get("until").is_none());
+
+    // Refused, nothing changed, exit 2.
+    for (args, says) in [
+        (
+            &["pause", "bank", "--until", "yesterday", "--reason", "x"][..],
+            "RFC 3339",
+        ),
+        (
+            &[
+                "pause",
+                "bank",
+                "--until",
+                "2001-01-01T00:00:00Z",
+                "--reason",
+                "x",
+            ][..],
+            "a pause must end in the future",
+        ),
+        (&["pause", "bank", "--until", "1h"][..], "--reason"),
+        (
+            &["pause", "bank", "--until", "1h", "--reason", " "][..],
+            "reason",
+        ),
+        (&["resume", "bank", "--reason", ""][..], "reason"),
+    ] {
+        let run = outbox.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        assert!(run.stderr.contains(says), "{args:?}: {run:#?}");
+        assert!(run.stdout.is_empty(), "{args:?}: {run:#?}");
+    }
+    assert!(
+        outbox
+            .store()
+            .pauses(chrono::Utc::now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -170,3 +170,81 @@ async fn counts_stay_exact_through_transitions_and_reopening() {
             .is_invalid_input()
     );
 }
+
+#[derive(Debug)]
+struct Quiet;
+
+#[async_trait::async_trait]
+impl liaison::PartnerAdapter for Quiet {
+    async fn submit(
+        &self,
+        _: &liaison::AttemptContext,
+        _: &liaison::Submission,
+    ) -> Result<liaison::SubmitOutcome, liaison::PartnerError> {
+        Ok(liaison::SubmitOutcome::Completed(
+            liaison::Outcome::succeeded(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn expected_traffic_that_could_never_be_checked_is_refused_at_build() {
+    use chrono::Weekday::{Fri, Mon};
+    use liaison::store::OutboxStore;
+    use liaison::engine::{EngineSettings, ExpectedTraffic, Partner};
+    let (_dir, store) = store();
+    let hour = Duration::from_secs(3600);
+    for (expected, field) in [
+        (ExpectedTraffic::finished(0), "expect_traffic.at_least"),
+        (
+            ExpectedTraffic::callbacks(1).per(Duration::ZERO),
+            "expect_traffic.period",
+        ),
+        (
+            ExpectedTraffic::finished(1).hours(8, 25),
+            "expect_traffic.hours",
+        ),
+        (
+            ExpectedTraffic::finished(1).hours(9, 9),
+            "expect_traffic.hours",
+        ),
+        (
+            ExpectedTraffic::finished(1).time_zone("Europe/Atlantis"),
+            "expect_traffic.time_zone",
+        ),
+        (
+            ExpectedTraffic::finished(1)
+                .weekdays(Mon..=Fri)
+                .hours(8, 18)
+                .per(hour * 12),
+            "expect_traffic.period",
+        ),
+    ] {
+        let built = Liaison::builder(store.clone())
+            .partner(Partner::new("lab", Quiet).expect_traffic(expected.clone()))
+            .build();
+        match built {
+            Err(liaison::Error::InvalidInput { field: f, .. }) => {
+                assert_eq!(f, field, "{expected:?}")
+            }
+            other => panic!("{expected:?} was not refused: {other:?}"),
+        }
+    }
+    // A zero heartbeat interval is refused too.
+    let built = Liaison::builder(store.clone())
+        .settings(EngineSettings::default().heartbeat_interval(Duration::ZERO))
+        .build();
+    assert!(
+        matches!(
+            built,
+            Err(liaison::Error::InvalidInput {
+                field: "heartbeat_interval",
+                ..
+            })
+        ),
+        "{built:?}"
+    );
+    // Nothing was stored.
+    assert!(store.expected_traffic().await.unwrap().is_empty());
+    assert!(store.instances().await.unwrap().is_empty());
+}

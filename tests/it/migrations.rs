@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 11] = [
+const CURRENT: [(i64, &str); 12] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -38,6 +38,7 @@ const CURRENT: [(i64, &str); 11] = [
     (9, "deliveries"),
     (10, "lookup"),
     (11, "poison"),
+    (12, "silence"),
 ];
 
 /// SHA-256 (hex) of `migrations/sqlite/NNNN_name.sql`, read here.
@@ -212,7 +213,7 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 11, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 12, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.
@@ -364,6 +365,9 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
     conn.execute_batch(
         r#"DROP INDEX liaison_submissions_worker_crashed;
            ALTER TABLE liaison_submissions DROP COLUMN lease_expiries;
+        r#"DROP TABLE liaison_instances;
+           ALTER TABLE liaison_partners DROP COLUMN last_served_at;
+           ALTER TABLE liaison_partners DROP COLUMN expected_traffic;
            DROP TABLE liaison_correlations;
            DROP INDEX liaison_submissions_updated;
            DELETE FROM liaison_migrations WHERE version > 9;

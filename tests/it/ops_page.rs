@@ -7,6 +7,8 @@ mod browser;
 #[path = "../browser/cdp.rs"]
 mod cdp;
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
@@ -1241,4 +1243,46 @@ async fn requests_for_other_hosts_are_refused_with_421() {
     assert_eq!(open.status, StatusCode::OK);
     let empty = OpsState::new(f.liaison.clone()).allowed_hosts(Vec::<String>::new());
     assert!(router(empty).unwrap_err().is_invalid_input());
+}
+
+#[tokio::test]
+async fn the_overview_lists_the_engines_and_escapes_what_they_recorded() {
+    let f = fixture().await;
+    let page = get(&f.app(None), "/").await.body;
+    assert!(page.contains("Engines (0 live)"), "none yet");
+    assert!(page.contains("No engine has recorded itself"));
+
+    let mut live = liaison::store::Instance::this_process(
+        vec!["lab".into(), "<b>bank</b>".into()],
+        Duration::from_secs(300),
+    );
+    live.host = "web-1<script>alert(1)</script>".into();
+    f.store.beat(&live).await.unwrap();
+    let mut gone =
+        liaison::store::Instance::this_process(vec!["post".into()], Duration::from_secs(5));
+    gone.id = "gone-\"one\"".into();
+    gone.last_beat_at = chrono::Utc::now() - chrono::Duration::hours(1);
+    f.store.beat(&gone).await.unwrap();
+
+    let page = get(&f.app(None), "/").await.body;
+    assert!(page.contains("Engines (1 live)"), "{page}");
+    let table = &page[page.find("id=\"engines-list\"").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert!(
+        table.contains("web-1&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{table}"
+    );
+    assert!(!table.contains("<script>") && !page.contains("<b>bank</b>"));
+    assert!(table.contains("lab, &lt;b&gt;bank&lt;/b&gt;"), "{table}");
+    assert!(
+        table.contains("data-instance=\"gone-&quot;one&quot;\""),
+        "{table}"
+    );
+    assert_eq!(table.matches(">live<").count(), 1, "{table}");
+    assert_eq!(table.matches(">gone<").count(), 1, "{table}");
+    // post's queued work has waited for an hour's worth of its engine's beats.
+    assert!(
+        page.contains("Engines serving it</dt><dd>none live (last beat"),
+        "{page}"
+    );
 }

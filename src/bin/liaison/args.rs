@@ -65,6 +65,70 @@ pub(crate) enum Command {
     Alerts(AlertsArgs),
     /// Acknowledge an alert: its owner is on it; reminders stop.
     Ack(AckArgs),
+    /// Pause a partner (its maintenance): nothing is sent to it until a time.
+    Pause(PauseArgs),
+    /// Lift a partner's pause now: its queued work goes out.
+    Resume(ResumeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PauseArgs {
+    /// The partner, as the host application registers it.
+    pub(crate) partner: String,
+    /// Until when: RFC 3339 (2026-03-03T18:00:00Z) or a duration from now
+    /// (30m, 2h, 1d).
+    #[arg(long, value_name = "WHEN", value_parser = parse_until)]
+    pub(crate) until: Until,
+    /// Why (e.g. the partner's announced maintenance); kept with the pause.
+    #[arg(long)]
+    pub(crate) reason: String,
+    #[command(flatten)]
+    pub(crate) actor: ActorArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ResumeArgs {
+    /// The partner.
+    pub(crate) partner: String,
+    /// Why it is resumed now.
+    #[arg(long)]
+    pub(crate) reason: String,
+    #[command(flatten)]
+    pub(crate) actor: ActorArg,
+}
+
+/// The end of a pause as given: a time, or a duration from when the
+/// command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Until {
+    At(DateTime<Utc>),
+    In(Duration),
+}
+
+impl Until {
+    /// The time it names, counting a duration from `now`.
+    pub(crate) fn resolve(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Until::At(at) => at,
+            Until::In(d) => chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        }
+    }
+}
+
+/// RFC 3339, or `30m`, `2h`, `1d` from now.
+pub(crate) fn parse_until(s: &str) -> Result<Until, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(s.trim()) {
+        return Ok(Until::At(at.with_timezone(&Utc)));
+    }
+    parse_window(s).map(Until::In).map_err(|_| {
+        format!(
+            "not a time: {s:?}; give RFC 3339 (2026-03-03T18:00:00Z) \
+             or a duration from now: 30m, 2h or 1d"
+        )
+    })
 }
 
 #[derive(Debug, Args)]
@@ -515,6 +579,22 @@ mod tests {
     fn dispositions_list_the_valid_ones() {
         assert_eq!(parse_disposition("too-large"), Ok(Disposition::TooLarge));
         assert!(parse_disposition("odd").unwrap_err().contains("malformed"));
+    }
+
+    #[test]
+    fn pause_ends_parse_as_times_or_durations_from_now() {
+        let now = Utc::now();
+        assert_eq!(
+            parse_until("2h").unwrap().resolve(now),
+            now + chrono::Duration::hours(2)
+        );
+        let at = parse_until("2026-03-03T19:00:00+01:00")
+            .unwrap()
+            .resolve(now);
+        assert_eq!(at.to_rfc3339(), "2026-03-03T18:00:00+00:00");
+        for bad in ["tomorrow", "0h", "2026-03-03", ""] {
+            assert!(parse_until(bad).unwrap_err().contains("RFC 3339"), "{bad}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod callbacks;
 mod deliveries;
 mod fail;
 mod open;
+mod pauses;
 mod render;
 mod status;
 mod submissions;
@@ -59,5 +60,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Reprocess(a) => callbacks::reprocess(&liaison, a, json).await,
         Command::Alerts(a) => alerts::list(&liaison, a, json).await,
         Command::Ack(a) => alerts::ack(&liaison, a, json).await,
+        Command::Pause(a) => pauses::pause(&liaison, a, json).await,
+        Command::Resume(a) => pauses::resume(&liaison, a, json).await,
     }
 }

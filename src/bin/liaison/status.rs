@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::args::StatusArgs;
 use crate::fail::{Done, Outcome};
-use crate::render::{Table, age_secs, count, money, print, print_json, shell_quote};
+use crate::render::{Table, age, age_secs, count, money, print, print_json, shell_quote, time};
 
 /// The four answers, for `--json` (with the full health report beside them).
 #[derive(Debug, Serialize)]
@@ -238,7 +238,57 @@ fn human(s: &Status, window: Duration) -> String {
         out.push('\n');
         out.push_str(&partner_table(&s.health.partners, &last));
     }
+    out.push('\n');
+    out.push_str(&engines(&s.health));
     out
+}
+
+/// The engine instances recorded in the outbox, and whether each is live.
+fn engines(health: &HealthReport) -> String {
+    let live = health.instances.iter().filter(|i| i.live).count() as u64;
+    if health.instances.is_empty() {
+        return "Engines: none has recorded itself in this outbox (no host application has \
+                run it in the last day)\n"
+            .to_owned();
+    }
+    let mut table = Table::new(&[
+        "instance",
+        "host",
+        "pid",
+        "version",
+        "started",
+        "partners",
+        "last beat",
+        "state",
+    ])
+    .right(&[2]);
+    let now = health.generated_at;
+    for i in &health.instances {
+        let inst = &i.instance;
+        let state = if i.live {
+            "live".to_owned()
+        } else if let Some(at) = inst.stopped_at {
+            format!("stopped {} ago", age(at, now))
+        } else {
+            format!("gone: no beat for {}", age(inst.last_beat_at, now))
+        };
+        table.row(vec![
+            inst.id.clone(),
+            inst.host.clone(),
+            inst.pid.to_string(),
+            inst.version.clone(),
+            time(inst.started_at),
+            inst.partners.join(", "),
+            time(inst.last_beat_at),
+            state,
+        ]);
+    }
+    format!(
+        "Engines: {} live of {} recorded\n{}",
+        live,
+        health.instances.len(),
+        table.render()
+    )
 }
 
 fn partner_table(partners: &[PartnerHealth], last: &str) -> String {

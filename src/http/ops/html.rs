@@ -127,6 +127,7 @@ pub(super) fn class_words(class: ProblemClass) -> &'static str {
         ProblemClass::ConflictingCallback => "Contradicting callbacks",
         ProblemClass::ResultsNotDelivered => "Results not delivered to the host",
         ProblemClass::WorkerCrashed => "Work that crashed the worker",
+        ProblemClass::SilentPartner => "Silent partner",
     }
 }
 

@@ -80,6 +80,7 @@ async fn render(state: &Shared) -> Result<String, Failure> {
         body.push_str("<p>No partners yet: nothing has been sent.</p>");
     }
     body.push_str("</div>");
+    engines_table(&mut body, &report);
     alerts_table(&mut body, &alerts);
     let count = |states: &[SubmissionState]| -> u64 {
         report
@@ -176,6 +177,29 @@ fn card(out: &mut String, p: &PartnerHealth, svg: &str) {
             .map_or("nothing waiting".into(), duration),
         circuit_words(p.circuit),
     );
+    let _ = write!(
+        out,
+        "<dt>Engines serving it</dt><dd>{}</dd>",
+        match (p.dispatcher.live_instances, p.dispatcher.last_beat_at) {
+            (0, Some(at)) => format!("none live (last beat {})", when(at)),
+            (0, None) => "none live".to_owned(),
+            (n, _) => format!("{n} live"),
+        }
+    );
+    if let Some(t) = &p.traffic {
+        let _ = write!(
+            out,
+            "<dt>Expected traffic</dt><dd>{}: {}</dd>",
+            escape(&t.expected),
+            if !t.checked {
+                "not checked now (outside its windows, or paused)".to_owned()
+            } else if t.silent {
+                format!("<strong>only {} came</strong>", t.counted)
+            } else {
+                "met".to_owned()
+            }
+        );
+    }
     if let Some(pause) = &p.paused {
         let _ = write!(
             out,
@@ -186,6 +210,49 @@ fn card(out: &mut String, p: &PartnerHealth, svg: &str) {
         );
     }
     let _ = write!(out, "</dl>{svg}</section>");
+}
+
+/// The engine instances recorded in the store: where each runs, for which
+/// partners, its last beat, and whether it is live.
+fn engines_table(out: &mut String, report: &HealthReport) {
+    let live = report.instances.iter().filter(|i| i.live).count();
+    let _ = write!(out, "<h2 id=\"engines\">Engines ({live} live)</h2>");
+    if report.instances.is_empty() {
+        out.push_str(
+            "<p>No engine has recorded itself in the store in the last day: nothing sends \
+             queued work.</p>",
+        );
+        return;
+    }
+    out.push_str(
+        "<table id=\"engines-list\"><thead><tr><th>Instance</th><th>Host</th><th>PID</th>\
+         <th>Version</th><th>Started</th><th>Partners</th><th>Last beat</th><th>State</th>\
+         </tr></thead><tbody>",
+    );
+    for i in &report.instances {
+        let inst = &i.instance;
+        let state = if i.live {
+            "<span class=\"badge ok\">live</span>".to_owned()
+        } else if let Some(at) = inst.stopped_at {
+            format!("stopped at {}", when(at))
+        } else {
+            "<span class=\"badge bad\">gone</span>".to_owned()
+        };
+        let _ = write!(
+            out,
+            "<tr data-instance=\"{}\"><td class=\"nowrap\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td class=\"nowrap\">{}</td><td>{}</td><td class=\"nowrap\">{}</td><td>{state}</td></tr>",
+            escape(&inst.id),
+            escape(&inst.id),
+            escape(&inst.host),
+            inst.pid,
+            escape(&inst.version),
+            when(inst.started_at),
+            escape(&inst.partners.join(", ")),
+            when(inst.last_beat_at),
+        );
+    }
+    out.push_str("</tbody></table>");
 }
 
 fn totals(t: Totals) -> String {

@@ -30,6 +30,8 @@ fn partner_health(name: &str) -> PartnerHealth {
         paused: None,
         callbacks: BTreeMap::new(),
         worker_crashed: 0,
+        dispatcher: crate::ops::DispatcherHealth::default(),
+        traffic: None,
     }
 }
 
@@ -45,6 +47,7 @@ fn report(partners: Vec<PartnerHealth>) -> HealthReport {
         reasons: vec![],
         at_risk: Totals::default(),
         partners,
+        instances: vec![],
     }
 }
 
@@ -80,15 +83,19 @@ fn lab_and_bank() -> HealthReport {
 // ---- tests ----
 
 #[test]
-fn an_empty_registry_renders_only_the_unlabelled_counter() {
-    // Every family is empty but the counter without labels, which starts
-    // at 0 (so `rate()` sees its first increase).
+fn an_empty_registry_renders_only_the_unlabelled_metrics() {
+    // Every family is empty but the counter and gauge without labels, which
+    // start at 0 (so `rate()` sees the counter's first increase, and no
+    // live engine reads as 0, not as a missing series).
     assert_eq!(
         Metrics::new().render(&report(vec![])),
         "# HELP liaison_callbacks_unknown Callbacks to names that are no configured partner \
          (stored without their bodies).\n\
          # TYPE liaison_callbacks_unknown counter\n\
          liaison_callbacks_unknown_total 0\n\
+         # HELP liaison_instances_live Engine instances beating into the store now.\n\
+         # TYPE liaison_instances_live gauge\n\
+         liaison_instances_live 0\n\
          # EOF\n"
     );
 }
@@ -162,6 +169,7 @@ fn render_is_valid_openmetrics_with_the_expected_values() {
             ("liaison_callbacks_unknown", "counter"),
             ("liaison_callbacks_unverified_dropped", "counter"),
             ("liaison_circuit_state", "gauge"),
+            ("liaison_instances_live", "gauge"),
             ("liaison_leases_expired", "counter"),
             ("liaison_oldest_queued_seconds", "gauge"),
             ("liaison_partner_verdict", "gauge"),
@@ -440,4 +448,50 @@ fn concurrent_recording_from_eight_threads_adds_up_exactly() {
         Some(all)
     );
     assert_eq!(v("liaison_leases_expired_total", &[shared]), Some(all));
+}
+
+#[test]
+fn instances_are_counted_live_and_their_beats_shown() {
+    use crate::ops::InstanceHealth;
+    use crate::store::Instance;
+    let m = Metrics::new();
+    let mut r = report(vec![partner_health("lab")]);
+    let beat = |id: &str, host: &str, live: bool, at: i64| {
+        let mut instance = Instance::this_process(vec!["lab".into()], Duration::from_secs(5));
+        instance.id = id.into();
+        instance.host = host.into();
+        instance.last_beat_at = chrono::DateTime::from_timestamp(at, 0).unwrap();
+        InstanceHealth { instance, live }
+    };
+    r.instances = vec![
+        beat("a", "web-1", true, 1_700_000_100),
+        beat("b", "web-\"2\"", false, 1_700_000_000),
+    ];
+    let text = m.render(&r);
+    let families = parse(&text).unwrap();
+    assert_eq!(value(&families, "liaison_instances_live", &[]), Some(1.0));
+    assert_eq!(
+        value(
+            &families,
+            "liaison_instance_last_beat_timestamp_seconds",
+            &[("instance", "a"), ("host", "web-1")]
+        ),
+        Some(1_700_000_100.0)
+    );
+    assert_eq!(
+        value(
+            &families,
+            "liaison_instance_last_beat_timestamp_seconds",
+            &[("instance", "b"), ("host", "web-\"2\"")]
+        ),
+        Some(1_700_000_000.0)
+    );
+    // Gone from the report, gone from the gauges.
+    r.instances.clear();
+    let families = parse(&m.render(&r)).unwrap();
+    assert_eq!(value(&families, "liaison_instances_live", &[]), Some(0.0));
+    assert!(
+        find(&families, "liaison_instance_last_beat_timestamp_seconds")
+            .is_none_or(|f| f.samples.is_empty())
+    );
 }

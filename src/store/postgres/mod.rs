@@ -39,6 +39,7 @@ mod db;
 mod deadlines;
 mod deliveries;
 mod driver;
+mod instances;
 mod listen;
 mod migrate;
 mod partners;
@@ -65,9 +66,7 @@ use super::flow;
 use super::rules::lookup;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter,
-    DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Lease, ListFilter, NewAlert, NewCallback,
-    Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy,
-    Reaped, Replay, Settlement, StateChange, StatsQuery, Wakeups,
+    DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Lease, ListFilter, NewAlert, NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery, Wakeups, Instance,
 };
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
@@ -75,6 +74,7 @@ use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::{Actor, Attempt, Event};
 use crate::model::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
+use crate::model::traffic::ExpectedTraffic;
 
 /// The outbox on PostgreSQL: a pool of connections, every write one
 /// `READ COMMITTED` transaction, and row locks where instances could race.
@@ -556,6 +556,43 @@ impl OutboxStore for PostgresStore {
 
     async fn pauses(&self, now: DateTime<Utc>) -> Result<Vec<Pause>> {
         read!(self, |db| partners::pauses_on(db, now))
+    }
+
+    async fn beat(&self, instance: &Instance) -> Result<()> {
+        write_tx!(self, |db| instances::beat_on(db, instance))
+    }
+
+    async fn stop_instance(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
+        write_tx!(self, |db| instances::stop_on(db, id, at))
+    }
+
+    async fn instances(&self) -> Result<Vec<Instance>> {
+        read!(self, |db| instances::instances_on(db))
+    }
+
+    async fn prune_instances(&self, before: DateTime<Utc>) -> Result<u64> {
+        write_tx!(self, |db| instances::prune_on(db, before, Utc::now()))
+    }
+
+    async fn set_expected_traffic(
+        &self,
+        partner: &str,
+        expected: Option<&ExpectedTraffic>,
+    ) -> Result<()> {
+        crate::model::submission::validate_partner(partner)?;
+        if let Some(expected) = expected {
+            expected.check()?;
+        }
+        write_tx!(self, |db| instances::set_expected_traffic_on(
+            db,
+            partner,
+            expected,
+            Utc::now()
+        ))
+    }
+
+    async fn expected_traffic(&self) -> Result<Vec<(String, ExpectedTraffic)>> {
+        read!(self, |db| instances::expected_traffic_on(db))
     }
 
     async fn set_result_delivery(&self, partner: &str, on: bool) -> Result<()> {

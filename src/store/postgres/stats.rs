@@ -10,6 +10,7 @@ use super::db::{Db, get};
 use crate::error::Result;
 use crate::model::callback::Disposition;
 use crate::model::submission::SubmissionState;
+use crate::model::traffic::{ExpectedTraffic, TrafficKind};
 use crate::store::common::{count, duration_ms, from_millis, state_names, to_millis};
 use crate::store::{MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, StatsQuery, Totals};
 
@@ -47,6 +48,10 @@ async fn partner_stats(db: &Db<'_>, partner: String, query: &StatsQuery) -> Resu
         }
         None => Totals::default(),
     };
+    let traffic = match query.expected_traffic.get(&partner) {
+        Some(expected) => Some(traffic(db, &partner, expected, now).await?),
+        None => None,
+    };
     Ok(PartnerStats {
         by_state: by_state(db, &partner).await?,
         window: outcomes(db, &partner, start, now).await?,
@@ -76,6 +81,9 @@ async fn partner_stats(db: &Db<'_>, partner: String, query: &StatsQuery) -> Resu
         past_delay_budget,
         callbacks: callbacks(db, &partner, start, now).await?,
         worker_crashed: worker_crashed(db, &partner).await?,
+        oldest_due_at: oldest_due(db, &partner).await?,
+        last_served_at: last_served(db, &partner).await?,
+        traffic,
         partner,
     })
 }
@@ -89,6 +97,61 @@ async fn worker_crashed(db: &Db<'_>, partner: &str) -> Result<u64> {
              WHERE partner = $1 AND state = 'dead_lettered' AND lease_expiries > 0",
             &[&partner],
             "count dead letters of crashed workers",
+        )
+        .await?;
+    Ok(count(get(&row, 0)?))
+}
+
+/// The earliest due time of queued work, or end of a lease in flight.
+async fn oldest_due(db: &Db<'_>, partner: &str) -> Result<Option<DateTime<Utc>>> {
+    let row = db
+        .query_one(
+            "SELECT LEAST( \
+               (SELECT MIN(due_at) FROM liaison_submissions \
+                  WHERE partner = $1 AND state = 'queued'), \
+               (SELECT MIN(lease_expires_at) FROM liaison_submissions \
+                  WHERE partner = $1 AND state = 'in_flight'))",
+            &[&partner],
+            "find the earliest due work",
+        )
+        .await?;
+    Ok(get::<Option<i64>>(&row, 0)?.map(from_millis))
+}
+
+async fn last_served(db: &Db<'_>, partner: &str) -> Result<Option<DateTime<Utc>>> {
+    let row = db
+        .query_opt(
+            "SELECT last_served_at FROM liaison_partners WHERE partner = $1",
+            &[&partner],
+            "read when a partner was last served",
+        )
+        .await?;
+    Ok(match row {
+        Some(row) => get::<Option<i64>>(&row, 0)?.map(from_millis),
+        None => None,
+    })
+}
+
+/// What counts as `expected` traffic in `[now - period, now)`, up to its least.
+async fn traffic(db: &Db<'_>, partner: &str, expected: &ExpectedTraffic, now: i64) -> Result<u64> {
+    let from = now.saturating_sub(duration_ms(expected.period()));
+    let sql = match expected.kind() {
+        TrafficKind::Finished => {
+            "SELECT COUNT(*) FROM (SELECT 1 FROM liaison_submissions \
+               WHERE partner = $1 AND terminal_at >= $2 AND terminal_at < $3 \
+                 AND state IN ('succeeded', 'failed') LIMIT $4) AS counted"
+        }
+        TrafficKind::Callbacks => {
+            "SELECT COUNT(*) FROM (SELECT 1 FROM liaison_callbacks \
+               WHERE partner = $1 AND received_at >= $2 AND received_at < $3 \
+                 AND disposition <> 'rejected' LIMIT $4) AS counted"
+        }
+    };
+    let row = db
+        .query_one(
+            sql,
+            &[&partner, &from, &now, &i64::from(expected.at_least())],
+            "count a partner's traffic",
         )
         .await?;
     Ok(count(get(&row, 0)?))

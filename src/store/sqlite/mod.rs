@@ -7,6 +7,7 @@ pub(crate) mod db;
 mod deadlines;
 mod deliveries;
 mod driver;
+mod instances;
 mod migrate;
 mod partners;
 #[cfg(test)]
@@ -35,9 +36,7 @@ use super::flow;
 use super::rules::lookup;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter,
-    DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Lease, ListFilter, NewAlert, NewCallback,
-    Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy,
-    Reaped, Replay, Settlement, StateChange, StatsQuery,
+    DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Lease, ListFilter, NewAlert, NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery, Instance,
 };
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
@@ -46,6 +45,7 @@ use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::Actor;
 use crate::model::event::{Attempt, Event};
 use crate::model::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
+use crate::model::traffic::ExpectedTraffic;
 
 pub use self::migrate::SCHEMA_VERSION;
 
@@ -676,6 +676,56 @@ impl OutboxStore for SqliteStore {
 
     async fn pauses(&self, now: DateTime<Utc>) -> Result<Vec<Pause>> {
         self.read(move |conn| partners::pauses_on(conn, now)).await
+    }
+
+    async fn beat(&self, instance: &Instance) -> Result<()> {
+        let instance = instance.clone();
+        self.inner
+            .writer
+            .write(move |conn| instances::beat_on(conn, &instance))
+            .await
+    }
+
+    async fn stop_instance(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
+        let id = id.to_owned();
+        self.inner
+            .writer
+            .write(move |conn| instances::stop_on(conn, &id, at))
+            .await
+    }
+
+    async fn instances(&self) -> Result<Vec<Instance>> {
+        self.read(instances::instances_on).await
+    }
+
+    async fn prune_instances(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.inner
+            .writer
+            .write(move |conn| instances::prune_on(conn, before, Utc::now()))
+            .await
+    }
+
+    async fn set_expected_traffic(
+        &self,
+        partner: &str,
+        expected: Option<&ExpectedTraffic>,
+    ) -> Result<()> {
+        crate::model::submission::validate_partner(partner)?;
+        if let Some(expected) = expected {
+            expected.check()?;
+        }
+        let partner = partner.to_owned();
+        let expected = expected.cloned();
+        self.inner
+            .writer
+            .write(move |conn| {
+                instances::set_expected_traffic_on(conn, &partner, expected.as_ref(), Utc::now())
+            })
+            .await
+    }
+
+    async fn expected_traffic(&self) -> Result<Vec<(String, ExpectedTraffic)>> {
+        self.read(instances::expected_traffic_on).await
     }
 
     async fn set_result_delivery(&self, partner: &str, on: bool) -> Result<()> {

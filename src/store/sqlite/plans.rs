@@ -162,6 +162,7 @@ mod tests {
 
     use super::*;
     use crate::callback::{Disposition, JsonMatcher, Unverified};
+    use crate::engine::ExpectedTraffic;
     use crate::engine::{EngineSettings, Liaison, Partner};
     use crate::model::delivery::DeliveryState;
     use crate::store::{
@@ -222,12 +223,25 @@ mod tests {
         }
         let now = Utc::now();
         liaison.health(Duration::from_secs(3600)).await.unwrap();
+        // Expected traffic of both kinds is counted.
+        for expected in [
+            ExpectedTraffic::finished(1000),
+            ExpectedTraffic::callbacks(1000),
+        ] {
+            store
+                .stats(
+                    &StatsQuery::new(Duration::from_secs(3600)).expected_traffic("lab", expected),
+                )
+                .await
+                .unwrap();
+        }
         store
             .stats(&StatsQuery {
                 now,
                 window: Duration::from_secs(3600),
                 partners: vec!["lab".into()],
                 delay_budgets: [("lab".to_owned(), Duration::from_secs(60))].into(),
+                expected_traffic: BTreeMap::new(),
             })
             .await
             .unwrap();

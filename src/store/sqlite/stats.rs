@@ -9,6 +9,7 @@ use super::db::{db_err, from_millis, to_millis};
 use crate::error::Result;
 
 use crate::model::submission::SubmissionState;
+use crate::model::traffic::{ExpectedTraffic, TrafficKind};
 use crate::store::common::{count, duration_ms};
 use crate::store::{MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, StatsQuery, Totals};
 
@@ -61,8 +62,14 @@ fn partner_stats(conn: &Connection, partner: String, query: &StatsQuery) -> Resu
         past_delay_budget: Totals::default(),
         callbacks: callbacks(conn, &partner, start, now)?,
         worker_crashed: worker_crashed(conn, &partner)?,
+        oldest_due_at: oldest_due(conn, &partner)?,
+        last_served_at: last_served(conn, &partner)?,
+        traffic: None,
         partner,
     };
+    if let Some(expected) = query.expected_traffic.get(&stats.partner) {
+        stats.traffic = Some(traffic(conn, &stats.partner, expected, now)?);
+    }
     if let Some(budget) = query.delay_budgets.get(&stats.partner) {
         let cutoff = now.saturating_sub(duration_ms(*budget));
         stats.past_delay_budget = conn
@@ -163,6 +170,62 @@ fn oldest_queued(conn: &Connection, partner: &str) -> Result<Option<DateTime<Utc
     })
     .map(|ms: Option<i64>| ms.map(from_millis))
     .map_err(db_err("find the oldest queued submission"))
+}
+
+/// The earliest due time of queued work, or end of a lease in flight.
+/// Queued work is read from the claim's own index, covering (whatever the
+/// priority: the partner's queued entries, never a row): an index of its
+/// own on (partner, due_at) would be chosen by the claim, which would then
+/// sort every due row on each claim.
+fn oldest_due(conn: &Connection, partner: &str) -> Result<Option<DateTime<Utc>>> {
+    conn.prepare_cached(
+        "SELECT MIN(t) FROM ( \
+           SELECT MIN(due_at) AS t FROM liaison_submissions \
+             INDEXED BY liaison_submissions_due \
+             WHERE partner = ?1 AND state = 'queued' \
+           UNION ALL \
+           SELECT MIN(lease_expires_at) FROM liaison_submissions \
+             WHERE partner = ?1 AND state = 'in_flight')",
+    )
+    .and_then(|mut stmt| stmt.query_row(params![partner], |row| row.get(0)))
+    .map(|ms: Option<i64>| ms.map(from_millis))
+    .map_err(db_err("find the earliest due work"))
+}
+
+fn last_served(conn: &Connection, partner: &str) -> Result<Option<DateTime<Utc>>> {
+    conn.prepare_cached("SELECT last_served_at FROM liaison_partners WHERE partner = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![partner], |row| row.get(0))
+                .optional()
+        })
+        .map(|ms: Option<Option<i64>>| ms.flatten().map(from_millis))
+        .map_err(db_err("read when a partner was last served"))
+}
+
+/// What counts as `expected` traffic in `[now - period, now)`, up to its least.
+fn traffic(conn: &Connection, partner: &str, expected: &ExpectedTraffic, now: i64) -> Result<u64> {
+    let from = now.saturating_sub(duration_ms(expected.period()));
+    let sql = match expected.kind() {
+        TrafficKind::Finished => {
+            "SELECT COUNT(*) FROM (SELECT 1 FROM liaison_submissions \
+               WHERE partner = ?1 AND terminal_at >= ?2 AND terminal_at < ?3 \
+                 AND state IN ('succeeded', 'failed') LIMIT ?4)"
+        }
+        TrafficKind::Callbacks => {
+            "SELECT COUNT(*) FROM (SELECT 1 FROM liaison_callbacks \
+               WHERE partner = ?1 AND received_at >= ?2 AND received_at < ?3 \
+                 AND disposition <> 'rejected' LIMIT ?4)"
+        }
+    };
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![partner, from, now, i64::from(expected.at_least())],
+                |row| row.get(0),
+            )
+        })
+        .map(count)
+        .map_err(db_err("count a partner's traffic"))
 }
 
 fn callbacks(

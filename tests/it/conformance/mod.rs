@@ -35,6 +35,7 @@ mod postgres_only;
 mod recovery;
 mod results;
 mod retention;
+mod silence;
 mod transitions;
 
 macro_rules! conformance {
@@ -123,6 +124,14 @@ conformance! {
     health_stats::business_values_at_the_cap_sum_exactly_and_above_it_are_refused,
     ops_reads::hourly_counts_agree_with_a_list_and_count,
     ops_reads::lists_without_payloads_or_bodies_read_neither,
+    silence::instances_beat_stop_and_age_out,
+    silence::expected_traffic_is_recorded_and_counted,
+    silence::due_work_is_dated_from_the_queue_and_from_expired_leases,
+    silence::a_partner_whose_every_engine_is_killed_turns_down_within_three_beats,
+    silence::a_stopped_engine_serves_nothing_and_stale_instances_age_out,
+    silence::fresh_work_nobody_ever_served_is_not_down_yet,
+    silence::silence_opens_an_alert_and_traffic_resolves_it,
+    silence::outside_its_windows_silence_is_not_checked,
     alerts::one_alert_opens_under_concurrent_opens,
     alerts::an_alert_is_notified_acknowledged_resolved_and_reopens,
     deliveries::a_delivery_is_recorded_with_each_finishing_change_when_enabled,
