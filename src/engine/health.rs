@@ -84,7 +84,7 @@ impl Liaison {
                     })
                     .unwrap_or_default();
                 live.pause = pauses.iter().find(|p| p.partner == s.partner).cloned();
-                partner_health(s, &live, now)
+                partner_health(s, &live, now, window)
             })
             .collect();
         Ok(roll_up(partners, now, window))

@@ -130,6 +130,9 @@ pub struct PartnerStats {
     pub past_delay_budget: Totals,
     /// Callbacks that arrived in the window, by disposition.
     pub callbacks: BTreeMap<crate::model::callback::Disposition, u64>,
+    /// Callbacks in the quarantine now (whenever they arrived), by
+    /// disposition: not reprocessed, not dismissed.
+    pub quarantined: BTreeMap<crate::model::callback::Disposition, u64>,
 }
 
 /// An alert to open (or keep open) for a (partner, class).

@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 10] = [
+const CURRENT: [(i64, &str); 11] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -37,6 +37,7 @@ const CURRENT: [(i64, &str); 10] = [
     (8, "results"),
     (9, "deliveries"),
     (10, "lookup"),
+    (13, "callback_dismissals"),
 ];
 
 /// SHA-256 (hex) of `migrations/sqlite/NNNN_name.sql`, read here.
@@ -211,7 +212,7 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 10, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 13, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.
@@ -252,6 +253,23 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
     assert_eq!(
         store.get(waiting.id).await.unwrap().state,
         SubmissionState::Succeeded
+    );
+    // The release's quarantined callback reads as never dismissed, and can
+    // be dismissed now (migration 13).
+    let malformed = store
+        .list_callbacks(&CallbackFilter::quarantined())
+        .await
+        .unwrap();
+    assert_eq!(malformed.len(), 1);
+    assert_eq!(malformed[0].dismissal, None);
+    let dismissed = store
+        .dismiss_callback(malformed[0].id, Actor::person("ops"), "test message".into())
+        .await
+        .unwrap();
+    assert_eq!(dismissed.disposition, Disposition::Dismissed);
+    assert_eq!(
+        dismissed.dismissal.map(|d| (d.from, d.reason)),
+        Some((Disposition::Malformed, "test message".to_owned()))
     );
     drop(store);
 
@@ -363,6 +381,11 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
     conn.execute_batch(
         r#"DROP TABLE liaison_correlations;
            DROP INDEX liaison_submissions_updated;
+           DROP INDEX liaison_callbacks_quarantine;
+           ALTER TABLE liaison_callbacks DROP COLUMN dismissed_by;
+           ALTER TABLE liaison_callbacks DROP COLUMN dismissed_at;
+           ALTER TABLE liaison_callbacks DROP COLUMN dismissed_reason;
+           ALTER TABLE liaison_callbacks DROP COLUMN dismissed_from;
            DELETE FROM liaison_migrations WHERE version > 9;
            UPDATE liaison_submissions SET correlation = '{"order_no":"SO-1","patient":"P-7"}'
                WHERE idempotency_key = 'L-done';

@@ -29,6 +29,7 @@ fn partner_health(name: &str) -> PartnerHealth {
         past_delay_budget: Totals::default(),
         paused: None,
         callbacks: BTreeMap::new(),
+        quarantined: BTreeMap::new(),
     }
 }
 
