@@ -120,6 +120,20 @@ pub enum Error {
         state: DeliveryState,
     },
 
+    /// A callback was asked to be dismissed while it is not in the
+    /// quarantine (it was applied, is still waiting for a match, or was
+    /// dismissed already): only a quarantined callback is dismissed.
+    /// Nothing was changed.
+    #[error(
+        "callback {id} is {disposition}; only a quarantined callback (malformed, rejected, expired, conflicting) is dismissed"
+    )]
+    NotQuarantined {
+        /// The callback.
+        id: CallbackId,
+        /// What it is.
+        disposition: Disposition,
+    },
+
     /// A result was reported under a lease token that is no longer the
     /// submission's current one (the lease expired and the work was claimed
     /// again, or it was cancelled). Nothing was changed; the attempt is
@@ -248,6 +262,8 @@ pub enum ErrorKind {
     AlreadySettled,
     /// See [`Error::NotParked`].
     NotParked,
+    /// See [`Error::NotQuarantined`].
+    NotQuarantined,
     /// See [`Error::StaleLease`].
     StaleLease,
     /// See [`Error::NotFound`].
@@ -281,6 +297,7 @@ impl Error {
             Error::ReferenceTaken { .. } => ErrorKind::ReferenceTaken,
             Error::AlreadySettled { .. } => ErrorKind::AlreadySettled,
             Error::NotParked { .. } => ErrorKind::NotParked,
+            Error::NotQuarantined { .. } => ErrorKind::NotQuarantined,
             Error::StaleLease { .. } => ErrorKind::StaleLease,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::SchemaTooNew { .. } => ErrorKind::SchemaTooNew,
@@ -326,6 +343,11 @@ impl Error {
     /// A re-run was asked of a result delivery that is not parked.
     pub fn is_not_parked(&self) -> bool {
         self.kind() == ErrorKind::NotParked
+    }
+
+    /// A dismissal was asked of a callback that is not quarantined.
+    pub fn is_not_quarantined(&self) -> bool {
+        self.kind() == ErrorKind::NotQuarantined
     }
 
     /// Stored data does not decode or contradicts itself.

@@ -66,7 +66,9 @@ mod signature;
 mod standard_webhooks;
 mod stripe;
 
-pub use crate::model::callback::{CallbackId, CallbackReceipt, Disposition, StoredCallback};
+pub use crate::model::callback::{
+    CallbackId, CallbackReceipt, Dismissal, Disposition, StoredCallback,
+};
 pub use github::GithubSignature;
 pub use json_matcher::{CorrelateBy, JsonMatcher, JsonMatcherBuilder};
 pub use report::{

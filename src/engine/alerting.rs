@@ -8,13 +8,13 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Liaison, Shared};
-use crate::callback::Disposition;
 use crate::engine::CircuitState;
 use crate::error::{Error, Result};
 use crate::model::delivery::DeliveryState;
 use crate::model::event::Actor;
 use crate::ops::PartnerHealth;
 use crate::ops::alerts::{Alert, AlertEvent, AlertId, AlertSink, ProblemClass};
+use crate::ops::health::item_problems;
 use crate::store::{DeliveryFilter, NewAlert, StatsQuery};
 
 /// When alerts open, per partner. `Default` is what we recommend.
@@ -86,7 +86,10 @@ impl AlertThresholds {
 pub struct AlertSettings {
     /// How often conditions are evaluated. Default 30 s.
     pub interval: Duration,
-    /// The window that rates and callback counts look at. Default 15 min.
+    /// The window that rate classes (partner unavailable, processing
+    /// failed) look at; classes about items stay open while the items
+    /// remain, and only say how many of them are from this window.
+    /// Default 15 min.
     pub window: Duration,
     /// Re-notify an open, unacknowledged alert this often. Default 1 h.
     pub renotify_every: Duration,
@@ -142,12 +145,18 @@ fn share_of(budget: Duration, share: f64) -> Duration {
 }
 
 /// The conditions that hold now for one partner: class -> details.
+///
+/// Classes about items (dead letters, stuck work, quarantined callbacks,
+/// parked results) hold while such items remain and clear when they are
+/// recovered; rate classes (unavailable, processing failed) look at the
+/// `window` and the live failure count.
 fn conditions(
     p: &PartnerHealth,
     thresholds: &AlertThresholds,
     consecutive_failures: u32,
     approaching_budget: u64,
     parked_results: u64,
+    window: Duration,
 ) -> BTreeMap<ProblemClass, String> {
     let mut found = BTreeMap::new();
     // Open until the parked deliveries are re-run and delivered: the
@@ -190,15 +199,6 @@ fn conditions(
     if !unavailable.is_empty() {
         found.insert(ProblemClass::PartnerUnavailable, unavailable.join("; "));
     }
-    if p.window.dead_lettered > 0 {
-        found.insert(
-            ProblemClass::RejectedByPartner,
-            format!(
-                "{} submission(s) dead-lettered in the window",
-                p.window.dead_lettered
-            ),
-        );
-    }
     if let Some(reason) = p.traffic.as_ref().and_then(|t| t.reason.clone()) {
         found.insert(ProblemClass::SilentPartner, reason);
     }
@@ -228,32 +228,15 @@ fn conditions(
             ),
         );
     }
-    for (disposition, class, words) in [
-        (
-            Disposition::Malformed,
-            ProblemClass::MalformedCallback,
-            "malformed callback(s)",
-        ),
-        (
-            Disposition::Expired,
-            ProblemClass::UnmatchedCallback,
-            "callback(s) matched nothing",
-        ),
-        (
-            Disposition::Rejected,
-            ProblemClass::BadSignature,
-            "callback(s) failed verification",
-        ),
-        (
-            Disposition::Conflicting,
-            ProblemClass::ConflictingCallback,
-            "conflicting callback(s)",
-        ),
-    ] {
-        if let Some(n) = p.callbacks.get(&disposition).filter(|n| **n > 0) {
-            found.insert(class, format!("{n} {words} in the window"));
-        }
-    }
+    // Dead letters and quarantined callbacks: open while the items remain
+    // (whenever they happened), in the same words as the verdict.
+    found.extend(item_problems(
+        &p.by_state,
+        &p.window,
+        &p.quarantined,
+        &p.callbacks,
+        window,
+    ));
     found
 }
 
@@ -319,6 +302,7 @@ impl Liaison {
                 failures,
                 approaching.get(&p.partner).copied().unwrap_or(0),
                 parked.get(&p.partner).copied().unwrap_or(0),
+                settings.window,
             );
             for class in ProblemClass::ALL {
                 let existing = open

@@ -103,7 +103,7 @@ impl Liaison {
                     .unwrap_or_default();
                 live.pause = pauses.iter().find(|p| p.partner == s.partner).cloned();
                 live.expected_traffic = expected.get(&s.partner).cloned();
-                partner_health(s, &live, &instances, now)
+                partner_health(s, &live, &instances, now, window)
             })
             .collect();
         Ok(roll_up(partners, instances, now, window))

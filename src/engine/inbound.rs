@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::Liaison;
-use crate::callback::{CallbackId, CallbackReceipt, Disposition, InboundCallback};
+use crate::callback::{CallbackId, CallbackReceipt, Disposition, InboundCallback, StoredCallback};
 use crate::error::{Error, Result};
+use crate::model::event::Actor;
 use crate::model::submission::{SubmissionState, validate_partner};
 use crate::store::rules::callbacks::{MAX_METADATA_HEADER_BYTES, METADATA_HEADERS};
 use crate::store::{NewCallback, Settlement};
@@ -420,8 +421,10 @@ impl Liaison {
 
     /// Run a stored callback through verification, parsing and matching
     /// again — after a fix of configuration or code. Only callbacks that are
-    /// unsettled, unmatched or quarantined (malformed, rejected, expired) can
-    /// be reprocessed; an applied one is refused.
+    /// unsettled, unmatched, quarantined (malformed, rejected, expired) or
+    /// dismissed can be reprocessed; an applied one is refused. A dismissed
+    /// callback reprocessed on purpose ends as the run decides (applied, or
+    /// back in the quarantine); its dismissal stays on record.
     pub async fn reprocess_callback(&self, id: CallbackId) -> Result<CallbackReceipt> {
         let stored = self.shared.store.callback(id).await?;
         if !stored.disposition.is_reprocessable() {
@@ -450,6 +453,53 @@ impl Liaison {
 }
 
 impl Liaison {
+    /// Dismiss a quarantined callback (malformed, rejected, expired or
+    /// conflicting) that needs no reprocessing: a duplicate the partner sent
+    /// again correctly, a test message, a conflict settled with the partner.
+    /// It leaves the quarantine — so the alert and the verdict about it
+    /// clear once none is left — with `actor`, the time and `reason` kept
+    /// with it ([`crate::callback::StoredCallback::dismissal`]) and, when it
+    /// was matched to a submission, a line on that submission's timeline.
+    /// It can still be reprocessed on purpose
+    /// ([`Liaison::reprocess_callback`]).
+    ///
+    /// Errors, each changing nothing: [`Error::InvalidInput`] naming
+    /// `actor` or `reason` when blank; [`Error::NotQuarantined`] for a
+    /// callback outside the quarantine; [`Error::NotFound`].
+    ///
+    /// ```
+    /// # use liaison::{Actor, Liaison, store::SqliteStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> liaison::Result<()> {
+    /// # let liaison = Liaison::builder(SqliteStore::open_temporary()?).build()?;
+    /// # let id: liaison::callback::CallbackId = "0190a7b2-58f1-7c2e-9a35-5d0e8b1f2c3d".parse()?;
+    /// let refused = liaison
+    ///     .dismiss_callback(id, Actor::person("dana"), "  ")
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(refused.is_invalid_input()); // a dismissal says why
+    /// # Ok(()) }
+    /// ```
+    pub async fn dismiss_callback(
+        &self,
+        id: CallbackId,
+        actor: Actor,
+        reason: impl Into<String>,
+    ) -> Result<StoredCallback> {
+        let dismissed = self
+            .shared
+            .store
+            .dismiss_callback(id, actor, reason.into())
+            .await?;
+        tracing::info!(
+            callback_id = %id,
+            partner = %dismissed.partner,
+            actor = %dismissed.dismissal.as_ref().map_or("", |d| d.actor.as_str()),
+            "quarantined callback dismissed"
+        );
+        Ok(dismissed)
+    }
+
     /// Feed the time-to-result histogram when the callback just applied to
     /// `id` gave it its final result. Best effort: a failed read is logged.
     pub(crate) async fn record_time_to_result(&self, id: crate::model::submission::SubmissionId) {

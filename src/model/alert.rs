@@ -67,6 +67,19 @@ impl ProblemClass {
         ProblemClass::SilentPartner,
     ];
 
+    /// The class of a quarantined callback of disposition `d` (`None` for
+    /// a disposition outside the quarantine).
+    pub fn of_quarantined(d: crate::model::callback::Disposition) -> Option<ProblemClass> {
+        use crate::model::callback::Disposition;
+        match d {
+            Disposition::Malformed => Some(ProblemClass::MalformedCallback),
+            Disposition::Expired => Some(ProblemClass::UnmatchedCallback),
+            Disposition::Rejected => Some(ProblemClass::BadSignature),
+            Disposition::Conflicting => Some(ProblemClass::ConflictingCallback),
+            _ => None,
+        }
+    }
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::model::event::Actor;
 use crate::model::result::ResultDocument;
 use crate::model::submission::SubmissionId;
 
@@ -39,6 +40,7 @@ impl CallbackId {
 /// | `TooLarge` | 413 | body above the cap; its metadata is stored, not the body |
 /// | `Incomplete` | 400 | the client stopped sending before the body ended (it disconnected); its metadata is stored |
 /// | `Received` | — | stored, not processed yet (a crash in between leaves this) |
+/// | `Dismissed` | — | was quarantined; an operator dismissed it with a reason ([`Dismissal`]); reprocessable on purpose |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -66,10 +68,14 @@ pub enum Disposition {
     /// The client stopped sending before the body ended (it disconnected
     /// or the connection broke); nothing of the body is kept.
     Incomplete,
+    /// Was quarantined; an operator dismissed it with a reason (who, when,
+    /// why and what it was are in [`StoredCallback::dismissal`]). It left
+    /// the quarantine; it can still be reprocessed on purpose.
+    Dismissed,
 }
 
 impl Disposition {
-    const ALL: [Disposition; 11] = [
+    const ALL: [Disposition; 12] = [
         Disposition::Received,
         Disposition::Applied,
         Disposition::Duplicate,
@@ -81,6 +87,15 @@ impl Disposition {
         Disposition::Rejected,
         Disposition::TooLarge,
         Disposition::Incomplete,
+        Disposition::Dismissed,
+    ];
+
+    /// The quarantine: what waits for an operator to reprocess or dismiss it.
+    pub const QUARANTINED: [Disposition; 4] = [
+        Disposition::Malformed,
+        Disposition::Rejected,
+        Disposition::Expired,
+        Disposition::Conflicting,
     ];
 
     /// The stored name.
@@ -97,6 +112,7 @@ impl Disposition {
             Disposition::Rejected => "rejected",
             Disposition::TooLarge => "too_large",
             Disposition::Incomplete => "incomplete",
+            Disposition::Dismissed => "dismissed",
         }
     }
 
@@ -106,7 +122,8 @@ impl Disposition {
             Disposition::Applied
             | Disposition::Duplicate
             | Disposition::Conflicting
-            | Disposition::Late => 200,
+            | Disposition::Late
+            | Disposition::Dismissed => 200,
             Disposition::Unmatched | Disposition::Received | Disposition::Expired => 202,
             Disposition::Malformed | Disposition::Incomplete => 400,
             Disposition::Rejected => 401,
@@ -114,19 +131,16 @@ impl Disposition {
         }
     }
 
-    /// Waiting for an operator (reprocess or inspect).
+    /// Waiting for an operator (reprocess, or dismiss with a reason): one of
+    /// [`Disposition::QUARANTINED`].
     pub fn is_quarantined(self) -> bool {
-        matches!(
-            self,
-            Disposition::Malformed
-                | Disposition::Rejected
-                | Disposition::Expired
-                | Disposition::Conflicting
-        )
+        Disposition::QUARANTINED.contains(&self)
     }
 
-    /// May be processed (again): not yet settled, or quarantined/unmatched.
-    pub(crate) fn is_reprocessable(self) -> bool {
+    /// May be processed (again): not yet settled, unmatched, quarantined
+    /// for a reason a fix can remove (a conflict is a fact, not a fault), or
+    /// dismissed (reprocessed on purpose).
+    pub fn is_reprocessable(self) -> bool {
         matches!(
             self,
             Disposition::Received
@@ -134,6 +148,7 @@ impl Disposition {
                 | Disposition::Expired
                 | Disposition::Malformed
                 | Disposition::Rejected
+                | Disposition::Dismissed
         )
     }
 }
@@ -204,6 +219,24 @@ pub struct StoredCallback {
     pub submission_id: Option<SubmissionId>,
     /// When it was last processed.
     pub processed_at: Option<DateTime<Utc>>,
+    /// Its dismissal from the quarantine, if an operator dismissed it. Kept
+    /// when it is reprocessed afterwards, as its history.
+    pub dismissal: Option<Dismissal>,
+}
+
+/// An operator's dismissal of a quarantined callback: who, when, why, and
+/// what it was before ([`crate::Liaison::dismiss_callback`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Dismissal {
+    /// Who dismissed it.
+    pub actor: Actor,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Why, in their words.
+    pub reason: String,
+    /// Its disposition before: one of [`Disposition::QUARANTINED`].
+    pub from: Disposition,
 }
 
 impl fmt::Debug for StoredCallback {
@@ -223,6 +256,7 @@ impl fmt::Debug for StoredCallback {
             .field("error", &self.error)
             .field("submission_id", &self.submission_id)
             .field("processed_at", &self.processed_at)
+            .field("dismissal", &self.dismissal)
             .finish()
     }
 }
@@ -363,6 +397,7 @@ mod tests {
             error: None,
             submission_id: None,
             processed_at: None,
+            dismissal: None,
         };
         for shown in [format!("{stored:?}"), format!("{stored:#?}")] {
             for secret in ["TOKEN", "PATIENT", "Bearer", "application/json"] {
@@ -402,5 +437,9 @@ mod tests {
         assert_eq!(Disposition::TooLarge.http_status(), 413);
         assert!(Disposition::Malformed.is_quarantined());
         assert!(!Disposition::Applied.is_reprocessable());
+        // Dismissed: out of the quarantine, reprocessable on purpose.
+        assert!(!Disposition::Dismissed.is_quarantined());
+        assert!(Disposition::Dismissed.is_reprocessable());
+        assert!(!Disposition::Conflicting.is_reprocessable());
     }
 }

@@ -107,6 +107,8 @@ pub enum EventKind {
     ResultDeliveryParked,
     /// Someone re-ran a parked result delivery.
     ResultDeliveryRerun,
+    /// Someone dismissed a quarantined callback about this submission.
+    CallbackDismissed,
     /// Any other event name (from a newer version or a host extension).
     #[serde(untagged)]
     Other(String),
@@ -141,13 +143,14 @@ impl EventKind {
             EventKind::ResultDeliveryFailed => "result_delivery_failed",
             EventKind::ResultDeliveryParked => "result_delivery_parked",
             EventKind::ResultDeliveryRerun => "result_delivery_rerun",
+            EventKind::CallbackDismissed => "callback_dismissed",
             EventKind::Other(name) => name,
         }
     }
 
     /// Parse a stored name.
     pub fn from_name(name: &str) -> Self {
-        const KNOWN: [EventKind; 25] = [
+        const KNOWN: [EventKind; 26] = [
             EventKind::Enqueued,
             EventKind::Claimed,
             EventKind::Accepted,
@@ -173,6 +176,7 @@ impl EventKind {
             EventKind::ResultDeliveryFailed,
             EventKind::ResultDeliveryParked,
             EventKind::ResultDeliveryRerun,
+            EventKind::CallbackDismissed,
         ];
         KNOWN
             .into_iter()

@@ -6,6 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::model::alert::ProblemClass;
+use crate::model::callback::Disposition;
 use crate::model::circuit::CircuitState;
 use crate::model::submission::SubmissionState;
 use crate::model::traffic::{ExpectedTraffic, TrafficKind, period_words};
@@ -148,7 +150,10 @@ pub struct PartnerHealth {
     /// The partner's announced pause, if one is in force.
     pub paused: Option<Pause>,
     /// Callbacks that arrived in the window, by disposition.
-    pub callbacks: BTreeMap<crate::model::callback::Disposition, u64>,
+    pub callbacks: BTreeMap<Disposition, u64>,
+    /// Callbacks in the quarantine now, by disposition (not reprocessed,
+    /// not dismissed), whenever they arrived.
+    pub quarantined: BTreeMap<Disposition, u64>,
     /// Dead-lettered submissions (not yet replayed, resolved or cancelled)
     /// that the reaper gave up because the worker crashed or hung on them:
     /// problem class `worker_crashed`. They are among the dead letters of
@@ -349,11 +354,86 @@ fn trend(now: &WindowOutcomes, before: &WindowOutcomes) -> Trend {
     }
 }
 
+/// A duration in the words of a reason: "15 min", "2 h", "90 s".
+pub(crate) fn span(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0 => format!("{} ms", d.as_millis()),
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// What a quarantined callback of each disposition is, in plain words.
+fn quarantine_words(d: Disposition) -> &'static str {
+    match d {
+        Disposition::Malformed => "malformed callback(s)",
+        Disposition::Expired => "unmatched callback(s)",
+        Disposition::Rejected => "callback(s) that failed verification",
+        _ => "conflicting callback(s)",
+    }
+}
+
+/// The problems about items that remain now, each with its class and its
+/// plain words: dead letters not recovered (replayed, resolved or
+/// cancelled) and callbacks in the quarantine (not reprocessed or
+/// dismissed), whenever they happened; the window adds how many of them
+/// are recent. The verdict and the alert conditions both read this, so a
+/// problem stays in both until its items are recovered.
+pub(crate) fn item_problems(
+    by_state: &BTreeMap<SubmissionState, Totals>,
+    window_outcomes: &WindowOutcomes,
+    quarantined: &BTreeMap<Disposition, u64>,
+    window_callbacks: &BTreeMap<Disposition, u64>,
+    window: Duration,
+) -> Vec<(ProblemClass, String)> {
+    let recent = |n: u64| {
+        if n > 0 {
+            format!(" ({n} in the last {})", span(window))
+        } else {
+            String::new()
+        }
+    };
+    let mut found = Vec::new();
+    let dead = by_state
+        .get(&SubmissionState::DeadLettered)
+        .map_or(0, |t| t.count);
+    if dead > 0 {
+        found.push((
+            ProblemClass::RejectedByPartner,
+            format!(
+                "{dead} dead-lettered submission(s) not recovered{}",
+                recent(window_outcomes.dead_lettered.min(dead))
+            ),
+        ));
+    }
+    for d in Disposition::QUARANTINED {
+        let Some(class) = ProblemClass::of_quarantined(d) else {
+            continue;
+        };
+        let n = quarantined.get(&d).copied().unwrap_or(0);
+        if n > 0 {
+            let arrived = window_callbacks.get(&d).copied().unwrap_or(0).min(n);
+            found.push((
+                class,
+                format!(
+                    "{n} {} in quarantine{}",
+                    quarantine_words(d),
+                    recent(arrived)
+                ),
+            ));
+        }
+    }
+    found
+}
+
 pub(crate) fn partner_health(
     stats: PartnerStats,
     live: &LiveState,
     instances: &[Instance],
     now: DateTime<Utc>,
+    window_length: Duration,
 ) -> PartnerHealth {
     let dispatcher = dispatcher(&stats.partner, instances, &stats, now);
     let traffic = live
@@ -439,14 +519,16 @@ pub(crate) fn partner_health(
             format!("{} submission(s) stuck without a result", stuck.count),
         );
     }
-    if window.dead_lettered > 0 {
-        flag(
-            Verdict::Degraded,
-            format!(
-                "{} submission(s) dead-lettered in the window",
-                window.dead_lettered
-            ),
-        );
+    // Dead letters and quarantined callbacks count while they remain, not
+    // only in the window.
+    for (_, words) in item_problems(
+        &stats.by_state,
+        &window,
+        &stats.quarantined,
+        &stats.callbacks,
+        window_length,
+    ) {
+        flag(Verdict::Degraded, words);
     }
     let queue_limit = live.delay_budget.unwrap_or(QUEUE_AGE_LIMIT);
     if let Some(age) = oldest_queued_secs
@@ -519,6 +601,7 @@ pub(crate) fn partner_health(
         worker_crashed: stats.worker_crashed,
         dispatcher,
         traffic,
+        quarantined: stats.quarantined,
     }
 }
 
@@ -691,6 +774,73 @@ mod tests {
         let p = partner_health(quiet, &live, &[], at(0));
         assert_eq!(p.verdict, Verdict::Healthy);
         assert!(!p.traffic.unwrap().silent);
+    }
+
+    #[test]
+    fn item_problems_remain_past_the_window_and_say_what_is_recent() {
+        let mut by_state = BTreeMap::new();
+        let window = Duration::from_secs(15 * 60);
+        let none = item_problems(
+            &by_state,
+            &WindowOutcomes::default(),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            window,
+        );
+        assert!(none.is_empty());
+        by_state.insert(SubmissionState::DeadLettered, Totals { count: 3, value: 0 });
+        let quarantined = BTreeMap::from([(Disposition::Malformed, 2), (Disposition::Expired, 1)]);
+        // Nothing happened in the window: the items still count.
+        let old = item_problems(
+            &by_state,
+            &WindowOutcomes::default(),
+            &quarantined,
+            &BTreeMap::new(),
+            window,
+        );
+        assert_eq!(
+            old,
+            vec![
+                (
+                    ProblemClass::RejectedByPartner,
+                    "3 dead-lettered submission(s) not recovered".to_owned()
+                ),
+                (
+                    ProblemClass::MalformedCallback,
+                    "2 malformed callback(s) in quarantine".to_owned()
+                ),
+                (
+                    ProblemClass::UnmatchedCallback,
+                    "1 unmatched callback(s) in quarantine".to_owned()
+                ),
+            ]
+        );
+        let recent = item_problems(
+            &by_state,
+            &WindowOutcomes {
+                dead_lettered: 1,
+                ..WindowOutcomes::default()
+            },
+            &quarantined,
+            &BTreeMap::from([(Disposition::Malformed, 1), (Disposition::Applied, 9)]),
+            window,
+        );
+        assert_eq!(
+            recent[0].1,
+            "3 dead-lettered submission(s) not recovered (1 in the last 15 min)"
+        );
+        assert_eq!(
+            recent[1].1,
+            "2 malformed callback(s) in quarantine (1 in the last 15 min)"
+        );
+    }
+
+    #[test]
+    fn spans_read_as_words() {
+        assert_eq!(span(Duration::from_secs(900)), "15 min");
+        assert_eq!(span(Duration::from_secs(7200)), "2 h");
+        assert_eq!(span(Duration::from_secs(90)), "90 s");
+        assert_eq!(span(Duration::from_millis(300)), "300 ms");
     }
 
     #[test]

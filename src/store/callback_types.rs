@@ -141,15 +141,11 @@ pub struct CallbackFilter {
 }
 
 impl CallbackFilter {
-    /// The quarantine: malformed, rejected, expired and conflicting callbacks.
+    /// The quarantine: malformed, rejected, expired and conflicting callbacks
+    /// ([`Disposition::QUARANTINED`]; dismissed ones have left it).
     pub fn quarantined() -> Self {
         CallbackFilter {
-            dispositions: vec![
-                Disposition::Malformed,
-                Disposition::Rejected,
-                Disposition::Expired,
-                Disposition::Conflicting,
-            ],
+            dispositions: Disposition::QUARANTINED.to_vec(),
             ..CallbackFilter::default()
         }
     }

@@ -42,6 +42,26 @@ pub(crate) fn millis_after(at: DateTime<Utc>, d: Duration) -> i64 {
     to_millis(at).saturating_add(duration_ms(d))
 }
 
+/// A callback's dismissal as stored (`dismissed_by`, `dismissed_at`,
+/// `dismissed_reason`, `dismissed_from`): `None` until it is dismissed. A
+/// `dismissed_from` that names no disposition is an error.
+pub(crate) fn dismissal(
+    by: Option<String>,
+    at: Option<i64>,
+    reason: Option<String>,
+    from: Option<String>,
+) -> crate::error::Result<Option<crate::model::callback::Dismissal>> {
+    let (Some(by), Some(at), Some(from)) = (by, at, from) else {
+        return Ok(None);
+    };
+    Ok(Some(crate::model::callback::Dismissal {
+        actor: crate::model::event::Actor::from_stored(by),
+        at: from_millis(at),
+        reason: reason.unwrap_or_default(),
+        from: from.parse()?,
+    }))
+}
+
 /// Cut a text to at most [`MAX_TEXT_BYTES`] on a character boundary.
 pub(crate) fn bounded(text: Option<&str>) -> Option<String> {
     text.map(|t| {

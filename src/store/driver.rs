@@ -21,7 +21,7 @@ use super::rules::ledger::{HeldKey, KeyRow};
 use super::rules::transition::StateWrite;
 use super::{AttemptReport, ClaimRequest, DeliveryClaim, LeaseToken};
 use crate::error::Result;
-use crate::model::callback::{CallbackId, CallbackReport, Correlation, StoredCallback};
+use crate::model::callback::{CallbackId, CallbackReport, Correlation, Dismissal, StoredCallback};
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 
@@ -204,6 +204,10 @@ pub(crate) trait Driver {
 
     /// Record a callback's end.
     async fn finish_callback(&self, id: CallbackId, end: &End, now: DateTime<Utc>) -> Result<()>;
+
+    /// Record a callback's dismissal: its disposition becomes `dismissed`
+    /// and the dismissal is kept with it (its error and match stay).
+    async fn dismiss_callback(&self, id: CallbackId, dismissal: &Dismissal) -> Result<()>;
 
     /// Unmatched callbacks of `partner` recorded under one of `references`,
     /// oldest first (on PostgreSQL, those another transaction settles right

@@ -101,6 +101,7 @@ migrations! {
     10, "lookup", "0010_lookup.sql";
     11, "poison", "0011_poison.sql";
     12, "silence", "0012_silence.sql";
+    13, "callback_dismissals", "0013_callback_dismissals.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

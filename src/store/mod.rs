@@ -189,6 +189,22 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
         settlement: Settlement,
     ) -> Result<CallbackReceipt>;
 
+    /// Dismiss a quarantined callback (one of
+    /// [`crate::callback::Disposition::QUARANTINED`]) in one transaction: its
+    /// disposition becomes `Dismissed`, who, when and why are kept with it
+    /// ([`StoredCallback::dismissal`]) and journaled on the timeline of the
+    /// submission it was matched to, if any. Returns it as it is after.
+    ///
+    /// Errors, each changing nothing: [`crate::Error::InvalidInput`] for a
+    /// blank `actor` or `reason`; [`crate::Error::NotQuarantined`] for a
+    /// callback that is not quarantined; [`crate::Error::NotFound`].
+    async fn dismiss_callback(
+        &self,
+        id: CallbackId,
+        actor: Actor,
+        reason: String,
+    ) -> Result<StoredCallback>;
+
     /// One stored callback.
     async fn callback(&self, id: CallbackId) -> Result<StoredCallback>;
 

@@ -160,6 +160,9 @@ pub struct PartnerStats {
     /// `Failed`, or callbacks that did not fail verification — counted up
     /// to the expected least (a count below it is exact).
     pub traffic: Option<u64>,
+    /// Callbacks in the quarantine now (whenever they arrived), by
+    /// disposition: not reprocessed, not dismissed.
+    pub quarantined: BTreeMap<crate::model::callback::Disposition, u64>,
 }
 
 /// An alert to open (or keep open) for a (partner, class).

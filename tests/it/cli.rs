@@ -663,6 +663,84 @@ async fn reprocess_explains_that_the_host_does_it() {
 }
 
 #[tokio::test]
+async fn dismiss_takes_a_callback_out_of_the_quarantine_with_a_reason() {
+    let outbox = outbox().await;
+    let id = outbox.callback.to_string();
+    // Refused, exit 2, nothing changed: no reason, a blank one, an unknown
+    // or malformed id.
+    let missing = outbox.run(&["dismiss", &id]);
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("--reason"), "{}", missing.stderr);
+    let blank = outbox.run(&["dismiss", &id, "--reason", " "]);
+    assert_eq!(blank.code, 2);
+    assert!(blank.stderr.contains("invalid reason"), "{}", blank.stderr);
+    let unknown = "0190a7b2-58f1-7c2e-9a35-5d0e8b1f2c3d";
+    let run = outbox.run(&["dismiss", unknown, "--reason", "x"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains(&format!("callback {unknown} not found")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(outbox.run(&["dismiss", "C-1", "--reason", "x"]).code, 2);
+    let stored = outbox.store().callback(outbox.callback).await.unwrap();
+    assert_eq!(stored.disposition, Disposition::Malformed);
+
+    outbox
+        .run(&[
+            "dismiss",
+            &id,
+            "--reason",
+            "the partner resent it correctly",
+        ])
+        .ok()
+        .has(&format!(
+            "Dismissed callback {id} of bank: malformed -> dismissed"
+        ));
+    let stored = outbox.store().callback(outbox.callback).await.unwrap();
+    assert_eq!(stored.disposition, Disposition::Dismissed);
+    let dismissal = stored.dismissal.unwrap();
+    assert_eq!(dismissal.actor.as_str(), "tester");
+    assert_eq!(dismissal.reason, "the partner resent it correctly");
+    assert_eq!(dismissal.from, Disposition::Malformed);
+    outbox
+        .run(&["callbacks", "--quarantined"])
+        .ok()
+        .has("no callbacks match");
+    // Visible in the callback's listing and in `reprocess`'s description.
+    let json = outbox
+        .run(&["callbacks", "--disposition", "dismissed", "--json"])
+        .ok()
+        .json();
+    assert_eq!(json[0]["quarantined"], false);
+    assert_eq!(json[0]["dismissal"]["actor"], "tester");
+    assert_eq!(json[0]["dismissal"]["from"], "malformed");
+    let shown = outbox.run(&["reprocess", &id]);
+    assert!(
+        shown
+            .stdout
+            .contains("by tester (was malformed): the partner resent it correctly"),
+        "{shown:#?}"
+    );
+
+    // Not quarantined any more: refused, with a hint.
+    let again = outbox.run(&[
+        "dismiss", &id, "--reason", "again", "--actor", "ann", "--json",
+    ]);
+    assert_eq!(again.code, 2, "{again:#?}");
+    assert!(
+        again.stderr.contains(&format!(
+            "callback {id} is dismissed; only a quarantined callback"
+        )),
+        "{}",
+        again.stderr
+    );
+    assert!(again.stderr.contains("liaison callbacks --quarantined"));
+    assert!(again.stdout.is_empty());
+}
+
+#[tokio::test]
 async fn export_writes_json_with_timelines_and_csv() {
     let outbox = outbox().await;
     let json = outbox

@@ -89,6 +89,14 @@ async fn a_scripted_scenario_gives_the_expected_report() {
         "{:?}",
         bank.reasons
     );
+    // Dead letters count while they remain; the window says how many are new.
+    assert!(
+        bank.reasons.contains(
+            &"1 dead-lettered submission(s) not recovered (1 in the last 1 h)".to_owned()
+        ),
+        "{:?}",
+        bank.reasons
+    );
     assert_eq!(
         bank.enqueue_to_accepted.samples, 6,
         "every accepted one has a latency"

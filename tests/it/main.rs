@@ -1,6 +1,8 @@
 //! Integration tests: one binary, a module per capability.
 
 #[cfg(all(feature = "mock", feature = "http"))]
+mod alert_classes;
+#[cfg(all(feature = "mock", feature = "http"))]
 mod callbacks;
 #[cfg(feature = "cli")]
 mod cli;

@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 12] = [
+const CURRENT: [(i64, &str); 13] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -39,6 +39,7 @@ const CURRENT: [(i64, &str); 12] = [
     (10, "lookup"),
     (11, "poison"),
     (12, "silence"),
+    (13, "callback_dismissals"),
 ];
 
 /// SHA-256 (hex) of `migrations/sqlite/NNNN_name.sql`, read here.
@@ -213,7 +214,7 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 12, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 13, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.
@@ -254,6 +255,23 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
     assert_eq!(
         store.get(waiting.id).await.unwrap().state,
         SubmissionState::Succeeded
+    );
+    // The release's quarantined callback reads as never dismissed, and can
+    // be dismissed now (migration 13).
+    let malformed = store
+        .list_callbacks(&CallbackFilter::quarantined())
+        .await
+        .unwrap();
+    assert_eq!(malformed.len(), 1);
+    assert_eq!(malformed[0].dismissal, None);
+    let dismissed = store
+        .dismiss_callback(malformed[0].id, Actor::person("ops"), "test message".into())
+        .await
+        .unwrap();
+    assert_eq!(dismissed.disposition, Disposition::Dismissed);
+    assert_eq!(
+        dismissed.dismissal.map(|d| (d.from, d.reason)),
+        Some((Disposition::Malformed, "test message".to_owned()))
     );
     drop(store);
 
@@ -370,6 +388,11 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
            ALTER TABLE liaison_partners DROP COLUMN expected_traffic;
            DROP TABLE liaison_correlations;
            DROP INDEX liaison_submissions_updated;
+           DROP INDEX liaison_callbacks_quarantine;
+           ALTER TABLE liaison_callbacks DROP COLUMN dismissed_by;
+           ALTER TABLE liaison_callbacks DROP COLUMN dismissed_at;
+           ALTER TABLE liaison_callbacks DROP COLUMN dismissed_reason;
+           ALTER TABLE liaison_callbacks DROP COLUMN dismissed_from;
            DELETE FROM liaison_migrations WHERE version > 9;
            UPDATE liaison_submissions SET correlation = '{"order_no":"SO-1","patient":"P-7"}'
                WHERE idempotency_key = 'L-done';

@@ -1285,4 +1285,113 @@ async fn the_overview_lists_the_engines_and_escapes_what_they_recorded() {
         page.contains("Engines serving it</dt><dd>none live (last beat"),
         "{page}"
     );
+async fn a_quarantined_callback_is_dismissed_through_the_api_with_the_same_checks() {
+    use liaison::callback::Disposition;
+    let f = fixture().await;
+    let store_one = |body: &'static [u8]| {
+        let store = f.store.clone();
+        async move {
+            store
+                .record_callback(NewCallback::new("lab", body.to_vec()).body_hash("00"))
+                .await
+                .unwrap()
+        }
+    };
+    let malformed = store_one(b"<not json/>").await;
+    f.store
+        .settle_callback(
+            malformed,
+            Settlement::Malformed {
+                reason: "expected JSON".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let too_large = f
+        .store
+        .record_callback(
+            NewCallback::new("lab", Vec::new())
+                .without_body()
+                .size(10_000_000)
+                .disposition(Disposition::TooLarge, None),
+        )
+        .await
+        .unwrap();
+    let api = |id: &str| format!("/api/callbacks/{id}/dismiss");
+    let why = action("ann", "a test message from the partner's sandbox");
+
+    // The same gate as the other actions: token and origin.
+    let read_only = f.app(None);
+    let refused = post_json(&read_only, &api(&malformed.to_string()), None, why.clone()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let app = f.app(Some(TOKEN));
+    let wrong = post_json(
+        &app,
+        &api(&malformed.to_string()),
+        Some("wrong token!!"),
+        why.clone(),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let cross = Request::post(api(&malformed.to_string()))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("origin", "http://evil.example")
+        .header("host", "ops.clinic.example")
+        .body(Body::from(why.to_string()))
+        .unwrap();
+    assert_eq!(call(&app, cross).await.status, StatusCode::FORBIDDEN);
+    // Bad input, unknown ids, callbacks outside the quarantine.
+    let no_reason = post_json(
+        &app,
+        &api(&malformed.to_string()),
+        Some(TOKEN),
+        action("ann", " "),
+    )
+    .await;
+    assert_eq!(no_reason.status, StatusCode::BAD_REQUEST);
+    assert!(
+        no_reason.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("reason")
+    );
+    let bad_id = post_json(&app, &api("nope"), Some(TOKEN), why.clone()).await;
+    assert_eq!(bad_id.status, StatusCode::BAD_REQUEST);
+    let unknown = "0190a7b2-58f1-7c2e-9a35-5d0e8b1f2c3d";
+    let missing = post_json(&app, &api(unknown), Some(TOKEN), why.clone()).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let outside = post_json(&app, &api(&too_large.to_string()), Some(TOKEN), why.clone()).await;
+    assert_eq!(outside.status, StatusCode::CONFLICT);
+    assert!(
+        outside.json()["error"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "callback {too_large} is too_large; only a quarantined callback"
+            )),
+        "{}",
+        outside.body
+    );
+    assert_eq!(
+        f.store.callback(malformed).await.unwrap().disposition,
+        Disposition::Malformed,
+        "nothing changed by a refusal"
+    );
+
+    let done = post_json(&app, &api(&malformed.to_string()), Some(TOKEN), why.clone()).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let callback = &done.json()["callback"];
+    assert_eq!(callback["disposition"], "dismissed");
+    assert_eq!(callback["quarantined"], false);
+    assert_eq!(callback["dismissal"]["actor"], "ann");
+    assert_eq!(callback["dismissal"]["from"], "malformed");
+    assert_eq!(
+        callback["dismissal"]["reason"],
+        "a test message from the partner's sandbox"
+    );
+    assert!(callback.get("body").is_none());
+    let quarantined = get(&app, "/api/callbacks?quarantined=true").await.json();
+    assert_eq!(quarantined["callbacks"].as_array().unwrap().len(), 0);
+    let again = post_json(&app, &api(&malformed.to_string()), Some(TOKEN), why).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
 }

@@ -59,6 +59,8 @@ pub(crate) enum Command {
     Callbacks(CallbacksArgs),
     /// Show a callback and how to reprocess it (the host application does it).
     Reprocess(ReprocessArgs),
+    /// Take a quarantined callback out of the quarantine, with a reason.
+    Dismiss(DismissArgs),
     /// Write submissions as JSON or CSV to stdout.
     Export(ExportArgs),
     /// Open alerts with their owners (`--all` for resolved ones too).
@@ -345,7 +347,8 @@ pub(crate) struct RerunDeliveryArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct CallbacksArgs {
-    /// Only the quarantine: malformed, rejected, expired and conflicting.
+    /// Only the quarantine: malformed, rejected, expired and conflicting
+    /// (not dismissed ones: `--disposition dismissed` lists those).
     #[arg(long, conflicts_with = "dispositions")]
     pub(crate) quarantined: bool,
     /// Only this partner.
@@ -364,6 +367,19 @@ pub(crate) struct ReprocessArgs {
     /// The callback id.
     #[arg(value_parser = parse_callback_id)]
     pub(crate) id: CallbackId,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DismissArgs {
+    /// The callback id (as `liaison callbacks --quarantined` prints it).
+    #[arg(value_parser = parse_callback_id)]
+    pub(crate) id: CallbackId,
+    /// Why it needs no reprocessing (kept with the callback, and on its
+    /// submission's timeline when it was matched to one).
+    #[arg(long)]
+    pub(crate) reason: String,
+    #[command(flatten)]
+    pub(crate) actor: ActorArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

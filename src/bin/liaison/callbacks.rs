@@ -1,14 +1,15 @@
 //! Inbound callbacks: `callbacks` lists them; `reprocess` explains why the
-//! host application, not the CLI, reprocesses one.
+//! host application, not the CLI, reprocesses one; `dismiss` takes one out
+//! of the quarantine with a reason.
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use liaison::Liaison;
-use liaison::callback::{Correlation, Disposition, StoredCallback};
+use liaison::callback::{Correlation, Dismissal, Disposition, StoredCallback};
 use liaison::store::CallbackFilter;
 use serde::Serialize;
 
-use crate::args::{CallbacksArgs, ReprocessArgs};
+use crate::args::{CallbacksArgs, DismissArgs, ReprocessArgs};
 use crate::fail::{Done, Fail, Outcome};
 use crate::render::{Table, count, one_line, or_dash, print, print_json, time, truncate};
 
@@ -27,6 +28,8 @@ struct View {
     size: u64,
     body_hash: String,
     processed_at: Option<DateTime<Utc>>,
+    /// Who dismissed it, when, why, and what it was.
+    dismissal: Option<Dismissal>,
     #[serde(skip_serializing_if = "Option::is_none")]
     headers: Option<Vec<(String, String)>>,
     /// The body as text, when it is UTF-8.
@@ -62,6 +65,7 @@ impl View {
             size: c.size,
             body_hash: c.body_hash.clone(),
             processed_at: c.processed_at,
+            dismissal: c.dismissal.clone(),
             headers: with_body.then(|| c.headers.clone()),
             body_text,
             body_base64,
@@ -119,17 +123,11 @@ pub(crate) async fn list(liaison: &Liaison, args: &CallbacksArgs, json: bool) ->
     Ok(Done::Clean)
 }
 
-/// Mirrors the library's rule: not yet settled, unmatched, or quarantined
-/// for a reason a fix can remove (a conflict is a fact, not a fault).
+/// The library's rule: not yet settled, unmatched, quarantined for a
+/// reason a fix can remove (a conflict is a fact, not a fault), or
+/// dismissed (reprocessed on purpose).
 fn reprocessable(d: Disposition) -> bool {
-    matches!(
-        d,
-        Disposition::Received
-            | Disposition::Unmatched
-            | Disposition::Expired
-            | Disposition::Malformed
-            | Disposition::Rejected
-    )
+    d.is_reprocessable()
 }
 
 /// `reprocess --json`.
@@ -193,6 +191,18 @@ fn describe(c: &StoredCallback) -> String {
         "processed",
         or_dash(c.processed_at.map(|t| format!("{} UTC", time(t)))),
     );
+    if let Some(d) = &c.dismissal {
+        field(
+            "dismissed",
+            format!(
+                "{} UTC by {} (was {}): {}",
+                time(d.at),
+                d.actor,
+                d.from,
+                d.reason
+            ),
+        );
+    }
     field("size", format!("{} bytes, sha256 {}", c.size, c.body_hash));
     let names: Vec<&str> = c.headers.iter().map(|(n, _)| n.as_str()).collect();
     field(
@@ -211,4 +221,44 @@ fn describe(c: &StoredCallback) -> String {
         },
     );
     out
+}
+
+/// `dismiss --json`.
+#[derive(Debug, Serialize)]
+struct Dismissed {
+    action: &'static str,
+    callback: View,
+}
+
+pub(crate) async fn dismiss(liaison: &Liaison, args: &DismissArgs, json: bool) -> Outcome {
+    let after = liaison
+        .dismiss_callback(args.id, args.actor.actor(), args.reason.as_str())
+        .await
+        .map_err(|e| {
+            let refused = e.is_not_quarantined();
+            let mut fail = Fail::from(e);
+            if refused {
+                fail.message.push_str(
+                    "\nhint: `liaison callbacks --quarantined` lists the ones to dismiss",
+                );
+            }
+            fail
+        })?;
+    if json {
+        print_json(&Dismissed {
+            action: "dismiss",
+            callback: View::of(&after, false),
+        })?;
+    } else {
+        let was = after
+            .dismissal
+            .as_ref()
+            .map_or_else(|| "quarantined".to_owned(), |d| d.from.to_string());
+        print(&format!(
+            "Dismissed callback {} of {}: {was} -> {}. It left the quarantine; the alert \
+             about it resolves at the next evaluation once none of its kind is left.\n",
+            after.id, after.partner, after.disposition
+        ))?;
+    }
+    Ok(Done::Clean)
 }

@@ -58,6 +58,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::RerunDelivery(a) => deliveries::rerun(&liaison, a, json).await,
         Command::Callbacks(a) => callbacks::list(&liaison, a, json).await,
         Command::Reprocess(a) => callbacks::reprocess(&liaison, a, json).await,
+        Command::Dismiss(a) => callbacks::dismiss(&liaison, a, json).await,
         Command::Alerts(a) => alerts::list(&liaison, a, json).await,
         Command::Ack(a) => alerts::ack(&liaison, a, json).await,
         Command::Pause(a) => pauses::pause(&liaison, a, json).await,

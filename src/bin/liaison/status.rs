@@ -230,7 +230,7 @@ fn human(s: &Status, window: Duration) -> String {
     }
     if r.quarantined_callbacks > 0 {
         out.push_str(
-            "  (quarantined callbacks are reprocessed by the host application: see `liaison reprocess ID`)\n",
+            "  (quarantined callbacks are reprocessed by the host application: see `liaison reprocess ID`;\n   one that needs no reprocessing is dismissed: `liaison dismiss ID --reason \"<why>\"`)\n",
         );
     }
 

@@ -5,7 +5,9 @@ use serde::Deserialize;
 
 pub(super) use super::failure::Failure;
 use super::params::Params;
+use crate::callback::StoredCallback;
 use crate::engine::Liaison;
+use crate::model::callback::CallbackId;
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::Actor;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
@@ -196,6 +198,25 @@ pub(super) async fn rerun(
         delivery = %id,
         submission = %done.submission_id,
         action = "rerun_delivery",
+        actor = request.actor.trim(),
+        "ops page action"
+    );
+    Ok(done)
+}
+
+/// Dismiss quarantined callback `id` (`POST /api/callbacks/{id}/dismiss`).
+pub(super) async fn dismiss(
+    liaison: &Liaison,
+    id: &str,
+    request: &Request,
+) -> Result<StoredCallback, Failure> {
+    let id: CallbackId = id.parse()?;
+    let (actor, reason) = request.check()?;
+    let done = liaison.dismiss_callback(id, actor, reason).await?;
+    tracing::warn!(
+        callback = %id,
+        partner = %done.partner,
+        action = "dismiss_callback",
         actor = request.actor.trim(),
         "ops page action"
     );

@@ -12,11 +12,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Shared;
-use super::actions::{Action, Failure, Request, perform, rerun};
+use super::actions::{Action, Failure, Request, dismiss, perform, rerun};
 use super::auth::{Denied, bearer};
 use super::params::Params;
 use crate::callback::StoredCallback;
-use crate::model::callback::{CallbackId, Correlation, Disposition};
+use crate::model::callback::{CallbackId, Correlation, Dismissal, Disposition};
 use crate::model::delivery::DeliveryState;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::store::{CallbackFilter, DeliveryFilter, ListFilter};
@@ -52,6 +52,8 @@ struct CallbackView<'a> {
     error: Option<&'a str>,
     submission_id: Option<SubmissionId>,
     processed_at: Option<DateTime<Utc>>,
+    quarantined: bool,
+    dismissal: Option<&'a Dismissal>,
 }
 
 impl<'a> From<&'a StoredCallback> for CallbackView<'a> {
@@ -68,6 +70,8 @@ impl<'a> From<&'a StoredCallback> for CallbackView<'a> {
             error: c.error.as_deref(),
             submission_id: c.submission_id,
             processed_at: c.processed_at,
+            quarantined: c.disposition.is_quarantined(),
+            dismissal: c.dismissal.as_ref(),
         }
     }
 }
@@ -215,6 +219,26 @@ pub(super) async fn rerun_delivery(
         let request = Request::from_json(&body)?;
         let done = rerun(&state.liaison, &id, None, &request).await?;
         Ok::<_, Failure>(json!({ "delivery": done }))
+    };
+    respond(result.await)
+}
+
+/// `POST /api/callbacks/{id}/dismiss` with `Authorization: Bearer <token>`
+/// and `{"actor", "reason"}`: take a quarantined callback out of the
+/// quarantine, journaled.
+pub(super) async fn dismiss_callback(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers) {
+        return *response;
+    }
+    let result = async {
+        let request = Request::from_json(&body)?;
+        let done = dismiss(&state.liaison, &id, &request).await?;
+        Ok::<_, Failure>(json!({ "callback": CallbackView::from(&done) }))
     };
     respond(result.await)
 }

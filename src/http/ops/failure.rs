@@ -46,6 +46,7 @@ impl From<Error> for Failure {
             | ErrorKind::ReferenceTaken
             | ErrorKind::AlreadySettled
             | ErrorKind::NotParked
+            | ErrorKind::NotQuarantined
             | ErrorKind::StaleLease => StatusCode::CONFLICT,
             ErrorKind::Busy | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,6 +110,13 @@ mod tests {
             status(Error::NotParked {
                 id: "0190a7b2-58f1-7c2e-9a35-5d0e8b1f2c3d".parse().unwrap(),
                 state: crate::model::delivery::DeliveryState::Delivered,
+            }),
+            409
+        );
+        assert_eq!(
+            status(Error::NotQuarantined {
+                id: CallbackId::new(),
+                disposition: Disposition::Applied,
             }),
             409
         );

@@ -17,6 +17,7 @@
 //! | `GET /api/deliveries?state=parked&partner=&submission=&limit=` | result deliveries to the host, oldest first |
 //! | `POST /api/submissions/{id}/replay` \| `resolve` \| `cancel` | JSON actions (`Authorization: Bearer <token>`) |
 //! | `POST /api/deliveries/{id}/rerun` | re-run a parked result delivery (`Authorization: Bearer <token>`, `{"actor", "reason"}`) |
+//! | `POST /api/callbacks/{id}/dismiss` | dismiss a quarantined callback (`Authorization: Bearer <token>`, `{"actor", "reason"}`); 409 when it is not quarantined |
 //!
 //! Reading needs no token unless [`OpsState::read_token()`] sets one; then
 //! every read (the page, `/api/*`, `/metrics`, and the page's form posts)
@@ -250,6 +251,7 @@ pub fn router(mut state: OpsState) -> crate::Result<Router> {
         .route("/api/submissions/{id}", get(api::submission))
         .route("/api/submissions/{id}/{action}", post(api::act))
         .route("/api/callbacks", get(api::callbacks))
+        .route("/api/callbacks/{id}/dismiss", post(api::dismiss_callback))
         .route("/api/deliveries", get(api::deliveries))
         .route("/api/deliveries/{id}/rerun", post(api::rerun_delivery))
         .route("/metrics", get(api::metrics))

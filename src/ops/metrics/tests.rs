@@ -32,6 +32,7 @@ fn partner_health(name: &str) -> PartnerHealth {
         worker_crashed: 0,
         dispatcher: crate::ops::DispatcherHealth::default(),
         traffic: None,
+        quarantined: BTreeMap::new(),
     }
 }
 

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::model::callback::{
     CallbackId, CallbackReceipt, CallbackReport, Disposition, StoredCallback,
 };
+use crate::model::event::Actor;
 use crate::model::submission::Submission;
 use crate::store::Settlement;
 use crate::store::driver::Driver;
@@ -66,6 +67,30 @@ pub(crate) async fn settle<D: Driver>(
             Ok(receipt)
         }
     }
+}
+
+/// Dismiss a quarantined callback: it leaves the quarantine with who, when
+/// and why kept with it, and a line on its submission's timeline when it
+/// was matched to one.
+pub(crate) async fn dismiss<D: Driver>(
+    d: &D,
+    id: CallbackId,
+    actor: &Actor,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<StoredCallback> {
+    // Bad input is refused before anything is read or locked.
+    rules::check_dismissal(actor, reason)?;
+    let stored = d
+        .lock_callback(id)
+        .await?
+        .ok_or_else(|| Error::not_found("callback", id))?;
+    let plan = rules::dismiss(&stored, actor, reason, now)?;
+    d.dismiss_callback(id, &plan.dismissal).await?;
+    if let Some(note) = &plan.note {
+        journal(d, note).await?;
+    }
+    d.callback(id).await
 }
 
 async fn finish<D: Driver>(

@@ -7,7 +7,7 @@ mod deliveries;
 mod leases;
 mod submissions;
 
-pub(crate) use callbacks::settle;
+pub(crate) use callbacks::{dismiss as dismiss_callback, settle};
 pub(crate) use deliveries::{
     claim as claim_deliveries, finish as finish_delivery, rerun as rerun_delivery,
 };

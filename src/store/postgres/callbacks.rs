@@ -17,11 +17,12 @@ use uuid::Uuid;
 use super::db::{Db, cid, clean, clean_opt, corrupt, get, sid, to_cid, to_sid};
 use crate::error::{Error, Result};
 use crate::model::callback::{CallbackId, Correlation, Disposition, StoredCallback};
-use crate::store::common::{bounded, columns, from_millis, to_millis};
+use crate::store::common::{bounded, columns, dismissal, from_millis, to_millis};
 use crate::store::{CallbackFilter, NewCallback};
 
 pub(super) const CALLBACK_COLUMNS: &str = "id, partner, received_at, headers::text, body, body_hash, size, \
-    event_id, reference, disposition, error, submission_id, processed_at";
+    event_id, reference, disposition, error, submission_id, processed_at, \
+    dismissed_by, dismissed_at, dismissed_reason, dismissed_from";
 
 pub(super) fn callback_from_row(row: &Row) -> Result<StoredCallback> {
     let headers: String = get(row, 3)?;
@@ -42,6 +43,8 @@ pub(super) fn callback_from_row(row: &Row) -> Result<StoredCallback> {
         error: get(row, 10)?,
         submission_id: submission.map(|s| to_sid("submission_id", s)).transpose()?,
         processed_at: get::<Option<i64>>(row, 12)?.map(from_millis),
+        dismissal: dismissal(get(row, 13)?, get(row, 14)?, get(row, 15)?, get(row, 16)?)
+            .map_err(|e| corrupt("dismissed_from", e))?,
     })
 }
 

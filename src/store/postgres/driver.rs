@@ -19,7 +19,9 @@ use super::db::{
 use super::deliveries::{DELIVERY_COLUMNS, DELIVERY_WIDTH, delivery_from_row};
 use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, find_on, submission_from_row};
 use crate::error::{Error, Result};
-use crate::model::callback::{CallbackId, CallbackReport, Correlation, StoredCallback};
+use crate::model::callback::{
+    CallbackId, CallbackReport, Correlation, Dismissal, Disposition, StoredCallback,
+};
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
@@ -524,6 +526,24 @@ impl Driver for Db<'_> {
         .as_ref()
         .map(submission_from_row)
         .transpose()
+    }
+
+    async fn dismiss_callback(&self, id: CallbackId, dismissal: &Dismissal) -> Result<()> {
+        self.execute(
+            "UPDATE liaison_callbacks SET disposition = $2, dismissed_by = $3, \
+             dismissed_at = $4, dismissed_reason = $5, dismissed_from = $6 WHERE id = $1",
+            &[
+                &cid(id),
+                &Disposition::Dismissed.as_str(),
+                &clean(dismissal.actor.as_str()).as_ref(),
+                &to_millis(dismissal.at),
+                &clean(&dismissal.reason).as_ref(),
+                &dismissal.from.as_str(),
+            ],
+            "dismiss callback",
+        )
+        .await
+        .map(drop)
     }
 
     async fn finish_callback(&self, id: CallbackId, end: &End, now: DateTime<Utc>) -> Result<()> {

@@ -501,6 +501,21 @@ impl OutboxStore for PostgresStore {
         write_tx!(self, |db| flow::settle(db, id, &settlement, Utc::now()))
     }
 
+    async fn dismiss_callback(
+        &self,
+        id: CallbackId,
+        actor: Actor,
+        reason: String,
+    ) -> Result<StoredCallback> {
+        write_tx!(self, |db| flow::dismiss_callback(
+            db,
+            id,
+            &actor,
+            &reason,
+            Utc::now()
+        ))
+    }
+
     async fn callback(&self, id: CallbackId) -> Result<StoredCallback> {
         read!(self, |db| callbacks::callback_on(db, id))
     }

@@ -12,6 +12,7 @@ use crate::model::callback::Disposition;
 use crate::model::submission::SubmissionState;
 use crate::model::traffic::{ExpectedTraffic, TrafficKind};
 use crate::store::common::{count, duration_ms, from_millis, state_names, to_millis};
+use crate::store::rules::callbacks::sql_list;
 use crate::store::{MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, StatsQuery, Totals};
 
 pub(super) async fn stats_on(db: &Db<'_>, query: &StatsQuery) -> Result<Vec<PartnerStats>> {
@@ -84,6 +85,7 @@ async fn partner_stats(db: &Db<'_>, partner: String, query: &StatsQuery) -> Resu
         oldest_due_at: oldest_due(db, &partner).await?,
         last_served_at: last_served(db, &partner).await?,
         traffic,
+        quarantined: quarantined(db, &partner).await?,
         partner,
     })
 }
@@ -250,6 +252,30 @@ async fn callbacks(
              WHERE partner = $1 AND received_at >= $2 AND received_at < $3 GROUP BY disposition",
             &[&partner, &from, &until],
             "count callbacks",
+        )
+        .await?;
+    let mut out = BTreeMap::new();
+    for row in &rows {
+        let disposition: String = get(row, 0)?;
+        if let Ok(disposition) = disposition.parse() {
+            out.insert(disposition, count(get(row, 1)?));
+        }
+    }
+    Ok(out)
+}
+
+/// The partner's quarantine now, by disposition, read from the partial index
+/// that holds only the quarantine (migration 0013).
+async fn quarantined(db: &Db<'_>, partner: &str) -> Result<BTreeMap<Disposition, u64>> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT disposition, COUNT(*) FROM liaison_callbacks \
+                 WHERE partner = $1 AND disposition IN ({}) GROUP BY disposition",
+                sql_list(&Disposition::QUARANTINED)
+            ),
+            &[&partner],
+            "count quarantined callbacks",
         )
         .await?;
     let mut out = BTreeMap::new();

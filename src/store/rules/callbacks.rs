@@ -7,8 +7,8 @@ use serde_json::json;
 use super::NewEvent;
 use crate::error::{Error, Result};
 use crate::model::callback::{
-    CallbackId, CallbackReceipt, CallbackReport, Correlation, Disposition, ReportedOutcome,
-    StoredCallback,
+    CallbackId, CallbackReceipt, CallbackReport, Correlation, Dismissal, Disposition,
+    ReportedOutcome, StoredCallback,
 };
 use crate::model::event::{Actor, EventKind};
 use crate::model::result::ResultDocument;
@@ -16,7 +16,8 @@ use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::store::StateChange;
 
 /// Dispositions of an earlier callback that make a new one a repeat of it
-/// (a callback rejected or quarantined earlier was never understood).
+/// (a callback rejected or quarantined earlier was never understood; one
+/// dismissed was set aside, so a new delivery of it is news again).
 pub(crate) const REPEATABLE: [Disposition; 5] = [
     Disposition::Applied,
     Disposition::Duplicate,
@@ -29,8 +30,9 @@ pub(crate) const REPEATABLE: [Disposition; 5] = [
 /// may have its row deleted after `callback_row_retention`. Never one still
 /// `received` (not processed yet) or `unmatched` (waiting for a match).
 /// Quarantined ones (malformed, rejected, expired) are included: their
-/// bodies went long before, so they can no longer be reprocessed.
-pub(crate) const SETTLED_FOR_GOOD: [Disposition; 9] = [
+/// bodies went long before, so they can no longer be reprocessed; so are
+/// dismissed ones.
+pub(crate) const SETTLED_FOR_GOOD: [Disposition; 10] = [
     Disposition::Applied,
     Disposition::Duplicate,
     Disposition::Late,
@@ -40,6 +42,7 @@ pub(crate) const SETTLED_FOR_GOOD: [Disposition; 9] = [
     Disposition::TooLarge,
     Disposition::Malformed,
     Disposition::Incomplete,
+    Disposition::Dismissed,
 ];
 
 /// The dispositions a callback to a name that is no configured partner is
@@ -70,6 +73,70 @@ pub(crate) fn check_settleable(stored: &StoredCallback) -> Result<()> {
             disposition: stored.disposition,
         })
     }
+}
+
+/// Refuse a dismissal without an actor or a reason (before anything is read).
+pub(crate) fn check_dismissal(actor: &Actor, reason: &str) -> Result<()> {
+    if actor.as_str().trim().is_empty() {
+        return Err(Error::invalid("actor", "say who dismisses the callback"));
+    }
+    if reason.trim().is_empty() {
+        return Err(Error::invalid(
+            "reason",
+            "say why the callback is dismissed (it is journaled)",
+        ));
+    }
+    Ok(())
+}
+
+/// What dismissing a quarantined callback writes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Dismiss {
+    /// The record kept with the callback (its disposition becomes
+    /// [`Disposition::Dismissed`]).
+    pub(crate) dismissal: Dismissal,
+    /// A line on the timeline of the submission it was matched to, if any.
+    pub(crate) note: Option<NewEvent>,
+}
+
+/// Dismiss a quarantined callback: only one of [`Disposition::QUARANTINED`]
+/// leaves the quarantine this way ([`Error::NotQuarantined`] otherwise).
+pub(crate) fn dismiss(
+    stored: &StoredCallback,
+    actor: &Actor,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Dismiss> {
+    check_dismissal(actor, reason)?;
+    if !stored.disposition.is_quarantined() {
+        return Err(Error::NotQuarantined {
+            id: stored.id,
+            disposition: stored.disposition,
+        });
+    }
+    let reason = crate::store::common::bounded(Some(reason.trim())).unwrap_or_default();
+    let note = stored.submission_id.map(|id| {
+        NewEvent::note(
+            id,
+            now,
+            EventKind::CallbackDismissed,
+            actor.clone(),
+            Some(reason.clone()),
+            Some(json!({
+                "callback_id": stored.id.to_string(),
+                "was": stored.disposition.as_str(),
+            })),
+        )
+    });
+    Ok(Dismiss {
+        dismissal: Dismissal {
+            actor: actor.clone(),
+            at: now,
+            reason,
+            from: stored.disposition,
+        },
+        note,
+    })
 }
 
 /// How a callback ends: its disposition and what goes with it.
@@ -432,6 +499,7 @@ mod tests {
             error: None,
             submission_id: None,
             processed_at: None,
+            dismissal: None,
         }
     }
 
@@ -471,6 +539,61 @@ mod tests {
             let err = check_settleable(&stored(d)).unwrap_err();
             assert!(err.is_already_settled(), "{d}: {err:?}");
         }
+    }
+
+    #[test]
+    fn only_quarantined_callbacks_are_dismissed_and_only_with_actor_and_reason() {
+        let ops = Actor::person("dana");
+        for d in Disposition::QUARANTINED {
+            let mut callback = stored(d);
+            callback.submission_id = Some(SubmissionId::new());
+            let plan = dismiss(&callback, &ops, "  partner resent it  ", t(5)).unwrap();
+            assert_eq!(plan.dismissal.from, d);
+            assert_eq!(plan.dismissal.reason, "partner resent it");
+            assert_eq!(plan.dismissal.at, t(5));
+            let note = plan.note.expect("journaled on the matched submission");
+            assert_eq!(note.kind, EventKind::CallbackDismissed);
+            assert_eq!(Some(note.id), callback.submission_id);
+            assert_eq!(note.actor, ops);
+        }
+        assert!(
+            dismiss(&stored(Disposition::Malformed), &ops, "x", t(5))
+                .unwrap()
+                .note
+                .is_none(),
+            "nothing to journal on without a submission"
+        );
+        for d in [
+            Disposition::Received,
+            Disposition::Applied,
+            Disposition::Duplicate,
+            Disposition::Late,
+            Disposition::Unmatched,
+            Disposition::TooLarge,
+            Disposition::Incomplete,
+            Disposition::Dismissed,
+        ] {
+            let err = dismiss(&stored(d), &ops, "why", t(5)).unwrap_err();
+            assert!(
+                matches!(err, Error::NotQuarantined { disposition, .. } if disposition == d),
+                "{d}: {err:?}"
+            );
+        }
+        let malformed = stored(Disposition::Malformed);
+        for (actor, reason, field) in [
+            (Actor::person(" "), "why", "actor"),
+            (ops.clone(), "", "reason"),
+            (ops.clone(), " \t ", "reason"),
+        ] {
+            let err = dismiss(&malformed, &actor, reason, t(5)).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidInput { field: f, .. } if f == field),
+                "{err:?}"
+            );
+        }
+        // Bad input is refused before the disposition is looked at.
+        let err = dismiss(&stored(Disposition::Applied), &ops, "", t(5)).unwrap_err();
+        assert!(err.is_invalid_input(), "{err:?}");
     }
 
     #[test]

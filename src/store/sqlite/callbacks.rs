@@ -7,11 +7,12 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::db::{corrupt, db_err, from_millis, to_millis};
 use crate::error::{Error, Result};
 use crate::model::callback::{CallbackId, Correlation, Disposition, StoredCallback};
-use crate::store::common::{bounded, columns};
+use crate::store::common::{bounded, columns, dismissal};
 use crate::store::{CallbackFilter, NewCallback};
 
 pub(super) const CALLBACK_COLUMNS: &str = "id, partner, received_at, headers, body, body_hash, size, \
-    event_id, reference, disposition, error, submission_id, processed_at";
+    event_id, reference, disposition, error, submission_id, processed_at, \
+    dismissed_by, dismissed_at, dismissed_reason, dismissed_from";
 
 pub(super) fn callback_from_row(row: &Row<'_>) -> rusqlite::Result<StoredCallback> {
     let id: String = row.get(0)?;
@@ -36,6 +37,8 @@ pub(super) fn callback_from_row(row: &Row<'_>) -> rusqlite::Result<StoredCallbac
             .transpose()
             .map_err(|e| corrupt("submission_id", e))?,
         processed_at: row.get::<_, Option<i64>>(12)?.map(from_millis),
+        dismissal: dismissal(row.get(13)?, row.get(14)?, row.get(15)?, row.get(16)?)
+            .map_err(|e| corrupt("dismissed_from", e))?,
     })
 }
 

@@ -15,7 +15,9 @@ use super::db::{db_err, parse_column};
 use super::deliveries::{DELIVERY_COLUMNS, DELIVERY_WIDTH, delivery_from_row};
 use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, find_on, submission_from_row};
 use crate::error::{Error, Result};
-use crate::model::callback::{CallbackId, CallbackReport, Correlation, StoredCallback};
+use crate::model::callback::{
+    CallbackId, CallbackReport, Correlation, Dismissal, Disposition, StoredCallback,
+};
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
@@ -549,6 +551,26 @@ impl Driver for Sql<'_> {
                     .optional()
             })
             .map_err(db_err("match callback"))
+    }
+
+    async fn dismiss_callback(&self, id: CallbackId, dismissal: &Dismissal) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE liaison_callbacks SET disposition = ?2, dismissed_by = ?3, \
+                 dismissed_at = ?4, dismissed_reason = ?5, dismissed_from = ?6 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    id.to_string(),
+                    Disposition::Dismissed.as_str(),
+                    dismissal.actor.as_str(),
+                    to_millis(dismissal.at),
+                    dismissal.reason,
+                    dismissal.from.as_str(),
+                ])
+            })
+            .map_err(db_err("dismiss callback"))
+            .map(drop)
     }
 
     async fn finish_callback(&self, id: CallbackId, end: &End, now: DateTime<Utc>) -> Result<()> {

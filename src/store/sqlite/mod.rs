@@ -565,6 +565,26 @@ impl OutboxStore for SqliteStore {
             .await
     }
 
+    async fn dismiss_callback(
+        &self,
+        id: CallbackId,
+        actor: Actor,
+        reason: String,
+    ) -> Result<StoredCallback> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                run(flow::dismiss_callback(
+                    &Sql(conn),
+                    id,
+                    &actor,
+                    &reason,
+                    Utc::now(),
+                ))
+            })
+            .await
+    }
+
     async fn callback(&self, id: CallbackId) -> Result<StoredCallback> {
         self.read(move |conn| callbacks::callback_on(conn, id))
             .await

@@ -8,9 +8,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::db::{db_err, from_millis, to_millis};
 use crate::error::Result;
 
+use crate::model::callback::Disposition;
 use crate::model::submission::SubmissionState;
 use crate::model::traffic::{ExpectedTraffic, TrafficKind};
 use crate::store::common::{count, duration_ms};
+use crate::store::rules::callbacks::sql_list;
 use crate::store::{MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, StatsQuery, Totals};
 
 fn window_ms(query: &StatsQuery) -> i64 {
@@ -65,6 +67,7 @@ fn partner_stats(conn: &Connection, partner: String, query: &StatsQuery) -> Resu
         oldest_due_at: oldest_due(conn, &partner)?,
         last_served_at: last_served(conn, &partner)?,
         traffic: None,
+        quarantined: quarantined(conn, &partner)?,
         partner,
     };
     if let Some(expected) = query.expected_traffic.get(&stats.partner) {
@@ -233,7 +236,7 @@ fn callbacks(
     partner: &str,
     from: i64,
     until: i64,
-) -> Result<BTreeMap<crate::model::callback::Disposition, u64>> {
+) -> Result<BTreeMap<Disposition, u64>> {
     let rows: Vec<(String, i64)> = conn
         .prepare_cached(
             "SELECT disposition, COUNT(*) FROM liaison_callbacks \
@@ -246,6 +249,27 @@ fn callbacks(
             .collect()
         })
         .map_err(db_err("count callbacks"))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(d, n)| Some((d.parse().ok()?, count(n))))
+        .collect())
+}
+
+/// The partner's quarantine now, by disposition, read from the partial index
+/// that holds only the quarantine (migration 0013): the statement repeats
+/// its condition so that SQLite uses it.
+fn quarantined(conn: &Connection, partner: &str) -> Result<BTreeMap<Disposition, u64>> {
+    let rows: Vec<(String, i64)> = conn
+        .prepare_cached(&format!(
+            "SELECT disposition, COUNT(*) FROM liaison_callbacks \
+             WHERE partner = ?1 AND disposition IN ({}) GROUP BY disposition",
+            sql_list(&Disposition::QUARANTINED)
+        ))
+        .and_then(|mut stmt| {
+            stmt.query_map(params![partner], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .map_err(db_err("count quarantined callbacks"))?;
     Ok(rows
         .into_iter()
         .filter_map(|(d, n)| Some((d.parse().ok()?, count(n))))

@@ -768,3 +768,187 @@ pub async fn a_rejection_settled_as_metadata_only_clears_body_and_headers(h: &Ha
     let names: Vec<&str> = dropped.headers.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["Content-Type", "user-agent"], "{name}");
 }
+
+/// The partner's quarantine now, by disposition, as health reads it.
+async fn quarantine_of(store: &Store, partner: &str) -> Vec<(Disposition, u64)> {
+    let stats = store
+        .stats(
+            &liaison::store::StatsQuery::new(std::time::Duration::from_secs(60)).partner(partner),
+        )
+        .await
+        .unwrap();
+    stats[0].quarantined.clone().into_iter().collect()
+}
+
+pub async fn dismissing_takes_a_callback_out_of_the_quarantine_and_its_counts(h: &Harness) {
+    let store = h.store().await;
+    let id = accepted(&store, "C-1", "REF-1").await;
+    let (first, _) = deliver(
+        &store,
+        r#"{"ok":1}"#,
+        report(
+            Correlation::ExternalRef("REF-1".into()),
+            Some("e-1"),
+            ReportedOutcome::Succeeded,
+        ),
+    )
+    .await;
+    let (conflicting, r) = deliver(
+        &store,
+        r#"{"ok":0}"#,
+        report(
+            Correlation::ExternalRef("REF-1".into()),
+            Some("e-1"),
+            failed("no"),
+        ),
+    )
+    .await;
+    assert_eq!(r.disposition, Disposition::Conflicting);
+    let malformed = store.record_callback(raw("lab", "garbled")).await.unwrap();
+    store
+        .settle_callback(
+            malformed,
+            Settlement::Malformed {
+                reason: "not JSON".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let other = store.record_callback(raw("bank", "garbled")).await.unwrap();
+    store
+        .settle_callback(
+            other,
+            Settlement::Malformed {
+                reason: "not JSON".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        quarantine_of(&store, "lab").await,
+        [(Disposition::Conflicting, 1), (Disposition::Malformed, 1)],
+        "{}: per partner and disposition",
+        h.name()
+    );
+
+    // Refused, nothing changed: blank actor or reason, outside the
+    // quarantine, unknown.
+    let ops = || Actor::person("dana");
+    let err = store
+        .dismiss_callback(malformed, Actor::person(" "), "why".into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, liaison::Error::InvalidInput { field: "actor", .. }),
+        "{err:?}"
+    );
+    let err = store
+        .dismiss_callback(malformed, ops(), "  ".into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            liaison::Error::InvalidInput {
+                field: "reason",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = store
+        .dismiss_callback(first, ops(), "why".into())
+        .await
+        .unwrap_err();
+    assert!(err.is_not_quarantined(), "{err:?}");
+    assert!(
+        matches!(err, liaison::Error::NotQuarantined { disposition: Disposition::Applied, id } if id == first)
+    );
+    let err = store
+        .dismiss_callback(
+            "0190a7b2-58f1-7c2e-9a35-5d0e8b1f2c3d".parse().unwrap(),
+            ops(),
+            "why".into(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    assert_eq!(
+        store.callback(malformed).await.unwrap().disposition,
+        Disposition::Malformed
+    );
+    assert_eq!(quarantine_of(&store, "lab").await.len(), 2);
+    let timeline = store.timeline(id).await.unwrap().len();
+
+    // The conflicting one, matched to the submission: journaled there.
+    let done = store
+        .dismiss_callback(conflicting, ops(), " settled with the partner ".into())
+        .await
+        .unwrap();
+    assert_eq!(done.disposition, Disposition::Dismissed);
+    assert_eq!(done.submission_id, Some(id), "its match stays");
+    assert!(done.error.is_some(), "its error stays");
+    let dismissal = done.dismissal.clone().unwrap();
+    assert_eq!(
+        (dismissal.actor, dismissal.reason.as_str(), dismissal.from),
+        (ops(), "settled with the partner", Disposition::Conflicting)
+    );
+    assert_eq!(store.callback(conflicting).await.unwrap(), done);
+    let events = store.timeline(id).await.unwrap();
+    assert_eq!(events.len(), timeline + 1);
+    let last = events.last().unwrap();
+    assert_eq!(last.kind, EventKind::CallbackDismissed);
+    assert_eq!(last.reason.as_deref(), Some("settled with the partner"));
+    assert_eq!(
+        store.get(id).await.unwrap().state,
+        SubmissionState::Succeeded
+    );
+    assert_eq!(
+        quarantine_of(&store, "lab").await,
+        [(Disposition::Malformed, 1)]
+    );
+    assert!(
+        store
+            .list_callbacks(&CallbackFilter::quarantined().partner("lab"))
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.id != conflicting)
+    );
+    let err = store
+        .dismiss_callback(conflicting, ops(), "again".into())
+        .await
+        .unwrap_err();
+    assert!(err.is_not_quarantined(), "{err:?}");
+
+    // The malformed one, matched to nothing; then reprocessed on purpose:
+    // it is settled again, its dismissal kept as history.
+    store
+        .dismiss_callback(malformed, ops(), "test message".into())
+        .await
+        .unwrap();
+    assert_eq!(quarantine_of(&store, "lab").await, []);
+    assert_eq!(
+        quarantine_of(&store, "bank").await,
+        [(Disposition::Malformed, 1)]
+    );
+    let again = store
+        .settle_callback(
+            malformed,
+            Settlement::Malformed {
+                reason: "still not JSON".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.disposition, Disposition::Malformed);
+    let back = store.callback(malformed).await.unwrap();
+    assert_eq!(
+        back.dismissal.map(|d| d.reason),
+        Some("test message".to_owned())
+    );
+    assert_eq!(
+        quarantine_of(&store, "lab").await,
+        [(Disposition::Malformed, 1)]
+    );
+}

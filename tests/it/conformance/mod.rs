@@ -108,6 +108,7 @@ conformance! {
     callback_races::a_callback_racing_its_acceptance_is_applied,
     callbacks::a_late_callback_after_cancel_is_noted,
     callbacks::rejected_and_malformed_are_quarantined_and_reprocessable,
+    callbacks::dismissing_takes_a_callback_out_of_the_quarantine_and_its_counts,
     callback_races::concurrent_deliveries_of_one_callback_apply_once,
     callbacks::unmatched_callbacks_expire_into_quarantine,
     callbacks::callbacks_are_listed_newest_or_oldest_first,

@@ -125,6 +125,9 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
          ALTER TABLE liaison_submissions DROP COLUMN result_document;
          DROP TABLE liaison_deliveries;
          ALTER TABLE liaison_partners DROP COLUMN deliver_results;
+         DROP INDEX liaison_callbacks_quarantine;
+         ALTER TABLE liaison_callbacks DROP COLUMN dismissed_by, DROP COLUMN dismissed_at,
+             DROP COLUMN dismissed_reason, DROP COLUMN dismissed_from;
          DELETE FROM liaison_migrations WHERE version > 2;",
         schema.name
     ))
