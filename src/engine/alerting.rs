@@ -212,6 +212,12 @@ fn conditions(
             ),
         );
     }
+    // Open before the breach (work within the lead time) and while work
+    // that missed its deadline stays open; resolves when that work
+    // succeeds, is cancelled or resolved by hand.
+    if let Some(why) = crate::ops::health::deadline_reason(&p.deadlines) {
+        found.insert(ProblemClass::BusinessDeadlineAtRisk, why);
+    }
     for (disposition, class, words) in [
         (
             Disposition::Malformed,
@@ -271,6 +277,7 @@ impl Liaison {
                     window: settings.window,
                     partners: warning_budgets.keys().cloned().collect(),
                     delay_budgets: warning_budgets,
+                    deadline_lead_times: BTreeMap::new(),
                 })
                 .await?
                 .into_iter()

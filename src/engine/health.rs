@@ -38,6 +38,12 @@ impl Liaison {
             .iter()
             .filter_map(|(name, rt)| Some((name.clone(), rt.config.delay_budget?)))
             .collect();
+        let deadline_lead_times: BTreeMap<String, Duration> = self
+            .shared
+            .partners
+            .iter()
+            .map(|(name, rt)| (name.clone(), rt.config.deadline_lead_time))
+            .collect();
         let mut stats = self
             .store()
             .stats(&StatsQuery {
@@ -45,6 +51,7 @@ impl Liaison {
                 window,
                 partners: Vec::new(),
                 delay_budgets: delay_budgets.clone(),
+                deadline_lead_times: deadline_lead_times.clone(),
             })
             .await?;
         // Registered partners with nothing stored yet still appear.
@@ -63,6 +70,7 @@ impl Liaison {
                         window,
                         partners: missing,
                         delay_budgets,
+                        deadline_lead_times,
                     })
                     .await?,
             );

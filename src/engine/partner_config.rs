@@ -60,6 +60,7 @@ pub struct Partner {
     pub(crate) poll_every: Duration,
     pub(crate) max_polls: u32,
     pub(crate) delay_budget: Option<Duration>,
+    pub(crate) deadline_lead_time: Duration,
     pub(crate) alert_thresholds: super::AlertThresholds,
 }
 
@@ -94,6 +95,7 @@ impl Partner {
             poll_every: Duration::from_secs(300),
             max_polls: 3,
             delay_budget: None,
+            deadline_lead_time: crate::store::DEFAULT_DEADLINE_LEAD_TIME,
             alert_thresholds: super::AlertThresholds::default(),
         }
     }
@@ -242,6 +244,15 @@ impl Partner {
     /// know; health reports work past it as at risk.
     pub fn delay_budget(mut self, budget: Duration) -> Self {
         self.delay_budget = Some(budget);
+        self
+    }
+
+    /// How long before a submission's business deadline
+    /// ([`crate::NewSubmission::business_deadline`]) open work counts as at
+    /// risk of missing it: health reports it and "business deadline at
+    /// risk" opens. Default 24 h.
+    pub fn deadline_lead_time(mut self, lead: Duration) -> Self {
+        self.deadline_lead_time = lead;
         self
     }
 

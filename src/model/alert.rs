@@ -38,11 +38,15 @@ pub enum ProblemClass {
     /// result did not reach the host (parked deliveries). Owned by the host
     /// team unless routed elsewhere.
     ResultsNotDelivered,
+    /// Open work near or past its business deadline (e.g. a claim's timely
+    /// filing limit): opens within the partner's lead time, before the
+    /// breach, and stays open until that work finishes or is resolved.
+    BusinessDeadlineAtRisk,
 }
 
 impl ProblemClass {
     /// Every class.
-    pub const ALL: [ProblemClass; 10] = [
+    pub const ALL: [ProblemClass; 11] = [
         ProblemClass::PartnerUnavailable,
         ProblemClass::RejectedByPartner,
         ProblemClass::ResultOverdue,
@@ -53,6 +57,7 @@ impl ProblemClass {
         ProblemClass::DelayBudgetExceeded,
         ProblemClass::ConflictingCallback,
         ProblemClass::ResultsNotDelivered,
+        ProblemClass::BusinessDeadlineAtRisk,
     ];
 
     /// The stored name.
@@ -68,6 +73,7 @@ impl ProblemClass {
             ProblemClass::DelayBudgetExceeded => "delay_budget_exceeded",
             ProblemClass::ConflictingCallback => "conflicting_callback",
             ProblemClass::ResultsNotDelivered => "results_not_delivered",
+            ProblemClass::BusinessDeadlineAtRisk => "business_deadline_at_risk",
         }
     }
 }

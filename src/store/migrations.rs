@@ -99,6 +99,7 @@ migrations! {
     8, "results", "0008_results.sql";
     9, "deliveries", "0009_deliveries.sql";
     10, "lookup", "0010_lookup.sql";
+    14, "impact", "0014_impact.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

@@ -11,14 +11,15 @@ mod callback_types;
 pub(crate) mod common;
 pub(crate) mod driver;
 pub(crate) mod flow;
+pub(crate) mod impact;
 pub(crate) mod rules;
 mod stats_types;
 mod types;
 mod wake;
 pub use callback_types::{CallbackFilter, NewCallback, Settlement};
 pub use stats_types::{
-    HourlyCount, HourlyQuery, MAX_LATENCY_SAMPLES, NewAlert, Outcomes, PartnerStats, StatsQuery,
-    Totals,
+    AgeBand, DEFAULT_DEADLINE_LEAD_TIME, DeadlineRisk, HourlyCount, HourlyQuery, Impact,
+    MAX_LATENCY_SAMPLES, NewAlert, Outcomes, PartnerStats, StatsQuery, Totals,
 };
 pub use types::{
     AttemptReport, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter, DeliveryLease,

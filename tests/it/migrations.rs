@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 10] = [
+const CURRENT: [(i64, &str); 11] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -37,6 +37,7 @@ const CURRENT: [(i64, &str); 10] = [
     (8, "results"),
     (9, "deliveries"),
     (10, "lookup"),
+    (14, "impact"),
 ];
 
 /// SHA-256 (hex) of `migrations/sqlite/NNNN_name.sql`, read here.

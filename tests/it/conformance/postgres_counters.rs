@@ -30,7 +30,7 @@ async fn counts(store: &PostgresStore, partner: &str) -> BTreeMap<SubmissionStat
 }
 
 fn queued(count: u64, value: i64) -> BTreeMap<SubmissionState, Totals> {
-    [(SubmissionState::Queued, Totals { count, value })]
+    [(SubmissionState::Queued, Totals::of(count, None, value))]
         .into_iter()
         .filter(|(_, t)| t.count > 0)
         .collect()
@@ -117,8 +117,10 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
              ON liaison_submissions (terminal_at) WHERE terminal_at IS NOT NULL;
          DROP FUNCTION liaison_wake_submission() CASCADE;
          DROP FUNCTION liaison_state_counts_track() CASCADE;
-         DROP FUNCTION liaison_state_counts_add(TEXT, TEXT, BIGINT, BIGINT);
+         DROP FUNCTION liaison_state_counts_add(TEXT, TEXT, TEXT, BIGINT, BIGINT);
          DROP TABLE liaison_state_counts;
+         ALTER TABLE liaison_submissions DROP COLUMN currency;
+         ALTER TABLE liaison_submissions DROP COLUMN business_deadline;
          ALTER TABLE liaison_submissions DROP COLUMN accepted_at;
          DROP INDEX liaison_submissions_partner_terminal;
          DROP INDEX liaison_callbacks_received;
@@ -159,8 +161,8 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
     assert_eq!(
         counts(&store, "bank").await,
         [
-            (AwaitingResult, Totals { count: 1, value: 0 }),
-            (Queued, Totals { count: 1, value: 0 }),
+            (AwaitingResult, Totals::of(1, None, 0)),
+            (Queued, Totals::of(1, None, 0)),
         ]
         .into_iter()
         .collect()
