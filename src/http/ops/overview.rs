@@ -238,14 +238,11 @@ fn impact(out: &mut String, p: &PartnerHealth) {
             )
         );
     }
-    let d = &p.deadlines;
-    if d.at_risk.count > 0 || d.missed.count > 0 {
+    if let Some(words) = p.deadline_words() {
         let _ = write!(
             out,
-            "<dt>Business deadlines</dt><dd data-field=\"deadlines\">{} within {}; {} missed</dd>",
-            totals(&d.at_risk),
-            duration(d.lead_time_secs),
-            totals(&d.missed),
+            "<dt>Business deadlines</dt><dd data-field=\"deadlines\">{}</dd>",
+            escape(&words)
         );
     }
 }
