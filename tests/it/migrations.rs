@@ -442,4 +442,55 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
         store.get_by_key("bank", "B-refused").await.unwrap().state,
         SubmissionState::DeadLettered
     );
+
+    // Migration 14 rebuilt the counters from the table: they equal a
+    // recount, every value "currency unspecified"; new work is counted by
+    // its currency from here on.
+    store
+        .enqueue(
+            NewSubmission::new("lab", "order", json!({"n": 1}))
+                .idempotency_key("L-eur")
+                .business_value_in(700, "EUR"),
+        )
+        .await
+        .unwrap();
+    let stats = store
+        .stats(&liaison::store::StatsQuery::new(
+            std::time::Duration::from_secs(60),
+        ))
+        .await
+        .unwrap();
+    assert!(!stats.is_empty());
+    for partner in stats {
+        let mut recount: std::collections::BTreeMap<SubmissionState, liaison::store::Totals> =
+            Default::default();
+        for s in store
+            .list(
+                &ListFilter::default()
+                    .partner(&partner.partner)
+                    .limit(10_000),
+            )
+            .await
+            .unwrap()
+        {
+            recount
+                .entry(s.state)
+                .or_default()
+                .add(&liaison::store::Totals::of(
+                    1,
+                    s.currency,
+                    s.business_value.unwrap_or(0),
+                ));
+        }
+        assert_eq!(partner.by_state, recount, "{}", partner.partner);
+    }
+    let eur = liaison::Currency::from_code("EUR").ok();
+    let lab = store
+        .stats(&liaison::store::StatsQuery::new(std::time::Duration::from_secs(60)).partner("lab"))
+        .await
+        .unwrap();
+    assert_eq!(
+        lab[0].by_state[&SubmissionState::Queued].value.get(eur),
+        700
+    );
 }

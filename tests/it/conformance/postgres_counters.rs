@@ -156,15 +156,24 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
         bank.enqueue_to_accepted_ms,
         [(accepted - created).num_milliseconds()]
     );
-    // And the trigger counts from here on.
+    // And the trigger counts from here on, per currency.
     store.enqueue(submission("bank", "new")).await.unwrap();
+    store
+        .enqueue(submission("bank", "eur").business_value_in(700, "EUR"))
+        .await
+        .unwrap();
+    store
+        .enqueue(submission("bank", "usd").business_value_in(5, "USD"))
+        .await
+        .unwrap();
+    let mut queued = Totals::of(3, None, 0);
+    queued.value = liaison::Money::default()
+        .plus(liaison::Currency::from_code("EUR").ok(), 700)
+        .plus(liaison::Currency::from_code("USD").ok(), 5);
     assert_eq!(
         counts(&store, "bank").await,
-        [
-            (AwaitingResult, Totals::of(1, None, 0)),
-            (Queued, Totals::of(1, None, 0)),
-        ]
-        .into_iter()
-        .collect()
+        [(AwaitingResult, Totals::of(1, None, 0)), (Queued, queued)]
+            .into_iter()
+            .collect()
     );
 }
