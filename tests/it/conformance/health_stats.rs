@@ -239,6 +239,7 @@ pub async fn state_counts_stay_exact_through_transitions(h: &Harness) {
     let nobody = stats_of(&store, "nobody").await;
     let mut empty = PartnerStats::default();
     empty.partner = "nobody".into();
+    empty.deadlines.lead_time_secs = 24 * 3600; // the default lead time
     assert_eq!(nobody, empty);
 }
 
