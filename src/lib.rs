@@ -89,6 +89,7 @@ pub use fingerprint::Fingerprint;
 pub use http_adapter::{HttpJsonAdapter, ResultMapping};
 pub use model::delivery::{Delivery, DeliveryId, DeliveryState};
 pub use model::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
+pub use model::money::{Currency, Money, format_value};
 pub use model::result::{DEFAULT_MAX_RESULT_BYTES, ResultDocument};
 pub use model::submission::{
     MAX_BUSINESS_VALUE, MAX_CORRELATION_BYTES, MAX_CORRELATION_FIELDS, MAX_KEY_BYTES,

@@ -237,6 +237,12 @@ fn conditions(
         &p.callbacks,
         window,
     ));
+    // Open before the breach (work within the lead time) and while work
+    // that missed its deadline stays open; resolves when that work
+    // succeeds, is cancelled or resolved by hand.
+    if let Some(why) = crate::ops::health::deadline_reason(&p.deadlines) {
+        found.insert(ProblemClass::BusinessDeadlineAtRisk, why);
+    }
     found
 }
 
@@ -271,6 +277,7 @@ impl Liaison {
                     partners: warning_budgets.keys().cloned().collect(),
                     delay_budgets: warning_budgets,
                     expected_traffic: BTreeMap::new(),
+                    deadline_lead_times: BTreeMap::new(),
                 })
                 .await?
                 .into_iter()

@@ -49,6 +49,12 @@ impl Liaison {
             .iter()
             .filter_map(|(name, rt)| Some((name.clone(), rt.config.delay_budget?)))
             .collect();
+        let deadline_lead_times: BTreeMap<String, Duration> = self
+            .shared
+            .partners
+            .iter()
+            .map(|(name, rt)| (name.clone(), rt.config.deadline_lead_time))
+            .collect();
         let mut stats = self
             .store()
             .stats(&StatsQuery {
@@ -57,6 +63,7 @@ impl Liaison {
                 partners: Vec::new(),
                 delay_budgets: delay_budgets.clone(),
                 expected_traffic: expected.clone(),
+                deadline_lead_times: deadline_lead_times.clone(),
             })
             .await?;
         // Registered partners with nothing stored yet still appear, and so
@@ -80,6 +87,7 @@ impl Liaison {
                         partners: missing,
                         delay_budgets,
                         expected_traffic: expected.clone(),
+                        deadline_lead_times,
                     })
                     .await?,
             );

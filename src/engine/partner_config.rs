@@ -61,6 +61,7 @@ pub struct Partner {
     pub(crate) poll_every: Duration,
     pub(crate) max_polls: u32,
     pub(crate) delay_budget: Option<Duration>,
+    pub(crate) deadline_lead_time: Duration,
     pub(crate) alert_thresholds: super::AlertThresholds,
     pub(crate) max_lease_expiries: u32,
     pub(crate) expected_traffic: Option<super::ExpectedTraffic>,
@@ -97,6 +98,7 @@ impl Partner {
             poll_every: Duration::from_secs(300),
             max_polls: 3,
             delay_budget: None,
+            deadline_lead_time: crate::store::DEFAULT_DEADLINE_LEAD_TIME,
             alert_thresholds: super::AlertThresholds::default(),
             max_lease_expiries: ReapLimits::DEFAULT_MAX_LEASE_EXPIRIES,
             expected_traffic: None,
@@ -300,6 +302,12 @@ impl Partner {
     /// ```
     pub fn expect_traffic(mut self, expected: super::ExpectedTraffic) -> Self {
         self.expected_traffic = Some(expected);
+    /// How long before a submission's business deadline
+    /// ([`crate::NewSubmission::business_deadline`]) open work counts as at
+    /// risk of missing it: health reports it and "business deadline at
+    /// risk" opens. Default 24 h.
+    pub fn deadline_lead_time(mut self, lead: Duration) -> Self {
+        self.deadline_lead_time = lead;
         self
     }
 

@@ -133,6 +133,8 @@ fn submission(payload: Option<Value>) -> Submission {
         correlation: BTreeMap::new(),
         external_ref: None,
         business_value: None,
+        currency: None,
+        business_deadline: None,
         priority: 0,
         state: SubmissionState::InFlight,
         attempts: 3,

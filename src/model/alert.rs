@@ -48,11 +48,15 @@ pub enum ProblemClass {
     /// saw less than expected inside its windows: the host may have stopped
     /// sending, or the partner stopped answering.
     SilentPartner,
+    /// Open work near or past its business deadline (e.g. a claim's timely
+    /// filing limit): opens within the partner's lead time, before the
+    /// breach, and stays open until that work finishes or is resolved.
+    BusinessDeadlineAtRisk,
 }
 
 impl ProblemClass {
     /// Every class.
-    pub const ALL: [ProblemClass; 11] = [
+    pub const ALL: [ProblemClass; 13] = [
         ProblemClass::PartnerUnavailable,
         ProblemClass::RejectedByPartner,
         ProblemClass::ResultOverdue,
@@ -65,6 +69,7 @@ impl ProblemClass {
         ProblemClass::ResultsNotDelivered,
         ProblemClass::WorkerCrashed,
         ProblemClass::SilentPartner,
+        ProblemClass::BusinessDeadlineAtRisk,
     ];
 
     /// The class of a quarantined callback of disposition `d` (`None` for
@@ -95,6 +100,7 @@ impl ProblemClass {
             ProblemClass::ResultsNotDelivered => "results_not_delivered",
             ProblemClass::WorkerCrashed => "worker_crashed",
             ProblemClass::SilentPartner => "silent_partner",
+            ProblemClass::BusinessDeadlineAtRisk => "business_deadline_at_risk",
         }
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod callback;
 pub(crate) mod circuit;
 pub(crate) mod delivery;
 pub(crate) mod event;
+pub(crate) mod money;
 pub(crate) mod result;
 pub(crate) mod submission;
 pub(crate) mod traffic;

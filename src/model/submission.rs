@@ -198,7 +198,7 @@ impl FromStr for SubmissionState {
 ///     .idempotency_key("C-1042") // the host's own business key
 ///     .ordering_key("patient-77")
 ///     .correlation("claim_id", "C-1042")
-///     .business_value(125_00) // minor units: 125.00
+///     .business_value(12_500) // minor units: 125.00
 ///     .priority(5);
 /// assert_eq!(claim.key(), Some("C-1042"));
 /// ```
@@ -211,6 +211,8 @@ pub struct NewSubmission {
     pub(crate) ordering_key: Option<String>,
     pub(crate) correlation: BTreeMap<String, String>,
     pub(crate) business_value: Option<i64>,
+    pub(crate) currency: Option<String>,
+    pub(crate) business_deadline: Option<DateTime<Utc>>,
     pub(crate) priority: i32,
     pub(crate) not_before: Option<DateTime<Utc>>,
 }
@@ -226,6 +228,8 @@ impl NewSubmission {
             ordering_key: None,
             correlation: BTreeMap::new(),
             business_value: None,
+            currency: None,
+            business_deadline: None,
             priority: 0,
             not_before: None,
         }
@@ -272,8 +276,45 @@ impl NewSubmission {
 
     /// What this submission is worth to the business, in minor units (cents),
     /// used to report value at risk. From 0 to [`MAX_BUSINESS_VALUE`].
+    /// Without [`NewSubmission::currency`] it is reported as "currency
+    /// unspecified", in sums of its own.
     pub fn business_value(mut self, minor_units: i64) -> Self {
         self.business_value = Some(minor_units);
+        self
+    }
+
+    /// The ISO 4217 currency of [`NewSubmission::business_value`], by its
+    /// upper-case code (`"EUR"`, `"JPY"`). Values are summed per currency,
+    /// never across. A code that is not ISO 4217 is refused at enqueue
+    /// ([`Error::InvalidInput`] naming `currency`).
+    pub fn currency(mut self, code: impl Into<String>) -> Self {
+        self.currency = Some(code.into());
+        self
+    }
+
+    /// [`NewSubmission::business_value`] and [`NewSubmission::currency`] at
+    /// once: `business_value_in(12_500, "EUR")` is EUR 125.00.
+    ///
+    /// ```
+    /// use liaison::NewSubmission;
+    /// use serde_json::json;
+    ///
+    /// let claim = NewSubmission::new("clearinghouse", "claim.submit", json!({"claim": "C-7"}))
+    ///     .business_value_in(12_500, "EUR");
+    /// # let _ = claim;
+    /// ```
+    pub fn business_value_in(self, minor_units: i64, currency: impl Into<String>) -> Self {
+        self.business_value(minor_units).currency(currency)
+    }
+
+    /// When the business needs this work done (e.g. a claim's timely-filing
+    /// limit, an order's promised date). Health reports open work that will
+    /// miss it within the partner's lead time
+    /// ([`crate::Partner::deadline_lead_time`], default 24 h) and work that
+    /// missed it; a deadline before the enqueue time is refused
+    /// ([`Error::InvalidInput`] naming `business_deadline`). Replay keeps it.
+    pub fn business_deadline(mut self, at: DateTime<Utc>) -> Self {
+        self.business_deadline = Some(at);
         self
     }
 
@@ -342,6 +383,22 @@ impl NewSubmission {
                 ));
             }
         }
+        let currency = self
+            .currency
+            .as_deref()
+            .map(crate::model::money::Currency::from_code)
+            .transpose()?;
+        if let Some(deadline) = self.business_deadline
+            && deadline < Utc::now()
+        {
+            return Err(Error::invalid(
+                "business_deadline",
+                format!(
+                    "{} is before the enqueue time",
+                    deadline.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+            ));
+        }
         check_depth("payload", &self.payload)?;
         let (fingerprint, canonical_len) = Fingerprint::of_json(&self.payload);
         if canonical_len > max_payload_bytes {
@@ -361,6 +418,8 @@ impl NewSubmission {
             ordering_key: self.ordering_key,
             correlation: self.correlation,
             business_value: self.business_value,
+            currency,
+            business_deadline: self.business_deadline,
             priority: self.priority,
             not_before: self.not_before,
         })
@@ -378,6 +437,8 @@ pub(crate) struct ValidSubmission {
     pub(crate) ordering_key: Option<String>,
     pub(crate) correlation: BTreeMap<String, String>,
     pub(crate) business_value: Option<i64>,
+    pub(crate) currency: Option<crate::model::money::Currency>,
+    pub(crate) business_deadline: Option<DateTime<Utc>>,
     pub(crate) priority: i32,
     pub(crate) not_before: Option<DateTime<Utc>>,
 }
@@ -508,8 +569,12 @@ pub struct Submission {
     pub correlation: BTreeMap<String, String>,
     /// The partner's reference, once it accepted the submission.
     pub external_ref: Option<String>,
-    /// Value to the business in minor units.
+    /// Value to the business in minor units of [`Submission::currency`].
     pub business_value: Option<i64>,
+    /// The currency of the business value; `None`: unspecified.
+    pub currency: Option<crate::model::money::Currency>,
+    /// When the business needs the work done, if the host said.
+    pub business_deadline: Option<DateTime<Utc>>,
     /// Claim priority (higher first).
     pub priority: i32,
     /// Current state.
@@ -625,6 +690,14 @@ mod tests {
             (NewSubmission::new("a b", "k", json!({})), "partner"),
             (NewSubmission::new("p", "", json!({})), "kind"),
             (base().business_value(-1), "business_value"),
+            (base().business_value_in(1, "eur"), "currency"),
+            (base().business_value_in(1, "XYZ"), "currency"),
+            (base().currency("EURO"), "currency"),
+            (base().currency(""), "currency"),
+            (
+                base().business_deadline(Utc::now() - chrono::Duration::minutes(1)),
+                "business_deadline",
+            ),
         ] {
             match bad.validate(1024) {
                 Err(Error::InvalidInput { field: f, .. }) => assert_eq!(f, field),

@@ -12,7 +12,7 @@ use crate::model::circuit::CircuitState;
 use crate::model::submission::SubmissionState;
 use crate::model::traffic::{ExpectedTraffic, TrafficKind, period_words};
 use crate::store::common::saturating_after;
-use crate::store::{Instance, Outcomes, PartnerStats, Pause, Totals};
+use crate::store::{AgeBand, DeadlineRisk, Instance, Outcomes, PartnerStats, Pause, Totals};
 
 /// One word for how a partner integration is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -142,9 +142,15 @@ pub struct PartnerHealth {
     pub circuit: Option<CircuitState>,
     /// How callbacks are verified (`unverified` is a risk), where known.
     pub callback_verification: Option<&'static str>,
-    /// Impact: failed, dead-lettered and stuck submissions with their value,
-    /// plus unfinished ones past the delay budget.
+    /// Impact: failed, dead-lettered and stuck submissions with their value
+    /// per currency, plus unfinished ones past the delay budget.
     pub at_risk: Totals,
+    /// [`PartnerHealth::at_risk`] by the submissions' kind.
+    pub at_risk_by_kind: BTreeMap<String, Totals>,
+    /// [`PartnerHealth::at_risk`] by how long ago the work was enqueued.
+    pub at_risk_by_age: BTreeMap<AgeBand, Totals>,
+    /// Open work near (within the lead time) or past its business deadline.
+    pub deadlines: DeadlineRisk,
     /// Unfinished submissions past the partner's delay budget.
     pub past_delay_budget: Totals,
     /// The partner's announced pause, if one is in force.
@@ -212,6 +218,15 @@ pub struct InstanceHealth {
     pub live: bool,
 }
 
+impl PartnerHealth {
+    /// [`PartnerHealth::deadlines`] in plain words ("2 submission(s) will
+    /// miss their business deadline within 24 h (EUR 250.00); 1 already
+    /// missed it"), or `None` when no open work is near or past its deadline.
+    pub fn deadline_words(&self) -> Option<String> {
+        deadline_reason(&self.deadlines)
+    }
+}
+
 /// Health of every partner, rolled up.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
@@ -224,7 +239,7 @@ pub struct HealthReport {
     pub verdict: Verdict,
     /// Every partner's reasons, prefixed with its name.
     pub reasons: Vec<String>,
-    /// Total value at risk across partners.
+    /// Total value at risk across partners, per currency.
     pub at_risk: Totals,
     /// Per partner.
     pub partners: Vec<PartnerHealth>,
@@ -442,28 +457,11 @@ pub(crate) fn partner_health(
         .map(|e| traffic(e, stats.traffic, live.pause.is_some(), now));
     let window = WindowOutcomes::of(&stats.window);
     let previous_window = WindowOutcomes::of(&stats.previous);
-    let state_totals = |s| stats.by_state.get(&s).copied().unwrap_or_default();
-    let stuck = state_totals(SubmissionState::Stuck);
-    let mut at_risk = Totals::default();
-    for s in [
-        SubmissionState::Failed,
-        SubmissionState::DeadLettered,
-        SubmissionState::Stuck,
-    ] {
-        let t = state_totals(s);
-        at_risk.count = at_risk.count.saturating_add(t.count);
-        at_risk.value = at_risk.value.saturating_add(t.value);
-    }
-    // Stuck work past the budget is already counted once.
-    let unfinished_past_budget = Totals {
-        count: stats.past_delay_budget.count.saturating_sub(stuck.count),
-        value: stats
-            .past_delay_budget
-            .value
-            .saturating_sub(stuck.value.min(stats.past_delay_budget.value)),
-    };
-    at_risk.count = at_risk.count.saturating_add(unfinished_past_budget.count);
-    at_risk.value = at_risk.value.saturating_add(unfinished_past_budget.value);
+    let stuck = stats
+        .by_state
+        .get(&SubmissionState::Stuck)
+        .cloned()
+        .unwrap_or_default();
     let oldest_queued_secs = stats
         .oldest_queued_at
         .map(|at| (now - at).num_seconds().max(0).unsigned_abs());
@@ -554,6 +552,9 @@ pub(crate) fn partner_health(
             worker_crashed_words(stats.worker_crashed),
         );
     }
+    if let Some(why) = deadline_reason(&stats.deadlines) {
+        flag(Verdict::Degraded, why);
+    }
     if live.callback_verification == Some("unverified") {
         flag(
             Verdict::Degraded,
@@ -594,7 +595,10 @@ pub(crate) fn partner_health(
         stuck: stuck.count,
         circuit: live.circuit,
         callback_verification: live.callback_verification,
-        at_risk,
+        at_risk: stats.at_risk.total,
+        at_risk_by_kind: stats.at_risk.by_kind,
+        at_risk_by_age: stats.at_risk.by_age,
+        deadlines: stats.deadlines,
         past_delay_budget: stats.past_delay_budget,
         paused: live.pause.clone(),
         callbacks: stats.callbacks,
@@ -609,6 +613,55 @@ pub(crate) fn partner_health(
 /// dead letters of crashed or hung workers.
 pub(crate) fn worker_crashed_words(n: u64) -> String {
     format!("{n} submission(s) dead-lettered because the worker crashed or hung on them")
+}
+
+/// Business deadlines in plain words: "2 submission(s) will miss their
+/// business deadline within 24 h (EUR 250.00); 1 already missed it
+/// (EUR 10.00)". `None` when nothing is near or past its deadline.
+pub(crate) fn deadline_reason(d: &DeadlineRisk) -> Option<String> {
+    let worth = |t: &Totals| {
+        if t.value.is_zero() {
+            String::new()
+        } else {
+            format!(" ({})", t.value)
+        }
+    };
+    let missed = (d.missed.count > 0).then(|| {
+        format!(
+            "{} open submission(s) already missed their business deadline{}",
+            d.missed.count,
+            worth(&d.missed)
+        )
+    });
+    let near = (d.at_risk.count > 0).then(|| {
+        format!(
+            "{} submission(s) will miss their business deadline within {}{}",
+            d.at_risk.count,
+            lead_words(d.lead_time_secs),
+            worth(&d.at_risk)
+        )
+    });
+    match (near, missed) {
+        (None, None) => None,
+        (Some(near), None) => Some(near),
+        (None, Some(missed)) => Some(missed),
+        (Some(near), Some(_)) => Some(format!(
+            "{near}; {} already missed it{}",
+            d.missed.count,
+            worth(&d.missed)
+        )),
+    }
+}
+
+/// A lead time in words: "24 h", "90 min", "45 s".
+fn lead_words(secs: u64) -> String {
+    if secs >= 3600 && secs.is_multiple_of(3600) {
+        format!("{} h", secs / 3600)
+    } else if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{secs} s")
+    }
 }
 
 pub(crate) fn roll_up(
@@ -626,9 +679,9 @@ pub(crate) fn roll_up(
         .iter()
         .flat_map(|p| p.reasons.iter().map(move |r| format!("{}: {r}", p.partner)))
         .collect();
-    let at_risk = partners.iter().fold(Totals::default(), |acc, p| Totals {
-        count: acc.count.saturating_add(p.at_risk.count),
-        value: acc.value.saturating_add(p.at_risk.value),
+    let at_risk = partners.iter().fold(Totals::default(), |mut acc, p| {
+        acc.add(&p.at_risk);
+        acc
     });
     HealthReport {
         generated_at: now,
@@ -841,6 +894,34 @@ mod tests {
         assert_eq!(span(Duration::from_secs(7200)), "2 h");
         assert_eq!(span(Duration::from_secs(90)), "90 s");
         assert_eq!(span(Duration::from_millis(300)), "300 ms");
+    }
+
+    #[test]
+    fn deadlines_read_in_plain_words() {
+        let eur = crate::Currency::from_code("EUR").ok();
+        let mut d = DeadlineRisk {
+            lead_time_secs: 24 * 3600,
+            ..DeadlineRisk::default()
+        };
+        assert_eq!(deadline_reason(&d), None);
+        d.at_risk = Totals::of(2, eur, 25_000);
+        assert_eq!(
+            deadline_reason(&d).unwrap(),
+            "2 submission(s) will miss their business deadline within 24 h (EUR 250.00)"
+        );
+        d.missed = Totals::of(1, None, 0);
+        assert_eq!(
+            deadline_reason(&d).unwrap(),
+            "2 submission(s) will miss their business deadline within 24 h (EUR 250.00); 1 already missed it"
+        );
+        d.at_risk = Totals::default();
+        d.missed = Totals::of(1, None, 500);
+        assert_eq!(
+            deadline_reason(&d).unwrap(),
+            "1 open submission(s) already missed their business deadline (5.00 (currency unspecified))"
+        );
+        assert_eq!(lead_words(90 * 60), "90 min");
+        assert_eq!(lead_words(45), "45 s");
     }
 
     #[test]

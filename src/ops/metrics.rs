@@ -78,6 +78,13 @@ struct AlertLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CurrencyLabels {
+    partner: String,
+    /// ISO 4217 code, or `unspecified`.
+    currency: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StateLabels {
     partner: String,
     state: &'static str,
@@ -126,7 +133,9 @@ type HistogramFamily = Family<PartnerLabels, Histogram, fn() -> Histogram>;
 /// | `liaison_submissions` | gauge | `partner`, `state` | [`Metrics::render`]: every state, 0 when none |
 /// | `liaison_oldest_queued_seconds` | gauge | `partner` | [`Metrics::render`]: 0 when nothing is queued |
 /// | `liaison_circuit_state` | gauge | `partner` | [`Metrics::render`]: 0 closed, 1 half-open, 2 open; absent where this process does not run the partner |
-/// | `liaison_value_at_risk` | gauge | `partner` | [`Metrics::render`]: business value at risk, in minor units |
+/// | `liaison_value_at_risk` | gauge | `partner`, `currency` | [`Metrics::render`]: business value at risk, in minor units of `currency` (an ISO 4217 code, or `unspecified`); one series per currency at risk, and `unspecified` always (0 when none) |
+/// | `liaison_business_deadline_at_risk` | gauge | `partner` | [`Metrics::render`]: open submissions whose business deadline falls within the partner's lead time |
+/// | `liaison_business_deadline_missed` | gauge | `partner` | [`Metrics::render`]: open submissions past their business deadline |
 /// | `liaison_partner_verdict` | gauge | `partner` | [`Metrics::render`]: 0 healthy, 1 degraded, 2 down |
 /// | `liaison_instances_live` | gauge | none | [`Metrics::render`]: engine instances beating into the store now |
 /// | `liaison_instance_last_beat_timestamp_seconds` | gauge | `instance`, `host` | [`Metrics::render`]: each recorded instance's last beat, Unix time (instances leave a day after their last beat) |
@@ -177,7 +186,9 @@ struct Inner {
     submissions: Family<StateLabels, Gauge>,
     oldest_queued: Family<PartnerLabels, Gauge>,
     circuit_state: Family<PartnerLabels, Gauge>,
-    value_at_risk: Family<PartnerLabels, Gauge>,
+    value_at_risk: Family<CurrencyLabels, Gauge>,
+    deadline_at_risk: Family<PartnerLabels, Gauge>,
+    deadline_missed: Family<PartnerLabels, Gauge>,
     verdict: Family<PartnerLabels, Gauge>,
     instances_live: Gauge,
     last_beat: Family<InstanceLabels, Gauge>,
@@ -224,6 +235,8 @@ impl Metrics {
         let oldest_queued = Family::default();
         let circuit_state = Family::default();
         let value_at_risk = Family::default();
+        let deadline_at_risk = Family::default();
+        let deadline_missed = Family::default();
         let verdict = Family::default();
         let instances_live = Gauge::default();
         let last_beat = Family::default();
@@ -302,8 +315,18 @@ impl Metrics {
         );
         registry.register(
             "value_at_risk",
-            "Business value of failed, dead-lettered, stuck and late submissions, in minor units",
+            "Business value of failed, dead-lettered, stuck and late submissions, in minor units of the currency",
             value_at_risk.clone(),
+        );
+        registry.register(
+            "business_deadline_at_risk",
+            "Open submissions whose business deadline falls within the partner's lead time",
+            deadline_at_risk.clone(),
+        );
+        registry.register(
+            "business_deadline_missed",
+            "Open submissions past their business deadline",
+            deadline_missed.clone(),
         );
         registry.register(
             "partner_verdict",
@@ -339,6 +362,8 @@ impl Metrics {
                 oldest_queued,
                 circuit_state,
                 value_at_risk,
+                deadline_at_risk,
+                deadline_missed,
                 verdict,
                 instances_live,
                 last_beat,
@@ -467,11 +492,13 @@ impl Metrics {
         for family in [
             &inner.oldest_queued,
             &inner.circuit_state,
-            &inner.value_at_risk,
+            &inner.deadline_at_risk,
+            &inner.deadline_missed,
             &inner.verdict,
         ] {
             family.clear();
         }
+        inner.value_at_risk.clear();
         inner.submissions.clear();
         for p in &health.partners {
             inner.set_gauges(p);
@@ -521,8 +548,27 @@ impl Inner {
                 .set(circuit_code(circuit));
         }
         self.value_at_risk
+            .get_or_create(&CurrencyLabels {
+                partner: p.partner.clone(),
+                currency: "unspecified",
+            })
+            .set(p.at_risk.value.get(None));
+        for (currency, minor) in p.at_risk.value.iter() {
+            if let Some(currency) = currency {
+                self.value_at_risk
+                    .get_or_create(&CurrencyLabels {
+                        partner: p.partner.clone(),
+                        currency: currency.code(),
+                    })
+                    .set(minor);
+            }
+        }
+        self.deadline_at_risk
             .get_or_create(&labels)
-            .set(p.at_risk.value);
+            .set(saturating_i64(p.deadlines.at_risk.count));
+        self.deadline_missed
+            .get_or_create(&labels)
+            .set(saturating_i64(p.deadlines.missed.count));
         self.verdict
             .get_or_create(&labels)
             .set(verdict_code(p.verdict));

@@ -102,6 +102,7 @@ migrations! {
     11, "poison", "0011_poison.sql";
     12, "silence", "0012_silence.sql";
     13, "callback_dismissals", "0013_callback_dismissals.sql";
+    14, "impact", "0014_impact.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

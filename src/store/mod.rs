@@ -13,6 +13,7 @@ pub(crate) mod driver;
 pub(crate) mod flow;
 mod reap_types;
 mod instance_types;
+pub(crate) mod impact;
 pub(crate) mod rules;
 mod stats_types;
 mod types;
@@ -21,8 +22,8 @@ pub use callback_types::{CallbackFilter, NewCallback, Settlement};
 pub use reap_types::{ReapLimits, ReapPolicy, Reaped};
 pub use instance_types::Instance;
 pub use stats_types::{
-    HourlyCount, HourlyQuery, MAX_LATENCY_SAMPLES, NewAlert, Outcomes, PartnerStats, StatsQuery,
-    Totals,
+    AgeBand, DEFAULT_DEADLINE_LEAD_TIME, DeadlineRisk, HourlyCount, HourlyQuery, Impact,
+    MAX_LATENCY_SAMPLES, NewAlert, Outcomes, PartnerStats, StatsQuery, Totals,
 };
 pub use types::{
     AttemptReport, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter, DeliveryLease,

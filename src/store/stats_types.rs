@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::model::money::{Currency, Money};
 use crate::model::submission::SubmissionState;
 use crate::model::traffic::ExpectedTraffic;
 
@@ -29,7 +30,15 @@ pub struct StatsQuery {
     pub delay_budgets: BTreeMap<String, Duration>,
     /// Per partner, the traffic to count ([`PartnerStats::traffic`]).
     pub expected_traffic: BTreeMap<String, ExpectedTraffic>,
+    /// Per partner, how long before its business deadline open work counts
+    /// as at risk of missing it; others use
+    /// [`DEFAULT_DEADLINE_LEAD_TIME`].
+    pub deadline_lead_times: BTreeMap<String, Duration>,
 }
+
+/// How long before a business deadline open work counts as at risk of
+/// missing it, unless the partner says otherwise: 24 h.
+pub const DEFAULT_DEADLINE_LEAD_TIME: Duration = Duration::from_secs(24 * 3600);
 
 impl StatsQuery {
     /// Statistics over the `window` ending now, for every partner the store
@@ -51,7 +60,23 @@ impl StatsQuery {
             partners: Vec::new(),
             delay_budgets: BTreeMap::new(),
             expected_traffic: BTreeMap::new(),
+            deadline_lead_times: BTreeMap::new(),
         }
+    }
+
+    /// `partner`'s business-deadline lead time (default
+    /// [`DEFAULT_DEADLINE_LEAD_TIME`]).
+    pub fn deadline_lead_time(mut self, partner: impl Into<String>, lead: Duration) -> Self {
+        self.deadline_lead_times.insert(partner.into(), lead);
+        self
+    }
+
+    /// The lead time in force for `partner`.
+    pub(crate) fn lead_time_for(&self, partner: &str) -> Duration {
+        self.deadline_lead_times
+            .get(partner)
+            .copied()
+            .unwrap_or(DEFAULT_DEADLINE_LEAD_TIME)
     }
 
     /// End the window at `now` instead of the current time.
@@ -93,13 +118,122 @@ impl StatsQuery {
     }
 }
 
-/// A count and its summed business value (minor units).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// A count and its summed business value, per currency.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
     /// How many.
     pub count: u64,
-    /// Their summed `business_value`.
-    pub value: i64,
+    /// Their summed `business_value`, per currency (never added across).
+    pub value: Money,
+}
+
+impl Totals {
+    /// `count` submissions worth `minor` in `currency`.
+    ///
+    /// ```
+    /// use liaison::Currency;
+    /// use liaison::store::Totals;
+    ///
+    /// let eur = Currency::from_code("EUR").ok();
+    /// let mut t = Totals::of(2, eur, 25_000);
+    /// t.add(&Totals::of(1, None, 500));
+    /// assert_eq!((t.count, t.value.get(eur), t.value.get(None)), (3, 25_000, 500));
+    /// ```
+    pub fn of(count: u64, currency: Option<Currency>, minor: i64) -> Self {
+        Totals {
+            count,
+            value: Money::default().plus(currency, minor),
+        }
+    }
+
+    /// Add `other`'s count and value.
+    pub fn add(&mut self, other: &Totals) {
+        self.count = self.count.saturating_add(other.count);
+        self.value.add_all(&other.value);
+    }
+}
+
+/// How long ago at-risk work was enqueued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AgeBand {
+    /// Less than an hour.
+    UnderHour,
+    /// An hour to a day.
+    UnderDay,
+    /// A day to a week.
+    UnderWeek,
+    /// A week or more.
+    Older,
+}
+
+impl AgeBand {
+    /// Every band, youngest first.
+    pub const ALL: [AgeBand; 4] = [
+        AgeBand::UnderHour,
+        AgeBand::UnderDay,
+        AgeBand::UnderWeek,
+        AgeBand::Older,
+    ];
+
+    /// In words: `< 1 h`, `< 1 d`, `< 7 d`, `older`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgeBand::UnderHour => "< 1 h",
+            AgeBand::UnderDay => "< 1 d",
+            AgeBand::UnderWeek => "< 7 d",
+            AgeBand::Older => "older",
+        }
+    }
+
+    /// The band's number in the stores' queries (0 youngest).
+    pub(crate) fn from_index(i: i64) -> AgeBand {
+        match i {
+            0 => AgeBand::UnderHour,
+            1 => AgeBand::UnderDay,
+            2 => AgeBand::UnderWeek,
+            _ => AgeBand::Older,
+        }
+    }
+}
+
+/// Value at risk: failed, dead-lettered and stuck submissions, and
+/// unfinished ones past the partner's delay budget, with their value per
+/// currency, split by kind and by age (since enqueue).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Impact {
+    /// All of them.
+    pub total: Totals,
+    /// By the submissions' `kind`.
+    pub by_kind: BTreeMap<String, Totals>,
+    /// By how long ago they were enqueued.
+    pub by_age: BTreeMap<AgeBand, Totals>,
+}
+
+impl Impact {
+    /// Count one group of at-risk rows (one store query row).
+    pub(crate) fn add(&mut self, kind: String, age: AgeBand, totals: Totals) {
+        self.total.add(&totals);
+        self.by_kind.entry(kind).or_default().add(&totals);
+        self.by_age.entry(age).or_default().add(&totals);
+    }
+}
+
+/// Open work (not succeeded, cancelled or resolved by hand) with a
+/// business deadline that is near or past.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct DeadlineRisk {
+    /// The lead time: work whose deadline is within it counts as at risk.
+    pub lead_time_secs: u64,
+    /// Deadline after now and within the lead time.
+    pub at_risk: Totals,
+    /// Deadline passed, work still open.
+    pub missed: Totals,
+    /// The nearest deadline of the open work counted here.
+    pub nearest: Option<DateTime<Utc>>,
 }
 
 /// Submissions that reached a terminal state in a window, by state.
@@ -142,6 +276,10 @@ pub struct PartnerStats {
     pub oldest_queued_at: Option<DateTime<Utc>>,
     /// Unfinished submissions older than the partner's delay budget.
     pub past_delay_budget: Totals,
+    /// Value at risk, per currency, by kind and by age.
+    pub at_risk: Impact,
+    /// Open work near or past its business deadline.
+    pub deadlines: DeadlineRisk,
     /// Callbacks that arrived in the window, by disposition.
     pub callbacks: BTreeMap<crate::model::callback::Disposition, u64>,
     /// Dead-lettered submissions (not replayed, resolved or cancelled) that

@@ -330,6 +330,10 @@ pub struct ListFilter {
     /// it is kept and `None` where retention purged it, so a listing that
     /// shows no payload reads none.
     pub without_payload: bool,
+    /// Only open work (not succeeded, cancelled or resolved by hand) with a
+    /// business deadline, nearest deadline first (see
+    /// [`ListFilter::by_deadline`]).
+    pub by_deadline: bool,
 }
 
 impl ListFilter {
@@ -456,6 +460,23 @@ impl ListFilter {
         self
     }
 
+    /// Only open work (not succeeded, cancelled or resolved by hand) that
+    /// has a business deadline ([`crate::NewSubmission::business_deadline`]),
+    /// nearest deadline first, served by an index. Combines with the other
+    /// filters except [`ListFilter::after`] (paging is by enqueue order):
+    /// `list` refuses that with [`crate::Error::InvalidInput`] naming `after`.
+    ///
+    /// ```
+    /// use liaison::store::ListFilter;
+    ///
+    /// let nearest = ListFilter::default().partner("clearinghouse").by_deadline().limit(10);
+    /// assert!(nearest.by_deadline);
+    /// ```
+    pub fn by_deadline(mut self) -> Self {
+        self.by_deadline = true;
+        self
+    }
+
     /// The page size to use.
     pub(crate) fn effective_limit(&self) -> usize {
         self.limit.unwrap_or(100).clamp(1, Self::MAX_LIMIT)
@@ -467,6 +488,12 @@ impl ListFilter {
     pub(crate) fn check(&self) -> crate::Result<()> {
         if let Some((name, value)) = &self.correlation {
             crate::model::submission::validate_correlation(name, value)?;
+        }
+        if self.by_deadline && self.after.is_some() {
+            return Err(crate::Error::invalid(
+                "after",
+                "pages follow enqueue order; a list by deadline takes a larger limit instead",
+            ));
         }
         Ok(())
     }

@@ -38,7 +38,7 @@ impl Outbox {
 }
 
 /// bank: 2 succeeded, 1 failed (500.00), 1 dead-lettered (700.00), 1 stuck
-/// (300.00), 1 queued; lab: 1 stuck (25.00). At risk: 4 worth 1,525.00.
+/// (300.00), 1 queued; lab: 1 stuck (25.00). At risk: 4 worth 1525.00 (no currency given).
 async fn outbox() -> Outbox {
     use SubmissionState::*;
     let dir = tempfile::tempdir().unwrap();
@@ -144,7 +144,7 @@ async fn status_answers_the_four_questions() {
         .has("2 stuck, 1 dead-lettered")
         .has("1 callback in quarantine")
         .has("What is the impact?")
-        .has("4 submissions worth 1,525.00 at risk")
+        .has("4 submissions worth 1525.00 (currency unspecified) at risk")
         .has("Can we recover?")
         .has(
             "4 replayable submissions (1 failed, 1 dead-lettered, 2 stuck), 1 quarantined callback",
@@ -156,11 +156,11 @@ async fn status_answers_the_four_questions() {
     assert!(run.stdout.find("Can we recover?").unwrap() < table);
     let bank = run.stdout.lines().find(|l| l.starts_with("bank ")).unwrap();
     assert!(
-        bank.contains("degraded") && bank.contains("1,500.00 (3)"),
+        bank.contains("degraded") && bank.contains("1500.00 (currency unspecified) (3)"),
         "{bank}"
     );
     let lab = run.stdout.lines().find(|l| l.starts_with("lab ")).unwrap();
-    assert!(lab.contains("25.00 (1)"), "{lab}");
+    assert!(lab.contains("25.00 (currency unspecified) (1)"), "{lab}");
 
     let json = outbox
         .run(&["status", "--window", "2d", "--json"])
@@ -169,7 +169,7 @@ async fn status_answers_the_four_questions() {
     assert_eq!(json["verdict"], "degraded");
     assert_eq!(json["window_secs"], 172_800);
     assert_eq!(json["impact"]["submissions"], 4);
-    assert_eq!(json["impact"]["value"], 152_500);
+    assert_eq!(json["impact"]["value"]["unspecified"], 152_500);
     assert_eq!(json["noticed"]["stuck"], 2);
     assert_eq!(json["noticed"]["quarantined_callbacks"], 1);
     assert_eq!(json["recovery"]["replayable"], 4);
@@ -190,7 +190,81 @@ async fn status_exits_1_when_the_verdict_is_down() {
     assert_eq!(run.code, 1, "{run:#?}");
     run.has("DOWN")
         .has("lab: nothing succeeded in the window")
-        .has("3 submissions worth 30.00 at risk");
+        .has("3 submissions worth 30.00 (currency unspecified) at risk");
+}
+
+/// Two currencies and a business deadline: `status` says each in plain
+/// words, never adding EUR to USD; `list --by-deadline` lists the open work
+/// by nearest deadline; `show` and `export` carry the currency and deadline.
+#[tokio::test]
+async fn status_reports_impact_per_currency_and_deadlines_at_risk() {
+    use SubmissionState::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let due = chrono::Utc::now() + chrono::Duration::hours(3);
+    let script = [
+        ("e1", 25_000, "EUR", Some(due), DeadLettered),
+        ("u1", 1_000, "USD", None, Failed),
+        (
+            "e2",
+            5_000,
+            "EUR",
+            Some(due + chrono::Duration::hours(48)),
+            Queued,
+        ),
+    ];
+    let mut ids = BTreeMap::new();
+    for (key, cents, currency, deadline, state) in script {
+        let mut new = submission("clearinghouse", key).business_value_in(cents, currency);
+        if let Some(at) = deadline {
+            new = new.business_deadline(at);
+        }
+        ids.insert(key, drive_new_to(&store, new, state).await.0);
+    }
+    drop(store);
+    let run = run(&path, &["status"]);
+    run.has("2 submissions worth EUR 250.00 + USD 10.00 at risk")
+        .has("by age: < 1 h: 2 worth EUR 250.00 + USD 10.00")
+        .has(
+            "clearinghouse: 1 submission(s) will miss their business deadline within 24 h (EUR 250.00)",
+        );
+    let json = run_json(&path, &["status", "--json"]);
+    assert_eq!(json["impact"]["value"]["EUR"], 25_000);
+    assert_eq!(json["impact"]["value"]["USD"], 1_000);
+    assert_eq!(json["impact"]["deadlines"][0]["at_risk"]["count"], 1);
+    assert_eq!(json["impact"]["deadlines"][0]["lead_time_secs"], 86_400);
+
+    let list = run_ok(&path, &["list", "--by-deadline"]);
+    let e1 = list.find("e1").expect("e1 listed");
+    let e2 = list.find("e2").expect("e2 listed");
+    assert!(e1 < e2, "nearest first: {list}");
+    assert!(!list.contains("u1"), "no deadline, not listed: {list}");
+    assert!(
+        list.contains("EUR 250.00") && list.contains("BUSINESS DEADLINE"),
+        "{list}"
+    );
+    let show = run_ok(&path, &["show", &ids["u1"].to_string()]);
+    assert!(show.contains("USD 10.00"), "{show}");
+    let show = run_ok(&path, &["show", &ids["e1"].to_string()]);
+    assert!(
+        show.contains("business deadline") && show.contains("(in "),
+        "{show}"
+    );
+    let csv = run_ok(&path, &["export", "--format", "csv"]);
+    let header = csv.lines().next().unwrap();
+    assert!(header.ends_with("currency,business_deadline"), "{header}");
+    assert!(csv.lines().any(|l| l.contains(",USD,")), "{csv}");
+}
+
+fn run_ok(path: &Path, args: &[&str]) -> String {
+    let run = run(path, args);
+    assert_eq!(run.code, 0, "{run:#?}");
+    run.stdout
+}
+
+fn run_json(path: &Path, args: &[&str]) -> Value {
+    serde_json::from_str(&run(path, args).stdout).expect("JSON")
 }
 
 #[tokio::test]
@@ -202,7 +276,7 @@ async fn an_empty_outbox_is_healthy() {
         .ok()
         .has("HEALTHY")
         .has("no submissions yet")
-        .has("0 submissions worth 0.00 at risk");
+        .has("0 submissions worth 0 at risk");
     run(&path, &["list"]).ok().has("no submissions match");
 }
 

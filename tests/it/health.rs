@@ -71,13 +71,7 @@ async fn a_scripted_scenario_gives_the_expected_report() {
         "nothing ended in the window before"
     );
     assert_eq!(bank.stuck, 1);
-    assert_eq!(
-        bank.at_risk,
-        Totals {
-            count: 3,
-            value: 1500
-        }
-    );
+    assert_eq!(bank.at_risk, Totals::of(3, None, 1500));
     assert_eq!(bank.verdict, Verdict::Degraded);
     assert!(
         bank.reasons.iter().any(|r| r.contains("40%")),
@@ -109,13 +103,7 @@ async fn a_scripted_scenario_gives_the_expected_report() {
 
     let lab = report.partners.iter().find(|p| p.partner == "lab").unwrap();
     assert_eq!(lab.verdict, Verdict::Down);
-    assert_eq!(
-        lab.at_risk,
-        Totals {
-            count: 3,
-            value: 30
-        }
-    );
+    assert_eq!(lab.at_risk, Totals::of(3, None, 30));
 
     let shop = report
         .partners
@@ -126,13 +114,7 @@ async fn a_scripted_scenario_gives_the_expected_report() {
     assert!(shop.reasons.is_empty());
 
     assert_eq!(report.verdict, Verdict::Down);
-    assert_eq!(
-        report.at_risk,
-        Totals {
-            count: 6,
-            value: 1530
-        }
-    );
+    assert_eq!(report.at_risk, Totals::of(6, None, 1530));
     assert!(
         report
             .reasons
@@ -163,11 +145,11 @@ async fn counts_stay_exact_through_transitions_and_reopening() {
         .remove(0);
     assert_eq!(
         bank.by_state.get(&SubmissionState::Succeeded),
-        Some(&Totals { count: 1, value: 5 })
+        Some(&Totals::of(1, None, 5))
     );
     assert_eq!(
         bank.by_state.get(&SubmissionState::Cancelled),
-        Some(&Totals { count: 1, value: 7 })
+        Some(&Totals::of(1, None, 7))
     );
     assert_eq!(bank.by_state.get(&SubmissionState::Queued), None);
     assert!(

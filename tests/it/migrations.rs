@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 13] = [
+const CURRENT: [(i64, &str); 14] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -40,7 +40,30 @@ const CURRENT: [(i64, &str); 13] = [
     (11, "poison"),
     (12, "silence"),
     (13, "callback_dismissals"),
+    (14, "impact"),
 ];
+
+/// Take migration 14 (impact) back out: its columns and indexes, and the
+/// state counters as migration 3 made them (keyed without the currency).
+fn undo_impact(conn: &Connection) {
+    conn.execute_batch(
+        "DROP INDEX liaison_submissions_business_deadline;
+         DROP INDEX liaison_submissions_nearest_deadline;
+         DROP TRIGGER liaison_state_counts_insert;
+         DROP TRIGGER liaison_state_counts_update;
+         DROP TRIGGER liaison_state_counts_delete;
+         DROP TABLE liaison_state_counts;
+         ALTER TABLE liaison_submissions DROP COLUMN business_deadline;
+         ALTER TABLE liaison_submissions DROP COLUMN currency;",
+    )
+    .unwrap();
+    let v3 = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite/0003_health.sql"),
+    )
+    .unwrap();
+    let counters = &v3[v3.find("CREATE TABLE liaison_state_counts").unwrap()..];
+    conn.execute_batch(counters).unwrap();
+}
 
 /// SHA-256 (hex) of `migrations/sqlite/NNNN_name.sql`, read here.
 fn file_checksum(version: i64, name: &str) -> String {
@@ -214,7 +237,7 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 13, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 14, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.
@@ -383,7 +406,7 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
     conn.execute_batch(
         r#"DROP INDEX liaison_submissions_worker_crashed;
            ALTER TABLE liaison_submissions DROP COLUMN lease_expiries;
-        r#"DROP TABLE liaison_instances;
+           DROP TABLE liaison_instances;
            ALTER TABLE liaison_partners DROP COLUMN last_served_at;
            ALTER TABLE liaison_partners DROP COLUMN expected_traffic;
            DROP TABLE liaison_correlations;
@@ -400,6 +423,7 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
                WHERE idempotency_key = 'C-queued';"#,
     )
     .unwrap();
+    undo_impact(&conn);
     assert_eq!(recorded(&conn).last().unwrap().0, 9);
 
     let store = SqliteStore::open(&path).expect("a version 9 database opens");
@@ -447,5 +471,56 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
     assert_eq!(
         store.get_by_key("bank", "B-refused").await.unwrap().state,
         SubmissionState::DeadLettered
+    );
+
+    // Migration 14 rebuilt the counters from the table: they equal a
+    // recount, every value "currency unspecified"; new work is counted by
+    // its currency from here on.
+    store
+        .enqueue(
+            NewSubmission::new("lab", "order", json!({"n": 1}))
+                .idempotency_key("L-eur")
+                .business_value_in(700, "EUR"),
+        )
+        .await
+        .unwrap();
+    let stats = store
+        .stats(&liaison::store::StatsQuery::new(
+            std::time::Duration::from_secs(60),
+        ))
+        .await
+        .unwrap();
+    assert!(!stats.is_empty());
+    for partner in stats {
+        let mut recount: std::collections::BTreeMap<SubmissionState, liaison::store::Totals> =
+            Default::default();
+        for s in store
+            .list(
+                &ListFilter::default()
+                    .partner(&partner.partner)
+                    .limit(10_000),
+            )
+            .await
+            .unwrap()
+        {
+            recount
+                .entry(s.state)
+                .or_default()
+                .add(&liaison::store::Totals::of(
+                    1,
+                    s.currency,
+                    s.business_value.unwrap_or(0),
+                ));
+        }
+        assert_eq!(partner.by_state, recount, "{}", partner.partner);
+    }
+    let eur = liaison::Currency::from_code("EUR").ok();
+    let lab = store
+        .stats(&liaison::store::StatsQuery::new(std::time::Duration::from_secs(60)).partner("lab"))
+        .await
+        .unwrap();
+    assert_eq!(
+        lab[0].by_state[&SubmissionState::Queued].value.get(eur),
+        700
     );
 }

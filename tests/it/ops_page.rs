@@ -165,7 +165,7 @@ async fn json_endpoints_answer_with_their_shapes() {
         .find(|p| p["partner"] == "lab")
         .unwrap();
     assert_eq!(lab["stuck"], 1);
-    assert_eq!(lab["at_risk"]["value"], 4200);
+    assert_eq!(lab["at_risk"]["value"]["unspecified"], 4200);
 
     let alerts = get(&app, "/api/alerts?open=true").await.json();
     let overdue = alerts["alerts"]
@@ -275,7 +275,8 @@ async fn the_overview_shows_verdicts_alerts_stuck_work_and_a_chart_per_partner()
     );
     assert!(html.contains("bank-failed-1") && html.contains("shop-dead-1"));
     assert!(
-        html.contains("42.00") && html.contains("12,345.00"),
+        html.contains("42.00 (currency unspecified)")
+            && html.contains("12345.00 (currency unspecified)"),
         "money from minor units"
     );
     assert_eq!(html.matches("<svg").count(), 4, "one chart per partner");
@@ -1394,4 +1395,60 @@ async fn a_quarantined_callback_is_dismissed_through_the_api_with_the_same_check
     assert_eq!(quarantined["callbacks"].as_array().unwrap().len(), 0);
     let again = post_json(&app, &api(&malformed.to_string()), Some(TOKEN), why).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
+/// Two currencies and business deadlines: the overview shows value at risk
+/// per currency (never added together), by kind and by age, the partner's
+/// deadlines, and the nearest business deadlines (escaped, linked); a
+/// submission's page shows its currency and deadline.
+#[tokio::test]
+async fn the_overview_shows_value_per_currency_and_the_nearest_business_deadlines() {
+    use SubmissionState::*;
+    let (_dir, store) = store();
+    let due = chrono::Utc::now() + chrono::Duration::hours(3);
+    let claim = |key: &str| {
+        NewSubmission::new("clinic", "claim.submit", json!({ "claim": key })).idempotency_key(key)
+    };
+    let (eur, _) = drive_new_to(
+        &store,
+        claim("C-<1>")
+            .business_value_in(25_000, "EUR")
+            .business_deadline(due),
+        DeadLettered,
+    )
+    .await;
+    drive_new_to(&store, claim("C-2").business_value_in(1_000, "USD"), Failed).await;
+    drive_new_to(
+        &store,
+        claim("C-3").business_deadline(due + chrono::Duration::hours(1)),
+        Queued,
+    )
+    .await;
+    let liaison = Liaison::builder(store.clone()).build().unwrap();
+    let mut state = OpsState::new(liaison);
+    state.token = None;
+    let app = router(state).unwrap();
+    let html = get(&app, "/").await.body;
+    assert!(
+        html.contains("Value at risk: <strong>EUR 250.00 + USD 10.00</strong> in 2 submission(s)"),
+        "{html}"
+    );
+    assert!(html.contains("claim.submit: EUR 250.00 + USD 10.00 in 2 submission(s)"));
+    assert!(html.contains("&lt; 1 h: EUR 250.00 + USD 10.00 in 2 submission(s)"));
+    assert!(
+        html.contains(
+            "<dd data-field=\"deadlines\">2 submission(s) will miss their business deadline within 24 h (EUR 250.00)</dd>"
+        ),
+        "the partner's deadlines, the unvalued C-3 counted too: {html}"
+    );
+    let list = &html[html.find("Nearest business deadlines").expect("the list")..];
+    let first = list.find("C-&lt;1&gt;").expect("escaped key");
+    let second = list.find("C-3").expect("C-3 listed");
+    assert!(first < second, "nearest first");
+    assert!(
+        !list[..list.find("</table>").unwrap()].contains("C-2"),
+        "no deadline, not listed"
+    );
+    assert!(list.contains(&format!("href=\"/submissions/{eur}\"")));
+    let page = get(&app, &format!("/submissions/{eur}")).await.body;
+    assert!(page.contains("EUR 250.00"), "{page}");
+    assert!(page.contains("data-field=\"business_deadline\""), "{page}");
 }

@@ -207,6 +207,10 @@ pub(crate) struct ListArgs {
     /// At most this many (1 to 10000).
     #[arg(long, default_value = "100", value_parser = parse_limit)]
     pub(crate) limit: usize,
+    /// Only open work (not succeeded, cancelled or resolved by hand) with a
+    /// business deadline, nearest deadline first.
+    #[arg(long)]
+    pub(crate) by_deadline: bool,
 }
 
 #[derive(Debug, Args)]

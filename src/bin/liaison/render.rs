@@ -97,21 +97,6 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
     cut
 }
 
-/// Minor units as units with two decimals and thousands separators.
-pub(crate) fn money(minor: i64) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    let abs = minor.unsigned_abs();
-    let units = (abs / 100).to_string();
-    let mut grouped = String::new();
-    for (i, c) in units.chars().enumerate() {
-        if i > 0 && (units.len() - i).is_multiple_of(3) {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    format!("{sign}{grouped}.{:02}", abs % 100)
-}
-
 /// `45s`, `12m`, `3h 05m`, `2d 4h`.
 pub(crate) fn age_secs(secs: u64) -> String {
     match secs {
@@ -215,16 +200,6 @@ pub(crate) fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn money_has_two_decimals_and_separators() {
-        assert_eq!(money(0), "0.00");
-        assert_eq!(money(5), "0.05");
-        assert_eq!(money(1530), "15.30");
-        assert_eq!(money(12_345_678), "123,456.78");
-        assert_eq!(money(-100_000), "-1,000.00");
-        assert_eq!(money(i64::MIN), "-92,233,720,368,547,758.08");
-    }
 
     #[test]
     fn ages_read_at_a_glance() {

@@ -1,5 +1,6 @@
 //! `status`: the four questions in plain words, then a table per partner.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -7,12 +8,12 @@ use liaison::Liaison;
 use liaison::SubmissionState;
 use liaison::callback::Disposition;
 use liaison::ops::{HealthReport, PartnerHealth, Verdict};
-use liaison::store::{CallbackFilter, ListFilter};
+use liaison::store::{AgeBand, CallbackFilter, ListFilter, Totals};
 use serde::Serialize;
 
 use crate::args::StatusArgs;
 use crate::fail::{Done, Outcome};
-use crate::render::{Table, age, age_secs, count, money, print, print_json, shell_quote, time};
+use crate::render::{Table, age, age_secs, count, print, print_json, shell_quote, time};
 
 /// The four answers, for `--json` (with the full health report beside them).
 #[derive(Debug, Serialize)]
@@ -46,8 +47,58 @@ struct Noticed {
 #[derive(Debug, Serialize)]
 struct Impact {
     submissions: u64,
-    /// Minor units.
-    value: i64,
+    /// Minor units per currency (ISO 4217 code, or `unspecified`).
+    value: liaison::Money,
+    /// At risk by the submissions' kind, across partners.
+    by_kind: BTreeMap<String, Totals>,
+    /// At risk by age (since enqueue), across partners.
+    by_age: BTreeMap<AgeBand, Totals>,
+    /// Open work near or past its business deadline, per partner (only
+    /// partners with some).
+    deadlines: Vec<Deadlines>,
+}
+
+#[derive(Debug, Serialize)]
+struct Deadlines {
+    partner: String,
+    /// The partner's lead time, in seconds.
+    lead_time_secs: u64,
+    /// Deadline within the lead time.
+    at_risk: Totals,
+    /// Deadline passed, still open.
+    missed: Totals,
+    /// In plain words.
+    words: String,
+}
+
+fn impact(report: &HealthReport) -> Impact {
+    let mut by_kind: BTreeMap<String, Totals> = BTreeMap::new();
+    let mut by_age: BTreeMap<AgeBand, Totals> = BTreeMap::new();
+    let mut deadlines = Vec::new();
+    for p in &report.partners {
+        for (kind, t) in &p.at_risk_by_kind {
+            by_kind.entry(kind.clone()).or_default().add(t);
+        }
+        for (age, t) in &p.at_risk_by_age {
+            by_age.entry(*age).or_default().add(t);
+        }
+        if let Some(words) = p.deadline_words() {
+            deadlines.push(Deadlines {
+                partner: p.partner.clone(),
+                lead_time_secs: p.deadlines.lead_time_secs,
+                at_risk: p.deadlines.at_risk.clone(),
+                missed: p.deadlines.missed.clone(),
+                words,
+            });
+        }
+    }
+    Impact {
+        submissions: report.at_risk.count,
+        value: report.at_risk.value.clone(),
+        by_kind,
+        by_age,
+        deadlines,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -95,10 +146,7 @@ pub(crate) async fn run(liaison: &Liaison, db: &Path, args: &StatusArgs, json: b
             unverified_callbacks: unverified,
             quarantined_callbacks: quarantined,
         },
-        impact: Impact {
-            submissions: report.at_risk.count,
-            value: report.at_risk.value,
-        },
+        impact: impact(&report),
         recovery: Recovery {
             replayable,
             failed,
@@ -200,13 +248,35 @@ fn human(s: &Status, window: Duration) -> String {
     out.push_str(&format!(
         "What is the impact?           {} worth {} at risk",
         count(i.submissions, "submission", "submissions"),
-        money(i.value)
+        i.value
     ));
     out.push_str(if i.submissions > 0 {
-        " (failed, dead-lettered or stuck)\n"
+        " (failed, dead-lettered, stuck or past the delay budget)\n"
     } else {
         "\n"
     });
+    let split = |groups: Vec<(&str, &Totals)>| {
+        groups
+            .into_iter()
+            .map(|(name, t)| format!("{name}: {} worth {}", t.count, t.value))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if !i.by_kind.is_empty() {
+        out.push_str(&format!(
+            "  - by kind: {}\n",
+            split(i.by_kind.iter().map(|(k, t)| (k.as_str(), t)).collect())
+        ));
+    }
+    if !i.by_age.is_empty() {
+        out.push_str(&format!(
+            "  - by age: {}\n",
+            split(i.by_age.iter().map(|(a, t)| (a.as_str(), t)).collect())
+        ));
+    }
+    for d in &i.deadlines {
+        out.push_str(&format!("  - {}: {}\n", d.partner, d.words));
+    }
 
     let r = &s.recovery;
     out.push_str(&format!(
@@ -320,7 +390,7 @@ fn partner_table(partners: &[PartnerHealth], last: &str) -> String {
             p.stuck.to_string(),
             p.oldest_queued_secs
                 .map_or_else(|| "-".to_owned(), age_secs),
-            format!("{} ({})", money(p.at_risk.value), p.at_risk.count),
+            format!("{} ({})", p.at_risk.value, p.at_risk.count),
         ]);
     }
     format!(

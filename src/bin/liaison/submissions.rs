@@ -2,17 +2,20 @@
 
 use chrono::{SecondsFormat, Utc};
 use liaison::store::{DeliveryFilter, ListFilter};
-use liaison::{Attempt, Delivery, DeliveryState, Event, Liaison, Submission, SubmissionState};
+use liaison::{
+    Attempt, Delivery, DeliveryState, Event, Liaison, Submission, SubmissionState, format_value,
+};
 use serde::Serialize;
 
 use crate::args::{ExportArgs, Format, ListArgs, ShowArgs};
 use crate::fail::{Done, Fail, Outcome};
-use crate::render::{
-    Table, age, count, money, one_line, or_dash, print, print_json, time, truncate,
-};
+use crate::render::{Table, age, count, one_line, or_dash, print, print_json, time, truncate};
 
 pub(crate) async fn list(liaison: &Liaison, args: &ListArgs, json: bool) -> Outcome {
-    let filter = args.filters.to_filter().limit(args.limit);
+    let mut filter = args.filters.to_filter().limit(args.limit);
+    if args.by_deadline {
+        filter = filter.by_deadline();
+    }
     let found = liaison.store().list(&filter).await?;
     if json {
         print_json(&found)?;
@@ -23,26 +26,27 @@ pub(crate) async fn list(liaison: &Liaison, args: &ListArgs, json: bool) -> Outc
         return Ok(Done::Clean);
     }
     let now = Utc::now();
-    let mut table = Table::new(&[
-        "id",
-        "partner",
-        "key",
-        "state",
-        "attempts",
-        "age",
-        "last error",
-    ])
-    .right(&[4, 5]);
+    let mut header = vec!["id", "partner", "key", "state", "attempts", "age", "value"];
+    if args.by_deadline {
+        header.push("business deadline");
+    }
+    header.push("last error");
+    let mut table = Table::new(&header).right(&[4, 5]);
     for s in &found {
-        table.row(vec![
+        let mut row = vec![
             s.id.to_string(),
             s.partner.clone(),
             truncate(&s.idempotency_key, 32),
             s.state.to_string(),
             s.attempts.to_string(),
             age(s.created_at, now),
-            truncate(s.last_error.as_deref().unwrap_or("-"), 60),
-        ]);
+            value(s),
+        ];
+        if args.by_deadline {
+            row.push(s.business_deadline.map_or("-".into(), |d| deadline(d, now)));
+        }
+        row.push(truncate(s.last_error.as_deref().unwrap_or("-"), 60));
+        table.row(row);
     }
     let mut out = table.render();
     out.push_str(&count(found.len() as u64, "submission", "submissions"));
@@ -52,6 +56,22 @@ pub(crate) async fn list(liaison: &Liaison, args: &ListArgs, json: bool) -> Outc
     out.push('\n');
     print(&out)?;
     Ok(Done::Clean)
+}
+
+/// A submission's business value with its currency, or `-`.
+fn value(s: &Submission) -> String {
+    s.business_value
+        .map_or("-".into(), |v| format_value(v, s.currency))
+}
+
+/// A business deadline with how far off it is: `2026-03-01 12:00:00 UTC
+/// (in 5h)` or `(missed 2h ago)`.
+fn deadline(at: chrono::DateTime<Utc>, now: chrono::DateTime<Utc>) -> String {
+    if at <= now {
+        format!("{} UTC (missed {} ago)", time(at), age(at, now))
+    } else {
+        format!("{} UTC (in {})", time(at), age(now, at))
+    }
 }
 
 /// `show --json`.
@@ -97,7 +117,10 @@ pub(crate) async fn show(liaison: &Liaison, args: &ShowArgs, json: bool) -> Outc
     field("idempotency key", s.idempotency_key.clone());
     field("ordering key", or_dash(s.ordering_key.as_ref()));
     field("partner ref", or_dash(s.external_ref.as_ref()));
-    field("value", or_dash(s.business_value.map(money)));
+    field("value", value(&s));
+    if let Some(at) = s.business_deadline {
+        field("business deadline", deadline(at, now));
+    }
     field("priority", s.priority.to_string());
     field(
         "attempts",
@@ -267,7 +290,7 @@ struct Exported<'a> {
     timeline: Option<&'a [Event]>,
 }
 
-const CSV_COLUMNS: [&str; 17] = [
+const CSV_COLUMNS: [&str; 19] = [
     "id",
     "partner",
     "kind",
@@ -285,6 +308,8 @@ const CSV_COLUMNS: [&str; 17] = [
     "result_deadline",
     "last_error",
     "correlation",
+    "currency",
+    "business_deadline",
 ];
 
 pub(crate) async fn export(liaison: &Liaison, args: &ExportArgs) -> Outcome {
@@ -340,6 +365,10 @@ pub(crate) async fn export(liaison: &Liaison, args: &ExportArgs) -> Outcome {
                     } else {
                         serde_json::to_string(&s.correlation).unwrap_or_default()
                     },
+                    s.currency.map(|c| c.code().to_owned()).unwrap_or_default(),
+                    s.business_deadline
+                        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+                        .unwrap_or_default(),
                 ];
                 if let Some(timeline) = timelines.get(i) {
                     cells.push(

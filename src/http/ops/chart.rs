@@ -267,6 +267,8 @@ mod tests {
             correlation: Default::default(),
             external_ref: None,
             business_value: None,
+            currency: None,
+            business_deadline: None,
             priority: 0,
             state,
             attempts: 1,

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::actions::{Action, Failure, Request, perform, rerun as rerun_delivery};
-use super::html::{document, error_page, escape, money, respond, state_words, when};
+use super::html::{document, error_page, escape, respond, state_words, value, when};
 use super::params::Params;
 use super::{OpsState, Shared};
 use crate::model::delivery::{Delivery, DeliveryId, DeliveryState};
@@ -261,7 +261,17 @@ fn details(out: &mut String, s: &Submission) {
     );
     row(out, "Partner", &escape(&s.partner));
     row(out, "Kind", &escape(&s.kind));
-    row(out, "Value", &s.business_value.map_or("—".into(), money));
+    row(out, "Value", &value(s));
+    if let Some(deadline) = s.business_deadline {
+        row(
+            out,
+            "Business deadline",
+            &format!(
+                "<span data-field=\"business_deadline\">{}</span>",
+                when(deadline)
+            ),
+        );
+    }
     row(out, "Idempotency key", &escape(&s.idempotency_key));
     row(out, "Id", &s.id.to_string());
     if let Some(reference) = &s.external_ref {

@@ -26,20 +26,17 @@ pub(super) fn escape(text: &str) -> String {
     out
 }
 
-/// Minor units as money with two decimals and thousands separators:
-/// `1234567` is `12,345.67`.
-pub(super) fn money(minor: i64) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    let minor = minor.unsigned_abs();
-    let whole = (minor / 100).to_string();
-    let mut grouped = String::with_capacity(whole.len() + whole.len() / 3);
-    for (i, digit) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i).is_multiple_of(3) {
-            grouped.push(',');
-        }
-        grouped.push(digit);
-    }
-    format!("{sign}{grouped}.{:02}", minor % 100)
+/// A submission's business value with its currency (`EUR 125.00`,
+/// `125.00 (currency unspecified)`), or a dash; escaped.
+pub(super) fn value(s: &crate::Submission) -> String {
+    s.business_value.map_or("—".into(), |v| {
+        escape(&crate::format_value(v, s.currency))
+    })
+}
+
+/// Summed value per currency (`EUR 250.00 + USD 10.00`, `0`); escaped.
+pub(super) fn money(m: &crate::Money) -> String {
+    escape(&m.to_string())
 }
 
 /// A time for people: `2025-03-01 14:05:09 UTC`.
@@ -128,6 +125,7 @@ pub(super) fn class_words(class: ProblemClass) -> &'static str {
         ProblemClass::ResultsNotDelivered => "Results not delivered to the host",
         ProblemClass::WorkerCrashed => "Work that crashed the worker",
         ProblemClass::SilentPartner => "Silent partner",
+        ProblemClass::BusinessDeadlineAtRisk => "Business deadlines at risk",
     }
 }
 
@@ -210,13 +208,13 @@ mod tests {
     }
 
     #[test]
-    fn money_has_two_decimals_and_groups() {
-        assert_eq!(money(0), "0.00");
-        assert_eq!(money(5), "0.05");
-        assert_eq!(money(12_500), "125.00");
-        assert_eq!(money(123_456_789), "1,234,567.89");
-        assert_eq!(money(100_000), "1,000.00");
-        assert_eq!(money(-123_456), "-1,234.56");
+    fn values_carry_their_currency() {
+        let eur = crate::Currency::from_code("EUR").ok();
+        assert_eq!(
+            money(&crate::Money::default().plus(eur, 12_500).plus(None, 5)),
+            "EUR 125.00 + 0.05 (currency unspecified)"
+        );
+        assert_eq!(money(&crate::Money::default()), "0");
     }
 
     #[test]

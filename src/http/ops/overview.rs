@@ -5,13 +5,13 @@ use std::fmt::Write as _;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::actions::Failure;
 use super::chart;
 use super::html::{
     circuit_words, class_words, document, duration, error_page, escape, money, respond, safe_link,
-    state_words, trend_words, verdict_class, verdict_word, when,
+    state_words, trend_words, value, verdict_class, verdict_word, when,
 };
 use super::{OpsState, Shared};
 use crate::model::delivery::{Delivery, DeliveryState};
@@ -24,6 +24,8 @@ use crate::store::{DeliveryFilter, ListFilter, Totals};
 const LIST_ROWS: usize = 50;
 /// Parked result deliveries shown by name (the oldest first).
 const PARKED_ROWS: usize = 10;
+/// Open submissions shown by nearest business deadline.
+const DEADLINE_ROWS: usize = 10;
 
 /// `GET /`
 pub(super) async fn page(State(state): State<Shared>) -> Response {
@@ -55,6 +57,14 @@ async fn render(state: &Shared) -> Result<String, Failure> {
                 .without_payload(),
         )
         .await?;
+    let nearest = store
+        .list(
+            &ListFilter::default()
+                .by_deadline()
+                .limit(DEADLINE_ROWS)
+                .without_payload(),
+        )
+        .await?;
     // Counted as the alert evaluation counts them: up to the list cap.
     let parked = liaison
         .deliveries(
@@ -82,6 +92,7 @@ async fn render(state: &Shared) -> Result<String, Failure> {
     body.push_str("</div>");
     engines_table(&mut body, &report);
     alerts_table(&mut body, &alerts);
+    deadlines_table(&mut body, state, &nearest, now);
     let count = |states: &[SubmissionState]| -> u64 {
         report
             .partners
@@ -120,7 +131,7 @@ fn header(out: &mut String, state: &Shared, report: &HealthReport) {
          Checked at {} over the last {}.</p>",
         verdict_class(report.verdict),
         verdict_word(report.verdict),
-        money(report.at_risk.value),
+        money(&report.at_risk.value),
         report.at_risk.count,
         when(report.generated_at),
         duration(report.window_secs),
@@ -165,7 +176,7 @@ fn card(out: &mut String, p: &PartnerHealth, svg: &str) {
          <dt>Success rate</dt><dd>{rate} (trend: {})</dd>\
          <dt>Oldest waiting</dt><dd>{}</dd>\
          <dt>Sending</dt><dd>{}</dd>",
-        totals(p.at_risk),
+        totals(&p.at_risk),
         count(SubmissionState::Queued) + count(SubmissionState::InFlight),
         count(SubmissionState::AwaitingResult),
         count(SubmissionState::Stuck),
@@ -200,6 +211,7 @@ fn card(out: &mut String, p: &PartnerHealth, svg: &str) {
             }
         );
     }
+    impact(out, p);
     if let Some(pause) = &p.paused {
         let _ = write!(
             out,
@@ -255,8 +267,90 @@ fn engines_table(out: &mut String, report: &HealthReport) {
     out.push_str("</tbody></table>");
 }
 
-fn totals(t: Totals) -> String {
-    format!("{} in {} submission(s)", money(t.value), t.count)
+fn totals(t: &Totals) -> String {
+    format!("{} in {} submission(s)", money(&t.value), t.count)
+}
+
+/// The value at risk by kind and by age, and the business deadlines near or
+/// past: only the lines that have something to say.
+fn impact(out: &mut String, p: &PartnerHealth) {
+    let split = |groups: Vec<(String, &Totals)>| {
+        groups
+            .into_iter()
+            .map(|(name, t)| format!("{}: {}", escape(&name), totals(t)))
+            .collect::<Vec<_>>()
+            .join("<br>")
+    };
+    if !p.at_risk_by_kind.is_empty() {
+        let _ = write!(
+            out,
+            "<dt>At risk by kind</dt><dd data-field=\"at-risk-by-kind\">{}</dd>",
+            split(
+                p.at_risk_by_kind
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t))
+                    .collect()
+            )
+        );
+    }
+    if !p.at_risk_by_age.is_empty() {
+        let _ = write!(
+            out,
+            "<dt>At risk by age</dt><dd data-field=\"at-risk-by-age\">{}</dd>",
+            split(
+                p.at_risk_by_age
+                    .iter()
+                    .map(|(a, t)| (a.as_str().to_owned(), t))
+                    .collect()
+            )
+        );
+    }
+    if let Some(words) = p.deadline_words() {
+        let _ = write!(
+            out,
+            "<dt>Business deadlines</dt><dd data-field=\"deadlines\">{}</dd>",
+            escape(&words)
+        );
+    }
+}
+
+/// Open work by nearest business deadline (shown only when there is some).
+fn deadlines_table(out: &mut String, state: &OpsState, rows: &[Submission], now: DateTime<Utc>) {
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<h2 id=\"deadlines\">Nearest business deadlines</h2>\
+         <table class=\"submissions\" id=\"deadlines-list\"><thead><tr><th>Deadline</th><th>Key</th>\
+         <th>Partner</th><th>Kind</th><th>State</th><th>Value</th></tr></thead><tbody>",
+    );
+    for s in rows {
+        let Some(deadline) = s.business_deadline else {
+            continue;
+        };
+        let left = if deadline <= now {
+            "<strong>missed</strong>".to_owned()
+        } else {
+            format!(
+                "in {}",
+                duration((deadline - now).num_seconds().max(0).unsigned_abs())
+            )
+        };
+        let _ = write!(
+            out,
+            "<tr><td class=\"nowrap\">{} ({left})</td><td class=\"nowrap\"><a href=\"{}\">{}</a></td>\
+             <td>{}</td><td>{}</td><td title=\"{}\">{}</td><td class=\"nowrap\">{}</td></tr>",
+            when(deadline),
+            escape(&state.link(&format!("/submissions/{}", s.id))),
+            escape(&s.idempotency_key),
+            escape(&s.partner),
+            escape(&s.kind),
+            state_words(s.state),
+            s.state.as_str(),
+            value(s),
+        );
+    }
+    out.push_str("</tbody></table>");
 }
 
 fn alerts_table(out: &mut String, alerts: &[Alert]) {
@@ -309,10 +403,12 @@ fn submissions_table(
     rows: &[Submission],
     total: u64,
 ) {
-    let value = rows
-        .iter()
-        .filter_map(|s| s.business_value)
-        .fold(0i64, i64::saturating_add);
+    let listed = rows.iter().fold(crate::Money::default(), |mut m, s| {
+        if let Some(v) = s.business_value {
+            m.add(s.currency, v);
+        }
+        m
+    });
     let _ = write!(out, "<h2 id=\"{id}\">{} ({total})</h2>", escape(title));
     if rows.is_empty() {
         out.push_str("<p>None.</p>");
@@ -322,7 +418,7 @@ fn submissions_table(
         out,
         "<p>{} Value of those listed: <strong>{}</strong>.{}</p>",
         escape(help),
-        money(value),
+        money(&listed),
         if total > rows.len() as u64 {
             format!(" Showing the oldest {} of {total}.", rows.len())
         } else {
@@ -345,7 +441,7 @@ fn submissions_table(
             escape(&s.kind),
             state_words(s.state),
             s.state.as_str(),
-            s.business_value.map_or("—".into(), money),
+            value(s),
             when(s.terminal_at.unwrap_or(s.updated_at)),
             escape(s.last_error.as_deref().unwrap_or("")),
         );

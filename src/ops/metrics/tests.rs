@@ -26,6 +26,9 @@ fn partner_health(name: &str) -> PartnerHealth {
         circuit: None,
         callback_verification: None,
         at_risk: Totals::default(),
+        at_risk_by_kind: BTreeMap::new(),
+        at_risk_by_age: BTreeMap::new(),
+        deadlines: Default::default(),
         past_delay_budget: Totals::default(),
         paused: None,
         callbacks: BTreeMap::new(),
@@ -55,26 +58,15 @@ fn report(partners: Vec<PartnerHealth>) -> HealthReport {
 fn lab_and_bank() -> HealthReport {
     let mut lab = partner_health("lab");
     lab.verdict = Verdict::Degraded;
-    lab.by_state.insert(
-        SubmissionState::Queued,
-        Totals {
-            count: 4,
-            value: 400,
-        },
-    );
-    lab.by_state.insert(
-        SubmissionState::Stuck,
-        Totals {
-            count: 1,
-            value: 2_500,
-        },
-    );
+    lab.by_state
+        .insert(SubmissionState::Queued, Totals::of(4, None, 400));
+    lab.by_state
+        .insert(SubmissionState::Stuck, Totals::of(1, None, 2_500));
     lab.oldest_queued_secs = Some(42);
     lab.circuit = Some(CircuitState::HalfOpen);
-    lab.at_risk = Totals {
-        count: 1,
-        value: 2_500,
-    };
+    lab.at_risk = Totals::of(1, Some(crate::Currency::from_code("EUR").unwrap()), 2_500);
+    lab.deadlines.at_risk = Totals::of(2, None, 0);
+    lab.deadlines.missed = Totals::of(1, None, 0);
     let mut bank = partner_health("bank.eu-1:v2/x");
     bank.verdict = Verdict::Down;
     bank.circuit = Some(CircuitState::Open);
@@ -166,6 +158,8 @@ fn render_is_valid_openmetrics_with_the_expected_values() {
             ("liaison_alerts", "counter"),
             ("liaison_attempt_duration_seconds", "histogram"),
             ("liaison_attempts", "counter"),
+            ("liaison_business_deadline_at_risk", "gauge"),
+            ("liaison_business_deadline_missed", "gauge"),
             ("liaison_callbacks", "counter"),
             ("liaison_callbacks_unknown", "counter"),
             ("liaison_callbacks_unverified_dropped", "counter"),
@@ -282,8 +276,15 @@ fn render_is_valid_openmetrics_with_the_expected_values() {
     assert_eq!(v("liaison_oldest_queued_seconds", &[bank]), Some(0.0));
     assert_eq!(v("liaison_circuit_state", &[lab]), Some(1.0));
     assert_eq!(v("liaison_circuit_state", &[bank]), Some(2.0));
-    assert_eq!(v("liaison_value_at_risk", &[lab]), Some(2500.0));
-    assert_eq!(v("liaison_value_at_risk", &[bank]), Some(0.0));
+    let eur = ("currency", "EUR");
+    let unspecified = ("currency", "unspecified");
+    assert_eq!(v("liaison_value_at_risk", &[lab, eur]), Some(2500.0));
+    assert_eq!(v("liaison_value_at_risk", &[lab, unspecified]), Some(0.0));
+    assert_eq!(v("liaison_value_at_risk", &[bank, unspecified]), Some(0.0));
+    assert_eq!(v("liaison_value_at_risk", &[bank, eur]), None);
+    assert_eq!(v("liaison_business_deadline_at_risk", &[lab]), Some(2.0));
+    assert_eq!(v("liaison_business_deadline_missed", &[lab]), Some(1.0));
+    assert_eq!(v("liaison_business_deadline_at_risk", &[bank]), Some(0.0));
     assert_eq!(v("liaison_partner_verdict", &[lab]), Some(1.0));
     assert_eq!(v("liaison_partner_verdict", &[bank]), Some(2.0));
     assert!(find(&families, "liaison_partner_verdict").is_some());
@@ -300,7 +301,7 @@ fn gauges_follow_the_latest_report_and_counters_keep_counting() {
     // The bank leaves the report; the lab's circuit is no longer known here.
     let mut lab = partner_health("lab");
     lab.by_state
-        .insert(SubmissionState::Queued, Totals { count: 1, value: 0 });
+        .insert(SubmissionState::Queued, Totals::of(1, None, 0));
     m.submission_enqueued("bank.eu-1:v2/x");
     let text = m.render(&report(vec![lab]));
     let second = parse(&text).unwrap();

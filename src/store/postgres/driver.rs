@@ -167,9 +167,9 @@ impl Driver for Db<'_> {
                 &format!(
                     "INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, \
                      idempotency_key, ordering_key, correlation, business_value, priority, state, \
-                     attempts, due_at, not_before, created_at, updated_at) \
+                     attempts, due_at, not_before, created_at, updated_at, currency, business_deadline) \
                      VALUES ($1, $2, $3, $4::text::json, $5, $6, $7, $8::text::json, $9, $10, \
-                     'queued', 0, $11, $12, $13, $13) RETURNING {SUBMISSION_COLUMNS}"
+                     'queued', 0, $11, $12, $13, $13, $14, $15) RETURNING {SUBMISSION_COLUMNS}"
                 ),
                 &[
                     &sid(id),
@@ -185,6 +185,8 @@ impl Driver for Db<'_> {
                     &to_millis(due_at),
                     &valid.not_before.map(to_millis),
                     &now,
+                    &valid.currency.map(|c| c.code()),
+                    &valid.business_deadline.map(to_millis),
                 ],
                 "insert submission",
             )

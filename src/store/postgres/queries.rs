@@ -10,6 +10,7 @@ use super::db::{Db, clean, corrupt, get, sid, to_sid};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::model::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
+use crate::model::money::currency_from_column;
 use crate::model::result::ResultDocument;
 use crate::model::submission::SubmissionState;
 use crate::model::submission::{Submission, SubmissionId};
@@ -24,10 +25,10 @@ pub(super) const SUBMISSION_COLUMNS: &str = "id, partner, kind, payload::text, f
     idempotency_key, ordering_key, correlation::text, external_ref, business_value, priority, \
     state, attempts, due_at, not_before, lease_expires_at, result_deadline, created_at, \
     updated_at, terminal_at, last_error, replays, attempts_before_cycle, \
-    COALESCE(cycle_started_at, created_at), result_document";
+    COALESCE(cycle_started_at, created_at), result_document, currency, business_deadline";
 
 /// How many columns [`SUBMISSION_COLUMNS`] has; a query may select more after them.
-pub(super) const SUBMISSION_WIDTH: usize = 25;
+pub(super) const SUBMISSION_WIDTH: usize = 27;
 
 fn count(column: &'static str, n: i32) -> Result<u32> {
     u32::try_from(n).map_err(|e| corrupt(column, e))
@@ -75,6 +76,8 @@ pub(super) fn submission_from_row(row: &Row) -> Result<Submission> {
             .map(|r| ResultDocument::from_stored(&r))
             .transpose()
             .map_err(|e| corrupt("result_document", e))?,
+        currency: currency_from_column(get::<Option<String>>(row, 25)?.as_deref()),
+        business_deadline: get::<Option<i64>>(row, 26)?.map(from_millis),
     })
 }
 
@@ -190,7 +193,15 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Subm
         );
     }
     let limit = i64::try_from(filter.effective_limit()).unwrap_or(100);
-    arg(&mut sql, " ORDER BY seq LIMIT ?", Box::new(limit));
+    if filter.by_deadline {
+        sql.push_str(&format!(
+            " AND {} ORDER BY business_deadline, seq",
+            crate::store::impact::DEADLINE_OPEN
+        ));
+        arg(&mut sql, " LIMIT ?", Box::new(limit));
+    } else {
+        arg(&mut sql, " ORDER BY seq LIMIT ?", Box::new(limit));
+    }
     let params: Vec<&(dyn ToSql + Sync)> = args
         .iter()
         .map(|a| a.as_ref() as &(dyn ToSql + Sync))

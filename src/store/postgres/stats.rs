@@ -12,6 +12,7 @@ use crate::model::callback::Disposition;
 use crate::model::submission::SubmissionState;
 use crate::model::traffic::{ExpectedTraffic, TrafficKind};
 use crate::store::common::{count, duration_ms, from_millis, state_names, to_millis};
+use crate::store::impact::{self, age_limits, budget_cutoff, deadline_window};
 use crate::store::rules::callbacks::sql_list;
 use crate::store::{MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, StatsQuery, Totals};
 
@@ -42,17 +43,55 @@ async fn partner_stats(db: &Db<'_>, partner: String, query: &StatsQuery) -> Resu
     let now = to_millis(query.now);
     let window = duration_ms(query.window);
     let start = now.saturating_sub(window);
-    let past_delay_budget = match query.delay_budgets.get(&partner) {
-        Some(budget) => {
-            let cutoff = now.saturating_sub(duration_ms(*budget));
-            past_budget(db, &partner, cutoff).await?
-        }
+    let cutoff = budget_cutoff(query, &partner);
+    let past_delay_budget = match cutoff {
+        Some(cutoff) => past_budget(db, &partner, cutoff).await?,
         None => Totals::default(),
     };
     let traffic = match query.expected_traffic.get(&partner) {
         Some(expected) => Some(traffic(db, &partner, expected, now).await?),
         None => None,
     };
+    let [hour, day, week] = age_limits(query.now);
+    let at_risk = impact::impact_of(
+        db.query(
+            &impact::at_risk_sql(placeholder),
+            &[&partner, &hour, &day, &week, &cutoff.unwrap_or(i64::MIN)],
+            "sum the value at risk",
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                get(row, 0)?,
+                get(row, 1)?,
+                get(row, 2)?,
+                get(row, 3)?,
+                get(row, 4)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?,
+    );
+    let (at, horizon) = deadline_window(query, &partner);
+    let deadline_rows = db
+        .query(
+            &impact::deadlines_sql(placeholder),
+            &[&partner, &at, &horizon],
+            "count work near its business deadline",
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                get(row, 0)?,
+                get(row, 1)?,
+                get(row, 2)?,
+                get(row, 3)?,
+                get(row, 4)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let deadlines = impact::deadlines_of(query, &partner, deadline_rows);
     Ok(PartnerStats {
         by_state: by_state(db, &partner).await?,
         window: outcomes(db, &partner, start, now).await?,
@@ -80,6 +119,8 @@ async fn partner_stats(db: &Db<'_>, partner: String, query: &StatsQuery) -> Resu
         .await?,
         oldest_queued_at: oldest_queued(db, &partner).await?,
         past_delay_budget,
+        at_risk,
+        deadlines,
         callbacks: callbacks(db, &partner, start, now).await?,
         worker_crashed: worker_crashed(db, &partner).await?,
         oldest_due_at: oldest_due(db, &partner).await?,
@@ -159,45 +200,37 @@ async fn traffic(db: &Db<'_>, partner: &str, expected: &ExpectedTraffic, now: i6
     Ok(count(get(&row, 0)?))
 }
 
+/// PostgreSQL's numbered placeholder.
+fn placeholder(n: usize) -> String {
+    format!("${n}")
+}
+
 async fn past_budget(db: &Db<'_>, partner: &str, cutoff: i64) -> Result<Totals> {
-    let unfinished = state_names(|s| !s.is_terminal());
-    let row = db
-        .query_one(
-            "SELECT COUNT(*), COALESCE(SUM(business_value), 0)::BIGINT FROM liaison_submissions \
-             WHERE partner = $1 AND state = ANY($2) AND created_at <= $3",
-            &[&partner, &unfinished, &cutoff],
+    let rows = db
+        .query(
+            &impact::past_budget_sql(placeholder),
+            &[&partner, &cutoff],
             "count work past its delay budget",
         )
-        .await?;
-    Ok(Totals {
-        count: count(get(&row, 0)?),
-        value: get(&row, 1)?,
-    })
+        .await?
+        .iter()
+        .map(|row| Ok((get(row, 0)?, get(row, 1)?, get(row, 2)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(impact::totals_of(rows))
 }
 
 async fn by_state(db: &Db<'_>, partner: &str) -> Result<BTreeMap<SubmissionState, Totals>> {
     let rows = db
         .query(
-            "SELECT state, n, value FROM liaison_state_counts WHERE partner = $1",
+            "SELECT state, currency, n, value FROM liaison_state_counts WHERE partner = $1",
             &[&partner],
             "read state counts",
         )
-        .await?;
-    let mut out = BTreeMap::new();
-    for row in &rows {
-        let state: String = get(row, 0)?;
-        let n: i64 = get(row, 1)?;
-        if let (Ok(state), true) = (state.parse(), n > 0) {
-            out.insert(
-                state,
-                Totals {
-                    count: count(n),
-                    value: get(row, 2)?,
-                },
-            );
-        }
-    }
-    Ok(out)
+        .await?
+        .iter()
+        .map(|row| Ok((get(row, 0)?, get(row, 1)?, get(row, 2)?, get(row, 3)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(impact::by_state_of(rows))
 }
 
 async fn outcomes(db: &Db<'_>, partner: &str, from: i64, until: i64) -> Result<Outcomes> {

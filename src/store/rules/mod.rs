@@ -47,6 +47,8 @@ pub(crate) mod fixtures {
             correlation: Default::default(),
             external_ref: None,
             business_value: None,
+            currency: None,
+            business_deadline: None,
             priority: 0,
             state,
             attempts: 1,

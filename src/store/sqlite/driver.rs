@@ -194,8 +194,8 @@ impl Driver for Sql<'_> {
             .prepare_cached(&format!(
                 "INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, idempotency_key, \
                  ordering_key, correlation, business_value, priority, state, attempts, due_at, not_before, \
-                 created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?13, ?13) \
+                 created_at, updated_at, currency, business_deadline) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?13, ?13, ?14, ?15) \
                  RETURNING {SUBMISSION_COLUMNS}"
             ))
             .and_then(|mut stmt| {
@@ -214,6 +214,8 @@ impl Driver for Sql<'_> {
                         to_millis(due_at),
                         valid.not_before.map(to_millis),
                         to_millis(now),
+                        valid.currency.map(|c| c.code()),
+                        valid.business_deadline.map(to_millis),
                     ],
                     submission_from_row,
                 )

@@ -59,8 +59,11 @@ const GROWING: [&str; 6] = [
 /// Partial indexes that hold only unfinished work (queued, in flight,
 /// awaiting a result, unmatched callbacks): scanning one is bounded by the
 /// work pending, not by history.
-const PENDING_ONLY: [&str; 4] = [
+const PENDING_ONLY: [&str; 6] = [
     "liaison_submissions_lease",
+    // open work with a business deadline (migration 14)
+    "liaison_submissions_business_deadline",
+    "liaison_submissions_nearest_deadline",
     "liaison_submissions_deadline",
     "liaison_submissions_due",
     "liaison_callbacks_unmatched",
@@ -206,6 +209,8 @@ mod tests {
                     .ordering_key(format!("o-{}", i % 2))
                     .correlation("order_no", format!("SO-{}", i % 3))
                     .correlation("patient", format!("P-{i}"))
+                    .business_value_in(100 * i, "EUR")
+                    .business_deadline(Utc::now() + chrono::Duration::hours(i))
             })
             .collect();
         liaison.enqueue_batch(batch).await.unwrap();
@@ -242,6 +247,7 @@ mod tests {
                 partners: vec!["lab".into()],
                 delay_budgets: [("lab".to_owned(), Duration::from_secs(60))].into(),
                 expected_traffic: BTreeMap::new(),
+                deadline_lead_times: [("lab".to_owned(), Duration::from_secs(3600))].into(),
             })
             .await
             .unwrap();
@@ -289,6 +295,17 @@ mod tests {
                     .await
                     .unwrap();
             }
+        }
+        // Open work by nearest business deadline (no paging by enqueue order).
+        for filter in [
+            ListFilter::default().by_deadline().limit(10),
+            ListFilter::default()
+                .partner("lab")
+                .by_deadline()
+                .without_payload()
+                .limit(10),
+        ] {
+            store.list(&filter).await.unwrap();
         }
         let any = store.list(&ListFilter::default().limit(1)).await.unwrap()[0].id;
         store.get(any).await.unwrap();

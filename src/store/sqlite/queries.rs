@@ -10,6 +10,7 @@ use super::db::{db_err, from_millis, to_millis};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::model::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
+use crate::model::money::currency_from_column;
 use crate::model::result::ResultDocument;
 use crate::model::submission::SubmissionState;
 use crate::model::submission::{Submission, SubmissionId};
@@ -19,10 +20,10 @@ use crate::store::{HourlyCount, HourlyQuery, ListFilter};
 pub(super) const SUBMISSION_COLUMNS: &str = "id, partner, kind, payload, fingerprint, idempotency_key, \
     ordering_key, correlation, external_ref, business_value, priority, state, attempts, due_at, \
     not_before, lease_expires_at, result_deadline, created_at, updated_at, terminal_at, last_error, \
-    replays, attempts_before_cycle, COALESCE(cycle_started_at, created_at), result_document";
+    replays, attempts_before_cycle, COALESCE(cycle_started_at, created_at), result_document, currency, business_deadline";
 
 /// How many columns [`SUBMISSION_COLUMNS`] has; a query may select more after them.
-pub(super) const SUBMISSION_WIDTH: usize = 25;
+pub(super) const SUBMISSION_WIDTH: usize = 27;
 
 pub(super) fn corrupt(column: &'static str, detail: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -72,10 +73,12 @@ pub(super) fn submission_from_row(row: &Row<'_>) -> rusqlite::Result<Submission>
         attempts_before_cycle: row.get(22)?,
         cycle_started_at: from_millis(row.get(23)?),
         result: row
-            .get::<_, Option<String>>(SUBMISSION_WIDTH - 1)?
+            .get::<_, Option<String>>(24)?
             .map(|r| ResultDocument::from_stored(&r))
             .transpose()
             .map_err(|e| corrupt("result_document", e))?,
+        currency: currency_from_column(row.get::<_, Option<String>>(25)?.as_deref()),
+        business_deadline: row.get::<_, Option<i64>>(26)?.map(from_millis),
     })
 }
 
@@ -181,7 +184,15 @@ pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Subm
         );
     }
     let limit = i64::try_from(filter.effective_limit()).unwrap_or(100);
-    arg(&mut sql, " ORDER BY seq LIMIT ?", limit.into());
+    if filter.by_deadline {
+        sql.push_str(&format!(
+            " AND {} ORDER BY business_deadline, seq",
+            crate::store::impact::DEADLINE_OPEN
+        ));
+        arg(&mut sql, " LIMIT ?", limit.into());
+    } else {
+        arg(&mut sql, " ORDER BY seq LIMIT ?", limit.into());
+    }
     let mut stmt = conn
         .prepare_cached(&sql)
         .map_err(db_err("list submissions"))?;

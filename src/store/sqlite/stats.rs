@@ -12,8 +12,11 @@ use crate::model::callback::Disposition;
 use crate::model::submission::SubmissionState;
 use crate::model::traffic::{ExpectedTraffic, TrafficKind};
 use crate::store::common::{count, duration_ms};
+use crate::store::impact::{self, age_limits, budget_cutoff, deadline_window};
 use crate::store::rules::callbacks::sql_list;
-use crate::store::{MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, StatsQuery, Totals};
+use crate::store::{
+    DeadlineRisk, Impact, MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, StatsQuery, Totals,
+};
 
 fn window_ms(query: &StatsQuery) -> i64 {
     duration_ms(query.window)
@@ -62,6 +65,8 @@ fn partner_stats(conn: &Connection, partner: String, query: &StatsQuery) -> Resu
         )?,
         oldest_queued_at: oldest_queued(conn, &partner)?,
         past_delay_budget: Totals::default(),
+        at_risk: Impact::default(),
+        deadlines: DeadlineRisk::default(),
         callbacks: callbacks(conn, &partner, start, now)?,
         worker_crashed: worker_crashed(conn, &partner)?,
         oldest_due_at: oldest_due(conn, &partner)?,
@@ -73,24 +78,56 @@ fn partner_stats(conn: &Connection, partner: String, query: &StatsQuery) -> Resu
     if let Some(expected) = query.expected_traffic.get(&stats.partner) {
         stats.traffic = Some(traffic(conn, &stats.partner, expected, now)?);
     }
-    if let Some(budget) = query.delay_budgets.get(&stats.partner) {
-        let cutoff = now.saturating_sub(duration_ms(*budget));
+    let cutoff = budget_cutoff(query, &stats.partner);
+    if let Some(cutoff) = cutoff {
         stats.past_delay_budget = conn
-            .prepare_cached(
-                "SELECT COUNT(*), COALESCE(SUM(business_value), 0) FROM liaison_submissions \
-                 WHERE partner = ?1 AND state IN ('queued', 'in_flight', 'awaiting_result', 'stuck') \
-                   AND created_at <= ?2",
-            )
+            .prepare_cached(&impact::past_budget_sql(placeholder))
             .and_then(|mut stmt| {
-                stmt.query_row(params![stats.partner, cutoff], |row| {
-                    Ok(Totals {
-                        count: count(row.get(0)?),
-                        value: row.get(1)?,
-                    })
-                })
+                stmt.query_map(params![stats.partner, cutoff], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
             })
+            .map(impact::totals_of)
             .map_err(db_err("count work past its delay budget"))?;
     }
+    let [hour, day, week] = age_limits(query.now);
+    stats.at_risk = conn
+        .prepare_cached(&impact::at_risk_sql(placeholder))
+        .and_then(|mut stmt| {
+            stmt.query_map(
+                params![stats.partner, hour, day, week, cutoff.unwrap_or(i64::MIN)],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                },
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map(impact::impact_of)
+        .map_err(db_err("sum the value at risk"))?;
+    let (at, horizon) = deadline_window(query, &stats.partner);
+    let rows = conn
+        .prepare_cached(&impact::deadlines_sql(placeholder))
+        .and_then(|mut stmt| {
+            stmt.query_map(params![stats.partner, at, horizon], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db_err("count work near its business deadline"))?;
+    stats.deadlines = impact::deadlines_of(query, &stats.partner, rows);
     Ok(stats)
 }
 
@@ -106,29 +143,23 @@ fn worker_crashed(conn: &Connection, partner: &str) -> Result<u64> {
     .map_err(db_err("count dead letters of crashed workers"))
 }
 
+/// SQLite's numbered placeholder.
+fn placeholder(n: usize) -> String {
+    format!("?{n}")
+}
+
 fn by_state(conn: &Connection, partner: &str) -> Result<BTreeMap<SubmissionState, Totals>> {
-    let rows: Vec<(String, i64, i64)> = conn
-        .prepare_cached("SELECT state, n, value FROM liaison_state_counts WHERE partner = ?1")
-        .and_then(|mut stmt| {
-            stmt.query_map(params![partner], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })?
-            .collect()
-        })
-        .map_err(db_err("read state counts"))?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(state, n, value)| {
-            let state = state.parse().ok()?;
-            (n > 0).then_some((
-                state,
-                Totals {
-                    count: count(n),
-                    value,
-                },
-            ))
-        })
-        .collect())
+    conn.prepare_cached(
+        "SELECT state, currency, n, value FROM liaison_state_counts WHERE partner = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_map(params![partner], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .map(impact::by_state_of)
+    .map_err(db_err("read state counts"))
 }
 
 fn outcomes(conn: &Connection, partner: &str, from: i64, until: i64) -> Result<Outcomes> {

@@ -53,7 +53,7 @@ async fn recount(store: &Store, partner: &str) -> BTreeMap<SubmissionState, Tota
         for s in &page {
             let t = out.entry(s.state).or_default();
             t.count += 1;
-            t.value += s.business_value.unwrap_or(0);
+            t.value.add(s.currency, s.business_value.unwrap_or(0));
         }
         match page.last() {
             Some(last) => after = Some(last.id),
@@ -72,7 +72,7 @@ async fn assert_counts(
 ) {
     let expected: BTreeMap<_, _> = expected
         .iter()
-        .map(|&(s, count, value)| (s, Totals { count, value }))
+        .map(|&(s, count, value)| (s, Totals::of(count, None, value)))
         .collect();
     let name = h.name();
     let by_state = stats_of(store, partner).await.by_state;
@@ -243,6 +243,7 @@ pub async fn state_counts_stay_exact_through_transitions(h: &Harness) {
     let nobody = stats_of(&store, "nobody").await;
     let mut empty = PartnerStats::default();
     empty.partner = "nobody".into();
+    empty.deadlines.lead_time_secs = 24 * 3600; // the default lead time
     assert_eq!(nobody, empty);
 }
 
@@ -400,10 +401,7 @@ pub async fn windows_give_outcomes_latencies_and_work_past_budget(h: &Harness) {
     assert_eq!(bank.oldest_queued_at, Some(s8.created_at));
     assert_eq!(
         bank.past_delay_budget,
-        Totals {
-            count: 2,
-            value: 90
-        },
+        Totals::of(2, None, 90),
         "{name}: the awaiting s7 and the queued s8"
     );
     assert_eq!(s7.state, AwaitingResult);
@@ -427,7 +425,7 @@ pub async fn windows_give_outcomes_latencies_and_work_past_budget(h: &Harness) {
         .into_iter()
         .map(|(s, n)| {
             let value = if s == Queued { 80 } else { 10 * n as i64 };
-            (s, Totals { count: n, value })
+            (s, Totals::of(n, None, value))
         })
         .collect(),
         "{name}"
@@ -485,10 +483,7 @@ pub async fn business_values_at_the_cap_sum_exactly_and_above_it_are_refused(h: 
         .unwrap();
     assert_eq!(
         rich.by_state.get(&SubmissionState::Queued),
-        Some(&Totals {
-            count: 2,
-            value: 2 * VALUE_CAP
-        })
+        Some(&Totals::of(2, None, 2 * VALUE_CAP))
     );
     let metrics = liaison.metrics().render(&report);
     assert!(metrics.contains("liaison_value_at_risk"), "{metrics}");

@@ -23,6 +23,7 @@ mod deliveries;
 pub mod harness;
 mod health_stats;
 pub mod hostile;
+mod impact;
 mod input;
 mod ledger;
 mod lookup;
@@ -123,6 +124,10 @@ conformance! {
     health_stats::counts_stay_exact_under_concurrent_writers,
     health_stats::windows_give_outcomes_latencies_and_work_past_budget,
     health_stats::business_values_at_the_cap_sum_exactly_and_above_it_are_refused,
+    impact::values_are_summed_per_currency_and_split_by_kind_and_age,
+    impact::business_deadlines_are_reported_near_and_missed,
+    impact::bad_currencies_and_deadlines_store_nothing,
+    impact::a_deadline_alert_opens_before_the_breach_and_resolves_with_the_work,
     ops_reads::hourly_counts_agree_with_a_list_and_count,
     ops_reads::lists_without_payloads_or_bodies_read_neither,
     silence::instances_beat_stop_and_age_out,

@@ -30,7 +30,7 @@ async fn counts(store: &PostgresStore, partner: &str) -> BTreeMap<SubmissionStat
 }
 
 fn queued(count: u64, value: i64) -> BTreeMap<SubmissionState, Totals> {
-    [(SubmissionState::Queued, Totals { count, value })]
+    [(SubmissionState::Queued, Totals::of(count, None, value))]
         .into_iter()
         .filter(|(_, t)| t.count > 0)
         .collect()
@@ -117,14 +117,21 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
              ON liaison_submissions (terminal_at) WHERE terminal_at IS NOT NULL;
          DROP FUNCTION liaison_wake_submission() CASCADE;
          DROP FUNCTION liaison_state_counts_track() CASCADE;
-         DROP FUNCTION liaison_state_counts_add(TEXT, TEXT, BIGINT, BIGINT);
+         DROP FUNCTION liaison_state_counts_add(TEXT, TEXT, TEXT, BIGINT, BIGINT);
          DROP TABLE liaison_state_counts;
+         ALTER TABLE liaison_submissions DROP COLUMN currency;
+         ALTER TABLE liaison_submissions DROP COLUMN business_deadline;
          ALTER TABLE liaison_submissions DROP COLUMN accepted_at;
          DROP INDEX liaison_submissions_partner_terminal;
          DROP INDEX liaison_callbacks_received;
          ALTER TABLE liaison_submissions DROP COLUMN result_document;
          DROP TABLE liaison_deliveries;
          ALTER TABLE liaison_partners DROP COLUMN deliver_results;
+         DROP INDEX liaison_submissions_worker_crashed;
+         ALTER TABLE liaison_submissions DROP COLUMN lease_expiries;
+         DROP TABLE liaison_instances;
+         ALTER TABLE liaison_partners DROP COLUMN last_served_at;
+         ALTER TABLE liaison_partners DROP COLUMN expected_traffic;
          DROP INDEX liaison_callbacks_quarantine;
          ALTER TABLE liaison_callbacks DROP COLUMN dismissed_by, DROP COLUMN dismissed_at,
              DROP COLUMN dismissed_reason, DROP COLUMN dismissed_from;
@@ -157,15 +164,24 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
         bank.enqueue_to_accepted_ms,
         [(accepted - created).num_milliseconds()]
     );
-    // And the trigger counts from here on.
+    // And the trigger counts from here on, per currency.
     store.enqueue(submission("bank", "new")).await.unwrap();
+    store
+        .enqueue(submission("bank", "eur").business_value_in(700, "EUR"))
+        .await
+        .unwrap();
+    store
+        .enqueue(submission("bank", "usd").business_value_in(5, "USD"))
+        .await
+        .unwrap();
+    let mut queued = Totals::of(3, None, 0);
+    queued.value = liaison::Money::default()
+        .plus(liaison::Currency::from_code("EUR").ok(), 700)
+        .plus(liaison::Currency::from_code("USD").ok(), 5);
     assert_eq!(
         counts(&store, "bank").await,
-        [
-            (AwaitingResult, Totals { count: 1, value: 0 }),
-            (Queued, Totals { count: 1, value: 0 }),
-        ]
-        .into_iter()
-        .collect()
+        [(AwaitingResult, Totals::of(1, None, 0)), (Queued, queued)]
+            .into_iter()
+            .collect()
     );
 }

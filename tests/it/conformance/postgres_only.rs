@@ -182,8 +182,8 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     // The PostgreSQL migrations so far: 0001_init, 0002_replay_cycles,
     // 0003_health, 0004_alerts, 0005_wakeups, 0006_retention,
     // 0007_callback_rows, 0008_results, 0009_deliveries, 0010_lookup,
-    // 0013_callback_dismissals.
-    assert_eq!(version, 13);
+    // 0011_poison, 0012_silence, 0013_callback_dismissals, 0014_impact.
+    assert_eq!(version, 14);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -254,7 +254,10 @@ async fn instances_starting_together_migrate_once() {
             (8, "results".to_string()),
             (9, "deliveries".to_string()),
             (10, "lookup".to_string()),
+            (11, "poison".to_string()),
+            (12, "silence".to_string()),
             (13, "callback_dismissals".to_string()),
+            (14, "impact".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -710,7 +713,10 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         (8, "results"),
         (9, "deliveries"),
         (10, "lookup"),
+        (11, "poison"),
+        (12, "silence"),
         (13, "callback_dismissals"),
+        (14, "impact"),
     ]
     .into_iter()
     .map(|(v, n)| {
@@ -761,11 +767,33 @@ async fn a_schema_before_the_correlation_index_upgrades_and_finds_them() {
         "SET search_path = {};
          DROP TABLE liaison_correlations;
          DROP INDEX liaison_submissions_updated;
+         DROP INDEX liaison_submissions_worker_crashed;
+         ALTER TABLE liaison_submissions DROP COLUMN lease_expiries;
+         DROP TABLE liaison_instances;
+         ALTER TABLE liaison_partners DROP COLUMN last_served_at;
+         ALTER TABLE liaison_partners DROP COLUMN expected_traffic;
          DROP INDEX liaison_callbacks_quarantine;
          ALTER TABLE liaison_callbacks DROP COLUMN dismissed_by, DROP COLUMN dismissed_at,
              DROP COLUMN dismissed_reason, DROP COLUMN dismissed_from;
-         DELETE FROM liaison_migrations WHERE version > 9;",
+         DELETE FROM liaison_migrations WHERE version > 9;
+         DROP TRIGGER liaison_state_counts_insert ON liaison_submissions;
+         DROP TRIGGER liaison_state_counts_update ON liaison_submissions;
+         DROP TRIGGER liaison_state_counts_delete ON liaison_submissions;
+         DROP FUNCTION liaison_state_counts_track();
+         DROP FUNCTION liaison_state_counts_add(TEXT, TEXT, TEXT, BIGINT, BIGINT);
+         DROP TABLE liaison_state_counts;
+         ALTER TABLE liaison_submissions DROP COLUMN currency;
+         ALTER TABLE liaison_submissions DROP COLUMN business_deadline;",
         schema.name
+    ))
+    .await
+    .unwrap();
+    // The state counters as migration 3 made them (before 14 keyed them by currency).
+    let v3 = postgres_migration(3, "health");
+    conn.batch_execute(&format!(
+        "SET search_path = {}; {}",
+        schema.name,
+        &v3[v3.find("CREATE TABLE liaison_state_counts").unwrap()..]
     ))
     .await
     .unwrap();

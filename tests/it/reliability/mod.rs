@@ -488,10 +488,11 @@ impl Backend {
             Backend::Postgres { .. } => vec![
                 unleased,
                 "SELECT CAST(COUNT(*) AS TEXT) FROM liaison_state_counts c \
-                 FULL JOIN (SELECT partner, state, COUNT(*) AS n, \
-                                   COALESCE(SUM(business_value), 0) AS value \
-                            FROM liaison_submissions GROUP BY 1, 2) a \
+                 FULL JOIN (SELECT partner, state, COALESCE(currency, '') AS currency, \
+                                   COUNT(*) AS n, COALESCE(SUM(business_value), 0) AS value \
+                            FROM liaison_submissions GROUP BY 1, 2, 3) a \
                    ON a.partner = c.partner AND a.state = c.state \
+                  AND a.currency = c.currency \
                  WHERE COALESCE(c.n, 0) <> COALESCE(a.n, 0) \
                     OR COALESCE(c.value, 0) <> COALESCE(a.value, 0)",
             ],
