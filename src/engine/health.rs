@@ -69,6 +69,7 @@ impl Liaison {
             stats.sort_by(|a, b| a.partner.cmp(&b.partner));
         }
         let pauses = self.store().pauses(now).await?;
+        let sink_failures = self.store().sink_failures().await?;
         let partners = stats
             .into_iter()
             .map(|s| {
@@ -81,9 +82,15 @@ impl Liaison {
                         callback_verification: rt.config.callbacks.as_ref().map(|m| m.scheme()),
                         delay_budget: rt.config.delay_budget,
                         pause: None,
+                        undelivered_alerts: Vec::new(),
                     })
                     .unwrap_or_default();
                 live.pause = pauses.iter().find(|p| p.partner == s.partner).cloned();
+                live.undelivered_alerts = sink_failures
+                    .iter()
+                    .filter(|f| f.partner == s.partner)
+                    .cloned()
+                    .collect();
                 partner_health(s, &live, now)
             })
             .collect();

@@ -12,5 +12,6 @@ pub(crate) mod callback;
 pub(crate) mod circuit;
 pub(crate) mod delivery;
 pub(crate) mod event;
+pub(crate) mod notification;
 pub(crate) mod result;
 pub(crate) mod submission;

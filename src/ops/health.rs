@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::model::circuit::CircuitState;
+use crate::model::notification::SinkFailure;
 use crate::model::submission::SubmissionState;
 use crate::store::{Outcomes, PartnerStats, Pause, Totals};
 
@@ -147,6 +148,9 @@ pub struct PartnerHealth {
     pub paused: Option<Pause>,
     /// Callbacks that arrived in the window, by disposition.
     pub callbacks: BTreeMap<crate::model::callback::Disposition, u64>,
+    /// Sinks whose deliveries of this partner's alerts to their owner are
+    /// failing now.
+    pub undelivered_alerts: Vec<SinkFailure>,
 }
 
 /// Health of every partner, rolled up.
@@ -174,6 +178,7 @@ pub(crate) struct LiveState {
     pub(crate) callback_verification: Option<&'static str>,
     pub(crate) delay_budget: Option<Duration>,
     pub(crate) pause: Option<Pause>,
+    pub(crate) undelivered_alerts: Vec<SinkFailure>,
 }
 
 /// Queued work older than this (without a delay budget) degrades a partner.
@@ -304,6 +309,9 @@ pub(crate) fn partner_health(
             ),
         );
     }
+    for f in &live.undelivered_alerts {
+        flag(Verdict::Degraded, alerts_not_reaching(f));
+    }
     if live.callback_verification == Some("unverified") {
         flag(
             Verdict::Degraded,
@@ -329,7 +337,19 @@ pub(crate) fn partner_health(
         past_delay_budget: stats.past_delay_budget,
         paused: live.pause.clone(),
         callbacks: stats.callbacks,
+        undelivered_alerts: live.undelivered_alerts.clone(),
     }
+}
+
+/// "alerts are not reaching <owner> (<sink>: <error>) since <time>".
+fn alerts_not_reaching(f: &SinkFailure) -> String {
+    format!(
+        "alerts are not reaching {} ({}: {}) since {}",
+        f.owner,
+        f.sink,
+        f.error,
+        f.since.format("%Y-%m-%d %H:%M:%S UTC")
+    )
 }
 
 pub(crate) fn roll_up(

@@ -72,6 +72,12 @@ struct AlertLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct NotificationLabels {
+    sink: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StateLabels {
     partner: String,
     state: &'static str,
@@ -114,6 +120,7 @@ type HistogramFamily = Family<PartnerLabels, Histogram, fn() -> Histogram>;
 /// | `liaison_callbacks_unknown_total` | counter | none | [`Metrics::callback_to_unknown_partner`]: callbacks to names that are no configured partner (stored without their bodies) |
 /// | `liaison_callbacks_unverified_dropped_total` | counter | `partner` | [`Metrics::unverified_body_dropped`]: callbacks from a configured partner that failed verification past its hourly cap of stored bodies (kept as metadata only) |
 /// | `liaison_alerts_total` | counter | `partner`, `class` | [`Metrics::alert_opened`] |
+/// | `liaison_alert_notifications_total` | counter | `sink`, `outcome` | [`Metrics::alert_notification`]: tries of alert notifications, `delivered`, `retrying` (failed, tried again later) or `failed` (for good) |
 /// | `liaison_time_to_result_seconds` | histogram, 1 s .. 7 days | `partner` | [`Metrics::time_to_result`] |
 /// | `liaison_leases_expired_total` | counter | `partner` | [`Metrics::lease_expired`] |
 /// | `liaison_submissions` | gauge | `partner`, `state` | [`Metrics::render`]: every state, 0 when none |
@@ -121,6 +128,7 @@ type HistogramFamily = Family<PartnerLabels, Histogram, fn() -> Histogram>;
 /// | `liaison_circuit_state` | gauge | `partner` | [`Metrics::render`]: 0 closed, 1 half-open, 2 open; absent where this process does not run the partner |
 /// | `liaison_value_at_risk` | gauge | `partner` | [`Metrics::render`]: business value at risk, in minor units |
 /// | `liaison_partner_verdict` | gauge | `partner` | [`Metrics::render`]: 0 healthy, 1 degraded, 2 down |
+/// | `liaison_alert_sinks_failing` | gauge | none | [`Metrics::render`]: (owner, sink) pairs whose alert deliveries are failing now |
 ///
 /// `outcome`, `disposition` and `state` are the stored names
 /// ([`AttemptOutcome::as_str`], [`Disposition::as_str`],
@@ -162,6 +170,7 @@ struct Inner {
     callbacks_unknown: Counter,
     unverified_dropped: Family<PartnerLabels, Counter>,
     alerts: Family<AlertLabels, Counter>,
+    notifications: Family<NotificationLabels, Counter>,
     time_to_result: HistogramFamily,
     leases_expired: Family<PartnerLabels, Counter>,
     submissions: Family<StateLabels, Gauge>,
@@ -169,6 +178,7 @@ struct Inner {
     circuit_state: Family<PartnerLabels, Gauge>,
     value_at_risk: Family<PartnerLabels, Gauge>,
     verdict: Family<PartnerLabels, Gauge>,
+    sinks_failing: Gauge,
     /// One render at a time: the gauges are cleared and refilled from the
     /// report, and a concurrent scrape must not see them half-filled.
     render: Mutex<()>,
@@ -204,6 +214,7 @@ impl Metrics {
         let callbacks_unknown = Counter::default();
         let unverified_dropped = Family::default();
         let alerts = Family::default();
+        let notifications = Family::default();
         let time_to_result =
             HistogramFamily::new_with_constructor(time_to_result_histogram as fn() -> _);
         let leases_expired = Family::default();
@@ -212,6 +223,7 @@ impl Metrics {
         let circuit_state = Family::default();
         let value_at_risk = Family::default();
         let verdict = Family::default();
+        let sinks_failing = Gauge::default();
 
         // Counters get their `_total` suffix, and units their `_seconds`, when
         // encoded; the registry appends a full stop to each help text.
@@ -253,6 +265,12 @@ impl Metrics {
             "Alerts opened for a partner, by problem class",
             alerts.clone(),
         );
+        // The sink label is a configured sink's name: a bounded set.
+        registry.register(
+            "alert_notifications",
+            "Tries of alert notifications, by sink and how they ended",
+            notifications.clone(),
+        );
         registry.register_with_unit(
             "time_to_result",
             "Time from enqueueing a submission to the partner's final result",
@@ -290,6 +308,11 @@ impl Metrics {
             "The partner's health verdict: 0 healthy, 1 degraded, 2 down",
             verdict.clone(),
         );
+        registry.register(
+            "alert_sinks_failing",
+            "Owner and sink pairs whose alert deliveries are failing now",
+            sinks_failing.clone(),
+        );
 
         Metrics {
             inner: Arc::new(Inner {
@@ -301,6 +324,7 @@ impl Metrics {
                 callbacks_unknown,
                 unverified_dropped,
                 alerts,
+                notifications,
                 time_to_result,
                 leases_expired,
                 submissions,
@@ -308,6 +332,7 @@ impl Metrics {
                 circuit_state,
                 value_at_risk,
                 verdict,
+                sinks_failing,
                 render: Mutex::new(()),
             }),
         }
@@ -376,6 +401,19 @@ impl Metrics {
             .inc();
     }
 
+    /// A try of an alert notification to `sink` ended with `outcome`:
+    /// `delivered`, `retrying` (failed, tried again later) or `failed`
+    /// (for good).
+    pub fn alert_notification(&self, sink: &str, outcome: &'static str) {
+        self.inner
+            .notifications
+            .get_or_create(&NotificationLabels {
+                sink: sink.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
     /// A submission to `partner` got its final result `seconds` after it was
     /// enqueued. A negative figure (clock skew) counts as 0; a non-finite one
     /// is ignored, as it would poison the histogram's sum.
@@ -431,6 +469,15 @@ impl Metrics {
         for p in &health.partners {
             inner.set_gauges(p);
         }
+        let failing: std::collections::BTreeSet<(&str, &str)> = health
+            .partners
+            .iter()
+            .flat_map(|p| &p.undelivered_alerts)
+            .map(|f| (f.owner.as_str(), f.sink.as_str()))
+            .collect();
+        inner
+            .sinks_failing
+            .set(saturating_i64(failing.len() as u64));
 
         let mut text = String::new();
         // Writing to a `String` cannot fail, and no metric here refuses to be

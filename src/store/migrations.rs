@@ -99,6 +99,7 @@ migrations! {
     8, "results", "0008_results.sql";
     9, "deliveries", "0009_deliveries.sql";
     10, "lookup", "0010_lookup.sql";
+    15, "alert_notifications", "0015_alert_notifications.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 10] = [
+const CURRENT: [(i64, &str); 11] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -37,6 +37,7 @@ const CURRENT: [(i64, &str); 10] = [
     (8, "results"),
     (9, "deliveries"),
     (10, "lookup"),
+    (15, "alert_notifications"),
 ];
 
 /// SHA-256 (hex) of `migrations/sqlite/NNNN_name.sql`, read here.
@@ -211,7 +212,7 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 10, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 15, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.
@@ -363,6 +364,8 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
     conn.execute_batch(
         r#"DROP TABLE liaison_correlations;
            DROP INDEX liaison_submissions_updated;
+           DROP TABLE liaison_alert_notifications;
+           DROP TABLE liaison_alert_sink_failures;
            DELETE FROM liaison_migrations WHERE version > 9;
            UPDATE liaison_submissions SET correlation = '{"order_no":"SO-1","patient":"P-7"}'
                WHERE idempotency_key = 'L-done';

@@ -65,6 +65,15 @@ pub(crate) enum Command {
     Alerts(AlertsArgs),
     /// Acknowledge an alert: its owner is on it; reminders stop.
     Ack(AckArgs),
+    /// One alert with its notifications: to which sink and owner, tries,
+    /// delivered, pending or failed, and the last error.
+    ShowAlert(ShowAlertArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowAlertArgs {
+    /// The alert id (as `alerts` prints it).
+    pub(crate) id: String,
 }
 
 #[derive(Debug, Args)]

@@ -59,5 +59,6 @@ async fn run(cli: Cli) -> Outcome {
         Command::Reprocess(a) => callbacks::reprocess(&liaison, a, json).await,
         Command::Alerts(a) => alerts::list(&liaison, a, json).await,
         Command::Ack(a) => alerts::ack(&liaison, a, json).await,
+        Command::ShowAlert(a) => alerts::show(&liaison, a, json).await,
     }
 }

@@ -175,42 +175,52 @@ impl WebhookSinkBuilder {
     /// The sink, or `InvalidInput` for a URL that is not `https://` (nor
     /// allowed plain `http://` on loopback) or a bad secret.
     pub fn build(self) -> Result<WebhookSink> {
-        let url =
-            reqwest::Url::parse(&self.url).map_err(|e| Error::invalid("url", e.to_string()))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if self.plain_http_on_loopback && is_loopback(&url) => {}
-            "http" if self.plain_http_on_loopback => {
-                return Err(Error::invalid(
-                    "url",
-                    "plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); use https",
-                ));
-            }
-            "http" => {
-                return Err(Error::invalid(
-                    "url",
-                    "plain http is refused: alerts travel signed but unencrypted; use https \
-                     (or allow_plain_http_on_loopback() for a loopback host)",
-                ));
-            }
-            _ => {
-                return Err(Error::invalid(
-                    "url",
-                    "only https (and http on loopback) are supported",
-                ));
-            }
-        }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::invalid("client", e.to_string()))?;
         Ok(WebhookSink {
-            url,
+            url: checked_url(&self.url, self.plain_http_on_loopback)?,
             signer: StandardWebhooks::new(&self.secret)?,
-            client,
+            client: sink_client()?,
         })
     }
+}
+
+/// A sink's URL: `https://`, or plain `http://` to a loopback host when
+/// allowed; `InvalidInput` otherwise.
+pub(super) fn checked_url(url: &str, plain_http_on_loopback: bool) -> Result<reqwest::Url> {
+    let url = reqwest::Url::parse(url).map_err(|e| Error::invalid("url", e.to_string()))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if plain_http_on_loopback && is_loopback(&url) => {}
+        "http" if plain_http_on_loopback => {
+            return Err(Error::invalid(
+                "url",
+                "plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); use https",
+            ));
+        }
+        "http" => {
+            return Err(Error::invalid(
+                "url",
+                "plain http is refused: alerts would travel unencrypted; use https \
+                 (or allow_plain_http_on_loopback() for a loopback host)",
+            ));
+        }
+        _ => {
+            return Err(Error::invalid(
+                "url",
+                "only https (and http on loopback) are supported",
+            ));
+        }
+    }
+    Ok(url)
+}
+
+/// The HTTP client of the sinks that post: a 10 s timeout, no redirects
+/// (a redirect could carry an alert somewhere else).
+pub(super) fn sink_client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Error::invalid("client", e.to_string()))
 }
 
 /// The URL's host is a loopback address or `localhost`.
