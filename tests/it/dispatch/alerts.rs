@@ -240,7 +240,7 @@ async fn a_failing_or_hanging_sink_stalls_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_webhook_sink_posts_signed_json_and_retries() {
+async fn the_webhook_sink_posts_signed_json_one_try_per_call() {
     use axum::http::{HeaderMap, StatusCode};
     use liaison::callback::{InboundCallback, SignatureVerifier, StandardWebhooks};
     use liaison::ops::alerts::WebhookSink;
@@ -284,10 +284,18 @@ async fn the_webhook_sink_posts_signed_json_and_retries() {
         .allow_plain_http_on_loopback()
         .build()
         .unwrap();
+    // One try per call (the engine retries): the first fails, saying why.
+    let failed = sink.notify(AlertEvent::Opened, &alert).await.unwrap_err();
+    assert!(failed.reason.contains("HTTP 503"), "{failed}");
+    assert!(!failed.to_string().contains("/alerts"), "{failed}");
     sink.notify(AlertEvent::Opened, &alert).await.unwrap();
 
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "one failure, one retry");
+    assert_eq!(
+        seen[0].0["webhook-id"], seen[1].0["webhook-id"],
+        "every try of a notification has one id"
+    );
     let (headers, body) = &seen[1];
     let json: serde_json::Value = serde_json::from_slice(body).unwrap();
     assert_eq!(json["type"], "alert.opened");
