@@ -157,24 +157,23 @@ impl Liaison {
             .claim_notifications(now, notify::claim_until(now, &policy), RETRY_BATCH)
             .await?;
         for n in claimed {
-            let target = self.shared.sinks.by_label(&n.sink).cloned();
             let alert = match self.store().alert(n.alert_id).await {
                 Ok(alert) => Some(alert),
                 Err(e) if e.is_not_found() => None,
                 Err(e) => return Err(e),
             };
-            match (target, alert) {
-                (Some(target), Some(alert)) => spawn_try(&self.shared, n, target.sink, alert),
-                (target, _) => {
-                    let why = if target.is_none() {
-                        "this sink is no longer configured"
-                    } else {
-                        "the alert no longer exists"
-                    };
-                    let write = notify::given_up(&n, why, Utc::now());
-                    self.shared
-                        .metrics
-                        .alert_notification(&n.sink, notify::outcome(&write));
+            let target = self.shared.sinks.by_label(&n.sink).cloned();
+            let stop = match (&target, notify::superseded(&n, alert.as_ref())) {
+                (None, _) => Some(("this sink is no longer configured", true)),
+                (Some(_), Some(why)) => Some((why, false)),
+                (Some(_), None) => None,
+            };
+            match (stop, target, alert) {
+                (None, Some(target), Some(alert)) => spawn_try(&self.shared, n, target.sink, alert),
+                (stop, ..) => {
+                    let (why, sink_gone) = stop.unwrap_or(("the alert no longer exists", false));
+                    // Not a try of the sink: journaled, not counted.
+                    let write = notify::given_up(&n, why, sink_gone, Utc::now());
                     self.store().finish_notification(write).await?;
                 }
             }

@@ -149,10 +149,29 @@ pub(crate) fn after_try(
     }
 }
 
-/// A notification that cannot be tried again here (its sink is no longer
-/// configured, its alert is gone): failed for good, the sink's failing
-/// status untouched.
-pub(crate) fn given_up(n: &AlertNotification, why: &str, now: DateTime<Utc>) -> NotificationWrite {
+/// Why a claimed notification is not tried again, if it is not: its alert
+/// is gone, or resolved before an opening or a reminder was delivered (the
+/// resolution is notified on its own).
+pub(crate) fn superseded(n: &AlertNotification, alert: Option<&Alert>) -> Option<&'static str> {
+    match alert {
+        None => Some("the alert no longer exists"),
+        Some(a) if !a.is_open() && n.event != AlertEvent::Resolved => {
+            Some("the alert resolved before this was delivered")
+        }
+        Some(_) => None,
+    }
+}
+
+/// A notification that is not tried again: failed for good with `why`.
+/// The sink's failing status is left as it is — unless `sink_gone` (the
+/// sink is no longer configured), which clears it: nothing will be sent
+/// through that sink again.
+pub(crate) fn given_up(
+    n: &AlertNotification,
+    why: &str,
+    sink_gone: bool,
+    now: DateTime<Utc>,
+) -> NotificationWrite {
     let mut write = after_try(
         n,
         Tried::Failed(why.to_owned()),
@@ -164,7 +183,7 @@ pub(crate) fn given_up(n: &AlertNotification, why: &str, now: DateTime<Utc>) -> 
         now,
     );
     write.failing = None;
-    write.keep_status = true;
+    write.keep_status = !sink_gone;
     write
 }
 
@@ -270,6 +289,27 @@ mod tests {
         assert_eq!(
             after_try(&n, Tried::Delivered, &p, t(9)).notified_round,
             None
+        );
+    }
+
+    #[test]
+    fn a_resolved_or_missing_alert_supersedes_its_pending_openings_and_reminders() {
+        let p = policy();
+        let mut a = alert();
+        let opened = first_try(&a, AlertEvent::Opened, "chat", t(0), &p);
+        let resolved = first_try(&a, AlertEvent::Resolved, "chat", t(0), &p);
+        assert_eq!(superseded(&opened, Some(&a)), None);
+        assert!(superseded(&opened, None).is_some());
+        a.resolved_at = Some(t(5));
+        assert!(superseded(&opened, Some(&a)).is_some());
+        assert_eq!(superseded(&resolved, Some(&a)), None);
+        let w = given_up(&opened, "the alert resolved", false, t(9));
+        assert_eq!(w.state, NotificationState::Failed);
+        assert!(w.keep_status && w.failing.is_none());
+        let w = given_up(&opened, "this sink is no longer configured", true, t(9));
+        assert!(
+            !w.keep_status && w.failing.is_none(),
+            "clears the sink's status"
         );
     }
 
