@@ -394,14 +394,15 @@ pub(crate) async fn run_alerts(shared: Arc<Shared>, stop: CancellationToken) {
     let liaison = Liaison { shared };
     let interval = liaison.shared.alert_settings.interval;
     let tick = RETRY_TICK.min(interval);
-    let mut next_evaluation = Instant::now() + interval;
+    // `None`: an interval too long to represent, never reached.
+    let mut next_evaluation = Instant::now().checked_add(interval);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(tick) => {}
         }
-        if Instant::now() >= next_evaluation {
-            next_evaluation = Instant::now() + interval;
+        if next_evaluation.is_some_and(|at| Instant::now() >= at) {
+            next_evaluation = Instant::now().checked_add(interval);
             if let Err(error) = liaison.evaluate_alerts().await {
                 tracing::warn!(%error, "evaluating alerts failed");
             }

@@ -270,7 +270,7 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
     /// An alert's notifications, in the order they were sent.
     async fn alert_notifications(&self, id: AlertId) -> Result<Vec<AlertNotification>>;
 
-    /// Pending notifications, oldest first (at most `limit`).
+    /// Pending notifications, earliest next try first (at most `limit`).
     async fn pending_notifications(&self, limit: usize) -> Result<Vec<AlertNotification>>;
 
     /// Sinks whose deliveries to an owner are failing now, per partner.

@@ -181,8 +181,9 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
         .get(0);
     // The PostgreSQL migrations so far: 0001_init, 0002_replay_cycles,
     // 0003_health, 0004_alerts, 0005_wakeups, 0006_retention,
-    // 0007_callback_rows, 0008_results, 0009_deliveries, 0010_lookup.
-    assert_eq!(version, 10);
+    // 0007_callback_rows, 0008_results, 0009_deliveries, 0010_lookup,
+    // 0015_alert_notifications.
+    assert_eq!(version, 15);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -253,6 +254,7 @@ async fn instances_starting_together_migrate_once() {
             (8, "results".to_string()),
             (9, "deliveries".to_string()),
             (10, "lookup".to_string()),
+            (15, "alert_notifications".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -708,6 +710,7 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         (8, "results"),
         (9, "deliveries"),
         (10, "lookup"),
+        (15, "alert_notifications"),
     ]
     .into_iter()
     .map(|(v, n)| {
@@ -758,6 +761,8 @@ async fn a_schema_before_the_correlation_index_upgrades_and_finds_them() {
         "SET search_path = {};
          DROP TABLE liaison_correlations;
          DROP INDEX liaison_submissions_updated;
+         DROP TABLE liaison_alert_notifications;
+         DROP TABLE liaison_alert_sink_failures;
          DELETE FROM liaison_migrations WHERE version > 9;",
         schema.name
     ))
@@ -796,7 +801,8 @@ async fn a_schema_before_the_correlation_index_upgrades_and_finds_them() {
     let recorded = recorded_migrations(&conn, &schema).await;
     assert_eq!(
         recorded
-            .last()
+            .iter()
+            .find(|(v, ..)| *v == 10)
             .map(|(v, n, _, sum)| (*v, n.as_str(), sum.clone())),
         Some((
             10,
