@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
@@ -13,8 +14,10 @@ use crate::error::{Error, Result};
 use crate::model::delivery::DeliveryState;
 use crate::model::event::Actor;
 use crate::ops::PartnerHealth;
-use crate::ops::alerts::{Alert, AlertEvent, AlertId, AlertSink, ProblemClass};
+use crate::ops::alerts::{Alert, AlertEvent, AlertId, ProblemClass};
 use crate::ops::health::item_problems;
+use crate::retry::Exponential;
+use crate::store::rules::notify::reminder_due;
 use crate::store::{DeliveryFilter, NewAlert, StatsQuery};
 
 /// When alerts open, per partner. `Default` is what we recommend.
@@ -93,8 +96,13 @@ pub struct AlertSettings {
     pub window: Duration,
     /// Re-notify an open, unacknowledged alert this often. Default 1 h.
     pub renotify_every: Duration,
-    /// Longest a sink may take per notification. Default 10 s.
+    /// Longest a sink may take per try. Default 10 s.
     pub sink_timeout: Duration,
+    /// Tries per notification before it is journaled failed. Default 5.
+    pub sink_attempts: u32,
+    /// The backoff between a notification's tries. Default 2 s doubling to
+    /// at most 5 min, with full jitter.
+    pub sink_retry: Exponential,
 }
 
 impl Default for AlertSettings {
@@ -104,6 +112,9 @@ impl Default for AlertSettings {
             window: Duration::from_secs(15 * 60),
             renotify_every: Duration::from_secs(3600),
             sink_timeout: Duration::from_secs(10),
+            sink_attempts: 5,
+            sink_retry: Exponential::new(Duration::from_secs(2), Duration::from_secs(300))
+                .unwrap_or_default(),
         }
     }
 }
@@ -130,6 +141,18 @@ impl AlertSettings {
     /// Set [`AlertSettings::sink_timeout`].
     pub fn sink_timeout(mut self, sink_timeout: Duration) -> Self {
         self.sink_timeout = sink_timeout;
+        self
+    }
+
+    /// Set [`AlertSettings::sink_attempts`] (at least 1, checked at build).
+    pub fn sink_attempts(mut self, sink_attempts: u32) -> Self {
+        self.sink_attempts = sink_attempts;
+        self
+    }
+
+    /// Set [`AlertSettings::sink_retry`].
+    pub fn sink_retry(mut self, sink_retry: Exponential) -> Self {
+        self.sink_retry = sink_retry;
         self
     }
 }
@@ -252,6 +275,9 @@ impl Liaison {
     /// [`AlertSettings::interval`]; hosts and tests may call it directly.
     pub async fn evaluate_alerts(&self) -> Result<()> {
         let settings = self.shared.alert_settings;
+        // Due retries first: a reminder waits while its alert's
+        // notifications are still being tried.
+        self.retry_notifications().await?;
         let report = self.health(settings.window).await?;
         let now = Utc::now();
         // Work that reached the warning share of its delay budget.
@@ -298,6 +324,7 @@ impl Liaison {
             *parked.entry(d.partner).or_default() += 1;
         }
         let open = self.store().alerts(true, 10_000).await?;
+        let being_notified = self.alerts_being_notified().await?;
         let defaults = AlertThresholds::default();
         for p in &report.partners {
             let rt = self.shared.partners.get(&p.partner);
@@ -320,18 +347,19 @@ impl Liaison {
                         let new = NewAlert {
                             partner: p.partner.clone(),
                             class,
-                            owner: self.shared.ownership.owner_for(class).clone(),
+                            owner: self.shared.ownership.owner_for(&p.partner, class).clone(),
                             details: details.clone(),
                             expected: p.paused.is_some(),
                             at: now,
                         };
                         let (alert, opened) = self.store().open_alert(new).await?;
                         let due = existing.is_some_and(|a| {
-                            a.acknowledged_by.is_none()
-                                && a.last_notified_at.is_none_or(|at| {
-                                    (now - at).to_std().unwrap_or_default()
-                                        >= settings.renotify_every
-                                })
+                            reminder_due(
+                                a,
+                                being_notified.contains(&a.id),
+                                now,
+                                settings.renotify_every,
+                            )
                         });
                         if opened {
                             self.send_alert(AlertEvent::Opened, &alert).await?;
@@ -356,39 +384,6 @@ impl Liaison {
         Ok(())
     }
 
-    /// Hand a notification to every sink, each in its own task under the
-    /// sink timeout, and record it. A failing or hanging sink is logged and
-    /// never holds anything up.
-    async fn send_alert(&self, event: AlertEvent, alert: &Alert) -> Result<()> {
-        if event == AlertEvent::Opened {
-            self.shared
-                .metrics
-                .alert_opened(&alert.partner, alert.class.as_str());
-        }
-        for sink in &self.shared.sinks {
-            let (sink, alert, timeout): (Arc<dyn AlertSink>, Alert, Duration) = (
-                Arc::clone(sink),
-                alert.clone(),
-                self.shared.alert_settings.sink_timeout,
-            );
-            tokio::spawn(async move {
-                match tokio::time::timeout(timeout, sink.notify(event, &alert)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, alert_id = %alert.id, "alert sink failed")
-                    }
-                    Err(_) => {
-                        tracing::warn!(sink = sink.name(), alert_id = %alert.id, "alert sink timed out")
-                    }
-                }
-            });
-        }
-        if event != AlertEvent::Resolved {
-            self.store().alert_notified(alert.id, Utc::now()).await?;
-        }
-        Ok(())
-    }
-
     /// Open alerts (or all, newest first, at most 1,000).
     pub async fn alerts(&self, open_only: bool) -> Result<Vec<Alert>> {
         self.store().alerts(open_only, 1000).await
@@ -403,16 +398,30 @@ impl Liaison {
     }
 }
 
-/// Evaluate alerts periodically until told to stop.
+/// How often the alert loop looks for notifications due a retry (at most
+/// the evaluation interval).
+const RETRY_TICK: Duration = Duration::from_millis(500);
+
+/// Evaluate alerts periodically, and retry due notifications in between,
+/// until told to stop.
 pub(crate) async fn run_alerts(shared: Arc<Shared>, stop: CancellationToken) {
     let liaison = Liaison { shared };
+    let interval = liaison.shared.alert_settings.interval;
+    let tick = RETRY_TICK.min(interval);
+    // `None`: an interval too long to represent, never reached.
+    let mut next_evaluation = Instant::now().checked_add(interval);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(liaison.shared.alert_settings.interval) => {}
+            _ = tokio::time::sleep(tick) => {}
         }
-        if let Err(error) = liaison.evaluate_alerts().await {
-            tracing::warn!(%error, "evaluating alerts failed");
+        if next_evaluation.is_some_and(|at| Instant::now() >= at) {
+            next_evaluation = Instant::now().checked_add(interval);
+            if let Err(error) = liaison.evaluate_alerts().await {
+                tracing::warn!(%error, "evaluating alerts failed");
+            }
+        } else if let Err(error) = liaison.retry_notifications().await {
+            tracing::warn!(%error, "retrying alert notifications failed");
         }
     }
 }

@@ -94,6 +94,7 @@ impl Liaison {
             stats.sort_by(|a, b| a.partner.cmp(&b.partner));
         }
         let pauses = self.store().pauses(now).await?;
+        let sink_failures = self.store().sink_failures().await?;
         let partners = stats
             .into_iter()
             .map(|s| {
@@ -107,10 +108,16 @@ impl Liaison {
                         delay_budget: rt.config.delay_budget,
                         pause: None,
                         expected_traffic: None,
+                        undelivered_alerts: Vec::new(),
                     })
                     .unwrap_or_default();
                 live.pause = pauses.iter().find(|p| p.partner == s.partner).cloned();
                 live.expected_traffic = expected.get(&s.partner).cloned();
+                live.undelivered_alerts = sink_failures
+                    .iter()
+                    .filter(|f| f.partner == s.partner)
+                    .cloned()
+                    .collect();
                 partner_health(s, &live, &instances, now, window)
             })
             .collect();

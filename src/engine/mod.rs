@@ -15,6 +15,7 @@ mod health;
 mod heartbeat;
 mod inbound;
 mod lookup;
+mod notifying;
 mod partner_config;
 mod recovery;
 mod results;
@@ -38,7 +39,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
 use crate::model::submission::{NewSubmission, SubmissionState};
-use crate::ops::alerts::{AlertSink, Ownership, TracingSink};
+use crate::ops::alerts::{AlertSink, Ownership};
 use crate::store::{Enqueued, ListFilter, OutboxStore};
 
 use self::dispatcher::PartnerRuntime;
@@ -242,7 +243,7 @@ pub(crate) struct Shared {
     /// Notified whenever an attempt finishes.
     pub(crate) activity: tokio::sync::Notify,
     pub(crate) ownership: Ownership,
-    pub(crate) sinks: Vec<Arc<dyn AlertSink>>,
+    pub(crate) sinks: notifying::Sinks,
     pub(crate) alert_settings: AlertSettings,
     pub(crate) metrics: crate::ops::Metrics,
     /// Callbacks to names that are no configured partner: counted, and
@@ -261,6 +262,7 @@ pub struct LiaisonBuilder {
     settings: EngineSettings,
     ownership: Ownership,
     sinks: Vec<Arc<dyn AlertSink>>,
+    owner_sinks: Vec<(String, Arc<dyn AlertSink>)>,
     alert_settings: AlertSettings,
     results: Option<results::Results>,
 }
@@ -319,9 +321,55 @@ impl LiaisonBuilder {
         self
     }
 
-    /// Add a place alerts go. Without any, alerts go to [`TracingSink`].
+    /// Add a catch-all place alerts go: every alert, whoever owns it.
+    /// Without any, the catch-all is [`crate::ops::alerts::TracingSink`].
     pub fn alert_sink(mut self, sink: impl AlertSink + 'static) -> Self {
         self.sinks.push(Arc::new(sink));
+        self
+    }
+
+    /// Add a place the alerts of one owner go (besides the catch-all
+    /// sinks), by the owner's name as the [`Ownership`] names it. An owner
+    /// may have several sinks; an owner without any gets the catch-all
+    /// sinks only. A name no owner of the ownership has is refused at
+    /// [`LiaisonBuilder::build`] (`InvalidInput`).
+    ///
+    /// Notifications are journaled by the sink's
+    /// [`AlertSink::name`]; when several sinks share a name, the second and
+    /// later get `#2`, `#3`... in the order they were added (catch-all
+    /// sinks first): keep that order across restarts so retries find their
+    /// sink.
+    ///
+    /// ```
+    /// use liaison::engine::Liaison;
+    /// use liaison::ops::alerts::{ChatWebhookSink, Owner, Ownership, ProblemClass};
+    /// use liaison::store::SqliteStore;
+    ///
+    /// # fn main() -> liaison::Result<()> {
+    /// let ownership = Ownership::new(Owner::new("integrations", "#integrations"))
+    ///     .route_partner(
+    ///         "clearinghouse",
+    ///         ProblemClass::PartnerUnavailable,
+    ///         Owner::new("revenue cycle", "#revenue-cycle"),
+    ///     )
+    ///     .partner("lab", Owner::new("lab operations", "#lab-ops"));
+    /// let liaison = Liaison::builder(SqliteStore::open_temporary()?)
+    ///     .ownership(ownership)
+    ///     .owner_sink("revenue cycle", ChatWebhookSink::new("https://hooks.slack.example/services/T0/B0/XYZ")?)
+    ///     .owner_sink("lab operations", ChatWebhookSink::new("https://chat.example/hooks/abc")?)
+    ///     .build()?;
+    /// # drop(liaison);
+    /// // An owner the ownership does not name is refused.
+    /// let refused = Liaison::builder(SqliteStore::open_temporary()?)
+    ///     .owner_sink("nobody", ChatWebhookSink::new("https://chat.example/hooks/abc")?)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(refused.is_invalid_input());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn owner_sink(mut self, owner: impl Into<String>, sink: impl AlertSink + 'static) -> Self {
+        self.owner_sinks.push((owner.into(), Arc::new(sink)));
         self
     }
 
@@ -372,10 +420,13 @@ impl LiaisonBuilder {
                 "the evaluation interval and window must be above zero",
             ));
         }
-        let mut sinks = self.sinks;
-        if sinks.is_empty() {
-            sinks.push(Arc::new(TracingSink));
+        if self.alert_settings.sink_attempts == 0 || self.alert_settings.sink_timeout.is_zero() {
+            return Err(Error::invalid(
+                "alert_settings",
+                "sink_attempts and sink_timeout must be above zero",
+            ));
         }
+        let sinks = notifying::Sinks::build(self.sinks, self.owner_sinks, &self.ownership)?;
         Ok(Liaison {
             shared: Arc::new(Shared {
                 store: self.store,
@@ -408,6 +459,7 @@ impl Liaison {
             settings: EngineSettings::default(),
             ownership: Ownership::default(),
             sinks: Vec::new(),
+            owner_sinks: Vec::new(),
             alert_settings: AlertSettings::default(),
             results: None,
         }

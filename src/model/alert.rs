@@ -151,24 +151,47 @@ impl Owner {
     }
 }
 
-/// Which owner each problem class goes to, with a default.
+/// Who owns each problem, by partner and class, with defaults.
+///
+/// An alert's owner is looked up in this order; the first that is set wins:
+///
+/// 1. the route for its (partner, class) ([`Ownership::route_partner`]);
+/// 2. the partner's owner ([`Ownership::partner`]);
+/// 3. the class's owner ([`Ownership::route`]; [`ProblemClass::ResultsNotDelivered`]
+///    goes to the host team unless routed);
+/// 4. the default owner ([`Ownership::new`]).
 ///
 /// ```
 /// use liaison::ops::alerts::{Owner, Ownership, ProblemClass};
 ///
+/// let revenue_cycle = Owner::new("revenue cycle", "#revenue-cycle");
+/// let lab_ops = Owner::new("lab operations", "lab-ops@clinic.example");
 /// let ownership = Ownership::new(Owner::new("integrations team", "#integrations"))
 ///     .route(ProblemClass::ProcessingFailed, Owner::new("billing ops", "billing@clinic.example"))
-///     .route(ProblemClass::ResultOverdue, Owner::new("billing ops", "billing@clinic.example"));
-/// assert_eq!(ownership.owner_for(ProblemClass::ProcessingFailed).name, "billing ops");
-/// assert_eq!(ownership.owner_for(ProblemClass::BadSignature).name, "integrations team");
-/// // The host's own failures go to the host team unless routed.
-/// assert_eq!(ownership.owner_for(ProblemClass::ResultsNotDelivered).name, "host team");
-/// assert_eq!(ownership.owner_for(ProblemClass::WorkerCrashed).name, "host team");
+///     .route_partner("clearinghouse", ProblemClass::PartnerUnavailable, revenue_cycle)
+///     .partner("lab", lab_ops);
+///
+/// // (partner, class) first...
+/// assert_eq!(ownership.owner_for("clearinghouse", ProblemClass::PartnerUnavailable).name, "revenue cycle");
+/// // ...then the partner's owner, for every class of that partner...
+/// assert_eq!(ownership.owner_for("lab", ProblemClass::PartnerUnavailable).name, "lab operations");
+/// assert_eq!(ownership.owner_for("lab", ProblemClass::ProcessingFailed).name, "lab operations");
+/// // ...then the class's owner...
+/// assert_eq!(ownership.owner_for("clearinghouse", ProblemClass::ProcessingFailed).name, "billing ops");
+/// // ...then the default.
+/// assert_eq!(ownership.owner_for("clearinghouse", ProblemClass::BadSignature).name, "integrations team");
+/// // The host's own failures go to the host team unless routed (a partner's
+/// // owner comes first, as above: route (partner, class) to keep them apart).
+/// assert_eq!(ownership.owner_for("clearinghouse", ProblemClass::ResultsNotDelivered).name, "host team");
+/// assert_eq!(ownership.owner_for("lab", ProblemClass::ResultsNotDelivered).name, "lab operations");
+/// assert_eq!(ownership.owner_for("clearinghouse", ProblemClass::WorkerCrashed).name, "host team");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ownership {
     default: Owner,
-    routes: BTreeMap<ProblemClass, Owner>,
+    classes: BTreeMap<ProblemClass, Owner>,
+    partners: BTreeMap<String, Owner>,
+    partner_classes: BTreeMap<(String, ProblemClass), Owner>,
 }
 
 impl Ownership {
@@ -180,7 +203,7 @@ impl Ownership {
     pub fn new(default: Owner) -> Self {
         Ownership {
             default,
-            routes: BTreeMap::from([
+            classes: BTreeMap::from([
                 (
                     ProblemClass::ResultsNotDelivered,
                     Owner::new(
@@ -196,18 +219,51 @@ impl Ownership {
                     ),
                 ),
             ]),
+            partners: BTreeMap::new(),
+            partner_classes: BTreeMap::new(),
         }
     }
 
-    /// Route one class to an owner.
+    /// Route one class, at every partner, to an owner.
     pub fn route(mut self, class: ProblemClass, owner: Owner) -> Self {
-        self.routes.insert(class, owner);
+        self.classes.insert(class, owner);
         self
     }
 
-    /// The owner of a class.
-    pub fn owner_for(&self, class: ProblemClass) -> &Owner {
-        self.routes.get(&class).unwrap_or(&self.default)
+    /// Route every class of one partner to an owner (a (partner, class)
+    /// route still comes first).
+    pub fn partner(mut self, partner: impl Into<String>, owner: Owner) -> Self {
+        self.partners.insert(partner.into(), owner);
+        self
+    }
+
+    /// Route one class of one partner to an owner: the most specific route.
+    pub fn route_partner(
+        mut self,
+        partner: impl Into<String>,
+        class: ProblemClass,
+        owner: Owner,
+    ) -> Self {
+        self.partner_classes.insert((partner.into(), class), owner);
+        self
+    }
+
+    /// The owner of a class of problem at a partner (see the order above).
+    pub fn owner_for(&self, partner: &str, class: ProblemClass) -> &Owner {
+        self.partner_classes
+            .get(&(partner.to_owned(), class))
+            .or_else(|| self.partners.get(partner))
+            .or_else(|| self.classes.get(&class))
+            .unwrap_or(&self.default)
+    }
+
+    /// Every owner named here (the default included), in no particular
+    /// order and possibly repeated.
+    pub fn owners(&self) -> impl Iterator<Item = &Owner> {
+        std::iter::once(&self.default)
+            .chain(self.classes.values())
+            .chain(self.partners.values())
+            .chain(self.partner_classes.values())
     }
 }
 
@@ -271,7 +327,7 @@ impl Alert {
 }
 
 /// Why a sink is told about an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AlertEvent {

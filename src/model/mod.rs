@@ -13,6 +13,7 @@ pub(crate) mod circuit;
 pub(crate) mod delivery;
 pub(crate) mod event;
 pub(crate) mod money;
+pub(crate) mod notification;
 pub(crate) mod result;
 pub(crate) mod submission;
 pub(crate) mod traffic;

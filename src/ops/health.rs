@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::model::alert::ProblemClass;
 use crate::model::callback::Disposition;
 use crate::model::circuit::CircuitState;
+use crate::model::notification::SinkFailure;
 use crate::model::submission::SubmissionState;
 use crate::model::traffic::{ExpectedTraffic, TrafficKind, period_words};
 use crate::store::common::saturating_after;
@@ -169,6 +170,9 @@ pub struct PartnerHealth {
     pub dispatcher: DispatcherHealth,
     /// Its expected traffic and whether it came, if it has an expectation.
     pub traffic: Option<TrafficHealth>,
+    /// Sinks whose deliveries of this partner's alerts to their owner are
+    /// failing now.
+    pub undelivered_alerts: Vec<SinkFailure>,
 }
 
 /// Whether a live engine instance dispatches a partner's work.
@@ -255,6 +259,7 @@ pub(crate) struct LiveState {
     pub(crate) delay_budget: Option<Duration>,
     pub(crate) pause: Option<Pause>,
     pub(crate) expected_traffic: Option<ExpectedTraffic>,
+    pub(crate) undelivered_alerts: Vec<SinkFailure>,
 }
 
 /// How often an engine beats unless told otherwise; also what "three
@@ -555,6 +560,9 @@ pub(crate) fn partner_health(
     if let Some(why) = deadline_reason(&stats.deadlines) {
         flag(Verdict::Degraded, why);
     }
+    for f in &live.undelivered_alerts {
+        flag(Verdict::Degraded, alerts_not_reaching(f));
+    }
     if live.callback_verification == Some("unverified") {
         flag(
             Verdict::Degraded,
@@ -606,6 +614,7 @@ pub(crate) fn partner_health(
         dispatcher,
         traffic,
         quarantined: stats.quarantined,
+        undelivered_alerts: live.undelivered_alerts.clone(),
     }
 }
 
@@ -662,6 +671,17 @@ fn lead_words(secs: u64) -> String {
     } else {
         format!("{secs} s")
     }
+}
+
+/// "alerts are not reaching <owner> (<sink>: <error>) since <time>".
+fn alerts_not_reaching(f: &SinkFailure) -> String {
+    format!(
+        "alerts are not reaching {} ({}: {}) since {}",
+        f.owner,
+        f.sink,
+        f.error,
+        f.since.format("%Y-%m-%d %H:%M:%S UTC")
+    )
 }
 
 pub(crate) fn roll_up(

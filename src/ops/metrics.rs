@@ -82,6 +82,9 @@ struct CurrencyLabels {
     partner: String,
     /// ISO 4217 code, or `unspecified`.
     currency: &'static str,
+struct NotificationLabels {
+    sink: String,
+    outcome: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -127,6 +130,7 @@ type HistogramFamily = Family<PartnerLabels, Histogram, fn() -> Histogram>;
 /// | `liaison_callbacks_unknown_total` | counter | none | [`Metrics::callback_to_unknown_partner`]: callbacks to names that are no configured partner (stored without their bodies) |
 /// | `liaison_callbacks_unverified_dropped_total` | counter | `partner` | [`Metrics::unverified_body_dropped`]: callbacks from a configured partner that failed verification past its hourly cap of stored bodies (kept as metadata only) |
 /// | `liaison_alerts_total` | counter | `partner`, `class` | [`Metrics::alert_opened`] |
+/// | `liaison_alert_notifications_total` | counter | `sink`, `outcome` | [`Metrics::alert_notification`]: tries of alert notifications, `delivered`, `retrying` (failed, tried again later) or `failed` (for good) |
 /// | `liaison_time_to_result_seconds` | histogram, 1 s .. 7 days | `partner` | [`Metrics::time_to_result`] |
 /// | `liaison_leases_expired_total` | counter | `partner` | [`Metrics::lease_expired`] |
 /// | `liaison_poison_dead_letters_total` | counter | `partner` | [`Metrics::poison_dead_lettered`]: submissions the reaper dead-lettered (the worker crashed or hung on them, or their retries ran out while it did) |
@@ -139,6 +143,7 @@ type HistogramFamily = Family<PartnerLabels, Histogram, fn() -> Histogram>;
 /// | `liaison_partner_verdict` | gauge | `partner` | [`Metrics::render`]: 0 healthy, 1 degraded, 2 down |
 /// | `liaison_instances_live` | gauge | none | [`Metrics::render`]: engine instances beating into the store now |
 /// | `liaison_instance_last_beat_timestamp_seconds` | gauge | `instance`, `host` | [`Metrics::render`]: each recorded instance's last beat, Unix time (instances leave a day after their last beat) |
+/// | `liaison_alert_sinks_failing` | gauge | none | [`Metrics::render`]: (owner, sink) pairs whose alert deliveries are failing now |
 ///
 /// `outcome`, `disposition` and `state` are the stored names
 /// ([`AttemptOutcome::as_str`], [`Disposition::as_str`],
@@ -180,6 +185,7 @@ struct Inner {
     callbacks_unknown: Counter,
     unverified_dropped: Family<PartnerLabels, Counter>,
     alerts: Family<AlertLabels, Counter>,
+    notifications: Family<NotificationLabels, Counter>,
     time_to_result: HistogramFamily,
     leases_expired: Family<PartnerLabels, Counter>,
     poison_dead_letters: Family<PartnerLabels, Counter>,
@@ -192,6 +198,7 @@ struct Inner {
     verdict: Family<PartnerLabels, Gauge>,
     instances_live: Gauge,
     last_beat: Family<InstanceLabels, Gauge>,
+    sinks_failing: Gauge,
     /// One render at a time: the gauges are cleared and refilled from the
     /// report, and a concurrent scrape must not see them half-filled.
     render: Mutex<()>,
@@ -227,6 +234,7 @@ impl Metrics {
         let callbacks_unknown = Counter::default();
         let unverified_dropped = Family::default();
         let alerts = Family::default();
+        let notifications = Family::default();
         let time_to_result =
             HistogramFamily::new_with_constructor(time_to_result_histogram as fn() -> _);
         let leases_expired = Family::default();
@@ -240,6 +248,7 @@ impl Metrics {
         let verdict = Family::default();
         let instances_live = Gauge::default();
         let last_beat = Family::default();
+        let sinks_failing = Gauge::default();
 
         // Counters get their `_total` suffix, and units their `_seconds`, when
         // encoded; the registry appends a full stop to each help text.
@@ -280,6 +289,12 @@ impl Metrics {
             "alerts",
             "Alerts opened for a partner, by problem class",
             alerts.clone(),
+        );
+        // The sink label is a configured sink's name: a bounded set.
+        registry.register(
+            "alert_notifications",
+            "Tries of alert notifications, by sink and how they ended",
+            notifications.clone(),
         );
         registry.register_with_unit(
             "time_to_result",
@@ -344,6 +359,11 @@ impl Metrics {
             Unit::Seconds,
             last_beat.clone(),
         );
+        registry.register(
+            "alert_sinks_failing",
+            "Owner and sink pairs whose alert deliveries are failing now",
+            sinks_failing.clone(),
+        );
 
         Metrics {
             inner: Arc::new(Inner {
@@ -355,6 +375,7 @@ impl Metrics {
                 callbacks_unknown,
                 unverified_dropped,
                 alerts,
+                notifications,
                 time_to_result,
                 leases_expired,
                 poison_dead_letters,
@@ -367,6 +388,7 @@ impl Metrics {
                 verdict,
                 instances_live,
                 last_beat,
+                sinks_failing,
                 render: Mutex::new(()),
             }),
         }
@@ -431,6 +453,19 @@ impl Metrics {
             .get_or_create(&AlertLabels {
                 partner: partner_name.to_owned(),
                 class: class.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A try of an alert notification to `sink` ended with `outcome`:
+    /// `delivered`, `retrying` (failed, tried again later) or `failed`
+    /// (for good).
+    pub fn alert_notification(&self, sink: &str, outcome: &'static str) {
+        self.inner
+            .notifications
+            .get_or_create(&NotificationLabels {
+                sink: sink.to_owned(),
+                outcome,
             })
             .inc();
     }
@@ -516,6 +551,15 @@ impl Metrics {
                 .set(i.instance.last_beat_at.timestamp());
         }
         inner.instances_live.set(saturating_i64(live));
+        let failing: std::collections::BTreeSet<(&str, &str)> = health
+            .partners
+            .iter()
+            .flat_map(|p| &p.undelivered_alerts)
+            .map(|f| (f.owner.as_str(), f.sink.as_str()))
+            .collect();
+        inner
+            .sinks_failing
+            .set(saturating_i64(failing.len() as u64));
 
         let mut text = String::new();
         // Writing to a `String` cannot fail, and no metric here refuses to be

@@ -103,6 +103,7 @@ migrations! {
     12, "silence", "0012_silence.sql";
     13, "callback_dismissals", "0013_callback_dismissals.sql";
     14, "impact", "0014_impact.sql";
+    15, "alert_notifications", "0015_alert_notifications.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

@@ -14,6 +14,7 @@ pub(crate) mod flow;
 mod reap_types;
 mod instance_types;
 pub(crate) mod impact;
+mod notification_types;
 pub(crate) mod rules;
 mod stats_types;
 mod types;
@@ -21,6 +22,7 @@ mod wake;
 pub use callback_types::{CallbackFilter, NewCallback, Settlement};
 pub use reap_types::{ReapLimits, ReapPolicy, Reaped};
 pub use instance_types::Instance;
+pub use notification_types::{NotificationWrite, SinkRoute};
 pub use stats_types::{
     AgeBand, DEFAULT_DEADLINE_LEAD_TIME, DeadlineRisk, HourlyCount, HourlyQuery, Impact,
     MAX_LATENCY_SAMPLES, NewAlert, Outcomes, PartnerStats, StatsQuery, Totals,
@@ -67,6 +69,7 @@ use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::Actor;
 use crate::model::event::{Attempt, Event};
+use crate::model::notification::{AlertNotification, SinkFailure};
 use crate::model::submission::{NewSubmission, Submission, SubmissionId};
 use crate::model::traffic::ExpectedTraffic;
 
@@ -280,7 +283,10 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
     /// one alert per (partner, class) is open, whatever the concurrency.
     async fn open_alert(&self, alert: NewAlert) -> Result<(Alert, bool)>;
 
-    /// Record that an alert's owner was notified at `at`.
+    /// Record that an alert's owner was notified in the round sent at
+    /// `at`: the alert's last notification time becomes `at` (unless a
+    /// later round was recorded), and a round is counted once however many
+    /// sinks delivered it.
     async fn alert_notified(&self, id: AlertId, at: DateTime<Utc>) -> Result<()>;
 
     /// Resolve an open alert (its condition cleared).
@@ -296,6 +302,40 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
 
     /// Alerts, newest first: only open ones, or all (at most `limit`).
     async fn alerts(&self, open_only: bool, limit: usize) -> Result<Vec<Alert>>;
+
+    /// One alert. [`crate::Error::NotFound`] when there is none.
+    async fn alert(&self, id: AlertId) -> Result<Alert>;
+
+    /// Journal notifications about to get their first try (each held until
+    /// its `next_try_at`, the end of the try's lease).
+    async fn record_notifications(&self, rows: Vec<AlertNotification>) -> Result<()>;
+
+    /// Claim up to `limit` pending notifications whose next try is due at
+    /// `now`, earliest first: each counts a try and is held until `until`.
+    /// Two concurrent claims never return the same notification.
+    async fn claim_notifications(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<AlertNotification>>;
+
+    /// End a try as the engine decided ([`NotificationWrite`]): the
+    /// notification's new state, the alert notified in that round (each
+    /// round counted once), and whether the sink is failing for the
+    /// (partner, owner, sink). `false`, and nothing written, when the try is
+    /// no longer the notification's last (its claim lapsed and another
+    /// instance took it) or the notification is no longer pending.
+    async fn finish_notification(&self, write: NotificationWrite) -> Result<bool>;
+
+    /// An alert's notifications, in the order they were sent.
+    async fn alert_notifications(&self, id: AlertId) -> Result<Vec<AlertNotification>>;
+
+    /// Pending notifications, earliest next try first (at most `limit`).
+    async fn pending_notifications(&self, limit: usize) -> Result<Vec<AlertNotification>>;
+
+    /// Sinks whose deliveries to an owner are failing now, per partner.
+    async fn sink_failures(&self) -> Result<Vec<SinkFailure>>;
 
     /// Statistics for health, per partner. Counts by state come from counters
     /// the store keeps, so their cost does not grow with history.

@@ -1190,6 +1190,86 @@ async fn alerts_lists_open_alerts_with_owners_and_ack_stops_reminders() {
     assert_eq!(bad.code, 2);
 }
 
+#[derive(Debug)]
+struct DownPager;
+
+#[async_trait::async_trait]
+impl liaison::ops::alerts::AlertSink for DownPager {
+    async fn notify(
+        &self,
+        _: liaison::ops::alerts::AlertEvent,
+        _: &liaison::ops::alerts::Alert,
+    ) -> Result<(), liaison::ops::alerts::SinkError> {
+        Err(liaison::ops::alerts::SinkError::new(
+            "pager",
+            "the pager relay is down",
+        ))
+    }
+    fn name(&self) -> &'static str {
+        "pager"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_alert_lists_its_notifications_and_status_says_alerts_are_not_arriving() {
+    use liaison::engine::{AlertSettings, Liaison};
+    use liaison::ops::alerts::{ChannelSink, NotificationState, Owner, Ownership, ProblemClass};
+    let outbox = outbox().await;
+    let (channel, _rx) = ChannelSink::new(64);
+    let liaison = Liaison::builder(outbox.store())
+        .ownership(
+            Ownership::new(Owner::new("integrations", "#integrations"))
+                .partner("bank", Owner::new("billing ops", "billing@clinic.example")),
+        )
+        .owner_sink("billing ops", DownPager)
+        .alert_sink(channel)
+        .alert_settings(AlertSettings::default().sink_attempts(1))
+        .build()
+        .unwrap();
+    liaison.evaluate_alerts().await.unwrap();
+    let alert = liaison
+        .alerts(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.partner == "bank" && a.class == ProblemClass::ResultOverdue)
+        .expect("the stuck submission opens an alert");
+    crate::dispatch::eventually(
+        "both tries journaled",
+        std::time::Duration::from_secs(10),
+        || async {
+            let n = liaison.alert_notifications(alert.id).await.unwrap();
+            n.len() == 2 && n.iter().all(|n| n.state != NotificationState::Pending)
+        },
+    )
+    .await;
+    let id = alert.id.to_string();
+    outbox
+        .run(&["show-alert", &id])
+        .ok()
+        .has(&id)
+        .has("billing ops (billing@clinic.example)")
+        .has("2 notifications")
+        .has("pager")
+        .has("failed")
+        .has("the pager relay is down")
+        .has("channel")
+        .has("delivered");
+    let json = outbox.run(&["show-alert", &id, "--json"]).ok().json();
+    assert_eq!(json["alert"]["id"], id);
+    assert_eq!(json["notifications"].as_array().unwrap().len(), 2);
+    outbox
+        .run(&["status"])
+        .has("alerts are not reaching billing ops (pager: the pager relay is down) since");
+    assert_eq!(outbox.run(&["show-alert", "nope"]).code, 2);
+    assert_ne!(
+        outbox
+            .run(&["show-alert", &SubmissionId::new().to_string()])
+            .code,
+        0
+    );
+}
+
 /// Text from outside (a partner's error, a callback's partner name, headers
 /// and body) with terminal escapes and forged lines in it.
 const HOSTILE: &str = "\x1b[31mred\x1b]0;title\x07\r\nforged: line\u{9b}2J";

@@ -71,6 +71,9 @@ pub(crate) enum Command {
     Pause(PauseArgs),
     /// Lift a partner's pause now: its queued work goes out.
     Resume(ResumeArgs),
+    /// One alert with its notifications: to which sink and owner, tries,
+    /// delivered, pending or failed, and the last error.
+    ShowAlert(ShowAlertArgs),
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +134,12 @@ pub(crate) fn parse_until(s: &str) -> Result<Until, String> {
              or a duration from now: 30m, 2h or 1d"
         )
     })
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowAlertArgs {
+    /// The alert id (as `alerts` prints it).
+    pub(crate) id: String,
 }
 
 #[derive(Debug, Args)]

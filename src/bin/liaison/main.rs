@@ -63,5 +63,6 @@ async fn run(cli: Cli) -> Outcome {
         Command::Ack(a) => alerts::ack(&liaison, a, json).await,
         Command::Pause(a) => pauses::pause(&liaison, a, json).await,
         Command::Resume(a) => pauses::resume(&liaison, a, json).await,
+        Command::ShowAlert(a) => alerts::show(&liaison, a, json).await,
     }
 }

@@ -108,8 +108,10 @@ impl AlertSink for ChannelSink {
 }
 
 /// POSTs alerts as JSON to a URL, signed Standard-Webhooks style
-/// (`webhook-id`, `webhook-timestamp`, `webhook-signature`), with up to three
-/// attempts.
+/// (`webhook-id`, `webhook-timestamp`, `webhook-signature`). One try per
+/// call: the engine retries a failed notification with backoff and journals
+/// each try ([`crate::engine::AlertSettings::sink_attempts`]); every try of
+/// one notification carries the same `webhook-id`.
 #[derive(Clone)]
 pub struct WebhookSink {
     url: reqwest::Url,
@@ -175,42 +177,52 @@ impl WebhookSinkBuilder {
     /// The sink, or `InvalidInput` for a URL that is not `https://` (nor
     /// allowed plain `http://` on loopback) or a bad secret.
     pub fn build(self) -> Result<WebhookSink> {
-        let url =
-            reqwest::Url::parse(&self.url).map_err(|e| Error::invalid("url", e.to_string()))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if self.plain_http_on_loopback && is_loopback(&url) => {}
-            "http" if self.plain_http_on_loopback => {
-                return Err(Error::invalid(
-                    "url",
-                    "plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); use https",
-                ));
-            }
-            "http" => {
-                return Err(Error::invalid(
-                    "url",
-                    "plain http is refused: alerts travel signed but unencrypted; use https \
-                     (or allow_plain_http_on_loopback() for a loopback host)",
-                ));
-            }
-            _ => {
-                return Err(Error::invalid(
-                    "url",
-                    "only https (and http on loopback) are supported",
-                ));
-            }
-        }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::invalid("client", e.to_string()))?;
         Ok(WebhookSink {
-            url,
+            url: checked_url(&self.url, self.plain_http_on_loopback)?,
             signer: StandardWebhooks::new(&self.secret)?,
-            client,
+            client: sink_client()?,
         })
     }
+}
+
+/// A sink's URL: `https://`, or plain `http://` to a loopback host when
+/// allowed; `InvalidInput` otherwise.
+pub(super) fn checked_url(url: &str, plain_http_on_loopback: bool) -> Result<reqwest::Url> {
+    let url = reqwest::Url::parse(url).map_err(|e| Error::invalid("url", e.to_string()))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if plain_http_on_loopback && is_loopback(&url) => {}
+        "http" if plain_http_on_loopback => {
+            return Err(Error::invalid(
+                "url",
+                "plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); use https",
+            ));
+        }
+        "http" => {
+            return Err(Error::invalid(
+                "url",
+                "plain http is refused: alerts would travel unencrypted; use https \
+                 (or allow_plain_http_on_loopback() for a loopback host)",
+            ));
+        }
+        _ => {
+            return Err(Error::invalid(
+                "url",
+                "only https (and http on loopback) are supported",
+            ));
+        }
+    }
+    Ok(url)
+}
+
+/// The HTTP client of the sinks that post: a 10 s timeout, no redirects
+/// (a redirect could carry an alert somewhere else).
+pub(super) fn sink_client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Error::invalid("client", e.to_string()))
 }
 
 /// The URL's host is a loopback address or `localhost`.
@@ -231,36 +243,37 @@ impl AlertSink for WebhookSink {
     async fn notify(&self, event: AlertEvent, alert: &Alert) -> Result<(), SinkError> {
         let body =
             json!({ "type": format!("alert.{}", event.as_str()), "alert": alert }).to_string();
-        let msg_id = format!("msg_{}_{}", alert.id, alert.notify_count + 1);
-        let mut last = String::new();
-        for attempt in 0..3u32 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
-            }
-            let timestamp = chrono::Utc::now().timestamp();
-            let sent = self
-                .client
-                .post(self.url.clone())
-                .header("content-type", "application/json")
-                .header("webhook-id", &msg_id)
-                .header("webhook-timestamp", timestamp.to_string())
-                .header(
-                    "webhook-signature",
-                    self.signer.sign(&msg_id, timestamp, body.as_bytes()),
-                )
-                .body(body.clone())
-                .send()
-                .await;
-            match sent {
-                Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r) => last = format!("HTTP {}", r.status().as_u16()),
-                Err(e) => last = e.without_url().to_string(),
-            }
+        // The same id for every try of one notification (the count moves
+        // only once a round is delivered), so a receiver can deduplicate.
+        let msg_id = format!(
+            "msg_{}_{}_{}",
+            alert.id,
+            event.as_str(),
+            alert.notify_count + 1
+        );
+        let timestamp = chrono::Utc::now().timestamp();
+        let sent = self
+            .client
+            .post(self.url.clone())
+            .header("content-type", "application/json")
+            .header("webhook-id", &msg_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header(
+                "webhook-signature",
+                self.signer.sign(&msg_id, timestamp, body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(SinkError::new(
+                "webhook",
+                format!("the webhook answered HTTP {}", r.status().as_u16()),
+            )),
+            // Never the URL: a webhook's path can be its secret.
+            Err(e) => Err(SinkError::new("webhook", e.without_url().to_string())),
         }
-        Err(SinkError {
-            sink: "webhook",
-            reason: format!("3 attempts failed; last: {last}"),
-        })
     }
 
     fn name(&self) -> &'static str {

@@ -36,6 +36,7 @@ fn partner_health(name: &str) -> PartnerHealth {
         dispatcher: crate::ops::DispatcherHealth::default(),
         traffic: None,
         quarantined: BTreeMap::new(),
+        undelivered_alerts: vec![],
     }
 }
 
@@ -77,9 +78,9 @@ fn lab_and_bank() -> HealthReport {
 
 #[test]
 fn an_empty_registry_renders_only_the_unlabelled_metrics() {
-    // Every family is empty but the counter and gauge without labels, which
-    // start at 0 (so `rate()` sees the counter's first increase, and no
-    // live engine reads as 0, not as a missing series).
+    // Every family is empty but the counter and the gauges without labels,
+    // which start at 0 (so `rate()` sees the counter's first increase, and
+    // no live engine reads as 0, not as a missing series).
     assert_eq!(
         Metrics::new().render(&report(vec![])),
         "# HELP liaison_callbacks_unknown Callbacks to names that are no configured partner \
@@ -89,7 +90,71 @@ fn an_empty_registry_renders_only_the_unlabelled_metrics() {
          # HELP liaison_instances_live Engine instances beating into the store now.\n\
          # TYPE liaison_instances_live gauge\n\
          liaison_instances_live 0\n\
+         # HELP liaison_alert_sinks_failing Owner and sink pairs whose alert deliveries are \
+         failing now.\n\
+         # TYPE liaison_alert_sinks_failing gauge\n\
+         liaison_alert_sinks_failing 0\n\
          # EOF\n"
+    );
+}
+
+#[test]
+fn alert_notifications_count_by_sink_and_outcome_and_failing_sinks_are_a_gauge() {
+    let metrics = Metrics::new();
+    metrics.alert_notification("chat", "retrying");
+    metrics.alert_notification("chat", "retrying");
+    metrics.alert_notification("chat", "delivered");
+    metrics.alert_notification("webhook", "failed");
+    let failure = |partner: &str, owner: &str, sink: &str| crate::ops::alerts::SinkFailure {
+        partner: partner.into(),
+        owner: owner.into(),
+        sink: sink.into(),
+        error: "HTTP 503".into(),
+        since: Utc::now(),
+    };
+    let mut lab = partner_health("lab");
+    lab.undelivered_alerts = vec![failure("lab", "lab operations", "chat")];
+    let mut bank = partner_health("bank");
+    // The same owner and sink for two partners is one failing sink.
+    bank.undelivered_alerts = vec![
+        failure("bank", "lab operations", "chat"),
+        failure("bank", "revenue cycle", "webhook"),
+    ];
+    let families = parse(&metrics.render(&report(vec![lab, bank]))).unwrap();
+    let total = "liaison_alert_notifications_total";
+    assert_eq!(
+        value(
+            &families,
+            total,
+            &[("sink", "chat"), ("outcome", "retrying")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &families,
+            total,
+            &[("sink", "chat"), ("outcome", "delivered")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &families,
+            total,
+            &[("sink", "webhook"), ("outcome", "failed")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&families, "liaison_alert_sinks_failing", &[]),
+        Some(2.0)
+    );
+    // Recovered: the gauge follows the next report.
+    let families = parse(&metrics.render(&report(vec![partner_health("lab")]))).unwrap();
+    assert_eq!(
+        value(&families, "liaison_alert_sinks_failing", &[]),
+        Some(0.0)
     );
 }
 
@@ -155,6 +220,7 @@ fn render_is_valid_openmetrics_with_the_expected_values() {
     assert_eq!(
         names,
         [
+            ("liaison_alert_sinks_failing", "gauge"),
             ("liaison_alerts", "counter"),
             ("liaison_attempt_duration_seconds", "histogram"),
             ("liaison_attempts", "counter"),

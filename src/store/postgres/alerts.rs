@@ -44,7 +44,7 @@ fn alert_from_row(row: &Row) -> Result<Alert> {
     })
 }
 
-async fn get_alert(db: &Db<'_>, id: AlertId, lock: bool) -> Result<Alert> {
+pub(super) async fn get_alert(db: &Db<'_>, id: AlertId, lock: bool) -> Result<Alert> {
     let lock = if lock { " FOR UPDATE" } else { "" };
     let row = db
         .query_opt(
@@ -114,8 +114,11 @@ pub(super) async fn open_alert_on(db: &Db<'_>, new: &NewAlert) -> Result<(Alert,
 
 pub(super) async fn notified_on(db: &Db<'_>, id: AlertId, at: DateTime<Utc>) -> Result<()> {
     db.execute(
-        "UPDATE liaison_alerts SET last_notified_at = $2, notify_count = notify_count + 1 \
-         WHERE id = $1",
+        // SET reads the row as it was: a round is counted once, the latest kept.
+        "UPDATE liaison_alerts SET \
+         notify_count = notify_count + CASE WHEN last_notified_at IS NOT DISTINCT FROM $2 \
+             THEN 0 ELSE 1 END, \
+         last_notified_at = GREATEST(coalesce(last_notified_at, $2), $2) WHERE id = $1",
         &[&aid(id), &to_millis(at)],
         "record alert notification",
     )

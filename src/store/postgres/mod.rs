@@ -42,6 +42,7 @@ mod driver;
 mod instances;
 mod listen;
 mod migrate;
+mod notifications;
 mod partners;
 mod queries;
 mod results;
@@ -66,13 +67,14 @@ use super::flow;
 use super::rules::lookup;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter,
-    DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Lease, ListFilter, NewAlert, NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery, Wakeups, Instance,
+    DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Lease, ListFilter, NewAlert, NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery, Wakeups, Instance, NotificationWrite,
 };
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
 use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::{Actor, Attempt, Event};
+use crate::model::notification::{AlertNotification, SinkFailure};
 use crate::model::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
 use crate::model::traffic::ExpectedTraffic;
 
@@ -664,6 +666,45 @@ impl OutboxStore for PostgresStore {
 
     async fn alerts(&self, open_only: bool, limit: usize) -> Result<Vec<Alert>> {
         read!(self, |db| alerts::alerts_on(db, open_only, limit))
+    }
+
+    async fn alert(&self, id: AlertId) -> Result<Alert> {
+        read!(self, |db| alerts::get_alert(db, id, false))
+    }
+
+    async fn record_notifications(&self, rows: Vec<AlertNotification>) -> Result<()> {
+        write_tx!(self, |db| notifications::record_on(db, &rows))
+    }
+
+    async fn claim_notifications(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<AlertNotification>> {
+        write_tx!(self, |db| notifications::claim_on(db, now, until, limit))
+    }
+
+    async fn finish_notification(&self, write: NotificationWrite) -> Result<bool> {
+        write_tx!(self, |db| async {
+            let finished = notifications::finish_on(db, &write).await?;
+            if finished && let Some(round) = write.notified_round {
+                alerts::notified_on(db, write.alert_id, round).await?;
+            }
+            Ok::<_, Error>(finished)
+        })
+    }
+
+    async fn alert_notifications(&self, id: AlertId) -> Result<Vec<AlertNotification>> {
+        read!(self, |db| notifications::of_alert_on(db, id))
+    }
+
+    async fn pending_notifications(&self, limit: usize) -> Result<Vec<AlertNotification>> {
+        read!(self, |db| notifications::pending_on(db, limit))
+    }
+
+    async fn sink_failures(&self) -> Result<Vec<SinkFailure>> {
+        read!(self, |db| notifications::failures_on(db))
     }
 
     async fn hourly_counts(&self, query: &HourlyQuery) -> Result<Vec<HourlyCount>> {

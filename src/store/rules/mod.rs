@@ -14,6 +14,7 @@ pub(crate) mod event;
 pub(crate) mod lease;
 pub(crate) mod ledger;
 pub(crate) mod lookup;
+pub(crate) mod notify;
 pub(crate) mod replay;
 pub(crate) mod transition;
 

@@ -32,7 +32,7 @@ fn alert_from_row(row: &Row<'_>) -> rusqlite::Result<Alert> {
     })
 }
 
-fn get_alert(conn: &Connection, id: AlertId) -> Result<Alert> {
+pub(crate) fn get_alert(conn: &Connection, id: AlertId) -> Result<Alert> {
     conn.prepare_cached(&format!(
         "SELECT {ALERT_COLUMNS} FROM liaison_alerts WHERE id = ?1"
     ))
@@ -86,8 +86,11 @@ pub(crate) fn open_alert_on(conn: &Connection, new: &NewAlert) -> Result<(Alert,
 }
 
 pub(crate) fn notified_on(conn: &Connection, id: AlertId, at: DateTime<Utc>) -> Result<()> {
+    // SET reads the row as it was: a round is counted once, the latest kept.
     conn.prepare_cached(
-        "UPDATE liaison_alerts SET last_notified_at = ?2, notify_count = notify_count + 1 WHERE id = ?1",
+        "UPDATE liaison_alerts SET \
+         notify_count = notify_count + CASE WHEN last_notified_at IS ?2 THEN 0 ELSE 1 END, \
+         last_notified_at = max(coalesce(last_notified_at, ?2), ?2) WHERE id = ?1",
     )
     .and_then(|mut stmt| stmt.execute(params![id.to_string(), to_millis(at)]))
     .map_err(db_err("record alert notification"))?;

@@ -9,6 +9,7 @@ mod deliveries;
 mod driver;
 mod instances;
 mod migrate;
+mod notifications;
 mod partners;
 #[cfg(test)]
 mod plans;
@@ -36,7 +37,7 @@ use super::flow;
 use super::rules::lookup;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter,
-    DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Lease, ListFilter, NewAlert, NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery, Instance,
+    DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Lease, ListFilter, NewAlert, NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery, Instance, NotificationWrite,
 };
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
@@ -44,6 +45,7 @@ use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::Actor;
 use crate::model::event::{Attempt, Event};
+use crate::model::notification::{AlertNotification, SinkFailure};
 use crate::model::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
 use crate::model::traffic::ExpectedTraffic;
 
@@ -683,6 +685,56 @@ impl OutboxStore for SqliteStore {
     async fn alerts(&self, open_only: bool, limit: usize) -> Result<Vec<Alert>> {
         self.read(move |conn| alerts::alerts_on(conn, open_only, limit))
             .await
+    }
+
+    async fn alert(&self, id: AlertId) -> Result<Alert> {
+        self.read(move |conn| alerts::get_alert(conn, id)).await
+    }
+
+    async fn record_notifications(&self, rows: Vec<AlertNotification>) -> Result<()> {
+        self.inner
+            .writer
+            .write(move |conn| notifications::record_on(conn, &rows))
+            .await
+    }
+
+    async fn claim_notifications(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<AlertNotification>> {
+        self.inner
+            .writer
+            .write(move |conn| notifications::claim_on(conn, now, until, limit))
+            .await
+    }
+
+    async fn finish_notification(&self, write: NotificationWrite) -> Result<bool> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                let finished = notifications::finish_on(conn, &write)?;
+                if finished && let Some(round) = write.notified_round {
+                    alerts::notified_on(conn, write.alert_id, round)?;
+                }
+                Ok(finished)
+            })
+            .await
+    }
+
+    async fn alert_notifications(&self, id: AlertId) -> Result<Vec<AlertNotification>> {
+        self.read(move |conn| notifications::of_alert_on(conn, id))
+            .await
+    }
+
+    async fn pending_notifications(&self, limit: usize) -> Result<Vec<AlertNotification>> {
+        self.read(move |conn| notifications::pending_on(conn, limit))
+            .await
+    }
+
+    async fn sink_failures(&self) -> Result<Vec<SinkFailure>> {
+        self.read(notifications::failures_on).await
     }
 
     async fn set_pause(&self, partner: &str, pause: Option<Pause>) -> Result<()> {

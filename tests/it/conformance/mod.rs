@@ -27,6 +27,7 @@ mod impact;
 mod input;
 mod ledger;
 mod lookup;
+mod notifications;
 mod ops_reads;
 mod poison;
 #[cfg(feature = "postgres")]
@@ -67,6 +68,10 @@ macro_rules! conformance {
 }
 
 conformance! {
+    notifications::alerts_go_to_their_owners_sinks_and_the_catch_all,
+    notifications::a_sink_that_fails_twice_is_retried_and_delivered_once,
+    notifications::a_sink_that_always_fails_ends_failed_and_health_says_so_until_it_works,
+    notifications::a_hanging_sink_times_out_and_is_retried_without_holding_up_the_others,
     transitions::every_pair_of_states_follows_the_table,
     transitions::an_attempt_in_flight_is_settled_only_under_its_lease,
     transitions::cancelling_in_flight_closes_the_attempt_and_fences_the_worker,

@@ -182,8 +182,9 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     // The PostgreSQL migrations so far: 0001_init, 0002_replay_cycles,
     // 0003_health, 0004_alerts, 0005_wakeups, 0006_retention,
     // 0007_callback_rows, 0008_results, 0009_deliveries, 0010_lookup,
-    // 0011_poison, 0012_silence, 0013_callback_dismissals, 0014_impact.
-    assert_eq!(version, 14);
+    // 0011_poison, 0012_silence, 0013_callback_dismissals, 0014_impact,
+    // 0015_alert_notifications.
+    assert_eq!(version, 15);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -258,6 +259,7 @@ async fn instances_starting_together_migrate_once() {
             (12, "silence".to_string()),
             (13, "callback_dismissals".to_string()),
             (14, "impact".to_string()),
+            (15, "alert_notifications".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -717,6 +719,7 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         (12, "silence"),
         (13, "callback_dismissals"),
         (14, "impact"),
+        (15, "alert_notifications"),
     ]
     .into_iter()
     .map(|(v, n)| {
@@ -783,7 +786,9 @@ async fn a_schema_before_the_correlation_index_upgrades_and_finds_them() {
          DROP FUNCTION liaison_state_counts_add(TEXT, TEXT, TEXT, BIGINT, BIGINT);
          DROP TABLE liaison_state_counts;
          ALTER TABLE liaison_submissions DROP COLUMN currency;
-         ALTER TABLE liaison_submissions DROP COLUMN business_deadline;",
+         ALTER TABLE liaison_submissions DROP COLUMN business_deadline;
+         DROP TABLE liaison_alert_notifications;
+         DROP TABLE liaison_alert_sink_failures;",
         schema.name
     ))
     .await

@@ -240,7 +240,7 @@ async fn a_failing_or_hanging_sink_stalls_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_webhook_sink_posts_signed_json_and_retries() {
+async fn the_webhook_sink_posts_signed_json_one_try_per_call() {
     use axum::http::{HeaderMap, StatusCode};
     use liaison::callback::{InboundCallback, SignatureVerifier, StandardWebhooks};
     use liaison::ops::alerts::WebhookSink;
@@ -284,10 +284,18 @@ async fn the_webhook_sink_posts_signed_json_and_retries() {
         .allow_plain_http_on_loopback()
         .build()
         .unwrap();
+    // One try per call (the engine retries): the first fails, saying why.
+    let failed = sink.notify(AlertEvent::Opened, &alert).await.unwrap_err();
+    assert!(failed.reason.contains("HTTP 503"), "{failed}");
+    assert!(!failed.to_string().contains("/alerts"), "{failed}");
     sink.notify(AlertEvent::Opened, &alert).await.unwrap();
 
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "one failure, one retry");
+    assert_eq!(
+        seen[0].0["webhook-id"], seen[1].0["webhook-id"],
+        "every try of a notification has one id"
+    );
     let (headers, body) = &seen[1];
     let json: serde_json::Value = serde_json::from_slice(body).unwrap();
     assert_eq!(json["type"], "alert.opened");
@@ -395,4 +403,148 @@ async fn the_delay_budget_alerts_before_the_breach_and_pauses_mark_alerts_expect
         "opened before it"
     );
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[test]
+fn a_sink_for_an_owner_the_ownership_does_not_name_is_refused() {
+    let (_dir, store) = support::store();
+    let (sink, _rx) = ChannelSink::new(1);
+    let refused = Liaison::builder(store.clone())
+        .ownership(ownership())
+        .owner_sink("lab vendr desk", sink.clone())
+        .build()
+        .unwrap_err();
+    assert!(refused.is_invalid_input(), "{refused:?}");
+    let text = refused.to_string();
+    assert!(
+        text.contains("owner_sink") && text.contains("lab vendr desk"),
+        "{text}"
+    );
+    // Spelled as the ownership names it, it is accepted.
+    Liaison::builder(store)
+        .ownership(ownership())
+        .owner_sink("lab vendor desk", sink)
+        .build()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_sink_posts_plain_words_and_never_the_payload() {
+    use axum::http::{HeaderMap, StatusCode};
+    use liaison::ops::alerts::{ChatWebhookSink, NotificationState};
+    use std::sync::{Arc, Mutex};
+
+    type Seen = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/services/T0/B0/SECRET-TOKEN",
+            axum::routing::post(
+                |axum::extract::State(seen): axum::extract::State<Seen>,
+                 headers: HeaderMap,
+                 body: axum::body::Bytes| async move {
+                    seen.lock().unwrap().push((headers, body.to_vec()));
+                    StatusCode::OK
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("{base}/services/T0/B0/SECRET-TOKEN");
+    assert!(
+        ChatWebhookSink::new(&url).unwrap_err().is_invalid_input(),
+        "plain http needs the loopback opt-in"
+    );
+    let chat = || {
+        ChatWebhookSink::builder(&url)
+            .allow_plain_http_on_loopback()
+            .build()
+            .unwrap()
+    };
+    // A second chat sink whose webhook is gone: its error never shows the URL.
+    let gone = ChatWebhookSink::builder(&format!("{base}/services/T0/B0/OTHER-SECRET"))
+        .allow_plain_http_on_loopback()
+        .build()
+        .unwrap();
+
+    let (_dir, store) = support::store();
+    let mock = MockPartner::start_with(Behavior::Reject { status: 422 })
+        .await
+        .unwrap();
+    let liaison = Liaison::builder(store.clone())
+        .partner(partner("lab", &mock))
+        .settings(quick_settings())
+        .ownership(
+            ownership().route(
+                ProblemClass::RejectedByPartner,
+                Owner::new("lab vendor desk", "vendor-desk@lab.example")
+                    .runbook("https://runbooks.example/lab-refused"),
+            ),
+        )
+        .owner_sink("lab vendor desk", chat())
+        .alert_sink(gone)
+        .alert_settings(settings().sink_attempts(1))
+        .build()
+        .unwrap();
+    liaison
+        .enqueue(liaison::NewSubmission::new(
+            "lab",
+            "order",
+            serde_json::json!({"patient": "PATIENT-SECRET-123", "test": "HbA1c"}),
+        ))
+        .await
+        .unwrap();
+    super::drain(&liaison).await;
+    liaison.evaluate_alerts().await.unwrap();
+    eventually("both tries journaled", Duration::from_secs(10), || async {
+        let alerts = liaison.alerts(true).await.unwrap();
+        let Some(alert) = alerts.first() else {
+            return false;
+        };
+        let n = liaison.alert_notifications(alert.id).await.unwrap();
+        n.len() == 2 && n.iter().all(|n| n.state != NotificationState::Pending)
+    })
+    .await;
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "one post to the chat webhook");
+    let (headers, body) = &seen[0];
+    assert_eq!(headers["content-type"], "application/json");
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let fields: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(fields, ["text"], "the shape chat tools accept");
+    let text = json["text"].as_str().unwrap();
+    for words in [
+        "Alert opened: rejected by partner at partner lab",
+        "Owner: lab vendor desk (vendor-desk@lab.example)",
+        "Details: ",
+        "Runbook: https://runbooks.example/lab-refused",
+        "Opened ",
+    ] {
+        assert!(text.contains(words), "{words:?} in {text}");
+    }
+    let raw = String::from_utf8_lossy(body);
+    assert!(
+        !raw.contains("PATIENT-SECRET-123") && !raw.contains("HbA1c"),
+        "{raw}"
+    );
+
+    let alert = liaison.alerts(true).await.unwrap().remove(0);
+    let journal = liaison.alert_notifications(alert.id).await.unwrap();
+    // Catch-all sinks are named first: the gone one is "chat", the owner's "chat#2".
+    let delivered = journal.iter().find(|n| n.sink == "chat#2").unwrap();
+    assert_eq!(delivered.state, NotificationState::Delivered);
+    assert_eq!(delivered.owner, "lab vendor desk");
+    let failed = journal.iter().find(|n| n.sink == "chat").unwrap();
+    assert_eq!(failed.state, NotificationState::Failed);
+    let error = failed.last_error.as_deref().unwrap();
+    assert!(error.contains("HTTP 404"), "{error}");
+    let report = liaison.health(Duration::from_secs(600)).await.unwrap();
+    let everything = format!("{journal:?} {report:?}");
+    assert!(
+        !everything.contains("SECRET-TOKEN") && !everything.contains("OTHER-SECRET"),
+        "the webhook URL is a secret: {everything}"
+    );
 }
