@@ -255,6 +255,7 @@ fn conditions(
     // (whenever they happened), in the same words as the verdict.
     found.extend(item_problems(
         &p.by_state,
+        p.worker_crashed,
         &p.window,
         &p.quarantined,
         &p.callbacks,

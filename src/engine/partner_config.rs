@@ -302,6 +302,9 @@ impl Partner {
     /// ```
     pub fn expect_traffic(mut self, expected: super::ExpectedTraffic) -> Self {
         self.expected_traffic = Some(expected);
+        self
+    }
+
     /// How long before a submission's business deadline
     /// ([`crate::NewSubmission::business_deadline`]) open work counts as at
     /// risk of missing it: health reports it and "business deadline at

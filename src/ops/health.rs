@@ -403,6 +403,7 @@ fn quarantine_words(d: Disposition) -> &'static str {
 /// problem stays in both until its items are recovered.
 pub(crate) fn item_problems(
     by_state: &BTreeMap<SubmissionState, Totals>,
+    worker_crashed: u64,
     window_outcomes: &WindowOutcomes,
     quarantined: &BTreeMap<Disposition, u64>,
     window_callbacks: &BTreeMap<Disposition, u64>,
@@ -416,9 +417,12 @@ pub(crate) fn item_problems(
         }
     };
     let mut found = Vec::new();
+    // Dead letters the reaper left because the worker crashed on them are
+    // the host's problem (`worker_crashed`), not the partner's refusal.
     let dead = by_state
         .get(&SubmissionState::DeadLettered)
-        .map_or(0, |t| t.count);
+        .map_or(0, |t| t.count)
+        .saturating_sub(worker_crashed);
     if dead > 0 {
         found.push((
             ProblemClass::RejectedByPartner,
@@ -526,6 +530,7 @@ pub(crate) fn partner_health(
     // only in the window.
     for (_, words) in item_problems(
         &stats.by_state,
+        stats.worker_crashed,
         &window,
         &stats.quarantined,
         &stats.callbacks,
@@ -798,14 +803,26 @@ mod tests {
 
     #[test]
     fn the_verdict_says_who_is_missing_in_words() {
-        let p = partner_health(stats("lab", Some(0)), &LiveState::default(), &[], at(20));
+        let p = partner_health(
+            stats("lab", Some(0)),
+            &LiveState::default(),
+            &[],
+            at(20),
+            Duration::from_secs(900),
+        );
         assert_eq!(p.verdict, Verdict::Down);
         assert_eq!(
             p.reasons,
             ["no dispatcher is running for lab: work is due and no engine has ever served it"]
         );
         let dead = [instance(&["lab"], 3, 1)];
-        let p = partner_health(stats("lab", Some(0)), &LiveState::default(), &dead, at(20));
+        let p = partner_health(
+            stats("lab", Some(0)),
+            &LiveState::default(),
+            &dead,
+            at(20),
+            Duration::from_secs(900),
+        );
         assert_eq!(
             p.reasons,
             [
@@ -823,7 +840,7 @@ mod tests {
         };
         let mut quiet = stats("lab", None);
         quiet.traffic = Some(1);
-        let p = partner_health(quiet.clone(), &live, &[], at(0));
+        let p = partner_health(quiet.clone(), &live, &[], at(0), Duration::from_secs(900));
         assert_eq!(p.verdict, Verdict::Degraded);
         assert_eq!(
             p.reasons,
@@ -839,12 +856,12 @@ mod tests {
             )),
             ..live.clone()
         };
-        let p = partner_health(quiet.clone(), &paused, &[], at(0));
+        let p = partner_health(quiet.clone(), &paused, &[], at(0), Duration::from_secs(900));
         assert!(!p.traffic.as_ref().unwrap().checked);
         assert!(!p.reasons.iter().any(|r| r.contains("expected")));
         // Enough came.
         quiet.traffic = Some(2);
-        let p = partner_health(quiet, &live, &[], at(0));
+        let p = partner_health(quiet, &live, &[], at(0), Duration::from_secs(900));
         assert_eq!(p.verdict, Verdict::Healthy);
         assert!(!p.traffic.unwrap().silent);
     }
@@ -855,17 +872,19 @@ mod tests {
         let window = Duration::from_secs(15 * 60);
         let none = item_problems(
             &by_state,
+            0,
             &WindowOutcomes::default(),
             &BTreeMap::new(),
             &BTreeMap::new(),
             window,
         );
         assert!(none.is_empty());
-        by_state.insert(SubmissionState::DeadLettered, Totals { count: 3, value: 0 });
+        by_state.insert(SubmissionState::DeadLettered, Totals::of(3, None, 0));
         let quarantined = BTreeMap::from([(Disposition::Malformed, 2), (Disposition::Expired, 1)]);
         // Nothing happened in the window: the items still count.
         let old = item_problems(
             &by_state,
+            0,
             &WindowOutcomes::default(),
             &quarantined,
             &BTreeMap::new(),
@@ -890,6 +909,7 @@ mod tests {
         );
         let recent = item_problems(
             &by_state,
+            0,
             &WindowOutcomes {
                 dead_lettered: 1,
                 ..WindowOutcomes::default()

@@ -82,6 +82,9 @@ struct CurrencyLabels {
     partner: String,
     /// ISO 4217 code, or `unspecified`.
     currency: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct NotificationLabels {
     sink: String,
     outcome: &'static str,

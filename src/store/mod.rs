@@ -11,18 +11,18 @@ mod callback_types;
 pub(crate) mod common;
 pub(crate) mod driver;
 pub(crate) mod flow;
-mod reap_types;
-mod instance_types;
 pub(crate) mod impact;
+mod instance_types;
 mod notification_types;
+mod reap_types;
 pub(crate) mod rules;
 mod stats_types;
 mod types;
 mod wake;
 pub use callback_types::{CallbackFilter, NewCallback, Settlement};
-pub use reap_types::{ReapLimits, ReapPolicy, Reaped};
 pub use instance_types::Instance;
 pub use notification_types::{NotificationWrite, SinkRoute};
+pub use reap_types::{ReapLimits, ReapPolicy, Reaped};
 pub use stats_types::{
     AgeBand, DEFAULT_DEADLINE_LEAD_TIME, DeadlineRisk, HourlyCount, HourlyQuery, Impact,
     MAX_LATENCY_SAMPLES, NewAlert, Outcomes, PartnerStats, StatsQuery, Totals,

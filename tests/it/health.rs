@@ -180,8 +180,8 @@ impl liaison::PartnerAdapter for Quiet {
 #[tokio::test]
 async fn expected_traffic_that_could_never_be_checked_is_refused_at_build() {
     use chrono::Weekday::{Fri, Mon};
-    use liaison::store::OutboxStore;
     use liaison::engine::{EngineSettings, ExpectedTraffic, Partner};
+    use liaison::store::OutboxStore;
     let (_dir, store) = store();
     let hour = Duration::from_secs(3600);
     for (expected, field) in [

@@ -1286,6 +1286,9 @@ async fn the_overview_lists_the_engines_and_escapes_what_they_recorded() {
         page.contains("Engines serving it</dt><dd>none live (last beat"),
         "{page}"
     );
+}
+
+#[tokio::test]
 async fn a_quarantined_callback_is_dismissed_through_the_api_with_the_same_checks() {
     use liaison::callback::Disposition;
     let f = fixture().await;
@@ -1395,6 +1398,8 @@ async fn a_quarantined_callback_is_dismissed_through_the_api_with_the_same_check
     assert_eq!(quarantined["callbacks"].as_array().unwrap().len(), 0);
     let again = post_json(&app, &api(&malformed.to_string()), Some(TOKEN), why).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
+}
+
 /// Two currencies and business deadlines: the overview shows value at risk
 /// per currency (never added together), by kind and by age, the partner's
 /// deadlines, and the nearest business deadlines (escaped, linked); a

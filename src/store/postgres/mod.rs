@@ -67,7 +67,10 @@ use super::flow;
 use super::rules::lookup;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter,
-    DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Lease, ListFilter, NewAlert, NewCallback, Note, OutboxStore, OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery, Wakeups, Instance, NotificationWrite,
+    DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Instance, Lease, ListFilter, NewAlert,
+    NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim, PartnerStats, Pause,
+    PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery,
+    Wakeups,
 };
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};

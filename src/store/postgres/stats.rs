@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::model::callback::Disposition;
 use crate::model::submission::SubmissionState;
 use crate::model::traffic::{ExpectedTraffic, TrafficKind};
-use crate::store::common::{count, duration_ms, from_millis, state_names, to_millis};
+use crate::store::common::{count, duration_ms, from_millis, to_millis};
 use crate::store::impact::{self, age_limits, budget_cutoff, deadline_window};
 use crate::store::rules::callbacks::sql_list;
 use crate::store::{MAX_LATENCY_SAMPLES, Outcomes, PartnerStats, StatsQuery, Totals};
