@@ -1426,6 +1426,51 @@ async fn status_names_a_dead_engine_and_a_silent_partner_and_lists_the_engines()
     assert_eq!(bank["traffic"]["expected"], "at least 1 per hour");
 }
 
+/// Issue 15's "done when": one database with a dead engine, a silent
+/// partner, a business deadline at risk and values in two currencies;
+/// `status` says each in plain words and never adds the currencies up.
+#[tokio::test]
+async fn status_says_a_dead_engine_a_silent_partner_a_deadline_at_risk_and_two_currencies() {
+    use SubmissionState::*;
+    let (_dir, path, since) = outbox_with_a_dead_engine_and_a_silent_partner().await;
+    let store = SqliteStore::open(&path).unwrap();
+    let due = chrono::Utc::now() + chrono::Duration::hours(5);
+    let claim = submission("clearinghouse", "C-1042")
+        .business_value_in(40_000, "EUR")
+        .business_deadline(due);
+    drive_new_to(&store, claim, DeadLettered).await;
+    let lab_test = submission("clearinghouse", "C-1043").business_value_in(1_250, "USD");
+    drive_new_to(&store, lab_test, Failed).await;
+    drop(store);
+
+    let run = run(&path, &["status"]);
+    assert_eq!(run.code, 1, "down: {run:#?}");
+    run.has(&format!(
+        "lab: no dispatcher is running for lab since {since}: work is due and no engine sends it"
+    ))
+    .has("bank: no submission reached a result in the last 1 h; at least 1 per hour is expected")
+    .has(
+        "clearinghouse: 1 submission(s) will miss their business deadline within 24 h (EUR 400.00)",
+    )
+    .has("EUR 400.00 + USD 12.50");
+    assert!(
+        !run.stdout.contains("412.50") && !run.stdout.contains("41250"),
+        "currencies are never added together: {}",
+        run.stdout
+    );
+    let json = self::run(&path, &["status", "--json"]).json();
+    assert_eq!(json["impact"]["value"]["EUR"], 40_000);
+    assert_eq!(json["impact"]["value"]["USD"], 1_250);
+    let reasons = json["working"]["reasons"].to_string();
+    for words in [
+        "no dispatcher is running for lab",
+        "no submission reached a result",
+        "will miss their business deadline",
+    ] {
+        assert!(reasons.contains(words), "{words:?} not in {reasons}");
+    }
+}
+
 #[tokio::test]
 async fn pause_and_resume_a_partner_with_a_reason() {
     let outbox = outbox().await;
