@@ -174,7 +174,7 @@ async fn send_claims(liaison: Liaison) {
         let new = NewSubmission::new(partner, "claim.submit", json!({ "claim_id": claim }))
             .idempotency_key(&claim)
             .correlation("claim_id", &claim)
-            .business_value(cents);
+            .business_value_in(cents, "USD");
         if let Err(error) = liaison.enqueue(new).await {
             eprintln!("enqueue {claim}: {error}");
         }

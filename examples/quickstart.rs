@@ -73,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 json!({ "claim_id": claim, "amount_cents": cents }),
             )
             .idempotency_key(claim)
-            .business_value(cents)
+            .business_value_in(cents, "USD")
         })
         .collect();
     batch.extend((0..REFUSED).map(|i| {
