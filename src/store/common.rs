@@ -131,6 +131,19 @@ pub(crate) fn state_names(keep: impl Fn(SubmissionState) -> bool) -> Vec<&'stati
         .collect()
 }
 
+/// What both stores check before recording a partner's expected traffic:
+/// a valid partner name and a setting that can be met.
+pub(crate) fn check_expected_traffic(
+    partner: &str,
+    expected: Option<&crate::model::traffic::ExpectedTraffic>,
+) -> crate::error::Result<()> {
+    crate::model::submission::validate_partner(partner)?;
+    if let Some(expected) = expected {
+        expected.check()?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -599,10 +599,7 @@ impl OutboxStore for PostgresStore {
         partner: &str,
         expected: Option<&ExpectedTraffic>,
     ) -> Result<()> {
-        crate::model::submission::validate_partner(partner)?;
-        if let Some(expected) = expected {
-            expected.check()?;
-        }
+        super::common::check_expected_traffic(partner, expected)?;
         write_tx!(self, |db| instances::set_expected_traffic_on(
             db,
             partner,

@@ -784,10 +784,7 @@ impl OutboxStore for SqliteStore {
         partner: &str,
         expected: Option<&ExpectedTraffic>,
     ) -> Result<()> {
-        crate::model::submission::validate_partner(partner)?;
-        if let Some(expected) = expected {
-            expected.check()?;
-        }
+        super::common::check_expected_traffic(partner, expected)?;
         let partner = partner.to_owned();
         let expected = expected.cloned();
         self.inner
