@@ -61,15 +61,7 @@ async fn partner_stats(db: &Db<'_>, partner: String, query: &StatsQuery) -> Resu
         )
         .await?
         .iter()
-        .map(|row| {
-            Ok((
-                get(row, 0)?,
-                get(row, 1)?,
-                get(row, 2)?,
-                get(row, 3)?,
-                get(row, 4)?,
-            ))
-        })
+        .map(five)
         .collect::<Result<Vec<_>>>()?,
     );
     let (at, horizon) = deadline_window(query, &partner);
@@ -81,15 +73,7 @@ async fn partner_stats(db: &Db<'_>, partner: String, query: &StatsQuery) -> Resu
         )
         .await?
         .iter()
-        .map(|row| {
-            Ok((
-                get(row, 0)?,
-                get(row, 1)?,
-                get(row, 2)?,
-                get(row, 3)?,
-                get(row, 4)?,
-            ))
-        })
+        .map(five)
         .collect::<Result<Vec<_>>>()?;
     let deadlines = impact::deadlines_of(query, &partner, deadline_rows);
     Ok(PartnerStats {
@@ -198,6 +182,24 @@ async fn traffic(db: &Db<'_>, partner: &str, expected: &ExpectedTraffic, now: i6
         )
         .await?;
     Ok(count(get(&row, 0)?))
+}
+
+/// The five columns of an impact row (`store::impact`'s queries).
+fn five<'r, A, B, C, D, E>(row: &'r tokio_postgres::Row) -> Result<(A, B, C, D, E)>
+where
+    A: tokio_postgres::types::FromSql<'r>,
+    B: tokio_postgres::types::FromSql<'r>,
+    C: tokio_postgres::types::FromSql<'r>,
+    D: tokio_postgres::types::FromSql<'r>,
+    E: tokio_postgres::types::FromSql<'r>,
+{
+    Ok((
+        get(row, 0)?,
+        get(row, 1)?,
+        get(row, 2)?,
+        get(row, 3)?,
+        get(row, 4)?,
+    ))
 }
 
 /// PostgreSQL's numbered placeholder.

@@ -97,15 +97,7 @@ fn partner_stats(conn: &Connection, partner: String, query: &StatsQuery) -> Resu
         .and_then(|mut stmt| {
             stmt.query_map(
                 params![stats.partner, hour, day, week, cutoff.unwrap_or(i64::MIN)],
-                |row| {
-                    Ok((
-                        row.get(0)?,
-                        row.get(1)?,
-                        row.get(2)?,
-                        row.get(3)?,
-                        row.get(4)?,
-                    ))
-                },
+                |row| <(_, _, _, _, _)>::try_from(row),
             )?
             .collect::<rusqlite::Result<Vec<_>>>()
         })
@@ -116,13 +108,7 @@ fn partner_stats(conn: &Connection, partner: String, query: &StatsQuery) -> Resu
         .prepare_cached(&impact::deadlines_sql(placeholder))
         .and_then(|mut stmt| {
             stmt.query_map(params![stats.partner, at, horizon], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                ))
+                <(_, _, _, _, _)>::try_from(row)
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
         })
