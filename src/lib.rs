@@ -65,6 +65,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod callback;
+mod clock;
 pub mod engine;
 mod error;
 mod fingerprint;

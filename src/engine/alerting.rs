@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
-use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Liaison, Shared};
@@ -280,7 +279,7 @@ impl Liaison {
         // notifications are still being tried.
         self.retry_notifications().await?;
         let report = self.health(settings.window).await?;
-        let now = Utc::now();
+        let now = self.store().now();
         // Work that reached the warning share of its delay budget.
         let warning_budgets: BTreeMap<String, Duration> = self
             .shared
@@ -395,7 +394,8 @@ impl Liaison {
         if actor.as_str().trim().is_empty() {
             return Err(Error::invalid("actor", "say who acknowledges it"));
         }
-        self.store().acknowledge_alert(id, actor, Utc::now()).await
+        let now = self.store().now();
+        self.store().acknowledge_alert(id, actor, now).await
     }
 }
 

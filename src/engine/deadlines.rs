@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -37,7 +36,7 @@ pub(crate) async fn run_deadlines(shared: Arc<Shared>, stop: CancellationToken) 
 const STRANDED_AFTER: chrono::Duration = chrono::Duration::seconds(10);
 
 async fn round(shared: &Arc<Shared>) -> crate::Result<()> {
-    let now = Utc::now();
+    let now = shared.now();
     let liaison = Liaison {
         shared: Arc::clone(shared),
     };
@@ -169,7 +168,7 @@ async fn overdue(shared: &Shared, submission: Submission) {
                         .reason(format!("no result after {polls} polls; last: {what}")),
                 )
             } else {
-                let next = super::saturating_after(Utc::now(), rt.config.poll_every);
+                let next = super::saturating_after(shared.now(), rt.config.poll_every);
                 let note = Note::new(EventKind::Polled, actor)
                     .reason(what)
                     .data(json!({ "poll": polls, "next_deadline": next }));
@@ -234,7 +233,7 @@ mod tests {
             .unwrap();
         // More stranded callbacks than one round takes, all older than the
         // grace period, in order of arrival.
-        let start = Utc::now() - chrono::Duration::minutes(10);
+        let start = chrono::Utc::now() - chrono::Duration::minutes(10);
         let mut ids = Vec::new();
         for i in 0..BATCH + 30 {
             let body = format!(r#"{{"reference":"R-{i}","status":"succeeded"}}"#);

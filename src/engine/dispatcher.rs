@@ -1,11 +1,9 @@
 //! The per-partner dispatch loop, one attempt's life, and the lease reaper.
 
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -20,7 +18,10 @@ use crate::model::event::{Actor, AttemptOutcome, EventKind};
 use crate::model::submission::{Submission, SubmissionState};
 use crate::partner::{AttemptContext, PartnerError, SubmitOutcome};
 use crate::retry::{RetryDecision, decide};
-use crate::store::{AttemptReport, ClaimRequest, Lease, ListFilter, Note, StateChange};
+use crate::store::{
+    AttemptReport, ClaimRequest, Claimed, Lease, Limited, ListFilter, Note, PartnerLimits,
+    StateChange,
+};
 
 /// A registered partner's live state.
 #[derive(Debug)]
@@ -30,17 +31,21 @@ pub(crate) struct PartnerRuntime {
     /// Until when the partner is paused (announced maintenance), as last
     /// read from the store or set through this hub.
     pub(crate) paused_until: Mutex<Option<chrono::DateTime<Utc>>>,
+    /// This instance's own cap (the partner's concurrency): no more
+    /// attempts run here at once. The store enforces the partner's limits
+    /// across instances ([`PartnerLimits`]).
     permits: Arc<Semaphore>,
     circuit: Mutex<Circuit>,
-    limiter: Option<DefaultDirectRateLimiter>,
+    /// What every claim asks the store to enforce for all instances.
+    limits: PartnerLimits,
 }
 
 impl PartnerRuntime {
-    pub(crate) fn new(config: Partner, rate: Option<NonZeroU32>) -> Self {
+    pub(crate) fn new(config: Partner, limits: PartnerLimits) -> Self {
         PartnerRuntime {
             permits: Arc::new(Semaphore::new(config.concurrency)),
             circuit: Mutex::new(Circuit::new(config.circuit)),
-            limiter: rate.map(|r| RateLimiter::direct(Quota::per_second(r))),
+            limits,
             wake: Notify::new(),
             paused_until: Mutex::new(None),
             config,
@@ -55,10 +60,11 @@ impl PartnerRuntime {
         self.circuit().consecutive_failures()
     }
 
-    /// The end of the current pause, if the partner is paused now.
-    pub(crate) fn paused(&self) -> Option<chrono::DateTime<Utc>> {
+    /// The end of the current pause, if the partner is paused at `now`
+    /// (the store's time).
+    pub(crate) fn paused(&self, now: chrono::DateTime<Utc>) -> Option<chrono::DateTime<Utc>> {
         let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-        until.filter(|u| *u > Utc::now())
+        until.filter(|u| *u > now)
     }
 
     pub(crate) fn set_paused(&self, until: Option<chrono::DateTime<Utc>>) {
@@ -89,10 +95,14 @@ pub(crate) async fn run_partner(
         return;
     }
     // A pause set by another instance (or before a restart) applies at once.
-    match shared.store.pauses(Utc::now()).await {
+    match shared.store.pauses(shared.now()).await {
         Ok(pauses) => rt.set_paused(pauses.iter().find(|p| p.partner == name).map(|p| p.until)),
         Err(error) => tracing::warn!(%error, "reading partner pauses failed"),
     }
+    // Consecutive claims the partner's concurrency held back (every slot
+    // taken, perhaps by other instances, whose finishing nothing here
+    // hears of): the next look waits longer, up to the poll interval.
+    let mut full = 0u32;
     while !stop.is_cancelled() {
         // Capacity first: wait for one permit...
         let first = tokio::select! {
@@ -103,9 +113,9 @@ pub(crate) async fn run_partner(
             },
         };
         // A paused partner gets nothing; its work waits in the queue.
-        if let Some(until) = rt.paused() {
+        if let Some(until) = rt.paused(shared.now()) {
             drop(first);
-            let wait = (until - Utc::now())
+            let wait = (until - shared.now())
                 .to_std()
                 .unwrap_or_default()
                 .min(shared.settings.poll_interval);
@@ -137,7 +147,7 @@ pub(crate) async fn run_partner(
         // transaction takes several submissions instead of one each time a
         // permit comes back. Costs at most `CLAIM_GATHER` of latency, only
         // when the partner is busy anyway.
-        if !probe && rt.limiter.is_none() {
+        if !probe && rt.limits.rate.is_none() {
             let gather = gather_target(&shared, &rt);
             if rt.permits.available_permits() + 1 < gather {
                 tokio::select! {
@@ -146,7 +156,7 @@ pub(crate) async fn run_partner(
                 }
             }
         }
-        let mut want = if probe {
+        let want = if probe {
             1
         } else {
             shared
@@ -154,30 +164,30 @@ pub(crate) async fn run_partner(
                 .claim_batch
                 .min(rt.permits.available_permits() + 1)
         };
-        if let Some(limiter) = &rt.limiter {
-            tokio::select! {
-                _ = stop.cancelled() => {
-                    if probe { rt.circuit().probe_unused(); }
-                    break;
-                }
-                _ = limiter.until_ready() => {}
-            }
-            want = 1;
-        }
 
-        let request = ClaimRequest {
-            partner: name.clone(),
-            limit: want,
-            lease_for: rt.lease_for(shared.settings.lease_margin),
-            now: Utc::now(),
-            dead_letter_blocks_ordering: rt.config.dead_letter_blocks_ordering,
-        };
-        let leases = match shared.store.claim(request).await {
-            Ok(leases) => leases,
+        // The store grants what the partner's limits allow across every
+        // instance, in the claim's transaction.
+        let request = ClaimRequest::new(
+            name.clone(),
+            want,
+            rt.lease_for(shared.settings.lease_margin),
+        )
+        .at(shared.now())
+        .dead_letter_blocks_ordering(rt.config.dead_letter_blocks_ordering)
+        .limits(rt.limits);
+        let Claimed { leases, limited } = match shared.store.claim_limited(request).await {
+            Ok(claimed) => claimed,
             Err(error) => {
                 tracing::warn!(partner = %name, %error, "claiming due work failed; retrying after the poll interval");
-                Vec::new()
+                Claimed {
+                    leases: Vec::new(),
+                    limited: None,
+                }
             }
+        };
+        full = match limited {
+            Some(Limited::Concurrency { .. }) if leases.is_empty() => full.saturating_add(1),
+            _ => 0,
         };
         // Reliability tests: the claim is committed, no request is sent yet.
         #[cfg(feature = "failpoints")]
@@ -189,10 +199,28 @@ pub(crate) async fn run_partner(
             if probe {
                 rt.circuit().probe_unused();
             }
+            if let Some(Limited::Rate { retry_at }) = limited {
+                // The shared budget is spent: nothing can start before
+                // `retry_at`, whatever wakes us.
+                let wait = (retry_at - shared.now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(shared.settings.poll_interval);
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            let wait = if full > 0 {
+                full_wait(full, shared.settings.poll_interval)
+            } else {
+                shared.settings.poll_interval
+            };
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = rt.wake.notified() => {}
-                _ = tokio::time::sleep(shared.settings.poll_interval) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             continue;
         }
@@ -223,6 +251,26 @@ pub(crate) async fn run_partner(
 
 /// Longest a dispatcher waits for more free permits before claiming.
 const CLAIM_GATHER: Duration = Duration::from_millis(1);
+
+/// First wait after a claim found every slot of the partner's concurrency
+/// taken.
+const FULL_FIRST_WAIT: Duration = Duration::from_millis(10);
+
+/// Longest wait between looks at a partner whose slots are all taken (or
+/// the poll interval, if shorter). Slots taken by this instance wake the
+/// dispatcher as they free up; those of other instances are only seen by
+/// looking again.
+const FULL_MAX_WAIT: Duration = Duration::from_millis(250);
+
+/// How long to wait after `full` claims in a row found no free slot:
+/// doubling from [`FULL_FIRST_WAIT`] up to [`FULL_MAX_WAIT`] (or `poll`).
+fn full_wait(full: u32, poll: Duration) -> Duration {
+    let doublings = full.saturating_sub(1).min(16);
+    FULL_FIRST_WAIT
+        .saturating_mul(1 << doublings)
+        .min(FULL_MAX_WAIT)
+        .min(poll)
+}
 
 /// How many free permits are worth a claim without waiting: a quarter of
 /// what one claim may take. Below it the dispatcher waits `CLAIM_GATHER`,
@@ -289,8 +337,8 @@ async fn run_attempt(
             tracing::warn!(circuit = state.as_str(), "partner circuit changed state");
         }
         let (report, change) = match result {
-            Ok(outcome) => settle_success(&rt, outcome),
-            Err(error) => settle_failure(&rt, &lease, error),
+            Ok(outcome) => settle_success(&rt, outcome, shared.now()),
+            Err(error) => settle_failure(&rt, &lease, error, shared.now()),
         };
         shared
             .metrics
@@ -323,25 +371,31 @@ async fn run_attempt(
     shared.activity.notify_waiters();
 }
 
-fn settle_success(rt: &PartnerRuntime, outcome: SubmitOutcome) -> (AttemptReport, StateChange) {
+/// `now` is the store's time ([`super::Shared::now`]).
+fn settle_success(
+    rt: &PartnerRuntime,
+    outcome: SubmitOutcome,
+    now: chrono::DateTime<Utc>,
+) -> (AttemptReport, StateChange) {
     let actor = Actor::system("dispatcher");
     match outcome {
         SubmitOutcome::AwaitResult { external_ref } => {
-            let deadline = super::saturating_after(Utc::now(), rt.config.result_timeout);
+            let deadline = super::saturating_after(now, rt.config.result_timeout);
             let mut change = StateChange::to(SubmissionState::AwaitingResult)
                 .actor(actor)
                 .result_deadline(deadline);
             if let Some(reference) = external_ref {
                 change = change.external_ref(reference);
             }
-            (AttemptReport::new(AttemptOutcome::Accepted), change)
+            (AttemptReport::new(AttemptOutcome::Accepted).finished_at(now), change)
         }
         SubmitOutcome::Completed(outcome) => {
             let report = AttemptReport::new(if outcome.is_success() {
                 AttemptOutcome::Succeeded
             } else {
                 AttemptOutcome::Failed
-            });
+            })
+            .finished_at(now);
             let change = super::results::outcome_change(outcome, rt.config.max_result_bytes);
             (report, change.actor(actor))
         }
@@ -352,8 +406,8 @@ fn settle_failure(
     rt: &PartnerRuntime,
     lease: &Lease,
     error: PartnerError,
+    now: chrono::DateTime<Utc>,
 ) -> (AttemptReport, StateChange) {
-    let now = Utc::now();
     // Limits count from the start of the current cycle (enqueue or replay).
     let age = (now - lease.submission.cycle_started_at)
         .to_std()
@@ -369,7 +423,9 @@ fn settle_failure(
         &error,
     );
     let text = error.to_string();
-    let mut report = AttemptReport::new(error.attempt_outcome()).error(text.clone());
+    let mut report = AttemptReport::new(error.attempt_outcome())
+        .finished_at(now)
+        .error(text.clone());
     if let Some(status) = error.status() {
         report = report.http_status(status);
     }
@@ -474,7 +530,9 @@ async fn record(
 
 /// Give a claimed submission back without counting a result.
 async fn release(shared: &Shared, lease: &Lease, why: &str) {
-    let report = AttemptReport::new(AttemptOutcome::Interrupted).error(why);
+    let report = AttemptReport::new(AttemptOutcome::Interrupted)
+        .finished_at(shared.now())
+        .error(why);
     let change = StateChange::to(SubmissionState::Queued)
         .actor(Actor::system("dispatcher"))
         .event(EventKind::Released)
@@ -494,7 +552,7 @@ pub(crate) async fn run_reaper(shared: Arc<Shared>, stop: CancellationToken) {
         refresh_pauses(&shared).await;
         match shared
             .store
-            .reap_expired_leases(Utc::now(), &shared.reap_policy)
+            .reap_expired_leases(shared.now(), &shared.reap_policy)
             .await
         {
             Ok(reaped) if !reaped.is_empty() => {
@@ -553,7 +611,7 @@ async fn held_behind_reaped(shared: &Shared, reaped: &crate::store::Reaped) {
 
 /// Pauses are shared through the store: pick up those set by other instances.
 pub(crate) async fn refresh_pauses(shared: &Shared) {
-    match shared.store.pauses(Utc::now()).await {
+    match shared.store.pauses(shared.now()).await {
         Ok(pauses) => {
             for (name, rt) in &shared.partners {
                 let until = pauses.iter().find(|p| &p.partner == name).map(|p| p.until);

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::Utc;
 
 use super::Liaison;
 use crate::error::{Error, Result};
@@ -32,7 +31,7 @@ impl Liaison {
         if window.is_zero() {
             return Err(Error::invalid("window", "must be above zero"));
         }
-        let now = Utc::now();
+        let now = self.store().now();
         // What the engines recorded; this hub's own partners as configured.
         let mut expected: BTreeMap<String, ExpectedTraffic> =
             self.store().expected_traffic().await?.into_iter().collect();

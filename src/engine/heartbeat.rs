@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -30,12 +29,12 @@ pub(crate) async fn run_heartbeat(
         if !expectations_recorded {
             expectations_recorded = record_expectations(&shared).await;
         }
-        instance.last_beat_at = Utc::now();
+        instance.last_beat_at = shared.now();
         if let Err(error) = shared.store.beat(&instance).await {
             tracing::warn!(%error, instance = %instance.id, "could not record this engine's beat");
         }
         if pruned_at.is_none_or(|at| at.elapsed() >= shared.settings.retention_interval) {
-            let before = Utc::now()
+            let before = shared.now()
                 - chrono::Duration::from_std(INSTANCE_RETENTION).unwrap_or(chrono::Duration::MAX);
             match shared.store.prune_instances(before).await {
                 Ok(0) => {}

@@ -227,7 +227,7 @@ impl Liaison {
         let unknown = !self.shared.partners.contains_key(partner);
         let new = NewCallback {
             partner: partner.to_owned(),
-            received_at: Utc::now(),
+            received_at: self.shared.now(),
             headers: if unknown {
                 metadata_headers(headers)
             } else {
@@ -268,7 +268,7 @@ impl Liaison {
                 .refuse_oversized(partner, headers, body.len() as u64)
                 .await;
         }
-        let received_at = Utc::now();
+        let received_at = self.shared.now();
         let store = &self.shared.store;
         let new = NewCallback {
             // An unknown (valid) name is stored too (as metadata only), so
@@ -387,7 +387,7 @@ impl Liaison {
                         report.result = report.result.map(|r| r.cap(max_result));
                         report
                     },
-                    unmatched_until: super::saturating_after(Utc::now(), ttl),
+                    unmatched_until: super::saturating_after(self.shared.now(), ttl),
                 },
             },
         };

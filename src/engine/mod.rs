@@ -254,6 +254,14 @@ pub(crate) struct Shared {
     pub(crate) reap_policy: crate::store::ReapPolicy,
 }
 
+impl Shared {
+    /// The store's time ([`OutboxStore::now`]): what the engine dates
+    /// everything it stores or compares with stored times by.
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.store.now()
+    }
+}
+
 /// Builds a [`Liaison`].
 #[derive(Debug)]
 pub struct LiaisonBuilder {
@@ -403,7 +411,7 @@ impl LiaisonBuilder {
             if partner.results.is_none() {
                 partner.results = self.results.clone();
             }
-            let rate = partner.check()?;
+            let limits = partner.check()?;
             let name = partner.name.clone();
             if partners.contains_key(&name) {
                 return Err(Error::invalid(
@@ -412,7 +420,7 @@ impl LiaisonBuilder {
                 ));
             }
             reap_policy = reap_policy.partner(name.clone(), partner.reap_limits()?);
-            partners.insert(name, Arc::new(PartnerRuntime::new(partner, rate)));
+            partners.insert(name, Arc::new(PartnerRuntime::new(partner, limits)));
         }
         if self.alert_settings.interval.is_zero() || self.alert_settings.window.is_zero() {
             return Err(Error::invalid(
@@ -707,7 +715,7 @@ impl Handle {
         if let Err(error) = self
             .liaison
             .store()
-            .stop_instance(&self.instance_id, chrono::Utc::now())
+            .stop_instance(&self.instance_id, self.liaison.store().now())
             .await
         {
             // It ages out as a dead instance three beats from now instead.

@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 
 use super::{Liaison, Shared};
 use crate::error::{Error, Result};
@@ -133,7 +132,7 @@ impl Liaison {
                 .metrics
                 .alert_opened(&alert.partner, alert.class.as_str());
         }
-        let now = Utc::now();
+        let now = self.shared.now();
         let policy = policy(&self.shared);
         let targets = self.shared.sinks.for_owner(&alert.owner.name);
         let rows: Vec<AlertNotification> = targets
@@ -150,7 +149,7 @@ impl Liaison {
     /// Claim the notifications whose next try is due and try them again,
     /// each in its own task. The alert loop does this between evaluations.
     pub(super) async fn retry_notifications(&self) -> Result<()> {
-        let now = Utc::now();
+        let now = self.shared.now();
         let policy = policy(&self.shared);
         let claimed = self
             .store()
@@ -173,7 +172,7 @@ impl Liaison {
                 (stop, ..) => {
                     let (why, sink_gone) = stop.unwrap_or(("the alert no longer exists", false));
                     // Not a try of the sink: journaled, not counted.
-                    let write = notify::given_up(&n, why, sink_gone, Utc::now());
+                    let write = notify::given_up(&n, why, sink_gone, self.shared.now());
                     self.store().finish_notification(write).await?;
                 }
             }
@@ -217,7 +216,7 @@ fn spawn_try(shared: &Arc<Shared>, n: AlertNotification, sink: Arc<dyn AlertSink
                 %error, "alert notification failed"
             );
         }
-        let write = notify::after_try(&n, tried, &policy(&shared), Utc::now());
+        let write = notify::after_try(&n, tried, &policy(&shared), shared.now());
         shared
             .metrics
             .alert_notification(&n.sink, notify::outcome(&write));

@@ -1,6 +1,5 @@
 //! Registering a partner: its adapter and the policies the engine applies.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::model::submission::validate_partner;
 use crate::partner::PartnerAdapter;
 use crate::retry::{Exponential, RetryLimits, RetryPolicy};
-use crate::store::ReapLimits;
+use crate::store::{PartnerLimits, Rate, ReapLimits};
 
 use super::circuit::CircuitSettings;
 
@@ -49,7 +48,8 @@ pub struct Partner {
     pub(crate) limits: RetryLimits,
     pub(crate) attempt_timeout: Duration,
     pub(crate) concurrency: usize,
-    pub(crate) rate_limit: Option<u32>,
+    /// Attempts per period, as configured (checked when the hub is built).
+    pub(crate) rate_limit: Option<(u32, Duration)>,
     pub(crate) circuit: Option<CircuitSettings>,
     pub(crate) result_timeout: Duration,
     pub(crate) dead_letter_blocks_ordering: bool,
@@ -144,15 +144,33 @@ impl Partner {
         self
     }
 
-    /// Most attempts in flight at once for this partner.
+    /// Most attempts in flight at once for this partner, across every
+    /// instance sharing the store (and every process on one SQLite file):
+    /// each claim counts the partner's live leases in its transaction. 0 is
+    /// refused when the hub is built ([`crate::Error::InvalidInput`], field
+    /// `concurrency`). Give the partner the same setting on every instance.
     pub fn concurrency(mut self, limit: usize) -> Self {
         self.concurrency = limit;
         self
     }
 
-    /// Most attempts started per second.
+    /// Most attempts started per second, across every instance sharing the
+    /// store: see [`Partner::rate_limit`].
     pub fn rate_limit_per_second(mut self, per_second: u32) -> Self {
-        self.rate_limit = Some(per_second);
+        self.rate_limit = Some((per_second, Duration::from_secs(1)));
+        self
+    }
+
+    /// At most `count` attempts started per `per`, across every instance
+    /// sharing the store: one budget on the partner's row, spent in the
+    /// claim's transaction ([`crate::store::Rate`]: a steady pace that may
+    /// run a period's worth ahead after a quiet spell). A dispatcher whose
+    /// claim finds the budget spent waits until the next attempt conforms.
+    /// A count of 0, a period of zero or above a day, or a pace faster than
+    /// one attempt per microsecond is refused when the hub is built
+    /// ([`crate::Error::InvalidInput`], field `rate_limit`).
+    pub fn rate_limit(mut self, count: u32, per: Duration) -> Self {
+        self.rate_limit = Some((count, per));
         self
     }
 
@@ -330,12 +348,18 @@ impl Partner {
         Ok(ReapLimits::new(self.max_lease_expiries)?.retry(self.limits))
     }
 
-    pub(crate) fn check(&self) -> Result<NonZeroU32Opt> {
+    pub(crate) fn check(&self) -> Result<PartnerLimits> {
         validate_partner(&self.name)?;
         self.reap_limits()?;
         if self.concurrency == 0 {
             return Err(Error::invalid("concurrency", "must be at least 1"));
         }
+        let Ok(concurrency) = u32::try_from(self.concurrency) else {
+            return Err(Error::invalid(
+                "concurrency",
+                format!("must be at most {}", u32::MAX),
+            ));
+        };
         if self.attempt_timeout.is_zero() {
             return Err(Error::invalid("attempt_timeout", "must be above zero"));
         }
@@ -357,15 +381,10 @@ impl Partner {
         if let Some(expected) = &self.expected_traffic {
             expected.check()?;
         }
-        match self.rate_limit {
-            Some(0) => Err(Error::invalid(
-                "rate_limit",
-                "must be at least 1 per second",
-            )),
-            Some(n) => Ok(NonZeroU32::new(n)),
-            None => Ok(None),
+        let mut limits = PartnerLimits::none().concurrency(concurrency);
+        if let Some((count, per)) = self.rate_limit {
+            limits = limits.rate(Rate::new(count, per)?);
         }
+        Ok(limits)
     }
 }
-
-type NonZeroU32Opt = Option<NonZeroU32>;

@@ -46,7 +46,7 @@ impl Liaison {
         reason: &str,
     ) -> Result<()> {
         require_reason(reason)?;
-        if until <= chrono::Utc::now() {
+        if until <= self.store().now() {
             return Err(Error::invalid("until", "a pause must end in the future"));
         }
         let pause = Pause {

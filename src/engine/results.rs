@@ -269,7 +269,7 @@ async fn deliver(shared: Arc<Shared>, lease: DeliveryLease) {
         };
         let end = match outcome {
             Ok(()) => DeliveryEnd::Delivered,
-            Err(error) => failed(&rt, delivery, error),
+            Err(error) => failed(&rt, delivery, error, shared.now()),
         };
         match &end {
             DeliveryEnd::Delivered => tracing::debug!("result delivered to the host"),
@@ -366,8 +366,13 @@ async fn call(
 
 /// A failed delivery's end: retried under the partner's policy and limits,
 /// parked when they are spent.
-fn failed(rt: &PartnerRuntime, delivery: &Delivery, error: String) -> DeliveryEnd {
-    let age = (Utc::now() - delivery.created_at)
+fn failed(
+    rt: &PartnerRuntime,
+    delivery: &Delivery,
+    error: String,
+    now: chrono::DateTime<Utc>,
+) -> DeliveryEnd {
+    let age = (now - delivery.created_at)
         .to_std()
         .unwrap_or(Duration::ZERO);
     let as_error = crate::partner::PartnerError::transient(error.clone());
@@ -379,7 +384,7 @@ fn failed(rt: &PartnerRuntime, delivery: &Delivery, error: String) -> DeliveryEn
         &as_error,
     ) {
         (RetryDecision::RetryAfter(delay), _) => DeliveryEnd::Retry {
-            due_at: super::saturating_after(Utc::now(), delay),
+            due_at: super::saturating_after(now, delay),
             error,
         },
         (_, why) => DeliveryEnd::Parked {

@@ -30,7 +30,7 @@ impl Liaison {
     /// idempotency ledger. The running engine does this every
     /// `retention_interval`.
     pub async fn run_retention(&self) -> Result<PurgeReport> {
-        let now = Utc::now();
+        let now = self.store().now();
         let settings = &self.shared.settings;
         let cutoffs = PurgeCutoffs::new(
             cutoff(now, settings.payload_retention),

@@ -25,7 +25,7 @@ pub(crate) async fn run_wakeups(
         match wake {
             Some(Wake::Partner(name)) => {
                 if let Some(partner) = shared.partners.get(&name) {
-                    if partner.paused().is_some() {
+                    if partner.paused(shared.now()).is_some() {
                         // Perhaps resumed by another instance: look now
                         // rather than at the reaper's next refresh.
                         super::dispatcher::refresh_pauses(&shared).await;

@@ -43,7 +43,7 @@ impl NewCallback {
         let body = body.into();
         NewCallback {
             partner: partner.into(),
-            received_at: Utc::now(),
+            received_at: crate::clock::now(),
             headers: Vec::new(),
             body_hash: hex::encode(Sha256::digest(&body)),
             size: body.len() as u64,

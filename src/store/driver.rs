@@ -18,6 +18,7 @@ use super::rules::NewEvent;
 use super::rules::callbacks::{Earlier, End, Repeat};
 use super::rules::delivery::DeliveryWrite;
 use super::rules::ledger::{HeldKey, KeyRow};
+use super::rules::limits::LimitState;
 use super::rules::transition::StateWrite;
 use super::{AttemptReport, ClaimRequest, DeliveryClaim, LeaseToken};
 use crate::error::Result;
@@ -155,6 +156,18 @@ pub(crate) trait Driver {
     /// Work in flight whose lease ended at or before `now`, earliest first,
     /// at most `limit`, locked (rows another transaction holds are skipped).
     async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Locked>>;
+
+    // --- partner limits ---
+
+    /// Lock `partner`'s shared row until the transaction ends (creating it
+    /// when missing), then read what its limits need: its submissions in
+    /// flight under a lease that ends after `now`, and its rate state.
+    /// Read after the lock, so the count includes every claim of the
+    /// partner committed before.
+    async fn lock_limits(&self, partner: &str, now: DateTime<Utc>) -> Result<LimitState>;
+
+    /// Store `partner`'s rate state (its row is locked).
+    async fn write_rate(&self, partner: &str, tat_us: i64) -> Result<()>;
 
     // --- callbacks ---
 

@@ -45,7 +45,7 @@ impl Instance {
     /// An instance starting now on this machine, in this process, for
     /// `partners`, beating every `beat_interval`.
     pub fn this_process(partners: Vec<String>, beat_interval: Duration) -> Self {
-        let now = Utc::now();
+        let now = crate::clock::now();
         Instance {
             id: uuid::Uuid::now_v7().to_string(),
             host: host_name(),

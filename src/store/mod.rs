@@ -13,6 +13,7 @@ pub(crate) mod driver;
 pub(crate) mod flow;
 pub(crate) mod impact;
 mod instance_types;
+mod limit_types;
 mod notification_types;
 mod reap_types;
 pub(crate) mod rules;
@@ -21,6 +22,7 @@ mod types;
 mod wake;
 pub use callback_types::{CallbackFilter, NewCallback, Settlement};
 pub use instance_types::Instance;
+pub use limit_types::{Claimed, Limited, PartnerLimits, Rate};
 pub use notification_types::{NotificationWrite, SinkRoute};
 pub use reap_types::{ReapLimits, ReapPolicy, Reaped};
 pub use stats_types::{
@@ -136,7 +138,30 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
     /// `InFlight` under a fresh lease token, starts an attempt and is journaled.
     /// Submissions sharing an ordering key are claimed one at a time, in
     /// enqueue order. Two concurrent claims never return the same submission.
-    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Lease>>;
+    /// The request's [`PartnerLimits`] hold for every claimer of the store
+    /// ([`OutboxStore::claim_limited`]).
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Lease>> {
+        Ok(self.claim_limited(request).await?.leases)
+    }
+
+    /// Claim like [`OutboxStore::claim`], and say which of the request's
+    /// [`PartnerLimits`] held the claim below what it asked for.
+    ///
+    /// The limits are decided in the claim's transaction, for every claimer
+    /// of the store at once (instances on one PostgreSQL database, processes
+    /// on one SQLite file): the partner's row is locked first, then its live
+    /// leases (in flight, lease not ended at `request.now`) are counted and
+    /// its shared rate budget is spent. So no two claims together put more
+    /// than `concurrency` of the partner's submissions in flight, nor start
+    /// attempts faster than `rate`. Other partners' claims do not wait.
+    async fn claim_limited(&self, request: ClaimRequest) -> Result<Claimed>;
+
+    /// The time this store decides by: leases, due times, deadlines and
+    /// windows are compared with it. On SQLite it is the host's clock (one
+    /// machine: every process on the file reads the same clock); on
+    /// PostgreSQL it is the database server's clock, as measured from this
+    /// host (see `docs/scaling.md`). The engine dates what it stores with it.
+    fn now(&self) -> DateTime<Utc>;
 
     /// Finish the lease's attempt and apply the state change it led to, if
     /// the lease is still the submission's current one.

@@ -55,7 +55,7 @@ impl StatsQuery {
     /// ```
     pub fn new(window: Duration) -> Self {
         StatsQuery {
-            now: Utc::now(),
+            now: crate::clock::now(),
             window,
             partners: Vec::new(),
             delay_budgets: BTreeMap::new(),
@@ -336,7 +336,7 @@ impl NewAlert {
             owner,
             details: details.into(),
             expected: false,
-            at: Utc::now(),
+            at: crate::clock::now(),
         }
     }
 

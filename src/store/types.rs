@@ -46,6 +46,9 @@ pub struct ClaimRequest {
     /// When `true` (the default), a dead-lettered submission holds back later
     /// submissions with its ordering key until it is replayed or resolved.
     pub dead_letter_blocks_ordering: bool,
+    /// The partner's limits, enforced for every claimer of the store in the
+    /// claim's transaction (none by default).
+    pub limits: super::PartnerLimits,
 }
 
 impl ClaimRequest {
@@ -55,8 +58,9 @@ impl ClaimRequest {
             partner: partner.into(),
             limit,
             lease_for,
-            now: Utc::now(),
+            now: crate::clock::now(),
             dead_letter_blocks_ordering: true,
+            limits: super::PartnerLimits::none(),
         }
     }
 
@@ -70,6 +74,14 @@ impl ClaimRequest {
     /// its ordering key (default `true`).
     pub fn dead_letter_blocks_ordering(mut self, blocks: bool) -> Self {
         self.dead_letter_blocks_ordering = blocks;
+        self
+    }
+
+    /// Enforce the partner's concurrency and rate limits for every claimer
+    /// of the store ([`super::OutboxStore::claim_limited`] says what held a
+    /// claim back).
+    pub fn limits(mut self, limits: super::PartnerLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -129,7 +141,7 @@ impl AttemptReport {
             outcome,
             http_status: None,
             error: None,
-            finished_at: Utc::now(),
+            finished_at: crate::clock::now(),
         }
     }
 
@@ -728,7 +740,7 @@ impl OverdueClaim {
     pub fn new(partner: impl Into<String>, limit: usize, hold: Duration) -> Self {
         OverdueClaim {
             partner: partner.into(),
-            now: Utc::now(),
+            now: crate::clock::now(),
             hold,
             limit,
         }
@@ -772,7 +784,7 @@ impl DeliveryClaim {
             partners,
             limit,
             lease_for,
-            now: Utc::now(),
+            now: crate::clock::now(),
         }
     }
 

@@ -8,12 +8,50 @@ use crate::error::{Error, Result};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::store::driver::Driver;
 use crate::store::rules::lease as rules;
+use crate::store::rules::limits;
 use crate::store::{
-    AttemptReport, ClaimRequest, Lease, LeaseToken, ReapPolicy, Reaped, StateChange,
+    AttemptReport, ClaimRequest, Claimed, Lease, LeaseToken, ReapPolicy, Reaped, StateChange,
 };
 
-/// Claim due work of one partner under fresh leases.
-pub(crate) async fn claim<D: Driver>(d: &D, request: &ClaimRequest) -> Result<Vec<Lease>> {
+/// Claim due work of one partner under fresh leases, within the limits the
+/// request carries: the partner's row is locked first, so every claimer of
+/// the partner (any instance, any process) decides after the last one
+/// committed.
+pub(crate) async fn claim<D: Driver>(d: &D, request: &ClaimRequest) -> Result<Claimed> {
+    if request.limit == 0 || request.limits.is_none() {
+        let leases = claim_due(d, request).await?;
+        return Ok(Claimed {
+            leases,
+            limited: None,
+        });
+    }
+    let state = d.lock_limits(&request.partner, request.now).await?;
+    let grant = limits::grant(&request.limits, &state, request.limit, request.now);
+    if grant.take == 0 {
+        return Ok(Claimed {
+            leases: Vec::new(),
+            limited: grant.limited,
+        });
+    }
+    let granted = ClaimRequest {
+        limit: grant.take,
+        ..request.clone()
+    };
+    let leases = claim_due(d, &granted).await?;
+    if let Some(rate) = &request.limits.rate
+        && !leases.is_empty()
+    {
+        let tat = limits::spend(rate, state.rate_tat_us, leases.len(), request.now);
+        d.write_rate(&request.partner, tat).await?;
+    }
+    Ok(Claimed {
+        leases,
+        limited: grant.limited,
+    })
+}
+
+/// Claim up to `request.limit` of the partner's due work.
+async fn claim_due<D: Driver>(d: &D, request: &ClaimRequest) -> Result<Vec<Lease>> {
     if request.limit == 0 {
         return Ok(Vec::new());
     }

@@ -31,6 +31,7 @@ use crate::store::rules::NewEvent;
 use crate::store::rules::callbacks::{Earlier, End, REPEATABLE, Repeat};
 use crate::store::rules::delivery::DeliveryWrite;
 use crate::store::rules::ledger::{HeldKey, KeyRow};
+use crate::store::rules::limits::LimitState;
 use crate::store::rules::transition::{StateWrite, reference_taken};
 use crate::store::{AttemptReport, ClaimRequest, DeliveryClaim, LeaseToken};
 
@@ -405,6 +406,14 @@ impl Driver for Db<'_> {
         .iter()
         .map(locked)
         .collect()
+    }
+
+    async fn lock_limits(&self, partner: &str, now: DateTime<Utc>) -> Result<LimitState> {
+        super::partners::lock_limits_on(self, partner, now).await
+    }
+
+    async fn write_rate(&self, partner: &str, tat_us: i64) -> Result<()> {
+        super::partners::write_rate_on(self, partner, tat_us).await
     }
 
     async fn lock_callback(&self, id: CallbackId) -> Result<Option<StoredCallback>> {

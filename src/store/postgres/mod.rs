@@ -34,6 +34,7 @@
 
 mod alerts;
 mod callbacks;
+mod clock;
 mod config;
 mod db;
 mod deadlines;
@@ -66,9 +67,9 @@ use self::db::{Db, pg_err, pool_err};
 use super::flow;
 use super::rules::lookup;
 use super::{
-    AttemptReport, CallbackFilter, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter,
-    DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Instance, Lease, ListFilter, NewAlert,
-    NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim, PartnerStats, Pause,
+    AttemptReport, CallbackFilter, ClaimRequest, Claimed, DeliveryClaim, DeliveryEnd,
+    DeliveryFilter, DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Instance, Lease, ListFilter,
+    NewAlert, NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim, PartnerStats, Pause,
     PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery,
     Wakeups,
 };
@@ -118,6 +119,8 @@ struct Inner {
     config: PostgresConfig,
     database: String,
     listener: Arc<listen::Listener>,
+    /// The database server's clock, as measured from here.
+    clock: clock::DbClock,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -204,6 +207,9 @@ impl PostgresStore {
             .map_err(pg_err("read database name"))?
             .try_get(0)
             .map_err(pg_err("read database name"))?;
+        let clock = clock::DbClock::default();
+        let offset = clock.measure(&client).await?;
+        tracing::debug!(offset_us = offset, "measured the database's clock");
         drop(client);
         Ok(PostgresStore {
             inner: Arc::new(Inner {
@@ -211,6 +217,7 @@ impl PostgresStore {
                 config,
                 database,
                 listener: Arc::new(listen::Listener::new(listen_config, tls)),
+                clock,
             }),
         })
     }
@@ -309,7 +316,7 @@ impl PostgresStore {
         valid: Vec<ValidSubmission>,
     ) -> Result<Vec<Enqueued>> {
         let Some(schema) = &self.inner.config.schema else {
-            return flow::enqueue(db, &valid, self.inner.config.ledger_retention, Utc::now()).await;
+            return flow::enqueue(db, &valid, self.inner.config.ledger_retention, self.now()).await;
         };
         let previous: String = db
             .query_one(
@@ -326,7 +333,7 @@ impl PostgresStore {
         )
         .await?;
         let result =
-            flow::enqueue(db, &valid, self.inner.config.ledger_retention, Utc::now()).await;
+            flow::enqueue(db, &valid, self.inner.config.ledger_retention, self.now()).await;
         if result.is_ok() {
             // On an error the savepoint's rollback restores it.
             db.query_one(
@@ -419,7 +426,7 @@ impl OutboxStore for PostgresStore {
     async fn enqueue_batch(&self, batch: Vec<NewSubmission>) -> Result<Vec<Enqueued>> {
         let valid = self.validate(batch)?;
         let retention = self.inner.config.ledger_retention;
-        write_tx!(self, |db| flow::enqueue(db, &valid, retention, Utc::now()))
+        write_tx!(self, |db| flow::enqueue(db, &valid, retention, self.now()))
     }
 
     async fn get(&self, id: SubmissionId) -> Result<Submission> {
@@ -445,7 +452,7 @@ impl OutboxStore for PostgresStore {
         read!(self, |db| queries::attempts_on(db, id))
     }
 
-    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Lease>> {
+    async fn claim_limited(&self, request: ClaimRequest) -> Result<Claimed> {
         crate::model::submission::validate_partner(&request.partner)?;
         write_tx!(self, |db| flow::claim(db, &request))
     }
@@ -462,13 +469,13 @@ impl OutboxStore for PostgresStore {
             lease,
             &report,
             &change,
-            Utc::now()
+            self.now()
         ))?
         .answer(lease.submission.id)
     }
 
     async fn transition(&self, id: SubmissionId, change: StateChange) -> Result<Submission> {
-        write_tx!(self, |db| flow::transition(db, id, &change, Utc::now()))
+        write_tx!(self, |db| flow::transition(db, id, &change, self.now()))
     }
 
     async fn replay(&self, id: SubmissionId, replay: Replay) -> Result<Submission> {
@@ -478,12 +485,12 @@ impl OutboxStore for PostgresStore {
             id,
             &replay,
             retention,
-            Utc::now()
+            self.now()
         ))
     }
 
     async fn note(&self, id: SubmissionId, note: Note) -> Result<()> {
-        write_tx!(self, |db| flow::note(db, id, &note, Utc::now()))
+        write_tx!(self, |db| flow::note(db, id, &note, self.now()))
     }
 
     async fn reap_expired_leases(
@@ -503,7 +510,7 @@ impl OutboxStore for PostgresStore {
         id: CallbackId,
         settlement: Settlement,
     ) -> Result<CallbackReceipt> {
-        write_tx!(self, |db| flow::settle(db, id, &settlement, Utc::now()))
+        write_tx!(self, |db| flow::settle(db, id, &settlement, self.now()))
     }
 
     async fn dismiss_callback(
@@ -517,7 +524,7 @@ impl OutboxStore for PostgresStore {
             id,
             &actor,
             &reason,
-            Utc::now()
+            self.now()
         ))
     }
 
@@ -540,7 +547,7 @@ impl OutboxStore for PostgresStore {
             id,
             until,
             &note,
-            Utc::now()
+            self.now()
         ))
     }
 
@@ -570,7 +577,7 @@ impl OutboxStore for PostgresStore {
             db,
             partner,
             pause.as_ref(),
-            Utc::now()
+            self.now()
         ))
     }
 
@@ -579,7 +586,16 @@ impl OutboxStore for PostgresStore {
     }
 
     async fn beat(&self, instance: &Instance) -> Result<()> {
-        write_tx!(self, |db| instances::beat_on(db, instance))
+        write_tx!(self, |db| instances::beat_on(db, instance))?;
+        // Clocks drift: measure the database's again with every beat.
+        let conn = self.conn().await?;
+        let measured = self.inner.clock.measure(&conn).await;
+        keep_unless_lost(conn, &measured);
+        measured.map(drop)
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
     }
 
     async fn stop_instance(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
@@ -591,7 +607,7 @@ impl OutboxStore for PostgresStore {
     }
 
     async fn prune_instances(&self, before: DateTime<Utc>) -> Result<u64> {
-        write_tx!(self, |db| instances::prune_on(db, before, Utc::now()))
+        write_tx!(self, |db| instances::prune_on(db, before, self.now()))
     }
 
     async fn set_expected_traffic(
@@ -604,7 +620,7 @@ impl OutboxStore for PostgresStore {
             db,
             partner,
             expected,
-            Utc::now()
+            self.now()
         ))
     }
 
@@ -618,7 +634,7 @@ impl OutboxStore for PostgresStore {
             db,
             partner,
             on,
-            Utc::now()
+            self.now()
         ))
     }
 
@@ -631,7 +647,7 @@ impl OutboxStore for PostgresStore {
             db,
             lease,
             &end,
-            Utc::now()
+            self.now()
         ))
     }
 
@@ -640,7 +656,7 @@ impl OutboxStore for PostgresStore {
     }
 
     async fn rerun_delivery(&self, id: DeliveryId, note: Note) -> Result<Delivery> {
-        write_tx!(self, |db| flow::rerun_delivery(db, id, &note, Utc::now()))
+        write_tx!(self, |db| flow::rerun_delivery(db, id, &note, self.now()))
     }
 
     async fn open_alert(&self, alert: NewAlert) -> Result<(Alert, bool)> {
@@ -732,6 +748,6 @@ impl OutboxStore for PostgresStore {
     }
 
     async fn purge(&self, cutoffs: PurgeCutoffs) -> Result<PurgeReport> {
-        write_tx!(self, |db| retention::purge_on(db, &cutoffs, Utc::now()))
+        write_tx!(self, |db| retention::purge_on(db, &cutoffs, self.now()))
     }
 }

@@ -1,4 +1,5 @@
-//! What every instance shares about a partner: its announced pause.
+//! What every instance shares about a partner: its announced pause, and
+//! what its limits need in a claim.
 
 use chrono::{DateTime, Utc};
 
@@ -7,6 +8,7 @@ use crate::error::Result;
 use crate::model::event::Actor;
 use crate::store::Pause;
 use crate::store::common::{from_millis, to_millis};
+use crate::store::rules::limits::LimitState;
 
 pub(super) async fn set_pause_on(
     db: &Db<'_>,
@@ -51,4 +53,55 @@ pub(super) async fn pauses_on(db: &Db<'_>, now: DateTime<Utc>) -> Result<Vec<Pau
         })
     })
     .collect()
+}
+
+/// A claim's read of the partner's limits: the partner's row locked
+/// (created when missing), then its live leases counted in a statement of
+/// their own, so the count sees every claim of the partner that committed
+/// while this one waited for the lock.
+pub(super) async fn lock_limits_on(
+    db: &Db<'_>,
+    partner: &str,
+    now: DateTime<Utc>,
+) -> Result<LimitState> {
+    const LOCK: &str = "SELECT rate_tat_us FROM liaison_partners WHERE partner = $1 FOR UPDATE";
+    let mut row = db.query_opt(LOCK, &[&partner], "lock partner").await?;
+    if row.is_none() {
+        db.execute(
+            "INSERT INTO liaison_partners (partner, updated_at) VALUES ($1, $2) \
+             ON CONFLICT (partner) DO NOTHING",
+            &[&partner, &to_millis(now)],
+            "record partner",
+        )
+        .await?;
+        row = db.query_opt(LOCK, &[&partner], "lock partner").await?;
+    }
+    let rate_tat_us: Option<i64> = match &row {
+        Some(row) => get(row, 0)?,
+        None => None,
+    };
+    let in_flight: i64 = db
+        .query_one(
+            "SELECT COUNT(*) FROM liaison_submissions \
+             WHERE partner = $1 AND state = 'in_flight' AND lease_expires_at > $2",
+            &[&partner, &to_millis(now)],
+            "count live leases",
+        )
+        .await
+        .and_then(|row| get(&row, 0))?;
+    Ok(LimitState {
+        in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX),
+        rate_tat_us,
+    })
+}
+
+/// Store a partner's rate state (its row is locked).
+pub(super) async fn write_rate_on(db: &Db<'_>, partner: &str, tat_us: i64) -> Result<()> {
+    db.execute(
+        "UPDATE liaison_partners SET rate_tat_us = $2 WHERE partner = $1",
+        &[&partner, &tat_us],
+        "record partner rate",
+    )
+    .await
+    .map(drop)
 }

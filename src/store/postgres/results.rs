@@ -4,8 +4,8 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use crate::store::OutboxStore as _;
 use async_trait::async_trait;
-use chrono::Utc;
 use futures_util::FutureExt;
 
 use super::{PostgresStore, begin, commit, in_tx, keep_unless_lost};
@@ -80,7 +80,7 @@ impl PostgresStore {
         let result = async {
             let tx = begin(&mut conn).await?;
             // The lease first: a stale one runs no host code.
-            flow::finish_delivery(&in_tx(&tx), lease, &DeliveryEnd::Delivered, Utc::now()).await?;
+            flow::finish_delivery(&in_tx(&tx), lease, &DeliveryEnd::Delivered, self.now()).await?;
             let handled = AssertUnwindSafe(handler.handle(&tx, finished))
                 .catch_unwind()
                 .await;

@@ -13,6 +13,7 @@ pub(crate) mod delivery;
 pub(crate) mod event;
 pub(crate) mod lease;
 pub(crate) mod ledger;
+pub(crate) mod limits;
 pub(crate) mod lookup;
 pub(crate) mod notify;
 pub(crate) mod replay;

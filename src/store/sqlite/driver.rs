@@ -27,6 +27,7 @@ use crate::store::rules::NewEvent;
 use crate::store::rules::callbacks::{Earlier, End, REPEATABLE, Repeat};
 use crate::store::rules::delivery::DeliveryWrite;
 use crate::store::rules::ledger::{HeldKey, KeyRow};
+use crate::store::rules::limits::LimitState;
 use crate::store::rules::transition::StateWrite;
 use crate::store::{AttemptReport, ClaimRequest, DeliveryClaim, LeaseToken};
 
@@ -452,6 +453,14 @@ impl Driver for Sql<'_> {
             })
             .map_err(db_err("find expired leases"))?;
         rows.into_iter().map(locked).collect()
+    }
+
+    async fn lock_limits(&self, partner: &str, now: DateTime<Utc>) -> Result<LimitState> {
+        super::partners::lock_limits_on(self.0, partner, now)
+    }
+
+    async fn write_rate(&self, partner: &str, tat_us: i64) -> Result<()> {
+        super::partners::write_rate_on(self.0, partner, tat_us)
     }
 
     async fn lock_callback(&self, id: CallbackId) -> Result<Option<StoredCallback>> {

@@ -36,9 +36,9 @@ use self::writer::Writer;
 use super::flow;
 use super::rules::lookup;
 use super::{
-    AttemptReport, CallbackFilter, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter,
-    DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Instance, Lease, ListFilter, NewAlert,
-    NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim, PartnerStats, Pause,
+    AttemptReport, CallbackFilter, ClaimRequest, Claimed, DeliveryClaim, DeliveryEnd,
+    DeliveryFilter, DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Instance, Lease, ListFilter,
+    NewAlert, NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim, PartnerStats, Pause,
     PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery,
 };
 use crate::error::{Error, Result};
@@ -346,7 +346,12 @@ impl SqliteStore {
         self.check_same_database(tx)?;
         let valid = self.validate(batch)?;
         let retention = self.inner.config.ledger_retention;
-        run(flow::enqueue(&Sql(tx), &valid, retention, Utc::now()))
+        run(flow::enqueue(
+            &Sql(tx),
+            &valid,
+            retention,
+            crate::clock::now(),
+        ))
     }
 
     fn check_same_database(&self, conn: &Connection) -> Result<()> {
@@ -467,7 +472,14 @@ impl OutboxStore for SqliteStore {
         let retention = self.inner.config.ledger_retention;
         self.inner
             .writer
-            .write(move |conn| run(flow::enqueue(&Sql(conn), &valid, retention, Utc::now())))
+            .write(move |conn| {
+                run(flow::enqueue(
+                    &Sql(conn),
+                    &valid,
+                    retention,
+                    crate::clock::now(),
+                ))
+            })
             .await
     }
 
@@ -497,7 +509,11 @@ impl OutboxStore for SqliteStore {
         self.read(move |conn| queries::attempts_on(conn, id)).await
     }
 
-    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Lease>> {
+    fn now(&self) -> DateTime<Utc> {
+        crate::clock::now()
+    }
+
+    async fn claim_limited(&self, request: ClaimRequest) -> Result<Claimed> {
         crate::model::submission::validate_partner(&request.partner)?;
         self.inner
             .writer
@@ -522,7 +538,7 @@ impl OutboxStore for SqliteStore {
                     &lease,
                     &report,
                     &change,
-                    Utc::now(),
+                    crate::clock::now(),
                 ))
             })
             .await?
@@ -532,7 +548,14 @@ impl OutboxStore for SqliteStore {
     async fn transition(&self, id: SubmissionId, change: StateChange) -> Result<Submission> {
         self.inner
             .writer
-            .write(move |conn| run(flow::transition(&Sql(conn), id, &change, Utc::now())))
+            .write(move |conn| {
+                run(flow::transition(
+                    &Sql(conn),
+                    id,
+                    &change,
+                    crate::clock::now(),
+                ))
+            })
             .await
     }
 
@@ -540,14 +563,22 @@ impl OutboxStore for SqliteStore {
         let retention = self.inner.config.ledger_retention;
         self.inner
             .writer
-            .write(move |conn| run(flow::replay(&Sql(conn), id, &replay, retention, Utc::now())))
+            .write(move |conn| {
+                run(flow::replay(
+                    &Sql(conn),
+                    id,
+                    &replay,
+                    retention,
+                    crate::clock::now(),
+                ))
+            })
             .await
     }
 
     async fn note(&self, id: SubmissionId, note: Note) -> Result<()> {
         self.inner
             .writer
-            .write(move |conn| run(flow::note(&Sql(conn), id, &note, Utc::now())))
+            .write(move |conn| run(flow::note(&Sql(conn), id, &note, crate::clock::now())))
             .await
     }
 
@@ -565,7 +596,14 @@ impl OutboxStore for SqliteStore {
     ) -> Result<CallbackReceipt> {
         self.inner
             .writer
-            .write(move |conn| run(flow::settle(&Sql(conn), id, &settlement, Utc::now())))
+            .write(move |conn| {
+                run(flow::settle(
+                    &Sql(conn),
+                    id,
+                    &settlement,
+                    crate::clock::now(),
+                ))
+            })
             .await
     }
 
@@ -583,7 +621,7 @@ impl OutboxStore for SqliteStore {
                     id,
                     &actor,
                     &reason,
-                    Utc::now(),
+                    crate::clock::now(),
                 ))
             })
             .await
@@ -614,7 +652,7 @@ impl OutboxStore for SqliteStore {
                     id,
                     until,
                     &note,
-                    Utc::now(),
+                    crate::clock::now(),
                 ))
             })
             .await
@@ -744,7 +782,9 @@ impl OutboxStore for SqliteStore {
         let partner = partner.to_owned();
         self.inner
             .writer
-            .write(move |conn| partners::set_pause_on(conn, &partner, pause.as_ref(), Utc::now()))
+            .write(move |conn| {
+                partners::set_pause_on(conn, &partner, pause.as_ref(), crate::clock::now())
+            })
             .await
     }
 
@@ -775,7 +815,7 @@ impl OutboxStore for SqliteStore {
     async fn prune_instances(&self, before: DateTime<Utc>) -> Result<u64> {
         self.inner
             .writer
-            .write(move |conn| instances::prune_on(conn, before, Utc::now()))
+            .write(move |conn| instances::prune_on(conn, before, crate::clock::now()))
             .await
     }
 
@@ -790,7 +830,12 @@ impl OutboxStore for SqliteStore {
         self.inner
             .writer
             .write(move |conn| {
-                instances::set_expected_traffic_on(conn, &partner, expected.as_ref(), Utc::now())
+                instances::set_expected_traffic_on(
+                    conn,
+                    &partner,
+                    expected.as_ref(),
+                    crate::clock::now(),
+                )
             })
             .await
     }
@@ -804,7 +849,9 @@ impl OutboxStore for SqliteStore {
         let partner = partner.to_owned();
         self.inner
             .writer
-            .write(move |conn| deliveries::set_result_delivery_on(conn, &partner, on, Utc::now()))
+            .write(move |conn| {
+                deliveries::set_result_delivery_on(conn, &partner, on, crate::clock::now())
+            })
             .await
     }
 
@@ -819,7 +866,14 @@ impl OutboxStore for SqliteStore {
         let lease = lease.clone();
         self.inner
             .writer
-            .write(move |conn| run(flow::finish_delivery(&Sql(conn), &lease, &end, Utc::now())))
+            .write(move |conn| {
+                run(flow::finish_delivery(
+                    &Sql(conn),
+                    &lease,
+                    &end,
+                    crate::clock::now(),
+                ))
+            })
             .await
     }
 
@@ -832,7 +886,14 @@ impl OutboxStore for SqliteStore {
     async fn rerun_delivery(&self, id: DeliveryId, note: Note) -> Result<Delivery> {
         self.inner
             .writer
-            .write(move |conn| run(flow::rerun_delivery(&Sql(conn), id, &note, Utc::now())))
+            .write(move |conn| {
+                run(flow::rerun_delivery(
+                    &Sql(conn),
+                    id,
+                    &note,
+                    crate::clock::now(),
+                ))
+            })
             .await
     }
 
@@ -850,7 +911,7 @@ impl OutboxStore for SqliteStore {
     async fn purge(&self, cutoffs: PurgeCutoffs) -> Result<PurgeReport> {
         self.inner
             .writer
-            .write(move |conn| retention::purge_on(conn, &cutoffs, Utc::now()))
+            .write(move |conn| retention::purge_on(conn, &cutoffs, crate::clock::now()))
             .await
     }
 

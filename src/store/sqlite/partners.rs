@@ -1,12 +1,14 @@
-//! What every instance shares about a partner: its announced pause.
+//! What every instance shares about a partner: its announced pause, and
+//! what its limits need in a claim.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::db::{db_err, from_millis, to_millis};
 use crate::error::Result;
 use crate::model::event::Actor;
 use crate::store::Pause;
+use crate::store::rules::limits::LimitState;
 
 pub(crate) fn set_pause_on(
     conn: &Connection,
@@ -51,4 +53,49 @@ pub(crate) fn pauses_on(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<Pau
         .collect()
     })
     .map_err(db_err("read partner pauses"))
+}
+
+/// A claim's read of the partner's limits. The claim's `BEGIN IMMEDIATE`
+/// transaction already holds the database's write lock (against every
+/// process on the file), so there is no row to lock: the row is created
+/// when missing and read.
+pub(crate) fn lock_limits_on(
+    conn: &Connection,
+    partner: &str,
+    now: DateTime<Utc>,
+) -> Result<LimitState> {
+    let rate_tat_us: Option<Option<i64>> = conn
+        .prepare_cached("SELECT rate_tat_us FROM liaison_partners WHERE partner = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![partner], |row| row.get(0))
+                .optional()
+        })
+        .map_err(db_err("read partner limits"))?;
+    if rate_tat_us.is_none() {
+        conn.prepare_cached(
+            "INSERT INTO liaison_partners (partner, updated_at) VALUES (?1, ?2) \
+             ON CONFLICT (partner) DO NOTHING",
+        )
+        .and_then(|mut stmt| stmt.execute(params![partner, to_millis(now)]))
+        .map_err(db_err("record partner"))?;
+    }
+    let in_flight: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM liaison_submissions \
+             WHERE partner = ?1 AND state = 'in_flight' AND lease_expires_at > ?2",
+        )
+        .and_then(|mut stmt| stmt.query_row(params![partner, to_millis(now)], |row| row.get(0)))
+        .map_err(db_err("count live leases"))?;
+    Ok(LimitState {
+        in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX),
+        rate_tat_us: rate_tat_us.flatten(),
+    })
+}
+
+/// Store a partner's rate state.
+pub(crate) fn write_rate_on(conn: &Connection, partner: &str, tat_us: i64) -> Result<()> {
+    conn.prepare_cached("UPDATE liaison_partners SET rate_tat_us = ?2 WHERE partner = ?1")
+        .and_then(|mut stmt| stmt.execute(params![partner, tat_us]))
+        .map_err(db_err("record partner rate"))
+        .map(drop)
 }

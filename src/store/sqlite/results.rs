@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use rusqlite::Connection;
 
 use super::SqliteStore;
@@ -74,7 +73,7 @@ impl SqliteStore {
                     &Sql(conn),
                     &lease,
                     &DeliveryEnd::Delivered,
-                    Utc::now(),
+                    crate::clock::now(),
                 ))?;
                 handler
                     .handle(conn, &finished)
