@@ -387,7 +387,10 @@ fn settle_success(
             if let Some(reference) = external_ref {
                 change = change.external_ref(reference);
             }
-            (AttemptReport::new(AttemptOutcome::Accepted).finished_at(now), change)
+            (
+                AttemptReport::new(AttemptOutcome::Accepted).finished_at(now),
+                change,
+            )
         }
         SubmitOutcome::Completed(outcome) => {
             let report = AttemptReport::new(if outcome.is_success() {

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-
 use super::Liaison;
 use crate::error::{Error, Result};
 use crate::model::traffic::ExpectedTraffic;

@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use super::{Liaison, Shared};
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertEvent, AlertId, Ownership};

@@ -26,6 +26,7 @@ pub mod hostile;
 mod impact;
 mod input;
 mod ledger;
+mod limits;
 mod lookup;
 mod notifications;
 mod ops_reads;
@@ -95,6 +96,10 @@ conformance! {
     lookup::get_by_key_after_a_replay_under_a_fresh_key,
     lookup::a_correlation_filter_matches_one_field_exactly,
     lookup::updated_since_pulls_what_changed,
+    limits::concurrency_counts_the_live_leases_of_every_claimer,
+    limits::concurrent_claimers_together_never_exceed_the_concurrency,
+    limits::the_rate_budget_is_shared_by_every_claimer,
+    limits::racing_claimers_never_overspend_the_rate,
     claims::concurrent_claimers_never_receive_the_same_submission,
     claims::a_stale_token_changes_nothing_and_is_journaled,
     claims::expired_leases_come_back_and_are_journaled,
