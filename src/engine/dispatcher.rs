@@ -246,6 +246,18 @@ pub(crate) async fn run_partner(
                 abandon.clone(),
             ));
         }
+        // The rate granted less than asked: the next claim could not start
+        // anything before `retry_at`.
+        if let Some(Limited::Rate { retry_at }) = limited {
+            let wait = (retry_at - shared.now())
+                .to_std()
+                .unwrap_or_default()
+                .min(shared.settings.poll_interval);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 }
 
@@ -259,8 +271,10 @@ const FULL_FIRST_WAIT: Duration = Duration::from_millis(10);
 /// Longest wait between looks at a partner whose slots are all taken (or
 /// the poll interval, if shorter). Slots taken by this instance wake the
 /// dispatcher as they free up; those of other instances are only seen by
-/// looking again.
-const FULL_MAX_WAIT: Duration = Duration::from_millis(250);
+/// looking again, and an instance that looks rarely would find them taken
+/// again by the instance that freed them: short, so every instance gets
+/// its share of a saturated partner.
+const FULL_MAX_WAIT: Duration = Duration::from_millis(50);
 
 /// How long to wait after `full` claims in a row found no free slot:
 /// doubling from [`FULL_FIRST_WAIT`] up to [`FULL_MAX_WAIT`] (or `poll`).

@@ -49,7 +49,7 @@ pub struct Partner {
     pub(crate) attempt_timeout: Duration,
     pub(crate) concurrency: usize,
     /// Attempts per period, as configured (checked when the hub is built).
-    pub(crate) rate_limit: Option<(u32, Duration)>,
+    pub(crate) rate_limit: Option<RateSetting>,
     pub(crate) circuit: Option<CircuitSettings>,
     pub(crate) result_timeout: Duration,
     pub(crate) dead_letter_blocks_ordering: bool,
@@ -157,7 +157,7 @@ impl Partner {
     /// Most attempts started per second, across every instance sharing the
     /// store: see [`Partner::rate_limit`].
     pub fn rate_limit_per_second(mut self, per_second: u32) -> Self {
-        self.rate_limit = Some((per_second, Duration::from_secs(1)));
+        self.rate_limit = Some(RateSetting::Per(per_second, Duration::from_secs(1)));
         self
     }
 
@@ -170,7 +170,14 @@ impl Partner {
     /// one attempt per microsecond is refused when the hub is built
     /// ([`crate::Error::InvalidInput`], field `rate_limit`).
     pub fn rate_limit(mut self, count: u32, per: Duration) -> Self {
-        self.rate_limit = Some((count, per));
+        self.rate_limit = Some(RateSetting::Per(count, per));
+        self
+    }
+
+    /// Like [`Partner::rate_limit`] with a rate built and checked already,
+    /// e.g. with a burst of its own ([`Rate::with_burst`]).
+    pub fn rate(mut self, rate: Rate) -> Self {
+        self.rate_limit = Some(RateSetting::Checked(rate));
         self
     }
 
@@ -382,9 +389,20 @@ impl Partner {
             expected.check()?;
         }
         let mut limits = PartnerLimits::none().concurrency(concurrency);
-        if let Some((count, per)) = self.rate_limit {
-            limits = limits.rate(Rate::new(count, per)?);
+        match self.rate_limit {
+            Some(RateSetting::Per(count, per)) => limits = limits.rate(Rate::new(count, per)?),
+            Some(RateSetting::Checked(rate)) => limits = limits.rate(rate),
+            None => {}
         }
         Ok(limits)
     }
+}
+
+/// A partner's rate limit as configured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RateSetting {
+    /// Attempts per period, checked when the hub is built.
+    Per(u32, Duration),
+    /// Checked already.
+    Checked(Rate),
 }

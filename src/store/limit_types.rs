@@ -9,11 +9,16 @@ use super::Lease;
 use crate::error::{Error, Result};
 
 /// A rate: at most `count` attempts started per `per`, as a steady pace
-/// (one every `per / count`) that may run ahead by up to `count` attempts
-/// after a quiet spell (a burst of one period's worth). The budget is
-/// shared by every claimer of the partner (every instance, every process):
-/// it lives on the partner's row in the store and is spent in the claim's
-/// transaction.
+/// (one every `per / count`) that may run ahead by at most `burst`
+/// attempts after a quiet spell. So any window of one period sees at most
+/// `count + burst - 1` starts (a partner counting "20 per second" sees at
+/// most 20 in any second with a burst of 1). The default burst is a
+/// twentieth of the count (at least 1): strict pacing for small rates, and
+/// for large ones claims that take several submissions at once.
+///
+/// The budget is shared by every claimer of the partner (every instance,
+/// every process): it lives on the partner's row in the store and is spent
+/// in the claim's transaction.
 ///
 /// ```
 /// use liaison::store::Rate;
@@ -21,7 +26,10 @@ use crate::error::{Error, Result};
 ///
 /// let rate = Rate::new(20, Duration::from_secs(1))?;
 /// assert_eq!(rate.interval(), Duration::from_millis(50));
+/// assert_eq!(rate.burst(), 1);
 /// assert_eq!(Rate::per_second(20)?, rate);
+/// assert_eq!(Rate::per_second(1000)?.burst(), 50);
+/// assert_eq!(rate.with_burst(5)?.burst(), 5);
 ///
 /// // A rate of zero, or one faster than a microsecond apart, is refused.
 /// assert!(Rate::per_second(0).unwrap_err().is_invalid_input());
@@ -35,6 +43,7 @@ pub struct Rate {
     /// One attempt's share of the period, in microseconds (rounded up, so
     /// the pace is never faster than asked).
     interval_us: i64,
+    burst: u32,
 }
 
 impl Rate {
@@ -75,7 +84,24 @@ impl Rate {
             count,
             per,
             interval_us,
+            burst: (count / 20).max(1),
         })
+    }
+
+    /// Let the pace run ahead by up to `burst` attempts after a quiet
+    /// spell (1: strict pacing).
+    ///
+    /// Errors ([`Error::InvalidInput`], field `rate_limit`): a burst of 0
+    /// or above the count.
+    pub fn with_burst(mut self, burst: u32) -> Result<Rate> {
+        if burst == 0 || burst > self.count {
+            return Err(Error::invalid(
+                "rate_limit",
+                format!("the burst must be between 1 and the count ({})", self.count),
+            ));
+        }
+        self.burst = burst;
+        Ok(self)
     }
 
     /// At most `count` attempts per second.
@@ -104,8 +130,8 @@ impl Rate {
     }
 
     /// How many attempts may start at once after a quiet spell.
-    pub(crate) fn burst(&self) -> u32 {
-        self.count
+    pub fn burst(&self) -> u32 {
+        self.burst
     }
 }
 

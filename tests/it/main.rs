@@ -11,6 +11,8 @@ mod conformance;
 mod dispatch;
 mod durability;
 mod fuzz_corpus;
+#[cfg(feature = "mock")]
+mod global_limits;
 mod health;
 #[cfg(feature = "http")]
 mod hostile;

@@ -60,12 +60,10 @@ pub(crate) fn grant(
         let budget = rate_budget(rate, state.rate_tat_us, now_us);
         if budget < take {
             take = budget;
+            // When the next attempt conforms, once this grant is spent.
+            let after = spend(rate, state.rate_tat_us, take, now);
             limited = Some(Limited::Rate {
-                retry_at: if budget == 0 {
-                    from_micros(next_conforming(rate, state.rate_tat_us, now_us))
-                } else {
-                    now
-                },
+                retry_at: from_micros(next_conforming(rate, Some(after), now_us)),
             });
         }
     }
@@ -151,12 +149,18 @@ mod tests {
 
     #[test]
     fn a_fresh_rate_allows_one_burst_then_the_steady_pace() {
-        let limits = per_second(20);
-        let rate = limits.rate.unwrap();
+        let rate = Rate::per_second(20).unwrap().with_burst(20).unwrap();
+        let limits = PartnerLimits::none().rate(rate);
         let now = at_ms(1_000_000);
         let g = grant(&limits, &LimitState::default(), 64, now);
-        assert_eq!(g.take, 20, "a period's worth at once");
-        assert_eq!(g.limited, Some(Limited::Rate { retry_at: now }));
+        assert_eq!(g.take, 20, "the burst at once");
+        assert_eq!(
+            g.limited,
+            Some(Limited::Rate {
+                retry_at: at_ms(1_000_050)
+            }),
+            "the next one conforms an interval after the burst"
+        );
         let tat = spend(&rate, None, 20, now);
         assert_eq!(tat, now.timestamp_micros() + 1_000_000);
 
@@ -181,13 +185,39 @@ mod tests {
     }
 
     #[test]
+    fn the_default_burst_paces_strictly() {
+        let limits = per_second(20);
+        let rate = limits.rate.unwrap();
+        let now = at_ms(5_000);
+        let g = grant(&limits, &LimitState::default(), 64, now);
+        assert_eq!(g.take, 1);
+        assert_eq!(
+            g.limited,
+            Some(Limited::Rate {
+                retry_at: at_ms(5_050)
+            })
+        );
+        // After a quiet minute, still one: no catching up.
+        let tat = spend(&rate, None, 1, now);
+        let state = LimitState {
+            in_flight: 0,
+            rate_tat_us: Some(tat),
+        };
+        assert_eq!(grant(&limits, &state, 64, at_ms(65_000)).take, 1);
+    }
+
+    #[test]
     fn a_steady_claimer_gets_the_rate_and_no_more() {
-        // Claims every 10 ms for 10 s: at most burst + 20 per second.
+        // Claims every 10 ms for 10 s, with stalls: never more than the
+        // burst ahead of the pace.
         let limits = per_second(20);
         let rate = limits.rate.unwrap();
         let mut tat = None;
         let mut starts = Vec::new();
         for step in 0..1_000 {
+            if (300..340).contains(&step) {
+                continue; // a stall of 400 ms: no catching up after it
+            }
             let now = at_ms(step * 10);
             let g = grant(
                 &limits,
@@ -203,18 +233,16 @@ mod tests {
                 starts.extend(std::iter::repeat_n(step * 10, g.take));
             }
         }
-        let first = starts.iter().filter(|t| **t < 1_000).count();
-        assert!((20..=40).contains(&first), "{first} in the first second");
-        for second in 1..10 {
+        for second in [0, 1, 2, 5, 8] {
             let in_window = starts
                 .iter()
                 .filter(|t| **t >= second * 1_000 && **t < (second + 1) * 1_000)
                 .count();
             assert_eq!(in_window, 20, "second {second}");
         }
-        // And every sliding window of one second after the first holds at
-        // most the rate plus one.
-        for from in (1_000..9_000).step_by(10) {
+        // Every sliding window of one second holds at most the rate (plus
+        // one at its edges).
+        for from in (0..9_000).step_by(10) {
             let n = starts
                 .iter()
                 .filter(|t| **t >= from && **t < from + 1_000)
@@ -227,7 +255,7 @@ mod tests {
     fn both_limits_take_the_smaller_grant() {
         let limits = PartnerLimits::none()
             .concurrency(2)
-            .rate(Rate::per_second(20).unwrap());
+            .rate(Rate::per_second(20).unwrap().with_burst(20).unwrap());
         let g = grant(&limits, &LimitState::default(), 10, at_ms(0));
         assert_eq!(g.take, 2);
         assert!(matches!(g.limited, Some(Limited::Concurrency { .. })));
@@ -263,5 +291,9 @@ mod tests {
         assert!(Rate::new(1, Duration::ZERO).is_err());
         assert!(Rate::new(1, Rate::MAX_PERIOD + Duration::from_secs(1)).is_err());
         assert!(Rate::new(u32::MAX, Rate::MAX_PERIOD).is_ok());
+        let rate = Rate::per_second(10).unwrap();
+        assert!(rate.with_burst(0).is_err());
+        assert!(rate.with_burst(11).is_err());
+        assert_eq!(rate.with_burst(10).unwrap().burst(), 10);
     }
 }

@@ -149,7 +149,7 @@ pub async fn concurrent_claimers_together_never_exceed_the_concurrency(h: &Harne
 pub async fn the_rate_budget_is_shared_by_every_claimer(h: &Harness) {
     let stores = [h.store().await, h.store().await];
     enqueue(&stores[0], "bank", 40).await;
-    let rate = Rate::per_second(10).unwrap();
+    let rate = Rate::per_second(10).unwrap().with_burst(10).unwrap();
     let t0 = soon();
     let at = |ms: i64| {
         ClaimRequest::new("bank", 64, LEASE)
@@ -157,7 +157,7 @@ pub async fn the_rate_budget_is_shared_by_every_claimer(h: &Harness) {
             .limits(PartnerLimits::none().rate(rate))
     };
 
-    // A fresh budget: one period's worth, whoever asks.
+    // A fresh budget: the burst (here a period's worth), whoever asks.
     let a = stores[0].claim_limited(at(0)).await.unwrap();
     let b = stores[1].claim_limited(at(0)).await.unwrap();
     assert_eq!(a.leases.len() + b.leases.len(), 10);
@@ -204,7 +204,8 @@ pub async fn racing_claimers_never_overspend_the_rate(h: &Harness) {
     let stores = [h.store().await, h.store().await];
     enqueue(&stores[0], "bank", 100).await;
     let t0 = soon();
-    let limits = PartnerLimits::none().rate(Rate::new(7, Duration::from_secs(60)).unwrap());
+    let rate = Rate::new(7, Duration::from_secs(60)).unwrap();
+    let limits = PartnerLimits::none().rate(rate.with_burst(7).unwrap());
     let mut tasks = Vec::new();
     for t in 0..8 {
         let store = stores[t % 2].clone();

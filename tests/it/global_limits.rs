@@ -1,0 +1,532 @@
+//! A partner's limits and the store's clock with several host instances,
+//! each a child process (this test binary re-run with only
+//! [`limits_instance_entry`] selected) running its own `Liaison` on its own
+//! store: on one PostgreSQL schema, or on one SQLite file.
+//!
+//! - concurrency 4 on three instances: the partner never sees more than 4
+//!   requests at once, and every instance does part of the work;
+//! - 20 per second on three instances: after the first second, no window
+//!   of one second holds more than 22 requests;
+//! - an instance whose clock runs 2 minutes ahead (the testing-only
+//!   failpoint `liaison::clock::skew_ms`) neither reaps the others' leases
+//!   early nor claims work before it is due.
+//!
+//! The PostgreSQL cases need `LIAISON_TEST_PG_URL` (see the conformance
+//! suite); without it they print a notice and pass, unless
+//! `LIAISON_REQUIRE_PG=1`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use liaison::engine::{EngineSettings, Liaison, Partner};
+use liaison::retry::{Fixed, RetryLimits};
+use liaison::store::{OutboxStore, SqliteStore};
+use liaison::testing::{Behavior, MockPartner};
+use liaison::{
+    AttemptContext, HttpJsonAdapter, PartnerAdapter, PartnerError, Submission, SubmitOutcome,
+};
+
+use crate::dispatch::{claim, eventually};
+
+/// Where the child's store is: `pg <url> <schema>` or `sqlite <path>`.
+const STORE: &str = "LIAISON_LIMITS_CHILD_STORE";
+const MOCK: &str = "LIAISON_LIMITS_CHILD_MOCK";
+/// `concurrency,rate per second (0: none),attempt timeout in ms`.
+const PARTNER: &str = "LIAISON_LIMITS_CHILD_PARTNER";
+/// Milliseconds this instance's clock runs ahead (testing-only failpoint).
+const SKEW: &str = "LIAISON_LIMITS_CHILD_SKEW_MS";
+
+/// Counts the attempts this instance made (printed for the parent).
+#[derive(Debug)]
+struct Counting {
+    inner: HttpJsonAdapter,
+    sent: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl PartnerAdapter for Counting {
+    async fn submit(
+        &self,
+        ctx: &AttemptContext,
+        submission: &Submission,
+    ) -> Result<SubmitOutcome, PartnerError> {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.inner.submit(ctx, submission).await
+    }
+}
+
+/// The partner as every instance configures it.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    concurrency: usize,
+    rate: u32,
+    attempt_timeout_ms: u64,
+}
+
+impl Setup {
+    fn encode(&self) -> String {
+        format!(
+            "{},{},{}",
+            self.concurrency, self.rate, self.attempt_timeout_ms
+        )
+    }
+
+    fn decode(text: &str) -> Setup {
+        let parts: Vec<u64> = text.split(',').map(|p| p.parse().unwrap()).collect();
+        Setup {
+            concurrency: parts[0] as usize,
+            rate: parts[1] as u32,
+            attempt_timeout_ms: parts[2],
+        }
+    }
+}
+
+/// One host instance. Under a normal test run the variables are not set
+/// and it returns at once.
+#[test]
+fn limits_instance_entry() {
+    let (Ok(store), Ok(mock), Ok(setup)) = (
+        std::env::var(STORE),
+        std::env::var(MOCK),
+        std::env::var(PARTNER),
+    ) else {
+        return;
+    };
+    if let Ok(skew) = std::env::var(SKEW) {
+        skew_clock(&skew);
+    }
+    let setup = Setup::decode(&setup);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let store: Arc<dyn OutboxStore> = open_child_store(&store).await;
+        let sent = Arc::new(AtomicU64::new(0));
+        let adapter = Counting {
+            inner: HttpJsonAdapter::new(&mock).expect("adapter"),
+            sent: Arc::clone(&sent),
+        };
+        let mut partner = Partner::new("lab", adapter)
+            .retry(Fixed::new(Duration::from_millis(20)).unwrap())
+            .limits(RetryLimits::new(1000, Duration::from_secs(600)).unwrap())
+            .attempt_timeout(Duration::from_millis(setup.attempt_timeout_ms))
+            .concurrency(setup.concurrency)
+            .without_circuit();
+        if setup.rate > 0 {
+            partner = partner.rate_limit_per_second(setup.rate);
+        }
+        let settings = EngineSettings::default()
+            .poll_interval(Duration::from_millis(100))
+            .reap_interval(Duration::from_millis(100))
+            .lease_margin(Duration::from_secs(1))
+            .claim_batch(16);
+        let liaison = Liaison::builder_arc(store)
+            .partner(partner)
+            .settings(settings)
+            .build()
+            .unwrap();
+        let _handle = liaison.start();
+        // Report progress until killed.
+        loop {
+            println!("sent {}", sent.load(Ordering::Relaxed));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+#[cfg(feature = "failpoints")]
+fn skew_clock(ms: &str) {
+    fail::cfg("liaison::clock::skew_ms", &format!("return({ms})")).expect("failpoint");
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn skew_clock(_: &str) {
+    panic!("a skewed clock needs the failpoints feature");
+}
+
+async fn open_child_store(spec: &str) -> Arc<dyn OutboxStore> {
+    let parts: Vec<&str> = spec.split(' ').collect();
+    match parts[..] {
+        ["sqlite", path] => Arc::new(SqliteStore::open(path).expect("open SQLite")),
+        #[cfg(feature = "postgres")]
+        ["pg", url, schema] => Arc::new(
+            liaison::store::PostgresStore::connect(
+                url,
+                liaison::store::PostgresConfig::default()
+                    .schema(schema)
+                    .pool_size(4),
+            )
+            .await
+            .expect("connect"),
+        ),
+        _ => panic!("unknown store {spec:?}"),
+    }
+}
+
+/// A running instance and the attempts it last reported.
+struct Instance {
+    child: Child,
+    sent: Arc<AtomicU64>,
+    /// Set once its engine runs (it has reported).
+    started: Arc<AtomicBool>,
+}
+
+impl Instance {
+    fn spawn(store: &str, mock: &MockPartner, setup: Setup, skew_ms: Option<i64>) -> Instance {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args([
+                "global_limits::limits_instance_entry",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(STORE, store)
+            .env(MOCK, mock.submit_url())
+            .env(PARTNER, setup.encode())
+            .env_remove(SKEW)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(ms) = skew_ms {
+            command.env(SKEW, ms.to_string());
+        }
+        let mut child = command.spawn().expect("spawn instance");
+        let sent = Arc::new(AtomicU64::new(0));
+        let started = Arc::new(AtomicBool::new(false));
+        let stdout = child.stdout.take().unwrap();
+        let (seen, running) = (Arc::clone(&sent), Arc::clone(&started));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(n) = line.strip_prefix("sent ").and_then(|n| n.parse().ok()) {
+                    seen.store(n, Ordering::Relaxed);
+                    running.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+        Instance {
+            child,
+            sent,
+            started,
+        }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn enqueue_all(store: &dyn OutboxStore, n: usize) {
+    let batch = (0..n).map(|i| claim("lab", i)).collect();
+    store.enqueue_batch(batch).await.expect("enqueue");
+}
+
+/// Wait until every instance's engine runs.
+async fn all_started(instances: &[Instance]) {
+    eventually(
+        "every instance started",
+        Duration::from_secs(120),
+        || async { instances.iter().all(Instance::started) },
+    )
+    .await;
+}
+
+/// Three instances with concurrency 4 against a partner answering in 50 ms.
+async fn share_a_concurrency_of_four(store: &dyn OutboxStore, spec: &str) {
+    const N: usize = 300;
+    let mock =
+        MockPartner::start_with(Behavior::slow(Duration::from_millis(50), Behavior::Healthy))
+            .await
+            .unwrap();
+    let setup = Setup {
+        concurrency: 4,
+        rate: 0,
+        attempt_timeout_ms: 10_000,
+    };
+    let instances: Vec<Instance> = (0..3)
+        .map(|_| Instance::spawn(spec, &mock, setup, None))
+        .collect();
+    // Work for all three once all three run (the first would take it all
+    // while the others start).
+    all_started(&instances).await;
+    enqueue_all(store, N).await;
+    eventually(
+        "every submission was sent",
+        Duration::from_secs(180),
+        || async { mock.stats().side_effects == N as u64 },
+    )
+    .await;
+    let sent: Vec<u64> = instances.iter().map(Instance::sent).collect();
+    drop(instances);
+    let stats = mock.stats();
+    assert!(
+        stats.max_concurrent <= 4,
+        "the partner saw {} requests at once with a global limit of 4 (attempts per instance {sent:?})",
+        stats.max_concurrent
+    );
+    assert!(
+        stats.max_concurrent >= 2,
+        "attempts ran in parallel ({})",
+        stats.max_concurrent
+    );
+    assert!(
+        sent.iter().all(|s| *s > 0),
+        "each instance made attempts: {sent:?}"
+    );
+    assert_eq!(stats.requests, N as u64, "one request per submission");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sqlite_processes_share_a_concurrency_of_four() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let spec = format!("sqlite {}", path.to_str().unwrap());
+    share_a_concurrency_of_four(&store, &spec).await;
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use liaison::store::{ListFilter, OutboxStore};
+    use liaison::testing::{Behavior, MockPartner};
+    use liaison::{NewSubmission, SubmissionState};
+
+    use super::{Instance, Setup, all_started, enqueue_all};
+    use crate::conformance::harness::pg::{Schema, client};
+    use crate::dispatch::eventually;
+
+    fn spec(schema: &Schema) -> String {
+        format!("pg {} {}", schema.url, schema.name)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_instances_share_a_concurrency_of_four() {
+        let Some(schema) = Schema::create().await else {
+            return;
+        };
+        let store = schema.open(Default::default()).await;
+        super::share_a_concurrency_of_four(&store, &spec(&schema)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_instances_share_a_rate_of_twenty_per_second() {
+        // Ten seconds and more at 20 per second (plus the first burst).
+        const N: usize = 260;
+        let Some(schema) = Schema::create().await else {
+            return;
+        };
+        let store = schema.open(Default::default()).await;
+        let mock = MockPartner::start().await.unwrap();
+        let setup = Setup {
+            concurrency: 16,
+            rate: 20,
+            attempt_timeout_ms: 10_000,
+        };
+        let instances: Vec<Instance> = (0..3)
+            .map(|_| Instance::spawn(&spec(&schema), &mock, setup, None))
+            .collect();
+        all_started(&instances).await;
+        enqueue_all(&store, N).await;
+        eventually(
+            "every submission was sent",
+            Duration::from_secs(120),
+            || async { mock.stats().side_effects == N as u64 },
+        )
+        .await;
+        let sent: Vec<u64> = instances.iter().map(Instance::sent).collect();
+        drop(instances);
+
+        let mut at: Vec<_> = mock.received().iter().map(|r| r.at).collect();
+        at.sort();
+        assert_eq!(at.len(), N);
+        let first = at[0];
+        let second = chrono::Duration::seconds(1);
+        // Every window of one second that starts after the first second.
+        let mut busiest = 0;
+        for (i, start) in at.iter().enumerate() {
+            if *start < first + second {
+                continue;
+            }
+            let n = at[i..].iter().take_while(|t| **t < *start + second).count();
+            busiest = busiest.max(n);
+        }
+        assert!(
+            busiest <= 22,
+            "{busiest} requests within one second at a shared rate of 20/s (attempts per instance {sent:?})"
+        );
+        let span = at[N - 1] - first;
+        assert!(
+            span >= chrono::Duration::seconds(10),
+            "{N} requests at 20/s after a burst of 20 take at least 11 s, not {span:?}"
+        );
+        assert!(
+            sent.iter().filter(|s| **s > 0).count() >= 2,
+            "the budget is shared, not held by one instance: {sent:?}"
+        );
+    }
+
+    /// An instance whose clock runs 2 minutes ahead, among two whose clocks
+    /// agree with the database's: leases and due times are the database's.
+    #[cfg(feature = "failpoints")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_instance_whose_clock_runs_ahead_reaps_and_claims_by_the_database_clock() {
+        const NOW: usize = 12;
+        const LATER: usize = 5;
+        let Some(schema) = Schema::create().await else {
+            return;
+        };
+        let store = schema.open(Default::default()).await;
+        // Slow answers keep leases live (20 s timeout + 1 s margin) while
+        // the skewed instance's reaper runs every 100 ms.
+        let mock =
+            MockPartner::start_with(Behavior::slow(Duration::from_secs(8), Behavior::Healthy))
+                .await
+                .unwrap();
+        // Due in a minute by the database's clock: the skewed instance
+        // would think it due already.
+        let later_ids = {
+            let not_before = store.now() + chrono::Duration::seconds(60);
+            let batch: Vec<NewSubmission> = (0..LATER)
+                .map(|i| {
+                    NewSubmission::new("lab", "claim.submit", serde_json::json!({ "later": i }))
+                        .idempotency_key(format!("later-{i}"))
+                        .not_before(not_before)
+                })
+                .collect();
+            store
+                .enqueue_batch(batch)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.submission.id)
+                .collect::<Vec<_>>()
+        };
+        let setup = Setup {
+            concurrency: 8,
+            rate: 0,
+            attempt_timeout_ms: 20_000,
+        };
+        let spec = spec(&schema);
+        // Two instances with a right clock take what the concurrency
+        // allows; then the one whose clock runs ahead joins while their
+        // leases are live.
+        let others: Vec<Instance> = (0..2)
+            .map(|_| Instance::spawn(&spec, &mock, setup, None))
+            .collect();
+        all_started(&others).await;
+        enqueue_all(&store, NOW).await;
+        eventually(
+            "the instances with a right clock hold leases",
+            Duration::from_secs(60),
+            || async { others.iter().map(Instance::sent).sum::<u64>() >= 8 },
+        )
+        .await;
+        let ahead = Instance::spawn(&spec, &mock, setup, Some(120_000));
+        all_started(std::slice::from_ref(&ahead)).await;
+        let in_flight = ListFilter::default()
+            .partner("lab")
+            .state(SubmissionState::InFlight);
+        assert!(
+            !store.list(&in_flight).await.unwrap().is_empty(),
+            "leases were live when the instance whose clock runs ahead started"
+        );
+        eventually(
+            "the work due now was sent and answered",
+            Duration::from_secs(120),
+            || async { mock.stats().side_effects == NOW as u64 },
+        )
+        .await;
+        // The answers recorded (checked below: a reaped lease would have
+        // made them stale).
+        let awaiting = ListFilter::default()
+            .partner("lab")
+            .state(SubmissionState::AwaitingResult);
+        let recorded = async {
+            while store.list(&awaiting).await.unwrap().len() < NOW {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(60), recorded).await;
+        let sent: Vec<u64> = std::iter::once(&ahead)
+            .chain(&others)
+            .map(Instance::sent)
+            .collect();
+        drop(ahead);
+        drop(others);
+
+        let c = client(&schema.url).await;
+        let expired: i64 = c
+            .query_one(
+                &format!(
+                    "SELECT COUNT(*) FROM {}.liaison_events WHERE kind = 'lease_expired'",
+                    schema.name
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            expired, 0,
+            "no lease was reaped before it ended (attempts per instance {sent:?})"
+        );
+        assert_eq!(
+            mock.stats().requests,
+            NOW as u64,
+            "no submission was sent twice"
+        );
+        assert_eq!(
+            store.list(&awaiting).await.unwrap().len(),
+            NOW,
+            "every answer was recorded under its lease"
+        );
+        for id in later_ids {
+            let s = store.get(id).await.unwrap();
+            assert_eq!(
+                (s.state, s.attempts),
+                (SubmissionState::Queued, 0),
+                "work due in a minute was not claimed early"
+            );
+        }
+        assert!(
+            sent[1] + sent[2] > 0,
+            "the instances with a right clock held leases too: {sent:?}"
+        );
+        // Its attempts, too, were dated by the database's clock, not two
+        // minutes ahead.
+        let latest_start: i64 = c
+            .query_one(
+                &format!(
+                    "SELECT COALESCE(MAX(started_at), 0) FROM {}.liaison_attempts",
+                    schema.name
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            latest_start <= Utc::now().timestamp_millis() + 5_000,
+            "attempts are dated by the database's clock, not two minutes ahead"
+        );
+    }
+}
