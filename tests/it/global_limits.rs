@@ -530,3 +530,66 @@ mod postgres {
         );
     }
 }
+
+/// Limits that cannot hold are refused when the hub is built, naming the
+/// setting, and nothing is written.
+#[tokio::test]
+async fn impossible_limits_are_refused_at_configuration() {
+    use liaison::Error;
+    use liaison::store::Rate;
+
+    let (_dir, store) = crate::support::store();
+    let mock = MockPartner::start().await.unwrap();
+    let base = || crate::dispatch::partner("lab", &mock);
+    let cases = [
+        ("concurrency", base().concurrency(0)),
+        ("rate_limit", base().rate_limit_per_second(0)),
+        ("rate_limit", base().rate_limit(0, Duration::from_secs(60))),
+        // Faster than one attempt per microsecond: not representable.
+        (
+            "rate_limit",
+            base().rate_limit(2_000_000, Duration::from_secs(1)),
+        ),
+        ("rate_limit", base().rate_limit(5, Duration::ZERO)),
+        (
+            "rate_limit",
+            base().rate_limit(5, Duration::from_secs(3 * 24 * 3600)),
+        ),
+    ];
+    for (field, partner) in cases {
+        let error = Liaison::builder(store.clone())
+            .partner(partner)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidInput { field: f, .. } if *f == field),
+            "{field}: {error:?}"
+        );
+    }
+    for bad in [
+        Rate::per_second(10).unwrap().with_burst(0),
+        Rate::per_second(10).unwrap().with_burst(11),
+        Rate::new(u32::MAX, Duration::from_secs(1)),
+    ] {
+        assert!(bad.unwrap_err().is_invalid_input());
+    }
+    // Nothing was created by accident.
+    let all = store
+        .list(&liaison::store::ListFilter::default())
+        .await
+        .unwrap();
+    assert!(all.is_empty());
+    // The limits that can hold are taken.
+    let fine = base().concurrency(4).rate(
+        Rate::new(20, Duration::from_secs(1))
+            .unwrap()
+            .with_burst(4)
+            .unwrap(),
+    );
+    assert!(
+        Liaison::builder(store.clone())
+            .partner(fine)
+            .build()
+            .is_ok()
+    );
+}

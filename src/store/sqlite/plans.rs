@@ -382,7 +382,8 @@ mod tests {
         let store = SqliteStore::open_temporary().unwrap();
         let path = store.path().to_path_buf();
         let partner = Partner::new("lab", Accepts)
-            .callbacks(JsonMatcher::builder(Unverified).build().unwrap());
+            .callbacks(JsonMatcher::builder(Unverified).build().unwrap())
+            .rate_limit_per_second(1000);
         let liaison = Liaison::builder(store)
             .partner(partner)
             .settings(EngineSettings {
@@ -413,6 +414,8 @@ mod tests {
             "INSERT INTO liaison_deliveries",
             "FROM liaison_deliveries d",
             "UPDATE liaison_deliveries SET state = ?2",
+            "WHERE partner = ?1 AND state = 'in_flight' AND lease_expires_at > ?2",
+            "UPDATE liaison_partners SET rate_tat_us",
         ] {
             assert!(
                 statements.iter().any(|s| s.contains(needle)),
