@@ -58,7 +58,7 @@
 //! | `rustls` | yes | TLS for the HTTP client (rustls), so `https://` partners work |
 //! | `mock` | no | [`testing::MockPartner`]: a scripted partner over real HTTP, for tests and examples |
 //! | `backoff` | no | `retry::FromBackoff`: any `backoff` crate `Backoff` as a retry policy (opt-in: `backoff` is unmaintained, RUSTSEC-2025-0012) |
-//! | `failpoints` | no | testing only: `fail` failpoints at crash-relevant places for the reliability tests; inert unless configured |
+//! | `failpoints` | no | testing only: `fail` failpoints at crash-relevant places for the reliability tests, and `liaison::clock::skew_ms` to run a process with a wrong clock; inert unless configured |
 //! | `full` | no | all of the above but `failpoints` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
