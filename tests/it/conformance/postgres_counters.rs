@@ -115,6 +115,9 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
          DROP INDEX liaison_submissions_updated;
          DROP TABLE liaison_alert_notifications;
          DROP TABLE liaison_alert_sink_failures;
+         DROP TABLE liaison_roles;
+         ALTER TABLE liaison_partners DROP COLUMN circuit_failures,
+             DROP COLUMN circuit_until, DROP COLUMN circuit_probe;
          CREATE INDEX liaison_submissions_terminal
              ON liaison_submissions (terminal_at) WHERE terminal_at IS NOT NULL;
          DROP FUNCTION liaison_wake_submission() CASCADE;
