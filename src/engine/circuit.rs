@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::dispatcher::PartnerRuntime;
-pub use crate::model::circuit::{CircuitSettings, CircuitState};
 use crate::model::circuit::SharedCircuit;
+pub use crate::model::circuit::{CircuitSettings, CircuitState};
 use crate::store::{Admission, CircuitOutcome, CircuitSignal, CircuitStep};
 
 /// What the dispatcher may do now.
@@ -143,7 +143,9 @@ pub(crate) async fn report(shared: &Shared, rt: &PartnerRuntime, signal: Signal)
             changed(partner, &outcome);
             rt.circuit.learn(outcome.circuit);
         }
-        Err(error) => tracing::warn!(%partner, %error, "recording the attempt in the shared circuit failed"),
+        Err(error) => {
+            tracing::warn!(%partner, %error, "recording the attempt in the shared circuit failed")
+        }
     }
 }
 

@@ -22,9 +22,9 @@ mod results;
 mod retention;
 mod wakeups;
 
+pub use crate::model::circuit::SharedCircuit;
 pub use crate::model::traffic::{ExpectedTraffic, TrafficKind};
 pub use alerting::{AlertSettings, AlertThresholds};
-pub use crate::model::circuit::SharedCircuit;
 pub use circuit::{CircuitSettings, CircuitState};
 pub use partner_config::Partner;
 pub use recovery::BulkReport;

@@ -238,7 +238,10 @@ mod tests {
             assert_eq!(m.file, format!("{:04}_{}.sql", m.version, m.name));
             expected += 1;
         }
-        assert_eq!(SCHEMA_VERSION, MIGRATIONS.len() as i64 + RESERVED.len() as i64);
+        assert_eq!(
+            SCHEMA_VERSION,
+            MIGRATIONS.len() as i64 + RESERVED.len() as i64
+        );
     }
 
     #[test]

@@ -24,8 +24,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use liaison::engine::{
-    AlertSettings, AlertThresholds, CircuitSettings, CircuitState, EngineSettings, Liaison,
-    Partner,
+    AlertSettings, AlertThresholds, CircuitSettings, CircuitState, EngineSettings, Liaison, Partner,
 };
 use liaison::ops::alerts::WebhookSink;
 use liaison::retry::{Fixed, RetryLimits};
@@ -88,11 +87,9 @@ async fn open_store(db: &str) -> Arc<dyn OutboxStore> {
 /// and it returns at once.
 #[test]
 fn circuit_instance_entry() {
-    let (Ok(db), Ok(mock), Ok(sink)) = (
-        std::env::var(DB),
-        std::env::var(MOCK),
-        std::env::var(SINK),
-    ) else {
+    let (Ok(db), Ok(mock), Ok(sink)) =
+        (std::env::var(DB), std::env::var(MOCK), std::env::var(SINK))
+    else {
         return;
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -367,9 +364,11 @@ async fn three_instances_probe_a_partner_that_is_down_once_per_open_period_and_r
     ));
     let before: Vec<u64> = instances.iter().map(Instance::sent).collect();
     enqueue(&store, 30..330).await;
-    eventually("every submission succeeded", Duration::from_secs(120), || async {
-        count(&store, SubmissionState::Succeeded).await == 330
-    })
+    eventually(
+        "every submission succeeded",
+        Duration::from_secs(120),
+        || async { count(&store, SubmissionState::Succeeded).await == 330 },
+    )
     .await;
     assert_eq!(circuit_state(&store).await, CircuitState::Closed);
     assert_eq!(store.circuit("lab").await.unwrap().consecutive_failures, 0);
@@ -500,12 +499,16 @@ async fn the_evaluator_is_taken_over(shared: Shared) {
     // The new evaluator evaluates: the partner recovers and the alert the
     // dead one opened is resolved.
     mock.set_behavior(Behavior::AcceptAndComplete);
-    eventually("resolved by the new evaluator", Duration::from_secs(60), || async {
-        got.lock()
-            .unwrap()
-            .iter()
-            .any(|(t, _)| t == "alert.resolved")
-    })
+    eventually(
+        "resolved by the new evaluator",
+        Duration::from_secs(60),
+        || async {
+            got.lock()
+                .unwrap()
+                .iter()
+                .any(|(t, _)| t == "alert.resolved")
+        },
+    )
     .await;
     let opened = got
         .lock()

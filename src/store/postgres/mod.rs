@@ -73,13 +73,13 @@ use super::{
     PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery,
     Wakeups,
 };
+use super::{CircuitOutcome, CircuitStep, RoleLease, SharedCircuit};
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
 use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::{Actor, Attempt, Event};
 use crate::model::notification::{AlertNotification, SinkFailure};
-use super::{CircuitOutcome, CircuitStep, RoleLease, SharedCircuit};
 use crate::model::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
 use crate::model::traffic::ExpectedTraffic;
 
@@ -605,7 +605,9 @@ impl OutboxStore for PostgresStore {
         now: DateTime<Utc>,
         lease_for: std::time::Duration,
     ) -> Result<bool> {
-        write_tx!(self, |db| flow::claim_role(db, role, holder, now, lease_for))
+        write_tx!(self, |db| flow::claim_role(
+            db, role, holder, now, lease_for
+        ))
     }
 
     async fn release_role(&self, role: &str, holder: &str, now: DateTime<Utc>) -> Result<()> {

@@ -157,7 +157,8 @@ fn unavailable(
 /// The prober had nothing to send: the probe is free at once. Only its
 /// holder can give it back.
 fn release(row: &SharedCircuit, instance: &str, now: DateTime<Utc>) -> Option<SharedCircuit> {
-    let holds = row.state == CircuitState::HalfOpen && row.probe_holder.as_deref() == Some(instance);
+    let holds =
+        row.state == CircuitState::HalfOpen && row.probe_holder.as_deref() == Some(instance);
     holds.then(|| SharedCircuit {
         probe_holder: None,
         until: Some(now),
@@ -257,7 +258,10 @@ mod tests {
         }
         assert_eq!(row.state, CircuitState::Closed);
         assert_eq!(row.consecutive_failures, 100);
-        assert_eq!(apply(&mut row, &admit_step("a"), t(100)), Some(Admission::Send));
+        assert_eq!(
+            apply(&mut row, &admit_step("a"), t(100)),
+            Some(Admission::Send)
+        );
     }
 
     #[test]
@@ -268,7 +272,10 @@ mod tests {
         assert_eq!(row.state, CircuitState::Open);
         // The period ends: the first to ask probes, the others wait for
         // the probe (at most its lease).
-        assert_eq!(apply(&mut row, &admit_step("a"), t(10_000)), Some(Admission::Probe));
+        assert_eq!(
+            apply(&mut row, &admit_step("a"), t(10_000)),
+            Some(Admission::Probe)
+        );
         assert_eq!(row.state, CircuitState::HalfOpen);
         assert_eq!(row.probe_holder.as_deref(), Some("a"));
         assert_eq!(row.since, Some(t(10_000)));
@@ -285,13 +292,19 @@ mod tests {
         assert_eq!(row.until, Some(t(22_000)));
         assert_eq!(row.probe_holder, None);
         // Next period: "b" probes, succeeds, and it is closed for everyone.
-        assert_eq!(apply(&mut row, &admit_step("b"), t(22_000)), Some(Admission::Probe));
+        assert_eq!(
+            apply(&mut row, &admit_step("b"), t(22_000)),
+            Some(Admission::Probe)
+        );
         apply(&mut row, &report(CircuitSignal::Reachable, s), t(22_050));
         assert_eq!(row.state, CircuitState::Closed);
         assert_eq!(row.consecutive_failures, 0);
         assert_eq!((row.until, row.probe_holder.clone()), (None, None));
         for who in ["a", "b", "c"] {
-            assert_eq!(apply(&mut row, &admit_step(who), t(22_051)), Some(Admission::Send));
+            assert_eq!(
+                apply(&mut row, &admit_step(who), t(22_051)),
+                Some(Admission::Send)
+            );
         }
     }
 
@@ -300,20 +313,40 @@ mod tests {
         let s = settings(1, Duration::from_secs(10));
         let mut row = SharedCircuit::closed("lab");
         apply(&mut row, &report(CircuitSignal::Unavailable, s), t(0));
-        assert_eq!(apply(&mut row, &admit_step("a"), t(10_000)), Some(Admission::Probe));
+        assert_eq!(
+            apply(&mut row, &admit_step("a"), t(10_000)),
+            Some(Admission::Probe)
+        );
         // "a" dies. Until its lease ends nobody else probes...
         assert!(matches!(
             apply(&mut row, &admit_step("b"), t(19_999)),
             Some(Admission::Wait { .. })
         ));
         // ...then the next to ask does.
-        assert_eq!(apply(&mut row, &admit_step("b"), t(20_000)), Some(Admission::Probe));
+        assert_eq!(
+            apply(&mut row, &admit_step("b"), t(20_000)),
+            Some(Admission::Probe)
+        );
         assert_eq!(row.probe_holder.as_deref(), Some("b"));
         assert_eq!(row.until, Some(t(30_000)));
-        assert_eq!(row.since, Some(t(10_000)), "half-open since the first probe");
+        assert_eq!(
+            row.since,
+            Some(t(10_000)),
+            "half-open since the first probe"
+        );
         // The late answer of the dead prober's attempt cannot take the
         // probe back; giving it back is for its holder only.
-        assert_eq!(step(&row, &CircuitStep::ReleaseProbe { instance: "a".into() }, t(20_001)).write, None);
+        assert_eq!(
+            step(
+                &row,
+                &CircuitStep::ReleaseProbe {
+                    instance: "a".into()
+                },
+                t(20_001)
+            )
+            .write,
+            None
+        );
     }
 
     #[test]
@@ -322,10 +355,19 @@ mod tests {
         let mut row = SharedCircuit::closed("lab");
         apply(&mut row, &report(CircuitSignal::Unavailable, s), t(0));
         apply(&mut row, &admit_step("a"), t(10_000));
-        apply(&mut row, &CircuitStep::ReleaseProbe { instance: "a".into() }, t(10_005));
+        apply(
+            &mut row,
+            &CircuitStep::ReleaseProbe {
+                instance: "a".into(),
+            },
+            t(10_005),
+        );
         assert_eq!(row.state, CircuitState::HalfOpen);
         assert_eq!(row.probe_holder, None);
-        assert_eq!(apply(&mut row, &admit_step("c"), t(10_006)), Some(Admission::Probe));
+        assert_eq!(
+            apply(&mut row, &admit_step("c"), t(10_006)),
+            Some(Admission::Probe)
+        );
     }
 
     #[test]
@@ -336,8 +378,14 @@ mod tests {
         let mut row = SharedCircuit::closed("lab");
         apply(&mut row, &report(CircuitSignal::Unavailable, s), t(0));
         let seen_by_both = row.clone();
-        assert_eq!(step(&seen_by_both, &admit_step("a"), t(10_000)).admission, Some(Admission::Probe));
-        assert_eq!(step(&seen_by_both, &admit_step("b"), t(10_000)).admission, Some(Admission::Probe));
+        assert_eq!(
+            step(&seen_by_both, &admit_step("a"), t(10_000)).admission,
+            Some(Admission::Probe)
+        );
+        assert_eq!(
+            step(&seen_by_both, &admit_step("b"), t(10_000)).admission,
+            Some(Admission::Probe)
+        );
         let probes = ["a", "b"]
             .iter()
             .filter(|who| apply(&mut row, &admit_step(who), t(10_000)) == Some(Admission::Probe))
@@ -348,12 +396,28 @@ mod tests {
         let s = settings(2, Duration::from_secs(10));
         let half_open = row.clone();
         let mut failed_first = half_open.clone();
-        apply(&mut failed_first, &report(CircuitSignal::Unavailable, s), t(10_001));
-        apply(&mut failed_first, &report(CircuitSignal::Reachable, s), t(10_002));
+        apply(
+            &mut failed_first,
+            &report(CircuitSignal::Unavailable, s),
+            t(10_001),
+        );
+        apply(
+            &mut failed_first,
+            &report(CircuitSignal::Reachable, s),
+            t(10_002),
+        );
         assert_eq!(failed_first.state, CircuitState::Closed);
         let mut succeeded_first = half_open;
-        apply(&mut succeeded_first, &report(CircuitSignal::Reachable, s), t(10_001));
-        apply(&mut succeeded_first, &report(CircuitSignal::Unavailable, s), t(10_002));
+        apply(
+            &mut succeeded_first,
+            &report(CircuitSignal::Reachable, s),
+            t(10_001),
+        );
+        apply(
+            &mut succeeded_first,
+            &report(CircuitSignal::Unavailable, s),
+            t(10_002),
+        );
         assert_eq!(succeeded_first.state, CircuitState::Closed);
         assert_eq!(succeeded_first.consecutive_failures, 1);
     }
@@ -366,7 +430,9 @@ mod tests {
         assert_eq!(row.until, Some(DateTime::<Utc>::MAX_UTC));
         assert_eq!(
             apply(&mut row, &admit_step("a"), t(3_600_000)),
-            Some(Admission::Wait { until: DateTime::<Utc>::MAX_UTC })
+            Some(Admission::Wait {
+                until: DateTime::<Utc>::MAX_UTC
+            })
         );
         // A probe lease "for ever" saturates the same way.
         let mut open = SharedCircuit {

@@ -49,7 +49,10 @@ mod tests {
         assert_eq!((first.holder.as_str(), first.since), ("a", t(0)));
         assert_eq!(first.expires_at, t(60_000));
         // Another instance while it lives: refused.
-        assert_eq!(claim(Some(&first), "alert_evaluator", "b", t(59_999), LEASE), None);
+        assert_eq!(
+            claim(Some(&first), "alert_evaluator", "b", t(59_999), LEASE),
+            None
+        );
         // The holder renews: same start, later end.
         let renewed = claim(Some(&first), "alert_evaluator", "a", t(30_000), LEASE).unwrap();
         assert_eq!((renewed.since, renewed.expires_at), (t(0), t(90_000)));
@@ -62,7 +65,10 @@ mod tests {
         let taken = claim(Some(&held), "alert_evaluator", "b", t(60_000), LEASE).unwrap();
         assert_eq!((taken.holder.as_str(), taken.since), ("b", t(60_000)));
         // "a" comes back: "b" holds it now.
-        assert_eq!(claim(Some(&taken), "alert_evaluator", "a", t(61_000), LEASE), None);
+        assert_eq!(
+            claim(Some(&taken), "alert_evaluator", "a", t(61_000), LEASE),
+            None
+        );
         assert!(!releases(Some(&taken), "a"));
         assert!(releases(Some(&taken), "b"));
         assert!(!releases(None, "b"));

@@ -42,6 +42,7 @@ use super::{
     NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim, PartnerStats, Pause,
     PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery,
 };
+use super::{CircuitOutcome, CircuitStep, RoleLease, SharedCircuit};
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
 use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
@@ -51,7 +52,6 @@ use crate::model::event::{Attempt, Event};
 use crate::model::notification::{AlertNotification, SinkFailure};
 use crate::model::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
 use crate::model::traffic::ExpectedTraffic;
-use super::{CircuitOutcome, CircuitStep, RoleLease, SharedCircuit};
 
 pub use self::migrate::SCHEMA_VERSION;
 

@@ -37,7 +37,10 @@ pub(super) fn circuit_on(conn: &Connection, partner: &str) -> Result<SharedCircu
         .prepare_cached(&format!(
             "SELECT {CIRCUIT_COLUMNS} FROM liaison_partners WHERE partner = ?1"
         ))
-        .and_then(|mut stmt| stmt.query_row(params![partner], circuit_from_row).optional())
+        .and_then(|mut stmt| {
+            stmt.query_row(params![partner], circuit_from_row)
+                .optional()
+        })
         .map_err(db_err("read a partner's circuit"))?
         .unwrap_or_else(|| SharedCircuit::closed(partner)))
 }

@@ -132,7 +132,10 @@ pub async fn the_circuit_is_shared_one_probe_goes_out_and_its_answer_decides_for
         .circuit_step("lab", admit("b"), after(t0, 70))
         .await
         .unwrap();
-    assert!(matches!(blocked.admission, Some(Admission::Wait { .. })), "{name}");
+    assert!(
+        matches!(blocked.admission, Some(Admission::Wait { .. })),
+        "{name}"
+    );
     let second = stores[1]
         .circuit_step("lab", admit("b"), after(t0, 71))
         .await
@@ -180,14 +183,23 @@ pub async fn concurrent_failure_reports_are_all_counted(h: &Harness) {
     .await;
     let c = stores[0].circuit("lab").await.unwrap();
     assert_eq!(c.consecutive_failures, 24, "{name}: no report lost");
-    assert_eq!(c.state, CircuitState::Closed, "without settings it only counts");
+    assert_eq!(
+        c.state,
+        CircuitState::Closed,
+        "without settings it only counts"
+    );
     // Another partner's circuit is its own.
-    assert_eq!(stores[1].circuit("bank").await.unwrap().consecutive_failures, 0);
+    assert_eq!(
+        stores[1]
+            .circuit("bank")
+            .await
+            .unwrap()
+            .consecutive_failures,
+        0
+    );
 }
 
-pub async fn one_instance_holds_a_role_and_another_takes_over_when_its_lease_runs_out(
-    h: &Harness,
-) {
+pub async fn one_instance_holds_a_role_and_another_takes_over_when_its_lease_runs_out(h: &Harness) {
     let name = h.name();
     let stores = vec![h.store().await, h.store().await];
     let t0 = ms(Utc::now());
@@ -208,7 +220,11 @@ pub async fn one_instance_holds_a_role_and_another_takes_over_when_its_lease_run
     let roles = stores[1].roles().await.unwrap();
     assert_eq!(roles.len(), 1, "{name}");
     assert_eq!(
-        (roles[0].holder.as_str(), roles[0].since, roles[0].expires_at),
+        (
+            roles[0].holder.as_str(),
+            roles[0].since,
+            roles[0].expires_at
+        ),
         (holder.as_str(), t0, after(t0, 60))
     );
 
@@ -282,10 +298,33 @@ pub async fn bad_circuit_and_role_input_is_refused_and_writes_nothing(h: &Harnes
     assert!(store.circuit("").await.unwrap_err().is_invalid_input());
     assert!(store.circuits().await.unwrap().is_empty(), "{name}");
     let lease = Duration::from_secs(1);
-    assert!(store.claim_role("", "a", now, lease).await.unwrap_err().is_invalid_input());
-    assert!(store.claim_role("r", "", now, lease).await.unwrap_err().is_invalid_input());
-    assert!(store.release_role("r", " ", now).await.unwrap_err().is_invalid_input());
+    assert!(
+        store
+            .claim_role("", "a", now, lease)
+            .await
+            .unwrap_err()
+            .is_invalid_input()
+    );
+    assert!(
+        store
+            .claim_role("r", "", now, lease)
+            .await
+            .unwrap_err()
+            .is_invalid_input()
+    );
+    assert!(
+        store
+            .release_role("r", " ", now)
+            .await
+            .unwrap_err()
+            .is_invalid_input()
+    );
     assert!(store.roles().await.unwrap().is_empty(), "{name}");
     // A lease "for ever" is representable.
-    assert!(store.claim_role("r", "a", now, Duration::MAX).await.unwrap());
+    assert!(
+        store
+            .claim_role("r", "a", now, Duration::MAX)
+            .await
+            .unwrap()
+    );
 }
