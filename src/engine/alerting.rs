@@ -17,7 +17,7 @@ use crate::ops::alerts::{Alert, AlertEvent, AlertId, ProblemClass};
 use crate::ops::health::item_problems;
 use crate::retry::Exponential;
 use crate::store::rules::notify::reminder_due;
-use crate::store::{DeliveryFilter, NewAlert, StatsQuery};
+use crate::store::{DeliveryFilter, NewAlert, RoleLease, StatsQuery};
 
 /// When alerts open, per partner. `Default` is what we recommend.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,6 +102,15 @@ pub struct AlertSettings {
     /// The backoff between a notification's tries. Default 2 s doubling to
     /// at most 5 min, with full jitter.
     pub sink_retry: Exponential,
+    /// How long the running engine that evaluates alerts keeps that role
+    /// without renewing it. One instance at a time evaluates (the
+    /// [`crate::store::RoleLease::ALERT_EVALUATOR`] role, renewed at each
+    /// evaluation); when its holder dies, another instance takes over once
+    /// this lease runs out, within one `interval` after it. `None` (the
+    /// default): three times `interval`. A lease set must be longer than
+    /// `interval` (checked at build), or the role would lapse between
+    /// renewals.
+    pub evaluator_lease: Option<Duration>,
 }
 
 impl Default for AlertSettings {
@@ -114,6 +123,7 @@ impl Default for AlertSettings {
             sink_attempts: 5,
             sink_retry: Exponential::new(Duration::from_secs(2), Duration::from_secs(300))
                 .unwrap_or_default(),
+            evaluator_lease: None,
         }
     }
 }
@@ -153,6 +163,18 @@ impl AlertSettings {
     pub fn sink_retry(mut self, sink_retry: Exponential) -> Self {
         self.sink_retry = sink_retry;
         self
+    }
+
+    /// Set [`AlertSettings::evaluator_lease`].
+    pub fn evaluator_lease(mut self, evaluator_lease: Duration) -> Self {
+        self.evaluator_lease = Some(evaluator_lease);
+        self
+    }
+
+    /// The evaluator role's lease: as set, or three times the interval.
+    pub(crate) fn evaluator_lease_or_default(&self) -> Duration {
+        self.evaluator_lease
+            .unwrap_or_else(|| self.interval.saturating_mul(3))
     }
 }
 
@@ -272,7 +294,14 @@ fn conditions(
 impl Liaison {
     /// Evaluate alert conditions now: open what started, re-notify what is
     /// due, resolve what cleared. The running engine does this every
-    /// [`AlertSettings::interval`]; hosts and tests may call it directly.
+    /// [`AlertSettings::interval`] — one engine instance at a time on a
+    /// shared store, the holder of the evaluator role (see
+    /// [`AlertSettings::evaluator_lease`]); hosts and tests may call it
+    /// directly, whoever holds the role.
+    ///
+    /// Conditions read the partner's circuit and its consecutive failures
+    /// as all instances share them, so every instance would come to the
+    /// same alerts.
     pub async fn evaluate_alerts(&self) -> Result<()> {
         let settings = self.shared.alert_settings;
         // Due retries first: a reminder waits while its alert's
@@ -323,17 +352,24 @@ impl Liaison {
         {
             *parked.entry(d.partner).or_default() += 1;
         }
+        // Failures counted by every instance since the partner last answered.
+        let failures: BTreeMap<String, u32> = self
+            .store()
+            .circuits()
+            .await?
+            .into_iter()
+            .map(|c| (c.partner, c.consecutive_failures))
+            .collect();
         let open = self.store().alerts(true, 10_000).await?;
         let being_notified = self.alerts_being_notified().await?;
         let defaults = AlertThresholds::default();
         for p in &report.partners {
             let rt = self.shared.partners.get(&p.partner);
             let thresholds = rt.map_or(&defaults, |rt| &rt.config.alert_thresholds);
-            let failures = rt.map_or(0, |rt| rt.consecutive_failures());
             let active = conditions(
                 p,
                 thresholds,
-                failures,
+                failures.get(&p.partner).copied().unwrap_or(0),
                 approaching.get(&p.partner).copied().unwrap_or(0),
                 parked.get(&p.partner).copied().unwrap_or(0),
                 settings.window,
@@ -403,9 +439,11 @@ impl Liaison {
 /// the evaluation interval).
 const RETRY_TICK: Duration = Duration::from_millis(500);
 
-/// Evaluate alerts periodically, and retry due notifications in between,
-/// until told to stop.
-pub(crate) async fn run_alerts(shared: Arc<Shared>, stop: CancellationToken) {
+/// Evaluate alerts periodically while this instance holds the evaluator
+/// role (taking it when it is free or its holder's lease ran out), and
+/// retry due notifications in between, until told to stop; then give the
+/// role up so another instance takes over at once.
+pub(crate) async fn run_alerts(shared: Arc<Shared>, instance: Arc<str>, stop: CancellationToken) {
     let liaison = Liaison { shared };
     let interval = liaison.shared.alert_settings.interval;
     let tick = RETRY_TICK.min(interval);
@@ -418,11 +456,37 @@ pub(crate) async fn run_alerts(shared: Arc<Shared>, stop: CancellationToken) {
         }
         if next_evaluation.is_some_and(|at| Instant::now() >= at) {
             next_evaluation = Instant::now().checked_add(interval);
-            if let Err(error) = liaison.evaluate_alerts().await {
+            if evaluator(&liaison, &instance).await
+                && let Err(error) = liaison.evaluate_alerts().await
+            {
                 tracing::warn!(%error, "evaluating alerts failed");
             }
         } else if let Err(error) = liaison.retry_notifications().await {
             tracing::warn!(%error, "retrying alert notifications failed");
+        }
+    }
+    if let Err(error) = liaison
+        .store()
+        .release_role(RoleLease::ALERT_EVALUATOR, &instance, liaison.shared.now())
+        .await
+    {
+        // Its lease runs out instead.
+        tracing::warn!(%error, "giving up the alert evaluator role failed");
+    }
+}
+
+/// Take or renew the evaluator role; `true` when this instance holds it.
+async fn evaluator(liaison: &Liaison, instance: &str) -> bool {
+    let lease = liaison.shared.alert_settings.evaluator_lease_or_default();
+    match liaison
+        .store()
+        .claim_role(RoleLease::ALERT_EVALUATOR, instance, liaison.shared.now(), lease)
+        .await
+    {
+        Ok(held) => held,
+        Err(error) => {
+            tracing::warn!(%error, "claiming the alert evaluator role failed");
+            false
         }
     }
 }

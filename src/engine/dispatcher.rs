@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::Shared;
-use super::circuit::{Admit, Circuit, CircuitState, Signal};
+use super::circuit::{self, Admit, CircuitState, CircuitView, Signal};
 use super::partner_config::Partner;
 use crate::model::event::{Actor, AttemptOutcome, EventKind};
 use crate::model::submission::{Submission, SubmissionState};
@@ -35,7 +35,8 @@ pub(crate) struct PartnerRuntime {
     /// attempts run here at once. The store enforces the partner's limits
     /// across instances ([`PartnerLimits`]).
     permits: Arc<Semaphore>,
-    circuit: Mutex<Circuit>,
+    /// What this instance last learnt of the partner's shared circuit.
+    pub(super) circuit: CircuitView,
     /// What every claim asks the store to enforce for all instances.
     limits: PartnerLimits,
 }
@@ -44,7 +45,7 @@ impl PartnerRuntime {
     pub(crate) fn new(config: Partner, limits: PartnerLimits) -> Self {
         PartnerRuntime {
             permits: Arc::new(Semaphore::new(config.concurrency)),
-            circuit: Mutex::new(Circuit::new(config.circuit)),
+            circuit: CircuitView::new(&config.name),
             limits,
             wake: Notify::new(),
             paused_until: Mutex::new(None),
@@ -52,12 +53,9 @@ impl PartnerRuntime {
         }
     }
 
+    /// The shared circuit's state as this instance last learnt it.
     pub(crate) fn circuit_state(&self) -> CircuitState {
-        self.circuit().state()
-    }
-
-    pub(crate) fn consecutive_failures(&self) -> u32 {
-        self.circuit().consecutive_failures()
+        self.circuit.state()
     }
 
     /// The end of the current pause, if the partner is paused at `now`
@@ -71,11 +69,7 @@ impl PartnerRuntime {
         *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
     }
 
-    fn circuit(&self) -> std::sync::MutexGuard<'_, Circuit> {
-        self.circuit.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lease_for(&self, margin: Duration) -> Duration {
+    pub(super) fn lease_for(&self, margin: Duration) -> Duration {
         self.config.attempt_timeout.saturating_add(margin)
     }
 }
@@ -84,6 +78,7 @@ impl PartnerRuntime {
 pub(crate) async fn run_partner(
     shared: Arc<Shared>,
     rt: Arc<PartnerRuntime>,
+    instance: Arc<str>,
     stop: CancellationToken,
     abandon: CancellationToken,
     attempts: TaskTracker,
@@ -126,9 +121,9 @@ pub(crate) async fn run_partner(
             }
             continue;
         }
-        // ...then ask the circuit, which the attempt that freed the permit
-        // may just have opened.
-        let admit = rt.circuit().admit(Instant::now());
+        // ...then ask the shared circuit, which the attempt that freed the
+        // permit (or another instance) may just have opened.
+        let admit = circuit::admit(&shared, &rt, &instance).await;
         let probe = match admit {
             Admit::Normal => false,
             Admit::Probe => true,
@@ -197,7 +192,7 @@ pub(crate) async fn run_partner(
         if leases.is_empty() {
             drop(first);
             if probe {
-                rt.circuit().probe_unused();
+                circuit::release_probe(&shared, &rt, &instance).await;
             }
             if let Some(Limited::Rate { retry_at }) = limited {
                 // The shared budget is spent: nothing can start before
@@ -244,6 +239,7 @@ pub(crate) async fn run_partner(
                 lease,
                 permit,
                 abandon.clone(),
+                probe.then(|| Arc::clone(&instance)),
             ));
         }
         // The rate granted less than asked: the next claim could not start
@@ -308,6 +304,8 @@ async fn run_attempt(
     lease: Lease,
     permit: OwnedSemaphorePermit,
     abandon: CancellationToken,
+    // The instance, when this attempt is the circuit's probe.
+    probe: Option<Arc<str>>,
 ) {
     let submission = &lease.submission;
     let span = tracing::info_span!(
@@ -331,6 +329,9 @@ async fn run_attempt(
             r = tokio::time::timeout(timeout, rt.config.adapter.submit(&ctx, submission)) => r,
             _ = abandon.cancelled() => {
                 release(&shared, &lease, "the engine shut down before the attempt finished").await;
+                if let Some(instance) = &probe {
+                    circuit::release_probe(&shared, &rt, instance).await;
+                }
                 return;
             }
         };
@@ -347,9 +348,7 @@ async fn run_attempt(
             Err(e) if e.is_unavailability() => Signal::Unavailable,
             _ => Signal::Reachable,
         };
-        if let Some(state) = rt.circuit().record(signal, Instant::now()) {
-            tracing::warn!(circuit = state.as_str(), "partner circuit changed state");
-        }
+        circuit::report(&shared, &rt, signal).await;
         let (report, change) = match result {
             Ok(outcome) => settle_success(&rt, outcome, shared.now()),
             Err(error) => settle_failure(&rt, &lease, error, shared.now()),

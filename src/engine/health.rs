@@ -1,10 +1,12 @@
 //! `Liaison::health`: the store's statistics joined with what this process
-//! knows live (circuit, verification scheme, delay budget).
+//! knows live (verification scheme, delay budget) and what all instances
+//! share (circuits, pauses).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Liaison;
+use crate::engine::CircuitState;
 use crate::error::{Error, Result};
 use crate::model::traffic::ExpectedTraffic;
 use crate::ops::HealthReport;
@@ -92,6 +94,15 @@ impl Liaison {
             stats.sort_by(|a, b| a.partner.cmp(&b.partner));
         }
         let pauses = self.store().pauses(now).await?;
+        // The circuit every instance shares, not this process's view of it.
+        let circuits: BTreeMap<String, CircuitState> = self
+            .store()
+            .circuits()
+            .await?
+            .into_iter()
+            .filter(|c| c.state != CircuitState::Closed || c.since.is_some())
+            .map(|c| (c.partner, c.state))
+            .collect();
         let sink_failures = self.store().sink_failures().await?;
         let partners = stats
             .into_iter()
@@ -101,7 +112,7 @@ impl Liaison {
                     .partners
                     .get(&s.partner)
                     .map(|rt| LiveState {
-                        circuit: Some(rt.circuit_state()),
+                        circuit: Some(CircuitState::Closed),
                         callback_verification: rt.config.callbacks.as_ref().map(|m| m.scheme()),
                         delay_budget: rt.config.delay_budget,
                         pause: None,
@@ -109,6 +120,9 @@ impl Liaison {
                         undelivered_alerts: Vec::new(),
                     })
                     .unwrap_or_default();
+                if let Some(state) = circuits.get(&s.partner) {
+                    live.circuit = Some(*state);
+                }
                 live.pause = pauses.iter().find(|p| p.partner == s.partner).cloned();
                 live.expected_traffic = expected.get(&s.partner).cloned();
                 live.undelivered_alerts = sink_failures

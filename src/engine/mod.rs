@@ -22,6 +22,7 @@ mod results;
 mod retention;
 mod wakeups;
 
+pub use crate::model::circuit::SharedCircuit;
 pub use crate::model::traffic::{ExpectedTraffic, TrafficKind};
 pub use alerting::{AlertSettings, AlertThresholds};
 pub use circuit::{CircuitSettings, CircuitState};
@@ -428,6 +429,16 @@ impl LiaisonBuilder {
                 "the evaluation interval and window must be above zero",
             ));
         }
+        if self
+            .alert_settings
+            .evaluator_lease
+            .is_some_and(|lease| lease <= self.alert_settings.interval)
+        {
+            return Err(Error::invalid(
+                "evaluator_lease",
+                "must be longer than the alert evaluation interval, or the evaluator role would lapse between renewals",
+            ));
+        }
         if self.alert_settings.sink_attempts == 0 || self.alert_settings.sink_timeout.is_zero() {
             return Err(Error::invalid(
                 "alert_settings",
@@ -516,7 +527,10 @@ impl Liaison {
         }
     }
 
-    /// The circuit state of a registered partner.
+    /// The circuit state of a registered partner, as this hub last learnt
+    /// it from the circuit all instances share (it reads it before each
+    /// claim and learns every change its own attempts make). For the
+    /// stored state itself, read [`OutboxStore::circuits`].
     pub fn circuit_state(&self, partner: &str) -> Option<CircuitState> {
         self.shared.partners.get(partner).map(|p| p.circuit_state())
     }
@@ -554,11 +568,18 @@ impl Liaison {
         let stop_claiming = CancellationToken::new();
         let abandon = CancellationToken::new();
         let attempts = TaskTracker::new();
+        let instance = crate::store::Instance::this_process(
+            self.shared.partners.keys().cloned().collect(),
+            self.shared.settings.heartbeat_interval,
+        );
+        let instance_id = instance.id.clone();
+        let me: Arc<str> = Arc::from(instance_id.as_str());
         let mut loops = Vec::new();
         for runtime in self.shared.partners.values() {
             loops.push(tokio::spawn(dispatcher::run_partner(
                 Arc::clone(&self.shared),
                 Arc::clone(runtime),
+                Arc::clone(&me),
                 stop_claiming.clone(),
                 abandon.clone(),
                 attempts.clone(),
@@ -582,13 +603,9 @@ impl Liaison {
         )));
         loops.push(tokio::spawn(alerting::run_alerts(
             Arc::clone(&self.shared),
+            Arc::clone(&me),
             stop_claiming.clone(),
         )));
-        let instance = crate::store::Instance::this_process(
-            self.shared.partners.keys().cloned().collect(),
-            self.shared.settings.heartbeat_interval,
-        );
-        let instance_id = instance.id.clone();
         // Beats go on while attempts drain; they stop just before the stop
         // is recorded.
         let stop_beating = CancellationToken::new();

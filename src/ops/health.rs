@@ -139,7 +139,10 @@ pub struct PartnerHealth {
     pub oldest_queued_secs: Option<u64>,
     /// Submissions stuck without a result.
     pub stuck: u64,
-    /// The circuit, where this process runs the partner.
+    /// The partner's circuit, as every engine instance on the store shares
+    /// it: known for the partners this process runs (closed until it ever
+    /// opened) and for any partner whose circuit has opened before; `None`
+    /// otherwise.
     pub circuit: Option<CircuitState>,
     /// How callbacks are verified (`unverified` is a risk), where known.
     pub callback_verification: Option<&'static str>,

@@ -139,7 +139,7 @@ type HistogramFamily = Family<PartnerLabels, Histogram, fn() -> Histogram>;
 /// | `liaison_poison_dead_letters_total` | counter | `partner` | [`Metrics::poison_dead_lettered`]: submissions the reaper dead-lettered (the worker crashed or hung on them, or their retries ran out while it did) |
 /// | `liaison_submissions` | gauge | `partner`, `state` | [`Metrics::render`]: every state, 0 when none |
 /// | `liaison_oldest_queued_seconds` | gauge | `partner` | [`Metrics::render`]: 0 when nothing is queued |
-/// | `liaison_circuit_state` | gauge | `partner` | [`Metrics::render`]: 0 closed, 1 half-open, 2 open; absent where this process does not run the partner |
+/// | `liaison_circuit_state` | gauge | `partner` | [`Metrics::render`]: 0 closed, 1 half-open, 2 open (the circuit all instances share); absent for a partner this process does not run whose circuit never opened |
 /// | `liaison_value_at_risk` | gauge | `partner`, `currency` | [`Metrics::render`]: business value at risk, in minor units of `currency` (an ISO 4217 code, or `unspecified`); one series per currency at risk, and `unspecified` always (0 when none) |
 /// | `liaison_business_deadline_at_risk` | gauge | `partner` | [`Metrics::render`]: open submissions whose business deadline falls within the partner's lead time |
 /// | `liaison_business_deadline_missed` | gauge | `partner` | [`Metrics::render`]: open submissions past their business deadline |

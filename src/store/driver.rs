@@ -20,9 +20,10 @@ use super::rules::delivery::DeliveryWrite;
 use super::rules::ledger::{HeldKey, KeyRow};
 use super::rules::limits::LimitState;
 use super::rules::transition::StateWrite;
-use super::{AttemptReport, ClaimRequest, DeliveryClaim, LeaseToken};
+use super::{AttemptReport, ClaimRequest, DeliveryClaim, LeaseToken, RoleLease};
 use crate::error::Result;
 use crate::model::callback::{CallbackId, CallbackReport, Correlation, Dismissal, StoredCallback};
+use crate::model::circuit::SharedCircuit;
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 
@@ -263,4 +264,28 @@ pub(crate) trait Driver {
 
     /// Write a delivery's end or re-run (and clear its lease).
     async fn write_delivery(&self, write: &DeliveryWrite) -> Result<Delivery>;
+}
+
+/// What a store offers the rules about the state engine instances share
+/// besides the work: each partner's circuit and the roles one instance
+/// plays at a time. Kept apart from [`Driver`] (a store implements it in
+/// its own file); the same locking as there: row locks on PostgreSQL, the
+/// one writer on SQLite.
+#[allow(async_fn_in_trait)]
+pub(crate) trait SharedDriver {
+    /// A partner's circuit, locked until the transaction ends. A partner
+    /// without a row gets one (closed, no failures) first, so the lock
+    /// always holds something.
+    async fn lock_circuit(&self, partner: &str, now: DateTime<Utc>) -> Result<SharedCircuit>;
+
+    /// Write a partner's circuit (its row exists: it was locked).
+    async fn write_circuit(&self, circuit: &SharedCircuit, now: DateTime<Utc>) -> Result<()>;
+
+    /// A role's lease, locked until the transaction ends. A role never held
+    /// gets a lapsed lease of nobody (holder `""`, expired at the epoch)
+    /// first, so the lock always holds something.
+    async fn lock_role(&self, role: &str) -> Result<RoleLease>;
+
+    /// Write a role's lease (its row exists: it was locked).
+    async fn write_role(&self, lease: &RoleLease) -> Result<()>;
 }

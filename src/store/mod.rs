@@ -8,6 +8,7 @@
 //! store implements; see docs/architecture.md.
 
 mod callback_types;
+mod circuit_types;
 pub(crate) mod common;
 pub(crate) mod driver;
 pub(crate) mod flow;
@@ -20,7 +21,9 @@ pub(crate) mod rules;
 mod stats_types;
 mod types;
 mod wake;
+pub use crate::model::circuit::SharedCircuit;
 pub use callback_types::{CallbackFilter, NewCallback, Settlement};
+pub use circuit_types::{Admission, CircuitOutcome, CircuitSignal, CircuitStep, RoleLease};
 pub use instance_types::Instance;
 pub use limit_types::{Claimed, Limited, PartnerLimits, Rate};
 pub use notification_types::{NotificationWrite, SinkRoute};
@@ -271,6 +274,57 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
 
     /// Partners whose pause has not ended at `now`.
     async fn pauses(&self, now: DateTime<Utc>) -> Result<Vec<Pause>>;
+
+    /// Every partner's circuit as shared by all engine instances on this
+    /// store, by partner name: one per partner the store has a row for
+    /// (partners never paused, configured or tripped have none: their
+    /// circuit is closed, see [`SharedCircuit::closed`]).
+    async fn circuits(&self) -> Result<Vec<SharedCircuit>>;
+
+    /// One partner's shared circuit; closed with no failures when the store
+    /// has none recorded. A plain read: the engine reads it before each
+    /// claim and takes a [`OutboxStore::circuit_step`] only when the step
+    /// would change something.
+    async fn circuit(&self, partner: &str) -> Result<SharedCircuit>;
+
+    /// Apply one step to `partner`'s shared circuit at `now`, in one
+    /// transaction on the circuit as it is (locked on PostgreSQL, the one
+    /// writer on SQLite, so concurrent steps of several instances are
+    /// applied one after the other): admit an instance (taking the probe
+    /// when it is due), report an attempt's signal, or give a probe back.
+    /// The rule is the same for both stores (see [`CircuitStep`]).
+    ///
+    /// Errors: [`crate::Error::InvalidInput`] for a partner name enqueue
+    /// would refuse or an empty instance id; nothing is written then.
+    async fn circuit_step(
+        &self,
+        partner: &str,
+        step: CircuitStep,
+        now: DateTime<Utc>,
+    ) -> Result<CircuitOutcome>;
+
+    /// Take `role` for `holder` (an engine instance's id) until
+    /// `now + lease_for`, or renew it when `holder` holds it already:
+    /// `true` when `holder` holds it now, `false` when another instance
+    /// holds it and its lease has not run out. One holder at a time,
+    /// whatever the concurrency, across processes and instances.
+    ///
+    /// Errors: [`crate::Error::InvalidInput`] for an empty role or holder.
+    async fn claim_role(
+        &self,
+        role: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        lease_for: std::time::Duration,
+    ) -> Result<bool>;
+
+    /// Give `role` up at `now` if `holder` holds it (a graceful shutdown),
+    /// so another instance may take it at once; otherwise nothing changes.
+    async fn release_role(&self, role: &str, holder: &str, now: DateTime<Utc>) -> Result<()>;
+
+    /// Every role that was ever held, with its holder and lease (lapsed
+    /// leases too: compare [`RoleLease::expires_at`] with the time).
+    async fn roles(&self) -> Result<Vec<RoleLease>>;
 
     /// Record an engine instance's beat: its row is written on the first
     /// beat and its last beat (and partners and interval) updated on the

@@ -28,6 +28,8 @@ mod results;
 mod retention;
 #[cfg(all(feature = "postgres", feature = "mock", feature = "http"))]
 mod scale_out;
+#[cfg(all(feature = "postgres", feature = "mock", feature = "http"))]
+mod shared_circuit;
 mod sqlite_only;
 mod support;
 mod transactional;

@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 16] = [
+const CURRENT: [(i64, &str); 17] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -43,6 +43,7 @@ const CURRENT: [(i64, &str); 16] = [
     (14, "impact"),
     (15, "alert_notifications"),
     (16, "partner_limits"),
+    (17, "shared_circuit"),
 ];
 
 /// Take migration 14 (impact) back out: its columns and indexes, and the
@@ -239,7 +240,7 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 16, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 17, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.
@@ -422,6 +423,10 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
            DROP TABLE liaison_alert_sink_failures;
            DROP INDEX liaison_submissions_partner_leases;
            ALTER TABLE liaison_partners DROP COLUMN rate_tat_us;
+           DROP TABLE liaison_roles;
+           ALTER TABLE liaison_partners DROP COLUMN circuit_failures;
+           ALTER TABLE liaison_partners DROP COLUMN circuit_until;
+           ALTER TABLE liaison_partners DROP COLUMN circuit_probe;
            DELETE FROM liaison_migrations WHERE version > 9;
            UPDATE liaison_submissions SET correlation = '{"order_no":"SO-1","patient":"P-7"}'
                WHERE idempotency_key = 'L-done';

@@ -5,6 +5,7 @@
 mod callbacks;
 mod deliveries;
 mod leases;
+mod shared;
 mod submissions;
 
 pub(crate) use callbacks::{dismiss as dismiss_callback, settle};
@@ -12,6 +13,7 @@ pub(crate) use deliveries::{
     claim as claim_deliveries, finish as finish_delivery, rerun as rerun_delivery,
 };
 pub(crate) use leases::{claim, complete, reap};
+pub(crate) use shared::{circuit_step, claim_role, release_role};
 pub(crate) use submissions::{defer_deadline, enqueue, note, replay, transition};
 
 use super::driver::Driver;

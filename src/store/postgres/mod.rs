@@ -48,6 +48,7 @@ mod partners;
 mod queries;
 mod results;
 mod retention;
+mod shared;
 mod stats;
 mod tls;
 
@@ -73,6 +74,7 @@ use super::{
     PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery,
     Wakeups,
 };
+use super::{CircuitOutcome, CircuitStep, RoleLease, SharedCircuit};
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
 use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
@@ -583,6 +585,44 @@ impl OutboxStore for PostgresStore {
 
     async fn pauses(&self, now: DateTime<Utc>) -> Result<Vec<Pause>> {
         read!(self, |db| partners::pauses_on(db, now))
+    }
+
+    async fn circuits(&self) -> Result<Vec<SharedCircuit>> {
+        read!(self, |db| shared::circuits_on(db))
+    }
+
+    async fn circuit(&self, partner: &str) -> Result<SharedCircuit> {
+        crate::model::submission::validate_partner(partner)?;
+        read!(self, |db| shared::circuit_on(db, partner))
+    }
+
+    async fn circuit_step(
+        &self,
+        partner: &str,
+        step: CircuitStep,
+        now: DateTime<Utc>,
+    ) -> Result<CircuitOutcome> {
+        write_tx!(self, |db| flow::circuit_step(db, partner, &step, now))
+    }
+
+    async fn claim_role(
+        &self,
+        role: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        lease_for: std::time::Duration,
+    ) -> Result<bool> {
+        write_tx!(self, |db| flow::claim_role(
+            db, role, holder, now, lease_for
+        ))
+    }
+
+    async fn release_role(&self, role: &str, holder: &str, now: DateTime<Utc>) -> Result<()> {
+        write_tx!(self, |db| flow::release_role(db, role, holder, now))
+    }
+
+    async fn roles(&self) -> Result<Vec<RoleLease>> {
+        read!(self, |db| shared::roles_on(db))
     }
 
     async fn beat(&self, instance: &Instance) -> Result<()> {

@@ -9,6 +9,7 @@
 //! each store only implements the driver's reads, locks and writes.
 
 pub(crate) mod callbacks;
+pub(crate) mod circuit;
 pub(crate) mod delivery;
 pub(crate) mod event;
 pub(crate) mod lease;
@@ -17,6 +18,7 @@ pub(crate) mod limits;
 pub(crate) mod lookup;
 pub(crate) mod notify;
 pub(crate) mod replay;
+pub(crate) mod role;
 pub(crate) mod transition;
 
 pub(crate) use event::NewEvent;

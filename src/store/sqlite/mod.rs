@@ -17,6 +17,7 @@ mod queries;
 mod reader;
 mod results;
 mod retention;
+mod shared;
 mod stats;
 mod writer;
 
@@ -41,6 +42,7 @@ use super::{
     NewAlert, NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim, PartnerStats, Pause,
     PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery,
 };
+use super::{CircuitOutcome, CircuitStep, RoleLease, SharedCircuit};
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
 use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
@@ -790,6 +792,56 @@ impl OutboxStore for SqliteStore {
 
     async fn pauses(&self, now: DateTime<Utc>) -> Result<Vec<Pause>> {
         self.read(move |conn| partners::pauses_on(conn, now)).await
+    }
+
+    async fn circuits(&self) -> Result<Vec<SharedCircuit>> {
+        self.read(shared::circuits_on).await
+    }
+
+    async fn circuit(&self, partner: &str) -> Result<SharedCircuit> {
+        crate::model::submission::validate_partner(partner)?;
+        let partner = partner.to_owned();
+        self.read(move |conn| shared::circuit_on(conn, &partner))
+            .await
+    }
+
+    async fn circuit_step(
+        &self,
+        partner: &str,
+        step: CircuitStep,
+        now: DateTime<Utc>,
+    ) -> Result<CircuitOutcome> {
+        let partner = partner.to_owned();
+        self.inner
+            .writer
+            .write(move |conn| run(flow::circuit_step(&Sql(conn), &partner, &step, now)))
+            .await
+    }
+
+    async fn claim_role(
+        &self,
+        role: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        lease_for: std::time::Duration,
+    ) -> Result<bool> {
+        let (role, holder) = (role.to_owned(), holder.to_owned());
+        self.inner
+            .writer
+            .write(move |conn| run(flow::claim_role(&Sql(conn), &role, &holder, now, lease_for)))
+            .await
+    }
+
+    async fn release_role(&self, role: &str, holder: &str, now: DateTime<Utc>) -> Result<()> {
+        let (role, holder) = (role.to_owned(), holder.to_owned());
+        self.inner
+            .writer
+            .write(move |conn| run(flow::release_role(&Sql(conn), &role, &holder, now)))
+            .await
+    }
+
+    async fn roles(&self) -> Result<Vec<RoleLease>> {
+        self.read(shared::roles_on).await
     }
 
     async fn beat(&self, instance: &Instance) -> Result<()> {

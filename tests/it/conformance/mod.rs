@@ -18,6 +18,7 @@
 mod alerts;
 mod callback_races;
 mod callbacks;
+mod circuits;
 mod claims;
 mod deliveries;
 pub mod harness;
@@ -69,6 +70,10 @@ macro_rules! conformance {
 }
 
 conformance! {
+    circuits::the_circuit_is_shared_one_probe_goes_out_and_its_answer_decides_for_all,
+    circuits::concurrent_failure_reports_are_all_counted,
+    circuits::one_instance_holds_a_role_and_another_takes_over_when_its_lease_runs_out,
+    circuits::bad_circuit_and_role_input_is_refused_and_writes_nothing,
     notifications::alerts_go_to_their_owners_sinks_and_the_catch_all,
     notifications::a_sink_that_fails_twice_is_retried_and_delivered_once,
     notifications::a_sink_that_always_fails_ends_failed_and_health_says_so_until_it_works,

@@ -117,6 +117,9 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
          DROP TABLE liaison_alert_sink_failures;
          DROP INDEX liaison_submissions_partner_leases;
          ALTER TABLE liaison_partners DROP COLUMN rate_tat_us;
+         DROP TABLE liaison_roles;
+         ALTER TABLE liaison_partners DROP COLUMN circuit_failures,
+             DROP COLUMN circuit_until, DROP COLUMN circuit_probe;
          CREATE INDEX liaison_submissions_terminal
              ON liaison_submissions (terminal_at) WHERE terminal_at IS NOT NULL;
          DROP FUNCTION liaison_wake_submission() CASCADE;

@@ -183,8 +183,8 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     // 0003_health, 0004_alerts, 0005_wakeups, 0006_retention,
     // 0007_callback_rows, 0008_results, 0009_deliveries, 0010_lookup,
     // 0011_poison, 0012_silence, 0013_callback_dismissals, 0014_impact,
-    // 0015_alert_notifications, 0016_partner_limits.
-    assert_eq!(version, 16);
+    // ... 0016_partner_limits, 0017_shared_circuit.
+    assert_eq!(version, 17);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -261,6 +261,7 @@ async fn instances_starting_together_migrate_once() {
             (14, "impact".to_string()),
             (15, "alert_notifications".to_string()),
             (16, "partner_limits".to_string()),
+            (17, "shared_circuit".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -722,6 +723,7 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         (14, "impact"),
         (15, "alert_notifications"),
         (16, "partner_limits"),
+        (17, "shared_circuit"),
     ]
     .into_iter()
     .map(|(v, n)| {
@@ -792,7 +794,11 @@ async fn a_schema_before_the_correlation_index_upgrades_and_finds_them() {
          DROP TABLE liaison_alert_notifications;
          DROP TABLE liaison_alert_sink_failures;
          DROP INDEX liaison_submissions_partner_leases;
-         ALTER TABLE liaison_partners DROP COLUMN rate_tat_us;",
+         ALTER TABLE liaison_partners DROP COLUMN rate_tat_us;
+         DROP TRIGGER liaison_partners_circuit_wake ON liaison_partners;
+         DROP TABLE liaison_roles;
+         ALTER TABLE liaison_partners DROP COLUMN circuit_failures,
+             DROP COLUMN circuit_until, DROP COLUMN circuit_probe;",
         schema.name
     ))
     .await
