@@ -104,6 +104,7 @@ migrations! {
     13, "callback_dismissals", "0013_callback_dismissals.sql";
     14, "impact", "0014_impact.sql";
     15, "alert_notifications", "0015_alert_notifications.sql";
+    18, "state_deltas", "0018_state_deltas.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a
@@ -222,13 +223,25 @@ mod tests {
         }
     }
 
+    /// Versions given to branches being worked on in parallel and not yet
+    /// merged: this branch leaves a gap for them. Empty once they are all in.
+    const RESERVED: &[i64] = &[16, 17];
+
     #[test]
     fn versions_count_from_one_and_file_names_follow_them() {
-        for (index, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version, index as i64 + 1, "{m:?}");
+        let mut expected = 1;
+        for m in MIGRATIONS {
+            while RESERVED.contains(&expected) {
+                expected += 1;
+            }
+            assert_eq!(m.version, expected, "{m:?}");
             assert_eq!(m.file, format!("{:04}_{}.sql", m.version, m.name));
+            expected += 1;
         }
-        assert_eq!(SCHEMA_VERSION, MIGRATIONS.len() as i64);
+        assert_eq!(
+            SCHEMA_VERSION,
+            MIGRATIONS.len() as i64 + RESERVED.len() as i64
+        );
     }
 
     #[test]
