@@ -69,10 +69,10 @@ use super::flow;
 use super::rules::lookup;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter,
-    DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Instance, Lease, ListFilter, NewAlert,
-    NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim, PartnerStats, Pause,
-    PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery,
-    Wakeups,
+    DeliveryLease, Enqueued, FinishedAttempt, HourlyCount, HourlyQuery, Instance, Lease,
+    ListFilter, NewAlert, NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim,
+    PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement,
+    StateChange, StatsQuery, Wakeups,
 };
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
@@ -475,6 +475,19 @@ impl OutboxStore for PostgresStore {
             Utc::now()
         ))?
         .answer(lease.submission.id)
+    }
+
+    async fn complete_batch(
+        &self,
+        finished: Vec<FinishedAttempt>,
+    ) -> Result<Vec<Result<Submission>>> {
+        let answers = write_tx!(self, |db| flow::complete_batch(db, &finished, Utc::now()))?;
+        // Stale results were journaled and committed; now refused.
+        Ok(answers
+            .into_iter()
+            .zip(&finished)
+            .map(|(answer, f)| answer.and_then(|done| done.answer(f.lease.submission.id)))
+            .collect())
     }
 
     async fn transition(&self, id: SubmissionId, change: StateChange) -> Result<Submission> {
