@@ -140,9 +140,33 @@ pub(crate) trait Driver {
         now: DateTime<Utc>,
     ) -> Result<Submission>;
 
+    /// [`Driver::insert_submission`] for several; the rows as stored, in
+    /// the order given (which is their enqueue order). One statement on
+    /// PostgreSQL.
+    async fn insert_submissions(
+        &self,
+        rows: &[(SubmissionId, &ValidSubmission, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Submission>> {
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, valid, due_at) in rows {
+            out.push(self.insert_submission(*id, valid, *due_at, now).await?);
+        }
+        Ok(out)
+    }
+
     /// Index the correlation fields of a submission just inserted, as its
     /// row stores them, so a list can find it by one of them.
     async fn index_correlation(&self, id: SubmissionId) -> Result<()>;
+
+    /// [`Driver::index_correlation`] for several (one statement on
+    /// PostgreSQL).
+    async fn index_correlations(&self, ids: &[SubmissionId]) -> Result<()> {
+        for id in ids {
+            self.index_correlation(*id).await?;
+        }
+        Ok(())
+    }
 
     /// Send a submission under another idempotency key from now on.
     async fn set_idempotency_key(&self, id: SubmissionId, key: &str) -> Result<()>;
@@ -159,6 +183,17 @@ pub(crate) trait Driver {
 
     /// Record a key unless it is recorded already; `true` when recorded.
     async fn insert_key(&self, row: &KeyRow<'_>) -> Result<bool>;
+
+    /// [`Driver::insert_key`] for several, in the order given (of two rows
+    /// with one key, the first is recorded); whether each was recorded.
+    /// One statement on PostgreSQL.
+    async fn insert_keys(&self, rows: &[KeyRow<'_>]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(self.insert_key(row).await?);
+        }
+        Ok(out)
+    }
 
     /// The ledger's row for a key, locked until the transaction ends.
     async fn held_key(&self, partner: &str, key: &str) -> Result<Option<HeldKey>>;

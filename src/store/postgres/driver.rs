@@ -8,7 +8,7 @@
 //! (`FOR UPDATE SKIP LOCKED`). Text cannot hold NUL here: stored texts have
 //! it replaced ([`clean`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -408,6 +408,127 @@ impl Driver for Db<'_> {
         submission_from_row(&row)
     }
 
+    async fn insert_submissions(
+        &self,
+        rows: &[(SubmissionId, &ValidSubmission, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Submission>> {
+        if let [(id, valid, due_at)] = rows {
+            return Ok(vec![
+                self.insert_submission(*id, valid, *due_at, now).await?,
+            ]);
+        }
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = rows.iter().map(|(id, _, _)| sid(*id)).collect();
+        let partners: Vec<&str> = rows.iter().map(|(_, v, _)| v.partner.as_str()).collect();
+        let kinds: Vec<&str> = rows.iter().map(|(_, v, _)| v.kind.as_str()).collect();
+        let payloads: Vec<&str> = rows
+            .iter()
+            .map(|(_, v, _)| v.payload_json.as_str())
+            .collect();
+        let fingerprints: Vec<String> = rows
+            .iter()
+            .map(|(_, v, _)| v.fingerprint.to_hex())
+            .collect();
+        let keys: Vec<&str> = rows
+            .iter()
+            .map(|(_, v, _)| v.idempotency_key.as_str())
+            .collect();
+        let ordering: Vec<Option<&str>> = rows
+            .iter()
+            .map(|(_, v, _)| v.ordering_key.as_deref())
+            .collect();
+        let correlation: Vec<Option<String>> = rows
+            .iter()
+            .map(|(_, v, _)| {
+                (!v.correlation.is_empty()).then(|| serde_json::json!(v.correlation).to_string())
+            })
+            .collect();
+        let values: Vec<Option<i64>> = rows.iter().map(|(_, v, _)| v.business_value).collect();
+        let priorities: Vec<i32> = rows.iter().map(|(_, v, _)| v.priority).collect();
+        let due: Vec<i64> = rows.iter().map(|(_, _, d)| to_millis(*d)).collect();
+        let not_before: Vec<Option<i64>> = rows
+            .iter()
+            .map(|(_, v, _)| v.not_before.map(to_millis))
+            .collect();
+        let currencies: Vec<Option<&str>> = rows
+            .iter()
+            .map(|(_, v, _)| v.currency.map(|c| c.code()))
+            .collect();
+        let deadlines: Vec<Option<i64>> = rows
+            .iter()
+            .map(|(_, v, _)| v.business_deadline.map(to_millis))
+            .collect();
+        // In the order given: `seq` is the enqueue order.
+        let stored = self
+            .query(
+                &format!(
+                    "INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, \
+                     idempotency_key, ordering_key, correlation, business_value, priority, state, \
+                     attempts, due_at, not_before, created_at, updated_at, currency, business_deadline) \
+                     SELECT r.id, r.partner, r.kind, r.payload::json, r.fingerprint, r.key, r.ordering, \
+                            r.correlation::json, r.value, r.priority, 'queued', 0, r.due, r.not_before, \
+                            $15, $15, r.currency, r.deadline \
+                     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                                 $7::text[], $8::text[], $9::bigint[], $10::int[], $11::bigint[], \
+                                 $12::bigint[], $13::text[], $14::bigint[]) WITH ORDINALITY \
+                          AS r(id, partner, kind, payload, fingerprint, key, ordering, correlation, \
+                               value, priority, due, not_before, currency, deadline, ord) \
+                     ORDER BY r.ord RETURNING {SUBMISSION_COLUMNS}"
+                ),
+                &[
+                    &ids,
+                    &partners,
+                    &kinds,
+                    &payloads,
+                    &fingerprints,
+                    &keys,
+                    &ordering,
+                    &correlation,
+                    &values,
+                    &priorities,
+                    &due,
+                    &not_before,
+                    &currencies,
+                    &deadlines,
+                    &to_millis(now),
+                ],
+                "insert submissions",
+            )
+            .await?;
+        let mut by_id = stored
+            .iter()
+            .map(|row| submission_from_row(row).map(|s| (s.id, s)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        rows.iter()
+            .map(|(id, _, _)| {
+                by_id
+                    .remove(id)
+                    .ok_or_else(|| Error::not_found("submission", *id))
+            })
+            .collect()
+    }
+
+    async fn index_correlations(&self, ids: &[SubmissionId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = ids.iter().map(|id| sid(*id)).collect();
+        // As `index_correlation`, for all of them.
+        self.execute(
+            "INSERT INTO liaison_correlations (submission_seq, partner, name, value) \
+             SELECT s.seq, s.partner, j.key, j.value #>> '{}' \
+             FROM liaison_submissions s CROSS JOIN LATERAL json_each(s.correlation) j \
+             WHERE s.id = ANY($1) AND json_typeof(j.value) = 'string'",
+            &[&ids],
+            "index correlation fields",
+        )
+        .await
+        .map(drop)
+    }
+
     async fn index_correlation(&self, id: SubmissionId) -> Result<()> {
         // The same rows migration 10 wrote for the submissions before it.
         self.execute(
@@ -469,6 +590,51 @@ impl Driver for Db<'_> {
             )
             .await?;
         Ok(inserted == 1)
+    }
+
+    async fn insert_keys(&self, rows: &[KeyRow<'_>]) -> Result<Vec<bool>> {
+        if let [one] = rows {
+            return Ok(vec![self.insert_key(one).await?]);
+        }
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Inserted in key order (the first of equal keys first), the same
+        // for every caller, so two batches sharing keys cannot deadlock.
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by(|&a, &b| (rows[a].partner, rows[a].key).cmp(&(rows[b].partner, rows[b].key)));
+        let partners: Vec<&str> = order.iter().map(|&i| rows[i].partner).collect();
+        let keys: Vec<&str> = order.iter().map(|&i| rows[i].key).collect();
+        let fingerprints: Vec<String> = order
+            .iter()
+            .map(|&i| rows[i].fingerprint.to_hex())
+            .collect();
+        let ids: Vec<Uuid> = order.iter().map(|&i| sid(rows[i].submission)).collect();
+        let created: Vec<i64> = order
+            .iter()
+            .map(|&i| to_millis(rows[i].created_at))
+            .collect();
+        let expires: Vec<Option<i64>> = order.iter().map(|&i| rows[i].expires_at).collect();
+        let recorded: HashSet<Uuid> = self
+            .query(
+                "INSERT INTO liaison_idempotency_keys \
+                 (partner, idempotency_key, fingerprint, submission_id, created_at, expires_at) \
+                 SELECT k.partner, k.key, k.fingerprint, k.id, k.created, k.expires \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::bigint[], $6::bigint[]) \
+                      WITH ORDINALITY AS k(partner, key, fingerprint, id, created, expires, ord) \
+                 ORDER BY k.ord \
+                 ON CONFLICT (partner, idempotency_key) DO NOTHING RETURNING submission_id",
+                &[&partners, &keys, &fingerprints, &ids, &created, &expires],
+                "record idempotency keys",
+            )
+            .await?
+            .iter()
+            .map(|row| get(row, 0))
+            .collect::<Result<_>>()?;
+        Ok(rows
+            .iter()
+            .map(|row| recorded.contains(&sid(row.submission)))
+            .collect())
     }
 
     async fn held_key(&self, partner: &str, key: &str) -> Result<Option<HeldKey>> {
