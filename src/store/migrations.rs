@@ -104,7 +104,7 @@ migrations! {
     13, "callback_dismissals", "0013_callback_dismissals.sql";
     14, "impact", "0014_impact.sql";
     15, "alert_notifications", "0015_alert_notifications.sql";
-    18, "state_deltas", "0018_state_deltas.sql";
+    18, "no_hot_rows", "0018_no_hot_rows.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

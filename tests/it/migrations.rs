@@ -42,7 +42,7 @@ const CURRENT: [(i64, &str); 16] = [
     (13, "callback_dismissals"),
     (14, "impact"),
     (15, "alert_notifications"),
-    (18, "state_deltas"),
+    (18, "no_hot_rows"),
 ];
 
 /// Take migration 14 (impact) back out: its columns and indexes, and the

@@ -41,6 +41,7 @@ mod db;
 mod deadlines;
 mod deliveries;
 mod driver;
+mod hints;
 mod instances;
 mod listen;
 mod migrate;
@@ -80,7 +81,9 @@ use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::{Actor, Attempt, Event};
 use crate::model::notification::{AlertNotification, SinkFailure};
-use crate::model::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
+use crate::model::submission::{
+    NewSubmission, Submission, SubmissionId, SubmissionState, ValidSubmission,
+};
 use crate::model::traffic::ExpectedTraffic;
 
 /// The outbox on PostgreSQL: a pool of connections, every write one
@@ -117,6 +120,7 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: Pool,
+    hints: hints::Hints,
     config: PostgresConfig,
     database: String,
     listener: Arc<listen::Listener>,
@@ -158,6 +162,8 @@ impl PostgresStore {
             " -c lock_timeout={}",
             config.lock_timeout.as_millis()
         ));
+        // The store sends its own wake-up hints after commit (`hints`).
+        options.push_str(" -c liaison.quiet=on");
         pg.options(options.trim());
         // With TLS configured, a server that offers none is refused, unless
         // the URL says otherwise (`sslmode=prefer` or `disable`): the
@@ -209,6 +215,7 @@ impl PostgresStore {
         drop(client);
         Ok(PostgresStore {
             inner: Arc::new(Inner {
+                hints: hints::Hints::start(pool.clone()),
                 pool,
                 config,
                 database,
@@ -429,7 +436,10 @@ impl OutboxStore for PostgresStore {
     async fn enqueue_batch(&self, batch: Vec<NewSubmission>) -> Result<Vec<Enqueued>> {
         let valid = self.validate(batch)?;
         let retention = self.inner.config.ledger_retention;
-        write_tx!(self, |db| flow::enqueue(db, &valid, retention, Utc::now()))
+        let enqueued = write_tx!(self, |db| flow::enqueue(db, &valid, retention, Utc::now()))?;
+        let new = enqueued.iter().filter(|e| !e.deduplicated);
+        self.inner.hints.due(new.map(|e| &e.submission), Utc::now());
+        Ok(enqueued)
     }
 
     async fn get(&self, id: SubmissionId) -> Result<Submission> {
@@ -467,14 +477,16 @@ impl OutboxStore for PostgresStore {
         change: StateChange,
     ) -> Result<Submission> {
         // A stale result is journaled and committed, then refused.
-        write_tx!(self, |db| flow::complete(
+        let done = write_tx!(self, |db| flow::complete(
             db,
             lease,
             &report,
             &change,
             Utc::now()
         ))?
-        .answer(lease.submission.id)
+        .answer(lease.submission.id)?;
+        self.inner.hints.due([&done], Utc::now());
+        Ok(done)
     }
 
     async fn complete_batch(
@@ -483,26 +495,34 @@ impl OutboxStore for PostgresStore {
     ) -> Result<Vec<Result<Submission>>> {
         let answers = write_tx!(self, |db| flow::complete_batch(db, &finished, Utc::now()))?;
         // Stale results were journaled and committed; now refused.
-        Ok(answers
+        let answers: Vec<Result<Submission>> = answers
             .into_iter()
             .zip(&finished)
             .map(|(answer, f)| answer.and_then(|done| done.answer(f.lease.submission.id)))
-            .collect())
+            .collect();
+        self.inner
+            .hints
+            .due(answers.iter().filter_map(|a| a.as_ref().ok()), Utc::now());
+        Ok(answers)
     }
 
     async fn transition(&self, id: SubmissionId, change: StateChange) -> Result<Submission> {
-        write_tx!(self, |db| flow::transition(db, id, &change, Utc::now()))
+        let after = write_tx!(self, |db| flow::transition(db, id, &change, Utc::now()))?;
+        self.inner.hints.due([&after], Utc::now());
+        Ok(after)
     }
 
     async fn replay(&self, id: SubmissionId, replay: Replay) -> Result<Submission> {
         let retention = self.inner.config.ledger_retention;
-        write_tx!(self, |db| flow::replay(
+        let after = write_tx!(self, |db| flow::replay(
             db,
             id,
             &replay,
             retention,
             Utc::now()
-        ))
+        ))?;
+        self.inner.hints.due([&after], Utc::now());
+        Ok(after)
     }
 
     async fn note(&self, id: SubmissionId, note: Note) -> Result<()> {
@@ -515,6 +535,9 @@ impl OutboxStore for PostgresStore {
         policy: &ReapPolicy,
     ) -> Result<Vec<Reaped>> {
         let reaped = write_tx!(self, |db| flow::reap(db, now, policy))?;
+        for r in reaped.iter().filter(|r| r.state == SubmissionState::Queued) {
+            self.inner.hints.partner(&r.partner);
+        }
         // The reaper's pass keeps the state-count deltas few, so a health
         // read sums a short list (the fold has its own transaction: it
         // never holds the reaped rows).

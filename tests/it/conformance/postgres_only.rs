@@ -183,7 +183,7 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     // 0003_health, 0004_alerts, 0005_wakeups, 0006_retention,
     // 0007_callback_rows, 0008_results, 0009_deliveries, 0010_lookup,
     // 0011_poison, 0012_silence, 0013_callback_dismissals, 0014_impact,
-    // 0015_alert_notifications, 0018_state_deltas.
+    // 0015_alert_notifications, 0018_no_hot_rows.
     assert_eq!(version, 18);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
@@ -260,7 +260,7 @@ async fn instances_starting_together_migrate_once() {
             (13, "callback_dismissals".to_string()),
             (14, "impact".to_string()),
             (15, "alert_notifications".to_string()),
-            (18, "state_deltas".to_string()),
+            (18, "no_hot_rows".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -721,7 +721,7 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         (13, "callback_dismissals"),
         (14, "impact"),
         (15, "alert_notifications"),
-        (18, "state_deltas"),
+        (18, "no_hot_rows"),
     ]
     .into_iter()
     .map(|(v, n)| {

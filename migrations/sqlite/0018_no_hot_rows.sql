@@ -1,5 +1,5 @@
 -- liaison schema, version 18: one name for the counts by state on both
--- stores (mirrors migrations/postgres/0018_state_deltas.sql).
+-- stores (mirrors migrations/postgres/0018_no_hot_rows.sql).
 --
 -- PostgreSQL stops keeping one shared counter row per (partner, state,
 -- currency) in every transaction: there, statements append deltas that are

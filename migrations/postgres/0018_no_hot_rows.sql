@@ -1,5 +1,6 @@
--- liaison schema for PostgreSQL, version 18: no shared counter row per
--- transaction (mirrors migrations/sqlite/0018_state_deltas.sql).
+-- liaison schema for PostgreSQL, version 18: no shared counter row and no
+-- database-wide notification lock per transaction (mirrors
+-- migrations/sqlite/0018_no_hot_rows.sql).
 --
 -- Until now a trigger deferred to commit added every change to one
 -- liaison_state_counts row per (partner, state, currency), under an
@@ -122,3 +123,18 @@ CREATE VIEW liaison_state_totals AS
           UNION ALL
           SELECT partner, state, currency, n, value FROM liaison_state_deltas) c
     GROUP BY partner, state, currency;
+
+-- The wake-up hint of migration 5 costs every transaction that sends it a
+-- database-wide lock held through its commit (PostgreSQL writes
+-- notifications in commit order), so concurrent enqueues committed one at
+-- a time. The store's own connections set liaison.quiet and send the hints
+-- themselves after commit, a few at a time; a host's transactions
+-- (enqueue_in_transaction) still notify from here.
+DROP TRIGGER liaison_submissions_wake ON liaison_submissions;
+CREATE TRIGGER liaison_submissions_wake
+    AFTER INSERT OR UPDATE OF state, due_at ON liaison_submissions
+    FOR EACH ROW
+    WHEN (NEW.state = 'queued'
+          AND NEW.due_at <= (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
+          AND current_setting('liaison.quiet', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION liaison_wake_submission();
