@@ -33,7 +33,7 @@ fn secret() -> String {
 
 /// The raw loop: reqwest -> axum on loopback, `total` requests answered 202
 /// with a reference, `CONCURRENCY` at a time. Returns requests/s.
-async fn raw_http(total: usize) -> f64 {
+pub(crate) async fn raw_http(total: usize) -> f64 {
     use axum::routing::post;
     let app = axum::Router::new().route(
         "/submit",
@@ -80,7 +80,18 @@ async fn raw_http(total: usize) -> f64 {
 /// One liaison run: `n` submissions to a MockPartner that accepts with 202
 /// and calls back (signed, Standard Webhooks) to liaison's axum callback
 /// router; timed from the engine's start until all are Succeeded.
-async fn liaison_http(ctx: &Ctx, n: usize, rep: usize) -> f64 {
+pub(crate) async fn liaison_http(ctx: &Ctx, n: usize, rep: usize) -> f64 {
+    let dir = ctx.scratch();
+    let store = SqliteStore::open(dir.path().join("liaison.db")).expect("store");
+    liaison_http_on(Arc::new(store), n, rep).await
+}
+
+/// [`liaison_http`] on any store (scenario P4 runs it on PostgreSQL).
+pub(crate) async fn liaison_http_on(
+    store: Arc<dyn liaison::store::OutboxStore>,
+    n: usize,
+    rep: usize,
+) -> f64 {
     let secret = secret();
     let mock = MockPartner::start_with(Behavior::callback_later(
         Duration::ZERO,
@@ -89,8 +100,6 @@ async fn liaison_http(ctx: &Ctx, n: usize, rep: usize) -> f64 {
     .await
     .expect("mock partner");
     mock.set_callback_signing(Some(StandardWebhooks::new(&secret).expect("secret")));
-    let dir = ctx.scratch();
-    let store = SqliteStore::open(dir.path().join("liaison.db")).expect("store");
     let partner = Partner::new(
         "lab",
         HttpJsonAdapter::new(&mock.submit_url()).expect("adapter"),
@@ -101,7 +110,7 @@ async fn liaison_http(ctx: &Ctx, n: usize, rep: usize) -> f64 {
             .expect("matcher"),
     )
     .concurrency(CONCURRENCY);
-    let hub = Liaison::builder(store)
+    let hub = Liaison::builder_arc(store)
         .partner(partner)
         .settings(EngineSettings::default().claim_batch(CONCURRENCY))
         .build()

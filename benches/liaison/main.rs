@@ -15,16 +15,22 @@
 //! - `LIAISON_BENCH_REPS`: repetitions, medians are reported (default 3);
 //! - `LIAISON_BENCH_BIG`: size of the history / backlog of scenarios 7-9
 //!   (default 100000; the full size is 1000000);
-//! - `LIAISON_BENCH_ONLY`: comma-separated scenario numbers to run (default all);
+//! - `LIAISON_BENCH_ONLY`: comma-separated scenarios to run (default all):
+//!   numbers, and `P1`-`P4` (or `P` for all four) for PostgreSQL;
 //! - `LIAISON_BENCH_DIR`: where databases go (default `target/liaison-bench`;
 //!   must be a real disk, not tmpfs, or `synchronous` means nothing). Seeded
 //!   databases of scenarios 7-9 are kept there and reused between runs;
-//! - `LIAISON_BENCH_DRAIN_SECS`: how long scenario 9 drains (default 20).
+//! - `LIAISON_BENCH_DRAIN_SECS`: how long scenario 9 drains (default 20);
+//! - `LIAISON_BENCH_PG_URL`: a PostgreSQL server for scenarios P1-P4 (built
+//!   with `--features mock,http,postgres`; skipped with a notice without it);
+//! - `LIAISON_BENCH_PG_DRAIN`: submissions P3 drains (default 20000).
 
 mod callbacks;
 mod dispatch;
 mod enqueue;
 mod history;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod raw;
 mod report;
 
@@ -121,10 +127,19 @@ fn main() {
         dir,
         drain_secs: env_usize("LIAISON_BENCH_DRAIN_SECS", 20).max(1) as u64,
     };
-    let only: Option<Vec<u32>> = std::env::var("LIAISON_BENCH_ONLY")
-        .ok()
-        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect());
-    let wanted = |s: u32| only.as_ref().is_none_or(|o| o.contains(&s));
+    let only: Option<Vec<String>> = std::env::var("LIAISON_BENCH_ONLY").ok().map(|v| {
+        v.split(',')
+            .map(|s| s.trim().to_ascii_uppercase())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    let wanted_name = |name: &str| {
+        only.as_ref().is_none_or(|o| {
+            o.iter()
+                .any(|s| s == name || (s == "P" && name.starts_with('P')))
+        })
+    };
+    let wanted = |s: u32| wanted_name(&s.to_string());
     // `cargo bench` passes `--bench`; a filter argument selects scenarios too.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -155,6 +170,10 @@ fn main() {
         }
         if wanted(8) {
             history::ops_queries(&ctx).await;
+        }
+        #[cfg(feature = "postgres")]
+        if ["P1", "P2", "P3", "P4"].iter().any(|p| wanted_name(p)) {
+            postgres::run(&ctx, &wanted_name).await;
         }
     });
     drop(runtime);

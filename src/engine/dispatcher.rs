@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::circuit::{self, Admit, CircuitState, CircuitView, Signal};
+use super::completer::Completer;
 use super::partner_config::Partner;
 use crate::model::event::{Actor, AttemptOutcome, EventKind};
 use crate::model::submission::{Submission, SubmissionState};
@@ -79,6 +80,7 @@ pub(crate) async fn run_partner(
     shared: Arc<Shared>,
     rt: Arc<PartnerRuntime>,
     instance: Arc<str>,
+    completer: Completer,
     stop: CancellationToken,
     abandon: CancellationToken,
     attempts: TaskTracker,
@@ -236,6 +238,7 @@ pub(crate) async fn run_partner(
             attempts.spawn(run_attempt(
                 Arc::clone(&shared),
                 Arc::clone(&rt),
+                completer.clone(),
                 lease,
                 permit,
                 abandon.clone(),
@@ -301,6 +304,7 @@ fn gather_target(shared: &Shared, rt: &PartnerRuntime) -> usize {
 async fn run_attempt(
     shared: Arc<Shared>,
     rt: Arc<PartnerRuntime>,
+    completer: Completer,
     lease: Lease,
     permit: OwnedSemaphorePermit,
     abandon: CancellationToken,
@@ -370,7 +374,7 @@ async fn run_attempt(
             "attempt finished"
         );
         let dead_lettered = change.target == SubmissionState::DeadLettered;
-        if record(&shared, &lease, report, change).await
+        if record(&completer, &lease, report, change).await
             && dead_lettered
             && rt.config.dead_letter_blocks_ordering
         {
@@ -501,17 +505,17 @@ async fn journal_held(shared: &Shared, submission: &Submission) {
     }
 }
 
-/// Store an attempt's result; `true` when it was applied. A stale lease
+/// Store an attempt's result (through the completer, in a batch with the
+/// results finishing alongside); `true` when it was applied. A stale lease
 /// means the work was taken over (our lease expired): the store journaled it
 /// and nothing else is to do.
 async fn record(
-    shared: &Shared,
+    completer: &Completer,
     lease: &Lease,
     report: AttemptReport,
     change: StateChange,
 ) -> bool {
-    match shared
-        .store
+    match completer
         .complete(lease, report.clone(), change.clone())
         .await
     {
@@ -529,7 +533,7 @@ async fn record(
             let mut change = change;
             change.external_ref = None;
             change.data = Some(json!({ "rejected_external_ref": e.to_string() }));
-            match shared.store.complete(lease, report, change).await {
+            match completer.complete(lease, report, change).await {
                 Ok(_) => true,
                 Err(e) => {
                     tracing::error!(error = %e, "recording the attempt failed; the lease will expire and the work be retried");

@@ -9,6 +9,7 @@
 
 mod alerting;
 mod circuit;
+mod completer;
 mod deadlines;
 mod dispatcher;
 mod health;
@@ -43,6 +44,7 @@ use crate::model::submission::{NewSubmission, SubmissionState};
 use crate::ops::alerts::{AlertSink, Ownership};
 use crate::store::{Enqueued, ListFilter, OutboxStore};
 
+use self::completer::Completer;
 use self::dispatcher::PartnerRuntime;
 
 pub(crate) use crate::store::common::saturating_after;
@@ -574,12 +576,15 @@ impl Liaison {
         );
         let instance_id = instance.id.clone();
         let me: Arc<str> = Arc::from(instance_id.as_str());
+        // Ends once the dispatchers and their attempts are done.
+        let (completer, completing) = Completer::start(Arc::clone(&self.shared.store));
         let mut loops = Vec::new();
         for runtime in self.shared.partners.values() {
             loops.push(tokio::spawn(dispatcher::run_partner(
                 Arc::clone(&self.shared),
                 Arc::clone(runtime),
                 Arc::clone(&me),
+                completer.clone(),
                 stop_claiming.clone(),
                 abandon.clone(),
                 attempts.clone(),
@@ -621,11 +626,13 @@ impl Liaison {
                 stop_claiming.clone(),
             )));
         }
+        drop(completer);
         Handle {
             liaison: self.clone(),
             stop_claiming,
             abandon,
             attempts,
+            completing,
             loops,
             instance_id,
             stop_beating,
@@ -679,6 +686,8 @@ pub struct Handle {
     stop_claiming: CancellationToken,
     abandon: CancellationToken,
     attempts: TaskTracker,
+    /// The completer's task: it ends after the last attempt recorded.
+    completing: JoinHandle<()>,
     loops: Vec<JoinHandle<()>>,
     instance_id: String,
     stop_beating: CancellationToken,
@@ -727,6 +736,8 @@ impl Handle {
             self.abandon.cancel();
             self.attempts.wait().await;
         }
+        // Every attempt is done, so is every sender of the completer.
+        let _ = self.completing.await;
         self.stop_beating.cancel();
         let _ = self.heartbeat.await;
         if let Err(error) = self

@@ -58,9 +58,29 @@ pub(crate) trait Driver {
     /// A submission and its lease token, locked until the transaction ends.
     async fn lock_submission(&self, id: SubmissionId) -> Result<Option<Locked>>;
 
+    /// [`Driver::lock_submission`] for several (distinct) submissions, in
+    /// any order; missing ones are left out. PostgreSQL locks them in id
+    /// order, one statement, so two such calls cannot deadlock.
+    async fn lock_submissions(&self, ids: &[SubmissionId]) -> Result<Vec<Locked>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.lock_submission(*id).await?);
+        }
+        Ok(out)
+    }
+
     /// Serialize with everything else recording or matching this partner
     /// reference until the transaction ends.
     async fn lock_reference(&self, _partner: &str, _reference: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// [`Driver::lock_reference`] for several `(partner, reference)`
+    /// pairs (PostgreSQL: one statement, in one order for every caller).
+    async fn lock_references(&self, references: &[(&str, &str)]) -> Result<()> {
+        for (partner, reference) in references {
+            self.lock_reference(partner, reference).await?;
+        }
         Ok(())
     }
 
@@ -72,13 +92,46 @@ pub(crate) trait Driver {
         except: SubmissionId,
     ) -> Result<Option<SubmissionId>>;
 
+    /// For each `(partner, reference, except)`, another submission of the
+    /// partner that holds the reference, if any (in the order given). One
+    /// statement on PostgreSQL.
+    async fn reference_holders(
+        &self,
+        wanted: &[(&str, &str, SubmissionId)],
+    ) -> Result<Vec<Option<SubmissionId>>> {
+        let mut out = Vec::with_capacity(wanted.len());
+        for (partner, reference, except) in wanted {
+            out.push(self.reference_holder(partner, reference, *except).await?);
+        }
+        Ok(out)
+    }
+
     /// Write a state change (and clear the lease); the row as it is after.
     /// A reference that turns out to be taken is
     /// [`crate::Error::ReferenceTaken`].
     async fn write_state(&self, write: &StateWrite) -> Result<Submission>;
 
+    /// [`Driver::write_state`] for several (distinct) submissions; the rows
+    /// as they are after, in the order given. One statement on PostgreSQL.
+    async fn write_states(&self, writes: &[StateWrite]) -> Result<Vec<Submission>> {
+        let mut out = Vec::with_capacity(writes.len());
+        for write in writes {
+            out.push(self.write_state(write).await?);
+        }
+        Ok(out)
+    }
+
     /// Append one timeline line (the caller has checked its data).
     async fn append_event(&self, event: &NewEvent) -> Result<()>;
+
+    /// Append timeline lines in this order (the caller has checked their
+    /// data). One statement on PostgreSQL.
+    async fn append_events(&self, events: &[NewEvent]) -> Result<()> {
+        for event in events {
+            self.append_event(event).await?;
+        }
+        Ok(())
+    }
 
     /// Insert a new, queued submission; the row as stored.
     async fn insert_submission(
@@ -89,9 +142,33 @@ pub(crate) trait Driver {
         now: DateTime<Utc>,
     ) -> Result<Submission>;
 
+    /// [`Driver::insert_submission`] for several; the rows as stored, in
+    /// the order given (which is their enqueue order). One statement on
+    /// PostgreSQL.
+    async fn insert_submissions(
+        &self,
+        rows: &[(SubmissionId, &ValidSubmission, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Submission>> {
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, valid, due_at) in rows {
+            out.push(self.insert_submission(*id, valid, *due_at, now).await?);
+        }
+        Ok(out)
+    }
+
     /// Index the correlation fields of a submission just inserted, as its
     /// row stores them, so a list can find it by one of them.
     async fn index_correlation(&self, id: SubmissionId) -> Result<()>;
+
+    /// [`Driver::index_correlation`] for several (one statement on
+    /// PostgreSQL).
+    async fn index_correlations(&self, ids: &[SubmissionId]) -> Result<()> {
+        for id in ids {
+            self.index_correlation(*id).await?;
+        }
+        Ok(())
+    }
 
     /// Send a submission under another idempotency key from now on.
     async fn set_idempotency_key(&self, id: SubmissionId, key: &str) -> Result<()>;
@@ -108,6 +185,17 @@ pub(crate) trait Driver {
 
     /// Record a key unless it is recorded already; `true` when recorded.
     async fn insert_key(&self, row: &KeyRow<'_>) -> Result<bool>;
+
+    /// [`Driver::insert_key`] for several, in the order given (of two rows
+    /// with one key, the first is recorded); whether each was recorded.
+    /// One statement on PostgreSQL.
+    async fn insert_keys(&self, rows: &[KeyRow<'_>]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(self.insert_key(row).await?);
+        }
+        Ok(out)
+    }
 
     /// The ledger's row for a key, locked until the transaction ends.
     async fn held_key(&self, partner: &str, key: &str) -> Result<Option<HeldKey>>;
@@ -127,22 +215,21 @@ pub(crate) trait Driver {
         blocking: &[SubmissionState],
     ) -> Result<Vec<SubmissionId>>;
 
-    /// Put a queued submission in flight under `token`, counting the
-    /// attempt; `None` when it is no longer queued.
+    /// Put queued submissions in flight, each under its token, counting
+    /// the attempt; the rows as they are after, in the order given, leaving
+    /// out those no longer queued. One statement on PostgreSQL.
     async fn mark_claimed(
         &self,
-        id: SubmissionId,
-        token: LeaseToken,
+        claims: &[(SubmissionId, LeaseToken)],
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Option<Submission>>;
+    ) -> Result<Vec<Submission>>;
 
-    /// Record the start of attempt `number` under `token`.
-    async fn start_attempt(
+    /// Record the start of each attempt `(submission, number, token)`. One
+    /// statement on PostgreSQL.
+    async fn start_attempts(
         &self,
-        id: SubmissionId,
-        number: u32,
-        token: LeaseToken,
+        attempts: &[(SubmissionId, u32, LeaseToken)],
         now: DateTime<Utc>,
     ) -> Result<()>;
 
@@ -153,6 +240,18 @@ pub(crate) trait Driver {
         token: LeaseToken,
         report: &AttemptReport,
     ) -> Result<()>;
+
+    /// [`Driver::finish_attempt`] for several attempts (one statement on
+    /// PostgreSQL).
+    async fn finish_attempts(
+        &self,
+        ends: &[(SubmissionId, LeaseToken, &AttemptReport)],
+    ) -> Result<()> {
+        for (id, token, report) in ends {
+            self.finish_attempt(*id, *token, report).await?;
+        }
+        Ok(())
+    }
 
     /// Work in flight whose lease ended at or before `now`, earliest first,
     /// at most `limit`, locked (rows another transaction holds are skipped).
@@ -240,6 +339,19 @@ pub(crate) trait Driver {
         submission: &Submission,
         now: DateTime<Utc>,
     ) -> Result<()>;
+
+    /// [`Driver::insert_delivery`] for several submissions just written
+    /// (one statement on PostgreSQL).
+    async fn insert_deliveries(
+        &self,
+        deliveries: &[(DeliveryId, &Submission)],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        for (id, submission) in deliveries {
+            self.insert_delivery(*id, submission, now).await?;
+        }
+        Ok(())
+    }
 
     /// Ids of due, pending deliveries of `claim.partners` whose lease (if
     /// any) ended, oldest first, at most `claim.limit`, leaving out those

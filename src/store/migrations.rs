@@ -106,6 +106,7 @@ migrations! {
     15, "alert_notifications", "0015_alert_notifications.sql";
     16, "partner_limits", "0016_partner_limits.sql";
     17, "shared_circuit", "0017_shared_circuit.sql";
+    18, "no_hot_rows", "0018_no_hot_rows.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

@@ -34,8 +34,8 @@ pub use stats_types::{
 };
 pub use types::{
     AttemptReport, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter, DeliveryLease,
-    Enqueued, Lease, LeaseToken, ListFilter, Note, OverdueClaim, Pause, PurgeCutoffs, PurgeReport,
-    Replay, StateChange,
+    Enqueued, FinishedAttempt, Lease, LeaseToken, ListFilter, Note, OverdueClaim, Pause,
+    PurgeCutoffs, PurgeReport, Replay, StateChange,
 };
 pub use wake::{Wake, Wakeups};
 
@@ -178,6 +178,23 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
         report: AttemptReport,
         change: StateChange,
     ) -> Result<Submission>;
+
+    /// Record several finished attempts in one transaction: each exactly as
+    /// [`OutboxStore::complete`] would (its answer, in input order, is what
+    /// `complete` would have returned: the submission after, or
+    /// [`crate::Error::StaleLease`], [`crate::Error::ReferenceTaken`],
+    /// [`crate::Error::InvalidTransition`], [`crate::Error::NotFound`]; an
+    /// item refused this way changes nothing, a stale one is journaled).
+    /// The engine records what its attempts finish this way, a batch at a
+    /// time, so a busy partner's results cost one transaction, not one each.
+    ///
+    /// Several attempts of one submission are applied in input order. An
+    /// error of the whole call (storage, a lost connection) records none
+    /// of them; recording each with `complete` then tells which fails.
+    async fn complete_batch(
+        &self,
+        finished: Vec<FinishedAttempt>,
+    ) -> Result<Vec<Result<Submission>>>;
 
     /// Apply a state change that no lease governs (deadline passed, result
     /// received, replay, manual resolution, cancel). Refused with

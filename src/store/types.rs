@@ -120,6 +120,32 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
+/// One finished attempt to record with [`super::OutboxStore::complete_batch`]:
+/// the lease it ran under, how it ended, and the state change it leads to
+/// (what [`super::OutboxStore::complete`] takes).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct FinishedAttempt {
+    /// The lease the attempt ran under.
+    pub lease: Lease,
+    /// How the attempt ended.
+    pub report: AttemptReport,
+    /// The state change it leads to.
+    pub change: StateChange,
+}
+
+impl FinishedAttempt {
+    /// An attempt under `lease` that ended as `report` says and leads to
+    /// `change`.
+    pub fn new(lease: Lease, report: AttemptReport, change: StateChange) -> Self {
+        FinishedAttempt {
+            lease,
+            report,
+            change,
+        }
+    }
+}
+
 /// How an attempt ended, as the worker reports it.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

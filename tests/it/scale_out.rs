@@ -555,8 +555,17 @@ async fn without_notifications_polling_still_finds_the_work() {
         .unwrap();
     let handle = worker.start();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Enqueued in a host's transaction: only the (disabled) trigger would
+    // notify; a store sends hints for its own enqueues only.
     let other = schema.open(Default::default()).await;
-    enqueue_all(&other, 20).await;
+    let mut host = client(&schema.url).await;
+    let tx = host.transaction().await.unwrap();
+    let batch = (0..20).map(|i| claim("lab", i)).collect();
+    other
+        .enqueue_batch_in_transaction(&tx, batch)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
     eventually("work found by polling", Duration::from_secs(60), || async {
         count(&other, SubmissionState::Succeeded).await == 20
     })

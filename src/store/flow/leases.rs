@@ -1,16 +1,23 @@
 //! Claims, results under a lease, and reaping leases that ended.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 
-use super::journal;
 use super::submissions::apply_change;
+use super::{journal, journal_all};
 use crate::error::{Error, Result};
+use crate::model::delivery::DeliveryId;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
-use crate::store::driver::Driver;
+use crate::store::driver::{Driver, Locked};
+use crate::store::rules::callbacks as callback_rules;
+use crate::store::rules::delivery as deliveries;
 use crate::store::rules::lease as rules;
 use crate::store::rules::limits;
+use crate::store::rules::{NewEvent, transition};
 use crate::store::{
-    AttemptReport, ClaimRequest, Claimed, Lease, LeaseToken, ReapPolicy, Reaped, StateChange,
+    AttemptReport, ClaimRequest, Claimed, FinishedAttempt, Lease, LeaseToken, ReapPolicy, Reaped,
+    StateChange,
 };
 
 /// Claim due work of one partner under fresh leases, within the limits the
@@ -57,23 +64,41 @@ async fn claim_due<D: Driver>(d: &D, request: &ClaimRequest) -> Result<Vec<Lease
     }
     let blocking = rules::blocking_states(request.dead_letter_blocks_ordering);
     let ids = d.due(request, blocking).await?;
-    let expires_at = request.lease_end();
-    let mut leases = Vec::with_capacity(ids.len());
-    for id in ids {
-        let token = LeaseToken::fresh();
-        let Some(submission) = d.mark_claimed(id, token, expires_at, request.now).await? else {
-            continue;
-        };
-        let attempt = submission.attempts;
-        d.start_attempt(id, attempt, token, request.now).await?;
-        journal(d, &rules::claimed(id, attempt, token, request.now)).await?;
-        leases.push(Lease {
-            submission,
-            token,
-            attempt,
-            expires_at,
-        });
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
+    // The whole batch in a constant number of statements: put in flight,
+    // start the attempts, journal the claims.
+    let expires_at = request.lease_end();
+    let claims: Vec<(SubmissionId, LeaseToken)> = ids
+        .into_iter()
+        .map(|id| (id, LeaseToken::fresh()))
+        .collect();
+    let tokens: HashMap<SubmissionId, LeaseToken> = claims.iter().copied().collect();
+    let leases: Vec<Lease> = d
+        .mark_claimed(&claims, expires_at, request.now)
+        .await?
+        .into_iter()
+        .filter_map(|submission| {
+            let token = *tokens.get(&submission.id)?;
+            Some(Lease {
+                attempt: submission.attempts,
+                submission,
+                token,
+                expires_at,
+            })
+        })
+        .collect();
+    let attempts: Vec<(SubmissionId, u32, LeaseToken)> = leases
+        .iter()
+        .map(|l| (l.submission.id, l.attempt, l.token))
+        .collect();
+    d.start_attempts(&attempts, request.now).await?;
+    let events: Vec<NewEvent> = leases
+        .iter()
+        .map(|l| rules::claimed(l.submission.id, l.attempt, l.token, request.now))
+        .collect();
+    journal_all(d, &events).await?;
     Ok(leases)
 }
 
@@ -133,6 +158,196 @@ pub(crate) async fn complete<D: Driver>(
     #[cfg(feature = "failpoints")]
     fail::fail_point!("liaison::complete::before_commit");
     Ok(Completion::Applied(Box::new(applied)))
+}
+
+/// Record finished attempts in the caller's transaction, each as
+/// [`complete`] decides it, with one statement per kind of change for the
+/// whole batch: lock the references and rows, decide each
+/// ([`rules::complete`]), check references, then finish the attempts, write
+/// the states, journal, record deliveries. Answers in input order; an item
+/// refused by the rules (or whose row is gone) writes nothing. Several
+/// attempts of one submission are applied one round after the other, in
+/// input order, each round seeing the one before.
+pub(crate) async fn complete_batch<D: Driver>(
+    d: &D,
+    items: &[FinishedAttempt],
+    now: DateTime<Utc>,
+) -> Result<Vec<Result<Completion>>> {
+    let mut answers: Vec<(usize, Result<Completion>)> = Vec::with_capacity(items.len());
+    let mut pending: Vec<usize> = (0..items.len()).collect();
+    while !pending.is_empty() {
+        let mut seen = HashSet::new();
+        let (round, later): (Vec<usize>, Vec<usize>) = pending
+            .into_iter()
+            .partition(|&i| seen.insert(items[i].lease.submission.id));
+        answers.extend(complete_round(d, items, &round, now).await?);
+        pending = later;
+    }
+    answers.sort_by_key(|(i, _)| *i);
+    // Reliability tests: the results are written, their transaction not
+    // committed.
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("liaison::complete::before_commit");
+    Ok(answers.into_iter().map(|(_, answer)| answer).collect())
+}
+
+/// One round of [`complete_batch`]: `round` indexes items of distinct
+/// submissions.
+async fn complete_round<D: Driver>(
+    d: &D,
+    items: &[FinishedAttempt],
+    round: &[usize],
+    now: DateTime<Utc>,
+) -> Result<Vec<(usize, Result<Completion>)>> {
+    let mut answers = Vec::with_capacity(round.len());
+    // References first, then rows: the order every writer locks in.
+    let references: Vec<(&str, &str)> = round
+        .iter()
+        .filter_map(|&i| {
+            let item = &items[i];
+            let reference = item.change.external_ref.as_deref()?;
+            Some((item.lease.submission.partner.as_str(), reference))
+        })
+        .collect();
+    d.lock_references(&references).await?;
+    let ids: Vec<SubmissionId> = round
+        .iter()
+        .map(|&i| items[i].lease.submission.id)
+        .collect();
+    let mut rows: HashMap<SubmissionId, Locked> = d
+        .lock_submissions(&ids)
+        .await?
+        .into_iter()
+        .map(|l| (l.submission.id, l))
+        .collect();
+
+    // Decide each.
+    let mut events = Vec::new();
+    let mut applies: Vec<(usize, Locked, StateChange)> = Vec::new();
+    for &i in round {
+        let item = &items[i];
+        let id = item.lease.submission.id;
+        let Some(locked) = rows.remove(&id) else {
+            answers.push((i, Err(Error::not_found("submission", id))));
+            continue;
+        };
+        match rules::complete(
+            &locked.submission,
+            locked.lease,
+            &item.lease,
+            &item.report,
+            &item.change,
+            now,
+        ) {
+            Err(e) => answers.push((i, Err(e))),
+            Ok(rules::Completion::Stale(event)) => {
+                events.push(event);
+                answers.push((i, Ok(Completion::Stale)));
+            }
+            Ok(rules::Completion::Apply(change)) => applies.push((i, locked, change)),
+        }
+    }
+
+    // A reference another submission holds (or an earlier item of this
+    // batch takes) refuses its item, as `apply_change` does one at a time.
+    let wanted: Vec<(&str, &str, SubmissionId)> = applies
+        .iter()
+        .filter_map(|(_, locked, change)| {
+            let reference = change.external_ref.as_deref()?;
+            Some((
+                locked.submission.partner.as_str(),
+                reference,
+                locked.submission.id,
+            ))
+        })
+        .collect();
+    let mut holders = d.reference_holders(&wanted).await?.into_iter();
+    let mut taken: HashMap<(String, String), SubmissionId> = HashMap::new();
+    let mut kept = Vec::with_capacity(applies.len());
+    for (i, locked, change) in applies {
+        if let Some(reference) = &change.external_ref {
+            let partner = &locked.submission.partner;
+            let key = (partner.clone(), reference.clone());
+            let holder = holders
+                .next()
+                .flatten()
+                .or_else(|| taken.get(&key).copied());
+            if let Some(holder) = holder {
+                answers.push((
+                    i,
+                    Err(transition::reference_taken(
+                        partner,
+                        reference,
+                        Some(holder),
+                    )),
+                ));
+                continue;
+            }
+            taken.insert(key, locked.submission.id);
+        }
+        kept.push((i, locked, change));
+    }
+
+    // Write: attempts, states, timeline, deliveries.
+    let ends: Vec<(SubmissionId, LeaseToken, &AttemptReport)> = kept
+        .iter()
+        .map(|(i, locked, _)| {
+            (
+                locked.submission.id,
+                items[*i].lease.token,
+                &items[*i].report,
+            )
+        })
+        .collect();
+    d.finish_attempts(&ends).await?;
+    let mut writes = Vec::with_capacity(kept.len());
+    for (_, locked, change) in &kept {
+        let (write, event) = transition::apply(&locked.submission, change, now);
+        writes.push(write);
+        events.push(event);
+        events.extend(transition::result_not_kept(&locked.submission, change, now));
+    }
+    let updated = d.write_states(&writes).await?;
+    journal_all(d, &events).await?;
+    let deliveries: Vec<(DeliveryId, &Submission)> = kept
+        .iter()
+        .zip(&updated)
+        .filter(|((_, locked, _), after)| {
+            deliveries::finishes(locked.submission.state, after.state)
+        })
+        .map(|(_, after)| (DeliveryId::new(), after))
+        .collect();
+    d.insert_deliveries(&deliveries, now).await?;
+
+    // Callbacks that arrived before these results were recorded can match
+    // now: one look per partner, and a rematch only where some wait.
+    let mut waiting_partners = HashSet::new();
+    let mut by_partner: HashMap<&str, Vec<String>> = HashMap::new();
+    for after in updated
+        .iter()
+        .filter(|s| s.state != SubmissionState::Queued)
+    {
+        by_partner
+            .entry(after.partner.as_str())
+            .or_default()
+            .extend(callback_rules::references(after));
+    }
+    for (partner, references) in &by_partner {
+        if !d.waiting_callbacks(partner, references).await?.is_empty() {
+            waiting_partners.insert(partner.to_string());
+        }
+    }
+    for ((i, _, _), after) in kept.iter().zip(updated) {
+        let after = if after.state != SubmissionState::Queued
+            && waiting_partners.contains(&after.partner)
+        {
+            super::callbacks::rematch(d, &after, now).await?
+        } else {
+            after
+        };
+        answers.push((*i, Ok(Completion::Applied(Box::new(after)))));
+    }
+    Ok(answers)
 }
 
 /// Close the attempt of each lease that ended and return its work to the

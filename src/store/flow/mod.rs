@@ -12,7 +12,7 @@ pub(crate) use callbacks::{dismiss as dismiss_callback, settle};
 pub(crate) use deliveries::{
     claim as claim_deliveries, finish as finish_delivery, rerun as rerun_delivery,
 };
-pub(crate) use leases::{claim, complete, reap};
+pub(crate) use leases::{claim, complete, complete_batch, reap};
 pub(crate) use shared::{circuit_step, claim_role, release_role};
 pub(crate) use submissions::{defer_deadline, enqueue, note, replay, transition};
 
@@ -26,4 +26,14 @@ async fn journal<D: Driver>(d: &D, event: &NewEvent) -> Result<()> {
         crate::model::submission::check_depth("data", data)?;
     }
     d.append_event(event).await
+}
+
+/// Append timeline lines, in order, whose data the store can read back.
+async fn journal_all<D: Driver>(d: &D, events: &[NewEvent]) -> Result<()> {
+    for event in events {
+        if let Some(data) = &event.data {
+            crate::model::submission::check_depth("data", data)?;
+        }
+    }
+    d.append_events(events).await
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::journal;
+use super::{journal, journal_all};
 use crate::error::{Error, Result};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 use crate::store::driver::Driver;
@@ -17,18 +17,89 @@ use crate::store::{Enqueued, Note, Replay, StateChange};
 const LEDGER_ROUNDS: usize = 8;
 
 /// Enqueue validated submissions, all of them or (when the caller rolls
-/// back on an error) none.
+/// back on an error) none, in input order.
+///
+/// A batch records its keys in one statement; each run of items whose key
+/// was new is written with one statement per table (submissions,
+/// correlations, timeline). An item whose key was held already (by earlier
+/// work, or by an earlier item of the batch) goes the one-at-a-time way,
+/// in its place, so enqueue order is input order and each item sees the
+/// ones before it, as if they had been enqueued one by one.
 pub(crate) async fn enqueue<D: Driver>(
     d: &D,
     batch: &[ValidSubmission],
     retention: Option<Duration>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Enqueued>> {
+    let ids: Vec<SubmissionId> = batch.iter().map(|_| SubmissionId::new()).collect();
+    if let ([valid], [id]) = (batch, ids.as_slice()) {
+        return Ok(vec![enqueue_one(d, valid, *id, retention, now).await?]);
+    }
+    let keys: Vec<KeyRow<'_>> = batch
+        .iter()
+        .zip(&ids)
+        .map(|(valid, id)| key_row(valid, *id, now, retention))
+        .collect();
+    let won = d.insert_keys(&keys).await?;
     let mut out = Vec::with_capacity(batch.len());
-    for valid in batch {
-        out.push(enqueue_one(d, valid, retention, now).await?);
+    let mut i = 0;
+    while i < batch.len() {
+        if !won.get(i).copied().unwrap_or(false) {
+            out.push(enqueue_one(d, &batch[i], ids[i], retention, now).await?);
+            i += 1;
+            continue;
+        }
+        let run = won[i..].iter().take_while(|w| **w).count();
+        let created = insert_won(d, &batch[i..i + run], &ids[i..i + run], now).await?;
+        out.extend(created.into_iter().map(|submission| Enqueued {
+            submission,
+            deduplicated: false,
+        }));
+        i += run;
     }
     Ok(out)
+}
+
+fn key_row(
+    valid: &ValidSubmission,
+    id: SubmissionId,
+    now: DateTime<Utc>,
+    retention: Option<Duration>,
+) -> KeyRow<'_> {
+    KeyRow::new(
+        &valid.partner,
+        &valid.idempotency_key,
+        &valid.fingerprint,
+        id,
+        now,
+        retention,
+    )
+}
+
+/// Write the submissions whose keys this transaction just recorded (under
+/// `ids`): rows, correlation index, `enqueued` lines.
+async fn insert_won<D: Driver>(
+    d: &D,
+    batch: &[ValidSubmission],
+    ids: &[SubmissionId],
+    now: DateTime<Utc>,
+) -> Result<Vec<Submission>> {
+    let rows: Vec<(SubmissionId, &ValidSubmission, DateTime<Utc>)> = batch
+        .iter()
+        .zip(ids)
+        .map(|(valid, id)| (*id, valid, ledger::first_due(valid, now)))
+        .collect();
+    let created = d.insert_submissions(&rows, now).await?;
+    let correlated: Vec<SubmissionId> = batch
+        .iter()
+        .zip(ids)
+        .filter(|(valid, _)| !valid.correlation.is_empty())
+        .map(|(_, id)| *id)
+        .collect();
+    d.index_correlations(&correlated).await?;
+    let events: Vec<NewEvent> = ids.iter().map(|id| ledger::enqueued(*id, now)).collect();
+    journal_all(d, &events).await?;
+    Ok(created)
 }
 
 /// The ledger decides: the insert that wins the key (partner, key) creates
@@ -38,18 +109,11 @@ pub(crate) async fn enqueue<D: Driver>(
 async fn enqueue_one<D: Driver>(
     d: &D,
     valid: &ValidSubmission,
+    id: SubmissionId,
     retention: Option<Duration>,
     now: DateTime<Utc>,
 ) -> Result<Enqueued> {
-    let id = SubmissionId::new();
-    let key = KeyRow::new(
-        &valid.partner,
-        &valid.idempotency_key,
-        &valid.fingerprint,
-        id,
-        now,
-        retention,
-    );
+    let key = key_row(valid, id, now, retention);
     for _ in 0..LEDGER_ROUNDS {
         if d.insert_key(&key).await? {
             let due_at = ledger::first_due(valid, now);

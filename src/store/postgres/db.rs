@@ -155,8 +155,9 @@ pub(super) enum LockClass {
     CallbackBody = 0x6C69_0002,
     /// Recording or matching one partner reference.
     PartnerRef = 0x6C69_0003,
-    // 0x6C69_0004 is taken by the state-count trigger of migration 0003
-    // (one partner's counters change one transaction at a time).
+    // 0x6C69_0004 is taken by the state-count fold of migration 0018 (one
+    // fold at a time per schema; migrations 3 to 15 used it for a
+    // per-partner counter lock).
 }
 
 /// Map a driver error to the crate's error, keeping it as the source.

@@ -8,6 +8,8 @@
 //! (`FOR UPDATE SKIP LOCKED`). Text cannot hold NUL here: stored texts have
 //! it replaced ([`clean`]).
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
@@ -93,6 +95,80 @@ impl Driver for Db<'_> {
         .transpose()
     }
 
+    async fn lock_submissions(&self, ids: &[SubmissionId]) -> Result<Vec<Locked>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = ids.iter().map(|id| sid(*id)).collect();
+        // In id order: two batches lock their common rows in one order.
+        self.query(
+            &format!(
+                "SELECT {SUBMISSION_COLUMNS}, lease_token, lease_expiries FROM liaison_submissions \
+                 WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+            ),
+            &[&ids],
+            "lock submissions",
+        )
+        .await?
+        .iter()
+        .map(locked)
+        .collect()
+    }
+
+    async fn lock_references(&self, references: &[(&str, &str)]) -> Result<()> {
+        if references.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = references
+            .iter()
+            .map(|(p, r)| clean(&ref_key(p, r)).into_owned())
+            .collect();
+        // Taken in the order of their hashed keys, the same for every
+        // caller, so two batches cannot deadlock on them.
+        self.query(
+            "SELECT pg_advisory_xact_lock($1, h) FROM \
+             (SELECT DISTINCT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY 1) AS keys",
+            &[&(LockClass::PartnerRef as i32), &keys],
+            "take advisory locks",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn reference_holders(
+        &self,
+        wanted: &[(&str, &str, SubmissionId)],
+    ) -> Result<Vec<Option<SubmissionId>>> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let partners: Vec<&str> = wanted.iter().map(|(p, _, _)| *p).collect();
+        let references: Vec<String> = wanted
+            .iter()
+            .map(|(_, r, _)| clean(r).into_owned())
+            .collect();
+        let except: Vec<Uuid> = wanted.iter().map(|(_, _, id)| sid(*id)).collect();
+        let rows = self
+            .query(
+                "SELECT w.ord, s.id FROM unnest($1::text[], $2::text[], $3::uuid[]) WITH ORDINALITY \
+                      AS w(partner, reference, except_id, ord) \
+                 JOIN liaison_submissions s ON s.partner = w.partner \
+                  AND s.external_ref = w.reference AND s.id <> w.except_id",
+                &[&partners, &references, &except],
+                "check external references",
+            )
+            .await?;
+        let mut out = vec![None; wanted.len()];
+        for row in &rows {
+            let ord: i64 = get(row, 0)?;
+            let holder = to_sid("id", get(row, 1)?)?;
+            if let Some(slot) = usize::try_from(ord - 1).ok().and_then(|i| out.get_mut(i)) {
+                *slot = Some(holder);
+            }
+        }
+        Ok(out)
+    }
+
     async fn write_state(&self, w: &StateWrite) -> Result<Submission> {
         let external_ref = w.external_ref.clone().map(|r| clean(&r).into_owned());
         let row = self
@@ -133,6 +209,97 @@ impl Driver for Db<'_> {
         submission_from_row(&row)
     }
 
+    async fn write_states(&self, writes: &[StateWrite]) -> Result<Vec<Submission>> {
+        if let [one] = writes {
+            return Ok(vec![self.write_state(one).await?]);
+        }
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = writes.iter().map(|w| sid(w.id)).collect();
+        let states: Vec<&str> = writes.iter().map(|w| w.state.as_str()).collect();
+        let due: Vec<i64> = writes.iter().map(|w| to_millis(w.due_at)).collect();
+        let deadlines: Vec<Option<i64>> = writes
+            .iter()
+            .map(|w| w.result_deadline.map(to_millis))
+            .collect();
+        let terminal: Vec<Option<i64>> = writes
+            .iter()
+            .map(|w| w.terminal_at.map(to_millis))
+            .collect();
+        let references: Vec<Option<String>> = writes
+            .iter()
+            .map(|w| w.external_ref.as_deref().map(|r| clean(r).into_owned()))
+            .collect();
+        let errors: Vec<Option<String>> = writes
+            .iter()
+            .map(|w| clean_opt(w.last_error.clone()))
+            .collect();
+        let at: Vec<i64> = writes.iter().map(|w| to_millis(w.at)).collect();
+        let cycles: Vec<bool> = writes.iter().map(|w| w.new_cycle).collect();
+        let accepted: Vec<bool> = writes.iter().map(|w| w.accepted).collect();
+        let results: Vec<Option<String>> = writes
+            .iter()
+            .map(|w| w.result.as_ref().map(ResultDocument::to_stored))
+            .collect();
+        let expiries: Vec<Option<i32>> = writes
+            .iter()
+            .map(|w| {
+                w.lease_expiries
+                    .map(|n| i32::try_from(n).unwrap_or(i32::MAX))
+            })
+            .collect();
+        // The same columns as `write_state`, one row of arrays per write.
+        let rows = self
+            .query(
+                &format!(
+                    "UPDATE liaison_submissions SET state = w.w_state, due_at = w.w_due, \
+                     result_deadline = w.w_deadline, terminal_at = w.w_terminal, \
+                     external_ref = w.w_ref, last_error = w.w_error, updated_at = w.w_at, \
+                     lease_token = NULL, lease_expires_at = NULL, \
+                     replays = replays + CASE WHEN w.w_cycle THEN 1 ELSE 0 END, \
+                     attempts_before_cycle = CASE WHEN w.w_cycle THEN attempts ELSE attempts_before_cycle END, \
+                     cycle_started_at = CASE WHEN w.w_cycle THEN w.w_at ELSE cycle_started_at END, \
+                     accepted_at = CASE WHEN w.w_accepted THEN COALESCE(accepted_at, w.w_at) ELSE accepted_at END, \
+                     result_document = w.w_result, lease_expiries = COALESCE(w.w_expiries, lease_expiries) \
+                     FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], \
+                                 $6::text[], $7::text[], $8::bigint[], $9::bool[], $10::bool[], \
+                                 $11::text[], $12::int[]) \
+                          AS w(w_id, w_state, w_due, w_deadline, w_terminal, w_ref, w_error, w_at, \
+                               w_cycle, w_accepted, w_result, w_expiries) \
+                     WHERE id = w.w_id RETURNING {SUBMISSION_COLUMNS}"
+                ),
+                &[
+                    &ids,
+                    &states,
+                    &due,
+                    &deadlines,
+                    &terminal,
+                    &references,
+                    &errors,
+                    &at,
+                    &cycles,
+                    &accepted,
+                    &results,
+                    &expiries,
+                ],
+                "change states",
+            )
+            .await?;
+        let mut by_id = rows
+            .iter()
+            .map(|row| submission_from_row(row).map(|s| (s.id, s)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        writes
+            .iter()
+            .map(|w| {
+                by_id
+                    .remove(&w.id)
+                    .ok_or_else(|| Error::not_found("submission", w.id))
+            })
+            .collect()
+    }
+
     async fn append_event(&self, e: &NewEvent) -> Result<()> {
         self.execute(
             "INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, reason, data) \
@@ -148,6 +315,53 @@ impl Driver for Db<'_> {
                 &e.data.as_ref().map(Value::to_string),
             ],
             "append event",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn append_events(&self, events: &[NewEvent]) -> Result<()> {
+        match events {
+            [] => return Ok(()),
+            [one] => return self.append_event(one).await,
+            _ => {}
+        }
+        let ids: Vec<Uuid> = events.iter().map(|e| sid(e.id)).collect();
+        let at: Vec<i64> = events.iter().map(|e| to_millis(e.at)).collect();
+        let kinds: Vec<String> = events
+            .iter()
+            .map(|e| clean(e.kind.as_str()).into_owned())
+            .collect();
+        let from: Vec<Option<&str>> = events
+            .iter()
+            .map(|e| e.from.map(SubmissionState::as_str))
+            .collect();
+        let to: Vec<Option<&str>> = events
+            .iter()
+            .map(|e| e.to.map(SubmissionState::as_str))
+            .collect();
+        let actors: Vec<String> = events
+            .iter()
+            .map(|e| clean(e.actor.as_str()).into_owned())
+            .collect();
+        let reasons: Vec<Option<String>> = events
+            .iter()
+            .map(|e| clean_opt(bounded(e.reason.as_deref())))
+            .collect();
+        let data: Vec<Option<String>> = events
+            .iter()
+            .map(|e| e.data.as_ref().map(Value::to_string))
+            .collect();
+        // In the order given: the timeline's order is the insertion order.
+        self.execute(
+            "INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, reason, data) \
+             SELECT e.id, e.at, e.kind, e.from_state, e.to_state, e.actor, e.reason, e.data::json \
+             FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                         $7::text[], $8::text[]) WITH ORDINALITY \
+                  AS e(id, at, kind, from_state, to_state, actor, reason, data, ord) \
+             ORDER BY e.ord",
+            &[&ids, &at, &kinds, &from, &to, &actors, &reasons, &data],
+            "append events",
         )
         .await
         .map(drop)
@@ -193,6 +407,127 @@ impl Driver for Db<'_> {
             )
             .await?;
         submission_from_row(&row)
+    }
+
+    async fn insert_submissions(
+        &self,
+        rows: &[(SubmissionId, &ValidSubmission, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Submission>> {
+        if let [(id, valid, due_at)] = rows {
+            return Ok(vec![
+                self.insert_submission(*id, valid, *due_at, now).await?,
+            ]);
+        }
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = rows.iter().map(|(id, _, _)| sid(*id)).collect();
+        let partners: Vec<&str> = rows.iter().map(|(_, v, _)| v.partner.as_str()).collect();
+        let kinds: Vec<&str> = rows.iter().map(|(_, v, _)| v.kind.as_str()).collect();
+        let payloads: Vec<&str> = rows
+            .iter()
+            .map(|(_, v, _)| v.payload_json.as_str())
+            .collect();
+        let fingerprints: Vec<String> = rows
+            .iter()
+            .map(|(_, v, _)| v.fingerprint.to_hex())
+            .collect();
+        let keys: Vec<&str> = rows
+            .iter()
+            .map(|(_, v, _)| v.idempotency_key.as_str())
+            .collect();
+        let ordering: Vec<Option<&str>> = rows
+            .iter()
+            .map(|(_, v, _)| v.ordering_key.as_deref())
+            .collect();
+        let correlation: Vec<Option<String>> = rows
+            .iter()
+            .map(|(_, v, _)| {
+                (!v.correlation.is_empty()).then(|| serde_json::json!(v.correlation).to_string())
+            })
+            .collect();
+        let values: Vec<Option<i64>> = rows.iter().map(|(_, v, _)| v.business_value).collect();
+        let priorities: Vec<i32> = rows.iter().map(|(_, v, _)| v.priority).collect();
+        let due: Vec<i64> = rows.iter().map(|(_, _, d)| to_millis(*d)).collect();
+        let not_before: Vec<Option<i64>> = rows
+            .iter()
+            .map(|(_, v, _)| v.not_before.map(to_millis))
+            .collect();
+        let currencies: Vec<Option<&str>> = rows
+            .iter()
+            .map(|(_, v, _)| v.currency.map(|c| c.code()))
+            .collect();
+        let deadlines: Vec<Option<i64>> = rows
+            .iter()
+            .map(|(_, v, _)| v.business_deadline.map(to_millis))
+            .collect();
+        // In the order given: `seq` is the enqueue order.
+        let stored = self
+            .query(
+                &format!(
+                    "INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, \
+                     idempotency_key, ordering_key, correlation, business_value, priority, state, \
+                     attempts, due_at, not_before, created_at, updated_at, currency, business_deadline) \
+                     SELECT r.id, r.partner, r.kind, r.payload::json, r.fingerprint, r.key, r.ordering, \
+                            r.correlation::json, r.value, r.priority, 'queued', 0, r.due, r.not_before, \
+                            $15, $15, r.currency, r.deadline \
+                     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                                 $7::text[], $8::text[], $9::bigint[], $10::int[], $11::bigint[], \
+                                 $12::bigint[], $13::text[], $14::bigint[]) WITH ORDINALITY \
+                          AS r(id, partner, kind, payload, fingerprint, key, ordering, correlation, \
+                               value, priority, due, not_before, currency, deadline, ord) \
+                     ORDER BY r.ord RETURNING {SUBMISSION_COLUMNS}"
+                ),
+                &[
+                    &ids,
+                    &partners,
+                    &kinds,
+                    &payloads,
+                    &fingerprints,
+                    &keys,
+                    &ordering,
+                    &correlation,
+                    &values,
+                    &priorities,
+                    &due,
+                    &not_before,
+                    &currencies,
+                    &deadlines,
+                    &to_millis(now),
+                ],
+                "insert submissions",
+            )
+            .await?;
+        let mut by_id = stored
+            .iter()
+            .map(|row| submission_from_row(row).map(|s| (s.id, s)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        rows.iter()
+            .map(|(id, _, _)| {
+                by_id
+                    .remove(id)
+                    .ok_or_else(|| Error::not_found("submission", *id))
+            })
+            .collect()
+    }
+
+    async fn index_correlations(&self, ids: &[SubmissionId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = ids.iter().map(|id| sid(*id)).collect();
+        // As `index_correlation`, for all of them.
+        self.execute(
+            "INSERT INTO liaison_correlations (submission_seq, partner, name, value) \
+             SELECT s.seq, s.partner, j.key, j.value #>> '{}' \
+             FROM liaison_submissions s CROSS JOIN LATERAL json_each(s.correlation) j \
+             WHERE s.id = ANY($1) AND json_typeof(j.value) = 'string'",
+            &[&ids],
+            "index correlation fields",
+        )
+        .await
+        .map(drop)
     }
 
     async fn index_correlation(&self, id: SubmissionId) -> Result<()> {
@@ -258,6 +593,51 @@ impl Driver for Db<'_> {
         Ok(inserted == 1)
     }
 
+    async fn insert_keys(&self, rows: &[KeyRow<'_>]) -> Result<Vec<bool>> {
+        if let [one] = rows {
+            return Ok(vec![self.insert_key(one).await?]);
+        }
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Inserted in key order (the first of equal keys first), the same
+        // for every caller, so two batches sharing keys cannot deadlock.
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by(|&a, &b| (rows[a].partner, rows[a].key).cmp(&(rows[b].partner, rows[b].key)));
+        let partners: Vec<&str> = order.iter().map(|&i| rows[i].partner).collect();
+        let keys: Vec<&str> = order.iter().map(|&i| rows[i].key).collect();
+        let fingerprints: Vec<String> = order
+            .iter()
+            .map(|&i| rows[i].fingerprint.to_hex())
+            .collect();
+        let ids: Vec<Uuid> = order.iter().map(|&i| sid(rows[i].submission)).collect();
+        let created: Vec<i64> = order
+            .iter()
+            .map(|&i| to_millis(rows[i].created_at))
+            .collect();
+        let expires: Vec<Option<i64>> = order.iter().map(|&i| rows[i].expires_at).collect();
+        let recorded: HashSet<Uuid> = self
+            .query(
+                "INSERT INTO liaison_idempotency_keys \
+                 (partner, idempotency_key, fingerprint, submission_id, created_at, expires_at) \
+                 SELECT k.partner, k.key, k.fingerprint, k.id, k.created, k.expires \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::bigint[], $6::bigint[]) \
+                      WITH ORDINALITY AS k(partner, key, fingerprint, id, created, expires, ord) \
+                 ORDER BY k.ord \
+                 ON CONFLICT (partner, idempotency_key) DO NOTHING RETURNING submission_id",
+                &[&partners, &keys, &fingerprints, &ids, &created, &expires],
+                "record idempotency keys",
+            )
+            .await?
+            .iter()
+            .map(|row| get(row, 0))
+            .collect::<Result<_>>()?;
+        Ok(rows
+            .iter()
+            .map(|row| recorded.contains(&sid(row.submission)))
+            .collect())
+    }
+
     async fn held_key(&self, partner: &str, key: &str) -> Result<Option<HeldKey>> {
         self.query_opt(
             "SELECT fingerprint, submission_id, expires_at FROM liaison_idempotency_keys \
@@ -320,48 +700,92 @@ impl Driver for Db<'_> {
 
     async fn mark_claimed(
         &self,
-        id: SubmissionId,
-        token: LeaseToken,
+        claims: &[(SubmissionId, LeaseToken)],
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Option<Submission>> {
-        self.query_opt(
-            &format!(
-                "UPDATE liaison_submissions SET state = 'in_flight', lease_token = $2, \
-                 lease_expires_at = $3, attempts = attempts + 1, updated_at = $4 \
-                 WHERE id = $1 AND state = 'queued' RETURNING {SUBMISSION_COLUMNS}"
-            ),
-            &[
-                &sid(id),
-                &token_uuid(token),
-                &to_millis(expires_at),
-                &to_millis(now),
-            ],
-            "claim submission",
-        )
-        .await?
-        .as_ref()
-        .map(submission_from_row)
-        .transpose()
+    ) -> Result<Vec<Submission>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = claims.iter().map(|(id, _)| sid(*id)).collect();
+        let tokens: Vec<Uuid> = claims.iter().map(|(_, t)| token_uuid(*t)).collect();
+        let rows = self
+            .query(
+                &format!(
+                    "UPDATE liaison_submissions SET state = 'in_flight', lease_token = c.claim_token, \
+                     lease_expires_at = $3, attempts = attempts + 1, updated_at = $4 \
+                     FROM unnest($1::uuid[], $2::uuid[]) AS c(claim_id, claim_token) \
+                     WHERE id = c.claim_id AND state = 'queued' RETURNING {SUBMISSION_COLUMNS}"
+                ),
+                &[&ids, &tokens, &to_millis(expires_at), &to_millis(now)],
+                "claim submissions",
+            )
+            .await?;
+        let mut by_id = rows
+            .iter()
+            .map(|row| submission_from_row(row).map(|s| (s.id, s)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        Ok(claims
+            .iter()
+            .filter_map(|(id, _)| by_id.remove(id))
+            .collect())
     }
 
-    async fn start_attempt(
+    async fn start_attempts(
         &self,
-        id: SubmissionId,
-        number: u32,
-        token: LeaseToken,
+        attempts: &[(SubmissionId, u32, LeaseToken)],
         now: DateTime<Utc>,
     ) -> Result<()> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = attempts.iter().map(|(id, _, _)| sid(*id)).collect();
+        let numbers: Vec<i32> = attempts
+            .iter()
+            .map(|(_, n, _)| i32::try_from(*n).unwrap_or(i32::MAX))
+            .collect();
+        let tokens: Vec<Uuid> = attempts.iter().map(|(_, _, t)| token_uuid(*t)).collect();
         self.execute(
             "INSERT INTO liaison_attempts (submission_id, number, lease_token, started_at) \
-             VALUES ($1, $2, $3, $4)",
-            &[
-                &sid(id),
-                &i32::try_from(number).unwrap_or(i32::MAX),
-                &token_uuid(token),
-                &to_millis(now),
-            ],
-            "start attempt",
+             SELECT a.id, a.number, a.token, $4 \
+             FROM unnest($1::uuid[], $2::int[], $3::uuid[]) AS a(id, number, token)",
+            &[&ids, &numbers, &tokens, &to_millis(now)],
+            "start attempts",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn finish_attempts(
+        &self,
+        ends: &[(SubmissionId, LeaseToken, &AttemptReport)],
+    ) -> Result<()> {
+        if ends.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = ends.iter().map(|(id, _, _)| sid(*id)).collect();
+        let tokens: Vec<Uuid> = ends.iter().map(|(_, t, _)| token_uuid(*t)).collect();
+        let finished: Vec<i64> = ends
+            .iter()
+            .map(|(_, _, r)| to_millis(r.finished_at))
+            .collect();
+        let outcomes: Vec<&str> = ends.iter().map(|(_, _, r)| r.outcome.as_str()).collect();
+        let statuses: Vec<Option<i32>> = ends
+            .iter()
+            .map(|(_, _, r)| r.http_status.map(i32::from))
+            .collect();
+        let errors: Vec<Option<String>> = ends
+            .iter()
+            .map(|(_, _, r)| clean_opt(bounded(r.error.as_deref())))
+            .collect();
+        self.execute(
+            "UPDATE liaison_attempts SET finished_at = f.finished, outcome = f.outcome, \
+             http_status = f.status, error = f.error \
+             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::int[], $6::text[]) \
+                  AS f(sid, token, finished, outcome, status, error) \
+             WHERE submission_id = f.sid AND lease_token = f.token AND finished_at IS NULL",
+            &[&ids, &tokens, &finished, &outcomes, &statuses, &errors],
+            "finish attempts",
         )
         .await
         .map(drop)
@@ -637,6 +1061,33 @@ impl Driver for Db<'_> {
              WHERE s.id = $2",
             &[&id.uuid(), &sid(submission.id), &to_millis(now)],
             "record result delivery",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn insert_deliveries(
+        &self,
+        deliveries: &[(DeliveryId, &Submission)],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = deliveries.iter().map(|(id, _)| id.uuid()).collect();
+        let submissions: Vec<Uuid> = deliveries.iter().map(|(_, s)| sid(s.id)).collect();
+        // As `insert_delivery`, in the order given (deliveries of one
+        // submission go in their sequence order).
+        self.execute(
+            "INSERT INTO liaison_deliveries (id, submission_id, submission_seq, partner, \
+             ordering_key, final_state, state, attempts, due_at, created_at, updated_at) \
+             SELECT d.id, s.id, s.seq, s.partner, s.ordering_key, s.state, 'pending', 0, $3, $3, $3 \
+             FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS d(id, submission_id, ord) \
+             JOIN liaison_submissions s ON s.id = d.submission_id \
+             JOIN liaison_partners p ON p.partner = s.partner AND p.deliver_results \
+             ORDER BY d.ord",
+            &[&ids, &submissions, &to_millis(now)],
+            "record result deliveries",
         )
         .await
         .map(drop)

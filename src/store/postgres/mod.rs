@@ -24,10 +24,12 @@
 //! ledger's primary key decides concurrent enqueues of one key; settling a
 //! callback locks what it decides about; a partial unique index keeps one
 //! alert open per (partner, class). The counts by state that health reads
-//! are kept by a trigger that runs as each transaction commits (also the
-//! host's, for [`PostgresStore::enqueue_in_transaction`]), so writers of one
-//! partner wait for each other only while committing. See
-//! `docs/scaling.md`.
+//! are kept without a shared row: each statement that changes submissions
+//! appends its net change per (partner, state, currency) (a trigger, so the
+//! host's transactions of [`PostgresStore::enqueue_in_transaction`] count
+//! too, when they commit), and the deltas are folded into the counts before
+//! a health read and on the lease reaper's pass. No writer waits for
+//! another over a counter. See `docs/scaling.md`.
 //!
 //! [tokio-postgres]: https://docs.rs/tokio-postgres
 //! [deadpool-postgres]: https://docs.rs/deadpool-postgres
@@ -40,6 +42,7 @@ mod db;
 mod deadlines;
 mod deliveries;
 mod driver;
+mod hints;
 mod instances;
 mod listen;
 mod migrate;
@@ -69,9 +72,10 @@ use super::flow;
 use super::rules::lookup;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, Claimed, DeliveryClaim, DeliveryEnd,
-    DeliveryFilter, DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Instance, Lease, ListFilter,
-    NewAlert, NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim, PartnerStats, Pause,
-    PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery,
+    DeliveryFilter, DeliveryLease, Enqueued, FinishedAttempt, HourlyCount, HourlyQuery, Instance,
+    Lease, ListFilter, NewAlert, NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim,
+    PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement,
+    StateChange, StatsQuery,
     Wakeups,
 };
 use super::{CircuitOutcome, CircuitStep, RoleLease, SharedCircuit};
@@ -81,7 +85,9 @@ use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::{Actor, Attempt, Event};
 use crate::model::notification::{AlertNotification, SinkFailure};
-use crate::model::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
+use crate::model::submission::{
+    NewSubmission, Submission, SubmissionId, SubmissionState, ValidSubmission,
+};
 use crate::model::traffic::ExpectedTraffic;
 
 /// The outbox on PostgreSQL: a pool of connections, every write one
@@ -118,6 +124,7 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: Pool,
+    hints: hints::Hints,
     config: PostgresConfig,
     database: String,
     listener: Arc<listen::Listener>,
@@ -161,6 +168,8 @@ impl PostgresStore {
             " -c lock_timeout={}",
             config.lock_timeout.as_millis()
         ));
+        // The store sends its own wake-up hints after commit (`hints`).
+        options.push_str(" -c liaison.quiet=on");
         pg.options(options.trim());
         // With TLS configured, a server that offers none is refused, unless
         // the URL says otherwise (`sslmode=prefer` or `disable`): the
@@ -215,6 +224,7 @@ impl PostgresStore {
         drop(client);
         Ok(PostgresStore {
             inner: Arc::new(Inner {
+                hints: hints::Hints::start(pool.clone()),
                 pool,
                 config,
                 database,
@@ -418,6 +428,14 @@ fn keep_unless_lost<T>(conn: deadpool_postgres::Object, result: &Result<T>) {
     }
 }
 
+impl PostgresStore {
+    /// Fold the committed state-count deltas into the counts, in a
+    /// transaction of its own.
+    async fn fold_counts(&self) -> Result<i64> {
+        write_tx!(self, |db| stats::fold_counts_on(db))
+    }
+}
+
 #[async_trait]
 impl OutboxStore for PostgresStore {
     async fn enqueue(&self, new: NewSubmission) -> Result<Enqueued> {
@@ -428,7 +446,11 @@ impl OutboxStore for PostgresStore {
     async fn enqueue_batch(&self, batch: Vec<NewSubmission>) -> Result<Vec<Enqueued>> {
         let valid = self.validate(batch)?;
         let retention = self.inner.config.ledger_retention;
-        write_tx!(self, |db| flow::enqueue(db, &valid, retention, self.now()))
+        let now = self.now();
+        let enqueued = write_tx!(self, |db| flow::enqueue(db, &valid, retention, now))?;
+        let new = enqueued.iter().filter(|e| !e.deduplicated);
+        self.inner.hints.due(new.map(|e| &e.submission), now);
+        Ok(enqueued)
     }
 
     async fn get(&self, id: SubmissionId) -> Result<Submission> {
@@ -466,29 +488,52 @@ impl OutboxStore for PostgresStore {
         change: StateChange,
     ) -> Result<Submission> {
         // A stale result is journaled and committed, then refused.
-        write_tx!(self, |db| flow::complete(
+        let done = write_tx!(self, |db| flow::complete(
             db,
             lease,
             &report,
             &change,
             self.now()
         ))?
-        .answer(lease.submission.id)
+        .answer(lease.submission.id)?;
+        self.inner.hints.due([&done], self.now());
+        Ok(done)
+    }
+
+    async fn complete_batch(
+        &self,
+        finished: Vec<FinishedAttempt>,
+    ) -> Result<Vec<Result<Submission>>> {
+        let answers = write_tx!(self, |db| flow::complete_batch(db, &finished, self.now()))?;
+        // Stale results were journaled and committed; now refused.
+        let answers: Vec<Result<Submission>> = answers
+            .into_iter()
+            .zip(&finished)
+            .map(|(answer, f)| answer.and_then(|done| done.answer(f.lease.submission.id)))
+            .collect();
+        self.inner
+            .hints
+            .due(answers.iter().filter_map(|a| a.as_ref().ok()), self.now());
+        Ok(answers)
     }
 
     async fn transition(&self, id: SubmissionId, change: StateChange) -> Result<Submission> {
-        write_tx!(self, |db| flow::transition(db, id, &change, self.now()))
+        let after = write_tx!(self, |db| flow::transition(db, id, &change, self.now()))?;
+        self.inner.hints.due([&after], self.now());
+        Ok(after)
     }
 
     async fn replay(&self, id: SubmissionId, replay: Replay) -> Result<Submission> {
         let retention = self.inner.config.ledger_retention;
-        write_tx!(self, |db| flow::replay(
+        let after = write_tx!(self, |db| flow::replay(
             db,
             id,
             &replay,
             retention,
             self.now()
-        ))
+        ))?;
+        self.inner.hints.due([&after], self.now());
+        Ok(after)
     }
 
     async fn note(&self, id: SubmissionId, note: Note) -> Result<()> {
@@ -500,7 +545,15 @@ impl OutboxStore for PostgresStore {
         now: DateTime<Utc>,
         policy: &ReapPolicy,
     ) -> Result<Vec<Reaped>> {
-        write_tx!(self, |db| flow::reap(db, now, policy))
+        let reaped = write_tx!(self, |db| flow::reap(db, now, policy))?;
+        for r in reaped.iter().filter(|r| r.state == SubmissionState::Queued) {
+            self.inner.hints.partner(&r.partner);
+        }
+        // The reaper's pass keeps the state-count deltas few, so a health
+        // read sums a short list (the fold has its own transaction: it
+        // never holds the reaped rows).
+        self.fold_counts().await?;
+        Ok(reaped)
     }
 
     async fn record_callback(&self, callback: NewCallback) -> Result<CallbackId> {
@@ -768,6 +821,9 @@ impl OutboxStore for PostgresStore {
     }
 
     async fn stats(&self, query: &StatsQuery) -> Result<Vec<PartnerStats>> {
+        // Exact without it (the totals sum what is not folded yet); folding
+        // first keeps what the snapshot sums short.
+        self.fold_counts().await?;
         // Several statements: one snapshot, so counts and windows agree.
         let mut conn = self.conn().await?;
         let result = async {

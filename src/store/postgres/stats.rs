@@ -1,6 +1,8 @@
-//! Health statistics from PostgreSQL: counters kept by a trigger
-//! (migration 0003), windows read through indexes. The caller runs these in
-//! one read-only snapshot, so counts and windows agree with each other.
+//! Health statistics from PostgreSQL: counts by state from
+//! `liaison_state_totals` (the folded counts plus the deltas statements
+//! appended since, migration 0018), windows read through indexes. The
+//! caller runs these in one read-only snapshot, so counts and windows agree
+//! with each other.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +22,7 @@ pub(super) async fn stats_on(db: &Db<'_>, query: &StatsQuery) -> Result<Vec<Part
     let partners = if query.partners.is_empty() {
         // Byte order, as SQLite sorts, whatever the database's collation.
         db.query(
-            "SELECT partner FROM liaison_state_counts GROUP BY partner \
+            "SELECT partner FROM liaison_state_totals GROUP BY partner \
              ORDER BY partner COLLATE \"C\"",
             &[],
             "list partners",
@@ -224,7 +226,7 @@ async fn past_budget(db: &Db<'_>, partner: &str, cutoff: i64) -> Result<Totals> 
 async fn by_state(db: &Db<'_>, partner: &str) -> Result<BTreeMap<SubmissionState, Totals>> {
     let rows = db
         .query(
-            "SELECT state, currency, n, value FROM liaison_state_counts WHERE partner = $1",
+            "SELECT state, currency, n, value FROM liaison_state_totals WHERE partner = $1",
             &[&partner],
             "read state counts",
         )
@@ -321,4 +323,18 @@ async fn quarantined(db: &Db<'_>, partner: &str) -> Result<BTreeMap<Disposition,
         }
     }
     Ok(out)
+}
+
+/// Fold the committed state-count deltas into `liaison_state_counts` (one
+/// fold at a time per schema; another caller returns at once). Returns the
+/// delta rows folded.
+pub(super) async fn fold_counts_on(db: &Db<'_>) -> Result<i64> {
+    let row = db
+        .query_one(
+            "SELECT liaison_state_counts_fold()",
+            &[],
+            "fold state counts",
+        )
+        .await?;
+    get(&row, 0)
 }

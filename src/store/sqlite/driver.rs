@@ -361,19 +361,24 @@ impl Driver for Sql<'_> {
 
     async fn mark_claimed(
         &self,
-        id: SubmissionId,
-        token: LeaseToken,
+        claims: &[(SubmissionId, LeaseToken)],
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Option<Submission>> {
-        self.0
+    ) -> Result<Vec<Submission>> {
+        // One writer: a cached statement per row costs what a multi-row
+        // one would.
+        let mut stmt = self
+            .0
             .prepare_cached(&format!(
                 "UPDATE liaison_submissions SET state = 'in_flight', lease_token = ?2, \
                  lease_expires_at = ?3, attempts = attempts + 1, updated_at = ?4 \
                  WHERE id = ?1 AND state = 'queued' RETURNING {SUBMISSION_COLUMNS}"
             ))
-            .and_then(|mut stmt| {
-                stmt.query_row(
+            .map_err(db_err("claim submission"))?;
+        let mut out = Vec::with_capacity(claims.len());
+        for (id, token) in claims {
+            let row = stmt
+                .query_row(
                     params![
                         id.to_string(),
                         token.to_string(),
@@ -383,32 +388,34 @@ impl Driver for Sql<'_> {
                     submission_from_row,
                 )
                 .optional()
-            })
-            .map_err(db_err("claim submission"))
+                .map_err(db_err("claim submission"))?;
+            out.extend(row);
+        }
+        Ok(out)
     }
 
-    async fn start_attempt(
+    async fn start_attempts(
         &self,
-        id: SubmissionId,
-        number: u32,
-        token: LeaseToken,
+        attempts: &[(SubmissionId, u32, LeaseToken)],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.0
+        let mut stmt = self
+            .0
             .prepare_cached(
                 "INSERT INTO liaison_attempts (submission_id, number, lease_token, started_at) \
                  VALUES (?1, ?2, ?3, ?4)",
             )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    id.to_string(),
-                    number,
-                    token.to_string(),
-                    to_millis(now)
-                ])
-            })
-            .map_err(db_err("start attempt"))
-            .map(drop)
+            .map_err(db_err("start attempt"))?;
+        for (id, number, token) in attempts {
+            stmt.execute(params![
+                id.to_string(),
+                number,
+                token.to_string(),
+                to_millis(now)
+            ])
+            .map_err(db_err("start attempt"))?;
+        }
+        Ok(())
     }
 
     async fn finish_attempt(

@@ -38,9 +38,10 @@ use super::flow;
 use super::rules::lookup;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, Claimed, DeliveryClaim, DeliveryEnd,
-    DeliveryFilter, DeliveryLease, Enqueued, HourlyCount, HourlyQuery, Instance, Lease, ListFilter,
-    NewAlert, NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim, PartnerStats, Pause,
-    PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery,
+    DeliveryFilter, DeliveryLease, Enqueued, FinishedAttempt, HourlyCount, HourlyQuery, Instance,
+    Lease, ListFilter, NewAlert, NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim,
+    PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement,
+    StateChange, StatsQuery,
 };
 use super::{CircuitOutcome, CircuitStep, RoleLease, SharedCircuit};
 use crate::error::{Error, Result};
@@ -545,6 +546,24 @@ impl OutboxStore for SqliteStore {
             })
             .await?
             .answer(id)
+    }
+
+    async fn complete_batch(
+        &self,
+        finished: Vec<FinishedAttempt>,
+    ) -> Result<Vec<Result<Submission>>> {
+        let ids: Vec<SubmissionId> = finished.iter().map(|f| f.lease.submission.id).collect();
+        // Stale results are journaled and committed, then refused.
+        let answers = self
+            .inner
+            .writer
+            .write(move |conn| run(flow::complete_batch(&Sql(conn), &finished, crate::clock::now())))
+            .await?;
+        Ok(answers
+            .into_iter()
+            .zip(ids)
+            .map(|(answer, id)| answer.and_then(|done| done.answer(id)))
+            .collect())
     }
 
     async fn transition(&self, id: SubmissionId, change: StateChange) -> Result<Submission> {

@@ -16,6 +16,7 @@
 //! URL that cannot be reached fails in any case.
 
 mod alerts;
+mod batches;
 mod callback_races;
 mod callbacks;
 mod circuits;
@@ -74,6 +75,9 @@ conformance! {
     circuits::concurrent_failure_reports_are_all_counted,
     circuits::one_instance_holds_a_role_and_another_takes_over_when_its_lease_runs_out,
     circuits::bad_circuit_and_role_input_is_refused_and_writes_nothing,
+    batches::a_batch_of_results_answers_and_writes_as_each_alone_would,
+    batches::a_batch_applies_callbacks_that_arrived_before_it,
+    batches::a_batch_enqueue_keeps_input_order_and_sees_its_own_keys,
     notifications::alerts_go_to_their_owners_sinks_and_the_catch_all,
     notifications::a_sink_that_fails_twice_is_retried_and_delivered_once,
     notifications::a_sink_that_always_fails_ends_failed_and_health_says_so_until_it_works,

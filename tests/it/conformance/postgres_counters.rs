@@ -1,7 +1,7 @@
-//! PostgreSQL only: the state counters (migration 0003) are kept by a
-//! trigger deferred to commit, so they follow the host's transactions, use
-//! the store's own tables whatever the host's search path, and start exact
-//! when an existing database is upgraded.
+//! PostgreSQL only: the state counters (migration 0003, kept as deltas
+//! folded later since 0018) follow the host's transactions, use the store's
+//! own tables whatever the host's search path, start exact when an existing
+//! database is upgraded, and no transaction waits for another over them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -123,8 +123,15 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
          CREATE INDEX liaison_submissions_terminal
              ON liaison_submissions (terminal_at) WHERE terminal_at IS NOT NULL;
          DROP FUNCTION liaison_wake_submission() CASCADE;
-         DROP FUNCTION liaison_state_counts_track() CASCADE;
-         DROP FUNCTION liaison_state_counts_add(TEXT, TEXT, TEXT, BIGINT, BIGINT);
+         DROP VIEW liaison_state_totals;
+         DROP TRIGGER liaison_state_deltas_insert ON liaison_submissions;
+         DROP TRIGGER liaison_state_deltas_update ON liaison_submissions;
+         DROP TRIGGER liaison_state_deltas_delete ON liaison_submissions;
+         DROP FUNCTION liaison_state_deltas_insert();
+         DROP FUNCTION liaison_state_deltas_update();
+         DROP FUNCTION liaison_state_deltas_delete();
+         DROP FUNCTION liaison_state_counts_fold();
+         DROP TABLE liaison_state_deltas;
          DROP TABLE liaison_state_counts;
          ALTER TABLE liaison_submissions DROP COLUMN currency;
          ALTER TABLE liaison_submissions DROP COLUMN business_deadline;
@@ -191,4 +198,87 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
             .into_iter()
             .collect()
     );
+}
+
+/// No counter row is shared between transactions: a host transaction that
+/// enqueued for a partner and checked its deferred constraints (which
+/// took the partner's counter lock until migration 0018) and stays open
+/// holds no other enqueue of that partner back.
+#[tokio::test]
+async fn an_open_transaction_holds_no_other_enqueue_of_its_partner_back() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let config = schema
+        .config(Settings::default())
+        .lock_timeout(Duration::from_millis(300));
+    let store = PostgresStore::connect(&schema.url, config).await.unwrap();
+    let mut conn = client(&schema.url).await;
+    let tx = conn.transaction().await.unwrap();
+    store
+        .enqueue_in_transaction(&tx, submission("bank", "held-open").business_value(3))
+        .await
+        .unwrap();
+    tx.batch_execute("SET CONSTRAINTS ALL IMMEDIATE")
+        .await
+        .unwrap();
+    // Meanwhile the same partner's work goes on: enqueue, claim, complete.
+    store
+        .enqueue(submission("bank", "other").business_value(4))
+        .await
+        .expect("not held back by the open transaction");
+    assert_eq!(counts(&store, "bank").await, queued(1, 4));
+    tx.commit().await.unwrap();
+    assert_eq!(counts(&store, "bank").await, queued(2, 7));
+}
+
+/// Statements append deltas; a health read folds them into the counts and
+/// reads the same totals before and after the fold.
+#[tokio::test]
+async fn deltas_are_folded_and_the_totals_are_exact_either_way() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let store = schema.open(Settings::default()).await;
+    let batch = (0..5)
+        .map(|i| submission("bank", &format!("k{i}")).business_value(10))
+        .collect();
+    store.enqueue_batch(batch).await.unwrap();
+    store.enqueue(submission("lab", "x")).await.unwrap();
+    let conn = client(&schema.url).await;
+    let s = &schema.name;
+    let deltas = || async {
+        conn.query_one(
+            &format!("SELECT COUNT(*) FROM {s}.liaison_state_deltas"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    let totals = || async {
+        conn.query(
+            &format!("SELECT partner, state, n, value FROM {s}.liaison_state_totals ORDER BY 1, 2"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect::<Vec<(String, String, i64, i64)>>()
+    };
+    // One delta row per statement and (partner, state, currency), not
+    // folded yet: the batch of five is one.
+    assert_eq!(deltas().await, 2);
+    let before = totals().await;
+    assert_eq!(
+        before,
+        [
+            ("bank".to_string(), "queued".to_string(), 5, 50),
+            ("lab".to_string(), "queued".to_string(), 1, 0)
+        ]
+    );
+    assert_eq!(counts(&store, "bank").await, queued(5, 50));
+    assert_eq!(deltas().await, 0, "the health read folded them");
+    assert_eq!(totals().await, before);
 }

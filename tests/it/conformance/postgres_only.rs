@@ -183,8 +183,8 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     // 0003_health, 0004_alerts, 0005_wakeups, 0006_retention,
     // 0007_callback_rows, 0008_results, 0009_deliveries, 0010_lookup,
     // 0011_poison, 0012_silence, 0013_callback_dismissals, 0014_impact,
-    // ... 0016_partner_limits, 0017_shared_circuit.
-    assert_eq!(version, 17);
+    // ... 0016_partner_limits, 0017_shared_circuit, 0018_no_hot_rows.
+    assert_eq!(version, 18);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -262,6 +262,7 @@ async fn instances_starting_together_migrate_once() {
             (15, "alert_notifications".to_string()),
             (16, "partner_limits".to_string()),
             (17, "shared_circuit".to_string()),
+            (18, "no_hot_rows".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -724,6 +725,7 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         (15, "alert_notifications"),
         (16, "partner_limits"),
         (17, "shared_circuit"),
+        (18, "no_hot_rows"),
     ]
     .into_iter()
     .map(|(v, n)| {
@@ -783,11 +785,15 @@ async fn a_schema_before_the_correlation_index_upgrades_and_finds_them() {
          ALTER TABLE liaison_callbacks DROP COLUMN dismissed_by, DROP COLUMN dismissed_at,
              DROP COLUMN dismissed_reason, DROP COLUMN dismissed_from;
          DELETE FROM liaison_migrations WHERE version > 9;
-         DROP TRIGGER liaison_state_counts_insert ON liaison_submissions;
-         DROP TRIGGER liaison_state_counts_update ON liaison_submissions;
-         DROP TRIGGER liaison_state_counts_delete ON liaison_submissions;
-         DROP FUNCTION liaison_state_counts_track();
-         DROP FUNCTION liaison_state_counts_add(TEXT, TEXT, TEXT, BIGINT, BIGINT);
+         DROP VIEW liaison_state_totals;
+         DROP TRIGGER liaison_state_deltas_insert ON liaison_submissions;
+         DROP TRIGGER liaison_state_deltas_update ON liaison_submissions;
+         DROP TRIGGER liaison_state_deltas_delete ON liaison_submissions;
+         DROP FUNCTION liaison_state_deltas_insert();
+         DROP FUNCTION liaison_state_deltas_update();
+         DROP FUNCTION liaison_state_deltas_delete();
+         DROP FUNCTION liaison_state_counts_fold();
+         DROP TABLE liaison_state_deltas;
          DROP TABLE liaison_state_counts;
          ALTER TABLE liaison_submissions DROP COLUMN currency;
          ALTER TABLE liaison_submissions DROP COLUMN business_deadline;

@@ -467,8 +467,8 @@ impl Backend {
     }
 
     /// The database's own consistency after a crash: "ok", or what is
-    /// wrong. SQLite: `PRAGMA integrity_check`. PostgreSQL: the trigger-kept
-    /// counters `liaison_state_counts` equal a count of the submissions (per
+    /// wrong. SQLite: `PRAGMA integrity_check`. PostgreSQL: the counters
+    /// `liaison_state_totals` (folded counts plus deltas) equal a count of the submissions (per
     /// partner and state: number and summed business value), read in one
     /// statement (one snapshot). Both: no submission `in_flight` without a
     /// lease token. A database not migrated yet holds nothing to check.
@@ -487,7 +487,7 @@ impl Backend {
             #[cfg(feature = "postgres")]
             Backend::Postgres { .. } => vec![
                 unleased,
-                "SELECT CAST(COUNT(*) AS TEXT) FROM liaison_state_counts c \
+                "SELECT CAST(COUNT(*) AS TEXT) FROM liaison_state_totals c \
                  FULL JOIN (SELECT partner, state, COALESCE(currency, '') AS currency, \
                                    COUNT(*) AS n, COALESCE(SUM(business_value), 0) AS value \
                             FROM liaison_submissions GROUP BY 1, 2, 3) a \
@@ -702,7 +702,7 @@ mod check_detects {
         );
         c.batch_execute(&format!(
             "UPDATE {s}.liaison_submissions SET state = 'queued' WHERE idempotency_key = 'C-1'; \
-             UPDATE {s}.liaison_state_counts SET value = value + 1 WHERE state = 'queued'"
+             INSERT INTO {s}.liaison_state_deltas VALUES ('lab', 'queued', '', 0, 1)"
         ))
         .await
         .unwrap();

@@ -1,0 +1,107 @@
+//! Records what attempts finish, a batch at a time (River's completer is
+//! the model): each attempt hands its result over and waits for its answer;
+//! one task takes whatever has gathered meanwhile and records it with
+//! [`OutboxStore::complete_batch`], one transaction for the lot. While a
+//! batch is being written the next one gathers, so under load batches grow
+//! by themselves and an idle engine writes each result at once.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::model::submission::Submission;
+use crate::store::{AttemptReport, FinishedAttempt, Lease, OutboxStore, StateChange};
+
+/// Results recorded in one transaction at most.
+const MAX_BATCH: usize = 256;
+
+/// One result waiting to be recorded, and where its answer goes.
+struct Pending {
+    finished: FinishedAttempt,
+    reply: oneshot::Sender<Result<Submission>>,
+}
+
+/// The attempts' side: hand a result over, wait for its answer. Clones
+/// share one task; it ends once every clone is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct Completer {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("submission", &self.finished.lease.submission.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Completer {
+    /// Start the task that records results in `store`.
+    pub(crate) fn start(store: Arc<dyn OutboxStore>) -> (Completer, JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Completer { tx }, tokio::spawn(run(store, rx)))
+    }
+
+    /// Record an attempt's result: what [`OutboxStore::complete`] answers.
+    pub(crate) async fn complete(
+        &self,
+        lease: &Lease,
+        report: AttemptReport,
+        change: StateChange,
+    ) -> Result<Submission> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            finished: FinishedAttempt::new(lease.clone(), report, change),
+            reply,
+        };
+        self.tx.send(pending).map_err(|_| Error::Closed)?;
+        // The task answers every result it takes (it is never cancelled
+        // while a clone of this sender lives).
+        answer.await.unwrap_or(Err(Error::Closed))
+    }
+}
+
+async fn run(store: Arc<dyn OutboxStore>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        record(store.as_ref(), std::mem::take(&mut batch)).await;
+    }
+}
+
+/// Record a batch and answer each. Should the batch fail as a whole (a
+/// storage error), each is recorded on its own, so one result's trouble is
+/// its own.
+async fn record(store: &dyn OutboxStore, batch: Vec<Pending>) {
+    if let [_] = batch.as_slice() {
+        return record_each(store, batch).await;
+    }
+    let finished = batch.iter().map(|p| p.finished.clone()).collect();
+    match store.complete_batch(finished).await {
+        Ok(answers) if answers.len() == batch.len() => {
+            for (pending, answer) in batch.into_iter().zip(answers) {
+                // The attempt may have been cut off meanwhile: nobody waits.
+                let _ = pending.reply.send(answer);
+            }
+        }
+        Ok(_) => record_each(store, batch).await,
+        Err(error) => {
+            tracing::warn!(%error, size = batch.len(), "recording a batch of results failed; recording them one by one");
+            record_each(store, batch).await;
+        }
+    }
+}
+
+async fn record_each(store: &dyn OutboxStore, batch: Vec<Pending>) {
+    for pending in batch {
+        let FinishedAttempt {
+            lease,
+            report,
+            change,
+        } = pending.finished;
+        let answer = store.complete(&lease, report, change).await;
+        let _ = pending.reply.send(answer);
+    }
+}
