@@ -42,7 +42,10 @@ impl Target {
         schema: Option<String>,
         ca_file: Option<PathBuf>,
     ) -> Result<Self, Fail> {
-        let url = db.to_str().filter(|s| is_postgres_url(s)).map(str::to_owned);
+        let url = db
+            .to_str()
+            .filter(|s| is_postgres_url(s))
+            .map(str::to_owned);
         match url {
             Some(url) => Ok(Target::Postgres {
                 url,
@@ -133,12 +136,8 @@ pub(crate) fn without_password(url: &str) -> String {
 /// with `sslmode=prefer` then talks plain TCP, as the driver does).
 pub(crate) fn tls_for(url: &str, ca_file: Option<&Path>) -> Result<PostgresTls, Fail> {
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            Fail::usage(format!(
-                "cannot read the CA file {}: {e}",
-                path.display()
-            ))
-        })?;
+        let pem = std::fs::read(path)
+            .map_err(|e| Fail::usage(format!("cannot read the CA file {}: {e}", path.display())))?;
         return Ok(PostgresTls::RootsPem(pem));
     }
     let query = url.split_once('?').map_or("", |(_, q)| q);

@@ -153,16 +153,14 @@ impl PostgresStore {
     pub async fn connect(url: &str, config: PostgresConfig) -> Result<Self> {
         config.check()?;
         // The URL may carry a password; the driver's message does not echo it.
-        let mut pg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| {
-                // The cause names the option or value at fault ("unknown
-                // option `x`"), never the password.
-                let cause = std::error::Error::source(&e)
-                    .map(|c| format!(": {c}"))
-                    .unwrap_or_default();
-                Error::invalid("url", format!("{e}{cause}"))
-            })?;
+        let mut pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            // The cause names the option or value at fault ("unknown
+            // option `x`"), never the password.
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            Error::invalid("url", format!("{e}{cause}"))
+        })?;
         if pg.get_hosts().is_empty() && pg.get_hostaddrs().is_empty() {
             return Err(Error::invalid(
                 "url",
