@@ -34,10 +34,11 @@ use crate::engine::Liaison;
 ///
 /// ```no_run
 /// use std::time::Duration;
+/// use liaison::http::ops::{OpsState, router};
 /// use liaison::http::{EdgeLimits, callback_router_with};
 /// use liaison::Liaison;
 ///
-/// # async fn run(liaison: Liaison) -> std::io::Result<()> {
+/// # async fn run(liaison: Liaison) -> Result<(), Box<dyn std::error::Error>> {
 /// // Partners post here: at most 64 callbacks at once, 30 s each.
 /// let callbacks = callback_router_with(liaison.clone(), EdgeLimits::default());
 /// let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
@@ -48,7 +49,7 @@ use crate::engine::Liaison;
 ///     .concurrency(16)
 ///     .timeout(Duration::from_secs(60))
 ///     .max_body_bytes(64 * 1024)
-///     .apply(liaison::http::ops::router(liaison.clone(), liaison::http::ops::OpsConfig::default()));
+///     .apply(router(OpsState::new(liaison.clone()).allowed_hosts(["127.0.0.1:8081"]))?);
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
 /// axum::serve(listener, ops).await?;
 /// # Ok(()) }
