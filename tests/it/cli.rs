@@ -1496,11 +1496,10 @@ async fn outbox_with_a_dead_engine_and_a_silent_partner(db: &Harness) -> String 
         ),
     )
     .await;
-    let since = minute_ago
+    minute_ago
         .with_timezone(&chrono::Utc)
         .format("%Y-%m-%d %H:%M:%S UTC")
-        .to_string();
-    since
+        .to_string()
 }
 
 async fn status_names_a_dead_engine_and_a_silent_partner_and_lists_the_engines(db: Harness) {
