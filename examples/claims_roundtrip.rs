@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use liaison::callback::{JsonMatcher, StandardWebhooks};
 use liaison::engine::{EngineSettings, Liaison, Partner};
+use liaison::http::EdgeLimits;
 use liaison::rusqlite::{Connection, TransactionBehavior, params};
 use liaison::store::{CallbackFilter, OutboxStore, SqliteResultHandler, SqliteStore};
 use liaison::testing::{Behavior, CallbackMode, MockOutcome, MockPartner};
@@ -217,7 +218,9 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let callback_url = format!("http://{}/callbacks/clearinghouse", listener.local_addr()?);
-    let app = liaison::http::callback_router(liaison.clone());
+    // Behind a timeout, a concurrency limit and a body limit (EdgeLimits):
+    // whoever reaches the endpoint cannot hold it open or pile requests up.
+    let app = liaison::http::callback_router_with(liaison.clone(), EdgeLimits::default());
     tokio::spawn(async move { axum::serve(listener, app).await });
     mock.set_callback_url(Some(callback_url));
     mock.set_callback_signing(Some(StandardWebhooks::new(&secret)?));

@@ -35,6 +35,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use liaison::callback::{JsonMatcher, StandardWebhooks};
 use liaison::engine::{AlertSettings, EngineSettings, Liaison, Partner};
+use liaison::http::EdgeLimits;
 use liaison::http::ops::{OpsState, router};
 use liaison::ops::alerts::{Owner, Ownership, ProblemClass};
 use liaison::retry::{Exponential, RetryLimits};
@@ -121,7 +122,8 @@ async fn main() -> Result<(), BoxError> {
     // listener, whoever can post a callback could read the page and the API.
     let callback_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let callbacks_base = format!("http://{}", callback_listener.local_addr()?);
-    let callbacks = liaison::http::callback_router(liaison.clone());
+    // Behind a timeout, a concurrency limit and a body limit (EdgeLimits).
+    let callbacks = liaison::http::callback_router_with(liaison.clone(), EdgeLimits::default());
     tokio::spawn(async move { axum::serve(callback_listener, callbacks).await });
     lab.set_callback_url(Some(format!("{callbacks_base}/callbacks/lab")));
     lab.set_callback_signing(Some(StandardWebhooks::new(&secret)?));
@@ -140,6 +142,9 @@ async fn main() -> Result<(), BoxError> {
                 format!("localhost:{}", ops_addr.port()),
             ]),
     )?;
+    // Operators only, but limits all the same: a stuck browser tab or a
+    // script in a loop cannot tie up the host.
+    let ops = EdgeLimits::default().concurrency(16).apply(ops);
     tokio::spawn(async move { axum::serve(ops_listener, ops).await });
 
     println!("ops page:  {base}/");

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use liaison::callback::{JsonMatcher, StandardWebhooks};
 use liaison::engine::{CircuitSettings, EngineSettings, Liaison, Partner};
+use liaison::http::EdgeLimits;
 use liaison::retry::{Exponential, RetryLimits};
 use liaison::rusqlite;
 use liaison::store::SqliteStore;
@@ -249,7 +250,9 @@ async fn host() -> Result<bool, Failure> {
         .partner(partner)
         .settings(settings)
         .build()?;
-    let app = liaison::http::callback_router(liaison.clone());
+    // Behind a timeout, a concurrency limit and a body limit (EdgeLimits):
+    // whoever reaches the endpoint cannot hold it open or pile requests up.
+    let app = liaison::http::callback_router_with(liaison.clone(), EdgeLimits::default());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let handle = liaison.start();
     let started = Instant::now();

@@ -164,6 +164,21 @@ pub enum Error {
         supported: i64,
     },
 
+    /// The database's schema is older than this build's, and the store was
+    /// opened without migrating it (`PostgresConfig::migrate(false)`, as the
+    /// `liaison` CLI opens an outbox): nothing was changed. Run the host
+    /// application (which migrates on open) or the liaison release that
+    /// matches the database.
+    #[error(
+        "database schema version {found} is older than this build of liaison expects ({required}) and was opened without migrating it; nothing was changed"
+    )]
+    SchemaTooOld {
+        /// The schema version recorded in the database.
+        found: i64,
+        /// The schema version this build needs.
+        required: i64,
+    },
+
     /// A migration this database recorded as applied differs from the one
     /// this build of liaison carries (its SQL's checksum or its name), or is
     /// unknown to this build. The database may not have the schema the code
@@ -270,6 +285,8 @@ pub enum ErrorKind {
     NotFound,
     /// See [`Error::SchemaTooNew`].
     SchemaTooNew,
+    /// See [`Error::SchemaTooOld`].
+    SchemaTooOld,
     /// See [`Error::MigrationChanged`].
     MigrationChanged,
     /// See [`Error::Busy`].
@@ -301,6 +318,7 @@ impl Error {
             Error::StaleLease { .. } => ErrorKind::StaleLease,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::SchemaTooNew { .. } => ErrorKind::SchemaTooNew,
+            Error::SchemaTooOld { .. } => ErrorKind::SchemaTooOld,
             Error::MigrationChanged { .. } => ErrorKind::MigrationChanged,
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Storage { .. } => ErrorKind::Storage,
@@ -366,8 +384,9 @@ impl Error {
     }
 
     /// The storage layer failed or is unavailable (including busy and
-    /// closed, and a database this build cannot use: schema too new, or a
-    /// migration changed after it was applied).
+    /// closed, and a database this build cannot use: schema too new, too
+    /// old for a store opened without migrating, or a migration changed
+    /// after it was applied).
     pub fn is_storage(&self) -> bool {
         matches!(
             self.kind(),
@@ -377,6 +396,7 @@ impl Error {
                 | ErrorKind::Corrupt
                 | ErrorKind::Closed
                 | ErrorKind::SchemaTooNew
+                | ErrorKind::SchemaTooOld
                 | ErrorKind::MigrationChanged
         )
     }

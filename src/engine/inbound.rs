@@ -173,6 +173,16 @@ impl Liaison {
             .map_or(DEFAULT_CALLBACK_CAP, |rt| rt.config.max_callback_bytes)
     }
 
+    /// The largest [`Liaison::callback_cap`] of any name: of the configured
+    /// partners, and the default cap that unknown names get.
+    pub fn largest_callback_cap(&self) -> usize {
+        self.shared
+            .partners
+            .values()
+            .map(|rt| rt.config.max_callback_bytes)
+            .fold(DEFAULT_CALLBACK_CAP, usize::max)
+    }
+
     /// Record a callback whose body was not kept because it is above the
     /// cap: its metadata is stored and the partner is answered 413. A
     /// `partner` that is not a valid partner name is refused with

@@ -1,17 +1,22 @@
-//! HTTP routes (feature `http`): the callback endpoint partners post to.
+//! HTTP routes (feature `http`): the callback endpoint partners post to,
+//! behind the limits a public endpoint needs ([`EdgeLimits`]: a timeout, a
+//! concurrency limit, a body limit).
 //!
 //! ```no_run
-//! use liaison::store::SqliteStore;
+//! use liaison::http::{EdgeLimits, callback_router_with};
 //! use liaison::Liaison;
 //!
 //! # async fn run(liaison: Liaison) -> std::io::Result<()> {
-//! let app = liaison::http::callback_router(liaison);
+//! let app = callback_router_with(liaison, EdgeLimits::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
 
+mod limits;
 pub mod ops;
+
+pub use self::limits::EdgeLimits;
 
 use axum::Router;
 use axum::body::Body;
@@ -41,10 +46,41 @@ use crate::model::submission::validate_partner;
 /// Mount it under your own prefix with `Router::nest`, behind whatever
 /// transport security your deployment uses; the callbacks themselves are
 /// authenticated by the partner's signature verifier.
+///
+/// This router has no timeout and no limit on concurrent requests: serve
+/// [`callback_router_with`] instead (or put your own layers in front), so
+/// that whoever can reach the endpoint cannot hold connections open or
+/// pile up requests.
 pub fn callback_router(liaison: Liaison) -> Router {
     Router::new()
         .route("/callbacks/{partner}", post(receive))
         .with_state(liaison)
+}
+
+/// [`callback_router`] behind `limits`: a timeout per request (`408`), at
+/// most [`EdgeLimits::concurrency`] callbacks at once (more are answered
+/// `503` with `Retry-After` at once, so partners retry), and a body limit
+/// (`413` before the body is read) that is, unless set, the largest
+/// callback cap of the configured partners — each partner's own cap still
+/// applies below it, and a callback above it is recorded as too large.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use liaison::http::{EdgeLimits, callback_router_with};
+/// use liaison::Liaison;
+///
+/// # async fn run(liaison: Liaison) -> std::io::Result<()> {
+/// let limits = EdgeLimits::default()
+///     .timeout(Duration::from_secs(10))
+///     .concurrency(32);
+/// let app = callback_router_with(liaison, limits);
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+/// axum::serve(listener, app).await?;
+/// # Ok(()) }
+/// ```
+pub fn callback_router_with(liaison: Liaison, limits: EdgeLimits) -> Router {
+    let limits = limits.for_callbacks(&liaison);
+    limits.apply(callback_router(liaison))
 }
 
 async fn receive(
@@ -126,6 +162,9 @@ async fn read_capped(mut body: Body, cap: usize) -> Read {
                     bytes.extend_from_slice(data);
                 }
             }
+            // A body limit in front (`EdgeLimits`) ends the body with its
+            // own error once the limit is passed: too large, not broken.
+            Err(e) if is_length_limit(&e) => return Read::TooLarge,
             Err(_) => {
                 return Read::Broken {
                     received: bytes.len(),
@@ -134,6 +173,19 @@ async fn read_capped(mut body: Body, cap: usize) -> Read {
         }
     }
     Read::Whole(bytes)
+}
+
+/// Whether a body error is a body limit's (tower-http's, through
+/// http-body-util's `Limited`), anywhere in its chain of causes.
+fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// The one answer for every rejected callback, whatever the reason: the

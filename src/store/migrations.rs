@@ -115,6 +115,26 @@ migrations! {
 #[cfg_attr(not(feature = "sqlite"), allow(unreachable_pub))]
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
+/// Whether an outbox opened without migrating (a support tool's open:
+/// nothing may change) can be used: only at exactly this build's version.
+/// Older is [`Error::SchemaTooOld`], newer [`Error::SchemaTooNew`].
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn require_current(found: i64) -> Result<()> {
+    if found > SCHEMA_VERSION {
+        Err(Error::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        })
+    } else if found < SCHEMA_VERSION {
+        Err(Error::SchemaTooOld {
+            found,
+            required: SCHEMA_VERSION,
+        })
+    } else {
+        Ok(())
+    }
+}
+
 /// One row of `liaison_migrations`, as a store read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Recorded {
@@ -312,5 +332,19 @@ mod tests {
                 "{err:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_outbox_opened_without_migrating_must_be_at_this_builds_version() {
+        assert!(require_current(SCHEMA_VERSION).is_ok());
+        let old = require_current(SCHEMA_VERSION - 1).unwrap_err();
+        assert_eq!(old.kind(), crate::ErrorKind::SchemaTooOld);
+        assert!(old.is_storage() && !old.is_retryable());
+        let new = require_current(SCHEMA_VERSION + 1).unwrap_err();
+        assert_eq!(new.kind(), crate::ErrorKind::SchemaTooNew);
+        assert_eq!(
+            require_current(0).unwrap_err().kind(),
+            crate::ErrorKind::SchemaTooOld
+        );
     }
 }

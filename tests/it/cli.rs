@@ -1,24 +1,30 @@
 //! The `liaison` binary on a prepared outbox: each command's output and exit
 //! code, the `--json` variants, and the errors a support engineer will meet.
+//!
+//! Every case runs twice, as `cli::sqlite::<case>` on an SQLite file and as
+//! `cli::postgres::<case>` on a PostgreSQL schema of its own (the
+//! conformance suite's harness: `LIAISON_TEST_PG_URL`, skipped with a
+//! notice without it unless `LIAISON_REQUIRE_PG=1`): the same commands, the
+//! same output and exit codes. What only one store has (a file that is not
+//! a database, a server that cannot be reached) is tested on its own below.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
 use std::process::Command;
 
 use liaison::callback::{CallbackId, Disposition};
-use liaison::store::{NewCallback, OutboxStore, Settlement, SqliteStore};
+use liaison::store::{NewCallback, Settlement};
 use liaison::{EventKind, SubmissionId, SubmissionState};
 use serde_json::Value;
-use tempfile::TempDir;
 
+use crate::conformance::harness::{Harness, Store};
 use crate::support::{drive_new_to, park_deliveries, submission};
 
-/// An outbox file with work in every state that matters, and one
-/// malformed callback in quarantine. The store is closed again: the CLI
-/// is the only one using the file, as on a support engineer's machine.
+/// An outbox with work in every state that matters, and one malformed
+/// callback in quarantine. The store is closed again: the CLI is the only
+/// one using it, as on a support engineer's machine.
 struct Outbox {
-    _dir: TempDir,
-    path: PathBuf,
+    db: Harness,
     ids: BTreeMap<&'static str, SubmissionId>,
     callback: CallbackId,
 }
@@ -29,21 +35,20 @@ impl Outbox {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        run(&self.path, args)
+        run(&self.db, args)
     }
 
-    fn store(&self) -> SqliteStore {
-        SqliteStore::open(&self.path).expect("reopen")
+    /// A store instance on the outbox, as the host application has.
+    async fn store(&self) -> Store {
+        self.db.store().await
     }
 }
 
 /// bank: 2 succeeded, 1 failed (500.00), 1 dead-lettered (700.00), 1 stuck
 /// (300.00), 1 queued; lab: 1 stuck (25.00). At risk: 4 worth 1525.00 (no currency given).
-async fn outbox() -> Outbox {
+async fn outbox(db: Harness) -> Outbox {
     use SubmissionState::*;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("outbox.db");
-    let store = SqliteStore::open(&path).unwrap();
+    let store = db.store().await;
     // Queued work last: driving a submission claims its partner's due work.
     let script = [
         ("bank", "s1", 10_000, Succeeded),
@@ -57,7 +62,7 @@ async fn outbox() -> Outbox {
     let mut ids = BTreeMap::new();
     for (partner, key, cents, state) in script {
         let new = submission(partner, key).business_value(cents);
-        let (id, _) = drive_new_to(&store, new, state).await;
+        let (id, _) = drive_new_to(&*store, new, state).await;
         ids.insert(key, id);
     }
     let body = b"{\"status\": \"succeeded\", \"ref\": ".to_vec();
@@ -75,12 +80,7 @@ async fn outbox() -> Outbox {
         .await
         .unwrap();
     drop(store);
-    Outbox {
-        _dir: dir,
-        path,
-        ids,
-        callback,
-    }
+    Outbox { db, ids, callback }
 }
 
 #[derive(Debug)]
@@ -112,13 +112,37 @@ impl Run {
     }
 }
 
-fn run(db: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_liaison"))
-        .arg("--db")
-        .arg(db)
+/// `--db` (and `--schema`) naming the outbox under test.
+fn db_args(db: &Harness) -> Vec<OsString> {
+    match db.postgres_schema() {
+        Some((url, schema)) => ["--db", url, "--schema", schema]
+            .map(OsString::from)
+            .to_vec(),
+        None => vec![
+            "--db".into(),
+            db.sqlite_file().expect("an SQLite file").into(),
+        ],
+    }
+}
+
+/// The binary, with the environment it could read the outbox from removed.
+fn cli() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_liaison"));
+    for var in ["LIAISON_DB", "LIAISON_SCHEMA", "LIAISON_CA_FILE"] {
+        command.env_remove(var);
+    }
+    command.env("USER", "tester");
+    command
+}
+
+fn run(db: &Harness, args: &[&str]) -> Run {
+    run_with(db_args(db), args)
+}
+
+fn run_with(db_args: Vec<OsString>, args: &[&str]) -> Run {
+    let out = cli()
+        .args(db_args)
         .args(args)
-        .env_remove("LIAISON_DB")
-        .env("USER", "tester")
         .output()
         .expect("run the liaison binary");
     Run {
@@ -129,12 +153,17 @@ fn run(db: &Path, args: &[&str]) -> Run {
 }
 
 async fn state_of(outbox: &Outbox, key: &str) -> SubmissionState {
-    outbox.store().get(outbox.ids[key]).await.unwrap().state
+    outbox
+        .store()
+        .await
+        .get(outbox.ids[key])
+        .await
+        .unwrap()
+        .state
 }
 
-#[tokio::test]
-async fn status_answers_the_four_questions() {
-    let outbox = outbox().await;
+async fn status_answers_the_four_questions(db: Harness) {
+    let outbox = outbox(db).await;
     let run = outbox.run(&["status"]);
     run.ok()
         .has("Is it working today?")
@@ -151,6 +180,16 @@ async fn status_answers_the_four_questions() {
         )
         .has("replay-where --dry-run")
         .has("callbacks --quarantined");
+    // The commands to run name this outbox again (a PostgreSQL one with its
+    // schema, without a password).
+    let again = match outbox.db.postgres_schema() {
+        Some((url, schema)) => format!("liaison --db {url} --schema {schema} replay-where"),
+        None => format!(
+            "liaison --db {} replay-where",
+            outbox.db.sqlite_file().unwrap().display()
+        ),
+    };
+    run.has(&again);
     // The questions come first, then the table per partner.
     let table = run.stdout.find("PARTNER").expect("a partner table");
     assert!(run.stdout.find("Can we recover?").unwrap() < table);
@@ -176,17 +215,14 @@ async fn status_answers_the_four_questions() {
     assert_eq!(json["health"]["partners"].as_array().unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn status_exits_1_when_the_verdict_is_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("outbox.db");
-    let store = SqliteStore::open(&path).unwrap();
+async fn status_exits_1_when_the_verdict_is_down(db: Harness) {
+    let store = db.store().await;
     for key in ["a", "b", "c"] {
         let new = submission("lab", key).business_value(1_000);
-        drive_new_to(&store, new, SubmissionState::DeadLettered).await;
+        drive_new_to(&*store, new, SubmissionState::DeadLettered).await;
     }
     drop(store);
-    let run = run(&path, &["status"]);
+    let run = run(&db, &["status"]);
     assert_eq!(run.code, 1, "{run:#?}");
     run.has("DOWN")
         .has("lab: nothing succeeded in the window")
@@ -196,12 +232,9 @@ async fn status_exits_1_when_the_verdict_is_down() {
 /// Two currencies and a business deadline: `status` says each in plain
 /// words, never adding EUR to USD; `list --by-deadline` lists the open work
 /// by nearest deadline; `show` and `export` carry the currency and deadline.
-#[tokio::test]
-async fn status_reports_impact_per_currency_and_deadlines_at_risk() {
+async fn status_reports_impact_per_currency_and_deadlines_at_risk(db: Harness) {
     use SubmissionState::*;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("outbox.db");
-    let store = SqliteStore::open(&path).unwrap();
+    let store = db.store().await;
     let due = chrono::Utc::now() + chrono::Duration::hours(3);
     let script = [
         ("e1", 25_000, "EUR", Some(due), DeadLettered),
@@ -220,69 +253,66 @@ async fn status_reports_impact_per_currency_and_deadlines_at_risk() {
         if let Some(at) = deadline {
             new = new.business_deadline(at);
         }
-        ids.insert(key, drive_new_to(&store, new, state).await.0);
+        ids.insert(key, drive_new_to(&*store, new, state).await.0);
     }
     drop(store);
-    let run = run(&path, &["status"]);
+    let run = run(&db, &["status"]);
     run.has("2 submissions worth EUR 250.00 + USD 10.00 at risk")
         .has("by age: < 1 h: 2 worth EUR 250.00 + USD 10.00")
         .has(
             "clearinghouse: 1 submission(s) will miss their business deadline within 24 h (EUR 250.00)",
         );
-    let json = run_json(&path, &["status", "--json"]);
+    let json = run_json(&db, &["status", "--json"]);
     assert_eq!(json["impact"]["value"]["EUR"], 25_000);
     assert_eq!(json["impact"]["value"]["USD"], 1_000);
     assert_eq!(json["impact"]["deadlines"][0]["at_risk"]["count"], 1);
     assert_eq!(json["impact"]["deadlines"][0]["lead_time_secs"], 86_400);
 
-    let list = run_ok(&path, &["list", "--by-deadline"]);
-    let e1 = list.find("e1").expect("e1 listed");
-    let e2 = list.find("e2").expect("e2 listed");
+    let list = run_ok(&db, &["list", "--by-deadline"]);
+    // Keys as a column (" e1 "): "e1" alone also occurs inside hex ids.
+    let e1 = list.find(" e1 ").expect("e1 listed");
+    let e2 = list.find(" e2 ").expect("e2 listed");
     assert!(e1 < e2, "nearest first: {list}");
-    assert!(!list.contains("u1"), "no deadline, not listed: {list}");
+    assert!(!list.contains(" u1 "), "no deadline, not listed: {list}");
     assert!(
         list.contains("EUR 250.00") && list.contains("BUSINESS DEADLINE"),
         "{list}"
     );
-    let show = run_ok(&path, &["show", &ids["u1"].to_string()]);
+    let show = run_ok(&db, &["show", &ids["u1"].to_string()]);
     assert!(show.contains("USD 10.00"), "{show}");
-    let show = run_ok(&path, &["show", &ids["e1"].to_string()]);
+    let show = run_ok(&db, &["show", &ids["e1"].to_string()]);
     assert!(
         show.contains("business deadline") && show.contains("(in "),
         "{show}"
     );
-    let csv = run_ok(&path, &["export", "--format", "csv"]);
+    let csv = run_ok(&db, &["export", "--format", "csv"]);
     let header = csv.lines().next().unwrap();
     assert!(header.ends_with("currency,business_deadline"), "{header}");
     assert!(csv.lines().any(|l| l.contains(",USD,")), "{csv}");
 }
 
-fn run_ok(path: &Path, args: &[&str]) -> String {
-    let run = run(path, args);
+fn run_ok(db: &Harness, args: &[&str]) -> String {
+    let run = run(db, args);
     assert_eq!(run.code, 0, "{run:#?}");
     run.stdout
 }
 
-fn run_json(path: &Path, args: &[&str]) -> Value {
-    serde_json::from_str(&run(path, args).stdout).expect("JSON")
+fn run_json(db: &Harness, args: &[&str]) -> Value {
+    serde_json::from_str(&run(db, args).stdout).expect("JSON")
 }
 
-#[tokio::test]
-async fn an_empty_outbox_is_healthy() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("outbox.db");
-    drop(SqliteStore::open(&path).unwrap());
-    run(&path, &["status"])
+async fn an_empty_outbox_is_healthy(db: Harness) {
+    drop(db.store().await);
+    run(&db, &["status"])
         .ok()
         .has("HEALTHY")
         .has("no submissions yet")
         .has("0 submissions worth 0 at risk");
-    run(&path, &["list"]).ok().has("no submissions match");
+    run(&db, &["list"]).ok().has("no submissions match");
 }
 
-#[tokio::test]
-async fn list_filters_by_state_and_partner() {
-    let outbox = outbox().await;
+async fn list_filters_by_state_and_partner(db: Harness) {
+    let outbox = outbox(db).await;
     let run = outbox.run(&["list", "--state", "stuck", "--partner", "lab"]);
     run.ok()
         .has("ID")
@@ -318,10 +348,9 @@ async fn list_filters_by_state_and_partner() {
     limited.ok().has("2 submissions (the limit");
 }
 
-#[tokio::test]
-async fn list_and_show_find_work_by_the_hosts_keys_and_by_time_of_change() {
-    let outbox = outbox().await;
-    let store = outbox.store();
+async fn list_and_show_find_work_by_the_hosts_keys_and_by_time_of_change(db: Harness) {
+    let outbox = outbox(db).await;
+    let store = outbox.store().await;
     let mut ids = BTreeMap::new();
     for (partner, key, claim) in [
         ("lab", "c1", "C-77"),
@@ -426,9 +455,8 @@ async fn list_and_show_find_work_by_the_hosts_keys_and_by_time_of_change() {
     assert_eq!(run.code, 2, "{run:#?}");
 }
 
-#[tokio::test]
-async fn show_prints_the_details_the_timeline_and_the_attempts() {
-    let outbox = outbox().await;
+async fn show_prints_the_details_the_timeline_and_the_attempts(db: Harness) {
+    let outbox = outbox(db).await;
     let id = outbox.id("k1");
     let run = outbox.run(&["show", &id]);
     run.ok()
@@ -462,9 +490,8 @@ async fn show_prints_the_details_the_timeline_and_the_attempts() {
     assert_eq!(json["attempts"][0]["outcome"], "accepted");
 }
 
-#[tokio::test]
-async fn replay_puts_the_submission_back_in_the_queue() {
-    let outbox = outbox().await;
+async fn replay_puts_the_submission_back_in_the_queue(db: Harness) {
+    let outbox = outbox(db).await;
     let id = outbox.id("k1");
     let run = outbox.run(&[
         "replay",
@@ -480,6 +507,7 @@ async fn replay_puts_the_submission_back_in_the_queue() {
     assert_eq!(state_of(&outbox, "k1").await, SubmissionState::Queued);
     let last = outbox
         .store()
+        .await
         .timeline(outbox.ids["k1"])
         .await
         .unwrap()
@@ -515,9 +543,8 @@ async fn replay_puts_the_submission_back_in_the_queue() {
     assert_eq!(json["submission"]["idempotency_key"], "f1~replay1");
 }
 
-#[tokio::test]
-async fn replay_where_dry_run_counts_what_the_real_run_replays() {
-    let outbox = outbox().await;
+async fn replay_where_dry_run_counts_what_the_real_run_replays(db: Harness) {
+    let outbox = outbox(db).await;
     let dry = outbox.run(&["replay-where", "--dry-run"]);
     dry.ok()
         .has("Would replay 4 submissions (dry run: nothing changed)");
@@ -538,6 +565,7 @@ async fn replay_where_dry_run_counts_what_the_real_run_replays() {
     assert!(real.stderr.contains("Replaying 4 submissions"), "{real:#?}");
     let queued = outbox
         .store()
+        .await
         .list(&liaison::store::ListFilter::default().state(SubmissionState::Queued))
         .await
         .unwrap();
@@ -555,9 +583,8 @@ async fn replay_where_dry_run_counts_what_the_real_run_replays() {
     );
 }
 
-#[tokio::test]
-async fn resolve_settles_by_hand_with_the_outcome_on_the_timeline() {
-    let outbox = outbox().await;
+async fn resolve_settles_by_hand_with_the_outcome_on_the_timeline(db: Harness) {
+    let outbox = outbox(db).await;
     let id = outbox.id("d1");
     outbox
         .run(&[
@@ -578,6 +605,7 @@ async fn resolve_settles_by_hand_with_the_outcome_on_the_timeline() {
     );
     let last = outbox
         .store()
+        .await
         .timeline(outbox.ids["d1"])
         .await
         .unwrap()
@@ -605,6 +633,7 @@ async fn resolve_settles_by_hand_with_the_outcome_on_the_timeline() {
     assert_eq!(json["submission"]["state"], "resolved_manually");
     let last = outbox
         .store()
+        .await
         .timeline(outbox.ids["f1"])
         .await
         .unwrap()
@@ -614,7 +643,7 @@ async fn resolve_settles_by_hand_with_the_outcome_on_the_timeline() {
     assert_eq!(data["outcome"], "failed");
     assert_eq!(data["reason"], "patient withdrew");
     // The attached document is kept as the submission's result.
-    let resolved = outbox.store().get(outbox.ids["f1"]).await.unwrap();
+    let resolved = outbox.store().await.get(outbox.ids["f1"]).await.unwrap();
     assert_eq!(
         resolved.result.as_ref().and_then(|r| r.document()),
         Some(&serde_json::json!({"withdrawn": true, "clinic_ref": "W-9"}))
@@ -646,9 +675,8 @@ async fn resolve_settles_by_hand_with_the_outcome_on_the_timeline() {
     assert_eq!(state_of(&outbox, "k1").await, SubmissionState::Stuck);
 }
 
-#[tokio::test]
-async fn cancel_stops_unfinished_work_and_is_refused_for_finished_work() {
-    let outbox = outbox().await;
+async fn cancel_stops_unfinished_work_and_is_refused_for_finished_work(db: Harness) {
+    let outbox = outbox(db).await;
     let id = outbox.id("q1");
     outbox
         .run(&["cancel", &id, "--reason", "claim withdrawn"])
@@ -669,9 +697,8 @@ async fn cancel_stops_unfinished_work_and_is_refused_for_finished_work() {
     assert_eq!(state_of(&outbox, "s1").await, SubmissionState::Succeeded);
 }
 
-#[tokio::test]
-async fn callbacks_lists_the_quarantine() {
-    let outbox = outbox().await;
+async fn callbacks_lists_the_quarantine(db: Harness) {
+    let outbox = outbox(db).await;
     let id = outbox.callback.to_string();
     outbox
         .run(&["callbacks", "--quarantined"])
@@ -701,9 +728,8 @@ async fn callbacks_lists_the_quarantine() {
         .has("no callbacks match");
 }
 
-#[tokio::test]
-async fn reprocess_explains_that_the_host_does_it() {
-    let outbox = outbox().await;
+async fn reprocess_explains_that_the_host_does_it(db: Harness) {
+    let outbox = outbox(db).await;
     let id = outbox.callback.to_string();
     let run = outbox.run(&["reprocess", &id]);
     assert_eq!(run.code, 2, "{run:#?}");
@@ -716,7 +742,12 @@ async fn reprocess_explains_that_the_host_does_it() {
         run.stderr
     );
     assert!(run.stderr.contains("matcher and secrets"), "{}", run.stderr);
-    let stored = outbox.store().callback(outbox.callback).await.unwrap();
+    let stored = outbox
+        .store()
+        .await
+        .callback(outbox.callback)
+        .await
+        .unwrap();
     assert_eq!(
         stored.disposition,
         Disposition::Malformed,
@@ -736,9 +767,8 @@ async fn reprocess_explains_that_the_host_does_it() {
     );
 }
 
-#[tokio::test]
-async fn dismiss_takes_a_callback_out_of_the_quarantine_with_a_reason() {
-    let outbox = outbox().await;
+async fn dismiss_takes_a_callback_out_of_the_quarantine_with_a_reason(db: Harness) {
+    let outbox = outbox(db).await;
     let id = outbox.callback.to_string();
     // Refused, exit 2, nothing changed: no reason, a blank one, an unknown
     // or malformed id.
@@ -758,7 +788,12 @@ async fn dismiss_takes_a_callback_out_of_the_quarantine_with_a_reason() {
         run.stderr
     );
     assert_eq!(outbox.run(&["dismiss", "C-1", "--reason", "x"]).code, 2);
-    let stored = outbox.store().callback(outbox.callback).await.unwrap();
+    let stored = outbox
+        .store()
+        .await
+        .callback(outbox.callback)
+        .await
+        .unwrap();
     assert_eq!(stored.disposition, Disposition::Malformed);
 
     outbox
@@ -772,7 +807,12 @@ async fn dismiss_takes_a_callback_out_of_the_quarantine_with_a_reason() {
         .has(&format!(
             "Dismissed callback {id} of bank: malformed -> dismissed"
         ));
-    let stored = outbox.store().callback(outbox.callback).await.unwrap();
+    let stored = outbox
+        .store()
+        .await
+        .callback(outbox.callback)
+        .await
+        .unwrap();
     assert_eq!(stored.disposition, Disposition::Dismissed);
     let dismissal = stored.dismissal.unwrap();
     assert_eq!(dismissal.actor.as_str(), "tester");
@@ -814,9 +854,8 @@ async fn dismiss_takes_a_callback_out_of_the_quarantine_with_a_reason() {
     assert!(again.stdout.is_empty());
 }
 
-#[tokio::test]
-async fn export_writes_json_with_timelines_and_csv() {
-    let outbox = outbox().await;
+async fn export_writes_json_with_timelines_and_csv(db: Harness) {
+    let outbox = outbox(db).await;
     let json = outbox
         .run(&["export", "--format", "json", "--timelines"])
         .ok()
@@ -855,9 +894,8 @@ async fn export_writes_json_with_timelines_and_csv() {
     );
 }
 
-#[tokio::test]
-async fn errors_are_explained_with_exit_code_2() {
-    let outbox = outbox().await;
+async fn errors_are_explained_with_exit_code_2(db: Harness) {
+    let outbox = outbox(db).await;
     let unknown = SubmissionId::new().to_string();
     let run = outbox.run(&["show", &unknown]);
     assert_eq!(run.code, 2);
@@ -900,11 +938,9 @@ async fn errors_are_explained_with_exit_code_2() {
 /// An outbox whose partner "bank" sends its results to the host: `p1` and
 /// `p2` finished and their deliveries are parked (the handler kept
 /// failing), `ok` finished and was delivered, `q1` is still queued.
-async fn outbox_with_parked_results() -> Outbox {
+async fn outbox_with_parked_results(db: Harness) -> Outbox {
     use SubmissionState::*;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("outbox.db");
-    let store = SqliteStore::open(&path).unwrap();
+    let store = db.store().await;
     store.set_result_delivery("bank", true).await.unwrap();
     let mut ids = BTreeMap::new();
     for (key, state) in [
@@ -913,11 +949,11 @@ async fn outbox_with_parked_results() -> Outbox {
         ("ok", Succeeded),
         ("q1", Queued),
     ] {
-        let (id, _) = drive_new_to(&store, submission("bank", key), state).await;
+        let (id, _) = drive_new_to(&*store, submission("bank", key), state).await;
         ids.insert(key, id);
     }
     let parked = park_deliveries(
-        &store,
+        &*store,
         "bank",
         &[ids["p1"], ids["p2"]],
         "claims table locked\u{1b}[2J",
@@ -926,16 +962,14 @@ async fn outbox_with_parked_results() -> Outbox {
     assert_eq!(parked.len(), 2);
     drop(store);
     Outbox {
-        _dir: dir,
-        path,
+        db,
         ids,
         callback: SubmissionId::new().to_string().parse().unwrap(),
     }
 }
 
-#[tokio::test]
-async fn deliveries_lists_results_and_show_names_a_parked_one() {
-    let outbox = outbox_with_parked_results().await;
+async fn deliveries_lists_results_and_show_names_a_parked_one(db: Harness) {
+    let outbox = outbox_with_parked_results(db).await;
     let all = outbox.run(&["deliveries"]);
     all.ok()
         .has("FINAL STATE")
@@ -994,9 +1028,8 @@ fn rows_of(outbox: &Outbox, key: &str) -> Vec<Value> {
     run.ok().json().as_array().unwrap().clone()
 }
 
-#[tokio::test]
-async fn rerun_delivery_hands_a_parked_result_over_again_and_refuses_the_others() {
-    let outbox = outbox_with_parked_results().await;
+async fn rerun_delivery_hands_a_parked_result_over_again_and_refuses_the_others(db: Harness) {
+    let outbox = outbox_with_parked_results(db).await;
     let p1 = rows_of(&outbox, "p1")[0]["id"].as_str().unwrap().to_owned();
     let p2 = rows_of(&outbox, "p2")[0]["id"].as_str().unwrap().to_owned();
     let delivered = rows_of(&outbox, "ok")[0]["id"].as_str().unwrap().to_owned();
@@ -1018,6 +1051,7 @@ async fn rerun_delivery_hands_a_parked_result_over_again_and_refuses_the_others(
     assert_eq!(after[0]["attempts"], 0, "a fresh retry budget");
     let last = outbox
         .store()
+        .await
         .timeline(outbox.ids["p1"])
         .await
         .unwrap()
@@ -1088,40 +1122,119 @@ async fn rerun_delivery_hands_a_parked_result_over_again_and_refuses_the_others(
     );
 }
 
-#[tokio::test]
-async fn the_database_may_come_from_the_environment_or_after_the_command() {
-    let outbox = outbox().await;
-    let from_env = Command::new(env!("CARGO_BIN_EXE_liaison"))
-        .args(["list", "--partner", "lab", "--json"])
-        .env("LIAISON_DB", &outbox.path)
-        .output()
-        .unwrap();
+async fn the_database_may_come_from_the_environment_or_after_the_command(db: Harness) {
+    let outbox = outbox(db).await;
+    let args = db_args(&outbox.db);
+    // --db VALUE [--schema NAME] as LIAISON_DB [and LIAISON_SCHEMA].
+    let mut from_env = cli();
+    from_env.args(["list", "--partner", "lab", "--json"]);
+    from_env.env("LIAISON_DB", &args[1]);
+    if let Some(schema) = args.get(3) {
+        from_env.env("LIAISON_SCHEMA", schema);
+    }
+    let from_env = from_env.output().unwrap();
     assert!(from_env.status.success(), "{from_env:?}");
     let rows: Value = serde_json::from_slice(&from_env.stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 1);
 
-    let after = Command::new(env!("CARGO_BIN_EXE_liaison"))
-        .args(["list", "--db"])
-        .arg(&outbox.path)
-        .env_remove("LIAISON_DB")
-        .output()
-        .unwrap();
+    let after = cli().arg("list").args(&args).output().unwrap();
     assert!(after.status.success(), "{after:?}");
 
-    let neither = Command::new(env!("CARGO_BIN_EXE_liaison"))
-        .arg("status")
-        .env_remove("LIAISON_DB")
-        .output()
-        .unwrap();
+    let neither = cli().arg("status").output().unwrap();
     assert_eq!(neither.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&neither.stderr).contains("LIAISON_DB"));
+}
+
+/// Run one statement on the outbox under test, as an operator (or another
+/// release) could have: SQL of that store, outside liaison.
+async fn execute(db: &Harness, statement: &str) {
+    match db.postgres_schema() {
+        Some((url, schema)) => {
+            let client = crate::conformance::harness::pg::client(url).await;
+            client
+                .batch_execute(&format!("SET search_path TO {schema}; {statement}"))
+                .await
+                .unwrap();
+        }
+        None => {
+            rusqlite::Connection::open(db.sqlite_file().unwrap())
+                .unwrap()
+                .execute_batch(statement)
+                .unwrap();
+        }
+    }
+}
+
+/// The schema version the outbox under test records.
+async fn recorded_version(db: &Harness) -> i64 {
+    let sql = "SELECT COALESCE(MAX(version), 0) FROM liaison_migrations";
+    match db.postgres_schema() {
+        Some((url, schema)) => {
+            let client = crate::conformance::harness::pg::client(url).await;
+            client
+                .batch_execute(&format!("SET search_path TO {schema}"))
+                .await
+                .unwrap();
+            client.query_one(sql, &[]).await.unwrap().get(0)
+        }
+        None => rusqlite::Connection::open(db.sqlite_file().unwrap())
+            .unwrap()
+            .query_row(sql, [], |row| row.get(0))
+            .unwrap(),
+    }
+}
+
+/// An outbox on an older schema (its newest migration's record removed) or
+/// a newer one (a migration this build does not know recorded): every
+/// command is refused with exit 2, and nothing is migrated.
+async fn another_schema_version_is_refused_and_never_migrated(db: Harness) {
+    use liaison::store::SCHEMA_VERSION;
+    let outbox = outbox(db).await;
+    execute(
+        &outbox.db,
+        &format!("DELETE FROM liaison_migrations WHERE version = {SCHEMA_VERSION}"),
+    )
+    .await;
+    for args in [&["status"][..], &["replay-where", "--reason", "x"][..]] {
+        let run = outbox.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        assert!(
+            run.stderr.contains(&format!(
+                "has schema version {}, older than this CLI's ({SCHEMA_VERSION}); \
+                 the CLI does not migrate a host's database",
+                SCHEMA_VERSION - 1
+            )),
+            "{run:#?}"
+        );
+        assert!(run.stdout.is_empty(), "{run:#?}");
+    }
+    assert_eq!(recorded_version(&outbox.db).await, SCHEMA_VERSION - 1);
+
+    let newer = SCHEMA_VERSION + 1;
+    execute(
+        &outbox.db,
+        &format!(
+            "INSERT INTO liaison_migrations (version, name, applied_at, checksum) \
+             VALUES ({newer}, 'from_the_future', 0, NULL)"
+        ),
+    )
+    .await;
+    let run = outbox.run(&["list"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "has schema version {newer}, newer than this CLI knows"
+        )),
+        "{run:#?}"
+    );
+    assert_eq!(recorded_version(&outbox.db).await, newer);
 }
 
 #[test]
 fn a_missing_file_is_never_created() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("typo.db");
-    let run = run(&path, &["status"]);
+    let run = run_with(vec!["--db".into(), path.clone().into()], &["status"]);
     assert_eq!(run.code, 2);
     assert!(
         run.stderr
@@ -1139,7 +1252,7 @@ fn a_file_that_is_not_an_outbox_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("app.db");
     std::fs::write(&path, b"").unwrap(); // an empty file is an empty SQLite database
-    let run = run(&path, &["list"]);
+    let run = run_with(vec!["--db".into(), path.clone().into()], &["list"]);
     assert_eq!(run.code, 2);
     assert!(
         run.stderr.contains("is not a liaison outbox"),
@@ -1151,15 +1264,23 @@ fn a_file_that_is_not_an_outbox_is_left_alone() {
         0,
         "nothing was written"
     );
+    // A schema is PostgreSQL's: refused for a file, which is left alone.
+    let run = run_with(
+        vec!["--db".into(), path.clone().into()],
+        &["--schema", "liaison", "list"],
+    );
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("--schema"), "{run:#?}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
 }
 
-#[tokio::test]
-async fn alerts_lists_open_alerts_with_owners_and_ack_stops_reminders() {
+async fn alerts_lists_open_alerts_with_owners_and_ack_stops_reminders(db: Harness) {
     use liaison::ops::alerts::{Owner, ProblemClass};
     use liaison::store::NewAlert;
-    let outbox = outbox().await;
+    let outbox = outbox(db).await;
     let (alert, opened) = outbox
         .store()
+        .await
         .open_alert(NewAlert::new(
             "bank",
             ProblemClass::ResultOverdue,
@@ -1210,13 +1331,12 @@ impl liaison::ops::alerts::AlertSink for DownPager {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn show_alert_lists_its_notifications_and_status_says_alerts_are_not_arriving() {
+async fn show_alert_lists_its_notifications_and_status_says_alerts_are_not_arriving(db: Harness) {
     use liaison::engine::{AlertSettings, Liaison};
     use liaison::ops::alerts::{ChannelSink, NotificationState, Owner, Ownership, ProblemClass};
-    let outbox = outbox().await;
+    let outbox = outbox(db).await;
     let (channel, _rx) = ChannelSink::new(64);
-    let liaison = Liaison::builder(outbox.store())
+    let liaison = Liaison::builder_arc(outbox.store().await)
         .ownership(
             Ownership::new(Owner::new("integrations", "#integrations"))
                 .partner("bank", Owner::new("billing ops", "billing@clinic.example")),
@@ -1274,21 +1394,18 @@ async fn show_alert_lists_its_notifications_and_status_says_alerts_are_not_arriv
 /// and body) with terminal escapes and forged lines in it.
 const HOSTILE: &str = "\x1b[31mred\x1b]0;title\x07\r\nforged: line\u{9b}2J";
 
-#[tokio::test]
-async fn output_never_carries_control_characters_from_stored_text() {
+async fn output_never_carries_control_characters_from_stored_text(db: Harness) {
     use liaison::AttemptOutcome;
     use liaison::store::{AttemptReport, StateChange};
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("outbox.db");
-    let store = SqliteStore::open(&path).unwrap();
+    let store = db.store().await;
     let id = store
         .enqueue(submission("bank", "evil"))
         .await
         .unwrap()
         .submission
         .id;
-    let lease = crate::support::claim_one(&store, "bank").await;
+    let lease = crate::support::claim_one(&*store, "bank").await;
     store
         .complete(
             &lease,
@@ -1323,7 +1440,7 @@ async fn output_never_carries_control_characters_from_stored_text() {
         &["status"],
     ];
     for args in commands {
-        let run = run(&path, args);
+        let run = run(&db, args);
         for (name, out) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
             assert!(
                 !out.chars().any(|c| c.is_control() && c != '\n'),
@@ -1336,8 +1453,8 @@ async fn output_never_carries_control_characters_from_stored_text() {
         }
     }
     // What was escaped is still there to read.
-    run(&path, &["show", &id]).has("\\u001b[31mred");
-    let json = run(&path, &["show", &id, "--json"]);
+    run(&db, &["show", &id]).has("\\u001b[31mred");
+    let json = run(&db, &["show", &id, "--json"]);
     json.has("\\u001b[31mred");
     // Still JSON, the text intact once decoded.
     assert!(
@@ -1350,12 +1467,10 @@ async fn output_never_carries_control_characters_from_stored_text() {
 /// lab: queued work due for a minute, its only engine gone (last beat a
 /// minute ago); bank: expected to finish at least 1 per hour, nothing
 /// finished, served by a live engine.
-async fn outbox_with_a_dead_engine_and_a_silent_partner() -> (TempDir, PathBuf, String) {
+async fn outbox_with_a_dead_engine_and_a_silent_partner(db: &Harness) -> String {
     use liaison::engine::ExpectedTraffic;
     use liaison::store::Instance;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("outbox.db");
-    let store = SqliteStore::open(&path).unwrap();
+    let store = db.store().await;
     store.enqueue(submission("lab", "waits")).await.unwrap();
     store.enqueue(submission("bank", "queued")).await.unwrap();
     let minute_ago = chrono::Utc::now() - chrono::Duration::minutes(1);
@@ -1373,24 +1488,23 @@ async fn outbox_with_a_dead_engine_and_a_silent_partner() -> (TempDir, PathBuf, 
         .unwrap();
     drop(store);
     // lab's work came due a minute ago (an enqueue cannot date it back).
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute(
-            "UPDATE liaison_submissions SET due_at = ?1 WHERE partner = 'lab'",
-            [minute_ago.timestamp_millis()],
-        )
-        .unwrap();
-    let since = minute_ago
+    execute(
+        db,
+        &format!(
+            "UPDATE liaison_submissions SET due_at = {} WHERE partner = 'lab'",
+            minute_ago.timestamp_millis()
+        ),
+    )
+    .await;
+    minute_ago
         .with_timezone(&chrono::Utc)
         .format("%Y-%m-%d %H:%M:%S UTC")
-        .to_string();
-    (dir, path, since)
+        .to_string()
 }
 
-#[tokio::test]
-async fn status_names_a_dead_engine_and_a_silent_partner_and_lists_the_engines() {
-    let (_dir, path, since) = outbox_with_a_dead_engine_and_a_silent_partner().await;
-    let run = run(&path, &["status"]);
+async fn status_names_a_dead_engine_and_a_silent_partner_and_lists_the_engines(db: Harness) {
+    let since = outbox_with_a_dead_engine_and_a_silent_partner(&db).await;
+    let run = run(&db, &["status"]);
     assert_eq!(run.code, 1, "down: {run:#?}");
     run.has("DOWN")
         .has(&format!(
@@ -1409,7 +1523,7 @@ async fn status_names_a_dead_engine_and_a_silent_partner_and_lists_the_engines()
     assert!(live.contains("live") && live.contains("bank"), "{live}");
     assert!(run.stdout.find("PARTNER").unwrap() < engines);
 
-    let json = self::run(&path, &["status", "--json"]).json();
+    let json = self::run(&db, &["status", "--json"]).json();
     assert_eq!(json["verdict"], "down");
     let instances = json["health"]["instances"].as_array().unwrap();
     assert_eq!(instances.len(), 2);
@@ -1429,21 +1543,22 @@ async fn status_names_a_dead_engine_and_a_silent_partner_and_lists_the_engines()
 /// Issue 15's "done when": one database with a dead engine, a silent
 /// partner, a business deadline at risk and values in two currencies;
 /// `status` says each in plain words and never adds the currencies up.
-#[tokio::test]
-async fn status_says_a_dead_engine_a_silent_partner_a_deadline_at_risk_and_two_currencies() {
+async fn status_says_a_dead_engine_a_silent_partner_a_deadline_at_risk_and_two_currencies(
+    db: Harness,
+) {
     use SubmissionState::*;
-    let (_dir, path, since) = outbox_with_a_dead_engine_and_a_silent_partner().await;
-    let store = SqliteStore::open(&path).unwrap();
+    let since = outbox_with_a_dead_engine_and_a_silent_partner(&db).await;
+    let store = db.store().await;
     let due = chrono::Utc::now() + chrono::Duration::hours(5);
     let claim = submission("clearinghouse", "C-1042")
         .business_value_in(40_000, "EUR")
         .business_deadline(due);
-    drive_new_to(&store, claim, DeadLettered).await;
+    drive_new_to(&*store, claim, DeadLettered).await;
     let lab_test = submission("clearinghouse", "C-1043").business_value_in(1_250, "USD");
-    drive_new_to(&store, lab_test, Failed).await;
+    drive_new_to(&*store, lab_test, Failed).await;
     drop(store);
 
-    let run = run(&path, &["status"]);
+    let run = run(&db, &["status"]);
     assert_eq!(run.code, 1, "down: {run:#?}");
     run.has(&format!(
         "lab: no dispatcher is running for lab since {since}: work is due and no engine sends it"
@@ -1458,7 +1573,7 @@ async fn status_says_a_dead_engine_a_silent_partner_a_deadline_at_risk_and_two_c
         "currencies are never added together: {}",
         run.stdout
     );
-    let json = self::run(&path, &["status", "--json"]).json();
+    let json = self::run(&db, &["status", "--json"]).json();
     assert_eq!(json["impact"]["value"]["EUR"], 40_000);
     assert_eq!(json["impact"]["value"]["USD"], 1_250);
     let reasons = json["working"]["reasons"].to_string();
@@ -1471,9 +1586,8 @@ async fn status_says_a_dead_engine_a_silent_partner_a_deadline_at_risk_and_two_c
     }
 }
 
-#[tokio::test]
-async fn pause_and_resume_a_partner_with_a_reason() {
-    let outbox = outbox().await;
+async fn pause_and_resume_a_partner_with_a_reason(db: Harness) {
+    let outbox = outbox(db).await;
     let run = outbox.run(&[
         "pause",
         "bank",
@@ -1485,7 +1599,12 @@ async fn pause_and_resume_a_partner_with_a_reason() {
         "ops-anna",
     ]);
     run.ok().has("Paused bank until ").has("by ops-anna");
-    let pauses = outbox.store().pauses(chrono::Utc::now()).await.unwrap();
+    let pauses = outbox
+        .store()
+        .await
+        .pauses(chrono::Utc::now())
+        .await
+        .unwrap();
     assert_eq!(pauses.len(), 1);
     assert_eq!(pauses[0].partner, "bank");
     assert_eq!(pauses[0].reason, "bank maintenance window");
@@ -1516,7 +1635,12 @@ async fn pause_and_resume_a_partner_with_a_reason() {
 
     let run = outbox.run(&["resume", "bank", "--reason", "maintenance over"]);
     run.ok().has("Resumed bank by tester");
-    let pauses = outbox.store().pauses(chrono::Utc::now()).await.unwrap();
+    let pauses = outbox
+        .store()
+        .await
+        .pauses(chrono::Utc::now())
+        .await
+        .unwrap();
     assert_eq!(
         pauses
             .iter()
@@ -1563,9 +1687,223 @@ async fn pause_and_resume_a_partner_with_a_reason() {
     assert!(
         outbox
             .store()
+            .await
             .pauses(chrono::Utc::now())
             .await
             .unwrap()
             .is_empty()
     );
+}
+
+// What only PostgreSQL has: a server to reach, a URL, schemas. Nothing is
+// created by accident, and the password never reaches the output.
+
+/// A PostgreSQL URL and a schema name nobody created; `None` (skipped)
+/// without a test database, as the harness does.
+fn postgres_url() -> Option<String> {
+    crate::conformance::harness::pg::url()
+}
+
+/// Whether `schema` exists, and how many `liaison_*` tables it holds.
+async fn schema_state(url: &str, schema: &str) -> (bool, i64) {
+    let client = crate::conformance::harness::pg::client(url).await;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+        .await
+        .unwrap()
+        .is_some();
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename LIKE 'liaison%'",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (exists, tables)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_schema_that_does_not_exist_is_never_created() {
+    let Some(url) = postgres_url() else { return };
+    let schema = format!("liaison_t_{}", uuid::Uuid::new_v4().simple());
+    let id = SubmissionId::new().to_string();
+    let commands: [&[&str]; 4] = [
+        &["status"],
+        &["list", "--json"],
+        &["replay", &id, "--reason", "x"],
+        &["pause", "bank", "--until", "1h", "--reason", "x"],
+    ];
+    for args in commands {
+        let run = run_with(
+            ["--db", &url, "--schema", &schema]
+                .map(OsString::from)
+                .to_vec(),
+            args,
+        );
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        assert!(
+            run.stderr.contains("error: no outbox at postgres://")
+                && run.stderr.contains(&format!(
+                    "(schema {schema}): schema {schema} not found (the CLI never creates one)"
+                )),
+            "{args:?}: {run:#?}"
+        );
+        assert!(run.stdout.is_empty(), "{args:?}: {run:#?}");
+    }
+    assert_eq!(
+        schema_state(&url, &schema).await,
+        (false, 0),
+        "nothing created"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_schema_without_an_outbox_is_left_alone() {
+    let Some(url) = postgres_url() else { return };
+    let schema = format!("liaison_t_{}", uuid::Uuid::new_v4().simple());
+    let client = crate::conformance::harness::pg::client(&url).await;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.claims (id TEXT)"
+        ))
+        .await
+        .unwrap();
+    let run = run_with(
+        ["--db", &url, "--schema", &schema]
+            .map(OsString::from)
+            .to_vec(),
+        &["list"],
+    );
+    let after = schema_state(&url, &schema).await;
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr
+            .contains(&format!("liaison outbox in schema {schema} not found")),
+        "{run:#?}"
+    );
+    assert_eq!(after, (true, 0), "no liaison table created");
+}
+
+#[test]
+fn an_unreachable_server_exits_3_and_a_bad_url_exits_2_without_the_password() {
+    // Port 1 on this machine: nothing listens, the connection is refused.
+    let unreachable = run_with(
+        vec![
+            "--db".into(),
+            "postgres://ops:s3cret@127.0.0.1:1/app".into(),
+        ],
+        &["status"],
+    );
+    assert_eq!(unreachable.code, 3, "{unreachable:#?}");
+    assert!(
+        unreachable
+            .stderr
+            .contains("cannot open the outbox at postgres://ops@127.0.0.1:1/app")
+            && unreachable.stderr.contains("database unavailable"),
+        "{unreachable:#?}"
+    );
+    for (url, says) in [
+        (
+            "postgres://ops:s3cret@127.0.0.1:notaport/app",
+            "invalid value for option `port`",
+        ),
+        (
+            "postgres://ops:s3cret@127.0.0.1/app?colour=blue",
+            "unknown option `colour`",
+        ),
+        ("postgres://", "it names no host"),
+    ] {
+        let run = run_with(vec!["--db".into(), url.into()], &["list"]);
+        assert_eq!(run.code, 2, "{url}: {run:#?}");
+        assert!(
+            run.stderr.contains("invalid url") && run.stderr.contains(says),
+            "{url}: {run:#?}"
+        );
+    }
+    let bad_schema = run_with(
+        vec![
+            "--db".into(),
+            "postgres://ops:s3cret@127.0.0.1:1/app".into(),
+        ],
+        &["--schema", "Robert'); DROP TABLE x", "list"],
+    );
+    assert_eq!(bad_schema.code, 2, "{bad_schema:#?}");
+    assert!(
+        bad_schema.stderr.contains("invalid schema"),
+        "{bad_schema:#?}"
+    );
+    let missing_ca = run_with(
+        vec!["--db".into(), "postgres://ops@127.0.0.1:1/app".into()],
+        &["--ca-file", "/nonexistent/ca.pem", "list"],
+    );
+    assert_eq!(missing_ca.code, 2, "{missing_ca:#?}");
+    assert!(
+        missing_ca.stderr.contains("cannot read the CA file"),
+        "{missing_ca:#?}"
+    );
+    for run in [&unreachable, &bad_schema] {
+        assert!(!run.stderr.contains("s3cret"), "{run:#?}");
+        assert!(run.stdout.is_empty(), "{run:#?}");
+    }
+}
+
+/// Every case above on both stores: `cli::sqlite::<case>` and
+/// `cli::postgres::<case>`.
+macro_rules! both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Harness::sqlite()).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(db) = super::Harness::postgres().await else {
+                        return;
+                    };
+                    super::$case(db).await;
+                }
+            )*
+        }
+    };
+}
+
+both_stores! {
+    status_answers_the_four_questions,
+    status_exits_1_when_the_verdict_is_down,
+    status_reports_impact_per_currency_and_deadlines_at_risk,
+    an_empty_outbox_is_healthy,
+    list_filters_by_state_and_partner,
+    list_and_show_find_work_by_the_hosts_keys_and_by_time_of_change,
+    show_prints_the_details_the_timeline_and_the_attempts,
+    replay_puts_the_submission_back_in_the_queue,
+    replay_where_dry_run_counts_what_the_real_run_replays,
+    resolve_settles_by_hand_with_the_outcome_on_the_timeline,
+    cancel_stops_unfinished_work_and_is_refused_for_finished_work,
+    callbacks_lists_the_quarantine,
+    reprocess_explains_that_the_host_does_it,
+    dismiss_takes_a_callback_out_of_the_quarantine_with_a_reason,
+    export_writes_json_with_timelines_and_csv,
+    errors_are_explained_with_exit_code_2,
+    deliveries_lists_results_and_show_names_a_parked_one,
+    rerun_delivery_hands_a_parked_result_over_again_and_refuses_the_others,
+    the_database_may_come_from_the_environment_or_after_the_command,
+    alerts_lists_open_alerts_with_owners_and_ack_stops_reminders,
+    show_alert_lists_its_notifications_and_status_says_alerts_are_not_arriving,
+    output_never_carries_control_characters_from_stored_text,
+    status_names_a_dead_engine_and_a_silent_partner_and_lists_the_engines,
+    status_says_a_dead_engine_a_silent_partner_a_deadline_at_risk_and_two_currencies,
+    pause_and_resume_a_partner_with_a_reason,
+    another_schema_version_is_refused_and_never_migrated,
 }

@@ -10,6 +10,8 @@ mod conformance;
 #[cfg(feature = "mock")]
 mod dispatch;
 mod durability;
+#[cfg(feature = "http")]
+mod edge_limits;
 mod fuzz_corpus;
 #[cfg(feature = "mock")]
 mod global_limits;

@@ -1,4 +1,5 @@
-//! Shared helpers: real SQLite files in temporary directories.
+//! Shared helpers: real SQLite files in temporary directories, and
+//! drivers that work on any store.
 
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ pub fn submission(partner: &str, key: &str) -> NewSubmission {
 
 pub const LEASE: Duration = Duration::from_secs(30);
 
-pub async fn claim_one(store: &SqliteStore, partner: &str) -> Lease {
+pub async fn claim_one<S: OutboxStore + ?Sized>(store: &S, partner: &str) -> Lease {
     let mut leases = store
         .claim(ClaimRequest::new(partner, 1, LEASE))
         .await
@@ -42,8 +43,8 @@ pub async fn claim_one(store: &SqliteStore, partner: &str) -> Lease {
 
 /// Drive a fresh submission of `partner` into `state` through the store's
 /// own operations. Returns its id and, for `InFlight`, the lease.
-pub async fn drive_to(
-    store: &SqliteStore,
+pub async fn drive_to<S: OutboxStore + ?Sized>(
+    store: &S,
     partner: &str,
     state: SubmissionState,
 ) -> (SubmissionId, Option<Lease>) {
@@ -52,8 +53,8 @@ pub async fn drive_to(
 
 /// Like [`drive_to`] for a given submission; its partner must have no other
 /// due work.
-pub async fn drive_new_to(
-    store: &SqliteStore,
+pub async fn drive_new_to<S: OutboxStore + ?Sized>(
+    store: &S,
     new: NewSubmission,
     state: SubmissionState,
 ) -> (SubmissionId, Option<Lease>) {
@@ -117,8 +118,8 @@ pub async fn drive_new_to(
 /// host's handler "failed" with `error`) for the submissions in `park`,
 /// delivered for the others. Needs `store.set_result_delivery(partner,
 /// true)` before the submissions finished. Returns the parked deliveries.
-pub async fn park_deliveries(
-    store: &SqliteStore,
+pub async fn park_deliveries<S: OutboxStore + ?Sized>(
+    store: &S,
     partner: &str,
     park: &[SubmissionId],
     error: &str,

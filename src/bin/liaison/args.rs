@@ -16,16 +16,32 @@ use liaison::{DeliveryId, DeliveryState, SubmissionId, SubmissionState};
     name = "liaison",
     version,
     max_term_width = 100,
-    about = "Inspect and recover a liaison outbox (its SQLite file) without the host application.",
+    about = "Inspect and recover a liaison outbox (its SQLite file or PostgreSQL schema) without the host application.",
     after_help = "Exit codes: 0 ok; 1 it ran and found problems (status: the verdict is down; \
-                  replay-where: some were refused); 2 usage, missing file, unknown id, or an \
-                  action the submission's (or delivery's) state refuses; 3 the database failed (busy, I/O).\n\
+                  replay-where: some were refused); 2 usage, bad URL, missing file or schema, not an \
+                  outbox or another schema version, unknown id, or an action the submission's (or \
+                  delivery's) state refuses; 3 the database failed (unreachable, busy, I/O).\n\
                   Guide with examples: docs/cli.md"
 )]
 pub(crate) struct Cli {
-    /// The outbox's SQLite file. It must exist: the CLI never creates one.
-    #[arg(long, env = "LIAISON_DB", value_name = "PATH", global = true)]
+    /// The outbox: an SQLite file's path, or a PostgreSQL URL
+    /// (postgres://user:password@host:5432/db). It must exist: the CLI never
+    /// creates or migrates one.
+    #[arg(long, env = "LIAISON_DB", value_name = "PATH|URL", global = true)]
     pub(crate) db: Option<PathBuf>,
+
+    /// With a PostgreSQL URL: the schema of the liaison_* tables, as the
+    /// host application configures it (PostgresConfig::schema). Default:
+    /// the connection's search path (usually public).
+    #[arg(long, env = "LIAISON_SCHEMA", value_name = "NAME", global = true)]
+    pub(crate) schema: Option<String>,
+
+    /// With a PostgreSQL URL: verify the server's TLS certificate against
+    /// these CA certificates (PEM), and require TLS. Without it, TLS is used
+    /// (verified against the system's trust store) when the URL says
+    /// sslmode=require, verify-ca or verify-full.
+    #[arg(long, env = "LIAISON_CA_FILE", value_name = "PEM", global = true)]
+    pub(crate) ca_file: Option<PathBuf>,
 
     /// Print stable JSON on stdout instead of tables.
     #[arg(long, global = true)]

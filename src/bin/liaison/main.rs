@@ -1,8 +1,9 @@
 //! `liaison`: inspect and recover a liaison outbox from a shell, without the
 //! host application. Human output by default, `--json` for scripts.
 //!
-//! Run with `cargo run --features cli --bin liaison -- --db outbox.db status`;
-//! every command is described, with its output, in docs/cli.md.
+//! Run with `cargo run --features cli --bin liaison -- --db outbox.db status`
+//! (or `--db postgres://user@host/db --schema liaison` for a PostgreSQL
+//! outbox); every command is described, with its output, in docs/cli.md.
 
 mod actions;
 mod alerts;
@@ -38,15 +39,17 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Outcome {
-    let db = cli
-        .db
-        .ok_or_else(|| Fail::usage("no outbox given: pass --db PATH or set LIAISON_DB"))?;
-    let store = open::open(&db)?;
-    // No partners: the CLI reads and recovers; it never sends.
-    let liaison = Liaison::builder(store).build()?;
+    let db = cli.db.ok_or_else(|| {
+        Fail::usage("no outbox given: pass --db PATH (or a postgres:// URL) or set LIAISON_DB")
+    })?;
+    let target = open::Target::new(db, cli.schema, cli.ca_file)?;
+    let store = open::open(&target).await?;
+    // No partners: the CLI reads and recovers; it never sends. Past this
+    // point both stores take the same path, through the library's API.
+    let liaison = Liaison::builder_arc(store).build()?;
     let json = cli.json;
     match &cli.command {
-        Command::Status(a) => status::run(&liaison, &db, a, json).await,
+        Command::Status(a) => status::run(&liaison, &target, a, json).await,
         Command::List(a) => submissions::list(&liaison, a, json).await,
         Command::Show(a) => submissions::show(&liaison, a, json).await,
         Command::Export(a) => submissions::export(&liaison, a).await,

@@ -1,7 +1,6 @@
 //! `status`: the four questions in plain words, then a table per partner.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use liaison::Liaison;
@@ -13,7 +12,8 @@ use serde::Serialize;
 
 use crate::args::StatusArgs;
 use crate::fail::{Done, Outcome};
-use crate::render::{Table, age, age_secs, count, print, print_json, shell_quote, time};
+use crate::open::Target;
+use crate::render::{Table, age, age_secs, count, print, print_json, time};
 
 /// The four answers, for `--json` (with the full health report beside them).
 #[derive(Debug, Serialize)]
@@ -111,7 +111,12 @@ struct Recovery {
     commands: Vec<String>,
 }
 
-pub(crate) async fn run(liaison: &Liaison, db: &Path, args: &StatusArgs, json: bool) -> Outcome {
+pub(crate) async fn run(
+    liaison: &Liaison,
+    target: &Target,
+    args: &StatusArgs,
+    json: bool,
+) -> Outcome {
     let report = liaison.health(args.window).await?;
     let quarantined = count_callbacks(liaison, CallbackFilter::quarantined()).await?;
     let unverified = count_callbacks(
@@ -153,7 +158,7 @@ pub(crate) async fn run(liaison: &Liaison, db: &Path, args: &StatusArgs, json: b
             dead_lettered,
             stuck,
             quarantined_callbacks: quarantined,
-            commands: commands(db, replayable, quarantined),
+            commands: commands(target, replayable, quarantined),
         },
         health: report,
     };
@@ -175,8 +180,8 @@ async fn count_callbacks(liaison: &Liaison, filter: CallbackFilter) -> liaison::
     Ok(liaison.store().list_callbacks(&filter).await?.len() as u64)
 }
 
-fn commands(db: &Path, replayable: u64, quarantined: u64) -> Vec<String> {
-    let cli = format!("liaison --db {}", shell_quote(&db.display().to_string()));
+fn commands(target: &Target, replayable: u64, quarantined: u64) -> Vec<String> {
+    let cli = target.command();
     let mut commands = Vec::new();
     if replayable > 0 {
         commands.push(format!(

@@ -46,6 +46,14 @@ pub struct PostgresConfig {
     /// Whether and how connections use TLS. Default
     /// [`PostgresTls::Disabled`].
     pub tls: PostgresTls,
+    /// Whether [`super::PostgresStore::connect`] may change the database:
+    /// create [`PostgresConfig::schema`] if it is missing and apply pending
+    /// migrations. Default `true`, what a host application wants. Support
+    /// tools that must never change a host's database (the `liaison` CLI)
+    /// set it to `false`: then only an outbox that exists at this build's
+    /// schema version is opened, checked in a read-only transaction, and
+    /// anything else is refused with nothing created.
+    pub migrate: bool,
 }
 
 /// TLS for the connections of a [`super::PostgresStore`] (rustls; the
@@ -101,6 +109,7 @@ impl Default for PostgresConfig {
             lock_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(30),
             tls: PostgresTls::Disabled,
+            migrate: true,
         }
     }
 }
@@ -145,6 +154,20 @@ impl PostgresConfig {
     /// Set [`PostgresConfig::tls`].
     pub fn tls(mut self, tls: PostgresTls) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Set [`PostgresConfig::migrate`].
+    ///
+    /// ```
+    /// use liaison::store::PostgresConfig;
+    ///
+    /// // Open an existing outbox only; never create or migrate anything.
+    /// let config = PostgresConfig::default().schema("liaison").migrate(false);
+    /// assert!(!config.migrate);
+    /// ```
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
         self
     }
 

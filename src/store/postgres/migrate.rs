@@ -112,6 +112,85 @@ pub(super) async fn migrate(
     Ok(SCHEMA_VERSION)
 }
 
+/// Check, changing nothing, that the outbox exists at exactly this build's
+/// schema version with the migrations this build carries: for a store
+/// opened with [`crate::store::PostgresConfig::migrate`] off (the CLI). One
+/// `READ ONLY` transaction, so nothing can be created by accident: a
+/// missing schema or a schema without liaison's tables is
+/// [`Error::NotFound`], an older version [`Error::SchemaTooOld`], a newer
+/// one [`Error::SchemaTooNew`], a changed migration
+/// [`Error::MigrationChanged`].
+pub(super) async fn check_existing(client: &mut Client, schema: Option<&str>) -> Result<i64> {
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_err("begin schema check"))?;
+    let shown = match schema {
+        Some(schema) => {
+            let exists = tx
+                .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+                .await
+                .map_err(pg_err("look up schema"))?
+                .is_some();
+            if !exists {
+                return Err(Error::not_found("schema", schema));
+            }
+            schema.to_owned()
+        }
+        None => tx
+            .query_one("SELECT current_schema()::text", &[])
+            .await
+            .map_err(pg_err("look up schema"))?
+            .try_get::<_, Option<String>>(0)
+            .map_err(pg_err("look up schema"))?
+            .unwrap_or_else(|| "(none on the search path)".to_owned()),
+    };
+    let has_table: bool = tx
+        .query_one("SELECT to_regclass('liaison_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(pg_err("look up migrations table"))?
+        .try_get(0)
+        .map_err(pg_err("look up migrations table"))?;
+    if !has_table {
+        return Err(Error::not_found("liaison outbox in schema", shown));
+    }
+    let current: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM liaison_migrations",
+            &[],
+        )
+        .await
+        .map_err(pg_err("read schema version"))?
+        .try_get(0)
+        .map_err(pg_err("read schema version"))?;
+    migrations::require_current(current)?;
+    // At this build's version every row has its checksum (the runner that
+    // migrated it recorded them); rows without one would be trusted, as the
+    // runner trusts them, but not written here.
+    let recorded = tx
+        .query(
+            "SELECT version, name, checksum FROM liaison_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .map_err(pg_err("read applied migrations"))?
+        .iter()
+        .map(|row| {
+            Ok(Recorded {
+                version: row.try_get(0)?,
+                name: row.try_get(1)?,
+                checksum: row.try_get(2)?,
+            })
+        })
+        .collect::<std::result::Result<Vec<_>, tokio_postgres::Error>>()
+        .map_err(pg_err("read applied migrations"))?;
+    migrations::verify(&recorded, Dialect::Postgres)?;
+    tx.rollback().await.map_err(pg_err("end schema check"))?;
+    Ok(current)
+}
+
 /// Compare the recorded checksums of the applied migrations with this
 /// build's ([`migrations::verify`]), in the migration's transaction and
 /// under its lock. A schema migrated by a release from before checksums

@@ -154,12 +154,31 @@ impl PostgresStore {
     /// applied migrations differ from this build's (their recorded
     /// checksums) with [`Error::MigrationChanged`]; either way nothing is
     /// touched.
+    ///
+    /// With [`PostgresConfig::migrate`] off, nothing is created or migrated:
+    /// the outbox must exist at this build's schema version, or `connect`
+    /// fails touching nothing — [`Error::NotFound`] for a missing schema or
+    /// a schema without liaison's tables, [`Error::SchemaTooOld`] for an
+    /// older one. A server that cannot be reached is
+    /// [`Error::Unavailable`]; a URL that does not parse,
+    /// [`Error::InvalidInput`].
     pub async fn connect(url: &str, config: PostgresConfig) -> Result<Self> {
         config.check()?;
         // The URL may carry a password; the driver's message does not echo it.
-        let mut pg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| Error::invalid("url", e.to_string()))?;
+        let mut pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            // The cause names the option or value at fault ("unknown
+            // option `x`"), never the password.
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            Error::invalid("url", format!("{e}{cause}"))
+        })?;
+        if pg.get_hosts().is_empty() && pg.get_hostaddrs().is_empty() {
+            return Err(Error::invalid(
+                "url",
+                "it names no host: give postgres://user@host[:port]/database",
+            ));
+        }
         let mut options = pg.get_options().unwrap_or_default().to_owned();
         if let Some(schema) = &config.schema {
             options.push_str(&format!(" -c search_path={schema}"));
@@ -211,7 +230,11 @@ impl PostgresStore {
                 source: Box::new(e),
             })?;
         let mut client = pool.get().await.map_err(pool_err)?;
-        migrate::migrate(&mut client, config.schema.as_deref(), config.lock_timeout).await?;
+        if config.migrate {
+            migrate::migrate(&mut client, config.schema.as_deref(), config.lock_timeout).await?;
+        } else {
+            migrate::check_existing(&mut client, config.schema.as_deref()).await?;
+        }
         let database: String = client
             .query_one("SELECT current_database()::text", &[])
             .await

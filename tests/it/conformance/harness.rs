@@ -307,4 +307,14 @@ impl Harness {
             Backend::Postgres(_) => None,
         }
     }
+
+    /// The PostgreSQL URL and schema under test (`None` for SQLite), for a
+    /// tool that opens the outbox itself, such as the CLI.
+    pub fn postgres_schema(&self) -> Option<(&str, &str)> {
+        match &self.backend {
+            Backend::Sqlite { .. } => None,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(schema) => Some((&schema.url, &schema.name)),
+        }
+    }
 }

@@ -1006,3 +1006,75 @@ async fn with_tls_configured_a_server_without_tls_is_refused() {
         );
     }
 }
+
+/// Opened without migrating (`migrate(false)`, as the CLI opens an outbox):
+/// a schema that does not exist, or holds no outbox, or an older outbox is
+/// refused with nothing created or migrated; the outbox as this build left
+/// it opens and works.
+#[tokio::test]
+async fn opened_without_migrating_nothing_is_created_or_migrated() {
+    let Some(schema) = schema().await else {
+        return;
+    };
+    let conn = client(&schema.url).await;
+    let existing = |name: &str| PostgresConfig::default().schema(name).migrate(false);
+
+    let missing = format!("{}_missing", schema.name);
+    let err = PostgresStore::connect(&schema.url, existing(&missing))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err:?}");
+    assert_eq!(err.to_string(), format!("schema {missing} not found"));
+    let created = conn
+        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&missing])
+        .await
+        .unwrap();
+    assert!(created.is_none(), "the schema was created");
+
+    // A schema of the host's with no outbox in it: left without tables.
+    let bare = format!("{}_bare", schema.name);
+    conn.batch_execute(&format!("CREATE SCHEMA {bare}"))
+        .await
+        .unwrap();
+    let err = PostgresStore::connect(&schema.url, existing(&bare))
+        .await
+        .unwrap_err();
+    let tables: i64 = conn
+        .query_one(
+            "SELECT COUNT(*) FROM pg_tables WHERE schemaname = $1",
+            &[&bare],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    conn.batch_execute(&format!("DROP SCHEMA {bare} CASCADE"))
+        .await
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err:?}");
+    assert_eq!(tables, 0, "tables were created");
+
+    // The outbox as this build migrated it opens and serves.
+    let store = PostgresStore::connect(&schema.url, existing(&schema.name))
+        .await
+        .unwrap();
+    store.enqueue(submission("bank", "k1")).await.unwrap();
+    drop(store);
+
+    // One migration behind: refused, and still behind afterwards.
+    let table = format!("{}.liaison_migrations", schema.name);
+    let max_version = format!("SELECT MAX(version) FROM {table}");
+    let latest: i64 = conn.query_one(&max_version, &[]).await.unwrap().get(0);
+    conn.execute(
+        &format!("DELETE FROM {table} WHERE version = $1"),
+        &[&latest],
+    )
+    .await
+    .unwrap();
+    let err = PostgresStore::connect(&schema.url, existing(&schema.name))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SchemaTooOld, "{err:?}");
+    assert!(err.is_storage() && !err.is_retryable());
+    let now: i64 = conn.query_one(&max_version, &[]).await.unwrap().get(0);
+    assert_eq!(now, latest - 1, "nothing was migrated");
+}
