@@ -68,16 +68,24 @@
 //! See `docs/operations.md` for the runbook.
 
 mod actions;
+mod alerts;
 mod api;
 mod auth;
 
 pub use auth::MIN_TOKEN_BYTES;
+mod callbacks;
 mod chart;
+mod csv;
 mod detail;
 mod failure;
+mod forms;
 mod html;
+mod lists;
 mod overview;
 mod params;
+mod partners;
+mod questions;
+mod search;
 
 use std::fmt;
 use std::sync::Arc;
@@ -177,16 +185,20 @@ impl OpsState {
         self.read_token.as_deref().filter(|t| !t.is_empty())
     }
 
-    /// `path` with the read token appended as `token=`, for the page's own
-    /// links and forms (the browser has no other way to carry it). Not
-    /// HTML-escaped.
+    /// `path` with the read token appended as `token=` (before a
+    /// `#fragment`), for the page's own links and forms (the browser has no
+    /// other way to carry it). Not HTML-escaped (the templates escape it).
     fn link(&self, path: &str) -> String {
         match self.reading_token() {
             None => path.to_owned(),
             Some(token) => {
+                let (path, fragment) = match path.split_once('#') {
+                    Some((path, fragment)) => (path, format!("#{fragment}")),
+                    None => (path, String::new()),
+                };
                 let sep = if path.contains('?') { '&' } else { '?' };
                 let token: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
-                format!("{path}{sep}token={token}")
+                format!("{path}{sep}token={token}{fragment}")
             }
         }
     }
@@ -239,6 +251,19 @@ pub fn router(mut state: OpsState) -> crate::Result<Router> {
     let state = Arc::new(state);
     Ok(Router::new()
         .route("/", get(overview::page))
+        .route("/search", get(search::page))
+        .route("/lists/{list}", get(lists::page))
+        .route("/export/{list}", get(csv::export))
+        .route("/deliveries", get(lists::deliveries))
+        .route("/quarantine", get(callbacks::quarantine))
+        .route("/quarantine/{action}", post(callbacks::act_where))
+        .route("/callbacks/{id}", get(callbacks::page))
+        .route("/callbacks/{id}/{action}", post(callbacks::act))
+        .route("/partners/{partner}", get(partners::page))
+        .route("/partners/{partner}/{action}", post(partners::act))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/{id}", get(alerts::page))
+        .route("/alerts/{id}/acknowledge", post(alerts::acknowledge))
         .route("/submissions/{id}", get(detail::page))
         .route("/submissions/{id}/{action}", post(detail::act))
         .route(
@@ -258,6 +283,17 @@ pub fn router(mut state: OpsState) -> crate::Result<Router> {
         .route_layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state))
 }
+
+/// The top bar's links, on every page.
+const NAV: [(&str, &str); 7] = [
+    ("/", "Overview"),
+    ("/lists/stuck", "Stuck"),
+    ("/lists/failed", "Failed"),
+    ("/quarantine", "Quarantine"),
+    ("/deliveries", "Results not delivered"),
+    ("/lists/deadlines", "Deadlines"),
+    ("/alerts", "Alerts"),
+];
 
 /// Before every route: the allowed hosts (421), then, except for the JSON
 /// actions (which carry the action token in `Authorization`), the read token
