@@ -5,7 +5,7 @@
 #[path = "../browser/replay.rs"]
 mod browser;
 #[path = "../browser/cdp.rs"]
-mod cdp;
+pub(crate) mod cdp;
 
 use std::time::Duration;
 
@@ -23,22 +23,22 @@ use tower::ServiceExt;
 
 use crate::support::{drive_new_to, park_deliveries, store};
 
-const TOKEN: &str = "correct horse battery staple";
+pub(crate) const TOKEN: &str = "correct horse battery staple";
 const RUNBOOK: &str = "https://wiki.example/runbooks/result-overdue";
 
 /// A store with one submission in each problem state, and the hub on it.
-struct Fixture {
-    _dir: TempDir,
-    store: SqliteStore,
-    liaison: Liaison,
-    stuck: SubmissionId,
-    failed: SubmissionId,
-    dead: SubmissionId,
-    succeeded: SubmissionId,
-    queued: SubmissionId,
+pub(crate) struct Fixture {
+    pub(crate) _dir: TempDir,
+    pub(crate) store: SqliteStore,
+    pub(crate) liaison: Liaison,
+    pub(crate) stuck: SubmissionId,
+    pub(crate) failed: SubmissionId,
+    pub(crate) dead: SubmissionId,
+    pub(crate) succeeded: SubmissionId,
+    pub(crate) queued: SubmissionId,
 }
 
-fn worth(partner: &str, key: &str, cents: i64) -> NewSubmission {
+pub(crate) fn worth(partner: &str, key: &str, cents: i64) -> NewSubmission {
     NewSubmission::new(
         partner,
         "claim.submit",
@@ -48,7 +48,7 @@ fn worth(partner: &str, key: &str, cents: i64) -> NewSubmission {
     .business_value(cents)
 }
 
-async fn fixture() -> Fixture {
+pub(crate) async fn fixture() -> Fixture {
     use SubmissionState::*;
     let (dir, store) = store();
     let (stuck, _) = drive_new_to(&store, worth("lab", "lab-stuck-1", 4200), Stuck).await;
@@ -77,30 +77,30 @@ async fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    fn app(&self, token: Option<&str>) -> Router {
+    pub(crate) fn app(&self, token: Option<&str>) -> Router {
         let mut state = OpsState::new(self.liaison.clone());
         state.token = token.map(str::to_owned);
         router(state).unwrap()
     }
 
-    async fn state(&self, id: SubmissionId) -> SubmissionState {
+    pub(crate) async fn state(&self, id: SubmissionId) -> SubmissionState {
         self.store.get(id).await.unwrap().state
     }
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: String,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 }
 
-async fn call(app: &Router, request: Request<Body>) -> Answer {
+pub(crate) async fn call(app: &Router, request: Request<Body>) -> Answer {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
@@ -114,7 +114,7 @@ async fn call(app: &Router, request: Request<Body>) -> Answer {
     }
 }
 
-async fn get(app: &Router, uri: &str) -> Answer {
+pub(crate) async fn get(app: &Router, uri: &str) -> Answer {
     call(app, Request::get(uri).body(Body::empty()).unwrap()).await
 }
 
@@ -126,7 +126,7 @@ async fn post_json(app: &Router, uri: &str, token: Option<&str>, body: Value) ->
     call(app, request.body(Body::from(body.to_string())).unwrap()).await
 }
 
-async fn post_form(
+pub(crate) async fn post_form(
     app: &Router,
     uri: &str,
     origin: Option<&str>,
