@@ -20,6 +20,7 @@ mod callback_races;
 mod callbacks;
 mod claims;
 mod deliveries;
+mod desk;
 pub mod harness;
 mod health_stats;
 pub mod hostile;
@@ -95,6 +96,9 @@ conformance! {
     lookup::get_by_key_after_a_replay_under_a_fresh_key,
     lookup::a_correlation_filter_matches_one_field_exactly,
     lookup::updated_since_pulls_what_changed,
+    desk::a_submission_is_found_by_reference_or_any_correlation_value,
+    desk::open_work_by_deadline_pages_with_a_cursor,
+    desk::callbacks_and_deliveries_page_with_a_cursor,
     claims::concurrent_claimers_never_receive_the_same_submission,
     claims::a_stale_token_changes_nothing_and_is_journaled,
     claims::expired_leases_come_back_and_are_journaled,
