@@ -490,6 +490,16 @@ async fn a_quarantined_callback_is_reprocessed_after_its_matcher_is_fixed() {
     );
     assert_eq!(callback(&f, cb).await.disposition, Disposition::Applied);
     assert_eq!(f.state(f.stuck).await, SubmissionState::Succeeded);
+    // Journaled on the submission's timeline: who, and what was fixed.
+    let last = f.store.timeline(f.stuck).await.unwrap().pop().unwrap();
+    assert_eq!(last.kind, liaison::EventKind::CallbackReprocessed);
+    assert_eq!(last.actor, Actor::person("ann"));
+    let noted = last.reason.unwrap();
+    assert!(
+        noted.contains(&cb.to_string())
+            && noted.ends_with("the lab's new format is read since release 4.2"),
+        "{noted}"
+    );
     // From a state that refuses it: applied callbacks are not reprocessed.
     let again = post_form(&app, &path, SAME, &why).await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST);

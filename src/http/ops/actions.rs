@@ -218,25 +218,16 @@ pub(super) async fn rerun(
 }
 
 /// Run stored callback `id` through verification, parsing and matching
-/// again (after a fix shipped), naming who asked and why (logged; a
-/// callback that applies lands on its submission's timeline).
+/// again (after a fix shipped), naming who asked and why (journaled on its
+/// submission's timeline when it concerns one, and logged).
 pub(super) async fn reprocess(
     liaison: &Liaison,
     id: &str,
     request: &Request,
 ) -> Result<CallbackReceipt, Failure> {
     let id: CallbackId = id.parse()?;
-    let (_, reason) = request.check()?;
-    let done = liaison.reprocess_callback(id).await?;
-    tracing::warn!(
-        callback = %id,
-        disposition = done.disposition.as_str(),
-        action = "reprocess_callback",
-        actor = request.actor.trim(),
-        reason,
-        "ops page action"
-    );
-    Ok(done)
+    let (actor, reason) = request.check()?;
+    Ok(liaison.reprocess_callback_by(id, actor, reason).await?)
 }
 
 /// Dismiss quarantined callback `id` (`POST /api/callbacks/{id}/dismiss`).

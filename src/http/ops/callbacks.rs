@@ -437,7 +437,11 @@ pub(super) async fn act_where(
         let (mut changed, mut refused) = (0usize, Vec::new());
         for id in &ids {
             let outcome = if reprocessing {
-                state.liaison.reprocess_callback(*id).await.map(drop)
+                state
+                    .liaison
+                    .reprocess_callback_by(*id, Actor::person(actor.as_str()), reason)
+                    .await
+                    .map(drop)
             } else {
                 state
                     .liaison
