@@ -167,7 +167,7 @@ const STYLE: &str = "\
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:72rem;padding:1rem;color:#1b1b1b;line-height:1.4}\
 h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem}h3{margin:0 0 .5rem}\
 table{border-collapse:collapse;width:100%;margin:.5rem 0}th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd;vertical-align:top}\
-td{overflow-wrap:anywhere}\
+td{overflow-wrap:break-word}td bdi{display:inline-block;max-width:40ch;overflow-wrap:break-word}\
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(24rem,1fr));gap:1rem}\
 .card{border:1px solid #ccc;border-radius:.5rem;padding:1rem}\
 .badge{display:inline-block;padding:.1rem .6rem;border-radius:1rem;font-weight:bold;color:#fff}\
