@@ -236,8 +236,9 @@ async fn status_reports_impact_per_currency_and_deadlines_at_risk() {
     assert_eq!(json["impact"]["deadlines"][0]["lead_time_secs"], 86_400);
 
     let list = run_ok(&path, &["list", "--by-deadline"]);
-    let e1 = list.find("e1").expect("e1 listed");
-    let e2 = list.find("e2").expect("e2 listed");
+    // The key column (an id may hold "e1" or "e2" too).
+    let e1 = list.find("  e1  ").expect("e1 listed");
+    let e2 = list.find("  e2  ").expect("e2 listed");
     assert!(e1 < e2, "nearest first: {list}");
     assert!(!list.contains("u1"), "no deadline, not listed: {list}");
     assert!(
