@@ -13,12 +13,18 @@
 //! then delivered); the pharmacy takes turns processing, reporting "member
 //! not found" and refusing with 422 (failed and dead-lettered work); the lab
 //! accepts and calls back signed, except in spells when it never calls back,
-//! so its work goes stuck after 3 s. Within seconds the page shows verdicts
-//! with their reasons, alerts with their owners, the stuck and failed lists
-//! with the money at risk, and each partner's last hours as a chart. Open a
-//! stuck claim and replay, resolve or cancel it with the token; the timeline
-//! records who did it and why. `GET /api/health` and the other JSON routes
-//! answer too.
+//! so its work goes stuck after 3 s, and spells when its callbacks come in a
+//! format the matcher does not read (they land in the quarantine). After
+//! 20 s the clearinghouse "announces maintenance" and is paused for ten
+//! minutes, as an operator would on its page. Within seconds the page shows
+//! the four questions, verdicts with their reasons, alerts with their
+//! owners, the stuck and failed lists with the money at risk, the quarantine,
+//! and each partner's last hours as a chart. Search for a claim (`C-10003`),
+//! page through the lists and export them as CSV; open a stuck claim and
+//! replay, resolve or cancel it with the token; reprocess or dismiss a
+//! quarantined callback; resume the clearinghouse; acknowledge an alert. The
+//! timeline records who did it and why. `GET /api/health` and the other JSON
+//! routes answer too.
 //!
 //! The ops page listens on 127.0.0.1 on its own, answering only requests
 //! addressed to that address (or `localhost`); the callback endpoint the lab
@@ -154,6 +160,7 @@ async fn main() -> Result<(), BoxError> {
 
     tokio::spawn(take_turns(pharmacy.clone(), lab.clone()));
     tokio::spawn(send_claims(liaison.clone()));
+    tokio::spawn(announce_maintenance(liaison.clone()));
 
     match exit_after {
         None => std::future::pending::<()>().await,
@@ -198,7 +205,7 @@ async fn take_turns(pharmacy: MockPartner, lab: MockPartner) {
     let delay = Duration::from_millis(300);
     let lab_turns = [
         Behavior::callback_later(delay, MockOutcome::Succeeded),
-        Behavior::callback_later(delay, MockOutcome::Succeeded),
+        Behavior::callback_later_with(delay, MockOutcome::Succeeded, CallbackMode::Malformed),
         Behavior::callback_later_with(delay, MockOutcome::Succeeded, CallbackMode::Never),
         Behavior::callback_later(delay, MockOutcome::failed("sample haemolysed")),
     ];
@@ -209,8 +216,28 @@ async fn take_turns(pharmacy: MockPartner, lab: MockPartner) {
     }
 }
 
-/// The overview and the health API answer, the overview shows the
-/// partners, and a request for another host name is refused.
+/// After 20 s the clearinghouse announces ten minutes of maintenance: it is
+/// paused (its claims wait in the queue), as an operator would on its page.
+async fn announce_maintenance(liaison: Liaison) {
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let until = chrono::Utc::now() + chrono::Duration::minutes(10);
+    let ops = liaison::Actor::person("dana@clinic.example");
+    if let Err(error) = liaison
+        .pause(
+            "clearinghouse",
+            until,
+            ops,
+            "announced maintenance, ticket 4411",
+        )
+        .await
+    {
+        eprintln!("pause: {error}");
+    }
+}
+
+/// The overview (with the four questions and the search box), the
+/// quarantine, a CSV export and the health API answer, the overview shows
+/// the partners, and a request for another host name is refused.
 async fn smoke_check(base: &str) -> Result<(), BoxError> {
     let client = reqwest::Client::builder().no_proxy().build()?;
     let page = client.get(format!("{base}/")).send().await?;
@@ -218,11 +245,41 @@ async fn smoke_check(base: &str) -> Result<(), BoxError> {
         return Err(format!("GET / answered {}", page.status()).into());
     }
     let html = page.text().await?;
-    if !["clearinghouse", "pharmacy", "lab", "<svg"]
-        .iter()
-        .all(|s| html.contains(s))
+    if ![
+        "clearinghouse",
+        "pharmacy",
+        "lab",
+        "<svg",
+        "Can we recover?",
+        "role=\"search\"",
+    ]
+    .iter()
+    .all(|s| html.contains(s))
     {
-        return Err("the overview does not show every partner and its chart".into());
+        return Err(
+            "the overview does not show every partner, its chart, the questions and search".into(),
+        );
+    }
+    for path in [
+        "/quarantine",
+        "/search?q=C-10003",
+        "/partners/clearinghouse",
+    ] {
+        client
+            .get(format!("{base}{path}"))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    let csv = client
+        .get(format!("{base}/export/failed"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    if !csv.starts_with("id,partner,kind,idempotency_key,state") {
+        return Err("the CSV export has no header".into());
     }
     let health: serde_json::Value = client
         .get(format!("{base}/api/health"))

@@ -15,10 +15,10 @@ use tracing::Instrument;
 use super::Liaison;
 use crate::callback::{CallbackId, CallbackReceipt, Disposition, InboundCallback, StoredCallback};
 use crate::error::{Error, Result};
-use crate::model::event::Actor;
+use crate::model::event::{Actor, EventKind};
 use crate::model::submission::{SubmissionState, validate_partner};
 use crate::store::rules::callbacks::{MAX_METADATA_HEADER_BYTES, METADATA_HEADERS};
-use crate::store::{NewCallback, Settlement};
+use crate::store::{NewCallback, Note, Settlement};
 
 /// The callback size cap for partners that do not set one: 1 MiB.
 pub(crate) const DEFAULT_CALLBACK_CAP: usize = 1024 * 1024;
@@ -463,6 +463,46 @@ impl Liaison {
 }
 
 impl Liaison {
+    /// [`Liaison::reprocess_callback`] on a person's request: `actor` and
+    /// `reason` (what was fixed) are required, logged, and — when the
+    /// callback concerns a submission — put on that submission's timeline
+    /// ([`crate::EventKind::CallbackReprocessed`]) after what the run did.
+    ///
+    /// Errors, each changing nothing: [`Error::InvalidInput`] naming
+    /// `reason` when it is blank, or `callback` when there is nothing to
+    /// reprocess (an applied callback, no stored body); [`Error::NotFound`].
+    pub async fn reprocess_callback_by(
+        &self,
+        id: CallbackId,
+        actor: Actor,
+        reason: &str,
+    ) -> Result<CallbackReceipt> {
+        if reason.trim().is_empty() {
+            return Err(Error::invalid(
+                "reason",
+                "say what was fixed; it is journaled",
+            ));
+        }
+        let before = self.shared.store.callback(id).await?.submission_id;
+        let receipt = self.reprocess_callback(id).await?;
+        if let Some(submission) = receipt.submission_id.or(before) {
+            let note = Note::new(EventKind::CallbackReprocessed, actor.clone()).reason(format!(
+                "callback {id} reprocessed ({}): {}",
+                receipt.disposition,
+                reason.trim()
+            ));
+            self.shared.store.note(submission, note).await?;
+        }
+        tracing::warn!(
+            callback_id = %id,
+            disposition = receipt.disposition.as_str(),
+            %actor,
+            reason,
+            "callback reprocessed by request"
+        );
+        Ok(receipt)
+    }
+
     /// Dismiss a quarantined callback (malformed, rejected, expired or
     /// conflicting) that needs no reprocessing: a duplicate the partner sent
     /// again correctly, a test message, a conflict settled with the partner.

@@ -109,6 +109,9 @@ pub enum EventKind {
     ResultDeliveryRerun,
     /// Someone dismissed a quarantined callback about this submission.
     CallbackDismissed,
+    /// Someone had a stored callback about this submission processed again
+    /// (after a fix), saying why.
+    CallbackReprocessed,
     /// Any other event name (from a newer version or a host extension).
     #[serde(untagged)]
     Other(String),
@@ -144,13 +147,14 @@ impl EventKind {
             EventKind::ResultDeliveryParked => "result_delivery_parked",
             EventKind::ResultDeliveryRerun => "result_delivery_rerun",
             EventKind::CallbackDismissed => "callback_dismissed",
+            EventKind::CallbackReprocessed => "callback_reprocessed",
             EventKind::Other(name) => name,
         }
     }
 
     /// Parse a stored name.
     pub fn from_name(name: &str) -> Self {
-        const KNOWN: [EventKind; 26] = [
+        const KNOWN: [EventKind; 27] = [
             EventKind::Enqueued,
             EventKind::Claimed,
             EventKind::Accepted,
@@ -177,6 +181,7 @@ impl EventKind {
             EventKind::ResultDeliveryParked,
             EventKind::ResultDeliveryRerun,
             EventKind::CallbackDismissed,
+            EventKind::CallbackReprocessed,
         ];
         KNOWN
             .into_iter()

@@ -138,6 +138,10 @@ pub struct CallbackFilter {
     /// `body_hash` still describe it), so a listing that shows no body
     /// reads none.
     pub without_body: bool,
+    /// The page after this callback, in the listing's order (newest first,
+    /// or oldest first with [`CallbackFilter::oldest_first`]): pass the last
+    /// id of the previous page. Stable while callbacks arrive.
+    pub after: Option<crate::model::callback::CallbackId>,
 }
 
 impl CallbackFilter {
@@ -179,6 +183,18 @@ impl CallbackFilter {
     pub fn oldest_first(mut self) -> Self {
         self.oldest_first = true;
         self
+    }
+
+    /// The page after this callback (see [`CallbackFilter::after`]).
+    pub fn after(mut self, id: crate::model::callback::CallbackId) -> Self {
+        self.after = Some(id);
+        self
+    }
+
+    /// How `seq` compares with the cursor's to come after it in the
+    /// listing's order, for both stores.
+    pub(crate) fn after_op(&self) -> &'static str {
+        if self.oldest_first { ">" } else { "<" }
     }
 
     /// The SQL direction of the listing by arrival (`seq`), for both stores.

@@ -360,6 +360,12 @@ pub struct ListFilter {
     /// Only those whose `updated_at` is at or after this time (see
     /// [`ListFilter::updated_since`]).
     pub updated_since: Option<DateTime<Utc>>,
+    /// Only the one holding this partner reference (exact match; see
+    /// [`ListFilter::external_ref`]).
+    pub external_ref: Option<String>,
+    /// Only those carrying this value in any correlation field (see
+    /// [`ListFilter::correlation_value`]).
+    pub correlation_value: Option<String>,
     /// Page after this submission (by enqueue order).
     pub after: Option<crate::SubmissionId>,
     /// At most this many (default 100, at most 10,000).
@@ -479,8 +485,43 @@ impl ListFilter {
         self
     }
 
-    /// The page after this submission (by enqueue order): pass the last id
-    /// of the previous page.
+    /// Only the submission holding this partner reference (the
+    /// reference the partner gave when it accepted the work), of any
+    /// partner unless [`ListFilter::partner`] narrows it: what a caller
+    /// reads out from the partner's portal.
+    ///
+    /// ```
+    /// use liaison::store::ListFilter;
+    ///
+    /// let filter = ListFilter::default().external_ref("LAB-55120");
+    /// assert_eq!(filter.external_ref.as_deref(), Some("LAB-55120"));
+    /// ```
+    pub fn external_ref(mut self, reference: impl Into<String>) -> Self {
+        self.external_ref = Some(reference.into());
+        self
+    }
+
+    /// Only submissions carrying `value` in any of their correlation
+    /// fields (exact, case-sensitive), whatever the field's name: a claim
+    /// or order number read out on the phone, when the name of the field
+    /// it was given under is not known. A value that
+    /// [`crate::NewSubmission::correlation`] would refuse makes `list` fail
+    /// with [`crate::Error::InvalidInput`].
+    ///
+    /// ```
+    /// use liaison::store::ListFilter;
+    ///
+    /// let filter = ListFilter::default().correlation_value("SO-9913");
+    /// assert_eq!(filter.correlation_value.as_deref(), Some("SO-9913"));
+    /// ```
+    pub fn correlation_value(mut self, value: impl Into<String>) -> Self {
+        self.correlation_value = Some(value.into());
+        self
+    }
+
+    /// The page after this submission (by enqueue order, or by deadline
+    /// with [`ListFilter::by_deadline`]): pass the last id of the previous
+    /// page.
     pub fn after(mut self, id: crate::SubmissionId) -> Self {
         self.after = Some(id);
         self
@@ -500,9 +541,9 @@ impl ListFilter {
 
     /// Only open work (not succeeded, cancelled or resolved by hand) that
     /// has a business deadline ([`crate::NewSubmission::business_deadline`]),
-    /// nearest deadline first, served by an index. Combines with the other
-    /// filters except [`ListFilter::after`] (paging is by enqueue order):
-    /// `list` refuses that with [`crate::Error::InvalidInput`] naming `after`.
+    /// nearest deadline first (then by enqueue order), served by an index.
+    /// Combines with the other filters; [`ListFilter::after`] pages on in
+    /// the same order (after that submission's deadline and place).
     ///
     /// ```
     /// use liaison::store::ListFilter;
@@ -527,11 +568,8 @@ impl ListFilter {
         if let Some((name, value)) = &self.correlation {
             crate::model::submission::validate_correlation(name, value)?;
         }
-        if self.by_deadline && self.after.is_some() {
-            return Err(crate::Error::invalid(
-                "after",
-                "pages follow enqueue order; a list by deadline takes a larger limit instead",
-            ));
+        if let Some(value) = &self.correlation_value {
+            crate::model::submission::validate_correlation("value", value)?;
         }
         Ok(())
     }
@@ -871,9 +909,18 @@ pub struct DeliveryFilter {
     pub submission: Option<crate::SubmissionId>,
     /// At most this many.
     pub limit: Option<usize>,
+    /// The page after this delivery (oldest first): pass the last id of
+    /// the previous page.
+    pub after: Option<crate::model::delivery::DeliveryId>,
 }
 
 impl DeliveryFilter {
+    /// The page after this delivery (see [`DeliveryFilter::after`]).
+    pub fn after(mut self, id: crate::model::delivery::DeliveryId) -> Self {
+        self.after = Some(id);
+        self
+    }
+
     /// Only this partner.
     pub fn partner(mut self, partner: impl Into<String>) -> Self {
         self.partner = Some(partner.into());

@@ -203,4 +203,36 @@ impl Browser {
         }
         Ok(())
     }
+
+    /// Let the browser save downloads into `dir` (for a test to read).
+    pub fn allow_downloads(&mut self, dir: &Path) -> Result<(), BoxError> {
+        self.send(
+            false,
+            "Browser.setDownloadBehavior",
+            json!({ "behavior": "allow", "downloadPath": dir.display().to_string() }),
+        )?;
+        Ok(())
+    }
+
+    /// The page as it looks now, as PNG, written to `path`.
+    pub fn screenshot(&mut self, path: &Path) -> Result<(), BoxError> {
+        use base64::Engine as _;
+        let shot = self.send(
+            true,
+            "Page.captureScreenshot",
+            json!({ "format": "png", "captureBeyondViewport": true }),
+        )?;
+        let data = shot["data"].as_str().ok_or("no screenshot data")?;
+        fs::write(
+            path,
+            base64::engine::general_purpose::STANDARD.decode(data)?,
+        )?;
+        Ok(())
+    }
+
+    /// Go to `url` in the open page.
+    pub fn navigate(&mut self, url: &str) -> Result<(), BoxError> {
+        self.send(true, "Page.navigate", json!({ "url": url }))?;
+        Ok(())
+    }
 }

@@ -21,6 +21,8 @@ mod hostile;
 mod migrations;
 mod model;
 #[cfg(all(feature = "http", feature = "mock"))]
+mod ops_desk;
+#[cfg(all(feature = "http", feature = "mock"))]
 mod ops_page;
 mod recovery;
 #[cfg(all(feature = "mock", feature = "http"))]

@@ -5,7 +5,7 @@
 #[path = "../browser/replay.rs"]
 mod browser;
 #[path = "../browser/cdp.rs"]
-mod cdp;
+pub(crate) mod cdp;
 
 use std::time::Duration;
 
@@ -23,22 +23,22 @@ use tower::ServiceExt;
 
 use crate::support::{drive_new_to, park_deliveries, store};
 
-const TOKEN: &str = "correct horse battery staple";
+pub(crate) const TOKEN: &str = "correct horse battery staple";
 const RUNBOOK: &str = "https://wiki.example/runbooks/result-overdue";
 
 /// A store with one submission in each problem state, and the hub on it.
-struct Fixture {
-    _dir: TempDir,
-    store: SqliteStore,
-    liaison: Liaison,
-    stuck: SubmissionId,
-    failed: SubmissionId,
-    dead: SubmissionId,
-    succeeded: SubmissionId,
-    queued: SubmissionId,
+pub(crate) struct Fixture {
+    pub(crate) _dir: TempDir,
+    pub(crate) store: SqliteStore,
+    pub(crate) liaison: Liaison,
+    pub(crate) stuck: SubmissionId,
+    pub(crate) failed: SubmissionId,
+    pub(crate) dead: SubmissionId,
+    pub(crate) succeeded: SubmissionId,
+    pub(crate) queued: SubmissionId,
 }
 
-fn worth(partner: &str, key: &str, cents: i64) -> NewSubmission {
+pub(crate) fn worth(partner: &str, key: &str, cents: i64) -> NewSubmission {
     NewSubmission::new(
         partner,
         "claim.submit",
@@ -48,7 +48,7 @@ fn worth(partner: &str, key: &str, cents: i64) -> NewSubmission {
     .business_value(cents)
 }
 
-async fn fixture() -> Fixture {
+pub(crate) async fn fixture() -> Fixture {
     use SubmissionState::*;
     let (dir, store) = store();
     let (stuck, _) = drive_new_to(&store, worth("lab", "lab-stuck-1", 4200), Stuck).await;
@@ -77,30 +77,30 @@ async fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    fn app(&self, token: Option<&str>) -> Router {
+    pub(crate) fn app(&self, token: Option<&str>) -> Router {
         let mut state = OpsState::new(self.liaison.clone());
         state.token = token.map(str::to_owned);
         router(state).unwrap()
     }
 
-    async fn state(&self, id: SubmissionId) -> SubmissionState {
+    pub(crate) async fn state(&self, id: SubmissionId) -> SubmissionState {
         self.store.get(id).await.unwrap().state
     }
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: String,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 }
 
-async fn call(app: &Router, request: Request<Body>) -> Answer {
+pub(crate) async fn call(app: &Router, request: Request<Body>) -> Answer {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
@@ -114,7 +114,7 @@ async fn call(app: &Router, request: Request<Body>) -> Answer {
     }
 }
 
-async fn get(app: &Router, uri: &str) -> Answer {
+pub(crate) async fn get(app: &Router, uri: &str) -> Answer {
     call(app, Request::get(uri).body(Body::empty()).unwrap()).await
 }
 
@@ -126,7 +126,7 @@ async fn post_json(app: &Router, uri: &str, token: Option<&str>, body: Value) ->
     call(app, request.body(Body::from(body.to_string())).unwrap()).await
 }
 
-async fn post_form(
+pub(crate) async fn post_form(
     app: &Router,
     uri: &str,
     origin: Option<&str>,
@@ -313,11 +313,12 @@ async fn the_submission_page_shows_details_timeline_and_the_forms_that_apply() {
     let done = get(&app, &format!("/submissions/{}", f.succeeded))
         .await
         .body;
-    assert!(!done.contains("<form") && done.contains("it is finished"));
+    // Only the search box's form (GET): no action form.
+    assert!(!done.contains("<form method=\"post\"") && done.contains("it is finished"));
     let read_only = get(&f.app(None), &format!("/submissions/{}", f.stuck))
         .await
         .body;
-    assert!(!read_only.contains("<form") && read_only.contains("Read-only"));
+    assert!(!read_only.contains("<form method=\"post\"") && read_only.contains("Read-only"));
     let missing = get(&app, &format!("/submissions/{}", SubmissionId::new())).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
@@ -630,7 +631,10 @@ async fn parked_results_show_on_the_overview_and_the_submission_page() {
     assert_eq!(page.status, StatusCode::OK);
     let html = page.body;
     assert!(html.contains("<h2 id=\"parked\">Results not delivered to the host (2)</h2>"));
-    assert!(html.contains("<li data-partner=\"lab\">lab: <strong>2</strong> parked</li>"));
+    // Text from data is isolated (<bdi>) so right-to-left text cannot reorder the line.
+    assert!(
+        html.contains("<li data-partner=\"lab\"><bdi>lab</bdi>: <strong>2</strong> parked</li>")
+    );
     for id in [p.first, p.second] {
         let link = format!("href=\"/submissions/{id}#deliveries\"");
         assert!(html.contains(&link), "{link}");
@@ -1436,15 +1440,17 @@ async fn the_overview_shows_value_per_currency_and_the_nearest_business_deadline
         html.contains("Value at risk: <strong>EUR 250.00 + USD 10.00</strong> in 2 submission(s)"),
         "{html}"
     );
-    assert!(html.contains("claim.submit: EUR 250.00 + USD 10.00 in 2 submission(s)"));
+    assert!(html.contains("<bdi>claim.submit</bdi>: EUR 250.00 + USD 10.00 in 2 submission(s)"));
     assert!(html.contains("&lt; 1 h: EUR 250.00 + USD 10.00 in 2 submission(s)"));
     assert!(
         html.contains(
-            "<dd data-field=\"deadlines\">2 submission(s) will miss their business deadline within 24 h (EUR 250.00)</dd>"
+            "<dd data-field=\"deadlines\"><bdi>2 submission(s) will miss their business deadline within 24 h (EUR 250.00)</bdi></dd>"
         ),
         "the partner's deadlines, the unvalued C-3 counted too: {html}"
     );
-    let list = &html[html.find("Nearest business deadlines").expect("the list")..];
+    let list = &html[html
+        .find("Open work by business deadline")
+        .expect("the list")..];
     let first = list.find("C-&lt;1&gt;").expect("escaped key");
     let second = list.find("C-3").expect("C-3 listed");
     assert!(first < second, "nearest first");

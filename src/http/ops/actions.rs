@@ -8,6 +8,7 @@ use super::params::Params;
 use crate::callback::StoredCallback;
 use crate::engine::Liaison;
 use crate::model::callback::CallbackId;
+use crate::model::callback::CallbackReceipt;
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::Actor;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
@@ -71,6 +72,9 @@ pub(super) struct Request {
     /// JSON text).
     #[serde(default)]
     pub(super) result: Option<serde_json::Value>,
+    /// For a pause: when it ends (a UTC time or a length from now).
+    #[serde(default)]
+    pub(super) until: Option<String>,
 }
 
 impl Request {
@@ -95,10 +99,12 @@ impl Request {
                     serde_json::from_str(text)
                         .unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
                 }),
+            until: params.get("until").map(str::to_owned),
         }
     }
 
-    fn check(&self) -> Result<(Actor, &str), Failure> {
+    /// The actor's name, checked: given, on one line, not too long.
+    pub(super) fn actor(&self) -> Result<String, Failure> {
         let actor = self.actor.trim();
         if actor.is_empty() {
             return Err(Failure::bad_request(
@@ -110,6 +116,13 @@ impl Request {
                 "invalid actor: at most {MAX_ACTOR_CHARS} characters, on one line"
             )));
         }
+        Ok(actor.to_owned())
+    }
+
+    /// The actor and the reason, both checked.
+    pub(super) fn check(&self) -> Result<(Actor, &str), Failure> {
+        let actor = self.actor()?;
+        let actor = actor.as_str();
         let reason = self.reason.trim();
         if reason.is_empty() {
             return Err(Failure::bad_request(
@@ -202,6 +215,19 @@ pub(super) async fn rerun(
         "ops page action"
     );
     Ok(done)
+}
+
+/// Run stored callback `id` through verification, parsing and matching
+/// again (after a fix shipped), naming who asked and why (journaled on its
+/// submission's timeline when it concerns one, and logged).
+pub(super) async fn reprocess(
+    liaison: &Liaison,
+    id: &str,
+    request: &Request,
+) -> Result<CallbackReceipt, Failure> {
+    let id: CallbackId = id.parse()?;
+    let (actor, reason) = request.check()?;
+    Ok(liaison.reprocess_callback_by(id, actor, reason).await?)
 }
 
 /// Dismiss quarantined callback `id` (`POST /api/callbacks/{id}/dismiss`).

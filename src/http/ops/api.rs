@@ -165,7 +165,7 @@ pub(super) async fn submission(State(state): State<Shared>, Path(id): Path<Strin
     respond(result.await)
 }
 
-/// `GET /api/callbacks?quarantined=true&partner=&limit=`
+/// `GET /api/callbacks?quarantined=true&partner=&limit=&after=`
 pub(super) async fn callbacks(State(state): State<Shared>, uri: Uri) -> Response {
     let result = async {
         let params = Params::from_query(&uri);
@@ -176,6 +176,7 @@ pub(super) async fn callbacks(State(state): State<Shared>, uri: Uri) -> Response
         };
         filter.partner = params.get("partner").map(str::to_owned);
         filter.limit = Some(limit(&params)?);
+        filter.after = params.parsed::<CallbackId>("after")?;
         let filter = filter.without_body();
         let found = state.liaison.store().list_callbacks(&filter).await?;
         Ok::<_, Failure>(json!({
@@ -185,7 +186,7 @@ pub(super) async fn callbacks(State(state): State<Shared>, uri: Uri) -> Response
     respond(result.await)
 }
 
-/// `GET /api/deliveries?state=parked&partner=&submission=&limit=`: result
+/// `GET /api/deliveries?state=parked&partner=&submission=&limit=&after=`: result
 /// deliveries to the host, oldest first (no result documents: a delivery
 /// row holds none).
 pub(super) async fn deliveries(State(state): State<Shared>, uri: Uri) -> Response {
@@ -196,6 +197,7 @@ pub(super) async fn deliveries(State(state): State<Shared>, uri: Uri) -> Respons
             state: params.parsed::<DeliveryState>("state")?,
             submission: params.parsed::<SubmissionId>("submission")?,
             limit: Some(limit(&params)?),
+            after: params.parsed("after")?,
         };
         let found = state.liaison.deliveries(&filter).await?;
         Ok::<_, Failure>(json!({ "deliveries": found }))

@@ -6,11 +6,11 @@
 //! and still unfinished. Work created earlier that ended within the 24 hours
 //! is not in the bars.
 
-use std::fmt::Write as _;
-
 use chrono::{DateTime, Duration as Span, DurationRound, Utc};
 
-use super::html::escape;
+use maud::{Markup, html};
+
+use super::html::{CELL_CHARS, inert};
 use crate::error::Result;
 use crate::model::submission::SubmissionState;
 use crate::store::{HourlyCount, HourlyQuery, OutboxStore};
@@ -118,7 +118,7 @@ const RED: &str = "#c62828";
 const BLUE: &str = "#1565c0";
 
 /// The chart, with a legend under it.
-pub(super) fn render(day: &Day, partner: &str) -> String {
+pub(super) fn render(day: &Day, partner: &str) -> Markup {
     let max = day
         .buckets
         .iter()
@@ -129,68 +129,20 @@ pub(super) fn render(day: &Day, partner: &str) -> String {
     let scale = PLOT_H / f64::from(max);
     let slot = PLOT_W / HOURS as f64;
     let base = TOP + PLOT_H;
-    let mut svg = String::new();
-    let title = format!("The last 24 hours at {partner}");
-    let _ = write!(
-        svg,
-        "<svg class=\"chart\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" width=\"{WIDTH}\" height=\"{HEIGHT}\" role=\"img\" \
-         xmlns=\"http://www.w3.org/2000/svg\"><title>{}</title>\
-         <line x1=\"{LEFT}\" y1=\"{base}\" x2=\"{}\" y2=\"{base}\" stroke=\"#999\"/>\
-         <text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{max}</text>\
-         <text x=\"{}\" y=\"{base}\" font-size=\"10\" text-anchor=\"end\">0</text>",
-        escape(&title),
-        LEFT + PLOT_W,
-        LEFT - 4.0,
-        TOP + 8.0,
-        LEFT - 4.0,
-    );
-    let mut line = Vec::with_capacity(HOURS);
-    for (i, b) in day.buckets.iter().enumerate() {
-        let x = LEFT + slot * i as f64 + 1.0;
-        let from = day.start + Span::hours(i as i64);
-        let _ = write!(
-            svg,
-            "<g><title>{}: {} succeeded, {} failed, {} dead-lettered; {} unfinished</title>",
-            from.format("%H:00"),
-            b.succeeded,
-            b.failed,
-            b.dead_lettered,
-            b.backlog
-        );
-        let mut top = base;
-        for (count, color) in [
-            (b.succeeded, GREEN),
-            (b.failed, ORANGE),
-            (b.dead_lettered, RED),
-        ] {
-            if count == 0 {
-                continue;
-            }
-            let h = f64::from(count) * scale;
-            top -= h;
-            let _ = write!(
-                svg,
-                "<rect x=\"{x:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{color}\"/>",
-                slot - 2.0
-            );
-        }
-        // An invisible full-height target so the hour's title shows on hover.
-        let _ = write!(
-            svg,
-            "<rect x=\"{x:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{PLOT_H}\" fill=\"transparent\"/></g>",
-            slot - 2.0
-        );
-        line.push(format!(
-            "{:.1},{:.1}",
-            x + (slot - 2.0) / 2.0,
-            base - f64::from(b.backlog) * scale
-        ));
-    }
-    let _ = write!(
-        svg,
-        "<polyline class=\"backlog\" points=\"{}\" fill=\"none\" stroke=\"{BLUE}\" stroke-width=\"2\"/>",
-        line.join(" ")
-    );
+    let bar = slot - 2.0;
+    let line: Vec<String> = day
+        .buckets
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let x = LEFT + slot * i as f64 + 1.0;
+            format!(
+                "{:.1},{:.1}",
+                x + bar / 2.0,
+                base - f64::from(b.backlog) * scale
+            )
+        })
+        .collect();
     let labels = [
         (0, day.start.format("%H:00").to_string()),
         (
@@ -199,23 +151,62 @@ pub(super) fn render(day: &Day, partner: &str) -> String {
         ),
         (HOURS - 1, "now".to_owned()),
     ];
-    for (i, label) in labels {
-        let x = LEFT + slot * i as f64 + slot / 2.0;
-        let _ = write!(
-            svg,
-            "<text x=\"{x:.1}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{label}</text>",
-            base + 14.0
-        );
+    let px = |v: f64| format!("{v:.1}");
+    html! {
+        svg class="chart" viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) width=(WIDTH) height=(HEIGHT)
+            role="img" xmlns="http://www.w3.org/2000/svg" {
+            title { "The last 24 hours at " (inert(partner, CELL_CHARS).0) }
+            line x1=(LEFT) y1=(base) x2=(LEFT + PLOT_W) y2=(base) stroke="#999" {}
+            text x=(LEFT - 4.0) y=(TOP + 8.0) font-size="10" text-anchor="end" { (max) }
+            text x=(LEFT - 4.0) y=(base) font-size="10" text-anchor="end" { "0" }
+            @for (i, b) in day.buckets.iter().enumerate() {
+                @let x = LEFT + slot * i as f64 + 1.0;
+                @let from = day.start + Span::hours(i as i64);
+                g {
+                    title {
+                        (from.format("%H:00")) ": " (b.succeeded) " succeeded, " (b.failed)
+                        " failed, " (b.dead_lettered) " dead-lettered; " (b.backlog) " unfinished"
+                    }
+                    @for (top, h, color) in stack(b, base, scale) {
+                        rect x=(px(x)) y=(px(top)) width=(px(bar)) height=(px(h)) fill=(color) {}
+                    }
+                    // An invisible full-height target so the hour's title shows on hover.
+                    rect x=(px(x)) y=(TOP) width=(px(bar)) height=(PLOT_H) fill="transparent" {}
+                }
+            }
+            polyline class="backlog" points=(line.join(" ")) fill="none" stroke=(BLUE) stroke-width="2" {}
+            @for (i, label) in labels {
+                text x=(px(LEFT + slot * i as f64 + slot / 2.0)) y=(base + 14.0) font-size="10"
+                    text-anchor="middle" { (label) }
+            }
+        }
+        p.legend.muted {
+            span style=(format!("color:{GREEN}")) { "■ succeeded" }
+            span style=(format!("color:{ORANGE}")) { "■ failed" }
+            span style=(format!("color:{RED}")) { "■ dead-lettered" }
+            span style=(format!("color:{BLUE}")) { "▬ unfinished (backlog)" }
+            " per hour, UTC"
+        }
     }
-    svg.push_str("</svg>");
-    let _ = write!(
-        svg,
-        "<p class=\"legend muted\"><span style=\"color:{GREEN}\">&#9632; succeeded</span>\
-         <span style=\"color:{ORANGE}\">&#9632; failed</span>\
-         <span style=\"color:{RED}\">&#9632; dead-lettered</span>\
-         <span style=\"color:{BLUE}\">&#9644; unfinished (backlog)</span> per hour, UTC</p>"
-    );
-    svg
+}
+
+/// One hour's stacked bars, bottom up: (top, height, colour).
+fn stack(b: &Bucket, base: f64, scale: f64) -> Vec<(f64, f64, &'static str)> {
+    let mut top = base;
+    let mut bars = Vec::new();
+    for (count, color) in [
+        (b.succeeded, GREEN),
+        (b.failed, ORANGE),
+        (b.dead_lettered, RED),
+    ] {
+        if count == 0 {
+            continue;
+        }
+        let h = f64::from(count) * scale;
+        top -= h;
+        bars.push((top, h, color));
+    }
+    bars
 }
 
 #[cfg(test)]
@@ -309,7 +300,7 @@ mod tests {
         assert_eq!(b[1].backlog, 3, "the failed one is still open at 02:00");
         assert_eq!(b[2].backlog, 2);
         assert_eq!(b[23].backlog, 3, "the stuck one stays");
-        let svg = render(&Day { start, buckets: b }, "<lab>");
+        let svg = render(&Day { start, buckets: b }, "<lab>").into_string();
         assert!(svg.starts_with("<svg") && svg.contains("&lt;lab&gt;"));
         assert!(svg.contains("<polyline"));
     }

@@ -1,8 +1,6 @@
 //! `GET /submissions/{id}` and the forms that replay, resolve or cancel it,
 //! or re-run its parked result delivery.
 
-use std::fmt::Write as _;
-
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header::LOCATION;
@@ -10,7 +8,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::actions::{Action, Failure, Request, perform, rerun as rerun_delivery};
-use super::html::{document, error_page, escape, respond, state_words, value, when};
+use maud::{Markup, html};
+
+use super::forms::{read_only, who_and_why};
+use super::html::{
+    CELL_CHARS, DETAIL_CHARS, Shell, document, error_page, inert, respond, shown, state_words,
+    value, when,
+};
 use super::params::Params;
 use super::{OpsState, Shared};
 use crate::model::delivery::{Delivery, DeliveryId, DeliveryState};
@@ -180,10 +184,8 @@ async fn show(
                 notice.as_ref(),
                 &forms,
             );
-            respond(
-                status,
-                document(&format!("Ops: {}", s.idempotency_key), &html),
-            )
+            let shell = Shell { state, query: "" };
+            respond(status, document(&shell, "Ops: submission", html))
         }
         // A refusal wins over what the lookup found.
         Err(_) if status.is_client_error() => match notice {
@@ -201,120 +203,37 @@ fn render(
     deliveries: &[Delivery],
     notice: Option<&Notice>,
     forms: &Forms<'_>,
-) -> String {
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "<p><a href=\"{}\">&larr; All partners</a></p><h1>Submission {}</h1>",
-        escape(&forms.state.link("/")),
-        escape(&s.idempotency_key)
-    );
-    match notice {
-        Some(Notice::Done(action)) => {
-            let _ = write!(
-                out,
-                "<p class=\"done\" role=\"status\">{}</p>",
-                match action {
+) -> Markup {
+    html! {
+        p { a href=(forms.state.link("/")) { "← All partners" } }
+        h1 { "Submission " (shown(&s.idempotency_key, CELL_CHARS)) }
+        @match notice {
+            Some(Notice::Done(action)) => {
+                p.done role="status" { (match action {
                     Action::Replay => "Replayed: it is queued and will be sent again.",
                     Action::Resolve => "Resolved by hand: it is settled and will not be sent.",
                     Action::Cancel => "Cancelled: it will not be sent.",
-                }
-            );
+                }) " Your name and reason are on the timeline below." }
+            }
+            Some(Notice::Rerun) => {
+                p.done role="status" { "Re-run: the result is handed to the host's handler again, \
+                    with a fresh set of retries. Your name and reason are on the timeline below." }
+            }
+            Some(Notice::Error(message)) => {
+                p.error role="alert" { (shown(message, DETAIL_CHARS)) " Nothing was changed." }
+            }
+            None => {}
         }
-        Some(Notice::Rerun) => {
-            out.push_str(
-                "<p class=\"done\" role=\"status\">Re-run: the result is handed to the host's \
-                 handler again, with a fresh set of retries.</p>",
-            );
-        }
-        Some(Notice::Error(message)) => {
-            let _ = write!(
-                out,
-                "<p class=\"error\" role=\"alert\">{}</p>",
-                escape(message)
-            );
-        }
-        None => {}
+        (details(s))
+        h2 { "What you can do" }
+        (forms.render(s))
+        (forms.deliveries(deliveries))
+        (timeline_table(timeline))
+        (attempts_table(attempts))
     }
-    details(&mut out, s);
-    out.push_str("<h2>What you can do</h2>");
-    forms.render(&mut out, s);
-    forms.deliveries(&mut out, deliveries);
-    timeline_table(&mut out, timeline);
-    attempts_table(&mut out, attempts);
-    out
 }
 
-fn details(out: &mut String, s: &Submission) {
-    let row = |out: &mut String, name: &str, value: &str| {
-        let _ = write!(out, "<dt>{name}</dt><dd>{value}</dd>");
-    };
-    out.push_str("<dl>");
-    row(
-        out,
-        "State",
-        &format!(
-            "<strong data-field=\"state\">{}</strong> — {}",
-            s.state.as_str(),
-            state_words(s.state)
-        ),
-    );
-    row(out, "Partner", &escape(&s.partner));
-    row(out, "Kind", &escape(&s.kind));
-    row(out, "Value", &value(s));
-    if let Some(deadline) = s.business_deadline {
-        row(
-            out,
-            "Business deadline",
-            &format!(
-                "<span data-field=\"business_deadline\">{}</span>",
-                when(deadline)
-            ),
-        );
-    }
-    row(out, "Idempotency key", &escape(&s.idempotency_key));
-    row(out, "Id", &s.id.to_string());
-    if let Some(reference) = &s.external_ref {
-        row(out, "Partner's reference", &escape(reference));
-    }
-    row(
-        out,
-        "Attempts",
-        &format!(
-            "{} in all, {} since it was last (re)started; replayed {} time(s)",
-            s.attempts,
-            s.attempts_in_cycle(),
-            s.replays
-        ),
-    );
-    row(out, "Created", &when(s.created_at));
-    row(out, "Last change", &when(s.updated_at));
-    if s.state == SubmissionState::Queued {
-        row(out, "Next try", &when(s.due_at));
-    }
-    if let Some(deadline) = s.result_deadline {
-        row(out, "Result due", &when(deadline));
-    }
-    if let Some(error) = &s.last_error {
-        row(out, "Last error", &escape(error));
-    }
-    if let Some(ordering) = &s.ordering_key {
-        row(out, "Ordering key", &escape(ordering));
-    }
-    if !s.correlation.is_empty() {
-        let fields: Vec<String> = s
-            .correlation
-            .iter()
-            .map(|(k, v)| format!("{} = {}", escape(k), escape(v)))
-            .collect();
-        row(out, "Correlation", &fields.join("<br>"));
-    }
-    let payload = if s.payload.is_some() {
-        format!("kept, not shown here (fingerprint {})", s.fingerprint)
-    } else {
-        format!("purged by retention (fingerprint {})", s.fingerprint)
-    };
-    row(out, "Payload", &payload);
+fn details(s: &Submission) -> Markup {
     // The partner's document may hold personal data: its shape, not its
     // content (the API and the CLI return it to those who may read it).
     let result = match &s.result {
@@ -330,11 +249,45 @@ fn details(out: &mut String, s: &Submission) {
             format!("not kept: {bytes} bytes, over the {limit}-byte cap")
         }
         Some(crate::ResultDocument::Unreadable { reason, bytes }) => {
-            escape(&format!("not kept: {reason} ({bytes} bytes)"))
+            format!("not kept: {} ({bytes} bytes)", inert(reason, CELL_CHARS).0)
         }
     };
-    row(out, "Result document", &result);
-    out.push_str("</dl>");
+    html! {
+        dl {
+            dt { "State" } dd { strong data-field="state" { (s.state.as_str()) } " — " (state_words(s.state)) }
+            dt { "Partner" } dd { (shown(&s.partner, CELL_CHARS)) }
+            dt { "Kind" } dd { (shown(&s.kind, CELL_CHARS)) }
+            dt { "Value" } dd { (value(s)) }
+            @if let Some(deadline) = s.business_deadline {
+                dt { "Business deadline" } dd { span data-field="business_deadline" { (when(deadline)) } }
+            }
+            dt { "Idempotency key" } dd { (shown(&s.idempotency_key, DETAIL_CHARS)) }
+            dt { "Id" } dd { (s.id) }
+            @if let Some(reference) = &s.external_ref {
+                dt { "Partner's reference" } dd { (shown(reference, DETAIL_CHARS)) }
+            }
+            dt { "Attempts" } dd { (s.attempts) " in all, " (s.attempts_in_cycle())
+                " since it was last (re)started; replayed " (s.replays) " time(s)" }
+            dt { "Created" } dd { (when(s.created_at)) }
+            dt { "Last change" } dd { (when(s.updated_at)) }
+            @if s.state == SubmissionState::Queued { dt { "Next try" } dd { (when(s.due_at)) } }
+            @if let Some(deadline) = s.result_deadline { dt { "Result due" } dd { (when(deadline)) } }
+            @if let Some(error) = &s.last_error { dt { "Last error" } dd { (shown(error, DETAIL_CHARS)) } }
+            @if let Some(ordering) = &s.ordering_key { dt { "Ordering key" } dd { (shown(ordering, DETAIL_CHARS)) } }
+            @if !s.correlation.is_empty() {
+                dt { "Correlation" }
+                dd { @for (i, (k, v)) in s.correlation.iter().enumerate() {
+                    @if i > 0 { br; }
+                    (shown(k, CELL_CHARS)) " = " (shown(v, CELL_CHARS))
+                } }
+            }
+            dt { "Payload" } dd {
+                @if s.payload.is_some() { "kept, not shown here (fingerprint " (s.fingerprint) ")" }
+                @else { "purged by retention (fingerprint " (s.fingerprint) ")" }
+            }
+            dt { "Result document" } dd { (result) }
+        }
+    }
 }
 
 struct Forms<'a> {
@@ -347,33 +300,36 @@ struct Forms<'a> {
 }
 
 impl Forms<'_> {
-    fn render(&self, out: &mut String, s: &Submission) {
+    fn render(&self, s: &Submission) -> Markup {
         let possible: Vec<Action> = Action::ALL
             .into_iter()
             .filter(|a| a.applies_to(s.state))
             .collect();
-        if possible.is_empty() {
-            let _ = write!(
-                out,
-                "<p>Nothing: it is finished ({}).</p>",
-                state_words(s.state)
-            );
-            return;
-        }
-        if !self.enabled {
-            out.push_str(
-                "<p class=\"note\">Read-only: this page was started without an ops token, \
-                 so replay, resolve and cancel are turned off. Use the command-line tool or \
-                 the API instead.</p>",
-            );
-            return;
-        }
-        for action in possible {
-            self.form(out, s, action);
+        html! {
+            @if possible.is_empty() {
+                p { "Nothing: it is finished (" (state_words(s.state)) ")." }
+            } @else if !self.enabled {
+                (read_only("replay, resolve and cancel are"))
+            } @else {
+                @for action in possible { (self.form(s, action)) }
+            }
         }
     }
 
-    fn form(&self, out: &mut String, s: &Submission, action: Action) {
+    /// What was typed before a refusal of this form, or nothing.
+    fn typed(&self, tried: Tried) -> Request {
+        Request {
+            actor: self.request.actor.clone(),
+            reason: if self.tried == Some(tried) {
+                self.request.reason.clone()
+            } else {
+                String::new()
+            },
+            ..Request::default()
+        }
+    }
+
+    fn form(&self, s: &Submission, action: Action) -> Markup {
         let (legend, help, button) = match action {
             Action::Replay => (
                 "Replay: send it again",
@@ -391,158 +347,129 @@ impl Forms<'_> {
                 "Cancel it",
             ),
         };
-        let reason = if self.tried == Some(Tried::Action(action)) {
-            escape(&self.request.reason)
-        } else {
-            String::new()
-        };
-        let _ = write!(
-            out,
-            "<form method=\"post\" action=\"{target}\" data-action=\"{name}\">\
-             <fieldset><legend>{legend}</legend><p class=\"muted\">{help}</p>\
-             <label>Your name <input name=\"actor\" required maxlength=\"200\" value=\"{actor}\"></label>\
-             <label>Why (goes on the timeline) <input name=\"reason\" required maxlength=\"2000\" value=\"{reason}\"></label>",
-            target = escape(&self.state.link(&format!(
-                "/submissions/{}/{}",
-                s.id,
-                action.as_str()
-            ))),
-            name = action.as_str(),
-            actor = escape(&self.request.actor),
-        );
-        if action == Action::Resolve {
-            out.push_str(
-                "<label>The work <select name=\"outcome\">\
-                 <option value=\"succeeded\">was done (succeeded)</option>\
-                 <option value=\"failed\">could not be done (failed)</option></select></label>\
-                 <label>Result document (JSON, optional: what the partner's portal showed) \
-                 <textarea name=\"result\" rows=\"3\" maxlength=\"65536\"></textarea></label>",
-            );
+        let target = self
+            .state
+            .link(&format!("/submissions/{}/{}", s.id, action.as_str()));
+        html! {
+            form method="post" action=(target) data-action=(action.as_str()) {
+                fieldset {
+                    legend { (legend) }
+                    p.muted { (help) }
+                    @if action == Action::Resolve {
+                        label { "The work " select name="outcome" {
+                            option value="succeeded" { "was done (succeeded)" }
+                            option value="failed" { "could not be done (failed)" }
+                        } }
+                        label { "Result document (JSON, optional: what the partner's portal showed) "
+                            textarea name="result" rows="3" maxlength="65536" {} }
+                    }
+                    (who_and_why(&self.typed(Tried::Action(action)), "Why (goes on the timeline)"))
+                    button type="submit" { (button) }
+                }
+            }
         }
-        let _ = write!(
-            out,
-            "<label>Ops token <input type=\"password\" name=\"token\" required autocomplete=\"off\"></label>\
-             <button type=\"submit\">{button}</button></fieldset></form>"
-        );
     }
-}
 
-impl Forms<'_> {
     /// The submission's result deliveries to the host (none when its
     /// partner has no result handler), with a re-run form for a parked one.
-    fn deliveries(&self, out: &mut String, deliveries: &[Delivery]) {
-        if deliveries.is_empty() {
-            return;
-        }
-        out.push_str(
-            "<h2 id=\"deliveries\">Results to the host</h2>\
-             <table class=\"deliveries\"><thead><tr><th>Delivery</th><th>Result</th><th>State</th>\
-             <th>Attempts</th><th>Recorded</th><th>Due or delivered</th><th>Last error</th></tr></thead><tbody>",
-        );
-        for d in deliveries {
-            let at = match (d.state, d.delivered_at) {
-                (DeliveryState::Delivered, Some(at)) => when(at),
-                (DeliveryState::Parked, _) => "waits for a re-run".into(),
-                _ => when(d.due_at),
-            };
-            let _ = write!(
-                out,
-                "<tr data-delivery=\"{id}\"><td class=\"nowrap\">{id}</td><td>{}</td>\
-                 <td data-field=\"delivery-state\">{}</td><td>{}</td><td class=\"nowrap\">{}</td>\
-                 <td class=\"nowrap\">{at}</td><td>{}</td></tr>",
-                escape(d.final_state.as_str()),
-                escape(d.state.as_str()),
-                d.attempts,
-                when(d.created_at),
-                escape(d.last_error.as_deref().unwrap_or("")),
-                id = d.id,
-            );
-        }
-        out.push_str("</tbody></table>");
+    fn deliveries(&self, deliveries: &[Delivery]) -> Markup {
         let parked: Vec<&Delivery> = deliveries
             .iter()
             .filter(|d| d.state == DeliveryState::Parked)
             .collect();
-        if parked.is_empty() {
-            return;
-        }
-        if !self.enabled {
-            out.push_str(
-                "<p class=\"note\">Parked: the host's handler kept failing. Read-only: re-run it \
-                 with the command-line tool (liaison rerun-delivery) or the API.</p>",
-            );
-            return;
-        }
-        for d in parked {
-            let reason = if self.tried == Some(Tried::Rerun(d.id)) {
-                escape(&self.request.reason)
-            } else {
-                String::new()
-            };
-            let _ = write!(
-                out,
-                "<form method=\"post\" action=\"{target}\" data-action=\"rerun\">\
-                 <fieldset><legend>Re-run: hand the result to the host again</legend>\
-                 <p class=\"muted\">The host's handler kept failing and gave up. Fix what made it fail \
-                 (see the last error), then re-run: it gets a fresh set of retries.</p>\
-                 <label>Your name <input name=\"actor\" required maxlength=\"200\" value=\"{actor}\"></label>\
-                 <label>What was fixed (goes on the timeline) <input name=\"reason\" required maxlength=\"2000\" value=\"{reason}\"></label>\
-                 <label>Ops token <input type=\"password\" name=\"token\" required autocomplete=\"off\"></label>\
-                 <button type=\"submit\">Re-run</button></fieldset></form>",
-                target = escape(&self.state.link(&format!(
-                    "/submissions/{}/deliveries/{}/rerun",
-                    d.submission_id, d.id
-                ))),
-                actor = escape(&self.request.actor),
-            );
+        html! {
+            @if !deliveries.is_empty() {
+                h2 #deliveries { "Results to the host" }
+                table.deliveries {
+                    thead { tr { th { "Delivery" } th { "Result" } th { "State" } th { "Attempts" }
+                        th { "Recorded" } th { "Due or delivered" } th { "Last error" } } }
+                    tbody {
+                        @for d in deliveries {
+                            tr data-delivery=(d.id) {
+                                td.nowrap { (d.id) }
+                                td { (d.final_state.as_str()) }
+                                td data-field="delivery-state" { (d.state.as_str()) }
+                                td { (d.attempts) }
+                                td.nowrap { (when(d.created_at)) }
+                                td.nowrap { @match (d.state, d.delivered_at) {
+                                    (DeliveryState::Delivered, Some(at)) => (when(at)),
+                                    (DeliveryState::Parked, _) => "waits for a re-run",
+                                    _ => (when(d.due_at)),
+                                } }
+                                td { (shown(d.last_error.as_deref().unwrap_or(""), CELL_CHARS)) }
+                            }
+                        }
+                    }
+                }
+                @if !parked.is_empty() && !self.enabled {
+                    p.note { "Parked: the host's handler kept failing. Read-only: re-run it with the \
+                        command-line tool (liaison rerun-delivery) or the API." }
+                }
+                @if self.enabled {
+                    @for d in parked {
+                        form method="post" action=(self.state.link(&format!(
+                                "/submissions/{}/deliveries/{}/rerun", d.submission_id, d.id)))
+                            data-action="rerun" {
+                            fieldset {
+                                legend { "Re-run: hand the result to the host again" }
+                                p.muted { "The host's handler kept failing and gave up. Fix what made it fail \
+                                    (see the last error), then re-run: it gets a fresh set of retries." }
+                                (who_and_why(&self.typed(Tried::Rerun(d.id)), "What was fixed (goes on the timeline)"))
+                                button type="submit" { "Re-run" }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
 
-fn timeline_table(out: &mut String, timeline: &[Event]) {
-    out.push_str(
-        "<h2>Timeline</h2><table class=\"timeline\"><thead><tr><th>When</th><th>What</th>\
-         <th>Change</th><th>Who</th><th>Why</th></tr></thead><tbody>",
-    );
-    for e in timeline {
-        let change = match (e.from_state, e.to_state) {
-            (Some(from), Some(to)) => format!("{from} &rarr; {to}"),
-            (None, Some(to)) => to.to_string(),
-            _ => String::new(),
-        };
-        let _ = write!(
-            out,
-            "<tr><td class=\"nowrap\">{}</td><td>{}</td><td>{change}</td><td>{}</td><td>{}</td></tr>",
-            when(e.at),
-            escape(e.kind.as_str()),
-            escape(e.actor.as_str()),
-            escape(e.reason.as_deref().unwrap_or("")),
-        );
+fn timeline_table(timeline: &[Event]) -> Markup {
+    html! {
+        h2 { "Timeline" }
+        table.timeline {
+            thead { tr { th { "When" } th { "What" } th { "Change" } th { "Who" } th { "Why" } } }
+            tbody {
+                @for e in timeline {
+                    tr {
+                        td.nowrap { (when(e.at)) }
+                        td { (shown(e.kind.as_str(), CELL_CHARS)) }
+                        td { @match (e.from_state, e.to_state) {
+                            (Some(from), Some(to)) => { (from) " → " (to) }
+                            (None, Some(to)) => { (to) }
+                            _ => {}
+                        } }
+                        td { (shown(e.actor.as_str(), CELL_CHARS)) }
+                        td { (shown(e.reason.as_deref().unwrap_or(""), DETAIL_CHARS)) }
+                    }
+                }
+            }
+        }
     }
-    out.push_str("</tbody></table>");
 }
 
-fn attempts_table(out: &mut String, attempts: &[Attempt]) {
-    out.push_str("<h2>Attempts</h2>");
-    if attempts.is_empty() {
-        out.push_str("<p>None yet.</p>");
-        return;
+fn attempts_table(attempts: &[Attempt]) -> Markup {
+    html! {
+        h2 { "Attempts" }
+        @if attempts.is_empty() {
+            p { "None yet." }
+        } @else {
+            table.attempts {
+                thead { tr { th { "#" } th { "Started" } th { "Finished" } th { "Outcome" } th { "HTTP" } th { "Error" } } }
+                tbody {
+                    @for a in attempts {
+                        tr {
+                            td { (a.number) }
+                            td.nowrap { (when(a.started_at)) }
+                            td.nowrap { (a.finished_at.map_or("running".into(), when)) }
+                            td { (a.outcome.map_or("—", |o| o.as_str())) }
+                            td { @if let Some(status) = a.http_status { (status) } }
+                            td { (shown(a.error.as_deref().unwrap_or(""), CELL_CHARS)) }
+                        }
+                    }
+                }
+            }
+        }
     }
-    out.push_str(
-        "<table class=\"attempts\"><thead><tr><th>#</th><th>Started</th><th>Finished</th>\
-         <th>Outcome</th><th>HTTP</th><th>Error</th></tr></thead><tbody>",
-    );
-    for a in attempts {
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td class=\"nowrap\">{}</td><td class=\"nowrap\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            a.number,
-            when(a.started_at),
-            a.finished_at.map_or("running".into(), when),
-            a.outcome.map_or("—", |o| o.as_str()),
-            a.http_status.map_or(String::new(), |s| s.to_string()),
-            escape(a.error.as_deref().unwrap_or("")),
-        );
-    }
-    out.push_str("</tbody></table>");
 }

@@ -5,7 +5,15 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /` | per-partner health (verdict and reasons, the last 24 hours as a chart), open alerts with their owners, stuck and failed work with its value at risk, and (when any is parked) results not delivered to the host |
+//! | `GET /` | the four questions (working, noticed, impact, recoverable: yes or no, why, and a link), per-partner health (verdict and reasons, the last 24 hours as a chart), open alerts with their owners, the first page of each list to recover, results not delivered to the host, the quarantine per partner |
+//! | `GET /search?q=` | submissions by idempotency key, correlation value (`name=value` for one field), partner reference, or submission or callback id |
+//! | `GET /lists/{stuck\|failed\|deadlines}`, `/deliveries`, `/quarantine` | each list page by page (`after=` cursor, `limit=`, `partner=`; `disposition=` for the quarantine) with its count |
+//! | `GET /export/{stuck\|failed\|deadlines\|deliveries\|quarantine}` | the list as filtered, as CSV, streamed a page at a time |
+//! | `GET /callbacks/{id}` | one callback: why it is quarantined, and the first 8 KiB of its body, escaped |
+//! | `POST /callbacks/{id}/reprocess` \| `dismiss` | reprocess (after a fix) or dismiss it (fields `actor`, `reason`, `token`) |
+//! | `POST /quarantine/reprocess` \| `dismiss` | every quarantined callback the filter (`partner`, `disposition`) matches: a count first, then with `confirm` and `expected` (the count) the action |
+//! | `GET /partners/{name}`, `POST /partners/{name}/pause` \| `resume` | a partner's pause (until, who, why) and the forms (`until`, `actor`, `reason`, `token`) |
+//! | `GET /alerts`, `/alerts/{id}`, `POST /alerts/{id}/acknowledge` | alerts, one alert's notification history, acknowledging it (`actor`, `token`) |
 //! | `GET /submissions/{id}` | one submission: details, timeline, attempts, its result deliveries to the host, and forms to replay, resolve or cancel it (and to re-run a parked delivery) |
 //! | `POST /submissions/{id}/replay` \| `resolve` \| `cancel` | the forms' actions (fields `actor`, `reason`, `token`; `outcome` for resolve) |
 //! | `POST /submissions/{id}/deliveries/{delivery}/rerun` | the re-run form's action (fields `actor`, `reason`, `token`) |
@@ -13,8 +21,8 @@
 //! | `GET /api/alerts?open=true` | alerts (`open=false`: all, newest first) |
 //! | `GET /api/submissions?state=&partner=&limit=&after=` | submissions, oldest first |
 //! | `GET /api/submissions/{id}` | one submission with its `timeline` and `attempts` |
-//! | `GET /api/callbacks?quarantined=true&partner=&limit=` | stored callbacks, newest first |
-//! | `GET /api/deliveries?state=parked&partner=&submission=&limit=` | result deliveries to the host, oldest first |
+//! | `GET /api/callbacks?quarantined=true&partner=&limit=&after=` | stored callbacks, newest first |
+//! | `GET /api/deliveries?state=parked&partner=&submission=&limit=&after=` | result deliveries to the host, oldest first |
 //! | `POST /api/submissions/{id}/replay` \| `resolve` \| `cancel` | JSON actions (`Authorization: Bearer <token>`) |
 //! | `POST /api/deliveries/{id}/rerun` | re-run a parked result delivery (`Authorization: Bearer <token>`, `{"actor", "reason"}`) |
 //! | `POST /api/callbacks/{id}/dismiss` | dismiss a quarantined callback (`Authorization: Bearer <token>`, `{"actor", "reason"}`); 409 when it is not quarantined |
@@ -32,15 +40,23 @@
 //! where another site's page is served under a name that resolves to your
 //! listener and reads it from an operator's browser.
 //!
-//! Payloads and raw callback bodies are never shown (they may hold personal
-//! data). Every action needs the token the router was built with (compared
+//! Payloads are never shown (they may hold personal data); a callback's
+//! body only on its own page, at most its first 8 KiB. Pages are built with
+//! compile-time templates (maud) that escape every value from data; text
+//! from data is also cut to a bounded length, with control and
+//! bidirectional-override characters shown as escapes. No scripts run (a
+//! strict content security policy), nothing is loaded from elsewhere.
+//!
+//! Every action needs the token the router was built with (compared
 //! in constant time; at least [`MIN_TOKEN_BYTES`], or building the router
 //! fails); without one the page is read-only and actions answer 403.
 //! Refused token attempts are counted and logged at most once a minute. A form post whose `Origin` is another host than its `Host` header is
 //! refused (403; behind a reverse proxy, forward `Host` unchanged), and no
 //! cookies are used, so another site cannot act through an operator's
-//! browser. Each action names its actor and reason, which go on the
-//! submission's timeline.
+//! browser. Each action names its actor and reason, which are journaled
+//! (on the submission's timeline, with the dismissed callback, with the
+//! pause) and logged; the answer is a page saying what was done, or why
+//! it was refused with nothing changed.
 //!
 //! Serve the router on its own listener, bound to an address only operators
 //! reach, not merged with [`callback_router`](crate::http::callback_router)
@@ -68,16 +84,24 @@
 //! See `docs/operations.md` for the runbook.
 
 mod actions;
+mod alerts;
 mod api;
 mod auth;
 
 pub use auth::MIN_TOKEN_BYTES;
+mod callbacks;
 mod chart;
+mod csv;
 mod detail;
 mod failure;
+mod forms;
 mod html;
+mod lists;
 mod overview;
 mod params;
+mod partners;
+mod questions;
+mod search;
 
 use std::fmt;
 use std::sync::Arc;
@@ -177,16 +201,20 @@ impl OpsState {
         self.read_token.as_deref().filter(|t| !t.is_empty())
     }
 
-    /// `path` with the read token appended as `token=`, for the page's own
-    /// links and forms (the browser has no other way to carry it). Not
-    /// HTML-escaped.
+    /// `path` with the read token appended as `token=` (before a
+    /// `#fragment`), for the page's own links and forms (the browser has no
+    /// other way to carry it). Not HTML-escaped (the templates escape it).
     fn link(&self, path: &str) -> String {
         match self.reading_token() {
             None => path.to_owned(),
             Some(token) => {
+                let (path, fragment) = match path.split_once('#') {
+                    Some((path, fragment)) => (path, format!("#{fragment}")),
+                    None => (path, String::new()),
+                };
                 let sep = if path.contains('?') { '&' } else { '?' };
                 let token: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
-                format!("{path}{sep}token={token}")
+                format!("{path}{sep}token={token}{fragment}")
             }
         }
     }
@@ -239,6 +267,19 @@ pub fn router(mut state: OpsState) -> crate::Result<Router> {
     let state = Arc::new(state);
     Ok(Router::new()
         .route("/", get(overview::page))
+        .route("/search", get(search::page))
+        .route("/lists/{list}", get(lists::page))
+        .route("/export/{list}", get(csv::export))
+        .route("/deliveries", get(lists::deliveries))
+        .route("/quarantine", get(callbacks::quarantine))
+        .route("/quarantine/{action}", post(callbacks::act_where))
+        .route("/callbacks/{id}", get(callbacks::page))
+        .route("/callbacks/{id}/{action}", post(callbacks::act))
+        .route("/partners/{partner}", get(partners::page))
+        .route("/partners/{partner}/{action}", post(partners::act))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/{id}", get(alerts::page))
+        .route("/alerts/{id}/acknowledge", post(alerts::acknowledge))
         .route("/submissions/{id}", get(detail::page))
         .route("/submissions/{id}/{action}", post(detail::act))
         .route(
@@ -258,6 +299,17 @@ pub fn router(mut state: OpsState) -> crate::Result<Router> {
         .route_layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state))
 }
+
+/// The top bar's links, on every page.
+const NAV: [(&str, &str); 7] = [
+    ("/", "Overview"),
+    ("/lists/stuck", "Stuck"),
+    ("/lists/failed", "Failed"),
+    ("/quarantine", "Quarantine"),
+    ("/deliveries", "Results not delivered"),
+    ("/lists/deadlines", "Deadlines"),
+    ("/alerts", "Alerts"),
+];
 
 /// Before every route: the allowed hosts (421), then, except for the JSON
 /// actions (which carry the action token in `Authorization`), the read token

@@ -121,6 +121,14 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &CallbackFilter) -> Result<Vec<
         args.push(Box::new(names));
         sql.push_str(&format!(" AND disposition = ANY(${})", args.len()));
     }
+    if let Some(after) = filter.after {
+        args.push(Box::new(cid(after)));
+        sql.push_str(&format!(
+            " AND seq {} (SELECT seq FROM liaison_callbacks WHERE id = ${})",
+            filter.after_op(),
+            args.len()
+        ));
+    }
     args.push(Box::new(
         i64::try_from(filter.effective_limit()).unwrap_or(100),
     ));

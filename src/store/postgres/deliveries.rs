@@ -51,6 +51,13 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &DeliveryFilter) -> Result<Vec<
         args.push(Box::new(sid(id)));
         sql.push_str(&format!(" AND submission_id = ${}", args.len()));
     }
+    if let Some(after) = filter.after {
+        args.push(Box::new(after.uuid()));
+        sql.push_str(&format!(
+            " AND seq > (SELECT seq FROM liaison_deliveries WHERE id = ${})",
+            args.len()
+        ));
+    }
     args.push(Box::new(filter.bounded_limit()));
     sql.push_str(&format!(" ORDER BY seq LIMIT ${}", args.len()));
     let params: Vec<&(dyn ToSql + Sync)> = args

@@ -185,12 +185,29 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Subm
     if let Some(since) = filter.updated_since {
         arg(&mut sql, " AND updated_at >= ?", Box::new(to_millis(since)));
     }
-    if let Some(after) = filter.after {
+    if let Some(reference) = &filter.external_ref {
         arg(
             &mut sql,
-            " AND seq > (SELECT seq FROM liaison_submissions WHERE id = ?)",
-            Box::new(sid(after)),
+            " AND external_ref = ?",
+            Box::new(clean(reference).into_owned()),
         );
+    }
+    if let Some(value) = &filter.correlation_value {
+        // Checked by `ListFilter::check`: no NUL to clean.
+        arg(
+            &mut sql,
+            " AND seq IN (SELECT submission_seq FROM liaison_correlations WHERE value = ?)",
+            Box::new(value.clone()),
+        );
+    }
+    if let Some(after) = filter.after {
+        let cursor = if filter.by_deadline {
+            " AND (business_deadline, seq) > \
+             (SELECT business_deadline, seq FROM liaison_submissions WHERE id = ?)"
+        } else {
+            " AND seq > (SELECT seq FROM liaison_submissions WHERE id = ?)"
+        };
+        arg(&mut sql, cursor, Box::new(sid(after)));
     }
     let limit = i64::try_from(filter.effective_limit()).unwrap_or(100);
     if filter.by_deadline {

@@ -113,6 +113,14 @@ pub(crate) fn list_on(conn: &Connection, filter: &CallbackFilter) -> Result<Vec<
         }
         sql.push_str(&format!(" AND disposition IN ({})", marks.join(", ")));
     }
+    if let Some(after) = filter.after {
+        args.push(after.to_string().into());
+        sql.push_str(&format!(
+            " AND seq {} (SELECT seq FROM liaison_callbacks WHERE id = ?{})",
+            filter.after_op(),
+            args.len()
+        ));
+    }
     args.push(
         i64::try_from(filter.effective_limit())
             .unwrap_or(100)

@@ -53,6 +53,13 @@ pub(crate) fn list_on(conn: &Connection, filter: &DeliveryFilter) -> Result<Vec<
         args.push(id.to_string().into());
         sql.push_str(&format!(" AND submission_id = ?{}", args.len()));
     }
+    if let Some(after) = filter.after {
+        args.push(after.to_string().into());
+        sql.push_str(&format!(
+            " AND seq > (SELECT seq FROM liaison_deliveries WHERE id = ?{})",
+            args.len()
+        ));
+    }
     args.push(filter.bounded_limit().into());
     sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", args.len()));
     conn.prepare_cached(&sql)

@@ -176,12 +176,24 @@ pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Subm
     if let Some(since) = filter.updated_since {
         arg(&mut sql, " AND updated_at >= ?", to_millis(since).into());
     }
-    if let Some(after) = filter.after {
+    if let Some(reference) = &filter.external_ref {
+        arg(&mut sql, " AND external_ref = ?", reference.clone().into());
+    }
+    if let Some(value) = &filter.correlation_value {
         arg(
             &mut sql,
-            " AND seq > (SELECT seq FROM liaison_submissions WHERE id = ?)",
-            after.to_string().into(),
+            " AND seq IN (SELECT submission_seq FROM liaison_correlations WHERE value = ?)",
+            value.clone().into(),
         );
+    }
+    if let Some(after) = filter.after {
+        let cursor = if filter.by_deadline {
+            " AND (business_deadline, seq) > \
+             (SELECT business_deadline, seq FROM liaison_submissions WHERE id = ?)"
+        } else {
+            " AND seq > (SELECT seq FROM liaison_submissions WHERE id = ?)"
+        };
+        arg(&mut sql, cursor, after.to_string().into());
     }
     let limit = i64::try_from(filter.effective_limit()).unwrap_or(100);
     if filter.by_deadline {

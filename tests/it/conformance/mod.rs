@@ -22,6 +22,7 @@ mod callbacks;
 mod circuits;
 mod claims;
 mod deliveries;
+mod desk;
 pub mod harness;
 mod health_stats;
 pub mod hostile;
@@ -109,6 +110,9 @@ conformance! {
     limits::concurrent_claimers_together_never_exceed_the_concurrency,
     limits::the_rate_budget_is_shared_by_every_claimer,
     limits::racing_claimers_never_overspend_the_rate,
+    desk::a_submission_is_found_by_reference_or_any_correlation_value,
+    desk::open_work_by_deadline_pages_with_a_cursor,
+    desk::callbacks_and_deliveries_page_with_a_cursor,
     claims::concurrent_claimers_never_receive_the_same_submission,
     claims::a_stale_token_changes_nothing_and_is_journaled,
     claims::expired_leases_come_back_and_are_journaled,
