@@ -104,6 +104,7 @@ migrations! {
     13, "callback_dismissals", "0013_callback_dismissals.sql";
     14, "impact", "0014_impact.sql";
     15, "alert_notifications", "0015_alert_notifications.sql";
+    20, "privacy", "0020_privacy.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

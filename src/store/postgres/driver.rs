@@ -176,7 +176,7 @@ impl Driver for Db<'_> {
                     &valid.partner,
                     &valid.kind,
                     &valid.payload_json,
-                    &valid.fingerprint.to_hex(),
+                    &valid.fingerprint.to_string(),
                     &valid.idempotency_key,
                     &valid.ordering_key,
                     &correlation,
@@ -246,7 +246,7 @@ impl Driver for Db<'_> {
                 &[
                     &row.partner,
                     &row.key,
-                    &row.fingerprint.to_hex(),
+                    &row.fingerprint.to_string(),
                     &sid(row.submission),
                     &to_millis(row.created_at),
                     &row.expires_at,

@@ -72,6 +72,7 @@ use super::{
     PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery,
     Wakeups,
 };
+use crate::fingerprint::StoreKey;
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
 use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
@@ -116,6 +117,8 @@ pub struct PostgresStore {
 struct Inner {
     pool: Pool,
     config: PostgresConfig,
+    /// The key of fingerprints and body hashes (`liaison_secrets`).
+    key: StoreKey,
     database: String,
     listener: Arc<listen::Listener>,
 }
@@ -198,6 +201,7 @@ impl PostgresStore {
             })?;
         let mut client = pool.get().await.map_err(pool_err)?;
         migrate::migrate(&mut client, config.schema.as_deref(), config.lock_timeout).await?;
+        let key = migrate::store_key(&client).await?;
         let database: String = client
             .query_one("SELECT current_database()::text", &[])
             .await
@@ -209,6 +213,7 @@ impl PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 config,
+                key,
                 database,
                 listener: Arc::new(listen::Listener::new(listen_config, tls)),
             }),
@@ -340,7 +345,7 @@ impl PostgresStore {
     }
 
     fn validate(&self, batch: Vec<NewSubmission>) -> Result<Vec<ValidSubmission>> {
-        crate::model::submission::validate_batch(batch, self.inner.config.max_payload_bytes)
+        crate::store::common::validate(batch, self.inner.config.max_payload_bytes, &self.inner.key)
     }
 
     async fn conn(&self) -> Result<deadpool_postgres::Object> {
@@ -495,6 +500,7 @@ impl OutboxStore for PostgresStore {
     }
 
     async fn record_callback(&self, callback: NewCallback) -> Result<CallbackId> {
+        let callback = crate::store::common::keyed_callback(callback, &self.inner.key);
         write_tx!(self, |db| callbacks::record_on(db, &callback))
     }
 

@@ -205,7 +205,7 @@ impl Driver for Sql<'_> {
                         valid.partner,
                         valid.kind,
                         valid.payload_json,
-                        valid.fingerprint.to_hex(),
+                        valid.fingerprint.to_string(),
                         valid.idempotency_key,
                         valid.ordering_key,
                         correlation,
@@ -276,7 +276,7 @@ impl Driver for Sql<'_> {
                 stmt.execute(params![
                     row.partner,
                     row.key,
-                    row.fingerprint.to_hex(),
+                    row.fingerprint.to_string(),
                     row.submission.to_string(),
                     to_millis(row.created_at),
                     row.expires_at,

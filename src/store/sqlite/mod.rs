@@ -41,6 +41,7 @@ use super::{
     NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim, PartnerStats, Pause,
     PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery,
 };
+use crate::fingerprint::StoreKey;
 use crate::error::{Error, Result};
 use crate::model::alert::{Alert, AlertId};
 use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
@@ -203,6 +204,8 @@ struct Inner {
     _checkpointer: checkpoint::Checkpointer,
     readers: Arc<ReadPool>,
     config: SqliteConfig,
+    /// The key of fingerprints and body hashes (`liaison_secrets`).
+    key: StoreKey,
     path: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
@@ -252,6 +255,7 @@ impl SqliteStore {
         create_private(&path);
         let mut conn = connect(&path, &config)?;
         migrate::migrate(&conn)?;
+        let key = migrate::store_key(&conn)?;
         let checkpointer = checkpoint::Checkpointer::start(&mut conn, &path, &config)?;
         // The writer walks a dozen indexes per submission; a 16 MiB page
         // cache (SQLite's default is 2 MiB) keeps their upper levels in
@@ -269,6 +273,7 @@ impl SqliteStore {
                 _checkpointer: checkpointer,
                 readers,
                 config,
+                key,
                 path,
                 _temp: temp,
             }),
@@ -369,7 +374,7 @@ impl SqliteStore {
     }
 
     fn validate(&self, batch: Vec<NewSubmission>) -> Result<Vec<ValidSubmission>> {
-        crate::model::submission::validate_batch(batch, self.inner.config.max_payload_bytes)
+        crate::store::common::validate(batch, self.inner.config.max_payload_bytes, &self.inner.key)
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -552,6 +557,7 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn record_callback(&self, callback: NewCallback) -> Result<CallbackId> {
+        let callback = crate::store::common::keyed_callback(callback, &self.inner.key);
         self.inner
             .writer
             .write(move |conn| callbacks::record_on(conn, &callback))
