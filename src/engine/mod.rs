@@ -17,6 +17,7 @@ mod inbound;
 mod lookup;
 mod notifying;
 mod partner_config;
+mod privacy;
 mod recovery;
 mod results;
 mod retention;
@@ -26,6 +27,7 @@ pub use crate::model::traffic::{ExpectedTraffic, TrafficKind};
 pub use alerting::{AlertSettings, AlertThresholds};
 pub use circuit::{CircuitSettings, CircuitState};
 pub use partner_config::Partner;
+pub use privacy::ForgetTarget;
 pub use recovery::BulkReport;
 pub use results::{FinishedSubmission, ResultHandler};
 

@@ -109,6 +109,10 @@ pub enum EventKind {
     ResultDeliveryRerun,
     /// Someone dismissed a quarantined callback about this submission.
     CallbackDismissed,
+    /// Someone erased the submission's personal data (`forget`): its
+    /// payload, result, correlation, errors and callbacks' bodies and
+    /// headers, and every reason and data on its timeline before this line.
+    Forgotten,
     /// Any other event name (from a newer version or a host extension).
     #[serde(untagged)]
     Other(String),
@@ -144,13 +148,14 @@ impl EventKind {
             EventKind::ResultDeliveryParked => "result_delivery_parked",
             EventKind::ResultDeliveryRerun => "result_delivery_rerun",
             EventKind::CallbackDismissed => "callback_dismissed",
+            EventKind::Forgotten => "forgotten",
             EventKind::Other(name) => name,
         }
     }
 
     /// Parse a stored name.
     pub fn from_name(name: &str) -> Self {
-        const KNOWN: [EventKind; 26] = [
+        const KNOWN: [EventKind; 27] = [
             EventKind::Enqueued,
             EventKind::Claimed,
             EventKind::Accepted,
@@ -177,6 +182,7 @@ impl EventKind {
             EventKind::ResultDeliveryParked,
             EventKind::ResultDeliveryRerun,
             EventKind::CallbackDismissed,
+            EventKind::Forgotten,
         ];
         KNOWN
             .into_iter()

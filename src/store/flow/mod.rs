@@ -12,7 +12,7 @@ pub(crate) use deliveries::{
     claim as claim_deliveries, finish as finish_delivery, rerun as rerun_delivery,
 };
 pub(crate) use leases::{claim, complete, reap};
-pub(crate) use submissions::{defer_deadline, enqueue, note, replay, transition};
+pub(crate) use submissions::{defer_deadline, enqueue, forget, note, replay, transition};
 
 use super::driver::Driver;
 use super::rules::NewEvent;

@@ -208,6 +208,14 @@ impl Driver for Db<'_> {
         .map(drop)
     }
 
+    async fn lock_callbacks_of(&self, id: SubmissionId) -> Result<()> {
+        super::privacy::lock_callbacks_of(self, id).await
+    }
+
+    async fn erase(&self, id: SubmissionId, now: DateTime<Utc>) -> Result<()> {
+        super::privacy::erase_on(self, id, now).await
+    }
+
     async fn set_idempotency_key(&self, id: SubmissionId, key: &str) -> Result<()> {
         self.execute(
             "UPDATE liaison_submissions SET idempotency_key = $2 WHERE id = $1",

@@ -44,6 +44,7 @@ mod listen;
 mod migrate;
 mod notifications;
 mod partners;
+mod privacy;
 mod queries;
 mod results;
 mod retention;
@@ -72,8 +73,8 @@ use super::{
     PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery,
     Wakeups,
 };
-use crate::fingerprint::StoreKey;
 use crate::error::{Error, Result};
+use crate::fingerprint::StoreKey;
 use crate::model::alert::{Alert, AlertId};
 use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::model::delivery::{Delivery, DeliveryId};
@@ -510,6 +511,10 @@ impl OutboxStore for PostgresStore {
         settlement: Settlement,
     ) -> Result<CallbackReceipt> {
         write_tx!(self, |db| flow::settle(db, id, &settlement, Utc::now()))
+    }
+
+    async fn forget(&self, id: SubmissionId, actor: Actor, reason: String) -> Result<Submission> {
+        write_tx!(self, |db| flow::forget(db, id, &actor, &reason, Utc::now()))
     }
 
     async fn dismiss_callback(

@@ -15,6 +15,7 @@ pub(crate) mod lease;
 pub(crate) mod ledger;
 pub(crate) mod lookup;
 pub(crate) mod notify;
+pub(crate) mod privacy;
 pub(crate) mod replay;
 pub(crate) mod transition;
 

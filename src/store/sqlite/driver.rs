@@ -237,6 +237,10 @@ impl Driver for Sql<'_> {
             .map(drop)
     }
 
+    async fn erase(&self, id: SubmissionId, now: DateTime<Utc>) -> Result<()> {
+        super::privacy::erase_on(self.0, id, now)
+    }
+
     async fn set_idempotency_key(&self, id: SubmissionId, key: &str) -> Result<()> {
         self.0
             .prepare_cached("UPDATE liaison_submissions SET idempotency_key = ?2 WHERE id = ?1")

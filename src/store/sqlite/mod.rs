@@ -13,6 +13,7 @@ mod notifications;
 mod partners;
 #[cfg(test)]
 mod plans;
+mod privacy;
 mod queries;
 mod reader;
 mod results;
@@ -41,8 +42,8 @@ use super::{
     NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim, PartnerStats, Pause,
     PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement, StateChange, StatsQuery,
 };
-use crate::fingerprint::StoreKey;
 use crate::error::{Error, Result};
+use crate::fingerprint::StoreKey;
 use crate::model::alert::{Alert, AlertId};
 use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::model::delivery::{Delivery, DeliveryId};
@@ -572,6 +573,13 @@ impl OutboxStore for SqliteStore {
         self.inner
             .writer
             .write(move |conn| run(flow::settle(&Sql(conn), id, &settlement, Utc::now())))
+            .await
+    }
+
+    async fn forget(&self, id: SubmissionId, actor: Actor, reason: String) -> Result<Submission> {
+        self.inner
+            .writer
+            .write(move |conn| run(flow::forget(&Sql(conn), id, &actor, &reason, Utc::now())))
             .await
     }
 

@@ -73,6 +73,18 @@ impl Harness {
         })
     }
 
+    /// Another harness of the same kind, on a database of its own (another
+    /// SQLite file, another PostgreSQL schema).
+    pub async fn another(&self) -> Harness {
+        match &self.backend {
+            Backend::Sqlite { .. } => Harness::sqlite(),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => Harness::postgres()
+                .await
+                .expect("a second schema on the same server"),
+        }
+    }
+
     /// Which store this is, for messages.
     pub fn name(&self) -> &'static str {
         match &self.backend {

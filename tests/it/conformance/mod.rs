@@ -34,6 +34,7 @@ mod poison;
 mod postgres_counters;
 #[cfg(feature = "postgres")]
 mod postgres_only;
+mod privacy;
 mod recovery;
 mod results;
 mod retention;
@@ -68,6 +69,10 @@ macro_rules! conformance {
 }
 
 conformance! {
+    privacy::retention_clears_personal_data_and_keeps_what_happened,
+    privacy::forget_erases_by_id_keeps_the_skeleton_and_journals_who_and_why,
+    privacy::forget_refuses_unfinished_work_and_changes_nothing,
+    privacy::fingerprints_are_keyed_per_store_and_still_detect_conflicts,
     notifications::alerts_go_to_their_owners_sinks_and_the_catch_all,
     notifications::a_sink_that_fails_twice_is_retried_and_delivered_once,
     notifications::a_sink_that_always_fails_ends_failed_and_health_says_so_until_it_works,
