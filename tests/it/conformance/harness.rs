@@ -310,6 +310,26 @@ pub mod pg {
 }
 
 impl Harness {
+    /// Run SQL (no parameters; the same text on both dialects) directly on
+    /// the database under test, as an older release would have written it.
+    pub async fn execute_raw(&self, sql: &str) {
+        match &self.backend {
+            Backend::Sqlite { dir } => {
+                let conn = liaison::rusqlite::Connection::open(dir.path().join("outbox.db"))
+                    .expect("open the SQLite file");
+                conn.execute_batch(sql).expect("raw SQL");
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(schema) => {
+                let client = pg::client(&schema.url).await;
+                client
+                    .batch_execute(&format!("SET search_path = {}; {sql}", schema.name))
+                    .await
+                    .expect("raw SQL");
+            }
+        }
+    }
+
     /// The SQLite file under test (`None` for PostgreSQL), for checks a
     /// host would run itself, such as `PRAGMA integrity_check`.
     pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {

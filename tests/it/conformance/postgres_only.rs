@@ -183,8 +183,8 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     // 0003_health, 0004_alerts, 0005_wakeups, 0006_retention,
     // 0007_callback_rows, 0008_results, 0009_deliveries, 0010_lookup,
     // 0011_poison, 0012_silence, 0013_callback_dismissals, 0014_impact,
-    // 0015_alert_notifications.
-    assert_eq!(version, 15);
+    // 0015_alert_notifications, 0020_privacy.
+    assert_eq!(version, 20);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -260,6 +260,7 @@ async fn instances_starting_together_migrate_once() {
             (13, "callback_dismissals".to_string()),
             (14, "impact".to_string()),
             (15, "alert_notifications".to_string()),
+            (20, "privacy".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -720,6 +721,7 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         (13, "callback_dismissals"),
         (14, "impact"),
         (15, "alert_notifications"),
+        (20, "privacy"),
     ]
     .into_iter()
     .map(|(v, n)| {
@@ -788,7 +790,12 @@ async fn a_schema_before_the_correlation_index_upgrades_and_finds_them() {
          ALTER TABLE liaison_submissions DROP COLUMN currency;
          ALTER TABLE liaison_submissions DROP COLUMN business_deadline;
          DROP TABLE liaison_alert_notifications;
-         DROP TABLE liaison_alert_sink_failures;",
+         DROP TABLE liaison_alert_sink_failures;
+         DROP INDEX liaison_submissions_uncleared;
+         ALTER TABLE liaison_submissions DROP COLUMN personal_cleared_at;
+         DROP INDEX liaison_callbacks_uncleared;
+         ALTER TABLE liaison_callbacks DROP COLUMN personal_cleared_at;
+         DROP TABLE liaison_secrets;",
         schema.name
     ))
     .await

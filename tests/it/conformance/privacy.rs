@@ -402,3 +402,33 @@ pub async fn fingerprints_are_keyed_per_store_and_still_detect_conflicts(h: &Har
         .unwrap();
     assert_ne!(other_db.callback(c3).await.unwrap().body_hash, h1, "{name}");
 }
+
+pub async fn a_ledger_row_from_before_keying_still_deduplicates_and_detects_conflicts(h: &Harness) {
+    let store = h.store().await;
+    let name = h.name();
+    let payload = json!({ "claim": "C-1", "cents": 500 });
+    let new = |payload: &serde_json::Value| {
+        NewSubmission::new("bank", "claim.submit", payload.clone()).idempotency_key("C-1")
+    };
+    let held = store.enqueue(new(&payload)).await.unwrap().submission;
+    // As a release before keyed fingerprints wrote them: the plain SHA-256
+    // of the canonical payload, in the ledger and on the submission.
+    let plain = Fingerprint::of(&payload).to_hex();
+    h.execute_raw(&format!(
+        "UPDATE liaison_idempotency_keys SET fingerprint = '{plain}' WHERE idempotency_key = 'C-1'; \
+         UPDATE liaison_submissions SET fingerprint = '{plain}' WHERE idempotency_key = 'C-1';"
+    ))
+    .await;
+    let read = store.get(held.id).await.unwrap();
+    assert!(!read.fingerprint.is_keyed(), "{name}");
+    assert_eq!(read.fingerprint, Fingerprint::of(&payload), "{name}");
+    // The same payload is still the same submission...
+    let again = store.enqueue(new(&payload)).await.unwrap();
+    assert!(again.deduplicated && again.submission.id == held.id, "{name}");
+    // ...and another payload under the key is still a conflict.
+    let err = store
+        .enqueue(new(&json!({ "claim": "C-1", "cents": 501 })))
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict(), "{name}: {err}");
+}
