@@ -74,6 +74,7 @@ conformance! {
     privacy::forget_refuses_unfinished_work_and_changes_nothing,
     privacy::fingerprints_are_keyed_per_store_and_still_detect_conflicts,
     privacy::a_ledger_row_from_before_keying_still_deduplicates_and_detects_conflicts,
+    privacy::forget_through_the_api_and_the_ops_api,
     notifications::alerts_go_to_their_owners_sinks_and_the_catch_all,
     notifications::a_sink_that_fails_twice_is_retried_and_delivered_once,
     notifications::a_sink_that_always_fails_ends_failed_and_health_says_so_until_it_works,

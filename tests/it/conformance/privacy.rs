@@ -424,11 +424,115 @@ pub async fn a_ledger_row_from_before_keying_still_deduplicates_and_detects_conf
     assert_eq!(read.fingerprint, Fingerprint::of(&payload), "{name}");
     // The same payload is still the same submission...
     let again = store.enqueue(new(&payload)).await.unwrap();
-    assert!(again.deduplicated && again.submission.id == held.id, "{name}");
+    assert!(
+        again.deduplicated && again.submission.id == held.id,
+        "{name}"
+    );
     // ...and another payload under the key is still a conflict.
     let err = store
         .enqueue(new(&json!({ "claim": "C-1", "cents": 501 })))
         .await
         .unwrap_err();
     assert!(err.is_conflict(), "{name}: {err}");
+}
+
+/// `Liaison::forget` by key and by id, and the ops JSON API's `POST
+/// /api/forget` (token required, like every action; unfinished work is
+/// 409), on each store.
+pub async fn forget_through_the_api_and_the_ops_api(h: &Harness) {
+    use liaison::{ForgetTarget, Liaison};
+    let store = h.store().await;
+    let name = h.name();
+    let liaison = Liaison::builder_arc(store.clone()).build().unwrap();
+    let dpo = Actor::person("dpo@example.com");
+    // By key (the host's own business key).
+    let by_key = personal(&store, "clinic", "a-1").await;
+    let done = liaison
+        .forget(ForgetTarget::key("clinic", "a-1"), dpo.clone(), "request 1")
+        .await
+        .unwrap();
+    assert_eq!(done.id, by_key, "{name}");
+    assert!(!everything(&store, by_key).await.contains(NAME), "{name}");
+    // By id.
+    let by_id = personal(&store, "clinic", "a-2").await;
+    liaison
+        .forget(by_id, dpo.clone(), "request 2")
+        .await
+        .unwrap();
+    assert!(!everything(&store, by_id).await.contains(NAME), "{name}");
+    // An unknown key is not found; nothing else changes.
+    let err = liaison
+        .forget(ForgetTarget::key("clinic", "nope"), dpo, "request 3")
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{name}: {err}");
+
+    #[cfg(feature = "http")]
+    {
+        use axum::body::Body;
+        use axum::http::{Request, StatusCode};
+        use liaison::http::ops::{OpsState, router};
+        use tower::ServiceExt;
+
+        const TOKEN: &str = "correct horse battery staple";
+        let mut state = OpsState::new(liaison.clone());
+        state.token = Some(TOKEN.to_owned());
+        let app = router(state).unwrap();
+        let post = |token: Option<&'static str>, body: serde_json::Value| {
+            let app = app.clone();
+            async move {
+                let mut request =
+                    Request::post("/api/forget").header("content-type", "application/json");
+                if let Some(token) = token {
+                    request = request.header("authorization", format!("Bearer {token}"));
+                }
+                let response = app
+                    .oneshot(request.body(Body::from(body.to_string())).unwrap())
+                    .await
+                    .unwrap();
+                let status = response.status();
+                let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                (status, String::from_utf8(bytes.to_vec()).unwrap())
+            }
+        };
+        let by_api = personal(&store, "clinic", "a-4").await;
+        let request = json!({
+            "partner": "clinic", "key": "a-4", "actor": "dpo", "reason": "request 4"
+        });
+        // Without the token: refused, nothing erased.
+        let (status, _) = post(None, request.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}");
+        let (status, _) = post(Some("wrong token, long enough"), request.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}");
+        assert!(everything(&store, by_api).await.contains(NAME), "{name}");
+        // With it: erased, and the answer shows no personal data.
+        let (status, body) = post(Some(TOKEN), request).await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
+        assert!(!body.contains(NAME), "{name}: {body}");
+        assert!(!everything(&store, by_api).await.contains(NAME), "{name}");
+        // By id; unfinished work is 409; a request naming nothing is 400.
+        let by_api_id = personal(&store, "clinic", "a-5").await;
+        let (status, body) = post(
+            Some(TOKEN),
+            json!({ "id": by_api_id.to_string(), "actor": "dpo", "reason": "request 5" }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
+        assert!(
+            !everything(&store, by_api_id).await.contains(NAME),
+            "{name}"
+        );
+        let (queued, _) = super::harness::drive_to(&store, "post", SubmissionState::Queued).await;
+        let (status, body) = post(
+            Some(TOKEN),
+            json!({ "id": queued.to_string(), "actor": "dpo", "reason": "request 6" }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{name}: {body}");
+        assert!(body.contains("cancel"), "{name}: {body}");
+        let (status, _) = post(Some(TOKEN), json!({ "actor": "dpo", "reason": "r" })).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}");
+    }
 }
