@@ -57,13 +57,14 @@ impl Liaison {
     ///
     /// ```
     /// use liaison::{Actor, ForgetTarget, Liaison, NewSubmission, SubmissionState};
-    /// use liaison::store::SqliteStore;
+    /// use liaison::store::{OutboxStore, SqliteStore};
     /// use serde_json::json;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> liaison::Result<()> {
     /// let liaison = Liaison::builder(SqliteStore::open_temporary()?).build()?;
     /// let s = liaison
+    ///     .store()
     ///     .enqueue(NewSubmission::new("lab", "order", json!({"patient": "Ada"})).idempotency_key("o-1"))
     ///     .await?
     ///     .submission;
