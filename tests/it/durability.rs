@@ -104,10 +104,16 @@ async fn opening_twice_applies_migrations_once() {
     drop(SqliteStore::open(&path).unwrap());
     drop(SqliteStore::open(&path).unwrap());
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let rows: i64 = conn
-        .query_row("SELECT COUNT(*) FROM liaison_migrations", [], |r| r.get(0))
+    // One row per version, the newest this build's.
+    let (rows, versions, newest): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COUNT(DISTINCT version), MAX(version) FROM liaison_migrations",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .unwrap();
-    assert_eq!(rows, SCHEMA_VERSION);
+    assert_eq!(rows, versions);
+    assert_eq!(newest, SCHEMA_VERSION);
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
