@@ -134,6 +134,18 @@ pub enum Error {
         disposition: Disposition,
     },
 
+    /// A submission was asked to be erased (`forget`) while it is not
+    /// finished (queued, in flight, awaiting its result or stuck): cancel
+    /// or resolve it first, so no attempt or callback finds its data gone
+    /// half-way. Nothing was changed.
+    #[error("submission {id} is {state}; only finished work is erased: cancel or resolve it first")]
+    Unfinished {
+        /// The submission.
+        id: SubmissionId,
+        /// Its state.
+        state: SubmissionState,
+    },
+
     /// A result was reported under a lease token that is no longer the
     /// submission's current one (the lease expired and the work was claimed
     /// again, or it was cancelled). Nothing was changed; the attempt is
@@ -279,6 +291,8 @@ pub enum ErrorKind {
     NotParked,
     /// See [`Error::NotQuarantined`].
     NotQuarantined,
+    /// See [`Error::Unfinished`].
+    Unfinished,
     /// See [`Error::StaleLease`].
     StaleLease,
     /// See [`Error::NotFound`].
@@ -315,6 +329,7 @@ impl Error {
             Error::AlreadySettled { .. } => ErrorKind::AlreadySettled,
             Error::NotParked { .. } => ErrorKind::NotParked,
             Error::NotQuarantined { .. } => ErrorKind::NotQuarantined,
+            Error::Unfinished { .. } => ErrorKind::Unfinished,
             Error::StaleLease { .. } => ErrorKind::StaleLease,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::SchemaTooNew { .. } => ErrorKind::SchemaTooNew,
@@ -341,6 +356,12 @@ impl Error {
     /// An idempotency key was reused with a different payload.
     pub fn is_conflict(&self) -> bool {
         self.kind() == ErrorKind::IdempotencyConflict
+    }
+
+    /// An erasure was refused because the submission is not finished
+    /// ([`Error::Unfinished`]).
+    pub fn is_unfinished(&self) -> bool {
+        self.kind() == ErrorKind::Unfinished
     }
 
     /// A state change was refused by the transition table.

@@ -84,7 +84,7 @@ pub mod store;
 pub mod testing;
 
 pub use engine::{FinishedSubmission, ResultHandler};
-pub use engine::{Handle, Liaison, Partner};
+pub use engine::{ForgetTarget, Handle, Liaison, Partner};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use fingerprint::Fingerprint;
 pub use http_adapter::{HttpJsonAdapter, ResultMapping};

@@ -480,7 +480,12 @@ async fn evaluator(liaison: &Liaison, instance: &str) -> bool {
     let lease = liaison.shared.alert_settings.evaluator_lease_or_default();
     match liaison
         .store()
-        .claim_role(RoleLease::ALERT_EVALUATOR, instance, liaison.shared.now(), lease)
+        .claim_role(
+            RoleLease::ALERT_EVALUATOR,
+            instance,
+            liaison.shared.now(),
+            lease,
+        )
         .await
     {
         Ok(held) => held,

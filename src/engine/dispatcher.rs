@@ -452,7 +452,10 @@ fn settle_failure(
     let actor = Actor::system("dispatcher");
     let change = match decision {
         RetryDecision::RetryAfter(delay) => {
-            tracing::info!(?delay, error = ?text, "attempt failed; retry scheduled");
+            // The error text may hold an excerpt of the partner's answer
+            // (personal data): at debug only; above it, its class.
+            tracing::info!(?delay, outcome = ?report.outcome, status = ?report.http_status, "attempt failed; retry scheduled");
+            tracing::debug!(error = ?text, "the failed attempt's error");
             StateChange::to(SubmissionState::Queued)
                 .actor(actor)
                 .due_at(super::saturating_after(now, delay))
@@ -462,7 +465,8 @@ fn settle_failure(
                 )
         }
         RetryDecision::GiveUp => {
-            tracing::warn!(error = ?text, why, "attempt failed; dead-lettered");
+            tracing::warn!(why, outcome = ?report.outcome, status = ?report.http_status, "attempt failed; dead-lettered");
+            tracing::debug!(error = ?text, "the dead-lettered attempt's error");
             StateChange::to(SubmissionState::DeadLettered)
                 .actor(actor)
                 .reason(crate::retry::dead_letter_reason(why, &text))
@@ -529,7 +533,11 @@ async fn record(
         Err(e) if e.is_reference_taken() => {
             // The partner's reference already belongs to another submission:
             // record the acceptance without it (correlate by id or key).
-            tracing::error!(error = %e, "partner returned a reference that is already in use");
+            // The reference may be personal data: at debug only.
+            tracing::error!(
+                "partner returned a reference that is already in use; recorded without it"
+            );
+            tracing::debug!(error = %e, "the reference already in use");
             let mut change = change;
             change.external_ref = None;
             change.data = Some(json!({ "rejected_external_ref": e.to_string() }));

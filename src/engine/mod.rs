@@ -18,6 +18,7 @@ mod inbound;
 mod lookup;
 mod notifying;
 mod partner_config;
+mod privacy;
 mod recovery;
 mod results;
 mod retention;
@@ -28,6 +29,7 @@ pub use crate::model::traffic::{ExpectedTraffic, TrafficKind};
 pub use alerting::{AlertSettings, AlertThresholds};
 pub use circuit::{CircuitSettings, CircuitState};
 pub use partner_config::Partner;
+pub use privacy::ForgetTarget;
 pub use recovery::BulkReport;
 pub use results::{FinishedSubmission, ResultHandler};
 

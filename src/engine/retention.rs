@@ -19,9 +19,11 @@ fn cutoff(now: DateTime<Utc>, retention: std::time::Duration) -> DateTime<Utc> {
 }
 
 impl Liaison {
-    /// Run retention now: remove payloads and raw callback bodies of work
-    /// that finished more than [`super::EngineSettings::payload_retention`]
-    /// ago, bodies of rejected callbacks older than
+    /// Run retention now: remove payloads, raw callback bodies and
+    /// personal data (correlation values, partner references, error texts,
+    /// progress notes, callback headers and errors; see docs/operations.md)
+    /// of work that finished more than
+    /// [`super::EngineSettings::payload_retention`] ago, bodies of rejected callbacks older than
     /// [`super::EngineSettings::rejected_body_retention`], rows of callbacks
     /// to names that are no configured partner older than
     /// `payload_retention` and rows of callbacks settled for good older than
@@ -48,15 +50,20 @@ impl Liaison {
             total.callback_bodies += pass.callback_bodies;
             total.settled_callbacks += pass.settled_callbacks;
             total.unknown_callbacks += pass.unknown_callbacks;
+            total.personal_data += pass.personal_data;
+            total.callback_personal_data += pass.callback_personal_data;
             if !pass.more {
                 break;
             }
         }
         let pruned = self.store().prune_ledger(now).await?;
         let callback_rows = total.settled_callbacks + total.unknown_callbacks;
-        if total.payloads + total.callback_bodies + callback_rows + pruned > 0 {
+        let personal = total.personal_data + total.callback_personal_data;
+        if total.payloads + total.callback_bodies + callback_rows + personal + pruned > 0 {
             tracing::info!(
                 payloads = total.payloads,
+                personal_data = total.personal_data,
+                callback_personal_data = total.callback_personal_data,
                 callback_bodies = total.callback_bodies,
                 settled_callbacks = total.settled_callbacks,
                 unknown_callbacks = total.unknown_callbacks,

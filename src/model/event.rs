@@ -112,6 +112,10 @@ pub enum EventKind {
     /// Someone had a stored callback about this submission processed again
     /// (after a fix), saying why.
     CallbackReprocessed,
+    /// Someone erased the submission's personal data (`forget`): its
+    /// payload, result, correlation, errors and callbacks' bodies and
+    /// headers, and every reason and data on its timeline before this line.
+    Forgotten,
     /// Any other event name (from a newer version or a host extension).
     #[serde(untagged)]
     Other(String),
@@ -148,13 +152,14 @@ impl EventKind {
             EventKind::ResultDeliveryRerun => "result_delivery_rerun",
             EventKind::CallbackDismissed => "callback_dismissed",
             EventKind::CallbackReprocessed => "callback_reprocessed",
+            EventKind::Forgotten => "forgotten",
             EventKind::Other(name) => name,
         }
     }
 
     /// Parse a stored name.
     pub fn from_name(name: &str) -> Self {
-        const KNOWN: [EventKind; 27] = [
+        const KNOWN: [EventKind; 28] = [
             EventKind::Enqueued,
             EventKind::Claimed,
             EventKind::Accepted,
@@ -182,6 +187,7 @@ impl EventKind {
             EventKind::ResultDeliveryRerun,
             EventKind::CallbackDismissed,
             EventKind::CallbackReprocessed,
+            EventKind::Forgotten,
         ];
         KNOWN
             .into_iter()

@@ -414,6 +414,7 @@ impl NewSubmission {
             kind: self.kind,
             payload_json,
             fingerprint,
+            plain_fingerprint: fingerprint,
             idempotency_key: key,
             ordering_key: self.ordering_key,
             correlation: self.correlation,
@@ -432,7 +433,12 @@ pub(crate) struct ValidSubmission {
     pub(crate) partner: String,
     pub(crate) kind: String,
     pub(crate) payload_json: String,
+    /// The fingerprint the store records: keyed with the store's secret
+    /// by `store::common::validate` (plain until then).
     pub(crate) fingerprint: Fingerprint,
+    /// The plain SHA-256 fingerprint, compared with ledger rows written
+    /// before fingerprints were keyed.
+    pub(crate) plain_fingerprint: Fingerprint,
     pub(crate) idempotency_key: String,
     pub(crate) ordering_key: Option<String>,
     pub(crate) correlation: BTreeMap<String, String>,

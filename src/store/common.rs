@@ -131,6 +131,33 @@ pub(crate) fn state_names(keep: impl Fn(SubmissionState) -> bool) -> Vec<&'stati
         .collect()
 }
 
+/// Validate an enqueue's submissions (all or none, as
+/// [`crate::model::submission::validate_batch`]) and key their fingerprints
+/// with the store's secret: what both stores record and the ledger
+/// compares.
+pub(crate) fn validate(
+    batch: Vec<crate::model::submission::NewSubmission>,
+    max_payload_bytes: usize,
+    key: &crate::fingerprint::StoreKey,
+) -> crate::error::Result<Vec<crate::model::submission::ValidSubmission>> {
+    let mut valid = crate::model::submission::validate_batch(batch, max_payload_bytes)?;
+    for v in &mut valid {
+        v.fingerprint = key.fingerprint(&v.plain_fingerprint);
+    }
+    Ok(valid)
+}
+
+/// A callback as a store records it: its body hash keyed with the store's
+/// secret, so a hash shown without a token cannot be checked against
+/// guessed bodies.
+pub(crate) fn keyed_callback(
+    mut callback: crate::store::NewCallback,
+    key: &crate::fingerprint::StoreKey,
+) -> crate::store::NewCallback {
+    callback.body_hash = key.body_hash(&callback.body_hash);
+    callback
+}
+
 /// What both stores check before recording a partner's expected traffic:
 /// a valid partner name and a setting that can be met.
 pub(crate) fn check_expected_traffic(

@@ -181,6 +181,20 @@ pub(crate) trait Driver {
         now: DateTime<Utc>,
     ) -> Result<Submission>;
 
+    // --- personal data ---
+
+    /// Lock the callbacks matched to a submission until the transaction
+    /// ends (before its row: the order every lock is taken in).
+    async fn lock_callbacks_of(&self, _id: SubmissionId) -> Result<()> {
+        Ok(())
+    }
+
+    /// Erase a submission's personal data as
+    /// [`super::rules::privacy::Scope::Forget`] lists it: its row, its
+    /// attempts, its timeline so far, its correlation rows, its result
+    /// deliveries and the callbacks matched to it.
+    async fn erase(&self, id: SubmissionId, now: DateTime<Utc>) -> Result<()>;
+
     // --- the ledger ---
 
     /// Record a key unless it is recorded already; `true` when recorded.

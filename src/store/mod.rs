@@ -254,6 +254,22 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
         reason: String,
     ) -> Result<StoredCallback>;
 
+    /// Erase a finished submission's personal data in one transaction:
+    /// its payload, result document, correlation values (and their index
+    /// rows), partner reference and errors; its attempts' errors; every
+    /// reason and data on its timeline; its result deliveries' errors; and
+    /// the bodies, headers, errors, references and parsed outcomes of the
+    /// callbacks matched to it. What happened stays: ids, states, times,
+    /// event kinds and actors, the fingerprint and the idempotency key. The
+    /// erasure itself is journaled ([`crate::EventKind::Forgotten`], with
+    /// `actor` and `reason`). Returns the submission as it is after.
+    ///
+    /// Errors, each changing nothing: [`crate::Error::InvalidInput`] for a
+    /// blank `actor` or `reason`; [`crate::Error::Unfinished`] for a
+    /// submission that is not finished (cancel or resolve it first);
+    /// [`crate::Error::NotFound`].
+    async fn forget(&self, id: SubmissionId, actor: Actor, reason: String) -> Result<Submission>;
+
     /// One stored callback.
     async fn callback(&self, id: CallbackId) -> Result<StoredCallback>;
 

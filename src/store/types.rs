@@ -777,6 +777,12 @@ pub struct PurgeReport {
     pub settled_callbacks: u64,
     /// Rows of callbacks to names that are no configured partner deleted.
     pub unknown_callbacks: u64,
+    /// Finished submissions whose personal data was cleared (correlation
+    /// values, partner reference, errors; their attempts' errors, the
+    /// reasons liaison wrote on their timelines, their correlation rows).
+    pub personal_data: u64,
+    /// Callbacks whose headers, error and reference were cleared.
+    pub callback_personal_data: u64,
     /// More were due than one pass removes: call again.
     pub more: bool,
 }

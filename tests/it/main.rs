@@ -6,6 +6,8 @@ mod alert_classes;
 mod callbacks;
 #[cfg(feature = "cli")]
 mod cli;
+#[cfg(feature = "cli")]
+mod cli_privacy;
 mod conformance;
 #[cfg(feature = "mock")]
 mod dispatch;

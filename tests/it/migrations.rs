@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 18] = [
+const CURRENT: [(i64, &str); 19] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -45,6 +45,7 @@ const CURRENT: [(i64, &str); 18] = [
     (16, "partner_limits"),
     (17, "shared_circuit"),
     (18, "no_hot_rows"),
+    (19, "privacy"),
 ];
 
 /// Take migration 14 (impact) back out: its columns and indexes, and the
@@ -241,7 +242,7 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 18, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 19, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.
@@ -429,6 +430,11 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
            ALTER TABLE liaison_partners DROP COLUMN circuit_until;
            ALTER TABLE liaison_partners DROP COLUMN circuit_probe;
            DROP VIEW liaison_state_totals;
+           DROP INDEX liaison_submissions_uncleared;
+           ALTER TABLE liaison_submissions DROP COLUMN personal_cleared_at;
+           DROP INDEX liaison_callbacks_uncleared;
+           ALTER TABLE liaison_callbacks DROP COLUMN personal_cleared_at;
+           DROP TABLE liaison_secrets;
            DELETE FROM liaison_migrations WHERE version > 9;
            UPDATE liaison_submissions SET correlation = '{"order_no":"SO-1","patient":"P-7"}'
                WHERE idempotency_key = 'L-done';

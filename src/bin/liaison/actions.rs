@@ -6,11 +6,13 @@
 use liaison::{Liaison, Outcome as PartnerOutcome, Submission};
 use serde::Serialize;
 
-use crate::args::{CancelArgs, OutcomeArg, ReplayArgs, ReplayWhereArgs, ResolveArgs};
+use crate::args::{CancelArgs, ForgetArgs, OutcomeArg, ReplayArgs, ReplayWhereArgs, ResolveArgs};
 use crate::fail::{Done, Fail, Outcome};
 use crate::render::{count, note, print, print_json};
 
 const RESOLVABLE: &str = "only failed, dead_lettered and stuck submissions can be resolved by hand";
+const FORGETTABLE: &str = "only finished submissions are erased: `liaison cancel` (or `resolve`) it \
+                           first, then forget it";
 const CANCELLABLE: &str = "only unfinished submissions (queued, in_flight, awaiting_result, \
                            stuck) can be cancelled";
 
@@ -180,4 +182,25 @@ pub(crate) async fn cancel(liaison: &Liaison, args: &CancelArgs, json: bool) -> 
         words.push_str(" The attempt under way may still reach the partner; its result will be journaled and ignored.");
     }
     report("cancel", &after, json, words)
+}
+
+pub(crate) async fn forget(liaison: &Liaison, args: &ForgetArgs, json: bool) -> Outcome {
+    let target = match (&args.id, &args.partner, &args.key) {
+        (Some(id), _, _) => liaison::ForgetTarget::Id(*id),
+        (None, Some(partner), Some(key)) => liaison::ForgetTarget::key(partner, key),
+        _ => {
+            return Err(Fail::usage(
+                "name the submission: its id, or --partner and --key",
+            ));
+        }
+    };
+    let after = liaison
+        .forget(target, args.actor.actor(), &args.reason)
+        .await
+        .map_err(|e| Fail::with_hint(e, FORGETTABLE))?;
+    let words = format!(
+        "Forgot {} ({}): its payload, result, correlation, errors and callbacks' bodies and headers are erased; its timeline keeps what happened and who erased it, and why.",
+        after.id, after.state
+    );
+    report("forget", &after, json, words)
 }

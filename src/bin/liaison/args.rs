@@ -67,6 +67,10 @@ pub(crate) enum Command {
     Resolve(ResolveArgs),
     /// Cancel a submission that is not finished.
     Cancel(CancelArgs),
+    /// Erase a finished submission's personal data (payload, result,
+    /// correlation, errors, callback bodies and headers); the timeline's
+    /// skeleton stays and the erasure is journaled.
+    Forget(ForgetArgs),
     /// Result deliveries to the host application, oldest first.
     Deliveries(DeliveriesArgs),
     /// Hand a parked result delivery to the host's handler again.
@@ -340,6 +344,24 @@ pub(crate) struct CancelArgs {
     #[arg(value_parser = parse_submission_id)]
     pub(crate) id: SubmissionId,
     /// Why (goes on the timeline).
+    #[arg(long)]
+    pub(crate) reason: String,
+    #[command(flatten)]
+    pub(crate) actor: ActorArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ForgetArgs {
+    /// The submission id (or name it with --partner and --key).
+    #[arg(value_parser = parse_submission_id, required_unless_present = "key", conflicts_with = "key")]
+    pub(crate) id: Option<SubmissionId>,
+    /// The partner of the submission named by --key.
+    #[arg(long, requires = "key")]
+    pub(crate) partner: Option<String>,
+    /// The idempotency key the host enqueued it under (with --partner).
+    #[arg(long, requires = "partner")]
+    pub(crate) key: Option<String>,
+    /// Why (e.g. the erasure request's reference); journaled.
     #[arg(long)]
     pub(crate) reason: String,
     #[command(flatten)]

@@ -203,7 +203,8 @@ fn describe(c: &StoredCallback) -> String {
             ),
         );
     }
-    field("size", format!("{} bytes, sha256 {}", c.size, c.body_hash));
+    // The store's keyed hash of the body (HMAC-SHA256), not its SHA-256.
+    field("size", format!("{} bytes, hash {}", c.size, c.body_hash));
     let names: Vec<&str> = c.headers.iter().map(|(n, _)| n.as_str()).collect();
     field(
         "headers",

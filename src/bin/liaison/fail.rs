@@ -33,7 +33,7 @@ impl Fail {
 
     /// A library error, with a hint for a state that refused the action.
     pub(crate) fn with_hint(err: liaison::Error, hint: &str) -> Self {
-        let refused = err.is_invalid_transition();
+        let refused = err.is_invalid_transition() || err.is_unfinished();
         let mut fail = Fail::from(err);
         if refused {
             fail.message.push_str("\nhint: ");

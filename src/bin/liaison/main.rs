@@ -57,6 +57,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::ReplayWhere(a) => actions::replay_where(&liaison, a, json).await,
         Command::Resolve(a) => actions::resolve(&liaison, a, json).await,
         Command::Cancel(a) => actions::cancel(&liaison, a, json).await,
+        Command::Forget(a) => actions::forget(&liaison, a, json).await,
         Command::Deliveries(a) => deliveries::list(&liaison, a, json).await,
         Command::RerunDelivery(a) => deliveries::rerun(&liaison, a, json).await,
         Command::Callbacks(a) => callbacks::list(&liaison, a, json).await,

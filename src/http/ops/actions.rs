@@ -75,6 +75,15 @@ pub(super) struct Request {
     /// For a pause: when it ends (a UTC time or a length from now).
     #[serde(default)]
     pub(super) until: Option<String>,
+    /// For forget: the submission's id, or its partner and key.
+    #[serde(default)]
+    pub(super) id: Option<String>,
+    /// For forget by key: the partner.
+    #[serde(default)]
+    pub(super) partner: Option<String>,
+    /// For forget by key: the host's idempotency key.
+    #[serde(default)]
+    pub(super) key: Option<String>,
 }
 
 impl Request {
@@ -92,6 +101,9 @@ impl Request {
             reason: params.get("reason").unwrap_or_default().to_owned(),
             outcome: params.get("outcome").map(str::to_owned),
             fresh_key: None,
+            id: None,
+            partner: None,
+            key: None,
             result: params
                 .get("result")
                 .filter(|text| !text.trim().is_empty())
@@ -176,6 +188,29 @@ pub(super) async fn perform(
     tracing::warn!(
         submission = %id,
         action = action.as_str(),
+        actor = request.actor.trim(),
+        "ops page action"
+    );
+    Ok(done)
+}
+
+/// Erase a finished submission's personal data, named by `id` or by
+/// `partner` and `key` ([`Liaison::forget`]).
+pub(super) async fn forget(liaison: &Liaison, request: &Request) -> Result<Submission, Failure> {
+    let (actor, reason) = request.check()?;
+    let target = match (&request.id, &request.partner, &request.key) {
+        (Some(id), None, None) => crate::engine::ForgetTarget::Id(id.parse()?),
+        (None, Some(partner), Some(key)) => crate::engine::ForgetTarget::key(partner, key),
+        _ => {
+            return Err(Failure::bad_request(
+                "name the submission: {\"id\": \"...\"} or {\"partner\": \"...\", \"key\": \"...\"}",
+            ));
+        }
+    };
+    let done = liaison.forget(target, actor, reason).await?;
+    tracing::warn!(
+        submission = %done.id,
+        action = "forget",
         actor = request.actor.trim(),
         "ops page action"
     );

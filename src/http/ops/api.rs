@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Shared;
-use super::actions::{Action, Failure, Request, dismiss, perform, rerun};
+use super::actions::{Action, Failure, Request, dismiss, forget, perform, rerun};
 use super::auth::{Denied, bearer};
 use super::params::Params;
 use crate::callback::StoredCallback;
@@ -241,6 +241,25 @@ pub(super) async fn dismiss_callback(
         let request = Request::from_json(&body)?;
         let done = dismiss(&state.liaison, &id, &request).await?;
         Ok::<_, Failure>(json!({ "callback": CallbackView::from(&done) }))
+    };
+    respond(result.await)
+}
+
+/// `POST /api/forget` with `Authorization: Bearer <token>` and `{"actor",
+/// "reason"}` plus `"id"`, or `"partner"` and `"key"`: erase a finished
+/// submission's personal data (409 for unfinished work).
+pub(super) async fn forget_submission(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers) {
+        return *response;
+    }
+    let result = async {
+        let request = Request::from_json(&body)?;
+        let done = forget(&state.liaison, &request).await?;
+        Ok::<_, Failure>(json!({ "submission": submission_json(&done) }))
     };
     respond(result.await)
 }

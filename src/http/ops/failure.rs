@@ -47,6 +47,7 @@ impl From<Error> for Failure {
             | ErrorKind::AlreadySettled
             | ErrorKind::NotParked
             | ErrorKind::NotQuarantined
+            | ErrorKind::Unfinished
             | ErrorKind::StaleLease => StatusCode::CONFLICT,
             ErrorKind::Busy | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -291,6 +291,7 @@ pub fn router(mut state: OpsState) -> crate::Result<Router> {
         .route("/api/submissions", get(api::submissions))
         .route("/api/submissions/{id}", get(api::submission))
         .route("/api/submissions/{id}/{action}", post(api::act))
+        .route("/api/forget", post(api::forget_submission))
         .route("/api/callbacks", get(api::callbacks))
         .route("/api/callbacks/{id}/dismiss", post(api::dismiss_callback))
         .route("/api/deliveries", get(api::deliveries))

@@ -6,10 +6,11 @@ use chrono::{DateTime, Utc};
 
 use super::{journal, journal_all};
 use crate::error::{Error, Result};
+use crate::model::event::Actor;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 use crate::store::driver::Driver;
 use crate::store::rules::ledger::{self, KeyRow, Verdict};
-use crate::store::rules::{NewEvent, replay as replays, transition as rules};
+use crate::store::rules::{NewEvent, privacy, replay as replays, transition as rules};
 use crate::store::{Enqueued, Note, Replay, StateChange};
 
 /// How often an enqueue tries again when the ledger row it ran into went
@@ -277,4 +278,34 @@ pub(crate) async fn defer_deadline<D: Driver>(
     let updated = d.set_result_deadline(id, until, now).await?;
     journal(d, &NewEvent::from_note(id, now, note)).await?;
     Ok(updated)
+}
+
+/// Erase a finished submission's personal data (payload, result,
+/// correlation, errors, its callbacks' bodies and headers, the reasons and
+/// data on its timeline) and journal the erasure with who and why; the
+/// skeleton (ids, states, times, event kinds) stays. The row as it is after.
+pub(crate) async fn forget<D: Driver>(
+    d: &D,
+    id: SubmissionId,
+    actor: &Actor,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Submission> {
+    // Bad input is refused before anything is read or locked.
+    privacy::check_request(actor, reason)?;
+    d.lock_callbacks_of(id).await?;
+    let locked = d
+        .lock_submission(id)
+        .await?
+        .ok_or_else(|| Error::not_found("submission", id))?;
+    privacy::check_forgettable(&locked.submission)?;
+    d.erase(id, now).await?;
+    journal(
+        d,
+        &privacy::forgotten(&locked.submission, actor, reason, now),
+    )
+    .await?;
+    d.submission(id)
+        .await?
+        .ok_or_else(|| Error::not_found("submission", id))
 }

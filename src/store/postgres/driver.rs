@@ -391,7 +391,7 @@ impl Driver for Db<'_> {
                     &valid.partner,
                     &valid.kind,
                     &valid.payload_json,
-                    &valid.fingerprint.to_hex(),
+                    &valid.fingerprint.to_string(),
                     &valid.idempotency_key,
                     &valid.ordering_key,
                     &correlation,
@@ -544,6 +544,14 @@ impl Driver for Db<'_> {
         .map(drop)
     }
 
+    async fn lock_callbacks_of(&self, id: SubmissionId) -> Result<()> {
+        super::privacy::lock_callbacks_of(self, id).await
+    }
+
+    async fn erase(&self, id: SubmissionId, now: DateTime<Utc>) -> Result<()> {
+        super::privacy::erase_on(self, id, now).await
+    }
+
     async fn set_idempotency_key(&self, id: SubmissionId, key: &str) -> Result<()> {
         self.execute(
             "UPDATE liaison_submissions SET idempotency_key = $2 WHERE id = $1",
@@ -582,7 +590,7 @@ impl Driver for Db<'_> {
                 &[
                     &row.partner,
                     &row.key,
-                    &row.fingerprint.to_hex(),
+                    &row.fingerprint.to_string(),
                     &sid(row.submission),
                     &to_millis(row.created_at),
                     &row.expires_at,

@@ -241,3 +241,28 @@ async fn check_applied(tx: &Transaction<'_>) -> Result<()> {
     }
     Ok(())
 }
+
+/// The store's key for fingerprints and body hashes: created (32 random
+/// bytes) by the first instance to open a database that has none, read by
+/// every other. Instances racing to create it all read the winner's.
+pub(super) async fn store_key(client: &Client) -> Result<crate::fingerprint::StoreKey> {
+    use crate::fingerprint::StoreKey;
+    let secret = StoreKey::generate().to_vec();
+    client
+        .execute(
+            "INSERT INTO liaison_secrets (name, secret, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO NOTHING",
+            &[&StoreKey::NAME, &secret, &to_millis(chrono::Utc::now())],
+        )
+        .await
+        .map_err(pg_err("create the store's fingerprint key"))?;
+    let secret: Vec<u8> = client
+        .query_one(
+            "SELECT secret FROM liaison_secrets WHERE name = $1",
+            &[&StoreKey::NAME],
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(pg_err("read the store's fingerprint key"))?;
+    StoreKey::from_stored(&secret)
+}

@@ -48,6 +48,7 @@ mod listen;
 mod migrate;
 mod notifications;
 mod partners;
+mod privacy;
 mod queries;
 mod results;
 mod retention;
@@ -75,11 +76,11 @@ use super::{
     DeliveryFilter, DeliveryLease, Enqueued, FinishedAttempt, HourlyCount, HourlyQuery, Instance,
     Lease, ListFilter, NewAlert, NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim,
     PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement,
-    StateChange, StatsQuery,
-    Wakeups,
+    StateChange, StatsQuery, Wakeups,
 };
 use super::{CircuitOutcome, CircuitStep, RoleLease, SharedCircuit};
 use crate::error::{Error, Result};
+use crate::fingerprint::StoreKey;
 use crate::model::alert::{Alert, AlertId};
 use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::model::delivery::{Delivery, DeliveryId};
@@ -126,6 +127,8 @@ struct Inner {
     pool: Pool,
     hints: hints::Hints,
     config: PostgresConfig,
+    /// The key of fingerprints and body hashes (`liaison_secrets`).
+    key: StoreKey,
     database: String,
     listener: Arc<listen::Listener>,
     /// The database server's clock, as measured from here.
@@ -235,6 +238,7 @@ impl PostgresStore {
         } else {
             migrate::check_existing(&mut client, config.schema.as_deref()).await?;
         }
+        let key = migrate::store_key(&client).await?;
         let database: String = client
             .query_one("SELECT current_database()::text", &[])
             .await
@@ -250,6 +254,7 @@ impl PostgresStore {
                 hints: hints::Hints::start(pool.clone()),
                 pool,
                 config,
+                key,
                 database,
                 listener: Arc::new(listen::Listener::new(listen_config, tls)),
                 clock,
@@ -382,7 +387,7 @@ impl PostgresStore {
     }
 
     fn validate(&self, batch: Vec<NewSubmission>) -> Result<Vec<ValidSubmission>> {
-        crate::model::submission::validate_batch(batch, self.inner.config.max_payload_bytes)
+        crate::store::common::validate(batch, self.inner.config.max_payload_bytes, &self.inner.key)
     }
 
     async fn conn(&self) -> Result<deadpool_postgres::Object> {
@@ -580,6 +585,7 @@ impl OutboxStore for PostgresStore {
     }
 
     async fn record_callback(&self, callback: NewCallback) -> Result<CallbackId> {
+        let callback = crate::store::common::keyed_callback(callback, &self.inner.key);
         write_tx!(self, |db| callbacks::record_on(db, &callback))
     }
 
@@ -589,6 +595,10 @@ impl OutboxStore for PostgresStore {
         settlement: Settlement,
     ) -> Result<CallbackReceipt> {
         write_tx!(self, |db| flow::settle(db, id, &settlement, self.now()))
+    }
+
+    async fn forget(&self, id: SubmissionId, actor: Actor, reason: String) -> Result<Submission> {
+        write_tx!(self, |db| flow::forget(db, id, &actor, &reason, Utc::now()))
     }
 
     async fn dismiss_callback(

@@ -47,8 +47,8 @@ pub(super) fn submission_from_row(row: &Row) -> Result<Submission> {
             .map(|p| serde_json::from_str(&p))
             .transpose()
             .map_err(|e| corrupt("payload", e))?,
-        fingerprint: Fingerprint::from_hex(&fingerprint)
-            .ok_or_else(|| corrupt("fingerprint", "not 64 hex characters"))?,
+        fingerprint: Fingerprint::parse(&fingerprint)
+            .ok_or_else(|| corrupt("fingerprint", "not a fingerprint"))?,
         idempotency_key: get(row, 5)?,
         ordering_key: get(row, 6)?,
         correlation: correlation

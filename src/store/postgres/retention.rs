@@ -1,6 +1,6 @@
-//! Retention: payloads and raw callback bodies of finished work are removed
-//! after their period; what happened (ids, states, fingerprints, timelines)
-//! stays.
+//! Retention: payloads, raw callback bodies and personal data of finished
+//! work are removed after their period; what happened (ids, states,
+//! fingerprints, the timelines' skeleton) stays.
 //!
 //! No vacuum step, unlike the SQLite store: PostgreSQL's autovacuum reclaims
 //! the dead row versions (and their TOASTed payloads) for reuse by the
@@ -112,13 +112,25 @@ pub(super) async fn purge_on(
             "delete callbacks to unknown names",
         )
         .await?;
+    // Personal data of finished work and of callbacks, on the terms their
+    // payloads and bodies go (what is cleared: rules::privacy).
+    let personal = super::privacy::clear_finished(db, cutoff, now).await?;
+    let callback_personal =
+        super::privacy::clear_callbacks(db, cutoff, cutoffs.rejected, now).await?;
     let full = |n: u64| i64::try_from(n).is_ok_and(|n| n >= PURGE_BATCH);
     Ok(PurgeReport {
         payloads,
         callback_bodies: bodies,
         settled_callbacks: settled,
         unknown_callbacks: unknown,
-        more: full(payloads) || full(bodies) || full(settled) || full(unknown),
+        personal_data: personal,
+        callback_personal_data: callback_personal,
+        more: full(payloads)
+            || full(bodies)
+            || full(settled)
+            || full(unknown)
+            || full(personal)
+            || full(callback_personal),
     })
 }
 

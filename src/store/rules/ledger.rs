@@ -15,7 +15,8 @@ use crate::store::common::{millis_after, to_millis};
 /// A ledger row as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct HeldKey {
-    /// Hex SHA-256 of the canonical payload that took the key.
+    /// The fingerprint of the payload that took the key, as stored: keyed
+    /// (`k1:`…), or plain hex SHA-256 for a row written before keying.
     pub(crate) fingerprint: String,
     /// The submission holding the key.
     pub(crate) submission: SubmissionId,
@@ -91,7 +92,7 @@ pub(crate) fn verdict(
             None,
         ));
     };
-    if held.fingerprint != valid.fingerprint.to_hex() {
+    if !same_payload(&held.fingerprint, valid) {
         return Err(conflict(
             &valid.partner,
             &valid.idempotency_key,
@@ -99,6 +100,19 @@ pub(crate) fn verdict(
         ));
     }
     Ok(Verdict::Duplicate(Box::new(holder)))
+}
+
+/// Whether a ledger row's fingerprint is `valid`'s payload: a keyed one is
+/// compared with the keyed fingerprint, a plain one (written before
+/// fingerprints were keyed) with the plain SHA-256, so keys recorded by an
+/// earlier version keep deduplicating and detecting conflicts. A row that
+/// holds no fingerprint at all matches nothing.
+pub(crate) fn same_payload(held: &str, valid: &ValidSubmission) -> bool {
+    match Fingerprint::parse(held) {
+        Some(f) if f.is_keyed() => f == valid.fingerprint,
+        Some(f) => f == valid.plain_fingerprint,
+        None => false,
+    }
 }
 
 /// The error for a key that another payload holds.
@@ -164,7 +178,7 @@ mod tests {
         let other = valid(json!({"cents": 501}));
         let holder_id = SubmissionId::new();
         let held = |expires_at| HeldKey {
-            fingerprint: same.fingerprint.to_hex(),
+            fingerprint: same.fingerprint.to_string(),
             submission: holder_id,
             expires_at,
         };
@@ -220,6 +234,32 @@ mod tests {
             };
             assert_eq!(got, expected, "{name}");
         }
+    }
+
+    #[test]
+    fn keyed_and_plain_ledger_rows_both_decide_by_payload() {
+        let key = crate::fingerprint::StoreKey::from_stored(&[7; 32]).unwrap();
+        let keyed = |payload| {
+            let mut v = valid(payload);
+            v.fingerprint = key.fingerprint(&v.plain_fingerprint);
+            v
+        };
+        let same = keyed(json!({"cents": 500}));
+        let other = keyed(json!({"cents": 501}));
+        let plain_row = Fingerprint::of(&json!({"cents": 500})).to_string();
+        let keyed_row = same.fingerprint.to_string();
+        assert!(keyed_row.starts_with("k1:"));
+        // A row from before keying, and one written now.
+        for row in [&plain_row, &keyed_row] {
+            assert!(same_payload(row, &same), "{row}");
+            assert!(!same_payload(row, &other), "{row}");
+        }
+        // Another store's key: the same payload does not match.
+        let elsewhere = crate::fingerprint::StoreKey::from_stored(&[8; 32])
+            .unwrap()
+            .fingerprint(&same.plain_fingerprint);
+        assert!(!same_payload(&elsewhere.to_string(), &same));
+        assert!(!same_payload("not a fingerprint", &same));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub(crate) mod ledger;
 pub(crate) mod limits;
 pub(crate) mod lookup;
 pub(crate) mod notify;
+pub(crate) mod privacy;
 pub(crate) mod replay;
 pub(crate) mod role;
 pub(crate) mod transition;

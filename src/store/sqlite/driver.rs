@@ -206,7 +206,7 @@ impl Driver for Sql<'_> {
                         valid.partner,
                         valid.kind,
                         valid.payload_json,
-                        valid.fingerprint.to_hex(),
+                        valid.fingerprint.to_string(),
                         valid.idempotency_key,
                         valid.ordering_key,
                         correlation,
@@ -236,6 +236,10 @@ impl Driver for Sql<'_> {
             .and_then(|mut stmt| stmt.execute(params![id.to_string()]))
             .map_err(db_err("index correlation fields"))
             .map(drop)
+    }
+
+    async fn erase(&self, id: SubmissionId, now: DateTime<Utc>) -> Result<()> {
+        super::privacy::erase_on(self.0, id, now)
     }
 
     async fn set_idempotency_key(&self, id: SubmissionId, key: &str) -> Result<()> {
@@ -277,7 +281,7 @@ impl Driver for Sql<'_> {
                 stmt.execute(params![
                     row.partner,
                     row.key,
-                    row.fingerprint.to_hex(),
+                    row.fingerprint.to_string(),
                     row.submission.to_string(),
                     to_millis(row.created_at),
                     row.expires_at,

@@ -118,3 +118,27 @@ fn check_applied(conn: &Connection) -> Result<()> {
     }
     Ok(())
 }
+
+/// The store's key for fingerprints and body hashes: created (32 random
+/// bytes) by the first open of a database that has none, read by every
+/// later one. Two stores racing to create it keep the first one's.
+pub(crate) fn store_key(conn: &Connection) -> Result<crate::fingerprint::StoreKey> {
+    use crate::fingerprint::StoreKey;
+    conn.execute(
+        "INSERT OR IGNORE INTO liaison_secrets (name, secret, created_at) VALUES (?1, ?2, ?3)",
+        params![
+            StoreKey::NAME,
+            &StoreKey::generate()[..],
+            to_millis(chrono::Utc::now())
+        ],
+    )
+    .map_err(db_err("create the store's fingerprint key"))?;
+    let secret: Vec<u8> = conn
+        .query_row(
+            "SELECT secret FROM liaison_secrets WHERE name = ?1",
+            params![StoreKey::NAME],
+            |row| row.get(0),
+        )
+        .map_err(db_err("read the store's fingerprint key"))?;
+    StoreKey::from_stored(&secret)
+}

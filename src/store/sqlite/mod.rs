@@ -13,6 +13,7 @@ mod notifications;
 mod partners;
 #[cfg(test)]
 mod plans;
+mod privacy;
 mod queries;
 mod reader;
 mod results;
@@ -45,6 +46,7 @@ use super::{
 };
 use super::{CircuitOutcome, CircuitStep, RoleLease, SharedCircuit};
 use crate::error::{Error, Result};
+use crate::fingerprint::StoreKey;
 use crate::model::alert::{Alert, AlertId};
 use crate::model::callback::{CallbackId, CallbackReceipt, StoredCallback};
 use crate::model::delivery::{Delivery, DeliveryId};
@@ -206,6 +208,8 @@ struct Inner {
     _checkpointer: checkpoint::Checkpointer,
     readers: Arc<ReadPool>,
     config: SqliteConfig,
+    /// The key of fingerprints and body hashes (`liaison_secrets`).
+    key: StoreKey,
     path: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
@@ -255,6 +259,7 @@ impl SqliteStore {
         create_private(&path);
         let mut conn = connect(&path, &config)?;
         migrate::migrate(&conn)?;
+        let key = migrate::store_key(&conn)?;
         let checkpointer = checkpoint::Checkpointer::start(&mut conn, &path, &config)?;
         // The writer walks a dozen indexes per submission; a 16 MiB page
         // cache (SQLite's default is 2 MiB) keeps their upper levels in
@@ -272,6 +277,7 @@ impl SqliteStore {
                 _checkpointer: checkpointer,
                 readers,
                 config,
+                key,
                 path,
                 _temp: temp,
             }),
@@ -377,7 +383,7 @@ impl SqliteStore {
     }
 
     fn validate(&self, batch: Vec<NewSubmission>) -> Result<Vec<ValidSubmission>> {
-        crate::model::submission::validate_batch(batch, self.inner.config.max_payload_bytes)
+        crate::store::common::validate(batch, self.inner.config.max_payload_bytes, &self.inner.key)
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -557,7 +563,13 @@ impl OutboxStore for SqliteStore {
         let answers = self
             .inner
             .writer
-            .write(move |conn| run(flow::complete_batch(&Sql(conn), &finished, crate::clock::now())))
+            .write(move |conn| {
+                run(flow::complete_batch(
+                    &Sql(conn),
+                    &finished,
+                    crate::clock::now(),
+                ))
+            })
             .await?;
         Ok(answers
             .into_iter()
@@ -604,6 +616,7 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn record_callback(&self, callback: NewCallback) -> Result<CallbackId> {
+        let callback = crate::store::common::keyed_callback(callback, &self.inner.key);
         self.inner
             .writer
             .write(move |conn| callbacks::record_on(conn, &callback))
@@ -625,6 +638,13 @@ impl OutboxStore for SqliteStore {
                     crate::clock::now(),
                 ))
             })
+            .await
+    }
+
+    async fn forget(&self, id: SubmissionId, actor: Actor, reason: String) -> Result<Submission> {
+        self.inner
+            .writer
+            .write(move |conn| run(flow::forget(&Sql(conn), id, &actor, &reason, Utc::now())))
             .await
     }
 

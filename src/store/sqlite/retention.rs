@@ -1,6 +1,6 @@
-//! Retention: payloads and raw callback bodies of finished work are removed
-//! after their period; what happened (ids, states, fingerprints, timelines)
-//! stays.
+//! Retention: payloads, raw callback bodies and personal data of finished
+//! work are removed after their period; what happened (ids, states,
+//! fingerprints, the timelines' skeleton) stays.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
@@ -103,6 +103,10 @@ pub(crate) fn purge_on(
             stmt.execute(params![to_millis(cutoffs.unknown_rows), configured, BATCH])
         })
         .map_err(db_err("delete callbacks to unknown names"))?;
+    // Personal data of finished work and of callbacks, on the terms their
+    // payloads and bodies go (what is cleared: rules::privacy).
+    let personal = super::privacy::clear_finished(conn, cutoff, now)?;
+    let callback_personal = super::privacy::clear_callbacks(conn, cutoff, cutoffs.rejected, now)?;
     // Give freed pages back to the file (a no-op unless auto_vacuum is
     // incremental, which new databases are).
     // Each step of this pragma frees one page: step it to the end.
@@ -118,9 +122,14 @@ pub(crate) fn purge_on(
         callback_bodies: bodies as u64,
         settled_callbacks: settled as u64,
         unknown_callbacks: unknown as u64,
+        personal_data: personal,
+        callback_personal_data: callback_personal,
         more: [payloads, bodies, settled, unknown]
             .into_iter()
-            .any(|n| n as i64 == BATCH),
+            .any(|n| n as i64 == BATCH)
+            || [personal, callback_personal]
+                .into_iter()
+                .any(|n| n as i64 == BATCH),
     })
 }
 

@@ -73,6 +73,18 @@ impl Harness {
         })
     }
 
+    /// Another harness of the same kind, on a database of its own (another
+    /// SQLite file, another PostgreSQL schema).
+    pub async fn another(&self) -> Harness {
+        match &self.backend {
+            Backend::Sqlite { .. } => Harness::sqlite(),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => Harness::postgres()
+                .await
+                .expect("a second schema on the same server"),
+        }
+    }
+
     /// Which store this is, for messages.
     pub fn name(&self) -> &'static str {
         match &self.backend {
@@ -298,6 +310,26 @@ pub mod pg {
 }
 
 impl Harness {
+    /// Run SQL (no parameters; the same text on both dialects) directly on
+    /// the database under test, as an older release would have written it.
+    pub async fn execute_raw(&self, sql: &str) {
+        match &self.backend {
+            Backend::Sqlite { dir } => {
+                let conn = liaison::rusqlite::Connection::open(dir.path().join("outbox.db"))
+                    .expect("open the SQLite file");
+                conn.execute_batch(sql).expect("raw SQL");
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(schema) => {
+                let client = pg::client(&schema.url).await;
+                client
+                    .batch_execute(&format!("SET search_path = {}; {sql}", schema.name))
+                    .await
+                    .expect("raw SQL");
+            }
+        }
+    }
+
     /// The SQLite file under test (`None` for PostgreSQL), for checks a
     /// host would run itself, such as `PRAGMA integrity_check`.
     pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {

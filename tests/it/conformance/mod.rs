@@ -38,6 +38,7 @@ mod poison;
 mod postgres_counters;
 #[cfg(feature = "postgres")]
 mod postgres_only;
+mod privacy;
 mod recovery;
 mod results;
 mod retention;
@@ -79,6 +80,12 @@ conformance! {
     batches::a_batch_of_results_answers_and_writes_as_each_alone_would,
     batches::a_batch_applies_callbacks_that_arrived_before_it,
     batches::a_batch_enqueue_keeps_input_order_and_sees_its_own_keys,
+    privacy::retention_clears_personal_data_and_keeps_what_happened,
+    privacy::forget_erases_by_id_keeps_the_skeleton_and_journals_who_and_why,
+    privacy::forget_refuses_unfinished_work_and_changes_nothing,
+    privacy::fingerprints_are_keyed_per_store_and_still_detect_conflicts,
+    privacy::a_ledger_row_from_before_keying_still_deduplicates_and_detects_conflicts,
+    privacy::forget_through_the_api_and_the_ops_api,
     notifications::alerts_go_to_their_owners_sinks_and_the_catch_all,
     notifications::a_sink_that_fails_twice_is_retried_and_delivered_once,
     notifications::a_sink_that_always_fails_ends_failed_and_health_says_so_until_it_works,

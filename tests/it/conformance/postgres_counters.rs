@@ -149,6 +149,11 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
          DROP INDEX liaison_callbacks_quarantine;
          ALTER TABLE liaison_callbacks DROP COLUMN dismissed_by, DROP COLUMN dismissed_at,
              DROP COLUMN dismissed_reason, DROP COLUMN dismissed_from;
+         DROP INDEX liaison_submissions_uncleared;
+         ALTER TABLE liaison_submissions DROP COLUMN personal_cleared_at;
+         DROP INDEX liaison_callbacks_uncleared;
+         ALTER TABLE liaison_callbacks DROP COLUMN personal_cleared_at;
+         DROP TABLE liaison_secrets;
          DELETE FROM liaison_migrations WHERE version > 2;",
         schema.name
     ))

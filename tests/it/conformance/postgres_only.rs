@@ -183,8 +183,8 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     // 0003_health, 0004_alerts, 0005_wakeups, 0006_retention,
     // 0007_callback_rows, 0008_results, 0009_deliveries, 0010_lookup,
     // 0011_poison, 0012_silence, 0013_callback_dismissals, 0014_impact,
-    // ... 0016_partner_limits, 0017_shared_circuit, 0018_no_hot_rows.
-    assert_eq!(version, 18);
+    // ... 0017_shared_circuit, 0018_no_hot_rows, 0019_privacy.
+    assert_eq!(version, 19);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -263,6 +263,7 @@ async fn instances_starting_together_migrate_once() {
             (16, "partner_limits".to_string()),
             (17, "shared_circuit".to_string()),
             (18, "no_hot_rows".to_string()),
+            (19, "privacy".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -726,6 +727,7 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         (16, "partner_limits"),
         (17, "shared_circuit"),
         (18, "no_hot_rows"),
+        (19, "privacy"),
     ]
     .into_iter()
     .map(|(v, n)| {
@@ -804,7 +806,12 @@ async fn a_schema_before_the_correlation_index_upgrades_and_finds_them() {
          DROP TRIGGER liaison_partners_circuit_wake ON liaison_partners;
          DROP TABLE liaison_roles;
          ALTER TABLE liaison_partners DROP COLUMN circuit_failures,
-             DROP COLUMN circuit_until, DROP COLUMN circuit_probe;",
+             DROP COLUMN circuit_until, DROP COLUMN circuit_probe;
+         DROP INDEX liaison_submissions_uncleared;
+         ALTER TABLE liaison_submissions DROP COLUMN personal_cleared_at;
+         DROP INDEX liaison_callbacks_uncleared;
+         ALTER TABLE liaison_callbacks DROP COLUMN personal_cleared_at;
+         DROP TABLE liaison_secrets;",
         schema.name
     ))
     .await
