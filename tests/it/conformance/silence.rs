@@ -297,7 +297,7 @@ pub async fn expected_traffic_is_recorded_and_counted(h: &Harness) {
         let stats = two
             .stats(
                 &StatsQuery::new(Duration::from_secs(3600))
-                    .at(Utc::now() + chrono::Duration::milliseconds(1))
+                    .at(two.now() + chrono::Duration::milliseconds(1))
                     .partner("lab")
                     .expected_traffic("lab", office.clone()),
             )
@@ -324,7 +324,7 @@ pub async fn expected_traffic_is_recorded_and_counted(h: &Harness) {
             // finished in this very millisecond is left out.
             two.stats(
                 &StatsQuery::new(Duration::from_secs(3600))
-                    .at(Utc::now() + chrono::Duration::milliseconds(1))
+                    .at(two.now() + chrono::Duration::milliseconds(1))
                     .partner(partner)
                     .expected_traffic(partner, expected),
             )
