@@ -199,13 +199,9 @@ pub(crate) async fn run_partner(
             if let Some(Limited::Rate { retry_at }) = limited {
                 // The shared budget is spent: nothing can start before
                 // `retry_at`, whatever wakes us.
-                let wait = (retry_at - shared.now())
-                    .to_std()
-                    .unwrap_or_default()
-                    .min(shared.settings.poll_interval);
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = tokio::time::sleep(until_rate(&shared, retry_at)) => {}
                 }
                 continue;
             }
@@ -248,16 +244,21 @@ pub(crate) async fn run_partner(
         // The rate granted less than asked: the next claim could not start
         // anything before `retry_at`.
         if let Some(Limited::Rate { retry_at }) = limited {
-            let wait = (retry_at - shared.now())
-                .to_std()
-                .unwrap_or_default()
-                .min(shared.settings.poll_interval);
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(until_rate(&shared, retry_at)) => {}
             }
         }
     }
+}
+
+/// How long until the shared rate budget lets the next attempt start
+/// (`retry_at` is the store's time), at most a poll interval.
+fn until_rate(shared: &Shared, retry_at: chrono::DateTime<Utc>) -> Duration {
+    (retry_at - shared.now())
+        .to_std()
+        .unwrap_or_default()
+        .min(shared.settings.poll_interval)
 }
 
 /// Longest a dispatcher waits for more free permits before claiming.

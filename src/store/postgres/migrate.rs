@@ -169,23 +169,7 @@ pub(super) async fn check_existing(client: &mut Client, schema: Option<&str>) ->
     // At this build's version every row has its checksum (the runner that
     // migrated it recorded them); rows without one would be trusted, as the
     // runner trusts them, but not written here.
-    let recorded = tx
-        .query(
-            "SELECT version, name, checksum FROM liaison_migrations ORDER BY version",
-            &[],
-        )
-        .await
-        .map_err(pg_err("read applied migrations"))?
-        .iter()
-        .map(|row| {
-            Ok(Recorded {
-                version: row.try_get(0)?,
-                name: row.try_get(1)?,
-                checksum: row.try_get(2)?,
-            })
-        })
-        .collect::<std::result::Result<Vec<_>, tokio_postgres::Error>>()
-        .map_err(pg_err("read applied migrations"))?;
+    let recorded = recorded(&tx).await?;
     migrations::verify(&recorded, Dialect::Postgres)?;
     tx.rollback().await.map_err(pg_err("end schema check"))?;
     Ok(current)
@@ -214,23 +198,7 @@ async fn check_applied(tx: &Transaction<'_>) -> Result<()> {
             .await
             .map_err(pg_err("add migration checksums"))?;
     }
-    let recorded = tx
-        .query(
-            "SELECT version, name, checksum FROM liaison_migrations ORDER BY version",
-            &[],
-        )
-        .await
-        .map_err(pg_err("read applied migrations"))?
-        .iter()
-        .map(|row| {
-            Ok(Recorded {
-                version: row.try_get(0)?,
-                name: row.try_get(1)?,
-                checksum: row.try_get(2)?,
-            })
-        })
-        .collect::<std::result::Result<Vec<_>, tokio_postgres::Error>>()
-        .map_err(pg_err("read applied migrations"))?;
+    let recorded = recorded(tx).await?;
     for (version, checksum) in migrations::verify(&recorded, Dialect::Postgres)? {
         tx.execute(
             "UPDATE liaison_migrations SET checksum = $1 WHERE version = $2 AND checksum IS NULL",
@@ -265,4 +233,24 @@ pub(super) async fn store_key(client: &Client) -> Result<crate::fingerprint::Sto
         .and_then(|row| row.try_get(0))
         .map_err(pg_err("read the store's fingerprint key"))?;
     StoreKey::from_stored(&secret)
+}
+
+/// The applied migrations as `liaison_migrations` records them.
+async fn recorded(tx: &Transaction<'_>) -> Result<Vec<Recorded>> {
+    tx.query(
+        "SELECT version, name, checksum FROM liaison_migrations ORDER BY version",
+        &[],
+    )
+    .await
+    .map_err(pg_err("read applied migrations"))?
+    .iter()
+    .map(|row| {
+        Ok(Recorded {
+            version: row.try_get(0)?,
+            name: row.try_get(1)?,
+            checksum: row.try_get(2)?,
+        })
+    })
+    .collect::<std::result::Result<Vec<_>, tokio_postgres::Error>>()
+    .map_err(pg_err("read applied migrations"))
 }
