@@ -431,7 +431,7 @@ impl Driver for Db<'_> {
             .collect();
         let fingerprints: Vec<String> = rows
             .iter()
-            .map(|(_, v, _)| v.fingerprint.to_hex())
+            .map(|(_, v, _)| v.fingerprint.to_string())
             .collect();
         let keys: Vec<&str> = rows
             .iter()
@@ -616,7 +616,7 @@ impl Driver for Db<'_> {
         let keys: Vec<&str> = order.iter().map(|&i| rows[i].key).collect();
         let fingerprints: Vec<String> = order
             .iter()
-            .map(|&i| rows[i].fingerprint.to_hex())
+            .map(|&i| rows[i].fingerprint.to_string())
             .collect();
         let ids: Vec<Uuid> = order.iter().map(|&i| sid(rows[i].submission)).collect();
         let created: Vec<i64> = order
