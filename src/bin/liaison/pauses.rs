@@ -24,7 +24,7 @@ struct Paused<'a> {
 
 pub(crate) async fn pause(liaison: &Liaison, args: &PauseArgs, json: bool) -> Outcome {
     let actor = args.actor.actor();
-    let until = args.until.resolve(Utc::now());
+    let until = args.until.resolve(liaison.store().now());
     liaison
         .pause(&args.partner, until, actor.clone(), &args.reason)
         .await?;

@@ -25,7 +25,7 @@ pub(crate) async fn list(liaison: &Liaison, args: &ListArgs, json: bool) -> Outc
         print("no submissions match\n")?;
         return Ok(Done::Clean);
     }
-    let now = Utc::now();
+    let now = liaison.store().now();
     let mut header = vec!["id", "partner", "key", "state", "attempts", "age", "value"];
     if args.by_deadline {
         header.push("business deadline");
@@ -106,7 +106,7 @@ pub(crate) async fn show(liaison: &Liaison, args: &ShowArgs, json: bool) -> Outc
         })?;
         return Ok(Done::Clean);
     }
-    let now = Utc::now();
+    let now = liaison.store().now();
     let mut out = format!("Submission {}\n", s.id);
     let mut field = |name: &str, value: String| {
         out.push_str(&format!("  {name:<16} {}\n", one_line(&value)));
