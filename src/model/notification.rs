@@ -101,7 +101,7 @@ pub struct AlertNotification {
 }
 
 /// Deliveries of alerts by one sink to one owner that are failing now, for
-/// one partner's alerts: health says "alerts are not reaching <owner>".
+/// one partner's alerts: health says `alerts are not reaching <owner>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct SinkFailure {

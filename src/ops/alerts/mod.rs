@@ -13,7 +13,7 @@
 //! Every (alert, event, sink) notification is journaled
 //! ([`AlertNotification`]); a failed or timed-out try is retried with
 //! backoff up to [`crate::engine::AlertSettings::sink_attempts`], then
-//! journaled failed, and health says "alerts are not reaching <owner>"
+//! journaled failed, and health says `alerts are not reaching <owner>`
 //! while a sink keeps failing ([`SinkFailure`]).
 
 mod chat;
