@@ -8,9 +8,11 @@
 pub mod alerts;
 pub(crate) mod health;
 mod metrics;
+pub mod questions;
 
 pub use health::{
     DispatcherHealth, HealthReport, InstanceHealth, PartnerHealth, Percentiles, TrafficHealth,
     Trend, Verdict, WindowOutcomes,
 };
 pub use metrics::Metrics;
+pub use questions::{Answer, FourQuestions, ProblemCounts, Question};

@@ -167,16 +167,18 @@ async fn status_answers_the_four_questions(db: Harness) {
     let run = outbox.run(&["status"]);
     run.ok()
         .has("Is it working today?")
+        .has("Yes: with problems to look at: bank: 50%")
         .has("DEGRADED")
         .has("bank: 50% of the submissions that ended in the window failed")
         .has("Do we notice when it breaks?")
         .has("2 stuck, 1 dead-lettered")
         .has("1 callback in quarantine")
-        .has("What is the impact?")
+        .has("Is there an impact?")
         .has("4 submissions worth 1525.00 (currency unspecified) at risk")
         .has("Can we recover?")
         .has(
-            "4 replayable submissions (1 failed, 1 dead-lettered, 2 stuck), 1 quarantined callback",
+            "4 replayable submissions (1 failed, 1 dead-lettered, 2 stuck) to replay, resolve or \
+             cancel; 1 quarantined callback to reprocess or dismiss",
         )
         .has("replay-where --dry-run")
         .has("callbacks --quarantined");
@@ -212,6 +214,10 @@ async fn status_answers_the_four_questions(db: Harness) {
     assert_eq!(json["noticed"]["stuck"], 2);
     assert_eq!(json["noticed"]["quarantined_callbacks"], 1);
     assert_eq!(json["recovery"]["replayable"], 4);
+    // The answers, worded as the ops page words them.
+    assert_eq!(json["questions"]["impact"]["yes"], true);
+    assert_eq!(json["questions"]["impact"]["good"], false);
+    assert_eq!(json["questions"]["counts"]["quarantined_callbacks"], 1);
     assert_eq!(json["health"]["partners"].as_array().unwrap().len(), 2);
 }
 

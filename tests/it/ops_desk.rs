@@ -160,10 +160,13 @@ async fn the_four_questions_are_answered_at_the_top() {
         impact.contains("data-field=\"answer\">Yes<"),
         "work is at risk"
     );
-    assert!(impact.contains("3 submission(s) worth"), "{impact}");
+    assert!(impact.contains("3 submissions worth"), "{impact}");
     assert!(impact.contains("href=\"/lists/failed\""));
     let recover = &html[html.find("data-question=\"recoverable\"").unwrap()..];
-    assert!(recover.contains("3 submission(s) to replay, resolve or cancel"));
+    assert!(
+        recover.contains("3 replayable submissions (")
+            && recover.contains(") to replay, resolve or cancel")
+    );
     // They come before everything else.
     assert!(html.find("data-question").unwrap() < html.find("id=\"partners\"").unwrap());
 
