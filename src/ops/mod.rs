@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub(crate) mod health;
+pub mod journal;
 mod metrics;
 pub mod questions;
 
@@ -14,5 +15,6 @@ pub use health::{
     DispatcherHealth, HealthReport, InstanceHealth, PartnerHealth, Percentiles, TrafficHealth,
     Trend, Verdict, WindowOutcomes,
 };
+pub use journal::{JournalEntry, JournalFilter, JournalLine, OpsAction};
 pub use metrics::Metrics;
 pub use questions::{Answer, FourQuestions, ProblemCounts, Question};
