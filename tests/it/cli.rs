@@ -1308,11 +1308,19 @@ async fn alerts_lists_open_alerts_with_owners_and_ack_stops_reminders(db: Harnes
         .has("billing@clinic.example")
         .has("https://runbooks.example/stuck");
     outbox
-        .run(&["ack", &id, "--actor", "dana"])
+        .run(&["ack", &id, "--actor", "dana", "--note", "on it, lab called"])
         .ok()
         .has("acknowledged");
     let json = outbox.run(&["alerts", "--json"]).ok().json();
     assert_eq!(json[0]["acknowledged_by"], "dana");
+    // Journaled with its note, as the page journals it.
+    outbox
+        .run(&["journal", "--target", &id])
+        .ok()
+        .has("1 journal line")
+        .has("acknowledge_alert")
+        .has("dana")
+        .has("on it, lab called");
     let bad = outbox.run(&["ack", "nope"]);
     assert_eq!(bad.code, 2);
 }
@@ -1660,6 +1668,25 @@ async fn pause_and_resume_a_partner_with_a_reason(db: Harness) {
         .json();
     assert_eq!(json["action"], "resume");
     assert!(json.get("until").is_none());
+
+    // Each is in the operations journal, newest first, with who and why.
+    let lines = outbox
+        .run(&["--json", "journal", "--partner", "bank"])
+        .ok()
+        .json();
+    let lines = lines.as_array().unwrap();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["action"], "resume_partner");
+    assert_eq!(lines[0]["reason"], "maintenance over");
+    assert_eq!(lines[1]["action"], "pause_partner");
+    assert_eq!(lines[1]["actor"], "ops-anna");
+    assert_eq!(lines[1]["reason"], "bank maintenance window");
+    outbox
+        .run(&["journal", "--limit", "1"])
+        .ok()
+        .has("1 journal line")
+        .has("resume_partner")
+        .has("older lines: --before ");
 
     // Refused, nothing changed, exit 2.
     for (args, says) in [
