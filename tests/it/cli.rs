@@ -760,6 +760,32 @@ async fn reprocess_explains_that_the_host_does_it(db: Harness) {
         "nothing changed"
     );
 
+    // With a reason it goes through `Liaison::reprocess_callback_by`, the
+    // ops page's journaled path, which needs the partner's matcher: the CLI
+    // has none, so it is refused, nothing changed and nothing journaled.
+    let run = outbox.run(&[
+        "reprocess",
+        &id,
+        "--reason",
+        "matcher fixed",
+        "--actor",
+        "dana",
+    ]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr.contains("Liaison::reprocess_callback_by"),
+        "{}",
+        run.stderr
+    );
+    let stored = outbox
+        .store()
+        .await
+        .callback(outbox.callback)
+        .await
+        .unwrap();
+    assert_eq!(stored.disposition, Disposition::Malformed);
+    outbox.run(&["journal"]).ok().has("0 journal lines");
+
     let json = outbox.run(&["reprocess", &id, "--json"]);
     assert_eq!(json.code, 2);
     let json = json.json();

@@ -442,6 +442,14 @@ pub(crate) struct ReprocessArgs {
     /// The callback id.
     #[arg(value_parser = parse_callback_id)]
     pub(crate) id: CallbackId,
+    /// What was fixed: with it, the callback is reprocessed through
+    /// `Liaison::reprocess_callback_by` (journaled with the actor and this
+    /// reason) where this process has the partner's matcher; without it,
+    /// the callback is only described.
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
+    #[command(flatten)]
+    pub(crate) actor: ActorArg,
 }
 
 #[derive(Debug, Args)]
