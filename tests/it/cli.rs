@@ -313,7 +313,9 @@ async fn an_empty_outbox_is_healthy(db: Harness) {
         .ok()
         .has("HEALTHY")
         .has("no submissions yet")
-        .has("0 submissions worth 0 at risk");
+        .has("Is there an impact?")
+        .has("No: no work is at risk")
+        .has("Yes: nothing needs recovering");
     run(&db, &["list"]).ok().has("no submissions match");
 }
 
