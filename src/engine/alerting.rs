@@ -15,6 +15,7 @@ use crate::model::event::Actor;
 use crate::ops::PartnerHealth;
 use crate::ops::alerts::{Alert, AlertEvent, AlertId, ProblemClass};
 use crate::ops::health::item_problems;
+use crate::ops::journal::{JournalLine, OpsAction};
 use crate::retry::Exponential;
 use crate::store::rules::notify::reminder_due;
 use crate::store::{DeliveryFilter, NewAlert, RoleLease, StatsQuery};
@@ -426,12 +427,38 @@ impl Liaison {
     }
 
     /// Acknowledge an open alert: its owner is on it; reminders stop.
+    /// Journaled (with no note) like
+    /// [`Liaison::acknowledge_alert_with_note`].
     pub async fn acknowledge_alert(&self, id: AlertId, actor: Actor) -> Result<Alert> {
+        self.acknowledge_alert_with_note(id, actor, "").await
+    }
+
+    /// [`Liaison::acknowledge_alert`] with a note ("on it, partner called"),
+    /// journaled in the operations journal ([`Liaison::ops_journal`]) with
+    /// `actor` and the note, in the acknowledgement's own transaction.
+    ///
+    /// Errors, each changing nothing: [`Error::InvalidInput`] naming
+    /// `actor` when blank, or `alert` when it is already resolved;
+    /// [`Error::NotFound`].
+    pub async fn acknowledge_alert_with_note(
+        &self,
+        id: AlertId,
+        actor: Actor,
+        note: &str,
+    ) -> Result<Alert> {
         if actor.as_str().trim().is_empty() {
             return Err(Error::invalid("actor", "say who acknowledges it"));
         }
+        let partner = self.store().alert(id).await?.partner;
         let now = self.store().now();
-        self.store().acknowledge_alert(id, actor, now).await
+        let line = JournalLine::new(now, actor.clone(), OpsAction::AcknowledgeAlert, note.trim())
+            .partner(partner)
+            .target(id.to_string());
+        let (alert, _) = self
+            .store()
+            .acknowledge_alert_journaled(id, actor, now, line)
+            .await?;
+        Ok(alert)
     }
 }
 

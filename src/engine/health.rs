@@ -6,12 +6,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Liaison;
+use crate::callback::Disposition;
 use crate::engine::CircuitState;
 use crate::error::{Error, Result};
+use crate::model::delivery::DeliveryState;
 use crate::model::traffic::ExpectedTraffic;
 use crate::ops::HealthReport;
 use crate::ops::health::{LiveState, partner_health, roll_up};
+use crate::ops::questions::{self, FourQuestions};
 use crate::store::StatsQuery;
+use crate::store::{CallbackFilter, DeliveryFilter, ListFilter};
 
 impl Liaison {
     /// Health of every partner over `window` (and its trend against the
@@ -134,5 +138,52 @@ impl Liaison {
             })
             .collect();
         Ok(roll_up(partners, instances, now, window))
+    }
+
+    /// The four questions — is it working today, do we notice when it
+    /// breaks, is there an impact, can we recover — answered yes or no with
+    /// their reasons, from `report` (of [`Liaison::health`]) and the
+    /// unverified callbacks and parked results it does not count. The CLI's
+    /// `status` and the ops page both show these answers.
+    ///
+    /// ```
+    /// # use liaison::{Liaison, store::SqliteStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> liaison::Result<()> {
+    /// # let liaison = Liaison::builder(SqliteStore::open_temporary()?).build()?;
+    /// let report = liaison.health(std::time::Duration::from_secs(3600)).await?;
+    /// for a in liaison.four_questions(&report).await?.answers() {
+    ///     println!("{} {}: {}", a.question.words(), if a.yes { "Yes" } else { "No" }, a.reason);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn four_questions(&self, report: &HealthReport) -> Result<FourQuestions> {
+        let cap = ListFilter::MAX_LIMIT;
+        // Counted, never shown: read no body.
+        let unverified = self
+            .store()
+            .list_callbacks(
+                &CallbackFilter::default()
+                    .disposition(Disposition::Received)
+                    .limit(cap)
+                    .without_body(),
+            )
+            .await?
+            .len();
+        // Counted as the alert evaluation counts them: up to the list cap.
+        let parked = self
+            .store()
+            .deliveries(
+                &DeliveryFilter::default()
+                    .state(DeliveryState::Parked)
+                    .limit(cap),
+            )
+            .await?
+            .len();
+        let mut counts = questions::counts_from(report);
+        counts.unverified_callbacks = unverified as u64;
+        counts.parked_results = parked as u64;
+        counts.capped = unverified >= cap || parked >= cap;
+        Ok(questions::answer(report, counts))
     }
 }

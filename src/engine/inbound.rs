@@ -17,6 +17,7 @@ use crate::callback::{CallbackId, CallbackReceipt, Disposition, InboundCallback,
 use crate::error::{Error, Result};
 use crate::model::event::{Actor, EventKind};
 use crate::model::submission::{SubmissionState, validate_partner};
+use crate::ops::journal::{JournalLine, OpsAction};
 use crate::store::rules::callbacks::{MAX_METADATA_HEADER_BYTES, METADATA_HEADERS};
 use crate::store::{NewCallback, Note, Settlement};
 
@@ -466,7 +467,9 @@ impl Liaison {
     /// [`Liaison::reprocess_callback`] on a person's request: `actor` and
     /// `reason` (what was fixed) are required, logged, and — when the
     /// callback concerns a submission — put on that submission's timeline
-    /// ([`crate::EventKind::CallbackReprocessed`]) after what the run did.
+    /// ([`crate::EventKind::CallbackReprocessed`]) after what the run did;
+    /// otherwise in the operations journal ([`Liaison::ops_journal`],
+    /// right after the run: the run commits on its own).
     ///
     /// Errors, each changing nothing: [`Error::InvalidInput`] naming
     /// `reason` when it is blank, or `callback` when there is nothing to
@@ -483,7 +486,21 @@ impl Liaison {
                 "say what was fixed; it is journaled",
             ));
         }
-        let before = self.shared.store.callback(id).await?.submission_id;
+        self.reprocess_journaled(id, actor, reason, true).await
+    }
+
+    /// [`Liaison::reprocess_callback_by`], journaling a callback that
+    /// concerns no submission in the operations journal only when
+    /// `journal_unmatched` (a bulk action journals one line for all).
+    pub(crate) async fn reprocess_journaled(
+        &self,
+        id: CallbackId,
+        actor: Actor,
+        reason: &str,
+        journal_unmatched: bool,
+    ) -> Result<CallbackReceipt> {
+        let stored = self.shared.store.callback(id).await?;
+        let (before, partner) = (stored.submission_id, stored.partner);
         let receipt = self.reprocess_callback(id).await?;
         if let Some(submission) = receipt.submission_id.or(before) {
             let note = Note::new(EventKind::CallbackReprocessed, actor.clone()).reason(format!(
@@ -492,6 +509,18 @@ impl Liaison {
                 reason.trim()
             ));
             self.shared.store.note(submission, note).await?;
+        } else if journal_unmatched {
+            // After the run, which commits on its own: a failure to journal
+            // is reported, the reprocessing stays done.
+            let line = JournalLine::new(
+                self.store().now(),
+                actor.clone(),
+                OpsAction::ReprocessCallback,
+                format!("ended {}: {}", receipt.disposition, reason.trim()),
+            )
+            .partner(partner)
+            .target(id.to_string());
+            self.shared.store.journal(line).await?;
         }
         tracing::warn!(
             callback_id = %id,

@@ -10,6 +10,7 @@ use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::{Actor, AttemptOutcome, EventKind};
 use crate::model::result::{DEFAULT_MAX_RESULT_BYTES, ResultDocument};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
+use crate::ops::journal::{JournalLine, OpsAction};
 use crate::partner::Outcome;
 use crate::store::{DeliveryFilter, ListFilter, Note, Pause, Replay, StateChange};
 
@@ -37,7 +38,9 @@ impl Liaison {
     /// Pause a partner until `until` for its announced maintenance: nothing
     /// is sent to it, its work stays queued (nothing is lost), health shows
     /// the pause, and alerts raised for it meanwhile are marked as expected.
-    /// Shared through the store with every host instance.
+    /// Shared through the store with every host instance. Journaled in the
+    /// operations journal ([`Liaison::ops_journal`]) with `actor`, `reason`
+    /// and the until-time, in the pause's own transaction.
     pub async fn pause(
         &self,
         partner: &str,
@@ -55,7 +58,20 @@ impl Liaison {
             actor: actor.clone(),
             reason: reason.to_owned(),
         };
-        self.store().set_pause(partner, Some(pause)).await?;
+        let line = JournalLine::new(
+            self.store().now(),
+            actor.clone(),
+            OpsAction::PausePartner,
+            reason.trim(),
+        )
+        .partner(partner)
+        .target(format!(
+            "until {}",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+        self.store()
+            .set_pause_journaled(partner, Some(pause), line)
+            .await?;
         if let Some(rt) = self.shared.partners.get(partner) {
             rt.set_paused(Some(until));
         }
@@ -64,9 +80,19 @@ impl Liaison {
     }
 
     /// Lift a partner's pause now; its queued work goes out at once.
+    /// Journaled like [`Liaison::pause`].
     pub async fn resume(&self, partner: &str, actor: Actor, reason: &str) -> Result<()> {
         require_reason(reason)?;
-        self.store().set_pause(partner, None).await?;
+        let line = JournalLine::new(
+            self.store().now(),
+            actor.clone(),
+            OpsAction::ResumePartner,
+            reason.trim(),
+        )
+        .partner(partner);
+        self.store()
+            .set_pause_journaled(partner, None, line)
+            .await?;
         if let Some(rt) = self.shared.partners.get(partner) {
             rt.set_paused(None);
             rt.wake.notify_one();

@@ -7,10 +7,14 @@
 
 pub mod alerts;
 pub(crate) mod health;
+pub mod journal;
 mod metrics;
+pub mod questions;
 
 pub use health::{
     DispatcherHealth, HealthReport, InstanceHealth, PartnerHealth, Percentiles, TrafficHealth,
     Trend, Verdict, WindowOutcomes,
 };
+pub use journal::{JournalEntry, JournalFilter, JournalLine, OpsAction};
 pub use metrics::Metrics;
+pub use questions::{Answer, FourQuestions, ProblemCounts, Question};

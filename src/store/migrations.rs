@@ -108,6 +108,7 @@ migrations! {
     17, "shared_circuit", "0017_shared_circuit.sql";
     18, "no_hot_rows", "0018_no_hot_rows.sql";
     19, "privacy", "0019_privacy.sql";
+    20, "ops_journal", "0020_ops_journal.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

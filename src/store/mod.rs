@@ -77,6 +77,7 @@ use crate::model::event::{Attempt, Event};
 use crate::model::notification::{AlertNotification, SinkFailure};
 use crate::model::submission::{NewSubmission, Submission, SubmissionId};
 use crate::model::traffic::ExpectedTraffic;
+use crate::ops::journal::{JournalEntry, JournalFilter, JournalLine};
 
 /// The durable core. Every state change is one transaction that also appends
 /// its event to the timeline; a change that is not in the transition table
@@ -305,6 +306,22 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
     /// Shared by every host instance on this store.
     async fn set_pause(&self, partner: &str, pause: Option<Pause>) -> Result<()>;
 
+    /// [`OutboxStore::set_pause`] and its line in the operations journal,
+    /// in one transaction: both happen or neither.
+    async fn set_pause_journaled(
+        &self,
+        partner: &str,
+        pause: Option<Pause>,
+        line: JournalLine,
+    ) -> Result<JournalEntry>;
+
+    /// Write a line to the operations journal on its own (for an action
+    /// whose own writes are separate transactions, after them).
+    async fn journal(&self, line: JournalLine) -> Result<JournalEntry>;
+
+    /// The operations journal, newest first, as `filter` narrows it.
+    async fn ops_journal(&self, filter: &JournalFilter) -> Result<Vec<JournalEntry>>;
+
     /// Partners whose pause has not ended at `now`.
     async fn pauses(&self, now: DateTime<Utc>) -> Result<Vec<Pause>>;
 
@@ -411,6 +428,16 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
         actor: Actor,
         at: DateTime<Utc>,
     ) -> Result<Alert>;
+
+    /// [`OutboxStore::acknowledge_alert`] and its line in the operations
+    /// journal, in one transaction: both happen or neither.
+    async fn acknowledge_alert_journaled(
+        &self,
+        id: AlertId,
+        actor: Actor,
+        at: DateTime<Utc>,
+        line: JournalLine,
+    ) -> Result<(Alert, JournalEntry)>;
 
     /// Alerts, newest first: only open ones, or all (at most `limit`).
     async fn alerts(&self, open_only: bool, limit: usize) -> Result<Vec<Alert>>;

@@ -167,16 +167,18 @@ async fn status_answers_the_four_questions(db: Harness) {
     let run = outbox.run(&["status"]);
     run.ok()
         .has("Is it working today?")
+        .has("Yes: with problems to look at: bank: 50%")
         .has("DEGRADED")
         .has("bank: 50% of the submissions that ended in the window failed")
         .has("Do we notice when it breaks?")
         .has("2 stuck, 1 dead-lettered")
         .has("1 callback in quarantine")
-        .has("What is the impact?")
+        .has("Is there an impact?")
         .has("4 submissions worth 1525.00 (currency unspecified) at risk")
         .has("Can we recover?")
         .has(
-            "4 replayable submissions (1 failed, 1 dead-lettered, 2 stuck), 1 quarantined callback",
+            "4 replayable submissions (1 failed, 1 dead-lettered, 2 stuck) to replay, resolve or \
+             cancel; 1 quarantined callback to reprocess or dismiss",
         )
         .has("replay-where --dry-run")
         .has("callbacks --quarantined");
@@ -212,6 +214,10 @@ async fn status_answers_the_four_questions(db: Harness) {
     assert_eq!(json["noticed"]["stuck"], 2);
     assert_eq!(json["noticed"]["quarantined_callbacks"], 1);
     assert_eq!(json["recovery"]["replayable"], 4);
+    // The answers, worded as the ops page words them.
+    assert_eq!(json["questions"]["impact"]["yes"], true);
+    assert_eq!(json["questions"]["impact"]["good"], false);
+    assert_eq!(json["questions"]["counts"]["quarantined_callbacks"], 1);
     assert_eq!(json["health"]["partners"].as_array().unwrap().len(), 2);
 }
 
@@ -307,7 +313,9 @@ async fn an_empty_outbox_is_healthy(db: Harness) {
         .ok()
         .has("HEALTHY")
         .has("no submissions yet")
-        .has("0 submissions worth 0 at risk");
+        .has("Is there an impact?")
+        .has("No: no work is at risk")
+        .has("Yes: nothing needs recovering");
     run(&db, &["list"]).ok().has("no submissions match");
 }
 
@@ -753,6 +761,32 @@ async fn reprocess_explains_that_the_host_does_it(db: Harness) {
         Disposition::Malformed,
         "nothing changed"
     );
+
+    // With a reason it goes through `Liaison::reprocess_callback_by`, the
+    // ops page's journaled path, which needs the partner's matcher: the CLI
+    // has none, so it is refused, nothing changed and nothing journaled.
+    let run = outbox.run(&[
+        "reprocess",
+        &id,
+        "--reason",
+        "matcher fixed",
+        "--actor",
+        "dana",
+    ]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr.contains("Liaison::reprocess_callback_by"),
+        "{}",
+        run.stderr
+    );
+    let stored = outbox
+        .store()
+        .await
+        .callback(outbox.callback)
+        .await
+        .unwrap();
+    assert_eq!(stored.disposition, Disposition::Malformed);
+    outbox.run(&["journal"]).ok().has("0 journal lines");
 
     let json = outbox.run(&["reprocess", &id, "--json"]);
     assert_eq!(json.code, 2);
@@ -1302,11 +1336,19 @@ async fn alerts_lists_open_alerts_with_owners_and_ack_stops_reminders(db: Harnes
         .has("billing@clinic.example")
         .has("https://runbooks.example/stuck");
     outbox
-        .run(&["ack", &id, "--actor", "dana"])
+        .run(&["ack", &id, "--actor", "dana", "--note", "on it, lab called"])
         .ok()
         .has("acknowledged");
     let json = outbox.run(&["alerts", "--json"]).ok().json();
     assert_eq!(json[0]["acknowledged_by"], "dana");
+    // Journaled with its note, as the page journals it.
+    outbox
+        .run(&["journal", "--target", &id])
+        .ok()
+        .has("1 journal line")
+        .has("acknowledge_alert")
+        .has("dana")
+        .has("on it, lab called");
     let bad = outbox.run(&["ack", "nope"]);
     assert_eq!(bad.code, 2);
 }
@@ -1654,6 +1696,25 @@ async fn pause_and_resume_a_partner_with_a_reason(db: Harness) {
         .json();
     assert_eq!(json["action"], "resume");
     assert!(json.get("until").is_none());
+
+    // Each is in the operations journal, newest first, with who and why.
+    let lines = outbox
+        .run(&["--json", "journal", "--partner", "bank"])
+        .ok()
+        .json();
+    let lines = lines.as_array().unwrap();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["action"], "resume_partner");
+    assert_eq!(lines[0]["reason"], "maintenance over");
+    assert_eq!(lines[1]["action"], "pause_partner");
+    assert_eq!(lines[1]["actor"], "ops-anna");
+    assert_eq!(lines[1]["reason"], "bank maintenance window");
+    outbox
+        .run(&["journal", "--limit", "1"])
+        .ok()
+        .has("1 journal line")
+        .has("resume_partner")
+        .has("older lines: --before ");
 
     // Refused, nothing changed, exit 2.
     for (args, says) in [

@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 19] = [
+const CURRENT: [(i64, &str); 20] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -46,6 +46,7 @@ const CURRENT: [(i64, &str); 19] = [
     (17, "shared_circuit"),
     (18, "no_hot_rows"),
     (19, "privacy"),
+    (20, "ops_journal"),
 ];
 
 /// Take migration 14 (impact) back out: its columns and indexes, and the
@@ -242,7 +243,7 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 19, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 20, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.
@@ -414,6 +415,7 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
            DROP TABLE liaison_instances;
            ALTER TABLE liaison_partners DROP COLUMN last_served_at;
            ALTER TABLE liaison_partners DROP COLUMN expected_traffic;
+           DROP INDEX liaison_correlations_by_value;
            DROP TABLE liaison_correlations;
            DROP INDEX liaison_submissions_updated;
            DROP INDEX liaison_callbacks_quarantine;
@@ -435,6 +437,7 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
            DROP INDEX liaison_callbacks_uncleared;
            ALTER TABLE liaison_callbacks DROP COLUMN personal_cleared_at;
            DROP TABLE liaison_secrets;
+           DROP TABLE liaison_ops_journal;
            DELETE FROM liaison_migrations WHERE version > 9;
            UPDATE liaison_submissions SET correlation = '{"order_no":"SO-1","patient":"P-7"}'
                WHERE idempotency_key = 'L-done';

@@ -160,10 +160,13 @@ async fn the_four_questions_are_answered_at_the_top() {
         impact.contains("data-field=\"answer\">Yes<"),
         "work is at risk"
     );
-    assert!(impact.contains("3 submission(s) worth"), "{impact}");
+    assert!(impact.contains("3 submissions worth"), "{impact}");
     assert!(impact.contains("href=\"/lists/failed\""));
     let recover = &html[html.find("data-question=\"recoverable\"").unwrap()..];
-    assert!(recover.contains("3 submission(s) to replay, resolve or cancel"));
+    assert!(
+        recover.contains("3 replayable submissions (")
+            && recover.contains(") to replay, resolve or cancel")
+    );
     // They come before everything else.
     assert!(html.find("data-question").unwrap() < html.find("id=\"partners\"").unwrap());
 
@@ -614,6 +617,16 @@ async fn callbacks_are_dismissed_by_filter_after_a_dry_run_count() {
         Disposition::Malformed,
         "another partner"
     );
+    // One journal line for the three, on the lab's page.
+    let page = get(&app, "/partners/lab").await.body;
+    let journal = &page[page.find("id=\"journal\"").expect("the journal")..];
+    assert_eq!(
+        journal
+            .matches("data-journal=\"dismiss_callbacks\"")
+            .count(),
+        1
+    );
+    assert!(journal.contains("3 of 3 callback(s): the lab"), "{journal}");
 }
 
 #[tokio::test]
@@ -684,6 +697,11 @@ async fn a_partner_is_paused_and_resumed_with_who_and_why() {
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     assert!(refused.body.contains("invalid until") && refused.body.contains("value=\"yesterday\""));
     assert!(f.store.pauses(chrono::Utc::now()).await.unwrap().is_empty());
+    let page = get(&app, "/partners/lab").await.body;
+    assert!(
+        page.contains("id=\"journal\"") && page.contains("Nobody has acted here yet."),
+        "a refused action journals nothing"
+    );
     pause.pop();
     pause.push(("until", "2h"));
     let done = post_form(&app, "/partners/lab/pause", SAME, &pause).await;
@@ -712,6 +730,22 @@ async fn a_partner_is_paused_and_resumed_with_who_and_why() {
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert!(done.body.contains("is resumed by"));
     assert!(f.store.pauses(chrono::Utc::now()).await.unwrap().is_empty());
+    // Both are in the partner's operations journal, newest first, with
+    // who and why.
+    let page = get(&app, "/partners/lab").await.body;
+    let journal = &page[page.find("id=\"journal\"").expect("the journal")..];
+    let resumed = journal.find("data-journal=\"resume_partner\"").unwrap();
+    let paused = journal.find("data-journal=\"pause_partner\"").unwrap();
+    assert!(resumed < paused, "{journal}");
+    assert!(
+        journal[resumed..paused].contains("bob")
+            && journal[resumed..paused].contains("maintenance ended early")
+    );
+    assert!(journal[paused..].contains("ann") && journal[paused..].contains("ticket 4411"));
+    assert!(journal[paused..].contains("until "));
+    // Another partner's page has none of it.
+    let bank = get(&app, "/partners/bank").await.body;
+    assert!(bank.contains("Nobody has acted here yet."));
 }
 
 #[tokio::test]
@@ -744,7 +778,11 @@ async fn an_alert_is_acknowledged_with_a_name_and_shows_its_notifications() {
         &app,
         &path,
         SAME,
-        &[("actor", "dana (billing ops)"), ("token", TOKEN)],
+        &[
+            ("actor", "dana (billing ops)"),
+            ("reason", "on it; the lab is called"),
+            ("token", TOKEN),
+        ],
     )
     .await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
@@ -760,6 +798,18 @@ async fn an_alert_is_acknowledged_with_a_name_and_shows_its_notifications() {
     let page = get(&app, &format!("/alerts/{}", alert.id)).await.body;
     assert!(!page.contains("data-action=\"acknowledge\""));
     assert!(page.contains("by <bdi>dana (billing ops)</bdi>"));
+    // The acknowledgement and its note are journaled, on the alert's page.
+    let journal = &page[page.find("id=\"journal\"").expect("the journal")..];
+    assert!(
+        journal.contains("data-journal=\"acknowledge_alert\""),
+        "{journal}"
+    );
+    assert!(journal.contains("on it; the lab is called"), "{journal}");
+    assert_eq!(
+        journal.matches("data-journal=").count(),
+        1,
+        "the refused second acknowledgement journals nothing"
+    );
 }
 
 /// Every new action, refused without a token, with a wrong one, from

@@ -63,7 +63,9 @@ pub(crate) async fn ack(liaison: &Liaison, args: &AckArgs, json: bool) -> Outcom
         .id
         .parse()
         .map_err(|_| Fail::usage(format!("not an alert id: {:?}", args.id)))?;
-    let alert = liaison.acknowledge_alert(id, args.actor()).await?;
+    let alert = liaison
+        .acknowledge_alert_with_note(id, args.actor(), &args.note)
+        .await?;
     if json {
         print_json(&alert)?;
     } else {

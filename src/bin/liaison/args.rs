@@ -94,6 +94,10 @@ pub(crate) enum Command {
     /// One alert with its notifications: to which sink and owner, tries,
     /// delivered, pending or failed, and the last error.
     ShowAlert(ShowAlertArgs),
+    /// The operations journal, newest first: who paused or resumed a
+    /// partner, acknowledged an alert, reprocessed or dismissed callbacks
+    /// by filter, when and why.
+    Journal(JournalArgs),
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +177,9 @@ pub(crate) struct AlertsArgs {
 pub(crate) struct AckArgs {
     /// The alert id.
     pub(crate) id: String,
+    /// A note for the operations journal ("on it; the partner called").
+    #[arg(long, default_value = "")]
+    pub(crate) note: String,
     #[command(flatten)]
     pub(crate) actor: ActorArg,
 }
@@ -181,6 +188,23 @@ impl AckArgs {
     pub(crate) fn actor(&self) -> liaison::Actor {
         self.actor.actor()
     }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JournalArgs {
+    /// Only this partner's lines.
+    #[arg(long)]
+    pub(crate) partner: Option<String>,
+    /// Only the lines about this alert or callback id (or a bulk action's
+    /// filter, as journaled).
+    #[arg(long)]
+    pub(crate) target: Option<String>,
+    /// Only lines older than this journal id (the next page).
+    #[arg(long)]
+    pub(crate) before: Option<i64>,
+    /// At most this many lines (at most 1000).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: usize,
 }
 
 #[derive(Debug, Args)]
@@ -418,6 +442,14 @@ pub(crate) struct ReprocessArgs {
     /// The callback id.
     #[arg(value_parser = parse_callback_id)]
     pub(crate) id: CallbackId,
+    /// What was fixed: with it, the callback is reprocessed through
+    /// `Liaison::reprocess_callback_by` (journaled with the actor and this
+    /// reason) where this process has the partner's matcher; without it,
+    /// the callback is only described.
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
+    #[command(flatten)]
+    pub(crate) actor: ActorArg,
 }
 
 #[derive(Debug, Args)]

@@ -139,9 +139,48 @@ struct NotReprocessed {
     explanation: String,
 }
 
+/// `reprocess --reason` that reprocessed: what the run decided.
+#[derive(Debug, Serialize)]
+struct Reprocessed {
+    callback_id: String,
+    reprocessed: bool,
+    disposition: Disposition,
+    submission_id: Option<String>,
+}
+
 pub(crate) async fn reprocess(liaison: &Liaison, args: &ReprocessArgs, json: bool) -> Outcome {
     let c = liaison.store().callback(args.id).await?;
     let can = reprocessable(c.disposition) && c.body.is_some();
+    if let (true, Some(reason)) = (can, &args.reason) {
+        // The ops page's path: journaled with the actor and the reason. It
+        // needs the partner's matcher, which only a host application
+        // registers; refused (nothing changed) otherwise.
+        match liaison
+            .reprocess_callback_by(c.id, args.actor.actor(), reason)
+            .await
+        {
+            Ok(receipt) => {
+                if json {
+                    print_json(&Reprocessed {
+                        callback_id: c.id.to_string(),
+                        reprocessed: true,
+                        disposition: receipt.disposition,
+                        submission_id: receipt.submission_id.map(|s| s.to_string()),
+                    })?;
+                } else {
+                    print(&format!(
+                        "reprocessed callback {}: {}\n",
+                        c.id, receipt.disposition
+                    ))?;
+                }
+                return Ok(Done::Clean);
+            }
+            Err(liaison::Error::InvalidInput {
+                field: "partner", ..
+            }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let explanation = if !reprocessable(c.disposition) {
         format!(
             "callback {} is {}: there is nothing to reprocess.",
@@ -158,8 +197,9 @@ pub(crate) async fn reprocess(liaison: &Liaison, args: &ReprocessArgs, json: boo
             "the CLI cannot reprocess callbacks: verifying the signature and reading the \
              body need the partner's matcher and secrets, which only the host application \
              has. Fix the cause of its error first, then have the host application call \
-             Liaison::reprocess_callback(\"{}\") — through whatever admin route or task it \
-             exposes for that. The callback is kept as it arrived, so nothing is lost meanwhile.",
+             Liaison::reprocess_callback_by(\"{}\", actor, reason) — the ops page's \
+             reprocess, or whatever admin route or task it exposes; it is journaled with \
+             who and why. The callback is kept as it arrived, so nothing is lost meanwhile.",
             c.id
         )
     };

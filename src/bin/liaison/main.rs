@@ -11,6 +11,7 @@ mod args;
 mod callbacks;
 mod deliveries;
 mod fail;
+mod journal;
 mod open;
 mod pauses;
 mod render;
@@ -68,5 +69,6 @@ async fn run(cli: Cli) -> Outcome {
         Command::Pause(a) => pauses::pause(&liaison, a, json).await,
         Command::Resume(a) => pauses::resume(&liaison, a, json).await,
         Command::ShowAlert(a) => alerts::show(&liaison, a, json).await,
+        Command::Journal(a) => journal::list(&liaison, a, json).await,
     }
 }

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use liaison::Liaison;
 use liaison::SubmissionState;
-use liaison::callback::Disposition;
-use liaison::ops::{HealthReport, PartnerHealth, Verdict};
-use liaison::store::{AgeBand, CallbackFilter, ListFilter, Totals};
+use liaison::ops::{Answer, FourQuestions, HealthReport, PartnerHealth, Verdict};
+use liaison::store::{AgeBand, Totals};
 use serde::Serialize;
 
 use crate::args::StatusArgs;
@@ -24,6 +23,8 @@ struct Status {
     noticed: Noticed,
     impact: Impact,
     recovery: Recovery,
+    /// The four answers, worded as the ops page words them.
+    questions: FourQuestions,
     health: HealthReport,
 }
 
@@ -42,6 +43,8 @@ struct Noticed {
     /// Stored callbacks never verified or processed (disposition `received`).
     unverified_callbacks: u64,
     quarantined_callbacks: u64,
+    /// Results the host's handler gave up on.
+    parked_results: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -108,6 +111,7 @@ struct Recovery {
     dead_lettered: u64,
     stuck: u64,
     quarantined_callbacks: u64,
+    parked_results: u64,
     commands: Vec<String>,
 }
 
@@ -118,25 +122,8 @@ pub(crate) async fn run(
     json: bool,
 ) -> Outcome {
     let report = liaison.health(args.window).await?;
-    let quarantined = count_callbacks(liaison, CallbackFilter::quarantined()).await?;
-    let unverified = count_callbacks(
-        liaison,
-        CallbackFilter::default().disposition(Disposition::Received),
-    )
-    .await?;
-    let in_state = |state| -> u64 {
-        report
-            .partners
-            .iter()
-            .map(|p| p.by_state.get(&state).map_or(0, |t| t.count))
-            .sum()
-    };
-    let (failed, dead_lettered, stuck) = (
-        in_state(SubmissionState::Failed),
-        in_state(SubmissionState::DeadLettered),
-        in_state(SubmissionState::Stuck),
-    );
-    let replayable = failed + dead_lettered + stuck;
+    let questions = liaison.four_questions(&report).await?;
+    let c = questions.counts;
     let status = Status {
         verdict: report.verdict,
         window_secs: report.window_secs,
@@ -145,21 +132,24 @@ pub(crate) async fn run(
             reasons: report.reasons.clone(),
         },
         noticed: Noticed {
-            problems: stuck + dead_lettered + unverified + quarantined,
-            stuck,
-            dead_lettered,
-            unverified_callbacks: unverified,
-            quarantined_callbacks: quarantined,
+            problems: c.problems(),
+            stuck: c.stuck,
+            dead_lettered: c.dead_lettered,
+            unverified_callbacks: c.unverified_callbacks,
+            quarantined_callbacks: c.quarantined_callbacks,
+            parked_results: c.parked_results,
         },
         impact: impact(&report),
         recovery: Recovery {
-            replayable,
-            failed,
-            dead_lettered,
-            stuck,
-            quarantined_callbacks: quarantined,
-            commands: commands(target, replayable, quarantined),
+            replayable: c.replayable(),
+            failed: c.failed,
+            dead_lettered: c.dead_lettered,
+            stuck: c.stuck,
+            quarantined_callbacks: c.quarantined_callbacks,
+            parked_results: c.parked_results,
+            commands: commands(target, c.replayable(), c.quarantined_callbacks),
         },
+        questions,
         health: report,
     };
     if json {
@@ -172,12 +162,6 @@ pub(crate) async fn run(
     } else {
         Done::Clean
     })
-}
-
-async fn count_callbacks(liaison: &Liaison, filter: CallbackFilter) -> liaison::Result<u64> {
-    // Counted, never shown: read no body.
-    let filter = filter.limit(ListFilter::MAX_LIMIT).without_body();
-    Ok(liaison.store().list_callbacks(&filter).await?.len() as u64)
 }
 
 fn commands(target: &Target, replayable: u64, quarantined: u64) -> Vec<String> {
@@ -215,17 +199,23 @@ fn window_words(window: Duration) -> String {
     }
 }
 
+/// `Is it working today?          Yes: every partner is working`.
+fn line(out: &mut String, a: &Answer) {
+    out.push_str(&format!(
+        "{:<30}{}: {}\n",
+        a.question.words(),
+        if a.yes { "Yes" } else { "No" },
+        a.reason
+    ));
+}
+
 fn human(s: &Status, window: Duration) -> String {
     let mut out = String::new();
     let last = window_words(window);
-    let working = match s.verdict {
-        Verdict::Healthy => "yes".to_owned(),
-        Verdict::Degraded => "yes, with problems to look at".to_owned(),
-        Verdict::Down => "no".to_owned(),
-        _ => "unknown".to_owned(),
-    };
+    let q = &s.questions;
+    line(&mut out, &q.working);
     out.push_str(&format!(
-        "Is it working today?          {} ({working}; last {last})\n",
+        "  - overall {} over the last {last}\n",
         verdict_word(s.verdict)
     ));
     if s.health.partners.is_empty() {
@@ -234,32 +224,10 @@ fn human(s: &Status, window: Duration) -> String {
     for reason in &s.working.reasons {
         out.push_str(&format!("  - {reason}\n"));
     }
+    line(&mut out, &q.noticed);
 
-    let n = &s.noticed;
-    out.push_str(&format!(
-        "Do we notice when it breaks?  {} flagged: {} stuck, {} dead-lettered, {}, {} in quarantine\n",
-        count(n.problems, "problem", "problems"),
-        n.stuck,
-        n.dead_lettered,
-        count(
-            n.unverified_callbacks,
-            "callback stored but never verified",
-            "callbacks stored but never verified"
-        ),
-        count(n.quarantined_callbacks, "callback", "callbacks"),
-    ));
-
+    line(&mut out, &q.impact);
     let i = &s.impact;
-    out.push_str(&format!(
-        "What is the impact?           {} worth {} at risk",
-        count(i.submissions, "submission", "submissions"),
-        i.value
-    ));
-    out.push_str(if i.submissions > 0 {
-        " (failed, dead-lettered, stuck or past the delay budget)\n"
-    } else {
-        "\n"
-    });
     let split = |groups: Vec<(&str, &Totals)>| {
         groups
             .into_iter()
@@ -279,27 +247,9 @@ fn human(s: &Status, window: Duration) -> String {
             split(i.by_age.iter().map(|(a, t)| (a.as_str(), t)).collect())
         ));
     }
-    for d in &i.deadlines {
-        out.push_str(&format!("  - {}: {}\n", d.partner, d.words));
-    }
 
+    line(&mut out, &q.recoverable);
     let r = &s.recovery;
-    out.push_str(&format!(
-        "Can we recover?               {} ({} failed, {} dead-lettered, {} stuck), {}\n",
-        count(
-            r.replayable,
-            "replayable submission",
-            "replayable submissions"
-        ),
-        r.failed,
-        r.dead_lettered,
-        r.stuck,
-        count(
-            r.quarantined_callbacks,
-            "quarantined callback",
-            "quarantined callbacks"
-        ),
-    ));
     for command in &r.commands {
         out.push_str(&format!("  $ {command}\n"));
     }
@@ -307,6 +257,9 @@ fn human(s: &Status, window: Duration) -> String {
         out.push_str(
             "  (quarantined callbacks are reprocessed by the host application: see `liaison reprocess ID`;\n   one that needs no reprocessing is dismissed: `liaison dismiss ID --reason \"<why>\"`)\n",
         );
+    }
+    if r.parked_results > 0 {
+        out.push_str("  (parked results: see `liaison deliveries`)\n");
     }
 
     if !s.health.partners.is_empty() {

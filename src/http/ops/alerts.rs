@@ -14,9 +14,11 @@ use super::html::{
     CELL_CHARS, DETAIL_CHARS, Shell, class_words, document, error_page, respond, safe_link, shown,
     when,
 };
+use super::journal::JOURNAL_ROWS;
 use super::params::Params;
 use super::{OpsState, Shared};
 use crate::model::event::Actor;
+use crate::ops::JournalFilter;
 use crate::ops::alerts::{Alert, AlertId, AlertNotification};
 
 /// A table of alerts, each linking to its page (history and acknowledge).
@@ -94,11 +96,22 @@ pub(super) async fn page(State(state): State<Shared>, Path(id): Path<String>) ->
         let id: AlertId = id.parse()?;
         let alert = state.liaison.store().alert(id).await?;
         let sent = state.liaison.alert_notifications(id).await?;
-        Ok::<_, Failure>((alert, sent))
+        let journal = state
+            .liaison
+            .ops_journal(
+                &JournalFilter::default()
+                    .target(id.to_string())
+                    .limit(JOURNAL_ROWS),
+            )
+            .await?;
+        Ok::<_, Failure>((alert, sent, journal))
     };
     match loaded.await {
-        Ok((alert, sent)) => {
-            let body = render(&state, &alert, &sent);
+        Ok((alert, sent, journal)) => {
+            let body = html! {
+                (render(&state, &alert, &sent))
+                (super::journal::table(&journal))
+            };
             let shell = Shell {
                 state: &state,
                 query: "",
@@ -137,7 +150,7 @@ fn render(state: &OpsState, a: &Alert, sent: &[AlertNotification]) -> Markup {
                         legend { "Acknowledge: I am on it" }
                         p.muted { "Reminders to the owner stop; the alert stays open until the problem clears." }
                         label { "Your name " input name="actor" required maxlength="200"; }
-                        label { "Note (optional, goes to the log) " input name="reason" maxlength="2000"; }
+                        label { "Note (optional, journaled) " input name="reason" maxlength="2000"; }
                         label { "Ops token " input type="password" name="token" required autocomplete="off"; }
                         button type="submit" { "Acknowledge" }
                     }
@@ -205,7 +218,7 @@ pub(super) async fn acknowledge(
         }
         let done = state
             .liaison
-            .acknowledge_alert(id, Actor::person(actor.as_str()))
+            .acknowledge_alert_with_note(id, Actor::person(actor.as_str()), request.reason.trim())
             .await?;
         tracing::warn!(
             alert = %id,

@@ -19,6 +19,7 @@ use super::lists::{Page, pager};
 use super::params::Params;
 use super::{OpsState, Shared};
 use crate::callback::{CallbackId, Disposition, StoredCallback};
+use crate::engine::BulkScope;
 use crate::model::event::Actor;
 use crate::store::{CallbackFilter, ListFilter};
 
@@ -434,32 +435,36 @@ pub(super) async fn act_where(
                 ),
             ));
         }
-        let (mut changed, mut refused) = (0usize, Vec::new());
-        for id in &ids {
-            let outcome = if reprocessing {
-                state
-                    .liaison
-                    .reprocess_callback_by(*id, Actor::person(actor.as_str()), reason)
-                    .await
-                    .map(drop)
-            } else {
-                state
-                    .liaison
-                    .dismiss_callback(*id, Actor::person(actor.as_str()), reason)
-                    .await
-                    .map(drop)
-            };
-            match outcome {
-                Ok(()) => changed += 1,
-                Err(e) => refused.push((*id, Failure::from(e).message)),
-            }
-        }
+        let words = filter.words();
+        let scope = BulkScope {
+            ids: &ids,
+            filter: &words,
+            partner: filter.partner.as_deref(),
+        };
+        let actor = Actor::person(actor.as_str());
+        let outcome = if reprocessing {
+            state
+                .liaison
+                .reprocess_callbacks_by(scope, actor, reason)
+                .await?
+        } else {
+            state
+                .liaison
+                .dismiss_callbacks(scope, actor, reason)
+                .await?
+        };
+        let changed = outcome.changed;
+        let refused: Vec<(CallbackId, String)> = outcome
+            .refused
+            .into_iter()
+            .map(|(id, e)| (id, Failure::from(e).message))
+            .collect();
         tracing::warn!(
             action = if reprocessing { "reprocess_callbacks" } else { "dismiss_callbacks" },
             filter = %filter.query(),
             changed,
             refused = refused.len(),
-            actor = actor.as_str(),
+            actor = request.actor.as_str(),
             reason,
             "ops page action"
         );

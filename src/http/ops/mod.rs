@@ -96,6 +96,7 @@ mod detail;
 mod failure;
 mod forms;
 mod html;
+mod journal;
 mod lists;
 mod overview;
 mod params;

@@ -16,7 +16,7 @@ use super::html::{
 use super::lists::{
     List, PAGE_ROWS, Page, deliveries_table, listed_value, pager, submissions_table,
 };
-use super::questions::{self, Counts};
+use super::questions;
 use super::{OpsState, Shared};
 use crate::model::delivery::{Delivery, DeliveryState};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
@@ -60,13 +60,7 @@ async fn render(state: &Shared) -> Result<String, Failure> {
         let day = chart::load(store.as_ref(), &p.partner, now).await?;
         charts.push(chart::render(&day, &p.partner));
     }
-    let answers = questions::answer(
-        &report,
-        Counts {
-            parked: parked.len(),
-            parked_capped: parked.len() >= ListFilter::MAX_LIMIT,
-        },
-    );
+    let answers = liaison.four_questions(&report).await?;
 
     let body = html! {
         (header(state, &report))

@@ -13,9 +13,10 @@ use super::forms::{checked, done, failed, read_only, who_and_why};
 use super::html::{
     CELL_CHARS, Shell, document, error_page, respond, shown, verdict_class, verdict_word, when,
 };
+use super::journal::JOURNAL_ROWS;
 use super::lists::with_partner;
 use super::{OpsState, Shared};
-use crate::ops::PartnerHealth;
+use crate::ops::{JournalEntry, JournalFilter, PartnerHealth};
 use crate::store::Pause;
 
 /// Longest pause the page accepts: a maintenance window, not a shutdown.
@@ -29,10 +30,10 @@ pub(super) async fn page(State(state): State<Shared>, Path(partner): Path<String
     }
 }
 
-async fn load(
-    state: &Shared,
-    partner: &str,
-) -> Result<(Option<PartnerHealth>, Option<Pause>), Failure> {
+/// What the page shows: health, pause, and the partner's journal lines.
+type Loaded = (Option<PartnerHealth>, Option<Pause>, Vec<JournalEntry>);
+
+async fn load(state: &Shared, partner: &str) -> Result<Loaded, Failure> {
     let report = state.liaison.health(state.window).await?;
     let health = report.partners.into_iter().find(|p| p.partner == partner);
     let pause = state
@@ -42,7 +43,15 @@ async fn load(
         .await?
         .into_iter()
         .find(|p| p.partner == partner);
-    Ok((health, pause))
+    let journal = state
+        .liaison
+        .ops_journal(
+            &JournalFilter::default()
+                .partner(partner)
+                .limit(JOURNAL_ROWS),
+        )
+        .await?;
+    Ok((health, pause, journal))
 }
 
 async fn render(
@@ -52,7 +61,7 @@ async fn render(
     error: Option<&str>,
     status: StatusCode,
 ) -> Result<Response, Failure> {
-    let (health, pause) = load(state, partner).await?;
+    let (health, pause, journal) = load(state, partner).await?;
     let path = partner_path(partner);
     let body = html! {
         h1 { "Partner " (shown(partner, CELL_CHARS)) " "
@@ -87,6 +96,7 @@ async fn render(
             None => p data-field="paused" { "Not paused: work is sent as usual." }
         }
         (forms(state, &path, pause.is_some(), request))
+        (super::journal::table(&journal))
     };
     let shell = Shell { state, query: "" };
     Ok(respond(status, document(&shell, "Ops: partner", body)))

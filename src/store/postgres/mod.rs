@@ -44,6 +44,7 @@ mod deliveries;
 mod driver;
 mod hints;
 mod instances;
+mod journal;
 mod listen;
 mod migrate;
 mod notifications;
@@ -90,6 +91,7 @@ use crate::model::submission::{
     NewSubmission, Submission, SubmissionId, SubmissionState, ValidSubmission,
 };
 use crate::model::traffic::ExpectedTraffic;
+use crate::ops::journal::{JournalEntry, JournalFilter, JournalLine};
 
 /// The outbox on PostgreSQL: a pool of connections, every write one
 /// `READ COMMITTED` transaction, and row locks where instances could race.
@@ -669,6 +671,27 @@ impl OutboxStore for PostgresStore {
         ))
     }
 
+    async fn set_pause_journaled(
+        &self,
+        partner: &str,
+        pause: Option<Pause>,
+        line: JournalLine,
+    ) -> Result<JournalEntry> {
+        crate::model::submission::validate_partner(partner)?;
+        write_tx!(self, |db| async {
+            partners::set_pause_on(db, partner, pause.as_ref(), self.now()).await?;
+            journal::write_on(db, &line).await
+        })
+    }
+
+    async fn journal(&self, line: JournalLine) -> Result<JournalEntry> {
+        write_tx!(self, |db| journal::write_on(db, &line))
+    }
+
+    async fn ops_journal(&self, filter: &JournalFilter) -> Result<Vec<JournalEntry>> {
+        read!(self, |db| journal::read_on(db, filter))
+    }
+
     async fn pauses(&self, now: DateTime<Utc>) -> Result<Vec<Pause>> {
         read!(self, |db| partners::pauses_on(db, now))
     }
@@ -804,6 +827,19 @@ impl OutboxStore for PostgresStore {
         at: DateTime<Utc>,
     ) -> Result<Alert> {
         write_tx!(self, |db| alerts::acknowledge_on(db, id, &actor, at))
+    }
+
+    async fn acknowledge_alert_journaled(
+        &self,
+        id: AlertId,
+        actor: Actor,
+        at: DateTime<Utc>,
+        line: JournalLine,
+    ) -> Result<(Alert, JournalEntry)> {
+        write_tx!(self, |db| async {
+            let alert = alerts::acknowledge_on(db, id, &actor, at).await?;
+            Ok::<_, Error>((alert, journal::write_on(db, &line).await?))
+        })
     }
 
     async fn alerts(&self, open_only: bool, limit: usize) -> Result<Vec<Alert>> {

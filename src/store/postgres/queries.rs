@@ -133,6 +133,15 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Subm
             " AND partner = ?",
             Box::new(clean(partner).into_owned()),
         );
+    } else if filter.idempotency_key.is_some() || filter.external_ref.is_some() {
+        // A key or the partner's reference without a partner (the ops
+        // page's search) is looked up per known partner on the (partner,
+        // key) and (partner, reference) indexes: every partner with
+        // submissions has folded counts or pending deltas.
+        sql.push_str(
+            " AND partner IN (SELECT partner FROM liaison_state_counts \
+             UNION SELECT partner FROM liaison_state_deltas)",
+        );
     }
     if !filter.states.is_empty() {
         let states: Vec<String> = filter.states.iter().map(|s| s.as_str().into()).collect();

@@ -8,6 +8,7 @@ mod deadlines;
 mod deliveries;
 mod driver;
 mod instances;
+mod journal;
 mod migrate;
 mod notifications;
 mod partners;
@@ -55,6 +56,7 @@ use crate::model::event::{Attempt, Event};
 use crate::model::notification::{AlertNotification, SinkFailure};
 use crate::model::submission::{NewSubmission, Submission, SubmissionId, ValidSubmission};
 use crate::model::traffic::ExpectedTraffic;
+use crate::ops::journal::{JournalEntry, JournalFilter, JournalLine};
 
 pub use self::migrate::SCHEMA_VERSION;
 
@@ -763,6 +765,22 @@ impl OutboxStore for SqliteStore {
             .await
     }
 
+    async fn acknowledge_alert_journaled(
+        &self,
+        id: AlertId,
+        actor: Actor,
+        at: DateTime<Utc>,
+        line: JournalLine,
+    ) -> Result<(Alert, JournalEntry)> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                let alert = alerts::acknowledge_on(conn, id, &actor, at)?;
+                Ok((alert, journal::write_on(conn, &line)?))
+            })
+            .await
+    }
+
     async fn alerts(&self, open_only: bool, limit: usize) -> Result<Vec<Alert>> {
         self.read(move |conn| alerts::alerts_on(conn, open_only, limit))
             .await
@@ -827,6 +845,35 @@ impl OutboxStore for SqliteStore {
                 partners::set_pause_on(conn, &partner, pause.as_ref(), crate::clock::now())
             })
             .await
+    }
+
+    async fn set_pause_journaled(
+        &self,
+        partner: &str,
+        pause: Option<Pause>,
+        line: JournalLine,
+    ) -> Result<JournalEntry> {
+        crate::model::submission::validate_partner(partner)?;
+        let partner = partner.to_owned();
+        self.inner
+            .writer
+            .write(move |conn| {
+                partners::set_pause_on(conn, &partner, pause.as_ref(), crate::clock::now())?;
+                journal::write_on(conn, &line)
+            })
+            .await
+    }
+
+    async fn journal(&self, line: JournalLine) -> Result<JournalEntry> {
+        self.inner
+            .writer
+            .write(move |conn| journal::write_on(conn, &line))
+            .await
+    }
+
+    async fn ops_journal(&self, filter: &JournalFilter) -> Result<Vec<JournalEntry>> {
+        let filter = filter.clone();
+        self.read(move |conn| journal::read_on(conn, &filter)).await
     }
 
     async fn pauses(&self, now: DateTime<Utc>) -> Result<Vec<Pause>> {

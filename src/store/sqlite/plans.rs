@@ -274,6 +274,20 @@ mod tests {
                 .state(SubmissionState::AwaitingResult)
                 .correlation("order_no", "SO-1")
                 .limit(2),
+            // The ops page's search: a key, the partner's reference or a
+            // correlation value under any field name, with no partner.
+            ListFilter::default()
+                .idempotency_key("k-1")
+                .without_payload()
+                .limit(100),
+            ListFilter::default()
+                .external_ref("R-k-1")
+                .without_payload()
+                .limit(100),
+            ListFilter::default()
+                .correlation_value("SO-1")
+                .without_payload()
+                .limit(100),
             // Changes since a time, alone and with the other filters.
             ListFilter::default()
                 .updated_since(Utc::now() - chrono::Duration::minutes(5))
@@ -463,20 +477,56 @@ mod tests {
         let lookups: Vec<&&String> = hot
             .iter()
             .filter(|s| !s.starts_with("DELETE"))
-            .filter(|s| s.contains("liaison_correlations WHERE") || s.contains("updated_at >="))
+            .filter(|s| {
+                s.contains("liaison_correlations WHERE name") || s.contains("updated_at >=")
+            })
             .collect();
         assert_eq!(lookups.len(), 8, "{lookups:#?}");
         for sql in lookups {
             let plan = plan(&Connection::open(&path).unwrap(), sql)
                 .expect("a statement with a plan")
                 .join("; ");
-            let index = if sql.contains("liaison_correlations WHERE") {
+            let index = if sql.contains("liaison_correlations WHERE name") {
                 "INDEX liaison_correlations_value (name=? AND value=?"
             } else {
                 "INDEX liaison_submissions_updated (updated_at>?)"
             };
             assert!(plan.contains(index), "{sql}\n{plan}");
             assert!(!plan.contains("rowid>?"), "{sql}\n{plan}");
+        }
+        // The search without a partner: per known partner on the (partner,
+        // key) and (partner, reference) indexes; a correlation value under
+        // any name on the index of values (migration 20), each page too.
+        for (needle, index, pages) in [
+            (
+                "AND idempotency_key = ?",
+                "INDEX liaison_submissions_key (partner=? AND idempotency_key=?",
+                2,
+            ),
+            (
+                "AND external_ref = ?",
+                "INDEX liaison_submissions_external_ref (partner=? AND external_ref=?",
+                2,
+            ),
+            (
+                "liaison_correlations WHERE value = ?",
+                "INDEX liaison_correlations_by_value (value=?",
+                2,
+            ),
+        ] {
+            let searches: Vec<&&String> = hot
+                .iter()
+                .filter(|s| s.contains("WHERE 1 = 1") && s.contains(needle))
+                .filter(|s| !s.contains("AND partner = ?"))
+                .collect();
+            assert_eq!(searches.len(), pages, "{needle}: {searches:#?}");
+            for sql in searches {
+                let plan = plan(&Connection::open(&path).unwrap(), sql)
+                    .expect("a statement with a plan")
+                    .join("; ");
+                assert!(plan.contains(index), "{sql}\n{plan}");
+                assert!(!plan.contains("SCAN liaison_submissions"), "{sql}\n{plan}");
+            }
         }
         let by_key = plan_of("WHERE id = COALESCE(");
         for index in [
@@ -526,6 +576,7 @@ mod tests {
                    ('liaison_submissions', 'sqlite_autoindex_liaison_submissions_1', '1000000 1'),
                    ('liaison_submissions', 'liaison_submissions_updated', '1000000 1'),
                    ('liaison_correlations', 'liaison_correlations_value', '3000000 1000000 3 3 1'),
+                   ('liaison_correlations', 'liaison_correlations_by_value', '3000000 3 3 1'),
                    ('liaison_correlations', 'sqlite_autoindex_liaison_correlations_1', '3000000 3 1'),
                    ('liaison_deliveries', 'liaison_deliveries_due', '10 10 1'),
                    ('liaison_deliveries', 'liaison_deliveries_order', '100 100 100 1'),

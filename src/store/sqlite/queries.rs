@@ -114,16 +114,28 @@ pub(crate) fn by_key_on(conn: &Connection, partner: &str, key: &str) -> Result<O
         .map_err(db_err("read submission by key"))
 }
 
+/// Every partner with submissions: the state counts hold a row for each.
+const KNOWN_PARTNERS: &str = " AND partner IN (SELECT partner FROM liaison_state_counts)";
+
 pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Submission>> {
     let columns = submission_columns(SUBMISSION_COLUMNS, filter.without_payload, "payload,");
     // SQLite has no statistics for the new filters (most hosts never run
     // ANALYZE) and would walk the table in `seq` order: a correlation
     // filter is read from its index and the submissions by rowid, a
     // filter by time of change from the index of `updated_at`.
+    // A key or the partner's reference without a partner (the ops page's
+    // search) is looked up per known partner on the (partner, key) and
+    // (partner, reference) indexes, never by walking the table.
+    let per_partner = filter.partner.is_none()
+        && (filter.idempotency_key.is_some() || filter.external_ref.is_some());
     let hint = if filter.correlation.is_some() {
         " NOT INDEXED"
     } else if filter.updated_since.is_some() {
         " INDEXED BY liaison_submissions_updated"
+    } else if per_partner && filter.idempotency_key.is_some() {
+        " INDEXED BY liaison_submissions_key"
+    } else if per_partner {
+        " INDEXED BY liaison_submissions_external_ref"
     } else {
         ""
     };
@@ -135,6 +147,8 @@ pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Subm
     };
     if let Some(partner) = &filter.partner {
         arg(&mut sql, " AND partner = ?", partner.clone().into());
+    } else if per_partner {
+        sql.push_str(KNOWN_PARTNERS);
     }
     if !filter.states.is_empty() {
         sql.push_str(" AND state IN (");

@@ -68,6 +68,22 @@ pub async fn a_submission_is_found_by_reference_or_any_correlation_value(h: &Har
             .await
             .is_empty()
     );
+    // A key without a partner: looked up per known partner (a partner
+    // first seen just now included).
+    let shop = store
+        .enqueue(submission("shop", "B-1"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    assert_eq!(
+        find(ListFilter::default().idempotency_key("B-1")).await,
+        [bank, shop]
+    );
+    assert_eq!(
+        find(ListFilter::default().idempotency_key("L-1")).await,
+        [lab]
+    );
     // Any field name, either partner.
     assert_eq!(
         find(ListFilter::default().correlation_value("SO-9913")).await,

@@ -28,6 +28,7 @@ mod health_stats;
 pub mod hostile;
 mod impact;
 mod input;
+mod journal;
 mod ledger;
 mod limits;
 mod lookup;
@@ -120,6 +121,8 @@ conformance! {
     desk::a_submission_is_found_by_reference_or_any_correlation_value,
     desk::open_work_by_deadline_pages_with_a_cursor,
     desk::callbacks_and_deliveries_page_with_a_cursor,
+    journal::pause_resume_and_acknowledge_are_journaled_with_actor_and_reason,
+    journal::bulk_dismissal_and_an_unmatched_reprocess_are_journaled_once,
     claims::concurrent_claimers_never_receive_the_same_submission,
     claims::a_stale_token_changes_nothing_and_is_journaled,
     claims::expired_leases_come_back_and_are_journaled,

@@ -111,6 +111,7 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
          DROP INDEX liaison_submissions_unpurged;
          DROP INDEX liaison_callbacks_unpurged;
          DROP INDEX liaison_callbacks_settled;
+         DROP INDEX liaison_correlations_by_value;
          DROP TABLE liaison_correlations;
          DROP INDEX liaison_submissions_updated;
          DROP TABLE liaison_alert_notifications;
@@ -154,6 +155,7 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
          DROP INDEX liaison_callbacks_uncleared;
          ALTER TABLE liaison_callbacks DROP COLUMN personal_cleared_at;
          DROP TABLE liaison_secrets;
+         DROP TABLE liaison_ops_journal;
          DELETE FROM liaison_migrations WHERE version > 2;",
         schema.name
     ))
