@@ -100,6 +100,9 @@ pub(crate) async fn run_partner(
     // taken, perhaps by other instances, whose finishing nothing here
     // hears of): the next look waits longer, up to the poll interval.
     let mut full = 0u32;
+    // The last claim found the partner's concurrency taken across
+    // instances: the slots are contended.
+    let mut contended = false;
     while !stop.is_cancelled() {
         // Capacity first: wait for one permit...
         let first = tokio::select! {
@@ -109,6 +112,16 @@ pub(crate) async fn run_partner(
                 Err(_) => break, // the semaphore is never closed
             },
         };
+        // ...and when other instances want the partner's slots too, an
+        // instance that holds some does not take a freed one back at once:
+        // it would always win it (it hears of it first) and starve the
+        // others, which only look every few milliseconds.
+        if contended && rt.permits.available_permits() + 1 < rt.config.concurrency {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(contended_wait()) => {}
+            }
+        }
         // A paused partner gets nothing; its work waits in the queue.
         if let Some(until) = rt.paused(shared.now()) {
             drop(first);
@@ -186,6 +199,7 @@ pub(crate) async fn run_partner(
             Some(Limited::Concurrency { .. }) if leases.is_empty() => full.saturating_add(1),
             _ => 0,
         };
+        contended = matches!(limited, Some(Limited::Concurrency { .. }));
         // Reliability tests: the claim is committed, no request is sent yet.
         #[cfg(feature = "failpoints")]
         if !leases.is_empty() {
@@ -278,6 +292,14 @@ const FULL_MAX_WAIT: Duration = Duration::from_millis(50);
 
 /// How long to wait after `full` claims in a row found no free slot:
 /// doubling from [`FULL_FIRST_WAIT`] up to [`FULL_MAX_WAIT`] (or `poll`).
+/// How long an instance holding some of a contended partner's slots lets
+/// a freed one go to others first: random, up to the longest wait of an
+/// instance that found them all taken, so either may win it.
+fn contended_wait() -> Duration {
+    let most = u64::try_from(FULL_MAX_WAIT.as_micros()).unwrap_or(u64::MAX);
+    Duration::from_micros(rand::random_range(0..=most))
+}
+
 fn full_wait(full: u32, poll: Duration) -> Duration {
     let doublings = full.saturating_sub(1).min(16);
     FULL_FIRST_WAIT

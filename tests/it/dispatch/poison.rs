@@ -410,9 +410,15 @@ async fn crash_alert(store: Arc<dyn OutboxStore>) {
         "{}",
         alert.details
     );
+    // The notice goes out from whichever claims it first: this call or the
+    // running engine's alert loop (then a moment later).
     let mut seen = Vec::new();
-    while let Ok((event, a)) = notices.try_recv() {
-        seen.push((event, a.class));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains(&(AlertEvent::Opened, ProblemClass::WorkerCrashed)) {
+        match tokio::time::timeout_at(deadline, notices.recv()).await {
+            Ok(Some((event, a))) => seen.push((event, a.class)),
+            _ => break,
+        }
     }
     assert!(
         seen.contains(&(AlertEvent::Opened, ProblemClass::WorkerCrashed)),
@@ -461,8 +467,14 @@ async fn crash_alert(store: Arc<dyn OutboxStore>) {
     let lab = report.partners.iter().find(|p| p.partner == "lab").unwrap();
     assert_eq!(lab.worker_crashed, 0);
     let mut resolved = false;
-    while let Ok((event, a)) = notices.try_recv() {
-        resolved |= event == AlertEvent::Resolved && a.class == ProblemClass::WorkerCrashed;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !resolved {
+        match tokio::time::timeout_at(deadline, notices.recv()).await {
+            Ok(Some((event, a))) => {
+                resolved = event == AlertEvent::Resolved && a.class == ProblemClass::WorkerCrashed;
+            }
+            _ => break,
+        }
     }
     assert!(resolved, "a Resolved notice went out");
     // The innocent claims went through once each.
