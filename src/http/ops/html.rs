@@ -184,7 +184,7 @@ nav.top form{display:flex;gap:.3rem;margin-left:auto}nav.top input{min-width:20r
 .question{border:1px solid #ccc;border-radius:.5rem;padding:.5rem 1rem}.question h3{font-size:1rem}\
 .pager{display:flex;gap:1rem;align-items:center}\
 pre.body{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f6f6;border:1px solid #ddd;padding:.5rem;max-height:24rem;overflow:auto}\
-.legend span{margin-right:1rem}.nowrap{white-space:nowrap}.muted{color:#666}svg{max-width:100%;height:auto}";
+.wide{overflow-x:auto}.legend span{margin-right:1rem}.nowrap{white-space:nowrap}.muted{color:#666}svg{max-width:100%;height:auto}";
 
 /// What every page's top bar needs: the read token for its links.
 pub(super) struct Shell<'a> {

@@ -196,14 +196,14 @@ fn engines_table(report: &HealthReport) -> Markup {
         @if report.instances.is_empty() {
             p { "No engine has recorded itself in the store in the last day: nothing sends queued work." }
         } @else {
-            table #engines-list {
+            div.wide { table #engines-list {
                 thead { tr { th { "Instance" } th { "Host" } th { "PID" } th { "Version" } th { "Started" }
                     th { "Partners" } th { "Last beat" } th { "State" } } }
                 tbody {
                     @for i in &report.instances {
                         @let inst = &i.instance;
                         tr data-instance=(inst.id) {
-                            td.nowrap { (shown(&inst.id, CELL_CHARS)) }
+                            td { (shown(&inst.id, CELL_CHARS)) }
                             td { (shown(&inst.host, CELL_CHARS)) }
                             td { (inst.pid) }
                             td { (shown(&inst.version, CELL_CHARS)) }
@@ -218,7 +218,7 @@ fn engines_table(report: &HealthReport) -> Markup {
                         }
                     }
                 }
-            }
+            } }
         }
     }
 }
