@@ -1440,8 +1440,8 @@ async fn the_overview_shows_value_per_currency_and_the_nearest_business_deadline
         html.contains("Value at risk: <strong>EUR 250.00 + USD 10.00</strong> in 2 submission(s)"),
         "{html}"
     );
-    assert!(html.contains("<bdi>claim.submit</bdi>: EUR 250.00 + USD 10.00 in 2 submission(s)"));
-    assert!(html.contains("&lt; 1 h: EUR 250.00 + USD 10.00 in 2 submission(s)"));
+    assert!(html.contains("<bdi>claim.submit</bdi>: EUR 250.00 + USD 10.00 in 2 submissions"));
+    assert!(html.contains("&lt; 1 h: EUR 250.00 + USD 10.00 in 2 submissions"));
     assert!(
         html.contains(
             "<dd data-field=\"deadlines\"><bdi>2 submission(s) will miss their business deadline within 24 h (EUR 250.00)</bdi></dd>"

@@ -101,7 +101,11 @@ fn header(state: &OpsState, report: &HealthReport) -> Markup {
 }
 
 fn totals(t: &Totals) -> String {
-    format!("{} in {} submission(s)", t.value, t.count)
+    match t.count {
+        0 => "none".to_owned(),
+        1 => format!("{} in 1 submission", t.value),
+        n => format!("{} in {n} submissions", t.value),
+    }
 }
 
 fn card(state: &OpsState, p: &PartnerHealth, svg: &Markup) -> Markup {
