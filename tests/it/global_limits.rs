@@ -21,16 +21,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
+use liaison::HttpJsonAdapter;
 use liaison::engine::{EngineSettings, Liaison, Partner};
 use liaison::retry::{Fixed, RetryLimits};
 use liaison::store::{OutboxStore, SqliteStore};
 use liaison::testing::{Behavior, MockPartner};
-use liaison::{
-    AttemptContext, HttpJsonAdapter, PartnerAdapter, PartnerError, Submission, SubmitOutcome,
-};
 
 use crate::dispatch::{claim, eventually};
+use crate::support::Counting;
 
 /// Where the child's store is: `pg <url> <schema>` or `sqlite <path>`.
 const STORE: &str = "LIAISON_LIMITS_CHILD_STORE";
@@ -39,25 +37,6 @@ const MOCK: &str = "LIAISON_LIMITS_CHILD_MOCK";
 const PARTNER: &str = "LIAISON_LIMITS_CHILD_PARTNER";
 /// Milliseconds this instance's clock runs ahead (testing-only failpoint).
 const SKEW: &str = "LIAISON_LIMITS_CHILD_SKEW_MS";
-
-/// Counts the attempts this instance made (printed for the parent).
-#[derive(Debug)]
-struct Counting {
-    inner: HttpJsonAdapter,
-    sent: Arc<AtomicU64>,
-}
-
-#[async_trait]
-impl PartnerAdapter for Counting {
-    async fn submit(
-        &self,
-        ctx: &AttemptContext,
-        submission: &Submission,
-    ) -> Result<SubmitOutcome, PartnerError> {
-        self.sent.fetch_add(1, Ordering::Relaxed);
-        self.inner.submit(ctx, submission).await
-    }
-}
 
 /// The partner as every instance configures it.
 #[derive(Debug, Clone, Copy)]

@@ -18,43 +18,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use liaison::callback::{Disposition, JsonMatcher};
 use liaison::engine::{EngineSettings, Liaison, Partner};
 use liaison::retry::{Fixed, RetryLimits};
 use liaison::store::{CallbackFilter, OutboxStore, PostgresConfig, PostgresStore, Wake};
 use liaison::testing::{Behavior, CallbackMode, MockOutcome, MockPartner};
-use liaison::{
-    AttemptContext, EventKind, HttpJsonAdapter, PartnerAdapter, PartnerError, ResultMapping,
-    Submission, SubmissionState, SubmitOutcome,
-};
+use liaison::{EventKind, HttpJsonAdapter, ResultMapping, SubmissionState};
 
 use crate::callbacks::signer;
 use crate::conformance::harness::pg::{Schema, client};
 use crate::dispatch::{claim, eventually};
+use crate::support::Counting;
 
 const PG: &str = "LIAISON_SCALE_CHILD_PG";
 const SCHEMA: &str = "LIAISON_SCALE_CHILD_SCHEMA";
 const MOCK: &str = "LIAISON_SCALE_CHILD_MOCK";
-
-/// Counts the attempts this instance made (printed for the parent).
-#[derive(Debug)]
-struct Counting {
-    inner: HttpJsonAdapter,
-    sent: Arc<AtomicU64>,
-}
-
-#[async_trait]
-impl PartnerAdapter for Counting {
-    async fn submit(
-        &self,
-        ctx: &AttemptContext,
-        submission: &Submission,
-    ) -> Result<SubmitOutcome, PartnerError> {
-        self.sent.fetch_add(1, Ordering::Relaxed);
-        self.inner.submit(ctx, submission).await
-    }
-}
 
 /// The adapter every instance uses: MockPartner answers with the result.
 fn sync_adapter(submit_url: &str) -> HttpJsonAdapter {

@@ -34,6 +34,7 @@ use liaison::{HttpJsonAdapter, ResultMapping, SubmissionState};
 
 use crate::conformance::harness::pg::Schema;
 use crate::dispatch::{claim, eventually};
+use crate::support::Counting;
 
 const DB: &str = "LIAISON_CIRCUIT_CHILD_DB";
 const SCHEMA: &str = "LIAISON_CIRCUIT_CHILD_SCHEMA";
@@ -50,25 +51,6 @@ const ALERT_INTERVAL: Duration = Duration::from_millis(200);
 const EVALUATOR_LEASE: Duration = Duration::from_secs(2);
 /// The alert sink's signing secret.
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// Counts the attempts this instance made (printed for the parent).
-#[derive(Debug)]
-struct Counting {
-    inner: HttpJsonAdapter,
-    sent: Arc<AtomicU64>,
-}
-
-#[async_trait::async_trait]
-impl liaison::PartnerAdapter for Counting {
-    async fn submit(
-        &self,
-        ctx: &liaison::AttemptContext,
-        submission: &liaison::Submission,
-    ) -> Result<liaison::SubmitOutcome, liaison::PartnerError> {
-        self.sent.fetch_add(1, Ordering::Relaxed);
-        self.inner.submit(ctx, submission).await
-    }
-}
 
 async fn open_store(db: &str) -> Arc<dyn OutboxStore> {
     if db.starts_with("postgres") {

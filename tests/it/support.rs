@@ -150,3 +150,23 @@ pub async fn park_deliveries<S: OutboxStore + ?Sized>(
     }
     parked
 }
+
+/// Counts the attempts an instance made through its adapter (child-process
+/// tests print it for the parent).
+#[derive(Debug)]
+pub struct Counting {
+    pub inner: liaison::HttpJsonAdapter,
+    pub sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl liaison::PartnerAdapter for Counting {
+    async fn submit(
+        &self,
+        ctx: &liaison::AttemptContext,
+        submission: &liaison::Submission,
+    ) -> Result<liaison::SubmitOutcome, liaison::PartnerError> {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.submit(ctx, submission).await
+    }
+}
