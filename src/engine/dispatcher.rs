@@ -70,6 +70,17 @@ impl PartnerRuntime {
         *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
     }
 
+    /// How many of the partner's slots this instance holds: attempts
+    /// running here (one permit is taken before each claim, and is not a
+    /// slot until the claim grants it).
+    fn holding(&self) -> u32 {
+        let running = self
+            .config
+            .concurrency
+            .saturating_sub(self.permits.available_permits().saturating_add(1));
+        u32::try_from(running).unwrap_or(u32::MAX)
+    }
+
     pub(super) fn lease_for(&self, margin: Duration) -> Duration {
         self.config.attempt_timeout.saturating_add(margin)
     }
@@ -98,11 +109,9 @@ pub(crate) async fn run_partner(
     }
     // Consecutive claims the partner's concurrency held back (every slot
     // taken, perhaps by other instances, whose finishing nothing here
-    // hears of): the next look waits longer, up to the poll interval.
+    // hears of, or this instance's fair share of them): the next look
+    // waits longer, up to the poll interval.
     let mut full = 0u32;
-    // The last claim found the partner's concurrency taken across
-    // instances: the slots are contended.
-    let mut contended = false;
     while !stop.is_cancelled() {
         // Capacity first: wait for one permit...
         let first = tokio::select! {
@@ -112,16 +121,6 @@ pub(crate) async fn run_partner(
                 Err(_) => break, // the semaphore is never closed
             },
         };
-        // ...and when other instances want the partner's slots too, an
-        // instance that holds some does not take a freed one back at once:
-        // it would always win it (it hears of it first) and starve the
-        // others, which only look every few milliseconds.
-        if contended && rt.permits.available_permits() + 1 < rt.config.concurrency {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(contended_wait()) => {}
-            }
-        }
         // A paused partner gets nothing; its work waits in the queue.
         if let Some(until) = rt.paused(shared.now()) {
             drop(first);
@@ -184,7 +183,11 @@ pub(crate) async fn run_partner(
         )
         .at(shared.now())
         .dead_letter_blocks_ordering(rt.config.dead_letter_blocks_ordering)
-        .limits(rt.limits);
+        .limits(rt.limits)
+        // The store shares the partner's slots fairly between instances
+        // that wait for them: this one says what it holds (the permit just
+        // taken is not yet a slot).
+        .claimer(instance.as_ref(), rt.holding());
         let Claimed { leases, limited } = match shared.store.claim_limited(request).await {
             Ok(claimed) => claimed,
             Err(error) => {
@@ -196,10 +199,11 @@ pub(crate) async fn run_partner(
             }
         };
         full = match limited {
-            Some(Limited::Concurrency { .. }) if leases.is_empty() => full.saturating_add(1),
+            Some(Limited::Concurrency { .. } | Limited::FairShare { .. }) if leases.is_empty() => {
+                full.saturating_add(1)
+            }
             _ => 0,
         };
-        contended = matches!(limited, Some(Limited::Concurrency { .. }));
         // Reliability tests: the claim is committed, no request is sent yet.
         #[cfg(feature = "failpoints")]
         if !leases.is_empty() {
@@ -285,21 +289,15 @@ const FULL_FIRST_WAIT: Duration = Duration::from_millis(10);
 /// Longest wait between looks at a partner whose slots are all taken (or
 /// the poll interval, if shorter). Slots taken by this instance wake the
 /// dispatcher as they free up; those of other instances are only seen by
-/// looking again, and an instance that looks rarely would find them taken
-/// again by the instance that freed them: short, so every instance gets
-/// its share of a saturated partner.
+/// looking again. The store keeps a refused instance's place among the
+/// partner's waiters, and a freed slot stays free for the longest waiting
+/// until it looks again: short, so a contended slot is not idle long, and
+/// well within the life of a waiter's record
+/// ([`crate::store::rules::limits::WAITER_TTL_US`]).
 const FULL_MAX_WAIT: Duration = Duration::from_millis(50);
 
 /// How long to wait after `full` claims in a row found no free slot:
 /// doubling from [`FULL_FIRST_WAIT`] up to [`FULL_MAX_WAIT`] (or `poll`).
-/// How long an instance holding some of a contended partner's slots lets
-/// a freed one go to others first: random, up to the longest wait of an
-/// instance that found them all taken, so either may win it.
-fn contended_wait() -> Duration {
-    let most = u64::try_from(FULL_MAX_WAIT.as_micros()).unwrap_or(u64::MAX);
-    Duration::from_micros(rand::random_range(0..=most))
-}
-
 fn full_wait(full: u32, poll: Duration) -> Duration {
     let doublings = full.saturating_sub(1).min(16);
     FULL_FIRST_WAIT

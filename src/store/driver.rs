@@ -275,13 +275,19 @@ pub(crate) trait Driver {
 
     /// Lock `partner`'s shared row until the transaction ends (creating it
     /// when missing), then read what its limits need: its submissions in
-    /// flight under a lease that ends after `now`, and its rate state.
+    /// flight under a lease that ends after `now`, its rate state and who
+    /// waits for its slots.
     /// Read after the lock, so the count includes every claim of the
     /// partner committed before.
     async fn lock_limits(&self, partner: &str, now: DateTime<Utc>) -> Result<LimitState>;
 
     /// Store `partner`'s rate state (its row is locked).
     async fn write_rate(&self, partner: &str, tat_us: i64) -> Result<()>;
+
+    /// Store who waits for `partner`'s slots, as
+    /// [`super::rules::limits::waiters_after`] wrote it (`None`: nobody;
+    /// its row is locked).
+    async fn write_waiters(&self, partner: &str, waiters: Option<&str>) -> Result<()>;
 
     // --- callbacks ---
 

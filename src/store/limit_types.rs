@@ -201,6 +201,19 @@ pub enum Limited {
         /// The concurrency limit applied.
         limit: u32,
     },
+    /// Slots are free, but other claimers wait for the partner's slots
+    /// and this claimer already holds its fair share of the limit (only
+    /// for a claimer that names itself,
+    /// [`super::ClaimRequest::claimer`]): try again shortly, its place
+    /// among the waiters is kept.
+    FairShare {
+        /// The partner's slots this claimer holds, as it said.
+        holding: u32,
+        /// Its share of the limit while the others wait.
+        share: u32,
+        /// How many other claimers wait.
+        waiting: u32,
+    },
     /// The rate's budget is spent: the next attempt may start at
     /// `retry_at` (the store's clock, [`super::OutboxStore::now`]).
     Rate {

@@ -109,6 +109,7 @@ migrations! {
     18, "no_hot_rows", "0018_no_hot_rows.sql";
     19, "privacy", "0019_privacy.sql";
     20, "ops_journal", "0020_ops_journal.sql";
+    21, "limit_waiters", "0021_limit_waiters.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

@@ -49,6 +49,12 @@ pub struct ClaimRequest {
     /// The partner's limits, enforced for every claimer of the store in the
     /// claim's transaction (none by default).
     pub limits: super::PartnerLimits,
+    /// Who claims, and how many of the partner's slots it holds now: a
+    /// claimer that names itself is recorded as waiting when the
+    /// concurrency refuses it, and the slots are shared fairly between
+    /// the claimers that wait (none by default: a claimer that does not
+    /// name itself counts as holding nothing and never waits).
+    pub claimer: Option<(String, u32)>,
 }
 
 impl ClaimRequest {
@@ -61,6 +67,7 @@ impl ClaimRequest {
             now: crate::clock::now(),
             dead_letter_blocks_ordering: true,
             limits: super::PartnerLimits::none(),
+            claimer: None,
         }
     }
 
@@ -82,6 +89,25 @@ impl ClaimRequest {
     /// claim back).
     pub fn limits(mut self, limits: super::PartnerLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Name the claimer (an instance, a worker: any name unique among the
+    /// partner's claimers) and how many of the partner's slots it holds
+    /// now, so the partner's concurrency is shared fairly with other
+    /// claimers ([`super::Limited::FairShare`]).
+    ///
+    /// ```
+    /// use liaison::store::{ClaimRequest, PartnerLimits};
+    /// use std::time::Duration;
+    ///
+    /// let request = ClaimRequest::new("clearinghouse", 4, Duration::from_secs(30))
+    ///     .limits(PartnerLimits::none().concurrency(4))
+    ///     .claimer("instance-a", 2);
+    /// assert_eq!(request.claimer, Some(("instance-a".to_string(), 2)));
+    /// ```
+    pub fn claimer(mut self, id: impl Into<String>, holding: u32) -> Self {
+        self.claimer = Some((id.into(), holding));
         self
     }
 

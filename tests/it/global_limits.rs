@@ -264,9 +264,12 @@ async fn share_a_concurrency_of_four(store: &dyn OutboxStore, spec: &str) {
         "attempts ran in parallel ({})",
         stats.max_concurrent
     );
+    // The store shares the slots between the instances that wait for
+    // them: none is starved by one that always hears of a freed slot
+    // first (a third each would be 100).
     assert!(
-        sent.iter().all(|s| *s > 0),
-        "each instance made attempts: {sent:?}"
+        sent.iter().all(|s| *s >= N as u64 / 10),
+        "each instance made a fair part of the attempts: {sent:?}"
     );
     assert_eq!(stats.requests, N as u64, "one request per submission");
 }

@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 20] = [
+const CURRENT: [(i64, &str); 21] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -47,6 +47,7 @@ const CURRENT: [(i64, &str); 20] = [
     (18, "no_hot_rows"),
     (19, "privacy"),
     (20, "ops_journal"),
+    (21, "limit_waiters"),
 ];
 
 /// Take migration 14 (impact) back out: its columns and indexes, and the
@@ -243,7 +244,7 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 20, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 21, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.
@@ -438,6 +439,7 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
            ALTER TABLE liaison_callbacks DROP COLUMN personal_cleared_at;
            DROP TABLE liaison_secrets;
            DROP TABLE liaison_ops_journal;
+           ALTER TABLE liaison_partners DROP COLUMN limit_waiters;
            DELETE FROM liaison_migrations WHERE version > 9;
            UPDATE liaison_submissions SET correlation = '{"order_no":"SO-1","patient":"P-7"}'
                WHERE idempotency_key = 'L-done';

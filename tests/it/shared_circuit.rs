@@ -355,9 +355,11 @@ async fn three_instances_probe_a_partner_that_is_down_once_per_open_period_and_r
     assert_eq!(circuit_state(&store).await, CircuitState::Closed);
     assert_eq!(store.circuit("lab").await.unwrap().consecutive_failures, 0);
     let after: Vec<u64> = instances.iter().map(Instance::sent).collect();
+    // At a concurrency of 1 the slot goes round the instances that wait
+    // for it: each sends a fair part of the 300 (a third would be 100).
     assert!(
-        before.iter().zip(&after).all(|(b, a)| a > b),
-        "every instance resumed: before {before:?}, after {after:?}"
+        before.iter().zip(&after).all(|(b, a)| a - b >= 30),
+        "every instance resumed with a fair part: before {before:?}, after {after:?}"
     );
     assert_eq!(mock.stats().side_effects, 330, "one effect per key");
 }

@@ -33,23 +33,33 @@ pub(crate) async fn claim<D: Driver>(d: &D, request: &ClaimRequest) -> Result<Cl
         });
     }
     let state = d.lock_limits(&request.partner, request.now).await?;
-    let grant = limits::grant(&request.limits, &state, request.limit, request.now);
-    if grant.take == 0 {
-        return Ok(Claimed {
-            leases: Vec::new(),
-            limited: grant.limited,
+    let claimer = request
+        .claimer
+        .as_ref()
+        .map(|(id, holding)| limits::Claimer {
+            id,
+            holding: *holding,
         });
-    }
-    let granted = ClaimRequest {
-        limit: grant.take,
-        ..request.clone()
+    let grant = limits::grant(&request.limits, &state, request.limit, request.now, claimer);
+    let leases = if grant.take == 0 {
+        Vec::new()
+    } else {
+        let granted = ClaimRequest {
+            limit: grant.take,
+            ..request.clone()
+        };
+        claim_due(d, &granted).await?
     };
-    let leases = claim_due(d, &granted).await?;
     if let Some(rate) = &request.limits.rate
         && !leases.is_empty()
     {
         let tat = limits::spend(rate, state.rate_tat_us, leases.len(), request.now);
         d.write_rate(&request.partner, tat).await?;
+    }
+    if let Some(waiters) = limits::waiters_after(&state, claimer, &grant, leases.len(), request.now)
+    {
+        d.write_waiters(&request.partner, waiters.as_deref())
+            .await?;
     }
     Ok(Claimed {
         leases,

@@ -848,6 +848,10 @@ impl Driver for Db<'_> {
         super::partners::write_rate_on(self, partner, tat_us).await
     }
 
+    async fn write_waiters(&self, partner: &str, waiters: Option<&str>) -> Result<()> {
+        super::partners::write_waiters_on(self, partner, waiters).await
+    }
+
     async fn lock_callback(&self, id: CallbackId) -> Result<Option<StoredCallback>> {
         self.query_opt(
             &format!("SELECT {CALLBACK_COLUMNS} FROM liaison_callbacks WHERE id = $1 FOR UPDATE"),

@@ -56,7 +56,7 @@ pub(super) async fn pauses_on(db: &Db<'_>, now: DateTime<Utc>) -> Result<Vec<Pau
 }
 
 /// A claim's read of the partner's limits: the partner's row locked
-/// (created when missing), then its live leases counted in a statement of
+/// (created when missing) and read, then its live leases counted in a statement of
 /// their own, so the count sees every claim of the partner that committed
 /// while this one waited for the lock.
 pub(super) async fn lock_limits_on(
@@ -64,7 +64,8 @@ pub(super) async fn lock_limits_on(
     partner: &str,
     now: DateTime<Utc>,
 ) -> Result<LimitState> {
-    const LOCK: &str = "SELECT rate_tat_us FROM liaison_partners WHERE partner = $1 FOR UPDATE";
+    const LOCK: &str =
+        "SELECT rate_tat_us, limit_waiters FROM liaison_partners WHERE partner = $1 FOR UPDATE";
     let mut row = db.query_opt(LOCK, &[&partner], "lock partner").await?;
     if row.is_none() {
         db.execute(
@@ -76,9 +77,9 @@ pub(super) async fn lock_limits_on(
         .await?;
         row = db.query_opt(LOCK, &[&partner], "lock partner").await?;
     }
-    let rate_tat_us: Option<i64> = match &row {
-        Some(row) => get(row, 0)?,
-        None => None,
+    let (rate_tat_us, waiters): (Option<i64>, Option<String>) = match &row {
+        Some(row) => (get(row, 0)?, get(row, 1)?),
+        None => (None, None),
     };
     let in_flight: i64 = db
         .query_one(
@@ -92,7 +93,23 @@ pub(super) async fn lock_limits_on(
     Ok(LimitState {
         in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX),
         rate_tat_us,
+        waiters,
     })
+}
+
+/// Store who waits for a partner's slots (its row is locked).
+pub(super) async fn write_waiters_on(
+    db: &Db<'_>,
+    partner: &str,
+    waiters: Option<&str>,
+) -> Result<()> {
+    db.execute(
+        "UPDATE liaison_partners SET limit_waiters = $2 WHERE partner = $1",
+        &[&partner, &waiters],
+        "record partner waiters",
+    )
+    .await
+    .map(drop)
 }
 
 /// Store a partner's rate state (its row is locked).

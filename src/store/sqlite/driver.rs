@@ -474,6 +474,10 @@ impl Driver for Sql<'_> {
         super::partners::write_rate_on(self.0, partner, tat_us)
     }
 
+    async fn write_waiters(&self, partner: &str, waiters: Option<&str>) -> Result<()> {
+        super::partners::write_waiters_on(self.0, partner, waiters)
+    }
+
     async fn lock_callback(&self, id: CallbackId) -> Result<Option<StoredCallback>> {
         self.0
             .prepare_cached(&format!(

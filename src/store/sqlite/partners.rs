@@ -64,14 +64,16 @@ pub(crate) fn lock_limits_on(
     partner: &str,
     now: DateTime<Utc>,
 ) -> Result<LimitState> {
-    let rate_tat_us: Option<Option<i64>> = conn
-        .prepare_cached("SELECT rate_tat_us FROM liaison_partners WHERE partner = ?1")
+    let row: Option<(Option<i64>, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT rate_tat_us, limit_waiters FROM liaison_partners WHERE partner = ?1",
+        )
         .and_then(|mut stmt| {
-            stmt.query_row(params![partner], |row| row.get(0))
+            stmt.query_row(params![partner], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()
         })
         .map_err(db_err("read partner limits"))?;
-    if rate_tat_us.is_none() {
+    if row.is_none() {
         conn.prepare_cached(
             "INSERT INTO liaison_partners (partner, updated_at) VALUES (?1, ?2) \
              ON CONFLICT (partner) DO NOTHING",
@@ -86,10 +88,24 @@ pub(crate) fn lock_limits_on(
         )
         .and_then(|mut stmt| stmt.query_row(params![partner, to_millis(now)], |row| row.get(0)))
         .map_err(db_err("count live leases"))?;
+    let (rate_tat_us, waiters) = row.unwrap_or_default();
     Ok(LimitState {
         in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX),
-        rate_tat_us: rate_tat_us.flatten(),
+        rate_tat_us,
+        waiters,
     })
+}
+
+/// Store who waits for a partner's slots.
+pub(crate) fn write_waiters_on(
+    conn: &Connection,
+    partner: &str,
+    waiters: Option<&str>,
+) -> Result<()> {
+    conn.prepare_cached("UPDATE liaison_partners SET limit_waiters = ?2 WHERE partner = ?1")
+        .and_then(|mut stmt| stmt.execute(params![partner, waiters]))
+        .map_err(db_err("record partner waiters"))
+        .map(drop)
 }
 
 /// Store a partner's rate state.

@@ -107,6 +107,109 @@ pub async fn concurrency_counts_the_live_leases_of_every_claimer(h: &Harness) {
     assert_eq!(unlimited.len(), 2);
 }
 
+pub async fn a_freed_slot_goes_to_the_claimer_that_waits_not_back_to_its_holder(h: &Harness) {
+    // Two instances (on SQLite, two writers on one file) at a concurrency
+    // of 1, each naming itself and what it holds.
+    let stores = [h.store().await, h.store().await];
+    enqueue(&stores[0], "bank", 10).await;
+    let t0 = soon();
+    let ask = |who: &str, holding, at| {
+        ClaimRequest::new("bank", 1, LEASE)
+            .at(at)
+            .limits(concurrency(1))
+            .claimer(who, holding)
+    };
+    let a = stores[0].claim_limited(ask("a", 0, t0)).await.unwrap();
+    assert_eq!(a.leases.len(), 1);
+    let b = stores[1].claim_limited(ask("b", 0, t0)).await.unwrap();
+    assert!(b.leases.is_empty());
+    assert_eq!(
+        b.limited,
+        Some(Limited::Concurrency {
+            in_flight: 1,
+            limit: 1
+        })
+    );
+
+    // A finishes and asks again at once: the slot is free, but b waits.
+    stores[0]
+        .complete(
+            &a.leases[0],
+            AttemptReport::new(AttemptOutcome::Succeeded),
+            StateChange::to(SubmissionState::Succeeded),
+        )
+        .await
+        .unwrap();
+    let t1 = t0 + chrono::Duration::milliseconds(20);
+    let again = stores[0].claim_limited(ask("a", 0, t1)).await.unwrap();
+    assert!(again.leases.is_empty(), "the holder does not take it back");
+    assert_eq!(
+        again.limited,
+        Some(Limited::FairShare {
+            holding: 0,
+            share: 0,
+            waiting: 1
+        })
+    );
+    // A claimer that does not name itself queues behind b too.
+    let anonymous = stores[0]
+        .claim_limited(
+            ClaimRequest::new("bank", 1, LEASE)
+                .at(t1)
+                .limits(concurrency(1)),
+        )
+        .await
+        .unwrap();
+    assert!(anonymous.leases.is_empty());
+    let b = stores[1].claim_limited(ask("b", 0, t1)).await.unwrap();
+    assert_eq!(b.leases.len(), 1, "the slot goes to the one that waited");
+
+    // Now a waits (it was refused): when b finishes, a's turn.
+    stores[1]
+        .complete(
+            &b.leases[0],
+            AttemptReport::new(AttemptOutcome::Succeeded),
+            StateChange::to(SubmissionState::Succeeded),
+        )
+        .await
+        .unwrap();
+    let t2 = t1 + chrono::Duration::milliseconds(20);
+    assert!(
+        stores[1]
+            .claim_limited(ask("b", 0, t2))
+            .await
+            .unwrap()
+            .leases
+            .is_empty()
+    );
+    let a = stores[0].claim_limited(ask("a", 0, t2)).await.unwrap();
+    assert_eq!(a.leases.len(), 1);
+
+    // A waiter that stops asking holds nobody back past its record's life
+    // (a second): b waited at t2 and never came back.
+    stores[0]
+        .complete(
+            &a.leases[0],
+            AttemptReport::new(AttemptOutcome::Succeeded),
+            StateChange::to(SubmissionState::Succeeded),
+        )
+        .await
+        .unwrap();
+    let t3 = t2 + chrono::Duration::milliseconds(100);
+    assert!(
+        stores[0]
+            .claim_limited(ask("a", 0, t3))
+            .await
+            .unwrap()
+            .leases
+            .is_empty(),
+        "b's record still lives"
+    );
+    let t4 = t2 + chrono::Duration::milliseconds(1_100);
+    let a = stores[0].claim_limited(ask("a", 0, t4)).await.unwrap();
+    assert_eq!(a.leases.len(), 1, "b's record ran out");
+}
+
 pub async fn concurrent_claimers_together_never_exceed_the_concurrency(h: &Harness) {
     let stores = [h.store().await, h.store().await];
     enqueue(&stores[0], "bank", 200).await;

@@ -116,6 +116,7 @@ conformance! {
     lookup::updated_since_pulls_what_changed,
     limits::concurrency_counts_the_live_leases_of_every_claimer,
     limits::concurrent_claimers_together_never_exceed_the_concurrency,
+    limits::a_freed_slot_goes_to_the_claimer_that_waits_not_back_to_its_holder,
     limits::the_rate_budget_is_shared_by_every_claimer,
     limits::racing_claimers_never_overspend_the_rate,
     desk::a_submission_is_found_by_reference_or_any_correlation_value,

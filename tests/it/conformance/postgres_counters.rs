@@ -156,6 +156,7 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
          ALTER TABLE liaison_callbacks DROP COLUMN personal_cleared_at;
          DROP TABLE liaison_secrets;
          DROP TABLE liaison_ops_journal;
+         ALTER TABLE liaison_partners DROP COLUMN limit_waiters;
          DELETE FROM liaison_migrations WHERE version > 2;",
         schema.name
     ))

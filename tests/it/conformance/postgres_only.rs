@@ -183,8 +183,9 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     // 0003_health, 0004_alerts, 0005_wakeups, 0006_retention,
     // 0007_callback_rows, 0008_results, 0009_deliveries, 0010_lookup,
     // 0011_poison, 0012_silence, 0013_callback_dismissals, 0014_impact,
-    // ... 0017_shared_circuit, 0018_no_hot_rows, 0019_privacy, 0020_ops_journal.
-    assert_eq!(version, 20);
+    // ... 0017_shared_circuit, 0018_no_hot_rows, 0019_privacy, 0020_ops_journal,
+    // 0021_limit_waiters.
+    assert_eq!(version, 21);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -265,6 +266,7 @@ async fn instances_starting_together_migrate_once() {
             (18, "no_hot_rows".to_string()),
             (19, "privacy".to_string()),
             (20, "ops_journal".to_string()),
+            (21, "limit_waiters".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -730,6 +732,7 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         (18, "no_hot_rows"),
         (19, "privacy"),
         (20, "ops_journal"),
+        (21, "limit_waiters"),
     ]
     .into_iter()
     .map(|(v, n)| {
@@ -815,7 +818,8 @@ async fn a_schema_before_the_correlation_index_upgrades_and_finds_them() {
          DROP INDEX liaison_callbacks_uncleared;
          ALTER TABLE liaison_callbacks DROP COLUMN personal_cleared_at;
          DROP TABLE liaison_secrets;
-         DROP TABLE liaison_ops_journal;",
+         DROP TABLE liaison_ops_journal;
+         ALTER TABLE liaison_partners DROP COLUMN limit_waiters;",
         schema.name
     ))
     .await
