@@ -369,6 +369,98 @@ mod postgres {
     /// An instance whose clock runs 2 minutes ahead, among two whose clocks
     /// agree with the database's: leases and due times are the database's.
     #[cfg(feature = "failpoints")]
+    /// Another client holds the partner's row past the store's
+    /// `lock_timeout` (an operator's open transaction): the engine's claims
+    /// are `Busy`, it keeps going, and once the row is free every
+    /// submission reaches the partner once, within the limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn claims_behind_a_held_partner_row_wait_and_then_deliver_everything_once() {
+        const N: usize = 20;
+        let Some(schema) = Schema::create().await else {
+            return;
+        };
+        let store = liaison::store::PostgresStore::connect(
+            &schema.url,
+            schema
+                .config(Default::default())
+                .lock_timeout(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap();
+        let mock =
+            MockPartner::start_with(Behavior::slow(Duration::from_millis(20), Behavior::Healthy))
+                .await
+                .unwrap();
+        let partner = liaison::engine::Partner::new(
+            "lab",
+            liaison::HttpJsonAdapter::new(&mock.submit_url()).unwrap(),
+        )
+        .retry(liaison::retry::Fixed::new(Duration::from_millis(20)).unwrap())
+        .concurrency(2)
+        .without_circuit();
+        let liaison = liaison::engine::Liaison::builder(store.clone())
+            .partner(partner)
+            .settings(
+                liaison::engine::EngineSettings::default().poll_interval(Duration::from_millis(50)),
+            )
+            .build()
+            .unwrap();
+        // The partner's row exists before anyone holds it.
+        enqueue_all(&store, 1).await;
+        let handle = liaison.start();
+        eventually("the first is sent", Duration::from_secs(30), || async {
+            mock.stats().side_effects == 1
+        })
+        .await;
+
+        let holder = client(&schema.url).await;
+        holder.batch_execute("BEGIN").await.unwrap();
+        holder
+            .execute(
+                &format!(
+                    "SELECT 1 FROM {}.liaison_partners WHERE partner = 'lab' FOR UPDATE",
+                    schema.name
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let batch: Vec<NewSubmission> = (1..N)
+            .map(|i| {
+                NewSubmission::new("lab", "claim.submit", serde_json::json!({ "i": i }))
+                    .idempotency_key(format!("held-{i}"))
+            })
+            .collect();
+        store.enqueue_batch(batch).await.unwrap();
+        // Held for a second: ten lock timeouts.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            mock.stats().side_effects,
+            1,
+            "nothing was claimed past the held row"
+        );
+        holder.batch_execute("ROLLBACK").await.unwrap();
+
+        eventually("everything was sent", Duration::from_secs(60), || async {
+            mock.stats().side_effects == N as u64
+        })
+        .await;
+        handle.shutdown(Duration::from_secs(5)).await.unwrap();
+        let stats = mock.stats();
+        assert_eq!(stats.requests, N as u64, "one request per submission");
+        assert!(stats.max_concurrent <= 2, "{}", stats.max_concurrent);
+        let done = store
+            .list(
+                &ListFilter::default()
+                    .partner("lab")
+                    .state(SubmissionState::AwaitingResult)
+                    .limit(100),
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.len(), N, "every answer was recorded");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_instance_whose_clock_runs_ahead_reaps_and_claims_by_the_database_clock() {
         const NOW: usize = 12;

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use liaison::store::{
-    ListFilter, OutboxStore, PostgresConfig, PostgresStore, PostgresTls, StateChange,
+    ClaimRequest, ListFilter, OutboxStore, PartnerLimits, PostgresConfig, PostgresStore,
+    PostgresTls, Rate, StateChange,
 };
 use liaison::{ErrorKind, NewSubmission, SubmissionState};
 use serde_json::json;
@@ -435,6 +436,166 @@ async fn a_connection_lost_mid_operation_is_unavailable_and_retryable() {
         .await
         .unwrap();
     assert_eq!(s.state, SubmissionState::Cancelled);
+}
+
+/// Another client holds the partner's row (an operator's long transaction,
+/// another instance's claim stuck mid-transaction): a limited claim waits
+/// for it at most `lock_timeout`.
+async fn hold_partner(schema: &Schema, partner: &str) -> tokio_postgres::Client {
+    let holder = client(&schema.url).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let held = holder
+        .execute(
+            &format!(
+                "SELECT 1 FROM {}.liaison_partners WHERE partner = $1 FOR UPDATE",
+                schema.name
+            ),
+            &[&partner],
+        )
+        .await
+        .unwrap();
+    assert_eq!(held, 1, "the partner's row exists");
+    holder
+}
+
+fn limited_claim(n: usize) -> ClaimRequest {
+    ClaimRequest::new("bank", n, Duration::from_secs(30))
+        .limits(
+            PartnerLimits::none()
+                .concurrency(4)
+                .rate(Rate::per_second(1000).unwrap()),
+        )
+        .claimer("instance-a", 0)
+}
+
+/// What a claim leaves behind: submissions in flight, attempts started,
+/// and the partner row's rate and waiters.
+async fn claim_traces(schema: &Schema) -> (i64, i64, Option<i64>, Option<String>) {
+    let c = client(&schema.url).await;
+    let in_flight: i64 = c
+        .query_one(
+            &format!(
+                "SELECT COUNT(*) FROM {}.liaison_submissions WHERE state = 'in_flight'",
+                schema.name
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let attempts: i64 = c
+        .query_one(
+            &format!("SELECT COUNT(*) FROM {}.liaison_attempts", schema.name),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT rate_tat_us, limit_waiters FROM {}.liaison_partners WHERE partner = 'bank'",
+                schema.name
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    (in_flight, attempts, row.get(0), row.get(1))
+}
+
+/// A claim that cannot lock the partner's row within `lock_timeout` is
+/// `Busy` and retryable, and takes nothing: no lease, no attempt, no rate
+/// spent. Once the row is free the same claim works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_behind_a_held_partner_row_is_busy_and_takes_nothing() {
+    let Some(schema) = schema().await else { return };
+    let store = PostgresStore::connect(
+        &schema.url,
+        schema
+            .config(Settings::default())
+            .lock_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    for key in ["k1", "k2", "k3"] {
+        store.enqueue(submission("bank", key)).await.unwrap();
+    }
+    // A first claim creates the partner's row and spends some rate.
+    let first = store.claim_limited(limited_claim(1)).await.unwrap();
+    assert_eq!(first.leases.len(), 1);
+    let before = claim_traces(&schema).await;
+
+    let holder = hold_partner(&schema, "bank").await;
+    let err = store.claim_limited(limited_claim(2)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err:?}");
+    assert!(err.is_retryable() && err.is_storage(), "{err:?}");
+    assert_eq!(claim_traces(&schema).await, before, "nothing was taken");
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let again = store.claim_limited(limited_claim(2)).await.unwrap();
+    assert_eq!(again.leases.len(), 2);
+    let after = claim_traces(&schema).await;
+    assert_eq!((after.0, after.1), (3, 3));
+    assert!(
+        after.2 > before.2,
+        "the rate is spent by the claim that took"
+    );
+}
+
+/// The connection dies while a claim waits for the partner's row (server
+/// restart, network, `pg_terminate_backend`): the claim is `Unavailable`
+/// and retryable, nothing of it stayed, and the retry on a new connection
+/// takes the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_during_a_claim_leaves_nothing_and_the_retry_works() {
+    let Some(schema) = schema().await else { return };
+    let app = format!("liaison_claim_{}", &schema.name[10..]);
+    let separator = if schema.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}application_name={app}", schema.url);
+    let store = PostgresStore::connect(&url, schema.config(Settings::default()).pool_size(1))
+        .await
+        .unwrap();
+    for key in ["k1", "k2"] {
+        store.enqueue(submission("bank", key)).await.unwrap();
+    }
+    // The partner's row exists, and one is in flight.
+    let first = store.claim_limited(limited_claim(1)).await.unwrap();
+    assert_eq!(first.leases.len(), 1);
+    let before = claim_traces(&schema).await;
+
+    let holder = hold_partner(&schema, "bank").await;
+    let waiting = {
+        let store = store.clone();
+        tokio::spawn(async move { store.claim_limited(limited_claim(4)).await })
+    };
+    let admin = client(&schema.url).await;
+    let mut killed = 0i64;
+    for _ in 0..500 {
+        killed = admin
+            .query_one(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if killed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(killed, 1, "the claim never waited on the partner's row");
+    let err = waiting.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
+    assert!(err.is_retryable(), "{err:?}");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(claim_traces(&schema).await, before, "nothing of it stayed");
+
+    let again = store.claim_limited(limited_claim(4)).await.unwrap();
+    assert_eq!(again.leases.len(), 1, "the one left");
+    assert_eq!(claim_traces(&schema).await.0, 2);
 }
 
 /// The local server's TLS setup, if it has one we can check against: the
