@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 21] = [
+const CURRENT: [(i64, &str); 22] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -48,6 +48,7 @@ const CURRENT: [(i64, &str); 21] = [
     (19, "privacy"),
     (20, "ops_journal"),
     (21, "limit_waiters"),
+    (22, "one_lease_index"),
 ];
 
 /// Take migration 14 (impact) back out: its columns and indexes, and the
@@ -244,7 +245,7 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 21, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 22, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.
@@ -440,6 +441,8 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
            DROP TABLE liaison_secrets;
            DROP TABLE liaison_ops_journal;
            ALTER TABLE liaison_partners DROP COLUMN limit_waiters;
+           CREATE INDEX liaison_submissions_lease
+               ON liaison_submissions (lease_expires_at) WHERE state = 'in_flight';
            DELETE FROM liaison_migrations WHERE version > 9;
            UPDATE liaison_submissions SET correlation = '{"order_no":"SO-1","patient":"P-7"}'
                WHERE idempotency_key = 'L-done';

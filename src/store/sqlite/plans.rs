@@ -60,7 +60,8 @@ const GROWING: [&str; 6] = [
 /// awaiting a result, unmatched callbacks): scanning one is bounded by the
 /// work pending, not by history.
 const PENDING_ONLY: [&str; 6] = [
-    "liaison_submissions_lease",
+    // live leases (migration 16; the reaper reads it whole since 22)
+    "liaison_submissions_partner_leases",
     // open work with a business deadline (migration 14)
     "liaison_submissions_business_deadline",
     "liaison_submissions_nearest_deadline",

@@ -157,6 +157,8 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
          DROP TABLE liaison_secrets;
          DROP TABLE liaison_ops_journal;
          ALTER TABLE liaison_partners DROP COLUMN limit_waiters;
+         CREATE INDEX liaison_submissions_lease
+             ON liaison_submissions (lease_expires_at) WHERE state = 'in_flight';
          DELETE FROM liaison_migrations WHERE version > 2;",
         schema.name
     ))
