@@ -16,12 +16,12 @@
 //! - `LIAISON_BENCH_BIG`: size of the history / backlog of scenarios 7-9
 //!   (default 100000; the full size is 1000000);
 //! - `LIAISON_BENCH_ONLY`: comma-separated scenarios to run (default all):
-//!   numbers, and `P1`-`P4` (or `P` for all four) for PostgreSQL;
+//!   numbers, and `P1`-`P5` (or `P` for all five) for PostgreSQL;
 //! - `LIAISON_BENCH_DIR`: where databases go (default `target/liaison-bench`;
 //!   must be a real disk, not tmpfs, or `synchronous` means nothing). Seeded
 //!   databases of scenarios 7-9 are kept there and reused between runs;
 //! - `LIAISON_BENCH_DRAIN_SECS`: how long scenario 9 drains (default 20);
-//! - `LIAISON_BENCH_PG_URL`: a PostgreSQL server for scenarios P1-P4 (built
+//! - `LIAISON_BENCH_PG_URL`: a PostgreSQL server for scenarios P1-P5 (built
 //!   with `--features mock,http,postgres`; skipped with a notice without it);
 //! - `LIAISON_BENCH_PG_DRAIN`: submissions P3 drains (default 20000).
 
@@ -172,7 +172,10 @@ fn main() {
             history::ops_queries(&ctx).await;
         }
         #[cfg(feature = "postgres")]
-        if ["P1", "P2", "P3", "P4"].iter().any(|p| wanted_name(p)) {
+        if ["P1", "P2", "P3", "P4", "P5"]
+            .iter()
+            .any(|p| wanted_name(p))
+        {
             postgres::run(&ctx, &wanted_name).await;
         }
     });

@@ -13,7 +13,12 @@
 //!   against three workers looping `UPDATE ... WHERE id IN (SELECT ... FOR
 //!   UPDATE SKIP LOCKED LIMIT 64) RETURNING` + one mark-done `UPDATE`;
 //! - P4: scenario 5 (HTTP end to end, 202 + signed callback) on PostgreSQL,
-//!   against scenario 5 on SQLite in the same run.
+//!   against scenario 5 on SQLite in the same run;
+//! - P5: `health()` on `LIAISON_BENCH_BIG` finished submissions (scenario 8a
+//!   on PostgreSQL), against a raw `GROUP BY partner, state` over the table.
+//!   The history is seeded in SQL from 1,000 submissions liaison enqueued
+//!   (copied with fresh ids and keys, finished), so the state counters'
+//!   triggers see every row as they would in use.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +43,7 @@ pub(crate) fn url() -> Option<String> {
     match std::env::var("LIAISON_BENCH_PG_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            println!("P1-P4 skipped: set LIAISON_BENCH_PG_URL to a PostgreSQL server to run them");
+            println!("P1-P5 skipped: set LIAISON_BENCH_PG_URL to a PostgreSQL server to run them");
             None
         }
     }
@@ -345,7 +350,7 @@ async fn open(store: &Arc<dyn OutboxStore>) -> bool {
     false
 }
 
-/// Run P1-P4 (skipped with a notice without a server).
+/// Run P1-P5 (skipped with a notice without a server).
 pub(crate) async fn run(ctx: &Ctx, wanted: impl Fn(&str) -> bool) {
     let Some(url) = url() else {
         return;
@@ -449,6 +454,128 @@ pub(crate) async fn run(ctx: &Ctx, wanted: impl Fn(&str) -> bool) {
         .check(0.8)
         .print();
     }
+    if wanted("P5") {
+        let (health, naive) = p5(&url, ctx.big, 10 * ctx.reps.max(1), ctx.reps).await;
+        Figure {
+            id: "P5",
+            name: format!("PG: health(1h) on {} submissions", ctx.big),
+            unit: "ms",
+            liaison: health,
+            baseline: naive,
+            baseline_name: "raw GROUP BY partner, state over the table (health without counters)",
+            target: "< 100 ms",
+            met: Some(health < 100.0),
+            n: ctx.big,
+            note: format!("lower is better; {settings}"),
+        }
+        .print();
+    }
+}
+
+/// P5: `health()` (median of `times` calls, ms) and the raw `GROUP BY`
+/// (median of `reps`, ms) on `big` finished submissions.
+async fn p5(url: &str, big: usize, times: usize, reps: usize) -> (f64, f64) {
+    const TEMPLATE: usize = 1_000;
+    let (store, schema) = store(url, 4).await;
+    let batch: Vec<NewSubmission> = (0..TEMPLATE).map(|i| new(i, "seed")).collect();
+    store
+        .enqueue_batch(batch)
+        .await
+        .expect("enqueue the template");
+    let raw = raw_client(url, &schema).await;
+    raw.batch_execute(
+        "UPDATE liaison_submissions SET state = 'succeeded', terminal_at = created_at",
+    )
+    .await
+    .expect("finish the template");
+    // Every column but the ones a copy must not share, and which are times.
+    let columns: Vec<(String, bool)> = raw
+        .query(
+            "SELECT column_name, column_name LIKE '%\\_at' AND data_type = 'bigint' \
+             FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = 'liaison_submissions' \
+               AND column_name NOT IN ('id', 'seq', 'idempotency_key', 'external_ref') \
+             ORDER BY ordinal_position",
+            &[&schema],
+        )
+        .await
+        .expect("read columns")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let list = columns
+        .iter()
+        .map(|(c, _)| c.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let copies = big.div_ceil(TEMPLATE).saturating_sub(1);
+    // Spread over the last 30 days, as scenario 8's history: copy `g` is
+    // `(copies + 1 - g)` steps older than the template.
+    let step_ms = i64::try_from(30 * 24 * 3600 * 1000 / (copies + 1)).unwrap_or(1);
+    let copied = columns
+        .iter()
+        .map(|(c, time)| {
+            if *time {
+                format!("s.{c} - ({} + 1 - g)::bigint * {step_ms}", copies)
+            } else {
+                format!("s.{c}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let started = Instant::now();
+    for from in (1..=copies).step_by(50) {
+        let to = (from + 49).min(copies);
+        raw.execute(
+            &format!(
+                "INSERT INTO liaison_submissions (id, idempotency_key, {list}) \
+                 SELECT gen_random_uuid(), s.idempotency_key || '-' || g, {} \
+                 FROM liaison_submissions s, generate_series($1::int, $2::int) g \
+                 WHERE s.idempotency_key LIKE 'seed-%' AND s.idempotency_key NOT LIKE 'seed-%-%'",
+                copied
+            ),
+            &[
+                &i32::try_from(from).unwrap_or(i32::MAX),
+                &i32::try_from(to).unwrap_or(i32::MAX),
+            ],
+        )
+        .await
+        .expect("copy the template");
+    }
+    raw.batch_execute("ANALYZE liaison_submissions")
+        .await
+        .expect("analyze");
+    println!(
+        "P5: seeded {} submissions in {:.0} s",
+        (copies + 1) * TEMPLATE,
+        started.elapsed().as_secs_f64()
+    );
+    let hub = hub(store);
+    hub.health(Duration::from_secs(3600)).await.expect("health");
+    let mut ours = Vec::new();
+    for _ in 0..times {
+        let started = Instant::now();
+        let report = hub.health(Duration::from_secs(3600)).await.expect("health");
+        std::hint::black_box(report);
+        ours.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mut base = Vec::new();
+    for _ in 0..reps.max(1) {
+        let started = Instant::now();
+        let rows = raw
+            .query(
+                "SELECT partner, state, COUNT(*), SUM(business_value) \
+                 FROM liaison_submissions GROUP BY partner, state",
+                &[],
+            )
+            .await
+            .expect("raw group by");
+        std::hint::black_box(rows);
+        base.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    drop(hub);
+    drop_schema(url, &schema).await;
+    (median(ours), median(base))
 }
 
 /// The server settings that decide commit cost, for the record.
