@@ -83,6 +83,12 @@ impl Waiters {
             .and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or_default();
         all.retain(|w| w.until_us > now_us);
+        Waiters::sorted(all)
+    }
+
+    /// Longest waiting first (ties by name, so every claimer sees one
+    /// order).
+    fn sorted(mut all: Vec<Waiter>) -> Waiters {
         all.sort_by(|a, b| (a.since_us, &a.claimer).cmp(&(b.since_us, &b.claimer)));
         Waiters(all)
     }
@@ -247,8 +253,7 @@ pub(crate) fn waiters_after(
             },
         });
     }
-    next.0
-        .sort_by(|a, b| (a.since_us, &a.claimer).cmp(&(b.since_us, &b.claimer)));
+    let next = Waiters::sorted(next.0);
     // Unchanged only when byte for byte what is stored (a list that did
     // not parse, or held records that ran out, is rewritten).
     let next = next.stored();

@@ -25,6 +25,18 @@ fn soon() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap()
 }
 
+/// Report a lease's attempt as succeeded.
+async fn succeed(store: &Store, lease: &liaison::store::Lease) {
+    store
+        .complete(
+            lease,
+            AttemptReport::new(AttemptOutcome::Succeeded),
+            StateChange::to(SubmissionState::Succeeded),
+        )
+        .await
+        .unwrap();
+}
+
 fn concurrency(n: u32) -> PartnerLimits {
     PartnerLimits::none().concurrency(n)
 }
@@ -132,14 +144,7 @@ pub async fn a_freed_slot_goes_to_the_claimer_that_waits_not_back_to_its_holder(
     );
 
     // A finishes and asks again at once: the slot is free, but b waits.
-    stores[0]
-        .complete(
-            &a.leases[0],
-            AttemptReport::new(AttemptOutcome::Succeeded),
-            StateChange::to(SubmissionState::Succeeded),
-        )
-        .await
-        .unwrap();
+    succeed(&stores[0], &a.leases[0]).await;
     let t1 = t0 + chrono::Duration::milliseconds(20);
     let again = stores[0].claim_limited(ask("a", 0, t1)).await.unwrap();
     assert!(again.leases.is_empty(), "the holder does not take it back");
@@ -165,14 +170,7 @@ pub async fn a_freed_slot_goes_to_the_claimer_that_waits_not_back_to_its_holder(
     assert_eq!(b.leases.len(), 1, "the slot goes to the one that waited");
 
     // Now a waits (it was refused): when b finishes, a's turn.
-    stores[1]
-        .complete(
-            &b.leases[0],
-            AttemptReport::new(AttemptOutcome::Succeeded),
-            StateChange::to(SubmissionState::Succeeded),
-        )
-        .await
-        .unwrap();
+    succeed(&stores[1], &b.leases[0]).await;
     let t2 = t1 + chrono::Duration::milliseconds(20);
     assert!(
         stores[1]
@@ -187,14 +185,7 @@ pub async fn a_freed_slot_goes_to_the_claimer_that_waits_not_back_to_its_holder(
 
     // A waiter that stops asking holds nobody back past its record's life
     // (a second): b waited at t2 and never came back.
-    stores[0]
-        .complete(
-            &a.leases[0],
-            AttemptReport::new(AttemptOutcome::Succeeded),
-            StateChange::to(SubmissionState::Succeeded),
-        )
-        .await
-        .unwrap();
+    succeed(&stores[0], &a.leases[0]).await;
     let t3 = t2 + chrono::Duration::milliseconds(100);
     assert!(
         stores[0]

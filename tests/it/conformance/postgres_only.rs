@@ -374,6 +374,41 @@ async fn a_lock_held_too_long_is_busy_and_retryable() {
     let _: &dyn OutboxStore = &store;
 }
 
+/// A store of one connection whose backend this test can find among the
+/// others' by its application name (returned).
+async fn named_store(schema: &Schema, prefix: &str) -> (PostgresStore, String) {
+    let app = format!("{prefix}{}", &schema.name[10..]);
+    let separator = if schema.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}application_name={app}", schema.url);
+    let store = PostgresStore::connect(&url, schema.config(Settings::default()).pool_size(1))
+        .await
+        .unwrap();
+    (store, app)
+}
+
+/// Terminate the backends named `app` once one waits on a lock (as a
+/// server restart or an operator would); how many were terminated (0 if
+/// none waited within five seconds).
+async fn kill_lock_waiter(schema: &Schema, app: &str) -> i64 {
+    let admin = client(&schema.url).await;
+    for _ in 0..500 {
+        let killed: i64 = admin
+            .query_one(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if killed > 0 {
+            return killed;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    0
+}
+
 /// A connection that dies under an operation (server restart, network,
 /// an operator's `pg_terminate_backend`) is `Unavailable` and retryable;
 /// nothing of the operation stayed, and the retry, on a new connection,
@@ -382,12 +417,7 @@ async fn a_lock_held_too_long_is_busy_and_retryable() {
 async fn a_connection_lost_mid_operation_is_unavailable_and_retryable() {
     let Some(schema) = schema().await else { return };
     // Named, so this test finds its own backend among the others'.
-    let app = format!("liaison_lost_{}", &schema.name[10..]);
-    let separator = if schema.url.contains('?') { '&' } else { '?' };
-    let url = format!("{}{separator}application_name={app}", schema.url);
-    let store = PostgresStore::connect(&url, schema.config(Settings::default()).pool_size(1))
-        .await
-        .unwrap();
+    let (store, app) = named_store(&schema, "liaison_lost_").await;
     let id = store
         .enqueue(submission("bank", "k"))
         .await
@@ -404,24 +434,11 @@ async fn a_connection_lost_mid_operation_is_unavailable_and_retryable() {
                 .await
         })
     };
-    let admin = client(&schema.url).await;
-    let mut killed = 0i64;
-    for _ in 0..500 {
-        killed = admin
-            .query_one(
-                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE application_name = $1 AND wait_event_type = 'Lock'",
-                &[&app],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if killed > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(killed, 1, "the store's transition never waited on the lock");
+    assert_eq!(
+        kill_lock_waiter(&schema, &app).await,
+        1,
+        "the store's transition never waited on the lock"
+    );
     let err = waiting.await.unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
     assert!(err.is_retryable() && err.is_storage(), "{err:?}");
@@ -551,12 +568,7 @@ async fn a_claim_behind_a_held_partner_row_is_busy_and_takes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_lost_during_a_claim_leaves_nothing_and_the_retry_works() {
     let Some(schema) = schema().await else { return };
-    let app = format!("liaison_claim_{}", &schema.name[10..]);
-    let separator = if schema.url.contains('?') { '&' } else { '?' };
-    let url = format!("{}{separator}application_name={app}", schema.url);
-    let store = PostgresStore::connect(&url, schema.config(Settings::default()).pool_size(1))
-        .await
-        .unwrap();
+    let (store, app) = named_store(&schema, "liaison_claim_").await;
     for key in ["k1", "k2"] {
         store.enqueue(submission("bank", key)).await.unwrap();
     }
@@ -570,24 +582,11 @@ async fn a_connection_lost_during_a_claim_leaves_nothing_and_the_retry_works() {
         let store = store.clone();
         tokio::spawn(async move { store.claim_limited(limited_claim(4)).await })
     };
-    let admin = client(&schema.url).await;
-    let mut killed = 0i64;
-    for _ in 0..500 {
-        killed = admin
-            .query_one(
-                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE application_name = $1 AND wait_event_type = 'Lock'",
-                &[&app],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if killed > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(killed, 1, "the claim never waited on the partner's row");
+    assert_eq!(
+        kill_lock_waiter(&schema, &app).await,
+        1,
+        "the claim never waited on the partner's row"
+    );
     let err = waiting.await.unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
     assert!(err.is_retryable(), "{err:?}");
