@@ -20,12 +20,21 @@ use super::rules::delivery::DeliveryWrite;
 use super::rules::ledger::{HeldKey, KeyRow};
 use super::rules::limits::LimitState;
 use super::rules::transition::StateWrite;
-use super::{AttemptReport, ClaimRequest, DeliveryClaim, LeaseToken, RoleLease};
+use super::{AttemptReport, ClaimRequest, LeaseToken, RoleLease};
 use crate::error::Result;
 use crate::model::callback::{CallbackId, CallbackReport, Correlation, Dismissal, StoredCallback};
 use crate::model::circuit::SharedCircuit;
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
+
+/// A due delivery as [`Driver::due_deliveries`] finds it, with the keys
+/// that order it among other partners' due deliveries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DueDelivery {
+    pub(crate) id: DeliveryId,
+    pub(crate) due_at: DateTime<Utc>,
+    pub(crate) seq: i64,
+}
 
 /// A submission read for update, with its current lease token.
 #[derive(Debug, Clone)]
@@ -373,12 +382,19 @@ pub(crate) trait Driver {
         Ok(())
     }
 
-    /// Ids of due, pending deliveries of `claim.partners` whose lease (if
-    /// any) ended, oldest first, at most `claim.limit`, leaving out those
-    /// with an earlier undelivered delivery of the same partner and
-    /// ordering key (or, without one, of the same submission). Rows another
-    /// claimer holds are skipped.
-    async fn due_deliveries(&self, claim: &DeliveryClaim) -> Result<Vec<DeliveryId>>;
+    /// Due, pending deliveries of one partner whose lease (if any) ended,
+    /// oldest first (due time, then recording order), at most `limit`,
+    /// leaving out those with an earlier undelivered delivery of the same
+    /// partner and ordering key (or, without one, of the same submission).
+    /// Rows another claimer holds are skipped. One partner per call, so the
+    /// statement reads the partner's due index in order and stops at
+    /// `limit` instead of sorting every pending delivery.
+    async fn due_deliveries(
+        &self,
+        partner: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>>;
 
     /// Put a due delivery under `token`, counting the attempt; `None` when
     /// it is no longer due.

@@ -28,14 +28,14 @@ use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 use crate::store::common::{bounded, from_millis, to_millis};
-use crate::store::driver::{Driver, Locked, Waiting};
+use crate::store::driver::{Driver, DueDelivery, Locked, Waiting};
 use crate::store::rules::NewEvent;
 use crate::store::rules::callbacks::{Earlier, End, REPEATABLE, Repeat};
 use crate::store::rules::delivery::DeliveryWrite;
 use crate::store::rules::ledger::{HeldKey, KeyRow};
 use crate::store::rules::limits::LimitState;
 use crate::store::rules::transition::{StateWrite, reference_taken};
-use crate::store::{AttemptReport, ClaimRequest, DeliveryClaim, LeaseToken};
+use crate::store::{AttemptReport, ClaimRequest, LeaseToken};
 
 /// The advisory-lock key of a partner's reference, event id or body hash.
 fn ref_key(partner: &str, reference: &str) -> String {
@@ -1105,17 +1105,18 @@ impl Driver for Db<'_> {
         .map(drop)
     }
 
-    async fn due_deliveries(&self, claim: &DeliveryClaim) -> Result<Vec<DeliveryId>> {
-        let partners: Vec<String> = claim
-            .partners
-            .iter()
-            .map(|p| clean(p).into_owned())
-            .collect();
+    async fn due_deliveries(
+        &self,
+        partner: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>> {
+        let partner = clean(partner);
         // An earlier delivery being claimed right now is still pending in
         // this statement's snapshot, so it holds the later ones back.
         self.query(
-            "SELECT d.id FROM liaison_deliveries d \
-             WHERE d.state = 'pending' AND d.partner = ANY($1) \
+            "SELECT d.id, d.due_at, d.seq FROM liaison_deliveries d \
+             WHERE d.state = 'pending' AND d.partner = $1 \
                AND d.due_at <= $2 AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $2) \
                AND NOT EXISTS (SELECT 1 FROM liaison_deliveries p \
                     WHERE p.submission_id = d.submission_id AND p.seq < d.seq \
@@ -1127,15 +1128,21 @@ impl Driver for Db<'_> {
              ORDER BY d.due_at, d.seq LIMIT $3 \
              FOR UPDATE OF d SKIP LOCKED",
             &[
-                &partners,
-                &to_millis(claim.now),
-                &i64::try_from(claim.limit).unwrap_or(i64::MAX),
+                &partner.as_ref(),
+                &to_millis(now),
+                &i64::try_from(limit).unwrap_or(i64::MAX),
             ],
             "find due deliveries",
         )
         .await?
         .iter()
-        .map(|row| Ok(DeliveryId::from_uuid(get::<Uuid>(row, 0)?)))
+        .map(|row| {
+            Ok(DueDelivery {
+                id: DeliveryId::from_uuid(get::<Uuid>(row, 0)?),
+                due_at: from_millis(get::<i64>(row, 1)?),
+                seq: get::<i64>(row, 2)?,
+            })
+        })
         .collect()
     }
 

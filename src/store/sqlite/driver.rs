@@ -22,14 +22,14 @@ use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 use crate::store::common::{bounded, from_millis, to_millis};
-use crate::store::driver::{Driver, Locked, Waiting};
+use crate::store::driver::{Driver, DueDelivery, Locked, Waiting};
 use crate::store::rules::NewEvent;
 use crate::store::rules::callbacks::{Earlier, End, REPEATABLE, Repeat};
 use crate::store::rules::delivery::DeliveryWrite;
 use crate::store::rules::ledger::{HeldKey, KeyRow};
 use crate::store::rules::limits::LimitState;
 use crate::store::rules::transition::StateWrite;
-use crate::store::{AttemptReport, ClaimRequest, DeliveryClaim, LeaseToken};
+use crate::store::{AttemptReport, ClaimRequest, LeaseToken};
 
 /// Run a flow over SQLite to its end. SQLite's driver never waits on
 /// anything but the database, synchronously, so the flow completes on its
@@ -693,16 +693,20 @@ impl Driver for Sql<'_> {
         Ok(())
     }
 
-    async fn due_deliveries(&self, claim: &DeliveryClaim) -> Result<Vec<DeliveryId>> {
-        let partners = serde_json::to_string(&claim.partners).map_err(|e| Error::Storage {
-            operation: "find due deliveries",
-            source: Box::new(e),
-        })?;
-        let ids: Vec<String> = self
+    async fn due_deliveries(
+        &self,
+        partner: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>> {
+        // `liaison_deliveries_due` is (partner, due_at) and ends in the
+        // rowid (`seq`): for one partner it is already in this order.
+        let rows: Vec<(String, i64, i64)> = self
             .0
             .prepare_cached(
-                "SELECT d.id FROM liaison_deliveries d \
-                 WHERE d.state = 'pending' AND d.partner IN (SELECT value FROM json_each(?1)) \
+                "SELECT d.id, d.due_at, d.seq FROM liaison_deliveries d \
+                 INDEXED BY liaison_deliveries_due \
+                 WHERE d.state = 'pending' AND d.partner = ?1 \
                    AND d.due_at <= ?2 AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?2) \
                    AND NOT EXISTS (SELECT 1 FROM liaison_deliveries p \
                         WHERE p.submission_id = d.submission_id AND p.seq < d.seq \
@@ -716,16 +720,24 @@ impl Driver for Sql<'_> {
             .and_then(|mut stmt| {
                 stmt.query_map(
                     params![
-                        partners,
-                        to_millis(claim.now),
-                        i64::try_from(claim.limit).unwrap_or(i64::MAX)
+                        partner,
+                        to_millis(now),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
                     ],
-                    |row| row.get(0),
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )?
                 .collect()
             })
             .map_err(db_err("find due deliveries"))?;
-        ids.iter().map(|id| parse_column("id", id)).collect()
+        rows.into_iter()
+            .map(|(id, due_at, seq)| {
+                Ok(DueDelivery {
+                    id: parse_column("id", &id)?,
+                    due_at: from_millis(due_at),
+                    seq,
+                })
+            })
+            .collect()
     }
 
     async fn mark_delivery_claimed(

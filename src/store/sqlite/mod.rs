@@ -111,7 +111,9 @@ pub struct SqliteConfig {
     /// (it is removed only once its submission is terminal). `None` keeps
     /// keys until they are pruned otherwise. Default 30 days.
     pub ledger_retention: Option<Duration>,
-    /// Read connections kept open. Default 4.
+    /// Read connections kept open, which is also how many reads run at
+    /// once: a read that finds every connection busy waits for one instead
+    /// of opening another. Default 4.
     pub read_connections: usize,
 }
 

@@ -472,6 +472,15 @@ mod tests {
             let plan = plan_of(needle);
             assert!(plan.contains(index), "{needle}: {plan}");
         }
+        // A delivery claim reads one partner's due index in order and
+        // stops at its limit: sorting every pending delivery made each
+        // claim cost as much as the backlog of undelivered results.
+        let due = plan_of("FROM liaison_deliveries d");
+        assert!(
+            due.contains("INDEX liaison_deliveries_due (partner=? AND due_at<?)")
+                && !due.contains("TEMP B-TREE"),
+            "{due}"
+        );
         // Lookups by the host's keys reach their rows through indexes, not
         // by walking the submissions in `seq` order (a `SEARCH` of the
         // rowid range after a page, which the scan check lets through).

@@ -183,6 +183,55 @@ pub async fn deliveries_of_one_ordering_key_go_in_enqueue_order(h: &Harness) {
     );
 }
 
+pub async fn a_claim_over_several_partners_takes_the_oldest_due_of_all(h: &Harness) {
+    let store = h.store().await;
+    let name = h.name();
+    store.set_result_delivery("lab", true).await.unwrap();
+    store.set_result_delivery("bank", true).await.unwrap();
+    let a1 = finished(&store, "lab", "a-1", "a-1").await;
+    let b1 = finished(&store, "bank", "b-1", "b-1").await;
+    let a2 = finished(&store, "lab", "a-2", "a-2").await;
+    let b2 = finished(&store, "bank", "b-2", "b-2").await;
+    let a3 = finished(&store, "lab", "a-3", "a-3").await;
+    let partners = || vec!["bank".to_string(), "lab".to_string(), "lab".to_string()];
+    let ids = |leases: &[DeliveryLease]| -> Vec<SubmissionId> {
+        leases.iter().map(|l| l.delivery.submission_id).collect()
+    };
+
+    let first = store
+        .claim_deliveries(DeliveryClaim::new(partners(), 3, LEASE))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&first),
+        [a1, b1, a2],
+        "{name}: oldest first, across partners"
+    );
+    // The leased ones stay at the front of their partners' due order; the
+    // next claim passes them and takes the rest.
+    let rest = store
+        .claim_deliveries(DeliveryClaim::new(partners(), 10, LEASE))
+        .await
+        .unwrap();
+    assert_eq!(ids(&rest), [b2, a3], "{name}");
+    assert!(
+        store
+            .claim_deliveries(DeliveryClaim::new(partners(), 10, LEASE))
+            .await
+            .unwrap()
+            .is_empty(),
+        "{name}: all leased"
+    );
+    // Once the leases ended, the oldest is the first claimed again.
+    let after_leases = Utc::now() + chrono::Duration::minutes(5);
+    let again = store
+        .claim_deliveries(DeliveryClaim::new(partners(), 1, LEASE).at(after_leases))
+        .await
+        .unwrap();
+    assert_eq!(ids(&again), [a1], "{name}");
+    assert_eq!(again[0].delivery.attempts, 2, "{name}");
+}
+
 pub async fn a_stale_lease_cannot_end_a_delivery_and_parked_ones_are_rerun(h: &Harness) {
     let store = h.store().await;
     let name = h.name();

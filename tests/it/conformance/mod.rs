@@ -176,6 +176,7 @@ conformance! {
     alerts::an_alert_is_notified_acknowledged_resolved_and_reopens,
     deliveries::a_delivery_is_recorded_with_each_finishing_change_when_enabled,
     deliveries::deliveries_of_one_ordering_key_go_in_enqueue_order,
+    deliveries::a_claim_over_several_partners_takes_the_oldest_due_of_all,
     deliveries::a_stale_lease_cannot_end_a_delivery_and_parked_ones_are_rerun,
     deliveries::a_late_result_and_a_callback_after_cancel_are_delivered_as_the_timeline_says,
     results::a_result_is_kept_with_the_submission_and_left_out_of_light_lists,
