@@ -317,6 +317,15 @@ pub enum ErrorKind {
     Handler,
 }
 
+/// What a caught panic said, when it said it with a string.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
 impl Error {
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {

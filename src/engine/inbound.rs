@@ -1,4 +1,5 @@
-//! Inbound callbacks: store raw first, then verify, parse, match and apply.
+//! Inbound callbacks: verify and parse, then store, match and apply in one
+//! transaction, answered after its commit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +24,28 @@ use crate::store::{NewCallback, Note, Settlement};
 
 /// The callback size cap for partners that do not set one: 1 MiB.
 pub(crate) const DEFAULT_CALLBACK_CAP: usize = 1024 * 1024;
+
+/// A matcher's verdict on a callback, before the store settles it.
+enum Judged {
+    Rejected(String),
+    Malformed(String),
+    Report(crate::callback::CallbackReport),
+}
+
+/// Verify, then parse.
+fn judge_with(
+    matcher: &dyn crate::callback::CallbackMatcher,
+    callback: &InboundCallback,
+    arrived: SystemTime,
+) -> Judged {
+    match matcher.verify(callback, arrived) {
+        Err(e) => Judged::Rejected(e.to_string()),
+        Ok(()) => match matcher.parse(callback) {
+            Err(e) => Judged::Malformed(e.reason),
+            Ok(report) => Judged::Report(report),
+        },
+    }
+}
 
 /// Most headers kept with a stored callback.
 const MAX_KEPT_HEADERS: usize = 64;
@@ -328,17 +351,36 @@ impl Liaison {
             tracing::warn!(callback_id = %id, %reason, "callback refused");
             return Ok(Self::refused(id, reason));
         }
-        let id = store.record_callback(new).await?;
-        // Reliability tests: the callback is stored raw, not yet settled.
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!("liaison::callback::recorded");
         let callback = InboundCallback {
             partner: partner.to_owned(),
             received_at,
             headers: headers.clone(),
             body: body.to_vec(),
         };
-        self.process(id, &callback, true).await
+        // Judged before it is stored, then stored and settled in one
+        // transaction, and answered after the commit: a 2xx means stored.
+        // Where it cannot be judged or settled, it is stored raw on its own,
+        // as it arrived, for the recovery sweep (or a person) to settle; the
+        // caller gets the error.
+        let (settlement, dropped) = match self.judge(&callback, true) {
+            Ok(judged) => judged,
+            Err(error) => {
+                store.record_callback(new).await?;
+                return Err(error);
+            }
+        };
+        match store
+            .record_and_settle_callback(new.clone(), settlement)
+            .await
+        {
+            Ok(receipt) => Ok(self.settled(receipt, &callback.partner, dropped).await),
+            Err(error) => {
+                if let Err(raw) = store.record_callback(new).await {
+                    tracing::warn!(%raw, "could not store a callback raw after its settlement failed");
+                }
+                Err(error)
+            }
+        }
     }
 
     /// The receipt of a callback refused before verification. Answered like
@@ -363,6 +405,15 @@ impl Liaison {
         callback: &InboundCallback,
         capped: bool,
     ) -> Result<CallbackReceipt> {
+        let (settlement, dropped) = self.judge(callback, capped)?;
+        let receipt = self.shared.store.settle_callback(id, settlement).await?;
+        Ok(self.settled(receipt, &callback.partner, dropped).await)
+    }
+
+    /// Verify and parse a callback with its partner's matcher: how to
+    /// settle it, and whether its body is dropped past the hourly cap of
+    /// stored unverified bodies (counted when `capped`).
+    fn judge(&self, callback: &InboundCallback, capped: bool) -> Result<(Settlement, bool)> {
         let runtime = self.shared.partners.get(&callback.partner);
         let Some((matcher, ttl, max_result)) = runtime.and_then(|rt| {
             Some((
@@ -382,25 +433,39 @@ impl Liaison {
         // Verified as of its arrival: a stored callback reprocessed later is
         // judged by the clock it arrived under, not by its age now.
         let arrived = SystemTime::from(callback.received_at);
-        let settlement = match matcher.verify(callback, arrived) {
-            Err(e) => Settlement::Rejected {
-                reason: e.to_string(),
+        // A matcher that panics (a bug, or a body it was not written for)
+        // quarantines the callback as malformed, body kept, to reprocess
+        // after the fix: it takes down neither the request nor the sweep
+        // that settles stranded callbacks.
+        let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            judge_with(matcher.as_ref(), callback, arrived)
+        }));
+        let settlement = match judged {
+            Ok(Judged::Rejected(reason)) => Settlement::Rejected {
+                reason,
                 metadata_only: capped
                     && self.shared.unverified_bodies.past_cap(
                         &callback.partner,
                         self.shared.settings.unverified_bodies_per_hour,
                     ),
             },
-            Ok(()) => match matcher.parse(callback) {
-                Err(e) => Settlement::Malformed { reason: e.reason },
-                Ok(mut report) => Settlement::Report {
-                    report: {
-                        report.result = report.result.map(|r| r.cap(max_result));
-                        report
-                    },
-                    unmatched_until: super::saturating_after(self.shared.now(), ttl),
+            Ok(Judged::Malformed(reason)) => Settlement::Malformed { reason },
+            Ok(Judged::Report(mut report)) => Settlement::Report {
+                report: {
+                    report.result = report.result.map(|r| r.cap(max_result));
+                    report
                 },
+                unmatched_until: super::saturating_after(self.shared.now(), ttl),
             },
+            Err(panic) => {
+                let message = crate::error::panic_message(panic.as_ref());
+                // What it said goes with the stored callback, not into the
+                // log: a matcher's message may quote the body.
+                tracing::error!(partner = %callback.partner, "the callback matcher panicked; the callback is quarantined as malformed");
+                Settlement::Malformed {
+                    reason: format!("the callback matcher panicked: {message}"),
+                }
+            }
         };
         let dropped = matches!(
             settlement,
@@ -409,25 +474,30 @@ impl Liaison {
                 ..
             }
         );
-        let receipt = self.shared.store.settle_callback(id, settlement).await?;
+        Ok((settlement, dropped))
+    }
+
+    /// Count and log a settled callback.
+    async fn settled(
+        &self,
+        receipt: CallbackReceipt,
+        partner: &str,
+        dropped: bool,
+    ) -> CallbackReceipt {
         if dropped {
-            self.shared
-                .metrics
-                .unverified_body_dropped(&callback.partner);
+            self.shared.metrics.unverified_body_dropped(partner);
         }
-        self.shared
-            .metrics
-            .callback(&callback.partner, receipt.disposition);
+        self.shared.metrics.callback(partner, receipt.disposition);
         if let (Disposition::Applied, Some(id)) = (receipt.disposition, receipt.submission_id) {
             self.record_time_to_result(id).await;
         }
         tracing::info!(
-            callback_id = %id,
+            callback_id = %receipt.callback_id,
             disposition = receipt.disposition.as_str(),
             submission_id = ?receipt.submission_id,
             "callback processed"
         );
-        Ok(receipt)
+        receipt
     }
 
     /// Run a stored callback through verification, parsing and matching

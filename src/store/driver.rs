@@ -20,7 +20,7 @@ use super::rules::delivery::DeliveryWrite;
 use super::rules::ledger::{HeldKey, KeyRow};
 use super::rules::limits::LimitState;
 use super::rules::transition::StateWrite;
-use super::{AttemptReport, ClaimRequest, LeaseToken, RoleLease};
+use super::{AttemptReport, ClaimRequest, LeaseToken, NewCallback, RoleLease};
 use crate::error::Result;
 use crate::model::callback::{CallbackId, CallbackReport, Correlation, Dismissal, StoredCallback};
 use crate::model::circuit::SharedCircuit;
@@ -299,6 +299,9 @@ pub(crate) trait Driver {
     async fn write_waiters(&self, partner: &str, waiters: Option<&str>) -> Result<()>;
 
     // --- callbacks ---
+
+    /// Store an inbound callback raw (its headers and body as given).
+    async fn record_callback(&self, new: &NewCallback) -> Result<CallbackId>;
 
     /// A stored callback, locked until the transaction ends.
     async fn lock_callback(&self, id: CallbackId) -> Result<Option<StoredCallback>>;

@@ -229,6 +229,23 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
     /// write that makes sure nothing inbound is lost.
     async fn record_callback(&self, callback: NewCallback) -> Result<CallbackId>;
 
+    /// Store an inbound callback and settle it ([`OutboxStore::settle_callback`])
+    /// in one transaction, for a callback verified and parsed before it is
+    /// stored. Answer the partner only after this returns: a callback
+    /// answered with 2xx is then stored, and one lost to a crash before the
+    /// commit was never answered, so the partner sends it again.
+    ///
+    /// The default stores, then settles, in two transactions; both bundled
+    /// stores do it in one.
+    async fn record_and_settle_callback(
+        &self,
+        callback: NewCallback,
+        settlement: Settlement,
+    ) -> Result<CallbackReceipt> {
+        let id = self.record_callback(callback).await?;
+        self.settle_callback(id, settlement).await
+    }
+
     /// Settle a stored callback in one transaction: record the verdict and,
     /// for a parsed report, recognise repeats and conflicts, match the
     /// submission and apply the outcome at most once. Only callbacks not yet

@@ -10,9 +10,23 @@ use crate::model::callback::{
 };
 use crate::model::event::Actor;
 use crate::model::submission::Submission;
-use crate::store::Settlement;
 use crate::store::driver::Driver;
 use crate::store::rules::callbacks::{self as rules, End, Repeat, Settle};
+use crate::store::{NewCallback, Settlement};
+
+/// Store an inbound callback and settle it in the same transaction. The
+/// host answers the partner only after the commit, so a callback answered
+/// with 2xx is stored; a crash before the commit stores nothing and sends
+/// no 2xx, and the partner's retry is a new arrival.
+pub(crate) async fn record_and_settle<D: Driver>(
+    d: &D,
+    new: &NewCallback,
+    settlement: &Settlement,
+    now: DateTime<Utc>,
+) -> Result<CallbackReceipt> {
+    let id = d.record_callback(new).await?;
+    settle(d, id, settlement, now).await
+}
 
 /// Settle a stored callback: record the verdict and, for a parsed report,
 /// recognise repeats and conflicts, match the submission and apply the

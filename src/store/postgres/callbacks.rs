@@ -1,4 +1,4 @@
-//! Inbound callbacks in PostgreSQL: stored raw first; read and listed.
+//! Inbound callbacks in PostgreSQL: stored, read and listed.
 //!
 //! Settling is the shared flow (`store::flow::settle`) over this store's
 //! [`super::driver`]: it locks the callback's own row, then serializes with

@@ -35,7 +35,7 @@ use crate::store::rules::delivery::DeliveryWrite;
 use crate::store::rules::ledger::{HeldKey, KeyRow};
 use crate::store::rules::limits::LimitState;
 use crate::store::rules::transition::{StateWrite, reference_taken};
-use crate::store::{AttemptReport, ClaimRequest, LeaseToken};
+use crate::store::{AttemptReport, ClaimRequest, LeaseToken, NewCallback};
 
 /// The advisory-lock key of a partner's reference, event id or body hash.
 fn ref_key(partner: &str, reference: &str) -> String {
@@ -850,6 +850,10 @@ impl Driver for Db<'_> {
 
     async fn write_waiters(&self, partner: &str, waiters: Option<&str>) -> Result<()> {
         super::partners::write_waiters_on(self, partner, waiters).await
+    }
+
+    async fn record_callback(&self, new: &NewCallback) -> Result<CallbackId> {
+        super::callbacks::record_on(self, new).await
     }
 
     async fn lock_callback(&self, id: CallbackId) -> Result<Option<StoredCallback>> {

@@ -591,6 +591,20 @@ impl OutboxStore for PostgresStore {
         write_tx!(self, |db| callbacks::record_on(db, &callback))
     }
 
+    async fn record_and_settle_callback(
+        &self,
+        callback: NewCallback,
+        settlement: Settlement,
+    ) -> Result<CallbackReceipt> {
+        let callback = crate::store::common::keyed_callback(callback, &self.inner.key);
+        write_tx!(self, |db| flow::record_and_settle(
+            db,
+            &callback,
+            &settlement,
+            self.now()
+        ))
+    }
+
     async fn settle_callback(
         &self,
         id: CallbackId,

@@ -1,5 +1,6 @@
-//! Inbound callbacks in SQLite: stored raw first; read and listed. Settling
-//! is the shared flow (`store::flow::settle`) over [`super::driver::Sql`].
+//! Inbound callbacks in SQLite: stored, read and listed. Settling (and
+//! storing with the settlement in one transaction) is the shared flow
+//! (`store::flow::settle`, `record_and_settle`) over [`super::driver::Sql`].
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params};

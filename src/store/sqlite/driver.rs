@@ -29,7 +29,7 @@ use crate::store::rules::delivery::DeliveryWrite;
 use crate::store::rules::ledger::{HeldKey, KeyRow};
 use crate::store::rules::limits::LimitState;
 use crate::store::rules::transition::StateWrite;
-use crate::store::{AttemptReport, ClaimRequest, LeaseToken};
+use crate::store::{AttemptReport, ClaimRequest, LeaseToken, NewCallback};
 
 /// Run a flow over SQLite to its end. SQLite's driver never waits on
 /// anything but the database, synchronously, so the flow completes on its
@@ -476,6 +476,10 @@ impl Driver for Sql<'_> {
 
     async fn write_waiters(&self, partner: &str, waiters: Option<&str>) -> Result<()> {
         super::partners::write_waiters_on(self.0, partner, waiters)
+    }
+
+    async fn record_callback(&self, new: &NewCallback) -> Result<CallbackId> {
+        super::callbacks::record_on(self.0, new)
     }
 
     async fn lock_callback(&self, id: CallbackId) -> Result<Option<StoredCallback>> {

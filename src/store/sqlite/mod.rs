@@ -627,6 +627,25 @@ impl OutboxStore for SqliteStore {
             .await
     }
 
+    async fn record_and_settle_callback(
+        &self,
+        callback: NewCallback,
+        settlement: Settlement,
+    ) -> Result<CallbackReceipt> {
+        let callback = crate::store::common::keyed_callback(callback, &self.inner.key);
+        self.inner
+            .writer
+            .write(move |conn| {
+                run(flow::record_and_settle(
+                    &Sql(conn),
+                    &callback,
+                    &settlement,
+                    crate::clock::now(),
+                ))
+            })
+            .await
+    }
+
     async fn settle_callback(
         &self,
         id: CallbackId,

@@ -106,11 +106,7 @@ where
 
 /// The error for an operation that panicked (a bug in liaison).
 fn panicked(panic: &(dyn std::any::Any + Send)) -> Error {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".to_owned());
+    let message = crate::error::panic_message(panic);
     tracing::error!(%message, "a write operation panicked; it was rolled back");
     Error::Storage {
         operation: "write",

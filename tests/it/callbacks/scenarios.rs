@@ -242,6 +242,76 @@ async fn an_unexpected_format_is_quarantined_then_reprocessed_after_a_fix() {
     host.stop().await;
 }
 
+/// A matcher with a bug: it verifies, then panics on every body.
+#[derive(Debug)]
+struct PanickingMatcher;
+
+impl CallbackMatcher for PanickingMatcher {
+    fn verify(
+        &self,
+        cb: &InboundCallback,
+        now: std::time::SystemTime,
+    ) -> Result<(), SignatureError> {
+        signer().verify(cb, now)
+    }
+
+    fn parse(&self, _: &InboundCallback) -> Result<CallbackReport, MalformedCallback> {
+        panic!("index out of bounds in the host's parser")
+    }
+
+    fn scheme(&self) -> &'static str {
+        "standard_webhooks"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matcher_that_panics_quarantines_the_callback_for_reprocessing_after_a_fix() {
+    let host = Host::start(later(CallbackMode::Normal), |p, _| {
+        p.callbacks(PanickingMatcher)
+    })
+    .await;
+    let id = host.enqueue(1).await;
+    host.wait_for_callbacks(1).await;
+    // Answered, stored with its body, quarantined: nothing crashed.
+    assert_eq!(host.mock.callback_log()[0].status, Some(400));
+    let stored = host.callbacks().await.remove(0);
+    assert_eq!(stored.disposition, Disposition::Malformed);
+    assert_eq!(
+        stored.error.as_deref(),
+        Some("the callback matcher panicked: index out of bounds in the host's parser")
+    );
+    assert_eq!(
+        stored.body.as_deref(),
+        Some(&host.mock.callback_log()[0].body[..])
+    );
+    assert_eq!(host.state(id).await, SubmissionState::AwaitingResult);
+    // The engine keeps serving: a second submission goes out and its
+    // callback is quarantined the same way.
+    let second = host.enqueue(2).await;
+    host.wait_for_callbacks(2).await;
+    assert_eq!(host.state(second).await, SubmissionState::AwaitingResult);
+
+    // The fix ships: the quarantined callbacks are reprocessed and applied.
+    let fixed = Liaison::builder(host.store.clone())
+        .partner(
+            crate::dispatch::partner("lab", &host.mock).callbacks(
+                liaison::callback::JsonMatcher::builder(signer())
+                    .build()
+                    .unwrap(),
+            ),
+        )
+        .settings(quick_settings())
+        .build()
+        .unwrap();
+    for callback in host.callbacks().await {
+        let receipt = fixed.reprocess_callback(callback.id).await.unwrap();
+        assert_eq!(receipt.disposition, Disposition::Applied);
+    }
+    assert_eq!(host.state(id).await, SubmissionState::Succeeded);
+    assert_eq!(host.state(second).await, SubmissionState::Succeeded);
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_after_cancellation_is_late_and_noted() {
     let host = Host::start(later(CallbackMode::Never), |p, _| p).await;

@@ -157,6 +157,71 @@ pub async fn a_callback_is_stored_raw_and_applied_once(h: &Harness) {
     assert_eq!(listed.last().unwrap().id, cb, "newest first");
 }
 
+/// `record_and_settle_callback`: stored and settled in one transaction,
+/// with the same verdicts as storing, then settling.
+pub async fn a_callback_stored_and_settled_at_once_is_kept_and_judged_alike(h: &Harness) {
+    let store = h.store().await;
+    let name = h.name();
+    let id = accepted(&store, "C-1", "REF-1").await;
+    let body = r#"{"ref":"REF-1","status":"ok","event":"evt-1"}"#;
+    let by_ref = || Correlation::ExternalRef("REF-1".into());
+    let receipt = store
+        .record_and_settle_callback(
+            raw("lab", body),
+            report(by_ref(), Some("evt-1"), ReportedOutcome::Succeeded),
+        )
+        .await
+        .unwrap();
+    assert_eq!(receipt.disposition, Disposition::Applied, "{name}");
+    assert_eq!(receipt.submission_id, Some(id), "{name}");
+    assert_eq!(
+        store.get(id).await.unwrap().state,
+        SubmissionState::Succeeded,
+        "{name}"
+    );
+    let stored = store.callback(receipt.callback_id).await.unwrap();
+    assert_eq!(stored.body.as_deref(), Some(body.as_bytes()), "{name}");
+    assert_eq!(stored.disposition, Disposition::Applied, "{name}");
+    assert_eq!(stored.event_id.as_deref(), Some("evt-1"), "{name}");
+    assert!(stored.processed_at.is_some(), "{name}");
+
+    // The partner's retry of the same event: a duplicate, applied once.
+    let again = store
+        .record_and_settle_callback(
+            raw("lab", body),
+            report(by_ref(), Some("evt-1"), ReportedOutcome::Succeeded),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.disposition, Disposition::Duplicate, "{name}");
+    assert_ne!(again.callback_id, receipt.callback_id, "{name}");
+    let timeline = store.timeline(id).await.unwrap();
+    assert_eq!(count(&timeline, EventKind::Succeeded), 1, "{name}");
+
+    // A rejection is stored with its body, or as metadata only past the cap.
+    for metadata_only in [false, true] {
+        let rejected = store
+            .record_and_settle_callback(
+                raw("lab", "forged"),
+                Settlement::Rejected {
+                    reason: "bad signature".into(),
+                    metadata_only,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(rejected.disposition, Disposition::Rejected, "{name}");
+        let stored = store.callback(rejected.callback_id).await.unwrap();
+        assert_eq!(stored.disposition, Disposition::Rejected, "{name}");
+        assert_eq!(
+            stored.body.is_none(),
+            metadata_only,
+            "{name}: metadata only {metadata_only}"
+        );
+        assert_eq!(stored.size, 6, "{name}");
+    }
+}
+
 pub async fn a_repeated_event_with_another_outcome_is_conflicting(h: &Harness) {
     let store = h.store().await;
     let id = accepted(&store, "C-1", "REF-1").await;

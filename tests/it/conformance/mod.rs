@@ -137,6 +137,7 @@ conformance! {
     poison::an_expired_lease_past_each_limit_dead_letters_and_below_them_requeues,
     poison::a_report_resets_the_count_and_a_replay_starts_it_again,
     callbacks::a_callback_is_stored_raw_and_applied_once,
+    callbacks::a_callback_stored_and_settled_at_once_is_kept_and_judged_alike,
     callbacks::a_repeated_event_with_another_outcome_is_conflicting,
     callbacks::a_failure_and_progress_are_applied_as_reported,
     callbacks::an_early_callback_waits_and_is_applied_with_the_acceptance,
