@@ -18,6 +18,8 @@ pub(crate) struct StateWrite {
     pub(crate) id: SubmissionId,
     /// The submission's partner (a taken reference names it).
     pub(crate) partner: String,
+    /// The state the change starts from, as read under the row's lock.
+    pub(crate) from: SubmissionState,
     pub(crate) state: SubmissionState,
     pub(crate) due_at: DateTime<Utc>,
     pub(crate) result_deadline: Option<DateTime<Utc>>,
@@ -130,6 +132,7 @@ pub(crate) fn apply(
     let write = StateWrite {
         id: current.id,
         partner: current.partner.clone(),
+        from: current.state,
         state: to,
         due_at: match to {
             Queued => change.due_at.unwrap_or(at),

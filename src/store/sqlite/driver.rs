@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::callbacks::{CALLBACK_COLUMNS, callback_from_row};
+use super::counts::Counts;
 use super::db::{db_err, parse_column};
 use super::deliveries::{DELIVERY_COLUMNS, DELIVERY_WIDTH, delivery_from_row};
 use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, find_on, submission_from_row};
@@ -123,40 +124,20 @@ impl Driver for Sql<'_> {
     }
 
     async fn write_state(&self, w: &StateWrite) -> Result<Submission> {
-        // One statement for the state, the acceptance time and the cycle;
-        // SET expressions read the row as it was, RETURNING gives it as it is.
-        self.0
-            .prepare_cached(&format!(
-                "UPDATE liaison_submissions SET state = ?2, due_at = ?3, result_deadline = ?4, \
-                 terminal_at = ?5, external_ref = ?6, last_error = ?7, updated_at = ?8, \
-                 lease_token = NULL, lease_expires_at = NULL, \
-                 accepted_at = CASE WHEN ?9 THEN COALESCE(accepted_at, ?8) ELSE accepted_at END, \
-                 replays = replays + ?10, \
-                 attempts_before_cycle = CASE WHEN ?10 THEN attempts ELSE attempts_before_cycle END, \
-                 cycle_started_at = CASE WHEN ?10 THEN ?8 ELSE cycle_started_at END, \
-                 result_document = ?11, lease_expiries = COALESCE(?12, lease_expiries) \
-                 WHERE id = ?1 RETURNING {SUBMISSION_COLUMNS}"
-            ))
-            .and_then(|mut stmt| {
-                stmt.query_row(
-                    params![
-                        w.id.to_string(),
-                        w.state.as_str(),
-                        to_millis(w.due_at),
-                        w.result_deadline.map(to_millis),
-                        w.terminal_at.map(to_millis),
-                        w.external_ref,
-                        w.last_error,
-                        to_millis(w.at),
-                        w.accepted,
-                        i64::from(w.new_cycle),
-                        w.result.as_ref().map(ResultDocument::to_stored),
-                        w.lease_expiries,
-                    ],
-                    submission_from_row,
-                )
-            })
-            .map_err(db_err("change state"))
+        let mut counts = Counts::default();
+        let row = self.state_row(w, &mut counts)?;
+        counts.write(self.0)?;
+        Ok(row)
+    }
+
+    async fn write_states(&self, writes: &[StateWrite]) -> Result<Vec<Submission>> {
+        let mut counts = Counts::default();
+        let rows = writes
+            .iter()
+            .map(|w| self.state_row(w, &mut counts))
+            .collect::<Result<Vec<_>>>()?;
+        counts.write(self.0)?;
+        Ok(rows)
     }
 
     async fn append_event(&self, e: &NewEvent) -> Result<()> {
@@ -188,40 +169,24 @@ impl Driver for Sql<'_> {
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Submission> {
-        let correlation = (!valid.correlation.is_empty())
-            .then(|| serde_json::json!(valid.correlation).to_string());
-        // RETURNING gives back the stored row, so the enqueue does not read it again.
-        self.0
-            .prepare_cached(&format!(
-                "INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, idempotency_key, \
-                 ordering_key, correlation, business_value, priority, state, attempts, due_at, not_before, \
-                 created_at, updated_at, currency, business_deadline) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?13, ?13, ?14, ?15) \
-                 RETURNING {SUBMISSION_COLUMNS}"
-            ))
-            .and_then(|mut stmt| {
-                stmt.query_row(
-                    params![
-                        id.to_string(),
-                        valid.partner,
-                        valid.kind,
-                        valid.payload_json,
-                        valid.fingerprint.to_string(),
-                        valid.idempotency_key,
-                        valid.ordering_key,
-                        correlation,
-                        valid.business_value,
-                        valid.priority,
-                        to_millis(due_at),
-                        valid.not_before.map(to_millis),
-                        to_millis(now),
-                        valid.currency.map(|c| c.code()),
-                        valid.business_deadline.map(to_millis),
-                    ],
-                    submission_from_row,
-                )
-            })
-            .map_err(db_err("insert submission"))
+        let mut counts = Counts::default();
+        let row = self.insert_row(id, valid, due_at, now, &mut counts)?;
+        counts.write(self.0)?;
+        Ok(row)
+    }
+
+    async fn insert_submissions(
+        &self,
+        rows: &[(SubmissionId, &ValidSubmission, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Submission>> {
+        let mut counts = Counts::default();
+        let out = rows
+            .iter()
+            .map(|(id, valid, due_at)| self.insert_row(*id, valid, *due_at, now, &mut counts))
+            .collect::<Result<Vec<_>>>()?;
+        counts.write(self.0)?;
+        Ok(out)
     }
 
     async fn index_correlation(&self, id: SubmissionId) -> Result<()> {
@@ -395,6 +360,11 @@ impl Driver for Sql<'_> {
                 .map_err(db_err("claim submission"))?;
             out.extend(row);
         }
+        let mut counts = Counts::default();
+        for row in &out {
+            counts.moved(row, SubmissionState::Queued);
+        }
+        counts.write(self.0)?;
         Ok(out)
     }
 
@@ -820,6 +790,101 @@ impl Driver for Sql<'_> {
                 )
             })
             .map_err(db_err("end delivery"))
+    }
+}
+
+/// The writes that keep the state counters ([`Counts`]) as they go.
+impl Sql<'_> {
+    /// Insert a new, queued submission, counting it in `counts`.
+    fn insert_row(
+        &self,
+        id: SubmissionId,
+        valid: &ValidSubmission,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        counts: &mut Counts,
+    ) -> Result<Submission> {
+        let correlation = (!valid.correlation.is_empty())
+            .then(|| serde_json::json!(valid.correlation).to_string());
+        // RETURNING gives back the stored row, so the enqueue does not read it again.
+        let row = self
+            .0
+            .prepare_cached(&format!(
+                "INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, idempotency_key, \
+                 ordering_key, correlation, business_value, priority, state, attempts, due_at, not_before, \
+                 created_at, updated_at, currency, business_deadline) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?13, ?13, ?14, ?15) \
+                 RETURNING {SUBMISSION_COLUMNS}"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![
+                        id.to_string(),
+                        valid.partner,
+                        valid.kind,
+                        valid.payload_json,
+                        valid.fingerprint.to_string(),
+                        valid.idempotency_key,
+                        valid.ordering_key,
+                        correlation,
+                        valid.business_value,
+                        valid.priority,
+                        to_millis(due_at),
+                        valid.not_before.map(to_millis),
+                        to_millis(now),
+                        valid.currency.map(|c| c.code()),
+                        valid.business_deadline.map(to_millis),
+                    ],
+                    submission_from_row,
+                )
+            })
+            .map_err(db_err("insert submission"))?;
+        counts.add(&row, row.state, 1);
+        Ok(row)
+    }
+
+    /// Write a state change, counting it in `counts`. The row must still be
+    /// in `w.from` (the state read under the writer's lock); one that is
+    /// not is refused rather than miscounted.
+    fn state_row(&self, w: &StateWrite, counts: &mut Counts) -> Result<Submission> {
+        // One statement for the state, the acceptance time and the cycle;
+        // SET expressions read the row as it was, RETURNING gives it as it is.
+        let row = self
+            .0
+            .prepare_cached(&format!(
+                "UPDATE liaison_submissions SET state = ?2, due_at = ?3, result_deadline = ?4, \
+                 terminal_at = ?5, external_ref = ?6, last_error = ?7, updated_at = ?8, \
+                 lease_token = NULL, lease_expires_at = NULL, \
+                 accepted_at = CASE WHEN ?9 THEN COALESCE(accepted_at, ?8) ELSE accepted_at END, \
+                 replays = replays + ?10, \
+                 attempts_before_cycle = CASE WHEN ?10 THEN attempts ELSE attempts_before_cycle END, \
+                 cycle_started_at = CASE WHEN ?10 THEN ?8 ELSE cycle_started_at END, \
+                 result_document = ?11, lease_expiries = COALESCE(?12, lease_expiries) \
+                 WHERE id = ?1 AND state = ?13 RETURNING {SUBMISSION_COLUMNS}"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![
+                        w.id.to_string(),
+                        w.state.as_str(),
+                        to_millis(w.due_at),
+                        w.result_deadline.map(to_millis),
+                        w.terminal_at.map(to_millis),
+                        w.external_ref,
+                        w.last_error,
+                        to_millis(w.at),
+                        w.accepted,
+                        i64::from(w.new_cycle),
+                        w.result.as_ref().map(ResultDocument::to_stored),
+                        w.lease_expiries,
+                        w.from.as_str(),
+                    ],
+                    submission_from_row,
+                )
+            })
+            .map_err(db_err("change state"))?;
+        counts.moved(&row, w.from);
+        Ok(row)
     }
 }
 

@@ -3,6 +3,7 @@
 mod alerts;
 mod callbacks;
 mod checkpoint;
+mod counts;
 pub(crate) mod db;
 mod deadlines;
 mod deliveries;
