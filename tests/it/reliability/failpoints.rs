@@ -449,6 +449,70 @@ async fn a_panicking_attempt_is_retried_after_its_lease_expires() {
     assert_eq!(mock.stats().side_effects, 10, "one side effect per key");
 }
 
+/// A callback whose one transaction fails (here: the write panics, which
+/// the SQLite writer rolls back and reports as an error) is answered with an
+/// error, stored raw on its own as `received`, and settled by the deadline
+/// round 10 s later: nothing inbound is lost, nothing applied twice. The
+/// failpoint panics twice: a write that shared its group with others is run
+/// again alone before it counts as failed, so one or two callbacks fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_whose_transaction_fails_is_stored_raw_and_settled_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fp.db");
+    let backend = Backend::Sqlite(db.clone());
+    let log = dir.path().join("child.log");
+    let mock = MockPartner::start_with(Behavior::callback_later_with(
+        Duration::from_millis(30),
+        MockOutcome::Succeeded,
+        CallbackMode::Normal,
+    ))
+    .await
+    .unwrap();
+    let port = free_port();
+    mock.set_callback_signing(Some(signer()));
+    mock.set_callback_url(Some(format!("http://127.0.0.1:{port}/callbacks/lab")));
+    let mut command = child("reliability::failpoints::failpoint_child_entry", &log);
+    backend.pass_to(&mut command);
+    let mut host = command
+        .env(URL, mock.submit_url())
+        .env(COUNT, "10")
+        .env(PORT, port.to_string())
+        // Longer than the deadline round's 10 s: the stored callback, not
+        // a status poll, finishes its submission.
+        .env(RESULT_TIMEOUT, "30000")
+        .env("FAILPOINTS", "liaison::callback::before_commit=2*panic")
+        .spawn()
+        .expect("spawn child");
+    until("every submission terminal", Duration::from_secs(60), || {
+        Audit::of(&backend).terminal() == 10
+    })
+    .await;
+    assert!(
+        host.try_wait().unwrap().is_none(),
+        "the host survives\n{}",
+        log_tail(&log)
+    );
+    host.kill().unwrap();
+    host.wait().unwrap();
+    assert_eq!(integrity(&db), "ok");
+    assert_eq!(backend.check(), "ok");
+    let audit = Audit::of(&backend);
+    assert_eq!(audit.in_state("succeeded"), 10, "{audit:?}");
+    assert_eq!(audit.duplicates(), 0, "{audit:?}");
+    // One or two callbacks were answered with an error; every one of the
+    // ten was stored and applied, those by the deadline round.
+    let sent = mock.callback_log();
+    assert_eq!(sent.len(), 10);
+    let failed = sent.iter().filter(|s| !s.delivered()).count();
+    assert!((1..=2).contains(&failed), "{failed} failed");
+    assert_eq!(
+        audit.callbacks.get("applied").copied(),
+        Some(10),
+        "{audit:?}"
+    );
+    assert_eq!(audit.callbacks.len(), 1, "{audit:?}");
+}
+
 /// The same crashes on PostgreSQL: the backend-independent failpoints
 /// (engine code) and the PostgreSQL store's own, each on a schema of its own.
 #[cfg(feature = "postgres")]
