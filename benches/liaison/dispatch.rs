@@ -74,11 +74,20 @@ pub(crate) async fn any_in(
     partner: &str,
     states: &[SubmissionState],
 ) -> bool {
-    let filter = states
-        .iter()
-        .fold(ListFilter::default().partner(partner), |f, s| f.state(*s))
-        .limit(1);
-    !store.list(&filter).await.expect("list").is_empty()
+    // One state per query: each reads one entry of the (partner, state,
+    // seq) index. A list over several states in `seq` order reads every
+    // row in them on PostgreSQL, which made this poll the busiest query
+    // of a run.
+    for state in states {
+        let filter = ListFilter::default()
+            .partner(partner)
+            .state(*state)
+            .limit(1);
+        if !store.list(&filter).await.expect("list").is_empty() {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether any submission is still queued or in flight.

@@ -3,12 +3,14 @@
 //! one task takes whatever has gathered meanwhile and records it with
 //! [`OutboxStore::complete_batch`], one transaction for the lot. While a
 //! batch is being written the next one gathers, so under load batches grow
-//! by themselves and an idle engine writes each result at once.
+//! by themselves and an idle engine writes each result at once. Up to
+//! [`OutboxStore::concurrent_completions`] batches are written at once
+//! (one on SQLite, whose writes are one at a time anyway).
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::error::{Error, Result};
 use crate::model::submission::Submission;
@@ -65,9 +67,43 @@ impl Completer {
 }
 
 async fn run(store: Arc<dyn OutboxStore>, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        record(store.as_ref(), std::mem::take(&mut batch)).await;
+    let lanes = store.concurrent_completions().max(1);
+    let mut writing = JoinSet::new();
+    loop {
+        // A free lane first: meanwhile the next batch gathers.
+        while writing.len() >= lanes {
+            reap(writing.join_next().await);
+        }
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let received = tokio::select! {
+            received = rx.recv_many(&mut batch, MAX_BATCH) => received,
+            // A batch that ends frees a lane; look again.
+            Some(done) = writing.join_next() => {
+                reap(Some(done));
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        let store = Arc::clone(&store);
+        writing.spawn(async move { record(store.as_ref(), batch).await });
+    }
+    while let Some(done) = writing.join_next().await {
+        reap(Some(done));
+    }
+}
+
+/// A batch's task ended. Should it have panicked, its attempts were
+/// answered [`Error::Closed`] (their replies dropped) and their leases
+/// expire; the other batches go on.
+fn reap(done: Option<std::result::Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(error)) = done
+        && error.is_panic()
+    {
+        tracing::error!(
+            "recording a batch of results panicked; its leases will expire and the work be retried"
+        );
     }
 }
 

@@ -49,6 +49,9 @@ pub(crate) struct Locked {
 #[derive(Debug, Clone)]
 pub(crate) struct Waiting {
     pub(crate) id: CallbackId,
+    /// The reference it was recorded under: one of those asked for, as
+    /// given.
+    pub(crate) reference: String,
     pub(crate) event_id: Option<String>,
     /// Its reported outcome as recorded.
     pub(crate) outcome: Option<String>,

@@ -197,6 +197,26 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
         finished: Vec<FinishedAttempt>,
     ) -> Result<Vec<Result<Submission>>>;
 
+    /// How many [`OutboxStore::complete_batch`] calls the engine may have
+    /// under way at once. `1` (the default) suits a store that writes one
+    /// transaction at a time: the next batch gathers while one is written.
+    /// A store whose transactions run side by side answers more, so a slow
+    /// batch (one that matches many callbacks that arrived before their
+    /// acceptance) does not hold up every result behind it.
+    /// `PostgresStore` (feature `postgres`) answers a quarter of its pool,
+    /// from 1 to 4.
+    ///
+    /// ```
+    /// use liaison::store::{OutboxStore, SqliteStore};
+    ///
+    /// let store = SqliteStore::open_temporary()?;
+    /// assert_eq!(store.concurrent_completions(), 1);
+    /// # Ok::<(), liaison::Error>(())
+    /// ```
+    fn concurrent_completions(&self) -> usize {
+        1
+    }
+
     /// Apply a state change that no lease governs (deadline passed, result
     /// received, replay, manual resolution, cancel). Refused with
     /// [`crate::Error::InvalidTransition`] when not in the table, when it

@@ -421,6 +421,84 @@ async fn the_same_callback_delivered_to_two_instances_applies_once() {
     drop(b);
 }
 
+/// A partner that calls back the moment it accepts: most callbacks arrive
+/// before their acceptance is recorded, wait, and are matched by the
+/// batches that record the acceptances, several of which are written at
+/// once on PostgreSQL (`concurrent_completions`). Each is applied once,
+/// none is left waiting, each submission changes state once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_that_beat_their_acceptance_apply_once_each() {
+    const SUBMISSIONS: usize = 300;
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let store = schema.open(Default::default()).await;
+    assert!(
+        store.concurrent_completions() > 1,
+        "batches of results are written side by side"
+    );
+    let mock = MockPartner::start_with(Behavior::callback_later(
+        Duration::ZERO,
+        MockOutcome::Succeeded,
+    ))
+    .await
+    .unwrap();
+    mock.set_callback_signing(Some(signer()));
+    let partner = crate::dispatch::partner("lab", &mock)
+        .callbacks(JsonMatcher::builder(signer()).build().unwrap())
+        .result_timeout(Duration::from_secs(120))
+        .concurrency(32);
+    let liaison = Liaison::builder(store.clone())
+        .partner(partner)
+        .settings(crate::dispatch::quick_settings().claim_batch(32))
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = liaison::http::callback_router(liaison.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    mock.set_callback_url(Some(format!("http://{addr}/callbacks/lab")));
+
+    let batch = (0..SUBMISSIONS).map(|i| claim("lab", i)).collect();
+    liaison.enqueue_batch(batch).await.unwrap();
+    let handle = liaison.start();
+    eventually("all succeeded", Duration::from_secs(120), || async {
+        count(&store, SubmissionState::Succeeded).await == SUBMISSIONS as i64
+    })
+    .await;
+    handle.shutdown(Duration::from_secs(5)).await.unwrap();
+    server.abort();
+
+    let callbacks = store
+        .list_callbacks(&CallbackFilter::default().limit(10_000))
+        .await
+        .unwrap();
+    assert_eq!(callbacks.len(), SUBMISSIONS, "one callback per submission");
+    let waiting = callbacks
+        .iter()
+        .filter(|c| c.disposition == Disposition::Unmatched)
+        .count();
+    assert_eq!(waiting, 0, "none left waiting");
+    let mut applied: Vec<_> = callbacks
+        .iter()
+        .filter(|c| c.disposition == Disposition::Applied)
+        .filter_map(|c| c.submission_id)
+        .collect();
+    applied.sort();
+    applied.dedup();
+    assert_eq!(applied.len(), SUBMISSIONS, "each applied to its own");
+    for id in applied {
+        let changes = store
+            .timeline(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == EventKind::Succeeded)
+            .count();
+        assert_eq!(changes, 1, "one state change for {id}");
+    }
+}
+
 /// Hosts on `schema` with a poll interval of an hour: whatever they do
 /// promptly, they did because of a wake-up.
 fn deaf_to_polling(store: PostgresStore, mock: &MockPartner) -> Liaison {

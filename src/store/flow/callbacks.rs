@@ -10,7 +10,7 @@ use crate::model::callback::{
 };
 use crate::model::event::Actor;
 use crate::model::submission::Submission;
-use crate::store::driver::Driver;
+use crate::store::driver::{Driver, Waiting};
 use crate::store::rules::callbacks::{self as rules, End, Repeat, Settle};
 use crate::store::{NewCallback, Settlement};
 
@@ -181,6 +181,17 @@ pub(super) async fn rematch<D: Driver>(
     let waiting = d
         .waiting_callbacks(&submission.partner, &references)
         .await?;
+    rematch_waiting(d, submission, waiting, now).await
+}
+
+/// [`rematch`] with the callbacks waiting for `submission` already found
+/// (oldest first).
+pub(super) async fn rematch_waiting<D: Driver>(
+    d: &D,
+    submission: &Submission,
+    waiting: Vec<Waiting>,
+    now: DateTime<Utc>,
+) -> Result<Submission> {
     if waiting.is_empty() {
         // Nothing arrived early (the usual case): the row is as given.
         return Ok(submission.clone());

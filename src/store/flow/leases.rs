@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 use super::submissions::apply_change;
 use super::{journal, journal_all};
 use crate::error::{Error, Result};
+use crate::model::callback::CallbackId;
 use crate::model::delivery::DeliveryId;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
-use crate::store::driver::{Driver, Locked};
+use crate::store::driver::{Driver, Locked, Waiting};
 use crate::store::rules::callbacks as callback_rules;
 use crate::store::rules::delivery as deliveries;
 use crate::store::rules::lease as rules;
@@ -330,8 +331,8 @@ async fn complete_round<D: Driver>(
     d.insert_deliveries(&deliveries, now).await?;
 
     // Callbacks that arrived before these results were recorded can match
-    // now: one look per partner, and a rematch only where some wait.
-    let mut waiting_partners = HashSet::new();
+    // now: one look per partner, then each submission takes those recorded
+    // under one of its references (a callback once only).
     let mut by_partner: HashMap<&str, Vec<String>> = HashMap::new();
     for after in updated
         .iter()
@@ -342,18 +343,30 @@ async fn complete_round<D: Driver>(
             .or_default()
             .extend(callback_rules::references(after));
     }
+    let mut waiting: HashMap<String, Vec<Waiting>> = HashMap::new();
     for (partner, references) in &by_partner {
-        if !d.waiting_callbacks(partner, references).await?.is_empty() {
-            waiting_partners.insert(partner.to_string());
+        let found = d.waiting_callbacks(partner, references).await?;
+        if !found.is_empty() {
+            waiting.insert(partner.to_string(), found);
         }
     }
+    let mut taken: HashSet<CallbackId> = HashSet::new();
     for ((i, _, _), after) in kept.iter().zip(updated) {
-        let after = if after.state != SubmissionState::Queued
-            && waiting_partners.contains(&after.partner)
-        {
-            super::callbacks::rematch(d, &after, now).await?
-        } else {
-            after
+        let found = waiting
+            .get(&after.partner)
+            .filter(|_| after.state != SubmissionState::Queued);
+        let after = match found {
+            Some(found) => {
+                let references: HashSet<String> =
+                    callback_rules::references(&after).into_iter().collect();
+                let mine: Vec<Waiting> = found
+                    .iter()
+                    .filter(|w| references.contains(&w.reference) && taken.insert(w.id))
+                    .cloned()
+                    .collect();
+                super::callbacks::rematch_waiting(d, &after, mine, now).await?
+            }
+            None => after,
         };
         answers.push((*i, Ok(Completion::Applied(Box::new(after)))));
     }

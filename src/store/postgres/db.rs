@@ -137,6 +137,27 @@ impl<'a> Db<'a> {
     }
 }
 
+impl Db<'_> {
+    /// [`Db::advisory_lock`] for several keys in one round trip, taken in
+    /// the order given (as that many calls would take them).
+    pub(super) async fn advisory_locks(&self, locks: &[(LockClass, &str)]) -> Result<()> {
+        let classes: Vec<i32> = locks.iter().map(|(class, _)| *class as i32).collect();
+        let keys: Vec<String> = locks
+            .iter()
+            .map(|(_, key)| clean(key).into_owned())
+            .collect();
+        self.query(
+            "SELECT pg_advisory_xact_lock(l.class, hashtext(l.key)) FROM \
+             (SELECT class, key FROM unnest($1::int[], $2::text[]) WITH ORDINALITY \
+              AS u(class, key, n) ORDER BY n) AS l",
+            &[&classes, &keys],
+            "take advisory locks",
+        )
+        .await
+        .map(drop)
+    }
+}
+
 impl fmt::Debug for Db<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Db")

@@ -900,17 +900,23 @@ impl Driver for Db<'_> {
         correlation: &Correlation,
     ) -> Result<()> {
         // Repeats of one event (or body) settle one after the other, and a
-        // reference is matched only once its recording has committed.
-        if let Some(event_id) = event_id {
-            self.advisory_lock(LockClass::CallbackEvent, &ref_key(partner, event_id))
-                .await?;
+        // reference is matched only once its recording has committed. One
+        // round trip, in this order (event, body, reference).
+        let event = event_id.map(|e| ref_key(partner, e));
+        let body = ref_key(partner, body_hash);
+        let reference = match correlation {
+            Correlation::ExternalRef(r) => Some(ref_key(partner, r)),
+            _ => None,
+        };
+        let mut locks = Vec::with_capacity(3);
+        if let Some(event) = &event {
+            locks.push((LockClass::CallbackEvent, event.as_str()));
         }
-        self.advisory_lock(LockClass::CallbackBody, &ref_key(partner, body_hash))
-            .await?;
-        if let Correlation::ExternalRef(r) = correlation {
-            self.lock_reference(partner, r).await?;
+        locks.push((LockClass::CallbackBody, body.as_str()));
+        if let Some(reference) = &reference {
+            locks.push((LockClass::PartnerRef, reference.as_str()));
         }
-        Ok(())
+        self.advisory_locks(&locks).await
     }
 
     async fn earlier_callback(
@@ -1039,24 +1045,31 @@ impl Driver for Db<'_> {
         partner: &str,
         references: &[String],
     ) -> Result<Vec<Waiting>> {
-        let references: Vec<String> = references.iter().map(|r| clean(r).into_owned()).collect();
+        // Stored cleaned; answered as the caller gave it.
+        let given: HashMap<String, &String> = references
+            .iter()
+            .map(|r| (clean(r).into_owned(), r))
+            .collect();
+        let cleaned: Vec<&String> = given.keys().collect();
         // A waiting callback that another transaction settles right now is
         // skipped: that settle finds the submission as this one leaves it.
         self.query(
-            "SELECT id, event_id, outcome, match_until FROM liaison_callbacks \
+            "SELECT id, reference, event_id, outcome, match_until FROM liaison_callbacks \
              WHERE partner = $1 AND disposition = 'unmatched' AND reference = ANY($2) \
              ORDER BY seq FOR UPDATE SKIP LOCKED",
-            &[&partner, &references],
+            &[&partner, &cleaned],
             "find waiting callbacks",
         )
         .await?
         .iter()
         .map(|row| {
+            let stored: String = get(row, 1)?;
             Ok(Waiting {
                 id: to_cid(get(row, 0)?)?,
-                event_id: get(row, 1)?,
-                outcome: get(row, 2)?,
-                match_until: get::<Option<i64>>(row, 3)?.map(from_millis),
+                reference: given.get(&stored).map_or(stored.clone(), |r| (*r).clone()),
+                event_id: get(row, 2)?,
+                outcome: get(row, 3)?,
+                match_until: get::<Option<i64>>(row, 4)?.map(from_millis),
             })
         })
         .collect()

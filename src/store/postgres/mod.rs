@@ -675,6 +675,12 @@ impl OutboxStore for PostgresStore {
         self.inner.listener.subscribe()
     }
 
+    fn concurrent_completions(&self) -> usize {
+        // Each batch holds a connection for its transaction: leave the
+        // rest of the pool to claims, callbacks and reads.
+        (self.inner.config.pool_size / 4).clamp(1, 4)
+    }
+
     async fn set_pause(&self, partner: &str, pause: Option<Pause>) -> Result<()> {
         crate::model::submission::validate_partner(partner)?;
         write_tx!(self, |db| partners::set_pause_on(

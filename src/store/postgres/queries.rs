@@ -143,9 +143,17 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Subm
              UNION SELECT partner FROM liaison_state_deltas)",
         );
     }
-    if !filter.states.is_empty() {
-        let states: Vec<String> = filter.states.iter().map(|s| s.as_str().into()).collect();
-        arg(&mut sql, " AND state = ANY(?)", Box::new(states));
+    match filter.states.as_slice() {
+        [] => {}
+        // One state as an equality: a prepared plan cannot know that an
+        // array holds one value, and with `= ANY` it reads every row in
+        // the state and sorts them instead of reading the (partner, state,
+        // seq) index in order up to the limit.
+        [state] => arg(&mut sql, " AND state = ?", Box::new(state.as_str())),
+        states => {
+            let states: Vec<String> = states.iter().map(|s| s.as_str().into()).collect();
+            arg(&mut sql, " AND state = ANY(?)", Box::new(states));
+        }
     }
     if let Some(kind) = &filter.kind {
         arg(

@@ -611,12 +611,12 @@ impl Driver for Sql<'_> {
         references: &[String],
     ) -> Result<Vec<Waiting>> {
         let sql = format!(
-            "SELECT id, event_id, outcome, match_until FROM liaison_callbacks \
+            "SELECT id, reference, event_id, outcome, match_until FROM liaison_callbacks \
              WHERE partner = ?1 AND disposition = 'unmatched' AND reference IN {} \
              ORDER BY seq",
             marks(2, references.len())
         );
-        type Row = (String, Option<String>, Option<String>, Option<i64>);
+        type Row = (String, String, Option<String>, Option<String>, Option<i64>);
         let rows: Vec<Row> = self
             .0
             .prepare_cached(&sql)
@@ -624,15 +624,22 @@ impl Driver for Sql<'_> {
                 let mut args: Vec<&dyn rusqlite::ToSql> = vec![&partner];
                 args.extend(references.iter().map(|r| r as &dyn rusqlite::ToSql));
                 stmt.query_map(args.as_slice(), |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
                 })?
                 .collect()
             })
             .map_err(db_err("find waiting callbacks"))?;
         rows.into_iter()
-            .map(|(id, event_id, outcome, until)| {
+            .map(|(id, reference, event_id, outcome, until)| {
                 Ok(Waiting {
                     id: parse_column("id", &id)?,
+                    reference,
                     event_id,
                     outcome,
                     match_until: until.map(from_millis),

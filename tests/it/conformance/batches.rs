@@ -250,6 +250,93 @@ pub async fn a_batch_applies_callbacks_that_arrived_before_it(h: &Harness) {
     assert_eq!(settled.submission_id, Some(leases[1].submission.id));
 }
 
+pub async fn a_batch_gives_each_submission_the_callbacks_waiting_for_it(h: &Harness) {
+    use SubmissionState::*;
+    let store = h.store().await;
+    // Four callbacks arrive before any acceptance: two for REF-a (a
+    // progress report, then the result), one for REF-b, one for a
+    // reference no submission of the batch holds.
+    let mut early = Vec::new();
+    for (body, reference, event, outcome) in [
+        (
+            "a-1",
+            "REF-a",
+            "e-a1",
+            ReportedOutcome::Progress { note: None },
+        ),
+        ("a-2", "REF-a", "e-a2", ReportedOutcome::Succeeded),
+        (
+            "b-1",
+            "REF-b",
+            "e-b1",
+            ReportedOutcome::Failed {
+                reason: "declined".into(),
+            },
+        ),
+        ("x-1", "REF-x", "e-x1", ReportedOutcome::Succeeded),
+    ] {
+        let cb = store.record_callback(raw("lab", body)).await.unwrap();
+        let receipt = store
+            .settle_callback(
+                cb,
+                report(
+                    Correlation::ExternalRef(reference.into()),
+                    Some(event),
+                    outcome,
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(receipt.disposition, Disposition::Unmatched, "{}", h.name());
+        early.push(cb);
+    }
+    let batch = (0..3)
+        .map(|i| submission("lab", &format!("W{i}")))
+        .collect();
+    store.enqueue_batch(batch).await.unwrap();
+    let leases = store
+        .claim(ClaimRequest::new("lab", 3, LEASE))
+        .await
+        .unwrap();
+    let references = ["REF-a", "REF-b", "REF-c"];
+    let answers = store
+        .complete_batch(
+            leases
+                .iter()
+                .zip(references)
+                .map(|(l, reference)| {
+                    finished(
+                        l,
+                        AttemptOutcome::Accepted,
+                        StateChange::to(AwaitingResult).external_ref(reference),
+                    )
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let states: Vec<_> = answers.iter().map(|a| a.as_ref().unwrap().state).collect();
+    assert_eq!(states, [Succeeded, Failed, AwaitingResult], "{}", h.name());
+    for (i, submission) in [(1, 0), (2, 1)] {
+        let settled = store.callback(early[i]).await.unwrap();
+        assert_eq!(settled.disposition, Disposition::Applied, "{}", h.name());
+        assert_eq!(
+            settled.submission_id,
+            Some(leases[submission].submission.id),
+            "{}",
+            h.name()
+        );
+    }
+    // The progress report was taken by its submission too, before the
+    // result; the stranger still waits.
+    let progress = store.callback(early[0]).await.unwrap();
+    assert_eq!(progress.submission_id, Some(leases[0].submission.id));
+    assert_ne!(progress.disposition, Disposition::Unmatched, "{}", h.name());
+    let stranger = store.callback(early[3]).await.unwrap();
+    assert_eq!(stranger.disposition, Disposition::Unmatched, "{}", h.name());
+    assert_eq!(stranger.submission_id, None);
+}
+
 pub async fn a_batch_enqueue_keeps_input_order_and_sees_its_own_keys(h: &Harness) {
     use SubmissionState::*;
     // Keys are free again as soon as their work is finished.

@@ -80,6 +80,7 @@ conformance! {
     circuits::bad_circuit_and_role_input_is_refused_and_writes_nothing,
     batches::a_batch_of_results_answers_and_writes_as_each_alone_would,
     batches::a_batch_applies_callbacks_that_arrived_before_it,
+    batches::a_batch_gives_each_submission_the_callbacks_waiting_for_it,
     batches::a_batch_enqueue_keeps_input_order_and_sees_its_own_keys,
     privacy::retention_clears_personal_data_and_keeps_what_happened,
     privacy::forget_erases_by_id_keeps_the_skeleton_and_journals_who_and_why,
