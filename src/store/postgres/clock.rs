@@ -55,3 +55,58 @@ impl DbClock {
         Ok(offset)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::DbClock;
+
+    /// The test database (as the integration tests'), or `None` after a
+    /// notice; `LIAISON_REQUIRE_PG=1` makes a missing one a failure.
+    fn url() -> Option<String> {
+        match std::env::var("LIAISON_TEST_PG_URL") {
+            Ok(url) if !url.trim().is_empty() => Some(url),
+            _ if std::env::var("LIAISON_REQUIRE_PG").as_deref() == Ok("1") => {
+                panic!("LIAISON_REQUIRE_PG=1 but LIAISON_TEST_PG_URL is not set")
+            }
+            _ => {
+                eprintln!("skipped: LIAISON_TEST_PG_URL is not set");
+                None
+            }
+        }
+    }
+
+    /// An outage during a measurement (a heartbeat's) keeps the offset last
+    /// measured: decisions stay on the database's clock as last known, not
+    /// on the host's own.
+    #[tokio::test]
+    async fn a_failed_measurement_keeps_the_last_offset() {
+        let Some(url) = url() else { return };
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let connection = tokio::spawn(connection);
+        let clock = DbClock::default();
+        // Same host: the server's clock is ours to within the round trip.
+        let offset = clock.measure(&client).await.expect("measure");
+        assert!(offset.abs() < 1_000_000, "offset {offset} µs on one host");
+        assert_eq!(clock.offset_us.load(Ordering::Relaxed), offset);
+
+        // As if the server's clock ran 5 s ahead when last measured.
+        clock.offset_us.store(5_000_000, Ordering::Relaxed);
+        connection.abort();
+        let _ = connection.await;
+        let error = clock
+            .measure(&client)
+            .await
+            .expect_err("the connection is gone");
+        assert!(error.is_retryable(), "an outage is retryable: {error}");
+        assert_eq!(clock.offset_us.load(Ordering::Relaxed), 5_000_000);
+        let ahead = clock.now() - crate::clock::now();
+        assert!(
+            (4_900..=5_100).contains(&ahead.num_milliseconds()),
+            "now() still applies the last offset: {ahead}"
+        );
+    }
+}
