@@ -48,11 +48,11 @@ pub(crate) struct Locked {
 /// An unmatched callback waiting for a submission's acceptance.
 #[derive(Debug, Clone)]
 pub(crate) struct Waiting {
-    pub(crate) id: CallbackId,
+    /// As stored (read under the caller's lock on it).
+    pub(crate) stored: StoredCallback,
     /// The reference it was recorded under: one of those asked for, as
     /// given.
     pub(crate) reference: String,
-    pub(crate) event_id: Option<String>,
     /// Its reported outcome as recorded.
     pub(crate) outcome: Option<String>,
     pub(crate) match_until: Option<DateTime<Utc>>,
@@ -303,8 +303,10 @@ pub(crate) trait Driver {
 
     // --- callbacks ---
 
-    /// Store an inbound callback raw (its headers and body as given).
-    async fn record_callback(&self, new: &NewCallback) -> Result<CallbackId>;
+    /// Store an inbound callback raw (its headers and body as given); the
+    /// row as stored. This transaction wrote it, so no other sees it before
+    /// the commit: it needs no lock.
+    async fn record_callback(&self, new: &NewCallback) -> Result<StoredCallback>;
 
     /// A stored callback, locked until the transaction ends.
     async fn lock_callback(&self, id: CallbackId) -> Result<Option<StoredCallback>>;

@@ -24,8 +24,8 @@ pub(crate) async fn record_and_settle<D: Driver>(
     settlement: &Settlement,
     now: DateTime<Utc>,
 ) -> Result<CallbackReceipt> {
-    let id = d.record_callback(new).await?;
-    settle(d, id, settlement, now).await
+    let stored = d.record_callback(new).await?;
+    settle_stored(d, stored, settlement, now).await
 }
 
 /// Settle a stored callback: record the verdict and, for a parsed report,
@@ -42,6 +42,17 @@ pub(crate) async fn settle<D: Driver>(
         .lock_callback(id)
         .await?
         .ok_or_else(|| Error::not_found("callback", id))?;
+    settle_stored(d, stored, settlement, now).await
+}
+
+/// [`settle`] a callback this transaction holds: locked, or written by it.
+async fn settle_stored<D: Driver>(
+    d: &D,
+    stored: StoredCallback,
+    settlement: &Settlement,
+    now: DateTime<Utc>,
+) -> Result<CallbackReceipt> {
+    let id = stored.id;
     rules::check_settleable(&stored)?;
     match settlement {
         Settlement::Rejected {
@@ -197,8 +208,10 @@ pub(super) async fn rematch_waiting<D: Driver>(
         return Ok(submission.clone());
     }
     for w in waiting {
-        let stored = d.callback(w.id).await?;
-        let Some(report) = rules::waiting_report(&stored, w.event_id, w.outcome.as_deref()) else {
+        let stored = w.stored;
+        let Some(report) =
+            rules::waiting_report(&stored, stored.event_id.clone(), w.outcome.as_deref())
+        else {
             continue;
         };
         let outcome = rules::outcome_json(&report)?;

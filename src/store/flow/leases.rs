@@ -361,7 +361,7 @@ async fn complete_round<D: Driver>(
                     callback_rules::references(&after).into_iter().collect();
                 let mine: Vec<Waiting> = found
                     .iter()
-                    .filter(|w| references.contains(&w.reference) && taken.insert(w.id))
+                    .filter(|w| references.contains(&w.reference) && taken.insert(w.stored.id))
                     .cloned()
                     .collect();
                 super::callbacks::rematch_waiting(d, &after, mine, now).await?

@@ -48,7 +48,8 @@ pub(super) fn callback_from_row(row: &Row) -> Result<StoredCallback> {
     })
 }
 
-pub(super) async fn record_on(db: &Db<'_>, new: &NewCallback) -> Result<CallbackId> {
+/// Store a callback; the row as stored.
+pub(super) async fn record_on(db: &Db<'_>, new: &NewCallback) -> Result<StoredCallback> {
     let id = CallbackId::new();
     let headers: Vec<(String, String)> = new
         .headers
@@ -60,10 +61,14 @@ pub(super) async fn record_on(db: &Db<'_>, new: &NewCallback) -> Result<Callback
         source: Box::new(e),
     })?;
     let settled = (new.disposition != Disposition::Received).then(|| to_millis(new.received_at));
-    db.execute(
-        "INSERT INTO liaison_callbacks (id, partner, received_at, headers, body, body_hash, size, \
-         disposition, error, processed_at) \
-         VALUES ($1, $2, $3, $4::text::json, $5, $6, $7, $8, $9, $10)",
+    let row = db
+        .query_one(
+            &format!(
+                "INSERT INTO liaison_callbacks (id, partner, received_at, headers, body, body_hash, \
+                 size, disposition, error, processed_at) \
+                 VALUES ($1, $2, $3, $4::text::json, $5, $6, $7, $8, $9, $10) \
+                 RETURNING {CALLBACK_COLUMNS}"
+            ),
         &[
             &cid(id),
             &clean(&new.partner).as_ref(),
@@ -76,10 +81,10 @@ pub(super) async fn record_on(db: &Db<'_>, new: &NewCallback) -> Result<Callback
             &clean_opt(bounded(new.error.as_deref())),
             &settled,
         ],
-        "store callback",
-    )
-    .await?;
-    Ok(id)
+            "store callback",
+        )
+        .await?;
+    callback_from_row(&row)
 }
 
 pub(super) async fn callback_on(db: &Db<'_>, id: CallbackId) -> Result<StoredCallback> {

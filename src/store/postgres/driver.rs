@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::callbacks::{CALLBACK_COLUMNS, callback_from_row, callback_on};
 use super::db::{
-    Db, LockClass, cid, clean, clean_opt, get, is_unique_violation, sid, to_cid, to_sid, token_uuid,
+    Db, LockClass, cid, clean, clean_opt, get, is_unique_violation, sid, to_sid, token_uuid,
 };
 use super::deliveries::{DELIVERY_COLUMNS, DELIVERY_WIDTH, delivery_from_row};
 use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, find_on, submission_from_row};
@@ -852,7 +852,7 @@ impl Driver for Db<'_> {
         super::partners::write_waiters_on(self, partner, waiters).await
     }
 
-    async fn record_callback(&self, new: &NewCallback) -> Result<CallbackId> {
+    async fn record_callback(&self, new: &NewCallback) -> Result<StoredCallback> {
         super::callbacks::record_on(self, new).await
     }
 
@@ -1053,23 +1053,26 @@ impl Driver for Db<'_> {
         let cleaned: Vec<&String> = given.keys().collect();
         // A waiting callback that another transaction settles right now is
         // skipped: that settle finds the submission as this one leaves it.
+        // The callback's columns, then its reference, outcome and window.
+        let extra = CALLBACK_COLUMNS.split(',').count();
         self.query(
-            "SELECT id, reference, event_id, outcome, match_until FROM liaison_callbacks \
-             WHERE partner = $1 AND disposition = 'unmatched' AND reference = ANY($2) \
-             ORDER BY seq FOR UPDATE SKIP LOCKED",
+            &format!(
+                "SELECT {CALLBACK_COLUMNS}, reference, outcome, match_until FROM liaison_callbacks \
+                 WHERE partner = $1 AND disposition = 'unmatched' AND reference = ANY($2) \
+                 ORDER BY seq FOR UPDATE SKIP LOCKED"
+            ),
             &[&partner, &cleaned],
             "find waiting callbacks",
         )
         .await?
         .iter()
         .map(|row| {
-            let stored: String = get(row, 1)?;
+            let stored: String = get(row, extra)?;
             Ok(Waiting {
-                id: to_cid(get(row, 0)?)?,
+                stored: callback_from_row(row)?,
                 reference: given.get(&stored).map_or(stored.clone(), |r| (*r).clone()),
-                event_id: get(row, 2)?,
-                outcome: get(row, 3)?,
-                match_until: get::<Option<i64>>(row, 4)?.map(from_millis),
+                outcome: get(row, extra + 1)?,
+                match_until: get::<Option<i64>>(row, extra + 2)?.map(from_millis),
             })
         })
         .collect()

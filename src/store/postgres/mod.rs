@@ -588,7 +588,7 @@ impl OutboxStore for PostgresStore {
 
     async fn record_callback(&self, callback: NewCallback) -> Result<CallbackId> {
         let callback = crate::store::common::keyed_callback(callback, &self.inner.key);
-        write_tx!(self, |db| callbacks::record_on(db, &callback))
+        write_tx!(self, |db| callbacks::record_on(db, &callback)).map(|stored| stored.id)
     }
 
     async fn record_and_settle_callback(

@@ -448,8 +448,9 @@ impl Driver for Sql<'_> {
         super::partners::write_waiters_on(self.0, partner, waiters)
     }
 
-    async fn record_callback(&self, new: &NewCallback) -> Result<CallbackId> {
-        super::callbacks::record_on(self.0, new)
+    async fn record_callback(&self, new: &NewCallback) -> Result<StoredCallback> {
+        let id = super::callbacks::record_on(self.0, new)?;
+        self.callback(id).await
     }
 
     async fn lock_callback(&self, id: CallbackId) -> Result<Option<StoredCallback>> {
@@ -610,42 +611,30 @@ impl Driver for Sql<'_> {
         partner: &str,
         references: &[String],
     ) -> Result<Vec<Waiting>> {
+        // The callback's columns, then its reference, outcome and window.
         let sql = format!(
-            "SELECT id, reference, event_id, outcome, match_until FROM liaison_callbacks \
+            "SELECT {CALLBACK_COLUMNS}, reference, outcome, match_until FROM liaison_callbacks \
              WHERE partner = ?1 AND disposition = 'unmatched' AND reference IN {} \
              ORDER BY seq",
             marks(2, references.len())
         );
-        type Row = (String, String, Option<String>, Option<String>, Option<i64>);
-        let rows: Vec<Row> = self
-            .0
+        let extra = CALLBACK_COLUMNS.split(',').count();
+        self.0
             .prepare_cached(&sql)
             .and_then(|mut stmt| {
                 let mut args: Vec<&dyn rusqlite::ToSql> = vec![&partner];
                 args.extend(references.iter().map(|r| r as &dyn rusqlite::ToSql));
                 stmt.query_map(args.as_slice(), |row| {
-                    Ok((
-                        row.get(0)?,
-                        row.get(1)?,
-                        row.get(2)?,
-                        row.get(3)?,
-                        row.get(4)?,
-                    ))
+                    Ok(Waiting {
+                        stored: callback_from_row(row)?,
+                        reference: row.get(extra)?,
+                        outcome: row.get(extra + 1)?,
+                        match_until: row.get::<_, Option<i64>>(extra + 2)?.map(from_millis),
+                    })
                 })?
                 .collect()
             })
-            .map_err(db_err("find waiting callbacks"))?;
-        rows.into_iter()
-            .map(|(id, reference, event_id, outcome, until)| {
-                Ok(Waiting {
-                    id: parse_column("id", &id)?,
-                    reference,
-                    event_id,
-                    outcome,
-                    match_until: until.map(from_millis),
-                })
-            })
-            .collect()
+            .map_err(db_err("find waiting callbacks"))
     }
 
     async fn insert_delivery(
