@@ -41,8 +41,13 @@ pub struct StatsQuery {
 pub const DEFAULT_DEADLINE_LEAD_TIME: Duration = Duration::from_secs(24 * 3600);
 
 impl StatsQuery {
-    /// Statistics over the `window` ending now, for every partner the store
-    /// knows, without delay budgets.
+    /// Statistics over the `window` ending now by this host's clock, for
+    /// every partner the store knows, without delay budgets. A store shared
+    /// by several hosts decides by its own clock ([`OutboxStore::now`]:
+    /// the database server's on PostgreSQL): end the window there with
+    /// [`StatsQuery::at`]`(store.now())`, as the engine does.
+    ///
+    /// [`OutboxStore::now`]: crate::store::OutboxStore::now
     ///
     /// ```
     /// use liaison::store::StatsQuery;
@@ -323,7 +328,9 @@ pub struct NewAlert {
 
 impl NewAlert {
     /// An alert of `class` for `partner`, owned by `owner`, for the
-    /// condition `details`, now, not expected.
+    /// condition `details`, now by this host's clock, not expected. On a
+    /// shared store, date it by the store's clock with
+    /// [`NewAlert::at`]`(store.now())`, as the engine does.
     pub fn new(
         partner: impl Into<String>,
         class: crate::model::alert::ProblemClass,
