@@ -61,26 +61,27 @@ pub(super) async fn record_on(db: &Db<'_>, new: &NewCallback) -> Result<StoredCa
         source: Box::new(e),
     })?;
     let settled = (new.disposition != Disposition::Received).then(|| to_millis(new.received_at));
+    let sql = format!(
+        "INSERT INTO liaison_callbacks (id, partner, received_at, headers, body, body_hash, \
+         size, disposition, error, processed_at) \
+         VALUES ($1, $2, $3, $4::text::json, $5, $6, $7, $8, $9, $10) \
+         RETURNING {CALLBACK_COLUMNS}"
+    );
     let row = db
         .query_one(
-            &format!(
-                "INSERT INTO liaison_callbacks (id, partner, received_at, headers, body, body_hash, \
-                 size, disposition, error, processed_at) \
-                 VALUES ($1, $2, $3, $4::text::json, $5, $6, $7, $8, $9, $10) \
-                 RETURNING {CALLBACK_COLUMNS}"
-            ),
-        &[
-            &cid(id),
-            &clean(&new.partner).as_ref(),
-            &to_millis(new.received_at),
-            &headers,
-            &new.body,
-            &clean(&new.body_hash).as_ref(),
-            &i64::try_from(new.size).unwrap_or(i64::MAX),
-            &new.disposition.as_str(),
-            &clean_opt(bounded(new.error.as_deref())),
-            &settled,
-        ],
+            &sql,
+            &[
+                &cid(id),
+                &clean(&new.partner).as_ref(),
+                &to_millis(new.received_at),
+                &headers,
+                &new.body,
+                &clean(&new.body_hash).as_ref(),
+                &i64::try_from(new.size).unwrap_or(i64::MAX),
+                &new.disposition.as_str(),
+                &clean_opt(bounded(new.error.as_deref())),
+                &settled,
+            ],
             "store callback",
         )
         .await?;

@@ -1067,10 +1067,10 @@ impl Driver for Db<'_> {
         .await?
         .iter()
         .map(|row| {
-            let stored: String = get(row, extra)?;
+            let under: String = get(row, extra)?;
             Ok(Waiting {
                 stored: callback_from_row(row)?,
-                reference: given.get(&stored).map_or(stored.clone(), |r| (*r).clone()),
+                reference: given.get(&under).map_or(under.clone(), |r| (*r).clone()),
                 outcome: get(row, extra + 1)?,
                 match_until: get::<Option<i64>>(row, extra + 2)?.map(from_millis),
             })
