@@ -140,7 +140,7 @@ impl Drop for Instance {
     }
 }
 
-async fn count(store: &PostgresStore, state: SubmissionState) -> i64 {
+async fn count(store: &(impl OutboxStore + ?Sized), state: SubmissionState) -> i64 {
     let query = liaison::store::StatsQuery::new(Duration::from_secs(60)).partner("lab");
     let stats = store.stats(&query).await.unwrap();
     stats
@@ -304,12 +304,18 @@ async fn a_killed_instance_leaves_its_work_to_the_others() {
 }
 
 /// One in-process host on the shared schema with the callback router on a
-/// real port.
-async fn callback_host(schema: &Schema, mock: &MockPartner) -> (Liaison, String) {
+/// real port; `configure` adjusts its partner "lab".
+async fn callback_host(
+    schema: &Schema,
+    mock: &MockPartner,
+    configure: impl FnOnce(Partner) -> Partner,
+) -> (Liaison, String) {
     let store = schema.open(Default::default()).await;
-    let partner = crate::dispatch::partner("lab", mock)
-        .callbacks(JsonMatcher::builder(signer()).build().unwrap())
-        .result_timeout(Duration::from_secs(120));
+    let partner = configure(
+        crate::dispatch::partner("lab", mock)
+            .callbacks(JsonMatcher::builder(signer()).build().unwrap())
+            .result_timeout(Duration::from_secs(120)),
+    );
     let liaison = Liaison::builder(store)
         .partner(partner)
         .settings(crate::dispatch::quick_settings())
@@ -336,8 +342,8 @@ async fn the_same_callback_delivered_to_two_instances_applies_once() {
     ))
     .await
     .unwrap();
-    let (a, url_a) = callback_host(&schema, &mock).await;
-    let (b, url_b) = callback_host(&schema, &mock).await;
+    let (a, url_a) = callback_host(&schema, &mock, |p| p).await;
+    let (b, url_b) = callback_host(&schema, &mock, |p| p).await;
     let handle = a.start();
     let mut ids = Vec::new();
     for i in 0..SUBMISSIONS {
@@ -432,11 +438,6 @@ async fn callbacks_that_beat_their_acceptance_apply_once_each() {
     let Some(schema) = Schema::create().await else {
         return;
     };
-    let store = schema.open(Default::default()).await;
-    assert!(
-        store.concurrent_completions() > 1,
-        "batches of results are written side by side"
-    );
     let mock = MockPartner::start_with(Behavior::callback_later(
         Duration::ZERO,
         MockOutcome::Succeeded,
@@ -444,30 +445,22 @@ async fn callbacks_that_beat_their_acceptance_apply_once_each() {
     .await
     .unwrap();
     mock.set_callback_signing(Some(signer()));
-    let partner = crate::dispatch::partner("lab", &mock)
-        .callbacks(JsonMatcher::builder(signer()).build().unwrap())
-        .result_timeout(Duration::from_secs(120))
-        .concurrency(32);
-    let liaison = Liaison::builder(store.clone())
-        .partner(partner)
-        .settings(crate::dispatch::quick_settings().claim_batch(32))
-        .build()
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = liaison::http::callback_router(liaison.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    mock.set_callback_url(Some(format!("http://{addr}/callbacks/lab")));
+    let (liaison, url) = callback_host(&schema, &mock, |p| p.concurrency(32)).await;
+    mock.set_callback_url(Some(url));
+    let store = liaison.store().clone();
+    assert!(
+        store.concurrent_completions() > 1,
+        "batches of results are written side by side"
+    );
 
     let batch = (0..SUBMISSIONS).map(|i| claim("lab", i)).collect();
     liaison.enqueue_batch(batch).await.unwrap();
     let handle = liaison.start();
     eventually("all succeeded", Duration::from_secs(120), || async {
-        count(&store, SubmissionState::Succeeded).await == SUBMISSIONS as i64
+        count(&*store, SubmissionState::Succeeded).await == SUBMISSIONS as i64
     })
     .await;
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
-    server.abort();
 
     let callbacks = store
         .list_callbacks(&CallbackFilter::default().limit(10_000))

@@ -135,9 +135,7 @@ impl<'a> Db<'a> {
         .await
         .map(drop)
     }
-}
 
-impl Db<'_> {
     /// [`Db::advisory_lock`] for several keys in one round trip, taken in
     /// the order given (as that many calls would take them).
     pub(super) async fn advisory_locks(&self, locks: &[(LockClass, &str)]) -> Result<()> {
