@@ -112,6 +112,7 @@ migrations! {
     21, "limit_waiters", "0021_limit_waiters.sql";
     22, "one_lease_index", "0022_one_lease_index.sql";
     23, "counts_in_writes", "0023_counts_in_writes.sql";
+    24, "created_index", "0024_created_index.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

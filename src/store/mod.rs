@@ -47,6 +47,8 @@ mod sqlite;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SCHEMA_VERSION, SqliteConfig, SqliteResultHandler, SqliteStore, Synchronous};
 
+#[cfg(all(test, any(feature = "sqlite", feature = "postgres")))]
+mod plan_workload;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]

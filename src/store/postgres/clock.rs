@@ -61,21 +61,7 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::DbClock;
-
-    /// The test database (as the integration tests'), or `None` after a
-    /// notice; `LIAISON_REQUIRE_PG=1` makes a missing one a failure.
-    fn url() -> Option<String> {
-        match std::env::var("LIAISON_TEST_PG_URL") {
-            Ok(url) if !url.trim().is_empty() => Some(url),
-            _ if std::env::var("LIAISON_REQUIRE_PG").as_deref() == Ok("1") => {
-                panic!("LIAISON_REQUIRE_PG=1 but LIAISON_TEST_PG_URL is not set")
-            }
-            _ => {
-                eprintln!("skipped: LIAISON_TEST_PG_URL is not set");
-                None
-            }
-        }
-    }
+    use crate::store::postgres::test_url as url;
 
     /// An outage during a measurement (a heartbeat's) keeps the offset last
     /// measured: decisions stay on the database's clock as last known, not

@@ -40,6 +40,8 @@ impl<'a> Db<'a> {
     }
 
     async fn prepare(&self, sql: &str, operation: &'static str) -> Result<Statement> {
+        #[cfg(test)]
+        super::plans::record(sql);
         if let Some(cache) = self.cache {
             return cache
                 .prepare(self.client, sql)

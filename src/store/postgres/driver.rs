@@ -683,13 +683,16 @@ impl Driver for Db<'_> {
         // A predecessor being claimed right now is still `queued` in this
         // statement's snapshot, so it holds its successors back; rows another
         // claimer has locked are skipped, never waited for or taken twice.
+        // `OFFSET 0` keeps the look for a predecessor a probe of the
+        // ordering index per candidate: as a join, the plan a prepared
+        // statement settles on hashed every submission of the partner.
         self.query(
             "SELECT s.id FROM liaison_submissions s \
              WHERE s.partner = $1 AND s.state = 'queued' AND s.due_at <= $2 \
                AND (s.ordering_key IS NULL OR NOT EXISTS ( \
                     SELECT 1 FROM liaison_submissions p \
                     WHERE p.partner = s.partner AND p.ordering_key = s.ordering_key \
-                      AND p.seq < s.seq AND p.state = ANY($4))) \
+                      AND p.seq < s.seq AND p.state = ANY($4) OFFSET 0)) \
              ORDER BY s.priority DESC, s.due_at, s.seq LIMIT $3 \
              FOR UPDATE OF s SKIP LOCKED",
             &[

@@ -49,6 +49,8 @@ mod listen;
 mod migrate;
 mod notifications;
 mod partners;
+#[cfg(test)]
+mod plans;
 mod privacy;
 mod queries;
 mod results;
@@ -934,5 +936,21 @@ impl OutboxStore for PostgresStore {
 
     async fn purge(&self, cutoffs: PurgeCutoffs) -> Result<PurgeReport> {
         write_tx!(self, |db| retention::purge_on(db, &cutoffs, self.now()))
+    }
+}
+
+/// The test database (as the integration tests'), or `None` after a
+/// notice; `LIAISON_REQUIRE_PG=1` makes a missing one a failure.
+#[cfg(test)]
+pub(super) fn test_url() -> Option<String> {
+    match std::env::var("LIAISON_TEST_PG_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var("LIAISON_REQUIRE_PG").as_deref() == Ok("1") => {
+            panic!("LIAISON_REQUIRE_PG=1 but LIAISON_TEST_PG_URL is not set")
+        }
+        _ => {
+            eprintln!("skipped: LIAISON_TEST_PG_URL is not set");
+            None
+        }
     }
 }

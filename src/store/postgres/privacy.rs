@@ -118,13 +118,13 @@ pub(super) async fn clear_finished(
         .query(
             &format!(
                 "UPDATE liaison_submissions SET {set} \
-                 WHERE seq IN (SELECT seq FROM liaison_submissions \
+                 WHERE seq = ANY(ARRAY(SELECT seq FROM liaison_submissions \
                      WHERE terminal_at IS NOT NULL AND terminal_at <= $1 \
                        AND personal_cleared_at IS NULL \
                        AND state = ANY($3) \
                        AND NOT EXISTS (SELECT 1 FROM liaison_deliveries d \
                             WHERE d.submission_id = liaison_submissions.id AND d.state <> 'delivered') \
-                     LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                     LIMIT $4 FOR UPDATE SKIP LOCKED)) \
                  RETURNING id"
             ),
             &[&to_millis(cutoff), &to_millis(now), &terminal, &PURGE_BATCH],
@@ -155,14 +155,14 @@ pub(super) async fn clear_callbacks(
     db.execute(
         &format!(
             "UPDATE liaison_callbacks SET {set} \
-             WHERE seq IN (SELECT c.seq FROM liaison_callbacks c \
+             WHERE seq = ANY(ARRAY(SELECT c.seq FROM liaison_callbacks c \
                  WHERE c.personal_cleared_at IS NULL \
                    AND c.received_at <= GREATEST($1::bigint, $5::bigint) \
                    AND c.received_at <= CASE c.disposition WHEN 'rejected' THEN $5::bigint ELSE $1::bigint END \
                    AND c.disposition NOT IN ('received', 'unmatched') \
                    AND NOT EXISTS (SELECT 1 FROM liaison_submissions s \
                         WHERE s.id = c.submission_id AND s.state = ANY($3)) \
-                 LIMIT $4 FOR UPDATE OF c SKIP LOCKED)"
+                 LIMIT $4 FOR UPDATE OF c SKIP LOCKED))"
         ),
         &[
             &to_millis(finished),

@@ -108,6 +108,7 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
     let conn = client(&schema.url).await;
     conn.batch_execute(&format!(
         "SET search_path = {};
+         DROP INDEX liaison_submissions_created;
          DROP INDEX liaison_submissions_unpurged;
          DROP INDEX liaison_callbacks_unpurged;
          DROP INDEX liaison_callbacks_settled;

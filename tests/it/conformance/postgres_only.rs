@@ -185,8 +185,9 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     // 0007_callback_rows, 0008_results, 0009_deliveries, 0010_lookup,
     // 0011_poison, 0012_silence, 0013_callback_dismissals, 0014_impact,
     // ... 0017_shared_circuit, 0018_no_hot_rows, 0019_privacy, 0020_ops_journal,
-    // 0021_limit_waiters, 0022_one_lease_index, 0023_counts_in_writes.
-    assert_eq!(version, 23);
+    // 0021_limit_waiters, 0022_one_lease_index, 0023_counts_in_writes,
+    // 0024_created_index.
+    assert_eq!(version, 24);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -270,6 +271,7 @@ async fn instances_starting_together_migrate_once() {
             (21, "limit_waiters".to_string()),
             (22, "one_lease_index".to_string()),
             (23, "counts_in_writes".to_string()),
+            (24, "created_index".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -897,6 +899,7 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         (21, "limit_waiters"),
         (22, "one_lease_index"),
         (23, "counts_in_writes"),
+        (24, "created_index"),
     ]
     .into_iter()
     .map(|(v, n)| {
@@ -945,6 +948,7 @@ async fn a_schema_before_the_correlation_index_upgrades_and_finds_them() {
     let conn = client(&schema.url).await;
     conn.batch_execute(&format!(
         "SET search_path = {};
+         DROP INDEX liaison_submissions_created;
          DROP INDEX liaison_correlations_by_value;
          DROP TABLE liaison_correlations;
          DROP INDEX liaison_submissions_updated;
