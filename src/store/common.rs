@@ -131,6 +131,18 @@ pub(crate) fn state_names(keep: impl Fn(SubmissionState) -> bool) -> Vec<&'stati
         .collect()
 }
 
+/// `states` as a quoted SQL list (`'queued', 'in_flight'`): our own
+/// constants, never input. Written out where a parameter would hide from
+/// the planner that the states are few (a partial index, a short range of
+/// an index that carries the state).
+pub(crate) fn state_list(states: impl IntoIterator<Item = SubmissionState>) -> String {
+    states
+        .into_iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Validate an enqueue's submissions (all or none, as
 /// [`crate::model::submission::validate_batch`]) and key their fingerprints
 /// with the store's secret: what both stores record and the ledger

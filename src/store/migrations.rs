@@ -113,6 +113,7 @@ migrations! {
     22, "one_lease_index", "0022_one_lease_index.sql";
     23, "counts_in_writes", "0023_counts_in_writes.sql";
     24, "created_index", "0024_created_index.sql";
+    25, "ordering_by_state", "0025_ordering_by_state.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 24] = [
+const CURRENT: [(i64, &str); 25] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -51,6 +51,7 @@ const CURRENT: [(i64, &str); 24] = [
     (22, "one_lease_index"),
     (23, "counts_in_writes"),
     (24, "created_index"),
+    (25, "ordering_by_state"),
 ];
 
 /// Take migration 14 (impact) back out: its columns and indexes, and the
@@ -247,7 +248,7 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 24, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 25, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.

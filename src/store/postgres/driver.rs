@@ -27,7 +27,7 @@ use crate::model::callback::{
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
-use crate::store::common::{bounded, from_millis, to_millis};
+use crate::store::common::{bounded, from_millis, state_list, to_millis};
 use crate::store::driver::{Driver, DueDelivery, Locked, Waiting};
 use crate::store::rules::NewEvent;
 use crate::store::rules::callbacks::{Earlier, End, REPEATABLE, Repeat};
@@ -679,27 +679,32 @@ impl Driver for Db<'_> {
         request: &ClaimRequest,
         blocking: &[SubmissionState],
     ) -> Result<Vec<SubmissionId>> {
-        let blocking: Vec<&str> = blocking.iter().map(|s| s.as_str()).collect();
         // A predecessor being claimed right now is still `queued` in this
         // statement's snapshot, so it holds its successors back; rows another
         // claimer has locked are skipped, never waited for or taken twice.
         // `OFFSET 0` keeps the look for a predecessor a probe of the
         // ordering index per candidate: as a join, the plan a prepared
-        // statement settles on hashed every submission of the partner.
-        self.query(
+        // statement settles on hashed every submission of the partner. The
+        // blocking states are written out, so the probe reads their short
+        // ranges of the index (which carries the state, migration 0025);
+        // against a parameter it read every entry of the key.
+        let sql = format!(
             "SELECT s.id FROM liaison_submissions s \
              WHERE s.partner = $1 AND s.state = 'queued' AND s.due_at <= $2 \
                AND (s.ordering_key IS NULL OR NOT EXISTS ( \
                     SELECT 1 FROM liaison_submissions p \
                     WHERE p.partner = s.partner AND p.ordering_key = s.ordering_key \
-                      AND p.seq < s.seq AND p.state = ANY($4) OFFSET 0)) \
+                      AND p.state IN ({}) AND p.seq < s.seq OFFSET 0)) \
              ORDER BY s.priority DESC, s.due_at, s.seq LIMIT $3 \
              FOR UPDATE OF s SKIP LOCKED",
+            state_list(blocking.iter().copied())
+        );
+        self.query(
+            &sql,
             &[
                 &clean(&request.partner).as_ref(),
                 &to_millis(request.now),
                 &i64::try_from(request.limit).unwrap_or(i64::MAX),
-                &blocking,
             ],
             "find due work",
         )

@@ -15,7 +15,8 @@ use crate::model::result::ResultDocument;
 use crate::model::submission::SubmissionState;
 use crate::model::submission::{Submission, SubmissionId};
 use crate::store::common::{
-    HOUR_MS, count as count_u64, from_millis, state_names, submission_columns, to_millis,
+    HOUR_MS, count as count_u64, from_millis, state_list, state_names, submission_columns,
+    to_millis,
 };
 use crate::store::{HourlyCount, HourlyQuery, ListFilter};
 
@@ -254,11 +255,11 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Subm
 pub(super) async fn hourly_on(db: &Db<'_>, query: &HourlyQuery) -> Result<Vec<HourlyCount>> {
     // The unfinished states are written out (our own constants): against
     // a parameter the planner cannot tell they are few of a long history.
-    let unfinished = state_names(|s| !s.is_terminal())
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let unfinished = state_list(
+        SubmissionState::ALL
+            .into_iter()
+            .filter(|s| !s.is_terminal()),
+    );
     db.query(
         &format!("SELECT CASE WHEN created_at < $2::bigint THEN -1 WHEN created_at >= $3::bigint THEN $4::bigint \
                 ELSE LEAST((created_at - $2::bigint) / $5::bigint, $4::bigint) END, \

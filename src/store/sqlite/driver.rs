@@ -22,7 +22,7 @@ use crate::model::callback::{
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
-use crate::store::common::{bounded, from_millis, to_millis};
+use crate::store::common::{bounded, from_millis, state_list, to_millis};
 use crate::store::driver::{Driver, DueDelivery, Locked, Waiting};
 use crate::store::rules::NewEvent;
 use crate::store::rules::callbacks::{Earlier, End, REPEATABLE, Repeat};
@@ -295,20 +295,18 @@ impl Driver for Sql<'_> {
         request: &ClaimRequest,
         blocking: &[SubmissionState],
     ) -> Result<Vec<SubmissionId>> {
-        // The states are our own constants, never input.
-        let blocking: Vec<String> = blocking
-            .iter()
-            .map(|s| format!("'{}'", s.as_str()))
-            .collect();
+        // The blocking states are written out: the look for a predecessor
+        // reads their short ranges of the ordering index (which carries the
+        // state, migration 0025), not every earlier submission of the key.
         let sql = format!(
             "SELECT s.id FROM liaison_submissions s \
              WHERE s.partner = ?1 AND s.state = 'queued' AND s.due_at <= ?2 \
                AND (s.ordering_key IS NULL OR NOT EXISTS ( \
                     SELECT 1 FROM liaison_submissions p \
                     WHERE p.partner = s.partner AND p.ordering_key = s.ordering_key \
-                      AND p.seq < s.seq AND p.state IN ({}))) \
+                      AND p.state IN ({}) AND p.seq < s.seq)) \
              ORDER BY s.priority DESC, s.due_at, s.seq LIMIT ?3",
-            blocking.join(", ")
+            state_list(blocking.iter().copied())
         );
         let ids: Vec<String> = self
             .0

@@ -297,6 +297,16 @@ mod tests {
                 assert!(!plan.contains("SCAN liaison_submissions"), "{sql}\n{plan}");
             }
         }
+        // A claim's look for an unfinished predecessor of the same ordering
+        // key reads the blocking states' entries of the key, not every
+        // earlier submission of it (migration 0025).
+        let due = plan_of("AND p.seq < s.seq)");
+        assert!(
+            due.contains(
+                "liaison_submissions_ordering (partner=? AND ordering_key=? AND state=? AND seq<?)"
+            ),
+            "{due}"
+        );
         let by_key = plan_of("WHERE id = COALESCE(");
         for index in [
             "sqlite_autoindex_liaison_submissions_1 (id=?)",
