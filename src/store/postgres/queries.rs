@@ -15,8 +15,7 @@ use crate::model::result::ResultDocument;
 use crate::model::submission::SubmissionState;
 use crate::model::submission::{Submission, SubmissionId};
 use crate::store::common::{
-    HOUR_MS, count as count_u64, from_millis, state_list, state_names, submission_columns,
-    to_millis,
+    HOUR_MS, count as count_u64, from_millis, state_list, submission_columns, to_millis,
 };
 use crate::store::{HourlyCount, HourlyQuery, ListFilter};
 
