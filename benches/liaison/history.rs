@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use liaison::SubmissionState;
 use liaison::rusqlite::{Connection, params};
-use liaison::store::{CallbackFilter, ListFilter, SqliteStore, Synchronous};
+use liaison::store::{CallbackFilter, HourlyQuery, ListFilter, SqliteStore, Synchronous};
 use serde_json::json;
 
 use crate::report::Figure;
@@ -152,6 +152,12 @@ fn seed_one(conn: &Connection, seed: Seed, i: usize, n: usize, now: i64, span: i
         event("claimed", Some("queued"), "in_flight", created + 10);
         event(state, Some("in_flight"), state, finished);
     }
+}
+
+/// The seeded database of `ctx.big` finished submissions over 30 days
+/// (scenarios 7, 8 and 10), created if missing.
+pub(crate) fn history_file(ctx: &Ctx) -> PathBuf {
+    seeded(ctx, Seed::History, ctx.big)
 }
 
 /// Scenario 7: scenario 4 (FULL) on a database holding `big` finished
@@ -333,9 +339,14 @@ pub(crate) async fn ops_queries(ctx: &Ctx) {
     let quarantined = CallbackFilter::quarantined();
     let quarantine = time_ms(times, || store.list_callbacks(&quarantined)).await;
     let alerts = time_ms(times, || store.alerts(true, 100)).await;
+    // The ops page's chart of a partner: the last 24 hours, hour by hour.
+    let now = chrono::Utc::now();
+    let chart = HourlyQuery::new("bench", now - chrono::Duration::hours(23), 24, now);
+    let hourly = time_ms(times, || store.hourly_counts(&chart)).await;
     for (id, name, ms) in [
         ("8h", "callbacks: quarantine", quarantine),
         ("8i", "alerts: open", alerts),
+        ("8j", "ops chart: a partner's last 24 hours", hourly),
     ] {
         Figure {
             id,
