@@ -114,6 +114,7 @@ migrations! {
     23, "counts_in_writes", "0023_counts_in_writes.sql";
     24, "created_index", "0024_created_index.sql";
     25, "ordering_by_state", "0025_ordering_by_state.sql";
+    26, "created_index_sqlite", "0026_created_index_sqlite.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

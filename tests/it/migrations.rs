@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 25] = [
+const CURRENT: [(i64, &str); 26] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -52,6 +52,7 @@ const CURRENT: [(i64, &str); 25] = [
     (23, "counts_in_writes"),
     (24, "created_index"),
     (25, "ordering_by_state"),
+    (26, "created_index_sqlite"),
 ];
 
 /// Take migration 14 (impact) back out: its columns and indexes, and the
@@ -248,7 +249,7 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 25, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 26, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.
@@ -415,7 +416,8 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
     // submissions, as it stored them (a JSON object of strings).
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(
-        r#"DROP INDEX liaison_submissions_worker_crashed;
+        r#"DROP INDEX liaison_submissions_created;
+           DROP INDEX liaison_submissions_worker_crashed;
            ALTER TABLE liaison_submissions DROP COLUMN lease_expiries;
            DROP TABLE liaison_instances;
            ALTER TABLE liaison_partners DROP COLUMN last_served_at;

@@ -190,6 +190,7 @@ mod tests {
             "UPDATE liaison_deliveries SET state = ?2",
             "WHERE partner = ?1 AND state = 'in_flight' AND lease_expires_at > ?2",
             "UPDATE liaison_partners SET rate_tat_us",
+            "INDEXED BY liaison_submissions_created",
         ] {
             assert!(
                 statements.iter().any(|s| s.contains(needle)),
@@ -307,6 +308,23 @@ mod tests {
             ),
             "{due}"
         );
+        // The chart and a partner's list by creation time read the window
+        // from (partner, created_at), not the partner's history (0026).
+        let by_creation: Vec<&&String> = hot
+            .iter()
+            .filter(|s| s.contains("created_at >= ?"))
+            .collect();
+        // The chart, and the list's first and next page.
+        assert_eq!(by_creation.len(), 3, "{by_creation:#?}");
+        for sql in by_creation {
+            let plan = plan(&Connection::open(&path).unwrap(), sql)
+                .expect("a statement with a plan")
+                .join("; ");
+            assert!(
+                plan.contains("INDEX liaison_submissions_created (partner=? AND created_at>?)"),
+                "{sql}\n{plan}"
+            );
+        }
         let by_key = plan_of("WHERE id = COALESCE(");
         for index in [
             "sqlite_autoindex_liaison_submissions_1 (id=?)",

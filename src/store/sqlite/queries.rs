@@ -14,7 +14,7 @@ use crate::model::money::currency_from_column;
 use crate::model::result::ResultDocument;
 use crate::model::submission::SubmissionState;
 use crate::model::submission::{Submission, SubmissionId};
-use crate::store::common::{HOUR_MS, count, state_names, submission_columns};
+use crate::store::common::{HOUR_MS, count, state_list, submission_columns};
 use crate::store::{HourlyCount, HourlyQuery, ListFilter};
 
 pub(super) const SUBMISSION_COLUMNS: &str = "id, partner, kind, payload, fingerprint, idempotency_key, \
@@ -132,6 +132,9 @@ pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Subm
         " NOT INDEXED"
     } else if filter.updated_since.is_some() {
         " INDEXED BY liaison_submissions_updated"
+    } else if filter.partner.is_some() && filter.created_from.is_some() {
+        // The window, not the partner's history (migration 0026).
+        " INDEXED BY liaison_submissions_created"
     } else if per_partner && filter.idempotency_key.is_some() {
         " INDEXED BY liaison_submissions_key"
     } else if per_partner {
@@ -229,33 +232,43 @@ pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Subm
         .map_err(db_err("list submissions"))
 }
 
+/// The chart's counts: what was created in the window (through the index
+/// of `(partner, created_at)`), and what is still unfinished from before it
+/// (through the partner's unfinished states); neither reads the partner's
+/// history. As one `OR`, it walked every submission of the partner.
 pub(crate) fn hourly_on(conn: &Connection, query: &HourlyQuery) -> Result<Vec<HourlyCount>> {
-    let unfinished = state_names(|s| !s.is_terminal());
-    let mut sql = String::from(
+    let unfinished = state_list(
+        SubmissionState::ALL
+            .into_iter()
+            .filter(|s| !s.is_terminal()),
+    );
+    let sql = format!(
         "SELECT CASE WHEN created_at < ?2 THEN -1 WHEN created_at >= ?3 THEN ?4 \
                 ELSE MIN((created_at - ?2) / ?5, ?4) END, \
          CASE WHEN terminal_at IS NULL THEN NULL WHEN terminal_at < ?2 THEN -1 \
                 ELSE MIN((terminal_at - ?2) / ?5, ?4) END, \
          terminal_at IS NOT NULL AND terminal_at < ?3, state, COUNT(*) \
-         FROM liaison_submissions WHERE partner = ?1 AND (created_at >= ?2 OR state IN (",
+         FROM (SELECT created_at, terminal_at, state \
+                 FROM liaison_submissions INDEXED BY liaison_submissions_created \
+                 WHERE partner = ?1 AND created_at >= ?2 \
+               UNION ALL \
+               SELECT created_at, terminal_at, state \
+                 FROM liaison_submissions INDEXED BY liaison_submissions_partner_state \
+                 WHERE partner = ?1 AND state IN ({unfinished}) AND created_at < ?2) \
+         GROUP BY 1, 2, 3, 4"
     );
-    let mut args: Vec<SqlValue> = vec![
-        query.partner.clone().into(),
-        to_millis(query.from).into(),
-        to_millis(query.now).into(),
-        i64::from(query.hours).into(),
-        HOUR_MS.into(),
+    let args = params![
+        query.partner,
+        to_millis(query.from),
+        to_millis(query.now),
+        i64::from(query.hours),
+        HOUR_MS,
     ];
-    for (i, state) in unfinished.iter().enumerate() {
-        args.push((*state).to_owned().into());
-        sql.push_str(&format!("{}?{}", if i > 0 { ", " } else { "" }, args.len()));
-    }
-    sql.push_str(")) GROUP BY 1, 2, 3, 4");
     let mut stmt = conn
         .prepare_cached(&sql)
         .map_err(db_err("count submissions by hour"))?;
     let rows = stmt
-        .query_map(rusqlite::params_from_iter(args), |row| {
+        .query_map(args, |row| {
             let state: String = row.get(3)?;
             Ok(HourlyCount {
                 created: row.get(0)?,

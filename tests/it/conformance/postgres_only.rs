@@ -186,8 +186,9 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     // 0011_poison, 0012_silence, 0013_callback_dismissals, 0014_impact,
     // ... 0017_shared_circuit, 0018_no_hot_rows, 0019_privacy, 0020_ops_journal,
     // 0021_limit_waiters, 0022_one_lease_index, 0023_counts_in_writes,
-    // 0024_created_index, 0025_ordering_by_state.
-    assert_eq!(version, 25);
+    // 0024_created_index, 0025_ordering_by_state, 0026_created_index
+    // (SQLite's; nothing here).
+    assert_eq!(version, 26);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -273,6 +274,7 @@ async fn instances_starting_together_migrate_once() {
             (23, "counts_in_writes".to_string()),
             (24, "created_index".to_string()),
             (25, "ordering_by_state".to_string()),
+            (26, "created_index_sqlite".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -902,6 +904,7 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         (23, "counts_in_writes"),
         (24, "created_index"),
         (25, "ordering_by_state"),
+        (26, "created_index_sqlite"),
     ]
     .into_iter()
     .map(|(v, n)| {
