@@ -13,7 +13,7 @@
 //! - `LIAISON_BENCH_N`: submissions per run of scenarios 1-7 (default 2000;
 //!   scenarios 3, 4 and 7 use 5x that);
 //! - `LIAISON_BENCH_REPS`: repetitions, medians are reported (default 3);
-//! - `LIAISON_BENCH_BIG`: size of the history / backlog of scenarios 7-9
+//! - `LIAISON_BENCH_BIG`: size of the history / backlog of scenarios 7-10
 //!   (default 100000; the full size is 1000000);
 //! - `LIAISON_BENCH_ONLY`: comma-separated scenarios to run (default all):
 //!   numbers, and `P1`-`P5` (or `P` for all five) for PostgreSQL;
@@ -33,6 +33,7 @@ mod history;
 mod postgres;
 mod raw;
 mod report;
+mod retention;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -170,6 +171,9 @@ fn main() {
         }
         if wanted(8) {
             history::ops_queries(&ctx).await;
+        }
+        if wanted(10) {
+            retention::purge_history(&ctx).await;
         }
         #[cfg(feature = "postgres")]
         if ["P1", "P2", "P3", "P4", "P5"]

@@ -11,7 +11,11 @@ use crate::model::submission::SubmissionState;
 pub(crate) const MAX_TEXT_BYTES: usize = 4096;
 
 /// Rows changed per retention pass, so one pass never holds locks for long.
-pub(crate) const PURGE_BATCH: i64 = 1000;
+/// On SQLite a pass is one job of the one writer, and the host's enqueues
+/// wait behind it: scenario 10 measured their median latency during a long
+/// purge at ~10 ms with 1,000 rows a pass and ~3 ms with 250, the purge
+/// taking ~15% longer.
+pub(crate) const PURGE_BATCH: i64 = 250;
 
 /// A time as stored: milliseconds since the Unix epoch.
 pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
