@@ -22,6 +22,12 @@ pub(crate) fn expire_unmatched_on(conn: &Connection, now: DateTime<Utc>) -> Resu
     Ok(n as u64)
 }
 
+/// Overdue results are read from the partial index of results awaited, by
+/// deadline, oldest first, stopping at the limit: without statistics SQLite
+/// read every submission awaiting a result (of the partner) through the
+/// state index and sorted them, on every deadline check.
+const OVERDUE_INDEX: &str = "INDEXED BY liaison_submissions_deadline";
+
 pub(crate) fn overdue_on(
     conn: &Connection,
     now: DateTime<Utc>,
@@ -29,7 +35,7 @@ pub(crate) fn overdue_on(
 ) -> Result<Vec<Submission>> {
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions \
+            "SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions {OVERDUE_INDEX} \
              WHERE state = 'awaiting_result' AND result_deadline <= ?1 \
              ORDER BY result_deadline LIMIT ?2"
         ))
@@ -49,7 +55,7 @@ pub(crate) fn claim_overdue_on(conn: &Connection, claim: &OverdueClaim) -> Resul
     let until = millis_after(claim.now, claim.hold);
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions \
+            "SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions {OVERDUE_INDEX} \
              WHERE state = 'awaiting_result' AND result_deadline <= ?1 AND partner = ?2 \
              ORDER BY result_deadline LIMIT ?3"
         ))

@@ -325,6 +325,28 @@ mod tests {
                 "{sql}\n{plan}"
             );
         }
+        // Overdue results come from the index of awaited results by
+        // deadline, in order, not from every result awaited, sorted.
+        let overdue: Vec<&&String> = hot
+            .iter()
+            .filter(|s| s.contains("result_deadline <= ?1"))
+            .collect();
+        assert_eq!(overdue.len(), 2, "{overdue:#?}");
+        for sql in overdue {
+            let plan = plan(&Connection::open(&path).unwrap(), sql)
+                .expect("a statement with a plan")
+                .join("; ");
+            assert!(
+                plan.contains("INDEX liaison_submissions_deadline (result_deadline<?)")
+                    && !plan.contains("TEMP B-TREE"),
+                "{sql}\n{plan}"
+            );
+        }
+        let crashed = plan_of("AND lease_expiries > 0");
+        assert!(
+            crashed.contains("liaison_submissions_worker_crashed"),
+            "{crashed}"
+        );
         let by_key = plan_of("WHERE id = COALESCE(");
         for index in [
             "sqlite_autoindex_liaison_submissions_1 (id=?)",
