@@ -23,6 +23,11 @@ pub(crate) const DEADLINE_OPEN: &str = "business_deadline IS NOT NULL \
 /// The placeholder for parameter `n` (1-based) in a store's dialect.
 pub(crate) type Placeholder = fn(usize) -> String;
 
+/// Unfinished work past a cutoff is found through the partner's unfinished
+/// states: `+created_at` keeps SQLite (without statistics) from reading it
+/// through `(partner, created_at)` instead, which holds the partner's whole
+/// history before the cutoff (the plan test checks this).
+///
 /// At-risk rows of one partner grouped by (kind, currency, age band):
 /// failed, dead-lettered and stuck ones, and unfinished ones enqueued at or
 /// before the delay-budget cutoff. Parameters: 1 partner, 2-4 the age band
@@ -44,7 +49,7 @@ pub(crate) fn at_risk_sql(p: Placeholder) -> String {
         "{select} AND state IN ('failed', 'dead_lettered', 'stuck') GROUP BY 1, 2, 3 \
          UNION ALL \
          {select} AND state IN ('queued', 'in_flight', 'awaiting_result') \
-           AND created_at <= {cutoff} GROUP BY 1, 2, 3",
+           AND +created_at <= {cutoff} GROUP BY 1, 2, 3",
         cutoff = p(5),
     )
 }
@@ -57,7 +62,7 @@ pub(crate) fn past_budget_sql(p: Placeholder) -> String {
         "SELECT COALESCE(currency, ''), COUNT(*), CAST(COALESCE(SUM(business_value), 0) AS BIGINT) \
          FROM liaison_submissions \
          WHERE partner = {} AND state IN ('queued', 'in_flight', 'awaiting_result', 'stuck') \
-           AND created_at <= {} GROUP BY 1",
+           AND +created_at <= {} GROUP BY 1",
         p(1),
         p(2)
     )

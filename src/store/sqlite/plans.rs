@@ -342,6 +342,23 @@ mod tests {
                 "{sql}\n{plan}"
             );
         }
+        // Unfinished work past the delay budget is read through the
+        // partner's unfinished states, not through (partner, created_at),
+        // which holds the partner's history before the cutoff.
+        let past_budget: Vec<&&String> = hot
+            .iter()
+            .filter(|s| s.contains("+created_at <= ?"))
+            .collect();
+        assert_eq!(past_budget.len(), 2, "{past_budget:#?}");
+        for sql in past_budget {
+            let plan = plan(&Connection::open(&path).unwrap(), sql)
+                .expect("a statement with a plan")
+                .join("; ");
+            assert!(
+                !plan.contains("liaison_submissions_created"),
+                "{sql}\n{plan}"
+            );
+        }
         let crashed = plan_of("AND lease_expiries > 0");
         assert!(
             crashed.contains("liaison_submissions_worker_crashed"),
