@@ -226,6 +226,23 @@ mod tests {
             .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
             .await
             .expect("drop an earlier run's schema");
+        // The checks run in a task of their own, so the schema is dropped
+        // whether they pass or fail; a failure is raised after.
+        let checked = tokio::spawn(check_plans(url, schema.clone())).await;
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await
+            .expect("drop the schema");
+        if let Err(failed) = checked {
+            std::panic::resume_unwind(failed.into_panic());
+        }
+    }
+
+    /// Run the workload on `schema`, grow its history, and check every
+    /// recorded statement's generic plan.
+    async fn check_plans(url: String, schema: String) {
+        let (client, connection) = tokio_postgres::connect(&url, NoTls).await.expect("connect");
+        tokio::spawn(connection);
         let store = PostgresStore::connect(&url, PostgresConfig::default().schema(&schema))
             .await
             .expect("open the store");
@@ -319,10 +336,6 @@ mod tests {
                 ));
             }
         }
-        client
-            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-            .await
-            .expect("drop the schema");
         assert!(planned > 50, "only {planned} statements were planned");
         assert!(
             scans.is_empty(),
