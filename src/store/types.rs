@@ -59,6 +59,12 @@ pub struct ClaimRequest {
 
 impl ClaimRequest {
     /// Claim up to `limit` of `partner`'s due work under leases of `lease_for`, now.
+    ///
+    /// "Now" is this host's clock. The store dates enqueues and due times by
+    /// its own ([`crate::store::OutboxStore::now`]: on PostgreSQL the
+    /// database's, as measured), so on a shared store pass
+    /// `.at(store.now())`, as the engine does; by the host's clock, a claim
+    /// made right after an enqueue can miss it by the clocks' difference.
     pub fn new(partner: impl Into<String>, limit: usize, lease_for: Duration) -> Self {
         ClaimRequest {
             partner: partner.into(),

@@ -33,8 +33,11 @@ pub fn submission(partner: &str, key: &str) -> NewSubmission {
 pub const LEASE: Duration = Duration::from_secs(30);
 
 pub async fn claim_one<S: OutboxStore + ?Sized>(store: &S, partner: &str) -> Lease {
+    // Dated by the store's clock (on PostgreSQL the database's, as
+    // measured), as the enqueue before it was: by the host's, a claim right
+    // after an enqueue can miss it by the clocks' few milliseconds.
     let mut leases = store
-        .claim(ClaimRequest::new(partner, 1, LEASE))
+        .claim(ClaimRequest::new(partner, 1, LEASE).at(store.now()))
         .await
         .expect("claim");
     assert_eq!(leases.len(), 1, "expected one due submission for {partner}");

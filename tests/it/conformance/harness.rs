@@ -129,8 +129,9 @@ pub fn submission(partner: &str, key: &str) -> NewSubmission {
 pub const LEASE: Duration = Duration::from_secs(30);
 
 pub async fn claim_one(store: &Store, partner: &str) -> Lease {
+    // Dated by the store's clock, as `support::claim_one` (see there).
     let mut leases = store
-        .claim(ClaimRequest::new(partner, 1, LEASE))
+        .claim(ClaimRequest::new(partner, 1, LEASE).at(store.now()))
         .await
         .expect("claim");
     assert_eq!(leases.len(), 1, "expected one due submission for {partner}");
