@@ -26,7 +26,7 @@ async fn everything_is_there_after_reopening() {
             );
         }
         let lease = store
-            .claim(ClaimRequest::new("bank", 1, LEASE))
+            .claim(ClaimRequest::new("bank", 1, LEASE).at(store.now()))
             .await
             .unwrap()
             .remove(0);

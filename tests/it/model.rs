@@ -225,7 +225,7 @@ impl Model {
             Op::Claim { n } => {
                 let queued = self.subs.iter().filter(|s| s.state == Queued).count();
                 let leases = store
-                    .claim(ClaimRequest::new(PARTNER, n, LEASE))
+                    .claim(ClaimRequest::new(PARTNER, n, LEASE).at(store.now()))
                     .await
                     .expect("claim");
                 assert_eq!(leases.len(), n.min(queued), "claims take due work");

@@ -120,7 +120,7 @@ async fn accepted_with_reference(f: &Fixture, new: NewSubmission, reference: &st
     let id = f.store.enqueue(new).await.unwrap().submission.id;
     let lease = f
         .store
-        .claim(ClaimRequest::new(&partner, 1, crate::support::LEASE))
+        .claim(ClaimRequest::new(&partner, 1, crate::support::LEASE).at(f.store.now()))
         .await
         .unwrap()
         .remove(0);

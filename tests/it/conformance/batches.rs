@@ -34,7 +34,7 @@ pub async fn a_batch_of_results_answers_and_writes_as_each_alone_would(h: &Harne
         .map(|e| e.submission.id)
         .collect();
     let leases = store
-        .claim(ClaimRequest::new("bank", 6, LEASE))
+        .claim(ClaimRequest::new("bank", 6, LEASE).at(store.now()))
         .await
         .unwrap();
     assert_eq!(leases.len(), 6);
@@ -214,7 +214,7 @@ pub async fn a_batch_applies_callbacks_that_arrived_before_it(h: &Harness) {
         .collect();
     store.enqueue_batch(batch).await.unwrap();
     let leases = store
-        .claim(ClaimRequest::new("lab", 3, LEASE))
+        .claim(ClaimRequest::new("lab", 3, LEASE).at(store.now()))
         .await
         .unwrap();
     let answers = store
@@ -295,7 +295,7 @@ pub async fn a_batch_gives_each_submission_the_callbacks_waiting_for_it(h: &Harn
         .collect();
     store.enqueue_batch(batch).await.unwrap();
     let leases = store
-        .claim(ClaimRequest::new("lab", 3, LEASE))
+        .claim(ClaimRequest::new("lab", 3, LEASE).at(store.now()))
         .await
         .unwrap();
     let references = ["REF-a", "REF-b", "REF-c"];
@@ -389,7 +389,7 @@ pub async fn a_batch_enqueue_keeps_input_order_and_sees_its_own_keys(h: &Harness
     let mut sent = Vec::new();
     for _ in 0..3 {
         let lease = store
-            .claim(ClaimRequest::new("shop", 10, LEASE))
+            .claim(ClaimRequest::new("shop", 10, LEASE).at(store.now()))
             .await
             .unwrap();
         let keyed: Vec<_> = lease

@@ -24,7 +24,10 @@ pub async fn concurrent_claimers_never_receive_the_same_submission(h: &Harness) 
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let leases = s.claim(ClaimRequest::new("bank", 7, LEASE)).await.unwrap();
+                let leases = s
+                    .claim(ClaimRequest::new("bank", 7, LEASE).at(s.now()))
+                    .await
+                    .unwrap();
                 if leases.is_empty() {
                     break mine;
                 }
@@ -203,7 +206,7 @@ pub async fn retries_wait_for_their_due_time(h: &Harness) {
     assert_eq!(s.due_at.timestamp_millis(), due.timestamp_millis());
     assert!(
         store
-            .claim(ClaimRequest::new("bank", 10, LEASE))
+            .claim(ClaimRequest::new("bank", 10, LEASE).at(store.now()))
             .await
             .unwrap()
             .is_empty()
@@ -242,7 +245,7 @@ pub async fn not_before_and_priority_shape_the_claim_order(h: &Harness) {
         .await
         .unwrap();
     let leases = store
-        .claim(ClaimRequest::new("bank", 10, LEASE))
+        .claim(ClaimRequest::new("bank", 10, LEASE).at(store.now()))
         .await
         .unwrap();
     let keys: Vec<_> = leases
@@ -269,19 +272,19 @@ pub async fn claims_are_per_partner(h: &Harness) {
     store.enqueue(submission("bank", "k")).await.unwrap();
     store.enqueue(submission("lab", "k")).await.unwrap();
     let leases = store
-        .claim(ClaimRequest::new("lab", 10, LEASE))
+        .claim(ClaimRequest::new("lab", 10, LEASE).at(store.now()))
         .await
         .unwrap();
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].submission.partner, "lab");
     let err = store
-        .claim(ClaimRequest::new("", 10, LEASE))
+        .claim(ClaimRequest::new("", 10, LEASE).at(store.now()))
         .await
         .unwrap_err();
     assert!(err.is_invalid_input());
     assert!(
         store
-            .claim(ClaimRequest::new("bank", 0, LEASE))
+            .claim(ClaimRequest::new("bank", 0, LEASE).at(store.now()))
             .await
             .unwrap()
             .is_empty()
@@ -302,7 +305,7 @@ pub async fn an_ordering_key_is_sent_one_at_a_time_in_enqueue_order(h: &Harness)
     store.enqueue(submission("lab", "free")).await.unwrap();
 
     let first = store
-        .claim(ClaimRequest::new("lab", 10, LEASE))
+        .claim(ClaimRequest::new("lab", 10, LEASE).at(store.now()))
         .await
         .unwrap();
     let keys: HashSet<_> = first
@@ -327,7 +330,7 @@ pub async fn an_ordering_key_is_sent_one_at_a_time_in_enqueue_order(h: &Harness)
         .await
         .unwrap();
     let next = store
-        .claim(ClaimRequest::new("lab", 10, LEASE))
+        .claim(ClaimRequest::new("lab", 10, LEASE).at(store.now()))
         .await
         .unwrap();
     let keys: Vec<_> = next
@@ -345,7 +348,7 @@ pub async fn an_ordering_key_is_sent_one_at_a_time_in_enqueue_order(h: &Harness)
         .await
         .unwrap();
     let last = store
-        .claim(ClaimRequest::new("lab", 10, LEASE))
+        .claim(ClaimRequest::new("lab", 10, LEASE).at(store.now()))
         .await
         .unwrap();
     let keys: Vec<_> = last
@@ -369,7 +372,9 @@ pub async fn concurrent_claimers_respect_ordering_keys(h: &Harness) {
         for t in 0..4 {
             let s = stores[t % 2].clone();
             tasks.push(tokio::spawn(async move {
-                s.claim(ClaimRequest::new("lab", 3, LEASE)).await.unwrap()
+                s.claim(ClaimRequest::new("lab", 3, LEASE).at(s.now()))
+                    .await
+                    .unwrap()
             }));
         }
         let mut claimed = Vec::new();
@@ -407,7 +412,7 @@ pub async fn a_dead_letter_holds_its_successors_unless_configured_otherwise(h: &
         .unwrap();
     assert!(
         store
-            .claim(ClaimRequest::new("lab", 10, LEASE))
+            .claim(ClaimRequest::new("lab", 10, LEASE).at(store.now()))
             .await
             .unwrap()
             .is_empty()
@@ -425,7 +430,7 @@ pub async fn a_partner_reference_belongs_to_one_submission(h: &Harness) {
     store.enqueue(submission("bank", "b")).await.unwrap();
     store.enqueue(submission("lab", "c")).await.unwrap();
     let mut leases = store
-        .claim(ClaimRequest::new("bank", 2, LEASE))
+        .claim(ClaimRequest::new("bank", 2, LEASE).at(store.now()))
         .await
         .unwrap();
     let accept = |r: &str| {

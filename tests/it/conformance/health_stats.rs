@@ -117,7 +117,7 @@ pub async fn state_counts_stay_exact_through_transitions(h: &Harness) {
 
     // Claimed in enqueue order: a and b.
     let leases = store
-        .claim(ClaimRequest::new("bank", 2, LEASE))
+        .claim(ClaimRequest::new("bank", 2, LEASE).at(store.now()))
         .await
         .unwrap();
     assert_eq!(leases.len(), 2);
@@ -266,7 +266,7 @@ pub async fn counts_stay_exact_under_concurrent_writers(h: &Harness) {
         tasks.push(tokio::spawn(async move {
             loop {
                 let leases = store
-                    .claim(ClaimRequest::new("bank", 5, LEASE))
+                    .claim(ClaimRequest::new("bank", 5, LEASE).at(store.now()))
                     .await
                     .unwrap();
                 if leases.is_empty() {

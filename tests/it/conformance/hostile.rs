@@ -545,7 +545,7 @@ pub async fn hostile_numbers_out_of_range(h: &Harness) {
     assert_eq!(store.get(n.id).await.unwrap().payload, Some(numbers));
     // Limits and durations at their ends are clamped or refused, never a panic.
     let leases = store
-        .claim(ClaimRequest::new("num", usize::MAX, LEASE))
+        .claim(ClaimRequest::new("num", usize::MAX, LEASE).at(store.now()))
         .await
         .expect("a huge claim limit");
     assert_eq!(leases[0].submission.id, high.id, "i32::MAX first");
@@ -558,14 +558,14 @@ pub async fn hostile_numbers_out_of_range(h: &Harness) {
     assert!(ids.contains(&rich.id) && ids.contains(&n.id));
     assert!(
         store
-            .claim(ClaimRequest::new("num", 0, LEASE))
+            .claim(ClaimRequest::new("num", 0, LEASE).at(store.now()))
             .await
             .unwrap()
             .is_empty()
     );
     store.enqueue(submission("lease", "forever")).await.unwrap();
     match store
-        .claim(ClaimRequest::new("lease", 1, Duration::MAX))
+        .claim(ClaimRequest::new("lease", 1, Duration::MAX).at(store.now()))
         .await
     {
         Ok(leases) => assert_eq!(leases.len(), 1),
@@ -624,7 +624,7 @@ pub async fn hostile_timestamps_far_in_the_past_and_future(h: &Harness) {
     assert_eq!(store.get(late.id).await.unwrap().not_before, Some(future));
     // Only the one due long ago is claimed now; the far-future one is never due.
     let leases = store
-        .claim(ClaimRequest::new("time", 10, LEASE))
+        .claim(ClaimRequest::new("time", 10, LEASE).at(store.now()))
         .await
         .unwrap();
     assert_eq!(
@@ -735,7 +735,7 @@ pub async fn hostile_timestamps_far_in_the_past_and_future(h: &Harness) {
     assert_eq!(queued.due_at, future);
     assert!(
         store
-            .claim(ClaimRequest::new("time", 10, LEASE))
+            .claim(ClaimRequest::new("time", 10, LEASE).at(store.now()))
             .await
             .unwrap()
             .is_empty()
@@ -848,7 +848,7 @@ pub async fn hostile_unknown_partner_names(h: &Harness) {
     // Unknown (but valid) names: no work, no error.
     assert!(
         store
-            .claim(ClaimRequest::new("nobody", 10, LEASE))
+            .claim(ClaimRequest::new("nobody", 10, LEASE).at(store.now()))
             .await
             .unwrap()
             .is_empty()
@@ -862,7 +862,10 @@ pub async fn hostile_unknown_partner_names(h: &Harness) {
         SQL_META[0],
         "é",
     ] {
-        match store.claim(ClaimRequest::new(name, 10, LEASE)).await {
+        match store
+            .claim(ClaimRequest::new(name, 10, LEASE).at(store.now()))
+            .await
+        {
             Ok(leases) => assert!(leases.is_empty(), "{name:?}"),
             Err(err) => assert!(err.is_invalid_input(), "{name:?}: {err:?}"),
         }

@@ -92,7 +92,7 @@ pub async fn values_are_summed_per_currency_and_split_by_kind_and_age(h: &Harnes
 
     // c1 and o1 dead-lettered, c2 succeeded, c3 failed; c4 stays queued.
     let leases = store
-        .claim(ClaimRequest::new("clinic", 4, LEASE))
+        .claim(ClaimRequest::new("clinic", 4, LEASE).at(store.now()))
         .await
         .unwrap();
     assert_eq!(leases.len(), 4, "{name}");
@@ -234,7 +234,7 @@ pub async fn business_deadlines_are_reported_near_and_missed(h: &Harness) {
         .unwrap();
     // "done" (third) succeeds: finished work is never at risk.
     let leases = store
-        .claim(ClaimRequest::new("clinic", 3, LEASE))
+        .claim(ClaimRequest::new("clinic", 3, LEASE).at(store.now()))
         .await
         .unwrap();
     store

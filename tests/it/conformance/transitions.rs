@@ -18,7 +18,7 @@ pub async fn every_pair_of_states_follows_the_table(h: &Harness) {
             let result = if to == SubmissionState::InFlight {
                 // Only a claim puts work in flight.
                 let claimed = store
-                    .claim(ClaimRequest::new(&partner, 10, LEASE))
+                    .claim(ClaimRequest::new(&partner, 10, LEASE).at(store.now()))
                     .await
                     .unwrap();
                 Ok(claimed.len())
