@@ -24,6 +24,15 @@ use crate::{
     SubmitOutcome,
 };
 
+/// The workload reached the statement that contains `needle`: a plan test
+/// that records fewer statements than it checks would pass for nothing.
+pub(crate) fn assert_reached<'a>(statements: impl IntoIterator<Item = &'a String>, needle: &str) {
+    assert!(
+        statements.into_iter().any(|s| s.contains(needle)),
+        "no recorded statement contains {needle:?}"
+    );
+}
+
 /// An engine on `store` with one partner, `lab`, whose callbacks are
 /// matched by their `reference`.
 pub(crate) fn engine(store: impl OutboxStore + 'static) -> Liaison {

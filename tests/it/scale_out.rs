@@ -140,6 +140,19 @@ impl Drop for Instance {
     }
 }
 
+/// `id`'s timeline holds one change to `Succeeded`, however many
+/// callbacks and instances reported it.
+async fn succeeded_once(store: &(impl OutboxStore + ?Sized), id: liaison::SubmissionId) {
+    let changes = store
+        .timeline(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Succeeded)
+        .count();
+    assert_eq!(changes, 1, "one state change for {id}");
+}
+
 async fn count(store: &(impl OutboxStore + ?Sized), state: SubmissionState) -> i64 {
     let query = liaison::store::StatsQuery::new(Duration::from_secs(60)).partner("lab");
     let stats = store.stats(&query).await.unwrap();
@@ -415,14 +428,7 @@ async fn the_same_callback_delivered_to_two_instances_applies_once() {
             .filter(|c| c.disposition == Disposition::Duplicate)
             .count();
         assert_eq!((applied, duplicate), (1, 2 * EACH - 1), "submission {id}");
-        let changes = store
-            .timeline(*id)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.kind == EventKind::Succeeded)
-            .count();
-        assert_eq!(changes, 1, "one state change for {id}");
+        succeeded_once(&*store, *id).await;
     }
     drop(b);
 }
@@ -481,14 +487,7 @@ async fn callbacks_that_beat_their_acceptance_apply_once_each() {
     applied.dedup();
     assert_eq!(applied.len(), SUBMISSIONS, "each applied to its own");
     for id in applied {
-        let changes = store
-            .timeline(id)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.kind == EventKind::Succeeded)
-            .count();
-        assert_eq!(changes, 1, "one state change for {id}");
+        succeeded_once(&*store, id).await;
     }
 }
 

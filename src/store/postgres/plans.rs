@@ -55,7 +55,7 @@ mod tests {
     use tokio_postgres::{Client, NoTls};
 
     use super::*;
-    use crate::store::plan_workload::{engine, workload};
+    use crate::store::plan_workload::{assert_reached, engine, workload};
     use crate::store::{PostgresConfig, PostgresStore};
 
     /// How many times each finished row of the workload is copied: enough
@@ -287,10 +287,7 @@ mod tests {
             "unnest($1::text[]) d (disposition)",
             "DELETE FROM liaison_idempotency_keys",
         ] {
-            assert!(
-                statements.iter().any(|s| s.contains(needle)),
-                "no recorded statement contains {needle:?}"
-            );
+            assert_reached(&statements, needle);
         }
         // The grown history makes a plan that reads it whole visible: the
         // chart's count as it was before this test is caught.

@@ -159,7 +159,7 @@ fn aliases(sql: &str) -> Vec<(&str, &'static str)> {
 mod tests {
     use super::*;
     use crate::store::SqliteStore;
-    use crate::store::plan_workload::{engine, workload};
+    use crate::store::plan_workload::{assert_reached, engine, workload};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hot_statements_use_indexes_not_full_scans() {
@@ -192,10 +192,7 @@ mod tests {
             "UPDATE liaison_partners SET rate_tat_us",
             "INDEXED BY liaison_submissions_created",
         ] {
-            assert!(
-                statements.iter().any(|s| s.contains(needle)),
-                "no recorded statement contains {needle:?}"
-            );
+            assert_reached(&statements, needle);
         }
         // Migrations run once when a database is opened: not a hot path.
         // Retention is checked too: its batches must come from the indexes
@@ -308,18 +305,25 @@ mod tests {
             ),
             "{due}"
         );
+        // The plans of the hot statements that contain `needle`, `count` of
+        // them.
+        let plans_matching = |needle: &str, count: usize| -> Vec<(String, String)> {
+            let found: Vec<&&String> = hot.iter().filter(|s| s.contains(needle)).collect();
+            assert_eq!(found.len(), count, "{needle}: {found:#?}");
+            found
+                .into_iter()
+                .map(|sql| {
+                    let plan = plan(&Connection::open(&path).unwrap(), sql)
+                        .expect("a statement with a plan")
+                        .join("; ");
+                    (sql.to_string(), plan)
+                })
+                .collect()
+        };
         // The chart and a partner's list by creation time read the window
-        // from (partner, created_at), not the partner's history (0026).
-        let by_creation: Vec<&&String> = hot
-            .iter()
-            .filter(|s| s.contains("created_at >= ?"))
-            .collect();
-        // The chart, and the list's first and next page.
-        assert_eq!(by_creation.len(), 3, "{by_creation:#?}");
-        for sql in by_creation {
-            let plan = plan(&Connection::open(&path).unwrap(), sql)
-                .expect("a statement with a plan")
-                .join("; ");
+        // from (partner, created_at), not the partner's history (0026):
+        // the chart, and the list's first and next page.
+        for (sql, plan) in plans_matching("created_at >= ?", 3) {
             assert!(
                 plan.contains("INDEX liaison_submissions_created (partner=? AND created_at>?)"),
                 "{sql}\n{plan}"
@@ -327,15 +331,7 @@ mod tests {
         }
         // Overdue results come from the index of awaited results by
         // deadline, in order, not from every result awaited, sorted.
-        let overdue: Vec<&&String> = hot
-            .iter()
-            .filter(|s| s.contains("result_deadline <= ?1"))
-            .collect();
-        assert_eq!(overdue.len(), 2, "{overdue:#?}");
-        for sql in overdue {
-            let plan = plan(&Connection::open(&path).unwrap(), sql)
-                .expect("a statement with a plan")
-                .join("; ");
+        for (sql, plan) in plans_matching("result_deadline <= ?1", 2) {
             assert!(
                 plan.contains("INDEX liaison_submissions_deadline (result_deadline<?)")
                     && !plan.contains("TEMP B-TREE"),
@@ -345,15 +341,7 @@ mod tests {
         // Unfinished work past the delay budget is read through the
         // partner's unfinished states, not through (partner, created_at),
         // which holds the partner's history before the cutoff.
-        let past_budget: Vec<&&String> = hot
-            .iter()
-            .filter(|s| s.contains("+created_at <= ?"))
-            .collect();
-        assert_eq!(past_budget.len(), 2, "{past_budget:#?}");
-        for sql in past_budget {
-            let plan = plan(&Connection::open(&path).unwrap(), sql)
-                .expect("a statement with a plan")
-                .join("; ");
+        for (sql, plan) in plans_matching("+created_at <= ?", 2) {
             assert!(
                 !plan.contains("liaison_submissions_created"),
                 "{sql}\n{plan}"
