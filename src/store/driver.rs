@@ -212,6 +212,32 @@ pub(crate) trait Driver {
     /// Record a key unless it is recorded already; `true` when recorded.
     async fn insert_key(&self, row: &KeyRow<'_>) -> Result<bool>;
 
+    /// Create a submission if its key is free: record the key, insert the
+    /// queued row (as [`Driver::insert_submission`]), index its correlation
+    /// fields and append `enqueued`, its timeline's first line (the caller
+    /// has checked its data). `None`, with nothing written, when the key is
+    /// recorded already. One statement on PostgreSQL, so an enqueue outside
+    /// a host's transaction is one round trip when the key is new.
+    async fn insert_fresh(
+        &self,
+        key: &KeyRow<'_>,
+        valid: &ValidSubmission,
+        due_at: DateTime<Utc>,
+        enqueued: &NewEvent,
+    ) -> Result<Option<Submission>> {
+        if !self.insert_key(key).await? {
+            return Ok(None);
+        }
+        let submission = self
+            .insert_submission(key.submission, valid, due_at, key.created_at)
+            .await?;
+        if !valid.correlation.is_empty() {
+            self.index_correlation(key.submission).await?;
+        }
+        self.append_event(enqueued).await?;
+        Ok(Some(submission))
+    }
+
     /// [`Driver::insert_key`] for several, in the order given (of two rows
     /// with one key, the first is recorded); whether each was recorded.
     /// One statement on PostgreSQL.

@@ -103,6 +103,29 @@ async fn insert_won<D: Driver>(
     Ok(created)
 }
 
+/// Enqueue one submission under `id` if its key is free: the whole of
+/// an enqueue that wins its key, in one statement on PostgreSQL (which
+/// runs it alone, without a transaction, when no host transaction is
+/// open). `None`, with nothing written, when the key is held: then
+/// [`enqueue`] decides (in a transaction).
+pub(crate) async fn enqueue_fresh<D: Driver>(
+    d: &D,
+    valid: &ValidSubmission,
+    id: SubmissionId,
+    retention: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Result<Option<Enqueued>> {
+    let key = key_row(valid, id, now, retention);
+    let enqueued = ledger::enqueued(id, now);
+    let due_at = ledger::first_due(valid, now);
+    Ok(d.insert_fresh(&key, valid, due_at, &enqueued)
+        .await?
+        .map(|submission| Enqueued {
+            submission,
+            deduplicated: false,
+        }))
+}
+
 /// The ledger decides: the insert that wins the key (partner, key) creates
 /// the submission; any other enqueue of that key reads the holder (on
 /// PostgreSQL, after the winner's commit) and answers with it, or with a
@@ -114,19 +137,9 @@ async fn enqueue_one<D: Driver>(
     retention: Option<Duration>,
     now: DateTime<Utc>,
 ) -> Result<Enqueued> {
-    let key = key_row(valid, id, now, retention);
     for _ in 0..LEDGER_ROUNDS {
-        if d.insert_key(&key).await? {
-            let due_at = ledger::first_due(valid, now);
-            let submission = d.insert_submission(id, valid, due_at, now).await?;
-            if !valid.correlation.is_empty() {
-                d.index_correlation(id).await?;
-            }
-            journal(d, &ledger::enqueued(id, now)).await?;
-            return Ok(Enqueued {
-                submission,
-                deduplicated: false,
-            });
+        if let Some(enqueued) = enqueue_fresh(d, valid, id, retention, now).await? {
+            return Ok(enqueued);
         }
         let Some(held) = d.held_key(&valid.partner, &valid.idempotency_key).await? else {
             continue;

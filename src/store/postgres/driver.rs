@@ -9,6 +9,7 @@
 //! it replaced ([`clean`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -599,6 +600,79 @@ impl Driver for Db<'_> {
             )
             .await?;
         Ok(inserted == 1)
+    }
+
+    async fn insert_fresh(
+        &self,
+        key: &KeyRow<'_>,
+        valid: &ValidSubmission,
+        due_at: DateTime<Utc>,
+        enqueued: &NewEvent,
+    ) -> Result<Option<Submission>> {
+        // Each data-modifying part runs once, and each insert after the
+        // key's reads the one before it: the key taken, every row is
+        // written; the key held, none is. The correlation rows are the ones
+        // `index_correlation` writes.
+        static FRESH: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH k AS ( \
+                   INSERT INTO liaison_idempotency_keys \
+                   (partner, idempotency_key, fingerprint, submission_id, created_at, expires_at) \
+                   VALUES ($2, $6, $5, $1, $13, $16) \
+                   ON CONFLICT (partner, idempotency_key) DO NOTHING RETURNING 1 \
+                 ), s AS ( \
+                   INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, \
+                   idempotency_key, ordering_key, correlation, business_value, priority, state, \
+                   attempts, due_at, not_before, created_at, updated_at, currency, business_deadline) \
+                   SELECT $1, $2, $3, $4::text::json, $5, $6, $7, $8::text::json, $9, $10, \
+                   'queued', 0, $11, $12, $13, $13, $14, $15 FROM k \
+                   RETURNING {SUBMISSION_COLUMNS}, seq AS fresh_seq, correlation AS fresh_correlation \
+                 ), c AS ( \
+                   INSERT INTO liaison_correlations (submission_seq, partner, name, value) \
+                   SELECT s.fresh_seq, s.partner, j.key, j.value #>> '{{}}' \
+                   FROM s CROSS JOIN LATERAL json_each(s.fresh_correlation) j \
+                   WHERE json_typeof(j.value) = 'string' \
+                 ), e AS ( \
+                   INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, reason, data) \
+                   SELECT s.id, $17, $18, $19, $20, $21, $22, $23::text::json FROM s \
+                 ) \
+                 SELECT * FROM s"
+            )
+        });
+        let correlation = (!valid.correlation.is_empty())
+            .then(|| serde_json::json!(valid.correlation).to_string());
+        let row = self
+            .query_opt(
+                &FRESH,
+                &[
+                    &sid(key.submission),
+                    &valid.partner,
+                    &valid.kind,
+                    &valid.payload_json,
+                    &valid.fingerprint.to_string(),
+                    &valid.idempotency_key,
+                    &valid.ordering_key,
+                    &correlation,
+                    &valid.business_value,
+                    &valid.priority,
+                    &to_millis(due_at),
+                    &valid.not_before.map(to_millis),
+                    &to_millis(key.created_at),
+                    &valid.currency.map(|c| c.code()),
+                    &valid.business_deadline.map(to_millis),
+                    &key.expires_at,
+                    &to_millis(enqueued.at),
+                    &clean(enqueued.kind.as_str()).as_ref(),
+                    &enqueued.from.map(SubmissionState::as_str),
+                    &enqueued.to.map(SubmissionState::as_str),
+                    &clean(enqueued.actor.as_str()).as_ref(),
+                    &clean_opt(bounded(enqueued.reason.as_deref())),
+                    &enqueued.data.as_ref().map(Value::to_string),
+                ],
+                "enqueue",
+            )
+            .await?;
+        row.as_ref().map(submission_from_row).transpose()
     }
 
     async fn insert_keys(&self, rows: &[KeyRow<'_>]) -> Result<Vec<bool>> {

@@ -436,6 +436,14 @@ macro_rules! write_tx {
     }};
 }
 
+/// Run one statement on a pooled connection, outside a transaction: a
+/// write commits by itself.
+macro_rules! alone {
+    ($store:expr, |$db:ident| $body:expr) => {
+        read!($store, |$db| $body)
+    };
+}
+
 /// Run one read on a pooled connection (no transaction: one statement
 /// sees one snapshot).
 macro_rules! read {
@@ -479,6 +487,16 @@ impl OutboxStore for PostgresStore {
         let valid = self.validate(batch)?;
         let retention = self.inner.config.ledger_retention;
         let now = self.now();
+        if let [one] = valid.as_slice() {
+            // A new key's enqueue is one statement: run alone, it commits
+            // by itself, in one round trip.
+            let id = SubmissionId::new();
+            let fresh = alone!(self, |db| flow::enqueue_fresh(db, one, id, retention, now))?;
+            if let Some(enqueued) = fresh {
+                self.inner.hints.due([&enqueued.submission], now);
+                return Ok(vec![enqueued]);
+            }
+        }
         let enqueued = write_tx!(self, |db| flow::enqueue(db, &valid, retention, now))?;
         let new = enqueued.iter().filter(|e| !e.deduplicated);
         self.inner.hints.due(new.map(|e| &e.submission), now);
