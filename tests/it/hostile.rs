@@ -87,7 +87,7 @@ impl Target {
             .await
             .expect("enqueue through the engine");
         let lease = store
-            .claim(ClaimRequest::new("lab", 1, Duration::from_secs(60)))
+            .claim(ClaimRequest::new("lab", 1, Duration::from_secs(60)).at(store.now()))
             .await
             .unwrap()
             .remove(0);

@@ -648,11 +648,9 @@ async fn wakeups_name_the_partner_and_stay_in_their_schema() {
     );
     // A claim (queued -> in flight) is not work for anyone else.
     let leases = other
-        .claim(liaison::store::ClaimRequest::new(
-            "bank",
-            1,
-            Duration::from_secs(60),
-        ))
+        .claim(
+            liaison::store::ClaimRequest::new("bank", 1, Duration::from_secs(60)).at(other.now()),
+        )
         .await
         .unwrap();
     assert_eq!(leases[0].submission.id, queued.submission.id);

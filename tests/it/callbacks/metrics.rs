@@ -52,7 +52,7 @@ async fn an_expired_lease_is_counted() {
         .unwrap();
     let ghost = host
         .store
-        .claim(ClaimRequest::new("elsewhere", 1, Duration::from_millis(50)))
+        .claim(ClaimRequest::new("elsewhere", 1, Duration::from_millis(50)).at(host.store.now()))
         .await
         .unwrap();
     let id = ghost[0].submission.id;

@@ -417,7 +417,7 @@ pub async fn a_dead_letter_holds_its_successors_unless_configured_otherwise(h: &
             .unwrap()
             .is_empty()
     );
-    let mut pass = ClaimRequest::new("lab", 10, LEASE);
+    let mut pass = ClaimRequest::new("lab", 10, LEASE).at(store.now());
     pass.dead_letter_blocks_ordering = false;
     let leases = store.claim(pass).await.unwrap();
     assert_eq!(leases.len(), 1);

@@ -482,8 +482,9 @@ async fn hold_partner(schema: &Schema, partner: &str) -> tokio_postgres::Client 
     holder
 }
 
-fn limited_claim(n: usize) -> ClaimRequest {
+fn limited_claim(store: &impl OutboxStore, n: usize) -> ClaimRequest {
     ClaimRequest::new("bank", n, Duration::from_secs(30))
+        .at(store.now())
         .limits(
             PartnerLimits::none()
                 .concurrency(4)
@@ -546,18 +547,21 @@ async fn a_claim_behind_a_held_partner_row_is_busy_and_takes_nothing() {
         store.enqueue(submission("bank", key)).await.unwrap();
     }
     // A first claim creates the partner's row and spends some rate.
-    let first = store.claim_limited(limited_claim(1)).await.unwrap();
+    let first = store.claim_limited(limited_claim(&store, 1)).await.unwrap();
     assert_eq!(first.leases.len(), 1);
     let before = claim_traces(&schema).await;
 
     let holder = hold_partner(&schema, "bank").await;
-    let err = store.claim_limited(limited_claim(2)).await.unwrap_err();
+    let err = store
+        .claim_limited(limited_claim(&store, 2))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Busy, "{err:?}");
     assert!(err.is_retryable() && err.is_storage(), "{err:?}");
     assert_eq!(claim_traces(&schema).await, before, "nothing was taken");
 
     holder.batch_execute("ROLLBACK").await.unwrap();
-    let again = store.claim_limited(limited_claim(2)).await.unwrap();
+    let again = store.claim_limited(limited_claim(&store, 2)).await.unwrap();
     assert_eq!(again.leases.len(), 2);
     let after = claim_traces(&schema).await;
     assert_eq!((after.0, after.1), (3, 3));
@@ -579,14 +583,14 @@ async fn a_connection_lost_during_a_claim_leaves_nothing_and_the_retry_works() {
         store.enqueue(submission("bank", key)).await.unwrap();
     }
     // The partner's row exists, and one is in flight.
-    let first = store.claim_limited(limited_claim(1)).await.unwrap();
+    let first = store.claim_limited(limited_claim(&store, 1)).await.unwrap();
     assert_eq!(first.leases.len(), 1);
     let before = claim_traces(&schema).await;
 
     let holder = hold_partner(&schema, "bank").await;
     let waiting = {
         let store = store.clone();
-        tokio::spawn(async move { store.claim_limited(limited_claim(4)).await })
+        tokio::spawn(async move { store.claim_limited(limited_claim(&store, 4)).await })
     };
     assert_eq!(
         kill_lock_waiter(&schema, &app).await,
@@ -599,7 +603,7 @@ async fn a_connection_lost_during_a_claim_leaves_nothing_and_the_retry_works() {
     holder.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(claim_traces(&schema).await, before, "nothing of it stayed");
 
-    let again = store.claim_limited(limited_claim(4)).await.unwrap();
+    let again = store.claim_limited(limited_claim(&store, 4)).await.unwrap();
     assert_eq!(again.leases.len(), 1, "the one left");
     assert_eq!(claim_traces(&schema).await.0, 2);
 }
