@@ -19,6 +19,9 @@ use crate::store::{AttemptReport, FinishedAttempt, Lease, OutboxStore, StateChan
 /// Results recorded in one transaction at most.
 const MAX_BATCH: usize = 256;
 
+/// Results that open a second lane beside a batch being written.
+const SPLIT_AT: usize = 16;
+
 /// One result waiting to be recorded, and where its answer goes.
 struct Pending {
     finished: FinishedAttempt,
@@ -69,29 +72,43 @@ impl Completer {
 async fn run(store: Arc<dyn OutboxStore>, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let lanes = store.concurrent_completions().max(1);
     let mut writing = JoinSet::new();
+    let mut gathered: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    let mut open = true;
     loop {
-        // A free lane first: meanwhile the next batch gathers.
-        while writing.len() >= lanes {
-            reap(writing.join_next().await);
+        if !gathered.is_empty() && writes_now(gathered.len(), writing.len(), lanes, open) {
+            let take = gathered.len().min(MAX_BATCH);
+            let batch: Vec<Pending> = gathered.drain(..take).collect();
+            let store = Arc::clone(&store);
+            writing.spawn(async move { record(store.as_ref(), batch).await });
+            continue;
         }
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        let received = tokio::select! {
-            received = rx.recv_many(&mut batch, MAX_BATCH) => received,
-            // A batch that ends frees a lane; look again.
-            Some(done) = writing.join_next() => {
-                reap(Some(done));
-                continue;
-            }
-        };
-        if received == 0 {
+        if !open && gathered.is_empty() {
             break;
         }
-        let store = Arc::clone(&store);
-        writing.spawn(async move { record(store.as_ref(), batch).await });
+        let room = MAX_BATCH.saturating_sub(gathered.len());
+        tokio::select! {
+            received = rx.recv_many(&mut gathered, room), if open && room > 0 => {
+                if received == 0 {
+                    open = false;
+                }
+            }
+            // A batch that ends frees a lane; look again.
+            Some(done) = writing.join_next() => reap(Some(done)),
+        }
     }
     while let Some(done) = writing.join_next().await {
         reap(Some(done));
     }
+}
+
+/// Whether `gathered` results are written now, with `writing` batches
+/// being written and `lanes` allowed: at once when nothing is being
+/// written (an idle engine's result is not held back); beside another
+/// batch only once a batch's worth has gathered, so that under load
+/// results are written in batches that grow, not one transaction each;
+/// and whatever is left once no more can come.
+fn writes_now(gathered: usize, writing: usize, lanes: usize, open: bool) -> bool {
+    writing < lanes && (writing == 0 || gathered >= SPLIT_AT || !open)
 }
 
 /// A batch's task ended. Should it have panicked, its attempts were
@@ -139,5 +156,28 @@ async fn record_each(store: &dyn OutboxStore, batch: Vec<Pending>) {
         } = pending.finished;
         let answer = store.complete(&lease, report, change).await;
         let _ = pending.reply.send(answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SPLIT_AT, writes_now};
+
+    #[test]
+    fn an_idle_engine_writes_at_once_and_a_busy_one_gathers_a_batch_first() {
+        // Nothing being written: even one result goes at once.
+        assert!(writes_now(1, 0, 4, true));
+        // A batch being written: a few results wait for it or for more.
+        assert!(!writes_now(1, 1, 4, true));
+        assert!(!writes_now(SPLIT_AT - 1, 3, 4, true));
+        // A batch's worth opens another lane, while lanes are free.
+        assert!(writes_now(SPLIT_AT, 1, 4, true));
+        assert!(!writes_now(SPLIT_AT, 4, 4, true));
+        // One lane (SQLite): one batch at a time, however many gathered.
+        assert!(!writes_now(200, 1, 1, true));
+        assert!(writes_now(200, 0, 1, true));
+        // Nothing more can come: what is left goes as lanes free up.
+        assert!(writes_now(1, 1, 4, false));
+        assert!(!writes_now(1, 4, 4, false));
     }
 }

@@ -257,33 +257,22 @@ pub(crate) trait Driver {
 
     // --- leases ---
 
-    /// Ids of `request.partner`'s due, queued work in claim order (priority,
-    /// due time, enqueue order), at most `request.limit`, leaving out work
-    /// whose ordering key has an earlier submission in one of `blocking`.
-    /// Rows another claimer holds are skipped.
-    async fn due(
+    /// Claim due work: of `request.partner`'s due, queued work in claim
+    /// order (priority, due time, enqueue order), leaving out work whose
+    /// ordering key has an earlier submission in one of `blocking` and rows
+    /// another claimer holds, take up to `request.limit` and at most one
+    /// per token; put each in flight under its token, counting the attempt,
+    /// and record the attempt's start. The rows as they are after, each
+    /// with its token, in claim order. One statement on PostgreSQL, so the
+    /// partner's row (locked by a claim under limits) is held for fewer
+    /// round trips.
+    async fn claim_due(
         &self,
         request: &ClaimRequest,
         blocking: &[SubmissionState],
-    ) -> Result<Vec<SubmissionId>>;
-
-    /// Put queued submissions in flight, each under its token, counting
-    /// the attempt; the rows as they are after, in the order given, leaving
-    /// out those no longer queued. One statement on PostgreSQL.
-    async fn mark_claimed(
-        &self,
-        claims: &[(SubmissionId, LeaseToken)],
+        tokens: &[LeaseToken],
         expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Submission>>;
-
-    /// Record the start of each attempt `(submission, number, token)`. One
-    /// statement on PostgreSQL.
-    async fn start_attempts(
-        &self,
-        attempts: &[(SubmissionId, u32, LeaseToken)],
-        now: DateTime<Utc>,
-    ) -> Result<()>;
+    ) -> Result<Vec<(Submission, LeaseToken)>>;
 
     /// Record how the attempt under `token` ended (if it is still open).
     async fn finish_attempt(

@@ -204,7 +204,9 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
     /// transaction at a time: the next batch gathers while one is written.
     /// A store whose transactions run side by side answers more, so a slow
     /// batch (one that matches many callbacks that arrived before their
-    /// acceptance) does not hold up every result behind it.
+    /// acceptance) does not hold up every result behind it. The engine
+    /// starts a batch beside one being written only once 16 results have
+    /// gathered, so more lanes do not mean smaller batches.
     /// `PostgresStore` (feature `postgres`) answers a quarter of its pool,
     /// from 1 to 4.
     ///

@@ -36,7 +36,8 @@ pub struct Enqueued {
 pub struct ClaimRequest {
     /// Whose work to claim.
     pub partner: String,
-    /// At most this many submissions.
+    /// At most this many submissions (and at most 1,024 in one claim,
+    /// whatever the limit: claim again for more).
     pub limit: usize,
     /// How long the lease lasts; a worker that has not reported by then is
     /// presumed dead and the work is returned to the queue.

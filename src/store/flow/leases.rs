@@ -74,37 +74,22 @@ async fn claim_due<D: Driver>(d: &D, request: &ClaimRequest) -> Result<Vec<Lease
         return Ok(Vec::new());
     }
     let blocking = rules::blocking_states(request.dead_letter_blocks_ordering);
-    let ids = d.due(request, blocking).await?;
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    // The whole batch in a constant number of statements: put in flight,
-    // start the attempts, journal the claims.
+    // The whole batch in a constant number of statements: find, put in
+    // flight and start the attempts (one statement on PostgreSQL), then
+    // journal the claims.
     let expires_at = request.lease_end();
-    let claims: Vec<(SubmissionId, LeaseToken)> = ids
-        .into_iter()
-        .map(|id| (id, LeaseToken::fresh()))
-        .collect();
-    let tokens: HashMap<SubmissionId, LeaseToken> = claims.iter().copied().collect();
+    let tokens = rules::claim_tokens(request.limit);
     let leases: Vec<Lease> = d
-        .mark_claimed(&claims, expires_at, request.now)
+        .claim_due(request, blocking, &tokens, expires_at)
         .await?
         .into_iter()
-        .filter_map(|submission| {
-            let token = *tokens.get(&submission.id)?;
-            Some(Lease {
-                attempt: submission.attempts,
-                submission,
-                token,
-                expires_at,
-            })
+        .map(|(submission, token)| Lease {
+            attempt: submission.attempts,
+            submission,
+            token,
+            expires_at,
         })
         .collect();
-    let attempts: Vec<(SubmissionId, u32, LeaseToken)> = leases
-        .iter()
-        .map(|l| (l.submission.id, l.attempt, l.token))
-        .collect();
-    d.start_attempts(&attempts, request.now).await?;
     let events: Vec<NewEvent> = leases
         .iter()
         .map(|l| rules::claimed(l.submission.id, l.attempt, l.token, request.now))

@@ -748,102 +748,59 @@ impl Driver for Db<'_> {
         .map(drop)
     }
 
-    async fn due(
+    async fn claim_due(
         &self,
         request: &ClaimRequest,
         blocking: &[SubmissionState],
-    ) -> Result<Vec<SubmissionId>> {
-        // A predecessor being claimed right now is still `queued` in this
-        // statement's snapshot, so it holds its successors back; rows another
-        // claimer has locked are skipped, never waited for or taken twice.
-        // `OFFSET 0` keeps the look for a predecessor a probe of the
-        // ordering index per candidate: as a join, the plan a prepared
-        // statement settles on hashed every submission of the partner. The
-        // blocking states are written out, so the probe reads their short
-        // ranges of the index (which carries the state, migration 0025);
-        // against a parameter it read every entry of the key.
-        let sql = format!(
-            "SELECT s.id FROM liaison_submissions s \
-             WHERE s.partner = $1 AND s.state = 'queued' AND s.due_at <= $2 \
-               AND (s.ordering_key IS NULL OR NOT EXISTS ( \
-                    SELECT 1 FROM liaison_submissions p \
-                    WHERE p.partner = s.partner AND p.ordering_key = s.ordering_key \
-                      AND p.state IN ({}) AND p.seq < s.seq OFFSET 0)) \
-             ORDER BY s.priority DESC, s.due_at, s.seq LIMIT $3 \
-             FOR UPDATE OF s SKIP LOCKED",
-            state_list(blocking.iter().copied())
-        );
-        self.query(
-            &sql,
-            &[
-                &clean(&request.partner).as_ref(),
-                &to_millis(request.now),
-                &i64::try_from(request.limit).unwrap_or(i64::MAX),
-            ],
-            "find due work",
-        )
-        .await?
-        .iter()
-        .map(|row| to_sid("id", get(row, 0)?))
-        .collect()
-    }
-
-    async fn mark_claimed(
-        &self,
-        claims: &[(SubmissionId, LeaseToken)],
+        tokens: &[LeaseToken],
         expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Submission>> {
-        if claims.is_empty() {
+    ) -> Result<Vec<(Submission, LeaseToken)>> {
+        if tokens.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Uuid> = claims.iter().map(|(id, _)| sid(*id)).collect();
-        let tokens: Vec<Uuid> = claims.iter().map(|(_, t)| token_uuid(*t)).collect();
+        // The due rows, numbered in claim order, take the tokens in that
+        // order; the attempts start from the rows as updated. The claim's
+        // time ($2) is both the due cutoff and the time of the change.
+        let sql = format!(
+            "WITH due AS ({due}), \
+             numbered AS ( \
+               SELECT id AS due_id, row_number() OVER (ORDER BY priority DESC, due_at, seq) AS due_n \
+               FROM due \
+             ), claimed AS ( \
+               UPDATE liaison_submissions SET state = 'in_flight', lease_token = c.claim_token, \
+                 lease_expires_at = $5, attempts = attempts + 1, updated_at = $2 \
+               FROM numbered JOIN unnest($4::uuid[]) WITH ORDINALITY AS c(claim_token, claim_n) \
+                    ON c.claim_n = numbered.due_n \
+               WHERE id = numbered.due_id AND state = 'queued' \
+               RETURNING {SUBMISSION_COLUMNS}, c.claim_token, c.claim_n \
+             ), started AS ( \
+               INSERT INTO liaison_attempts (submission_id, number, lease_token, started_at) \
+               SELECT id, attempts, claim_token, $2 FROM claimed \
+             ) \
+             SELECT * FROM claimed ORDER BY claim_n",
+            due = due_sql(blocking),
+        );
+        let limit = request.limit.min(tokens.len());
+        let tokens: Vec<Uuid> = tokens.iter().map(|t| token_uuid(*t)).collect();
         let rows = self
             .query(
-                &format!(
-                    "UPDATE liaison_submissions SET state = 'in_flight', lease_token = c.claim_token, \
-                     lease_expires_at = $3, attempts = attempts + 1, updated_at = $4 \
-                     FROM unnest($1::uuid[], $2::uuid[]) AS c(claim_id, claim_token) \
-                     WHERE id = c.claim_id AND state = 'queued' RETURNING {SUBMISSION_COLUMNS}"
-                ),
-                &[&ids, &tokens, &to_millis(expires_at), &to_millis(now)],
-                "claim submissions",
+                &sql,
+                &[
+                    &clean(&request.partner).as_ref(),
+                    &to_millis(request.now),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                    &tokens,
+                    &to_millis(expires_at),
+                ],
+                "claim due work",
             )
             .await?;
-        let mut by_id = rows
-            .iter()
-            .map(|row| submission_from_row(row).map(|s| (s.id, s)))
-            .collect::<Result<HashMap<_, _>>>()?;
-        Ok(claims
-            .iter()
-            .filter_map(|(id, _)| by_id.remove(id))
-            .collect())
-    }
-
-    async fn start_attempts(
-        &self,
-        attempts: &[(SubmissionId, u32, LeaseToken)],
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        if attempts.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<Uuid> = attempts.iter().map(|(id, _, _)| sid(*id)).collect();
-        let numbers: Vec<i32> = attempts
-            .iter()
-            .map(|(_, n, _)| i32::try_from(*n).unwrap_or(i32::MAX))
-            .collect();
-        let tokens: Vec<Uuid> = attempts.iter().map(|(_, _, t)| token_uuid(*t)).collect();
-        self.execute(
-            "INSERT INTO liaison_attempts (submission_id, number, lease_token, started_at) \
-             SELECT a.id, a.number, a.token, $4 \
-             FROM unnest($1::uuid[], $2::int[], $3::uuid[]) AS a(id, number, token)",
-            &[&ids, &numbers, &tokens, &to_millis(now)],
-            "start attempts",
-        )
-        .await
-        .map(drop)
+        rows.iter()
+            .map(|row| {
+                let token: Uuid = get(row, SUBMISSION_WIDTH)?;
+                Ok((submission_from_row(row)?, LeaseToken::from_uuid(token)))
+            })
+            .collect()
     }
 
     async fn finish_attempts(
@@ -1324,4 +1281,28 @@ impl Driver for Db<'_> {
             .await?;
         delivery_from_row(&row)
     }
+}
+
+/// Up to `$3` of partner `$1`'s due, queued work at `$2` in claim order,
+/// locked. A predecessor being claimed right now is still `queued` in this
+/// statement's snapshot, so it holds its successors back; rows another
+/// claimer has locked are skipped, never waited for or taken twice.
+/// `OFFSET 0` keeps the look for a predecessor a probe of the ordering
+/// index per candidate: as a join, the plan a prepared statement settles
+/// on hashed every submission of the partner. The blocking states are
+/// written out, so the probe reads their short ranges of the index (which
+/// carries the state, migration 0025); against a parameter it read every
+/// entry of the key.
+fn due_sql(blocking: &[SubmissionState]) -> String {
+    format!(
+        "SELECT s.id, s.priority, s.due_at, s.seq FROM liaison_submissions s \
+         WHERE s.partner = $1 AND s.state = 'queued' AND s.due_at <= $2 \
+           AND (s.ordering_key IS NULL OR NOT EXISTS ( \
+                SELECT 1 FROM liaison_submissions p \
+                WHERE p.partner = s.partner AND p.ordering_key = s.ordering_key \
+                  AND p.state IN ({}) AND p.seq < s.seq OFFSET 0)) \
+         ORDER BY s.priority DESC, s.due_at, s.seq LIMIT $3 \
+         FOR UPDATE OF s SKIP LOCKED",
+        state_list(blocking.iter().copied())
+    )
 }

@@ -272,8 +272,9 @@ mod tests {
         // The workload did reach the hot statements.
         for needle in [
             "INSERT INTO liaison_submissions",
-            "SELECT s.id FROM liaison_submissions s WHERE s.partner = $1 AND s.state = 'queued'",
+            "WITH due AS (SELECT s.id, s.priority, s.due_at, s.seq FROM liaison_submissions s",
             "UPDATE liaison_submissions SET state = 'in_flight'",
+            "INSERT INTO liaison_attempts",
             "UPDATE liaison_attempts SET finished_at",
             "UPDATE liaison_submissions SET state = $2",
             "INSERT INTO liaison_callbacks",

@@ -15,6 +15,17 @@ use crate::store::{AttemptReport, Lease, LeaseToken, ReapLimits, StateChange};
 /// Expired leases returned to the queue per pass.
 pub(crate) const REAP_BATCH: usize = 1000;
 
+/// Submissions one claim takes at most, whatever its limit: what a call
+/// holds in memory and writes in one transaction stays bounded.
+pub(crate) const MAX_CLAIM: usize = 1024;
+
+/// A fresh lease token for each submission a claim of `limit` may take.
+pub(crate) fn claim_tokens(limit: usize) -> Vec<LeaseToken> {
+    (0..limit.min(MAX_CLAIM))
+        .map(|_| LeaseToken::fresh())
+        .collect()
+}
+
 /// The states of an earlier submission with the same ordering key that
 /// hold a later one back.
 pub(crate) fn blocking_states(dead_letter_blocks: bool) -> &'static [SubmissionState] {

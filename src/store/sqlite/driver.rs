@@ -290,11 +290,13 @@ impl Driver for Sql<'_> {
             .map(drop)
     }
 
-    async fn due(
+    async fn claim_due(
         &self,
         request: &ClaimRequest,
         blocking: &[SubmissionState],
-    ) -> Result<Vec<SubmissionId>> {
+        tokens: &[LeaseToken],
+        expires_at: DateTime<Utc>,
+    ) -> Result<Vec<(Submission, LeaseToken)>> {
         // The blocking states are written out: the look for a predecessor
         // reads their short ranges of the ordering index (which carries the
         // state, migration 0025), not every earlier submission of the key.
@@ -308,6 +310,7 @@ impl Driver for Sql<'_> {
              ORDER BY s.priority DESC, s.due_at, s.seq LIMIT ?3",
             state_list(blocking.iter().copied())
         );
+        let limit = request.limit.min(tokens.len());
         let ids: Vec<String> = self
             .0
             .prepare_cached(&sql)
@@ -316,25 +319,16 @@ impl Driver for Sql<'_> {
                     params![
                         request.partner,
                         to_millis(request.now),
-                        i64::try_from(request.limit).unwrap_or(i64::MAX)
+                        i64::try_from(limit).unwrap_or(i64::MAX)
                     ],
                     |row| row.get(0),
                 )?
                 .collect()
             })
             .map_err(db_err("find due work"))?;
-        ids.iter().map(|id| parse_column("id", id)).collect()
-    }
-
-    async fn mark_claimed(
-        &self,
-        claims: &[(SubmissionId, LeaseToken)],
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Submission>> {
         // One writer: a cached statement per row costs what a multi-row
         // one would.
-        let mut stmt = self
+        let mut claim = self
             .0
             .prepare_cached(&format!(
                 "UPDATE liaison_submissions SET state = 'in_flight', lease_token = ?2, \
@@ -342,52 +336,33 @@ impl Driver for Sql<'_> {
                  WHERE id = ?1 AND state = 'queued' RETURNING {SUBMISSION_COLUMNS}"
             ))
             .map_err(db_err("claim submission"))?;
-        let mut out = Vec::with_capacity(claims.len());
-        for (id, token) in claims {
-            let row = stmt
-                .query_row(
-                    params![
-                        id.to_string(),
-                        token.to_string(),
-                        to_millis(expires_at),
-                        to_millis(now)
-                    ],
-                    submission_from_row,
-                )
-                .optional()
-                .map_err(db_err("claim submission"))?;
-            out.extend(row);
-        }
-        let mut counts = Counts::default();
-        for row in &out {
-            counts.moved(row, SubmissionState::Queued);
-        }
-        counts.write(self.0)?;
-        Ok(out)
-    }
-
-    async fn start_attempts(
-        &self,
-        attempts: &[(SubmissionId, u32, LeaseToken)],
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let mut stmt = self
+        let mut start = self
             .0
             .prepare_cached(
                 "INSERT INTO liaison_attempts (submission_id, number, lease_token, started_at) \
                  VALUES (?1, ?2, ?3, ?4)",
             )
             .map_err(db_err("start attempt"))?;
-        for (id, number, token) in attempts {
-            stmt.execute(params![
-                id.to_string(),
-                number,
-                token.to_string(),
-                to_millis(now)
-            ])
-            .map_err(db_err("start attempt"))?;
+        let now = to_millis(request.now);
+        let mut out = Vec::with_capacity(ids.len());
+        let mut counts = Counts::default();
+        for (id, token) in ids.iter().zip(tokens) {
+            let row = claim
+                .query_row(
+                    params![id, token.to_string(), to_millis(expires_at), now],
+                    submission_from_row,
+                )
+                .optional()
+                .map_err(db_err("claim submission"))?;
+            let Some(submission) = row else { continue };
+            start
+                .execute(params![id, submission.attempts, token.to_string(), now])
+                .map_err(db_err("start attempt"))?;
+            counts.moved(&submission, SubmissionState::Queued);
+            out.push((submission, *token));
         }
-        Ok(())
+        counts.write(self.0)?;
+        Ok(out)
     }
 
     async fn finish_attempt(

@@ -267,6 +267,54 @@ pub async fn not_before_and_priority_shape_the_claim_order(h: &Harness) {
     );
 }
 
+pub async fn one_claim_takes_at_most_1024_in_claim_order(h: &Harness) {
+    let store = h.store().await;
+    // 1,100 due, in three priorities interleaved.
+    for chunk in 0..11 {
+        let batch = (0..100)
+            .map(|i| {
+                let n = chunk * 100 + i;
+                submission("bank", &format!("k{n}")).priority(n % 3)
+            })
+            .collect();
+        store.enqueue_batch(batch).await.unwrap();
+    }
+    let leases = store
+        .claim(ClaimRequest::new("bank", 5000, LEASE).at(store.now()))
+        .await
+        .unwrap();
+    assert_eq!(leases.len(), 1024, "a claim is capped, whatever its limit");
+    // Claim order: priority first, then enqueue order within it.
+    let order: Vec<(i32, u32)> = leases
+        .iter()
+        .map(|l| {
+            let n: u32 = l.submission.idempotency_key[1..].parse().unwrap();
+            (-l.submission.priority, n)
+        })
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted, "leases come in claim order");
+    assert_eq!(order[0], (-2, 2));
+    let tokens: HashSet<_> = leases.iter().map(|l| l.token).collect();
+    assert_eq!(tokens.len(), 1024, "each lease has its own token");
+    for lease in [&leases[0], &leases[511], &leases[1023]] {
+        assert_eq!(lease.attempt, 1);
+        assert_eq!(lease.submission.state, SubmissionState::InFlight);
+        let attempts = store.attempts(lease.submission.id).await.unwrap();
+        assert_eq!(attempts.len(), 1, "the claim started the attempt");
+        assert_eq!(attempts[0].number, 1);
+        assert_eq!(attempts[0].finished_at, None);
+    }
+    // The rest is still due, and the next claim takes it.
+    let rest = store
+        .claim(ClaimRequest::new("bank", 5000, LEASE).at(store.now()))
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 76);
+    assert!(rest.iter().all(|l| !tokens.contains(&l.token)));
+}
+
 pub async fn claims_are_per_partner(h: &Harness) {
     let store = h.store().await;
     store.enqueue(submission("bank", "k")).await.unwrap();

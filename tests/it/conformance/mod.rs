@@ -130,6 +130,7 @@ conformance! {
     claims::expired_leases_come_back_and_are_journaled,
     claims::retries_wait_for_their_due_time,
     claims::not_before_and_priority_shape_the_claim_order,
+    claims::one_claim_takes_at_most_1024_in_claim_order,
     claims::claims_are_per_partner,
     claims::an_ordering_key_is_sent_one_at_a_time_in_enqueue_order,
     claims::concurrent_claimers_respect_ordering_keys,
