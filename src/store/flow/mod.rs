@@ -14,9 +14,10 @@ pub(crate) use deliveries::{
 };
 pub(crate) use leases::{claim, complete, complete_batch, reap};
 pub(crate) use shared::{circuit_step, claim_role, release_role};
-pub(crate) use submissions::{
-    defer_deadline, enqueue, enqueue_fresh, forget, note, replay, transition,
-};
+/// PostgreSQL runs an enqueue whose key is new as one statement alone.
+#[cfg(feature = "postgres")]
+pub(crate) use submissions::enqueue_fresh;
+pub(crate) use submissions::{defer_deadline, enqueue, forget, note, replay, transition};
 
 use super::driver::Driver;
 use super::rules::NewEvent;
