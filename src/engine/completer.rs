@@ -128,6 +128,9 @@ fn reap(done: Option<std::result::Result<(), tokio::task::JoinError>>) {
 /// storage error), each is recorded on its own, so one result's trouble is
 /// its own.
 async fn record(store: &dyn OutboxStore, batch: Vec<Pending>) {
+    // Reliability tests: a batch's task panics before it writes anything.
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("liaison::completer::record");
     if let [_] = batch.as_slice() {
         return record_each(store, batch).await;
     }

@@ -10,6 +10,7 @@
 //! | `liaison::claim::committed` | the claim is committed, no request sent |
 //! | `liaison::attempt::answered` | the partner answered, nothing recorded |
 //! | `liaison::complete::before_commit` | the result is written in the open transaction |
+//! | `liaison::completer::record` | a batch of results is handed to its task, nothing written (a panic, not a crash) |
 //! | `liaison::callback::before_commit` | a callback is stored and its report applied in the open transaction |
 //! | `liaison::migrate::applied` | a schema migration ran in the open transaction |
 //!
@@ -315,6 +316,58 @@ async fn a_crash_before_the_result_commits_recovers_with_one_side_effect() {
         result_timeout: None,
     })
     .await;
+}
+
+/// A panic in the task writing a batch of results (a bug of ours, say) is
+/// contained: the engine goes on, the batch's attempts end unanswered,
+/// their leases expire and the work is sent again under its key, and every
+/// submission succeeds once, with one side effect at the partner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_result_batch_is_contained_and_its_work_retried() {
+    let count = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::Sqlite(dir.path().join("fp.db"));
+    let log = dir.path().join("child.log");
+    let mock = MockPartner::start_with(Behavior::AcceptAndComplete)
+        .await
+        .unwrap();
+    let mut command = child("reliability::failpoints::failpoint_child_entry", &log);
+    backend.pass_to(&mut command);
+    command
+        .env(URL, mock.submit_url())
+        .env(COUNT, count.to_string())
+        .env("FAILPOINTS", "liaison::completer::record=1*panic");
+    let mut running = command.spawn().expect("spawn child");
+    until(
+        "every submission succeeds after the panicked batch",
+        Duration::from_secs(60),
+        || Audit::of(&backend).in_state("succeeded") == count,
+    )
+    .await;
+    let still = running.try_wait().expect("child status");
+    let _ = running.kill();
+    let _ = running.wait();
+    assert!(
+        still.is_none(),
+        "the panic ended the engine: {still:?}\n{}",
+        log_tail(&log)
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("liaison::completer::record"),
+        "the failpoint never fired, so nothing was tested:\n{}",
+        log_tail(&log)
+    );
+    assert_eq!(backend.check(), "ok");
+    let audit = Audit::of(&backend);
+    assert_eq!(audit.total(), count);
+    assert_eq!(audit.duplicates(), 0, "{audit:?}");
+    // The panicked batch's work went out again: more attempts than
+    // submissions, one side effect per key all the same.
+    let stats = mock.stats();
+    assert!(stats.requests > count as u64, "{stats:?}");
+    assert_eq!(stats.side_effects, count as u64, "one side effect per key");
+    assert_eq!(stats.distinct_keys, count as u64);
 }
 
 fn calling_back() -> Behavior {
