@@ -130,6 +130,18 @@ pub(crate) async fn workload(liaison: &Liaison) {
         ListFilter::default()
             .state(SubmissionState::DeadLettered)
             .limit(50),
+        // Several states, with and without a partner (the ops page's
+        // problems: failed and dead-lettered).
+        ListFilter::default()
+            .partner("lab")
+            .state(SubmissionState::Failed)
+            .state(SubmissionState::DeadLettered)
+            .limit(50),
+        ListFilter::default()
+            .state(SubmissionState::Failed)
+            .state(SubmissionState::DeadLettered)
+            .limit(50)
+            .without_payload(),
         // The ops page's lists, without payloads.
         ListFilter::default()
             .state(SubmissionState::Stuck)

@@ -318,6 +318,28 @@ mod tests {
             plan.join("\n")
         );
 
+        // A list of several states reads each state's entries in `seq`
+        // order up to the limit: no sort below the merge of the branches.
+        let lists: Vec<&String> = statements
+            .iter()
+            .filter(|s| s.contains("ORDER BY list_seq"))
+            .collect();
+        assert!(lists.len() >= 2, "{lists:#?}");
+        for sql in lists {
+            let plan = generic_plan(&client, sql).await.expect("a plan");
+            let text = plan.join("\n");
+            assert!(text.contains("Merge Append"), "{sql}\n{text}");
+            assert!(
+                !plan.iter().any(|line| line
+                    .trim_start()
+                    .trim_start_matches("->  ")
+                    .starts_with("Sort  ")),
+                "a branch sorts: {sql}\n{text}"
+            );
+            // Not the whole table in `seq` order, filtered by state.
+            assert!(!text.contains("liaison_submissions_pkey"), "{sql}\n{text}");
+        }
+
         let mut scans = Vec::new();
         let mut planned = 0;
         for sql in &statements {

@@ -150,11 +150,15 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Subm
         // the state and sorts them instead of reading the (partner, state,
         // seq) index in order up to the limit.
         [state] => arg(&mut sql, " AND state = ?", Box::new(state.as_str())),
+        // Several in `seq` order: one ordered, limited read per state,
+        // merged below, for the same reason.
+        _ if !filter.by_deadline => {}
         states => {
             let states: Vec<String> = states.iter().map(|s| s.as_str().into()).collect();
             arg(&mut sql, " AND state = ANY(?)", Box::new(states));
         }
     }
+    let per_state = filter.states.len() > 1 && !filter.by_deadline;
     if let Some(kind) = &filter.kind {
         arg(
             &mut sql,
@@ -233,6 +237,32 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Subm
             crate::store::impact::DEADLINE_OPEN
         ));
         arg(&mut sql, " LIMIT ?", Box::new(limit));
+    } else if per_state {
+        // Each branch repeats the filters' numbered parameters.
+        arg(&mut sql, " ORDER BY seq LIMIT ?", Box::new(limit));
+        let limit_at = args.len();
+        let base = sql
+            .strip_suffix(&format!(" ORDER BY seq LIMIT ${limit_at}"))
+            .unwrap_or(&sql)
+            .replacen(
+                &format!("SELECT {columns} FROM"),
+                &format!("SELECT {columns}, seq AS list_seq FROM"),
+                1,
+            );
+        let mut branches = Vec::with_capacity(filter.states.len());
+        // The states are written out (our own constants), so the plan
+        // knows a rare state from a common one and reads its index range,
+        // not the whole table in `seq` order.
+        for (i, state) in filter.states.iter().enumerate() {
+            branches.push(format!(
+                "(SELECT * FROM ({base} AND state = {} ORDER BY seq LIMIT ${limit_at}) b{i})",
+                state_list([*state])
+            ));
+        }
+        sql = format!(
+            "SELECT * FROM ({}) m ORDER BY list_seq LIMIT ${limit_at}",
+            branches.join(" UNION ALL ")
+        );
     } else {
         arg(&mut sql, " ORDER BY seq LIMIT ?", Box::new(limit));
     }

@@ -329,6 +329,30 @@ mod tests {
                 "{sql}\n{plan}"
             );
         }
+        // A list of several states reads each state's entries in `seq`
+        // order and stops at the limit (the only sort is the merge of the
+        // branches), with a partner and without.
+        for (sql, plan) in plans_matching("ORDER BY list_seq", 2) {
+            let index = if sql.contains("partner = ?") {
+                "INDEX liaison_submissions_partner_state (partner=? AND state=?)"
+            } else {
+                "INDEX liaison_submissions_state (state=?)"
+            };
+            // Each branch's own read (from `CO-ROUTINE` to the scan of its
+            // result) sorts nothing.
+            let branches: Vec<&str> = plan
+                .split("CO-ROUTINE")
+                .skip(1)
+                .map(|b| b.split("SCAN (subquery").next().unwrap_or(b))
+                .collect();
+            assert_eq!(branches.len(), 2, "{sql}\n{plan}");
+            for branch in branches {
+                assert!(
+                    branch.contains(index) && !branch.contains("TEMP B-TREE"),
+                    "{sql}\n{plan}"
+                );
+            }
+        }
         // Overdue results come from the index of awaited results by
         // deadline, in order, not from every result awaited, sorted.
         for (sql, plan) in plans_matching("result_deadline <= ?1", 2) {

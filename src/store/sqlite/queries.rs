@@ -153,7 +153,13 @@ pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Subm
     } else if per_partner {
         sql.push_str(KNOWN_PARTNERS);
     }
-    if !filter.states.is_empty() {
+    // Several states in `seq` order: one ordered, limited read per state,
+    // merged below. As one `state IN (...)` the order could not come from
+    // the index, and every row in those states was read and sorted.
+    let per_state = filter.states.len() > 1 && !filter.by_deadline;
+    if let [state] = filter.states.as_slice() {
+        arg(&mut sql, " AND state = ?", state.as_str().to_owned().into());
+    } else if !filter.states.is_empty() && !per_state {
         sql.push_str(" AND state IN (");
         for (i, state) in filter.states.iter().enumerate() {
             if i > 0 {
@@ -219,6 +225,30 @@ pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Subm
             crate::store::impact::DEADLINE_OPEN
         ));
         arg(&mut sql, " LIMIT ?", limit.into());
+    } else if per_state {
+        // Each branch repeats the filters' numbered parameters.
+        arg(&mut sql, " ORDER BY seq LIMIT ?", limit.into());
+        let limit_at = args.len();
+        let (base, tail) = sql
+            .rsplit_once(" ORDER BY seq LIMIT ")
+            .unwrap_or((sql.as_str(), ""));
+        let base = base.replacen(
+            &format!("SELECT {columns} FROM"),
+            &format!("SELECT {columns}, seq AS list_seq FROM"),
+            1,
+        );
+        let mut branches = Vec::with_capacity(filter.states.len());
+        for state in &filter.states {
+            args.push(state.as_str().to_owned().into());
+            branches.push(format!(
+                "SELECT * FROM ({base} AND state = ?{} ORDER BY seq LIMIT {tail})",
+                args.len()
+            ));
+        }
+        sql = format!(
+            "SELECT * FROM ({}) ORDER BY list_seq LIMIT ?{limit_at}",
+            branches.join(" UNION ALL ")
+        );
     } else {
         arg(&mut sql, " ORDER BY seq LIMIT ?", limit.into());
     }

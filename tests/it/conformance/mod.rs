@@ -167,6 +167,7 @@ conformance! {
     impact::a_deadline_alert_opens_before_the_breach_and_resolves_with_the_work,
     ops_reads::hourly_counts_agree_with_a_list_and_count,
     ops_reads::lists_without_payloads_or_bodies_read_neither,
+    ops_reads::a_list_of_several_states_pages_in_enqueue_order,
     silence::instances_beat_stop_and_age_out,
     silence::expected_traffic_is_recorded_and_counted,
     silence::due_work_is_dated_from_the_queue_and_from_expired_leases,

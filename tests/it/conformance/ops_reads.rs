@@ -220,3 +220,82 @@ pub async fn lists_without_payloads_or_bodies_read_neither(h: &Harness) {
     light.body = full[0].body.clone();
     assert_eq!(light, full[0], "{name}: everything else is the same");
 }
+
+/// A list of several states (the ops page's problems) is one list in
+/// enqueue order across the states, paged by its cursor, with the other
+/// filters applied to every state, with a partner and without.
+pub async fn a_list_of_several_states_pages_in_enqueue_order(h: &Harness) {
+    let store = h.store().await;
+    // Ten for bank, every other one claimed: in flight and queued
+    // alternate in enqueue order.
+    let mut keys = Vec::new();
+    for n in 0..10 {
+        let key = format!("k{n}");
+        store
+            .enqueue(submission("bank", &key).priority(i32::from(n % 2 == 0)))
+            .await
+            .unwrap();
+        keys.push(key);
+    }
+    let claimed = store
+        .claim(liaison::store::ClaimRequest::new("bank", 5, super::harness::LEASE).at(store.now()))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 5);
+    store.enqueue(submission("lab", "other")).await.unwrap();
+
+    let both = |filter: ListFilter| {
+        filter
+            .state(SubmissionState::InFlight)
+            .state(SubmissionState::Failed)
+            .state(SubmissionState::Queued)
+    };
+    let key_of = |s: &Submission| s.idempotency_key.clone();
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let mut filter = both(ListFilter::default().partner("bank").limit(4));
+        if let Some(id) = after {
+            filter = filter.after(id);
+        }
+        let page = store.list(&filter).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|s| s.id);
+        pages.push(page.iter().map(key_of).collect::<Vec<_>>());
+    }
+    assert_eq!(
+        pages,
+        [&keys[0..4], &keys[4..8], &keys[8..10]],
+        "pages of four in enqueue order, whatever the state"
+    );
+    let states: Vec<SubmissionState> = store
+        .list(&both(ListFilter::default().partner("bank")))
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.state)
+        .collect();
+    assert_eq!(states[0], SubmissionState::InFlight);
+    assert_eq!(states[1], SubmissionState::Queued);
+
+    // Without a partner: the other partner's queued one comes last.
+    let all = store
+        .list(&both(ListFilter::default()).without_payload())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 11);
+    assert_eq!(all[10].idempotency_key, "other");
+    // Another filter holds in every state's part; the limit for the whole.
+    let one = store
+        .list(&both(ListFilter::default()).idempotency_key("k3"))
+        .await
+        .unwrap();
+    assert_eq!(one.iter().map(key_of).collect::<Vec<_>>(), ["k3"]);
+    let first = store
+        .list(&both(ListFilter::default()).limit(3))
+        .await
+        .unwrap();
+    assert_eq!(first.iter().map(key_of).collect::<Vec<_>>(), &keys[0..3]);
+}
