@@ -589,6 +589,19 @@ impl ListFilter {
         self
     }
 
+    /// The states asked for, each once, in order: a list reads each
+    /// state's part on its own, and a state named twice must not list its
+    /// submissions twice.
+    pub(crate) fn distinct_states(&self) -> Vec<SubmissionState> {
+        let mut states = Vec::with_capacity(self.states.len());
+        for state in &self.states {
+            if !states.contains(state) {
+                states.push(*state);
+            }
+        }
+        states
+    }
+
     /// The page size to use.
     pub(crate) fn effective_limit(&self) -> usize {
         self.limit.unwrap_or(100).clamp(1, Self::MAX_LIMIT)

@@ -143,7 +143,8 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Subm
              UNION SELECT partner FROM liaison_state_deltas)",
         );
     }
-    match filter.states.as_slice() {
+    let states = filter.distinct_states();
+    match states.as_slice() {
         [] => {}
         // One state as an equality: a prepared plan cannot know that an
         // array holds one value, and with `= ANY` it reads every row in
@@ -158,7 +159,7 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Subm
             arg(&mut sql, " AND state = ANY(?)", Box::new(states));
         }
     }
-    let per_state = filter.states.len() > 1 && !filter.by_deadline;
+    let per_state = states.len() > 1 && !filter.by_deadline;
     if let Some(kind) = &filter.kind {
         arg(
             &mut sql,
@@ -249,11 +250,11 @@ pub(super) async fn list_on(db: &Db<'_>, filter: &ListFilter) -> Result<Vec<Subm
                 &format!("SELECT {columns}, seq AS list_seq FROM"),
                 1,
             );
-        let mut branches = Vec::with_capacity(filter.states.len());
+        let mut branches = Vec::with_capacity(states.len());
         // The states are written out (our own constants), so the plan
         // knows a rare state from a common one and reads its index range,
         // not the whole table in `seq` order.
-        for (i, state) in filter.states.iter().enumerate() {
+        for (i, state) in states.iter().enumerate() {
             branches.push(format!(
                 "(SELECT * FROM ({base} AND state = {} ORDER BY seq LIMIT ${limit_at}) b{i})",
                 state_list([*state])

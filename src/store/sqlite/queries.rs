@@ -156,12 +156,13 @@ pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Subm
     // Several states in `seq` order: one ordered, limited read per state,
     // merged below. As one `state IN (...)` the order could not come from
     // the index, and every row in those states was read and sorted.
-    let per_state = filter.states.len() > 1 && !filter.by_deadline;
-    if let [state] = filter.states.as_slice() {
+    let states = filter.distinct_states();
+    let per_state = states.len() > 1 && !filter.by_deadline;
+    if let [state] = states.as_slice() {
         arg(&mut sql, " AND state = ?", state.as_str().to_owned().into());
-    } else if !filter.states.is_empty() && !per_state {
+    } else if !states.is_empty() && !per_state {
         sql.push_str(" AND state IN (");
-        for (i, state) in filter.states.iter().enumerate() {
+        for (i, state) in states.iter().enumerate() {
             if i > 0 {
                 sql.push_str(", ");
             }
@@ -237,8 +238,8 @@ pub(crate) fn list_on(conn: &Connection, filter: &ListFilter) -> Result<Vec<Subm
             &format!("SELECT {columns}, seq AS list_seq FROM"),
             1,
         );
-        let mut branches = Vec::with_capacity(filter.states.len());
-        for state in &filter.states {
+        let mut branches = Vec::with_capacity(states.len());
+        for state in &states {
             args.push(state.as_str().to_owned().into());
             branches.push(format!(
                 "SELECT * FROM ({base} AND state = ?{} ORDER BY seq LIMIT {tail})",

@@ -298,4 +298,14 @@ pub async fn a_list_of_several_states_pages_in_enqueue_order(h: &Harness) {
         .await
         .unwrap();
     assert_eq!(first.iter().map(key_of).collect::<Vec<_>>(), &keys[0..3]);
+    // A state named twice lists its submissions once.
+    let twice = store
+        .list(&both(
+            ListFilter::default()
+                .partner("bank")
+                .state(SubmissionState::Queued),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(twice.iter().map(key_of).collect::<Vec<_>>(), keys);
 }
