@@ -107,6 +107,48 @@ async fn a_failed_enqueue_leaves_the_host_transaction_usable() {
 }
 
 #[tokio::test]
+async fn a_failed_batch_enqueue_leaves_none_of_it_and_the_host_work_stays() {
+    let (_dir, store) = store();
+    store
+        .enqueue(submission("clearinghouse", "C-3"))
+        .await
+        .unwrap();
+    let mut conn = host(&store);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .unwrap();
+    tx.execute("INSERT INTO claims VALUES ('C-6', 100)", [])
+        .unwrap();
+    let conflicting = liaison::NewSubmission::new(
+        "clearinghouse",
+        "claim.submit",
+        serde_json::json!({"changed": 1}),
+    )
+    .idempotency_key("C-3");
+    // The first is new and written before the second conflicts.
+    let err = store
+        .enqueue_batch_in_transaction(&tx, vec![submission("clearinghouse", "C-6"), conflicting])
+        .unwrap_err();
+    assert!(err.is_conflict());
+    tx.commit().unwrap();
+    assert_eq!(business_rows(&conn), 1, "the host's own row stays");
+    let stored = store.list(&ListFilter::default()).await.unwrap();
+    assert_eq!(
+        stored
+            .iter()
+            .map(|s| s.idempotency_key.as_str())
+            .collect::<Vec<_>>(),
+        ["C-3"],
+        "nothing of the failed enqueue is kept"
+    );
+    // Its key is free: the same enqueue, corrected, goes through.
+    store
+        .enqueue(submission("clearinghouse", "C-6"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn a_transaction_on_another_database_is_refused() {
     let (_dir, store) = store();
     let (_other_dir, other) = crate::support::store();

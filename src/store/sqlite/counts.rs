@@ -49,7 +49,7 @@ impl Counts {
         }
         let mut stmt = conn
             .prepare_cached(
-                "INSERT INTO liaison_state_counts (partner, state, currency, n, value) \
+                "INSERT OR FAIL INTO liaison_state_counts (partner, state, currency, n, value) \
                  VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT (partner, state, currency) \
                  DO UPDATE SET n = n + excluded.n, value = value + excluded.value",

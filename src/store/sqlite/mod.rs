@@ -315,7 +315,10 @@ impl SqliteStore {
     /// up front (a deferred transaction that reads first can fail with
     /// `SQLITE_BUSY` when it starts writing).
     ///
-    /// The enqueue is visible to dispatchers once the host commits.
+    /// The enqueue is visible to dispatchers once the host commits. It runs
+    /// in a savepoint of its own: when it fails, nothing of it stays in the
+    /// transaction and the host's own work does, for the host to commit or
+    /// roll back.
     ///
     /// ```
     /// use liaison::rusqlite::TransactionBehavior;
@@ -360,12 +363,22 @@ impl SqliteStore {
         self.check_same_database(tx)?;
         let valid = self.validate(batch)?;
         let retention = self.inner.config.ledger_retention;
-        run(flow::enqueue(
+        // In a savepoint of its own: a failure undoes this enqueue only
+        // (every item of it), and the host's own work stays.
+        tx.execute_batch("SAVEPOINT liaison_enqueue")
+            .map_err(db_err("savepoint"))?;
+        let result = run(flow::enqueue(
             &Sql(tx),
             &valid,
             retention,
             crate::clock::now(),
-        ))
+        ));
+        let end = match &result {
+            Ok(_) => "RELEASE liaison_enqueue",
+            Err(_) => "ROLLBACK TO liaison_enqueue; RELEASE liaison_enqueue",
+        };
+        tx.execute_batch(end).map_err(db_err("end savepoint"))?;
+        result
     }
 
     fn check_same_database(&self, conn: &Connection) -> Result<()> {
