@@ -10,8 +10,10 @@
 //! its own, and under SQLite's default (`ABORT`) every write that could
 //! fail a constraint opened a statement journal and copied each page it
 //! touched into it first: about a tenth of the writer's time in no-op
-//! dispatch. A statement here writes one row, and constraints are checked
-//! before anything is written, so a failure leaves nothing of it.
+//! dispatch. With `FAIL`, a statement that fails keeps what it wrote
+//! before the failure (nothing, for the one-row writes, whose constraints
+//! are checked before anything is written) only until the operation
+//! around it is undone.
 
 use std::future::Future;
 use std::pin::pin;
