@@ -32,6 +32,21 @@ pub(crate) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// An enqueue in a host's transaction runs in a savepoint of its own
+/// (this statement opens it; [`host_enqueue_end`] ends it): a failure
+/// undoes the enqueue, every item of it, and the host's own work stays for
+/// the host to commit or roll back. Both stores' SQL.
+pub(crate) const HOST_ENQUEUE_BEGIN: &str = "SAVEPOINT liaison_enqueue";
+
+/// What ends a host-transaction enqueue's savepoint after `result`: kept,
+/// or undone (and the setting it made, on PostgreSQL, with it).
+pub(crate) fn host_enqueue_end<T>(result: &crate::error::Result<T>) -> &'static str {
+    match result {
+        Ok(_) => "RELEASE SAVEPOINT liaison_enqueue",
+        Err(_) => "ROLLBACK TO SAVEPOINT liaison_enqueue; RELEASE SAVEPOINT liaison_enqueue",
+    }
+}
+
 /// `at` plus `d`, saturating at the end of representable time ("for
 /// ever" stays for ever).
 pub(crate) fn saturating_after(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {

@@ -342,15 +342,11 @@ impl PostgresStore {
                 ),
             ));
         }
-        db.batch("SAVEPOINT liaison_enqueue", "savepoint").await?;
+        db.batch(super::common::HOST_ENQUEUE_BEGIN, "savepoint")
+            .await?;
         let result = self.enqueue_in_savepoint(&db, valid).await;
-        let end = match &result {
-            Ok(_) => "RELEASE SAVEPOINT liaison_enqueue",
-            // Undo this enqueue only (and any setting it made); the host's
-            // own work stays.
-            Err(_) => "ROLLBACK TO SAVEPOINT liaison_enqueue; RELEASE SAVEPOINT liaison_enqueue",
-        };
-        db.batch(end, "end savepoint").await?;
+        db.batch(super::common::host_enqueue_end(&result), "end savepoint")
+            .await?;
         result
     }
 

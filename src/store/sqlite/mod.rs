@@ -363,9 +363,7 @@ impl SqliteStore {
         self.check_same_database(tx)?;
         let valid = self.validate(batch)?;
         let retention = self.inner.config.ledger_retention;
-        // In a savepoint of its own: a failure undoes this enqueue only
-        // (every item of it), and the host's own work stays.
-        tx.execute_batch("SAVEPOINT liaison_enqueue")
+        tx.execute_batch(super::common::HOST_ENQUEUE_BEGIN)
             .map_err(db_err("savepoint"))?;
         let result = run(flow::enqueue(
             &Sql(tx),
@@ -373,11 +371,8 @@ impl SqliteStore {
             retention,
             crate::clock::now(),
         ));
-        let end = match &result {
-            Ok(_) => "RELEASE liaison_enqueue",
-            Err(_) => "ROLLBACK TO liaison_enqueue; RELEASE liaison_enqueue",
-        };
-        tx.execute_batch(end).map_err(db_err("end savepoint"))?;
+        tx.execute_batch(super::common::host_enqueue_end(&result))
+            .map_err(db_err("end savepoint"))?;
         result
     }
 
