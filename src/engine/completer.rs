@@ -76,8 +76,8 @@ async fn run(store: Arc<dyn OutboxStore>, mut rx: mpsc::UnboundedReceiver<Pendin
     let mut open = true;
     loop {
         if !gathered.is_empty() && writes_now(gathered.len(), writing.len(), lanes, open) {
-            let take = gathered.len().min(MAX_BATCH);
-            let batch: Vec<Pending> = gathered.drain(..take).collect();
+            // Never more than MAX_BATCH: each receive takes what fits.
+            let batch = std::mem::replace(&mut gathered, Vec::with_capacity(MAX_BATCH));
             let store = Arc::clone(&store);
             writing.spawn(async move { record(store.as_ref(), batch).await });
             continue;

@@ -79,6 +79,16 @@ async fn host_rollback_keeps_neither() {
     assert!(!again.deduplicated);
 }
 
+/// C-3 again with another payload: a conflict once C-3 is stored.
+fn c3_changed() -> liaison::NewSubmission {
+    liaison::NewSubmission::new(
+        "clearinghouse",
+        "claim.submit",
+        serde_json::json!({"changed": 1}),
+    )
+    .idempotency_key("C-3")
+}
+
 #[tokio::test]
 async fn a_failed_enqueue_leaves_the_host_transaction_usable() {
     let (_dir, store) = store();
@@ -92,12 +102,7 @@ async fn a_failed_enqueue_leaves_the_host_transaction_usable() {
         .unwrap();
     tx.execute("INSERT INTO claims VALUES ('C-3', 100)", [])
         .unwrap();
-    let conflicting = liaison::NewSubmission::new(
-        "clearinghouse",
-        "claim.submit",
-        serde_json::json!({"changed": 1}),
-    )
-    .idempotency_key("C-3");
+    let conflicting = c3_changed();
     let err = store.enqueue_in_transaction(&tx, conflicting).unwrap_err();
     assert!(err.is_conflict());
     // The host decides: here it commits its own row anyway.
@@ -119,12 +124,7 @@ async fn a_failed_batch_enqueue_leaves_none_of_it_and_the_host_work_stays() {
         .unwrap();
     tx.execute("INSERT INTO claims VALUES ('C-6', 100)", [])
         .unwrap();
-    let conflicting = liaison::NewSubmission::new(
-        "clearinghouse",
-        "claim.submit",
-        serde_json::json!({"changed": 1}),
-    )
-    .idempotency_key("C-3");
+    let conflicting = c3_changed();
     // The first is new and written before the second conflicts.
     let err = store
         .enqueue_batch_in_transaction(&tx, vec![submission("clearinghouse", "C-6"), conflicting])

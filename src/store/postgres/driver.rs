@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::callbacks::{CALLBACK_COLUMNS, callback_from_row, callback_on};
@@ -302,19 +303,14 @@ impl Driver for Db<'_> {
     }
 
     async fn append_event(&self, e: &NewEvent) -> Result<()> {
+        let line = EventLine::new(e);
+        let id = sid(e.id);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id];
+        params.extend(line.params());
         self.execute(
             "INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, reason, data) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::json)",
-            &[
-                &sid(e.id),
-                &to_millis(e.at),
-                &clean(e.kind.as_str()).as_ref(),
-                &e.from.map(SubmissionState::as_str),
-                &e.to.map(SubmissionState::as_str),
-                &clean(e.actor.as_str()).as_ref(),
-                &clean_opt(bounded(e.reason.as_deref())),
-                &e.data.as_ref().map(Value::to_string),
-            ],
+            &params,
             "append event",
         )
         .await
@@ -375,35 +371,14 @@ impl Driver for Db<'_> {
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Submission> {
-        let correlation = (!valid.correlation.is_empty())
-            .then(|| serde_json::json!(valid.correlation).to_string());
-        let now = to_millis(now);
+        let values = NewRow::new(id, valid, due_at, now);
         let row = self
             .query_one(
                 &format!(
-                    "INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, \
-                     idempotency_key, ordering_key, correlation, business_value, priority, state, \
-                     attempts, due_at, not_before, created_at, updated_at, currency, business_deadline) \
-                     VALUES ($1, $2, $3, $4::text::json, $5, $6, $7, $8::text::json, $9, $10, \
-                     'queued', 0, $11, $12, $13, $13, $14, $15) RETURNING {SUBMISSION_COLUMNS}"
+                    "INSERT INTO liaison_submissions ({NEW_ROW_COLUMNS}) \
+                     VALUES ({NEW_ROW_VALUES}) RETURNING {SUBMISSION_COLUMNS}"
                 ),
-                &[
-                    &sid(id),
-                    &valid.partner,
-                    &valid.kind,
-                    &valid.payload_json,
-                    &valid.fingerprint.to_string(),
-                    &valid.idempotency_key,
-                    &valid.ordering_key,
-                    &correlation,
-                    &valid.business_value,
-                    &valid.priority,
-                    &to_millis(due_at),
-                    &valid.not_before.map(to_millis),
-                    &now,
-                    &valid.currency.map(|c| c.code()),
-                    &valid.business_deadline.map(to_millis),
-                ],
+                &values.params(),
                 "insert submission",
             )
             .await?;
@@ -621,11 +596,8 @@ impl Driver for Db<'_> {
                    VALUES ($2, $6, $5, $1, $13, $16) \
                    ON CONFLICT (partner, idempotency_key) DO NOTHING RETURNING 1 \
                  ), s AS ( \
-                   INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, \
-                   idempotency_key, ordering_key, correlation, business_value, priority, state, \
-                   attempts, due_at, not_before, created_at, updated_at, currency, business_deadline) \
-                   SELECT $1, $2, $3, $4::text::json, $5, $6, $7, $8::text::json, $9, $10, \
-                   'queued', 0, $11, $12, $13, $13, $14, $15 FROM k \
+                   INSERT INTO liaison_submissions ({NEW_ROW_COLUMNS}) \
+                   SELECT {NEW_ROW_VALUES} FROM k \
                    RETURNING {SUBMISSION_COLUMNS}, seq AS fresh_seq, correlation AS fresh_correlation \
                  ), c AS ( \
                    INSERT INTO liaison_correlations (submission_seq, partner, name, value) \
@@ -639,39 +611,14 @@ impl Driver for Db<'_> {
                  SELECT * FROM s"
             )
         });
-        let correlation = (!valid.correlation.is_empty())
-            .then(|| serde_json::json!(valid.correlation).to_string());
-        let row = self
-            .query_opt(
-                &FRESH,
-                &[
-                    &sid(key.submission),
-                    &valid.partner,
-                    &valid.kind,
-                    &valid.payload_json,
-                    &valid.fingerprint.to_string(),
-                    &valid.idempotency_key,
-                    &valid.ordering_key,
-                    &correlation,
-                    &valid.business_value,
-                    &valid.priority,
-                    &to_millis(due_at),
-                    &valid.not_before.map(to_millis),
-                    &to_millis(key.created_at),
-                    &valid.currency.map(|c| c.code()),
-                    &valid.business_deadline.map(to_millis),
-                    &key.expires_at,
-                    &to_millis(enqueued.at),
-                    &clean(enqueued.kind.as_str()).as_ref(),
-                    &enqueued.from.map(SubmissionState::as_str),
-                    &enqueued.to.map(SubmissionState::as_str),
-                    &clean(enqueued.actor.as_str()).as_ref(),
-                    &clean_opt(bounded(enqueued.reason.as_deref())),
-                    &enqueued.data.as_ref().map(Value::to_string),
-                ],
-                "enqueue",
-            )
-            .await?;
+        // $1-$15 the row (its id, partner, key and fingerprint also the
+        // ledger's), $16 the key's expiry, $17-$23 the line.
+        let values = NewRow::new(key.submission, valid, due_at, key.created_at);
+        let line = EventLine::new(enqueued);
+        let mut params: Vec<&(dyn ToSql + Sync)> = values.params().to_vec();
+        params.push(&key.expires_at);
+        params.extend(line.params());
+        let row = self.query_opt(&FRESH, &params, "enqueue").await?;
         row.as_ref().map(submission_from_row).transpose()
     }
 
@@ -1305,4 +1252,107 @@ fn due_sql(blocking: &[SubmissionState]) -> String {
          FOR UPDATE OF s SKIP LOCKED",
         state_list(blocking.iter().copied())
     )
+}
+
+/// The columns a new, queued submission is inserted with, and their values
+/// (`$1`-`$15` of [`NewRow::params`]).
+const NEW_ROW_COLUMNS: &str = "id, partner, kind, payload, fingerprint, idempotency_key, \
+    ordering_key, correlation, business_value, priority, state, attempts, due_at, not_before, \
+    created_at, updated_at, currency, business_deadline";
+const NEW_ROW_VALUES: &str = "$1, $2, $3, $4::text::json, $5, $6, $7, $8::text::json, $9, $10, \
+    'queued', 0, $11, $12, $13, $13, $14, $15";
+
+/// A new submission's values as stored.
+struct NewRow<'a> {
+    valid: &'a ValidSubmission,
+    id: Uuid,
+    fingerprint: String,
+    correlation: Option<String>,
+    due_at: i64,
+    not_before: Option<i64>,
+    now: i64,
+    currency: Option<&'static str>,
+    business_deadline: Option<i64>,
+}
+
+impl<'a> NewRow<'a> {
+    fn new(
+        id: SubmissionId,
+        valid: &'a ValidSubmission,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        NewRow {
+            valid,
+            id: sid(id),
+            fingerprint: valid.fingerprint.to_string(),
+            correlation: (!valid.correlation.is_empty())
+                .then(|| serde_json::json!(valid.correlation).to_string()),
+            due_at: to_millis(due_at),
+            not_before: valid.not_before.map(to_millis),
+            now: to_millis(now),
+            currency: valid.currency.map(|c| c.code()),
+            business_deadline: valid.business_deadline.map(to_millis),
+        }
+    }
+
+    /// `$1`-`$15` of [`NEW_ROW_VALUES`].
+    fn params(&self) -> [&(dyn ToSql + Sync); 15] {
+        [
+            &self.id,
+            &self.valid.partner,
+            &self.valid.kind,
+            &self.valid.payload_json,
+            &self.fingerprint,
+            &self.valid.idempotency_key,
+            &self.valid.ordering_key,
+            &self.correlation,
+            &self.valid.business_value,
+            &self.valid.priority,
+            &self.due_at,
+            &self.not_before,
+            &self.now,
+            &self.currency,
+            &self.business_deadline,
+        ]
+    }
+}
+
+/// A timeline line's values as stored, but for its submission's id.
+struct EventLine<'a> {
+    at: i64,
+    kind: std::borrow::Cow<'a, str>,
+    from: Option<&'static str>,
+    to: Option<&'static str>,
+    actor: std::borrow::Cow<'a, str>,
+    reason: Option<String>,
+    data: Option<String>,
+}
+
+impl<'a> EventLine<'a> {
+    fn new(e: &'a NewEvent) -> Self {
+        EventLine {
+            at: to_millis(e.at),
+            kind: clean(e.kind.as_str()),
+            from: e.from.map(SubmissionState::as_str),
+            to: e.to.map(SubmissionState::as_str),
+            actor: clean(e.actor.as_str()),
+            reason: clean_opt(bounded(e.reason.as_deref())),
+            data: e.data.as_ref().map(Value::to_string),
+        }
+    }
+
+    /// at, kind, from, to, actor, reason, data (`data` as text for a
+    /// `::text::json` cast).
+    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [
+            &self.at,
+            &self.kind,
+            &self.from,
+            &self.to,
+            &self.actor,
+            &self.reason,
+            &self.data,
+        ]
+    }
 }

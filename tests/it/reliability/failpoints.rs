@@ -318,6 +318,46 @@ async fn a_crash_before_the_result_commits_recovers_with_one_side_effect() {
     .await;
 }
 
+/// A host in a child process on a SQLite file of its own, with `failpoints`
+/// (the `fail` way, e.g. a `panic` action) and `count` submissions, against
+/// a mock partner that accepts and completes.
+struct PanickingHost {
+    _dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    backend: Backend,
+    log: std::path::PathBuf,
+    mock: MockPartner,
+    child: std::process::Child,
+}
+
+impl PanickingHost {
+    async fn start(failpoints: &str, count: usize) -> PanickingHost {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("fp.db");
+        let backend = Backend::Sqlite(db.clone());
+        let log = dir.path().join("child.log");
+        let mock = MockPartner::start_with(Behavior::AcceptAndComplete)
+            .await
+            .unwrap();
+        let mut command = child("reliability::failpoints::failpoint_child_entry", &log);
+        backend.pass_to(&mut command);
+        let child = command
+            .env(URL, mock.submit_url())
+            .env(COUNT, count.to_string())
+            .env("FAILPOINTS", failpoints)
+            .spawn()
+            .expect("spawn child");
+        PanickingHost {
+            _dir: dir,
+            db,
+            backend,
+            log,
+            mock,
+            child,
+        }
+    }
+}
+
 /// A panic in the task writing a batch of results (a bug of ours, say) is
 /// contained: the engine goes on, the batch's attempts end unanswered,
 /// their leases expire and the work is sent again under its key, and every
@@ -325,19 +365,14 @@ async fn a_crash_before_the_result_commits_recovers_with_one_side_effect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_result_batch_is_contained_and_its_work_retried() {
     let count = 20;
-    let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::Sqlite(dir.path().join("fp.db"));
-    let log = dir.path().join("child.log");
-    let mock = MockPartner::start_with(Behavior::AcceptAndComplete)
-        .await
-        .unwrap();
-    let mut command = child("reliability::failpoints::failpoint_child_entry", &log);
-    backend.pass_to(&mut command);
-    command
-        .env(URL, mock.submit_url())
-        .env(COUNT, count.to_string())
-        .env("FAILPOINTS", "liaison::completer::record=1*panic");
-    let mut running = command.spawn().expect("spawn child");
+    let PanickingHost {
+        _dir,
+        backend,
+        log,
+        mock,
+        child: mut running,
+        ..
+    } = PanickingHost::start("liaison::completer::record=1*panic", count).await;
     until(
         "every submission succeeds after the panicked batch",
         Duration::from_secs(60),
@@ -457,21 +492,14 @@ async fn a_crash_during_migration_commits_no_part_of_it() {
 /// same process sends again under the same key. No restart needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_attempt_is_retried_after_its_lease_expires() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("fp.db");
-    let backend = Backend::Sqlite(db.clone());
-    let log = dir.path().join("child.log");
-    let mock = MockPartner::start_with(Behavior::AcceptAndComplete)
-        .await
-        .unwrap();
-    let mut command = child("reliability::failpoints::failpoint_child_entry", &log);
-    backend.pass_to(&mut command);
-    let mut host = command
-        .env(URL, mock.submit_url())
-        .env(COUNT, "10")
-        .env("FAILPOINTS", "liaison::attempt::answered=3*panic")
-        .spawn()
-        .expect("spawn child");
+    let PanickingHost {
+        _dir,
+        db,
+        backend,
+        log,
+        mock,
+        child: mut host,
+    } = PanickingHost::start("liaison::attempt::answered=3*panic", 10).await;
     until("every submission terminal", Duration::from_secs(60), || {
         Audit::of(&backend).terminal() == 10
     })
