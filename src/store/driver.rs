@@ -15,12 +15,12 @@
 use chrono::{DateTime, Utc};
 
 use super::rules::NewEvent;
-use super::rules::callbacks::{Earlier, End, Repeat};
+use super::rules::callbacks::{CallbackRow, Earlier, End, Repeat};
 use super::rules::delivery::DeliveryWrite;
 use super::rules::ledger::{HeldKey, KeyRow};
 use super::rules::limits::LimitState;
 use super::rules::transition::StateWrite;
-use super::{AttemptReport, ClaimRequest, LeaseToken, NewCallback, RoleLease};
+use super::{AttemptReport, ClaimRequest, LeaseToken, RoleLease};
 use crate::error::Result;
 use crate::model::callback::{CallbackId, CallbackReport, Correlation, Dismissal, StoredCallback};
 use crate::model::circuit::SharedCircuit;
@@ -318,10 +318,10 @@ pub(crate) trait Driver {
 
     // --- callbacks ---
 
-    /// Store an inbound callback raw (its headers and body as given); the
-    /// row as stored. This transaction wrote it, so no other sees it before
-    /// the commit: it needs no lock.
-    async fn record_callback(&self, new: &NewCallback) -> Result<StoredCallback>;
+    /// Write a callback's row whole, in one insert: as it arrived, or
+    /// settled in this transaction (its report and end included). No other
+    /// transaction sees it before the commit: it needs no lock.
+    async fn insert_callback(&self, row: &CallbackRow<'_>) -> Result<()>;
 
     /// A stored callback, locked until the transaction ends.
     async fn lock_callback(&self, id: CallbackId) -> Result<Option<StoredCallback>>;

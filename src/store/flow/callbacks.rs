@@ -11,7 +11,7 @@ use crate::model::callback::{
 use crate::model::event::Actor;
 use crate::model::submission::Submission;
 use crate::store::driver::{Driver, Waiting};
-use crate::store::rules::callbacks::{self as rules, End, Repeat, Settle};
+use crate::store::rules::callbacks::{self as rules, CallbackRow, End, Repeat, Settle};
 use crate::store::{NewCallback, Settlement};
 
 /// Store an inbound callback and settle it in the same transaction. The
@@ -24,8 +24,19 @@ pub(crate) async fn record_and_settle<D: Driver>(
     settlement: &Settlement,
     now: DateTime<Utc>,
 ) -> Result<CallbackReceipt> {
-    let stored = d.record_callback(new).await?;
-    settle_stored(d, stored, settlement, now).await
+    let id = CallbackId::new();
+    let stored = CallbackRow::arrived(id, new).stored();
+    settle_stored(d, stored, Row::New(new), settlement, now).await
+}
+
+/// Where a settled callback's end is written.
+#[derive(Debug, Clone, Copy)]
+enum Row<'a> {
+    /// Its row exists: the report and the end update it.
+    Stored,
+    /// It arrives in this transaction: its row is written once, whole, when
+    /// its end is known (nothing else reads it before the commit).
+    New(&'a NewCallback),
 }
 
 /// Settle a stored callback: record the verdict and, for a parsed report,
@@ -42,13 +53,14 @@ pub(crate) async fn settle<D: Driver>(
         .lock_callback(id)
         .await?
         .ok_or_else(|| Error::not_found("callback", id))?;
-    settle_stored(d, stored, settlement, now).await
+    settle_stored(d, stored, Row::Stored, settlement, now).await
 }
 
-/// [`settle`] a callback this transaction holds: locked, or written by it.
+/// [`settle`] a callback this transaction holds: locked, or arriving in it.
 async fn settle_stored<D: Driver>(
     d: &D,
     stored: StoredCallback,
+    row: Row<'_>,
     settlement: &Settlement,
     now: DateTime<Utc>,
 ) -> Result<CallbackReceipt> {
@@ -60,23 +72,20 @@ async fn settle_stored<D: Driver>(
             metadata_only,
         } => {
             let end = rules::rejected(&stored, reason, *metadata_only);
-            finish(d, &stored, end, now).await
+            finish(d, &stored, Written { row, report: None }, end, now).await
         }
         Settlement::Malformed { reason } => {
-            finish(
-                d,
-                &stored,
-                End::new(Disposition::Malformed).detail(reason),
-                now,
-            )
-            .await
+            let end = End::new(Disposition::Malformed).detail(reason);
+            finish(d, &stored, Written { row, report: None }, end, now).await
         }
         Settlement::Report {
             report,
             unmatched_until,
         } => {
             let outcome = rules::outcome_json(report)?;
-            d.record_report(id, report, &outcome).await?;
+            if let Row::Stored = row {
+                d.record_report(id, report, &outcome).await?;
+            }
             d.lock_report(
                 &stored.partner,
                 report.event_id.as_deref(),
@@ -84,7 +93,12 @@ async fn settle_stored<D: Driver>(
                 &report.correlation,
             )
             .await?;
-            let receipt = apply_report(d, &stored, report, &outcome, *unmatched_until, now).await?;
+            let written = Written {
+                row,
+                report: Some((report, &outcome)),
+            };
+            let receipt =
+                apply_report(d, &stored, written, report, &outcome, *unmatched_until, now).await?;
             // Reliability tests: the report is applied, its transaction not
             // committed.
             #[cfg(feature = "failpoints")]
@@ -118,19 +132,45 @@ pub(crate) async fn dismiss<D: Driver>(
     d.callback(id).await
 }
 
+/// A callback's row and the report to write with it when it is new.
+#[derive(Debug, Clone, Copy)]
+struct Written<'a> {
+    row: Row<'a>,
+    report: Option<(&'a CallbackReport, &'a str)>,
+}
+
+impl Written<'_> {
+    const STORED: Written<'static> = Written {
+        row: Row::Stored,
+        report: None,
+    };
+}
+
 async fn finish<D: Driver>(
     d: &D,
     stored: &StoredCallback,
+    written: Written<'_>,
     end: End,
     now: DateTime<Utc>,
 ) -> Result<CallbackReceipt> {
-    d.finish_callback(stored.id, &end, now).await?;
+    match written.row {
+        Row::Stored => d.finish_callback(stored.id, &end, now).await?,
+        Row::New(new) => {
+            let row = CallbackRow {
+                report: written.report,
+                end: Some((&end, now)),
+                ..CallbackRow::arrived(stored.id, new)
+            };
+            d.insert_callback(&row).await?;
+        }
+    }
     Ok(end.receipt(stored.id))
 }
 
 async fn apply_report<D: Driver>(
     d: &D,
     stored: &StoredCallback,
+    written: Written<'_>,
     report: &CallbackReport,
     outcome: &str,
     unmatched_until: DateTime<Utc>,
@@ -141,23 +181,23 @@ async fn apply_report<D: Driver>(
         && let Some(earlier) = d.earlier_callback(stored, Repeat::Event(event_id)).await?
     {
         let plan = rules::repeat_of_event(stored, event_id, &earlier, outcome, now);
-        return write(d, stored, None, plan, now).await;
+        return write(d, stored, written, None, plan, now).await;
     }
     if let Some(earlier) = d
         .earlier_callback(stored, Repeat::Body(&stored.body_hash))
         .await?
         && let Some(plan) = rules::repeat_of_body(&earlier, outcome)
     {
-        return write(d, stored, None, plan, now).await;
+        return write(d, stored, written, None, plan, now).await;
     }
     match d.correlated(&stored.partner, &report.correlation).await? {
         None => {
             let plan = rules::no_match(&report.correlation, unmatched_until);
-            write(d, stored, None, plan, now).await
+            write(d, stored, written, None, plan, now).await
         }
         Some(submission) => {
             let plan = rules::matched(stored, report, &submission, unmatched_until, now);
-            write(d, stored, Some(&submission), plan, now).await
+            write(d, stored, written, Some(&submission), plan, now).await
         }
     }
 }
@@ -167,6 +207,7 @@ async fn apply_report<D: Driver>(
 async fn write<D: Driver>(
     d: &D,
     stored: &StoredCallback,
+    written: Written<'_>,
     matched: Option<&Submission>,
     plan: Settle,
     now: DateTime<Utc>,
@@ -177,7 +218,7 @@ async fn write<D: Driver>(
     if let Some(note) = &plan.note {
         journal(d, note).await?;
     }
-    finish(d, stored, plan.end, now).await
+    finish(d, stored, written, plan.end, now).await
 }
 
 /// Apply callbacks that were waiting for `submission` (they arrived before
@@ -217,7 +258,7 @@ pub(super) async fn rematch_waiting<D: Driver>(
         let outcome = rules::outcome_json(&report)?;
         // Keep its matching window should it still not apply.
         let until = w.match_until.unwrap_or(now);
-        apply_report(d, &stored, &report, &outcome, until, now).await?;
+        apply_report(d, &stored, Written::STORED, &report, &outcome, until, now).await?;
     }
     d.submission(submission.id)
         .await?

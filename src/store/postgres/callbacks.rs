@@ -16,8 +16,9 @@ use uuid::Uuid;
 
 use super::db::{Db, cid, clean, clean_opt, corrupt, get, sid, to_cid, to_sid};
 use crate::error::{Error, Result};
-use crate::model::callback::{CallbackId, Correlation, Disposition, StoredCallback};
+use crate::model::callback::{CallbackId, Correlation, StoredCallback};
 use crate::store::common::{bounded, columns, dismissal, from_millis, to_millis};
+use crate::store::rules::callbacks::CallbackRow;
 use crate::store::{CallbackFilter, NewCallback};
 
 pub(super) const CALLBACK_COLUMNS: &str = "id, partner, received_at, headers::text, body, body_hash, size, \
@@ -48,11 +49,17 @@ pub(super) fn callback_from_row(row: &Row) -> Result<StoredCallback> {
     })
 }
 
-/// Store a callback; the row as stored.
-pub(super) async fn record_on(db: &Db<'_>, new: &NewCallback) -> Result<StoredCallback> {
+/// Store a callback as it arrived.
+pub(super) async fn record_on(db: &Db<'_>, new: &NewCallback) -> Result<CallbackId> {
     let id = CallbackId::new();
-    let headers: Vec<(String, String)> = new
-        .headers
+    insert_on(db, &CallbackRow::arrived(id, new)).await?;
+    Ok(id)
+}
+
+/// Write a callback's row whole, in one insert (see [`CallbackRow`]).
+pub(super) async fn insert_on(db: &Db<'_>, row: &CallbackRow<'_>) -> Result<()> {
+    let headers: Vec<(String, String)> = row
+        .headers()
         .iter()
         .map(|(k, v)| (clean(k).into_owned(), clean(v).into_owned()))
         .collect();
@@ -60,32 +67,33 @@ pub(super) async fn record_on(db: &Db<'_>, new: &NewCallback) -> Result<StoredCa
         operation: "encode callback headers",
         source: Box::new(e),
     })?;
-    let settled = (new.disposition != Disposition::Received).then(|| to_millis(new.received_at));
-    let sql = format!(
+    let new = row.new;
+    db.execute(
         "INSERT INTO liaison_callbacks (id, partner, received_at, headers, body, body_hash, \
-         size, disposition, error, processed_at) \
-         VALUES ($1, $2, $3, $4::text::json, $5, $6, $7, $8, $9, $10) \
-         RETURNING {CALLBACK_COLUMNS}"
-    );
-    let row = db
-        .query_one(
-            &sql,
-            &[
-                &cid(id),
-                &clean(&new.partner).as_ref(),
-                &to_millis(new.received_at),
-                &headers,
-                &new.body,
-                &clean(&new.body_hash).as_ref(),
-                &i64::try_from(new.size).unwrap_or(i64::MAX),
-                &new.disposition.as_str(),
-                &clean_opt(bounded(new.error.as_deref())),
-                &settled,
-            ],
-            "store callback",
-        )
-        .await?;
-    callback_from_row(&row)
+         size, event_id, reference, outcome, disposition, error, submission_id, processed_at, \
+         match_until) \
+         VALUES ($1, $2, $3, $4::text::json, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        &[
+            &cid(row.id),
+            &clean(&new.partner).as_ref(),
+            &to_millis(new.received_at),
+            &headers,
+            &row.body(),
+            &clean(&new.body_hash).as_ref(),
+            &i64::try_from(new.size).unwrap_or(i64::MAX),
+            &row.event_id().map(clean).as_deref(),
+            &row.reference().as_deref().map(clean).as_deref(),
+            &row.outcome(),
+            &row.disposition().as_str(),
+            &clean_opt(bounded(row.error())),
+            &row.submission().map(sid),
+            &row.processed_at().map(to_millis),
+            &row.match_until().map(to_millis),
+        ],
+        "store callback",
+    )
+    .await
+    .map(drop)
 }
 
 pub(super) async fn callback_on(db: &Db<'_>, id: CallbackId) -> Result<StoredCallback> {

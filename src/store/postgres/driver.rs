@@ -32,12 +32,12 @@ use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidS
 use crate::store::common::{bounded, from_millis, state_list, to_millis};
 use crate::store::driver::{Driver, DueDelivery, Locked, Waiting};
 use crate::store::rules::NewEvent;
-use crate::store::rules::callbacks::{Earlier, End, REPEATABLE, Repeat};
+use crate::store::rules::callbacks::{CallbackRow, Earlier, End, REPEATABLE, Repeat};
 use crate::store::rules::delivery::DeliveryWrite;
 use crate::store::rules::ledger::{HeldKey, KeyRow};
 use crate::store::rules::limits::LimitState;
 use crate::store::rules::transition::{StateWrite, reference_taken};
-use crate::store::{AttemptReport, ClaimRequest, LeaseToken, NewCallback};
+use crate::store::{AttemptReport, ClaimRequest, LeaseToken};
 
 /// The advisory-lock key of a partner's reference, event id or body hash.
 fn ref_key(partner: &str, reference: &str) -> String {
@@ -838,8 +838,8 @@ impl Driver for Db<'_> {
         super::partners::write_waiters_on(self, partner, waiters).await
     }
 
-    async fn record_callback(&self, new: &NewCallback) -> Result<StoredCallback> {
-        super::callbacks::record_on(self, new).await
+    async fn insert_callback(&self, row: &CallbackRow<'_>) -> Result<()> {
+        super::callbacks::insert_on(self, row).await
     }
 
     async fn lock_callback(&self, id: CallbackId) -> Result<Option<StoredCallback>> {

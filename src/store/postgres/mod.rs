@@ -604,7 +604,7 @@ impl OutboxStore for PostgresStore {
 
     async fn record_callback(&self, callback: NewCallback) -> Result<CallbackId> {
         let callback = crate::store::common::keyed_callback(callback, &self.inner.key);
-        write_tx!(self, |db| callbacks::record_on(db, &callback)).map(|stored| stored.id)
+        write_tx!(self, |db| callbacks::record_on(db, &callback))
     }
 
     async fn record_and_settle_callback(

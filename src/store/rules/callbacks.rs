@@ -13,7 +13,7 @@ use crate::model::callback::{
 use crate::model::event::{Actor, EventKind};
 use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
-use crate::store::StateChange;
+use crate::store::{NewCallback, StateChange};
 
 /// Dispositions of an earlier callback that make a new one a repeat of it
 /// (a callback rejected or quarantined earlier was never understood; one
@@ -187,6 +187,118 @@ impl End {
             submission_id: self.submission,
             detail: self.detail.clone(),
         }
+    }
+}
+
+/// A callback's row as it is first written: as it arrived, or, for one
+/// stored and settled in the same transaction, whole with what settling
+/// decided (its report and its end), so the row is written once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallbackRow<'a> {
+    pub(crate) id: CallbackId,
+    pub(crate) new: &'a NewCallback,
+    /// What it reports, and that outcome as JSON ([`outcome_json`]).
+    pub(crate) report: Option<(&'a CallbackReport, &'a str)>,
+    /// How it was settled, and when.
+    pub(crate) end: Option<(&'a End, DateTime<Utc>)>,
+}
+
+impl<'a> CallbackRow<'a> {
+    /// `new` as it arrived (its disposition and error as given).
+    pub(crate) fn arrived(id: CallbackId, new: &'a NewCallback) -> Self {
+        CallbackRow {
+            id,
+            new,
+            report: None,
+            end: None,
+        }
+    }
+
+    /// The row as the rules see it before it is written: arrived, not yet
+    /// settled.
+    pub(crate) fn stored(&self) -> StoredCallback {
+        let new = self.new;
+        StoredCallback {
+            id: self.id,
+            partner: new.partner.clone(),
+            received_at: new.received_at,
+            headers: new.headers.clone(),
+            body: new.body.clone(),
+            body_hash: new.body_hash.clone(),
+            size: new.size,
+            event_id: None,
+            correlation: None,
+            disposition: new.disposition,
+            error: new.error.clone(),
+            submission_id: None,
+            processed_at: None,
+            dismissal: None,
+        }
+    }
+
+    /// The headers to keep: the allowlisted ones alone when it is kept as
+    /// metadata only.
+    pub(crate) fn headers(&self) -> &'a [(String, String)] {
+        match self.end {
+            Some((
+                End {
+                    metadata_only: Some(headers),
+                    ..
+                },
+                _,
+            )) => headers,
+            _ => &self.new.headers,
+        }
+    }
+
+    /// The body to keep: none when it is kept as metadata only.
+    pub(crate) fn body(&self) -> Option<&'a [u8]> {
+        match self.end {
+            Some((end, _)) if end.metadata_only.is_some() => None,
+            _ => self.new.body.as_deref(),
+        }
+    }
+
+    pub(crate) fn disposition(&self) -> Disposition {
+        self.end
+            .map_or(self.new.disposition, |(end, _)| end.disposition)
+    }
+
+    pub(crate) fn error(&self) -> Option<&'a str> {
+        match self.end {
+            Some((end, _)) => end.detail.as_deref(),
+            None => self.new.error.as_deref(),
+        }
+    }
+
+    pub(crate) fn submission(&self) -> Option<SubmissionId> {
+        self.end.and_then(|(end, _)| end.submission)
+    }
+
+    /// When it was settled: now for a settled one, on arrival for one
+    /// whose disposition was decided at once.
+    pub(crate) fn processed_at(&self) -> Option<DateTime<Utc>> {
+        match self.end {
+            Some((_, now)) => Some(now),
+            None => (self.new.disposition != Disposition::Received).then_some(self.new.received_at),
+        }
+    }
+
+    pub(crate) fn match_until(&self) -> Option<DateTime<Utc>> {
+        self.end.and_then(|(end, _)| end.match_until)
+    }
+
+    pub(crate) fn event_id(&self) -> Option<&'a str> {
+        self.report.and_then(|(r, _)| r.event_id.as_deref())
+    }
+
+    /// The correlation as stored (`Correlation::to_stored`).
+    pub(crate) fn reference(&self) -> Option<String> {
+        self.report.map(|(r, _)| r.correlation.to_stored())
+    }
+
+    pub(crate) fn outcome(&self) -> Option<&'a str> {
+        self.report.map(|(_, outcome)| outcome)
     }
 }
 

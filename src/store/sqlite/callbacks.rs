@@ -7,8 +7,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::db::{corrupt, db_err, from_millis, to_millis};
 use crate::error::{Error, Result};
-use crate::model::callback::{CallbackId, Correlation, Disposition, StoredCallback};
+use crate::model::callback::{CallbackId, Correlation, StoredCallback};
 use crate::store::common::{bounded, columns, dismissal};
+use crate::store::rules::callbacks::CallbackRow;
 use crate::store::{CallbackFilter, NewCallback};
 
 pub(super) const CALLBACK_COLUMNS: &str = "id, partner, received_at, headers, body, body_hash, size, \
@@ -43,34 +44,47 @@ pub(super) fn callback_from_row(row: &Row<'_>) -> rusqlite::Result<StoredCallbac
     })
 }
 
+/// Store a callback as it arrived.
 pub(crate) fn record_on(conn: &Connection, new: &NewCallback) -> Result<CallbackId> {
     let id = CallbackId::new();
-    let headers = serde_json::to_string(&new.headers).map_err(|e| Error::Storage {
+    insert_on(conn, &CallbackRow::arrived(id, new))?;
+    Ok(id)
+}
+
+/// Write a callback's row whole, in one insert (see [`CallbackRow`]).
+pub(crate) fn insert_on(conn: &Connection, row: &CallbackRow<'_>) -> Result<()> {
+    let headers = serde_json::to_string(row.headers()).map_err(|e| Error::Storage {
         operation: "encode callback headers",
         source: Box::new(e),
     })?;
+    let new = row.new;
     conn.prepare_cached(
-        "INSERT INTO liaison_callbacks (id, partner, received_at, headers, body, body_hash, size, \
-         disposition, error, processed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT OR FAIL INTO liaison_callbacks (id, partner, received_at, headers, body, \
+         body_hash, size, event_id, reference, outcome, disposition, error, submission_id, \
+         processed_at, match_until) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )
     .and_then(|mut stmt| {
-        let settled =
-            (new.disposition != Disposition::Received).then(|| to_millis(new.received_at));
         stmt.execute(params![
-            id.to_string(),
+            row.id.to_string(),
             new.partner,
             to_millis(new.received_at),
             headers,
-            new.body,
+            row.body(),
             new.body_hash,
             i64::try_from(new.size).unwrap_or(i64::MAX),
-            new.disposition.as_str(),
-            bounded(new.error.as_deref()),
-            settled,
+            row.event_id(),
+            row.reference(),
+            row.outcome(),
+            row.disposition().as_str(),
+            bounded(row.error()),
+            row.submission().map(|s| s.to_string()),
+            row.processed_at().map(to_millis),
+            row.match_until().map(to_millis),
         ])
     })
     .map_err(db_err("store callback"))?;
-    Ok(id)
+    Ok(())
 }
 
 pub(crate) fn callback_on(conn: &Connection, id: CallbackId) -> Result<StoredCallback> {

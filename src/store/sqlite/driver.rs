@@ -37,12 +37,12 @@ use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidS
 use crate::store::common::{bounded, from_millis, state_list, to_millis};
 use crate::store::driver::{Driver, DueDelivery, Locked, Waiting};
 use crate::store::rules::NewEvent;
-use crate::store::rules::callbacks::{Earlier, End, REPEATABLE, Repeat};
+use crate::store::rules::callbacks::{CallbackRow, Earlier, End, REPEATABLE, Repeat};
 use crate::store::rules::delivery::DeliveryWrite;
 use crate::store::rules::ledger::{HeldKey, KeyRow};
 use crate::store::rules::limits::LimitState;
 use crate::store::rules::transition::StateWrite;
-use crate::store::{AttemptReport, ClaimRequest, LeaseToken, NewCallback};
+use crate::store::{AttemptReport, ClaimRequest, LeaseToken};
 
 /// Run a flow over SQLite to its end. SQLite's driver never waits on
 /// anything but the database, synchronously, so the flow completes on its
@@ -435,9 +435,8 @@ impl Driver for Sql<'_> {
         super::partners::write_waiters_on(self.0, partner, waiters)
     }
 
-    async fn record_callback(&self, new: &NewCallback) -> Result<StoredCallback> {
-        let id = super::callbacks::record_on(self.0, new)?;
-        self.callback(id).await
+    async fn insert_callback(&self, row: &CallbackRow<'_>) -> Result<()> {
+        super::callbacks::insert_on(self.0, row)
     }
 
     async fn lock_callback(&self, id: CallbackId) -> Result<Option<StoredCallback>> {

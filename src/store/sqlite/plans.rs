@@ -174,7 +174,7 @@ mod tests {
             "INSERT OR FAIL INTO liaison_submissions",
             "UPDATE OR FAIL liaison_submissions SET state = 'in_flight'",
             "UPDATE OR FAIL liaison_submissions SET state = ?2",
-            "INSERT INTO liaison_callbacks",
+            "INSERT OR FAIL INTO liaison_callbacks",
             "FROM liaison_state_counts",
             "ORDER BY s.priority DESC",
             "SET payload = NULL",

@@ -183,6 +183,9 @@ pub async fn a_callback_stored_and_settled_at_once_is_kept_and_judged_alike(h: &
     assert_eq!(stored.body.as_deref(), Some(body.as_bytes()), "{name}");
     assert_eq!(stored.disposition, Disposition::Applied, "{name}");
     assert_eq!(stored.event_id.as_deref(), Some("evt-1"), "{name}");
+    assert_eq!(stored.correlation, Some(by_ref()), "{name}");
+    assert_eq!(stored.submission_id, Some(id), "{name}");
+    assert_eq!(stored.headers, raw("lab", body).headers, "{name}");
     assert!(stored.processed_at.is_some(), "{name}");
 
     // The partner's retry of the same event: a duplicate, applied once.
@@ -220,6 +223,62 @@ pub async fn a_callback_stored_and_settled_at_once_is_kept_and_judged_alike(h: &
         );
         assert_eq!(stored.size, 6, "{name}");
     }
+
+    // One that does not parse is kept whole with the reason.
+    let malformed = store
+        .record_and_settle_callback(
+            raw("lab", "{"),
+            Settlement::Malformed {
+                reason: "EOF while parsing".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let stored = store.callback(malformed.callback_id).await.unwrap();
+    assert_eq!(stored.disposition, Disposition::Malformed, "{name}");
+    assert_eq!(stored.error.as_deref(), Some("EOF while parsing"), "{name}");
+    assert_eq!(stored.body.as_deref(), Some(&b"{"[..]), "{name}");
+    assert_eq!(stored.correlation, None, "{name}");
+
+    // One that arrives before the acceptance it reports on waits with what
+    // it reports, and the acceptance applies it.
+    let early = store
+        .enqueue(submission("lab", "C-2"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let lease = claim_one(&store, "lab").await;
+    let by_ref2 = || Correlation::ExternalRef("REF-2".into());
+    let body2 = r#"{"ref":"REF-2","status":"ok","event":"evt-2"}"#;
+    let waiting = store
+        .record_and_settle_callback(
+            raw("lab", body2),
+            report(by_ref2(), Some("evt-2"), ReportedOutcome::Succeeded),
+        )
+        .await
+        .unwrap();
+    assert_eq!(waiting.disposition, Disposition::Unmatched, "{name}");
+    let stored = store.callback(waiting.callback_id).await.unwrap();
+    assert_eq!(stored.correlation, Some(by_ref2()), "{name}");
+    assert_eq!(stored.event_id.as_deref(), Some("evt-2"), "{name}");
+    assert_eq!(stored.submission_id, None, "{name}");
+    store
+        .complete(
+            &lease,
+            AttemptReport::new(AttemptOutcome::Accepted).http_status(202),
+            StateChange::to(SubmissionState::AwaitingResult).external_ref("REF-2"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(early).await.unwrap().state,
+        SubmissionState::Succeeded,
+        "{name}"
+    );
+    let stored = store.callback(waiting.callback_id).await.unwrap();
+    assert_eq!(stored.disposition, Disposition::Applied, "{name}");
+    assert_eq!(stored.submission_id, Some(early), "{name}");
 }
 
 pub async fn a_repeated_event_with_another_outcome_is_conflicting(h: &Harness) {
