@@ -233,6 +233,11 @@ pub(crate) async fn workload(liaison: &Liaison) {
         .list_callbacks(&CallbackFilter::default().without_body())
         .await
         .unwrap();
+    // A submission's callbacks (its page on the ops desk).
+    store
+        .list_callbacks(&CallbackFilter::default().submission_id(any))
+        .await
+        .unwrap();
     // The ops page's chart.
     store
         .hourly_counts(&HourlyQuery::new(
