@@ -45,20 +45,6 @@ pub(crate) struct Locked {
     pub(crate) lease_expiries: u32,
 }
 
-/// What settling a parsed report looks up before it decides
-/// ([`Driver::look_up`]).
-#[derive(Debug, Default)]
-pub(crate) struct Lookup {
-    /// The first earlier delivery of the same event id.
-    pub(crate) by_event: Option<Earlier>,
-    /// The first earlier delivery of the same body (not looked up when
-    /// `by_event` was found).
-    pub(crate) by_body: Option<Earlier>,
-    /// The submission the report names, locked (not looked up when
-    /// `by_event` was found).
-    pub(crate) submission: Option<Submission>,
-}
-
 /// An unmatched callback waiting for a submission's acceptance.
 #[derive(Debug, Clone)]
 pub(crate) struct Waiting {
@@ -372,33 +358,6 @@ pub(crate) trait Driver {
         stored: &StoredCallback,
         by: Repeat<'_>,
     ) -> Result<Option<Earlier>>;
-
-    /// [`Driver::earlier_callback`] by `report`'s event id and by
-    /// `stored`'s body, and [`Driver::correlated`]: what settling a report
-    /// decides from. A store may run the three at once (PostgreSQL sends
-    /// them together on its connection: one round trip, not three); when
-    /// run in turn, an earlier delivery of the same event ends the look.
-    async fn look_up(&self, stored: &StoredCallback, report: &CallbackReport) -> Result<Lookup> {
-        if let Some(event_id) = &report.event_id
-            && let Some(earlier) = self
-                .earlier_callback(stored, Repeat::Event(event_id))
-                .await?
-        {
-            return Ok(Lookup {
-                by_event: Some(earlier),
-                ..Lookup::default()
-            });
-        }
-        Ok(Lookup {
-            by_event: None,
-            by_body: self
-                .earlier_callback(stored, Repeat::Body(&stored.body_hash))
-                .await?,
-            submission: self
-                .correlated(&stored.partner, &report.correlation)
-                .await?,
-        })
-    }
 
     /// The submission of `partner` a correlation names (the newest, for a
     /// key or reference), locked until the transaction ends.

@@ -11,7 +11,7 @@ use crate::model::callback::{
 use crate::model::event::Actor;
 use crate::model::submission::Submission;
 use crate::store::driver::{Driver, Waiting};
-use crate::store::rules::callbacks::{self as rules, CallbackRow, End, Settle};
+use crate::store::rules::callbacks::{self as rules, CallbackRow, End, Repeat, Settle};
 use crate::store::{NewCallback, Settlement};
 
 /// Store an inbound callback and settle it in the same transaction. The
@@ -176,18 +176,21 @@ async fn apply_report<D: Driver>(
     unmatched_until: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<CallbackReceipt> {
-    let found = d.look_up(stored, report).await?;
     // A repeat of an earlier delivery: same event id, or the same body.
-    if let (Some(event_id), Some(earlier)) = (&report.event_id, &found.by_event) {
-        let plan = rules::repeat_of_event(stored, event_id, earlier, outcome, now);
+    if let Some(event_id) = &report.event_id
+        && let Some(earlier) = d.earlier_callback(stored, Repeat::Event(event_id)).await?
+    {
+        let plan = rules::repeat_of_event(stored, event_id, &earlier, outcome, now);
         return write(d, stored, written, None, plan, now).await;
     }
-    if let Some(earlier) = &found.by_body
-        && let Some(plan) = rules::repeat_of_body(earlier, outcome)
+    if let Some(earlier) = d
+        .earlier_callback(stored, Repeat::Body(&stored.body_hash))
+        .await?
+        && let Some(plan) = rules::repeat_of_body(&earlier, outcome)
     {
         return write(d, stored, written, None, plan, now).await;
     }
-    match found.submission {
+    match d.correlated(&stored.partner, &report.correlation).await? {
         None => {
             let plan = rules::no_match(&report.correlation, unmatched_until);
             write(d, stored, written, None, plan, now).await

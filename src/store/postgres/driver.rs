@@ -30,7 +30,7 @@ use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 use crate::store::common::{bounded, from_millis, state_list, to_millis};
-use crate::store::driver::{Driver, DueDelivery, Locked, Lookup, Waiting};
+use crate::store::driver::{Driver, DueDelivery, Locked, Waiting};
 use crate::store::rules::NewEvent;
 use crate::store::rules::callbacks::{CallbackRow, Earlier, End, REPEATABLE, Repeat};
 use crate::store::rules::delivery::DeliveryWrite;
@@ -939,27 +939,6 @@ impl Driver for Db<'_> {
             })
         })
         .transpose()
-    }
-
-    async fn look_up(&self, stored: &StoredCallback, report: &CallbackReport) -> Result<Lookup> {
-        // Polled together, the three go out on the connection at once and
-        // their answers come back in order: one round trip, not three.
-        let by_event = async {
-            match &report.event_id {
-                Some(event_id) => self.earlier_callback(stored, Repeat::Event(event_id)).await,
-                None => Ok(None),
-            }
-        };
-        let (by_event, by_body, submission) = tokio::try_join!(
-            by_event,
-            self.earlier_callback(stored, Repeat::Body(&stored.body_hash)),
-            self.correlated(&stored.partner, &report.correlation),
-        )?;
-        Ok(Lookup {
-            by_event,
-            by_body,
-            submission,
-        })
     }
 
     async fn correlated(
