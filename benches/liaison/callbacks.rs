@@ -93,8 +93,9 @@ pub(crate) async fn liaison_http_on(
     rep: usize,
 ) -> f64 {
     let secret = secret();
+    let delay = crate::env_usize("LIAISON_BENCH_CALLBACK_DELAY_MS", 0) as u64;
     let mock = MockPartner::start_with(Behavior::callback_later(
-        Duration::ZERO,
+        Duration::from_millis(delay),
         MockOutcome::Succeeded,
     ))
     .await

@@ -23,7 +23,10 @@
 //! - `LIAISON_BENCH_DRAIN_SECS`: how long scenario 9 drains (default 20);
 //! - `LIAISON_BENCH_PG_URL`: a PostgreSQL server for scenarios P1-P5 (built
 //!   with `--features mock,http,postgres`; skipped with a notice without it);
-//! - `LIAISON_BENCH_PG_DRAIN`: submissions P3 drains (default 20000).
+//! - `LIAISON_BENCH_PG_DRAIN`: submissions P3 drains (default 20000);
+//! - `LIAISON_BENCH_CALLBACK_DELAY_MS`: how long the mock partner of
+//!   scenarios 5 and P4 waits after its 202 before it calls back (default 0:
+//!   most callbacks race the recording of the acceptance they report on).
 
 mod callbacks;
 mod dispatch;
@@ -76,7 +79,7 @@ impl PartnerAdapter for Noop {
     }
 }
 
-fn env_usize(name: &str, default: usize) -> usize {
+pub(crate) fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.replace('_', "").parse().ok())

@@ -187,8 +187,8 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     // ... 0017_shared_circuit, 0018_no_hot_rows, 0019_privacy, 0020_ops_journal,
     // 0021_limit_waiters, 0022_one_lease_index, 0023_counts_in_writes,
     // 0024_created_index, 0025_ordering_by_state, 0026_created_index
-    // (SQLite's; nothing here), 0027_repeat_lookups.
-    assert_eq!(version, 27);
+    // (SQLite's; nothing here).
+    assert_eq!(version, 26);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -275,7 +275,6 @@ async fn instances_starting_together_migrate_once() {
             (24, "created_index".to_string()),
             (25, "ordering_by_state".to_string()),
             (26, "created_index_sqlite".to_string()),
-            (27, "repeat_lookups".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -910,7 +909,6 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         (24, "created_index"),
         (25, "ordering_by_state"),
         (26, "created_index_sqlite"),
-        (27, "repeat_lookups"),
     ]
     .into_iter()
     .map(|(v, n)| {
@@ -969,11 +967,6 @@ async fn a_schema_before_the_correlation_index_upgrades_and_finds_them() {
          ALTER TABLE liaison_partners DROP COLUMN last_served_at;
          ALTER TABLE liaison_partners DROP COLUMN expected_traffic;
          DROP INDEX liaison_callbacks_quarantine;
-         DROP INDEX liaison_callbacks_event;
-         CREATE INDEX liaison_callbacks_event
-             ON liaison_callbacks (partner, event_id) WHERE event_id IS NOT NULL;
-         DROP INDEX liaison_callbacks_hash;
-         CREATE INDEX liaison_callbacks_hash ON liaison_callbacks (partner, body_hash);
          ALTER TABLE liaison_callbacks DROP COLUMN dismissed_by, DROP COLUMN dismissed_at,
              DROP COLUMN dismissed_reason, DROP COLUMN dismissed_from;
          DELETE FROM liaison_migrations WHERE version > 9;
