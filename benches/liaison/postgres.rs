@@ -578,7 +578,9 @@ async fn p5(url: &str, big: usize, times: usize, reps: usize) -> (f64, f64) {
     (median(ours), median(base))
 }
 
-/// The server settings that decide commit cost, for the record.
+/// The server settings that decide commit cost, and whether the new
+/// schema's tables get statistics while it runs (without autovacuum none
+/// are ever analysed, and plans are chosen blind), for the record.
 async fn server_settings(url: &str) -> String {
     let client = raw_client(url, "public").await;
     let mut out = Vec::new();
@@ -587,6 +589,7 @@ async fn server_settings(url: &str) -> String {
         "synchronous_commit",
         "fsync",
         "shared_buffers",
+        "autovacuum",
     ] {
         let row = client
             .query_one(&format!("SHOW {name}"), &[])
