@@ -14,6 +14,14 @@ use crate::store::driver::{Driver, Waiting};
 use crate::store::rules::callbacks::{self as rules, CallbackRow, End, Repeat, Settle};
 use crate::store::{NewCallback, Settlement};
 
+/// Store an inbound callback as it arrived (raw, or with a disposition
+/// decided at once); its id.
+pub(crate) async fn record<D: Driver>(d: &D, new: &NewCallback) -> Result<CallbackId> {
+    let id = CallbackId::new();
+    d.insert_callback(&CallbackRow::arrived(id, new)).await?;
+    Ok(id)
+}
+
 /// Store an inbound callback and settle it in the same transaction. The
 /// host answers the partner only after the commit, so a callback answered
 /// with 2xx is stored; a crash before the commit stores nothing and sends

@@ -8,7 +8,9 @@ mod leases;
 mod shared;
 mod submissions;
 
-pub(crate) use callbacks::{dismiss as dismiss_callback, record_and_settle, settle};
+pub(crate) use callbacks::{
+    dismiss as dismiss_callback, record as record_callback, record_and_settle, settle,
+};
 pub(crate) use deliveries::{
     claim as claim_deliveries, finish as finish_delivery, rerun as rerun_delivery,
 };

@@ -17,9 +17,9 @@ use uuid::Uuid;
 use super::db::{Db, cid, clean, clean_opt, corrupt, get, sid, to_cid, to_sid};
 use crate::error::{Error, Result};
 use crate::model::callback::{CallbackId, Correlation, StoredCallback};
+use crate::store::CallbackFilter;
 use crate::store::common::{bounded, columns, dismissal, from_millis, to_millis};
 use crate::store::rules::callbacks::CallbackRow;
-use crate::store::{CallbackFilter, NewCallback};
 
 pub(super) const CALLBACK_COLUMNS: &str = "id, partner, received_at, headers::text, body, body_hash, size, \
     event_id, reference, disposition, error, submission_id, processed_at, \
@@ -47,13 +47,6 @@ pub(super) fn callback_from_row(row: &Row) -> Result<StoredCallback> {
         dismissal: dismissal(get(row, 13)?, get(row, 14)?, get(row, 15)?, get(row, 16)?)
             .map_err(|e| corrupt("dismissed_from", e))?,
     })
-}
-
-/// Store a callback as it arrived.
-pub(super) async fn record_on(db: &Db<'_>, new: &NewCallback) -> Result<CallbackId> {
-    let id = CallbackId::new();
-    insert_on(db, &CallbackRow::arrived(id, new)).await?;
-    Ok(id)
 }
 
 /// Write a callback's row whole, in one insert (see [`CallbackRow`]).

@@ -604,7 +604,7 @@ impl OutboxStore for PostgresStore {
 
     async fn record_callback(&self, callback: NewCallback) -> Result<CallbackId> {
         let callback = crate::store::common::keyed_callback(callback, &self.inner.key);
-        write_tx!(self, |db| callbacks::record_on(db, &callback))
+        write_tx!(self, |db| flow::record_callback(db, &callback))
     }
 
     async fn record_and_settle_callback(

@@ -8,9 +8,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::db::{corrupt, db_err, from_millis, to_millis};
 use crate::error::{Error, Result};
 use crate::model::callback::{CallbackId, Correlation, StoredCallback};
+use crate::store::CallbackFilter;
 use crate::store::common::{bounded, columns, dismissal};
 use crate::store::rules::callbacks::CallbackRow;
-use crate::store::{CallbackFilter, NewCallback};
 
 pub(super) const CALLBACK_COLUMNS: &str = "id, partner, received_at, headers, body, body_hash, size, \
     event_id, reference, disposition, error, submission_id, processed_at, \
@@ -42,13 +42,6 @@ pub(super) fn callback_from_row(row: &Row<'_>) -> rusqlite::Result<StoredCallbac
         dismissal: dismissal(row.get(13)?, row.get(14)?, row.get(15)?, row.get(16)?)
             .map_err(|e| corrupt("dismissed_from", e))?,
     })
-}
-
-/// Store a callback as it arrived.
-pub(crate) fn record_on(conn: &Connection, new: &NewCallback) -> Result<CallbackId> {
-    let id = CallbackId::new();
-    insert_on(conn, &CallbackRow::arrived(id, new))?;
-    Ok(id)
 }
 
 /// Write a callback's row whole, in one insert (see [`CallbackRow`]).

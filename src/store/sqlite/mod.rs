@@ -632,7 +632,7 @@ impl OutboxStore for SqliteStore {
         let callback = crate::store::common::keyed_callback(callback, &self.inner.key);
         self.inner
             .writer
-            .write(move |conn| callbacks::record_on(conn, &callback))
+            .write(move |conn| run(flow::record_callback(&Sql(conn), &callback)))
             .await
     }
 
