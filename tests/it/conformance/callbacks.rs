@@ -891,6 +891,23 @@ pub async fn a_rejection_settled_as_metadata_only_clears_body_and_headers(h: &Ha
     assert!(dropped.body.is_none(), "{name}: body kept");
     let names: Vec<&str> = dropped.headers.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["Content-Type", "user-agent"], "{name}");
+
+    // Stored and settled at once, its one insert keeps the same.
+    let at_once = store
+        .record_and_settle_callback(
+            with_headers(),
+            Settlement::Rejected {
+                reason: "signature".into(),
+                metadata_only: true,
+            },
+        )
+        .await
+        .unwrap();
+    let dropped = store.callback(at_once.callback_id).await.unwrap();
+    assert_eq!(dropped.error.as_deref(), Some("signature"), "{name}");
+    assert!(dropped.body.is_none(), "{name}: body kept");
+    let names: Vec<&str> = dropped.headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["Content-Type", "user-agent"], "{name}");
 }
 
 /// The partner's quarantine now, by disposition, as health reads it.
