@@ -15,7 +15,7 @@
 use chrono::{DateTime, Utc};
 
 use super::rules::NewEvent;
-use super::rules::callbacks::{CallbackRow, Earlier, End, Repeat};
+use super::rules::callbacks::{Among, CallbackRow, Earlier, End, Repeat};
 use super::rules::delivery::DeliveryWrite;
 use super::rules::ledger::{HeldKey, KeyRow};
 use super::rules::limits::LimitState;
@@ -350,14 +350,30 @@ pub(crate) trait Driver {
         Ok(())
     }
 
-    /// The first earlier callback of `stored`'s partner with the same event
-    /// id or body whose disposition is one of
-    /// [`super::rules::callbacks::REPEATABLE`].
+    /// The first (in arrival order) of `stored`'s partner's callbacks
+    /// `among` says, with the same event id or body, whose disposition is
+    /// one of [`super::rules::callbacks::REPEATABLE`].
     async fn earlier_callback(
         &self,
         stored: &StoredCallback,
         by: Repeat<'_>,
+        among: Among,
     ) -> Result<Option<Earlier>>;
+
+    /// [`Driver::earlier_callback`] for several callbacks, each by its own
+    /// key: the answers in the order given. One statement per kind of key
+    /// on PostgreSQL.
+    async fn earlier_callbacks(
+        &self,
+        wanted: &[(&StoredCallback, Repeat<'_>)],
+        among: Among,
+    ) -> Result<Vec<Option<Earlier>>> {
+        let mut out = Vec::with_capacity(wanted.len());
+        for (stored, by) in wanted {
+            out.push(self.earlier_callback(stored, *by, among).await?);
+        }
+        Ok(out)
+    }
 
     /// The submission of `partner` a correlation names (the newest, for a
     /// key or reference), locked until the transaction ends.
@@ -369,6 +385,19 @@ pub(crate) trait Driver {
 
     /// Record a callback's end.
     async fn finish_callback(&self, id: CallbackId, end: &End, now: DateTime<Utc>) -> Result<()>;
+
+    /// [`Driver::finish_callback`] for several (distinct) callbacks. One
+    /// statement on PostgreSQL for ends that keep the callback whole.
+    async fn finish_callbacks(
+        &self,
+        ends: &[(CallbackId, &End)],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        for (id, end) in ends {
+            self.finish_callback(*id, end, now).await?;
+        }
+        Ok(())
+    }
 
     /// Record a callback's dismissal: its disposition becomes `dismissed`
     /// and the dismissal is kept with it (its error and match stay).

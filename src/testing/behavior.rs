@@ -261,6 +261,11 @@ pub enum CallbackMode {
     /// most 5 s), and only then answers the submitter. A host sees a result
     /// for a reference it has not been told yet.
     Early,
+    /// [`Early`](CallbackMode::Early) and [`Duplicate`](CallbackMode::Duplicate)
+    /// at once: the same delivery twice, one after the other, both sent and
+    /// answered before the 202 answers the submit (a partner that retries
+    /// a callback it thinks was lost, before the host knows the reference).
+    EarlyDuplicate,
 }
 
 /// The function of a [`Behavior::Scripted`] partner: from a request's JSON

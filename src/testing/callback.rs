@@ -53,7 +53,8 @@ pub(crate) struct CallbackPlan {
     delay: Duration,
     /// Sent one after the other, each one attempt.
     deliveries: Vec<Delivery>,
-    /// Sent before the submit is answered ([`CallbackMode::Early`]).
+    /// Sent before the submit is answered ([`CallbackMode::Early`],
+    /// [`CallbackMode::EarlyDuplicate`]).
     early: bool,
 }
 
@@ -99,7 +100,7 @@ impl CallbackPlan {
                 body: malformed_body(reference, outcome),
                 signing: Signing::Configured,
             }],
-            CallbackMode::Duplicate => vec![result(outcome); 2],
+            CallbackMode::Duplicate | CallbackMode::EarlyDuplicate => vec![result(outcome); 2],
             CallbackMode::Conflicting => vec![result(outcome), result(&opposite(outcome))],
             CallbackMode::Revised(revised) => {
                 // A new event: its own id.
@@ -119,7 +120,7 @@ impl CallbackPlan {
         CallbackPlan {
             delay,
             deliveries,
-            early: *mode == CallbackMode::Early,
+            early: matches!(mode, CallbackMode::Early | CallbackMode::EarlyDuplicate),
         }
     }
 

@@ -4,15 +4,13 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use super::submissions::apply_change;
+use super::submissions::{apply_change, apply_changes};
 use super::{journal, journal_all};
 use crate::error::{Error, Result};
 use crate::model::callback::CallbackId;
-use crate::model::delivery::DeliveryId;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
 use crate::store::driver::{Driver, Locked, Waiting};
 use crate::store::rules::callbacks as callback_rules;
-use crate::store::rules::delivery as deliveries;
 use crate::store::rules::lease as rules;
 use crate::store::rules::limits;
 use crate::store::rules::{NewEvent, transition};
@@ -296,28 +294,16 @@ async fn complete_round<D: Driver>(
         })
         .collect();
     d.finish_attempts(&ends).await?;
-    let mut writes = Vec::with_capacity(kept.len());
-    for (_, locked, change) in &kept {
-        let (write, event) = transition::apply(&locked.submission, change, now);
-        writes.push(write);
-        events.push(event);
-        events.extend(transition::result_not_kept(&locked.submission, change, now));
-    }
-    let updated = d.write_states(&writes).await?;
-    journal_all(d, &events).await?;
-    let deliveries: Vec<(DeliveryId, &Submission)> = kept
+    let changes: Vec<(&Submission, &StateChange)> = kept
         .iter()
-        .zip(&updated)
-        .filter(|((_, locked, _), after)| {
-            deliveries::finishes(locked.submission.state, after.state)
-        })
-        .map(|(_, after)| (DeliveryId::new(), after))
+        .map(|(_, locked, change)| (&locked.submission, change))
         .collect();
-    d.insert_deliveries(&deliveries, now).await?;
+    let updated = apply_changes(d, &changes, events, now).await?;
 
     // Callbacks that arrived before these results were recorded can match
     // now: one look per partner, then each submission takes those recorded
-    // under one of its references (a callback once only).
+    // under one of its references (a callback once only), and all are
+    // settled together.
     let mut by_partner: HashMap<&str, Vec<String>> = HashMap::new();
     for after in updated
         .iter()
@@ -336,23 +322,24 @@ async fn complete_round<D: Driver>(
         }
     }
     let mut taken: HashSet<CallbackId> = HashSet::new();
-    for ((i, _, _), after) in kept.iter().zip(updated) {
-        let found = waiting
-            .get(&after.partner)
-            .filter(|_| after.state != SubmissionState::Queued);
-        let after = match found {
-            Some(found) => {
+    let mut rematching = Vec::with_capacity(updated.len());
+    for after in updated {
+        let mine: Vec<Waiting> = match waiting.get(&after.partner) {
+            Some(found) if after.state != SubmissionState::Queued => {
                 let references: HashSet<String> =
                     callback_rules::references(&after).into_iter().collect();
-                let mine: Vec<Waiting> = found
+                found
                     .iter()
                     .filter(|w| references.contains(&w.reference) && taken.insert(w.stored.id))
                     .cloned()
-                    .collect();
-                super::callbacks::rematch_waiting(d, &after, mine, now).await?
+                    .collect()
             }
-            None => after,
+            _ => Vec::new(),
         };
+        rematching.push((after, mine));
+    }
+    let after = super::callbacks::rematch_all(d, rematching, now).await?;
+    for ((i, _, _), after) in kept.iter().zip(after) {
         answers.push((*i, Ok(Completion::Applied(Box::new(after)))));
     }
     Ok(answers)

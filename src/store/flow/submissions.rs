@@ -6,9 +6,11 @@ use chrono::{DateTime, Utc};
 
 use super::{journal, journal_all};
 use crate::error::{Error, Result};
+use crate::model::delivery::DeliveryId;
 use crate::model::event::Actor;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 use crate::store::driver::Driver;
+use crate::store::rules::delivery as deliveries;
 use crate::store::rules::ledger::{self, KeyRow, Verdict};
 use crate::store::rules::{NewEvent, privacy, replay as replays, transition as rules};
 use crate::store::{Enqueued, Note, Replay, StateChange};
@@ -219,6 +221,36 @@ pub(crate) async fn apply_change<D: Driver>(
         journal(d, &marker).await?;
     }
     super::deliveries::record(d, current, &updated, now).await?;
+    Ok(updated)
+}
+
+/// [`apply_change`] for changes of distinct submissions (each as read and
+/// held by this transaction) that set no partner reference, with one
+/// statement per kind of write for all: the states, the timeline (`lines`
+/// first, then each change's), the result deliveries. The rows as they are
+/// after, in the order given.
+pub(crate) async fn apply_changes<D: Driver>(
+    d: &D,
+    changes: &[(&Submission, &StateChange)],
+    mut lines: Vec<NewEvent>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Submission>> {
+    let mut writes = Vec::with_capacity(changes.len());
+    for (current, change) in changes {
+        let (write, event) = rules::apply(current, change, now);
+        writes.push(write);
+        lines.push(event);
+        lines.extend(rules::result_not_kept(current, change, now));
+    }
+    let updated = d.write_states(&writes).await?;
+    journal_all(d, &lines).await?;
+    let finished: Vec<(DeliveryId, &Submission)> = changes
+        .iter()
+        .zip(&updated)
+        .filter(|((before, _), after)| deliveries::finishes(before.state, after.state))
+        .map(|(_, after)| (DeliveryId::new(), after))
+        .collect();
+    d.insert_deliveries(&finished, now).await?;
     Ok(updated)
 }
 

@@ -32,7 +32,7 @@ use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidS
 use crate::store::common::{bounded, from_millis, state_list, to_millis};
 use crate::store::driver::{Driver, DueDelivery, Locked, Waiting};
 use crate::store::rules::NewEvent;
-use crate::store::rules::callbacks::{CallbackRow, Earlier, End, REPEATABLE, Repeat};
+use crate::store::rules::callbacks::{Among, CallbackRow, Earlier, End, REPEATABLE, Repeat};
 use crate::store::rules::delivery::DeliveryWrite;
 use crate::store::rules::ledger::{HeldKey, KeyRow};
 use crate::store::rules::limits::LimitState;
@@ -909,15 +909,20 @@ impl Driver for Db<'_> {
         &self,
         stored: &StoredCallback,
         by: Repeat<'_>,
+        among: Among,
     ) -> Result<Option<Earlier>> {
         let (column, value) = match by {
             Repeat::Event(event_id) => ("event_id", event_id),
             Repeat::Body(hash) => ("body_hash", hash),
         };
+        let among = match among {
+            Among::Others => "id <> $3",
+            Among::Before => "seq < (SELECT seq FROM liaison_callbacks WHERE id = $3)",
+        };
         let repeatable: Vec<&str> = REPEATABLE.iter().map(|d| d.as_str()).collect();
         let sql = format!(
             "SELECT outcome, submission_id FROM liaison_callbacks \
-             WHERE partner = $1 AND {column} = $2 AND id <> $3 AND disposition = ANY($4) \
+             WHERE partner = $1 AND {column} = $2 AND {among} AND disposition = ANY($4) \
              ORDER BY seq LIMIT 1"
         );
         self.query_opt(
@@ -939,6 +944,79 @@ impl Driver for Db<'_> {
             })
         })
         .transpose()
+    }
+
+    async fn earlier_callbacks(
+        &self,
+        wanted: &[(&StoredCallback, Repeat<'_>)],
+        among: Among,
+    ) -> Result<Vec<Option<Earlier>>> {
+        let mut out = vec![None; wanted.len()];
+        if let [(stored, by)] = wanted {
+            out[0] = self.earlier_callback(stored, *by, among).await?;
+            return Ok(out);
+        }
+        let among = match among {
+            Among::Others => "c.id <> w.id",
+            Among::Before => "c.seq < (SELECT o.seq FROM liaison_callbacks o WHERE o.id = w.id)",
+        };
+        let repeatable: Vec<&str> = REPEATABLE.iter().map(|d| d.as_str()).collect();
+        // One statement per kind of key, each callback looked up as
+        // `earlier_callback` would.
+        for column in ["event_id", "body_hash"] {
+            let mut at = Vec::new();
+            let mut partners = Vec::new();
+            let mut values = Vec::new();
+            let mut ids = Vec::new();
+            for (i, (stored, by)) in wanted.iter().enumerate() {
+                let value = match (column, by) {
+                    ("event_id", Repeat::Event(value)) | ("body_hash", Repeat::Body(value)) => {
+                        value
+                    }
+                    _ => continue,
+                };
+                at.push(i);
+                partners.push(stored.partner.as_str());
+                values.push(clean(value).into_owned());
+                ids.push(cid(stored.id));
+            }
+            if at.is_empty() {
+                continue;
+            }
+            let sql = format!(
+                "SELECT w.ord, e.outcome, e.submission_id \
+                 FROM unnest($1::text[], $2::text[], $3::uuid[]) WITH ORDINALITY \
+                   AS w(partner, value, id, ord) \
+                 CROSS JOIN LATERAL ( \
+                   SELECT c.outcome, c.submission_id FROM liaison_callbacks c \
+                   WHERE c.partner = w.partner AND c.{column} = w.value AND {among} \
+                     AND c.disposition = ANY($4) \
+                   ORDER BY c.seq LIMIT 1) e"
+            );
+            let rows = self
+                .query(
+                    &sql,
+                    &[&partners, &values, &ids, &repeatable],
+                    "look for repeated callbacks",
+                )
+                .await?;
+            for row in rows {
+                let ord: i64 = get(&row, 0)?;
+                let i = usize::try_from(ord - 1)
+                    .ok()
+                    .and_then(|k| at.get(k).copied())
+                    .ok_or_else(|| Error::Storage {
+                        operation: "look for repeated callbacks",
+                        source: format!("unexpected ordinal {ord}").into(),
+                    })?;
+                let submission: Option<Uuid> = get(&row, 2)?;
+                out[i] = Some(Earlier {
+                    outcome: get(&row, 1)?,
+                    submission: submission.map(|s| to_sid("submission_id", s)).transpose()?,
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn correlated(
@@ -1021,6 +1099,51 @@ impl Driver for Db<'_> {
                 &metadata_only,
             ],
             "settle callback",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn finish_callbacks(
+        &self,
+        ends: &[(CallbackId, &End)],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        // An end that keeps metadata only rewrites the headers: one at a
+        // time, as `finish_callback` writes it.
+        if ends.len() < 2 || ends.iter().any(|(_, end)| end.metadata_only.is_some()) {
+            for (id, end) in ends {
+                self.finish_callback(*id, end, now).await?;
+            }
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = ends.iter().map(|(id, _)| cid(*id)).collect();
+        let dispositions: Vec<&str> = ends.iter().map(|(_, e)| e.disposition.as_str()).collect();
+        let errors: Vec<Option<String>> = ends
+            .iter()
+            .map(|(_, e)| clean_opt(bounded(e.detail.as_deref())))
+            .collect();
+        let submissions: Vec<Option<Uuid>> =
+            ends.iter().map(|(_, e)| e.submission.map(sid)).collect();
+        let untils: Vec<Option<i64>> = ends
+            .iter()
+            .map(|(_, e)| e.match_until.map(to_millis))
+            .collect();
+        self.execute(
+            "UPDATE liaison_callbacks c SET disposition = u.disposition, error = u.error, \
+             submission_id = u.submission_id, processed_at = $6, match_until = u.match_until \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::int8[]) \
+               AS u(id, disposition, error, submission_id, match_until) \
+             WHERE c.id = u.id",
+            &[
+                &ids,
+                &dispositions,
+                &errors,
+                &submissions,
+                &untils,
+                &to_millis(now),
+            ],
+            "settle callbacks",
         )
         .await
         .map(drop)

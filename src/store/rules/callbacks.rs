@@ -380,6 +380,21 @@ pub(crate) enum Repeat<'a> {
     Body(&'a str),
 }
 
+/// Which of the partner's other callbacks a repeat is looked for among.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Among {
+    /// Every other one: a callback settled as it arrives, or settled again
+    /// (a recovery sweep, a reprocess), is a repeat of any delivery of the
+    /// same event or body that was judged before it was.
+    Others,
+    /// Those that arrived before it: a callback that waited for its
+    /// acceptance and is applied now. Each delivery of the same event that
+    /// arrived while it waited was judged against it (a duplicate or a
+    /// conflict of it); such a repeat of its own must not now make it a
+    /// repeat, or the partner's result would never be applied.
+    Before,
+}
+
 /// A report's outcome and result document as stored and compared: the
 /// outcome's JSON, with a `result` member when the report carries a
 /// document (so a repeat with another document is not a duplicate).
@@ -428,9 +443,27 @@ fn callback_note(
     )
 }
 
+/// Whether a report repeats an earlier delivery: one of the same event id
+/// (`by_event`, looked for first) makes it a duplicate or a conflict;
+/// otherwise one of the same body (`by_body`) with the same outcome makes
+/// it a duplicate. `None`: it is no repeat, and is matched.
+pub(crate) fn repeat(
+    stored: &StoredCallback,
+    report: &CallbackReport,
+    outcome: &str,
+    by_event: Option<&Earlier>,
+    by_body: Option<&Earlier>,
+    now: DateTime<Utc>,
+) -> Option<Settle> {
+    if let (Some(event_id), Some(earlier)) = (&report.event_id, by_event) {
+        return Some(repeat_of_event(stored, event_id, earlier, outcome, now));
+    }
+    by_body.and_then(|earlier| repeat_of_body(earlier, outcome))
+}
+
 /// A callback whose event id was received before: a duplicate when the
 /// outcome is the same, a conflict (noted on the submission) otherwise.
-pub(crate) fn repeat_of_event(
+fn repeat_of_event(
     stored: &StoredCallback,
     event_id: &str,
     earlier: &Earlier,
@@ -455,7 +488,7 @@ pub(crate) fn repeat_of_event(
 
 /// A callback whose body was received before: a duplicate when the outcome
 /// is the same; otherwise not a repeat (`None`).
-pub(crate) fn repeat_of_body(earlier: &Earlier, outcome: &str) -> Option<Settle> {
+fn repeat_of_body(earlier: &Earlier, outcome: &str) -> Option<Settle> {
     (earlier.outcome.as_deref() == Some(outcome)).then(|| {
         Settle::end(
             End::new(Disposition::Duplicate)
@@ -572,6 +605,19 @@ pub(crate) fn references(submission: &Submission) -> Vec<String> {
         references.push(Correlation::ExternalRef(r.clone()).to_stored());
     }
     references
+}
+
+/// Whether `correlation`, in a callback of `partner`, names `submission`
+/// without a look-up: by its id, or by its partner reference (which one
+/// submission of a partner holds). A key names the newest submission with
+/// it, which only a look-up tells.
+pub(crate) fn names(correlation: &Correlation, partner: &str, submission: &Submission) -> bool {
+    submission.partner == partner
+        && match correlation {
+            Correlation::SubmissionId(id) => *id == submission.id,
+            Correlation::ExternalRef(r) => submission.external_ref.as_deref() == Some(r.as_str()),
+            _ => false,
+        }
 }
 
 /// The report of a waiting callback, as its settle recorded it; `None` when
@@ -837,5 +883,69 @@ mod tests {
         assert_eq!(waiting_report(&waiting, None, Some("not json")), None);
         let report = waiting_report(&waiting, Some("e".into()), Some(&ok)).unwrap();
         assert_eq!(report.outcome, ReportedOutcome::Succeeded);
+    }
+
+    #[test]
+    fn only_an_id_or_the_held_reference_names_a_submission_without_a_look_up() {
+        let mut current = submission(SubmissionState::AwaitingResult);
+        current.external_ref = Some("R-9".into());
+        let partner = current.partner.clone();
+        assert!(names(
+            &Correlation::SubmissionId(current.id),
+            &partner,
+            &current
+        ));
+        assert!(names(
+            &Correlation::ExternalRef("R-9".into()),
+            &partner,
+            &current
+        ));
+        assert!(!names(
+            &Correlation::ExternalRef("R-8".into()),
+            &partner,
+            &current
+        ));
+        assert!(!names(
+            &Correlation::SubmissionId(SubmissionId::new()),
+            &partner,
+            &current
+        ));
+        assert!(
+            !names(&Correlation::SubmissionId(current.id), "other", &current),
+            "another partner's callback"
+        );
+        let key = Correlation::IdempotencyKey(current.idempotency_key.clone());
+        assert!(!names(&key, &partner, &current), "a key needs its look-up");
+    }
+
+    #[test]
+    fn an_event_repeat_decides_before_a_body_repeat() {
+        let callback = stored(Disposition::Received);
+        let ok = json(ReportedOutcome::Succeeded);
+        let mut report = CallbackReport::new(
+            Correlation::ExternalRef("R".into()),
+            ReportedOutcome::Succeeded,
+        );
+        let other = Earlier {
+            outcome: Some(json(ReportedOutcome::Failed {
+                reason: "no".into(),
+            })),
+            submission: None,
+        };
+        let same = Earlier {
+            outcome: Some(ok.clone()),
+            submission: None,
+        };
+        // No event id: the body decides.
+        let by_body = repeat(&callback, &report, &ok, Some(&other), Some(&same), t(1));
+        assert_eq!(by_body.unwrap().end.disposition, Disposition::Duplicate);
+        report.event_id = Some("e".into());
+        let by_event = repeat(&callback, &report, &ok, Some(&other), Some(&same), t(1));
+        assert_eq!(by_event.unwrap().end.disposition, Disposition::Conflicting);
+        assert_eq!(
+            repeat(&callback, &report, &ok, None, Some(&other), t(1)),
+            None
+        );
+        assert_eq!(repeat(&callback, &report, &ok, None, None, t(1)), None);
     }
 }

@@ -37,7 +37,7 @@ use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidS
 use crate::store::common::{bounded, from_millis, state_list, to_millis};
 use crate::store::driver::{Driver, DueDelivery, Locked, Waiting};
 use crate::store::rules::NewEvent;
-use crate::store::rules::callbacks::{CallbackRow, Earlier, End, REPEATABLE, Repeat};
+use crate::store::rules::callbacks::{Among, CallbackRow, Earlier, End, REPEATABLE, Repeat};
 use crate::store::rules::delivery::DeliveryWrite;
 use crate::store::rules::ledger::{HeldKey, KeyRow};
 use crate::store::rules::limits::LimitState;
@@ -481,14 +481,19 @@ impl Driver for Sql<'_> {
         &self,
         stored: &StoredCallback,
         by: Repeat<'_>,
+        among: Among,
     ) -> Result<Option<Earlier>> {
         let (column, value) = match by {
             Repeat::Event(event_id) => ("event_id", event_id),
             Repeat::Body(hash) => ("body_hash", hash),
         };
+        let among = match among {
+            Among::Others => "id <> ?3",
+            Among::Before => "seq < (SELECT seq FROM liaison_callbacks WHERE id = ?3)",
+        };
         let sql = format!(
             "SELECT outcome, submission_id FROM liaison_callbacks \
-             WHERE partner = ?1 AND {column} = ?2 AND id <> ?3 \
+             WHERE partner = ?1 AND {column} = ?2 AND {among} \
                AND disposition IN {} \
              ORDER BY seq LIMIT 1",
             marks(4, REPEATABLE.len())

@@ -164,6 +164,29 @@ async fn an_early_callback_is_matched_once_the_acceptance_is_recorded() {
     host.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_callback_delivered_twice_is_applied_once_the_acceptance_is_recorded() {
+    let host = Host::start(later(CallbackMode::EarlyDuplicate), |p, _| p).await;
+    let id = host.enqueue(1).await;
+    host.wait_for_state(id, SubmissionState::Succeeded).await;
+    // Both arrived while the submission was in flight: the first waits
+    // (202), the second is its duplicate (200); the first is applied with
+    // the acceptance.
+    let statuses: Vec<_> = host.mock.callback_log().iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [Some(202), Some(200)]);
+    assert_eq!(
+        host.dispositions().await,
+        [Disposition::Applied, Disposition::Duplicate]
+    );
+    let timeline = host.store.timeline(id).await.unwrap();
+    let succeeded = timeline
+        .iter()
+        .filter(|e| e.kind == EventKind::Succeeded)
+        .count();
+    assert_eq!(succeeded, 1);
+    host.stop().await;
+}
+
 /// A matcher for the mock's malformed body, `<result reference="MP-1" status="succeeded"/>`,
 /// standing in for a fix shipped after the partner changed its format.
 #[derive(Debug)]

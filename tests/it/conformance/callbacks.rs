@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use liaison::callback::{CallbackId, CallbackReport, Correlation, Disposition, ReportedOutcome};
 use liaison::store::{
-    AttemptReport, CallbackFilter, NewCallback, Note, OverdueClaim, Settlement, StateChange,
+    AttemptReport, CallbackFilter, FinishedAttempt, NewCallback, Note, OverdueClaim, Settlement,
+    StateChange,
 };
 use liaison::{Actor, AttemptOutcome, EventKind, SubmissionId, SubmissionState};
 
@@ -1091,5 +1092,248 @@ pub async fn dismissing_takes_a_callback_out_of_the_quarantine_and_its_counts(h:
     assert_eq!(
         quarantine_of(&store, "lab").await,
         [(Disposition::Malformed, 1)]
+    );
+}
+
+pub async fn an_early_callback_delivered_twice_is_applied_once(h: &Harness) {
+    let store = h.store().await;
+    // The partner delivers one event twice before the acceptance is
+    // recorded: the first waits, the second is its duplicate.
+    let early = || {
+        report(
+            Correlation::ExternalRef("REF-T".into()),
+            Some("e-twice"),
+            ReportedOutcome::Succeeded,
+        )
+    };
+    let (first, waiting) = deliver(&store, "t1", early()).await;
+    assert_eq!(waiting.disposition, Disposition::Unmatched);
+    let (second, again) = deliver(&store, "t2", early()).await;
+    assert_eq!(again.disposition, Disposition::Duplicate);
+
+    let id = store
+        .enqueue(submission("lab", "C-T"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let lease = claim_one(&store, "lab").await;
+    let s = store
+        .complete(
+            &lease,
+            AttemptReport::new(AttemptOutcome::Accepted),
+            StateChange::to(SubmissionState::AwaitingResult).external_ref("REF-T"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.state, SubmissionState::Succeeded, "the result is applied");
+    assert_eq!(
+        store.callback(first).await.unwrap().disposition,
+        Disposition::Applied
+    );
+    assert_eq!(
+        store.callback(second).await.unwrap().disposition,
+        Disposition::Duplicate
+    );
+    assert_eq!(
+        count(&store.timeline(id).await.unwrap(), EventKind::Succeeded),
+        1
+    );
+
+    // The second delivery reports otherwise (a conflict of the first): the
+    // first, which arrived before it, is still what is applied.
+    let (first, _) = deliver(
+        &store,
+        "u1",
+        report(
+            Correlation::ExternalRef("REF-U".into()),
+            Some("e-u"),
+            failed("declined"),
+        ),
+    )
+    .await;
+    let (second, again) = deliver(
+        &store,
+        "u2",
+        report(
+            Correlation::ExternalRef("REF-U".into()),
+            Some("e-u"),
+            ReportedOutcome::Succeeded,
+        ),
+    )
+    .await;
+    assert_eq!(again.disposition, Disposition::Conflicting);
+    store.enqueue(submission("lab", "C-U")).await.unwrap();
+    let lease = claim_one(&store, "lab").await;
+    let s = store
+        .complete(
+            &lease,
+            AttemptReport::new(AttemptOutcome::Accepted),
+            StateChange::to(SubmissionState::AwaitingResult).external_ref("REF-U"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.state, SubmissionState::Failed);
+    assert_eq!(s.last_error.as_deref(), Some("declined"));
+    assert_eq!(
+        store.callback(first).await.unwrap().disposition,
+        Disposition::Applied
+    );
+    assert_eq!(
+        store.callback(second).await.unwrap().disposition,
+        Disposition::Conflicting
+    );
+}
+
+/// What became of one run of [`early_callbacks_for_four`]: each
+/// submission's state and timeline kinds, each callback's disposition and
+/// submission (which of the four), in delivery order.
+type EarlyRun = (
+    Vec<(SubmissionState, Vec<EventKind>)>,
+    Vec<(Disposition, Option<usize>)>,
+);
+
+/// Four submissions in flight, early callbacks for them (three events for
+/// one, the last a conflict, one event delivered twice for another, one by submission id, and
+/// one for a key), then their acceptances, in one batch (`batch`) or one
+/// at a time. Keys, references, event ids and bodies are all told apart by
+/// `batch`, so both runs can share one store.
+async fn early_callbacks_for_four(h: &Harness, batch: bool) -> EarlyRun {
+    let store = h.store().await;
+    let tag = if batch { "batch" } else { "single" };
+    let t = |s: &str| format!("{tag}-{s}");
+    let mut ids = Vec::new();
+    let mut leases = Vec::new();
+    for key in ["E-1", "E-2", "E-3", "E-4"] {
+        ids.push(
+            store
+                .enqueue(submission("lab", &t(key)))
+                .await
+                .unwrap()
+                .submission
+                .id,
+        );
+        leases.push(claim_one(&store, "lab").await);
+    }
+    let by_ref = |r: &str| Correlation::ExternalRef(t(r));
+    let progress = ReportedOutcome::Progress {
+        note: Some("half way".into()),
+    };
+    let deliveries = [
+        (t("a1"), report(by_ref("R-1"), Some(&t("ev-1")), progress)),
+        (
+            t("a2"),
+            report(by_ref("R-1"), Some(&t("ev-2")), ReportedOutcome::Succeeded),
+        ),
+        // A third event for the first: it comes after the success.
+        (
+            t("a3"),
+            report(by_ref("R-1"), Some(&t("ev-5")), failed("changed mind")),
+        ),
+        (
+            t("b1"),
+            report(by_ref("R-2"), Some(&t("ev-3")), failed("declined")),
+        ),
+        (
+            t("b1"),
+            report(by_ref("R-2"), Some(&t("ev-3")), failed("declined")),
+        ),
+        (
+            t("c1"),
+            report(
+                Correlation::SubmissionId(ids[2]),
+                None,
+                ReportedOutcome::Succeeded,
+            ),
+        ),
+        (
+            t("d1"),
+            report(
+                Correlation::IdempotencyKey(t("E-4")),
+                Some(&t("ev-4")),
+                failed("no"),
+            ),
+        ),
+    ];
+    let mut callbacks = Vec::new();
+    for (body, settlement) in deliveries {
+        callbacks.push(deliver(&store, &body, settlement).await.0);
+    }
+    let finished: Vec<FinishedAttempt> = leases
+        .into_iter()
+        .zip(["R-1", "R-2", "R-3", "R-4"])
+        .map(|(lease, reference)| {
+            FinishedAttempt::new(
+                lease,
+                AttemptReport::new(AttemptOutcome::Accepted),
+                StateChange::to(SubmissionState::AwaitingResult).external_ref(t(reference)),
+            )
+        })
+        .collect();
+    if batch {
+        // The first three alone (each names its submission: settled in
+        // rounds), then the fourth (a key: settled one at a time).
+        let mut rest = finished;
+        let last = rest.split_off(3);
+        for part in [rest, last] {
+            for answer in store.complete_batch(part).await.unwrap() {
+                answer.unwrap();
+            }
+        }
+    } else {
+        for f in finished {
+            store.complete(&f.lease, f.report, f.change).await.unwrap();
+        }
+    }
+    let mut submissions = Vec::new();
+    for id in &ids {
+        let kinds = store
+            .timeline(*id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        submissions.push((store.get(*id).await.unwrap().state, kinds));
+    }
+    let mut ends = Vec::new();
+    for id in callbacks {
+        let cb = store.callback(id).await.unwrap();
+        let named = cb
+            .submission_id
+            .map(|s| ids.iter().position(|id| *id == s).unwrap());
+        ends.push((cb.disposition, named));
+    }
+    (submissions, ends)
+}
+
+pub async fn early_callbacks_settled_by_a_batch_end_as_one_at_a_time(h: &Harness) {
+    let (submissions, ends) = early_callbacks_for_four(h, true).await;
+    use Disposition::*;
+    use SubmissionState::*;
+    let states: Vec<SubmissionState> = submissions.iter().map(|(s, _)| *s).collect();
+    assert_eq!(states, [Succeeded, Failed, Succeeded, Failed]);
+    assert_eq!(
+        ends,
+        [
+            (Applied, Some(0)),
+            (Applied, Some(0)),
+            (Conflicting, Some(0)),
+            (Applied, Some(1)),
+            (Duplicate, None),
+            (Applied, Some(2)),
+            (Applied, Some(3)),
+        ]
+    );
+    let of = |kinds: &[EventKind], kind: EventKind| kinds.iter().filter(|k| **k == kind).count();
+    assert_eq!(of(&submissions[0].1, EventKind::Progress), 1);
+    for (_, kinds) in &submissions {
+        let ends = of(kinds, EventKind::Succeeded) + of(kinds, EventKind::Failed);
+        assert_eq!(ends, 1, "{kinds:?}");
+    }
+    // The same, one acceptance at a time, on the same store: the same end.
+    assert_eq!(
+        early_callbacks_for_four(h, false).await,
+        (submissions, ends)
     );
 }

@@ -143,6 +143,8 @@ conformance! {
     callbacks::a_repeated_event_with_another_outcome_is_conflicting,
     callbacks::a_failure_and_progress_are_applied_as_reported,
     callbacks::an_early_callback_waits_and_is_applied_with_the_acceptance,
+    callbacks::an_early_callback_delivered_twice_is_applied_once,
+    callbacks::early_callbacks_settled_by_a_batch_end_as_one_at_a_time,
     callback_races::a_callback_racing_its_acceptance_is_applied,
     callbacks::a_late_callback_after_cancel_is_noted,
     callbacks::rejected_and_malformed_are_quarantined_and_reprocessable,
