@@ -184,7 +184,11 @@ pub(crate) async fn run_results(shared: Arc<Shared>, stop: CancellationToken) {
         let room = CONCURRENT_DELIVERIES.saturating_sub(running.len());
         let mut claimed = 0;
         if room > 0 {
-            let claim = DeliveryClaim::new(partners.clone(), room, lease_for);
+            // Dated by the store's clock (on PostgreSQL the database's),
+            // by which deliveries fall due and their leases end: by this
+            // host's, a clock running ahead would take other instances'
+            // deliveries before their leases end.
+            let claim = DeliveryClaim::new(partners.clone(), room, lease_for).at(shared.now());
             match shared.store.claim_deliveries(claim).await {
                 Ok(leases) => {
                     claimed = leases.len();

@@ -129,11 +129,10 @@ pub async fn park_deliveries<S: OutboxStore + ?Sized>(
 ) -> Vec<liaison::Delivery> {
     use liaison::store::{DeliveryClaim, DeliveryEnd};
     let leases = store
-        .claim_deliveries(DeliveryClaim::new(
-            vec![partner.to_owned()],
-            100,
-            Duration::from_secs(60),
-        ))
+        .claim_deliveries(
+            DeliveryClaim::new(vec![partner.to_owned()], 100, Duration::from_secs(60))
+                .at(store.now()),
+        )
         .await
         .expect("claim deliveries");
     let mut parked = Vec::new();

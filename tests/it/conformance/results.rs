@@ -322,11 +322,10 @@ pub async fn retention_purges_the_result_with_the_payload(h: &Harness) {
 
     // Once delivered, it goes at the next pass.
     let lease = store
-        .claim_deliveries(liaison::store::DeliveryClaim::new(
-            vec!["host".into()],
-            10,
-            Duration::from_secs(30),
-        ))
+        .claim_deliveries(
+            liaison::store::DeliveryClaim::new(vec!["host".into()], 10, Duration::from_secs(30))
+                .at(store.now()),
+        )
         .await
         .unwrap()
         .remove(0);
