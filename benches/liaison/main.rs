@@ -24,6 +24,8 @@
 //! - `LIAISON_BENCH_PG_URL`: a PostgreSQL server for scenarios P1-P5 (built
 //!   with `--features mock,http,postgres`; skipped with a notice without it);
 //! - `LIAISON_BENCH_PG_DRAIN`: submissions P3 drains (default 20000);
+//! - `LIAISON_BENCH_PG_POOL`: the connection pool of P4's store (default
+//!   16, the store's default).
 //! - `LIAISON_BENCH_CALLBACK_DELAY_MS`: how long the mock partner of
 //!   scenarios 5 and P4 waits after its 202 before it calls back (default 0:
 //!   most callbacks race the recording of the acceptance they report on).

@@ -431,10 +431,11 @@ pub(crate) async fn run(ctx: &Ctx, wanted: impl Fn(&str) -> bool) {
     }
     if wanted("P4") {
         let n = ctx.n;
+        let pool = crate::env_usize("LIAISON_BENCH_PG_POOL", 16);
         let (mut ours, mut base) = (Vec::new(), Vec::new());
         for rep in 0..ctx.reps {
             base.push(callbacks::liaison_http(ctx, n, rep).await);
-            let (store, schema) = store(&url, 16).await;
+            let (store, schema) = store(&url, pool).await;
             let store: Arc<dyn OutboxStore> = Arc::new(store);
             ours.push(callbacks::liaison_http_on(store, n, rep).await);
             drop_schema(&url, &schema).await;
@@ -449,7 +450,7 @@ pub(crate) async fn run(ctx: &Ctx, wanted: impl Fn(&str) -> bool) {
             target: ">= 0.8x",
             met: None,
             n,
-            note: format!("concurrency 32; {settings}"),
+            note: format!("concurrency 32; pool {pool}; {settings}"),
         }
         .check(0.8)
         .print();
