@@ -21,11 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use liaison::HttpJsonAdapter;
 use liaison::engine::{EngineSettings, Liaison, Partner};
 use liaison::retry::{Fixed, RetryLimits};
 use liaison::store::{OutboxStore, SqliteStore};
 use liaison::testing::{Behavior, MockPartner};
+use liaison::{BoxError, FinishedSubmission, HttpJsonAdapter, ResultHandler};
 
 use crate::dispatch::{claim, eventually};
 use crate::support::Counting;
@@ -119,6 +119,59 @@ fn limits_instance_entry() {
     });
 }
 
+/// The store (as [`STORE`]) of an instance whose clock runs 2 minutes
+/// ahead and that only delivers results of partner `lab` to a handler
+/// that counts them.
+const DELIVERING: &str = "LIAISON_LIMITS_CHILD_DELIVERING";
+
+/// A host's result handler that counts what it is given.
+#[derive(Debug)]
+struct CountDeliveries(Arc<AtomicU64>);
+
+#[async_trait::async_trait]
+impl ResultHandler for CountDeliveries {
+    async fn handle(&self, _: &FinishedSubmission) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// An instance whose clock runs ahead, delivering results (see
+/// [`DELIVERING`]); it reports what it delivered as `sent <n>`. Under a
+/// normal test run the variable is not set and it returns at once.
+#[test]
+fn delivering_instance_entry() {
+    let Ok(store) = std::env::var(DELIVERING) else {
+        return;
+    };
+    skew_clock("120000");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let store: Arc<dyn OutboxStore> = open_child_store(&store).await;
+        let delivered = Arc::new(AtomicU64::new(0));
+        // Nothing is ever sent: no work is queued for it.
+        let adapter = HttpJsonAdapter::new("http://127.0.0.1:9/submit").expect("adapter");
+        let partner = Partner::new("lab", adapter)
+            .without_circuit()
+            .results(CountDeliveries(Arc::clone(&delivered)));
+        let settings = EngineSettings::default().poll_interval(Duration::from_millis(100));
+        let liaison = Liaison::builder_arc(store)
+            .partner(partner)
+            .settings(settings)
+            .build()
+            .unwrap();
+        let _handle = liaison.start();
+        loop {
+            println!("sent {}", delivered.load(Ordering::Relaxed));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
 #[cfg(feature = "failpoints")]
 fn skew_clock(ms: &str) {
     fail::cfg("liaison::clock::skew_ms", &format!("return({ms})")).expect("failpoint");
@@ -175,6 +228,28 @@ impl Instance {
         if let Some(ms) = skew_ms {
             command.env(SKEW, ms.to_string());
         }
+        Instance::run(command)
+    }
+
+    /// An instance that only delivers results, its clock 2 minutes ahead
+    /// ([`delivering_instance_entry`]); `sent` counts its deliveries.
+    fn delivering(store: &str) -> Instance {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args([
+                "global_limits::delivering_instance_entry",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(DELIVERING, store)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        Instance::run(command)
+    }
+
+    /// Start `command` and follow the `sent <n>` lines it prints.
+    fn run(mut command: Command) -> Instance {
         let mut child = command.spawn().expect("spawn instance");
         let sent = Arc::new(AtomicU64::new(0));
         let started = Arc::new(AtomicBool::new(false));
@@ -288,13 +363,16 @@ mod postgres {
     use std::time::Duration;
 
     use chrono::Utc;
-    use liaison::store::{ListFilter, OutboxStore};
+    use liaison::store::{
+        AttemptReport, DeliveryClaim, DeliveryEnd, ListFilter, OutboxStore, StateChange,
+    };
     use liaison::testing::{Behavior, MockPartner};
-    use liaison::{NewSubmission, SubmissionState};
+    use liaison::{AttemptOutcome, NewSubmission, SubmissionState};
 
     use super::{Instance, Setup, all_started, enqueue_all};
     use crate::conformance::harness::pg::{Schema, client};
     use crate::dispatch::eventually;
+    use crate::support::claim_one;
 
     fn spec(schema: &Schema) -> String {
         format!("pg {} {}", schema.url, schema.name)
@@ -459,6 +537,59 @@ mod postgres {
             .await
             .unwrap();
         assert_eq!(done.len(), N, "every answer was recorded");
+    }
+
+    /// An instance whose clock runs 2 minutes ahead delivers results that
+    /// are due, but leaves alone one another instance holds under a live
+    /// lease (by the database's clock).
+    #[cfg(feature = "failpoints")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_instance_whose_clock_runs_ahead_takes_no_delivery_before_its_lease_ends() {
+        let Some(schema) = Schema::create().await else {
+            return;
+        };
+        let store = schema.open(Default::default()).await;
+        store.set_result_delivery("lab", true).await.unwrap();
+        let mut ids = Vec::new();
+        for key in ["held", "free"] {
+            let new = NewSubmission::new("lab", "claim.submit", serde_json::json!({ "k": key }))
+                .idempotency_key(key);
+            ids.push(store.enqueue(new).await.unwrap().submission.id);
+            let lease = claim_one(&store, "lab").await;
+            store
+                .complete(
+                    &lease,
+                    AttemptReport::new(AttemptOutcome::Succeeded),
+                    StateChange::to(SubmissionState::Succeeded),
+                )
+                .await
+                .unwrap();
+        }
+        // This host takes the older delivery under a minute's lease.
+        let held = store
+            .claim_deliveries(
+                DeliveryClaim::new(vec!["lab".into()], 1, Duration::from_secs(60)).at(store.now()),
+            )
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(held.delivery.submission_id, ids[0]);
+
+        let ahead = Instance::delivering(&spec(&schema));
+        eventually(
+            "the instance whose clock runs ahead delivered the free one",
+            Duration::from_secs(120),
+            || async { ahead.sent() >= 1 },
+        )
+        .await;
+        // Many more of its claims (every 100 ms at most) go by.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(ahead.sent(), 1, "it took the delivery leased here");
+        drop(ahead);
+        store
+            .finish_delivery(&held, DeliveryEnd::Delivered)
+            .await
+            .expect("the lease taken here is still the delivery's");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
