@@ -16,12 +16,12 @@ use crate::engine::ExpectedTraffic;
 use crate::engine::{EngineSettings, Liaison, Partner};
 use crate::model::delivery::DeliveryState;
 use crate::store::{
-    CallbackFilter, DeliveryClaim, DeliveryEnd, DeliveryFilter, HourlyQuery, ListFilter,
-    OutboxStore, StatsQuery,
+    AttemptReport, CallbackFilter, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter,
+    FinishedAttempt, HourlyQuery, ListFilter, OutboxStore, StateChange, StatsQuery,
 };
 use crate::{
-    AttemptContext, NewSubmission, PartnerAdapter, PartnerError, Submission, SubmissionState,
-    SubmitOutcome,
+    AttemptContext, AttemptOutcome, NewSubmission, PartnerAdapter, PartnerError, Submission,
+    SubmissionState, SubmitOutcome,
 };
 
 /// The workload reached the statement that contains `needle`: a plan test
@@ -97,6 +97,37 @@ pub(crate) async fn workload(liaison: &Liaison) {
             .await
             .unwrap();
         assert_ne!(receipt.disposition, Disposition::Malformed);
+    }
+    // Callbacks that arrive before their acceptances, then both
+    // acceptances in one batch: the batch settles them together.
+    for key in ["k-early-1", "k-early-2"] {
+        let body = json!({"event_id": format!("e-{key}"), "reference": format!("R-{key}"), "status": "succeeded"});
+        let receipt = liaison
+            .ingest_callback("lab", &HeaderMap::new(), body.to_string().as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(receipt.disposition, Disposition::Unmatched);
+    }
+    let early = ["k-early-1", "k-early-2"]
+        .map(|key| NewSubmission::new("lab", "order", json!({ "key": key })).idempotency_key(key));
+    store.enqueue_batch(early.to_vec()).await.unwrap();
+    let leases = store
+        .claim(ClaimRequest::new("lab", 2, Duration::from_secs(60)).at(store.now()))
+        .await
+        .unwrap();
+    let finished = leases
+        .into_iter()
+        .map(|lease| {
+            let reference = format!("R-{}", lease.submission.idempotency_key);
+            FinishedAttempt::new(
+                lease,
+                AttemptReport::new(AttemptOutcome::Accepted),
+                StateChange::to(SubmissionState::AwaitingResult).external_ref(reference),
+            )
+        })
+        .collect();
+    for answer in store.complete_batch(finished).await.unwrap() {
+        assert_eq!(answer.unwrap().state, SubmissionState::Succeeded);
     }
     let now = Utc::now();
     liaison.health(Duration::from_secs(3600)).await.unwrap();

@@ -287,6 +287,9 @@ mod tests {
             "SET body = NULL",
             "unnest($1::text[]) d (disposition)",
             "DELETE FROM liaison_idempotency_keys",
+            // Early callbacks settled by a batch of results, together.
+            "CROSS JOIN LATERAL",
+            "UPDATE liaison_callbacks c SET disposition = u.disposition",
         ] {
             assert_reached(&statements, needle);
         }

@@ -184,6 +184,8 @@ mod tests {
             "UPDATE OR FAIL liaison_submissions SET state = 'in_flight'",
             "UPDATE OR FAIL liaison_submissions SET state = ?2",
             "INSERT OR FAIL INTO liaison_callbacks",
+            // An early callback looked at again, among those before it.
+            "seq < (SELECT seq FROM liaison_callbacks WHERE id = ?3)",
             "FROM liaison_state_counts",
             "ORDER BY s.priority DESC",
             "SET payload = NULL",
