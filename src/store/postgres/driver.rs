@@ -911,39 +911,16 @@ impl Driver for Db<'_> {
         by: Repeat<'_>,
         among: Among,
     ) -> Result<Option<Earlier>> {
-        let (column, value) = match by {
-            Repeat::Event(event_id) => ("event_id", event_id),
-            Repeat::Body(hash) => ("body_hash", hash),
-        };
-        let among = match among {
-            Among::Others => "id <> $3",
-            Among::Before => "seq < (SELECT seq FROM liaison_callbacks WHERE id = $3)",
-        };
-        let repeatable: Vec<&str> = REPEATABLE.iter().map(|d| d.as_str()).collect();
-        let sql = format!(
-            "SELECT outcome, submission_id FROM liaison_callbacks \
-             WHERE partner = $1 AND {column} = $2 AND {among} AND disposition = ANY($4) \
-             ORDER BY seq LIMIT 1"
-        );
-        self.query_opt(
-            &sql,
-            &[
-                &stored.partner,
-                &clean(value).as_ref(),
-                &cid(stored.id),
-                &repeatable,
-            ],
-            "look for repeated callbacks",
-        )
-        .await?
-        .map(|row| {
-            let submission: Option<Uuid> = get(&row, 1)?;
-            Ok(Earlier {
-                outcome: get(&row, 0)?,
-                submission: submission.map(|s| to_sid("submission_id", s)).transpose()?,
-            })
-        })
-        .transpose()
+        // The batched statement, for one: joined to its key, the look-up
+        // reads the (partner, event id) or (partner, body hash) index even
+        // on a schema never analysed, where a plain `partner = $1 AND
+        // body_hash = $2` could tie with the narrower (partner, received_at)
+        // index and read every callback of the partner.
+        Ok(self
+            .earlier_callbacks(&[(stored, by)], among)
+            .await?
+            .pop()
+            .flatten())
     }
 
     async fn earlier_callbacks(
@@ -952,10 +929,6 @@ impl Driver for Db<'_> {
         among: Among,
     ) -> Result<Vec<Option<Earlier>>> {
         let mut out = vec![None; wanted.len()];
-        if let [(stored, by)] = wanted {
-            out[0] = self.earlier_callback(stored, *by, among).await?;
-            return Ok(out);
-        }
         let among = match among {
             Among::Others => "c.id <> w.id",
             Among::Before => "c.seq < (SELECT o.seq FROM liaison_callbacks o WHERE o.id = w.id)",
