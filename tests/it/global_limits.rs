@@ -79,39 +79,44 @@ fn limits_instance_entry() {
         skew_clock(&skew);
     }
     let setup = Setup::decode(&setup);
+    let sent = Arc::new(AtomicU64::new(0));
+    let adapter = Counting {
+        inner: HttpJsonAdapter::new(&mock).expect("adapter"),
+        sent: Arc::clone(&sent),
+    };
+    let mut partner = Partner::new("lab", adapter)
+        .retry(Fixed::new(Duration::from_millis(20)).unwrap())
+        .limits(RetryLimits::new(1000, Duration::from_secs(600)).unwrap())
+        .attempt_timeout(Duration::from_millis(setup.attempt_timeout_ms))
+        .concurrency(setup.concurrency)
+        .without_circuit();
+    if setup.rate > 0 {
+        partner = partner.rate_limit_per_second(setup.rate);
+    }
+    let settings = EngineSettings::default()
+        .poll_interval(Duration::from_millis(100))
+        .reap_interval(Duration::from_millis(100))
+        .lease_margin(Duration::from_secs(1))
+        .claim_batch(16);
+    serve(&store, partner, settings, &sent);
+}
+
+/// Run an engine with `partner` on the child's `store` until killed,
+/// reporting `sent` as `sent <n>` lines.
+fn serve(store: &str, partner: Partner, settings: EngineSettings, sent: &AtomicU64) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        let store: Arc<dyn OutboxStore> = open_child_store(&store).await;
-        let sent = Arc::new(AtomicU64::new(0));
-        let adapter = Counting {
-            inner: HttpJsonAdapter::new(&mock).expect("adapter"),
-            sent: Arc::clone(&sent),
-        };
-        let mut partner = Partner::new("lab", adapter)
-            .retry(Fixed::new(Duration::from_millis(20)).unwrap())
-            .limits(RetryLimits::new(1000, Duration::from_secs(600)).unwrap())
-            .attempt_timeout(Duration::from_millis(setup.attempt_timeout_ms))
-            .concurrency(setup.concurrency)
-            .without_circuit();
-        if setup.rate > 0 {
-            partner = partner.rate_limit_per_second(setup.rate);
-        }
-        let settings = EngineSettings::default()
-            .poll_interval(Duration::from_millis(100))
-            .reap_interval(Duration::from_millis(100))
-            .lease_margin(Duration::from_secs(1))
-            .claim_batch(16);
+        let store: Arc<dyn OutboxStore> = open_child_store(store).await;
         let liaison = Liaison::builder_arc(store)
             .partner(partner)
             .settings(settings)
             .build()
             .unwrap();
         let _handle = liaison.start();
-        // Report progress until killed.
         loop {
             println!("sent {}", sent.load(Ordering::Relaxed));
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -145,31 +150,14 @@ fn delivering_instance_entry() {
         return;
     };
     skew_clock("120000");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let store: Arc<dyn OutboxStore> = open_child_store(&store).await;
-        let delivered = Arc::new(AtomicU64::new(0));
-        // Nothing is ever sent: no work is queued for it.
-        let adapter = HttpJsonAdapter::new("http://127.0.0.1:9/submit").expect("adapter");
-        let partner = Partner::new("lab", adapter)
-            .without_circuit()
-            .results(CountDeliveries(Arc::clone(&delivered)));
-        let settings = EngineSettings::default().poll_interval(Duration::from_millis(100));
-        let liaison = Liaison::builder_arc(store)
-            .partner(partner)
-            .settings(settings)
-            .build()
-            .unwrap();
-        let _handle = liaison.start();
-        loop {
-            println!("sent {}", delivered.load(Ordering::Relaxed));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let delivered = Arc::new(AtomicU64::new(0));
+    // Nothing is ever sent: no work is queued for it.
+    let adapter = HttpJsonAdapter::new("http://127.0.0.1:9/submit").expect("adapter");
+    let partner = Partner::new("lab", adapter)
+        .without_circuit()
+        .results(CountDeliveries(Arc::clone(&delivered)));
+    let settings = EngineSettings::default().poll_interval(Duration::from_millis(100));
+    serve(&store, partner, settings, &delivered);
 }
 
 #[cfg(feature = "failpoints")]
@@ -211,20 +199,12 @@ struct Instance {
 
 impl Instance {
     fn spawn(store: &str, mock: &MockPartner, setup: Setup, skew_ms: Option<i64>) -> Instance {
-        let mut command = Command::new(std::env::current_exe().unwrap());
+        let mut command = Instance::command("global_limits::limits_instance_entry");
         command
-            .args([
-                "global_limits::limits_instance_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
             .env(STORE, store)
             .env(MOCK, mock.submit_url())
             .env(PARTNER, setup.encode())
-            .env_remove(SKEW)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .env_remove(SKEW);
         if let Some(ms) = skew_ms {
             command.env(SKEW, ms.to_string());
         }
@@ -234,18 +214,19 @@ impl Instance {
     /// An instance that only delivers results, its clock 2 minutes ahead
     /// ([`delivering_instance_entry`]); `sent` counts its deliveries.
     fn delivering(store: &str) -> Instance {
+        let mut command = Instance::command("global_limits::delivering_instance_entry");
+        command.env(DELIVERING, store);
+        Instance::run(command)
+    }
+
+    /// This test binary, running only the test `entry`.
+    fn command(entry: &str) -> Command {
         let mut command = Command::new(std::env::current_exe().unwrap());
         command
-            .args([
-                "global_limits::delivering_instance_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(DELIVERING, store)
+            .args([entry, "--exact", "--nocapture", "--test-threads=1"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        Instance::run(command)
+        command
     }
 
     /// Start `command` and follow the `sent <n>` lines it prints.
@@ -363,16 +344,14 @@ mod postgres {
     use std::time::Duration;
 
     use chrono::Utc;
-    use liaison::store::{
-        AttemptReport, DeliveryClaim, DeliveryEnd, ListFilter, OutboxStore, StateChange,
-    };
+    use liaison::store::{DeliveryClaim, DeliveryEnd, ListFilter, OutboxStore};
     use liaison::testing::{Behavior, MockPartner};
-    use liaison::{AttemptOutcome, NewSubmission, SubmissionState};
+    use liaison::{NewSubmission, SubmissionState};
 
     use super::{Instance, Setup, all_started, enqueue_all};
     use crate::conformance::harness::pg::{Schema, client};
     use crate::dispatch::eventually;
-    use crate::support::claim_one;
+    use crate::support::drive_new_to;
 
     fn spec(schema: &Schema) -> String {
         format!("pg {} {}", schema.url, schema.name)
@@ -554,16 +533,11 @@ mod postgres {
         for key in ["held", "free"] {
             let new = NewSubmission::new("lab", "claim.submit", serde_json::json!({ "k": key }))
                 .idempotency_key(key);
-            ids.push(store.enqueue(new).await.unwrap().submission.id);
-            let lease = claim_one(&store, "lab").await;
-            store
-                .complete(
-                    &lease,
-                    AttemptReport::new(AttemptOutcome::Succeeded),
-                    StateChange::to(SubmissionState::Succeeded),
-                )
-                .await
-                .unwrap();
+            ids.push(
+                drive_new_to(&store, new, SubmissionState::Succeeded)
+                    .await
+                    .0,
+            );
         }
         // This host takes the older delivery under a minute's lease.
         let held = store

@@ -1111,21 +1111,8 @@ pub async fn an_early_callback_delivered_twice_is_applied_once(h: &Harness) {
     let (second, again) = deliver(&store, "t2", early()).await;
     assert_eq!(again.disposition, Disposition::Duplicate);
 
-    let id = store
-        .enqueue(submission("lab", "C-T"))
-        .await
-        .unwrap()
-        .submission
-        .id;
-    let lease = claim_one(&store, "lab").await;
-    let s = store
-        .complete(
-            &lease,
-            AttemptReport::new(AttemptOutcome::Accepted),
-            StateChange::to(SubmissionState::AwaitingResult).external_ref("REF-T"),
-        )
-        .await
-        .unwrap();
+    let id = accepted(&store, "C-T", "REF-T").await;
+    let s = store.get(id).await.unwrap();
     assert_eq!(s.state, SubmissionState::Succeeded, "the result is applied");
     assert_eq!(
         store.callback(first).await.unwrap().disposition,
@@ -1163,16 +1150,8 @@ pub async fn an_early_callback_delivered_twice_is_applied_once(h: &Harness) {
     )
     .await;
     assert_eq!(again.disposition, Disposition::Conflicting);
-    store.enqueue(submission("lab", "C-U")).await.unwrap();
-    let lease = claim_one(&store, "lab").await;
-    let s = store
-        .complete(
-            &lease,
-            AttemptReport::new(AttemptOutcome::Accepted),
-            StateChange::to(SubmissionState::AwaitingResult).external_ref("REF-U"),
-        )
-        .await
-        .unwrap();
+    let id = accepted(&store, "C-U", "REF-U").await;
+    let s = store.get(id).await.unwrap();
     assert_eq!(s.state, SubmissionState::Failed);
     assert_eq!(s.last_error.as_deref(), Some("declined"));
     assert_eq!(
