@@ -76,6 +76,9 @@ async fn run(store: Arc<dyn OutboxStore>, mut rx: mpsc::UnboundedReceiver<Pendin
     let mut open = true;
     loop {
         if !gathered.is_empty() && writes_now(gathered.len(), writing.len(), lanes, open) {
+            if writing.is_empty() && open {
+                gather_burst(&mut rx, &mut gathered).await;
+            }
             // Never more than MAX_BATCH: each receive takes what fits.
             let batch = std::mem::replace(&mut gathered, Vec::with_capacity(MAX_BATCH));
             let store = Arc::clone(&store);
@@ -109,6 +112,37 @@ async fn run(store: Arc<dyn OutboxStore>, mut rx: mpsc::UnboundedReceiver<Pendin
 /// and whatever is left once no more can come.
 fn writes_now(gathered: usize, writing: usize, lanes: usize, open: bool) -> bool {
     writing < lanes && (writing == 0 || gathered >= SPLIT_AT || !open)
+}
+
+/// Scheduler passes a lone batch waits at most for results that finished
+/// with its first one.
+const GATHER_PASSES: usize = 4;
+
+/// Before a batch goes out with nothing else being written, let the
+/// attempts that finished at the same moment as its results hand theirs
+/// over: yield to the scheduler, take what arrived, and again while each
+/// pass brings more (at most [`GATHER_PASSES`]). Without it, of a burst of
+/// attempts finishing together the first is written alone (its own
+/// transaction, and on SQLite its own commit) and the rest wait for it; an
+/// idle engine's result waits one pass of the scheduler.
+async fn gather_burst<T>(rx: &mut mpsc::UnboundedReceiver<T>, gathered: &mut Vec<T>) {
+    for _ in 0..GATHER_PASSES {
+        if gathered.len() >= MAX_BATCH {
+            return;
+        }
+        tokio::task::yield_now().await;
+        let before = gathered.len();
+        while gathered.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(pending) => gathered.push(pending),
+                // Empty, or closed (the main loop sees that next).
+                Err(_) => break,
+            }
+        }
+        if gathered.len() == before {
+            return;
+        }
+    }
 }
 
 /// A batch's task ended. Should it have panicked, its attempts were
@@ -164,7 +198,64 @@ async fn record_each(store: &dyn OutboxStore, batch: Vec<Pending>) {
 
 #[cfg(test)]
 mod tests {
-    use super::{SPLIT_AT, writes_now};
+    use tokio::sync::mpsc;
+
+    use super::{GATHER_PASSES, MAX_BATCH, SPLIT_AT, gather_burst, writes_now};
+
+    #[tokio::test]
+    async fn a_lone_result_takes_along_those_that_finished_with_it() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(0).unwrap();
+        let mut gathered = Vec::new();
+        rx.recv_many(&mut gathered, MAX_BATCH).await;
+        // Attempts that finished at the same moment, not yet run: each
+        // hands its result over when it runs. One of them finishes only
+        // after another (a second pass).
+        for i in 1..=3 {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                tx.send(i).unwrap();
+                if i == 3 {
+                    tokio::spawn(async move { tx.send(4).unwrap() });
+                }
+            });
+        }
+        gather_burst(&mut rx, &mut gathered).await;
+        assert_eq!(gathered, [0, 1, 2, 3, 4]);
+        // An idle engine's lone result goes after one pass, alone.
+        tx.send(5).unwrap();
+        let mut lone = Vec::new();
+        rx.recv_many(&mut lone, MAX_BATCH).await;
+        gather_burst(&mut rx, &mut lone).await;
+        assert_eq!(lone, [5]);
+    }
+
+    #[tokio::test]
+    async fn a_steady_stream_of_results_holds_a_batch_back_for_a_few_passes_only() {
+        let (tx, mut rx) = mpsc::unbounded_channel::<usize>();
+        // A task that hands a result over on every pass, forever.
+        let stream = tokio::spawn(async move {
+            for i in 0.. {
+                if tx.send(i).is_err() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut gathered = Vec::new();
+        gather_burst(&mut rx, &mut gathered).await;
+        assert!(!gathered.is_empty());
+        assert!(
+            gathered.len() <= GATHER_PASSES,
+            "{} results after {GATHER_PASSES} passes",
+            gathered.len()
+        );
+        // Never more than a batch, whatever has arrived.
+        let mut full: Vec<usize> = (0..MAX_BATCH).collect();
+        gather_burst(&mut rx, &mut full).await;
+        assert_eq!(full.len(), MAX_BATCH);
+        stream.abort();
+    }
 
     #[test]
     fn an_idle_engine_writes_at_once_and_a_busy_one_gathers_a_batch_first() {
