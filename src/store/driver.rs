@@ -361,7 +361,7 @@ pub(crate) trait Driver {
     ) -> Result<Option<Earlier>>;
 
     /// [`Driver::earlier_callback`] for several callbacks, each by its own
-    /// key: the answers in the order given. One statement per kind of key
+    /// key: the answers in the order given. One statement for all of them
     /// on PostgreSQL.
     async fn earlier_callbacks(
         &self,

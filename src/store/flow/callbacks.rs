@@ -200,20 +200,10 @@ async fn apply_report<D: Driver>(
     now: DateTime<Utc>,
 ) -> Result<CallbackReceipt> {
     // A repeat of an earlier delivery: same event id, or the same body.
-    let by_event = match &report.event_id {
-        Some(event_id) => {
-            d.earlier_callback(stored, Repeat::Event(event_id), among)
-                .await?
-        }
-        None => None,
-    };
-    let by_body = match by_event {
-        Some(_) => None,
-        None => {
-            d.earlier_callback(stored, Repeat::Body(&stored.body_hash), among)
-                .await?
-        }
-    };
+    let (by_event, by_body) = repeats(d, &[(stored, report.event_id.as_deref())], among)
+        .await?
+        .pop()
+        .unwrap_or_default();
     if let Some(plan) = rules::repeat(
         stored,
         report,
@@ -395,44 +385,24 @@ async fn settle_round<D: Driver>(
     round: &[Pending],
     now: DateTime<Utc>,
 ) -> Result<()> {
-    // Repeats: by event id first, then by body for those it did not find.
-    let wanted: Vec<(usize, Repeat<'_>)> = round
+    // Repeats, by event id and by body (the rule decides by event first).
+    let looked_up: Vec<(&StoredCallback, Option<&str>)> = round
         .iter()
-        .enumerate()
-        .filter_map(|(i, p)| Some((i, Repeat::Event(p.report.event_id.as_deref()?))))
+        .map(|p| (&p.stored, p.report.event_id.as_deref()))
         .collect();
-    let mut by_event: Vec<Option<Earlier>> = vec![None; round.len()];
-    let found = d
-        .earlier_callbacks(&looked_up(round, &wanted), Among::Before)
-        .await?;
-    for ((i, _), earlier) in wanted.iter().zip(found) {
-        by_event[*i] = earlier;
-    }
-    let wanted: Vec<(usize, Repeat<'_>)> = round
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| by_event[*i].is_none())
-        .map(|(i, p)| (i, Repeat::Body(&p.stored.body_hash)))
-        .collect();
-    let mut by_body: Vec<Option<Earlier>> = vec![None; round.len()];
-    let found = d
-        .earlier_callbacks(&looked_up(round, &wanted), Among::Before)
-        .await?;
-    for ((i, _), earlier) in wanted.iter().zip(found) {
-        by_body[*i] = earlier;
-    }
+    let found = repeats(d, &looked_up, Among::Before).await?;
 
     // Decide each, against its submission as the rounds before left it.
     let mut notes = Vec::new();
     let mut changes: Vec<(usize, StateChange)> = Vec::new();
     let mut ends: Vec<(CallbackId, End)> = Vec::with_capacity(round.len());
-    for (i, p) in round.iter().enumerate() {
+    for (p, (by_event, by_body)) in round.iter().zip(&found) {
         let plan = match rules::repeat(
             &p.stored,
             &p.report,
             &p.outcome,
-            by_event[i].as_ref(),
-            by_body[i].as_ref(),
+            by_event.as_ref(),
+            by_body.as_ref(),
             now,
         ) {
             Some(plan) => plan,
@@ -458,13 +428,30 @@ async fn settle_round<D: Driver>(
     d.finish_callbacks(&ends, now).await
 }
 
-/// The callbacks and keys of `wanted` (indexes into `round`).
-fn looked_up<'a>(
-    round: &'a [Pending],
-    wanted: &[(usize, Repeat<'a>)],
-) -> Vec<(&'a StoredCallback, Repeat<'a>)> {
-    wanted
-        .iter()
-        .map(|(i, by)| (&round[*i].stored, *by))
-        .collect()
+/// The earlier deliveries each callback (with its event id, if it has one)
+/// may repeat, `(by event, by body)`, among `among`: both keys of every
+/// callback in one look-up (one statement on PostgreSQL), since
+/// [`rules::repeat`] decides by the event first whatever the body found.
+async fn repeats<D: Driver>(
+    d: &D,
+    callbacks: &[(&StoredCallback, Option<&str>)],
+    among: Among,
+) -> Result<Vec<(Option<Earlier>, Option<Earlier>)>> {
+    let mut wanted = Vec::with_capacity(callbacks.len() * 2);
+    for (stored, event_id) in callbacks {
+        if let Some(event_id) = event_id {
+            wanted.push((*stored, Repeat::Event(event_id)));
+        }
+        wanted.push((*stored, Repeat::Body(&stored.body_hash)));
+    }
+    let mut found = d.earlier_callbacks(&wanted, among).await?.into_iter();
+    let mut out = Vec::with_capacity(callbacks.len());
+    for (_, event_id) in callbacks {
+        let by_event = match event_id {
+            Some(_) => found.next().flatten(),
+            None => None,
+        };
+        out.push((by_event, found.next().flatten()));
+    }
+    Ok(out)
 }

@@ -929,65 +929,69 @@ impl Driver for Db<'_> {
         among: Among,
     ) -> Result<Vec<Option<Earlier>>> {
         let mut out = vec![None; wanted.len()];
+        if wanted.is_empty() {
+            return Ok(out);
+        }
         let among = match among {
             Among::Others => "c.id <> w.id",
             Among::Before => "c.seq < (SELECT o.seq FROM liaison_callbacks o WHERE o.id = w.id)",
         };
         let repeatable: Vec<&str> = REPEATABLE.iter().map(|d| d.as_str()).collect();
-        // One statement per kind of key, each callback looked up as
-        // `earlier_callback` would.
-        for column in ["event_id", "body_hash"] {
-            let mut at = Vec::new();
-            let mut partners = Vec::new();
-            let mut values = Vec::new();
-            let mut ids = Vec::new();
-            for (i, (stored, by)) in wanted.iter().enumerate() {
-                let value = match (column, by) {
-                    ("event_id", Repeat::Event(value)) | ("body_hash", Repeat::Body(value)) => {
-                        value
-                    }
-                    _ => continue,
-                };
-                at.push(i);
-                partners.push(stored.partner.as_str());
-                values.push(clean(value).into_owned());
-                ids.push(cid(stored.id));
-            }
-            if at.is_empty() {
-                continue;
-            }
-            let sql = format!(
-                "SELECT w.ord, e.outcome, e.submission_id \
-                 FROM unnest($1::text[], $2::text[], $3::uuid[]) WITH ORDINALITY \
-                   AS w(partner, value, id, ord) \
-                 CROSS JOIN LATERAL ( \
-                   SELECT c.outcome, c.submission_id FROM liaison_callbacks c \
-                   WHERE c.partner = w.partner AND c.{column} = w.value AND {among} \
-                     AND c.disposition = ANY($4) \
-                   ORDER BY c.seq LIMIT 1) e"
-            );
-            let rows = self
-                .query(
-                    &sql,
-                    &[&partners, &values, &ids, &repeatable],
-                    "look for repeated callbacks",
-                )
-                .await?;
-            for row in rows {
-                let ord: i64 = get(&row, 0)?;
-                let i = usize::try_from(ord - 1)
-                    .ok()
-                    .and_then(|k| at.get(k).copied())
-                    .ok_or_else(|| Error::Storage {
-                        operation: "look for repeated callbacks",
-                        source: format!("unexpected ordinal {ord}").into(),
-                    })?;
-                let submission: Option<Uuid> = get(&row, 2)?;
-                out[i] = Some(Earlier {
-                    outcome: get(&row, 1)?,
-                    submission: submission.map(|s| to_sid("submission_id", s)).transpose()?,
-                });
-            }
+        let mut partners = Vec::with_capacity(wanted.len());
+        let mut values = Vec::with_capacity(wanted.len());
+        let mut ids = Vec::with_capacity(wanted.len());
+        let mut by_event = Vec::with_capacity(wanted.len());
+        for (stored, by) in wanted {
+            let (value, event) = match by {
+                Repeat::Event(value) => (value, true),
+                Repeat::Body(value) => (value, false),
+            };
+            partners.push(stored.partner.as_str());
+            values.push(clean(value).into_owned());
+            ids.push(cid(stored.id));
+            by_event.push(event);
+        }
+        // Every key in one statement, each looked up as `earlier_callback`
+        // would: of the two branches only the one of the key's kind runs
+        // (its condition on `w.by_event` is a one-time filter), each on its
+        // own index.
+        let sql = format!(
+            "SELECT w.ord, e.outcome, e.submission_id \
+             FROM unnest($1::text[], $2::text[], $3::uuid[], $5::bool[]) WITH ORDINALITY \
+               AS w(partner, value, id, by_event, ord) \
+             CROSS JOIN LATERAL ( \
+               (SELECT c.outcome, c.submission_id FROM liaison_callbacks c \
+                WHERE w.by_event AND c.partner = w.partner AND c.event_id = w.value \
+                  AND {among} AND c.disposition = ANY($4) \
+                ORDER BY c.seq LIMIT 1) \
+               UNION ALL \
+               (SELECT c.outcome, c.submission_id FROM liaison_callbacks c \
+                WHERE NOT w.by_event AND c.partner = w.partner AND c.body_hash = w.value \
+                  AND {among} AND c.disposition = ANY($4) \
+                ORDER BY c.seq LIMIT 1) \
+             ) e"
+        );
+        let rows = self
+            .query(
+                &sql,
+                &[&partners, &values, &ids, &repeatable, &by_event],
+                "look for repeated callbacks",
+            )
+            .await?;
+        for row in rows {
+            let ord: i64 = get(&row, 0)?;
+            let i = usize::try_from(ord - 1)
+                .ok()
+                .filter(|&i| i < out.len())
+                .ok_or_else(|| Error::Storage {
+                    operation: "look for repeated callbacks",
+                    source: format!("unexpected ordinal {ord}").into(),
+                })?;
+            let submission: Option<Uuid> = get(&row, 2)?;
+            out[i] = Some(Earlier {
+                outcome: get(&row, 1)?,
+                submission: submission.map(|s| to_sid("submission_id", s)).transpose()?,
+            });
         }
         Ok(out)
     }

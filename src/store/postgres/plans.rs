@@ -321,6 +321,20 @@ mod tests {
             plan.join("\n")
         );
 
+        // The look-up of earlier deliveries a callback repeats takes both
+        // kinds of key in one statement: each branch reads its own index,
+        // and runs only for keys of its kind.
+        let repeats = statements
+            .iter()
+            .find(|s| s.contains("NOT w.by_event"))
+            .expect("the repeat look-up");
+        let plan = generic_plan(&client, repeats).await.expect("a plan");
+        let text = plan.join("\n");
+        for index in ["liaison_callbacks_event", "liaison_callbacks_hash"] {
+            assert!(text.contains(index), "{index}:\n{text}");
+        }
+        assert_eq!(text.matches("One-Time Filter").count(), 2, "{text}");
+
         // A list of several states reads each state's entries in `seq`
         // order up to the limit: no sort below the merge of the branches.
         let lists: Vec<&String> = statements
