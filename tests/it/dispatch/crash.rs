@@ -37,7 +37,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -47,7 +47,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::claim;
-use crate::reliability::{Audit, Backend, Lab, child, env_number, free_port, log_tail, signer};
+use crate::reliability::{
+    Audit, Backend, Lab, Spawned, child, env_number, free_port, log_tail, signer,
+};
 
 const URL: &str = "LIAISON_CRASH_CHILD_URL";
 const PORT: &str = "LIAISON_CRASH_CHILD_PORT";
@@ -101,7 +103,7 @@ fn crash_child_entry() {
 
 /// A running child and the thread reading its confirmations.
 struct Host {
-    child: Child,
+    child: Spawned,
     reader: std::thread::JoinHandle<()>,
 }
 
@@ -116,15 +118,15 @@ fn spawn_host(
 ) -> Host {
     let mut command = child("dispatch::crash::crash_child_entry", log);
     backend.pass_to(&mut command);
-    let mut child = command
-        .env(URL, url)
-        .env(PORT, port.to_string())
-        .env(START, confirmed.load(Ordering::SeqCst).to_string())
-        .env(COUNT, n.to_string())
-        .env(CHUNK, chunk.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn child");
+    let mut child = Spawned::start(
+        command
+            .env(URL, url)
+            .env(PORT, port.to_string())
+            .env(START, confirmed.load(Ordering::SeqCst).to_string())
+            .env(COUNT, n.to_string())
+            .env(CHUNK, chunk.to_string())
+            .stdout(Stdio::piped()),
+    );
     let stdout = child.stdout.take().expect("child stdout");
     let confirmed = Arc::clone(confirmed);
     let reader = std::thread::spawn(move || {

@@ -26,7 +26,7 @@ use liaison::{
 };
 
 use super::{claim, eventually, quick_settings};
-use crate::reliability::{Backend, child, log_tail};
+use crate::reliability::{Backend, Spawned, child, log_tail};
 
 /// The mock's submit URL, for the child.
 const URL: &str = "LIAISON_POISON_CHILD_URL";
@@ -163,10 +163,7 @@ async fn poison_loop(backend: &Backend, dir: &std::path::Path) {
     'hosts: loop {
         let mut command = child("dispatch::poison::poison_child_entry", &log);
         backend.pass_to(&mut command);
-        let mut host = command
-            .env(URL, mock.submit_url())
-            .spawn()
-            .expect("spawn child");
+        let mut host = Spawned::start(command.env(URL, mock.submit_url()));
         loop {
             if let Some(status) = host.try_wait().expect("try_wait") {
                 assert_eq!(

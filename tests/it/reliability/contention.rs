@@ -28,7 +28,7 @@ use liaison::store::SqliteStore;
 use liaison::testing::{Behavior, MockPartner};
 use serde_json::{Value, json};
 
-use super::{Audit, Backend, Lab, child, integrity, log_tail};
+use super::{Audit, Backend, Lab, Spawned, child, integrity, log_tail};
 use crate::dispatch::claim;
 
 const ROLE: &str = "LIAISON_CT_ROLE";
@@ -294,21 +294,21 @@ async fn host_writers_in_threads_and_a_process_meet_no_busy_and_lose_nothing() {
         .await
         .unwrap();
 
-    let mut writer = child("reliability::contention::contention_child_entry", &log)
-        .env(ROLE, "writer")
-        .env(DB, &db)
-        .env(STOP, &stop_file)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn writer");
-    let mut host = child("reliability::contention::contention_child_entry", &log)
-        .env(ROLE, "liaison")
-        .env(DB, &db)
-        .env(URL, mock.submit_url())
-        .env(COUNT, N.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn liaison side");
+    let mut writer = Spawned::start(
+        child("reliability::contention::contention_child_entry", &log)
+            .env(ROLE, "writer")
+            .env(DB, &db)
+            .env(STOP, &stop_file)
+            .stdout(Stdio::piped()),
+    );
+    let mut host = Spawned::start(
+        child("reliability::contention::contention_child_entry", &log)
+            .env(ROLE, "liaison")
+            .env(DB, &db)
+            .env(URL, mock.submit_url())
+            .env(COUNT, N.to_string())
+            .stdout(Stdio::piped()),
+    );
     let host_out = host.stdout.take().unwrap();
     let host_log = log.clone();
     let host_report = tokio::task::spawn_blocking(move || report(host_out, &host_log))

@@ -34,7 +34,8 @@ use liaison::rusqlite;
 use liaison::testing::{Behavior, CallbackMode, MockOutcome, MockPartner};
 
 use super::{
-    Audit, Backend, Lab, child, exited, free_port, integrity, lab_partner, log_tail, signer, until,
+    Audit, Backend, Lab, Spawned, child, exited, free_port, integrity, lab_partner, log_tail,
+    signer, until,
 };
 use crate::dispatch::claim;
 
@@ -155,7 +156,7 @@ async fn crash_and_recover(backend: &Backend, dir: &std::path::Path, scenario: S
     if let Some(timeout) = result_timeout {
         command.env(RESULT_TIMEOUT, timeout.as_millis().to_string());
     }
-    let mut crashed = command.spawn().expect("spawn child");
+    let mut crashed = Spawned::start(&mut command);
     let status = exited(&mut crashed, &log).await;
     assert_eq!(
         status.signal(),
@@ -327,7 +328,7 @@ struct PanickingHost {
     backend: Backend,
     log: std::path::PathBuf,
     mock: MockPartner,
-    child: std::process::Child,
+    child: Spawned,
 }
 
 impl PanickingHost {
@@ -341,12 +342,12 @@ impl PanickingHost {
             .unwrap();
         let mut command = child("reliability::failpoints::failpoint_child_entry", &log);
         backend.pass_to(&mut command);
-        let child = command
-            .env(URL, mock.submit_url())
-            .env(COUNT, count.to_string())
-            .env("FAILPOINTS", failpoints)
-            .spawn()
-            .expect("spawn child");
+        let child = Spawned::start(
+            command
+                .env(URL, mock.submit_url())
+                .env(COUNT, count.to_string())
+                .env("FAILPOINTS", failpoints),
+        );
         PanickingHost {
             _dir: dir,
             db,
@@ -447,12 +448,12 @@ async fn a_crash_during_migration_leaves_a_database_that_migrates_on_restart() {
 async fn crash_in_migration(backend: &Backend, log: &std::path::Path) {
     let mut command = child("reliability::failpoints::failpoint_child_entry", log);
     backend.pass_to(&mut command);
-    let mut crashed = command
-        .env(URL, "http://127.0.0.1:9/submit")
-        .env(COUNT, "0")
-        .env(ABORT, "liaison::migrate::applied")
-        .spawn()
-        .expect("spawn child");
+    let mut crashed = Spawned::start(
+        command
+            .env(URL, "http://127.0.0.1:9/submit")
+            .env(COUNT, "0")
+            .env(ABORT, "liaison::migrate::applied"),
+    );
     let status = exited(&mut crashed, log).await;
     assert_eq!(status.signal(), Some(SIGABRT), "{}", log_tail(log));
 }
@@ -554,16 +555,16 @@ async fn a_callback_whose_transaction_fails_is_stored_raw_and_settled_later() {
     mock.set_callback_url(Some(format!("http://127.0.0.1:{port}/callbacks/lab")));
     let mut command = child("reliability::failpoints::failpoint_child_entry", &log);
     backend.pass_to(&mut command);
-    let mut host = command
-        .env(URL, mock.submit_url())
-        .env(COUNT, "10")
-        .env(PORT, port.to_string())
-        // Longer than the deadline round's 10 s: the stored callback, not
-        // a status poll, finishes its submission.
-        .env(RESULT_TIMEOUT, "30000")
-        .env("FAILPOINTS", "liaison::callback::before_commit=2*panic")
-        .spawn()
-        .expect("spawn child");
+    let mut host = Spawned::start(
+        command
+            .env(URL, mock.submit_url())
+            .env(COUNT, "10")
+            .env(PORT, port.to_string())
+            // Longer than the deadline round's 10 s: the stored callback,
+            // not a status poll, finishes its submission.
+            .env(RESULT_TIMEOUT, "30000")
+            .env("FAILPOINTS", "liaison::callback::before_commit=2*panic"),
+    );
     until("every submission terminal", Duration::from_secs(60), || {
         Audit::of(&backend).terminal() == 10
     })

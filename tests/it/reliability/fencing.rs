@@ -19,7 +19,7 @@ use liaison::testing::{Behavior, MockPartner};
 use liaison::{EventKind, SubmissionState};
 
 use super::failpoints::{CONCURRENCY, COUNT, RESUME, URL};
-use super::{Audit, Backend, Lab, child, log_tail, until};
+use super::{Audit, Backend, Lab, Spawned, child, log_tail, until};
 
 const POINT: &str = "liaison::attempt::answered";
 
@@ -52,15 +52,15 @@ async fn fencing(backend: &Backend, dir: &std::path::Path) {
     // more), paused after the partner's answer until told on stdin.
     let mut command = child("reliability::failpoints::failpoint_child_entry", &log);
     backend.pass_to(&mut command);
-    let mut a = command
-        .env(URL, mock.submit_url())
-        .env(COUNT, "1")
-        .env(CONCURRENCY, "1")
-        .env("FAILPOINTS", format!("{POINT}=1*pause"))
-        .env(RESUME, POINT)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("spawn A");
+    let mut a = Spawned::start(
+        command
+            .env(URL, mock.submit_url())
+            .env(COUNT, "1")
+            .env(CONCURRENCY, "1")
+            .env("FAILPOINTS", format!("{POINT}=1*pause"))
+            .env(RESUME, POINT)
+            .stdin(Stdio::piped()),
+    );
     until(
         "A's request reached the partner",
         Duration::from_secs(30),

@@ -15,8 +15,9 @@ mod fencing;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +56,59 @@ pub fn child(test: &str, log: &Path) -> Command {
                 .expect("child log"),
         );
     command
+}
+
+/// A child process that is killed (SIGKILL) and reaped when this is
+/// dropped: a test that fails while its child runs (an assertion, a
+/// timeout) does not leave it running. A crash loop's host, for one, works
+/// until killed, and an orphaned one polled its database for good.
+#[derive(Debug)]
+pub struct Spawned(Child);
+
+impl Spawned {
+    /// Start `command`.
+    pub fn start(command: &mut Command) -> Spawned {
+        Spawned(command.spawn().expect("spawn child"))
+    }
+}
+
+impl Deref for Spawned {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // Already ended and reaped: both calls fail harmlessly.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_spawned_child_is_killed_and_reaped_when_dropped() {
+    let child = Spawned::start(
+        Command::new("sleep")
+            .arg("600")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
+    assert!(proc_dir.exists());
+    drop(child);
+    assert!(
+        !proc_dir.exists(),
+        "the child still runs (or was not reaped)"
+    );
 }
 
 /// The end of a child's log, for an assertion message.
