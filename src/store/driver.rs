@@ -350,30 +350,16 @@ pub(crate) trait Driver {
         Ok(())
     }
 
-    /// The first (in arrival order) of `stored`'s partner's callbacks
-    /// `among` says, with the same event id or body, whose disposition is
-    /// one of [`super::rules::callbacks::REPEATABLE`].
-    async fn earlier_callback(
-        &self,
-        stored: &StoredCallback,
-        by: Repeat<'_>,
-        among: Among,
-    ) -> Result<Option<Earlier>>;
-
-    /// [`Driver::earlier_callback`] for several callbacks, each by its own
-    /// key: the answers in the order given. One statement for all of them
-    /// on PostgreSQL.
+    /// For each callback, by its own key: the first (in arrival order) of
+    /// its partner's callbacks `among` says, with the same event id or body,
+    /// whose disposition is one of
+    /// [`super::rules::callbacks::REPEATABLE`]. The answers in the order
+    /// given; one statement for all of them on PostgreSQL.
     async fn earlier_callbacks(
         &self,
         wanted: &[(&StoredCallback, Repeat<'_>)],
         among: Among,
-    ) -> Result<Vec<Option<Earlier>>> {
-        let mut out = Vec::with_capacity(wanted.len());
-        for (stored, by) in wanted {
-            out.push(self.earlier_callback(stored, *by, among).await?);
-        }
-        Ok(out)
-    }
+    ) -> Result<Vec<Option<Earlier>>>;
 
     /// The submission of `partner` a correlation names (the newest, for a
     /// key or reference), locked until the transaction ends.

@@ -16,7 +16,7 @@
 //! `LIAISON_REQUIRE_PG=1`.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,6 +28,7 @@ use liaison::testing::{Behavior, MockPartner};
 use liaison::{BoxError, FinishedSubmission, HttpJsonAdapter, ResultHandler};
 
 use crate::dispatch::{claim, eventually};
+use crate::reliability::Spawned;
 use crate::support::Counting;
 
 /// Where the child's store is: `pg <url> <schema>` or `sqlite <path>`.
@@ -191,7 +192,8 @@ async fn open_child_store(spec: &str) -> Arc<dyn OutboxStore> {
 
 /// A running instance and the attempts it last reported.
 struct Instance {
-    child: Child,
+    /// Held for its drop, which kills and reaps the process.
+    _child: Spawned,
     sent: Arc<AtomicU64>,
     /// Set once its engine runs (it has reported).
     started: Arc<AtomicBool>,
@@ -231,7 +233,7 @@ impl Instance {
 
     /// Start `command` and follow the `sent <n>` lines it prints.
     fn run(mut command: Command) -> Instance {
-        let mut child = command.spawn().expect("spawn instance");
+        let mut child = Spawned::start(&mut command);
         let sent = Arc::new(AtomicU64::new(0));
         let started = Arc::new(AtomicBool::new(false));
         let stdout = child.stdout.take().unwrap();
@@ -245,7 +247,7 @@ impl Instance {
             }
         });
         Instance {
-            child,
+            _child: child,
             sent,
             started,
         }
@@ -257,13 +259,6 @@ impl Instance {
 
     fn started(&self) -> bool {
         self.started.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

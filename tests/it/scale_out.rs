@@ -13,7 +13,7 @@
 //! they print a notice and pass, unless `LIAISON_REQUIRE_PG=1`.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,6 +28,7 @@ use liaison::{EventKind, HttpJsonAdapter, ResultMapping, SubmissionState};
 use crate::callbacks::signer;
 use crate::conformance::harness::pg::{Schema, client};
 use crate::dispatch::{claim, eventually};
+use crate::reliability::Spawned;
 use crate::support::Counting;
 
 const PG: &str = "LIAISON_SCALE_CHILD_PG";
@@ -94,26 +95,27 @@ fn instance_entry() {
 
 /// A running instance and the attempts it last reported.
 struct Instance {
-    child: Child,
+    /// Killed and reaped when the instance is dropped.
+    child: Spawned,
     sent: Arc<AtomicU64>,
 }
 
 impl Instance {
     fn spawn(schema: &Schema, mock: &MockPartner) -> Instance {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "scale_out::instance_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(PG, &schema.url)
-            .env(SCHEMA, &schema.name)
-            .env(MOCK, mock.submit_url())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn instance");
+        let mut child = Spawned::start(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "scale_out::instance_entry",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(PG, &schema.url)
+                .env(SCHEMA, &schema.name)
+                .env(MOCK, mock.submit_url())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
         let sent = Arc::new(AtomicU64::new(0));
         let stdout = child.stdout.take().unwrap();
         let seen = Arc::clone(&sent);
@@ -130,13 +132,6 @@ impl Instance {
     fn kill(&mut self) {
         self.child.kill().expect("SIGKILL"); // SIGKILL on Unix
         self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

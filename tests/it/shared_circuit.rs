@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +34,7 @@ use liaison::{HttpJsonAdapter, ResultMapping, SubmissionState};
 
 use crate::conformance::harness::pg::Schema;
 use crate::dispatch::{claim, eventually};
+use crate::reliability::Spawned;
 use crate::support::Counting;
 
 const DB: &str = "LIAISON_CIRCUIT_CHILD_DB";
@@ -173,28 +174,29 @@ impl Shared {
 
 /// A running instance: its id and the attempts it last reported.
 struct Instance {
-    child: Child,
+    /// Killed and reaped when the instance is dropped.
+    child: Spawned,
     id: Arc<Mutex<Option<String>>>,
     sent: Arc<AtomicU64>,
 }
 
 impl Instance {
     fn spawn(shared: &Shared, mock: &MockPartner, sink: &str) -> Instance {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "shared_circuit::circuit_instance_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(DB, shared.db())
-            .env(SCHEMA, shared.schema())
-            .env(MOCK, mock.submit_url())
-            .env(SINK, sink)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn instance");
+        let mut child = Spawned::start(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "shared_circuit::circuit_instance_entry",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(DB, shared.db())
+                .env(SCHEMA, shared.schema())
+                .env(MOCK, mock.submit_url())
+                .env(SINK, sink)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
         let sent = Arc::new(AtomicU64::new(0));
         let id = Arc::new(Mutex::new(None));
         let stdout = child.stdout.take().unwrap();
@@ -224,13 +226,6 @@ impl Instance {
     fn kill(&mut self) {
         self.child.kill().expect("SIGKILL"); // SIGKILL on Unix
         self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

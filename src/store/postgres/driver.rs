@@ -905,24 +905,6 @@ impl Driver for Db<'_> {
         self.advisory_locks(&locks).await
     }
 
-    async fn earlier_callback(
-        &self,
-        stored: &StoredCallback,
-        by: Repeat<'_>,
-        among: Among,
-    ) -> Result<Option<Earlier>> {
-        // The batched statement, for one: joined to its key, the look-up
-        // reads the (partner, event id) or (partner, body hash) index even
-        // on a schema never analysed, where a plain `partner = $1 AND
-        // body_hash = $2` could tie with the narrower (partner, received_at)
-        // index and read every callback of the partner.
-        Ok(self
-            .earlier_callbacks(&[(stored, by)], among)
-            .await?
-            .pop()
-            .flatten())
-    }
-
     async fn earlier_callbacks(
         &self,
         wanted: &[(&StoredCallback, Repeat<'_>)],
@@ -951,10 +933,13 @@ impl Driver for Db<'_> {
             ids.push(cid(stored.id));
             by_event.push(event);
         }
-        // Every key in one statement, each looked up as `earlier_callback`
-        // would: of the two branches only the one of the key's kind runs
-        // (its condition on `w.by_event` is a one-time filter), each on its
-        // own index.
+        // Every key in one statement: of the two branches only the one of
+        // the key's kind runs (its condition on `w.by_event` is a one-time
+        // filter), each on its own index. Joined to its key, a look-up
+        // reads that index even on a schema never analysed, where a plain
+        // `partner = $1 AND body_hash = $2` could tie with the narrower
+        // (partner, received_at) index and read every callback of the
+        // partner.
         let sql = format!(
             "SELECT w.ord, e.outcome, e.submission_id \
              FROM unnest($1::text[], $2::text[], $3::uuid[], $5::bool[]) WITH ORDINALITY \

@@ -88,6 +88,51 @@ fn locked(
 }
 
 impl Sql<'_> {
+    /// One key of [`Driver::earlier_callbacks`].
+    fn earlier_callback(
+        &self,
+        stored: &StoredCallback,
+        by: Repeat<'_>,
+        among: Among,
+    ) -> Result<Option<Earlier>> {
+        let (column, value) = match by {
+            Repeat::Event(event_id) => ("event_id", event_id),
+            Repeat::Body(hash) => ("body_hash", hash),
+        };
+        let among = match among {
+            Among::Others => "id <> ?3",
+            Among::Before => "seq < (SELECT seq FROM liaison_callbacks WHERE id = ?3)",
+        };
+        let sql = format!(
+            "SELECT outcome, submission_id FROM liaison_callbacks \
+             WHERE partner = ?1 AND {column} = ?2 AND {among} \
+               AND disposition IN {} \
+             ORDER BY seq LIMIT 1",
+            marks(4, REPEATABLE.len())
+        );
+        let row: Option<(Option<String>, Option<String>)> = self
+            .0
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| {
+                let id = stored.id.to_string();
+                let mut args: Vec<&dyn rusqlite::ToSql> = vec![&stored.partner, &value, &id];
+                let names: Vec<&str> = REPEATABLE.iter().map(|d| d.as_str()).collect();
+                args.extend(names.iter().map(|n| n as &dyn rusqlite::ToSql));
+                stmt.query_row(args.as_slice(), |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
+            .map_err(db_err("look for repeated callbacks"))?;
+        row.map(|(outcome, submission)| {
+            Ok(Earlier {
+                outcome,
+                submission: submission
+                    .map(|s| parse_column("submission_id", &s))
+                    .transpose()?,
+            })
+        })
+        .transpose()
+    }
+
     /// A submission and its lease token.
     fn read_locked(&self, id: SubmissionId) -> Result<Option<Locked>> {
         let row: Option<(Submission, Option<String>, u32)> = self
@@ -477,48 +522,17 @@ impl Driver for Sql<'_> {
             .map(drop)
     }
 
-    async fn earlier_callback(
+    async fn earlier_callbacks(
         &self,
-        stored: &StoredCallback,
-        by: Repeat<'_>,
+        wanted: &[(&StoredCallback, Repeat<'_>)],
         among: Among,
-    ) -> Result<Option<Earlier>> {
-        let (column, value) = match by {
-            Repeat::Event(event_id) => ("event_id", event_id),
-            Repeat::Body(hash) => ("body_hash", hash),
-        };
-        let among = match among {
-            Among::Others => "id <> ?3",
-            Among::Before => "seq < (SELECT seq FROM liaison_callbacks WHERE id = ?3)",
-        };
-        let sql = format!(
-            "SELECT outcome, submission_id FROM liaison_callbacks \
-             WHERE partner = ?1 AND {column} = ?2 AND {among} \
-               AND disposition IN {} \
-             ORDER BY seq LIMIT 1",
-            marks(4, REPEATABLE.len())
-        );
-        let row: Option<(Option<String>, Option<String>)> = self
-            .0
-            .prepare_cached(&sql)
-            .and_then(|mut stmt| {
-                let id = stored.id.to_string();
-                let mut args: Vec<&dyn rusqlite::ToSql> = vec![&stored.partner, &value, &id];
-                let names: Vec<&str> = REPEATABLE.iter().map(|d| d.as_str()).collect();
-                args.extend(names.iter().map(|n| n as &dyn rusqlite::ToSql));
-                stmt.query_row(args.as_slice(), |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()
-            })
-            .map_err(db_err("look for repeated callbacks"))?;
-        row.map(|(outcome, submission)| {
-            Ok(Earlier {
-                outcome,
-                submission: submission
-                    .map(|s| parse_column("submission_id", &s))
-                    .transpose()?,
-            })
-        })
-        .transpose()
+    ) -> Result<Vec<Option<Earlier>>> {
+        // One writer: a cached statement per key costs what one statement
+        // for all would.
+        wanted
+            .iter()
+            .map(|(stored, by)| self.earlier_callback(stored, *by, among))
+            .collect()
     }
 
     async fn correlated(
