@@ -18,12 +18,16 @@ N = 20000; B = 64
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIGRATIONS = os.path.join(HERE, "..", "..", "migrations", "sqlite", "*.sql")
 PAYLOAD = json.dumps({"order": 1, "amount_cents": 12345, "currency": "EUR", "memo": "benchmark payload of a typical size"})
-def fresh(path, drop=()):
+def empty(path):
+    """A new, empty database file at `path` (WAL, synchronous=NORMAL)."""
     for ext in ("", "-wal", "-shm"):
         try: os.remove(path + ext)
         except FileNotFoundError: pass
     c = sqlite3.connect(path, isolation_level=None)
     c.execute("PRAGMA journal_mode=WAL"); c.execute("PRAGMA synchronous=NORMAL")
+    return c
+def fresh(path, drop=()):
+    c = empty(path)
     for f in sorted(glob.glob(MIGRATIONS)):
         c.executescript(open(f).read())
     for ix in drop:
@@ -67,11 +71,7 @@ def cycle(c, events=True, attempts=True, counts=True):
     return done / (time.perf_counter() - t)
 def raw_cycle(path):
     """The bench's raw baseline: one table, one index, two single-column updates per batch."""
-    for ext in ("", "-wal", "-shm"):
-        try: os.remove(path + ext)
-        except FileNotFoundError: pass
-    c = sqlite3.connect(path, isolation_level=None)
-    c.execute("PRAGMA journal_mode=WAL"); c.execute("PRAGMA synchronous=NORMAL")
+    c = empty(path)
     c.execute("CREATE TABLE q (id INTEGER PRIMARY KEY, state INTEGER NOT NULL, due INTEGER NOT NULL, payload TEXT)")
     c.execute("CREATE INDEX q_due ON q (state, due)")
     c.execute("BEGIN"); c.executemany("INSERT INTO q (state, due, payload) VALUES (0, ?, ?)", [(i, PAYLOAD) for i in range(N)]); c.execute("COMMIT")

@@ -28,7 +28,7 @@ use liaison::testing::{Behavior, MockPartner};
 use liaison::{BoxError, FinishedSubmission, HttpJsonAdapter, ResultHandler};
 
 use crate::dispatch::{claim, eventually};
-use crate::reliability::Spawned;
+use crate::reliability::{self, Spawned};
 use crate::support::Counting;
 
 /// Where the child's store is: `pg <url> <schema>` or `sqlite <path>`.
@@ -223,11 +223,8 @@ impl Instance {
 
     /// This test binary, running only the test `entry`.
     fn command(entry: &str) -> Command {
-        let mut command = Command::new(std::env::current_exe().unwrap());
-        command
-            .args([entry, "--exact", "--nocapture", "--test-threads=1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        let mut command = reliability::entry(entry);
+        command.stdout(Stdio::piped()).stderr(Stdio::null());
         command
     }
 

@@ -13,7 +13,7 @@
 //! they print a notice and pass, unless `LIAISON_REQUIRE_PG=1`.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,7 +28,7 @@ use liaison::{EventKind, HttpJsonAdapter, ResultMapping, SubmissionState};
 use crate::callbacks::signer;
 use crate::conformance::harness::pg::{Schema, client};
 use crate::dispatch::{claim, eventually};
-use crate::reliability::Spawned;
+use crate::reliability::{self, Spawned};
 use crate::support::Counting;
 
 const PG: &str = "LIAISON_SCALE_CHILD_PG";
@@ -103,13 +103,7 @@ struct Instance {
 impl Instance {
     fn spawn(schema: &Schema, mock: &MockPartner) -> Instance {
         let mut child = Spawned::start(
-            Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "scale_out::instance_entry",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+            reliability::entry("scale_out::instance_entry")
                 .env(PG, &schema.url)
                 .env(SCHEMA, &schema.name)
                 .env(MOCK, mock.submit_url())
@@ -130,8 +124,7 @@ impl Instance {
     }
 
     fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL"); // SIGKILL on Unix
-        self.child.wait().unwrap();
+        self.child.kill_and_reap();
     }
 }
 

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,7 +34,7 @@ use liaison::{HttpJsonAdapter, ResultMapping, SubmissionState};
 
 use crate::conformance::harness::pg::Schema;
 use crate::dispatch::{claim, eventually};
-use crate::reliability::Spawned;
+use crate::reliability::{self, Spawned};
 use crate::support::Counting;
 
 const DB: &str = "LIAISON_CIRCUIT_CHILD_DB";
@@ -183,13 +183,7 @@ struct Instance {
 impl Instance {
     fn spawn(shared: &Shared, mock: &MockPartner, sink: &str) -> Instance {
         let mut child = Spawned::start(
-            Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "shared_circuit::circuit_instance_entry",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+            reliability::entry("shared_circuit::circuit_instance_entry")
                 .env(DB, shared.db())
                 .env(SCHEMA, shared.schema())
                 .env(MOCK, mock.submit_url())
@@ -224,8 +218,7 @@ impl Instance {
     }
 
     fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL"); // SIGKILL on Unix
-        self.child.wait().unwrap();
+        self.child.kill_and_reap();
     }
 }
 

@@ -211,8 +211,8 @@ const MAX_SKIP: u32 = 64;
 /// A parked thread takes tens of microseconds to wake on a virtual
 /// machine, and a caller writing one operation after the other (an
 /// enqueue per request) pays that on every write: measured, nearly a
-/// third of each one-per-call enqueue under `synchronous=NORMAL`. When the next
-/// operation comes within [`LINGER`], lingering saves it. When it does
+/// third of each one-per-call enqueue under `synchronous=NORMAL`. When
+/// the next operation comes within [`LINGER`], lingering saves it. When it does
 /// not (the next burst is still being prepared elsewhere), lingering takes
 /// a CPU that the rest of the host could have used, which slowed the
 /// busy scenarios down by about a tenth. So the writer lingers only while

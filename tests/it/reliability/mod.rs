@@ -39,22 +39,26 @@ pub fn signer() -> StandardWebhooks {
     StandardWebhooks::new(SECRET).expect("signer")
 }
 
+/// This test binary, running only test `test` (full path, e.g.
+/// `scale_out::instance_entry`); its output is left as it is.
+pub fn entry(test: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().expect("test binary"));
+    command.args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    command
+}
+
 /// A command running only test `test` (full path, e.g.
 /// `dispatch::crash::crash_child_entry`) of this binary, its stderr appended
 /// to `log` so a failing child can be diagnosed.
 pub fn child(test: &str, log: &Path) -> Command {
-    let mut command = Command::new(std::env::current_exe().expect("test binary"));
-    command
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(
-            File::options()
-                .create(true)
-                .append(true)
-                .open(log)
-                .expect("child log"),
-        );
+    let mut command = entry(test);
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(
+        File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("child log"),
+    );
     command
 }
 
@@ -69,6 +73,13 @@ impl Spawned {
     /// Start `command`.
     pub fn start(command: &mut Command) -> Spawned {
         Spawned(command.spawn().expect("spawn child"))
+    }
+
+    /// SIGKILL (std's `kill` on Unix) and reap, now; the child must still
+    /// be running.
+    pub fn kill_and_reap(&mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("reap the child");
     }
 }
 
