@@ -22,6 +22,27 @@ pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
+/// The error for state changes whose rows were not where the changes
+/// expected them (gone, or in another state than the one read under their
+/// lock): `written` of `expected` matched. Under the rows' locks it does
+/// not happen; should it, the transaction is refused rather than
+/// miscounted.
+pub(crate) fn rows_moved(expected: usize, written: u64) -> crate::error::Error {
+    crate::error::Error::Storage {
+        operation: "change state",
+        source: format!(
+            "{written} of {expected} submissions were in the state read under their lock"
+        )
+        .into(),
+    }
+}
+
+/// `t` as a store keeps it: whole milliseconds. What a write answers with
+/// is what a read of it returns.
+pub(crate) fn stored_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    from_millis(to_millis(t))
+}
+
 /// A stored time; one outside chrono's range reads as the earliest time.
 pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC)

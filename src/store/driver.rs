@@ -118,19 +118,25 @@ pub(crate) trait Driver {
         Ok(out)
     }
 
-    /// Write a state change (and clear the lease); the row as it is after.
-    /// A reference that turns out to be taken is
-    /// [`crate::Error::ReferenceTaken`].
-    async fn write_state(&self, write: &StateWrite) -> Result<Submission>;
+    /// Write a state change (and clear the lease) on a row this
+    /// transaction holds in `write.from`; a row that is not there, or not
+    /// in that state, is an error, nothing written. A reference that turns
+    /// out to be taken is [`crate::Error::ReferenceTaken`].
+    async fn write_state(&self, write: &StateWrite) -> Result<()>;
 
-    /// [`Driver::write_state`] for several (distinct) submissions; the rows
-    /// as they are after, in the order given. One statement on PostgreSQL.
-    async fn write_states(&self, writes: &[StateWrite]) -> Result<Vec<Submission>> {
-        let mut out = Vec::with_capacity(writes.len());
+    /// [`Driver::write_state`] for several (distinct) submissions. One
+    /// statement on PostgreSQL.
+    async fn write_states(&self, writes: &[StateWrite]) -> Result<()> {
         for write in writes {
-            out.push(self.write_state(write).await?);
+            self.write_state(write).await?;
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// `text` as this store keeps it. PostgreSQL's `text` holds no NUL
+    /// (each becomes U+FFFD); SQLite keeps any text as given.
+    fn stored_text(&self, text: String) -> String {
+        text
     }
 
     /// Append one timeline line (the caller has checked its data).

@@ -214,14 +214,27 @@ pub(crate) async fn apply_change<D: Driver>(
             Some(holder),
         ));
     }
-    let (write, event) = rules::apply(current, change, now);
-    let updated = d.write_state(&write).await?;
+    let (write, event) = stored(d, rules::apply(current, change, now));
+    d.write_state(&write).await?;
+    let updated = write.after;
     journal(d, &event).await?;
     if let Some(marker) = rules::result_not_kept(current, change, now) {
         journal(d, &marker).await?;
     }
     super::deliveries::record(d, current, &updated, now).await?;
     Ok(updated)
+}
+
+/// A change's write with its texts as `d` keeps them, so that the row it
+/// answers with is the row a read returns.
+fn stored<D: Driver>(
+    d: &D,
+    (mut write, event): (rules::StateWrite, NewEvent),
+) -> (rules::StateWrite, NewEvent) {
+    let after = &mut write.after;
+    after.external_ref = after.external_ref.take().map(|t| d.stored_text(t));
+    after.last_error = after.last_error.take().map(|t| d.stored_text(t));
+    (write, event)
 }
 
 /// [`apply_change`] for changes of distinct submissions (each as read and
@@ -237,12 +250,13 @@ pub(crate) async fn apply_changes<D: Driver>(
 ) -> Result<Vec<Submission>> {
     let mut writes = Vec::with_capacity(changes.len());
     for (current, change) in changes {
-        let (write, event) = rules::apply(current, change, now);
+        let (write, event) = stored(d, rules::apply(current, change, now));
         writes.push(write);
         lines.push(event);
         lines.extend(rules::result_not_kept(current, change, now));
     }
-    let updated = d.write_states(&writes).await?;
+    d.write_states(&writes).await?;
+    let updated: Vec<Submission> = writes.into_iter().map(|w| w.after).collect();
     journal_all(d, &lines).await?;
     let finished: Vec<(DeliveryId, &Submission)> = changes
         .iter()
@@ -263,7 +277,7 @@ pub(crate) async fn replay<D: Driver>(
     now: DateTime<Utc>,
 ) -> Result<Submission> {
     replays::check_reason(replay)?;
-    let current = d
+    let mut current = d
         .lock_submission(id)
         .await?
         .ok_or_else(|| Error::not_found("submission", id))?
@@ -289,6 +303,8 @@ pub(crate) async fn replay<D: Driver>(
             });
         }
         d.set_idempotency_key(id, key).await?;
+        // The row as it is now: the change's answer is built from it.
+        current.idempotency_key.clone_from(key);
     }
     apply_change(d, &current, &plan.change, now).await
 }

@@ -293,6 +293,11 @@ pub(super) fn clean(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// A count as PostgreSQL's `integer` holds it (saturating).
+pub(super) fn int(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 /// [`clean`] for an optional owned text.
 pub(super) fn clean_opt(text: Option<String>) -> Option<String> {
     text.map(|t| match clean(&t) {

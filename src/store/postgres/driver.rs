@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::callbacks::{CALLBACK_COLUMNS, callback_from_row, callback_on};
 use super::db::{
-    Db, LockClass, cid, clean, clean_opt, get, is_unique_violation, sid, to_sid, token_uuid,
+    Db, LockClass, cid, clean, clean_opt, get, int, is_unique_violation, sid, to_sid, token_uuid,
 };
 use super::deliveries::{DELIVERY_COLUMNS, DELIVERY_WIDTH, delivery_from_row};
 use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, find_on, submission_from_row};
@@ -29,7 +29,7 @@ use crate::model::callback::{
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
-use crate::store::common::{bounded, from_millis, state_list, to_millis};
+use crate::store::common::{bounded, from_millis, rows_moved, state_list, to_millis};
 use crate::store::driver::{Driver, DueDelivery, Locked, Waiting};
 use crate::store::rules::NewEvent;
 use crate::store::rules::callbacks::{Among, CallbackRow, Earlier, End, REPEATABLE, Repeat};
@@ -56,6 +56,13 @@ fn locked(row: &tokio_postgres::Row) -> Result<Locked> {
 }
 
 impl Driver for Db<'_> {
+    fn stored_text(&self, text: String) -> String {
+        match clean(&text) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(cleaned) => cleaned,
+        }
+    }
+
     async fn submission(&self, id: SubmissionId) -> Result<Option<Submission>> {
         find_on(self, id).await
     }
@@ -171,106 +178,112 @@ impl Driver for Db<'_> {
         Ok(out)
     }
 
-    async fn write_state(&self, w: &StateWrite) -> Result<Submission> {
-        let external_ref = w.external_ref.clone().map(|r| clean(&r).into_owned());
-        let row = self
-            .query_one(
-                &format!(
-                    "UPDATE liaison_submissions SET state = $2, due_at = $3, result_deadline = $4, \
-                     terminal_at = $5, external_ref = $6, last_error = $7, updated_at = $8, \
-                     lease_token = NULL, lease_expires_at = NULL, \
-                     replays = replays + CASE WHEN $9 THEN 1 ELSE 0 END, \
-                     attempts_before_cycle = CASE WHEN $9 THEN attempts ELSE attempts_before_cycle END, \
-                     cycle_started_at = CASE WHEN $9 THEN $8 ELSE cycle_started_at END, \
-                     accepted_at = CASE WHEN $10 THEN COALESCE(accepted_at, $8) ELSE accepted_at END, \
-                     result_document = $11, lease_expiries = COALESCE($12, lease_expiries) \
-                     WHERE id = $1 RETURNING {SUBMISSION_COLUMNS}"
-                ),
+    async fn write_state(&self, w: &StateWrite) -> Result<()> {
+        let after = &w.after;
+        let written = self
+            .execute(
+                "UPDATE liaison_submissions SET state = $2, due_at = $3, result_deadline = $4, \
+                 terminal_at = $5, external_ref = $6, last_error = $7, updated_at = $8, \
+                 lease_token = NULL, lease_expires_at = NULL, accepted_at = COALESCE(accepted_at, $9), \
+                 replays = $10, attempts_before_cycle = $11, cycle_started_at = $12, \
+                 result_document = $13, lease_expiries = COALESCE($14, lease_expiries) \
+                 WHERE id = $1 AND state = $15",
                 &[
-                    &sid(w.id),
-                    &w.state.as_str(),
-                    &to_millis(w.due_at),
-                    &w.result_deadline.map(to_millis),
-                    &w.terminal_at.map(to_millis),
-                    &external_ref,
-                    &clean_opt(w.last_error.clone()),
-                    &to_millis(w.at),
-                    &w.new_cycle,
-                    &w.accepted,
-                    &w.result.as_ref().map(ResultDocument::to_stored),
-                    &w.lease_expiries.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+                    &sid(after.id),
+                    &after.state.as_str(),
+                    &to_millis(after.due_at),
+                    &after.result_deadline.map(to_millis),
+                    &after.terminal_at.map(to_millis),
+                    &after.external_ref,
+                    &after.last_error,
+                    &to_millis(after.updated_at),
+                    &w.accepted_at.map(to_millis),
+                    &int(after.replays),
+                    &int(after.attempts_before_cycle),
+                    &to_millis(after.cycle_started_at),
+                    &after.result.as_ref().map(ResultDocument::to_stored),
+                    &w.lease_expiries.map(int),
+                    &w.from.as_str(),
                 ],
                 "change state",
             )
             .await
-            .map_err(|e| match (&w.external_ref, is_unique_violation(&e)) {
+            .map_err(|e| match (&after.external_ref, is_unique_violation(&e)) {
                 // Taken by a transaction that committed after our check.
-                (Some(reference), true) => reference_taken(&w.partner, reference, None),
+                (Some(reference), true) => reference_taken(&after.partner, reference, None),
                 _ => e,
             })?;
-        submission_from_row(&row)
+        if written != 1 {
+            return Err(rows_moved(1, written));
+        }
+        Ok(())
     }
 
-    async fn write_states(&self, writes: &[StateWrite]) -> Result<Vec<Submission>> {
+    async fn write_states(&self, writes: &[StateWrite]) -> Result<()> {
         if let [one] = writes {
-            return Ok(vec![self.write_state(one).await?]);
+            return self.write_state(one).await;
         }
         if writes.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let ids: Vec<Uuid> = writes.iter().map(|w| sid(w.id)).collect();
-        let states: Vec<&str> = writes.iter().map(|w| w.state.as_str()).collect();
-        let due: Vec<i64> = writes.iter().map(|w| to_millis(w.due_at)).collect();
+        let ids: Vec<Uuid> = writes.iter().map(|w| sid(w.after.id)).collect();
+        let states: Vec<&str> = writes.iter().map(|w| w.after.state.as_str()).collect();
+        let due: Vec<i64> = writes.iter().map(|w| to_millis(w.after.due_at)).collect();
         let deadlines: Vec<Option<i64>> = writes
             .iter()
-            .map(|w| w.result_deadline.map(to_millis))
+            .map(|w| w.after.result_deadline.map(to_millis))
             .collect();
         let terminal: Vec<Option<i64>> = writes
             .iter()
-            .map(|w| w.terminal_at.map(to_millis))
+            .map(|w| w.after.terminal_at.map(to_millis))
             .collect();
-        let references: Vec<Option<String>> = writes
+        let references: Vec<Option<&str>> = writes
             .iter()
-            .map(|w| w.external_ref.as_deref().map(|r| clean(r).into_owned()))
+            .map(|w| w.after.external_ref.as_deref())
             .collect();
-        let errors: Vec<Option<String>> = writes
+        let errors: Vec<Option<&str>> = writes
             .iter()
-            .map(|w| clean_opt(w.last_error.clone()))
+            .map(|w| w.after.last_error.as_deref())
             .collect();
-        let at: Vec<i64> = writes.iter().map(|w| to_millis(w.at)).collect();
-        let cycles: Vec<bool> = writes.iter().map(|w| w.new_cycle).collect();
-        let accepted: Vec<bool> = writes.iter().map(|w| w.accepted).collect();
+        let at: Vec<i64> = writes
+            .iter()
+            .map(|w| to_millis(w.after.updated_at))
+            .collect();
+        let accepted: Vec<Option<i64>> = writes
+            .iter()
+            .map(|w| w.accepted_at.map(to_millis))
+            .collect();
+        let replays: Vec<i32> = writes.iter().map(|w| int(w.after.replays)).collect();
+        let before_cycle: Vec<i32> = writes
+            .iter()
+            .map(|w| int(w.after.attempts_before_cycle))
+            .collect();
+        let cycles: Vec<i64> = writes
+            .iter()
+            .map(|w| to_millis(w.after.cycle_started_at))
+            .collect();
         let results: Vec<Option<String>> = writes
             .iter()
-            .map(|w| w.result.as_ref().map(ResultDocument::to_stored))
+            .map(|w| w.after.result.as_ref().map(ResultDocument::to_stored))
             .collect();
-        let expiries: Vec<Option<i32>> = writes
-            .iter()
-            .map(|w| {
-                w.lease_expiries
-                    .map(|n| i32::try_from(n).unwrap_or(i32::MAX))
-            })
-            .collect();
+        let expiries: Vec<Option<i32>> = writes.iter().map(|w| w.lease_expiries.map(int)).collect();
+        let from: Vec<&str> = writes.iter().map(|w| w.from.as_str()).collect();
         // The same columns as `write_state`, one row of arrays per write.
-        let rows = self
-            .query(
-                &format!(
-                    "UPDATE liaison_submissions SET state = w.w_state, due_at = w.w_due, \
-                     result_deadline = w.w_deadline, terminal_at = w.w_terminal, \
-                     external_ref = w.w_ref, last_error = w.w_error, updated_at = w.w_at, \
-                     lease_token = NULL, lease_expires_at = NULL, \
-                     replays = replays + CASE WHEN w.w_cycle THEN 1 ELSE 0 END, \
-                     attempts_before_cycle = CASE WHEN w.w_cycle THEN attempts ELSE attempts_before_cycle END, \
-                     cycle_started_at = CASE WHEN w.w_cycle THEN w.w_at ELSE cycle_started_at END, \
-                     accepted_at = CASE WHEN w.w_accepted THEN COALESCE(accepted_at, w.w_at) ELSE accepted_at END, \
-                     result_document = w.w_result, lease_expiries = COALESCE(w.w_expiries, lease_expiries) \
-                     FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], \
-                                 $6::text[], $7::text[], $8::bigint[], $9::bool[], $10::bool[], \
-                                 $11::text[], $12::int[]) \
-                          AS w(w_id, w_state, w_due, w_deadline, w_terminal, w_ref, w_error, w_at, \
-                               w_cycle, w_accepted, w_result, w_expiries) \
-                     WHERE id = w.w_id RETURNING {SUBMISSION_COLUMNS}"
-                ),
+        let written = self
+            .execute(
+                "UPDATE liaison_submissions SET state = w.w_state, due_at = w.w_due, \
+                 result_deadline = w.w_deadline, terminal_at = w.w_terminal, \
+                 external_ref = w.w_ref, last_error = w.w_error, updated_at = w.w_at, \
+                 lease_token = NULL, lease_expires_at = NULL, \
+                 accepted_at = COALESCE(accepted_at, w.w_accepted), replays = w.w_replays, \
+                 attempts_before_cycle = w.w_before_cycle, cycle_started_at = w.w_cycle, \
+                 result_document = w.w_result, lease_expiries = COALESCE(w.w_expiries, lease_expiries) \
+                 FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], \
+                             $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::int[], \
+                             $11::int[], $12::bigint[], $13::text[], $14::int[], $15::text[]) \
+                      AS w(w_id, w_state, w_due, w_deadline, w_terminal, w_ref, w_error, w_at, \
+                           w_accepted, w_replays, w_before_cycle, w_cycle, w_result, w_expiries, w_from) \
+                 WHERE id = w.w_id AND state = w.w_from",
                 &[
                     &ids,
                     &states,
@@ -280,26 +293,21 @@ impl Driver for Db<'_> {
                     &references,
                     &errors,
                     &at,
-                    &cycles,
                     &accepted,
+                    &replays,
+                    &before_cycle,
+                    &cycles,
                     &results,
                     &expiries,
+                    &from,
                 ],
                 "change states",
             )
             .await?;
-        let mut by_id = rows
-            .iter()
-            .map(|row| submission_from_row(row).map(|s| (s.id, s)))
-            .collect::<Result<HashMap<_, _>>>()?;
-        writes
-            .iter()
-            .map(|w| {
-                by_id
-                    .remove(&w.id)
-                    .ok_or_else(|| Error::not_found("submission", w.id))
-            })
-            .collect()
+        if written != writes.len() as u64 {
+            return Err(rows_moved(writes.len(), written));
+        }
+        Ok(())
     }
 
     async fn append_event(&self, e: &NewEvent) -> Result<()> {

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
-use super::db::{Db, aid, clean, corrupt, get, to_aid};
+use super::db::{Db, aid, clean, corrupt, get, int, to_aid};
 use crate::error::Result;
 use crate::model::alert::AlertId;
 use crate::model::notification::{AlertNotification, NotificationId, SinkFailure};
@@ -38,10 +38,6 @@ fn from_row(row: &Row) -> Result<AlertNotification> {
     })
 }
 
-fn attempts(n: u32) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
-}
-
 pub(super) async fn record_on(db: &Db<'_>, rows: &[AlertNotification]) -> Result<()> {
     for n in rows {
         db.execute(
@@ -57,7 +53,7 @@ pub(super) async fn record_on(db: &Db<'_>, rows: &[AlertNotification]) -> Result
                 &clean(&n.sink).as_ref(),
                 &clean(&n.owner).as_ref(),
                 &n.state.as_str(),
-                &attempts(n.attempts),
+                &int(n.attempts),
                 &n.last_error.as_deref().map(clean).as_deref(),
                 &n.next_try_at.map(to_millis),
                 &to_millis(n.created_at),
@@ -108,7 +104,7 @@ pub(super) async fn finish_on(db: &Db<'_>, w: &NotificationWrite) -> Result<bool
              WHERE id = $1 AND attempts = $2 AND state = 'pending'",
             &[
                 &w.id.uuid(),
-                &attempts(w.attempt),
+                &int(w.attempt),
                 &w.state.as_str(),
                 &w.next_try_at.map(to_millis),
                 &w.last_error.as_deref().map(clean).as_deref(),

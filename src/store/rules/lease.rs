@@ -434,13 +434,16 @@ mod tests {
         assert_eq!(event.kind, EventKind::LeaseExpired);
         let (_, change) = expired(&in_flight, None, 2, &ReapLimits::default(), t(2_000));
         let (write, event) = apply(&in_flight, &change, t(2_000));
-        assert_eq!((write.state, write.lease_expiries), (DeadLettered, Some(3)));
+        assert_eq!(
+            (write.after.state, write.lease_expiries),
+            (DeadLettered, Some(3))
+        );
         assert_eq!(
             event.reason.as_deref(),
             Some("the worker crashed or hung on it 3 times")
         );
         assert_eq!(
-            write.last_error.as_deref(),
+            write.after.last_error.as_deref(),
             Some("the worker did not report before its lease expired")
         );
     }

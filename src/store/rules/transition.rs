@@ -6,36 +6,28 @@ use chrono::{DateTime, Utc};
 use super::NewEvent;
 use crate::error::{Error, Result};
 use crate::model::event::{AttemptOutcome, EventKind};
-use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
-use crate::store::common::bounded;
+use crate::store::common::{bounded, stored_time};
 use crate::store::{AttemptReport, StateChange};
 
-/// The columns a state change writes. A store writes exactly these (and
-/// clears the lease); the rest of the row stays.
+/// What a state change writes: the row as it is after the change, decided
+/// here from the row as read under its lock, so that both stores write the
+/// same values and answer with the row without reading it back. A store
+/// writes the columns a change owns (state, due time, result deadline,
+/// terminal time, partner reference, last error, `updated_at`, the
+/// replay-cycle columns, the result document), clears the lease, and
+/// leaves the rest of the row as it is.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct StateWrite {
-    pub(crate) id: SubmissionId,
-    /// The submission's partner (a taken reference names it).
-    pub(crate) partner: String,
+    /// The row after the change; its times are as a store keeps them
+    /// (whole milliseconds).
+    pub(crate) after: Submission,
     /// The state the change starts from, as read under the row's lock.
     pub(crate) from: SubmissionState,
-    pub(crate) state: SubmissionState,
-    pub(crate) due_at: DateTime<Utc>,
-    pub(crate) result_deadline: Option<DateTime<Utc>>,
-    pub(crate) terminal_at: Option<DateTime<Utc>>,
-    pub(crate) external_ref: Option<String>,
-    pub(crate) last_error: Option<String>,
-    /// When the change happened: the row's `updated_at`.
-    pub(crate) at: DateTime<Utc>,
     /// The partner accepted it (and, for a synchronous answer, finished
-    /// it): `accepted_at` becomes `at` unless it is set already.
-    pub(crate) accepted: bool,
-    /// A replay: a new cycle with a fresh retry budget (`replays` + 1,
-    /// `attempts_before_cycle` = `attempts`, `cycle_started_at` = `at`).
-    pub(crate) new_cycle: bool,
-    /// The result document the row holds after the change.
-    pub(crate) result: Option<ResultDocument>,
+    /// it) at this time: a store keeps the first acceptance, so
+    /// `accepted_at` becomes this only where it is not set yet.
+    pub(crate) accepted_at: Option<DateTime<Utc>>,
     /// The row's count of consecutive leases that ended without a report
     /// (`lease_expiries`) after the change; `None` keeps it.
     pub(crate) lease_expiries: Option<u32>,
@@ -127,19 +119,19 @@ pub(crate) fn apply(
     now: DateTime<Utc>,
 ) -> (StateWrite, NewEvent) {
     use SubmissionState::*;
-    let at = change.at.unwrap_or(now);
+    let at = stored_time(change.at.unwrap_or(now));
     let to = change.target;
-    let write = StateWrite {
-        id: current.id,
-        partner: current.partner.clone(),
-        from: current.state,
+    // A move to Queued from anything but InFlight is a replay: a new cycle
+    // with a fresh retry budget.
+    let new_cycle = to == Queued && current.state != InFlight;
+    let after = Submission {
         state: to,
         due_at: match to {
-            Queued => change.due_at.unwrap_or(at),
+            Queued => change.due_at.map_or(at, stored_time),
             _ => current.due_at,
         },
         result_deadline: match to {
-            AwaitingResult => change.result_deadline,
+            AwaitingResult => change.result_deadline.map(stored_time),
             Stuck => current.result_deadline,
             _ => None,
         },
@@ -149,17 +141,34 @@ pub(crate) fn apply(
             .clone()
             .or_else(|| current.external_ref.clone()),
         last_error: bounded(change.error.as_deref()).or_else(|| current.last_error.clone()),
-        at,
-        accepted: current.state == InFlight && matches!(to, AwaitingResult | Succeeded | Failed),
-        // A move to Queued from anything but InFlight is a replay.
-        new_cycle: to == Queued && current.state != InFlight,
-        lease_expiries: lease_expiries(current, change),
+        updated_at: at,
+        lease_expires_at: None,
+        replays: current.replays.saturating_add(u32::from(new_cycle)),
+        attempts_before_cycle: if new_cycle {
+            current.attempts
+        } else {
+            current.attempts_before_cycle
+        },
+        cycle_started_at: if new_cycle {
+            at
+        } else {
+            current.cycle_started_at
+        },
         // A new cycle starts without a result; otherwise a change that
         // brings none keeps the one the submission has.
         result: match to {
             Queued => None,
             _ => change.result.clone().or_else(|| current.result.clone()),
         },
+        ..current.clone()
+    };
+    let write = StateWrite {
+        after,
+        from: current.state,
+        accepted_at: (current.state == InFlight
+            && matches!(to, AwaitingResult | Succeeded | Failed))
+        .then_some(at),
+        lease_expiries: lease_expiries(current, change),
     };
     let event = NewEvent {
         id: current.id,
@@ -262,13 +271,18 @@ mod tests {
             .result_deadline(t(9_000))
             .at(t(2_000));
         let (write, event) = apply(&current, &change, t(3_000));
-        assert_eq!(write.state, AwaitingResult);
-        assert_eq!(write.at, t(2_000), "the change's own time wins over now");
-        assert_eq!(write.result_deadline, Some(t(9_000)));
-        assert_eq!(write.external_ref.as_deref(), Some("R-1"));
-        assert_eq!(write.last_error.as_deref(), Some("earlier"));
-        assert!(write.accepted && !write.new_cycle);
-        assert_eq!(write.terminal_at, None);
+        assert_eq!(write.after.state, AwaitingResult);
+        assert_eq!(
+            write.after.updated_at,
+            t(2_000),
+            "the change's own time wins over now"
+        );
+        assert_eq!(write.after.result_deadline, Some(t(9_000)));
+        assert_eq!(write.after.external_ref.as_deref(), Some("R-1"));
+        assert_eq!(write.after.last_error.as_deref(), Some("earlier"));
+        assert_eq!(write.accepted_at, Some(t(2_000)));
+        assert_eq!(write.after.replays, current.replays, "not a new cycle");
+        assert_eq!(write.after.terminal_at, None);
         assert_eq!(
             event.kind,
             EventKind::for_transition(InFlight, AwaitingResult)
@@ -282,20 +296,33 @@ mod tests {
         let failed = submission(Failed);
         let replay = StateChange::to(Queued).due_at(t(7_000));
         let (write, _) = apply(&failed, &replay, t(3_000));
-        assert!(write.new_cycle && !write.accepted);
-        assert_eq!(write.due_at, t(7_000));
-        assert_eq!(write.result_deadline, None);
+        assert_eq!(write.accepted_at, None);
+        assert_eq!(
+            write.after.replays,
+            failed.replays + 1,
+            "a replay starts a cycle"
+        );
+        assert_eq!(write.after.attempts_before_cycle, failed.attempts);
+        assert_eq!(write.after.cycle_started_at, t(3_000));
+        assert_eq!(write.after.attempts_in_cycle(), 0);
+        assert_eq!(write.after.due_at, t(7_000));
+        assert_eq!(write.after.result_deadline, None);
 
         // Back to the queue after an attempt: not a new cycle.
-        let (write, _) = apply(&submission(InFlight), &StateChange::to(Queued), t(3_000));
-        assert!(!write.new_cycle);
-        assert_eq!(write.due_at, t(3_000));
+        let in_flight = submission(InFlight);
+        let (write, _) = apply(&in_flight, &StateChange::to(Queued), t(3_000));
+        assert_eq!(
+            (write.after.replays, write.after.attempts_before_cycle),
+            (in_flight.replays, in_flight.attempts_before_cycle)
+        );
+        assert_eq!(write.after.cycle_started_at, in_flight.cycle_started_at);
+        assert_eq!(write.after.due_at, t(3_000));
 
         // Stuck keeps the deadline it missed; a terminal state dates its end.
         let mut awaiting = submission(AwaitingResult);
         awaiting.result_deadline = Some(t(4_000));
         let (write, _) = apply(&awaiting, &StateChange::to(Stuck), t(5_000));
-        assert_eq!(write.result_deadline, Some(t(4_000)));
+        assert_eq!(write.after.result_deadline, Some(t(4_000)));
         let (write, event) = apply(
             &awaiting,
             &StateChange::to(Failed)
@@ -303,14 +330,56 @@ mod tests {
                 .actor(Actor::person("ana")),
             t(5_000),
         );
-        assert_eq!(write.terminal_at, Some(t(5_000)));
-        assert_eq!(write.last_error.as_deref(), Some("denied"));
+        assert_eq!(write.after.terminal_at, Some(t(5_000)));
+        assert_eq!(write.after.last_error.as_deref(), Some("denied"));
         assert_eq!(
             event.reason.as_deref(),
             Some("denied"),
             "the error is the reason when none is given"
         );
         assert_eq!(event.actor, Actor::person("ana"));
+    }
+
+    #[test]
+    fn the_row_after_a_change_is_the_row_a_store_reads_back() {
+        use SubmissionState::*;
+        let nanos = chrono::Duration::nanoseconds(456_789);
+        let mut current = submission(InFlight);
+        current.lease_expires_at = Some(t(9_000));
+        current.correlation.insert("order".into(), "7".into());
+        let change = StateChange::to(AwaitingResult)
+            .result_deadline(t(9_000) + nanos)
+            .at(t(2_000) + nanos);
+        let (write, _) = apply(&current, &change, t(3_000));
+        // Stored times are whole milliseconds: so are the answer's.
+        assert_eq!(write.after.updated_at, t(2_000));
+        assert_eq!(write.after.result_deadline, Some(t(9_000)));
+        assert_eq!(write.accepted_at, Some(t(2_000)));
+        // The lease is cleared; what the change does not own is kept.
+        assert_eq!(write.after.lease_expires_at, None);
+        let untouched = |s: &Submission| {
+            (
+                s.id,
+                s.payload.clone(),
+                s.fingerprint,
+                s.correlation.clone(),
+                s.attempts,
+                s.created_at,
+                s.priority,
+            )
+        };
+        assert_eq!(untouched(&write.after), untouched(&current));
+
+        let replay = StateChange::to(Queued).due_at(t(7_000) + nanos);
+        let (write, _) = apply(&submission(Failed), &replay, t(3_000) + nanos);
+        assert_eq!(write.after.due_at, t(7_000));
+        assert_eq!(write.after.cycle_started_at, t(3_000));
+        let (write, _) = apply(
+            &submission(Queued),
+            &StateChange::to(Cancelled),
+            t(3_000) + nanos,
+        );
+        assert_eq!(write.after.terminal_at, Some(t(3_000)));
     }
 
     #[test]

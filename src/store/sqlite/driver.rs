@@ -34,7 +34,7 @@ use crate::model::callback::{
 use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
-use crate::store::common::{bounded, from_millis, state_list, to_millis};
+use crate::store::common::{bounded, from_millis, rows_moved, state_list, to_millis};
 use crate::store::driver::{Driver, DueDelivery, Locked, Waiting};
 use crate::store::rules::NewEvent;
 use crate::store::rules::callbacks::{Among, CallbackRow, Earlier, End, REPEATABLE, Repeat};
@@ -180,21 +180,18 @@ impl Driver for Sql<'_> {
         holder.map(|h| parse_column("id", &h)).transpose()
     }
 
-    async fn write_state(&self, w: &StateWrite) -> Result<Submission> {
+    async fn write_state(&self, w: &StateWrite) -> Result<()> {
         let mut counts = Counts::default();
-        let row = self.state_row(w, &mut counts)?;
-        counts.write(self.0)?;
-        Ok(row)
+        self.state_row(w, &mut counts)?;
+        counts.write(self.0)
     }
 
-    async fn write_states(&self, writes: &[StateWrite]) -> Result<Vec<Submission>> {
+    async fn write_states(&self, writes: &[StateWrite]) -> Result<()> {
         let mut counts = Counts::default();
-        let rows = writes
-            .iter()
-            .map(|w| self.state_row(w, &mut counts))
-            .collect::<Result<Vec<_>>>()?;
-        counts.write(self.0)?;
-        Ok(rows)
+        for w in writes {
+            self.state_row(w, &mut counts)?;
+        }
+        counts.write(self.0)
     }
 
     async fn append_event(&self, e: &NewEvent) -> Result<()> {
@@ -847,45 +844,43 @@ impl Sql<'_> {
     /// Write a state change, counting it in `counts`. The row must still be
     /// in `w.from` (the state read under the writer's lock); one that is
     /// not is refused rather than miscounted.
-    fn state_row(&self, w: &StateWrite, counts: &mut Counts) -> Result<Submission> {
-        // One statement for the state, the acceptance time and the cycle;
-        // SET expressions read the row as it was, RETURNING gives it as it is.
-        let row = self
+    fn state_row(&self, w: &StateWrite, counts: &mut Counts) -> Result<()> {
+        let after = &w.after;
+        let written = self
             .0
-            .prepare_cached(&format!(
+            .prepare_cached(
                 "UPDATE OR FAIL liaison_submissions SET state = ?2, due_at = ?3, result_deadline = ?4, \
                  terminal_at = ?5, external_ref = ?6, last_error = ?7, updated_at = ?8, \
-                 lease_token = NULL, lease_expires_at = NULL, \
-                 accepted_at = CASE WHEN ?9 THEN COALESCE(accepted_at, ?8) ELSE accepted_at END, \
-                 replays = replays + ?10, \
-                 attempts_before_cycle = CASE WHEN ?10 THEN attempts ELSE attempts_before_cycle END, \
-                 cycle_started_at = CASE WHEN ?10 THEN ?8 ELSE cycle_started_at END, \
-                 result_document = ?11, lease_expiries = COALESCE(?12, lease_expiries) \
-                 WHERE id = ?1 AND state = ?13 RETURNING {SUBMISSION_COLUMNS}"
-            ))
+                 lease_token = NULL, lease_expires_at = NULL, accepted_at = COALESCE(accepted_at, ?9), \
+                 replays = ?10, attempts_before_cycle = ?11, cycle_started_at = ?12, \
+                 result_document = ?13, lease_expiries = COALESCE(?14, lease_expiries) \
+                 WHERE id = ?1 AND state = ?15",
+            )
             .and_then(|mut stmt| {
-                stmt.query_row(
-                    params![
-                        w.id.to_string(),
-                        w.state.as_str(),
-                        to_millis(w.due_at),
-                        w.result_deadline.map(to_millis),
-                        w.terminal_at.map(to_millis),
-                        w.external_ref,
-                        w.last_error,
-                        to_millis(w.at),
-                        w.accepted,
-                        i64::from(w.new_cycle),
-                        w.result.as_ref().map(ResultDocument::to_stored),
-                        w.lease_expiries,
-                        w.from.as_str(),
-                    ],
-                    submission_from_row,
-                )
+                stmt.execute(params![
+                    after.id.to_string(),
+                    after.state.as_str(),
+                    to_millis(after.due_at),
+                    after.result_deadline.map(to_millis),
+                    after.terminal_at.map(to_millis),
+                    after.external_ref,
+                    after.last_error,
+                    to_millis(after.updated_at),
+                    w.accepted_at.map(to_millis),
+                    after.replays,
+                    after.attempts_before_cycle,
+                    to_millis(after.cycle_started_at),
+                    after.result.as_ref().map(ResultDocument::to_stored),
+                    w.lease_expiries,
+                    w.from.as_str(),
+                ])
             })
             .map_err(db_err("change state"))?;
-        counts.moved(&row, w.from);
-        Ok(row)
+        if written != 1 {
+            return Err(rows_moved(1, written as u64));
+        }
+        counts.moved(after, w.from);
+        Ok(())
     }
 }
 

@@ -95,6 +95,7 @@ conformance! {
     transitions::every_pair_of_states_follows_the_table,
     transitions::an_attempt_in_flight_is_settled_only_under_its_lease,
     transitions::cancelling_in_flight_closes_the_attempt_and_fences_the_worker,
+    transitions::every_change_answers_with_the_row_a_read_returns,
     ledger::same_key_and_payload_returns_the_existing_submission,
     ledger::same_key_with_another_payload_is_a_conflict_naming_the_holder,
     ledger::keys_are_per_partner,

@@ -1,9 +1,9 @@
 //! The transition table, enforced by every store.
 
-use liaison::store::{AttemptReport, ClaimRequest, StateChange};
+use liaison::store::{AttemptReport, ClaimRequest, FinishedAttempt, Replay, StateChange};
 use liaison::{Actor, AttemptOutcome, ErrorKind, EventKind, SubmissionState};
 
-use super::harness::{Harness, LEASE, drive_to};
+use super::harness::{Harness, LEASE, claim_one, drive_to, submission};
 
 pub async fn every_pair_of_states_follows_the_table(h: &Harness) {
     let store = h.store().await;
@@ -129,4 +129,102 @@ pub async fn cancelling_in_flight_closes_the_attempt_and_fences_the_worker(h: &H
     assert_eq!(cancel.actor.as_str(), "alice");
     assert_eq!(cancel.reason.as_deref(), Some("claim withdrawn"));
     assert_eq!(timeline.last().unwrap().kind, EventKind::StaleResultIgnored);
+}
+
+/// Each change answers with the row as written, decided from the row read
+/// under its lock (no store reads it back): the answer must be what a read
+/// returns, through acceptance, a missed deadline, replays under a fresh
+/// and the same key, a batch of results and a cancel, with times that are
+/// not whole milliseconds.
+pub async fn every_change_answers_with_the_row_a_read_returns(h: &Harness) {
+    use SubmissionState::*;
+    let store = h.store().await;
+    let partner = "answers";
+    let odd = || store.now() + chrono::Duration::nanoseconds(456_789);
+    let id = store
+        .enqueue(submission(partner, "answers-key"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let lease = claim_one(&store, partner).await;
+    let accepted = store
+        .complete(
+            &lease,
+            AttemptReport::new(AttemptOutcome::Accepted),
+            StateChange::to(AwaitingResult)
+                .external_ref("R-answers")
+                .result_deadline(odd() + chrono::Duration::hours(1))
+                .at(odd()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(accepted, store.get(id).await.unwrap(), "accepted");
+    let stuck = store
+        .transition(id, StateChange::to(Stuck).at(odd()))
+        .await
+        .unwrap();
+    assert_eq!(stuck, store.get(id).await.unwrap(), "stuck");
+    let fresh = store
+        .replay(
+            id,
+            Replay::new(Actor::person("ops"), "try again").fresh_key(true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fresh.replays, 1);
+    assert_eq!(
+        fresh,
+        store.get(id).await.unwrap(),
+        "replayed under a fresh key"
+    );
+
+    // A batch of results: this one fails, another succeeds beside it.
+    let other = store
+        .enqueue(submission(partner, "answers-other"))
+        .await
+        .unwrap()
+        .submission
+        .id;
+    let leases = store
+        .claim(ClaimRequest::new(partner, 2, LEASE).at(store.now()))
+        .await
+        .unwrap();
+    assert_eq!(leases.len(), 2);
+    let finished = leases
+        .iter()
+        .map(|lease| {
+            let change = if lease.submission.id == id {
+                StateChange::to(Failed).error("refused").at(odd())
+            } else {
+                StateChange::to(Succeeded).at(odd())
+            };
+            FinishedAttempt::new(
+                lease.clone(),
+                AttemptReport::new(AttemptOutcome::Failed),
+                change,
+            )
+        })
+        .collect();
+    for answer in store.complete_batch(finished).await.unwrap() {
+        let answer = answer.unwrap();
+        assert_eq!(
+            answer,
+            store.get(answer.id).await.unwrap(),
+            "a batch's answer"
+        );
+    }
+    assert_eq!(store.get(other).await.unwrap().state, Succeeded);
+
+    let kept = store
+        .replay(id, Replay::new(Actor::person("ops"), "once more"))
+        .await
+        .unwrap();
+    assert_eq!(kept.replays, 2);
+    assert_eq!(kept, store.get(id).await.unwrap(), "replayed under its key");
+    let cancelled = store
+        .transition(id, StateChange::to(Cancelled).at(odd()))
+        .await
+        .unwrap();
+    assert_eq!(cancelled, store.get(id).await.unwrap(), "cancelled");
 }
