@@ -412,6 +412,7 @@ impl NewSubmission {
         Ok(ValidSubmission {
             partner: self.partner,
             kind: self.kind,
+            payload: self.payload,
             payload_json,
             fingerprint,
             plain_fingerprint: fingerprint,
@@ -432,6 +433,8 @@ impl NewSubmission {
 pub(crate) struct ValidSubmission {
     pub(crate) partner: String,
     pub(crate) kind: String,
+    /// The payload, and [`ValidSubmission::payload_json`] its stored text.
+    pub(crate) payload: Value,
     pub(crate) payload_json: String,
     /// The fingerprint the store records: keyed with the store's secret
     /// by `store::common::validate` (plain until then).

@@ -151,28 +151,27 @@ pub(crate) trait Driver {
         Ok(())
     }
 
-    /// Insert a new, queued submission; the row as stored.
+    /// Insert a new, queued submission: the row [`super::rules::ledger::created`]
+    /// describes.
     async fn insert_submission(
         &self,
         id: SubmissionId,
         valid: &ValidSubmission,
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Submission>;
+    ) -> Result<()>;
 
-    /// [`Driver::insert_submission`] for several; the rows as stored, in
-    /// the order given (which is their enqueue order). One statement on
-    /// PostgreSQL.
+    /// [`Driver::insert_submission`] for several, in the order given (which
+    /// is their enqueue order). One statement on PostgreSQL.
     async fn insert_submissions(
         &self,
         rows: &[(SubmissionId, &ValidSubmission, DateTime<Utc>)],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Submission>> {
-        let mut out = Vec::with_capacity(rows.len());
+    ) -> Result<()> {
         for (id, valid, due_at) in rows {
-            out.push(self.insert_submission(*id, valid, *due_at, now).await?);
+            self.insert_submission(*id, valid, *due_at, now).await?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Index the correlation fields of a submission just inserted, as its
@@ -221,27 +220,26 @@ pub(crate) trait Driver {
     /// Create a submission if its key is free: record the key, insert the
     /// queued row (as [`Driver::insert_submission`]), index its correlation
     /// fields and append `enqueued`, its timeline's first line (the caller
-    /// has checked its data). `None`, with nothing written, when the key is
-    /// recorded already. One statement on PostgreSQL, so an enqueue outside
-    /// a host's transaction is one round trip when the key is new.
+    /// has checked its data). `false`, with nothing written, when the key
+    /// is recorded already. One statement on PostgreSQL, so an enqueue
+    /// outside a host's transaction is one round trip when the key is new.
     async fn insert_fresh(
         &self,
         key: &KeyRow<'_>,
         valid: &ValidSubmission,
         due_at: DateTime<Utc>,
         enqueued: &NewEvent,
-    ) -> Result<Option<Submission>> {
+    ) -> Result<bool> {
         if !self.insert_key(key).await? {
-            return Ok(None);
+            return Ok(false);
         }
-        let submission = self
-            .insert_submission(key.submission, valid, due_at, key.created_at)
+        self.insert_submission(key.submission, valid, due_at, key.created_at)
             .await?;
         if !valid.correlation.is_empty() {
             self.index_correlation(key.submission).await?;
         }
         self.append_event(enqueued).await?;
-        Ok(Some(submission))
+        Ok(true)
     }
 
     /// [`Driver::insert_key`] for several, in the order given (of two rows

@@ -92,7 +92,11 @@ async fn insert_won<D: Driver>(
         .zip(ids)
         .map(|(valid, id)| (*id, valid, ledger::first_due(valid, now)))
         .collect();
-    let created = d.insert_submissions(&rows, now).await?;
+    d.insert_submissions(&rows, now).await?;
+    let created = rows
+        .iter()
+        .map(|(id, valid, due_at)| ledger::created(*id, valid, *due_at, now))
+        .collect();
     let correlated: Vec<SubmissionId> = batch
         .iter()
         .zip(ids)
@@ -122,8 +126,8 @@ pub(crate) async fn enqueue_fresh<D: Driver>(
     let due_at = ledger::first_due(valid, now);
     Ok(d.insert_fresh(&key, valid, due_at, &enqueued)
         .await?
-        .map(|submission| Enqueued {
-            submission,
+        .then(|| Enqueued {
+            submission: ledger::created(id, valid, due_at, now),
             deduplicated: false,
         }))
 }

@@ -378,33 +378,26 @@ impl Driver for Db<'_> {
         valid: &ValidSubmission,
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Submission> {
+    ) -> Result<()> {
+        static INSERT: LazyLock<String> = LazyLock::new(|| {
+            format!("INSERT INTO liaison_submissions ({NEW_ROW_COLUMNS}) VALUES ({NEW_ROW_VALUES})")
+        });
         let values = NewRow::new(id, valid, due_at, now);
-        let row = self
-            .query_one(
-                &format!(
-                    "INSERT INTO liaison_submissions ({NEW_ROW_COLUMNS}) \
-                     VALUES ({NEW_ROW_VALUES}) RETURNING {SUBMISSION_COLUMNS}"
-                ),
-                &values.params(),
-                "insert submission",
-            )
-            .await?;
-        submission_from_row(&row)
+        self.execute(&INSERT, &values.params(), "insert submission")
+            .await
+            .map(drop)
     }
 
     async fn insert_submissions(
         &self,
         rows: &[(SubmissionId, &ValidSubmission, DateTime<Utc>)],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Submission>> {
+    ) -> Result<()> {
         if let [(id, valid, due_at)] = rows {
-            return Ok(vec![
-                self.insert_submission(*id, valid, *due_at, now).await?,
-            ]);
+            return self.insert_submission(*id, valid, *due_at, now).await;
         }
         if rows.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let ids: Vec<Uuid> = rows.iter().map(|(id, _, _)| sid(*id)).collect();
         let partners: Vec<&str> = rows.iter().map(|(_, v, _)| v.partner.as_str()).collect();
@@ -447,10 +440,9 @@ impl Driver for Db<'_> {
             .map(|(_, v, _)| v.business_deadline.map(to_millis))
             .collect();
         // In the order given: `seq` is the enqueue order.
-        let stored = self
-            .query(
-                &format!(
-                    "INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, \
+        let inserted = self
+            .execute(
+                "INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, \
                      idempotency_key, ordering_key, correlation, business_value, priority, state, \
                      attempts, due_at, not_before, created_at, updated_at, currency, business_deadline) \
                      SELECT r.id, r.partner, r.kind, r.payload::json, r.fingerprint, r.key, r.ordering, \
@@ -461,8 +453,7 @@ impl Driver for Db<'_> {
                                  $12::bigint[], $13::text[], $14::bigint[]) WITH ORDINALITY \
                           AS r(id, partner, kind, payload, fingerprint, key, ordering, correlation, \
                                value, priority, due, not_before, currency, deadline, ord) \
-                     ORDER BY r.ord RETURNING {SUBMISSION_COLUMNS}"
-                ),
+                 ORDER BY r.ord",
                 &[
                     &ids,
                     &partners,
@@ -483,17 +474,13 @@ impl Driver for Db<'_> {
                 "insert submissions",
             )
             .await?;
-        let mut by_id = stored
-            .iter()
-            .map(|row| submission_from_row(row).map(|s| (s.id, s)))
-            .collect::<Result<HashMap<_, _>>>()?;
-        rows.iter()
-            .map(|(id, _, _)| {
-                by_id
-                    .remove(id)
-                    .ok_or_else(|| Error::not_found("submission", *id))
-            })
-            .collect()
+        if inserted != rows.len() as u64 {
+            return Err(Error::Storage {
+                operation: "insert submissions",
+                source: format!("{inserted} of {} rows inserted", rows.len()).into(),
+            });
+        }
+        Ok(())
     }
 
     async fn index_correlations(&self, ids: &[SubmissionId]) -> Result<()> {
@@ -591,7 +578,7 @@ impl Driver for Db<'_> {
         valid: &ValidSubmission,
         due_at: DateTime<Utc>,
         enqueued: &NewEvent,
-    ) -> Result<Option<Submission>> {
+    ) -> Result<bool> {
         // Each data-modifying part runs once, and each insert after the
         // key's reads the one before it: the key taken, every row is
         // written; the key held, none is. The correlation rows are the ones
@@ -606,7 +593,7 @@ impl Driver for Db<'_> {
                  ), s AS ( \
                    INSERT INTO liaison_submissions ({NEW_ROW_COLUMNS}) \
                    SELECT {NEW_ROW_VALUES} FROM k \
-                   RETURNING {SUBMISSION_COLUMNS}, seq AS fresh_seq, correlation AS fresh_correlation \
+                   RETURNING id, partner, seq AS fresh_seq, correlation AS fresh_correlation \
                  ), c AS ( \
                    INSERT INTO liaison_correlations (submission_seq, partner, name, value) \
                    SELECT s.fresh_seq, s.partner, j.key, j.value #>> '{{}}' \
@@ -616,7 +603,7 @@ impl Driver for Db<'_> {
                    INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, reason, data) \
                    SELECT s.id, $17, $18, $19, $20, $21, $22, $23::text::json FROM s \
                  ) \
-                 SELECT * FROM s"
+                 SELECT 1 FROM s"
             )
         });
         // $1-$15 the row (its id, partner, key and fingerprint also the
@@ -626,8 +613,7 @@ impl Driver for Db<'_> {
         let mut params: Vec<&(dyn ToSql + Sync)> = values.params().to_vec();
         params.push(&key.expires_at);
         params.extend(line.params());
-        let row = self.query_opt(&FRESH, &params, "enqueue").await?;
-        row.as_ref().map(submission_from_row).transpose()
+        Ok(self.query_opt(&FRESH, &params, "enqueue").await?.is_some())
     }
 
     async fn insert_keys(&self, rows: &[KeyRow<'_>]) -> Result<Vec<bool>> {

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::model::event::{Actor, EventKind};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
-use crate::store::common::{millis_after, to_millis};
+use crate::store::common::{millis_after, stored_time, to_millis};
 
 /// A ledger row as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +127,48 @@ pub(crate) fn conflict(partner: &str, key: &str, existing: SubmissionId) -> Erro
 /// When a new submission is first due: now, or its not-before time.
 pub(crate) fn first_due(valid: &ValidSubmission, now: DateTime<Utc>) -> DateTime<Utc> {
     valid.not_before.map_or(now, |nb| nb.max(now))
+}
+
+/// The row an enqueue inserts for `valid` under `id`, as a read returns it
+/// (times in whole milliseconds): queued, due at `due_at`, nothing tried
+/// yet. A store inserts the same values and reads nothing back; this is the
+/// enqueue's answer.
+pub(crate) fn created(
+    id: SubmissionId,
+    valid: &ValidSubmission,
+    due_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Submission {
+    let now = stored_time(now);
+    Submission {
+        id,
+        partner: valid.partner.clone(),
+        kind: valid.kind.clone(),
+        payload: Some(valid.payload.clone()),
+        fingerprint: valid.fingerprint,
+        idempotency_key: valid.idempotency_key.clone(),
+        ordering_key: valid.ordering_key.clone(),
+        correlation: valid.correlation.clone(),
+        external_ref: None,
+        business_value: valid.business_value,
+        currency: valid.currency,
+        business_deadline: valid.business_deadline.map(stored_time),
+        priority: valid.priority,
+        state: SubmissionState::Queued,
+        attempts: 0,
+        due_at: stored_time(due_at),
+        not_before: valid.not_before.map(stored_time),
+        lease_expires_at: None,
+        result_deadline: None,
+        created_at: now,
+        updated_at: now,
+        terminal_at: None,
+        last_error: None,
+        replays: 0,
+        result: None,
+        attempts_before_cycle: 0,
+        cycle_started_at: now,
+    }
 }
 
 /// The timeline line of a new submission.

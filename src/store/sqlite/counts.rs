@@ -15,6 +15,7 @@ use rusqlite::{Connection, params};
 
 use super::db::db_err;
 use crate::error::Result;
+use crate::model::money::Currency;
 use crate::model::submission::{Submission, SubmissionState};
 
 /// Changes to the counters, summed until [`Counts::write`].
@@ -22,22 +23,31 @@ use crate::model::submission::{Submission, SubmissionState};
 pub(super) struct Counts(BTreeMap<(String, &'static str, &'static str), (i64, i128)>);
 
 impl Counts {
-    /// `submission` now counts in `state` (`+1`) or no longer does (`-1`).
-    pub(super) fn add(&mut self, submission: &Submission, state: SubmissionState, sign: i64) {
-        let currency = submission.currency.as_ref().map_or("", |c| c.code());
+    /// A submission of `partner` worth `value` in `currency` now counts in
+    /// `state` (`+1`) or no longer does (`-1`).
+    pub(super) fn add(
+        &mut self,
+        partner: &str,
+        currency: Option<Currency>,
+        value: Option<i64>,
+        state: SubmissionState,
+        sign: i64,
+    ) {
+        let currency = currency.as_ref().map_or("", |c| c.code());
         let entry = self
             .0
-            .entry((submission.partner.clone(), state.as_str(), currency))
+            .entry((partner.to_owned(), state.as_str(), currency))
             .or_default();
         entry.0 += sign;
-        entry.1 += i128::from(sign) * i128::from(submission.business_value.unwrap_or(0));
+        entry.1 += i128::from(sign) * i128::from(value.unwrap_or(0));
     }
 
     /// `submission` moved from `from` to its current state.
     pub(super) fn moved(&mut self, submission: &Submission, from: SubmissionState) {
         if from != submission.state {
-            self.add(submission, from, -1);
-            self.add(submission, submission.state, 1);
+            let s = submission;
+            self.add(&s.partner, s.currency, s.business_value, from, -1);
+            self.add(&s.partner, s.currency, s.business_value, s.state, 1);
         }
     }
 
@@ -119,7 +129,7 @@ mod tests {
         }
         counts.moved(&lab, Queued);
         counts.moved(&lab, InFlight); // no change
-        counts.add(&lab, Queued, 1);
+        counts.add(&lab.partner, lab.currency, lab.business_value, Queued, 1);
         counts.write(&conn).unwrap();
         assert_eq!(
             counters(&conn),
@@ -136,7 +146,7 @@ mod tests {
         big.business_value = Some(MAX_BUSINESS_VALUE);
         let mut counts = Counts::default();
         for _ in 0..2_000 {
-            counts.add(&big, Queued, 1);
+            counts.add(&big.partner, big.currency, big.business_value, Queued, 1);
         }
         counts.write(&conn).unwrap();
         let (n, value): (i64, f64) = conn

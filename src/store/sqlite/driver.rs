@@ -222,25 +222,22 @@ impl Driver for Sql<'_> {
         valid: &ValidSubmission,
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Submission> {
+    ) -> Result<()> {
         let mut counts = Counts::default();
-        let row = self.insert_row(id, valid, due_at, now, &mut counts)?;
-        counts.write(self.0)?;
-        Ok(row)
+        self.insert_row(id, valid, due_at, now, &mut counts)?;
+        counts.write(self.0)
     }
 
     async fn insert_submissions(
         &self,
         rows: &[(SubmissionId, &ValidSubmission, DateTime<Utc>)],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Submission>> {
+    ) -> Result<()> {
         let mut counts = Counts::default();
-        let out = rows
-            .iter()
-            .map(|(id, valid, due_at)| self.insert_row(*id, valid, *due_at, now, &mut counts))
-            .collect::<Result<Vec<_>>>()?;
-        counts.write(self.0)?;
-        Ok(out)
+        for (id, valid, due_at) in rows {
+            self.insert_row(*id, valid, *due_at, now, &mut counts)?;
+        }
+        counts.write(self.0)
     }
 
     async fn index_correlation(&self, id: SubmissionId) -> Result<()> {
@@ -801,44 +798,44 @@ impl Sql<'_> {
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
         counts: &mut Counts,
-    ) -> Result<Submission> {
+    ) -> Result<()> {
         let correlation = (!valid.correlation.is_empty())
             .then(|| serde_json::json!(valid.correlation).to_string());
-        // RETURNING gives back the stored row, so the enqueue does not read it again.
-        let row = self
-            .0
-            .prepare_cached(&format!(
+        self.0
+            .prepare_cached(
                 "INSERT OR FAIL INTO liaison_submissions (id, partner, kind, payload, fingerprint, idempotency_key, \
                  ordering_key, correlation, business_value, priority, state, attempts, due_at, not_before, \
                  created_at, updated_at, currency, business_deadline) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?13, ?13, ?14, ?15) \
-                 RETURNING {SUBMISSION_COLUMNS}"
-            ))
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?13, ?13, ?14, ?15)",
+            )
             .and_then(|mut stmt| {
-                stmt.query_row(
-                    params![
-                        id.to_string(),
-                        valid.partner,
-                        valid.kind,
-                        valid.payload_json,
-                        valid.fingerprint.to_string(),
-                        valid.idempotency_key,
-                        valid.ordering_key,
-                        correlation,
-                        valid.business_value,
-                        valid.priority,
-                        to_millis(due_at),
-                        valid.not_before.map(to_millis),
-                        to_millis(now),
-                        valid.currency.map(|c| c.code()),
-                        valid.business_deadline.map(to_millis),
-                    ],
-                    submission_from_row,
-                )
+                stmt.execute(params![
+                    id.to_string(),
+                    valid.partner,
+                    valid.kind,
+                    valid.payload_json,
+                    valid.fingerprint.to_string(),
+                    valid.idempotency_key,
+                    valid.ordering_key,
+                    correlation,
+                    valid.business_value,
+                    valid.priority,
+                    to_millis(due_at),
+                    valid.not_before.map(to_millis),
+                    to_millis(now),
+                    valid.currency.map(|c| c.code()),
+                    valid.business_deadline.map(to_millis),
+                ])
             })
             .map_err(db_err("insert submission"))?;
-        counts.add(&row, row.state, 1);
-        Ok(row)
+        counts.add(
+            &valid.partner,
+            valid.currency,
+            valid.business_value,
+            SubmissionState::Queued,
+            1,
+        );
+        Ok(())
     }
 
     /// Write a state change, counting it in `counts`. The row must still be

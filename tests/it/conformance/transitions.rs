@@ -1,7 +1,8 @@
 //! The transition table, enforced by every store.
 
 use liaison::store::{AttemptReport, ClaimRequest, FinishedAttempt, Replay, StateChange};
-use liaison::{Actor, AttemptOutcome, ErrorKind, EventKind, SubmissionState};
+use liaison::{Actor, AttemptOutcome, ErrorKind, EventKind, NewSubmission, SubmissionState};
+use serde_json::json;
 
 use super::harness::{Harness, LEASE, claim_one, drive_to, submission};
 
@@ -131,16 +132,43 @@ pub async fn cancelling_in_flight_closes_the_attempt_and_fences_the_worker(h: &H
     assert_eq!(timeline.last().unwrap().kind, EventKind::StaleResultIgnored);
 }
 
-/// Each change answers with the row as written, decided from the row read
-/// under its lock (no store reads it back): the answer must be what a read
-/// returns, through acceptance, a missed deadline, replays under a fresh
-/// and the same key, a batch of results and a cancel, with times that are
-/// not whole milliseconds.
+/// Each write answers with the row as written, built from what it was
+/// given and (for a change) the row read under its lock; no store reads it
+/// back. The answer must be what a read returns: enqueues alone and in a
+/// batch with every field set, then acceptance, a missed deadline, replays
+/// under a fresh and the same key, a batch of results and a cancel, with
+/// times that are not whole milliseconds.
 pub async fn every_change_answers_with_the_row_a_read_returns(h: &Harness) {
     use SubmissionState::*;
     let store = h.store().await;
     let partner = "answers";
     let odd = || store.now() + chrono::Duration::nanoseconds(456_789);
+
+    // An enqueue, alone and in a batch, with every field set.
+    let full = |key: &str| {
+        NewSubmission::new(
+            "answers-full",
+            "claim.submit",
+            json!({ "claim": key, "amount": 12.5, "lines": [1, 2, {"sku": "a\u{0}b"}] }),
+        )
+        .idempotency_key(key)
+        .ordering_key("patient-7")
+        .correlation("order", key)
+        .business_value_in(12_500, "EUR")
+        .business_deadline(odd() + chrono::Duration::days(2))
+        .priority(3)
+        .not_before(odd() + chrono::Duration::minutes(5))
+    };
+    let one = store.enqueue(full("full-1")).await.unwrap().submission;
+    assert_eq!(one, store.get(one.id).await.unwrap(), "an enqueue");
+    for enqueued in store
+        .enqueue_batch(vec![full("full-2"), full("full-3")])
+        .await
+        .unwrap()
+    {
+        let s = enqueued.submission;
+        assert_eq!(s, store.get(s.id).await.unwrap(), "a batch's enqueue");
+    }
     let id = store
         .enqueue(submission(partner, "answers-key"))
         .await
