@@ -86,6 +86,46 @@ def raw_cycle(path):
         c.execute("COMMIT")
         done += len(ids)
     rate = done / (time.perf_counter() - t); c.close(); return rate
+def narrow_cycle(path, claimed_line=True):
+    """The same work with a narrow queue table beside the wide row: the claim
+    leases the queue row only (and reads the wide row, as a claim must to
+    send it); the result deletes the queue row and writes the wide row once,
+    to its end state. The wide row keeps every index but the two the queue
+    has (due, leases). Attempt rows, `succeeded` lines and counters as
+    today; `claimed` lines when `claimed_line`."""
+    c = fresh(path, ("liaison_submissions_due", "liaison_submissions_partner_leases"))
+    c.execute("CREATE TABLE liaison_queue (seq INTEGER PRIMARY KEY, partner TEXT NOT NULL, priority INTEGER NOT NULL, due_at INTEGER NOT NULL, lease_token TEXT, lease_expires_at INTEGER, attempts INTEGER NOT NULL DEFAULT 0)")
+    c.execute("CREATE INDEX liaison_queue_due ON liaison_queue (partner, priority DESC, due_at) WHERE lease_token IS NULL")
+    c.execute("CREATE INDEX liaison_queue_leases ON liaison_queue (lease_expires_at) WHERE lease_token IS NOT NULL")
+    c.execute("BEGIN")
+    c.execute("INSERT INTO liaison_queue (seq, partner, priority, due_at) SELECT seq, partner, priority, due_at FROM liaison_submissions")
+    c.execute("COMMIT"); c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    done = 0; now = 1_700_000_100_000
+    t = time.perf_counter()
+    while True:
+        c.execute("BEGIN IMMEDIATE")
+        seqs = [r[0] for r in c.execute("UPDATE liaison_queue SET lease_token='tok', lease_expires_at=?, attempts=attempts+1 "
+                                         "WHERE seq IN (SELECT seq FROM liaison_queue WHERE partner='bench' AND lease_token IS NULL ORDER BY priority DESC, due_at LIMIT ?) RETURNING seq", (now, B))]
+        if not seqs:
+            c.execute("COMMIT"); break
+        marks = ','.join('?' * len(seqs))
+        rows = c.execute(f"SELECT seq, id, payload FROM liaison_submissions WHERE seq IN ({marks})", seqs).fetchall()
+        c.executemany("INSERT INTO liaison_attempts (submission_id, number, lease_token, started_at) VALUES (?, 1, 'tok', ?)", [(r[1], now) for r in rows])
+        if claimed_line:
+            c.executemany("INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, data) VALUES (?, ?, 'claimed', 'queued', 'in_flight', 'system:dispatcher', '{\"attempt\":1,\"lease\":\"tok\"}')", [(r[1], now) for r in rows])
+        for st, d in (("queued", -len(rows)), ("in_flight", len(rows))):
+            c.execute("INSERT INTO liaison_state_counts (partner, state, n) VALUES ('bench', ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n", (st, d))
+        c.execute("COMMIT")
+        c.execute("BEGIN IMMEDIATE")
+        c.execute(f"DELETE FROM liaison_queue WHERE seq IN ({marks})", seqs)
+        c.execute(f"UPDATE liaison_submissions SET state='succeeded', attempts=1, terminal_at=?, updated_at=? WHERE seq IN ({marks})", [now, now] + seqs)
+        c.executemany("UPDATE liaison_attempts SET finished_at=?, outcome='succeeded' WHERE submission_id=? AND number=1", [(now, r[1]) for r in rows])
+        c.executemany("INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor) VALUES (?, ?, 'succeeded', 'in_flight', 'succeeded', 'system:dispatcher')", [(r[1], now) for r in rows])
+        for st, d in (("in_flight", -len(rows)), ("succeeded", len(rows))):
+            c.execute("INSERT INTO liaison_state_counts (partner, state, n) VALUES ('bench', ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n", (st, d))
+        c.execute("COMMIT")
+        done += len(rows)
+    rate = done / (time.perf_counter() - t); c.close(); return rate
 ALL_SUB = ["liaison_submissions_due","liaison_submissions_external_ref","liaison_submissions_deadline","liaison_submissions_partner_state","liaison_submissions_state","liaison_submissions_key","liaison_submissions_accepted","liaison_submissions_partner_terminal","liaison_submissions_unpurged","liaison_submissions_updated","liaison_submissions_worker_crashed","liaison_submissions_business_deadline","liaison_submissions_nearest_deadline","liaison_submissions_partner_leases","liaison_submissions_uncleared","liaison_submissions_ordering","liaison_submissions_created"]
 KEEP_NARROW = {"liaison_submissions_due", "liaison_submissions_partner_leases"}
 variants = {
@@ -102,10 +142,14 @@ variants = {
 os.makedirs(sys.argv[2] if len(sys.argv) > 2 else "target/write-set-model", exist_ok=True)
 path = os.path.join(sys.argv[2] if len(sys.argv) > 2 else "target/write-set-model", "m.db")
 res = {k: [] for k in variants}
+res["narrow queue table, the rest as today"] = []
+res["narrow queue table, no claimed lines"] = []
 res["raw loop (the bench's baseline)"] = []
 for rep in range(int(sys.argv[1]) if len(sys.argv) > 1 else 3):
     for name, (drop, kw) in variants.items():
         c = fresh(path, drop); res[name].append(cycle(c, **kw)); c.close()
+    res["narrow queue table, the rest as today"].append(narrow_cycle(path))
+    res["narrow queue table, no claimed lines"].append(narrow_cycle(path, claimed_line=False))
     res["raw loop (the bench's baseline)"].append(raw_cycle(path))
 for name, v in res.items():
     print(f"{statistics.median(v):9.0f}/s  {name}  {[round(x) for x in v]}")
