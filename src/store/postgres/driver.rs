@@ -440,8 +440,7 @@ impl Driver for Db<'_> {
             .map(|(_, v, _)| v.business_deadline.map(to_millis))
             .collect();
         // In the order given: `seq` is the enqueue order.
-        let inserted = self
-            .execute(
+        self.execute(
                 "INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, \
                      idempotency_key, ordering_key, correlation, business_value, priority, state, \
                      attempts, due_at, not_before, created_at, updated_at, currency, business_deadline) \
@@ -473,14 +472,8 @@ impl Driver for Db<'_> {
                 ],
                 "insert submissions",
             )
-            .await?;
-        if inserted != rows.len() as u64 {
-            return Err(Error::Storage {
-                operation: "insert submissions",
-                source: format!("{inserted} of {} rows inserted", rows.len()).into(),
-            });
-        }
-        Ok(())
+            .await
+            .map(drop)
     }
 
     async fn index_correlations(&self, ids: &[SubmissionId]) -> Result<()> {

@@ -885,6 +885,50 @@ impl Sql<'_> {
 mod tests {
     use super::*;
 
+    /// A change whose row is not in the state it was decided from is
+    /// refused, and neither the row nor the counters move.
+    #[test]
+    fn a_change_from_a_state_the_row_is_not_in_writes_nothing() {
+        use crate::model::submission::NewSubmission;
+        use crate::store::StateChange;
+        use crate::store::rules::transition::apply;
+        let conn = Connection::open_in_memory().unwrap();
+        super::super::migrate::migrate(&conn).unwrap();
+        let valid = NewSubmission::new("bank", "payment", serde_json::json!({"cents": 5}))
+            .idempotency_key("k-1")
+            .validate(1024)
+            .unwrap();
+        let (id, now) = (SubmissionId::new(), Utc::now());
+        run(Sql(&conn).insert_submission(id, &valid, now, now)).unwrap();
+        let counts = |conn: &Connection| -> Vec<(String, i64)> {
+            conn.prepare("SELECT state, n FROM liaison_state_counts WHERE n != 0 ORDER BY state")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<std::result::Result<_, _>>()
+                .unwrap()
+        };
+        let before = counts(&conn);
+        assert_eq!(before, [("queued".to_owned(), 1)]);
+
+        // Decided as if the row were in flight; it is queued.
+        let mut believed = crate::store::rules::ledger::created(id, &valid, now, now);
+        believed.state = SubmissionState::InFlight;
+        let (write, _) = apply(&believed, &StateChange::to(SubmissionState::Succeeded), now);
+        let err = run(Sql(&conn).write_state(&write)).unwrap_err();
+        assert!(err.is_storage(), "{err:?}");
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(
+            source.as_deref().is_some_and(|s| s.contains("0 of 1")),
+            "{source:?}"
+        );
+        let state: String = conn
+            .query_row("SELECT state FROM liaison_submissions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(state, "queued");
+        assert_eq!(counts(&conn), before);
+    }
+
     #[test]
     fn a_flow_that_would_wait_is_an_error_not_a_hang() {
         let pending = std::future::pending::<Result<()>>();
