@@ -237,7 +237,7 @@ async fn write<D: Driver>(
     now: DateTime<Utc>,
 ) -> Result<CallbackReceipt> {
     if let (Some(submission), Some(change)) = (matched, &plan.change) {
-        apply_change(d, submission, change, now).await?;
+        apply_change(d, submission.clone(), change, now).await?;
     }
     if let Some(note) = &plan.note {
         journal(d, note).await?;
@@ -416,11 +416,11 @@ async fn settle_round<D: Driver>(
     }
 
     // Write: states (with their lines and deliveries), notes, ends.
-    let applying: Vec<(&Submission, &StateChange)> = changes
+    let applying = changes
         .iter()
-        .map(|(at, change)| (&current[*at], change))
+        .map(|(at, change)| (current[*at].clone(), change))
         .collect();
-    let updated = apply_changes(d, &applying, notes, now).await?;
+    let updated = apply_changes(d, applying, notes, now).await?;
     for ((at, _), after) in changes.iter().zip(updated) {
         current[*at] = after;
     }

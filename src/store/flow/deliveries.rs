@@ -6,20 +6,20 @@ use chrono::{DateTime, Utc};
 use super::journal;
 use crate::error::{Error, Result};
 use crate::model::delivery::{Delivery, DeliveryId};
-use crate::model::submission::Submission;
+use crate::model::submission::{Submission, SubmissionState};
 use crate::store::driver::Driver;
 use crate::store::rules::delivery as rules;
 use crate::store::{DeliveryClaim, DeliveryEnd, DeliveryLease, LeaseToken, Note};
 
-/// After a change from `before` to `after` (same transaction): record the
+/// After a change from `from` to `after` (same transaction): record the
 /// result's delivery if the change finished the submission.
 pub(crate) async fn record<D: Driver>(
     d: &D,
-    before: &Submission,
+    from: SubmissionState,
     after: &Submission,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    if rules::finishes(before.state, after.state) {
+    if rules::finishes(from, after.state) {
         d.insert_delivery(DeliveryId::new(), after, now).await?;
     }
     Ok(())

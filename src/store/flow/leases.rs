@@ -140,7 +140,7 @@ pub(crate) async fn complete<D: Driver>(
             rules::Completion::Apply(change) => change,
         };
     d.finish_attempt(id, lease.token, report).await?;
-    let applied = apply_change(d, &locked.submission, &change, now).await?;
+    let applied = apply_change(d, locked.submission, &change, now).await?;
     // A callback that arrived before this result was recorded can match now.
     let applied = if applied.state == SubmissionState::Queued {
         applied
@@ -294,11 +294,12 @@ async fn complete_round<D: Driver>(
         })
         .collect();
     d.finish_attempts(&ends).await?;
-    let changes: Vec<(&Submission, &StateChange)> = kept
-        .iter()
-        .map(|(_, locked, change)| (&locked.submission, change))
+    let order: Vec<usize> = kept.iter().map(|(i, _, _)| *i).collect();
+    let changes = kept
+        .into_iter()
+        .map(|(_, locked, change)| (locked.submission, change))
         .collect();
-    let updated = apply_changes(d, &changes, events, now).await?;
+    let updated = apply_changes(d, changes, events, now).await?;
 
     // Callbacks that arrived before these results were recorded can match
     // now: one look per partner, then each submission takes those recorded
@@ -339,8 +340,8 @@ async fn complete_round<D: Driver>(
         rematching.push((after, mine));
     }
     let after = super::callbacks::rematch_all(d, rematching, now).await?;
-    for ((i, _, _), after) in kept.iter().zip(after) {
-        answers.push((*i, Ok(Completion::Applied(Box::new(after)))));
+    for (i, after) in order.into_iter().zip(after) {
+        answers.push((i, Ok(Completion::Applied(Box::new(after)))));
     }
     Ok(answers)
 }
@@ -368,7 +369,7 @@ pub(crate) async fn reap<D: Driver>(
         if let Some(token) = locked.lease {
             d.finish_attempt(id, token, &report).await?;
         }
-        let after = apply_change(d, &locked.submission, &change, now).await?;
+        let after = apply_change(d, locked.submission, &change, now).await?;
         reaped.push(Reaped {
             id,
             partner: after.partner,

@@ -197,13 +197,14 @@ pub(crate) async fn transition<D: Driver>(
         let report = rules::cancelled_attempt(change, now);
         d.finish_attempt(id, token, &report).await?;
     }
-    apply_change(d, &locked.submission, change, now).await
+    apply_change(d, locked.submission, change, now).await
 }
 
-/// Write an allowed change and its timeline line; the row as it is after.
+/// Write an allowed change and its timeline line; the row as it is after
+/// (built from `current`, which it takes).
 pub(crate) async fn apply_change<D: Driver>(
     d: &D,
-    current: &Submission,
+    current: Submission,
     change: &StateChange,
     now: DateTime<Utc>,
 ) -> Result<Submission> {
@@ -218,15 +219,15 @@ pub(crate) async fn apply_change<D: Driver>(
             Some(holder),
         ));
     }
+    let marker = rules::result_not_kept(&current, change, now);
     let (write, event) = stored(d, rules::apply(current, change, now));
     d.write_state(&write).await?;
-    let updated = write.after;
     journal(d, &event).await?;
-    if let Some(marker) = rules::result_not_kept(current, change, now) {
+    if let Some(marker) = marker {
         journal(d, &marker).await?;
     }
-    super::deliveries::record(d, current, &updated, now).await?;
-    Ok(updated)
+    super::deliveries::record(d, write.from, &write.after, now).await?;
+    Ok(write.after)
 }
 
 /// A change's write with its texts as `d` keeps them, so that the row it
@@ -242,34 +243,34 @@ fn stored<D: Driver>(
 }
 
 /// [`apply_change`] for changes of distinct submissions (each as read and
-/// held by this transaction) that set no partner reference, with one
-/// statement per kind of write for all: the states, the timeline (`lines`
-/// first, then each change's), the result deliveries. The rows as they are
-/// after, in the order given.
-pub(crate) async fn apply_changes<D: Driver>(
+/// held by this transaction, and taken) that set no partner reference,
+/// with one statement per kind of write for all: the states, the timeline
+/// (`lines` first, then each change's), the result deliveries. The rows as
+/// they are after, in the order given.
+pub(crate) async fn apply_changes<D: Driver, C: std::borrow::Borrow<StateChange>>(
     d: &D,
-    changes: &[(&Submission, &StateChange)],
+    changes: Vec<(Submission, C)>,
     mut lines: Vec<NewEvent>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Submission>> {
     let mut writes = Vec::with_capacity(changes.len());
     for (current, change) in changes {
+        let change = change.borrow();
+        let marker = rules::result_not_kept(&current, change, now);
         let (write, event) = stored(d, rules::apply(current, change, now));
         writes.push(write);
         lines.push(event);
-        lines.extend(rules::result_not_kept(current, change, now));
+        lines.extend(marker);
     }
     d.write_states(&writes).await?;
-    let updated: Vec<Submission> = writes.into_iter().map(|w| w.after).collect();
     journal_all(d, &lines).await?;
-    let finished: Vec<(DeliveryId, &Submission)> = changes
+    let finished: Vec<(DeliveryId, &Submission)> = writes
         .iter()
-        .zip(&updated)
-        .filter(|((before, _), after)| deliveries::finishes(before.state, after.state))
-        .map(|(_, after)| (DeliveryId::new(), after))
+        .filter(|w| deliveries::finishes(w.from, w.after.state))
+        .map(|w| (DeliveryId::new(), &w.after))
         .collect();
     d.insert_deliveries(&finished, now).await?;
-    Ok(updated)
+    Ok(writes.into_iter().map(|w| w.after).collect())
 }
 
 /// Replay a failed, dead-lettered or stuck submission.
@@ -310,7 +311,7 @@ pub(crate) async fn replay<D: Driver>(
         // The row as it is now: the change's answer is built from it.
         current.idempotency_key.clone_from(key);
     }
-    apply_change(d, &current, &plan.change, now).await
+    apply_change(d, current, &plan.change, now).await
 }
 
 /// Append a note; the state is not touched.

@@ -408,12 +408,12 @@ mod tests {
             DeadLettered,
             Cancelled,
         ] {
-            let (write, _) = apply(&in_flight, &StateChange::to(target), t(2_000));
+            let (write, _) = apply(in_flight.clone(), &StateChange::to(target), t(2_000));
             assert_eq!(write.lease_expiries, Some(0), "{target}");
         }
         // A replay starts again from 0.
         for from in [Failed, DeadLettered, Stuck] {
-            let (write, _) = apply(&submission(from), &StateChange::to(Queued), t(2_000));
+            let (write, _) = apply(submission(from), &StateChange::to(Queued), t(2_000));
             assert_eq!(write.lease_expiries, Some(0), "replay from {from}");
         }
         // Other changes keep it: a dead letter of the reaper stays one when
@@ -424,16 +424,16 @@ mod tests {
             (Queued, Cancelled),
             (AwaitingResult, Succeeded),
         ] {
-            let (write, _) = apply(&submission(from), &StateChange::to(to), t(2_000));
+            let (write, _) = apply(submission(from), &StateChange::to(to), t(2_000));
             assert_eq!(write.lease_expiries, None, "{from} -> {to}");
         }
         // The reaper's change carries its count.
         let (_, change) = expired(&in_flight, None, 1, &ReapLimits::default(), t(2_000));
-        let (write, event) = apply(&in_flight, &change, t(2_000));
+        let (write, event) = apply(in_flight.clone(), &change, t(2_000));
         assert_eq!(write.lease_expiries, Some(2));
         assert_eq!(event.kind, EventKind::LeaseExpired);
         let (_, change) = expired(&in_flight, None, 2, &ReapLimits::default(), t(2_000));
-        let (write, event) = apply(&in_flight, &change, t(2_000));
+        let (write, event) = apply(in_flight.clone(), &change, t(2_000));
         assert_eq!(
             (write.after.state, write.lease_expiries),
             (DeadLettered, Some(3))

@@ -112,18 +112,34 @@ pub(crate) fn check_deferrable(current: &Submission) -> Result<()> {
 }
 
 /// The row update and timeline line of an allowed change (the caller has
-/// checked it).
+/// checked it). The row after is built from `current`, which it takes: a
+/// row's payload and fields are moved into the answer, not copied.
 pub(crate) fn apply(
-    current: &Submission,
+    current: Submission,
     change: &StateChange,
     now: DateTime<Utc>,
 ) -> (StateWrite, NewEvent) {
     use SubmissionState::*;
     let at = stored_time(change.at.unwrap_or(now));
     let to = change.target;
+    let from = current.state;
     // A move to Queued from anything but InFlight is a replay: a new cycle
     // with a fresh retry budget.
-    let new_cycle = to == Queued && current.state != InFlight;
+    let new_cycle = to == Queued && from != InFlight;
+    let event = NewEvent {
+        id: current.id,
+        at,
+        kind: change
+            .event
+            .clone()
+            .unwrap_or_else(|| EventKind::for_transition(from, to)),
+        from: Some(from),
+        to: Some(to),
+        actor: change.actor.clone(),
+        reason: change.reason.clone().or_else(|| change.error.clone()),
+        data: change.data.clone(),
+    };
+    let lease_expiries = lease_expiries(&current, change);
     let after = Submission {
         state: to,
         due_at: match to {
@@ -136,11 +152,8 @@ pub(crate) fn apply(
             _ => None,
         },
         terminal_at: to.is_terminal().then_some(at),
-        external_ref: change
-            .external_ref
-            .clone()
-            .or_else(|| current.external_ref.clone()),
-        last_error: bounded(change.error.as_deref()).or_else(|| current.last_error.clone()),
+        external_ref: change.external_ref.clone().or(current.external_ref),
+        last_error: bounded(change.error.as_deref()).or(current.last_error),
         updated_at: at,
         lease_expires_at: None,
         replays: current.replays.saturating_add(u32::from(new_cycle)),
@@ -158,30 +171,16 @@ pub(crate) fn apply(
         // brings none keeps the one the submission has.
         result: match to {
             Queued => None,
-            _ => change.result.clone().or_else(|| current.result.clone()),
+            _ => change.result.clone().or(current.result),
         },
-        ..current.clone()
+        ..current
     };
     let write = StateWrite {
         after,
-        from: current.state,
-        accepted_at: (current.state == InFlight
-            && matches!(to, AwaitingResult | Succeeded | Failed))
-        .then_some(at),
-        lease_expiries: lease_expiries(current, change),
-    };
-    let event = NewEvent {
-        id: current.id,
-        at,
-        kind: change
-            .event
-            .clone()
-            .unwrap_or_else(|| EventKind::for_transition(current.state, to)),
-        from: Some(current.state),
-        to: Some(to),
-        actor: change.actor.clone(),
-        reason: change.reason.clone().or_else(|| change.error.clone()),
-        data: change.data.clone(),
+        from,
+        accepted_at: (from == InFlight && matches!(to, AwaitingResult | Succeeded | Failed))
+            .then_some(at),
+        lease_expiries,
     };
     (write, event)
 }
@@ -270,7 +269,7 @@ mod tests {
             .external_ref("R-1")
             .result_deadline(t(9_000))
             .at(t(2_000));
-        let (write, event) = apply(&current, &change, t(3_000));
+        let (write, event) = apply(current.clone(), &change, t(3_000));
         assert_eq!(write.after.state, AwaitingResult);
         assert_eq!(
             write.after.updated_at,
@@ -295,7 +294,7 @@ mod tests {
         // Queued from a terminal state: a replay, due when asked.
         let failed = submission(Failed);
         let replay = StateChange::to(Queued).due_at(t(7_000));
-        let (write, _) = apply(&failed, &replay, t(3_000));
+        let (write, _) = apply(failed.clone(), &replay, t(3_000));
         assert_eq!(write.accepted_at, None);
         assert_eq!(
             write.after.replays,
@@ -310,7 +309,7 @@ mod tests {
 
         // Back to the queue after an attempt: not a new cycle.
         let in_flight = submission(InFlight);
-        let (write, _) = apply(&in_flight, &StateChange::to(Queued), t(3_000));
+        let (write, _) = apply(in_flight.clone(), &StateChange::to(Queued), t(3_000));
         assert_eq!(
             (write.after.replays, write.after.attempts_before_cycle),
             (in_flight.replays, in_flight.attempts_before_cycle)
@@ -321,10 +320,10 @@ mod tests {
         // Stuck keeps the deadline it missed; a terminal state dates its end.
         let mut awaiting = submission(AwaitingResult);
         awaiting.result_deadline = Some(t(4_000));
-        let (write, _) = apply(&awaiting, &StateChange::to(Stuck), t(5_000));
+        let (write, _) = apply(awaiting.clone(), &StateChange::to(Stuck), t(5_000));
         assert_eq!(write.after.result_deadline, Some(t(4_000)));
         let (write, event) = apply(
-            &awaiting,
+            awaiting.clone(),
             &StateChange::to(Failed)
                 .error("denied")
                 .actor(Actor::person("ana")),
@@ -350,7 +349,7 @@ mod tests {
         let change = StateChange::to(AwaitingResult)
             .result_deadline(t(9_000) + nanos)
             .at(t(2_000) + nanos);
-        let (write, _) = apply(&current, &change, t(3_000));
+        let (write, _) = apply(current.clone(), &change, t(3_000));
         // Stored times are whole milliseconds: so are the answer's.
         assert_eq!(write.after.updated_at, t(2_000));
         assert_eq!(write.after.result_deadline, Some(t(9_000)));
@@ -371,11 +370,11 @@ mod tests {
         assert_eq!(untouched(&write.after), untouched(&current));
 
         let replay = StateChange::to(Queued).due_at(t(7_000) + nanos);
-        let (write, _) = apply(&submission(Failed), &replay, t(3_000) + nanos);
+        let (write, _) = apply(submission(Failed), &replay, t(3_000) + nanos);
         assert_eq!(write.after.due_at, t(7_000));
         assert_eq!(write.after.cycle_started_at, t(3_000));
         let (write, _) = apply(
-            &submission(Queued),
+            submission(Queued),
             &StateChange::to(Cancelled),
             t(3_000) + nanos,
         );

@@ -9,8 +9,6 @@
 //! count. The crash-loop and failpoint tests compare the counters with a
 //! `GROUP BY` of the table after every kill.
 
-use std::collections::BTreeMap;
-
 use rusqlite::{Connection, params};
 
 use super::db::db_err;
@@ -18,9 +16,15 @@ use crate::error::Result;
 use crate::model::money::Currency;
 use crate::model::submission::{Submission, SubmissionState};
 
-/// Changes to the counters, summed until [`Counts::write`].
+/// Changes to the counters, summed until [`Counts::write`]. A batch
+/// touches a handful of counters: a list searched in place allocates a
+/// partner's name once per counter, not once per row.
 #[derive(Debug, Default)]
-pub(super) struct Counts(BTreeMap<(String, &'static str, &'static str), (i64, i128)>);
+pub(super) struct Counts(Vec<Counter>);
+
+/// One counter's key, `(partner, state, currency)`, and its change
+/// `(n, value)`.
+type Counter = ((String, &'static str, &'static str), (i64, i128));
 
 impl Counts {
     /// A submission of `partner` worth `value` in `currency` now counts in
@@ -33,11 +37,16 @@ impl Counts {
         state: SubmissionState,
         sign: i64,
     ) {
-        let currency = currency.as_ref().map_or("", |c| c.code());
-        let entry = self
+        let key = (state.as_str(), currency.as_ref().map_or("", |c| c.code()));
+        let at = self
             .0
-            .entry((partner.to_owned(), state.as_str(), currency))
-            .or_default();
+            .iter()
+            .position(|((p, s, c), _)| p == partner && (*s, *c) == key)
+            .unwrap_or_else(|| {
+                self.0.push(((partner.to_owned(), key.0, key.1), (0, 0)));
+                self.0.len() - 1
+            });
+        let entry = &mut self.0[at].1;
         entry.0 += sign;
         entry.1 += i128::from(sign) * i128::from(value.unwrap_or(0));
     }
@@ -53,7 +62,7 @@ impl Counts {
 
     /// Apply the summed changes, one upsert per counter (more only for a
     /// value sum beyond what one row's `INTEGER` holds in one step).
-    pub(super) fn write(self, conn: &Connection) -> Result<()> {
+    pub(super) fn write(mut self, conn: &Connection) -> Result<()> {
         if self.0.is_empty() {
             return Ok(());
         }
@@ -65,6 +74,8 @@ impl Counts {
                  DO UPDATE SET n = n + excluded.n, value = value + excluded.value",
             )
             .map_err(db_err("count submissions"))?;
+        // In key order, as every batch writes them.
+        self.0.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for ((partner, state, currency), (mut n, mut value)) in self.0 {
             loop {
                 let step = value.clamp(i128::from(i64::MIN), i128::from(i64::MAX));

@@ -20,13 +20,15 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Statement, params};
 
 use super::callbacks::{CALLBACK_COLUMNS, callback_from_row};
 use super::counts::Counts;
 use super::db::{db_err, parse_column};
 use super::deliveries::{DELIVERY_COLUMNS, DELIVERY_WIDTH, delivery_from_row};
-use super::queries::{SUBMISSION_COLUMNS, SUBMISSION_WIDTH, find_on, submission_from_row};
+use super::queries::{
+    SUBMISSION_COLUMNS, SUBMISSION_WIDTH, find_on, submission_columns_sql, submission_from_row,
+};
 use crate::error::{Error, Result};
 use crate::model::callback::{
     CallbackId, CallbackReport, Correlation, Dismissal, Disposition, StoredCallback,
@@ -61,6 +63,118 @@ pub(super) fn run<T>(flow: impl Future<Output = Result<T>>) -> Result<T> {
 
 /// The connection of an open transaction, as a [`Driver`].
 pub(super) struct Sql<'c>(pub(super) &'c Connection);
+
+/// A submission and its lease: [`locked_row`]'s columns.
+const READ_LOCKED: &str = concat!(
+    "SELECT ",
+    submission_columns_sql!(),
+    ", lease_token, lease_expiries FROM liaison_submissions WHERE id = ?1"
+);
+
+/// One timeline line ([`event_params`]).
+const APPEND_EVENT: &str = "INSERT OR FAIL INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, reason, data) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// An attempt's end, if it is still open.
+const FINISH_ATTEMPT: &str = "UPDATE OR FAIL liaison_attempts SET finished_at = ?3, outcome = ?4, http_status = ?5, error = ?6 \
+     WHERE submission_id = ?1 AND lease_token = ?2 AND finished_at IS NULL";
+
+/// A state change ([`Sql::state_row`]).
+const WRITE_STATE: &str = "UPDATE OR FAIL liaison_submissions SET state = ?2, due_at = ?3, result_deadline = ?4, \
+     terminal_at = ?5, external_ref = ?6, last_error = ?7, updated_at = ?8, \
+     lease_token = NULL, lease_expires_at = NULL, accepted_at = COALESCE(accepted_at, ?9), \
+     replays = ?10, attempts_before_cycle = ?11, cycle_started_at = ?12, \
+     result_document = ?13, lease_expiries = COALESCE(?14, lease_expiries) \
+     WHERE id = ?1 AND state = ?15";
+
+/// A pending delivery of a submission's result, if its partner's results go
+/// to the host.
+const INSERT_DELIVERY: &str = "INSERT OR FAIL INTO liaison_deliveries (id, submission_id, submission_seq, partner, \
+     ordering_key, final_state, state, attempts, due_at, created_at, updated_at) \
+     SELECT ?1, s.id, s.seq, s.partner, s.ordering_key, s.state, 'pending', 0, ?3, ?3, ?3 \
+     FROM liaison_submissions s \
+     JOIN liaison_partners p ON p.partner = s.partner AND p.deliver_results = 1 \
+     WHERE s.id = ?2";
+
+/// A new, queued submission ([`insert_row`]).
+const INSERT_SUBMISSION: &str = "INSERT OR FAIL INTO liaison_submissions (id, partner, kind, payload, fingerprint, idempotency_key, \
+     ordering_key, correlation, business_value, priority, state, attempts, due_at, not_before, \
+     created_at, updated_at, currency, business_deadline) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?13, ?13, ?14, ?15)";
+
+/// An idempotency key, unless it is recorded already ([`insert_key_with`]).
+const INSERT_KEY: &str = "INSERT OR FAIL INTO liaison_idempotency_keys (partner, idempotency_key, fingerprint, submission_id, created_at, expires_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (partner, idempotency_key) DO NOTHING";
+
+/// The statements the batched methods run once per row are prepared once
+/// per batch: `prepare_cached` hashes the whole text on every call.
+fn prepare<'c>(
+    conn: &'c Connection,
+    sql: &str,
+    operation: &'static str,
+) -> Result<rusqlite::CachedStatement<'c>> {
+    conn.prepare_cached(sql).map_err(db_err(operation))
+}
+
+/// Run [`APPEND_EVENT`] for one line.
+fn append_with(stmt: &mut Statement<'_>, e: &NewEvent) -> Result<()> {
+    stmt.execute(params![
+        e.id.to_string(),
+        to_millis(e.at),
+        e.kind.as_str(),
+        e.from.map(SubmissionState::as_str),
+        e.to.map(SubmissionState::as_str),
+        e.actor.as_str(),
+        bounded(e.reason.as_deref()),
+        e.data.as_ref().map(serde_json::Value::to_string),
+    ])
+    .map_err(db_err("append event"))
+    .map(drop)
+}
+
+/// Run [`FINISH_ATTEMPT`] for one attempt.
+fn finish_with(
+    stmt: &mut Statement<'_>,
+    id: SubmissionId,
+    token: LeaseToken,
+    report: &AttemptReport,
+) -> Result<()> {
+    stmt.execute(params![
+        id.to_string(),
+        token.to_string(),
+        to_millis(report.finished_at),
+        report.outcome.as_str(),
+        report.http_status,
+        bounded(report.error.as_deref()),
+    ])
+    .map_err(db_err("finish attempt"))
+    .map(drop)
+}
+
+/// Run [`READ_LOCKED`] for one submission.
+fn read_locked_with(stmt: &mut Statement<'_>, id: SubmissionId) -> Result<Option<Locked>> {
+    stmt.query_row(params![id.to_string()], locked_row)
+        .optional()
+        .map_err(db_err("read submission"))?
+        .map(locked)
+        .transpose()
+}
+
+/// Run [`INSERT_DELIVERY`] for one submission.
+fn deliver_with(
+    stmt: &mut Statement<'_>,
+    id: DeliveryId,
+    submission: SubmissionId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    stmt.execute(params![
+        id.to_string(),
+        submission.to_string(),
+        to_millis(now)
+    ])
+    .map_err(db_err("record result delivery"))
+    .map(drop)
+}
 
 /// `(?1, ?2, ...)` placeholders from `first`, `n` of them.
 fn marks(first: usize, n: usize) -> String {
@@ -133,20 +247,14 @@ impl Sql<'_> {
         .transpose()
     }
 
-    /// A submission and its lease token.
-    fn read_locked(&self, id: SubmissionId) -> Result<Option<Locked>> {
-        let row: Option<(Submission, Option<String>, u32)> = self
-            .0
-            .prepare_cached(&format!(
-                "SELECT {SUBMISSION_COLUMNS}, lease_token, lease_expiries \
-                 FROM liaison_submissions WHERE id = ?1"
-            ))
-            .and_then(|mut stmt| {
-                stmt.query_row(params![id.to_string()], locked_row)
-                    .optional()
-            })
-            .map_err(db_err("read submission"))?;
-        row.map(locked).transpose()
+    /// Whether `partner`'s results go to the host.
+    fn takes_results(&self, partner: &str) -> Result<bool> {
+        self.0
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM liaison_partners WHERE partner = ?1 AND deliver_results = 1)",
+            )
+            .and_then(|mut stmt| stmt.query_row(params![partner], |row| row.get(0)))
+            .map_err(db_err("read result delivery setting"))
     }
 }
 
@@ -156,7 +264,17 @@ impl Driver for Sql<'_> {
     }
 
     async fn lock_submission(&self, id: SubmissionId) -> Result<Option<Locked>> {
-        self.read_locked(id)
+        let mut stmt = prepare(self.0, READ_LOCKED, "read submission")?;
+        read_locked_with(&mut stmt, id)
+    }
+
+    async fn lock_submissions(&self, ids: &[SubmissionId]) -> Result<Vec<Locked>> {
+        let mut stmt = prepare(self.0, READ_LOCKED, "read submission")?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(read_locked_with(&mut stmt, *id)?);
+        }
+        Ok(out)
     }
 
     async fn reference_holder(
@@ -181,39 +299,26 @@ impl Driver for Sql<'_> {
     }
 
     async fn write_state(&self, w: &StateWrite) -> Result<()> {
-        let mut counts = Counts::default();
-        self.state_row(w, &mut counts)?;
-        counts.write(self.0)
+        self.write_states(std::slice::from_ref(w)).await
     }
 
     async fn write_states(&self, writes: &[StateWrite]) -> Result<()> {
+        let mut stmt = prepare(self.0, WRITE_STATE, "change state")?;
         let mut counts = Counts::default();
         for w in writes {
-            self.state_row(w, &mut counts)?;
+            state_row(&mut stmt, w, &mut counts)?;
         }
         counts.write(self.0)
     }
 
     async fn append_event(&self, e: &NewEvent) -> Result<()> {
-        self.0
-            .prepare_cached(
-                "INSERT OR FAIL INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, reason, data) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    e.id.to_string(),
-                    to_millis(e.at),
-                    e.kind.as_str(),
-                    e.from.map(SubmissionState::as_str),
-                    e.to.map(SubmissionState::as_str),
-                    e.actor.as_str(),
-                    bounded(e.reason.as_deref()),
-                    e.data.as_ref().map(serde_json::Value::to_string),
-                ])
-            })
-            .map_err(db_err("append event"))
-            .map(drop)
+        let mut stmt = prepare(self.0, APPEND_EVENT, "append event")?;
+        append_with(&mut stmt, e)
+    }
+
+    async fn append_events(&self, events: &[NewEvent]) -> Result<()> {
+        let mut stmt = prepare(self.0, APPEND_EVENT, "append event")?;
+        events.iter().try_for_each(|e| append_with(&mut stmt, e))
     }
 
     async fn insert_submission(
@@ -223,9 +328,7 @@ impl Driver for Sql<'_> {
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let mut counts = Counts::default();
-        self.insert_row(id, valid, due_at, now, &mut counts)?;
-        counts.write(self.0)
+        self.insert_submissions(&[(id, valid, due_at)], now).await
     }
 
     async fn insert_submissions(
@@ -233,9 +336,10 @@ impl Driver for Sql<'_> {
         rows: &[(SubmissionId, &ValidSubmission, DateTime<Utc>)],
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let mut stmt = prepare(self.0, INSERT_SUBMISSION, "insert submission")?;
         let mut counts = Counts::default();
-        for (id, valid, due_at) in rows {
-            self.insert_row(*id, valid, *due_at, now, &mut counts)?;
+        for row in rows {
+            insert_row(&mut stmt, *row, now, &mut counts)?;
         }
         counts.write(self.0)
     }
@@ -289,24 +393,15 @@ impl Driver for Sql<'_> {
     }
 
     async fn insert_key(&self, row: &KeyRow<'_>) -> Result<bool> {
-        let inserted = self
-            .0
-            .prepare_cached(
-                "INSERT OR FAIL INTO liaison_idempotency_keys (partner, idempotency_key, fingerprint, submission_id, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (partner, idempotency_key) DO NOTHING",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    row.partner,
-                    row.key,
-                    row.fingerprint.to_string(),
-                    row.submission.to_string(),
-                    to_millis(row.created_at),
-                    row.expires_at,
-                ])
-            })
-            .map_err(db_err("record idempotency key"))?;
-        Ok(inserted == 1)
+        let mut stmt = prepare(self.0, INSERT_KEY, "record idempotency key")?;
+        insert_key_with(&mut stmt, row)
+    }
+
+    async fn insert_keys(&self, rows: &[KeyRow<'_>]) -> Result<Vec<bool>> {
+        let mut stmt = prepare(self.0, INSERT_KEY, "record idempotency key")?;
+        rows.iter()
+            .map(|row| insert_key_with(&mut stmt, row))
+            .collect()
     }
 
     async fn held_key(&self, partner: &str, key: &str) -> Result<Option<HeldKey>> {
@@ -383,10 +478,11 @@ impl Driver for Sql<'_> {
         // one would.
         let mut claim = self
             .0
-            .prepare_cached(&format!(
+            .prepare_cached(concat!(
                 "UPDATE OR FAIL liaison_submissions SET state = 'in_flight', lease_token = ?2, \
                  lease_expires_at = ?3, attempts = attempts + 1, updated_at = ?4 \
-                 WHERE id = ?1 AND state = 'queued' RETURNING {SUBMISSION_COLUMNS}"
+                 WHERE id = ?1 AND state = 'queued' RETURNING ",
+                submission_columns_sql!()
             ))
             .map_err(db_err("claim submission"))?;
         let mut start = self
@@ -424,23 +520,17 @@ impl Driver for Sql<'_> {
         token: LeaseToken,
         report: &AttemptReport,
     ) -> Result<()> {
-        self.0
-            .prepare_cached(
-                "UPDATE OR FAIL liaison_attempts SET finished_at = ?3, outcome = ?4, http_status = ?5, error = ?6 \
-                 WHERE submission_id = ?1 AND lease_token = ?2 AND finished_at IS NULL",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    id.to_string(),
-                    token.to_string(),
-                    to_millis(report.finished_at),
-                    report.outcome.as_str(),
-                    report.http_status,
-                    bounded(report.error.as_deref()),
-                ])
-            })
-            .map_err(db_err("finish attempt"))
-            .map(drop)
+        let mut stmt = prepare(self.0, FINISH_ATTEMPT, "finish attempt")?;
+        finish_with(&mut stmt, id, token, report)
+    }
+
+    async fn finish_attempts(
+        &self,
+        ends: &[(SubmissionId, LeaseToken, &AttemptReport)],
+    ) -> Result<()> {
+        let mut stmt = prepare(self.0, FINISH_ATTEMPT, "finish attempt")?;
+        ends.iter()
+            .try_for_each(|(id, token, report)| finish_with(&mut stmt, *id, *token, report))
     }
 
     async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Locked>> {
@@ -642,23 +732,33 @@ impl Driver for Sql<'_> {
         submission: &Submission,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.0
-            .prepare_cached(
-                "INSERT OR FAIL INTO liaison_deliveries (id, submission_id, submission_seq, partner, \
-                 ordering_key, final_state, state, attempts, due_at, created_at, updated_at) \
-                 SELECT ?1, s.id, s.seq, s.partner, s.ordering_key, s.state, 'pending', 0, ?3, ?3, ?3 \
-                 FROM liaison_submissions s \
-                 JOIN liaison_partners p ON p.partner = s.partner AND p.deliver_results = 1 \
-                 WHERE s.id = ?2",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    id.to_string(),
-                    submission.id.to_string(),
-                    to_millis(now)
-                ])
-            })
-            .map_err(db_err("record result delivery"))?;
+        let mut stmt = prepare(self.0, INSERT_DELIVERY, "record result delivery")?;
+        deliver_with(&mut stmt, id, submission.id, now)
+    }
+
+    async fn insert_deliveries(
+        &self,
+        deliveries: &[(DeliveryId, &Submission)],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        // Most partners take no results: look once per partner of the
+        // batch, and run the insert only for those that do.
+        let mut takes: Vec<(&str, bool)> = Vec::new();
+        let mut stmt = prepare(self.0, INSERT_DELIVERY, "record result delivery")?;
+        for (id, submission) in deliveries {
+            let partner = submission.partner.as_str();
+            let take = match takes.iter().find(|(p, _)| *p == partner) {
+                Some((_, take)) => *take,
+                None => {
+                    let take = self.takes_results(partner)?;
+                    takes.push((partner, take));
+                    take
+                }
+            };
+            if take {
+                deliver_with(&mut stmt, *id, submission.id, now)?;
+            }
+        }
         Ok(())
     }
 
@@ -788,97 +888,88 @@ impl Driver for Sql<'_> {
     }
 }
 
-/// The writes that keep the state counters ([`Counts`]) as they go.
-impl Sql<'_> {
-    /// Insert a new, queued submission, counting it in `counts`.
-    fn insert_row(
-        &self,
-        id: SubmissionId,
-        valid: &ValidSubmission,
-        due_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-        counts: &mut Counts,
-    ) -> Result<()> {
-        let correlation = (!valid.correlation.is_empty())
-            .then(|| serde_json::json!(valid.correlation).to_string());
-        self.0
-            .prepare_cached(
-                "INSERT OR FAIL INTO liaison_submissions (id, partner, kind, payload, fingerprint, idempotency_key, \
-                 ordering_key, correlation, business_value, priority, state, attempts, due_at, not_before, \
-                 created_at, updated_at, currency, business_deadline) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?12, ?13, ?13, ?14, ?15)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    id.to_string(),
-                    valid.partner,
-                    valid.kind,
-                    valid.payload_json,
-                    valid.fingerprint.to_string(),
-                    valid.idempotency_key,
-                    valid.ordering_key,
-                    correlation,
-                    valid.business_value,
-                    valid.priority,
-                    to_millis(due_at),
-                    valid.not_before.map(to_millis),
-                    to_millis(now),
-                    valid.currency.map(|c| c.code()),
-                    valid.business_deadline.map(to_millis),
-                ])
-            })
-            .map_err(db_err("insert submission"))?;
-        counts.add(
-            &valid.partner,
-            valid.currency,
-            valid.business_value,
-            SubmissionState::Queued,
-            1,
-        );
-        Ok(())
-    }
+/// Insert a new, queued submission ([`INSERT_SUBMISSION`]), counting it
+/// in `counts`.
+fn insert_row(
+    stmt: &mut Statement<'_>,
+    (id, valid, due_at): (SubmissionId, &ValidSubmission, DateTime<Utc>),
+    now: DateTime<Utc>,
+    counts: &mut Counts,
+) -> Result<()> {
+    let correlation =
+        (!valid.correlation.is_empty()).then(|| serde_json::json!(valid.correlation).to_string());
+    stmt.execute(params![
+        id.to_string(),
+        valid.partner,
+        valid.kind,
+        valid.payload_json,
+        valid.fingerprint.to_string(),
+        valid.idempotency_key,
+        valid.ordering_key,
+        correlation,
+        valid.business_value,
+        valid.priority,
+        to_millis(due_at),
+        valid.not_before.map(to_millis),
+        to_millis(now),
+        valid.currency.map(|c| c.code()),
+        valid.business_deadline.map(to_millis),
+    ])
+    .map_err(db_err("insert submission"))?;
+    counts.add(
+        &valid.partner,
+        valid.currency,
+        valid.business_value,
+        SubmissionState::Queued,
+        1,
+    );
+    Ok(())
+}
 
-    /// Write a state change, counting it in `counts`. The row must still be
-    /// in `w.from` (the state read under the writer's lock); one that is
-    /// not is refused rather than miscounted.
-    fn state_row(&self, w: &StateWrite, counts: &mut Counts) -> Result<()> {
-        let after = &w.after;
-        let written = self
-            .0
-            .prepare_cached(
-                "UPDATE OR FAIL liaison_submissions SET state = ?2, due_at = ?3, result_deadline = ?4, \
-                 terminal_at = ?5, external_ref = ?6, last_error = ?7, updated_at = ?8, \
-                 lease_token = NULL, lease_expires_at = NULL, accepted_at = COALESCE(accepted_at, ?9), \
-                 replays = ?10, attempts_before_cycle = ?11, cycle_started_at = ?12, \
-                 result_document = ?13, lease_expiries = COALESCE(?14, lease_expiries) \
-                 WHERE id = ?1 AND state = ?15",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    after.id.to_string(),
-                    after.state.as_str(),
-                    to_millis(after.due_at),
-                    after.result_deadline.map(to_millis),
-                    after.terminal_at.map(to_millis),
-                    after.external_ref,
-                    after.last_error,
-                    to_millis(after.updated_at),
-                    w.accepted_at.map(to_millis),
-                    after.replays,
-                    after.attempts_before_cycle,
-                    to_millis(after.cycle_started_at),
-                    after.result.as_ref().map(ResultDocument::to_stored),
-                    w.lease_expiries,
-                    w.from.as_str(),
-                ])
-            })
-            .map_err(db_err("change state"))?;
-        if written != 1 {
-            return Err(rows_moved(1, written as u64));
-        }
-        counts.moved(after, w.from);
-        Ok(())
+/// Run [`INSERT_KEY`] for one key; whether it was recorded.
+fn insert_key_with(stmt: &mut Statement<'_>, row: &KeyRow<'_>) -> Result<bool> {
+    let inserted = stmt
+        .execute(params![
+            row.partner,
+            row.key,
+            row.fingerprint.to_string(),
+            row.submission.to_string(),
+            to_millis(row.created_at),
+            row.expires_at,
+        ])
+        .map_err(db_err("record idempotency key"))?;
+    Ok(inserted == 1)
+}
+
+/// Run [`WRITE_STATE`] for one change, counting it in `counts`. The row
+/// must still be in `w.from` (the state read under the writer's lock); one
+/// that is not is refused rather than miscounted.
+fn state_row(stmt: &mut Statement<'_>, w: &StateWrite, counts: &mut Counts) -> Result<()> {
+    let after = &w.after;
+    let written = stmt
+        .execute(params![
+            after.id.to_string(),
+            after.state.as_str(),
+            to_millis(after.due_at),
+            after.result_deadline.map(to_millis),
+            after.terminal_at.map(to_millis),
+            after.external_ref,
+            after.last_error,
+            to_millis(after.updated_at),
+            w.accepted_at.map(to_millis),
+            after.replays,
+            after.attempts_before_cycle,
+            to_millis(after.cycle_started_at),
+            after.result.as_ref().map(ResultDocument::to_stored),
+            w.lease_expiries,
+            w.from.as_str(),
+        ])
+        .map_err(db_err("change state"))?;
+    if written != 1 {
+        return Err(rows_moved(1, written as u64));
     }
+    counts.moved(after, w.from);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -914,7 +1005,7 @@ mod tests {
         // Decided as if the row were in flight; it is queued.
         let mut believed = crate::store::rules::ledger::created(id, &valid, now, now);
         believed.state = SubmissionState::InFlight;
-        let (write, _) = apply(&believed, &StateChange::to(SubmissionState::Succeeded), now);
+        let (write, _) = apply(believed, &StateChange::to(SubmissionState::Succeeded), now);
         let err = run(Sql(&conn).write_state(&write)).unwrap_err();
         assert!(err.is_storage(), "{err:?}");
         let source = std::error::Error::source(&err).map(ToString::to_string);

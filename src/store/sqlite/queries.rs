@@ -17,10 +17,20 @@ use crate::model::submission::{Submission, SubmissionId};
 use crate::store::common::{HOUR_MS, count, state_list, submission_columns};
 use crate::store::{HourlyCount, HourlyQuery, ListFilter};
 
-pub(super) const SUBMISSION_COLUMNS: &str = "id, partner, kind, payload, fingerprint, idempotency_key, \
-    ordering_key, correlation, external_ref, business_value, priority, state, attempts, due_at, \
-    not_before, lease_expires_at, result_deadline, created_at, updated_at, terminal_at, last_error, \
-    replays, attempts_before_cycle, COALESCE(cycle_started_at, created_at), result_document, currency, business_deadline";
+/// The columns [`submission_from_row`] maps, as a literal, so that the
+/// statements run once per row are `concat!`ed at compile time rather than
+/// formatted on every call.
+macro_rules! submission_columns_sql {
+    () => {
+        "id, partner, kind, payload, fingerprint, idempotency_key, \
+         ordering_key, correlation, external_ref, business_value, priority, state, attempts, due_at, \
+         not_before, lease_expires_at, result_deadline, created_at, updated_at, terminal_at, last_error, \
+         replays, attempts_before_cycle, COALESCE(cycle_started_at, created_at), result_document, currency, business_deadline"
+    };
+}
+pub(super) use submission_columns_sql;
+
+pub(super) const SUBMISSION_COLUMNS: &str = submission_columns_sql!();
 
 /// How many columns [`SUBMISSION_COLUMNS`] has; a query may select more after them.
 pub(super) const SUBMISSION_WIDTH: usize = 27;
@@ -88,8 +98,10 @@ pub(crate) fn get_on(conn: &Connection, id: SubmissionId) -> Result<Submission> 
 
 pub(super) fn find_on(conn: &Connection, id: SubmissionId) -> Result<Option<Submission>> {
     let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {SUBMISSION_COLUMNS} FROM liaison_submissions WHERE id = ?1"
+        .prepare_cached(concat!(
+            "SELECT ",
+            submission_columns_sql!(),
+            " FROM liaison_submissions WHERE id = ?1"
         ))
         .map_err(db_err("read submission"))?;
     stmt.query_row(params![id.to_string()], submission_from_row)

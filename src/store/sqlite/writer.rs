@@ -65,7 +65,9 @@ trait Job: Send {
 struct Op<T, F> {
     op: F,
     result: Option<Result<T>>,
-    reply: oneshot::Sender<Result<T>>,
+    /// The answer, and the operation itself: what it captured (a batch's
+    /// payloads, say) is freed by the caller, off the writer's thread.
+    reply: oneshot::Sender<(Result<T>, F)>,
 }
 
 impl<T, F> Job for Op<T, F>
@@ -93,7 +95,8 @@ where
     }
 
     fn answer(self: Box<Self>, failure: Option<&GroupFailure>) {
-        let answer = match (self.result, failure) {
+        let Op { op, result, reply } = *self;
+        let answer = match (result, failure) {
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(_)) | None, Some(failure)) => Err(failure.to_error()),
             (Some(Ok(v)), None) => Ok(v),
@@ -105,7 +108,7 @@ where
             }),
         };
         // The caller may have gone away; what committed stays committed.
-        let _ = self.reply.send(answer);
+        let _ = reply.send((answer, op));
     }
 }
 
@@ -159,7 +162,9 @@ impl Writer {
         });
         let sender = self.sender.as_ref().ok_or(Error::Closed)?;
         sender.send(job).await.map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?
+        let (answer, op) = rx.await.map_err(|_| Error::Closed)?;
+        drop(op);
+        answer
     }
 }
 

@@ -444,3 +444,70 @@ pub async fn a_batch_enqueue_keeps_input_order_and_sees_its_own_keys(h: &Harness
         before
     );
 }
+
+/// A batch of results over several partners records a result delivery for
+/// each change that finishes a submission of a partner whose results go to
+/// the host, and none for the others (nor for a change that finishes
+/// nothing), whatever order the partners come in.
+pub async fn a_batch_records_deliveries_only_for_partners_that_take_results(h: &Harness) {
+    use SubmissionState::*;
+    let store = h.store().await;
+    let name = h.name();
+    store.set_result_delivery("lab", true).await.unwrap();
+    let mut leases = Vec::new();
+    for (partner, key) in [("bank", "m0"), ("lab", "m1"), ("bank", "m2"), ("lab", "m3")] {
+        store.enqueue(submission(partner, key)).await.unwrap();
+        let mut claimed = store
+            .claim(ClaimRequest::new(partner, 1, LEASE).at(store.now()))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "{name}: {key}");
+        leases.push(claimed.remove(0));
+    }
+    let answers = store
+        .complete_batch(vec![
+            finished(
+                &leases[0],
+                AttemptOutcome::Succeeded,
+                StateChange::to(Succeeded),
+            ),
+            finished(
+                &leases[1],
+                AttemptOutcome::Succeeded,
+                StateChange::to(Succeeded),
+            ),
+            finished(
+                &leases[2],
+                AttemptOutcome::Permanent,
+                StateChange::to(Failed).error("no"),
+            ),
+            // Accepted: nothing finished yet, so nothing to deliver.
+            finished(
+                &leases[3],
+                AttemptOutcome::Accepted,
+                StateChange::to(AwaitingResult),
+            ),
+        ])
+        .await
+        .unwrap();
+    let states: Vec<_> = answers.into_iter().map(|a| a.unwrap().state).collect();
+    assert_eq!(
+        states,
+        [Succeeded, Succeeded, Failed, AwaitingResult],
+        "{name}"
+    );
+
+    let recorded = store
+        .deliveries(&liaison::store::DeliveryFilter::default())
+        .await
+        .unwrap();
+    let got: Vec<_> = recorded
+        .iter()
+        .map(|d| (d.submission_id, d.partner.as_str(), d.final_state))
+        .collect();
+    assert_eq!(
+        got,
+        [(leases[1].submission.id, "lab", Succeeded)],
+        "{name}: only the lab submission that finished"
+    );
+}

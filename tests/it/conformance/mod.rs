@@ -82,6 +82,7 @@ conformance! {
     batches::a_batch_applies_callbacks_that_arrived_before_it,
     batches::a_batch_gives_each_submission_the_callbacks_waiting_for_it,
     batches::a_batch_enqueue_keeps_input_order_and_sees_its_own_keys,
+    batches::a_batch_records_deliveries_only_for_partners_that_take_results,
     privacy::retention_clears_personal_data_and_keeps_what_happened,
     privacy::forget_erases_by_id_keeps_the_skeleton_and_journals_who_and_why,
     privacy::forget_refuses_unfinished_work_and_changes_nothing,
