@@ -151,18 +151,22 @@ pub(crate) async fn run_partner(
                 continue;
             }
         };
-        // Batch claims: while attempts are in flight and few permits are
-        // free, give the running attempts a moment to finish so one claim
-        // transaction takes several submissions instead of one each time a
-        // permit comes back. Costs at most `CLAIM_GATHER` of latency, only
-        // when the partner is busy anyway.
+        // Batch claims: while attempts are in flight, give the running
+        // attempts a moment to finish so one claim transaction takes
+        // several submissions instead of one each time a permit comes back.
+        // Results are recorded in batches, so permits come back in bursts:
+        // the wait ends once enough are free and a burst has landed (the
+        // count stopped growing across a yield to the tasks giving theirs
+        // back), or after `CLAIM_GATHER`, only when the partner is busy
+        // anyway. A fixed wait left the store idle for the rest of it on
+        // every claim.
         if !probe && rt.limits.rate.is_none() {
-            let gather = gather_target(&shared, &rt);
-            if rt.permits.available_permits() + 1 < gather {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(CLAIM_GATHER) => {}
-                }
+            let wanted = Gather {
+                target: gather_target(&shared, &rt),
+                batch: shared.settings.claim_batch.min(rt.config.concurrency),
+            };
+            if !gather(&rt.permits, &rt.wake, wanted, &stop).await {
+                break;
             }
         }
         let want = if probe {
@@ -306,10 +310,57 @@ fn full_wait(full: u32, poll: Duration) -> Duration {
         .min(poll)
 }
 
-/// How many free permits are worth a claim without waiting: a quarter of
-/// what one claim may take. Below it the dispatcher waits `CLAIM_GATHER`,
-/// but only while other attempts are in flight (their finishing frees
-/// permits); with nothing in flight it claims at once.
+/// How many free permits a claim waits for ([`gather`]).
+#[derive(Debug, Clone, Copy)]
+struct Gather {
+    /// Enough to claim ([`gather_target`]).
+    target: usize,
+    /// As many as one claim takes: no reason to wait for more.
+    batch: usize,
+}
+
+/// Wait for permits to come back before a claim (see its caller): until at
+/// least `wanted.target` are free (counting the one the caller holds) and
+/// no more came back across a yield, or `wanted.batch` are, or
+/// [`CLAIM_GATHER`] passed. Each attempt wakes `wake` as it gives its
+/// permit back. `false` when told to stop.
+async fn gather(
+    permits: &Semaphore,
+    wake: &Notify,
+    wanted: Gather,
+    stop: &CancellationToken,
+) -> bool {
+    let until = tokio::time::Instant::now() + CLAIM_GATHER;
+    let free = || permits.available_permits() + 1;
+    let mut seen = free();
+    // Bounded: each pass either waits for a wake or the deadline, or sees
+    // more permits back than the pass before, of a bounded number.
+    loop {
+        if seen >= wanted.batch {
+            return true;
+        }
+        if seen >= wanted.target {
+            tokio::task::yield_now().await;
+            let now = free();
+            if now == seen || tokio::time::Instant::now() >= until {
+                return true;
+            }
+            seen = now;
+            continue;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = tokio::time::sleep_until(until) => return true,
+            _ = wake.notified() => {}
+        }
+        seen = free();
+    }
+}
+
+/// How many free permits are worth a claim: a quarter of what one claim
+/// may take. Below it the dispatcher waits for more, up to `CLAIM_GATHER`
+/// ([`gather`]), but only while other attempts are in flight (their
+/// finishing frees permits); with nothing in flight it claims at once.
 fn gather_target(shared: &Shared, rt: &PartnerRuntime) -> usize {
     let batch = shared.settings.claim_batch.min(rt.config.concurrency);
     let free = rt.permits.available_permits() + 1; // + the one we hold
@@ -671,5 +722,82 @@ pub(crate) async fn refresh_pauses(shared: &Shared) {
             }
         }
         Err(error) => tracing::warn!(%error, "reading partner pauses failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The permits of the attempts in flight, all taken, and the one the
+    /// dispatcher holds.
+    async fn all_taken(
+        n: usize,
+    ) -> (
+        Arc<Semaphore>,
+        OwnedSemaphorePermit,
+        Vec<OwnedSemaphorePermit>,
+    ) {
+        let permits = Arc::new(Semaphore::new(n));
+        let held = Arc::clone(&permits).acquire_owned().await.unwrap();
+        let mut running = Vec::new();
+        for _ in 1..n {
+            running.push(Arc::clone(&permits).acquire_owned().await.unwrap());
+        }
+        (permits, held, running)
+    }
+
+    /// Permits given back in a burst (as a batch of results recorded
+    /// together gives them) end the wait as soon as the burst has landed,
+    /// with all of them free, before any timer runs out: the paused clock
+    /// never moves. A fixed wait would have taken `CLAIM_GATHER`.
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_permits_ends_the_wait_once_it_has_landed() {
+        let (permits, _held, mut running) = all_taken(8).await;
+        let wake = Arc::new(Notify::new());
+        let giver = {
+            let wake = Arc::clone(&wake);
+            tokio::spawn(async move {
+                // Two come back, then (after the dispatcher had a look)
+                // the rest of the burst.
+                for permit in running.drain(..2) {
+                    drop(permit);
+                    wake.notify_one();
+                }
+                tokio::task::yield_now().await;
+                for permit in running.drain(..) {
+                    drop(permit);
+                    wake.notify_one();
+                }
+            })
+        };
+        let start = tokio::time::Instant::now();
+        let wanted = Gather {
+            target: 2,
+            batch: 8,
+        };
+        assert!(gather(&permits, &wake, wanted, &CancellationToken::new()).await);
+        assert_eq!(permits.available_permits(), 7, "the whole burst is back");
+        assert_eq!(tokio::time::Instant::now(), start, "no timer ran out");
+        giver.await.unwrap();
+    }
+
+    /// Nothing coming back: the wait ends after `CLAIM_GATHER`, and a stop
+    /// ends it at once with `false`.
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_is_bounded_and_a_stop_ends_it() {
+        let (permits, _held, _running) = all_taken(8).await;
+        let wake = Notify::new();
+        let wanted = Gather {
+            target: 2,
+            batch: 8,
+        };
+        let start = tokio::time::Instant::now();
+        assert!(gather(&permits, &wake, wanted, &CancellationToken::new()).await);
+        assert_eq!(tokio::time::Instant::now() - start, CLAIM_GATHER);
+
+        let stop = CancellationToken::new();
+        stop.cancel();
+        assert!(!gather(&permits, &wake, wanted, &stop).await);
     }
 }
