@@ -1428,3 +1428,123 @@ impl<'a> EventLine<'a> {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::{PostgresStore, begin, in_tx, test_url};
+    use super::*;
+    use crate::model::submission::NewSubmission;
+    use crate::store::rules::transition::apply;
+    use crate::store::{ClaimRequest, OutboxStore, PostgresConfig, StateChange};
+
+    /// A change, one or in a batch, whose row is not in the state it was
+    /// decided from is refused: a `Storage` error saying how many were,
+    /// and once the transaction is rolled back neither the rows nor the
+    /// counters moved. (SQLite's side: `sqlite::driver`'s test of the same
+    /// name.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_from_a_state_the_row_is_not_in_writes_nothing() {
+        let Some(url) = test_url() else {
+            return;
+        };
+        let schema = format!("liaison_guard_{}", std::process::id());
+        let store = PostgresStore::connect(&url, PostgresConfig::default().schema(&schema))
+            .await
+            .expect("open the store");
+        // In a task of its own, so the schema is dropped whether the
+        // checks pass or fail; a failure is raised after.
+        let checked = tokio::spawn(check_guard(store.clone())).await;
+        let conn = store.conn().await.expect("a connection");
+        conn.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await
+            .expect("drop the schema");
+        if let Err(failed) = checked {
+            std::panic::resume_unwind(failed.into_panic());
+        }
+    }
+
+    async fn check_guard(store: PostgresStore) {
+        use SubmissionState::*;
+        let enqueue = |key: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .enqueue(
+                        NewSubmission::new("bank", "payment", json!({"k": key}))
+                            .idempotency_key(key),
+                    )
+                    .await
+                    .expect("enqueue")
+                    .submission
+            }
+        };
+        let held = enqueue("g-1").await;
+        let queued = enqueue("g-2").await;
+        let lease = store
+            .claim(ClaimRequest::new("bank", 1, std::time::Duration::from_secs(60)).at(store.now()))
+            .await
+            .expect("claim")
+            .pop()
+            .expect("one lease");
+        assert_eq!(lease.submission.id, held.id);
+        let counts = || {
+            let store = store.clone();
+            async move {
+                let conn = store.conn().await.expect("a connection");
+                let rows = conn
+                    .query(
+                        "SELECT state, n FROM liaison_state_totals \
+                         WHERE partner = 'bank' AND n <> 0 ORDER BY state",
+                        &[],
+                    )
+                    .await
+                    .expect("read the counters");
+                rows.iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let before = counts().await;
+        assert_eq!(
+            before,
+            [("in_flight".to_owned(), 1), ("queued".to_owned(), 1)]
+        );
+
+        let now = store.now();
+        let done = StateChange::to(Succeeded);
+        // Right: the claimed row, in flight. Wrong: the queued one,
+        // decided as if it were in flight.
+        let right = apply(lease.submission.clone(), &done, now).0;
+        let mut believed = queued.clone();
+        believed.state = InFlight;
+        let wrong = apply(believed, &done, now).0;
+
+        let mut conn = store.conn().await.expect("a connection");
+        for (writes, says) in [
+            (vec![wrong.clone()], "0 of 1"),
+            (vec![right, wrong], "1 of 2"),
+        ] {
+            let tx = begin(&mut conn).await.expect("begin");
+            let db = in_tx(&tx);
+            let err = if let [one] = writes.as_slice() {
+                db.write_state(one).await
+            } else {
+                db.write_states(&writes).await
+            }
+            .expect_err("refused");
+            assert!(err.is_storage(), "{err:?}");
+            let source = std::error::Error::source(&err).map(ToString::to_string);
+            assert!(
+                source.as_deref().is_some_and(|s| s.contains(says)),
+                "{says}: {source:?}"
+            );
+            drop(db);
+            tx.rollback().await.expect("roll back");
+        }
+        assert_eq!(store.get(held.id).await.unwrap().state, InFlight);
+        assert_eq!(store.get(queued.id).await.unwrap().state, Queued);
+        assert_eq!(counts().await, before);
+    }
+}
