@@ -71,7 +71,7 @@ const READ_LOCKED: &str = concat!(
     ", lease_token, lease_expiries FROM liaison_submissions WHERE id = ?1"
 );
 
-/// One timeline line ([`event_params`]).
+/// One timeline line ([`append_with`]).
 const APPEND_EVENT: &str = "INSERT OR FAIL INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, reason, data) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
@@ -79,7 +79,7 @@ const APPEND_EVENT: &str = "INSERT OR FAIL INTO liaison_events (submission_id, a
 const FINISH_ATTEMPT: &str = "UPDATE OR FAIL liaison_attempts SET finished_at = ?3, outcome = ?4, http_status = ?5, error = ?6 \
      WHERE submission_id = ?1 AND lease_token = ?2 AND finished_at IS NULL";
 
-/// A state change ([`Sql::state_row`]).
+/// A state change ([`state_row`]).
 const WRITE_STATE: &str = "UPDATE OR FAIL liaison_submissions SET state = ?2, due_at = ?3, result_deadline = ?4, \
      terminal_at = ?5, external_ref = ?6, last_error = ?7, updated_at = ?8, \
      lease_token = NULL, lease_expires_at = NULL, accepted_at = COALESCE(accepted_at, ?9), \
