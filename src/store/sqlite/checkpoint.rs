@@ -36,6 +36,7 @@ use rusqlite::Connection;
 use rusqlite::hooks::Wal;
 use rusqlite::wal::CheckpointMode;
 
+use super::writer::CallerWrites;
 use super::{SqliteConfig, Synchronous, connect};
 use crate::error::{Error, Result};
 
@@ -88,12 +89,21 @@ impl Checkpointer {
     /// Start the checkpointer for the database at `path` and hook it to the
     /// writer's connection (which stops checkpointing by itself below
     /// [`BACKSTOP_PAGES`]); under `synchronous=FULL`, nothing.
+    /// A commit that reaches the backstop on a caller's thread (see
+    /// [`CallerWrites`]) leaves the checkpoint to the writer's thread.
     pub(super) fn start(
         writer: &mut Connection,
         path: &Path,
         config: &SqliteConfig,
+        callers: &Arc<CallerWrites>,
     ) -> Result<Self> {
-        Self::start_with(writer, path, config, THRESHOLDS)
+        Self::start_with(writer, path, config, THRESHOLDS, callers)
+    }
+
+    /// Whether the checkpointer runs (it does not under `synchronous=FULL`,
+    /// where SQLite checkpoints in the committing connection).
+    pub(super) fn is_running(&self) -> bool {
+        self.worker.is_some()
     }
 
     fn start_with(
@@ -101,6 +111,7 @@ impl Checkpointer {
         path: &Path,
         config: &SqliteConfig,
         thresholds: Thresholds,
+        callers: &Arc<CallerWrites>,
     ) -> Result<Self> {
         let Thresholds { ask, backstop } = thresholds;
         if config.synchronous == Synchronous::Full {
@@ -132,6 +143,7 @@ impl Checkpointer {
         // the database file, which competes with the log's own syncs).
         let mut asked_at: c_int = 0;
         let stop_signal = signal.clone();
+        let callers = Arc::clone(callers);
         // Registering a hook replaces SQLite's automatic checkpoint.
         writer
             .wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
@@ -140,22 +152,30 @@ impl Checkpointer {
                     asked_at = 0;
                 }
                 if pages >= backstop {
-                    let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
-                    match wal.checkpoint_v2(CheckpointMode::PASSIVE) {
-                        Ok(_) => {}
-                        // Another connection checkpoints (a host's): the
-                        // next commit tries again.
-                        Err(error) if super::db::is_busy(&error) => {
-                            tracing::debug!(%error, pages, "write-ahead log checkpoint deferred");
+                    // A caller's commit stays short: the writer's thread
+                    // checkpoints at its next commit.
+                    if !callers.defer_checkpoint() {
+                        let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
+                        match wal.checkpoint_v2(CheckpointMode::PASSIVE) {
+                            Ok(_) => {}
+                            // Another connection checkpoints (a host's): the
+                            // next commit tries again.
+                            Err(error) if super::db::is_busy(&error) => {
+                                tracing::debug!(%error, pages, "write-ahead log checkpoint deferred");
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, pages, "checkpointing the write-ahead log failed");
+                            }
                         }
-                        Err(error) => {
-                            tracing::warn!(%error, pages, "checkpointing the write-ahead log failed");
-                        }
+                        callers.checkpoint_made();
                     }
-                } else if pages - asked_at >= ask {
-                    asked_at = pages;
-                    // Full: a request is already waiting, which is enough.
-                    let _ = signal.try_send(());
+                } else {
+                    callers.checkpoint_made();
+                    if pages - asked_at >= ask {
+                        asked_at = pages;
+                        // Full: a request is already waiting, which is enough.
+                        let _ = signal.try_send(());
+                    }
                 }
                 // Never an error: the commit has happened, and an error
                 // here would be reported as the commit's.
@@ -231,8 +251,31 @@ mod tests {
         let mut conn = connect(&path, &config).unwrap();
         conn.execute_batch("CREATE TABLE IF NOT EXISTS t (x INTEGER, pad BLOB)")
             .unwrap();
-        let checkpointer = Checkpointer::start_with(&mut conn, &path, &config, thresholds).unwrap();
+        let callers = Arc::new(CallerWrites::new(config.busy_timeout));
+        let checkpointer =
+            Checkpointer::start_with(&mut conn, &path, &config, thresholds, &callers).unwrap();
         (Writer::spawn(conn).unwrap(), checkpointer, path)
+    }
+
+    /// As [`open_with`] under `NORMAL`, with a writer that lets small
+    /// operations run on their caller's thread (as the store's does).
+    fn open_sharing(
+        dir: &Path,
+        thresholds: Thresholds,
+    ) -> (Writer, Checkpointer, std::path::PathBuf) {
+        let path = dir.join("c.db");
+        let config = SqliteConfig::default().synchronous(Synchronous::Normal);
+        let mut conn = connect(&path, &config).unwrap();
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS t (x INTEGER, pad BLOB)")
+            .unwrap();
+        let callers = Arc::new(CallerWrites::new(config.busy_timeout));
+        let checkpointer =
+            Checkpointer::start_with(&mut conn, &path, &config, thresholds, &callers).unwrap();
+        (
+            Writer::spawn_sharing(conn, callers).unwrap(),
+            checkpointer,
+            path,
+        )
     }
 
     /// Drop the writer, then the checkpointer (as the store does), on a
@@ -376,6 +419,57 @@ mod tests {
             spinner.join().unwrap();
         }
         eprintln!("slowest drop: {slowest:?}");
+    }
+
+    /// Commits on callers' threads never checkpoint: the one that takes
+    /// the log to the backstop leaves it owed, the next small write goes to
+    /// the writer's thread, which checkpoints, and the log stays bounded.
+    /// (The checkpointer is never asked here: only the backstop copies.)
+    #[tokio::test]
+    async fn a_callers_commit_leaves_the_backstop_to_the_writers_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let backstop = 64;
+        let thresholds = Thresholds {
+            ask: c_int::MAX,
+            backstop,
+        };
+        let (writer, checkpointer, path) = open_sharing(dir.path(), thresholds);
+        let here = std::thread::current().id();
+        let (mut on_writer, n) = (0, 400);
+        for i in 0..n {
+            // A row of a page or two: the log passes the backstop every
+            // few dozen commits.
+            let ran_on = writer
+                .write_small(move |conn| {
+                    conn.prepare_cached("INSERT INTO t VALUES (?1, zeroblob(4096))")
+                        .and_then(|mut s| s.execute([i]))
+                        .map_err(db_err("insert"))?;
+                    Ok(std::thread::current().id())
+                })
+                .await
+                .unwrap();
+            if ran_on != here {
+                on_writer += 1;
+            }
+        }
+        assert!(
+            on_writer > 0 && on_writer < n / 4,
+            "{on_writer} of {n} small writes ran on the writer's thread"
+        );
+        let frame = 4096 + 24;
+        let most = u64::try_from(backstop + 32).unwrap() * frame;
+        let log = size(&wal(&path));
+        assert!(
+            log > 0 && log <= most,
+            "log of {log} bytes, at most {most} expected"
+        );
+        drop(writer);
+        drop(checkpointer);
+        let count: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, n);
     }
 
     #[test]

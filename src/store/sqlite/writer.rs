@@ -16,8 +16,17 @@
 //!
 //! With its queue empty, the writer may look again for a moment before it
 //! parks its thread, while doing so keeps finding work ([`Linger`]).
+//!
+//! A small operation may instead run on its caller's thread
+//! ([`Writer::write_small`]), when the writer is idle and the store allows
+//! it ([`CallerWrites`]): a caller writing one submission after the other
+//! then does not wait for two threads to wake on every write. The
+//! connection sits behind a mutex that whoever writes holds; once the
+//! writer's thread has work, no caller starts one of its own, so it waits
+//! only for those already under way.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -122,18 +131,87 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> Error {
     }
 }
 
+/// When a small operation may run on its caller's thread
+/// ([`Writer::write_small`]), shared by the writer, its callers and the
+/// write-ahead log's hook ([`super::checkpoint`]).
+///
+/// A commit on a caller's thread must stay short: it never waits for
+/// another process's write lock (that wait is the writer thread's), and it
+/// never checkpoints. Should the log reach the checkpoint backstop during
+/// one, the hook leaves the checkpoint owed, and small operations go
+/// through the writer's thread until one of its commits has seen to it.
+#[derive(Debug)]
+pub(crate) struct CallerWrites {
+    /// The connection's busy timeout, restored after a caller's `BEGIN`
+    /// (which runs with none).
+    busy_timeout: Duration,
+    /// Set while a caller's thread runs an operation.
+    running: AtomicBool,
+    /// Set when the log reached the backstop during such an operation.
+    owed: AtomicBool,
+    /// Set while the writer's thread has an operation to run.
+    writer_busy: AtomicBool,
+}
+
+impl CallerWrites {
+    pub(crate) fn new(busy_timeout: Duration) -> Self {
+        CallerWrites {
+            busy_timeout,
+            running: AtomicBool::new(false),
+            owed: AtomicBool::new(false),
+            writer_busy: AtomicBool::new(false),
+        }
+    }
+
+    /// For the log's hook, at the backstop: whether this commit is a
+    /// caller's (then the checkpoint is left owed, to the writer's thread).
+    pub(crate) fn defer_checkpoint(&self) -> bool {
+        if self.running.load(Ordering::Acquire) {
+            self.owed.store(true, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// For the log's hook: a commit on the writer's thread saw the log
+    /// below the backstop, or checkpointed.
+    pub(crate) fn checkpoint_made(&self) {
+        if !self.running.load(Ordering::Acquire) {
+            self.owed.store(false, Ordering::Release);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Writer {
     sender: Option<mpsc::Sender<Box<dyn Job>>>,
     thread: Option<JoinHandle<()>>,
+    /// The write connection; `None` once the writer's thread has closed it.
+    conn: Arc<Mutex<Option<Connection>>>,
+    /// Set when small operations may run on their caller's thread.
+    callers: Option<Arc<CallerWrites>>,
 }
 
 impl Writer {
+    /// A writer whose operations all run on its own thread.
     pub(crate) fn spawn(conn: Connection) -> Result<Self> {
+        Self::start(conn, None)
+    }
+
+    /// A writer that lets small operations run on their caller's thread
+    /// while it is idle, as `callers` allows.
+    pub(crate) fn spawn_sharing(conn: Connection, callers: Arc<CallerWrites>) -> Result<Self> {
+        Self::start(conn, Some(callers))
+    }
+
+    fn start(conn: Connection, callers: Option<Arc<CallerWrites>>) -> Result<Self> {
         let (sender, receiver) = mpsc::channel::<Box<dyn Job>>(4 * MAX_GROUP);
+        let conn = Arc::new(Mutex::new(Some(conn)));
+        let shared = Arc::clone(&conn);
+        let busy = callers.clone();
         let thread = std::thread::Builder::new()
             .name("liaison-sqlite-writer".into())
-            .spawn(move || run(conn, receiver))
+            .spawn(move || run(&shared, receiver, busy.as_deref()))
             .map_err(|e| Error::Storage {
                 operation: "start writer thread",
                 source: Box::new(e),
@@ -141,7 +219,94 @@ impl Writer {
         Ok(Writer {
             sender: Some(sender),
             thread: Some(thread),
+            conn,
+            callers,
         })
+    }
+
+    /// Like [`Writer::write`], for an operation of a few statements (one
+    /// submission's enqueue): while the writer is idle, it runs here, on
+    /// the caller's thread, in a transaction of its own, if the write lock
+    /// is free at once; otherwise (another process writes, the writer is
+    /// at work, a checkpoint is owed) it waits its turn in the queue.
+    pub(crate) async fn write_small<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T> + Send + 'static,
+    {
+        let op = match self.try_here(op) {
+            Ok(answer) => return answer,
+            Err(op) => op,
+        };
+        self.write(op).await
+    }
+
+    /// Run `op` on this thread if the writer is idle and the write lock is
+    /// free at once; `Err(op)` otherwise.
+    fn try_here<T, F>(&self, op: F) -> std::result::Result<Result<T>, F>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (Some(callers), Some(sender)) = (self.callers.as_deref(), self.sender.as_ref()) else {
+            return Err(op);
+        };
+        if sender.capacity() < sender.max_capacity()
+            || callers.writer_busy.load(Ordering::Acquire)
+            || callers.owed.load(Ordering::Acquire)
+        {
+            return Err(op);
+        }
+        let Ok(guard) = self.conn.try_lock() else {
+            return Err(op);
+        };
+        let Some(conn) = guard.as_ref() else {
+            return Err(op);
+        };
+        // No waiting for another process's lock on this thread.
+        if conn.busy_timeout(Duration::ZERO).is_err() {
+            return Err(op);
+        }
+        let begun = control(conn, "BEGIN IMMEDIATE");
+        if let Err(cause) = conn.busy_timeout(callers.busy_timeout) {
+            if begun.is_ok() {
+                rollback(conn);
+            }
+            return Ok(Err(db_err("set busy timeout")(cause)));
+        }
+        match begun {
+            Err(cause) if is_busy(&cause) => return Err(op),
+            Err(cause) => {
+                return Ok(Err(
+                    GroupFailure::new("begin write transaction", cause).to_error()
+                ));
+            }
+            Ok(()) => {}
+        }
+        let (reply, mut answer) = oneshot::channel();
+        let mut job = Op {
+            op,
+            result: None,
+            reply,
+        };
+        callers.running.store(true, Ordering::Release);
+        let failure = if job.run(conn, false) {
+            rollback(conn);
+            None
+        } else {
+            commit(conn)
+        };
+        callers.running.store(false, Ordering::Release);
+        drop(guard);
+        Box::new(job).answer(failure.as_ref());
+        match answer.try_recv() {
+            Ok((answer, op)) => {
+                drop(op);
+                Ok(answer)
+            }
+            // Not reachable: `answer` sent it just now.
+            Err(_) => Ok(Err(Error::Closed)),
+        }
     }
 
     /// Run `op` in the writer's next transaction and return its result once
@@ -292,10 +457,22 @@ fn next_job(
     receiver.blocking_recv()
 }
 
-fn run(conn: Connection, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
+fn run(
+    conn: &Mutex<Option<Connection>>,
+    mut receiver: mpsc::Receiver<Box<dyn Job>>,
+    callers: Option<&CallerWrites>,
+) {
     let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
     let mut linger = Linger::default();
+    let busy = |now: bool| {
+        if let Some(callers) = callers {
+            callers.writer_busy.store(now, Ordering::Release);
+        }
+    };
     while let Some(first) = next_job(&mut receiver, &mut linger) {
+        // From here no caller starts an operation of its own: only those
+        // already under way are waited for.
+        busy(true);
         group.push(first);
         while group.len() < MAX_GROUP {
             match receiver.try_recv() {
@@ -303,12 +480,21 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
-        let failure = run_group(&conn, &mut group);
+        let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+        // Only this thread takes the connection, below: not reachable. The
+        // group's callers would be answered `Closed`.
+        let Some(open) = guard.as_ref() else { break };
+        let failure = run_group(open, &mut group);
+        drop(guard);
+        busy(false);
         for job in group.drain(..) {
             job.answer(failure.as_ref());
         }
     }
-    close(conn);
+    let last = conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(last) = last {
+        close(last);
+    }
 }
 
 /// Close the write connection, saying so should SQLite refuse (a statement
@@ -506,7 +692,7 @@ mod panic_tests {
     /// Hold the writer in an operation until the returned sender fires
     /// (or is dropped), so what is sent meanwhile waits in its queue and is
     /// grouped into the next transaction. Returns once the writer is held.
-    async fn hold(
+    pub(super) async fn hold(
         writer: &Arc<Writer>,
     ) -> (
         std::sync::mpsc::Sender<()>,
@@ -533,7 +719,7 @@ mod panic_tests {
     }
 
     /// Wait until `n` operations sit in the writer's queue.
-    async fn queued(writer: &Writer, n: usize) {
+    pub(super) async fn queued(writer: &Writer, n: usize) {
         let sender = writer.sender.as_ref().unwrap();
         let waited = tokio::time::timeout(std::time::Duration::from_secs(30), async {
             while sender.max_capacity() - sender.capacity() < n {
@@ -621,5 +807,141 @@ mod panic_tests {
             out.push(task.await.unwrap());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod caller_tests {
+    use super::panic_tests::hold;
+    use super::*;
+
+    const WRITER: &str = "liaison-sqlite-writer";
+
+    /// A writer sharing small operations with its callers, on a file
+    /// database with table `t`, whose connection waits up to `busy` for
+    /// another's write lock.
+    fn sharing(dir: &std::path::Path, busy: Duration) -> Writer {
+        let conn = Connection::open(dir.join("w.db")).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER)")
+            .unwrap();
+        conn.busy_timeout(busy).unwrap();
+        Writer::spawn_sharing(conn, Arc::new(CallerWrites::new(busy))).unwrap()
+    }
+
+    /// Insert `x`, answering the name of the thread it ran on.
+    fn insert(x: i64) -> impl Fn(&Connection) -> Result<String> + Send + 'static {
+        move |conn| {
+            conn.execute("INSERT INTO t VALUES (?1)", [x])
+                .map_err(db_err("insert"))?;
+            Ok(std::thread::current().name().unwrap_or("").to_owned())
+        }
+    }
+
+    fn rows(dir: &std::path::Path) -> Vec<i64> {
+        let conn = Connection::open(dir.join("w.db")).unwrap();
+        let mut stmt = conn.prepare("SELECT x FROM t ORDER BY x").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_small_write_runs_on_its_callers_thread_while_the_writer_is_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = sharing(dir.path(), Duration::from_secs(5));
+        let here = std::thread::current().name().unwrap_or("").to_owned();
+        assert_ne!(here, WRITER);
+        for x in 1..=3 {
+            assert_eq!(writer.write_small(insert(x)).await.unwrap(), here);
+        }
+        // Committed: another connection reads them.
+        assert_eq!(rows(dir.path()), [1, 2, 3]);
+        // Any other operation still runs on the writer's thread.
+        assert_eq!(writer.write(insert(4)).await.unwrap(), WRITER);
+    }
+
+    #[tokio::test]
+    async fn without_sharing_a_small_write_runs_on_the_writers_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("w.db")).unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let writer = Writer::spawn(conn).unwrap();
+        assert_eq!(writer.write_small(insert(1)).await.unwrap(), WRITER);
+        assert_eq!(rows(dir.path()), [1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_write_waits_its_turn_while_the_writer_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Arc::new(sharing(dir.path(), Duration::from_secs(5)));
+        let (release, held) = hold(&writer).await;
+        let w = Arc::clone(&writer);
+        let small = tokio::spawn(async move { w.write_small(insert(1)).await });
+        // It waits for the writer (in its queue), not for the connection's
+        // lock on a runtime thread: the row is not there while it is held.
+        super::panic_tests::queued(&writer, 1).await;
+        assert!(!small.is_finished());
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        assert_eq!(small.await.unwrap().unwrap(), WRITER);
+        assert_eq!(rows(dir.path()), [1]);
+    }
+
+    /// Another connection (another process, say) holds the write lock: a
+    /// small write does not wait for it on its caller's thread, which on a
+    /// current-thread runtime would keep the holder itself from running.
+    /// The writer's thread waits for the lock instead.
+    #[tokio::test]
+    async fn a_small_write_never_waits_for_another_connections_lock_on_its_callers_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let busy = Duration::from_secs(20);
+        let writer = Arc::new(sharing(dir.path(), busy));
+        let other = Connection::open(dir.path().join("w.db")).unwrap();
+        other
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (1)")
+            .unwrap();
+        let started = Instant::now();
+        let w = Arc::clone(&writer);
+        let small = tokio::spawn(async move { w.write_small(insert(2)).await });
+        // This task runs again soon only if the write did not take the
+        // runtime's one thread to wait out the other's lock.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let waited = started.elapsed();
+        assert!(
+            waited < busy / 2,
+            "the caller's thread waited {waited:?} for another connection's lock"
+        );
+        assert!(!small.is_finished());
+        other.execute_batch("COMMIT").unwrap();
+        assert_eq!(small.await.unwrap().unwrap(), WRITER);
+        assert_eq!(rows(dir.path()), [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_small_write_that_fails_or_panics_on_its_callers_thread_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = sharing(dir.path(), Duration::from_secs(5));
+        let err = writer
+            .write_small(|conn| -> Result<()> {
+                conn.execute("INSERT INTO t VALUES (1)", []).unwrap();
+                panic!("boom");
+            })
+            .await
+            .unwrap_err();
+        assert!(err.is_storage(), "{err:?}");
+        let err = writer
+            .write_small(|conn| -> Result<()> {
+                conn.execute("INSERT INTO t VALUES (2)", [])
+                    .map_err(db_err("insert"))?;
+                Err(Error::invalid("x", "refused after writing"))
+            })
+            .await
+            .unwrap_err();
+        assert!(err.is_invalid_input(), "{err:?}");
+        // Nothing of either stayed, and the next one commits.
+        let here = std::thread::current().name().unwrap_or("").to_owned();
+        assert_eq!(writer.write_small(insert(3)).await.unwrap(), here);
+        assert_eq!(rows(dir.path()), [3]);
     }
 }
