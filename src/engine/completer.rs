@@ -124,8 +124,9 @@ const GATHER_PASSES: usize = 4;
 /// pass brings more (at most [`GATHER_PASSES`]). Without it, of a burst of
 /// attempts finishing together the first is written alone (its own
 /// transaction, and on SQLite its own commit) and the rest wait for it; an
-/// idle engine's result waits one pass of the scheduler.
-async fn gather_burst<T>(rx: &mut mpsc::UnboundedReceiver<T>, gathered: &mut Vec<T>) {
+/// idle engine's result waits one pass of the scheduler. (The ends of
+/// result deliveries are gathered the same way: `results::record_ends`.)
+pub(super) async fn gather_burst<T>(rx: &mut mpsc::UnboundedReceiver<T>, gathered: &mut Vec<T>) {
     for _ in 0..GATHER_PASSES {
         if gathered.len() >= MAX_BATCH {
             return;

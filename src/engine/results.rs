@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::Value;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -14,7 +15,7 @@ use tracing::Instrument;
 use super::Shared;
 use super::dispatcher::PartnerRuntime;
 use crate::error::{BoxError, Error};
-use crate::model::delivery::Delivery;
+use crate::model::delivery::{Delivery, DeliveryId};
 use crate::model::event::Event;
 use crate::model::result::ResultDocument;
 use crate::model::submission::{Submission, SubmissionState};
@@ -179,6 +180,16 @@ pub(crate) async fn run_results(shared: Arc<Shared>, stop: CancellationToken) {
         .unwrap_or(Duration::from_secs(30))
         .saturating_add(shared.settings.lease_margin);
     let mut running: JoinSet<()> = JoinSet::new();
+    let (ends, ended) = mpsc::unbounded_channel();
+    let store = Arc::clone(&shared.store);
+    let finish = move |lease: DeliveryLease, end: DeliveryEnd| {
+        let store = Arc::clone(&store);
+        async move {
+            let recorded = store.finish_delivery(&lease, end).await;
+            (lease.delivery.id, recorded)
+        }
+    };
+    let recorder = tokio::spawn(record_ends(finish, ended));
     loop {
         while running.try_join_next().is_some() {}
         let room = CONCURRENT_DELIVERIES.saturating_sub(running.len());
@@ -193,7 +204,7 @@ pub(crate) async fn run_results(shared: Arc<Shared>, stop: CancellationToken) {
                 Ok(leases) => {
                     claimed = leases.len();
                     for lease in leases {
-                        running.spawn(deliver(Arc::clone(&shared), lease));
+                        running.spawn(deliver(Arc::clone(&shared), lease, ends.clone()));
                     }
                 }
                 Err(error) => tracing::warn!(%error, "could not claim result deliveries"),
@@ -221,12 +232,65 @@ pub(crate) async fn run_results(shared: Arc<Shared>, stop: CancellationToken) {
         }
     }
     // Deliveries under way finish (or their leases expire and they are
-    // claimed again on the next start).
+    // claimed again on the next start), and their ends are recorded.
     while running.join_next().await.is_some() {}
+    drop(ends);
+    if let Err(error) = recorder.await {
+        tracing::error!(%error, "recording the ends of result deliveries failed");
+    }
 }
 
-/// Hand one claimed delivery to its handler and record how it ended.
-async fn deliver(shared: Arc<Shared>, lease: DeliveryLease) {
+/// Ends of deliveries issued at once at most.
+const MOST_ENDS: usize = 256;
+
+/// A delivery's end, waiting to be recorded under its lease.
+struct Ended {
+    lease: DeliveryLease,
+    end: DeliveryEnd,
+}
+
+/// Record the ends of deliveries as handlers finish them, together: each
+/// handler finishes on its own, and each end recorded as it came was
+/// mostly a transaction of its own (on SQLite a commit each). The ends that finished
+/// at the same moment are gathered ([`super::completer::gather_burst`])
+/// and issued at once, each its own write, so that the store writes them
+/// in one transaction (SQLite's writer groups what is queued together);
+/// while they are written, the next ones gather. `finish` records one
+/// ([`crate::store::OutboxStore::finish_delivery`]). Returns once every
+/// sender is gone and what they sent is recorded.
+async fn record_ends<F, Fut>(finish: F, mut ended: mpsc::UnboundedReceiver<Ended>)
+where
+    F: Fn(DeliveryLease, DeliveryEnd) -> Fut,
+    Fut: std::future::Future<Output = (DeliveryId, crate::Result<()>)> + Send + 'static,
+{
+    let mut gathered = Vec::with_capacity(MOST_ENDS);
+    while ended.recv_many(&mut gathered, MOST_ENDS).await > 0 {
+        super::completer::gather_burst(&mut ended, &mut gathered).await;
+        let mut writing = JoinSet::new();
+        for Ended { lease, end } in gathered.drain(..) {
+            writing.spawn(finish(lease, end));
+        }
+        while let Some(done) = writing.join_next().await {
+            match done {
+                Ok((_, Ok(()))) => {}
+                Ok((delivery, Err(e))) if e.is_stale_lease() => tracing::warn!(
+                    %delivery,
+                    "the delivery's lease ended before its end was recorded; it runs again"
+                ),
+                Ok((delivery, Err(error))) => tracing::warn!(
+                    %delivery,
+                    %error,
+                    "could not record the delivery's end; it runs again when its lease ends"
+                ),
+                Err(error) => tracing::error!(%error, "recording a delivery's end failed"),
+            }
+        }
+    }
+}
+
+/// Hand one claimed delivery to its handler and pass how it ended to
+/// `ends` to be recorded ([`record_ends`]).
+async fn deliver(shared: Arc<Shared>, lease: DeliveryLease, ends: mpsc::UnboundedSender<Ended>) {
     let delivery = &lease.delivery;
     let span = tracing::info_span!(
         "result delivery",
@@ -234,13 +298,9 @@ async fn deliver(shared: Arc<Shared>, lease: DeliveryLease) {
         submission = %delivery.submission_id,
         attempt = delivery.attempts,
     );
-    async {
-        let Some(rt) = shared.partners.get(&delivery.partner).cloned() else {
-            return;
-        };
-        let Some(results) = rt.config.results.clone() else {
-            return;
-        };
+    let end = async {
+        let rt = shared.partners.get(&delivery.partner).cloned()?;
+        let results = rt.config.results.clone()?;
         let outcome = match finished(&shared, delivery).await {
             Ok(finished) => match results {
                 Results::Handler(handler) => {
@@ -250,7 +310,7 @@ async fn deliver(shared: Arc<Shared>, lease: DeliveryLease) {
                 Results::Sqlite(store, handler) => {
                     let run = store.deliver_in_transaction(&lease, finished, handler).await;
                     match acknowledged(run) {
-                        None => return,
+                        None => return None,
                         Some(error) => Err(error),
                     }
                 }
@@ -260,7 +320,7 @@ async fn deliver(shared: Arc<Shared>, lease: DeliveryLease) {
                     let run = store.deliver_in_transaction(&lease, &finished, handler);
                     match tokio::time::timeout(timeout, run).await {
                         Ok(run) => match acknowledged(run) {
-                            None => return,
+                            None => return None,
                             Some(error) => Err(error),
                         },
                         Err(_) => Err(format!(
@@ -284,16 +344,14 @@ async fn deliver(shared: Arc<Shared>, lease: DeliveryLease) {
                 tracing::error!(%error, "the host's result handler keeps failing; delivery parked")
             }
         }
-        match shared.store.finish_delivery(&lease, end).await {
-            Ok(()) => {}
-            Err(e) if e.is_stale_lease() => {
-                tracing::warn!("the delivery's lease ended before its end was recorded; it runs again")
-            }
-            Err(error) => tracing::warn!(%error, "could not record the delivery's end; it runs again when its lease ends"),
-        }
+        Some(end)
     }
     .instrument(span)
     .await;
+    if let Some(end) = end {
+        // Only gone once `run_results` has returned, which waits for this.
+        let _ = ends.send(Ended { lease, end });
+    }
 }
 
 async fn finished(shared: &Shared, delivery: &Delivery) -> crate::Result<FinishedSubmission> {
@@ -394,5 +452,119 @@ fn failed(
         (_, why) => DeliveryEnd::Parked {
             error: format!("{why}: {error}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::model::delivery::DeliveryState;
+    use crate::model::submission::SubmissionId;
+    use crate::store::LeaseToken;
+
+    fn ended() -> Ended {
+        let delivery = Delivery {
+            id: DeliveryId::new(),
+            submission_id: SubmissionId::new(),
+            partner: "lab".into(),
+            final_state: SubmissionState::Succeeded,
+            state: DeliveryState::Pending,
+            attempts: 1,
+            due_at: Utc::now(),
+            created_at: Utc::now(),
+            delivered_at: None,
+            last_error: None,
+        };
+        Ended {
+            lease: DeliveryLease {
+                delivery,
+                token: LeaseToken::fresh(),
+                expires_at: Utc::now(),
+            },
+            end: DeliveryEnd::Delivered,
+        }
+    }
+
+    /// What a recorder did: the ends it recorded, and the most it had
+    /// under way at once.
+    #[derive(Default)]
+    struct Seen {
+        recorded: Mutex<Vec<DeliveryId>>,
+        under_way: AtomicUsize,
+        most_at_once: AtomicUsize,
+    }
+
+    type Finishing = std::pin::Pin<
+        Box<dyn std::future::Future<Output = (DeliveryId, crate::Result<()>)> + Send>,
+    >;
+
+    /// A `finish` that notes what it records; each takes a few scheduler
+    /// passes, as a write waiting for its commit does.
+    fn noting(seen: Arc<Seen>) -> impl Fn(DeliveryLease, DeliveryEnd) -> Finishing {
+        move |lease, _end| {
+            let seen = Arc::clone(&seen);
+            Box::pin(async move {
+                let now = seen.under_way.fetch_add(1, Ordering::SeqCst) + 1;
+                seen.most_at_once.fetch_max(now, Ordering::SeqCst);
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
+                seen.under_way.fetch_sub(1, Ordering::SeqCst);
+                seen.recorded.lock().unwrap().push(lease.delivery.id);
+                (lease.delivery.id, Ok(()))
+            })
+        }
+    }
+
+    /// Ends that finished together are issued together (so that SQLite's
+    /// writer takes them into one transaction), not one after the other.
+    #[tokio::test]
+    async fn ends_that_finish_together_are_recorded_together() {
+        let seen = Arc::new(Seen::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ends: Vec<Ended> = (0..8).map(|_| ended()).collect();
+        let mut ids: Vec<DeliveryId> = ends.iter().map(|e| e.lease.delivery.id).collect();
+        for end in ends {
+            tx.send(end).unwrap();
+        }
+        drop(tx);
+        record_ends(noting(Arc::clone(&seen)), rx).await;
+        assert_eq!(seen.most_at_once.load(Ordering::SeqCst), 8);
+        let mut recorded = seen.recorded.lock().unwrap().clone();
+        recorded.sort();
+        ids.sort();
+        assert_eq!(recorded, ids, "each end recorded once");
+    }
+
+    /// More ends than one round takes, some sent while a round is being
+    /// written: each is recorded once, and the recorder returns once its
+    /// senders are gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_end_is_recorded_once_and_the_recorder_ends_with_its_senders() {
+        let seen = Arc::new(Seen::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(record_ends(noting(Arc::clone(&seen)), rx));
+        let mut ids = Vec::new();
+        for round in 0..4 {
+            for _ in 0..(MOST_ENDS / 2 + round) {
+                let end = ended();
+                ids.push(end.lease.delivery.id);
+                tx.send(end).unwrap();
+            }
+            tokio::task::yield_now().await;
+        }
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(30), recorder)
+            .await
+            .expect("the recorder ends once its senders are gone")
+            .unwrap();
+        let mut recorded = seen.recorded.lock().unwrap().clone();
+        recorded.sort();
+        ids.sort();
+        assert_eq!(recorded, ids);
+        assert!(seen.most_at_once.load(Ordering::SeqCst) <= MOST_ENDS);
     }
 }
