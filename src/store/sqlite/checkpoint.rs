@@ -246,15 +246,7 @@ mod tests {
         synchronous: Synchronous,
         thresholds: Thresholds,
     ) -> (Writer, Checkpointer, std::path::PathBuf) {
-        let path = dir.join("c.db");
-        let config = SqliteConfig::default().synchronous(synchronous);
-        let mut conn = connect(&path, &config).unwrap();
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS t (x INTEGER, pad BLOB)")
-            .unwrap();
-        let callers = Arc::new(CallerWrites::new(config.busy_timeout));
-        let checkpointer =
-            Checkpointer::start_with(&mut conn, &path, &config, thresholds, &callers).unwrap();
-        (Writer::spawn(conn).unwrap(), checkpointer, path)
+        open_as(dir, synchronous, thresholds, false)
     }
 
     /// As [`open_with`] under `NORMAL`, with a writer that lets small
@@ -263,19 +255,51 @@ mod tests {
         dir: &Path,
         thresholds: Thresholds,
     ) -> (Writer, Checkpointer, std::path::PathBuf) {
+        open_as(dir, Synchronous::Normal, thresholds, true)
+    }
+
+    fn open_as(
+        dir: &Path,
+        synchronous: Synchronous,
+        thresholds: Thresholds,
+        sharing: bool,
+    ) -> (Writer, Checkpointer, std::path::PathBuf) {
         let path = dir.join("c.db");
-        let config = SqliteConfig::default().synchronous(Synchronous::Normal);
+        let config = SqliteConfig::default().synchronous(synchronous);
         let mut conn = connect(&path, &config).unwrap();
         conn.execute_batch("CREATE TABLE IF NOT EXISTS t (x INTEGER, pad BLOB)")
             .unwrap();
         let callers = Arc::new(CallerWrites::new(config.busy_timeout));
         let checkpointer =
             Checkpointer::start_with(&mut conn, &path, &config, thresholds, &callers).unwrap();
-        (
-            Writer::spawn_sharing(conn, callers).unwrap(),
-            checkpointer,
-            path,
-        )
+        let writer = if sharing {
+            Writer::spawn_sharing(conn, callers)
+        } else {
+            Writer::spawn(conn)
+        };
+        (writer.unwrap(), checkpointer, path)
+    }
+
+    /// Check that the log holds at most `frames` pages, then drop the
+    /// writer and the checkpointer and count the rows the file kept.
+    fn bounded_then_kept(
+        writer: Writer,
+        checkpointer: Checkpointer,
+        path: &Path,
+        frames: u64,
+    ) -> i64 {
+        let most = frames * (4096 + 24);
+        let log = size(&wal(path));
+        assert!(
+            log > 0 && log <= most,
+            "log of {log} bytes, at most {most} expected"
+        );
+        drop(writer);
+        drop(checkpointer);
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap()
     }
 
     /// Drop the writer, then the checkpointer (as the store does), on a
@@ -348,19 +372,8 @@ mod tests {
         let (writer, checkpointer, path) = open(dir.path(), Synchronous::Normal);
         // Each commit adds at least one page: 2.5 times the backstop.
         commits(&writer, i64::from(BACKSTOP_PAGES) * 5 / 2, 0).await;
-        let frame = 4096 + 24;
-        let most = u64::try_from(BACKSTOP_PAGES).unwrap() * frame + 64 * frame;
-        let log = size(&wal(&path));
-        assert!(
-            log > 0 && log <= most,
-            "log of {log} bytes, at most {most} expected"
-        );
-        drop(writer);
-        drop(checkpointer);
-        let count: i64 = Connection::open(&path)
-            .unwrap()
-            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
-            .unwrap();
+        let frames = u64::try_from(BACKSTOP_PAGES).unwrap() + 64;
+        let count = bounded_then_kept(writer, checkpointer, &path, frames);
         assert_eq!(count, i64::from(BACKSTOP_PAGES) * 5 / 2);
     }
 
@@ -456,19 +469,8 @@ mod tests {
             on_writer > 0 && on_writer < n / 4,
             "{on_writer} of {n} small writes ran on the writer's thread"
         );
-        let frame = 4096 + 24;
-        let most = u64::try_from(backstop + 32).unwrap() * frame;
-        let log = size(&wal(&path));
-        assert!(
-            log > 0 && log <= most,
-            "log of {log} bytes, at most {most} expected"
-        );
-        drop(writer);
-        drop(checkpointer);
-        let count: i64 = Connection::open(&path)
-            .unwrap()
-            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
-            .unwrap();
+        let frames = u64::try_from(backstop + 32).unwrap();
+        let count = bounded_then_kept(writer, checkpointer, &path, frames);
         assert_eq!(count, n);
     }
 
