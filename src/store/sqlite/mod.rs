@@ -1108,3 +1108,30 @@ impl OutboxStore for SqliteStore {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller's thread writes only where a commit never waits for the
+    /// disk: under `NORMAL`, never under `FULL` (the default).
+    #[test]
+    fn only_under_normal_do_callers_write_on_their_own_thread() {
+        for (synchronous, shares) in [(Synchronous::Full, false), (Synchronous::Normal, true)] {
+            let config = SqliteConfig::default().synchronous(synchronous);
+            let store = SqliteStore::open_temporary_with(config).unwrap();
+            assert_eq!(
+                store.inner.writer.shares_with_callers(),
+                shares,
+                "{synchronous:?}"
+            );
+        }
+        assert!(
+            !SqliteStore::open_temporary()
+                .unwrap()
+                .inner
+                .writer
+                .shares_with_callers()
+        );
+    }
+}

@@ -224,6 +224,12 @@ impl Writer {
         })
     }
 
+    /// Whether small operations may run on their caller's thread.
+    #[cfg(test)]
+    pub(crate) fn shares_with_callers(&self) -> bool {
+        self.callers.is_some()
+    }
+
     /// Like [`Writer::write`], for an operation of a few statements (one
     /// submission's enqueue): while the writer is idle, it runs here, on
     /// the caller's thread, in a transaction of its own, if the write lock
