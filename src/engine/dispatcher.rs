@@ -161,10 +161,7 @@ pub(crate) async fn run_partner(
         // anyway. A fixed wait left the store idle for the rest of it on
         // every claim.
         if !probe && rt.limits.rate.is_none() {
-            let wanted = Gather {
-                target: gather_target(&shared, &rt),
-                batch: shared.settings.claim_batch.min(rt.config.concurrency),
-            };
+            let wanted = Gather::for_partner(&shared, &rt);
             if !gather(&rt.permits, &rt.wake, wanted, &stop).await {
                 break;
             }
@@ -313,10 +310,28 @@ fn full_wait(full: u32, poll: Duration) -> Duration {
 /// How many free permits a claim waits for ([`gather`]).
 #[derive(Debug, Clone, Copy)]
 struct Gather {
-    /// Enough to claim ([`gather_target`]).
+    /// Enough to claim.
     target: usize,
     /// As many as one claim takes: no reason to wait for more.
     batch: usize,
+}
+
+impl Gather {
+    /// Enough to claim is a quarter of what one claim may take. Below it
+    /// the dispatcher waits for more, up to `CLAIM_GATHER` ([`gather`]),
+    /// but only while other attempts are in flight (their finishing frees
+    /// permits); with nothing in flight it claims at once.
+    fn for_partner(shared: &Shared, rt: &PartnerRuntime) -> Self {
+        let batch = shared.settings.claim_batch.min(rt.config.concurrency);
+        let free = rt.permits.available_permits() + 1; // + the one we hold
+        let in_flight = rt.config.concurrency.saturating_sub(free);
+        let target = if in_flight == 0 {
+            1
+        } else {
+            (batch / 4).max(1)
+        };
+        Gather { target, batch }
+    }
 }
 
 /// Wait for permits to come back before a claim (see its caller): until at
@@ -354,21 +369,6 @@ async fn gather(
             _ = wake.notified() => {}
         }
         seen = free();
-    }
-}
-
-/// How many free permits are worth a claim: a quarter of what one claim
-/// may take. Below it the dispatcher waits for more, up to `CLAIM_GATHER`
-/// ([`gather`]), but only while other attempts are in flight (their
-/// finishing frees permits); with nothing in flight it claims at once.
-fn gather_target(shared: &Shared, rt: &PartnerRuntime) -> usize {
-    let batch = shared.settings.claim_batch.min(rt.config.concurrency);
-    let free = rt.permits.available_permits() + 1; // + the one we hold
-    let in_flight = rt.config.concurrency.saturating_sub(free);
-    if in_flight == 0 {
-        1
-    } else {
-        (batch / 4).max(1)
     }
 }
 

@@ -86,17 +86,10 @@ where
 {
     fn run(&mut self, conn: &Connection, savepoint: bool) -> bool {
         let op = &self.op;
-        // A panic in one operation must not take the writer thread (and
-        // with it the store) down: it becomes that caller's error, and its
-        // changes are rolled back like any failed operation's.
-        let guarded = |conn: &Connection| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(conn)))
-                .unwrap_or_else(|panic| Err(panicked(panic.as_ref())))
-        };
         let result = if savepoint {
-            in_savepoint(conn, guarded)
+            in_savepoint(conn, |conn| guarded(op, conn))
         } else {
-            guarded(conn)
+            guarded(op, conn)
         };
         let failed = result.is_err();
         self.result = Some(result);
@@ -105,19 +98,32 @@ where
 
     fn answer(self: Box<Self>, failure: Option<&GroupFailure>) {
         let Op { op, result, reply } = *self;
-        let answer = match (result, failure) {
-            (Some(Err(e)), _) => Err(e),
-            (Some(Ok(_)) | None, Some(failure)) => Err(failure.to_error()),
-            (Some(Ok(v)), None) => Ok(v),
-            // Not reachable: a group is answered without failure only
-            // after each of its operations ran.
-            (None, None) => Err(Error::Storage {
-                operation: "write",
-                source: "the operation did not run".into(),
-            }),
-        };
         // The caller may have gone away; what committed stays committed.
-        let _ = reply.send((answer, op));
+        let _ = reply.send((settled(result, failure), op));
+    }
+}
+
+/// Run `op`. A panic in one operation must not take the writer thread (and
+/// with it the store) down: it becomes that caller's error, and its changes
+/// are rolled back like any failed operation's.
+fn guarded<T>(op: &impl Fn(&Connection) -> Result<T>, conn: &Connection) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(conn)))
+        .unwrap_or_else(|panic| Err(panicked(panic.as_ref())))
+}
+
+/// An operation's answer, once its group's fate is known: its own error,
+/// else the group's, else its value.
+fn settled<T>(result: Option<Result<T>>, failure: Option<&GroupFailure>) -> Result<T> {
+    match (result, failure) {
+        (Some(Err(e)), _) => Err(e),
+        (Some(Ok(_)) | None, Some(failure)) => Err(failure.to_error()),
+        (Some(Ok(v)), None) => Ok(v),
+        // Not reachable: a group is answered without failure only after
+        // each of its operations ran.
+        (None, None) => Err(Error::Storage {
+            operation: "write",
+            source: "the operation did not run".into(),
+        }),
     }
 }
 
@@ -289,14 +295,9 @@ impl Writer {
             }
             Ok(()) => {}
         }
-        let (reply, mut answer) = oneshot::channel();
-        let mut job = Op {
-            op,
-            result: None,
-            reply,
-        };
         callers.running.store(true, Ordering::Release);
-        let failure = if job.run(conn, false) {
+        let result = guarded(&op, conn);
+        let failure = if result.is_err() {
             rollback(conn);
             None
         } else {
@@ -304,15 +305,7 @@ impl Writer {
         };
         callers.running.store(false, Ordering::Release);
         drop(guard);
-        Box::new(job).answer(failure.as_ref());
-        match answer.try_recv() {
-            Ok((answer, op)) => {
-                drop(op);
-                Ok(answer)
-            }
-            // Not reachable: `answer` sent it just now.
-            Err(_) => Ok(Err(Error::Closed)),
-        }
+        Ok(settled(Some(result), failure.as_ref()))
     }
 
     /// Run `op` in the writer's next transaction and return its result once
