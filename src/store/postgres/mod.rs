@@ -413,6 +413,22 @@ async fn commit(tx: deadpool_postgres::Transaction<'_>) -> Result<()> {
     tx.commit().await.map_err(pg_err("commit"))
 }
 
+/// Roll `tx` back and wait for it, so that its locks are gone when the
+/// caller hears of `error`. (A dropped transaction's rollback reaches the
+/// server later: meanwhile a claim, which skips locked rows, missed the
+/// rows the failed write had locked.) Should the rollback itself fail, the
+/// connection is in doubt and its error is the answer (an unavailable one
+/// keeps the connection out of the pool); the write's is logged.
+async fn rolled_back(tx: deadpool_postgres::Transaction<'_>, error: Error) -> Error {
+    match tx.rollback().await.map_err(pg_err("roll back")) {
+        Ok(()) => error,
+        Err(lost) => {
+            tracing::warn!(%error, rollback = %lost, "rolling back a failed write failed");
+            lost
+        }
+    }
+}
+
 /// Run one write in its own transaction: commit on `Ok`, roll back on `Err`.
 macro_rules! write_tx {
     ($store:expr, |$db:ident| $body:expr) => {{
@@ -421,10 +437,15 @@ macro_rules! write_tx {
             let tx = begin(&mut conn).await?;
             let out = {
                 let $db = &in_tx(&tx);
-                $body.await?
+                $body.await
             };
-            commit(tx).await?;
-            Result::<_, Error>::Ok(out)
+            match out {
+                Ok(out) => {
+                    commit(tx).await?;
+                    Result::<_, Error>::Ok(out)
+                }
+                Err(error) => Err(rolled_back(tx, error).await),
+            }
         }
         .await;
         keep_unless_lost(conn, &result);
@@ -965,6 +986,77 @@ pub(super) fn test_url() -> Option<String> {
         _ => {
             eprintln!("skipped: LIAISON_TEST_PG_URL is not set");
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::submission::SubmissionState;
+    use crate::store::StateChange;
+
+    /// A write refused after it locked its row has let go of the lock when
+    /// its error is returned: a claim right after, on another connection,
+    /// skips locked rows and would miss the row. (A rollback left to the
+    /// dropped transaction reached the server later, and a re-run delivery
+    /// claimed just after its refused re-run was skipped now and then.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_write_has_let_go_of_its_locks_when_it_returns() {
+        let Some(url) = test_url() else {
+            return;
+        };
+        let schema = format!("liaison_rollback_{}", std::process::id());
+        let store =
+            PostgresStore::connect(&url, PostgresConfig::default().schema(&schema).pool_size(4))
+                .await
+                .expect("open the store");
+        // In a task of its own, so the schema is dropped whether the checks
+        // pass or fail; a failure is raised after.
+        let checked = tokio::spawn(refused_writes_unlock(store.clone())).await;
+        let conn = store.conn().await.expect("a connection");
+        conn.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await
+            .expect("drop the schema");
+        if let Err(failed) = checked {
+            std::panic::resume_unwind(failed.into_panic());
+        }
+    }
+
+    async fn refused_writes_unlock(store: PostgresStore) {
+        let id = store
+            .enqueue(NewSubmission::new("bank", "payment", json!({})).idempotency_key("r-1"))
+            .await
+            .expect("enqueue")
+            .submission
+            .id;
+        store
+            .transition(id, StateChange::to(SubmissionState::Cancelled))
+            .await
+            .expect("cancel");
+        // Held here, so the writes below take other connections.
+        let other = store.conn().await.expect("a connection");
+        for round in 0..200 {
+            // Locks the row, then is refused: a cancelled submission stays.
+            let refused = store
+                .transition(id, StateChange::to(SubmissionState::Succeeded))
+                .await
+                .expect_err("refused");
+            assert!(refused.is_invalid_transition(), "{refused:?}");
+            let free = other
+                .query(
+                    "SELECT id FROM liaison_submissions WHERE id = $1 FOR UPDATE SKIP LOCKED",
+                    &[&db::sid(id)],
+                )
+                .await
+                .expect("look for the row");
+            assert_eq!(
+                free.len(),
+                1,
+                "round {round}: the refused write still held the row"
+            );
         }
     }
 }

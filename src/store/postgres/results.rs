@@ -8,7 +8,7 @@ use crate::store::OutboxStore as _;
 use async_trait::async_trait;
 use futures_util::FutureExt;
 
-use super::{PostgresStore, begin, commit, in_tx, keep_unless_lost};
+use super::{PostgresStore, begin, commit, in_tx, keep_unless_lost, rolled_back};
 use crate::engine::FinishedSubmission;
 use crate::error::{BoxError, Error, Result};
 use crate::store::{DeliveryEnd, DeliveryLease, flow};
@@ -80,18 +80,24 @@ impl PostgresStore {
         let result = async {
             let tx = begin(&mut conn).await?;
             // The lease first: a stale one runs no host code.
-            flow::finish_delivery(&in_tx(&tx), lease, &DeliveryEnd::Delivered, self.now()).await?;
+            let acknowledged =
+                flow::finish_delivery(&in_tx(&tx), lease, &DeliveryEnd::Delivered, self.now())
+                    .await;
+            if let Err(error) = acknowledged {
+                return Err(rolled_back(tx, error).await);
+            }
             let handled = AssertUnwindSafe(handler.handle(&tx, finished))
                 .catch_unwind()
                 .await;
-            match handled {
-                Ok(Ok(())) => commit(tx).await,
-                // Dropping the transaction rolls it back.
-                Ok(Err(source)) => Err(Error::Handler { source }),
-                Err(_) => Err(Error::Handler {
+            let failed = match handled {
+                Ok(Ok(())) => return commit(tx).await,
+                Ok(Err(source)) => Error::Handler { source },
+                Err(_) => Error::Handler {
                     source: "the result handler panicked".into(),
-                }),
-            }
+                },
+            };
+            // Nothing of the handler's writes, nor the acknowledgement, stays.
+            Err(rolled_back(tx, failed).await)
         }
         .await;
         keep_unless_lost(conn, &result);
