@@ -223,7 +223,11 @@ impl fmt::Display for EventKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Event {
-    /// Store-assigned, increasing in the order events were written.
+    /// Store-assigned, increasing in the order events were written; a
+    /// timeline is in this order. The first line, `enqueued`, is not
+    /// written: the store reads it from the submission's row, with `seq` 0
+    /// (a submission enqueued by an earlier build of liaison has it
+    /// stored, with a `seq` of its own).
     pub seq: i64,
     /// The submission.
     pub submission_id: SubmissionId,

@@ -218,9 +218,9 @@ pub(crate) trait Driver {
     async fn insert_key(&self, row: &KeyRow<'_>) -> Result<bool>;
 
     /// Create a submission if its key is free: record the key, insert the
-    /// queued row (as [`Driver::insert_submission`]), index its correlation
-    /// fields and append `enqueued`, its timeline's first line (the caller
-    /// has checked its data). `false`, with nothing written, when the key
+    /// queued row (as [`Driver::insert_submission`]) and index its
+    /// correlation fields (the caller has checked its data; its timeline's
+    /// first line is read from the row). `false`, with nothing written, when the key
     /// is recorded already. One statement on PostgreSQL, so an enqueue
     /// outside a host's transaction is one round trip when the key is new.
     async fn insert_fresh(
@@ -228,7 +228,6 @@ pub(crate) trait Driver {
         key: &KeyRow<'_>,
         valid: &ValidSubmission,
         due_at: DateTime<Utc>,
-        enqueued: &NewEvent,
     ) -> Result<bool> {
         if !self.insert_key(key).await? {
             return Ok(false);
@@ -238,7 +237,6 @@ pub(crate) trait Driver {
         if !valid.correlation.is_empty() {
             self.index_correlation(key.submission).await?;
         }
-        self.append_event(enqueued).await?;
         Ok(true)
     }
 

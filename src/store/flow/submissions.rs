@@ -80,7 +80,8 @@ fn key_row(
 }
 
 /// Write the submissions whose keys this transaction just recorded (under
-/// `ids`): rows, correlation index, `enqueued` lines.
+/// `ids`): rows and correlation index (their `enqueued` lines are read from
+/// the rows, [`ledger::timeline`]).
 async fn insert_won<D: Driver>(
     d: &D,
     batch: &[ValidSubmission],
@@ -104,8 +105,6 @@ async fn insert_won<D: Driver>(
         .map(|(_, id)| *id)
         .collect();
     d.index_correlations(&correlated).await?;
-    let events: Vec<NewEvent> = ids.iter().map(|id| ledger::enqueued(*id, now)).collect();
-    journal_all(d, &events).await?;
     Ok(created)
 }
 
@@ -122,9 +121,8 @@ pub(crate) async fn enqueue_fresh<D: Driver>(
     now: DateTime<Utc>,
 ) -> Result<Option<Enqueued>> {
     let key = key_row(valid, id, now, retention);
-    let enqueued = ledger::enqueued(id, now);
     let due_at = ledger::first_due(valid, now);
-    Ok(d.insert_fresh(&key, valid, due_at, &enqueued)
+    Ok(d.insert_fresh(&key, valid, due_at)
         .await?
         .then(|| Enqueued {
             submission: ledger::created(id, valid, due_at, now),

@@ -570,7 +570,6 @@ impl Driver for Db<'_> {
         key: &KeyRow<'_>,
         valid: &ValidSubmission,
         due_at: DateTime<Utc>,
-        enqueued: &NewEvent,
     ) -> Result<bool> {
         // Each data-modifying part runs once, and each insert after the
         // key's reads the one before it: the key taken, every row is
@@ -592,20 +591,15 @@ impl Driver for Db<'_> {
                    SELECT s.fresh_seq, s.partner, j.key, j.value #>> '{{}}' \
                    FROM s CROSS JOIN LATERAL json_each(s.fresh_correlation) j \
                    WHERE json_typeof(j.value) = 'string' \
-                 ), e AS ( \
-                   INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, reason, data) \
-                   SELECT s.id, $17, $18, $19, $20, $21, $22, $23::text::json FROM s \
                  ) \
                  SELECT 1 FROM s"
             )
         });
         // $1-$15 the row (its id, partner, key and fingerprint also the
-        // ledger's), $16 the key's expiry, $17-$23 the line.
+        // ledger's), $16 the key's expiry.
         let values = NewRow::new(key.submission, valid, due_at, key.created_at);
-        let line = EventLine::new(enqueued);
         let mut params: Vec<&(dyn ToSql + Sync)> = values.params().to_vec();
         params.push(&key.expires_at);
-        params.extend(line.params());
         Ok(self.query_opt(&FRESH, &params, "enqueue").await?.is_some())
     }
 

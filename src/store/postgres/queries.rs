@@ -17,6 +17,7 @@ use crate::model::submission::{Submission, SubmissionId};
 use crate::store::common::{
     HOUR_MS, count as count_u64, from_millis, state_list, submission_columns, to_millis,
 };
+use crate::store::rules;
 use crate::store::{HourlyCount, HourlyQuery, ListFilter};
 
 /// The columns [`submission_from_row`] reads, in its order (usable in
@@ -329,7 +330,7 @@ pub(super) async fn hourly_on(db: &Db<'_>, query: &HourlyQuery) -> Result<Vec<Ho
 }
 
 pub(super) async fn timeline_on(db: &Db<'_>, id: SubmissionId) -> Result<Vec<Event>> {
-    get_on(db, id).await?;
+    let submission = get_on(db, id).await?;
     let rows = db
         .query(
             "SELECT seq, at, kind, from_state, to_state, actor, reason, data::text \
@@ -338,7 +339,8 @@ pub(super) async fn timeline_on(db: &Db<'_>, id: SubmissionId) -> Result<Vec<Eve
             "read timeline",
         )
         .await?;
-    rows.iter()
+    let stored = rows
+        .iter()
         .map(|row| {
             let kind: String = get(row, 2)?;
             let from: Option<String> = get(row, 3)?;
@@ -365,7 +367,8 @@ pub(super) async fn timeline_on(db: &Db<'_>, id: SubmissionId) -> Result<Vec<Eve
                     .map_err(|e| corrupt("data", e))?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok(rules::ledger::timeline(&submission, stored))
 }
 
 pub(super) async fn attempts_on(db: &Db<'_>, id: SubmissionId) -> Result<Vec<Attempt>> {

@@ -15,6 +15,7 @@ use crate::model::result::ResultDocument;
 use crate::model::submission::SubmissionState;
 use crate::model::submission::{Submission, SubmissionId};
 use crate::store::common::{HOUR_MS, count, state_list, submission_columns};
+use crate::store::rules;
 use crate::store::{HourlyCount, HourlyQuery, ListFilter};
 
 /// The columns [`submission_from_row`] maps, as a literal, so that the
@@ -329,7 +330,7 @@ pub(crate) fn hourly_on(conn: &Connection, query: &HourlyQuery) -> Result<Vec<Ho
 }
 
 pub(crate) fn timeline_on(conn: &Connection, id: SubmissionId) -> Result<Vec<Event>> {
-    get_on(conn, id)?;
+    let submission = get_on(conn, id)?;
     let mut stmt = conn
         .prepare_cached(
             "SELECT seq, at, kind, from_state, to_state, actor, reason, data \
@@ -364,8 +365,10 @@ pub(crate) fn timeline_on(conn: &Connection, id: SubmissionId) -> Result<Vec<Eve
             })
         })
         .map_err(db_err("read timeline"))?;
-    rows.collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(db_err("read timeline"))
+    let stored = rows
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err("read timeline"))?;
+    Ok(rules::ledger::timeline(&submission, stored))
 }
 
 pub(crate) fn attempts_on(conn: &Connection, id: SubmissionId) -> Result<Vec<Attempt>> {

@@ -331,6 +331,28 @@ impl Harness {
         }
     }
 
+    /// Run a query (no parameters; the same text on both dialects) that
+    /// answers one count, directly on the database under test.
+    pub async fn count_raw(&self, sql: &str) -> i64 {
+        match &self.backend {
+            Backend::Sqlite { dir } => {
+                let conn = liaison::rusqlite::Connection::open(dir.path().join("outbox.db"))
+                    .expect("open the SQLite file");
+                conn.query_row(sql, [], |row| row.get(0))
+                    .expect("raw count")
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(schema) => {
+                let client = pg::client(&schema.url).await;
+                client
+                    .batch_execute(&format!("SET search_path = {}", schema.name))
+                    .await
+                    .expect("search path");
+                client.query_one(sql, &[]).await.expect("raw count").get(0)
+            }
+        }
+    }
+
     /// The SQLite file under test (`None` for PostgreSQL), for checks a
     /// host would run itself, such as `PRAGMA integrity_check`.
     pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {

@@ -35,6 +35,83 @@ pub async fn same_key_and_payload_returns_the_existing_submission(h: &Harness) {
     assert_eq!(timeline.last().unwrap().actor.as_str(), "system:enqueue");
 }
 
+pub async fn an_enqueued_line_is_read_from_the_row_and_never_twice(h: &Harness) {
+    let store = h.store().await;
+    let one = store.enqueue(submission("bank", "line-1")).await.unwrap();
+    let batch = store
+        .enqueue_batch(vec![
+            submission("bank", "line-2"),
+            submission("bank", "line-3"),
+        ])
+        .await
+        .unwrap();
+    let all: Vec<_> = std::iter::once(one)
+        .chain(batch)
+        .map(|enqueued| enqueued.submission)
+        .collect();
+    // An enqueue, alone or in a batch, stores no line: its row says it all.
+    assert_eq!(
+        h.count_raw("SELECT COUNT(*) FROM liaison_events").await,
+        0,
+        "{}",
+        h.name()
+    );
+    for new in &all {
+        let timeline = store.timeline(new.id).await.unwrap();
+        let [line] = timeline.as_slice() else {
+            panic!("{}: one line, got {timeline:?}", h.name());
+        };
+        assert_eq!(
+            (
+                line.seq,
+                &line.kind,
+                line.at,
+                line.from_state,
+                line.to_state
+            ),
+            (
+                0,
+                &EventKind::Enqueued,
+                new.created_at,
+                None,
+                Some(SubmissionState::Queued)
+            ),
+            "{}",
+            h.name()
+        );
+        assert_eq!(line.actor.as_str(), "system:enqueue");
+        assert_eq!(line.submission_id, new.id);
+    }
+    // Stored lines follow it.
+    assert!(
+        store
+            .enqueue(submission("bank", "line-1"))
+            .await
+            .unwrap()
+            .deduplicated
+    );
+    let timeline = store.timeline(all[0].id).await.unwrap();
+    let kinds: Vec<_> = timeline.iter().map(|line| line.kind.clone()).collect();
+    assert_eq!(kinds, [EventKind::Enqueued, EventKind::Deduplicated]);
+    assert!(timeline[1].seq > timeline[0].seq);
+    // A line an earlier version stored is answered as stored, once.
+    h.execute_raw(&format!(
+        "INSERT INTO liaison_events (submission_id, at, kind, to_state, actor) \
+         VALUES ('{}', 1, 'enqueued', 'queued', 'system:enqueue')",
+        all[1].id
+    ))
+    .await;
+    let timeline = store.timeline(all[1].id).await.unwrap();
+    let [line] = timeline.as_slice() else {
+        panic!("{}: the stored line alone, got {timeline:?}", h.name());
+    };
+    assert_eq!(
+        (&line.kind, line.at.timestamp_millis()),
+        (&EventKind::Enqueued, 1)
+    );
+    assert!(line.seq > 0, "{}", h.name());
+}
+
 pub async fn same_key_with_another_payload_is_a_conflict_naming_the_holder(h: &Harness) {
     let store = h.store().await;
     let first = store.enqueue(submission("bank", "pay-1")).await.unwrap();

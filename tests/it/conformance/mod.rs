@@ -98,6 +98,7 @@ conformance! {
     transitions::cancelling_in_flight_closes_the_attempt_and_fences_the_worker,
     transitions::every_change_answers_with_the_row_a_read_returns,
     ledger::same_key_and_payload_returns_the_existing_submission,
+    ledger::an_enqueued_line_is_read_from_the_row_and_never_twice,
     ledger::same_key_with_another_payload_is_a_conflict_naming_the_holder,
     ledger::keys_are_per_partner,
     ledger::concurrent_enqueues_of_one_key_create_one_submission,
