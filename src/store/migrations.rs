@@ -115,6 +115,7 @@ migrations! {
     24, "created_index", "0024_created_index.sql";
     25, "ordering_by_state", "0025_ordering_by_state.sql";
     26, "created_index_sqlite", "0026_created_index_sqlite.sql";
+    27, "inserts_count_themselves", "0027_inserts_count_themselves.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

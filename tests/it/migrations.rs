@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 26] = [
+const CURRENT: [(i64, &str); 27] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -53,6 +53,7 @@ const CURRENT: [(i64, &str); 26] = [
     (24, "created_index"),
     (25, "ordering_by_state"),
     (26, "created_index_sqlite"),
+    (27, "inserts_count_themselves"),
 ];
 
 /// Take migration 14 (impact) back out: its columns and indexes, and the
@@ -249,7 +250,7 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 26, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 27, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.

@@ -380,7 +380,10 @@ impl Driver for Db<'_> {
         now: DateTime<Utc>,
     ) -> Result<()> {
         static INSERT: LazyLock<String> = LazyLock::new(|| {
-            format!("INSERT INTO liaison_submissions ({NEW_ROW_COLUMNS}) VALUES ({NEW_ROW_VALUES})")
+            format!(
+                "WITH s AS (INSERT INTO liaison_submissions ({NEW_ROW_COLUMNS}) \
+                 VALUES ({NEW_ROW_VALUES}) RETURNING {COUNTED_COLUMNS}) {COUNT_NEW}"
+            )
         });
         let values = NewRow::new(id, valid, due_at, now);
         self.execute(&INSERT, &values.params(), "insert submission")
@@ -440,40 +443,47 @@ impl Driver for Db<'_> {
             .map(|(_, v, _)| v.business_deadline.map(to_millis))
             .collect();
         // In the order given: `seq` is the enqueue order.
-        self.execute(
-                "INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, \
+        static INSERT: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH s AS (INSERT INTO liaison_submissions (id, partner, kind, payload, fingerprint, \
                      idempotency_key, ordering_key, correlation, business_value, priority, state, \
-                     attempts, due_at, not_before, created_at, updated_at, currency, business_deadline) \
+                     attempts, due_at, not_before, created_at, updated_at, currency, business_deadline, \
+                     counted) \
                      SELECT r.id, r.partner, r.kind, r.payload::json, r.fingerprint, r.key, r.ordering, \
                             r.correlation::json, r.value, r.priority, 'queued', 0, r.due, r.not_before, \
-                            $15, $15, r.currency, r.deadline \
+                            $15, $15, r.currency, r.deadline, TRUE \
                      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                                  $7::text[], $8::text[], $9::bigint[], $10::int[], $11::bigint[], \
                                  $12::bigint[], $13::text[], $14::bigint[]) WITH ORDINALITY \
                           AS r(id, partner, kind, payload, fingerprint, key, ordering, correlation, \
                                value, priority, due, not_before, currency, deadline, ord) \
-                 ORDER BY r.ord",
-                &[
-                    &ids,
-                    &partners,
-                    &kinds,
-                    &payloads,
-                    &fingerprints,
-                    &keys,
-                    &ordering,
-                    &correlation,
-                    &values,
-                    &priorities,
-                    &due,
-                    &not_before,
-                    &currencies,
-                    &deadlines,
-                    &to_millis(now),
-                ],
-                "insert submissions",
+                     ORDER BY r.ord \
+                 RETURNING {COUNTED_COLUMNS}) {COUNT_NEW}"
             )
-            .await
-            .map(drop)
+        });
+        self.execute(
+            &INSERT,
+            &[
+                &ids,
+                &partners,
+                &kinds,
+                &payloads,
+                &fingerprints,
+                &keys,
+                &ordering,
+                &correlation,
+                &values,
+                &priorities,
+                &due,
+                &not_before,
+                &currencies,
+                &deadlines,
+                &to_millis(now),
+            ],
+            "insert submissions",
+        )
+        .await
+        .map(drop)
     }
 
     async fn index_correlations(&self, ids: &[SubmissionId]) -> Result<()> {
@@ -585,8 +595,9 @@ impl Driver for Db<'_> {
                  ), s AS ( \
                    INSERT INTO liaison_submissions ({NEW_ROW_COLUMNS}) \
                    SELECT {NEW_ROW_VALUES} FROM k \
-                   RETURNING id, partner, seq AS fresh_seq, correlation AS fresh_correlation \
-                 ), c AS ( \
+                   RETURNING id, seq AS fresh_seq, correlation AS fresh_correlation, \
+                       {COUNTED_COLUMNS} \
+                 ), d AS ({COUNT_NEW}), c AS ( \
                    INSERT INTO liaison_correlations (submission_seq, partner, name, value) \
                    SELECT s.fresh_seq, s.partner, j.key, j.value #>> '{{}}' \
                    FROM s CROSS JOIN LATERAL json_each(s.fresh_correlation) j \
@@ -1321,12 +1332,23 @@ fn due_sql(blocking: &[SubmissionState]) -> String {
 }
 
 /// The columns a new, queued submission is inserted with, and their values
-/// (`$1`-`$15` of [`NewRow::params`]).
+/// (`$1`-`$15` of [`NewRow::params`]). `counted`: the statement appends the
+/// row's state-count delta itself ([`COUNT_NEW`]), so the schema's insert
+/// trigger, which counts rows inserted without it (an earlier build's),
+/// leaves it alone (migration 0027).
 const NEW_ROW_COLUMNS: &str = "id, partner, kind, payload, fingerprint, idempotency_key, \
     ordering_key, correlation, business_value, priority, state, attempts, due_at, not_before, \
-    created_at, updated_at, currency, business_deadline";
+    created_at, updated_at, currency, business_deadline, counted";
 const NEW_ROW_VALUES: &str = "$1, $2, $3, $4::text::json, $5, $6, $7, $8::text::json, $9, $10, \
-    'queued', 0, $11, $12, $13, $13, $14, $15";
+    'queued', 0, $11, $12, $13, $13, $14, $15, TRUE";
+/// What [`COUNT_NEW`] reads of the inserted rows, returned by the insert.
+const COUNTED_COLUMNS: &str = "partner, state, currency, business_value";
+/// The state-count delta of the rows a data-modifying part named `s` inserted
+/// (returning [`COUNTED_COLUMNS`]), as the trigger of migration 0018 computed
+/// it; no row when it inserted none.
+const COUNT_NEW: &str = "INSERT INTO liaison_state_deltas (partner, state, currency, n, value) \
+    SELECT partner, state, COALESCE(currency, ''), COUNT(*), COALESCE(SUM(business_value), 0) \
+    FROM s GROUP BY 1, 2, 3";
 
 /// A new submission's values as stored.
 struct NewRow<'a> {

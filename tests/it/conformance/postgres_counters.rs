@@ -135,6 +135,7 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
          DROP FUNCTION liaison_state_counts_fold();
          DROP TABLE liaison_state_deltas;
          DROP TABLE liaison_state_counts;
+         ALTER TABLE liaison_submissions DROP COLUMN counted;
          ALTER TABLE liaison_submissions DROP COLUMN currency;
          ALTER TABLE liaison_submissions DROP COLUMN business_deadline;
          ALTER TABLE liaison_submissions DROP COLUMN accepted_at;
@@ -292,4 +293,69 @@ async fn deltas_are_folded_and_the_totals_are_exact_either_way() {
     assert_eq!(counts(&store, "bank").await, queued(5, 50));
     assert_eq!(deltas().await, 0, "the health read folded them");
     assert_eq!(totals().await, before);
+}
+
+/// The store's inserts count their rows themselves, each once, by whichever
+/// of its three statements they take (one enqueue, a run of a batch, one
+/// item of a batch); a row inserted without the `counted` mark, as an
+/// instance of an earlier build still running against this schema inserts
+/// it, is counted by the schema's trigger (migration 0027).
+#[tokio::test]
+async fn every_insert_is_counted_once_whether_the_store_or_an_earlier_build_made_it() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let store = schema.open(Settings::default()).await;
+    store
+        .enqueue(submission("bank", "O-1").business_value(1))
+        .await
+        .unwrap();
+    store
+        .enqueue_batch(vec![
+            submission("bank", "O-2").business_value(10),
+            submission("bank", "O-3").business_value(100),
+        ])
+        .await
+        .unwrap();
+    // A key repeated within a batch: each item around it is a run of one.
+    let repeated = store
+        .enqueue_batch(vec![
+            submission("bank", "O-4").business_value(1_000),
+            submission("bank", "O-4").business_value(1_000),
+            submission("bank", "O-5").business_value(10_000),
+        ])
+        .await
+        .unwrap();
+    assert!(repeated[1].deduplicated);
+    let conn = client(&schema.url).await;
+    let s = &schema.name;
+    let earlier_build = |key: &'static str| {
+        format!(
+            "INSERT INTO {s}.liaison_submissions (id, partner, kind, payload, fingerprint, \
+                 idempotency_key, state, business_value, due_at, created_at, updated_at, \
+                 cycle_started_at) \
+             VALUES (gen_random_uuid(), 'bank', 'claim.submit', '{{}}', 'f', '{key}', 'queued', \
+                 100000, 1, 1, 1, 1)"
+        )
+    };
+    conn.batch_execute(&format!(
+        "{}; {}",
+        earlier_build("O-6"),
+        earlier_build("O-7")
+    ))
+    .await
+    .unwrap();
+    assert_eq!(counts(&store, "bank").await, queued(7, 211_111));
+    let table: (i64, i64) = conn
+        .query_one(
+            &format!(
+                "SELECT COUNT(*), SUM(business_value)::BIGINT FROM {s}.liaison_submissions \
+                 WHERE partner = 'bank' AND state = 'queued'"
+            ),
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(table, (7, 211_111));
 }
