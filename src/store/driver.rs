@@ -220,9 +220,10 @@ pub(crate) trait Driver {
     /// Create a submission if its key is free: record the key, insert the
     /// queued row (as [`Driver::insert_submission`]) and index its
     /// correlation fields (the caller has checked its data; its timeline's
-    /// first line is read from the row). `false`, with nothing written, when the key
-    /// is recorded already. One statement on PostgreSQL, so an enqueue
-    /// outside a host's transaction is one round trip when the key is new.
+    /// first line is read from the row). `false`, with nothing written,
+    /// when the key is recorded already. One statement on PostgreSQL, so an
+    /// enqueue outside a host's transaction is one round trip when the key
+    /// is new.
     async fn insert_fresh(
         &self,
         key: &KeyRow<'_>,

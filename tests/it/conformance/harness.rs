@@ -310,37 +310,22 @@ pub mod pg {
     }
 }
 
-impl Harness {
-    /// Run SQL (no parameters; the same text on both dialects) directly on
-    /// the database under test, as an older release would have written it.
-    pub async fn execute_raw(&self, sql: &str) {
-        match &self.backend {
-            Backend::Sqlite { dir } => {
-                let conn = liaison::rusqlite::Connection::open(dir.path().join("outbox.db"))
-                    .expect("open the SQLite file");
-                conn.execute_batch(sql).expect("raw SQL");
-            }
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(schema) => {
-                let client = pg::client(&schema.url).await;
-                client
-                    .batch_execute(&format!("SET search_path = {}; {sql}", schema.name))
-                    .await
-                    .expect("raw SQL");
-            }
-        }
-    }
+/// A connection of the test's own to the database under test.
+enum Raw {
+    Sqlite(liaison::rusqlite::Connection),
+    #[cfg(feature = "postgres")]
+    Postgres(tokio_postgres::Client),
+}
 
-    /// Run a query (no parameters; the same text on both dialects) that
-    /// answers one count, directly on the database under test.
-    pub async fn count_raw(&self, sql: &str) -> i64 {
+impl Harness {
+    /// A connection of its own to the database under test (on PostgreSQL
+    /// with the schema under test as its search path).
+    async fn raw(&self) -> Raw {
         match &self.backend {
-            Backend::Sqlite { dir } => {
-                let conn = liaison::rusqlite::Connection::open(dir.path().join("outbox.db"))
-                    .expect("open the SQLite file");
-                conn.query_row(sql, [], |row| row.get(0))
-                    .expect("raw count")
-            }
+            Backend::Sqlite { dir } => Raw::Sqlite(
+                liaison::rusqlite::Connection::open(dir.path().join("outbox.db"))
+                    .expect("open the SQLite file"),
+            ),
             #[cfg(feature = "postgres")]
             Backend::Postgres(schema) => {
                 let client = pg::client(&schema.url).await;
@@ -348,8 +333,30 @@ impl Harness {
                     .batch_execute(&format!("SET search_path = {}", schema.name))
                     .await
                     .expect("search path");
-                client.query_one(sql, &[]).await.expect("raw count").get(0)
+                Raw::Postgres(client)
             }
+        }
+    }
+
+    /// Run SQL (no parameters; the same text on both dialects) directly on
+    /// the database under test, as an older release would have written it.
+    pub async fn execute_raw(&self, sql: &str) {
+        match self.raw().await {
+            Raw::Sqlite(conn) => conn.execute_batch(sql).expect("raw SQL"),
+            #[cfg(feature = "postgres")]
+            Raw::Postgres(client) => client.batch_execute(sql).await.expect("raw SQL"),
+        }
+    }
+
+    /// Run a query (no parameters; the same text on both dialects) that
+    /// answers one count, directly on the database under test.
+    pub async fn count_raw(&self, sql: &str) -> i64 {
+        match self.raw().await {
+            Raw::Sqlite(conn) => conn
+                .query_row(sql, [], |row| row.get(0))
+                .expect("raw count"),
+            #[cfg(feature = "postgres")]
+            Raw::Postgres(client) => client.query_one(sql, &[]).await.expect("raw count").get(0),
         }
     }
 
