@@ -223,11 +223,15 @@ impl fmt::Display for EventKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Event {
-    /// Store-assigned, increasing in the order events were written; a
-    /// timeline is in this order. The first line, `enqueued`, is not
-    /// written: the store reads it from the submission's row, with `seq` 0
-    /// (a submission enqueued by an earlier build of liaison has it
-    /// stored, with a `seq` of its own).
+    /// The line's place in its submission's timeline: store-assigned,
+    /// increasing in the order lines were written, compared only within one
+    /// timeline (a timeline is in this order). Two routine lines are not
+    /// written but read from rows written anyway, and numbered into their
+    /// places: a stored line whose row in the store has `seq` s is 2s, the
+    /// first line, `enqueued` (read from the submission's row), is 0, and
+    /// each `claimed` line (read from its attempt) is 2s + 1, s being the
+    /// last line written before the claim. Where an earlier build of
+    /// liaison stored those lines, they are read as stored (2s).
     pub seq: i64,
     /// The submission.
     pub submission_id: SubmissionId,

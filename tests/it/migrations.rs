@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 27] = [
+const CURRENT: [(i64, &str); 28] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -54,6 +54,7 @@ const CURRENT: [(i64, &str); 27] = [
     (25, "ordering_by_state"),
     (26, "created_index_sqlite"),
     (27, "inserts_count_themselves"),
+    (28, "claims_read_from_attempts"),
 ];
 
 /// Take migration 14 (impact) back out: its columns and indexes, and the
@@ -250,7 +251,7 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 27, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 28, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.
@@ -447,6 +448,7 @@ async fn a_database_before_the_correlation_index_upgrades_and_finds_them() {
            DROP TABLE liaison_secrets;
            DROP TABLE liaison_ops_journal;
            ALTER TABLE liaison_partners DROP COLUMN limit_waiters;
+           ALTER TABLE liaison_attempts DROP COLUMN claim_seq;
            CREATE INDEX liaison_submissions_lease
                ON liaison_submissions (lease_expires_at) WHERE state = 'in_flight';
            DELETE FROM liaison_migrations WHERE version > 9;

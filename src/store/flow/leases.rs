@@ -4,8 +4,8 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
+use super::journal;
 use super::submissions::{apply_change, apply_changes};
-use super::{journal, journal_all};
 use crate::error::{Error, Result};
 use crate::model::callback::CallbackId;
 use crate::model::submission::{Submission, SubmissionId, SubmissionState};
@@ -13,7 +13,7 @@ use crate::store::driver::{Driver, Locked, Waiting};
 use crate::store::rules::callbacks as callback_rules;
 use crate::store::rules::lease as rules;
 use crate::store::rules::limits;
-use crate::store::rules::{NewEvent, transition};
+use crate::store::rules::transition;
 use crate::store::{
     AttemptReport, ClaimRequest, Claimed, FinishedAttempt, Lease, LeaseToken, ReapPolicy, Reaped,
     StateChange,
@@ -73,8 +73,9 @@ async fn claim_due<D: Driver>(d: &D, request: &ClaimRequest) -> Result<Vec<Lease
     }
     let blocking = rules::blocking_states(request.dead_letter_blocks_ordering);
     // The whole batch in a constant number of statements: find, put in
-    // flight and start the attempts (one statement on PostgreSQL), then
-    // journal the claims.
+    // flight and start the attempts (one statement on PostgreSQL). The
+    // claims' timeline lines are read from the attempts
+    // ([`rules::timeline`]).
     let expires_at = request.lease_end();
     let tokens = rules::claim_tokens(request.limit);
     let leases: Vec<Lease> = d
@@ -88,11 +89,6 @@ async fn claim_due<D: Driver>(d: &D, request: &ClaimRequest) -> Result<Vec<Lease
             expires_at,
         })
         .collect();
-    let events: Vec<NewEvent> = leases
-        .iter()
-        .map(|l| rules::claimed(l.submission.id, l.attempt, l.token, request.now))
-        .collect();
-    journal_all(d, &events).await?;
     Ok(leases)
 }
 

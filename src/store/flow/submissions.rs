@@ -81,7 +81,7 @@ fn key_row(
 
 /// Write the submissions whose keys this transaction just recorded (under
 /// `ids`): rows and correlation index (their `enqueued` lines are read from
-/// the rows, [`ledger::timeline`]).
+/// the rows, [`crate::store::rules::timeline`]).
 async fn insert_won<D: Driver>(
     d: &D,
     batch: &[ValidSubmission],

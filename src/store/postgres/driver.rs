@@ -698,8 +698,11 @@ impl Driver for Db<'_> {
             return Ok(Vec::new());
         }
         // The due rows, numbered in claim order, take the tokens in that
-        // order; the attempts start from the rows as updated. The claim's
-        // time ($2) is both the due cutoff and the time of the change.
+        // order; the attempts start from the rows as updated, each with a
+        // value of the timeline's sequence that no line will have: the
+        // claim's place among the lines (its `claimed` line is read from
+        // the attempt). The claim's time ($2) is both the due cutoff and
+        // the time of the change.
         let sql = format!(
             "WITH due AS ({due}), \
              numbered AS ( \
@@ -713,8 +716,9 @@ impl Driver for Db<'_> {
                WHERE id = numbered.due_id AND state = 'queued' \
                RETURNING {SUBMISSION_COLUMNS}, c.claim_token, c.claim_n \
              ), started AS ( \
-               INSERT INTO liaison_attempts (submission_id, number, lease_token, started_at) \
-               SELECT id, attempts, claim_token, $2 FROM claimed \
+               INSERT INTO liaison_attempts \
+                 (submission_id, number, lease_token, started_at, claim_seq) \
+               SELECT id, attempts, claim_token, $2, nextval('liaison_events_seq_seq') FROM claimed \
              ) \
              SELECT * FROM claimed ORDER BY claim_n",
             due = due_sql(blocking),

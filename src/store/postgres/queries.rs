@@ -368,7 +368,27 @@ pub(super) async fn timeline_on(db: &Db<'_>, id: SubmissionId) -> Result<Vec<Eve
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(rules::ledger::timeline(&submission, stored))
+    let claims = db
+        .query(
+            "SELECT number, lease_token, started_at, claim_seq FROM liaison_attempts \
+             WHERE submission_id = $1 AND claim_seq IS NOT NULL",
+            &[&sid(id)],
+            "read claims",
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let attempt: i32 = get(row, 0)?;
+            let token: uuid::Uuid = get(row, 1)?;
+            Ok(rules::ClaimRecord {
+                attempt: u32::try_from(attempt).map_err(|e| corrupt("number", e))?,
+                token: crate::store::LeaseToken::from_uuid(token),
+                at: from_millis(get(row, 2)?),
+                seq: get(row, 3)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(rules::timeline(&submission, stored, claims))
 }
 
 pub(super) async fn attempts_on(db: &Db<'_>, id: SubmissionId) -> Result<Vec<Attempt>> {

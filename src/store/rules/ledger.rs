@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::NewEvent;
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
-use crate::model::event::{Actor, Event, EventKind};
+use crate::model::event::{Actor, EventKind};
 use crate::model::submission::{Submission, SubmissionId, SubmissionState, ValidSubmission};
 use crate::store::common::{millis_after, stored_time, to_millis};
 
@@ -174,7 +174,7 @@ pub(crate) fn created(
 /// The timeline line of a new submission. An enqueue does not write it:
 /// the row holds its facts (the time, the first state, the actor is always
 /// the enqueue), so a read puts it at the head of what is stored
-/// ([`timeline`]).
+/// ([`super::timeline`]).
 pub(crate) fn enqueued(id: SubmissionId, now: DateTime<Utc>) -> NewEvent {
     NewEvent {
         to: Some(SubmissionState::Queued),
@@ -187,38 +187,6 @@ pub(crate) fn enqueued(id: SubmissionId, now: DateTime<Utc>) -> NewEvent {
             None,
         )
     }
-}
-
-/// A submission's timeline as a read answers it: the lines `stored` for it
-/// (in `seq` order) behind the `enqueued` line its row implies, dated at its
-/// creation, with `seq` 0 (no stored line has it, and nothing of a
-/// submission is written before its enqueue). A submission enqueued by an
-/// earlier version of liaison (or by an instance of one sharing the
-/// database) has the line stored, as its first: that one is answered as
-/// stored, so the line is never there twice. No migration is needed.
-pub(crate) fn timeline(submission: &Submission, mut stored: Vec<Event>) -> Vec<Event> {
-    if stored
-        .first()
-        .is_some_and(|line| line.kind == EventKind::Enqueued)
-    {
-        return stored;
-    }
-    let line = enqueued(submission.id, submission.created_at);
-    stored.insert(
-        0,
-        Event {
-            seq: 0,
-            submission_id: line.id,
-            at: line.at,
-            kind: line.kind,
-            from_state: line.from,
-            to_state: line.to,
-            actor: line.actor,
-            reason: line.reason,
-            data: line.data,
-        },
-    );
-    stored
 }
 
 /// The timeline line of an enqueue answered with the existing submission.
@@ -246,38 +214,6 @@ mod tests {
             .idempotency_key("pay-1")
             .validate(1024 * 1024)
             .unwrap()
-    }
-
-    #[test]
-    fn a_timeline_starts_with_the_rows_enqueued_line_unless_one_is_stored() {
-        let row = submission(SubmissionState::Succeeded);
-        let stored = |seq, kind| Event {
-            seq,
-            submission_id: row.id,
-            at: t(seq),
-            kind,
-            from_state: None,
-            to_state: None,
-            actor: Actor::system("test"),
-            reason: None,
-            data: None,
-        };
-        let read = timeline(&row, vec![stored(7, EventKind::Claimed)]);
-        let kinds: Vec<_> = read
-            .iter()
-            .map(|line| (line.seq, line.kind.clone()))
-            .collect();
-        assert_eq!(kinds, [(0, EventKind::Enqueued), (7, EventKind::Claimed)]);
-        assert_eq!(read[0].at, row.created_at);
-        assert_eq!(read[0].to_state, Some(SubmissionState::Queued));
-        assert_eq!(read[0].actor.as_str(), "system:enqueue");
-        assert_eq!(timeline(&row, Vec::new()).len(), 1);
-        // Stored by an earlier version: as stored, not twice.
-        let old = vec![
-            stored(3, EventKind::Enqueued),
-            stored(7, EventKind::Claimed),
-        ];
-        assert_eq!(timeline(&row, old.clone()), old);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub(crate) mod replay;
 pub(crate) mod role;
 pub(crate) mod transition;
 
-pub(crate) use event::NewEvent;
+pub(crate) use event::{ClaimRecord, NewEvent, timeline};
 
 /// Submissions as a store would have read them, for the rules' own tests.
 #[cfg(test)]

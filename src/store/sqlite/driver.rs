@@ -488,10 +488,19 @@ impl Driver for Sql<'_> {
         let mut start = self
             .0
             .prepare_cached(
-                "INSERT OR FAIL INTO liaison_attempts (submission_id, number, lease_token, started_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR FAIL INTO liaison_attempts \
+                 (submission_id, number, lease_token, started_at, claim_seq) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )
             .map_err(db_err("start attempt"))?;
+        // The claim's place among the timeline's lines: one writer, so
+        // every line written before it has at most the last `seq` written,
+        // and every later one a greater `seq`.
+        let claim_seq: i64 = self
+            .0
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM liaison_events")
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+            .map_err(db_err("place the claims"))?;
         let now = to_millis(request.now);
         let mut out = Vec::with_capacity(ids.len());
         let mut counts = Counts::default();
@@ -505,7 +514,13 @@ impl Driver for Sql<'_> {
                 .map_err(db_err("claim submission"))?;
             let Some(submission) = row else { continue };
             start
-                .execute(params![id, submission.attempts, token.to_string(), now])
+                .execute(params![
+                    id,
+                    submission.attempts,
+                    token.to_string(),
+                    now,
+                    claim_seq
+                ])
                 .map_err(db_err("start attempt"))?;
             counts.moved(&submission, SubmissionState::Queued);
             out.push((submission, *token));

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::db::{db_err, from_millis, to_millis};
+use super::db::{db_err, from_millis, parse_column, to_millis};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::model::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
@@ -368,7 +368,30 @@ pub(crate) fn timeline_on(conn: &Connection, id: SubmissionId) -> Result<Vec<Eve
     let stored = rows
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db_err("read timeline"))?;
-    Ok(rules::ledger::timeline(&submission, stored))
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT number, lease_token, started_at, claim_seq FROM liaison_attempts \
+             WHERE submission_id = ?1 AND claim_seq IS NOT NULL",
+        )
+        .map_err(db_err("read claims"))?;
+    let claims = stmt
+        .query_map(params![id.to_string()], |row| {
+            let token: String = row.get(1)?;
+            Ok((row.get(0)?, token, row.get(2)?, row.get(3)?))
+        })
+        .map_err(db_err("read claims"))?
+        .map(|row| {
+            let (attempt, token, at, seq): (u32, String, i64, i64) =
+                row.map_err(db_err("read claims"))?;
+            Ok(rules::ClaimRecord {
+                attempt,
+                token: parse_column("lease_token", &token)?,
+                at: from_millis(at),
+                seq,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(rules::timeline(&submission, stored, claims))
 }
 
 pub(crate) fn attempts_on(conn: &Connection, id: SubmissionId) -> Result<Vec<Attempt>> {

@@ -225,6 +225,110 @@ pub async fn retries_wait_for_their_due_time(h: &Harness) {
     assert_eq!(retry.reason.as_deref(), Some("unavailable"));
 }
 
+pub async fn a_claims_line_is_read_from_its_attempt_in_its_place(h: &Harness) {
+    use EventKind::*;
+    let store = h.store().await;
+    let a = store
+        .enqueue(submission("bank", "a"))
+        .await
+        .unwrap()
+        .submission;
+    let first = claim_one(&store, "bank").await;
+    let b = store
+        .enqueue(submission("bank", "b"))
+        .await
+        .unwrap()
+        .submission;
+    store
+        .complete(
+            &first,
+            AttemptReport::new(AttemptOutcome::Transient).http_status(503),
+            StateChange::to(SubmissionState::Queued).due_at(Utc::now()),
+        )
+        .await
+        .unwrap();
+    // Between the two claims of `a`, lines of `b`: the claims keep their
+    // places among `a`'s lines whatever was written meanwhile.
+    let leases = store
+        .claim(ClaimRequest::new("bank", 2, LEASE).at(store.now()))
+        .await
+        .unwrap();
+    assert_eq!(leases.len(), 2);
+    for lease in &leases {
+        store
+            .complete(
+                lease,
+                AttemptReport::new(AttemptOutcome::Succeeded).http_status(200),
+                StateChange::to(SubmissionState::Succeeded),
+            )
+            .await
+            .unwrap();
+    }
+    // No claim stored a line.
+    assert_eq!(
+        h.count_raw("SELECT COUNT(*) FROM liaison_events WHERE kind = 'claimed'")
+            .await,
+        0,
+        "{}",
+        h.name()
+    );
+    let timeline = store.timeline(a.id).await.unwrap();
+    let kinds: Vec<_> = timeline.iter().map(|line| line.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        [Enqueued, Claimed, RetryScheduled, Claimed, Succeeded],
+        "{}",
+        h.name()
+    );
+    assert!(timeline.windows(2).all(|w| w[0].seq < w[1].seq));
+    let second = leases.iter().find(|l| l.submission.id == a.id).unwrap();
+    let attempts = store.attempts(a.id).await.unwrap();
+    for (line, (lease, attempt)) in [&timeline[1], &timeline[3]]
+        .into_iter()
+        .zip([(&first, &attempts[0]), (second, &attempts[1])])
+    {
+        assert_eq!(
+            (line.from_state, line.to_state),
+            (
+                Some(SubmissionState::Queued),
+                Some(SubmissionState::InFlight)
+            )
+        );
+        assert_eq!(line.actor.as_str(), "system:dispatcher");
+        assert_eq!(line.at, attempt.started_at);
+        let data = line.data.as_ref().unwrap();
+        assert_eq!(data["attempt"], lease.attempt);
+        assert_eq!(data["lease_token"], lease.token.to_string());
+    }
+    let kinds: Vec<_> = store
+        .timeline(b.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|line| line.kind)
+        .collect();
+    assert_eq!(kinds, [Enqueued, Claimed, Succeeded]);
+
+    // An attempt an earlier build started has no place recorded and its
+    // line stored: read as stored, once.
+    h.execute_raw(&format!(
+        "UPDATE liaison_attempts SET claim_seq = NULL WHERE submission_id = '{b}'; \
+         INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor) \
+         VALUES ('{b}', 1, 'claimed', 'queued', 'in_flight', 'system:dispatcher')",
+        b = b.id
+    ))
+    .await;
+    let claimed: Vec<_> = store
+        .timeline(b.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|line| line.kind == Claimed)
+        .collect();
+    assert_eq!(claimed.len(), 1, "{}: {claimed:?}", h.name());
+    assert_eq!(claimed[0].at.timestamp_millis(), 1);
+}
+
 pub async fn not_before_and_priority_shape_the_claim_order(h: &Harness) {
     let store = h.store().await;
     let later = Utc::now() + chrono::Duration::hours(1);

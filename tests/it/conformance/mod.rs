@@ -129,6 +129,7 @@ conformance! {
     journal::pause_resume_and_acknowledge_are_journaled_with_actor_and_reason,
     journal::bulk_dismissal_and_an_unmatched_reprocess_are_journaled_once,
     claims::concurrent_claimers_never_receive_the_same_submission,
+    claims::a_claims_line_is_read_from_its_attempt_in_its_place,
     claims::a_stale_token_changes_nothing_and_is_journaled,
     claims::expired_leases_come_back_and_are_journaled,
     claims::retries_wait_for_their_due_time,

@@ -135,6 +135,7 @@ async fn an_upgrade_from_version_2_starts_with_exact_counts() {
          DROP FUNCTION liaison_state_counts_fold();
          DROP TABLE liaison_state_deltas;
          DROP TABLE liaison_state_counts;
+         ALTER TABLE liaison_attempts DROP COLUMN claim_seq;
          ALTER TABLE liaison_submissions DROP COLUMN counted;
          ALTER TABLE liaison_submissions DROP COLUMN currency;
          ALTER TABLE liaison_submissions DROP COLUMN business_deadline;

@@ -187,8 +187,9 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     // ... 0017_shared_circuit, 0018_no_hot_rows, 0019_privacy, 0020_ops_journal,
     // 0021_limit_waiters, 0022_one_lease_index, 0023_counts_in_writes,
     // 0024_created_index, 0025_ordering_by_state, 0026_created_index
-    // (SQLite's; nothing here), 0027_inserts_count_themselves.
-    assert_eq!(version, 27);
+    // (SQLite's; nothing here), 0027_inserts_count_themselves,
+    // 0028_claims_read_from_attempts.
+    assert_eq!(version, 28);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -276,6 +277,7 @@ async fn instances_starting_together_migrate_once() {
             (25, "ordering_by_state".to_string()),
             (26, "created_index_sqlite".to_string()),
             (27, "inserts_count_themselves".to_string()),
+            (28, "claims_read_from_attempts".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -911,6 +913,7 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         (25, "ordering_by_state"),
         (26, "created_index_sqlite"),
         (27, "inserts_count_themselves"),
+        (28, "claims_read_from_attempts"),
     ]
     .into_iter()
     .map(|(v, n)| {
@@ -982,6 +985,7 @@ async fn a_schema_before_the_correlation_index_upgrades_and_finds_them() {
          DROP FUNCTION liaison_state_counts_fold();
          DROP TABLE liaison_state_deltas;
          DROP TABLE liaison_state_counts;
+         ALTER TABLE liaison_attempts DROP COLUMN claim_seq;
          ALTER TABLE liaison_submissions DROP COLUMN counted;
          ALTER TABLE liaison_submissions DROP COLUMN currency;
          ALTER TABLE liaison_submissions DROP COLUMN business_deadline;

@@ -1,0 +1,11 @@
+-- liaison schema for PostgreSQL, version 28: a claim's timeline line read
+-- from its attempt (mirrors migrations/sqlite/0028_claims_read_from_attempts.sql).
+--
+-- A claim wrote a `claimed` line per submission whose facts are all in the
+-- attempt row it starts. From this version it writes no line: the attempt
+-- takes a value of the timeline's sequence (`claim_seq`, drawn and never
+-- used by a line), which places the claim among the submission's lines,
+-- and a read of the timeline puts the line there. Attempts started before
+-- this version, or by an instance of an earlier build during a rolling
+-- upgrade, have no `claim_seq`; their lines are stored and read as stored.
+ALTER TABLE liaison_attempts ADD COLUMN claim_seq BIGINT;

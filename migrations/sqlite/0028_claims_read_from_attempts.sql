@@ -1,0 +1,12 @@
+-- liaison schema for SQLite, version 28: a claim's timeline line read from
+-- its attempt.
+--
+-- A claim wrote a `claimed` line per submission whose facts are all in the
+-- attempt row it starts (the time, the attempt's number and lease token;
+-- the states are always queued to in flight, the actor the dispatcher).
+-- From this version it writes no line: the attempt records where among
+-- the timeline's lines the claim falls (`claim_seq`: every line written
+-- before it has a `seq` at most this, every line after a greater one), and
+-- a read of the timeline puts the line there. Attempts started before this
+-- version have no `claim_seq`; their lines are stored and read as stored.
+ALTER TABLE liaison_attempts ADD COLUMN claim_seq INTEGER;
