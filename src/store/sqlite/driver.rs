@@ -474,6 +474,9 @@ impl Driver for Sql<'_> {
                 .collect()
             })
             .map_err(db_err("find due work"))?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         // One writer: a cached statement per row costs what a multi-row
         // one would.
         let mut claim = self

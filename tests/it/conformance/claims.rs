@@ -247,8 +247,8 @@ pub async fn a_claims_line_is_read_from_its_attempt_in_its_place(h: &Harness) {
         )
         .await
         .unwrap();
-    // Between the two claims of `a`, lines of `b`: the claims keep their
-    // places among `a`'s lines whatever was written meanwhile.
+    // `a` claimed again, with `b`: one claim placed for both, each line in
+    // its place among its own submission's lines.
     let leases = store
         .claim(ClaimRequest::new("bank", 2, LEASE).at(store.now()))
         .await
