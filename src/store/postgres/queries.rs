@@ -331,63 +331,62 @@ pub(super) async fn hourly_on(db: &Db<'_>, query: &HourlyQuery) -> Result<Vec<Ho
 
 pub(super) async fn timeline_on(db: &Db<'_>, id: SubmissionId) -> Result<Vec<Event>> {
     let submission = get_on(db, id).await?;
+    // The stored lines and the claims' places in one statement: one
+    // snapshot, so a claim is never read without the lines written before it.
     let rows = db
         .query(
-            "SELECT seq, at, kind, from_state, to_state, actor, reason, data::text \
-             FROM liaison_events WHERE submission_id = $1 ORDER BY seq",
+            "SELECT seq, at, kind, from_state, to_state, actor, reason, data::text, \
+                    NULL::integer, NULL::uuid \
+             FROM liaison_events WHERE submission_id = $1 \
+             UNION ALL \
+             SELECT claim_seq, started_at, NULL, NULL, NULL, NULL, NULL, NULL, number, lease_token \
+             FROM liaison_attempts WHERE submission_id = $1 AND claim_seq IS NOT NULL \
+             ORDER BY 1",
             &[&sid(id)],
             "read timeline",
         )
         .await?;
-    let stored = rows
-        .iter()
-        .map(|row| {
-            let kind: String = get(row, 2)?;
-            let from: Option<String> = get(row, 3)?;
-            let to: Option<String> = get(row, 4)?;
-            let data: Option<String> = get(row, 7)?;
-            Ok(Event {
-                seq: get(row, 0)?,
-                submission_id: id,
-                at: from_millis(get(row, 1)?),
-                kind: EventKind::from_name(&kind),
-                from_state: from
-                    .map(|s| s.parse())
-                    .transpose()
-                    .map_err(|e| corrupt("from_state", e))?,
-                to_state: to
-                    .map(|s| s.parse())
-                    .transpose()
-                    .map_err(|e| corrupt("to_state", e))?,
-                actor: Actor::from_stored(get(row, 5)?),
-                reason: get(row, 6)?,
-                data: data
-                    .map(|d| serde_json::from_str(&d))
-                    .transpose()
-                    .map_err(|e| corrupt("data", e))?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let claims = db
-        .query(
-            "SELECT number, lease_token, started_at, claim_seq FROM liaison_attempts \
-             WHERE submission_id = $1 AND claim_seq IS NOT NULL",
-            &[&sid(id)],
-            "read claims",
-        )
-        .await?
-        .iter()
-        .map(|row| {
-            let attempt: i32 = get(row, 0)?;
-            let token: uuid::Uuid = get(row, 1)?;
-            Ok(rules::ClaimRecord {
+    let mut stored = Vec::new();
+    let mut claims = Vec::new();
+    for row in &rows {
+        let seq: i64 = get(row, 0)?;
+        let at = from_millis(get(row, 1)?);
+        let kind: Option<String> = get(row, 2)?;
+        let Some(kind) = kind else {
+            let attempt: i32 = get(row, 8)?;
+            let token: uuid::Uuid = get(row, 9)?;
+            claims.push(rules::ClaimRecord {
                 attempt: u32::try_from(attempt).map_err(|e| corrupt("number", e))?,
                 token: crate::store::LeaseToken::from_uuid(token),
-                at: from_millis(get(row, 2)?),
-                seq: get(row, 3)?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+                at,
+                seq,
+            });
+            continue;
+        };
+        let from: Option<String> = get(row, 3)?;
+        let to: Option<String> = get(row, 4)?;
+        let data: Option<String> = get(row, 7)?;
+        stored.push(Event {
+            seq,
+            submission_id: id,
+            at,
+            kind: EventKind::from_name(&kind),
+            from_state: from
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(|e| corrupt("from_state", e))?,
+            to_state: to
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(|e| corrupt("to_state", e))?,
+            actor: Actor::from_stored(get(row, 5)?),
+            reason: get(row, 6)?,
+            data: data
+                .map(|d| serde_json::from_str(&d))
+                .transpose()
+                .map_err(|e| corrupt("data", e))?,
+        });
+    }
     Ok(rules::timeline(&submission, stored, claims))
 }
 

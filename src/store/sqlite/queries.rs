@@ -331,67 +331,73 @@ pub(crate) fn hourly_on(conn: &Connection, query: &HourlyQuery) -> Result<Vec<Ho
 
 pub(crate) fn timeline_on(conn: &Connection, id: SubmissionId) -> Result<Vec<Event>> {
     let submission = get_on(conn, id)?;
+    // The stored lines and the claims' places in one statement: one
+    // snapshot, so a claim is never read without the lines written before it.
     let mut stmt = conn
         .prepare_cached(
-            "SELECT seq, at, kind, from_state, to_state, actor, reason, data \
-             FROM liaison_events WHERE submission_id = ?1 ORDER BY seq",
+            "SELECT seq, at, kind, from_state, to_state, actor, reason, data, NULL, NULL \
+             FROM liaison_events WHERE submission_id = ?1 \
+             UNION ALL \
+             SELECT claim_seq, started_at, NULL, NULL, NULL, NULL, NULL, NULL, number, lease_token \
+             FROM liaison_attempts WHERE submission_id = ?1 AND claim_seq IS NOT NULL \
+             ORDER BY 1",
         )
         .map_err(db_err("read timeline"))?;
-    let rows = stmt
-        .query_map(params![id.to_string()], |row| {
-            let kind: String = row.get(2)?;
-            let from: Option<String> = row.get(3)?;
-            let to: Option<String> = row.get(4)?;
-            let data: Option<String> = row.get(7)?;
-            Ok(Event {
-                seq: row.get(0)?,
-                submission_id: id,
-                at: from_millis(row.get(1)?),
-                kind: EventKind::from_name(&kind),
-                from_state: from
-                    .map(|s| s.parse())
-                    .transpose()
-                    .map_err(|e| corrupt("from_state", e))?,
-                to_state: to
-                    .map(|s| s.parse())
-                    .transpose()
-                    .map_err(|e| corrupt("to_state", e))?,
-                actor: Actor::from_stored(row.get(5)?),
-                reason: row.get(6)?,
-                data: data
-                    .map(|d| serde_json::from_str(&d))
-                    .transpose()
-                    .map_err(|e| corrupt("data", e))?,
-            })
-        })
+    let mut stored = Vec::new();
+    let mut claims = Vec::new();
+    let mut rows = stmt
+        .query(params![id.to_string()])
         .map_err(db_err("read timeline"))?;
-    let stored = rows
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(db_err("read timeline"))?;
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT number, lease_token, started_at, claim_seq FROM liaison_attempts \
-             WHERE submission_id = ?1 AND claim_seq IS NOT NULL",
-        )
-        .map_err(db_err("read claims"))?;
-    let claims = stmt
-        .query_map(params![id.to_string()], |row| {
-            let token: String = row.get(1)?;
-            Ok((row.get(0)?, token, row.get(2)?, row.get(3)?))
-        })
-        .map_err(db_err("read claims"))?
-        .map(|row| {
-            let (attempt, token, at, seq): (u32, String, i64, i64) =
-                row.map_err(db_err("read claims"))?;
-            Ok(rules::ClaimRecord {
-                attempt,
+    while let Some(row) = rows.next().map_err(db_err("read timeline"))? {
+        let seq: i64 = row.get(0).map_err(db_err("read timeline"))?;
+        let at = from_millis(row.get(1).map_err(db_err("read timeline"))?);
+        let kind: Option<String> = row.get(2).map_err(db_err("read timeline"))?;
+        let Some(kind) = kind else {
+            let token: String = row.get(9).map_err(db_err("read timeline"))?;
+            claims.push(rules::ClaimRecord {
+                attempt: row.get(8).map_err(db_err("read timeline"))?,
                 token: parse_column("lease_token", &token)?,
-                at: from_millis(at),
+                at,
                 seq,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+            });
+            continue;
+        };
+        stored.push(event_from_row(row, id, seq, at, &kind).map_err(db_err("read timeline"))?);
+    }
     Ok(rules::timeline(&submission, stored, claims))
+}
+
+/// A stored timeline line of `id` from a row of [`timeline_on`].
+fn event_from_row(
+    row: &Row<'_>,
+    id: SubmissionId,
+    seq: i64,
+    at: chrono::DateTime<chrono::Utc>,
+    kind: &str,
+) -> rusqlite::Result<Event> {
+    let from: Option<String> = row.get(3)?;
+    let to: Option<String> = row.get(4)?;
+    let data: Option<String> = row.get(7)?;
+    Ok(Event {
+        seq,
+        submission_id: id,
+        at,
+        kind: EventKind::from_name(kind),
+        from_state: from
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(|e| corrupt("from_state", e))?,
+        to_state: to
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(|e| corrupt("to_state", e))?,
+        actor: Actor::from_stored(row.get(5)?),
+        reason: row.get(6)?,
+        data: data
+            .map(|d| serde_json::from_str(&d))
+            .transpose()
+            .map_err(|e| corrupt("data", e))?,
+    })
 }
 
 pub(crate) fn attempts_on(conn: &Connection, id: SubmissionId) -> Result<Vec<Attempt>> {
