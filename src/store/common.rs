@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::submission::SubmissionState;
+use crate::model::event::{Actor, Event, EventKind};
+use crate::model::submission::{SubmissionId, SubmissionState};
 
 /// Longest error or reason text kept in the database, in bytes.
 pub(crate) const MAX_TEXT_BYTES: usize = 4096;
@@ -221,6 +222,46 @@ pub(crate) fn check_expected_traffic(
         expected.check()?;
     }
     Ok(())
+}
+
+/// A stored timeline line's columns, as both stores keep them (the time in
+/// milliseconds, states and data as text).
+pub(crate) struct StoredLine {
+    pub(crate) seq: i64,
+    pub(crate) at: i64,
+    pub(crate) kind: String,
+    pub(crate) from_state: Option<String>,
+    pub(crate) to_state: Option<String>,
+    pub(crate) actor: String,
+    pub(crate) reason: Option<String>,
+    pub(crate) data: Option<String>,
+}
+
+impl StoredLine {
+    /// The line of submission `id`, or the column that does not decode and
+    /// why (each store makes its own corruption error of it).
+    pub(crate) fn decode(self, id: SubmissionId) -> Result<Event, (&'static str, String)> {
+        let state = |column: &'static str, text: Option<String>| {
+            text.map(|s| s.parse::<SubmissionState>())
+                .transpose()
+                .map_err(|e| (column, e.to_string()))
+        };
+        Ok(Event {
+            seq: self.seq,
+            submission_id: id,
+            at: from_millis(self.at),
+            kind: EventKind::from_name(&self.kind),
+            from_state: state("from_state", self.from_state)?,
+            to_state: state("to_state", self.to_state)?,
+            actor: Actor::from_stored(self.actor),
+            reason: self.reason,
+            data: self
+                .data
+                .map(|d| serde_json::from_str(&d))
+                .transpose()
+                .map_err(|e| ("data", e.to_string()))?,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1453,7 +1453,7 @@ impl<'a> EventLine<'a> {
 mod tests {
     use serde_json::json;
 
-    use super::super::{PostgresStore, begin, in_tx, test_url};
+    use super::super::{PostgresStore, begin, in_test_schema, in_tx};
     use super::*;
     use crate::model::submission::NewSubmission;
     use crate::store::rules::transition::apply;
@@ -1466,23 +1466,7 @@ mod tests {
     /// name.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_change_from_a_state_the_row_is_not_in_writes_nothing() {
-        let Some(url) = test_url() else {
-            return;
-        };
-        let schema = format!("liaison_guard_{}", std::process::id());
-        let store = PostgresStore::connect(&url, PostgresConfig::default().schema(&schema))
-            .await
-            .expect("open the store");
-        // In a task of its own, so the schema is dropped whether the
-        // checks pass or fail; a failure is raised after.
-        let checked = tokio::spawn(check_guard(store.clone())).await;
-        let conn = store.conn().await.expect("a connection");
-        conn.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .await
-            .expect("drop the schema");
-        if let Err(failed) = checked {
-            std::panic::resume_unwind(failed.into_panic());
-        }
+        in_test_schema("liaison_guard", PostgresConfig::default(), check_guard).await;
     }
 
     async fn check_guard(store: PostgresStore) {

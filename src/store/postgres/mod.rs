@@ -990,6 +990,33 @@ pub(super) fn test_url() -> Option<String> {
     }
 }
 
+/// Run `check` on a store in a schema of its own (`{prefix}_{pid}`, opened
+/// with `config`), in a task of its own, so that the schema is dropped
+/// whether the checks pass or fail; a failure is raised after. Nothing
+/// runs without a test database ([`test_url`]).
+#[cfg(test)]
+pub(super) async fn in_test_schema<F, Fut>(prefix: &str, config: PostgresConfig, check: F)
+where
+    F: FnOnce(PostgresStore) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Some(url) = test_url() else {
+        return;
+    };
+    let schema = format!("{prefix}_{}", std::process::id());
+    let store = PostgresStore::connect(&url, config.schema(&schema))
+        .await
+        .expect("open the store");
+    let checked = tokio::spawn(check(store.clone())).await;
+    let conn = store.conn().await.expect("a connection");
+    conn.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .expect("drop the schema");
+    if let Err(failed) = checked {
+        std::panic::resume_unwind(failed.into_panic());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -1005,24 +1032,12 @@ mod tests {
     /// claimed just after its refused re-run was skipped now and then.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_write_has_let_go_of_its_locks_when_it_returns() {
-        let Some(url) = test_url() else {
-            return;
-        };
-        let schema = format!("liaison_rollback_{}", std::process::id());
-        let store =
-            PostgresStore::connect(&url, PostgresConfig::default().schema(&schema).pool_size(4))
-                .await
-                .expect("open the store");
-        // In a task of its own, so the schema is dropped whether the checks
-        // pass or fail; a failure is raised after.
-        let checked = tokio::spawn(refused_writes_unlock(store.clone())).await;
-        let conn = store.conn().await.expect("a connection");
-        conn.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .await
-            .expect("drop the schema");
-        if let Err(failed) = checked {
-            std::panic::resume_unwind(failed.into_panic());
-        }
+        in_test_schema(
+            "liaison_rollback",
+            PostgresConfig::default().pool_size(4),
+            refused_writes_unlock,
+        )
+        .await;
     }
 
     async fn refused_writes_unlock(store: PostgresStore) {

@@ -9,13 +9,13 @@ use tokio_postgres::types::ToSql;
 use super::db::{Db, clean, corrupt, get, sid, to_sid};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
-use crate::model::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
+use crate::model::event::{Attempt, AttemptOutcome, Event};
 use crate::model::money::currency_from_column;
 use crate::model::result::ResultDocument;
 use crate::model::submission::SubmissionState;
 use crate::model::submission::{Submission, SubmissionId};
 use crate::store::common::{
-    HOUR_MS, count as count_u64, from_millis, state_list, submission_columns, to_millis,
+    HOUR_MS, StoredLine, count as count_u64, from_millis, state_list, submission_columns, to_millis,
 };
 use crate::store::rules;
 use crate::store::{HourlyCount, HourlyQuery, ListFilter};
@@ -350,7 +350,7 @@ pub(super) async fn timeline_on(db: &Db<'_>, id: SubmissionId) -> Result<Vec<Eve
     let mut claims = Vec::new();
     for row in &rows {
         let seq: i64 = get(row, 0)?;
-        let at = from_millis(get(row, 1)?);
+        let at: i64 = get(row, 1)?;
         let kind: Option<String> = get(row, 2)?;
         let Some(kind) = kind else {
             let attempt: i32 = get(row, 8)?;
@@ -358,34 +358,25 @@ pub(super) async fn timeline_on(db: &Db<'_>, id: SubmissionId) -> Result<Vec<Eve
             claims.push(rules::ClaimRecord {
                 attempt: u32::try_from(attempt).map_err(|e| corrupt("number", e))?,
                 token: crate::store::LeaseToken::from_uuid(token),
-                at,
+                at: from_millis(at),
                 seq,
             });
             continue;
         };
-        let from: Option<String> = get(row, 3)?;
-        let to: Option<String> = get(row, 4)?;
-        let data: Option<String> = get(row, 7)?;
-        stored.push(Event {
+        let line = StoredLine {
             seq,
-            submission_id: id,
             at,
-            kind: EventKind::from_name(&kind),
-            from_state: from
-                .map(|s| s.parse())
-                .transpose()
-                .map_err(|e| corrupt("from_state", e))?,
-            to_state: to
-                .map(|s| s.parse())
-                .transpose()
-                .map_err(|e| corrupt("to_state", e))?,
-            actor: Actor::from_stored(get(row, 5)?),
+            kind,
+            from_state: get(row, 3)?,
+            to_state: get(row, 4)?,
+            actor: get(row, 5)?,
             reason: get(row, 6)?,
-            data: data
-                .map(|d| serde_json::from_str(&d))
-                .transpose()
-                .map_err(|e| corrupt("data", e))?,
-        });
+            data: get(row, 7)?,
+        };
+        stored.push(
+            line.decode(id)
+                .map_err(|(column, why)| corrupt(column, why))?,
+        );
     }
     Ok(rules::timeline(&submission, stored, claims))
 }

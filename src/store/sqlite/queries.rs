@@ -9,12 +9,12 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::db::{db_err, from_millis, parse_column, to_millis};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
-use crate::model::event::{Actor, Attempt, AttemptOutcome, Event, EventKind};
+use crate::model::event::{Attempt, AttemptOutcome, Event};
 use crate::model::money::currency_from_column;
 use crate::model::result::ResultDocument;
 use crate::model::submission::SubmissionState;
 use crate::model::submission::{Submission, SubmissionId};
-use crate::store::common::{HOUR_MS, count, state_list, submission_columns};
+use crate::store::common::{HOUR_MS, StoredLine, count, state_list, submission_columns};
 use crate::store::rules;
 use crate::store::{HourlyCount, HourlyQuery, ListFilter};
 
@@ -343,61 +343,46 @@ pub(crate) fn timeline_on(conn: &Connection, id: SubmissionId) -> Result<Vec<Eve
              ORDER BY 1",
         )
         .map_err(db_err("read timeline"))?;
+    /// A row of the statement: a stored line, or a claim's place.
+    enum Read {
+        Line(StoredLine),
+        Claim(u32, String, i64, i64),
+    }
+    let rows = stmt
+        .query_map(params![id.to_string()], |row| {
+            let (seq, at) = (row.get(0)?, row.get(1)?);
+            Ok(match row.get::<_, Option<String>>(2)? {
+                Some(kind) => Read::Line(StoredLine {
+                    seq,
+                    at,
+                    kind,
+                    from_state: row.get(3)?,
+                    to_state: row.get(4)?,
+                    actor: row.get(5)?,
+                    reason: row.get(6)?,
+                    data: row.get(7)?,
+                }),
+                None => Read::Claim(row.get(8)?, row.get(9)?, at, seq),
+            })
+        })
+        .map_err(db_err("read timeline"))?;
     let mut stored = Vec::new();
     let mut claims = Vec::new();
-    let mut rows = stmt
-        .query(params![id.to_string()])
-        .map_err(db_err("read timeline"))?;
-    while let Some(row) = rows.next().map_err(db_err("read timeline"))? {
-        let seq: i64 = row.get(0).map_err(db_err("read timeline"))?;
-        let at = from_millis(row.get(1).map_err(db_err("read timeline"))?);
-        let kind: Option<String> = row.get(2).map_err(db_err("read timeline"))?;
-        let Some(kind) = kind else {
-            let token: String = row.get(9).map_err(db_err("read timeline"))?;
-            claims.push(rules::ClaimRecord {
-                attempt: row.get(8).map_err(db_err("read timeline"))?,
+    for read in rows {
+        match read.map_err(db_err("read timeline"))? {
+            Read::Line(line) => stored.push(
+                line.decode(id)
+                    .map_err(|(column, why)| db_err("read timeline")(corrupt(column, why)))?,
+            ),
+            Read::Claim(attempt, token, at, seq) => claims.push(rules::ClaimRecord {
+                attempt,
                 token: parse_column("lease_token", &token)?,
-                at,
+                at: from_millis(at),
                 seq,
-            });
-            continue;
-        };
-        stored.push(event_from_row(row, id, seq, at, &kind).map_err(db_err("read timeline"))?);
+            }),
+        }
     }
     Ok(rules::timeline(&submission, stored, claims))
-}
-
-/// A stored timeline line of `id` from a row of [`timeline_on`].
-fn event_from_row(
-    row: &Row<'_>,
-    id: SubmissionId,
-    seq: i64,
-    at: chrono::DateTime<chrono::Utc>,
-    kind: &str,
-) -> rusqlite::Result<Event> {
-    let from: Option<String> = row.get(3)?;
-    let to: Option<String> = row.get(4)?;
-    let data: Option<String> = row.get(7)?;
-    Ok(Event {
-        seq,
-        submission_id: id,
-        at,
-        kind: EventKind::from_name(kind),
-        from_state: from
-            .map(|s| s.parse())
-            .transpose()
-            .map_err(|e| corrupt("from_state", e))?,
-        to_state: to
-            .map(|s| s.parse())
-            .transpose()
-            .map_err(|e| corrupt("to_state", e))?,
-        actor: Actor::from_stored(row.get(5)?),
-        reason: row.get(6)?,
-        data: data
-            .map(|d| serde_json::from_str(&d))
-            .transpose()
-            .map_err(|e| corrupt("data", e))?,
-    })
 }
 
 pub(crate) fn attempts_on(conn: &Connection, id: SubmissionId) -> Result<Vec<Attempt>> {
