@@ -6,6 +6,14 @@
 //! by themselves and an idle engine writes each result at once. Up to
 //! [`OutboxStore::concurrent_completions`] batches are written at once
 //! (one on SQLite, whose writes are one at a time anyway).
+//!
+//! Each attempt hands over, with its result, what to do once the store has
+//! taken it ([`HandOver`]): the dispatcher gives the attempt's concurrency
+//! slot back then, not once the result is committed. On SQLite that is as
+//! soon as the batch is in the writer's queue, so the claim those slots
+//! make runs after the results and, taken in while their transaction is
+//! under way, commits with them: one commit per cycle of claim and results
+//! where there were two.
 
 use std::sync::Arc;
 
@@ -14,7 +22,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::error::{Error, Result};
 use crate::model::submission::Submission;
-use crate::store::{AttemptReport, FinishedAttempt, Lease, OutboxStore, StateChange};
+use crate::store::{AttemptReport, FinishedAttempt, HandOver, Lease, OutboxStore, StateChange};
 
 /// Results recorded in one transaction at most.
 const MAX_BATCH: usize = 256;
@@ -26,6 +34,8 @@ const SPLIT_AT: usize = 16;
 struct Pending {
     finished: FinishedAttempt,
     reply: oneshot::Sender<Result<Submission>>,
+    /// Run once the store has taken the result (or failed to).
+    hand_over: HandOver,
 }
 
 /// The attempts' side: hand a result over, wait for its answer. Clones
@@ -51,16 +61,20 @@ impl Completer {
     }
 
     /// Record an attempt's result: what [`OutboxStore::complete`] answers.
+    /// `hand_over` runs once the store has taken it (see the module
+    /// documentation), at the latest when it is answered.
     pub(crate) async fn complete(
         &self,
         lease: &Lease,
         report: AttemptReport,
         change: StateChange,
+        hand_over: HandOver,
     ) -> Result<Submission> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             finished: FinishedAttempt::new(lease.clone(), report, change),
             reply,
+            hand_over,
         };
         self.tx.send(pending).map_err(|_| Error::Closed)?;
         // The task answers every result it takes (it is never cancelled
@@ -159,22 +173,31 @@ fn reap(done: Option<std::result::Result<(), tokio::task::JoinError>>) {
     }
 }
 
-/// Record a batch and answer each. Should the batch fail as a whole (a
-/// storage error), each is recorded on its own, so one result's trouble is
-/// its own.
-async fn record(store: &dyn OutboxStore, batch: Vec<Pending>) {
+/// Record a batch and answer each, running the results' hand-overs once
+/// the store has taken the batch. Should a batch of several fail as a whole
+/// (a storage error), each is recorded on its own, so one result's trouble
+/// is its own.
+async fn record(store: &dyn OutboxStore, mut batch: Vec<Pending>) {
     // Reliability tests: a batch's task panics before it writes anything.
     #[cfg(feature = "failpoints")]
     fail::fail_point!("liaison::completer::record");
-    if let [_] = batch.as_slice() {
-        return record_each(store, batch).await;
-    }
+    let hand_overs: Vec<HandOver> = batch
+        .iter_mut()
+        .map(|p| std::mem::replace(&mut p.hand_over, HandOver::nothing()))
+        .collect();
+    let hand_over = HandOver::new(move || drop(hand_overs));
     let finished = batch.iter().map(|p| p.finished.clone()).collect();
-    match store.complete_batch(finished).await {
+    match store.complete_batch_handing_over(finished, hand_over).await {
         Ok(answers) if answers.len() == batch.len() => {
             for (pending, answer) in batch.into_iter().zip(answers) {
                 // The attempt may have been cut off meanwhile: nobody waits.
                 let _ = pending.reply.send(answer);
+            }
+        }
+        // One result: its own trouble already.
+        Err(error) if batch.len() == 1 => {
+            if let Some(pending) = batch.pop() {
+                let _ = pending.reply.send(Err(error));
             }
         }
         Ok(_) => record_each(store, batch).await,
@@ -274,5 +297,62 @@ mod tests {
         // Nothing more can come: what is left goes as lanes free up.
         assert!(writes_now(1, 1, 4, false));
         assert!(!writes_now(1, 4, 4, false));
+    }
+
+    /// An attempt's hand-over runs once the store has taken its result, not
+    /// once the result is answered: on SQLite while the writer is still
+    /// busy with something else.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_result_is_handed_over_once_the_store_has_taken_it() {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use super::Completer;
+        use crate::AttemptOutcome;
+        use crate::model::submission::{NewSubmission, SubmissionState};
+        use crate::store::{
+            AttemptReport, ClaimRequest, HandOver, OutboxStore, SqliteStore, StateChange,
+        };
+
+        let store = SqliteStore::open_temporary().unwrap();
+        let new = NewSubmission::new("bank", "claim.submit", serde_json::json!({ "k": 1 }))
+            .idempotency_key("k1");
+        store.enqueue(new).await.unwrap();
+        let lease = store
+            .claim(ClaimRequest::new("bank", 1, Duration::from_secs(30)).at(store.now()))
+            .await
+            .unwrap()
+            .remove(0);
+        let (completer, task) = Completer::start(Arc::new(store.clone()));
+
+        let (release, busy) = store.hold_writer().await;
+        let (handed_tx, handed) = tokio::sync::oneshot::channel();
+        let answer = {
+            let completer = completer.clone();
+            let lease = lease.clone();
+            tokio::spawn(async move {
+                completer
+                    .complete(
+                        &lease,
+                        AttemptReport::new(AttemptOutcome::Succeeded),
+                        StateChange::to(SubmissionState::Succeeded),
+                        HandOver::new(move || {
+                            let _ = handed_tx.send(());
+                        }),
+                    )
+                    .await
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(30), handed)
+            .await
+            .expect("handed over while the writer is busy")
+            .unwrap();
+        assert!(!answer.is_finished(), "not answered yet");
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        let after = answer.await.unwrap().unwrap();
+        assert_eq!(after.state, SubmissionState::Succeeded);
+        drop(completer);
+        task.await.unwrap();
     }
 }

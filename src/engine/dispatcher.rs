@@ -20,8 +20,8 @@ use crate::model::submission::{Submission, SubmissionState};
 use crate::partner::{AttemptContext, PartnerError, SubmitOutcome};
 use crate::retry::{RetryDecision, decide};
 use crate::store::{
-    AttemptReport, ClaimRequest, Claimed, Lease, Limited, ListFilter, Note, PartnerLimits,
-    StateChange,
+    AttemptReport, ClaimRequest, Claimed, HandOver, Lease, Limited, ListFilter, Note,
+    PartnerLimits, StateChange,
 };
 
 /// A registered partner's live state.
@@ -383,6 +383,7 @@ async fn run_attempt(
     // The instance, when this attempt is the circuit's probe.
     probe: Option<Arc<str>>,
 ) {
+    let mut permit = Some(permit);
     let submission = &lease.submission;
     let span = tracing::info_span!(
         "liaison.attempt",
@@ -446,7 +447,15 @@ async fn run_attempt(
             "attempt finished"
         );
         let dead_lettered = change.target == SubmissionState::DeadLettered;
-        if record(&completer, &lease, report, change).await
+        // The slot goes back once the store has taken the result, so the
+        // claim it makes runs after it (see `super::completer`).
+        let slot = permit.take();
+        let runtime = Arc::clone(&rt);
+        let hand_over = HandOver::new(move || {
+            drop(slot);
+            runtime.wake.notify_one();
+        });
+        if record(&completer, &lease, report, change, hand_over).await
             && dead_lettered
             && rt.config.dead_letter_blocks_ordering
         {
@@ -455,6 +464,8 @@ async fn run_attempt(
     }
     .instrument(span)
     .await;
+    // Given back already once the result was handed over; not when the
+    // engine shut down before the attempt finished.
     drop(permit);
     rt.wake.notify_one();
     shared.activity.notify_waiters();
@@ -590,9 +601,10 @@ async fn record(
     lease: &Lease,
     report: AttemptReport,
     change: StateChange,
+    hand_over: HandOver,
 ) -> bool {
     match completer
-        .complete(lease, report.clone(), change.clone())
+        .complete(lease, report.clone(), change.clone(), hand_over)
         .await
     {
         Ok(_) => true,
@@ -613,7 +625,10 @@ async fn record(
             let mut change = change;
             change.external_ref = None;
             change.data = Some(json!({ "rejected_external_ref": e.to_string() }));
-            match completer.complete(lease, report, change).await {
+            match completer
+                .complete(lease, report, change, HandOver::nothing())
+                .await
+            {
                 Ok(_) => true,
                 Err(e) => {
                     tracing::error!(error = %e, "recording the attempt failed; the lease will expire and the work be retried");

@@ -34,7 +34,7 @@ pub use stats_types::{
 };
 pub use types::{
     AttemptReport, ClaimRequest, DeliveryClaim, DeliveryEnd, DeliveryFilter, DeliveryLease,
-    Enqueued, FinishedAttempt, Lease, LeaseToken, ListFilter, Note, OverdueClaim, Pause,
+    Enqueued, FinishedAttempt, HandOver, Lease, LeaseToken, ListFilter, Note, OverdueClaim, Pause,
     PurgeCutoffs, PurgeReport, Replay, StateChange,
 };
 pub use wake::{Wake, Wakeups};
@@ -198,6 +198,41 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
         &self,
         finished: Vec<FinishedAttempt>,
     ) -> Result<Vec<Result<Submission>>>;
+
+    /// [`OutboxStore::complete_batch`], running `hand_over` as soon as every
+    /// write this store takes afterwards runs after the batch (and so sees
+    /// its results, should it commit): by default once it has committed. A
+    /// store that applies its writes one after another in the order it takes
+    /// them runs it as soon as it has taken the batch; `SqliteStore` does,
+    /// and its writer runs a write taken while a transaction is under way in
+    /// that transaction, so the engine's next claim, made with the slots the
+    /// batch gives back, shares the batch's commit.
+    ///
+    /// ```
+    /// use liaison::store::{HandOver, OutboxStore, SqliteStore};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let store = SqliteStore::open_temporary()?;
+    /// let (tx, handed) = tokio::sync::oneshot::channel();
+    /// let answers = store
+    ///     .complete_batch_handing_over(Vec::new(), HandOver::new(move || {
+    ///         let _ = tx.send(());
+    ///     }))
+    ///     .await?;
+    /// assert!(answers.is_empty());
+    /// assert!(handed.await.is_ok());
+    /// # Ok::<(), liaison::Error>(())
+    /// # }).unwrap();
+    /// ```
+    async fn complete_batch_handing_over(
+        &self,
+        finished: Vec<FinishedAttempt>,
+        hand_over: HandOver,
+    ) -> Result<Vec<Result<Submission>>> {
+        let answers = self.complete_batch(finished).await;
+        hand_over.run();
+        answers
+    }
 
     /// How many [`OutboxStore::complete_batch`] calls the engine may have
     /// under way at once. `1` (the default) suits a store that writes one

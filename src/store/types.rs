@@ -179,6 +179,75 @@ impl FinishedAttempt {
     }
 }
 
+/// What to do once a store has taken a batch of results far enough that
+/// every write it takes afterwards sees them
+/// ([`super::OutboxStore::complete_batch_handing_over`]): it runs once,
+/// when the store calls [`HandOver::run`] or drops it, whichever comes
+/// first, so a store that fails before then still runs it.
+///
+/// The engine gives its attempts' concurrency slots back this way, and its
+/// next claim (which counts the partner's work in flight) then finds them
+/// free.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use liaison::store::HandOver;
+///
+/// let runs = Arc::new(AtomicUsize::new(0));
+/// let counted = Arc::clone(&runs);
+/// let hand_over = HandOver::new(move || {
+///     counted.fetch_add(1, Ordering::SeqCst);
+/// });
+/// hand_over.run();
+/// assert_eq!(runs.load(Ordering::SeqCst), 1);
+///
+/// // Dropped without being run: it runs then.
+/// let counted = Arc::clone(&runs);
+/// drop(HandOver::new(move || {
+///     counted.fetch_add(1, Ordering::SeqCst);
+/// }));
+/// assert_eq!(runs.load(Ordering::SeqCst), 2);
+/// ```
+pub struct HandOver(Option<Box<dyn FnOnce() + Send>>);
+
+impl HandOver {
+    /// Run `then` once the batch is handed over.
+    pub fn new(then: impl FnOnce() + Send + 'static) -> Self {
+        HandOver(Some(Box::new(then)))
+    }
+
+    /// Nothing to run.
+    pub fn nothing() -> Self {
+        HandOver(None)
+    }
+
+    /// The batch is handed over: run it now.
+    pub fn run(mut self) {
+        self.fire();
+    }
+
+    fn fire(&mut self) {
+        if let Some(then) = self.0.take() {
+            then();
+        }
+    }
+}
+
+impl Drop for HandOver {
+    fn drop(&mut self) {
+        self.fire();
+    }
+}
+
+impl std::fmt::Debug for HandOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandOver")
+            .field("pending", &self.0.is_some())
+            .finish()
+    }
+}
+
 /// How an attempt ended, as the worker reports it.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

@@ -41,10 +41,10 @@ use super::flow;
 use super::rules::lookup;
 use super::{
     AttemptReport, CallbackFilter, ClaimRequest, Claimed, DeliveryClaim, DeliveryEnd,
-    DeliveryFilter, DeliveryLease, Enqueued, FinishedAttempt, HourlyCount, HourlyQuery, Instance,
-    Lease, ListFilter, NewAlert, NewCallback, Note, NotificationWrite, OutboxStore, OverdueClaim,
-    PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay, Settlement,
-    StateChange, StatsQuery,
+    DeliveryFilter, DeliveryLease, Enqueued, FinishedAttempt, HandOver, HourlyCount, HourlyQuery,
+    Instance, Lease, ListFilter, NewAlert, NewCallback, Note, NotificationWrite, OutboxStore,
+    OverdueClaim, PartnerStats, Pause, PurgeCutoffs, PurgeReport, ReapPolicy, Reaped, Replay,
+    Settlement, StateChange, StatsQuery,
 };
 use super::{CircuitOutcome, CircuitStep, RoleLease, SharedCircuit};
 use crate::error::{Error, Result};
@@ -589,18 +589,32 @@ impl OutboxStore for SqliteStore {
         &self,
         finished: Vec<FinishedAttempt>,
     ) -> Result<Vec<Result<Submission>>> {
+        self.complete_batch_handing_over(finished, HandOver::nothing())
+            .await
+    }
+
+    async fn complete_batch_handing_over(
+        &self,
+        finished: Vec<FinishedAttempt>,
+        hand_over: HandOver,
+    ) -> Result<Vec<Result<Submission>>> {
         let ids: Vec<SubmissionId> = finished.iter().map(|f| f.lease.submission.id).collect();
-        // Stale results are journaled and committed, then refused.
+        // Stale results are journaled and committed, then refused. Once
+        // the batch is in the writer's queue, every later write runs after
+        // it: it is handed over.
         let answers = self
             .inner
             .writer
-            .write(move |conn| {
-                run(flow::complete_batch(
-                    &Sql(conn),
-                    &finished,
-                    crate::clock::now(),
-                ))
-            })
+            .write_then(
+                move |conn| {
+                    run(flow::complete_batch(
+                        &Sql(conn),
+                        &finished,
+                        crate::clock::now(),
+                    ))
+                },
+                || hand_over.run(),
+            )
             .await?;
         Ok(answers
             .into_iter()
@@ -1110,8 +1124,118 @@ impl OutboxStore for SqliteStore {
 }
 
 #[cfg(test)]
+impl SqliteStore {
+    /// Keep the writer busy until the sender is used or dropped: answers
+    /// once the operation holding it runs, with the sender and the task
+    /// that ends when the writer is let go.
+    pub(crate) async fn hold_writer(
+        &self,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<()>>,
+    ) {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        let wait = std::sync::Mutex::new(wait);
+        let started = std::sync::Mutex::new(Some(started));
+        let store = self.clone();
+        let busy = tokio::spawn(async move {
+            store
+                .inner
+                .writer
+                .write(move |_| {
+                    if let Some(started) = started.lock().unwrap().take() {
+                        let _ = started.send(());
+                        let _ = wait.lock().unwrap().recv();
+                    }
+                    Ok(())
+                })
+                .await
+        });
+        running.await.unwrap();
+        (release, busy)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch of results is handed over once it is in the writer's queue,
+    /// before it runs; a claim made then runs after it, in the same
+    /// transaction, and finds free the slot the results give back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_claim_made_once_results_are_handed_over_runs_after_them() {
+        use crate::AttemptOutcome;
+        use crate::model::submission::NewSubmission;
+        use crate::model::submission::SubmissionState::{InFlight, Succeeded};
+        use crate::store::{AttemptReport, ClaimRequest, PartnerLimits, StateChange};
+
+        let store = Arc::new(SqliteStore::open_temporary().unwrap());
+        for key in ["k1", "k2"] {
+            let new = NewSubmission::new("bank", "claim.submit", serde_json::json!({ "k": key }))
+                .idempotency_key(key);
+            store.enqueue(new).await.unwrap();
+        }
+        // One slot for the partner, across every instance.
+        let claim = |store: &SqliteStore| {
+            ClaimRequest::new("bank", 1, Duration::from_secs(30))
+                .at(store.now())
+                .limits(PartnerLimits::none().concurrency(1))
+                .claimer("instance-a", 0)
+        };
+        let first = store.claim_limited(claim(&store)).await.unwrap();
+        let [lease] = first.leases.as_slice() else {
+            panic!("one lease: {first:?}")
+        };
+        assert!(
+            store
+                .claim_limited(claim(&store))
+                .await
+                .unwrap()
+                .leases
+                .is_empty()
+        );
+
+        // The writer is busy with something else while the result comes.
+        let (release, busy) = store.hold_writer().await;
+        // Handed over while the writer is still busy, so before the batch
+        // ran; the claim made then is queued after it.
+        let (claimed_tx, claimed) = tokio::sync::oneshot::channel();
+        let (handed_tx, handed) = tokio::sync::oneshot::channel();
+        let claimer = Arc::clone(&store);
+        let hand_over = HandOver::new(move || {
+            let request = claim(&claimer);
+            tokio::spawn(async move {
+                let _ = claimed_tx.send(claimer.claim_limited(request).await);
+            });
+            let _ = handed_tx.send(());
+        });
+        let done = FinishedAttempt::new(
+            lease.clone(),
+            AttemptReport::new(AttemptOutcome::Succeeded),
+            StateChange::to(Succeeded),
+        );
+        let results = Arc::clone(&store);
+        let batch = tokio::spawn(async move {
+            results
+                .complete_batch_handing_over(vec![done], hand_over)
+                .await
+        });
+        tokio::time::timeout(Duration::from_secs(30), handed)
+            .await
+            .expect("handed over before the writer is free")
+            .unwrap();
+        assert!(!batch.is_finished(), "the batch has not run yet");
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        let answers = batch.await.unwrap().unwrap();
+        assert_eq!(answers[0].as_ref().unwrap().state, Succeeded);
+        let next = claimed.await.unwrap().unwrap();
+        assert_eq!(next.leases.len(), 1, "the freed slot is taken: {next:?}");
+        assert_ne!(next.leases[0].submission.id, lease.submission.id);
+        assert_eq!(next.leases[0].submission.state, InFlight);
+    }
 
     /// A caller's thread writes only where a commit never waits for the
     /// disk: under `NORMAL`, never under `FULL` (the default).

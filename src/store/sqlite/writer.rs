@@ -14,6 +14,13 @@
 //! Callers are answered after the commit, so a returned `Ok` is durable (at
 //! the configured `synchronous` level).
 //!
+//! Operations run in the order they were queued, and a group also takes in
+//! what was queued while its first operations ran (once: a group is not
+//! held open for a stream). So an operation queued after another sees its
+//! changes, committed or not yet, and often shares its transaction: the
+//! engine's next claim joins the transaction of the results that freed its
+//! slots ([`Writer::write_then`]), one commit where there were two.
+//!
 //! With its queue empty, the writer may look again for a moment before it
 //! parks its thread, while doing so keeps finding work ([`Linger`]).
 //!
@@ -318,14 +325,30 @@ impl Writer {
         T: Send + 'static,
         F: Fn(&Connection) -> Result<T> + Send + 'static,
     {
+        self.write_then(op, || {}).await
+    }
+
+    /// [`Writer::write`], running `queued` as soon as `op` is in the
+    /// writer's queue (or could not be queued): from then on every
+    /// operation queued runs after it, in its transaction or a later one.
+    pub(crate) async fn write_then<T, F>(&self, op: F, queued: impl FnOnce()) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(Op {
             op,
             result: None,
             reply,
         });
-        let sender = self.sender.as_ref().ok_or(Error::Closed)?;
-        sender.send(job).await.map_err(|_| Error::Closed)?;
+        let Some(sender) = self.sender.as_ref() else {
+            queued();
+            return Err(Error::Closed);
+        };
+        let sent = sender.send(job).await;
+        queued();
+        sent.map_err(|_| Error::Closed)?;
         let (answer, op) = rx.await.map_err(|_| Error::Closed)?;
         drop(op);
         answer
@@ -483,7 +506,7 @@ fn run(
         // Only this thread takes the connection, below: not reachable. The
         // group's callers would be answered `Closed`.
         let Some(open) = guard.as_ref() else { break };
-        let failure = run_group(open, &mut group);
+        let failure = run_group(open, &mut group, &mut receiver);
         drop(guard);
         busy(false);
         for job in group.drain(..) {
@@ -511,13 +534,30 @@ fn close(mut conn: Connection) {
 }
 
 /// Run one group to its commit (or rollback); `Some` when the whole group
-/// failed. Each operation keeps its own result for [`Job::answer`].
-fn run_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> Option<GroupFailure> {
+/// failed. Each operation keeps its own result for [`Job::answer`]. Once
+/// the group's operations have run, those queued meanwhile join it (up to
+/// [`MAX_GROUP`]), once.
+fn run_group(
+    conn: &Connection,
+    group: &mut Vec<Box<dyn Job>>,
+    receiver: &mut mpsc::Receiver<Box<dyn Job>>,
+) -> Option<GroupFailure> {
     if let Err(cause) = control(conn, "BEGIN IMMEDIATE") {
         return Some(GroupFailure::new("begin write transaction", cause));
     }
     // Optimistically, without savepoints: nearly every group gets through.
-    if !group.iter_mut().any(|job| job.run(conn, false)) {
+    let mut failed = group.iter_mut().any(|job| job.run(conn, false));
+    if !failed {
+        let first = group.len();
+        while group.len() < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        failed = group[first..].iter_mut().any(|job| job.run(conn, false));
+    }
+    if !failed {
         return commit(conn);
     }
     // One failed: undo the group. Alone, it simply failed.
@@ -705,10 +745,12 @@ mod panic_tests {
         let held = tokio::spawn(async move {
             writer
                 .write(move |_conn| {
+                    // Held on its first run only: what is queued meanwhile
+                    // joins its group, which may run it again.
                     if let Some(started) = started.lock().unwrap().take() {
                         let _ = started.send(());
+                        let _ = wait.lock().unwrap().recv();
                     }
-                    let _ = wait.lock().unwrap().recv();
                     Ok(())
                 })
                 .await
@@ -798,6 +840,60 @@ mod panic_tests {
         );
         let rows = rows_of_t(&writer).await;
         assert_eq!(rows, [1, 2, 3, 10, 12]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn operations_queued_while_a_group_runs_join_its_transaction_in_order() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let commits = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&commits);
+        conn.commit_hook(Some(move || {
+            counted.fetch_add(1, SeqCst);
+            false
+        }))
+        .unwrap();
+        let writer = Arc::new(Writer::spawn(conn).unwrap());
+
+        // The first operation writes and is held running; the second is
+        // queued only then, and reads what the first wrote.
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel::<()>();
+        let wait = std::sync::Mutex::new(wait);
+        let started = std::sync::Mutex::new(Some(started));
+        let w = Arc::clone(&writer);
+        let first = tokio::spawn(async move {
+            w.write(move |conn| {
+                conn.execute("INSERT INTO t VALUES (1)", [])
+                    .map_err(db_err("insert"))?;
+                if let Some(started) = started.lock().unwrap().take() {
+                    let _ = started.send(());
+                    let _ = wait.lock().unwrap().recv();
+                }
+                Ok(())
+            })
+            .await
+        });
+        running.await.unwrap();
+        let w = Arc::clone(&writer);
+        let second = tokio::spawn(async move {
+            w.write(|conn| {
+                conn.execute("INSERT INTO t VALUES (2)", [])
+                    .map_err(db_err("insert"))?;
+                conn.query_row("SELECT COUNT(*) FROM t WHERE x = 1", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_err(db_err("read"))
+            })
+            .await
+        });
+        queued(&writer, 1).await;
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(second.await.unwrap().unwrap(), 1, "it ran after the first");
+        assert_eq!(commits.load(SeqCst), 1, "one transaction for both");
+        assert_eq!(rows_of_t(&writer).await, [1, 2]);
     }
 
     async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Result<()>>>) -> Vec<Result<()>> {
