@@ -204,7 +204,7 @@ pub trait OutboxStore: sealed::Sealed + Send + Sync + std::fmt::Debug {
     /// its results, should it commit): by default once it has committed. A
     /// store that applies its writes one after another in the order it takes
     /// them runs it as soon as it has taken the batch; `SqliteStore` does,
-    /// and its writer runs a write taken while a transaction is under way in
+    /// and its writer runs a claim taken while a transaction is under way in
     /// that transaction, so the engine's next claim, made with the slots the
     /// batch gives back, shares the batch's commit.
     ///

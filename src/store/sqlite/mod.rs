@@ -557,7 +557,7 @@ impl OutboxStore for SqliteStore {
         crate::model::submission::validate_partner(&request.partner)?;
         self.inner
             .writer
-            .write(move |conn| run(flow::claim(&Sql(conn), &request)))
+            .write_joining(move |conn| run(flow::claim(&Sql(conn), &request)))
             .await
     }
 

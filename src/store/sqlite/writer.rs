@@ -14,12 +14,16 @@
 //! Callers are answered after the commit, so a returned `Ok` is durable (at
 //! the configured `synchronous` level).
 //!
-//! Operations run in the order they were queued, and a group also takes in
-//! what was queued while its first operations ran (once: a group is not
-//! held open for a stream). So an operation queued after another sees its
-//! changes, committed or not yet, and often shares its transaction: the
-//! engine's next claim joins the transaction of the results that freed its
-//! slots ([`Writer::write_then`]), one commit where there were two.
+//! Operations run in the order they were queued, so one queued after
+//! another sees its changes, committed or not yet. An operation queued with
+//! [`Writer::write_joining`] (a claim) may also join the group under way:
+//! once the group's operations have run, the joining ones queued meanwhile
+//! run in its transaction, up to the first that does not join (once: a
+//! group is not held open for a stream). The engine's next claim so shares
+//! the commit of the results that freed its slots ([`Writer::write_then`]):
+//! one commit where there were two. Other operations wait for the next
+//! group: letting every operation join cost 32 concurrent callback ingests
+//! about 5% (measured, docs/performance.md), for no gain.
 //!
 //! With its queue empty, the writer may look again for a moment before it
 //! parks its thread, while doing so keeps finding work ([`Linger`]).
@@ -76,9 +80,12 @@ trait Job: Send {
     /// Answer the caller once the group's fate is known: `None` when its
     /// transaction committed (or, for a failed operation, was rolled back).
     fn answer(self: Box<Self>, failure: Option<&GroupFailure>);
+    /// Whether it may join a group under way.
+    fn joins(&self) -> bool;
 }
 
 struct Op<T, F> {
+    joins: bool,
     op: F,
     result: Option<Result<T>>,
     /// The answer, and the operation itself: what it captured (a batch's
@@ -103,8 +110,14 @@ where
         failed
     }
 
+    fn joins(&self) -> bool {
+        self.joins
+    }
+
     fn answer(self: Box<Self>, failure: Option<&GroupFailure>) {
-        let Op { op, result, reply } = *self;
+        let Op {
+            op, result, reply, ..
+        } = *self;
         // The caller may have gone away; what committed stays committed.
         let _ = reply.send((settled(result, failure), op));
     }
@@ -328,6 +341,16 @@ impl Writer {
         self.write_then(op, || {}).await
     }
 
+    /// [`Writer::write`] for an operation that may join a group under way,
+    /// after the group's own operations (see the module documentation).
+    pub(crate) async fn write_joining<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.send(op, || {}, true).await
+    }
+
     /// [`Writer::write`], running `queued` as soon as `op` is in the
     /// writer's queue (or could not be queued): from then on every
     /// operation queued runs after it, in its transaction or a later one.
@@ -336,8 +359,17 @@ impl Writer {
         T: Send + 'static,
         F: Fn(&Connection) -> Result<T> + Send + 'static,
     {
+        self.send(op, queued, false).await
+    }
+
+    async fn send<T, F>(&self, op: F, queued: impl FnOnce(), joins: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(Op {
+            joins,
             op,
             result: None,
             reply,
@@ -491,7 +523,11 @@ fn run(
             callers.writer_busy.store(now, Ordering::Release);
         }
     };
-    while let Some(first) = next_job(&mut receiver, &mut linger) {
+    let mut carry: Option<Box<dyn Job>> = None;
+    while let Some(first) = carry
+        .take()
+        .or_else(|| next_job(&mut receiver, &mut linger))
+    {
         // From here no caller starts an operation of its own: only those
         // already under way are waited for.
         busy(true);
@@ -506,7 +542,7 @@ fn run(
         // Only this thread takes the connection, below: not reachable. The
         // group's callers would be answered `Closed`.
         let Some(open) = guard.as_ref() else { break };
-        let failure = run_group(open, &mut group, &mut receiver);
+        let failure = run_group(open, &mut group, &mut receiver, &mut carry);
         drop(guard);
         busy(false);
         for job in group.drain(..) {
@@ -535,12 +571,14 @@ fn close(mut conn: Connection) {
 
 /// Run one group to its commit (or rollback); `Some` when the whole group
 /// failed. Each operation keeps its own result for [`Job::answer`]. Once
-/// the group's operations have run, those queued meanwhile join it (up to
-/// [`MAX_GROUP`]), once.
+/// the group's operations have run, the joining ones queued meanwhile join
+/// it (up to [`MAX_GROUP`]), once; the first that does not join is left in
+/// `carry`, to start the next group.
 fn run_group(
     conn: &Connection,
     group: &mut Vec<Box<dyn Job>>,
     receiver: &mut mpsc::Receiver<Box<dyn Job>>,
+    carry: &mut Option<Box<dyn Job>>,
 ) -> Option<GroupFailure> {
     if let Err(cause) = control(conn, "BEGIN IMMEDIATE") {
         return Some(GroupFailure::new("begin write transaction", cause));
@@ -551,7 +589,11 @@ fn run_group(
         let first = group.len();
         while group.len() < MAX_GROUP {
             match receiver.try_recv() {
-                Ok(job) => group.push(job),
+                Ok(job) if job.joins() => group.push(job),
+                Ok(job) => {
+                    *carry = Some(job);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -842,8 +884,38 @@ mod panic_tests {
         assert_eq!(rows, [1, 2, 3, 10, 12]);
     }
 
+    /// Insert `x`, held on the first run until `release` is used: answers
+    /// once it runs, with the sender and the task that ends with its write.
+    async fn held_insert(
+        writer: &Arc<Writer>,
+        x: i64,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<()>>,
+    ) {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel::<()>();
+        let wait = std::sync::Mutex::new(wait);
+        let started = std::sync::Mutex::new(Some(started));
+        let w = Arc::clone(writer);
+        let task = tokio::spawn(async move {
+            w.write(move |conn| {
+                conn.execute("INSERT INTO t VALUES (?1)", [x])
+                    .map_err(db_err("insert"))?;
+                if let Some(started) = started.lock().unwrap().take() {
+                    let _ = started.send(());
+                    let _ = wait.lock().unwrap().recv();
+                }
+                Ok(())
+            })
+            .await
+        });
+        running.await.unwrap();
+        (release, task)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn operations_queued_while_a_group_runs_join_its_transaction_in_order() {
+    async fn a_joining_operation_queued_while_a_group_runs_shares_its_commit_and_others_wait() {
         use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
         let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
@@ -856,44 +928,63 @@ mod panic_tests {
         .unwrap();
         let writer = Arc::new(Writer::spawn(conn).unwrap());
 
-        // The first operation writes and is held running; the second is
-        // queued only then, and reads what the first wrote.
-        let (release, wait) = std::sync::mpsc::channel::<()>();
-        let (started, running) = oneshot::channel::<()>();
-        let wait = std::sync::Mutex::new(wait);
-        let started = std::sync::Mutex::new(Some(started));
-        let w = Arc::clone(&writer);
-        let first = tokio::spawn(async move {
-            w.write(move |conn| {
-                conn.execute("INSERT INTO t VALUES (1)", [])
+        // While the first runs: a joining operation that reads what the
+        // first wrote, a plain one, another joining one.
+        // Each says how many commits there were when it ran.
+        let commits_then = |x: i64| {
+            let commits = Arc::clone(&commits);
+            move |conn: &Connection| {
+                conn.execute("INSERT INTO t VALUES (?1)", [x])
                     .map_err(db_err("insert"))?;
-                if let Some(started) = started.lock().unwrap().take() {
-                    let _ = started.send(());
-                    let _ = wait.lock().unwrap().recv();
+                let firsts: i64 = conn
+                    .query_row("SELECT COUNT(*) FROM t WHERE x = 1", [], |r| r.get(0))
+                    .map_err(db_err("read"))?;
+                Ok((firsts, commits.load(SeqCst)))
+            }
+        };
+        let (release, first) = held_insert(&writer, 1).await;
+        let mut later = Vec::new();
+        for (x, joins) in [(2, true), (3, false), (4, true)] {
+            let w = Arc::clone(&writer);
+            let op = commits_then(x);
+            later.push(tokio::spawn(async move {
+                if joins {
+                    w.write_joining(op).await
+                } else {
+                    w.write(op).await
                 }
-                Ok(())
-            })
-            .await
-        });
-        running.await.unwrap();
+            }));
+            queued(&writer, later.len()).await;
+        }
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        let seen: Vec<(i64, usize)> = futures_join_any(later).await;
+        // The joining one ran in the first's transaction, after it; the
+        // plain one waited for the next group, which the last one (queued
+        // before that group began) went along with.
+        assert_eq!(seen, [(1, 0), (1, 1), (1, 1)]);
+        assert_eq!(commits.load(SeqCst), 2);
+        assert_eq!(rows_of_t(&writer).await, [1, 2, 3, 4]);
+
+        // A joining operation that fails: the group is run again with
+        // savepoints, and only its own write is undone.
+        let (release, first) = held_insert(&writer, 10).await;
         let w = Arc::clone(&writer);
-        let second = tokio::spawn(async move {
-            w.write(|conn| {
-                conn.execute("INSERT INTO t VALUES (2)", [])
-                    .map_err(db_err("insert"))?;
-                conn.query_row("SELECT COUNT(*) FROM t WHERE x = 1", [], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .map_err(db_err("read"))
-            })
-            .await
-        });
+        let failing = insert(11, true, &Arc::new(AtomicUsize::new(0)));
+        let joining = tokio::spawn(async move { w.write_joining(failing).await });
         queued(&writer, 1).await;
         release.send(()).unwrap();
         first.await.unwrap().unwrap();
-        assert_eq!(second.await.unwrap().unwrap(), 1, "it ran after the first");
-        assert_eq!(commits.load(SeqCst), 1, "one transaction for both");
-        assert_eq!(rows_of_t(&writer).await, [1, 2]);
+        assert!(joining.await.unwrap().unwrap_err().is_invalid_input());
+        assert_eq!(rows_of_t(&writer).await, [1, 2, 3, 4, 10]);
+    }
+
+    async fn futures_join_any<T>(tasks: Vec<tokio::task::JoinHandle<Result<T>>>) -> Vec<T> {
+        let mut out = Vec::new();
+        for task in tasks {
+            out.push(task.await.unwrap().unwrap());
+        }
+        out
     }
 
     async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Result<()>>>) -> Vec<Result<()>> {
