@@ -1134,24 +1134,9 @@ impl SqliteStore {
         std::sync::mpsc::Sender<()>,
         tokio::task::JoinHandle<Result<()>>,
     ) {
-        let (release, wait) = std::sync::mpsc::channel::<()>();
-        let (started, running) = tokio::sync::oneshot::channel::<()>();
-        let wait = std::sync::Mutex::new(wait);
-        let started = std::sync::Mutex::new(Some(started));
+        let (op, release, running) = writer::held_op(|_| Ok(()));
         let store = self.clone();
-        let busy = tokio::spawn(async move {
-            store
-                .inner
-                .writer
-                .write(move |_| {
-                    if let Some(started) = started.lock().unwrap().take() {
-                        let _ = started.send(());
-                        let _ = wait.lock().unwrap().recv();
-                    }
-                    Ok(())
-                })
-                .await
-        });
+        let busy = tokio::spawn(async move { store.inner.writer.write(op).await });
         running.await.unwrap();
         (release, busy)
     }

@@ -637,6 +637,34 @@ fn rollback(conn: &Connection) {
     }
 }
 
+/// For tests: an operation that runs `first` and then, on its first run
+/// only, waits until the returned sender is used or dropped; the receiver
+/// answers once it waits. What is queued meanwhile waits behind it (or
+/// joins its group, and may run it again: it does not wait then).
+#[cfg(test)]
+#[allow(clippy::type_complexity)]
+pub(crate) fn held_op(
+    first: impl Fn(&Connection) -> Result<()> + Send + 'static,
+) -> (
+    impl Fn(&Connection) -> Result<()> + Send + 'static,
+    std::sync::mpsc::Sender<()>,
+    oneshot::Receiver<()>,
+) {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let (started, running) = oneshot::channel::<()>();
+    let wait = Mutex::new(wait);
+    let started = Mutex::new(Some(started));
+    let op = move |conn: &Connection| {
+        first(conn)?;
+        if let Some(started) = started.lock().unwrap().take() {
+            let _ = started.send(());
+            let _ = wait.lock().unwrap().recv();
+        }
+        Ok(())
+    };
+    (op, release, running)
+}
+
 #[cfg(test)]
 mod linger_tests {
     use super::*;
@@ -779,25 +807,10 @@ mod panic_tests {
         std::sync::mpsc::Sender<()>,
         tokio::task::JoinHandle<Result<()>>,
     ) {
-        let (release, wait) = std::sync::mpsc::channel::<()>();
-        let (started, is_held) = oneshot::channel::<()>();
-        let wait = std::sync::Mutex::new(wait);
-        let started = std::sync::Mutex::new(Some(started));
+        let (op, release, running) = held_op(|_| Ok(()));
         let writer = Arc::clone(writer);
-        let held = tokio::spawn(async move {
-            writer
-                .write(move |_conn| {
-                    // Held on its first run only: what is queued meanwhile
-                    // joins its group, which may run it again.
-                    if let Some(started) = started.lock().unwrap().take() {
-                        let _ = started.send(());
-                        let _ = wait.lock().unwrap().recv();
-                    }
-                    Ok(())
-                })
-                .await
-        });
-        is_held.await.unwrap();
+        let held = tokio::spawn(async move { writer.write(op).await });
+        running.await.unwrap();
         (release, held)
     }
 
@@ -893,23 +906,13 @@ mod panic_tests {
         std::sync::mpsc::Sender<()>,
         tokio::task::JoinHandle<Result<()>>,
     ) {
-        let (release, wait) = std::sync::mpsc::channel::<()>();
-        let (started, running) = oneshot::channel::<()>();
-        let wait = std::sync::Mutex::new(wait);
-        let started = std::sync::Mutex::new(Some(started));
-        let w = Arc::clone(writer);
-        let task = tokio::spawn(async move {
-            w.write(move |conn| {
-                conn.execute("INSERT INTO t VALUES (?1)", [x])
-                    .map_err(db_err("insert"))?;
-                if let Some(started) = started.lock().unwrap().take() {
-                    let _ = started.send(());
-                    let _ = wait.lock().unwrap().recv();
-                }
-                Ok(())
-            })
-            .await
+        let (op, release, running) = held_op(move |conn| {
+            conn.execute("INSERT INTO t VALUES (?1)", [x])
+                .map(drop)
+                .map_err(db_err("insert"))
         });
+        let w = Arc::clone(writer);
+        let task = tokio::spawn(async move { w.write(op).await });
         running.await.unwrap();
         (release, task)
     }
