@@ -544,7 +544,9 @@ fn run(
         let Some(open) = guard.as_ref() else { break };
         let failure = run_group(open, &mut group, &mut receiver, &mut carry);
         drop(guard);
-        busy(false);
+        // An operation carried over to the next group is work: no caller
+        // writes ahead of it.
+        busy(carry.is_some());
         for job in group.drain(..) {
             job.answer(failure.as_ref());
         }
