@@ -53,9 +53,7 @@ impl NewEvent {
             note.data.clone(),
         )
     }
-}
 
-impl NewEvent {
     /// The line as a read answers it, at `seq`.
     fn read_as(self, seq: i64) -> Event {
         Event {
