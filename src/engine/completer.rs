@@ -299,6 +299,183 @@ mod tests {
         assert!(!writes_now(1, 4, 4, false));
     }
 
+    /// A store whose writes of attempts fail for the submissions in
+    /// `failing` (a trigger added through a second connection to its file,
+    /// as a disk or a constraint would fail them), and one lease per
+    /// submission of `keys`.
+    async fn refusing_store(
+        dir: &std::path::Path,
+        keys: &[&str],
+        failing: &[usize],
+    ) -> (crate::store::SqliteStore, Vec<crate::store::Lease>) {
+        use std::time::Duration;
+
+        use crate::model::submission::NewSubmission;
+        use crate::store::{ClaimRequest, OutboxStore, SqliteStore};
+
+        let path = dir.join("refusing.db");
+        let store = SqliteStore::open(&path).unwrap();
+        for key in keys {
+            let new = NewSubmission::new("bank", "claim.submit", serde_json::json!({ "k": key }))
+                .idempotency_key(*key);
+            store.enqueue(new).await.unwrap();
+        }
+        let leases = store
+            .claim(ClaimRequest::new("bank", keys.len(), Duration::from_secs(30)).at(store.now()))
+            .await
+            .unwrap();
+        assert_eq!(leases.len(), keys.len());
+        let ids: Vec<String> = failing
+            .iter()
+            .map(|&i| format!("'{}'", leases[i].submission.id))
+            .collect();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TRIGGER refuse_finish BEFORE UPDATE ON liaison_attempts \
+             WHEN NEW.submission_id IN ({}) \
+             BEGIN SELECT RAISE(ABORT, 'the disk refused the write'); END;",
+            ids.join(", ")
+        ))
+        .unwrap();
+        (store, leases)
+    }
+
+    /// What the store holds of a submission: its state and whether its
+    /// latest attempt is finished.
+    async fn held(
+        store: &crate::store::SqliteStore,
+        lease: &crate::store::Lease,
+    ) -> (crate::model::submission::SubmissionState, bool) {
+        use crate::store::OutboxStore;
+        let id = lease.submission.id;
+        let submission = store.get(id).await.unwrap();
+        let attempts = store.attempts(id).await.unwrap();
+        let finished = attempts.last().unwrap().finished_at.is_some();
+        (submission.state, finished)
+    }
+
+    /// A result the completer hands over, with a flag set by its hand-over.
+    fn handing(
+        completer: &super::Completer,
+        lease: &crate::store::Lease,
+    ) -> (
+        tokio::task::JoinHandle<crate::error::Result<crate::model::submission::Submission>>,
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        use crate::AttemptOutcome;
+        use crate::model::submission::SubmissionState;
+        use crate::store::{AttemptReport, HandOver, StateChange};
+
+        let handed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&handed);
+        let completer = completer.clone();
+        let lease = lease.clone();
+        let answer = tokio::spawn(async move {
+            completer
+                .complete(
+                    &lease,
+                    AttemptReport::new(AttemptOutcome::Succeeded),
+                    StateChange::to(SubmissionState::Succeeded),
+                    HandOver::new(move || flag.store(true, Ordering::SeqCst)),
+                )
+                .await
+        });
+        (answer, handed)
+    }
+
+    /// A lone result the store cannot take is answered the store's error,
+    /// its hand-over still runs (the attempt's slot comes back), and
+    /// nothing of it is written: the lease stays for its holder or the
+    /// reaper.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_result_the_store_refuses_is_answered_its_error_and_handed_over() {
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+
+        use crate::model::submission::SubmissionState;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (store, leases) = refusing_store(dir.path(), &["k1"], &[0]).await;
+        let (completer, task) = super::Completer::start(Arc::new(store.clone()));
+
+        let (answer, handed) = handing(&completer, &leases[0]);
+        let error = answer.await.unwrap().expect_err("the store refused it");
+        assert!(error.is_storage(), "{error:?}");
+        let cause = std::error::Error::source(&error).map(|e| e.to_string());
+        assert!(
+            cause
+                .as_deref()
+                .is_some_and(|c| c.contains("the disk refused the write")),
+            "{error}: {cause:?}"
+        );
+        assert!(handed.load(Ordering::SeqCst), "its slot came back");
+        assert_eq!(
+            held(&store, &leases[0]).await,
+            (SubmissionState::InFlight, false),
+            "nothing of the refused result was written"
+        );
+        drop(completer);
+        task.await.unwrap();
+    }
+
+    /// A batch the store refuses as a whole is recorded one result at a
+    /// time: the result the store cannot take is answered its error, the
+    /// others are recorded, and every hand-over runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_the_store_refuses_is_recorded_one_by_one() {
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+
+        use crate::model::submission::SubmissionState;
+        use crate::store::SqliteStore;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (store, leases) = refusing_store(dir.path(), &["k1", "k2", "k3"], &[1]).await;
+        let (completer, task) = super::Completer::start(Arc::new(store.clone()));
+
+        // The three go out in one batch: they gather while the writer is
+        // held by something else.
+        let (release, busy) = SqliteStore::hold_writer(&store).await;
+        let handing: Vec<_> = leases.iter().map(|l| handing(&completer, l)).collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+
+        let mut answers = Vec::new();
+        for (answer, handed) in handing {
+            answers.push(answer.await.unwrap());
+            assert!(handed.load(Ordering::SeqCst), "every slot came back");
+        }
+        assert_eq!(
+            answers[0].as_ref().unwrap().state,
+            SubmissionState::Succeeded
+        );
+        let error = answers[1].as_ref().expect_err("the store refused it");
+        assert!(error.is_storage(), "{error:?}");
+        assert_eq!(
+            answers[2].as_ref().unwrap().state,
+            SubmissionState::Succeeded
+        );
+        assert_eq!(
+            held(&store, &leases[0]).await,
+            (SubmissionState::Succeeded, true)
+        );
+        assert_eq!(
+            held(&store, &leases[1]).await,
+            (SubmissionState::InFlight, false),
+            "nothing of the refused result was written"
+        );
+        assert_eq!(
+            held(&store, &leases[2]).await,
+            (SubmissionState::Succeeded, true)
+        );
+        drop(completer);
+        task.await.unwrap();
+    }
+
     /// An attempt's hand-over runs once the store has taken its result, not
     /// once the result is answered: on SQLite while the writer is still
     /// busy with something else.
