@@ -117,6 +117,7 @@ migrations! {
     26, "created_index_sqlite", "0026_created_index_sqlite.sql";
     27, "inserts_count_themselves", "0027_inserts_count_themselves.sql";
     28, "claims_read_from_attempts", "0028_claims_read_from_attempts.sql";
+    29, "changes_count_themselves", "0029_changes_count_themselves.sql";
 }
 
 /// The newest schema version this build of liaison knows; a database with a

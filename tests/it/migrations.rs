@@ -26,7 +26,7 @@ const RELEASED: [(i64, &str); 6] = [
 ];
 
 /// Every migration of this build: the released ones and those since.
-const CURRENT: [(i64, &str); 28] = [
+const CURRENT: [(i64, &str); 29] = [
     (1, "init"),
     (2, "replay_cycles"),
     (3, "health"),
@@ -55,6 +55,7 @@ const CURRENT: [(i64, &str); 28] = [
     (26, "created_index_sqlite"),
     (27, "inserts_count_themselves"),
     (28, "claims_read_from_attempts"),
+    (29, "changes_count_themselves"),
 ];
 
 /// Take migration 14 (impact) back out: its columns and indexes, and the
@@ -251,7 +252,7 @@ async fn a_database_of_the_previous_release_upgrades_and_records_checksums() {
         .collect();
     assert_eq!(added, since);
     let expected = after.clone();
-    assert_eq!(SCHEMA_VERSION, 28, "a new migration: extend this test");
+    assert_eq!(SCHEMA_VERSION, 29, "a new migration: extend this test");
 
     // The store works on the upgraded file: the idempotency ledger still
     // holds its keys, and the submission awaiting a result takes its callback.

@@ -180,14 +180,24 @@ impl Driver for Db<'_> {
 
     async fn write_state(&self, w: &StateWrite) -> Result<()> {
         let after = &w.after;
+        // The change counts itself (see `COUNT_MOVED`).
+        static CHANGE: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH m AS (UPDATE liaison_submissions SET state = $2, due_at = $3, \
+                     result_deadline = $4, terminal_at = $5, external_ref = $6, last_error = $7, \
+                     updated_at = $8, lease_token = NULL, lease_expires_at = NULL, \
+                     accepted_at = COALESCE(accepted_at, $9), replays = $10, \
+                     attempts_before_cycle = $11, cycle_started_at = $12, result_document = $13, \
+                     lease_expiries = COALESCE($14, lease_expiries), counted = NOT counted \
+                     WHERE id = $1 AND state = $15 \
+                     RETURNING $15::text AS from_state, {COUNTED_COLUMNS}), \
+                 d AS ({COUNT_MOVED}) \
+                 SELECT COUNT(*) FROM m"
+            )
+        });
         let written = self
-            .execute(
-                "UPDATE liaison_submissions SET state = $2, due_at = $3, result_deadline = $4, \
-                 terminal_at = $5, external_ref = $6, last_error = $7, updated_at = $8, \
-                 lease_token = NULL, lease_expires_at = NULL, accepted_at = COALESCE(accepted_at, $9), \
-                 replays = $10, attempts_before_cycle = $11, cycle_started_at = $12, \
-                 result_document = $13, lease_expiries = COALESCE($14, lease_expiries) \
-                 WHERE id = $1 AND state = $15",
+            .query_one(
+                &CHANGE,
                 &[
                     &sid(after.id),
                     &after.state.as_str(),
@@ -213,8 +223,9 @@ impl Driver for Db<'_> {
                 (Some(reference), true) => reference_taken(&after.partner, reference, None),
                 _ => e,
             })?;
+        let written: i64 = get(&written, 0)?;
         if written != 1 {
-            return Err(rows_moved(1, written));
+            return Err(rows_moved(1, u64::try_from(written).unwrap_or(0)));
         }
         Ok(())
     }
@@ -268,22 +279,33 @@ impl Driver for Db<'_> {
             .collect();
         let expiries: Vec<Option<i32>> = writes.iter().map(|w| w.lease_expiries.map(int)).collect();
         let from: Vec<&str> = writes.iter().map(|w| w.from.as_str()).collect();
-        // The same columns as `write_state`, one row of arrays per write.
+        // The same columns as `write_state`, one row of arrays per write;
+        // the changes count themselves (see `COUNT_MOVED`).
+        static CHANGES: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH m AS (UPDATE liaison_submissions SET state = w.w_state, due_at = w.w_due, \
+                     result_deadline = w.w_deadline, terminal_at = w.w_terminal, \
+                     external_ref = w.w_ref, last_error = w.w_error, updated_at = w.w_at, \
+                     lease_token = NULL, lease_expires_at = NULL, \
+                     accepted_at = COALESCE(accepted_at, w.w_accepted), replays = w.w_replays, \
+                     attempts_before_cycle = w.w_before_cycle, cycle_started_at = w.w_cycle, \
+                     result_document = w.w_result, \
+                     lease_expiries = COALESCE(w.w_expiries, lease_expiries), counted = NOT counted \
+                     FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], \
+                                 $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::int[], \
+                                 $11::int[], $12::bigint[], $13::text[], $14::int[], $15::text[]) \
+                          AS w(w_id, w_state, w_due, w_deadline, w_terminal, w_ref, w_error, w_at, \
+                               w_accepted, w_replays, w_before_cycle, w_cycle, w_result, w_expiries, \
+                               w_from) \
+                     WHERE id = w.w_id AND state = w.w_from \
+                     RETURNING w.w_from AS from_state, {COUNTED_COLUMNS}), \
+                 d AS ({COUNT_MOVED}) \
+                 SELECT COUNT(*) FROM m"
+            )
+        });
         let written = self
-            .execute(
-                "UPDATE liaison_submissions SET state = w.w_state, due_at = w.w_due, \
-                 result_deadline = w.w_deadline, terminal_at = w.w_terminal, \
-                 external_ref = w.w_ref, last_error = w.w_error, updated_at = w.w_at, \
-                 lease_token = NULL, lease_expires_at = NULL, \
-                 accepted_at = COALESCE(accepted_at, w.w_accepted), replays = w.w_replays, \
-                 attempts_before_cycle = w.w_before_cycle, cycle_started_at = w.w_cycle, \
-                 result_document = w.w_result, lease_expiries = COALESCE(w.w_expiries, lease_expiries) \
-                 FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], \
-                             $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::int[], \
-                             $11::int[], $12::bigint[], $13::text[], $14::int[], $15::text[]) \
-                      AS w(w_id, w_state, w_due, w_deadline, w_terminal, w_ref, w_error, w_at, \
-                           w_accepted, w_replays, w_before_cycle, w_cycle, w_result, w_expiries, w_from) \
-                 WHERE id = w.w_id AND state = w.w_from",
+            .query_one(
+                &CHANGES,
                 &[
                     &ids,
                     &states,
@@ -304,8 +326,12 @@ impl Driver for Db<'_> {
                 "change states",
             )
             .await?;
-        if written != writes.len() as u64 {
-            return Err(rows_moved(writes.len(), written));
+        let written: i64 = get(&written, 0)?;
+        if written != writes.len() as i64 {
+            return Err(rows_moved(
+                writes.len(),
+                u64::try_from(written).unwrap_or(0),
+            ));
         }
         Ok(())
     }
@@ -701,8 +727,9 @@ impl Driver for Db<'_> {
         // order; the attempts start from the rows as updated, each with a
         // value of the timeline's sequence that no line will have: the
         // claim's place among the lines (its `claimed` line is read from
-        // the attempt). The claim's time ($2) is both the due cutoff and
-        // the time of the change.
+        // the attempt); the change counts itself (see `COUNT_MOVED`). The
+        // claim's time ($2) is both the due cutoff and the time of the
+        // change.
         let sql = format!(
             "WITH due AS ({due}), \
              numbered AS ( \
@@ -710,7 +737,8 @@ impl Driver for Db<'_> {
                FROM due \
              ), claimed AS ( \
                UPDATE liaison_submissions SET state = 'in_flight', lease_token = c.claim_token, \
-                 lease_expires_at = $5, attempts = attempts + 1, updated_at = $2 \
+                 lease_expires_at = $5, attempts = attempts + 1, updated_at = $2, \
+                 counted = NOT counted \
                FROM numbered JOIN unnest($4::uuid[]) WITH ORDINALITY AS c(claim_token, claim_n) \
                     ON c.claim_n = numbered.due_n \
                WHERE id = numbered.due_id AND state = 'queued' \
@@ -719,7 +747,9 @@ impl Driver for Db<'_> {
                INSERT INTO liaison_attempts \
                  (submission_id, number, lease_token, started_at, claim_seq) \
                SELECT id, attempts, claim_token, $2, nextval('liaison_events_seq_seq') FROM claimed \
-             ) \
+             ), m AS ( \
+               SELECT 'queued'::text AS from_state, {COUNTED_COLUMNS} FROM claimed \
+             ), d AS ({COUNT_MOVED}) \
              SELECT * FROM claimed ORDER BY claim_n",
             due = due_sql(blocking),
         );
@@ -1345,7 +1375,8 @@ const NEW_ROW_COLUMNS: &str = "id, partner, kind, payload, fingerprint, idempote
     created_at, updated_at, currency, business_deadline, counted";
 const NEW_ROW_VALUES: &str = "$1, $2, $3, $4::text::json, $5, $6, $7, $8::text::json, $9, $10, \
     'queued', 0, $11, $12, $13, $13, $14, $15, TRUE";
-/// What [`COUNT_NEW`] reads of the inserted rows, returned by the insert.
+/// What [`COUNT_NEW`] and [`COUNT_MOVED`] read of the rows a statement
+/// inserted or changed, returned by it.
 const COUNTED_COLUMNS: &str = "partner, state, currency, business_value";
 /// The state-count delta of the rows a data-modifying part named `s` inserted
 /// (returning [`COUNTED_COLUMNS`]), as the trigger of migration 0018 computed
@@ -1353,6 +1384,21 @@ const COUNTED_COLUMNS: &str = "partner, state, currency, business_value";
 const COUNT_NEW: &str = "INSERT INTO liaison_state_deltas (partner, state, currency, n, value) \
     SELECT partner, state, COALESCE(currency, ''), COUNT(*), COALESCE(SUM(business_value), 0) \
     FROM s GROUP BY 1, 2, 3";
+/// The state-count delta of the rows a data-modifying part named `m`
+/// changed (returning `from_state`, the state each row was changed from,
+/// then [`COUNTED_COLUMNS`]), as the trigger of migration 0018 computed it:
+/// each row whose state changed leaves its old state's count and joins its
+/// new one's; no row when nothing moved. A change that appends it flips
+/// `counted` on its rows, so that the schema's update trigger, which counts
+/// the changes made without it (an earlier build's, a host's own SQL),
+/// leaves it alone (migration 0029).
+const COUNT_MOVED: &str = "INSERT INTO liaison_state_deltas (partner, state, currency, n, value) \
+    SELECT m.partner, CASE WHEN x.n < 0 THEN m.from_state ELSE m.state END, \
+           COALESCE(m.currency, ''), SUM(x.n), SUM(x.n * COALESCE(m.business_value, 0)) \
+    FROM m JOIN (VALUES (-1), (1)) AS x(n) ON TRUE \
+    WHERE m.from_state <> m.state \
+    GROUP BY 1, 2, 3 \
+    HAVING SUM(x.n) <> 0 OR SUM(x.n * COALESCE(m.business_value, 0)) <> 0";
 
 /// A new submission's values as stored.
 struct NewRow<'a> {

@@ -360,3 +360,103 @@ async fn every_insert_is_counted_once_whether_the_store_or_an_earlier_build_made
         .unwrap();
     assert_eq!(table, (7, 211_111));
 }
+
+/// The store's state changes count themselves, each once, by whichever of
+/// its three statements makes them (a claim, one result, a batch of
+/// results); a change made without flipping `counted`, as an instance of an
+/// earlier build or a host's own SQL makes it, is counted by the schema's
+/// trigger, and an update that changes no counted column counts nothing
+/// (migration 0029).
+#[tokio::test]
+async fn every_state_change_is_counted_once_whether_the_store_or_another_made_it() {
+    use liaison::AttemptOutcome;
+    use liaison::store::{AttemptReport, ClaimRequest, FinishedAttempt, StateChange};
+
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let store = schema.open(Settings::default()).await;
+    let batch = (0..7)
+        .map(|i| submission("bank", &format!("M-{i}")).business_value(10_i64.pow(i)))
+        .collect();
+    store.enqueue_batch(batch).await.unwrap();
+    let leases = store
+        .claim(ClaimRequest::new("bank", 4, Duration::from_secs(60)).at(Utc::now()))
+        .await
+        .unwrap();
+    assert_eq!(leases.len(), 4);
+    // One result alone, two in one batch; the fourth stays in flight.
+    let done = |lease: &liaison::store::Lease, outcome, to| {
+        FinishedAttempt::new(
+            lease.clone(),
+            AttemptReport::new(outcome),
+            StateChange::to(to),
+        )
+    };
+    let one = done(
+        &leases[0],
+        AttemptOutcome::Succeeded,
+        SubmissionState::Succeeded,
+    );
+    store
+        .complete(&one.lease, one.report, one.change)
+        .await
+        .unwrap();
+    let answers = store
+        .complete_batch(vec![
+            done(
+                &leases[1],
+                AttemptOutcome::Succeeded,
+                SubmissionState::Succeeded,
+            ),
+            done(&leases[2], AttemptOutcome::Failed, SubmissionState::Failed),
+        ])
+        .await
+        .unwrap();
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+
+    // What another writer does: two queued rows cancelled in one statement,
+    // and a change of no counted column.
+    let conn = client(&schema.url).await;
+    let s = &schema.name;
+    conn.batch_execute(&format!(
+        "UPDATE {s}.liaison_submissions SET state = 'cancelled', updated_at = 2 \
+             WHERE idempotency_key IN ('M-4', 'M-5'); \
+         UPDATE {s}.liaison_submissions SET last_error = 'noted' WHERE idempotency_key = 'M-6'"
+    ))
+    .await
+    .unwrap();
+
+    let table: BTreeMap<SubmissionState, Totals> = conn
+        .query(
+            &format!(
+                "SELECT state, COUNT(*), SUM(business_value)::BIGINT FROM {s}.liaison_submissions \
+                 WHERE partner = 'bank' GROUP BY state"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let state: String = row.get(0);
+            let count: i64 = row.get(1);
+            let value: i64 = row.get(2);
+            (
+                state.parse().unwrap(),
+                Totals::of(count as u64, None, value),
+            )
+        })
+        .collect();
+    let expected: BTreeMap<SubmissionState, Totals> = [
+        (SubmissionState::Succeeded, Totals::of(2, None, 11)),
+        (SubmissionState::Failed, Totals::of(1, None, 100)),
+        (SubmissionState::InFlight, Totals::of(1, None, 1_000)),
+        (SubmissionState::Cancelled, Totals::of(2, None, 110_000)),
+        (SubmissionState::Queued, Totals::of(1, None, 1_000_000)),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(table, expected, "the table as the steps above left it");
+    assert_eq!(counts(&store, "bank").await, expected);
+}

@@ -188,8 +188,8 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     // 0021_limit_waiters, 0022_one_lease_index, 0023_counts_in_writes,
     // 0024_created_index, 0025_ordering_by_state, 0026_created_index
     // (SQLite's; nothing here), 0027_inserts_count_themselves,
-    // 0028_claims_read_from_attempts.
-    assert_eq!(version, 28);
+    // 0028_claims_read_from_attempts, 0029_changes_count_themselves.
+    assert_eq!(version, 29);
     conn.execute(
         &format!("INSERT INTO {table} (version, name, applied_at) VALUES ($1, 'future', 0)"),
         &[&(version + 1)],
@@ -278,6 +278,7 @@ async fn instances_starting_together_migrate_once() {
             (26, "created_index_sqlite".to_string()),
             (27, "inserts_count_themselves".to_string()),
             (28, "claims_read_from_attempts".to_string()),
+            (29, "changes_count_themselves".to_string()),
         ]
     );
     stores[0].enqueue(submission("bank", "k")).await.unwrap();
@@ -914,6 +915,7 @@ async fn a_schema_of_the_previous_release_upgrades_and_records_checksums() {
         (26, "created_index_sqlite"),
         (27, "inserts_count_themselves"),
         (28, "claims_read_from_attempts"),
+        (29, "changes_count_themselves"),
     ]
     .into_iter()
     .map(|(v, n)| {
