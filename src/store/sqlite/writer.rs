@@ -1135,4 +1135,90 @@ mod caller_tests {
         assert_eq!(writer.write_small(insert(3)).await.unwrap(), here);
         assert_eq!(rows(dir.path()), [3]);
     }
+
+    /// A job that inserts 1, then waits in its run until `go`, and in its
+    /// answer until `resume`; it says when each wait begins.
+    struct Paused {
+        running: Option<oneshot::Sender<()>>,
+        go: std::sync::mpsc::Receiver<()>,
+        answering: Option<oneshot::Sender<()>>,
+        resume: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl Job for Paused {
+        fn run(&mut self, conn: &Connection, _savepoint: bool) -> bool {
+            conn.execute("INSERT INTO t VALUES (1)", []).unwrap();
+            if let Some(running) = self.running.take() {
+                let _ = running.send(());
+                let _ = self.go.recv();
+            }
+            false
+        }
+
+        fn answer(mut self: Box<Self>, _failure: Option<&GroupFailure>) {
+            if let Some(answering) = self.answering.take() {
+                let _ = answering.send(());
+            }
+            let _ = self.resume.recv();
+        }
+
+        fn joins(&self) -> bool {
+            false
+        }
+    }
+
+    /// An operation queued while a group ran, which the group did not take
+    /// in, is carried to the next group; until that group begins the writer
+    /// counts as busy, so a small write made meanwhile (here: while the
+    /// writer answers the first group) waits in the queue behind it instead
+    /// of running ahead of it on its caller's thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_write_waits_behind_an_operation_carried_to_the_next_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Arc::new(sharing(dir.path(), Duration::from_secs(5)));
+        let (running, run_began) = oneshot::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let (answering, answer_began) = oneshot::channel();
+        let (resume, resume_rx) = std::sync::mpsc::channel();
+        let paused: Box<dyn Job> = Box::new(Paused {
+            running: Some(running),
+            go: go_rx,
+            answering: Some(answering),
+            resume: resume_rx,
+        });
+        writer.sender.as_ref().unwrap().send(paused).await.unwrap();
+        run_began.await.unwrap();
+        // Queued while the group runs, and not one that joins: carried.
+        let w = Arc::clone(&writer);
+        let carried = tokio::spawn(async move { w.write(insert(2)).await });
+        super::panic_tests::queued(&writer, 1).await;
+        go.send(()).unwrap();
+        // The first group has committed and the writer answers it; the
+        // carried operation has left the queue and not begun.
+        answer_began.await.unwrap();
+        assert!(!carried.is_finished());
+        let w = Arc::clone(&writer);
+        let small = tokio::spawn(async move { w.write_small(insert(3)).await });
+        let ran_ahead = async {
+            while !small.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::select! {
+            () = super::panic_tests::queued(&writer, 1) => {}
+            () = ran_ahead => panic!("the small write ran ahead of the carried operation"),
+        }
+        resume.send(()).unwrap();
+        assert_eq!(carried.await.unwrap().unwrap(), WRITER);
+        assert_eq!(small.await.unwrap().unwrap(), WRITER);
+        let conn = Connection::open(dir.path().join("w.db")).unwrap();
+        let order: Vec<i64> = conn
+            .prepare("SELECT x FROM t ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(order, [1, 2, 3]);
+    }
 }
