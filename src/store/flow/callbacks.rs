@@ -109,17 +109,12 @@ async fn settle_stored<D: Driver>(
                 row,
                 report: Some((report, &outcome)),
             };
-            let receipt = apply_report(
-                d,
-                &stored,
-                written,
-                Among::Others,
+            let applying = Applying {
                 report,
-                &outcome,
-                *unmatched_until,
-                now,
-            )
-            .await?;
+                outcome: &outcome,
+                unmatched_until: *unmatched_until,
+            };
+            let receipt = apply_report(d, &stored, written, Among::Others, applying, now).await?;
             // Reliability tests: the report is applied, its transaction not
             // committed.
             #[cfg(feature = "failpoints")]
@@ -188,17 +183,31 @@ async fn finish<D: Driver>(
     Ok(end.receipt(stored.id))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A callback's report being applied: what it says, that as stored (its
+/// outcome's JSON), and until when it may wait for its submission.
+#[derive(Debug, Clone, Copy)]
+struct Applying<'a> {
+    report: &'a CallbackReport,
+    outcome: &'a str,
+    unmatched_until: DateTime<Utc>,
+}
+
+/// Settle a callback by its report: a repeat of an earlier delivery, a
+/// match, or none yet (see [`rules::repeat`], [`rules::matched`] and
+/// [`rules::no_match`]); `among` says which callbacks it may repeat.
 async fn apply_report<D: Driver>(
     d: &D,
     stored: &StoredCallback,
     written: Written<'_>,
     among: Among,
-    report: &CallbackReport,
-    outcome: &str,
-    unmatched_until: DateTime<Utc>,
+    applying: Applying<'_>,
     now: DateTime<Utc>,
 ) -> Result<CallbackReceipt> {
+    let Applying {
+        report,
+        outcome,
+        unmatched_until,
+    } = applying;
     // A repeat of an earlier delivery: same event id, or the same body.
     let (by_event, by_body) = repeats(d, &[(stored, report.event_id.as_deref())], among)
         .await?
@@ -319,17 +328,12 @@ pub(super) async fn rematch_all<D: Driver>(
         // A key names the newest submission with it, which may be another
         // one: each is settled as it arrives, with its own look-up.
         for p in &pending {
-            apply_report(
-                d,
-                &p.stored,
-                Written::STORED,
-                Among::Before,
-                &p.report,
-                &p.outcome,
-                p.until,
-                now,
-            )
-            .await?;
+            let applying = Applying {
+                report: &p.report,
+                outcome: &p.outcome,
+                unmatched_until: p.until,
+            };
+            apply_report(d, &p.stored, Written::STORED, Among::Before, applying, now).await?;
         }
         let mut after = Vec::with_capacity(current.len());
         for (at, submission) in current.iter().enumerate() {
