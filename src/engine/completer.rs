@@ -299,22 +299,18 @@ mod tests {
         assert!(!writes_now(1, 4, 4, false));
     }
 
-    /// A store whose writes of attempts fail for the submissions in
-    /// `failing` (a trigger added through a second connection to its file,
-    /// as a disk or a constraint would fail them), and one lease per
-    /// submission of `keys`.
-    async fn refusing_store(
-        dir: &std::path::Path,
+    /// A store at `path` with one submission of partner `bank` per key of
+    /// `keys`, each claimed: its lease, in the order of `keys`.
+    async fn leased(
+        path: &std::path::Path,
         keys: &[&str],
-        failing: &[usize],
     ) -> (crate::store::SqliteStore, Vec<crate::store::Lease>) {
         use std::time::Duration;
 
         use crate::model::submission::NewSubmission;
         use crate::store::{ClaimRequest, OutboxStore, SqliteStore};
 
-        let path = dir.join("refusing.db");
-        let store = SqliteStore::open(&path).unwrap();
+        let store = SqliteStore::open(path).unwrap();
         for key in keys {
             let new = NewSubmission::new("bank", "claim.submit", serde_json::json!({ "k": key }))
                 .idempotency_key(*key);
@@ -325,6 +321,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(leases.len(), keys.len());
+        (store, leases)
+    }
+
+    /// [`leased`], in a store whose writes of attempts fail for the
+    /// submissions in `failing` (a trigger added through a second
+    /// connection to its file, as a disk or a constraint would fail them).
+    async fn refusing_store(
+        dir: &std::path::Path,
+        keys: &[&str],
+        failing: &[usize],
+    ) -> (crate::store::SqliteStore, Vec<crate::store::Lease>) {
+        let path = dir.join("refusing.db");
+        let (store, leases) = leased(&path, keys).await;
         let ids: Vec<String> = failing
             .iter()
             .map(|&i| format!("'{}'", leases[i].submission.id))
@@ -486,20 +495,12 @@ mod tests {
 
         use super::Completer;
         use crate::AttemptOutcome;
-        use crate::model::submission::{NewSubmission, SubmissionState};
-        use crate::store::{
-            AttemptReport, ClaimRequest, HandOver, OutboxStore, SqliteStore, StateChange,
-        };
+        use crate::model::submission::SubmissionState;
+        use crate::store::{AttemptReport, HandOver, StateChange};
 
-        let store = SqliteStore::open_temporary().unwrap();
-        let new = NewSubmission::new("bank", "claim.submit", serde_json::json!({ "k": 1 }))
-            .idempotency_key("k1");
-        store.enqueue(new).await.unwrap();
-        let lease = store
-            .claim(ClaimRequest::new("bank", 1, Duration::from_secs(30)).at(store.now()))
-            .await
-            .unwrap()
-            .remove(0);
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut leases) = leased(&dir.path().join("handed.db"), &["k1"]).await;
+        let lease = leases.remove(0);
         let (completer, task) = Completer::start(Arc::new(store.clone()));
 
         let (release, busy) = store.hold_writer().await;
