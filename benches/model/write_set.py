@@ -1,11 +1,15 @@
 """A model of scenario 4b's writes, to price each part of the write set.
 
 Runs the statements a no-op dispatch writes per batch of 64 (claim: the
-state change, attempt rows, `claimed` lines, counters; result: the state
-change, the attempts' finish, `succeeded` lines, counters) straight through
+state change, attempt rows, counters, and before schema 28 `claimed`
+lines; result: the state change, the attempts' finish, `succeeded` lines,
+counters) straight through
 Python's sqlite3 on liaison's real SQLite schema (the migrations of this
 checkout), `synchronous=NORMAL`, 20,000 queued submissions with
-time-ordered ids, and again with parts of the write set left out. Not
+time-ordered ids: first as today's engine writes them (no `claimed`
+lines, a batch's results and the next claim in one transaction), then as
+the engine wrote them before (two transactions per batch, with `claimed`
+lines), and again with parts of the write set left out. Not
 liaison's code path: what the writes alone cost, against which the engine's
 figure (scenario 4b) and the raw loop can be read.
 
@@ -39,33 +43,62 @@ def fresh(path, drop=()):
     c.execute("INSERT INTO liaison_state_counts (partner, state, n) VALUES ('bench', 'queued', ?)", (N,))
     c.execute("COMMIT"); c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return c
-def cycle(c, events=True, attempts=True, counts=True):
+def claim(c, now, events, attempts, counts):
+    """A claim of up to B queued rows: the state change, attempt rows,
+    `claimed` lines when `events` is "all", counters. The rows taken."""
+    rows = c.execute("UPDATE liaison_submissions SET state='in_flight', lease_token='tok', lease_expires_at=?, attempts=attempts+1, updated_at=? "
+                     "WHERE seq IN (SELECT seq FROM liaison_submissions WHERE partner='bench' AND state='queued' ORDER BY priority DESC, due_at LIMIT ?) RETURNING seq, id", (now, now, B)).fetchall()
+    if not rows:
+        return rows
+    if attempts:
+        c.executemany("INSERT INTO liaison_attempts (submission_id, number, lease_token, started_at, claim_seq) VALUES (?, 1, 'tok', ?, 0)", [(r[1], now) for r in rows])
+    if events == "all":
+        c.executemany("INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, data) VALUES (?, ?, 'claimed', 'queued', 'in_flight', 'system:dispatcher', '{\"attempt\":1,\"lease\":\"tok\"}')", [(r[1], now) for r in rows])
+    if counts:
+        for st, d in (("queued", -len(rows)), ("in_flight", len(rows))):
+            c.execute("INSERT INTO liaison_state_counts (partner, state, n) VALUES ('bench', ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n", (st, d))
+    return rows
+def finish(c, rows, now, events, attempts, counts):
+    """The results of `rows`: the state change, the attempts' finish,
+    `succeeded` lines unless `events` is "none", counters."""
+    seqs = [r[0] for r in rows]
+    c.execute(f"UPDATE liaison_submissions SET state='succeeded', terminal_at=?, updated_at=?, lease_token=NULL, lease_expires_at=NULL WHERE seq IN ({','.join('?'*len(seqs))})", [now, now] + seqs)
+    if attempts:
+        c.executemany("UPDATE liaison_attempts SET finished_at=?, outcome='succeeded' WHERE submission_id=? AND number=1", [(now, r[1]) for r in rows])
+    if events != "none":
+        c.executemany("INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor) VALUES (?, ?, 'succeeded', 'in_flight', 'succeeded', 'system:dispatcher')", [(r[1], now) for r in rows])
+    if counts:
+        for st, d in (("in_flight", -len(rows)), ("succeeded", len(rows))):
+            c.execute("INSERT INTO liaison_state_counts (partner, state, n) VALUES ('bench', ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n", (st, d))
+def cycle(c, events="all", attempts=True, counts=True, one_tx=False):
+    """Drain the queue in batches of B. `events`: "all" (a `claimed` and a
+    `succeeded` line per submission, as before schema 28), "results" (the
+    `succeeded` lines only: today's engine reads the `claimed` line from
+    the attempt) or "none". `one_tx`: a batch's results and the next claim
+    commit together (today's engine on SQLite); otherwise the claim and
+    the results commit apart."""
     done = 0; now = 1_700_000_100_000
     t = time.perf_counter()
+    if one_tx:
+        pending = []
+        while True:
+            c.execute("BEGIN IMMEDIATE")
+            if pending:
+                finish(c, pending, now, events, attempts, counts)
+                done += len(pending)
+            pending = claim(c, now, events, attempts, counts)
+            c.execute("COMMIT")
+            if not pending:
+                break
+        return done / (time.perf_counter() - t)
     while True:
         c.execute("BEGIN IMMEDIATE")
-        rows = c.execute("UPDATE liaison_submissions SET state='in_flight', lease_token='tok', lease_expires_at=?, attempts=attempts+1, updated_at=? "
-                         "WHERE seq IN (SELECT seq FROM liaison_submissions WHERE partner='bench' AND state='queued' ORDER BY priority DESC, due_at LIMIT ?) RETURNING seq, id", (now, now, B)).fetchall()
-        if not rows:
-            c.execute("COMMIT"); break
-        if attempts:
-            c.executemany("INSERT INTO liaison_attempts (submission_id, number, lease_token, started_at) VALUES (?, 1, 'tok', ?)", [(r[1], now) for r in rows])
-        if events:
-            c.executemany("INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor, data) VALUES (?, ?, 'claimed', 'queued', 'in_flight', 'system:dispatcher', '{\"attempt\":1,\"lease\":\"tok\"}')", [(r[1], now) for r in rows])
-        if counts:
-            for st, d in (("queued", -len(rows)), ("in_flight", len(rows))):
-                c.execute("INSERT INTO liaison_state_counts (partner, state, n) VALUES ('bench', ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n", (st, d))
+        rows = claim(c, now, events, attempts, counts)
         c.execute("COMMIT")
+        if not rows:
+            break
         c.execute("BEGIN IMMEDIATE")
-        seqs = [r[0] for r in rows]
-        c.execute(f"UPDATE liaison_submissions SET state='succeeded', terminal_at=?, updated_at=?, lease_token=NULL, lease_expires_at=NULL WHERE seq IN ({','.join('?'*len(seqs))})", [now, now] + seqs)
-        if attempts:
-            c.executemany("UPDATE liaison_attempts SET finished_at=?, outcome='succeeded' WHERE submission_id=? AND number=1", [(now, r[1]) for r in rows])
-        if events:
-            c.executemany("INSERT INTO liaison_events (submission_id, at, kind, from_state, to_state, actor) VALUES (?, ?, 'succeeded', 'in_flight', 'succeeded', 'system:dispatcher')", [(r[1], now) for r in rows])
-        if counts:
-            for st, d in (("in_flight", -len(rows)), ("succeeded", len(rows))):
-                c.execute("INSERT INTO liaison_state_counts (partner, state, n) VALUES ('bench', ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n", (st, d))
+        finish(c, rows, now, events, attempts, counts)
         c.execute("COMMIT")
         done += len(rows)
     return done / (time.perf_counter() - t)
@@ -129,15 +162,18 @@ def narrow_cycle(path, claimed_line=True):
 ALL_SUB = ["liaison_submissions_due","liaison_submissions_external_ref","liaison_submissions_deadline","liaison_submissions_partner_state","liaison_submissions_state","liaison_submissions_key","liaison_submissions_accepted","liaison_submissions_partner_terminal","liaison_submissions_unpurged","liaison_submissions_updated","liaison_submissions_worker_crashed","liaison_submissions_business_deadline","liaison_submissions_nearest_deadline","liaison_submissions_partner_leases","liaison_submissions_uncleared","liaison_submissions_ordering","liaison_submissions_created"]
 KEEP_NARROW = {"liaison_submissions_due", "liaison_submissions_partner_leases"}
 variants = {
+  "today's write set (no claimed lines; results and the next claim in one transaction)": ((), {"events": "results", "one_tx": True}),
+  "today's write set without the succeeded lines": ((), {"events": "none", "one_tx": True}),
+  "today's write set, the queue's two indexes only": (tuple(i for i in ALL_SUB if i not in KEEP_NARROW), {"events": "results", "one_tx": True}),
   "full write set": ((), {}),
-  "no timeline lines": ((), {"events": False}),
+  "no timeline lines": ((), {"events": "none"}),
   "no attempt rows": ((), {"attempts": False}),
   "no counters": ((), {"counts": False}),
   "no state index": (("liaison_submissions_state",), {}),
   "no updated index": (("liaison_submissions_updated",), {}),
   "no terminal indexes (unpurged, uncleared, partner_terminal)": (("liaison_submissions_unpurged","liaison_submissions_uncleared","liaison_submissions_partner_terminal"), {}),
-  "submissions only, every index": ((), {"events": False, "attempts": False, "counts": False}),
-  "submissions only, due + leases indexes": (tuple(i for i in ALL_SUB if i not in KEEP_NARROW), {"events": False, "attempts": False, "counts": False}),
+  "submissions only, every index": ((), {"events": "none", "attempts": False, "counts": False}),
+  "submissions only, due + leases indexes": (tuple(i for i in ALL_SUB if i not in KEEP_NARROW), {"events": "none", "attempts": False, "counts": False}),
 }
 os.makedirs(sys.argv[2] if len(sys.argv) > 2 else "target/write-set-model", exist_ok=True)
 path = os.path.join(sys.argv[2] if len(sys.argv) > 2 else "target/write-set-model", "m.db")
