@@ -47,6 +47,11 @@ pub(super) const CHECKPOINT_PAGES: c_int = 1000;
 /// Pages in the log after which the writer checkpoints itself.
 pub(super) const BACKSTOP_PAGES: c_int = 8 * CHECKPOINT_PAGES;
 
+/// The checkpointer thread's name: whole within the 15 bytes of a name
+/// Linux keeps, and told apart there from the writer's
+/// ([`super::writer::WRITER_THREAD`]).
+pub(crate) const CHECKPOINT_THREAD: &str = "liaison-checkpt";
+
 /// How long dropping the store waits for the checkpointer thread to end.
 /// A passive checkpoint in progress is let finish (it copies at most
 /// [`BACKSTOP_PAGES`] pages); past this the thread is left to end on its
@@ -127,7 +132,7 @@ impl Checkpointer {
         let turn = Arc::new(Mutex::new(()));
         let checkpointer_turn = Arc::clone(&turn);
         let thread = std::thread::Builder::new()
-            .name("liaison-sqlite-checkpoint".into())
+            .name(CHECKPOINT_THREAD.into())
             .spawn(move || {
                 // Dropped when the thread ends, however it ends.
                 let _ended = ended_tx;

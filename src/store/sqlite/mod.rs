@@ -1146,6 +1146,47 @@ impl SqliteStore {
 mod tests {
     use super::*;
 
+    /// The store's threads show as themselves where Linux lists threads
+    /// (`/proc/<pid>/task/*/comm`, what `top -H`, `perf` and debuggers
+    /// read): each name fits in the 15 bytes kept, so the writer and the
+    /// checkpointer are told apart in a profile or a dump of stuck threads.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_writer_and_checkpointer_threads_are_told_apart_by_the_system() {
+        use super::checkpoint::CHECKPOINT_THREAD;
+        use super::writer::WRITER_THREAD;
+        let config = SqliteConfig::default().synchronous(Synchronous::Normal);
+        let store = SqliteStore::open_temporary_with(config).unwrap();
+        assert!(store.inner._checkpointer.is_running());
+        let names = || -> Vec<String> {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .map(|comm| comm.trim_end().to_owned())
+                .collect()
+        };
+        // A new thread carries its parent's name until it has started and
+        // named itself: wait for that, within a bound.
+        let named = |names: &[String]| {
+            [WRITER_THREAD, CHECKPOINT_THREAD]
+                .iter()
+                .all(|name| names.iter().any(|n| n == name))
+        };
+        let mut seen = names();
+        for _ in 0..200 {
+            if named(&seen) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+            seen = names();
+        }
+        assert!(
+            named(&seen),
+            "{WRITER_THREAD} and {CHECKPOINT_THREAD} in {seen:?}"
+        );
+        drop(store);
+    }
+
     /// A batch of results is handed over once it is in the writer's queue,
     /// before it runs; a claim made then runs after it, in the same
     /// transaction, and finds free the slot the results give back.

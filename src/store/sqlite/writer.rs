@@ -208,6 +208,12 @@ impl CallerWrites {
     }
 }
 
+/// The writer thread's name. Linux keeps 15 bytes of a thread's name (what
+/// `top -H`, `perf` and a debugger's list of threads show), so it fits
+/// there whole and differs from the checkpointer's
+/// ([`super::checkpoint::CHECKPOINT_THREAD`]) within them.
+pub(crate) const WRITER_THREAD: &str = "liaison-writer";
+
 #[derive(Debug)]
 pub(crate) struct Writer {
     sender: Option<mpsc::Sender<Box<dyn Job>>>,
@@ -236,7 +242,7 @@ impl Writer {
         let shared = Arc::clone(&conn);
         let busy = callers.clone();
         let thread = std::thread::Builder::new()
-            .name("liaison-sqlite-writer".into())
+            .name(WRITER_THREAD.into())
             .spawn(move || run(&shared, receiver, busy.as_deref()))
             .map_err(|e| Error::Storage {
                 operation: "start writer thread",
@@ -1006,7 +1012,7 @@ mod caller_tests {
     use super::panic_tests::hold;
     use super::*;
 
-    const WRITER: &str = "liaison-sqlite-writer";
+    const WRITER: &str = WRITER_THREAD;
 
     /// A writer sharing small operations with its callers, on a file
     /// database with table `t`, whose connection waits up to `busy` for
