@@ -1012,8 +1012,6 @@ mod caller_tests {
     use super::panic_tests::hold;
     use super::*;
 
-    const WRITER: &str = WRITER_THREAD;
-
     /// A writer sharing small operations with its callers, on a file
     /// database with table `t`, whose connection waits up to `busy` for
     /// another's write lock.
@@ -1048,14 +1046,14 @@ mod caller_tests {
         let dir = tempfile::tempdir().unwrap();
         let writer = sharing(dir.path(), Duration::from_secs(5));
         let here = std::thread::current().name().unwrap_or("").to_owned();
-        assert_ne!(here, WRITER);
+        assert_ne!(here, WRITER_THREAD);
         for x in 1..=3 {
             assert_eq!(writer.write_small(insert(x)).await.unwrap(), here);
         }
         // Committed: another connection reads them.
         assert_eq!(rows(dir.path()), [1, 2, 3]);
         // Any other operation still runs on the writer's thread.
-        assert_eq!(writer.write(insert(4)).await.unwrap(), WRITER);
+        assert_eq!(writer.write(insert(4)).await.unwrap(), WRITER_THREAD);
     }
 
     #[tokio::test]
@@ -1064,7 +1062,7 @@ mod caller_tests {
         let conn = Connection::open(dir.path().join("w.db")).unwrap();
         conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
         let writer = Writer::spawn(conn).unwrap();
-        assert_eq!(writer.write_small(insert(1)).await.unwrap(), WRITER);
+        assert_eq!(writer.write_small(insert(1)).await.unwrap(), WRITER_THREAD);
         assert_eq!(rows(dir.path()), [1]);
     }
 
@@ -1081,7 +1079,7 @@ mod caller_tests {
         assert!(!small.is_finished());
         release.send(()).unwrap();
         held.await.unwrap().unwrap();
-        assert_eq!(small.await.unwrap().unwrap(), WRITER);
+        assert_eq!(small.await.unwrap().unwrap(), WRITER_THREAD);
         assert_eq!(rows(dir.path()), [1]);
     }
 
@@ -1111,7 +1109,7 @@ mod caller_tests {
         );
         assert!(!small.is_finished());
         other.execute_batch("COMMIT").unwrap();
-        assert_eq!(small.await.unwrap().unwrap(), WRITER);
+        assert_eq!(small.await.unwrap().unwrap(), WRITER_THREAD);
         assert_eq!(rows(dir.path()), [1, 2]);
     }
 
@@ -1215,8 +1213,8 @@ mod caller_tests {
             () = ran_ahead => panic!("the small write ran ahead of the carried operation"),
         }
         resume.send(()).unwrap();
-        assert_eq!(carried.await.unwrap().unwrap(), WRITER);
-        assert_eq!(small.await.unwrap().unwrap(), WRITER);
+        assert_eq!(carried.await.unwrap().unwrap(), WRITER_THREAD);
+        assert_eq!(small.await.unwrap().unwrap(), WRITER_THREAD);
         let conn = Connection::open(dir.path().join("w.db")).unwrap();
         let order: Vec<i64> = conn
             .prepare("SELECT x FROM t ORDER BY rowid")
