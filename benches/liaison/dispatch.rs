@@ -180,6 +180,9 @@ pub(crate) async fn noop(ctx: &Ctx) {
         ("4a", Synchronous::Full, "FULL"),
         ("4b", Synchronous::Normal, "NORMAL"),
     ] {
+        if !ctx.runs(id) {
+            continue;
+        }
         let (mut ours, mut base) = (Vec::new(), Vec::new());
         for rep in 0..ctx.reps {
             let dir = ctx.scratch();
@@ -206,6 +209,9 @@ pub(crate) async fn noop(ctx: &Ctx) {
     }
     // 4c: what delivering every result to the host costs (4b plus a no-op
     // result handler; timed until every result is delivered).
+    if !ctx.runs("4c") {
+        return;
+    }
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     for rep in 0..ctx.reps {
         let dir = ctx.scratch();

@@ -34,6 +34,9 @@ fn sync_name(sync: Synchronous) -> &'static str {
 /// Scenario 1: one durable enqueue per call, one caller.
 pub(crate) async fn one_per_call(ctx: &Ctx) {
     for (id, sync) in [("1a", Synchronous::Full), ("1b", Synchronous::Normal)] {
+        if !ctx.runs(id) {
+            continue;
+        }
         let n = ctx.n;
         let (mut ours, mut base) = (Vec::new(), Vec::new());
         for rep in 0..ctx.reps {

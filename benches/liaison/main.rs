@@ -54,9 +54,23 @@ pub(crate) struct Ctx {
     pub(crate) big: usize,
     pub(crate) dir: PathBuf,
     pub(crate) drain_secs: u64,
+    /// `LIAISON_BENCH_ONLY`, upper-cased; `None`: every scenario.
+    pub(crate) only: Option<Vec<String>>,
 }
 
 impl Ctx {
+    /// Whether the figure `id` (e.g. "4b") is to run: every figure when
+    /// `LIAISON_BENCH_ONLY` is unset, a scenario's figures when it names
+    /// the scenario ("4"), the one figure when it names that ("4B" or
+    /// "4b", so that a profile holds one figure's work alone).
+    pub(crate) fn runs(&self, id: &str) -> bool {
+        let scenario = id.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        self.only.as_ref().is_none_or(|only| {
+            only.iter()
+                .any(|s| s == scenario || s.eq_ignore_ascii_case(id))
+        })
+    }
+
     /// A fresh, empty directory for one run's database files.
     pub(crate) fn scratch(&self) -> tempfile::TempDir {
         tempfile::Builder::new()
@@ -126,19 +140,20 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/liaison-bench"));
     std::fs::create_dir_all(&dir).expect("create LIAISON_BENCH_DIR");
-    let ctx = Ctx {
-        n: env_usize("LIAISON_BENCH_N", 2000).max(64),
-        reps: env_usize("LIAISON_BENCH_REPS", 3).max(1),
-        big: env_usize("LIAISON_BENCH_BIG", 100_000).max(1000),
-        dir,
-        drain_secs: env_usize("LIAISON_BENCH_DRAIN_SECS", 20).max(1) as u64,
-    };
     let only: Option<Vec<String>> = std::env::var("LIAISON_BENCH_ONLY").ok().map(|v| {
         v.split(',')
             .map(|s| s.trim().to_ascii_uppercase())
             .filter(|s| !s.is_empty())
             .collect()
     });
+    let ctx = Ctx {
+        n: env_usize("LIAISON_BENCH_N", 2000).max(64),
+        reps: env_usize("LIAISON_BENCH_REPS", 3).max(1),
+        big: env_usize("LIAISON_BENCH_BIG", 100_000).max(1000),
+        dir,
+        drain_secs: env_usize("LIAISON_BENCH_DRAIN_SECS", 20).max(1) as u64,
+        only: only.clone(),
+    };
     let wanted_name = |name: &str| {
         only.as_ref().is_none_or(|o| {
             o.iter()
@@ -146,6 +161,10 @@ fn main() {
         })
     };
     let wanted = |s: u32| wanted_name(&s.to_string());
+    // A figure of scenario 1 or 4 named alone ("4b") runs its scenario,
+    // which then runs that figure only (`Ctx::runs`).
+    let wanted_parts =
+        |s: u32, parts: &[&str]| wanted(s) || parts.iter().any(|p| wanted_name(&format!("{s}{p}")));
     // `cargo bench` passes `--bench`; a filter argument selects scenarios too.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -153,7 +172,7 @@ fn main() {
         .expect("tokio runtime");
     report::header(&ctx);
     runtime.block_on(async {
-        if wanted(1) {
+        if wanted_parts(1, &["A", "B"]) {
             enqueue::one_per_call(&ctx).await;
         }
         if wanted(2) {
@@ -162,7 +181,7 @@ fn main() {
         if wanted(3) {
             enqueue::batched(&ctx).await;
         }
-        if wanted(4) {
+        if wanted_parts(4, &["A", "B", "C"]) {
             dispatch::noop(&ctx).await;
         }
         if wanted(5) {
