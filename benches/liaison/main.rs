@@ -140,22 +140,21 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/liaison-bench"));
     std::fs::create_dir_all(&dir).expect("create LIAISON_BENCH_DIR");
-    let only: Option<Vec<String>> = std::env::var("LIAISON_BENCH_ONLY").ok().map(|v| {
-        v.split(',')
-            .map(|s| s.trim().to_ascii_uppercase())
-            .filter(|s| !s.is_empty())
-            .collect()
-    });
     let ctx = Ctx {
         n: env_usize("LIAISON_BENCH_N", 2000).max(64),
         reps: env_usize("LIAISON_BENCH_REPS", 3).max(1),
         big: env_usize("LIAISON_BENCH_BIG", 100_000).max(1000),
         dir,
         drain_secs: env_usize("LIAISON_BENCH_DRAIN_SECS", 20).max(1) as u64,
-        only: only.clone(),
+        only: std::env::var("LIAISON_BENCH_ONLY").ok().map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_ascii_uppercase())
+                .filter(|s| !s.is_empty())
+                .collect()
+        }),
     };
     let wanted_name = |name: &str| {
-        only.as_ref().is_none_or(|o| {
+        ctx.only.as_ref().is_none_or(|o| {
             o.iter()
                 .any(|s| s == name || (s == "P" && name.starts_with('P')))
         })
